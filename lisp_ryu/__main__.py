@@ -1,0 +1,3 @@
+from lisp_ryu.cli import main
+
+raise SystemExit(main())

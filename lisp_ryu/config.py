@@ -1,0 +1,477 @@
+"""The lisp-ryu YAML configuration, validated into frozen dataclasses.
+
+One file describes the embedded Map-Server (`map_server:`), the xTRs the
+controller drives (`xtrs:`) and the REST API (`rest:`).  Unknown keys are
+errors; every error names the file, the path of the bad field
+(`map_server.sites[0].eid_prefixes[1].prefix`) and what is wrong, so an
+operator can fix it without reading code.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+LISP_CONTROL_PORT = 4342
+MAX_IID = (1 << 24) - 1
+_MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+NEGATIVE_ACTIONS = ("no-action", "native-forward", "send-map-request", "drop")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or wrong; names file and field path."""
+
+    def __init__(self, source: str, path: str, problem: str):
+        self.source = source
+        self.path = path
+        self.problem = problem
+        where = f"{source}: {path}" if path else source
+        super().__init__(f"{where}: {problem}")
+
+
+# --------------------------------------------------------------------------
+# Parsed values
+
+
+@dataclass(frozen=True)
+class EidPrefixConfig:
+    prefix: IPNetwork
+    iid: int = 0
+    accept_more_specifics: bool = False
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    """A site the Map-Server accepts registrations from."""
+
+    name: str
+    key: str
+    eid_prefixes: tuple[EidPrefixConfig, ...]
+
+
+@dataclass(frozen=True)
+class MapServerConfig:
+    sites: tuple[SiteConfig, ...]
+    listen: tuple[IPAddress, int] | None = None
+    netns: str | None = None
+    data_dir: str | None = None
+    negative_ttl_minutes: int = 15
+    negative_action: str = "native-forward"
+    rate_limit_per_source: float = 1000.0  # messages per second, token bucket
+    notify_retries: int = 3
+    notify_retry_interval: float = 1.0
+    registration_ttl: float = 180.0  # seconds without a Map-Register before expiry
+
+
+@dataclass(frozen=True)
+class RlocConfig:
+    address: IPAddress
+    priority: int = 1
+    weight: int = 100
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """The site's default gateway for a host subnet; answered by ARP flows."""
+
+    subnet: IPNetwork
+    ip: IPAddress
+    mac: str
+    iid: int = 0
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    """A local EID attached to a host port of the xTR."""
+
+    ip: IPAddress
+    mac: str
+    port: int
+    iid: int = 0
+
+
+@dataclass(frozen=True)
+class HostPortConfig:
+    """A switch port facing workloads, and the instance-ID (tenant) it belongs to."""
+
+    port: int
+    iid: int = 0
+
+
+@dataclass(frozen=True)
+class MapServerRef:
+    address: IPAddress
+    key: str
+    port: int = LISP_CONTROL_PORT
+    key_id: int = 1  # 1 = HMAC-SHA-1-96, 2 = HMAC-SHA-256-128 (RFC 9301)
+
+
+@dataclass(frozen=True)
+class XtrConfig:
+    """One OVS switch acting as xTR for a site."""
+
+    name: str
+    dpid: int
+    rlocs: tuple[RlocConfig, ...]
+    tunnel_port: int
+    eid_prefixes: tuple[EidPrefixConfig, ...]
+    map_servers: tuple[MapServerRef, ...]
+    map_resolvers: tuple[IPAddress, ...]
+    host_ports: tuple[HostPortConfig, ...] = ()
+    gateways: tuple[GatewayConfig, ...] = ()
+    hosts: tuple[HostConfig, ...] = ()
+    dynamic_eid_prefixes: tuple[EidPrefixConfig, ...] = ()
+    netns: str | None = None  # namespace holding the RLOC (lab); None = this host
+    register_interval: float = 60.0
+    record_ttl_minutes: int = 1440
+    proxy_reply: bool = False
+
+
+@dataclass(frozen=True)
+class RestConfig:
+    token: str | None = None
+    protect_reads: bool = False
+
+
+@dataclass(frozen=True)
+class Config:
+    source: str
+    map_server: MapServerConfig | None = None
+    xtrs: tuple[XtrConfig, ...] = ()
+    rest: RestConfig = field(default_factory=RestConfig)
+
+
+# --------------------------------------------------------------------------
+# A cursor over the YAML tree that knows where it is
+
+
+class _Node:
+    """A mapping in the YAML tree; remembers its path and which keys were read."""
+
+    def __init__(self, source: str, path: str, value: Any):
+        if not isinstance(value, dict):
+            raise ConfigError(source, path, f"expected a mapping, got {_kind(value)}")
+        self.source, self.path, self.value = source, path, value
+        self._seen: set[str] = set()
+
+    def _child_path(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def error(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(self.source, self._child_path(key), problem)
+
+    def get(self, key: str, parse: Callable[[str, str, Any], T], default: Any = ...) -> T:
+        self._seen.add(key)
+        if key not in self.value or self.value[key] is None:
+            if default is ...:
+                raise self.error(key, "is required")
+            return default
+        return parse(self.source, self._child_path(key), self.value[key])
+
+    def node(self, key: str) -> "_Node | None":
+        self._seen.add(key)
+        if self.value.get(key) is None:
+            return None
+        return _Node(self.source, self._child_path(key), self.value[key])
+
+    def nodes(self, key: str, required: bool = False) -> list["_Node"]:
+        self._seen.add(key)
+        items = self.value.get(key)
+        if items is None:
+            if required:
+                raise self.error(key, "is required")
+            return []
+        if not isinstance(items, list):
+            raise self.error(key, f"expected a list, got {_kind(items)}")
+        return [_Node(self.source, f"{self._child_path(key)}[{i}]", v) for i, v in enumerate(items)]
+
+    def values(self, key: str, parse: Callable[[str, str, Any], T]) -> tuple[T, ...]:
+        self._seen.add(key)
+        items = self.value.get(key)
+        if items is None:
+            return ()
+        if not isinstance(items, list):
+            raise self.error(key, f"expected a list, got {_kind(items)}")
+        return tuple(parse(self.source, f"{self._child_path(key)}[{i}]", v) for i, v in enumerate(items))
+
+    def done(self) -> None:
+        """Reject keys nobody asked for: a typo must not be silently ignored."""
+        unknown = sorted(set(map(str, self.value)) - self._seen)
+        if unknown:
+            raise self.error(unknown[0], f"unknown key (expected one of: {', '.join(sorted(self._seen))})")
+
+
+def _kind(value: Any) -> str:
+    return type(value).__name__
+
+
+# Leaf parsers: (source, path, raw) -> value
+
+
+def _str(source: str, path: str, raw: Any) -> str:
+    if not isinstance(raw, str) or not raw:
+        raise ConfigError(source, path, f"expected a non-empty string, got {raw!r}")
+    return raw
+
+
+def _bool(source: str, path: str, raw: Any) -> bool:
+    if not isinstance(raw, bool):
+        raise ConfigError(source, path, f"expected true or false, got {raw!r}")
+    return raw
+
+
+def _int_range(lo: int, hi: int) -> Callable[[str, str, Any], int]:
+    def parse(source: str, path: str, raw: Any) -> int:
+        if isinstance(raw, bool) or not isinstance(raw, int):
+            raise ConfigError(source, path, f"expected an integer, got {raw!r}")
+        if not lo <= raw <= hi:
+            raise ConfigError(source, path, f"{raw} is out of range {lo}..{hi}")
+        return raw
+
+    return parse
+
+
+def _positive_float(source: str, path: str, raw: Any) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or raw <= 0:
+        raise ConfigError(source, path, f"expected a positive number, got {raw!r}")
+    return float(raw)
+
+
+def _ip(source: str, path: str, raw: Any) -> IPAddress:
+    try:
+        return ipaddress.ip_address(str(raw))
+    except ValueError:
+        raise ConfigError(source, path, f"{raw!r} is not an IP address") from None
+
+
+def _network(source: str, path: str, raw: Any) -> IPNetwork:
+    try:
+        return ipaddress.ip_network(str(raw), strict=True)
+    except ValueError as exc:
+        raise ConfigError(source, path, f"{raw!r} is not an IP prefix ({exc})") from None
+
+
+def _mac(source: str, path: str, raw: Any) -> str:
+    if not isinstance(raw, str) or not _MAC_RE.match(raw):
+        raise ConfigError(source, path, f"{raw!r} is not a MAC address like 02:00:00:00:00:01")
+    return raw.lower()
+
+
+def _dpid(source: str, path: str, raw: Any) -> int:
+    if isinstance(raw, str):
+        try:
+            raw = int(raw.replace(":", ""), 16)
+        except ValueError:
+            raise ConfigError(source, path, f"{raw!r} is not a datapath id (hex)") from None
+    return _int_range(1, (1 << 64) - 1)(source, path, raw)
+
+
+def _endpoint(source: str, path: str, raw: Any) -> tuple[IPAddress, int]:
+    text = str(raw)
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = text, str(LISP_CONTROL_PORT)
+    host = host.strip("[]")
+    try:
+        return ipaddress.ip_address(host), _int_range(1, 65535)(source, path, int(port))
+    except ValueError:
+        raise ConfigError(source, path, f"{raw!r} is not ADDRESS:PORT") from None
+
+
+def _action(source: str, path: str, raw: Any) -> str:
+    if raw not in NEGATIVE_ACTIONS:
+        raise ConfigError(source, path, f"{raw!r} is not one of {', '.join(NEGATIVE_ACTIONS)}")
+    return raw
+
+
+_iid = _int_range(0, MAX_IID)
+_port = _int_range(1, 0xFFFFFF00)
+
+
+# --------------------------------------------------------------------------
+# Sections
+
+
+def _eid_prefix(node: _Node) -> EidPrefixConfig:
+    out = EidPrefixConfig(
+        prefix=node.get("prefix", _network),
+        iid=node.get("iid", _iid, 0),
+        accept_more_specifics=node.get("accept_more_specifics", _bool, False),
+    )
+    node.done()
+    return out
+
+
+def _site(node: _Node) -> SiteConfig:
+    out = SiteConfig(
+        name=node.get("name", _str),
+        key=node.get("key", _str),
+        eid_prefixes=tuple(_eid_prefix(n) for n in node.nodes("eid_prefixes", required=True)),
+    )
+    node.done()
+    if not out.eid_prefixes:
+        raise node.error("eid_prefixes", "a site needs at least one EID prefix")
+    return out
+
+
+def _map_server(node: _Node) -> MapServerConfig:
+    sites = tuple(_site(n) for n in node.nodes("sites", required=True))
+    names = [s.name for s in sites]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise ConfigError(node.source, f"{node.path}.sites[{i}].name", f"duplicate site name {name!r}")
+    out = MapServerConfig(
+        sites=sites,
+        listen=node.get("listen", _endpoint, None),
+        netns=node.get("netns", _str, None),
+        data_dir=node.get("data_dir", _str, None),
+        negative_ttl_minutes=node.get("negative_ttl_minutes", _int_range(0, 0xFFFFFFFF), 15),
+        negative_action=node.get("negative_action", _action, "native-forward"),
+        rate_limit_per_source=node.get("rate_limit_per_source", _positive_float, 1000.0),
+        notify_retries=node.get("notify_retries", _int_range(0, 100), 3),
+        notify_retry_interval=node.get("notify_retry_interval", _positive_float, 1.0),
+        registration_ttl=node.get("registration_ttl", _positive_float, 180.0),
+    )
+    node.done()
+    return out
+
+
+def _rloc(node: _Node) -> RlocConfig:
+    out = RlocConfig(
+        address=node.get("address", _ip),
+        priority=node.get("priority", _int_range(0, 255), 1),
+        weight=node.get("weight", _int_range(0, 255), 100),
+    )
+    node.done()
+    return out
+
+
+def _gateway(node: _Node) -> GatewayConfig:
+    out = GatewayConfig(
+        subnet=node.get("subnet", _network),
+        ip=node.get("ip", _ip),
+        mac=node.get("mac", _mac),
+        iid=node.get("iid", _iid, 0),
+    )
+    node.done()
+    if out.ip not in out.subnet:
+        raise node.error("ip", f"{out.ip} is not inside subnet {out.subnet}")
+    return out
+
+
+def _host(node: _Node) -> HostConfig:
+    out = HostConfig(
+        ip=node.get("ip", _ip),
+        mac=node.get("mac", _mac),
+        port=node.get("port", _port),
+        iid=node.get("iid", _iid, 0),
+    )
+    node.done()
+    return out
+
+
+def _host_port(node: _Node) -> HostPortConfig:
+    out = HostPortConfig(port=node.get("port", _port), iid=node.get("iid", _iid, 0))
+    node.done()
+    return out
+
+
+def _map_server_ref(node: _Node) -> MapServerRef:
+    out = MapServerRef(
+        address=node.get("address", _ip),
+        key=node.get("key", _str),
+        port=node.get("port", _int_range(1, 65535), LISP_CONTROL_PORT),
+        key_id=node.get("key_id", _int_range(1, 2), 1),
+    )
+    node.done()
+    return out
+
+
+def _xtr(node: _Node) -> XtrConfig:
+    out = XtrConfig(
+        name=node.get("name", _str),
+        dpid=node.get("dpid", _dpid),
+        rlocs=tuple(_rloc(n) for n in node.nodes("rlocs", required=True)),
+        tunnel_port=node.get("tunnel_port", _port),
+        eid_prefixes=tuple(_eid_prefix(n) for n in node.nodes("eid_prefixes")),
+        map_servers=tuple(_map_server_ref(n) for n in node.nodes("map_servers", required=True)),
+        map_resolvers=node.values("map_resolvers", _ip),
+        host_ports=tuple(_host_port(n) for n in node.nodes("host_ports")),
+        gateways=tuple(_gateway(n) for n in node.nodes("gateways")),
+        hosts=tuple(_host(n) for n in node.nodes("hosts")),
+        dynamic_eid_prefixes=tuple(_eid_prefix(n) for n in node.nodes("dynamic_eid_prefixes")),
+        netns=node.get("netns", _str, None),
+        register_interval=node.get("register_interval", _positive_float, 60.0),
+        record_ttl_minutes=node.get("record_ttl_minutes", _int_range(1, 0xFFFFFFFF), 1440),
+        proxy_reply=node.get("proxy_reply", _bool, False),
+    )
+    node.done()
+    if not out.rlocs:
+        raise node.error("rlocs", "an xTR needs at least one RLOC")
+    if not out.map_resolvers:
+        out = _replace(out, map_resolvers=tuple(ms.address for ms in out.map_servers))
+    port_iid = {hp.port: hp.iid for hp in out.host_ports}
+    for i, host in enumerate(out.hosts):
+        if port_iid.setdefault(host.port, host.iid) != host.iid:
+            raise ConfigError(node.source, f"{node.path}.hosts[{i}].port",
+                              f"port {host.port} belongs to iid {port_iid[host.port]}, not {host.iid}")
+        if not any(host.iid == p.iid and host.ip in p.prefix for p in out.eid_prefixes):
+            raise ConfigError(node.source, f"{node.path}.hosts[{i}].ip",
+                              f"{host.ip} iid {host.iid} is inside none of this xTR's eid_prefixes")
+    if len(port_iid) != len(out.host_ports):
+        out = _replace(out, host_ports=tuple(HostPortConfig(p, i) for p, i in sorted(port_iid.items())))
+    return out
+
+
+def _replace(obj: T, **changes: Any) -> T:
+    import dataclasses
+
+    return dataclasses.replace(obj, **changes)
+
+
+def _rest(node: _Node | None) -> RestConfig:
+    if node is None:
+        return RestConfig()
+    out = RestConfig(token=node.get("token", _str, None), protect_reads=node.get("protect_reads", _bool, False))
+    node.done()
+    return out
+
+
+def parse(data: Any, source: str = "<config>") -> Config:
+    """Validate an already-loaded YAML tree."""
+    root = _Node(source, "", data if data is not None else {})
+    ms = root.node("map_server")
+    xtrs = tuple(_xtr(n) for n in root.nodes("xtrs"))
+    config = Config(
+        source=source,
+        map_server=_map_server(ms) if ms is not None else None,
+        xtrs=xtrs,
+        rest=_rest(root.node("rest")),
+    )
+    root.done()
+    seen: dict[int, int] = {}
+    for i, x in enumerate(xtrs):
+        if x.dpid in seen:
+            raise ConfigError(source, f"xtrs[{i}].dpid", f"dpid {x.dpid:#x} is also xtrs[{seen[x.dpid]}]'s")
+        seen[x.dpid] = i
+    return config
+
+
+def load(path: str) -> Config:
+    """Read and validate a configuration file."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except OSError as exc:
+        raise ConfigError(path, "", f"cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(path, "", f"not valid YAML: {exc}") from None
+    return parse(data, source=path)

@@ -1,0 +1,280 @@
+"""Desired state of one xTR switch -> the exact set of flows, groups and meters.
+
+Pure: the same plan always compiles to the same `DesiredState`, so the glue
+can recompile from scratch on every change and let the diff decide what to
+send.  See `pipeline.py` for the tables.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import zlib
+from dataclasses import dataclass
+from enum import Enum
+
+from lisp_ryu.flows.model import (
+    Action,
+    Bucket,
+    DesiredState,
+    Flow,
+    Group,
+    GroupAction,
+    Meter,
+    Move,
+    Output,
+    SetField,
+    match,
+)
+from lisp_ryu.flows.pipeline import (
+    PRIO_ARP_PROXY,
+    PRIO_ARP_SELF,
+    PRIO_CLASSIFY,
+    PRIO_LOCAL_HOST,
+    PRIO_MISS,
+    Owner,
+    Table,
+    check_flow,
+    cookie,
+    prefix_priority,
+)
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+ETH_IPV4, ETH_IPV6, ETH_ARP = 0x0800, 0x86DD, 0x0806
+METADATA_IID_MASK = 0xFFFFFF
+MISS_METER_ID = 1
+RLOC_UNUSABLE_PRIORITY = 255  # RFC 9300: priority 255 means "do not use for unicast"
+
+
+class RemoteAction(Enum):
+    """What the ITR does with packets to a map-cache entry."""
+
+    ENCAP = "encap"  # positive mapping: tunnel to the RLOCs
+    DROP = "drop"  # negative, Drop/* actions
+    NATIVE_FORWARD = "native-forward"  # negative: to the PETR, else native port, else drop
+    SEND_MAP_REQUEST = "send-map-request"  # negative: keep missing to the controller
+
+
+@dataclass(frozen=True)
+class HostPort:
+    port: int
+    iid: int
+
+
+@dataclass(frozen=True)
+class LocalHost:
+    iid: int
+    ip: IPAddress
+    mac: str
+    port: int
+
+
+@dataclass(frozen=True)
+class Gateway:
+    iid: int
+    subnet: IPNetwork
+    ip: IPAddress
+    mac: str
+
+
+@dataclass(frozen=True)
+class Rloc:
+    address: IPAddress
+    priority: int = 1
+    weight: int = 100
+
+
+@dataclass(frozen=True)
+class RemoteEntry:
+    """A map-cache entry as the data plane needs it (RLOCs already filtered to reachable)."""
+
+    iid: int
+    prefix: IPNetwork
+    action: RemoteAction
+    rlocs: tuple[Rloc, ...] = ()
+
+
+@dataclass(frozen=True)
+class XtrPlan:
+    tunnel_port: int
+    host_ports: tuple[HostPort, ...] = ()
+    hosts: tuple[LocalHost, ...] = ()
+    gateways: tuple[Gateway, ...] = ()
+    remotes: tuple[RemoteEntry, ...] = ()
+    miss_rate_pps: int = 100
+    petr: IPAddress | None = None
+    native_port: int | None = None
+    router_mac: str = "02:00:00:00:00:fe"  # eth_src for hosts outside any gateway's subnet
+
+
+class CompileError(ValueError):
+    """The plan is inconsistent (a host port without an instance-ID, ...)."""
+
+
+def compile_plan(plan: XtrPlan) -> DesiredState:
+    flows: list[Flow] = []
+    groups: list[Group] = []
+    flows += _classify(plan)
+    flows += _local_hosts(plan)
+    flows += _arp(plan)
+    group_ids = _allocate_group_ids(plan.remotes)
+    for entry in plan.remotes:
+        entry_flows, entry_groups = _remote(plan, entry, group_ids)
+        flows += entry_flows
+        groups += entry_groups
+    flows.append(Flow(Table.ROUTE, PRIO_MISS, (), actions=(Output("controller", 0xFFFF),),
+                      meter=MISS_METER_ID, cookie=cookie(Owner.INFRA, 0, "miss")))
+    for flow in flows:
+        check_flow(flow)
+    keys = [f.key for f in flows]
+    if len(set(keys)) != len(keys):
+        dup = next(k for k in keys if keys.count(k) > 1)
+        raise CompileError(f"two flows share table/priority/match {dup}")
+    return DesiredState(
+        flows=frozenset(flows),
+        groups=frozenset(groups),
+        meters=frozenset({Meter(MISS_METER_ID, plan.miss_rate_pps, burst=plan.miss_rate_pps)}),
+    )
+
+
+def _classify(plan: XtrPlan) -> list[Flow]:
+    infra = cookie(Owner.INFRA)
+    out = [Flow(Table.CLASSIFY, PRIO_CLASSIFY, match(in_port=plan.tunnel_port), goto=Table.DECAP, cookie=infra)]
+    for hp in plan.host_ports:
+        meta = (hp.iid, METADATA_IID_MASK)
+        for eth_type, table in ((ETH_IPV4, Table.ROUTE), (ETH_IPV6, Table.ROUTE), (ETH_ARP, Table.ARP)):
+            out.append(Flow(Table.CLASSIFY, PRIO_CLASSIFY, match(in_port=hp.port, eth_type=eth_type),
+                            goto=table, write_metadata=meta, cookie=infra))
+    return out
+
+
+def _eth_type(address: IPAddress | IPNetwork) -> tuple[int, str]:
+    return (ETH_IPV4, "ipv4_dst") if address.version == 4 else (ETH_IPV6, "ipv6_dst")
+
+
+def _gateway_mac(plan: XtrPlan, iid: int, ip: IPAddress) -> str:
+    for gw in plan.gateways:
+        if gw.iid == iid and ip in gw.subnet:
+            return gw.mac
+    return plan.router_mac
+
+
+def _local_hosts(plan: XtrPlan) -> list[Flow]:
+    out = []
+    for host in plan.hosts:
+        owner = cookie(Owner.LOCAL_HOST, host.iid, str(host.ip))
+        eth_type, dst_field = _eth_type(host.ip)
+        deliver = (SetField("eth_src", _gateway_mac(plan, host.iid, host.ip)),
+                   SetField("eth_dst", host.mac), Output(host.port))
+        out.append(Flow(Table.ROUTE, PRIO_LOCAL_HOST,
+                        match(metadata=(host.iid, METADATA_IID_MASK), eth_type=eth_type, **{dst_field: str(host.ip)}),
+                        actions=deliver, cookie=owner))
+        out.append(Flow(Table.DECAP, PRIO_LOCAL_HOST,
+                        match(tunnel_id=host.iid, eth_type=eth_type, **{dst_field: str(host.ip)}),
+                        actions=deliver, cookie=owner))
+        if host.ip.version == 4:
+            # A host asking for its own address (gratuitous ARP, duplicate
+            # detection) must not get the proxy answer below.
+            out.append(Flow(Table.ARP, PRIO_ARP_SELF,
+                            match(in_port=host.port, eth_type=ETH_ARP, arp_op=1, arp_tpa=str(host.ip)),
+                            cookie=owner))
+    return out
+
+
+def _arp(plan: XtrPlan) -> list[Flow]:
+    """Proxy-ARP per gateway subnet: every address in it is answered with the gateway MAC.
+
+    So hosts send everything to the gateway MAC, whether the target is the
+    gateway, a local host or a remote EID of a stretched subnet, and the
+    ROUTE table does the rest - no packet-in per ARP.
+    """
+    out = []
+    for gw in plan.gateways:
+        if gw.subnet.version != 4:
+            continue  # IPv6 neighbour discovery is not answered in flows yet
+        reply = (
+            Move("eth_src", "eth_dst", 48),
+            SetField("eth_src", gw.mac),
+            SetField("arp_op", 2),
+            Move("arp_sha", "arp_tha", 48),
+            SetField("arp_sha", gw.mac),
+            Move("arp_tpa", "reg0", 32),
+            Move("arp_spa", "arp_tpa", 32),
+            Move("reg0", "arp_spa", 32),
+            Output("in_port"),
+        )
+        out.append(Flow(Table.ARP, PRIO_ARP_PROXY + gw.subnet.prefixlen,
+                        match(metadata=(gw.iid, METADATA_IID_MASK), eth_type=ETH_ARP, arp_op=1,
+                              arp_tpa=_masked(gw.subnet)),
+                        actions=reply, cookie=cookie(Owner.GATEWAY, gw.iid, str(gw.subnet))))
+    return out
+
+
+def _masked(network: IPNetwork) -> str | tuple[str, str]:
+    if network.prefixlen == network.max_prefixlen:
+        return str(network.network_address)
+    return (str(network.network_address), str(network.netmask))
+
+
+def usable_rlocs(rlocs: tuple[Rloc, ...]) -> tuple[Rloc, ...]:
+    """The RLOCs traffic goes to: best priority; weight 0 drains unless all are 0 (RFC 9300 §6)."""
+    candidates = [r for r in rlocs if r.priority != RLOC_UNUSABLE_PRIORITY]
+    if not candidates:
+        return ()
+    best = min(r.priority for r in candidates)
+    chosen = [r for r in candidates if r.priority == best]
+    weighted = [r for r in chosen if r.weight > 0]
+    return tuple(sorted(weighted or chosen, key=lambda r: (r.address.version, int(r.address))))
+
+
+def _tunnel_actions(plan: XtrPlan, iid: int, rloc: IPAddress) -> tuple[Action, ...]:
+    dst_field = "tun_ipv4_dst" if rloc.version == 4 else "tun_ipv6_dst"
+    return (SetField("tunnel_id", iid), SetField(dst_field, str(rloc)), Output(plan.tunnel_port))
+
+
+def _remote(plan: XtrPlan, entry: RemoteEntry, group_ids: dict) -> tuple[list[Flow], list[Group]]:
+    owner = cookie(Owner.MAPPING, entry.iid, str(entry.prefix))
+    eth_type, dst_field = _eth_type(entry.prefix)
+    flow_match = match(metadata=(entry.iid, METADATA_IID_MASK), eth_type=eth_type,
+                       **{dst_field: _masked(entry.prefix)})
+    prio = prefix_priority(entry.prefix)
+    groups: list[Group] = []
+    actions: tuple[Action, ...]
+    if entry.action is RemoteAction.ENCAP:
+        rlocs = usable_rlocs(entry.rlocs)
+        if not rlocs:
+            actions = ()  # every locator down or unusable: drop rather than loop to the controller
+        elif len(rlocs) == 1:
+            actions = _tunnel_actions(plan, entry.iid, rlocs[0].address)
+        else:
+            gid = group_ids[(entry.iid, entry.prefix)]
+            equal = all(r.weight == 0 for r in rlocs)
+            groups.append(Group(gid, "select", tuple(
+                Bucket(1 if equal else r.weight, _tunnel_actions(plan, entry.iid, r.address)) for r in rlocs)))
+            actions = (GroupAction(gid),)
+    elif entry.action is RemoteAction.NATIVE_FORWARD:
+        if plan.petr is not None:
+            actions = _tunnel_actions(plan, entry.iid, plan.petr)
+        elif plan.native_port is not None:
+            actions = (Output(plan.native_port),)
+        else:
+            actions = ()
+    elif entry.action is RemoteAction.DROP:
+        actions = ()
+    else:  # SEND_MAP_REQUEST: the table-miss flow already does this
+        return [], []
+    return [Flow(Table.ROUTE, prio, flow_match, actions=actions, cookie=owner)], groups
+
+
+def _allocate_group_ids(remotes: tuple[RemoteEntry, ...]) -> dict:
+    """Stable group ids: a hash of the entry, probed on collision in a fixed order."""
+    ids: dict = {}
+    used: set[int] = set()
+    for entry in sorted(remotes, key=lambda e: (e.iid, e.prefix.version, e.prefix)):
+        gid = (zlib.crc32(f"{entry.iid}/{entry.prefix}".encode()) & 0x7FFFFFFE) or 1
+        while gid in used:
+            gid = gid % 0x7FFFFFFE + 1
+        used.add(gid)
+        ids[(entry.iid, entry.prefix)] = gid
+    return ids

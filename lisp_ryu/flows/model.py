@@ -1,0 +1,113 @@
+"""Flows, groups and meters as plain, hashable data.
+
+The compiler produces sets of these; the diff compares sets; only the glue
+turns them into OpenFlow messages.  Keeping them free of Ryu makes the whole
+desired-state machinery testable and cheap to compare.
+
+Field and action names follow Ryu's OXM/NXM names (`ipv4_dst`,
+`tun_ipv4_dst`, `tunnel_id`, `metadata`), so rendering is a lookup.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+MatchValue = Union[int, str, tuple]  # masked values are (value, mask)
+
+
+# ---- actions ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Output:
+    port: int | str  # a number, or "in_port" / "controller"
+    max_len: int = 0xFFFF
+
+
+@dataclass(frozen=True)
+class SetField:
+    field: str
+    value: Any
+
+
+@dataclass(frozen=True)
+class Move:
+    """Copy `n_bits` from one field to another (NXM reg-move), e.g. ARP replies in flows."""
+
+    src: str
+    dst: str
+    n_bits: int
+
+
+@dataclass(frozen=True)
+class GroupAction:
+    group_id: int
+
+
+@dataclass(frozen=True)
+class DecTtl:
+    pass
+
+
+Action = Union[Output, SetField, Move, GroupAction, DecTtl]
+
+
+# ---- flows ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Flow:
+    """One flow entry.  (table, priority, match) is its identity on the switch."""
+
+    table: int
+    priority: int
+    match: tuple[tuple[str, MatchValue], ...]
+    actions: tuple[Action, ...] = ()
+    goto: int | None = None
+    write_metadata: tuple[int, int] | None = None  # (value, mask)
+    meter: int | None = None
+    cookie: int = 0
+    idle_timeout: int = 0
+    hard_timeout: int = 0
+
+    @property
+    def key(self) -> tuple[int, int, tuple]:
+        return (self.table, self.priority, self.match)
+
+    def match_dict(self) -> dict[str, MatchValue]:
+        return dict(self.match)
+
+
+def match(**fields: MatchValue) -> tuple[tuple[str, MatchValue], ...]:
+    """A canonical (sorted) match, so equal matches compare equal."""
+    return tuple(sorted(fields.items()))
+
+
+@dataclass(frozen=True)
+class Bucket:
+    weight: int
+    actions: tuple[Action, ...]
+
+
+@dataclass(frozen=True)
+class Group:
+    group_id: int
+    type: str  # "select" | "all" | "indirect" | "ff"
+    buckets: tuple[Bucket, ...]
+
+
+@dataclass(frozen=True)
+class Meter:
+    meter_id: int
+    rate_pps: int
+    burst: int = 0
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    """Everything one switch should hold, as the compiler computed it."""
+
+    flows: frozenset[Flow] = field(default_factory=frozenset)
+    groups: frozenset[Group] = field(default_factory=frozenset)
+    meters: frozenset[Meter] = field(default_factory=frozenset)

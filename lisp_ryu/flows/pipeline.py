@@ -1,0 +1,132 @@
+"""The xTR's OpenFlow table pipeline, declared as data, and the cookie scheme.
+
+    table 0 CLASSIFY  tunnel port -> DECAP; host port + IP -> ROUTE, + ARP -> ARP
+                      (both tag the packet with the port's instance-ID in metadata)
+    table 1 ROUTE     ITR: local host -> deliver; map-cache prefix -> encapsulate;
+                      miss -> controller through the miss meter
+    table 2 DECAP     ETR: tunnel_id (instance-ID) + local host -> deliver
+    table 3 ARP       answer ARP in flows (gateway and proxy-ARP), no packet-in
+
+Priorities encode prefix length inside a band, so longest-prefix match is
+the switch's own priority order.  Cookies name the owner of a flow
+(kind, instance-ID, a hash of the prefix) so a diff removes exactly what is
+stale and an operator can tell from `dump-flows` why a flow exists.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import zlib
+from dataclasses import dataclass
+from enum import IntEnum
+
+from lisp_ryu.flows.model import Flow, GroupAction, Output
+
+
+class Table(IntEnum):
+    CLASSIFY = 0
+    ROUTE = 1
+    DECAP = 2
+    ARP = 3
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    table: Table
+    match_fields: frozenset[str]  # fields a flow in this table may match on
+    may_goto: frozenset[Table]
+
+
+PIPELINE: dict[Table, TableSpec] = {
+    Table.CLASSIFY: TableSpec(
+        Table.CLASSIFY,
+        frozenset({"in_port", "eth_type"}),
+        frozenset({Table.ROUTE, Table.DECAP, Table.ARP}),
+    ),
+    Table.ROUTE: TableSpec(
+        Table.ROUTE,
+        frozenset({"metadata", "eth_type", "ipv4_dst", "ipv6_dst"}),
+        frozenset(),
+    ),
+    Table.DECAP: TableSpec(
+        Table.DECAP,
+        frozenset({"in_port", "tunnel_id", "eth_type", "ipv4_dst", "ipv6_dst"}),
+        frozenset(),
+    ),
+    Table.ARP: TableSpec(
+        Table.ARP,
+        frozenset({"metadata", "in_port", "eth_type", "arp_op", "arp_tpa", "arp_spa"}),
+        frozenset(),
+    ),
+}
+
+
+class PipelineError(ValueError):
+    """The compiler produced a flow the declared pipeline does not allow (a bug)."""
+
+
+def check_flow(flow: Flow) -> None:
+    """Reject flows outside the declared pipeline: wrong table, field or goto."""
+    try:
+        spec = PIPELINE[Table(flow.table)]
+    except ValueError:
+        raise PipelineError(f"flow in undeclared table {flow.table}: {flow}") from None
+    extra = {name for name, _ in flow.match} - spec.match_fields
+    if extra:
+        raise PipelineError(f"table {spec.table.name} does not match on {sorted(extra)}: {flow}")
+    if flow.goto is not None:
+        if flow.goto <= flow.table or Table(flow.goto) not in spec.may_goto:
+            raise PipelineError(f"table {spec.table.name} may not go to table {flow.goto}: {flow}")
+    if flow.goto is None and not flow.actions:
+        return  # an explicit drop
+    if not any(isinstance(a, (Output, GroupAction)) for a in flow.actions) and flow.goto is None:
+        raise PipelineError(f"flow neither outputs nor continues: {flow}")
+
+
+# ---- priorities -----------------------------------------------------------
+
+PRIO_MISS = 0
+PRIO_DEFAULT = 10
+PRIO_CLASSIFY = 100
+PRIO_PREFIX_BASE = 1000  # + prefix length (0..128): longest prefix wins
+PRIO_LOCAL_HOST = 2000  # local delivery beats any remote prefix
+PRIO_ARP_PROXY = 100
+PRIO_ARP_SELF = 300  # a host probing its own address (gratuitous ARP / DAD)
+
+
+def prefix_priority(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> int:
+    return PRIO_PREFIX_BASE + network.prefixlen
+
+
+# ---- cookies ------------------------------------------------------------------
+
+
+class Owner(IntEnum):
+    """Who a flow belongs to; the top byte of its cookie."""
+
+    INFRA = 1  # pipeline skeleton: classification, table-miss
+    LOCAL_HOST = 2  # a local EID: delivery, decap, ARP
+    GATEWAY = 3  # ARP answers for a gateway / proxy-ARP for a subnet
+    MAPPING = 4  # a map-cache entry: encap, negative action
+
+
+COOKIE_OWNER_SHIFT = 56
+COOKIE_IID_SHIFT = 32
+COOKIE_OWNER_MASK = 0xFF << COOKIE_OWNER_SHIFT
+
+
+def cookie(owner: Owner, iid: int = 0, name: str = "") -> int:
+    """owner(8) | instance-ID(24) | crc32 of the owning prefix/host (32)."""
+    return (int(owner) << COOKIE_OWNER_SHIFT) | ((iid & 0xFFFFFF) << COOKIE_IID_SHIFT) | zlib.crc32(name.encode())
+
+
+def cookie_owner(value: int) -> Owner | None:
+    try:
+        return Owner(value >> COOKIE_OWNER_SHIFT)
+    except ValueError:
+        return None
+
+
+def is_ours(value: int) -> bool:
+    """Flows whose cookie we did not write are left alone by reconciliation."""
+    return cookie_owner(value) is not None

@@ -1,0 +1,108 @@
+"""A small model of the OpenFlow 1.3 pipeline that a packet walks through.
+
+Level-3 tests compile a plan, then ask "where does this packet go?" without
+a switch: the answer is the port(s) and the rewritten header fields.  It
+implements just what the compiler emits (exact/masked matches, set-field,
+reg-move, write-metadata, goto, groups, output) and refuses ambiguity (two
+equal-priority flows matching one packet), which OpenFlow leaves undefined.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any
+
+from lisp_ryu.flows.model import DesiredState, Flow, GroupAction, Move, Output, SetField
+
+_ADDRESS_FIELDS = {"ipv4_dst", "ipv4_src", "ipv6_dst", "ipv6_src", "arp_tpa", "arp_spa"}
+
+
+class AmbiguousMatch(AssertionError):
+    """Two flows of equal priority match one packet: the switch may pick either."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    port: int | str
+    packet: dict[str, Any]
+    weight: int = 1  # the bucket weight when a select group chose among several
+
+
+@dataclass
+class Trace:
+    flows: list[Flow] = field(default_factory=list)  # in the order the packet hit them
+    deliveries: list[Delivery] = field(default_factory=list)
+    meters: list[int] = field(default_factory=list)
+
+    @property
+    def dropped(self) -> bool:
+        return not self.deliveries
+
+    @property
+    def ports(self) -> list[int | str]:
+        return [d.port for d in self.deliveries]
+
+
+def _field_matches(name: str, want: Any, packet: dict[str, Any]) -> bool:
+    if name not in packet:
+        return False
+    have = packet[name]
+    if name in _ADDRESS_FIELDS:
+        if isinstance(want, tuple):
+            network = ipaddress.ip_network(f"{want[0]}/{want[1]}")
+        else:
+            network = ipaddress.ip_network(want)
+        return ipaddress.ip_address(have) in network
+    if isinstance(want, tuple):
+        value, mask = want
+        return (int(have) & mask) == (value & mask)
+    return have == want
+
+
+def matches(flow: Flow, packet: dict[str, Any]) -> bool:
+    return all(_field_matches(name, want, packet) for name, want in flow.match)
+
+
+def walk(state: DesiredState, packet: dict[str, Any], start_table: int = 0) -> Trace:
+    """Run `packet` (header fields, in Ryu names, plus in_port) through `state`."""
+    trace = Trace()
+    pkt = dict(packet)
+    pkt.setdefault("metadata", 0)
+    groups = {g.group_id: g for g in state.groups}
+    table: int | None = start_table
+    while table is not None:
+        candidates = [f for f in state.flows if f.table == table and matches(f, pkt)]
+        if not candidates:
+            return trace  # table-miss without a flow: drop (OpenFlow 1.3)
+        top = max(f.priority for f in candidates)
+        best = [f for f in candidates if f.priority == top]
+        if len(best) > 1:
+            raise AmbiguousMatch(f"table {table}: {len(best)} flows of priority {top} match {pkt}")
+        flow = best[0]
+        trace.flows.append(flow)
+        if flow.meter is not None:
+            trace.meters.append(flow.meter)
+        _apply(flow.actions, pkt, pkt.get("in_port"), groups, trace, 1)
+        if flow.write_metadata is not None:
+            value, mask = flow.write_metadata
+            pkt["metadata"] = (pkt["metadata"] & ~mask) | (value & mask)
+        table = flow.goto
+    return trace
+
+
+def _apply(actions, pkt, in_port, groups, trace: Trace, weight: int) -> None:
+    for action in actions:
+        if isinstance(action, SetField):
+            pkt[action.field] = action.value
+        elif isinstance(action, Move):
+            pkt[action.dst] = pkt.get(action.src)
+        elif isinstance(action, Output):
+            port = in_port if action.port == "in_port" else action.port
+            trace.deliveries.append(Delivery(port, dict(pkt), weight))
+        elif isinstance(action, GroupAction):
+            group = groups.get(action.group_id)
+            if group is None:
+                raise AssertionError(f"flow points at missing group {action.group_id}")
+            for bucket in group.buckets:
+                _apply(bucket.actions, dict(pkt), in_port, groups, trace, bucket.weight)
