@@ -73,8 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_check_config)
 
     from lisp_ryu.lab import cli as lab_cli
+    from lisp_ryu.mapserver import cli as mapserver_cli
 
     lab_cli.add_parser(sub, _cmd_lab)
+    mapserver_cli.add_parsers(sub)
 
     p = sub.add_parser(
         "demo",

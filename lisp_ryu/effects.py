@@ -1,0 +1,44 @@
+"""What the pure cores ask the glue to do.
+
+The xTR core and the Map-Server core never send, sleep or read a clock:
+their handlers return a list of these, and the glue carries them out in
+order (flows first, then packets, so a re-injected packet meets its flows).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Union
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+LISP_CONTROL_PORT = 4342
+
+
+@dataclass(frozen=True)
+class SendControl:
+    """Send a LISP control datagram from our control socket."""
+
+    destination: IPAddress
+    port: int
+    payload: bytes
+    what: str = ""  # for the log: "Map-Request for 10.2.0.20/32 iid 42"
+
+
+@dataclass(frozen=True)
+class PacketOut:
+    """Re-inject a held packet into the switch pipeline (from table 0, as if from in_port)."""
+
+    in_port: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class DataplaneChanged:
+    """The desired data plane changed: recompile, diff and push."""
+
+    reason: str
+
+
+Effect = Union[SendControl, PacketOut, DataplaneChanged]

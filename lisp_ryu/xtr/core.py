@@ -1,0 +1,506 @@
+"""The xTR control plane as a pure, sans-IO state machine.
+
+One `XtrCore` per OVS switch.  It is driven by three calls, each taking
+`now` (seconds on the glue's monotonic clock) and returning effects:
+
+* `handle_miss`    a packet for an unknown destination reached the controller
+* `handle_control` a LISP control datagram arrived on the xTR's RLOC, UDP 4342
+* `handle_timer`   a deadline from `next_deadline()` has passed
+
+and `plan()` describes the data plane it wants, for the flow compiler.
+
+ITR: a miss starts a resolution (Map-Request in an ECM to the map-resolver),
+holds a bounded number of packets, retries on silence, and on the Map-Reply
+fills the map-cache and re-injects what it held.  Map-Requests carry our
+xTR-ID so that a Map-Server that implements RFC 9437 can publish changes to
+us with Map-Notify, which we apply and acknowledge; a Solicit-Map-Request
+makes us re-resolve.
+
+ETR: registers the site's EID prefixes with every map-server on start and
+every `register_interval` (retrying with back-off until a Map-Notify
+answers), and answers Map-Requests forwarded to it and RLOC probes with
+its own mapping.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import logging
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+from lisp_ryu.config import MapServerRef, XtrConfig
+from lisp_ryu.effects import LISP_CONTROL_PORT, DataplaneChanged, Effect, PacketOut, SendControl
+from lisp_ryu.flows.compiler import Gateway, HostPort, LocalHost, RemoteAction, RemoteEntry, Rloc, XtrPlan
+from lisp_ryu.mapping.mapcache import Action as CacheAction
+from lisp_ryu.mapping.mapcache import MapCache
+from lisp_ryu.wire import auth
+from lisp_ryu.wire.address import EidPrefix
+from lisp_ryu.wire.ecm import EncapsulatedControlMessage
+from lisp_ryu.wire.errors import LispDecodeError
+from lisp_ryu.wire.messages import (
+    Action,
+    Locator,
+    MapNotify,
+    MapNotifyAck,
+    MappingRecord,
+    MapRegister,
+    MapReply,
+    MapRequest,
+    MapRequestRecord,
+    decode_message,
+)
+
+LOG = logging.getLogger("lisp_ryu.xtr")
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+REQUEST_TIMEOUT = 1.0  # seconds before a Map-Request is sent again
+REQUEST_ATTEMPTS = 3
+FAILED_HOLD_DOWN = 5.0  # after a resolution gave up, misses for it are dropped this long
+HELD_PACKETS_PER_EID = 16
+MAX_PENDING = 4096  # resolutions in flight; beyond this, misses are dropped and counted
+NOTIFY_TIMEOUT = 1.0  # first wait for a Map-Notify after a Map-Register; doubles per retry
+SMR_HOLD_DOWN = 1.0  # at most one re-resolution per entry per second, however many SMRs arrive
+
+
+def _action_of(action: Action) -> RemoteAction:
+    if action == Action.NATIVELY_FORWARD:
+        return RemoteAction.NATIVE_FORWARD
+    if action == Action.SEND_MAP_REQUEST:
+        return RemoteAction.SEND_MAP_REQUEST
+    if action in (Action.DROP_NO_REASON, Action.DROP_POLICY_DENIED, Action.DROP_AUTH_FAILURE):
+        return RemoteAction.DROP
+    return RemoteAction.NATIVE_FORWARD  # No-Action on a negative entry: RFC 9301 says forward natively
+
+
+def stable_id(name: str, bits: int) -> int:
+    """A deterministic xTR-ID / site-ID from a name, so restarts keep their identity."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest(), "big") >> (256 - bits)
+
+
+@dataclass
+class Resolution:
+    """A Map-Request in flight for one destination, and the packets waiting for it."""
+
+    iid: int
+    destination: IPAddress
+    nonce: int
+    attempts: int
+    retry_at: float
+    smr_invoked: bool = False
+    held: deque = field(default_factory=lambda: deque(maxlen=HELD_PACKETS_PER_EID))
+
+
+@dataclass
+class Registration:
+    """Our registration state with one map-server."""
+
+    server: MapServerRef
+    due: float  # next Map-Register
+    nonce: int | None = None  # outstanding Map-Register awaiting its Map-Notify
+    retry: float = NOTIFY_TIMEOUT
+    registered: bool = False
+
+
+@dataclass(frozen=True)
+class CachedMapping:
+    """What the map-cache holds for a prefix: the record as received and who sent it."""
+
+    record: MappingRecord
+    source: str
+
+
+class XtrCore:
+    def __init__(self, config: XtrConfig, *, nonces: Callable[[], int]):
+        self.config = config
+        self._nonces = nonces
+        self.xtr_id = stable_id(f"xtr:{config.name}", 128)
+        self.site_id = stable_id(f"site:{config.name}", 64)
+        self.cache: MapCache[CachedMapping] = MapCache()
+        self.resolutions: dict[tuple[int, IPAddress], Resolution] = {}
+        self._by_nonce: dict[int, tuple[int, IPAddress]] = {}
+        self._failed: dict[tuple[int, IPAddress], float] = {}
+        self._smr_seen: dict[tuple[int, str], float] = {}
+        self.registrations = [Registration(ms, due=0.0) for ms in config.map_servers]
+        self.counters: dict[str, int] = {}
+        self._rlocs = tuple(r.address for r in config.rlocs)
+
+    # ---- bookkeeping -----------------------------------------------------------
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + n
+
+    def _nonce(self) -> int:
+        nonce = self._nonces()
+        while nonce in self._by_nonce or any(r.nonce == nonce for r in self.registrations):
+            nonce = self._nonces()
+        return nonce
+
+    # ---- the desired data plane ------------------------------------------------------
+
+    def plan(self) -> XtrPlan:
+        cfg = self.config
+        remotes = []
+        for entry in self.cache:
+            record = entry.value.record
+            prefix = record.eid_prefix
+            if not isinstance(prefix.address, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+                continue  # MAC EIDs have no L3 flows yet
+            if entry.negative:
+                remotes.append(RemoteEntry(entry.iid, prefix.network, _action_of(record.action)))
+                continue
+            rlocs = tuple(
+                Rloc(loc.address, loc.priority, loc.weight)
+                for loc in record.locators
+                if loc.reachable and isinstance(loc.address, (ipaddress.IPv4Address, ipaddress.IPv6Address))
+            )
+            remotes.append(RemoteEntry(entry.iid, prefix.network, RemoteAction.ENCAP, rlocs))
+        return XtrPlan(
+            tunnel_port=cfg.tunnel_port,
+            host_ports=tuple(HostPort(p.port, p.iid) for p in cfg.host_ports),
+            hosts=tuple(LocalHost(h.iid, h.ip, h.mac, h.port) for h in cfg.hosts),
+            gateways=tuple(Gateway(g.iid, g.subnet, g.ip, g.mac) for g in cfg.gateways),
+            remotes=tuple(remotes),
+        )
+
+    # ---- timers ------------------------------------------------------------------------
+
+    def start(self, now: float) -> list[Effect]:
+        """Register at once and install the local data plane."""
+        effects: list[Effect] = [DataplaneChanged("local EIDs and gateways")]
+        effects += self.handle_timer(now)
+        return effects
+
+    def next_deadline(self) -> float | None:
+        deadlines = [r.due for r in self.registrations]
+        deadlines += [r.retry_at for r in self.resolutions.values()]
+        cache_deadline = self.cache.next_deadline()
+        if cache_deadline is not None:
+            deadlines.append(cache_deadline)
+        return min(deadlines) if deadlines else None
+
+    def handle_timer(self, now: float) -> list[Effect]:
+        effects: list[Effect] = []
+        for reg in self.registrations:
+            if reg.due <= now:
+                effects += self._register(reg, now)
+        for key, res in list(self.resolutions.items()):
+            if res.retry_at <= now:
+                effects += self._retry(key, res, now)
+        expired = self.cache.expire(now)
+        if expired:
+            self.count("map_cache_expired", len(expired))
+            for entry in expired:
+                LOG.info("%s: map-cache entry [%d]%s expired", self.config.name, entry.iid, entry.eid)
+            effects.append(DataplaneChanged(f"{len(expired)} map-cache entries expired"))
+        for key, until in list(self._failed.items()):
+            if until <= now:
+                del self._failed[key]
+        return effects
+
+    # ---- ETR: registration ----------------------------------------------------------------
+
+    def local_records(self) -> tuple[MappingRecord, ...]:
+        cfg = self.config
+        locators = tuple(Locator(r.address, r.priority, r.weight, local=True, reachable=True) for r in cfg.rlocs)
+        return tuple(
+            MappingRecord.for_prefix(EidPrefix.from_network(p.prefix, p.iid), locators,
+                                     ttl=cfg.record_ttl_minutes, authoritative=True)
+            for p in cfg.eid_prefixes
+        )
+
+    def _register(self, reg: Registration, now: float) -> list[Effect]:
+        records = self.local_records()
+        if not records:
+            reg.due = math.inf
+            return []
+        if reg.nonce is not None and not reg.registered:
+            reg.retry = min(reg.retry * 2, self.config.register_interval)  # no Map-Notify came: back off
+        nonce = self._nonce()
+        message = MapRegister(
+            nonce=nonce, records=records, key_id=0, proxy_map_reply=self.config.proxy_reply,
+            want_map_notify=True, xtr_id=self.xtr_id, site_id=self.site_id,
+        )
+        message = auth.sign(message, reg.server.key, reg.server.key_id)
+        reg.nonce = nonce
+        reg.registered = False
+        reg.due = now + reg.retry
+        self.count("map_register_sent")
+        what = f"Map-Register of {', '.join(str(r.eid_prefix) for r in records)}"
+        return [SendControl(reg.server.address, reg.server.port, message.encode(), what)]
+
+    def _on_register_notify(self, reg: Registration, notify: MapNotify, now: float) -> None:
+        reg.registered = True
+        reg.nonce = None
+        reg.retry = NOTIFY_TIMEOUT
+        reg.due = now + self.config.register_interval
+        self.count("map_notify_for_register")
+        for record in notify.records:
+            LOG.info("%s: registered %s -> %s with %s", self.config.name, record.eid_prefix,
+                     ", ".join(str(loc.address) for loc in record.locators), reg.server.address)
+
+    # ---- ITR: resolution ----------------------------------------------------------------------
+
+    def handle_miss(self, in_port: int, iid: int, destination: IPAddress, packet: bytes,
+                    now: float) -> list[Effect]:
+        """A packet missed every encap flow: resolve its destination, hold the packet."""
+        self.count("miss")
+        key = (iid, destination)
+        entry = self.cache.lookup(iid, destination, now)
+        if entry is not None:
+            # The flow is there or on its way (a race with a just-answered reply): just re-inject.
+            self.count("miss_already_resolved")
+            return [PacketOut(in_port, packet)]
+        res = self.resolutions.get(key)
+        if res is not None:
+            res.held.append((in_port, packet))
+            self.count("miss_held")
+            return []
+        if key in self._failed:
+            self.count("miss_dropped_hold_down")
+            return []
+        if len(self.resolutions) >= MAX_PENDING:
+            self.count("miss_dropped_too_many_pending")
+            return []
+        res = Resolution(iid, destination, self._nonce(), attempts=0, retry_at=now)
+        res.held.append((in_port, packet))
+        self.resolutions[key] = res
+        self._by_nonce[res.nonce] = key
+        return self._send_request(res, now)
+
+    def resolve(self, iid: int, destination: IPAddress, now: float, smr_invoked: bool = False) -> list[Effect]:
+        """Ask for a mapping without a packet (SMR, refresh)."""
+        key = (iid, destination)
+        if key in self.resolutions:
+            return []
+        res = Resolution(iid, destination, self._nonce(), attempts=0, retry_at=now, smr_invoked=smr_invoked)
+        self.resolutions[key] = res
+        self._by_nonce[res.nonce] = key
+        return self._send_request(res, now)
+
+    def _send_request(self, res: Resolution, now: float) -> list[Effect]:
+        if not self.config.map_resolvers:
+            return []
+        res.attempts += 1
+        res.retry_at = now + REQUEST_TIMEOUT
+        host_len = 32 if res.destination.version == 4 else 128
+        eid = EidPrefix(res.destination, host_len, res.iid)
+        rloc = self._rlocs[0]
+        request = MapRequest(
+            nonce=res.nonce,
+            records=(MapRequestRecord.for_prefix(eid),),
+            itr_rlocs=self._rlocs,
+            smr_invoked=res.smr_invoked,
+            xtr_id=self.xtr_id,
+            site_id=self.site_id,
+        )
+        resolver = self.config.map_resolvers[(res.attempts - 1) % len(self.config.map_resolvers)]
+        ecm = EncapsulatedControlMessage(
+            message=request, inner_source=rloc, inner_destination=res.destination,
+            inner_source_port=LISP_CONTROL_PORT,
+        )
+        self.count("map_request_sent")
+        return [SendControl(resolver, LISP_CONTROL_PORT, ecm.encode(), f"Map-Request for {eid}")]
+
+    def _retry(self, key: tuple[int, IPAddress], res: Resolution, now: float) -> list[Effect]:
+        if res.attempts >= REQUEST_ATTEMPTS:
+            del self.resolutions[key]
+            self._by_nonce.pop(res.nonce, None)
+            self._failed[key] = now + FAILED_HOLD_DOWN
+            self.count("resolution_failed")
+            self.count("held_packets_dropped", len(res.held))
+            LOG.warning("%s: no Map-Reply for [%d]%s after %d attempts", self.config.name, res.iid,
+                        res.destination, res.attempts)
+            return []
+        self.count("map_request_retry")
+        return self._send_request(res, now)
+
+    def _on_map_reply(self, reply: MapReply, source: IPAddress, now: float) -> list[Effect]:
+        key = self._by_nonce.pop(reply.nonce, None)
+        if key is None:
+            self.count("map_reply_unknown_nonce")
+            return []
+        res = self.resolutions.pop(key)
+        effects: list[Effect] = []
+        changed = False
+        for record in reply.records:
+            try:
+                prefix = record.eid_prefix
+            except LispDecodeError:
+                self.count("map_reply_bad_record")
+                continue
+            changed |= self._cache_record(record, prefix, str(source), now)
+        if changed:
+            effects.append(DataplaneChanged(f"Map-Reply for [{res.iid}]{res.destination}"))
+        self.count("map_reply_received")
+        # Held packets go back after the flows (the glue applies DataplaneChanged first).
+        effects += [PacketOut(port, packet) for port, packet in res.held]
+        self.count("held_packets_reinjected", len(res.held))
+        # Other pending destinations the same reply covers are resolved too.
+        for other_key, other in list(self.resolutions.items()):
+            if self.cache.lookup(other.iid, other.destination, now) is not None:
+                del self.resolutions[other_key]
+                self._by_nonce.pop(other.nonce, None)
+                effects += [PacketOut(port, packet) for port, packet in other.held]
+        return effects
+
+    def _cache_record(self, record: MappingRecord, prefix: EidPrefix, source: str, now: float) -> bool:
+        """Store one record; True when the data plane must change."""
+        if not isinstance(prefix.address, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+            self.count("record_not_ip")
+            return False
+        network, iid = prefix.network, prefix.instance_id
+        old = self.cache.get(iid, network)
+        if record.ttl == 0:
+            if old is not None:
+                self.cache.remove(iid, network)
+                return True
+            return False
+        ttl = math.inf if record.ttl == 0xFFFFFFFF else record.ttl * 60.0
+        action = None if record.locators else CacheAction(int(record.action))
+        self.cache.insert(iid, network, CachedMapping(record, source), now=now, ttl=ttl, action=action)
+        if old is None or old.value.record != record:
+            LOG.info("%s: map-cache %s -> %s", self.config.name, prefix,
+                     ", ".join(f"{l.address} p{l.priority} w{l.weight}" for l in record.locators)
+                     or f"negative ({record.action.name})")
+            return True
+        return False
+
+    # ---- incoming control messages -------------------------------------------------------------
+
+    def handle_control(self, payload: bytes, source: IPAddress, port: int, now: float) -> list[Effect]:
+        try:
+            message = decode_message(payload)
+        except LispDecodeError as exc:
+            self.count("decode_errors")
+            LOG.warning("%s: dropped bad datagram from %s:%d: %s", self.config.name, source, port, exc)
+            return []
+        reply_port = port
+        if isinstance(message, EncapsulatedControlMessage):
+            reply_port = message.inner_source_port
+            message = message.message
+        if isinstance(message, MapReply):
+            if message.probe:
+                self.count("probe_reply_received")
+                return []
+            return self._on_map_reply(message, source, now)
+        if isinstance(message, MapNotifyAck):
+            self.count("unexpected_map_notify_ack")
+            return []
+        if isinstance(message, MapNotify):
+            return self._on_map_notify(payload, message, source, port, now)
+        if isinstance(message, MapRequest):
+            return self._on_map_request(message, source, reply_port, now)
+        self.count(f"unexpected_{type(message).__name__}")
+        return []
+
+    def _server_for(self, source: IPAddress) -> Registration | None:
+        return next((r for r in self.registrations if r.server.address == source), None)
+
+    def _on_map_notify(self, payload: bytes, notify: MapNotify, source: IPAddress, port: int,
+                       now: float) -> list[Effect]:
+        reg = self._server_for(source)
+        if reg is None:
+            self.count("map_notify_from_unknown_source")
+            return []
+        if not auth.verify(payload, reg.server.key):
+            self.count("map_notify_bad_auth")
+            LOG.warning("%s: Map-Notify from %s failed authentication", self.config.name, source)
+            return []
+        if notify.nonce == reg.nonce:
+            self._on_register_notify(reg, notify, now)
+            return []
+        # A publication (RFC 9437): new mappings for EIDs we asked for.
+        self.count("map_notify_publication")
+        changed = False
+        for record in notify.records:
+            try:
+                prefix = record.eid_prefix
+            except LispDecodeError:
+                self.count("map_notify_bad_record")
+                continue
+            if self._is_local(prefix):
+                continue  # a notify about our own site's prefix (ETR side) carries nothing to cache
+            changed |= self._cache_record(record, prefix, str(source), now)
+        ack = MapNotifyAck(nonce=notify.nonce, records=notify.records, key_id=notify.key_id,
+                           xtr_id=notify.xtr_id, site_id=notify.site_id)
+        algorithm = notify.algorithm_id if notify.algorithm_id in auth.DIGEST_LENGTHS else reg.server.key_id
+        ack = auth.sign(ack, reg.server.key, algorithm)
+        effects: list[Effect] = [SendControl(source, port, ack.encode(), "Map-Notify-Ack")]
+        if changed:
+            effects.insert(0, DataplaneChanged("Map-Notify publication"))
+        return effects
+
+    def _is_local(self, prefix: EidPrefix) -> bool:
+        if not isinstance(prefix.address, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+            return False
+        return any(p.iid == prefix.instance_id and prefix.network.subnet_of(p.prefix)
+                   for p in self.config.eid_prefixes if p.prefix.version == prefix.network.version)
+
+    def _on_map_request(self, request: MapRequest, source: IPAddress, reply_port: int,
+                        now: float) -> list[Effect]:
+        if request.smr:
+            return self._on_smr(request, now)
+        # We are the ETR: answer for our own prefixes (forwarded requests and RLOC probes).
+        records = []
+        for rec in request.records:
+            try:
+                asked = rec.eid_prefix
+            except LispDecodeError:
+                self.count("map_request_bad_record")
+                continue
+            mine = next((r for r in self.local_records() if _covers(r.eid_prefix, asked)), None)
+            if mine is not None:
+                if request.probe:
+                    mine = MappingRecord(mine.eid, mine.eid_mask_len, tuple(
+                        Locator(l.address, l.priority, l.weight, l.multicast_priority, l.multicast_weight,
+                                local=True, probed=l.address == source, reachable=True)
+                        for l in mine.locators), mine.ttl, mine.action, True, mine.map_version)
+                records.append(mine)
+        if not records:
+            self.count("map_request_not_ours")
+            return []
+        itr = next((r for r in request.itr_rlocs if isinstance(r, (ipaddress.IPv4Address, ipaddress.IPv6Address))
+                    and r.version == self._rlocs[0].version), None)
+        if itr is None:
+            self.count("map_request_no_usable_itr_rloc")
+            return []
+        reply = MapReply(nonce=request.nonce, records=tuple(records), probe=request.probe)
+        self.count("probe_answered" if request.probe else "map_request_answered")
+        return [SendControl(itr, reply_port, reply.encode(), f"Map-Reply for {records[0].eid_prefix}")]
+
+    def _on_smr(self, request: MapRequest, now: float) -> list[Effect]:
+        """A Solicit-Map-Request: the sender's mapping changed; re-resolve what we cache of it."""
+        self.count("smr_received")
+        effects: list[Effect] = []
+        for rec in request.records:
+            try:
+                prefix = rec.eid_prefix
+            except LispDecodeError:
+                continue
+            if not isinstance(prefix.address, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+                continue
+            key = (prefix.instance_id, str(prefix))
+            if self._smr_seen.get(key, -math.inf) > now:
+                self.count("smr_rate_limited")
+                continue
+            self._smr_seen[key] = now + SMR_HOLD_DOWN
+            entry = self.cache.lookup(prefix.instance_id, prefix.network.network_address, now)
+            if entry is None:
+                continue
+            effects += self.resolve(prefix.instance_id, prefix.network.network_address, now, smr_invoked=True)
+        return effects
+
+
+def _covers(outer: EidPrefix, inner: EidPrefix) -> bool:
+    if outer.instance_id != inner.instance_id:
+        return False
+    if not isinstance(outer.address, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+        return outer == inner
+    if not isinstance(inner.address, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+        return False
+    return outer.network.version == inner.network.version and inner.network.subnet_of(outer.network)
+

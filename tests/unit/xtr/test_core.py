@@ -1,0 +1,213 @@
+"""The xTR core as a state machine: real codec bytes in, effects out, time injected."""
+
+import ipaddress
+import itertools
+
+import pytest
+
+from lisp_ryu import config
+from lisp_ryu.effects import DataplaneChanged, PacketOut, SendControl
+from lisp_ryu.flows.compiler import RemoteAction
+from lisp_ryu.wire import auth
+from lisp_ryu.wire.address import EidPrefix
+from lisp_ryu.wire.ecm import EncapsulatedControlMessage
+from lisp_ryu.wire.messages import (
+    Action, Locator, MapNotify, MapNotifyAck, MappingRecord, MapRegister, MapReply, MapRequest,
+    MapRequestRecord, decode_message,
+)
+from lisp_ryu.xtr import core as xtr_core
+from lisp_ryu.xtr.core import XtrCore
+
+ip = ipaddress.ip_address
+MS = ip("198.18.0.2")
+RLOC = ip("198.18.1.2")
+KEY = "s3cret"
+
+CONFIG = """
+xtrs:
+  - name: dc1
+    dpid: 1
+    rlocs: [{address: 198.18.1.2}]
+    tunnel_port: 100
+    eid_prefixes: [{prefix: 10.1.0.0/16, iid: 42}]
+    map_servers: [{address: 198.18.0.2, key: s3cret}]
+    gateways: [{subnet: 10.1.0.0/16, ip: 10.1.0.1, mac: "02:00:00:00:01:01", iid: 42}]
+    hosts: [{ip: 10.1.0.10, mac: "02:00:00:01:00:0a", port: 1, iid: 42}]
+"""
+
+
+@pytest.fixture
+def xtr():
+    import yaml
+
+    cfg = config.parse(yaml.safe_load(CONFIG)).xtrs[0]
+    counter = itertools.count(1000)
+    return XtrCore(cfg, nonces=lambda: next(counter))
+
+
+def sends(effects):
+    return [e for e in effects if isinstance(e, SendControl)]
+
+
+def requests(effects):
+    return [e for e in sends(effects) if e.what.startswith("Map-Request")]
+
+
+def test_start_registers_signed_with_want_map_notify(xtr):
+    effects = xtr.start(0.0)
+    assert isinstance(effects[0], DataplaneChanged)
+    (send,) = sends(effects)
+    assert (send.destination, send.port) == (MS, 4342)
+    reg = decode_message(send.payload)
+    assert isinstance(reg, MapRegister) and reg.want_map_notify
+    assert auth.verify(send.payload, KEY)
+    (record,) = reg.records
+    assert str(record.eid_prefix) == "[42]10.1.0.0/16"
+    assert [loc.address for loc in record.locators] == [RLOC]
+    assert reg.xtr_id == xtr.xtr_id
+
+
+def notify_for(payload, key=KEY):
+    reg = decode_message(payload)
+    notify = MapNotify(nonce=reg.nonce, records=reg.records, xtr_id=reg.xtr_id, site_id=reg.site_id)
+    return auth.sign(notify, key, 1).encode()
+
+
+def test_register_retries_with_backoff_until_notify_then_waits_interval(xtr):
+    first = sends(xtr.start(0.0))[0]
+    assert xtr.next_deadline() == pytest.approx(1.0)
+    second = sends(xtr.handle_timer(1.0))[0]
+    assert xtr.next_deadline() == pytest.approx(3.0)  # backed off to 2 s
+    assert decode_message(second.payload).nonce != decode_message(first.payload).nonce
+    assert xtr.handle_control(notify_for(second.payload), MS, 4342, 1.5) == []
+    assert xtr.registrations[0].registered
+    assert xtr.next_deadline() == pytest.approx(61.5)
+
+
+def test_notify_with_bad_key_is_rejected_and_counted(xtr):
+    send = sends(xtr.start(0.0))[0]
+    xtr.handle_control(notify_for(send.payload, key="wrong"), MS, 4342, 0.5)
+    assert not xtr.registrations[0].registered
+    assert xtr.counters["map_notify_bad_auth"] == 1
+
+
+def miss(xtr, dst="10.2.0.20", now=0.0, data=b"packet"):
+    return xtr.handle_miss(1, 42, ip(dst), data, now)
+
+
+def request_of(send):
+    ecm = decode_message(send.payload)
+    assert isinstance(ecm, EncapsulatedControlMessage)
+    return ecm, ecm.message
+
+
+def reply_for(request, prefix="10.2.0.0/16", locators=(Locator(ip("198.18.2.2")),), ttl=10, action=Action.NO_ACTION):
+    record = MappingRecord.for_prefix(EidPrefix.from_network(prefix, 42), locators, ttl=ttl, action=action)
+    return MapReply(nonce=request.nonce, records=(record,)).encode()
+
+
+def test_miss_sends_ecm_map_request_and_holds_packets(xtr):
+    (send,) = sends(miss(xtr, data=b"p1"))
+    assert miss(xtr, data=b"p2") == []  # second packet is held, no second request
+    ecm, request = request_of(send)
+    assert (send.destination, ecm.inner_source, ecm.inner_destination) == (MS, RLOC, ip("10.2.0.20"))
+    assert str(request.records[0].eid_prefix) == "[42]10.2.0.20/32"
+    assert request.itr_rlocs == (RLOC,)
+    effects = xtr.handle_control(reply_for(request), MS, 4342, 0.2)
+    assert isinstance(effects[0], DataplaneChanged)
+    assert [e.data for e in effects if isinstance(e, PacketOut)] == [b"p1", b"p2"]
+    (remote,) = xtr.plan().remotes
+    assert (str(remote.prefix), remote.action, remote.rlocs[0].address) == ("10.2.0.0/16", RemoteAction.ENCAP,
+                                                                           ip("198.18.2.2"))
+
+
+def test_reply_covering_other_pending_destinations_releases_them(xtr):
+    (a,) = sends(miss(xtr, "10.2.0.20", data=b"a"))
+    (b,) = sends(miss(xtr, "10.2.0.30", data=b"b"))
+    effects = xtr.handle_control(reply_for(request_of(a)[1]), MS, 4342, 0.1)
+    assert [e.data for e in effects if isinstance(e, PacketOut)] == [b"a", b"b"]
+    assert xtr.resolutions == {}
+    # The now-stale reply for b's nonce is ignored and counted.
+    assert xtr.handle_control(reply_for(request_of(b)[1]), MS, 4342, 0.2) == []
+    assert xtr.counters["map_reply_unknown_nonce"] == 1
+
+
+def test_lost_replies_retry_then_give_up_with_hold_down(xtr):
+    miss(xtr)
+    assert len(requests(xtr.handle_timer(1.0))) == 1
+    assert len(requests(xtr.handle_timer(2.0))) == 1
+    assert requests(xtr.handle_timer(3.0)) == []
+    assert xtr.counters["resolution_failed"] == 1
+    assert miss(xtr, now=4.0) == []  # hold-down: no request storm
+    assert len(sends(miss(xtr, now=8.5))) == 1
+
+
+def test_negative_reply_becomes_negative_entry_with_its_action(xtr):
+    (send,) = sends(miss(xtr, "10.9.0.1"))
+    xtr.handle_control(reply_for(request_of(send)[1], "10.8.0.0/13", (), 1, Action.DROP_POLICY_DENIED), MS, 4342, 0)
+    (remote,) = xtr.plan().remotes
+    assert remote.action is RemoteAction.DROP and str(remote.prefix) == "10.8.0.0/13"
+
+
+def test_entries_expire_with_their_ttl(xtr):
+    (send,) = sends(miss(xtr))
+    xtr.handle_control(reply_for(request_of(send)[1], ttl=1), MS, 4342, 10.0)
+    assert xtr.next_deadline() <= 70.0
+    effects = xtr.handle_timer(70.0)
+    assert any(isinstance(e, DataplaneChanged) for e in effects)
+    assert xtr.plan().remotes == ()
+
+
+def test_publication_updates_cache_and_is_acknowledged(xtr):
+    (send,) = sends(miss(xtr))
+    xtr.handle_control(reply_for(request_of(send)[1]), MS, 4342, 0.0)
+    moved = MappingRecord.for_prefix(EidPrefix.from_network("10.2.0.0/16", 42), (Locator(ip("198.18.3.2")),))
+    notify = auth.sign(MapNotify(nonce=777, records=(moved,), xtr_id=xtr.xtr_id, site_id=xtr.site_id), KEY, 1)
+    effects = xtr.handle_control(notify.encode(), MS, 4342, 1.0)
+    assert isinstance(effects[0], DataplaneChanged)
+    (ack_send,) = sends(effects)
+    ack = decode_message(ack_send.payload)
+    assert isinstance(ack, MapNotifyAck) and ack.nonce == 777 and auth.verify(ack_send.payload, KEY)
+    assert xtr.plan().remotes[0].rlocs[0].address == ip("198.18.3.2")
+
+
+def test_forwarded_request_is_answered_by_the_etr_at_the_inner_source_port(xtr):
+    request = MapRequest(nonce=5, records=(MapRequestRecord.for_prefix(EidPrefix.from_network("10.1.0.10/32", 42)),),
+                         itr_rlocs=(ip("198.18.2.2"),))
+    ecm = EncapsulatedControlMessage(message=request, inner_source=ip("198.18.2.2"),
+                                     inner_destination=ip("10.1.0.10"), inner_source_port=40000)
+    (send,) = sends(xtr.handle_control(ecm.encode(), MS, 4342, 0))
+    assert (send.destination, send.port) == (ip("198.18.2.2"), 40000)
+    reply = decode_message(send.payload)
+    assert reply.nonce == 5 and str(reply.records[0].eid_prefix) == "[42]10.1.0.0/16"
+
+
+def test_rloc_probe_is_answered_with_probe_bit(xtr):
+    request = MapRequest(nonce=9, probe=True, itr_rlocs=(ip("198.18.2.2"),),
+                         records=(MapRequestRecord.for_prefix(EidPrefix.from_network("10.1.0.0/16", 42)),))
+    (send,) = sends(xtr.handle_control(request.encode(), ip("198.18.2.2"), 4342, 0))
+    reply = decode_message(send.payload)
+    assert reply.probe and reply.records[0].locators[0].local
+
+
+def test_request_for_foreign_prefix_is_not_answered(xtr):
+    request = MapRequest(nonce=9, itr_rlocs=(ip("198.18.2.2"),),
+                         records=(MapRequestRecord.for_prefix(EidPrefix.from_network("10.7.0.0/16", 42)),))
+    assert xtr.handle_control(request.encode(), MS, 4342, 0) == []
+
+
+def test_smr_triggers_one_smr_invoked_request_per_hold_down(xtr):
+    (send,) = sends(miss(xtr))
+    xtr.handle_control(reply_for(request_of(send)[1]), MS, 4342, 0.0)
+    smr = MapRequest(nonce=1, smr=True, itr_rlocs=(ip("198.18.2.2"),),
+                     records=(MapRequestRecord.for_prefix(EidPrefix.from_network("10.2.0.0/16", 42)),))
+    (again,) = sends(xtr.handle_control(smr.encode(), ip("198.18.2.2"), 4342, 1.0))
+    assert request_of(again)[1].smr_invoked
+    assert sends(xtr.handle_control(smr.encode(), ip("198.18.2.2"), 4342, 1.1)) == []
+    assert xtr.counters["smr_rate_limited"] == 1
+
+
+def test_garbage_is_counted_never_raised(xtr):
+    for junk in (b"", b"\x10", b"\xff" * 40, bytes(range(64))):
+        assert xtr.handle_control(junk, MS, 4342, 0) == []
+    assert xtr.counters["decode_errors"] == 4
