@@ -259,7 +259,7 @@ class XtrCore:
             res.held.append((in_port, packet))
             self.count("miss_held")
             return []
-        if key in self._failed:
+        if self._failed.get(key, -math.inf) > now:
             self.count("miss_dropped_hold_down")
             return []
         if len(self.resolutions) >= MAX_PENDING:
