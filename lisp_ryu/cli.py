@@ -23,10 +23,6 @@ def _cmd_controller(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def _cmd_lab(args: argparse.Namespace, extra: list[str]) -> int:
-    p = sub.add_parser("check-config", help="validate a lisp-ryu YAML configuration")
-    p.add_argument("file", metavar="FILE")
-    p.set_defaults(func=_cmd_check_config)
-
     from lisp_ryu.lab import cli as lab_cli
 
     return lab_cli.run(args, extra)

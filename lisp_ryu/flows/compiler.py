@@ -106,6 +106,7 @@ class XtrPlan:
     petr: IPAddress | None = None
     native_port: int | None = None
     router_mac: str = "02:00:00:00:00:fe"  # eth_src for hosts outside any gateway's subnet
+    tunnel_source: IPAddress | None = None  # set tun_src: needed when the tunnel port's local_ip=flow
 
 
 class CompileError(ValueError):
@@ -229,8 +230,11 @@ def usable_rlocs(rlocs: tuple[Rloc, ...]) -> tuple[Rloc, ...]:
 
 
 def _tunnel_actions(plan: XtrPlan, iid: int, rloc: IPAddress) -> tuple[Action, ...]:
-    dst_field = "tun_ipv4_dst" if rloc.version == 4 else "tun_ipv6_dst"
-    return (SetField("tunnel_id", iid), SetField(dst_field, str(rloc)), Output(plan.tunnel_port))
+    family = "ipv4" if rloc.version == 4 else "ipv6"
+    source: tuple[Action, ...] = ()
+    if plan.tunnel_source is not None and plan.tunnel_source.version == rloc.version:
+        source = (SetField(f"tun_{family}_src", str(plan.tunnel_source)),)
+    return (SetField("tunnel_id", iid), *source, SetField(f"tun_{family}_dst", str(rloc)), Output(plan.tunnel_port))
 
 
 def _remote(plan: XtrPlan, entry: RemoteEntry, group_ids: dict) -> tuple[list[Flow], list[Group]]:

@@ -164,6 +164,7 @@ class XtrCore:
             hosts=tuple(LocalHost(h.iid, h.ip, h.mac, h.port) for h in cfg.hosts),
             gateways=tuple(Gateway(g.iid, g.subnet, g.ip, g.mac) for g in cfg.gateways),
             remotes=tuple(remotes),
+            tunnel_source=self._rlocs[0],
         )
 
     # ---- timers ------------------------------------------------------------------------

@@ -1,0 +1,130 @@
+"""`lisp-ryu lab up|down|status|exec|static-flows`: the lab from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from lisp_ryu.lab.state import LabError
+from lisp_ryu.lab.topology import TopologyError
+
+
+def add_parser(subparsers, func) -> argparse.ArgumentParser:
+    """Add `lab` and its subcommands; the dispatcher calls `func` (-> run)."""
+    lab = subparsers.add_parser(
+        "lab",
+        help="multi-site OVS lab in network namespaces (up, down, status, exec)",
+        description="Build a LISP lab from a topology file: one namespace per site with its own "
+        "ovsdb-server and ovs-vswitchd, hosts, a core router and the Map-Server on the underlay. "
+        "State lives in $LISP_RYU_LAB_DIR (default /run/lisp-ryu-lab); every name starts "
+        "with $LISP_RYU_LAB_PREFIX (default lr-).",
+    )
+    lab.add_argument("-v", "--verbose", action="store_true", help="log every step")
+    lab.set_defaults(func=func)
+    sub = lab.add_subparsers(dest="lab_command", metavar="LAB_COMMAND", required=True)
+
+    p = sub.add_parser("up", help="build the lab from a topology file",
+                       description="Build the lab described by FILE (see topologies/).")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--static-flows", action="store_true",
+                   help="also install static LISP-GPE flows, so sites reach each other without a controller")
+
+    sub.add_parser("down", help="remove everything the lab created (also after a crash)",
+                   description="Stop the lab's OVS daemons and remove its namespaces, interfaces and "
+                   "files: from the state file, and by name prefix if the state file is lost.")
+
+    p = sub.add_parser("status", help="show the running lab and whether it is healthy",
+                       description="Show sites, hosts and daemons; exit 0 if healthy, 1 otherwise.")
+    p.add_argument("--json", action="store_true", help="print the state file")
+
+    p = sub.add_parser("exec", help="run a command in a lab node's namespace",
+                       description="Run CMD in the namespace of NODE (a host, site, router or the "
+                       "map-server), e.g. `lisp-ryu lab exec h1 -- ping 10.2.0.10`.")
+    p.add_argument("node", metavar="NODE")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ...")
+
+    sub.add_parser("static-flows", help="install static LISP-GPE flows (no controller needed)",
+                   description="Replace the lab's static flows on every site (cookie 0x4c41420000000001).")
+    return lab
+
+
+def run(args: argparse.Namespace, extra: list[str]) -> int:
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return _COMMANDS[args.lab_command](args)
+    except (LabError, TopologyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _up(args) -> int:
+    from lisp_ryu.lab import manager, static_flows
+
+    state = manager.up(args.file)
+    print(f"lab {state.name} up: {len(state.sites)} sites, {len(state.hosts)} hosts; "
+          f"controller expected at tcp:{state.controller}:{state.controller_port}")
+    if args.static_flows:
+        counts = static_flows.install(state)
+        print("static flows: " + ", ".join(f"{s} {n}" for s, n in counts.items()))
+    return 0
+
+
+def _down(args) -> int:
+    from lisp_ryu.lab import manager
+
+    removed = manager.down()
+    print(f"lab down: removed {len(removed)} objects" if removed else "no lab objects found")
+    return 0
+
+
+def _status(args) -> int:
+    from lisp_ryu.lab import manager
+
+    st = manager.status()
+    if st is None:
+        print("no lab is up")
+        return 1
+    s = st.state
+    if args.json:
+        print(s.to_json())
+        return 0 if st.healthy else 1
+    print(f"lab {s.name} ({s.topology}): {s.status}, {'healthy' if st.healthy else 'DEGRADED'}")
+    print(f"  management: {s.management_bridge} {s.controller}, sites connect to tcp:{s.controller}:{s.controller_port}")
+    for site, ss in zip(s.sites, st.sites):
+        daemons = " ".join(f"{d}={'up' if ok else 'DOWN'}" for d, ok in ss.daemons.items())
+        conn = {True: "connected", False: "not connected", None: "?"}[ss.controller_connected]
+        rlocs = ", ".join(f"{r.address} on {r.bridge}" for r in site.rlocs)
+        print(f"  site {site.name}: netns {site.namespace}{'' if ss.namespace_present else ' (MISSING)'}, "
+              f"dpid {site.dpid_hex}, RLOC {rlocs}, {daemons}, controller {conn}, flows {ss.flows}")
+    for h in s.hosts:
+        print(f"  host {h.name}: {h.address} iid {h.iid} at {h.site} port {h.ofport}, mac {h.mac}")
+    for n in s.nodes:
+        print(f"  {n.kind} {n.name}: netns {n.namespace}, {', '.join(n.addresses)}")
+    for ns in st.missing_namespaces:
+        print(f"  MISSING netns {ns}")
+    return 0 if st.healthy else 1
+
+
+def _exec(args) -> int:
+    from lisp_ryu.lab import manager
+
+    cmd = list(args.cmd)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if not cmd:
+        print("error: no command given: lisp-ryu lab exec NODE -- CMD ...", file=sys.stderr)
+        return 2
+    return manager.exec_in(args.node, cmd, capture=False, check=False, timeout=None).returncode
+
+
+def _static_flows(args) -> int:
+    from lisp_ryu.lab import static_flows
+
+    counts = static_flows.install()
+    print("static flows: " + ", ".join(f"{s} {n}" for s, n in counts.items()))
+    return 0
+
+
+_COMMANDS = {"up": _up, "down": _down, "status": _status, "exec": _exec, "static-flows": _static_flows}

@@ -1,0 +1,91 @@
+"""Run the lisp-ryu controller for a lab: config from the lab state, log and PID in the lab dir.
+
+The demo, the tests and `lisp-ryu lab controller start` use this, so the
+controller a user sees in the lab is started exactly the way they would
+start it by hand (`lisp-ryu controller --config FILE`), as its own process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from lisp_ryu.lab import controller_config
+from lisp_ryu.lab.state import LabError, LabState, lab_dir
+
+CONFIG_FILE = "controller.yaml"
+LOG_FILE = "controller.log"
+PID_FILE = "controller.pid"
+
+
+def config_path() -> Path:
+    return lab_dir() / CONFIG_FILE
+
+
+def log_path() -> Path:
+    return lab_dir() / LOG_FILE
+
+
+def pid_path() -> Path:
+    return lab_dir() / PID_FILE
+
+
+def write_config(state: LabState, **options) -> Path:
+    path = config_path()
+    path.write_text("# written by lisp-ryu lab from the lab state; schema: lisp_ryu/config.py\n"
+                    + yaml.safe_dump(controller_config.build(state, **options), sort_keys=False))
+    return path
+
+
+def running_pid() -> int | None:
+    try:
+        pid = int(pid_path().read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    return pid
+
+
+def start(state: LabState, *, extra_args: tuple[str, ...] = (), **options) -> subprocess.Popen:
+    """Start the controller listening where the lab's switches connect; returns the process."""
+    if running_pid() is not None:
+        raise LabError(f"a controller is already running for this lab (pid {running_pid()}): "
+                       "`lisp-ryu lab controller stop` first")
+    config = write_config(state, **options)
+    log = open(log_path(), "ab")
+    argv = [sys.executable, "-m", "lisp_ryu", "controller", "--config", str(config),
+            "--ofp-tcp-listen-port", str(state.controller_port), *extra_args]
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
+    log.close()
+    pid_path().write_text(f"{proc.pid}\n")
+    return proc
+
+
+def stop(grace: float = 5.0) -> bool:
+    """Stop the lab's controller if one runs; True if one was stopped."""
+    pid = running_pid()
+    if pid is None:
+        pid_path().unlink(missing_ok=True)
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, signal.SIGKILL)
+    pid_path().unlink(missing_ok=True)
+    return True

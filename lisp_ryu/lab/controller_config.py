@@ -1,0 +1,69 @@
+"""The controller configuration for a running lab, derived from its state.
+
+The lab knows everything the controller needs (datapath-ids, port numbers,
+RLOCs, gateway MACs, the namespaces holding each RLOC and the Map-Server),
+so `lisp-ryu lab up` writes a ready `controller.yaml` next to its state and
+the demo and the tests start the controller on it.  The result is plain
+data in the same schema a user writes by hand (see lisp_ryu/config.py), and
+it goes through the same validation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lisp_ryu import config as config_mod
+from lisp_ryu.lab.state import LabState
+
+
+def build(state: LabState, *, embedded_map_server: bool = True, register_interval: float = 60.0) -> dict[str, Any]:
+    """A configuration dict: one xTR per site, and the embedded Map-Server if the lab has one."""
+    ms_address = state.map_server_address
+    doc: dict[str, Any] = {}
+    if ms_address and embedded_map_server:
+        doc["map_server"] = {
+            "listen": f"{ms_address}:{config_mod.LISP_CONTROL_PORT}",
+            "netns": state.map_server_namespace,
+            "sites": [
+                {
+                    "name": site.name,
+                    "key": _key(state, site.key),
+                    "eid_prefixes": [
+                        {"prefix": p["prefix"], "iid": p["iid"], "accept_more_specifics": True}
+                        for p in site.eid_prefixes
+                    ],
+                }
+                for site in state.sites
+            ],
+        }
+    xtrs = []
+    for site in state.sites:
+        hosts = [h for h in state.hosts if h.site == site.name]
+        xtr: dict[str, Any] = {
+            "name": site.name,
+            "dpid": site.dpid,
+            "netns": site.namespace,
+            "rlocs": [{"address": r.address, "priority": r.priority, "weight": r.weight} for r in site.rlocs],
+            "tunnel_port": site.tunnel_ofport,
+            "eid_prefixes": [{"prefix": p["prefix"], "iid": p["iid"]} for p in site.eid_prefixes],
+            "host_ports": [{"port": h.ofport, "iid": h.iid} for h in hosts],
+            "gateways": [
+                {"subnet": p["prefix"], "ip": p["gateway"], "mac": p["gateway_mac"], "iid": p["iid"]}
+                for p in site.eid_prefixes
+            ],
+            "hosts": [{"ip": h.ip, "mac": h.mac, "port": h.ofport, "iid": h.iid} for h in hosts],
+            "register_interval": register_interval,
+        }
+        if ms_address:
+            xtr["map_servers"] = [{"address": ms_address, "key": _key(state, site.key)}]
+        xtrs.append(xtr)
+    doc["xtrs"] = xtrs
+    config_mod.parse(doc, source="<lab controller config>")  # fail here, not in the controller
+    return doc
+
+
+def _key(state: LabState, key: str | None) -> str:
+    if key:
+        return key
+    raise config_mod.ConfigError("<lab>", "sites[].key", "the topology gives no key for a site (set map_server.key)")
+

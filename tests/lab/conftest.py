@@ -1,0 +1,115 @@
+"""Fixtures for tests on the real lab (root, OVS, iproute2).
+
+Test labs use their own state directory, name prefix and management subnet,
+so they never touch a lab a developer has up (`lr-`, 198.19.0.0/24).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lisp_ryu.lab import manager, state as lab_state
+
+ROOT = Path(__file__).resolve().parents[2]
+TOPOLOGIES = ROOT / "topologies"
+
+
+def lab_unavailable() -> str | None:
+    """Why the lab cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "the lab needs root (network namespaces, OVS daemons)"
+    for tool in ("ovs-vswitchd", "ovsdb-server", "ovs-vsctl", "ip", "ethtool", "tcpdump", "tshark"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed"
+    if subprocess.run(["ip", "netns", "list"], capture_output=True).returncode != 0:
+        return "`ip netns` does not work here"
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    reason = lab_unavailable()
+    if reason:
+        skip = pytest.mark.skip(reason=reason)
+        for item in items:
+            if item.get_closest_marker("lab") is not None:
+                item.add_marker(skip)
+
+
+def topology_copy(src: Path, dest_dir: Path, management_subnet: str) -> Path:
+    """The shipped topology with its own management subnet (the one thing a
+    lab puts in the root namespace), so test labs never collide with others."""
+    doc = yaml.safe_load(src.read_text())
+    net = management_subnet.split("/")[0].rsplit(".", 1)[0]
+    doc["management"]["subnet"] = management_subnet
+    doc["management"]["controller"] = f"{net}.1"
+    path = dest_dir / src.name
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+class LabEnv:
+    """Point the lab at a private state directory and name prefix."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, directory: Path, prefix: str):
+        self.dir = directory
+        self.prefix = prefix
+        monkeypatch.setenv(lab_state.LAB_DIR_ENV, str(directory))
+        monkeypatch.setenv(lab_state.LAB_PREFIX_ENV, prefix)
+
+    def leftovers(self, pids: list[int] = ()) -> list[str]:
+        """Anything of this lab still present: namespaces, root interfaces,
+        processes, run directories, the state file."""
+        left = manager._objects_with_prefix(self.prefix)
+        left += [f"process {p}" for p in pids if manager._alive(p)]
+        left += [f"file {p}" for p in self.dir.iterdir() if p.name != ".lock"] if self.dir.exists() else []
+        return left
+
+
+@pytest.fixture(scope="module")
+def module_monkeypatch():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def two_dc(tmp_path_factory, module_monkeypatch):
+    """The two-dc lab with static flows, up once per module."""
+    from lisp_ryu.lab import static_flows
+
+    reason = lab_unavailable()
+    if reason:
+        pytest.skip(reason)
+    tmp = tmp_path_factory.mktemp("lab")
+    env = LabEnv(module_monkeypatch, tmp / "run", "lt-")
+    topo_file = topology_copy(TOPOLOGIES / "two-dc.yaml", tmp, "198.19.250.0/24")
+    st = manager.up(topo_file)
+    static_flows.install(st)
+    yield st, env
+    if lab_state.read_state() is not None or env.leftovers():
+        manager.down()
+
+
+@pytest.fixture
+def own_lab(tmp_path, monkeypatch):
+    """`own_lab(prefix, management_subnet, topology_name)` -> (LabEnv, topology
+    file) for a test that builds its own lab; torn down if the test left it."""
+    envs: list[LabEnv] = []
+
+    def make(prefix: str, subnet: str, name: str = "two-dc.yaml"):
+        if lab_unavailable():
+            pytest.skip(lab_unavailable())
+        env = LabEnv(monkeypatch, tmp_path / "run", prefix)
+        envs.append(env)
+        return env, topology_copy(TOPOLOGIES / name, tmp_path, subnet)
+
+    yield make
+    for env in envs:
+        if lab_state.read_state() is not None or env.leftovers():
+            manager.down()
