@@ -1,0 +1,105 @@
+"""Pure, sans-IO LISP codec: bytes <-> frozen dataclasses (stdlib only).
+
+Map of the package:
+
+- `errors`   LispDecodeError (peer sent garbage) / LispEncodeError (we misused the API)
+- `cursor`   bounds-checked Reader and placeholder-filling Writer
+- `address`  AFIs, the LCAF registry (RFC 8060) and EidPrefix
+- `messages` Map-Request/Reply/Register/Notify/Notify-Ack, records, locators, decode_message
+- `ecm`      Encapsulated Control Message with inner IPv4/IPv6 + UDP
+- `auth`     HMAC-SHA-1/SHA-256 sign and constant-time verify from raw bytes
+- `data`     RFC 9300 data header and its LISP-GPE (RFC 9305) form
+"""
+
+from .address import (
+    LCAF_REGISTRY,
+    NO_ADDRESS,
+    Address,
+    AfiListAddress,
+    Afi,
+    DistinguishedName,
+    EidPrefix,
+    ElpHop,
+    ExplicitLocatorPath,
+    InstanceIdAddress,
+    Lcaf,
+    LcafType,
+    MacAddress,
+    NoAddress,
+    SourceDestAddress,
+    UnknownLcaf,
+    address_from_bytes,
+    address_to_bytes,
+    register_lcaf,
+)
+from .auth import DIGEST_LENGTHS, AuthAlgorithm, AuthResult, check_authentication, sign, verify
+from .data import LISP_DATA_PORT, LispDataHeader, NextProtocol
+from .ecm import LISP_CONTROL_PORT, EncapsulatedControlMessage
+from .errors import LispDecodeError, LispEncodeError
+from .messages import (
+    MESSAGE_NAMES,
+    TTL_INFINITE,
+    TTL_ONE_DAY,
+    Action,
+    ControlMessage,
+    Locator,
+    MapNotify,
+    MapNotifyAck,
+    MappingRecord,
+    MapRegister,
+    MapReply,
+    MapRequest,
+    MapRequestRecord,
+    MessageType,
+    decode_message,
+)
+
+__all__ = [
+    "Action",
+    "Address",
+    "Afi",
+    "AfiListAddress",
+    "AuthAlgorithm",
+    "AuthResult",
+    "ControlMessage",
+    "DIGEST_LENGTHS",
+    "DistinguishedName",
+    "EidPrefix",
+    "ElpHop",
+    "EncapsulatedControlMessage",
+    "ExplicitLocatorPath",
+    "InstanceIdAddress",
+    "LCAF_REGISTRY",
+    "LISP_CONTROL_PORT",
+    "LISP_DATA_PORT",
+    "Lcaf",
+    "LcafType",
+    "LispDataHeader",
+    "LispDecodeError",
+    "LispEncodeError",
+    "Locator",
+    "MESSAGE_NAMES",
+    "MacAddress",
+    "MapNotify",
+    "MapNotifyAck",
+    "MapRegister",
+    "MapReply",
+    "MapRequest",
+    "MapRequestRecord",
+    "MappingRecord",
+    "MessageType",
+    "NO_ADDRESS",
+    "NextProtocol",
+    "NoAddress",
+    "SourceDestAddress",
+    "TTL_INFINITE",
+    "TTL_ONE_DAY",
+    "UnknownLcaf",
+    "address_from_bytes",
+    "address_to_bytes",
+    "check_authentication",
+    "decode_message",
+    "register_lcaf",
+    "sign",
+    "verify",
+]
