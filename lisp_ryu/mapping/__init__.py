@@ -1,0 +1,44 @@
+"""Mapping layer: EID prefix tables, the map-cache, and the values they key on.
+
+One prefix-table type (`PrefixTable`, longest-prefix match per instance-ID and
+family over pytricia, with the widest-negative-prefix query) serves the
+map-cache, the Map-Server's registrations and policy; MAC EIDs use the sibling
+exact-match `MacTable`.  Pure code: no I/O, no clock (time is a parameter).
+"""
+
+from .eid import (
+    AFI_MAC,
+    MAX_IID,
+    AddressCovered,
+    Eid,
+    EidError,
+    EidPrefix,
+    IPAddress,
+    IPNetwork,
+    MacAddress,
+    PrefixNotFound,
+    check_iid,
+    parse_network,
+)
+from .mapcache import Action, CacheEntry, MapCache
+from .table import MacTable, PrefixTable
+
+__all__ = [
+    "AFI_MAC",
+    "MAX_IID",
+    "Action",
+    "AddressCovered",
+    "CacheEntry",
+    "Eid",
+    "EidError",
+    "EidPrefix",
+    "IPAddress",
+    "IPNetwork",
+    "MacAddress",
+    "MacTable",
+    "MapCache",
+    "PrefixNotFound",
+    "PrefixTable",
+    "check_iid",
+    "parse_network",
+]

@@ -1,0 +1,458 @@
+"""The one prefix-table type: longest-prefix match per (instance-ID, family).
+
+Longest-prefix match runs in C (pytricia, one Patricia trie per instance-ID and
+address family).  Beside it each trie keeps a *shape* index: a second pytricia
+holding every node of the compressed binary trie of the stored prefixes (the
+prefixes themselves plus the branch points between them), each mapped to a
+`_Node` that knows its two children.  A C longest-match in the shape index
+lands on the deepest node around any address or prefix in one call, so
+
+* the widest negative prefix is one lookup plus one XOR (no scan, no bit loop),
+* `more_specifics` visits only the answer's subtree,
+* insert and remove touch O(1) nodes after that lookup.
+
+pytricia quirks this module works around (checked with pytricia 1.3.0):
+* it keeps host bits ("10.1.2.3/8" is stored as such) and silently clamps a
+  too-long mask: we accept only `ipaddress` networks, which are strict;
+* one trie accepts both families side by side: we keep a trie per family;
+* an int key wider than 32 bits fails with SystemError: addresses go in as
+  packed bytes, which is also the fastest key form it accepts;
+* `children`/`parent` need the prefix to be present and answer with strings
+  (IPv6 ones in the old IPv4-compatible form, "::0.1.0.0/112"): the shape
+  index answers those questions instead.
+
+MAC EIDs (AFI 16389) have no prefixes, so `MacTable` is a sibling dict with the
+same method names (longest match there is exact match): one code path in
+callers such as the map-cache, no fake mask lengths in the trie.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Generic, Iterator, TypeVar
+
+import pytricia
+
+from .eid import (
+    AddressCovered,
+    EidError,
+    IPAddress,
+    IPNetwork,
+    MacAddress,
+    PrefixNotFound,
+    check_address,
+    check_iid,
+    check_network,
+)
+
+V = TypeVar("V")
+
+_NETWORK_CLASS = {32: ipaddress.IPv4Network, 128: ipaddress.IPv6Network}
+
+
+class _Node:
+    """A node of the compressed trie: a stored prefix or a branch point.
+
+    Branch points (stored=False) always have two children, except the /0 root
+    that every trie keeps so that every lookup has a deepest node.
+    """
+
+    __slots__ = ("addr", "plen", "net", "value", "stored", "zero", "one")
+
+    def __init__(self, addr: int, plen: int, net: IPNetwork | None, value: object, stored: bool) -> None:
+        self.addr = addr
+        self.plen = plen
+        self.net = net
+        self.value = value
+        self.stored = stored
+        self.zero: _Node | None = None
+        self.one: _Node | None = None
+
+
+class _Trie:
+    """Prefixes of one (instance-ID, family): the C LPM trie plus the shape index."""
+
+    __slots__ = ("width", "stored", "shape", "root", "count")
+
+    def __init__(self, width: int) -> None:
+        self.width = width
+        # Stored prefixes only -> the (network, value) pair a lookup returns, ready made:
+        # handing back the trie's own object saves building a tuple and, at a million
+        # prefixes, a cache miss on the node per lookup.
+        self.stored = pytricia.PyTricia(width)
+        self.shape = pytricia.PyTricia(width)  # every trie node -> _Node
+        self.root = _Node(0, 0, None, None, False)
+        self.shape.insert(bytes(width // 8), 0, self.root)
+        self.count = 0
+
+    # -- helpers -----------------------------------------------------------
+    def _bit(self, addr: int, pos: int) -> int:
+        """Bit `pos` of `addr`, counting from the most significant (pos 0)."""
+        return (addr >> (self.width - 1 - pos)) & 1
+
+    @staticmethod
+    def _set_child(parent: _Node, side: int, child: _Node | None) -> None:
+        if side:
+            parent.one = child
+        else:
+            parent.zero = child
+
+    def _network(self, addr: int, plen: int) -> IPNetwork:
+        """An `ipaddress` network for (addr, plen): the prefix key form pytricia accepts."""
+        shift = self.width - plen
+        return _NETWORK_CLASS[self.width]((addr >> shift << shift, plen))
+
+    def _key(self, node: _Node) -> IPNetwork:
+        """A prefix key pytricia accepts for exact operations on `node`."""
+        return node.net if node.net is not None else self._network(node.addr, node.plen)
+
+    def _parent(self, node: _Node) -> _Node:
+        """The node directly above `node`: the deepest one around its one-bit-shorter supernet.
+
+        (pytricia's own `parent` would answer with a string to parse back.)
+        The root is never pruned, so a non-root node always has one.
+        """
+        return self.shape.get(self._network(node.addr, node.plen - 1))
+
+    def _inside(self, addr: int, plen: int, outer_addr: int, outer_plen: int) -> bool:
+        """Whether prefix (addr, plen) lies inside prefix (outer_addr, outer_plen)."""
+        shift = self.width - outer_plen
+        return outer_plen <= plen and (addr >> shift) == (outer_addr >> shift)
+
+    # -- mutation ----------------------------------------------------------
+    def insert(self, net: IPNetwork, value: object) -> bool:
+        """Store `net` -> `value`; return True if it replaced a stored prefix."""
+        addr, plen = int(net.network_address), net.prefixlen
+        above: _Node = self.shape.get(net)  # deepest node containing net (the root at worst)
+        if above.plen == plen:  # net is already a node: a stored prefix or a branch point
+            replaced = above.stored
+            above.net, above.value, above.stored = net, value, True
+            self.stored.insert(net.network_address.packed, plen, (net, value))
+            if not replaced:
+                self.count += 1
+            return replaced
+        node = _Node(addr, plen, net, value, True)
+        side = self._bit(addr, above.plen)
+        below = above.one if side else above.zero
+        if below is None:
+            self._set_child(above, side, node)
+        elif self._inside(below.addr, below.plen, addr, plen):
+            self._set_child(node, self._bit(below.addr, plen), below)
+            self._set_child(above, side, node)
+        else:
+            # Neither contains the other: they split at their first differing bit.
+            split = self.width - (addr ^ below.addr).bit_length()
+            branch_addr = addr >> (self.width - split) << (self.width - split)
+            branch = _Node(branch_addr, split, None, None, False)
+            self._set_child(branch, self._bit(addr, split), node)
+            self._set_child(branch, self._bit(below.addr, split), below)
+            self._set_child(above, side, branch)
+            self.shape.insert(branch_addr.to_bytes(self.width // 8, "big"), split, branch)
+        packed = net.network_address.packed
+        self.shape.insert(packed, plen, node)
+        self.stored.insert(packed, plen, (net, value))
+        self.count += 1
+        return False
+
+    def remove(self, net: IPNetwork) -> object:
+        """Forget `net` and return its value; PrefixNotFound if it is not stored."""
+        node: _Node = self.shape.get(net)
+        if node.plen != net.prefixlen or not node.stored:
+            raise PrefixNotFound(f"prefix {net} is not in the table")
+        value = node.value
+        self.stored.delete(net)
+        self.count -= 1
+        node.stored, node.value = False, None
+        if node is self.root:
+            node.net = None
+            return value
+        kids = (node.zero is not None) + (node.one is not None)
+        if kids == 2:  # still needed as a branch point
+            node.net = None
+            return value
+        self._splice(node)
+        return value
+
+    def _splice(self, node: _Node) -> None:
+        """Remove an unstored node with at most one child, and a branch point left with one."""
+        parent = self._parent(node)
+        only = node.zero if node.zero is not None else node.one
+        self.shape.delete(self._key(node))
+        node.net = None
+        self._set_child(parent, self._bit(node.addr, parent.plen), only)
+        if only is None and parent is not self.root and not parent.stored:
+            self._splice(parent)  # a branch point with one child left: at most one level
+
+    # -- queries -----------------------------------------------------------
+    def top_inside(self, net: IPNetwork) -> _Node | None:
+        """The shortest node inside `net` (net itself if it is a node), or None."""
+        addr, plen = int(net.network_address), net.prefixlen
+        above: _Node = self.shape.get(net)
+        if above.plen == plen:
+            return above
+        below = above.one if self._bit(addr, above.plen) else above.zero
+        if below is not None and self._inside(below.addr, below.plen, addr, plen):
+            return below
+        return None
+
+    def widest_negative_length(self, addr: int, packed: bytes) -> int:
+        """Mask length of the widest prefix around an uncovered address that overlaps nothing.
+
+        The deepest node containing the address is a branch point (or the root).
+        Every stored prefix that is not around it lies in its two subtrees, and
+        the subtree on the address's side starts with one node `below` that
+        does not contain the address.  So the answer is one bit longer than
+        the address's common prefix with `below`: any shorter prefix contains
+        `below`, and this one excludes it and the other side.
+        """
+        above: _Node = self.shape.get(packed)
+        below = above.one if self._bit(addr, above.plen) else above.zero
+        if below is None:  # only the root can lack a child
+            return above.plen + 1
+        return self.width - (addr ^ below.addr).bit_length() + 1
+
+    def check(self) -> None:
+        """Verify the shape index against the trie it describes (for tests).
+
+        Raises RuntimeError rather than asserting, so it also runs under `python -O`.
+        """
+        seen: list[_Node] = []
+        stack = [self.root]
+        while stack:
+            node = stack.pop()
+            seen.append(node)
+            kids = [k for k in (node.zero, node.one) if k is not None]
+            if not node.stored and node is not self.root and len(kids) != 2:
+                raise RuntimeError(f"branch point /{node.plen} has {len(kids)} children")
+            for side, kid in ((0, node.zero), (1, node.one)):
+                if kid is None:
+                    continue
+                if kid.plen <= node.plen or not self._inside(kid.addr, kid.plen, node.addr, node.plen):
+                    raise RuntimeError("child not inside its parent")
+                if self._bit(kid.addr, node.plen) != side:
+                    raise RuntimeError("child on the wrong side")
+                stack.append(kid)
+        # pytricia prints some IPv6 keys in the old IPv4-compatible form ("::0.1.0.0/112"):
+        # compare parsed networks, not strings.
+        shape_keys = sorted(self._key(n) for n in seen)
+        if shape_keys != sorted(ipaddress.ip_network(k) for k in self.shape.keys()):
+            raise RuntimeError(f"shape index {sorted(self.shape.keys())} != trie nodes {shape_keys}")
+        stored_keys = sorted(n.net for n in seen if n.stored)  # type: ignore[type-var]
+        if stored_keys != sorted(ipaddress.ip_network(k) for k in self.stored.keys()) or len(stored_keys) != self.count:
+            raise RuntimeError("stored index out of step with the trie")
+        for n in seen:
+            pair = self.stored.get(n.net) if n.stored else None
+            if n.stored and (pair is None or pair[0] != n.net or pair[1] is not n.value):
+                raise RuntimeError(f"stored index holds a stale value for {n.net}")
+
+    def walk(self, top: _Node | None) -> Iterator[_Node]:
+        """Stored nodes under `top` (inclusive) in address order, shorter first."""
+        stack = [top] if top is not None else []
+        while stack:
+            node = stack.pop()
+            if node.stored:
+                yield node
+            if node.one is not None:
+                stack.append(node.one)
+            if node.zero is not None:
+                stack.append(node.zero)
+
+
+class PrefixTable(Generic[V]):
+    """EID prefix -> value, with longest-prefix match, per instance-ID and family.
+
+    Used alike by the map-cache, the Map-Server's registrations and policy, so
+    every one of them gets the same lookups and the same negative-prefix rule.
+    Instance-IDs never leak into each other: a lookup in iid 7 sees only iid 7.
+    """
+
+    def __init__(self) -> None:
+        self._tries: dict[tuple[int, int], _Trie] = {}
+        self._len = 0
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __contains__(self, key: object) -> bool:
+        """`(iid, network) in table`: exact presence."""
+        if not (isinstance(key, tuple) and len(key) == 2):
+            return False
+        iid, network = key
+        return self._exact(iid, network) is not None
+
+    def __iter__(self) -> Iterator[tuple[int, IPNetwork, V]]:
+        """(iid, network, value) sorted by instance-ID, family, address, then length."""
+        for (iid, _version) in sorted(self._tries):
+            trie = self._tries[(iid, _version)]
+            for node in trie.walk(trie.root):
+                yield iid, node.net, node.value  # type: ignore[misc]
+
+    def check_invariants(self) -> None:
+        """Raise RuntimeError if any internal index disagrees with another (for tests)."""
+        total = 0
+        for trie in self._tries.values():
+            if trie.count == 0:
+                raise RuntimeError("an empty trie was kept")
+            trie.check()
+            total += trie.count
+        if total != self._len:
+            raise RuntimeError(f"length {self._len} != stored prefixes {total}")
+
+    def _trie(self, iid: int, network: IPNetwork) -> _Trie | None:
+        check_iid(iid)
+        check_network(network)
+        return self._tries.get((iid, network.version))
+
+    def _exact(self, iid: int, network: IPNetwork) -> _Node | None:
+        trie = self._trie(iid, network)
+        if trie is None:
+            return None
+        node: _Node = trie.shape.get(network)
+        if node.plen == network.prefixlen and node.stored:
+            return node
+        return None
+
+    def insert(self, iid: int, network: IPNetwork, value: V) -> bool:
+        """Store or replace the value of an exact prefix; True if it replaced one."""
+        check_iid(iid)
+        check_network(network)
+        key = (iid, network.version)
+        trie = self._tries.get(key)
+        if trie is None:
+            trie = self._tries[key] = _Trie(network.max_prefixlen)
+        replaced = trie.insert(network, value)
+        if not replaced:
+            self._len += 1
+        return replaced
+
+    def remove(self, iid: int, network: IPNetwork) -> V:
+        """Remove an exact prefix and return its value; PrefixNotFound if absent."""
+        trie = self._trie(iid, network)
+        if trie is None:
+            raise PrefixNotFound(f"prefix [{iid}]{network} is not in the table")
+        try:
+            value = trie.remove(network)
+        except PrefixNotFound:
+            raise PrefixNotFound(f"prefix [{iid}]{network} is not in the table") from None
+        self._len -= 1
+        if trie.count == 0:
+            del self._tries[(iid, network.version)]
+        return value  # type: ignore[return-value]
+
+    def get(self, iid: int, network: IPNetwork, default: V | None = None) -> V | None:
+        """Value stored for exactly this prefix, else `default` (no longest match)."""
+        node = self._exact(iid, network)
+        return default if node is None else node.value  # type: ignore[return-value]
+
+    def longest_match(self, iid: int, address: IPAddress) -> tuple[IPNetwork, V] | None:
+        """The most specific stored prefix containing `address`, with its value."""
+        try:
+            trie = self._tries.get((iid, address.version)) if type(iid) is int else None
+            if trie is not None:
+                return trie.stored.get(address.packed)
+        except AttributeError:
+            pass  # not an address: reported below
+        check_iid(iid)
+        check_address(address)
+        return None
+
+    def covering(self, iid: int, network: IPNetwork, *, strict: bool = False) -> tuple[IPNetwork, V] | None:
+        """The longest stored prefix that contains `network` (itself included unless `strict`)."""
+        trie = self._trie(iid, network)
+        if trie is None:
+            return None
+        if strict:
+            # Whatever strictly contains a prefix contains its one-bit-shorter supernet.
+            if network.prefixlen == 0:
+                return None
+            network = network.supernet()
+        return trie.stored.get(network)
+
+    def more_specifics(self, iid: int, network: IPNetwork, *, strict: bool = False) -> list[tuple[IPNetwork, V]]:
+        """Stored prefixes inside `network` (itself included unless `strict`), in address order."""
+        trie = self._trie(iid, network)
+        if trie is None:
+            return []
+        plen = network.prefixlen
+        return [
+            (node.net, node.value)  # type: ignore[misc]
+            for node in trie.walk(trie.top_inside(network))
+            if not (strict and node.plen == plen)
+        ]
+
+    def widest_negative(self, iid: int, address: IPAddress) -> IPNetwork:
+        """The least-specific prefix around `address` that overlaps no stored prefix.
+
+        This is the EID-prefix of a negative Map-Reply (RFC 9301 §8.1): as wide
+        as possible so the ITR caches one entry for the whole hole, but never
+        covering a registered EID.  An address that a stored prefix covers has
+        no such prefix: that raises AddressCovered (naming the prefix), since
+        the caller should have answered with the mapping instead.
+        """
+        check_iid(iid)
+        check_address(address)
+        cls = _NETWORK_CLASS[address.max_prefixlen]
+        trie = self._tries.get((iid, address.version))
+        if trie is None:
+            return cls((0, 0))
+        packed = address.packed
+        hit = trie.stored.get(packed)
+        if hit is not None:
+            raise AddressCovered(iid, address, hit[0])
+        addr = int(address)
+        length = trie.widest_negative_length(addr, packed)
+        width = trie.width
+        return cls((addr >> (width - length) << (width - length), length))
+
+
+class MacTable(Generic[V]):
+    """MAC EID -> value per instance-ID: exact match only, same method names as PrefixTable.
+
+    MACs have no hierarchy to match on, so a dict is both simpler and faster
+    than pretending they are /48 prefixes in a trie.
+    """
+
+    def __init__(self) -> None:
+        self._map: dict[tuple[int, int], tuple[MacAddress, V]] = {}
+
+    def __len__(self) -> int:
+        return len(self._map)
+
+    def __contains__(self, key: object) -> bool:
+        if not (isinstance(key, tuple) and len(key) == 2 and isinstance(key[1], MacAddress)):
+            return False
+        return (key[0], key[1].value) in self._map
+
+    def __iter__(self) -> Iterator[tuple[int, MacAddress, V]]:
+        """(iid, mac, value) sorted by instance-ID then MAC."""
+        for (iid, _), (mac, value) in sorted(self._map.items(), key=lambda kv: kv[0]):
+            yield iid, mac, value
+
+    @staticmethod
+    def _key(iid: int, mac: MacAddress) -> tuple[int, int]:
+        check_iid(iid)
+        if not isinstance(mac, MacAddress):
+            raise EidError(f"expected a MacAddress, got {type(mac).__name__} {mac!r}")
+        return (iid, mac.value)
+
+    def insert(self, iid: int, mac: MacAddress, value: V) -> bool:
+        """Store or replace; True if it replaced an entry."""
+        key = self._key(iid, mac)
+        replaced = key in self._map
+        self._map[key] = (mac, value)
+        return replaced
+
+    def remove(self, iid: int, mac: MacAddress) -> V:
+        """Remove and return the value; PrefixNotFound if absent."""
+        try:
+            return self._map.pop(self._key(iid, mac))[1]
+        except KeyError:
+            raise PrefixNotFound(f"MAC [{iid}]{mac} is not in the table") from None
+
+    def get(self, iid: int, mac: MacAddress, default: V | None = None) -> V | None:
+        item = self._map.get(self._key(iid, mac))
+        return default if item is None else item[1]
+
+    def longest_match(self, iid: int, mac: MacAddress) -> tuple[MacAddress, V] | None:
+        """Exact match, under PrefixTable's name so callers need no special case."""
+        return self._map.get(self._key(iid, mac))
