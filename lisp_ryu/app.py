@@ -34,7 +34,7 @@ from ryu.ofproto import ofproto_v1_3  # noqa: E402
 from lisp_ryu import config as config_mod  # noqa: E402
 from lisp_ryu.effects import DataplaneChanged, PacketOut, SendControl  # noqa: E402
 from lisp_ryu.flows import ofp13  # noqa: E402
-from lisp_ryu.flows.compiler import compile_plan  # noqa: E402
+from lisp_ryu.flows.compiler import compile_plan, remotes_installed  # noqa: E402
 from lisp_ryu.flows.diff import diff  # noqa: E402
 from lisp_ryu.flows.model import DesiredState  # noqa: E402
 from lisp_ryu.flows.pipeline import is_ours  # noqa: E402
@@ -42,6 +42,7 @@ from lisp_ryu.lab.netns import open_udp_socket  # noqa: E402
 from lisp_ryu.xtr.core import XtrCore  # noqa: E402
 
 LOG = logging.getLogger("lisp_ryu")
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 CONFIG_ENV = "LISP_RYU_CONFIG"
 MAX_DATAGRAM = 65535
 ETH_HEADER = 14
@@ -157,6 +158,10 @@ class LispApp(app_manager.RyuApp):
         ops = diff(session.installed, desired)
         if not ops:
             return
+        if LOG.isEnabledFor(logging.DEBUG):
+            have = {f.key: f for f in session.installed.flows}
+            for op in ops:
+                LOG.debug("dpid %#x: %s (was %s)", dpid, op, have.get(getattr(getattr(op, "flow", None), "key", None)))
         dp = session.datapath
         for op in ops:
             dp.send_msg(ofp13.to_message(dp, op))
@@ -204,7 +209,10 @@ class LispApp(app_manager.RyuApp):
             LOG.info("dpid %#x holds %d of our flows, %d groups, %d meters: reconciling",
                      msg.datapath.id, len(session.installed.flows), len(session.installed.groups),
                      len(session.installed.meters))
+            endpoint = self.xtrs[msg.datapath.id]
+            adopted = endpoint.core.adopt(remotes_installed(session.installed), time.monotonic())
             self._push(msg.datapath.id, "reconcile after connect")
+            self._run(endpoint, adopted)
 
     @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
     def _on_flow_stats(self, ev):
@@ -238,13 +246,23 @@ class LispApp(app_manager.RyuApp):
             return
         self.count("packet_in")
         data = bytes(msg.data)
-        dst = _ip_destination(data)
-        if dst is None:
+        addresses = _ip_addresses(data)
+        if addresses is None:
             self.count("packet_in_not_ip")
+            return
+        src, dst = addresses
+        if dst.is_multicast or dst.is_link_local or dst.is_unspecified or dst.is_loopback:
+            self.count("packet_in_not_routable")  # e.g. IPv6 router solicitations: no mapping to ask for
             return
         iid = msg.match.get("metadata", 0) & 0xFFFFFF
         in_port = msg.match.get("in_port", 0)
-        self._run(endpoint, endpoint.core.handle_miss(in_port, iid, dst, data, time.monotonic()))
+        try:
+            effects = endpoint.core.handle_miss(in_port, iid, src, dst, data, time.monotonic())
+        except Exception:
+            self.count("core_exceptions")
+            LOG.exception("%s: error handling a miss for %s", endpoint.name, dst)
+            return
+        self._run(endpoint, effects)
 
     # ---- sockets and timers ---------------------------------------------------------------
 
@@ -282,13 +300,15 @@ class LispApp(app_manager.RyuApp):
                     self._run(endpoint, effects)
 
 
-def _ip_destination(frame: bytes) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """The IP destination of an Ethernet frame from a host port (no VLANs on host ports)."""
+def _ip_addresses(frame: bytes) -> tuple[IPAddress, IPAddress] | None:
+    """(source, destination) of an Ethernet frame from a host port (no VLANs on host ports)."""
     if len(frame) < ETH_HEADER + 20:
         return None
     (eth_type,) = struct.unpack_from("!H", frame, 12)
     if eth_type == 0x0800:
-        return ipaddress.IPv4Address(frame[ETH_HEADER + 16:ETH_HEADER + 20])
+        return (ipaddress.IPv4Address(frame[ETH_HEADER + 12:ETH_HEADER + 16]),
+                ipaddress.IPv4Address(frame[ETH_HEADER + 16:ETH_HEADER + 20]))
     if eth_type == 0x86DD and len(frame) >= ETH_HEADER + 40:
-        return ipaddress.IPv6Address(frame[ETH_HEADER + 24:ETH_HEADER + 40])
+        return (ipaddress.IPv6Address(frame[ETH_HEADER + 8:ETH_HEADER + 24]),
+                ipaddress.IPv6Address(frame[ETH_HEADER + 24:ETH_HEADER + 40]))
     return None

@@ -24,6 +24,7 @@ LISP_CONTROL_PORT = 4342
 MAX_IID = (1 << 24) - 1
 _MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 NEGATIVE_ACTIONS = ("no-action", "native-forward", "send-map-request", "drop")
+AUTH_ALGORITHMS = {"sha1": 1, "sha256": 2}  # RFC 9301 Algorithm IDs
 
 
 class ConfigError(ValueError):
@@ -111,7 +112,12 @@ class MapServerRef:
     address: IPAddress
     key: str
     port: int = LISP_CONTROL_PORT
-    key_id: int = 1  # 1 = HMAC-SHA-1-96, 2 = HMAC-SHA-256-128 (RFC 9301)
+    algorithm: str = "sha1"  # HMAC-SHA-1-96 (what OOR speaks) or "sha256" for HMAC-SHA-256-128
+
+    @property
+    def algorithm_id(self) -> int:
+        """The RFC 9301 Algorithm ID on the wire."""
+        return AUTH_ALGORITHMS[self.algorithm]
 
 
 @dataclass(frozen=True)
@@ -286,10 +292,16 @@ def _endpoint(source: str, path: str, raw: Any) -> tuple[IPAddress, int]:
         raise ConfigError(source, path, f"{raw!r} is not ADDRESS:PORT") from None
 
 
-def _action(source: str, path: str, raw: Any) -> str:
-    if raw not in NEGATIVE_ACTIONS:
-        raise ConfigError(source, path, f"{raw!r} is not one of {', '.join(NEGATIVE_ACTIONS)}")
-    return raw
+def _choice(choices: tuple[str, ...]) -> Callable[[str, str, Any], str]:
+    def parse(source: str, path: str, raw: Any) -> str:
+        if raw not in choices:
+            raise ConfigError(source, path, f"{raw!r} is not one of {', '.join(choices)}")
+        return raw
+
+    return parse
+
+
+_action = _choice(NEGATIVE_ACTIONS)
 
 
 _iid = _int_range(0, MAX_IID)
@@ -389,7 +401,7 @@ def _map_server_ref(node: _Node) -> MapServerRef:
         address=node.get("address", _ip),
         key=node.get("key", _str),
         port=node.get("port", _int_range(1, 65535), LISP_CONTROL_PORT),
-        key_id=node.get("key_id", _int_range(1, 2), 1),
+        algorithm=node.get("algorithm", _choice(tuple(AUTH_ALGORITHMS)), "sha1"),
     )
     node.done()
     return out

@@ -35,6 +35,7 @@ from lisp_ryu.flows.pipeline import (
     Table,
     check_flow,
     cookie,
+    cookie_owner,
     prefix_priority,
 )
 
@@ -282,3 +283,39 @@ def _allocate_group_ids(remotes: tuple[RemoteEntry, ...]) -> dict:
         used.add(gid)
         ids[(entry.iid, entry.prefix)] = gid
     return ids
+
+
+def remotes_installed(state: DesiredState) -> list[RemoteEntry]:
+    """The map-cache entries that a switch's MAPPING flows implement: compile_plan's inverse.
+
+    After a controller restart this lets the xTR adopt what the switch already
+    forwards with, instead of deleting working flows while it re-resolves.
+    Native-forward via a PETR reads back as an ordinary encap entry; the
+    re-resolution that follows adoption puts the right action back.
+    """
+    groups = {g.group_id: g for g in state.groups}
+    out = []
+    for flow in state.flows:
+        if flow.table != Table.ROUTE or cookie_owner(flow.cookie) is not Owner.MAPPING:
+            continue
+        fields = flow.match_dict()
+        meta = fields.get("metadata")
+        dst = fields.get("ipv4_dst", fields.get("ipv6_dst"))
+        if not isinstance(meta, tuple) or dst is None:
+            continue
+        prefix = ipaddress.ip_network(f"{dst[0]}/{dst[1]}" if isinstance(dst, tuple) else dst)
+        iid = meta[0]
+        buckets: list[tuple[int, tuple]] = []
+        for action in flow.actions:
+            if isinstance(action, GroupAction) and action.group_id in groups:
+                buckets = [(b.weight, b.actions) for b in groups[action.group_id].buckets]
+        if not buckets and flow.actions:
+            buckets = [(100, flow.actions)]
+        rlocs = tuple(Rloc(ipaddress.ip_address(a.value), 1, weight)
+                      for weight, actions in buckets for a in actions
+                      if isinstance(a, SetField) and a.field in ("tun_ipv4_dst", "tun_ipv6_dst"))
+        if rlocs:
+            out.append(RemoteEntry(iid, prefix, RemoteAction.ENCAP, rlocs))
+        elif not flow.actions:
+            out.append(RemoteEntry(iid, prefix, RemoteAction.DROP))
+    return out

@@ -119,7 +119,8 @@ def _from_actions(actions: list) -> tuple[Action, ...]:
         elif isinstance(a, parser.OFPActionSetField):
             out.append(SetField(a.key, a.value))
         elif isinstance(a, parser.NXActionRegMove):
-            out.append(Move(a.src_field, a.dst_field, a.n_bits))
+            # OVS reports moves with the NXM names of fields ("eth_src_nxm") that we wrote as OXM.
+            out.append(Move(_oxm_name(a.src_field), _oxm_name(a.dst_field), a.n_bits))
         elif isinstance(a, parser.OFPActionGroup):
             out.append(GroupAction(a.group_id))
         elif isinstance(a, parser.OFPActionDecNwTtl):
@@ -127,6 +128,10 @@ def _from_actions(actions: list) -> tuple[Action, ...]:
         else:
             out.append(SetField("unknown", repr(a)))  # never equal to a compiled flow: gets replaced
     return tuple(out)
+
+
+def _oxm_name(field: str) -> str:
+    return field[: -len("_nxm")] if field.endswith("_nxm") else field
 
 
 def flow_from_stats(stats: Any) -> Flow:

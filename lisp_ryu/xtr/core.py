@@ -38,7 +38,7 @@ from lisp_ryu.flows.compiler import Gateway, HostPort, LocalHost, RemoteAction, 
 from lisp_ryu.mapping.mapcache import Action as CacheAction
 from lisp_ryu.mapping.mapcache import MapCache
 from lisp_ryu.wire import auth
-from lisp_ryu.wire.address import EidPrefix
+from lisp_ryu.wire.address import NO_ADDRESS, EidPrefix
 from lisp_ryu.wire.ecm import EncapsulatedControlMessage
 from lisp_ryu.wire.errors import LispDecodeError
 from lisp_ryu.wire.messages import (
@@ -64,6 +64,7 @@ HELD_PACKETS_PER_EID = 16
 MAX_PENDING = 4096  # resolutions in flight; beyond this, misses are dropped and counted
 NOTIFY_TIMEOUT = 1.0  # first wait for a Map-Notify after a Map-Register; doubles per retry
 SMR_HOLD_DOWN = 1.0  # at most one re-resolution per entry per second, however many SMRs arrive
+ADOPTED_TTL = 60.0  # how long a mapping read back from the switch lives unless re-resolved
 
 
 def _action_of(action: Action) -> RemoteAction:
@@ -90,6 +91,7 @@ class Resolution:
     nonce: int
     attempts: int
     retry_at: float
+    source: IPAddress | None = None  # the host that asked, sent as the Map-Request's source EID
     smr_invoked: bool = False
     held: deque = field(default_factory=lambda: deque(maxlen=HELD_PACKETS_PER_EID))
 
@@ -225,7 +227,7 @@ class XtrCore:
             nonce=nonce, records=records, key_id=0, proxy_map_reply=self.config.proxy_reply,
             want_map_notify=True, xtr_id=self.xtr_id, site_id=self.site_id,
         )
-        message = auth.sign(message, reg.server.key, reg.server.key_id)
+        message = auth.sign(message, reg.server.key, reg.server.algorithm_id)
         reg.nonce = nonce
         reg.registered = False
         reg.due = now + reg.retry
@@ -243,9 +245,31 @@ class XtrCore:
             LOG.info("%s: registered %s -> %s with %s", self.config.name, record.eid_prefix,
                      ", ".join(str(loc.address) for loc in record.locators), reg.server.address)
 
+    # ---- restarts -------------------------------------------------------------------------
+
+    def adopt(self, entries: list[RemoteEntry], now: float) -> list[Effect]:
+        """Take over mappings the switch still forwards with (after a controller restart).
+
+        They go into the map-cache as they are, so the data plane stays
+        untouched, and each is re-resolved at once; the answer replaces it.
+        """
+        effects: list[Effect] = []
+        for entry in entries:
+            if self.cache.get(entry.iid, entry.prefix) is not None:
+                continue
+            locators = tuple(Locator(r.address, r.priority, r.weight) for r in entry.rlocs)
+            action = Action.NO_ACTION if locators else Action.DROP_NO_REASON
+            record = MappingRecord.for_prefix(EidPrefix.from_network(entry.prefix, entry.iid), locators,
+                                              ttl=1, action=action)
+            self.cache.insert(entry.iid, entry.prefix, CachedMapping(record, "adopted from the switch"),
+                              now=now, ttl=ADOPTED_TTL, action=None if locators else CacheAction.DROP_NO_REASON)
+            self.count("map_cache_adopted")
+            effects += self.resolve(entry.iid, entry.prefix.network_address, now)
+        return effects
+
     # ---- ITR: resolution ----------------------------------------------------------------------
 
-    def handle_miss(self, in_port: int, iid: int, destination: IPAddress, packet: bytes,
+    def handle_miss(self, in_port: int, iid: int, source: IPAddress, destination: IPAddress, packet: bytes,
                     now: float) -> list[Effect]:
         """A packet missed every encap flow: resolve its destination, hold the packet."""
         self.count("miss")
@@ -266,7 +290,7 @@ class XtrCore:
         if len(self.resolutions) >= MAX_PENDING:
             self.count("miss_dropped_too_many_pending")
             return []
-        res = Resolution(iid, destination, self._nonce(), attempts=0, retry_at=now)
+        res = Resolution(iid, destination, self._nonce(), attempts=0, retry_at=now, source=source)
         res.held.append((in_port, packet))
         self.resolutions[key] = res
         self._by_nonce[res.nonce] = key
@@ -289,18 +313,27 @@ class XtrCore:
         res.retry_at = now + REQUEST_TIMEOUT
         host_len = 32 if res.destination.version == 4 else 128
         eid = EidPrefix(res.destination, host_len, res.iid)
-        rloc = self._rlocs[0]
+        source_eid = NO_ADDRESS
+        if res.source is not None and res.source.version == res.destination.version:
+            source_eid = EidPrefix(res.source, host_len, res.iid).to_wire()[1]
+        # The ECM's inner header goes from us to the EID asked for (RFC 9301 §5.8): from
+        # an RLOC of the EID's family, else from the asking host.
+        inner_source = next((r for r in self._rlocs if r.version == res.destination.version), res.source)
+        if inner_source is None:
+            self.count("map_request_no_inner_source")
+            return []
         request = MapRequest(
             nonce=res.nonce,
-            records=(MapRequestRecord.for_prefix(eid),),
+            records=(MapRequestRecord.for_prefix(eid, notify_requested=True),),  # subscribe (RFC 9437)
             itr_rlocs=self._rlocs,
+            source_eid=source_eid,
             smr_invoked=res.smr_invoked,
             xtr_id=self.xtr_id,
             site_id=self.site_id,
         )
         resolver = self.config.map_resolvers[(res.attempts - 1) % len(self.config.map_resolvers)]
         ecm = EncapsulatedControlMessage(
-            message=request, inner_source=rloc, inner_destination=res.destination,
+            message=request, inner_source=inner_source, inner_destination=res.destination,
             inner_source_port=LISP_CONTROL_PORT,
         )
         self.count("map_request_sent")
@@ -428,7 +461,7 @@ class XtrCore:
             changed |= self._cache_record(record, prefix, str(source), now)
         ack = MapNotifyAck(nonce=notify.nonce, records=notify.records, key_id=notify.key_id,
                            xtr_id=notify.xtr_id, site_id=notify.site_id)
-        algorithm = notify.algorithm_id if notify.algorithm_id in auth.DIGEST_LENGTHS else reg.server.key_id
+        algorithm = notify.algorithm_id if notify.algorithm_id in auth.DIGEST_LENGTHS else reg.server.algorithm_id
         ack = auth.sign(ack, reg.server.key, algorithm)
         effects: list[Effect] = [SendControl(source, port, ack.encode(), "Map-Notify-Ack")]
         if changed:

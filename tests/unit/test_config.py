@@ -63,6 +63,7 @@ def test_xtr_section_defaults_map_resolver_to_map_server(tmp_path):
         (XTR.replace("10.1.0.10", "10.9.0.10"), "xtrs[0].hosts[0].ip", "inside none"),
         (XTR.replace('"02:00:00:00:01:01"', "zz"), "xtrs[0].gateways[0].mac", "not a MAC"),
         (XTR.replace("    tunnel_port: 100\n", ""), "xtrs[0].tunnel_port", "required"),
+        (XTR.replace("key: s3cret}", "key: s3cret, algorithm: md5}"), "xtrs[0].map_servers[0].algorithm", "not one of"),
     ],
 )
 def test_errors_name_file_field_and_problem(tmp_path, text, path, words):

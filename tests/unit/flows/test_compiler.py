@@ -159,3 +159,24 @@ def test_duplicate_flow_identity_is_a_compile_error():
     hosts = (c.LocalHost(42, ip("10.1.0.10"), H1_MAC, 1), c.LocalHost(42, ip("10.1.0.10"), "02:00:00:00:00:99", 2))
     with pytest.raises(c.CompileError):
         c.compile_plan(plan(hosts=hosts))
+
+
+def test_installed_mapping_flows_read_back_as_the_entries_that_made_them():
+    remotes = (
+        c.RemoteEntry(42, net("10.2.0.0/16"), c.RemoteAction.ENCAP, (c.Rloc(ip("198.18.2.2")),)),
+        c.RemoteEntry(42, net("10.3.0.0/16"), c.RemoteAction.ENCAP,
+                      (c.Rloc(ip("198.18.3.2"), 1, 70), c.Rloc(ip("198.18.3.6"), 1, 30))),
+        c.RemoteEntry(7, net("10.9.0.0/16"), c.RemoteAction.DROP),
+    )
+    p = plan(remotes=remotes, tunnel_source=ip("198.18.1.2"))
+    state = c.compile_plan(p)
+    back = c.remotes_installed(state)
+    assert sorted(back, key=lambda e: str(e.prefix)) == sorted(remotes, key=lambda e: str(e.prefix))
+    # Adopting them reproduces exactly the installed flows: nothing to change on the switch.
+    assert c.compile_plan(plan(remotes=tuple(back), tunnel_source=ip("198.18.1.2"))) == state
+
+
+def test_tunnel_source_is_set_when_asked():
+    state = c.compile_plan(plan(tunnel_source=ip("198.18.1.2")))
+    (d,) = walk(state, ip_packet("10.2.0.20")).deliveries
+    assert d.packet["tun_ipv4_src"] == "198.18.1.2"

@@ -8,7 +8,7 @@ from ryu.ofproto.ofproto_parser import msg as parse_msg
 from lisp_ryu.flows import compiler as c
 from lisp_ryu.flows import ofp13
 from lisp_ryu.flows.diff import diff
-from lisp_ryu.flows.model import DesiredState
+from lisp_ryu.flows.model import DesiredState, Move
 
 ip = ipaddress.ip_address
 
@@ -83,3 +83,17 @@ def test_groups_read_back_equal_compiled_ones():
         offset += bucket.len
     desc = ofproto_v1_3_parser.OFPGroupDescStats(type_=mod.type, group_id=mod.group_id, buckets=buckets)
     assert ofp13.group_from_desc(desc) == group
+
+
+def test_moves_reported_with_nxm_field_names_compare_equal():
+    """OVS answers flow-stats with NXM names for fields we wrote as OXM ("eth_src_nxm")."""
+    arp = next(f for f in c.compile_plan(full_plan()).flows if any(isinstance(a, Move) for a in f.actions))
+    reported = [ofproto_v1_3_parser.NXActionRegMove(src_field=f"{a.src}_nxm" if a.src != "reg0" else a.src,
+                                                    dst_field=f"{a.dst}_nxm" if a.dst != "reg0" else a.dst,
+                                                    n_bits=a.n_bits)
+                if isinstance(a, Move) else ofp13.to_actions((a,))[0] for a in arp.actions]
+    stats = ofproto_v1_3_parser.OFPFlowStats(
+        table_id=arp.table, duration_sec=0, duration_nsec=0, priority=arp.priority, idle_timeout=0,
+        hard_timeout=0, flags=0, cookie=arp.cookie, packet_count=0, byte_count=0, match=ofp13.to_match(arp),
+        instructions=[ofproto_v1_3_parser.OFPInstructionActions(ofproto_v1_3.OFPIT_APPLY_ACTIONS, reported)])
+    assert ofp13.flow_from_stats(stats) == arp

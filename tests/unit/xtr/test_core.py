@@ -92,7 +92,7 @@ def test_notify_with_bad_key_is_rejected_and_counted(xtr):
 
 
 def miss(xtr, dst="10.2.0.20", now=0.0, data=b"packet"):
-    return xtr.handle_miss(1, 42, ip(dst), data, now)
+    return xtr.handle_miss(1, 42, ip("10.1.0.10"), ip(dst), data, now)
 
 
 def request_of(send):
@@ -113,6 +113,7 @@ def test_miss_sends_ecm_map_request_and_holds_packets(xtr):
     assert (send.destination, ecm.inner_source, ecm.inner_destination) == (MS, RLOC, ip("10.2.0.20"))
     assert str(request.records[0].eid_prefix) == "[42]10.2.0.20/32"
     assert request.itr_rlocs == (RLOC,)
+    assert str(EidPrefix.from_wire(32, request.source_eid)) == "[42]10.1.0.10/32"
     effects = xtr.handle_control(reply_for(request), MS, 4342, 0.2)
     assert isinstance(effects[0], DataplaneChanged)
     assert [e.data for e in effects if isinstance(e, PacketOut)] == [b"p1", b"p2"]
@@ -140,6 +141,12 @@ def test_lost_replies_retry_then_give_up_with_hold_down(xtr):
     assert xtr.counters["resolution_failed"] == 1
     assert miss(xtr, now=4.0) == []  # hold-down: no request storm
     assert len(sends(miss(xtr, now=8.5))) == 1
+
+
+def test_ipv6_destination_with_ipv4_rlocs_uses_the_host_as_inner_source(xtr):
+    (send,) = sends(xtr.handle_miss(1, 42, ip("2001:db8:1::10"), ip("2001:db8:2::20"), b"v6", 0.0))
+    ecm, request = request_of(send)
+    assert ecm.inner_source == ip("2001:db8:1::10") and request.itr_rlocs == (RLOC,)
 
 
 def test_negative_reply_becomes_negative_entry_with_its_action(xtr):
@@ -211,3 +218,25 @@ def test_garbage_is_counted_never_raised(xtr):
     for junk in (b"", b"\x10", b"\xff" * 40, bytes(range(64))):
         assert xtr.handle_control(junk, MS, 4342, 0) == []
     assert xtr.counters["decode_errors"] == 4
+
+
+def test_adopted_flows_keep_the_data_plane_and_are_re_resolved(xtr):
+    from lisp_ryu.flows.compiler import RemoteEntry, Rloc, compile_plan, remotes_installed
+
+    entry = RemoteEntry(42, ipaddress.ip_network("10.2.0.0/16"), RemoteAction.ENCAP, (Rloc(ip("198.18.2.2")),))
+    before = xtr.plan()
+    installed = compile_plan(before.__class__(**{**before.__dict__, "remotes": (entry,)}))
+    effects = xtr.adopt(remotes_installed(installed), 0.0)
+    assert compile_plan(xtr.plan()) == installed
+    (send,) = requests(effects)
+    assert str(request_of(send)[1].records[0].eid_prefix) == "[42]10.2.0.0/32"
+
+
+def test_sha256_map_server_gets_sha256_registers():
+    import yaml
+
+    cfg = config.parse(yaml.safe_load(CONFIG.replace("key: s3cret}", "key: s3cret, algorithm: sha256}"))).xtrs[0]
+    (send,) = sends(XtrCore(cfg, nonces=itertools.count(1).__next__).start(0.0))
+    reg = decode_message(send.payload)
+    assert reg.algorithm_id == auth.AuthAlgorithm.HMAC_SHA_256_128 and len(reg.authentication_data) == 32
+    assert auth.verify(send.payload, KEY)

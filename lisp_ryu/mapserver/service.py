@@ -1,0 +1,947 @@
+"""The Map-Server / Map-Resolver core (RFC 9301 §8, RFC 9437) as a sans-IO actor.
+
+`MapServer.handle_control(payload, source, port, now)` takes one received
+datagram, `handle_timer(now)` runs what is due, `next_deadline()` says when;
+each returns the datagrams to send as `SendControl` effects.  The core never
+sends, sleeps or reads a clock.  The only thing it touches outside itself is
+the injected store, whose `append` must be durable before the Map-Notify that
+acknowledges a change goes out (the glue sends the effects only after the
+handler returned, so the order holds by construction).
+
+Rules this server follows, and why:
+
+* **Site of a Map-Register**: the configured site whose EID prefixes contain
+  the registered prefixes and whose key verifies the HMAC (SHA-1 or SHA-256,
+  full digests on the wire).  Each record must then be one of the site's
+  prefixes, or a more-specific of one that has `accept_more_specifics`.
+  A register that fails any check changes nothing and is counted by reason.
+* **Several ETRs of one site** register the same prefix (keyed by xTR-ID, or
+  by source RLOC without the I bit): the mapping answered is the union of
+  their locators.  A *different* site registering the prefix takes it over
+  (the workload moved): the old site's registrations are dropped and its
+  ETRs get a Map-Notify with the new mapping.
+* **Expiry**: `registration_ttl` seconds after the ETR's last Map-Register
+  (OOR's 180 s), or the Record TTL when the register sets the T bit.  A
+  record with Record TTL 0 withdraws that ETR's registration at once.
+* **Map-Request** (inside an ECM): proxy Map-Reply when any registered ETR of
+  the prefix set the P bit, else the ECM is forwarded unchanged to the ETR
+  that registered last, at the address and port its Map-Register came from.
+  Replies go to the first ITR-RLOC of the requester's family, at the inner
+  UDP source port.  Only the first EID-Record is answered.
+* **Negative Map-Reply**: for an EID inside no configured prefix, the widest
+  prefix around it that overlaps no configured prefix, with
+  `negative_ttl_minutes` and `negative_action`.  For an EID inside a
+  configured prefix that nobody registered, RFC 9301 §8.2 asks for
+  Natively-Forward with a 1-minute TTL; the prefix is the configured one,
+  narrowed so it overlaps no registered prefix and no more-specific
+  configured prefix.
+* **Publish/subscribe** (RFC 9437): a Map-Request with the N bit and an
+  xTR-ID subscribes (ITR-RLOC, inner source port, xTR-ID) to the requested
+  prefix; the server confirms with a Map-Notify carrying the current mapping.
+  A subscription lives as long as the ITR may cache the answer it got (the
+  Record TTL, at least 1 minute, at most 1 day) and each new subscribing
+  request renews it; a subscribing request whose only ITR-RLOC has AFI 0
+  withdraws it.  When the RLOC set of a registered prefix changes (new,
+  changed, moved, expired or withdrawn), every subscriber whose prefix
+  overlaps it and every ETR that held it before gets a Map-Notify with the
+  new record (no locators and TTL 0 when it is gone), retransmitted every
+  `notify_retry_interval` until a Map-Notify-Ack, at most `notify_retries`
+  times.  Subscription notifications use the subscriber's last nonce + 1.
+  They are signed with the key of the site whose ETR carries the
+  subscriber's xTR-ID, else sent unsigned (a pure ITR shares no key).
+* **Robustness**: datagrams over `MAX_DATAGRAM`, undecodable ones and those
+  over a source's token bucket are dropped and counted; nothing malformed
+  reaches state.
+"""
+
+from __future__ import annotations
+
+import heapq
+import ipaddress
+import itertools
+import logging
+from dataclasses import dataclass, field, replace
+from typing import Callable, Iterator
+
+from lisp_ryu.config import MapServerConfig, SiteConfig
+from lisp_ryu.effects import SendControl
+from lisp_ryu.mapping import EidError, PrefixTable
+from lisp_ryu.mapserver.pubsub_wire import ecm_inner_offset, notification_requested
+from lisp_ryu.mapserver.ratelimit import RateLimiter
+from lisp_ryu.mapserver.store import Store
+from lisp_ryu.wire import (
+    Action,
+    AuthAlgorithm,
+    AuthResult,
+    EidPrefix,
+    EncapsulatedControlMessage,
+    LispDecodeError,
+    LispEncodeError,
+    Locator,
+    MapNotify,
+    MapNotifyAck,
+    MappingRecord,
+    MapRegister,
+    MapReply,
+    MapRequest,
+    TTL_INFINITE,
+    check_authentication,
+    sign,
+)
+
+LOG = logging.getLogger("lisp_ryu.mapserver")
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+#: Larger datagrams are dropped unread: a jumbo frame, and room for a
+#: Map-Register of ~200 single-locator records.
+MAX_DATAGRAM = 9216
+#: RFC 9301 §8.2: a configured EID prefix with no registration answers
+#: Natively-Forward for one minute.
+UNREGISTERED_TTL_MINUTES = 1
+SUBSCRIPTION_MIN_MINUTES = 1
+SUBSCRIPTION_MAX_MINUTES = 24 * 60
+#: Compact the journal into a snapshot when it holds this many entries and
+#: more than twice as many as the live state.
+COMPACT_MIN_ENTRIES = 10_000
+NONCE_MASK = (1 << 64) - 1
+
+NEGATIVE_ACTIONS = {
+    "no-action": Action.NO_ACTION,
+    "native-forward": Action.NATIVELY_FORWARD,
+    "send-map-request": Action.SEND_MAP_REQUEST,
+    "drop": Action.DROP_NO_REASON,
+}
+
+_REPLY_HEADER = (2 << 28) | 1  # Map-Reply, one record
+
+
+# --------------------------------------------------------------------------- state values
+
+
+@dataclass(frozen=True)
+class EtrRegistration:
+    """One ETR's registration of one EID prefix, as its last Map-Register stated it."""
+
+    site: str
+    etr: str  # "xtr:<hex>" with the I bit, else "rloc:<address>"
+    iid: int
+    prefix: IPNetwork
+    record: MappingRecord
+    source: IPAddress  # where the Map-Register came from: Map-Notify and forwarded requests go there
+    port: int
+    proxy_reply: bool
+    key_id: int
+    algorithm: int
+    registered_at: float  # last Map-Register
+    expires: float
+    xtr_id: int | None = None
+    site_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """An ITR that asked to be told when the mapping of `prefix` changes (RFC 9437)."""
+
+    iid: int
+    prefix: IPNetwork
+    xtr_id: int
+    site_id: int
+    itr_rloc: IPAddress
+    port: int
+    nonce: int  # last nonce used with this subscriber; the next notification uses nonce + 1
+    subscribed_at: float
+    expires: float
+
+
+@dataclass
+class _Registered:
+    """A registered prefix: its owning site, its ETRs, and the merged record answered for it."""
+
+    site: str
+    etrs: dict[str, EtrRegistration] = field(default_factory=dict)
+    record: MappingRecord | None = None
+    record_bytes: bytes = b""  # encoded `record`, reused by every Map-Reply
+    proxy: bool = False
+
+
+@dataclass
+class _Pending:
+    """A Map-Notify waiting for its Map-Notify-Ack."""
+
+    destination: IPAddress
+    port: int
+    nonce: int
+    payload: bytes
+    what: str
+    key: str | None  # the key the Notify was signed with (the Ack must verify under it)
+    retries_left: int
+    next_at: float
+
+
+class _Reject(Exception):
+    """A message we decline: counted under `reason`, state untouched."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+# --------------------------------------------------------------------------- the core
+
+
+class MapServer:
+    """Map-Server and Map-Resolver: registrations, resolution, publish/subscribe."""
+
+    def __init__(
+        self,
+        config: MapServerConfig,
+        *,
+        nonces: Callable[[], int],
+        now: float,
+        store: Store | None = None,
+    ) -> None:
+        self.config = config
+        self._nonces = nonces
+        self._store = store
+        self.counters: dict[str, int] = {}
+        self._sites: dict[str, SiteConfig] = {site.name: site for site in config.sites}
+        self._negative_action = NEGATIVE_ACTIONS[config.negative_action]
+        # (iid, configured prefix) -> [(site, accept_more_specifics)], and the configured
+        # prefixes strictly inside each one (for negative answers inside a site's space).
+        self._configured: PrefixTable[list[tuple[SiteConfig, bool]]] = PrefixTable()
+        for site in config.sites:
+            for eid in site.eid_prefixes:
+                owners = self._configured.get(eid.iid, eid.prefix)
+                if owners is None:
+                    owners = []
+                    self._configured.insert(eid.iid, eid.prefix, owners)
+                owners.append((site, eid.accept_more_specifics))
+        self._inner_configured: dict[tuple[int, IPNetwork], tuple[IPNetwork, ...]] = {
+            (iid, net): tuple(inner for inner, _ in self._configured.more_specifics(iid, net, strict=True))
+            for iid, net, _ in self._configured
+        }
+        self._registered: PrefixTable[_Registered] = PrefixTable()
+        self._subscriptions: PrefixTable[dict[int, Subscription]] = PrefixTable()
+        self._subscription_count = 0
+        self._pending: dict[tuple[int, IPAddress], _Pending] = {}
+        self._xtr_sites: dict[int, str] = {}  # xTR-ID -> site, for signing notifications to subscribers
+        self._timers: list[tuple[float, int, str, tuple]] = []
+        self._sequence = itertools.count()
+        self._limiter = RateLimiter(config.rate_limit_per_source)
+        self._log_budget: dict[str, int] = {}
+        self._restoring = False
+        if store is not None:
+            self._restore(store.load(), now)
+
+    # ------------------------------------------------------------------ actor interface
+
+    def handle_control(self, payload: bytes, source: IPAddress, port: int, now: float) -> list[SendControl]:
+        """One datagram received on the control socket from (source, port)."""
+        self._count("received.datagrams")
+        if len(payload) > MAX_DATAGRAM:
+            self._count("dropped.oversized")
+            return []
+        if not self._limiter.allow(source, now):
+            self._count("dropped.rate_limited")
+            return []
+        if not payload:
+            self._count("dropped.malformed")
+            return []
+        kind = payload[0] >> 4
+        try:
+            if kind == 3:
+                return self._on_map_register(payload, source, port, now)
+            if kind == 8:
+                return self._on_ecm(payload, source, now)
+            if kind == 5:
+                return self._on_map_notify_ack(payload, source)
+            if kind == 1:
+                self._count("dropped.map_request_not_encapsulated")
+                return []
+            self._count("dropped.unexpected_type")
+            return []
+        except LispDecodeError as exc:
+            self._count("dropped.malformed")
+            self._log_throttled("malformed", logging.WARNING, "dropped malformed datagram from %s:%d: %s",
+                                source, port, exc)
+            return []
+
+    def handle_timer(self, now: float) -> list[SendControl]:
+        """Expire registrations and subscriptions, retransmit unacknowledged Map-Notifies."""
+        effects: list[SendControl] = []
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            when, _, kind, key = heapq.heappop(timers)
+            if kind == "reg":
+                iid, net, etr = key
+                entry = self._registered.get(iid, net)
+                reg = entry.etrs.get(etr) if entry is not None else None
+                if reg is not None and reg.expires == when:
+                    LOG.info("registration of %s iid %d by %s (site %s) expired", net, iid, _etr_name(reg), reg.site)
+                    self._count("registrations.expired")
+                    effects += self._remove_etr(iid, net, etr, now)
+            elif kind == "sub":
+                iid, net, xtr_id = key
+                subs = self._subscriptions.get(iid, net)
+                sub = subs.get(xtr_id) if subs is not None else None
+                if sub is not None and sub.expires == when:
+                    LOG.info("subscription of %s (xTR-ID %032x) to %s iid %d expired", sub.itr_rloc, xtr_id, net, iid)
+                    self._count("subscriptions.expired")
+                    self._drop_subscription(sub)
+            elif kind == "notify":
+                pending = self._pending.get(key)
+                if pending is None or pending.next_at != when:
+                    continue
+                if pending.retries_left <= 0:
+                    del self._pending[key]
+                    self._count("notify.unacknowledged")
+                    LOG.warning("%s to %s: no Map-Notify-Ack after %d retransmissions, giving up",
+                                pending.what, pending.destination, self.config.notify_retries)
+                    continue
+                pending.retries_left -= 1
+                pending.next_at = now + self.config.notify_retry_interval
+                self._schedule(pending.next_at, "notify", key)
+                self._count("sent.map_notify_retransmit")
+                effects.append(SendControl(pending.destination, pending.port, pending.payload,
+                                           f"{pending.what} (retransmission)"))
+        self._maybe_compact()
+        return effects
+
+    def next_deadline(self) -> float | None:
+        """When `handle_timer` next has work (possibly a little early: stale timers are skipped then)."""
+        return self._timers[0][0] if self._timers else None
+
+    # ------------------------------------------------------------------ Map-Register
+
+    def _on_map_register(self, payload: bytes, source: IPAddress, port: int, now: float) -> list[SendControl]:
+        message = MapRegister.decode(payload)
+        self._count("received.map_register")
+        try:
+            site, prefixes = self._authorise(payload, message)
+        except _Reject as reject:
+            self._count(f"rejected.map_register.{reject.reason}")
+            self._log_throttled(f"register-{reject.reason}", logging.WARNING,
+                                "rejected Map-Register from %s: %s", source, reject.detail)
+            return []
+        etr = f"xtr:{message.xtr_id:032x}" if message.xtr_id is not None else f"rloc:{source}"
+        if message.xtr_id is not None:
+            self._xtr_sites[message.xtr_id] = site.name
+        effects: list[SendControl] = []
+        for record, (iid, net) in zip(message.records, prefixes):
+            if record.ttl == 0:
+                entry = self._registered.get(iid, net)
+                if entry is not None and etr in entry.etrs and entry.site == site.name:
+                    LOG.info("%s withdrew %s iid %d (site %s)", etr, net, iid, site.name)
+                    self._count("registrations.withdrawn")
+                    effects += self._remove_etr(iid, net, etr, now)
+                continue
+            if message.use_ttl_for_timeout and record.ttl != TTL_INFINITE:
+                lifetime = record.ttl * 60.0
+            else:
+                lifetime = self.config.registration_ttl
+            reg = EtrRegistration(
+                site=site.name,
+                etr=etr,
+                iid=iid,
+                prefix=net,
+                record=record,
+                source=source,
+                port=port,
+                proxy_reply=message.proxy_map_reply,
+                key_id=message.key_id,
+                algorithm=int(message.algorithm_id),
+                registered_at=now,
+                expires=now + lifetime,
+                xtr_id=message.xtr_id,
+                site_id=message.site_id,
+            )
+            effects += self._upsert(reg, now)
+        self._count("accepted.map_register")
+        if message.want_map_notify:
+            notify = MapNotify(
+                nonce=message.nonce,
+                records=message.records,
+                key_id=message.key_id,
+                xtr_id=message.xtr_id,
+                site_id=message.site_id,
+            )
+            signed = sign(notify, site.key, message.algorithm_id)
+            self._count("sent.map_notify")
+            # Acknowledges the register: it goes first, the changes it caused after.
+            effects.insert(0, SendControl(source, port, signed.encode(),
+                                          f"Map-Notify for {len(message.records)} record(s) of site {site.name}"))
+        return effects
+
+    def _authorise(self, payload: bytes, message: MapRegister) -> tuple[SiteConfig, list[tuple[int, IPNetwork]]]:
+        """The site this register belongs to and its (iid, prefix) list, or `_Reject`."""
+        if not message.records:
+            raise _Reject("no-records", "no EID-records")
+        prefixes: list[tuple[int, IPNetwork]] = []
+        for record in message.records:
+            try:
+                eid = record.eid_prefix
+                net = eid.network
+            except (LispDecodeError, LispEncodeError):
+                raise _Reject("unsupported-eid", f"EID {record.eid}/{record.eid_mask_len} is not an IP prefix") from None
+            prefixes.append((eid.instance_id, net))
+        candidates: list[SiteConfig] = []
+        for iid, net in prefixes:
+            for site, _ in self._configured_owners(iid, net):
+                if site not in candidates:
+                    candidates.append(site)
+        if not candidates:
+            iid, net = prefixes[0]
+            raise _Reject("unknown-site", f"no configured site covers {net} iid {iid}")
+        result = AuthResult.NO_AUTHENTICATION
+        chosen = None
+        for site in candidates:
+            result = check_authentication(payload, site.key)
+            if result is AuthResult.OK:
+                chosen = site
+                break
+            if result is not AuthResult.MISMATCH:
+                break  # no authentication / unknown algorithm / bad length: no key can fix that
+        if chosen is None:
+            names = ", ".join(site.name for site in candidates)
+            raise _Reject(f"auth-{result.value}", f"authentication {result.value} for site(s) {names}")
+        for iid, net in prefixes:
+            allowed, reason = self._site_allows(chosen, iid, net)
+            if not allowed:
+                raise _Reject(reason, f"{net} iid {iid} is not a registrable prefix of site {chosen.name}")
+        return chosen, prefixes
+
+    def _configured_owners(self, iid: int, net: IPNetwork) -> Iterator[tuple[SiteConfig, bool]]:
+        """(site, accept_more_specifics) of every configured prefix containing `net`, longest first."""
+        try:
+            hit = self._configured.covering(iid, net)
+        except EidError:
+            return
+        while hit is not None:
+            configured, owners = hit
+            for site, more in owners:
+                yield site, more if configured.prefixlen < net.prefixlen else True
+            hit = self._configured.covering(iid, configured, strict=True)
+
+    def _site_allows(self, site: SiteConfig, iid: int, net: IPNetwork) -> tuple[bool, str]:
+        inside = False
+        for owner, allowed in self._configured_owners(iid, net):
+            if owner is site:
+                if allowed:
+                    return True, ""
+                inside = True
+        return False, "more-specific-denied" if inside else "prefix-outside"
+
+    def _upsert(self, reg: EtrRegistration, now: float) -> list[SendControl]:
+        iid, net = reg.iid, reg.prefix
+        entry = self._registered.get(iid, net)
+        previous = entry.record if entry is not None else None
+        holders: list[EtrRegistration] = []
+        if entry is None:
+            entry = _Registered(reg.site)
+            self._registered.insert(iid, net, entry)
+        elif entry.site != reg.site:
+            holders = list(entry.etrs.values())
+            LOG.info("%s iid %d moved from site %s to site %s", net, iid, entry.site, reg.site)
+            self._count("registrations.moved")
+            for old in holders:
+                self._journal({"t": "unreg", "iid": iid, "net": str(net), "etr": old.etr})
+            entry.etrs.clear()
+            entry.site = reg.site
+        else:
+            holders = [other for other in entry.etrs.values() if other.etr != reg.etr]
+        is_new = reg.etr not in entry.etrs
+        entry.etrs[reg.etr] = reg
+        self._journal(_registration_entry(reg))
+        self._schedule(reg.expires, "reg", (iid, net, reg.etr))
+        changed = self._rebuild(iid, net, entry, previous)
+        if self._restoring:
+            return []
+        if is_new:
+            LOG.info("registered %s iid %d -> %s (site %s, %s)", net, iid, _rlocs(reg.record), reg.site, _etr_name(reg))
+            self._count("registrations.new")
+        else:
+            LOG.debug("refreshed %s iid %d -> %s (site %s)", net, iid, _rlocs(reg.record), reg.site)
+        if not changed:
+            return []
+        return self._publish(iid, net, entry.record, holders, now)
+
+    def _remove_etr(self, iid: int, net: IPNetwork, etr: str, now: float) -> list[SendControl]:
+        entry = self._registered.get(iid, net)
+        if entry is None or etr not in entry.etrs:
+            return []
+        previous = entry.record
+        del entry.etrs[etr]
+        self._journal({"t": "unreg", "iid": iid, "net": str(net), "etr": etr})
+        if entry.etrs:
+            changed = self._rebuild(iid, net, entry, previous)
+            record = entry.record
+        else:
+            self._registered.remove(iid, net)
+            changed, record = True, None
+            LOG.info("%s iid %d has no registration left (site %s)", net, iid, entry.site)
+        if not changed:
+            return []
+        return self._publish(iid, net, record, list(entry.etrs.values()), now)
+
+    def _rebuild(self, iid: int, net: IPNetwork, entry: _Registered, previous: MappingRecord | None) -> bool:
+        """Recompute the merged record of a prefix; True if its locator set changed."""
+        etrs = sorted(entry.etrs.values(), key=lambda r: (-r.registered_at, r.etr))  # freshest first
+        seen: dict[object, Locator] = {}
+        for reg in etrs:
+            for locator in reg.record.locators:
+                if locator.address not in seen:
+                    seen[locator.address] = replace(locator, local=False, probed=False)
+        versions = {reg.record.map_version for reg in etrs}
+        record = MappingRecord.for_prefix(
+            EidPrefix(net.network_address, net.prefixlen, iid),
+            tuple(seen.values()),
+            ttl=min(reg.record.ttl for reg in etrs),
+            action=Action.NO_ACTION,
+            map_version=versions.pop() if len(versions) == 1 else 0,
+        )
+        entry.record = record
+        entry.record_bytes = MapReply(nonce=0, records=(record,)).encode()[12:]
+        entry.proxy = any(reg.proxy_reply for reg in etrs)
+        return previous is None or frozenset(previous.locators) != frozenset(record.locators)
+
+    # ------------------------------------------------------------------ publish / subscribe
+
+    def _publish(self, iid: int, net: IPNetwork, record: MappingRecord | None,
+                 holders: list[EtrRegistration], now: float) -> list[SendControl]:
+        """Tell subscribers of overlapping prefixes and former holders that `net` changed."""
+        if record is None:
+            record = MappingRecord.for_prefix(EidPrefix(net.network_address, net.prefixlen, iid), (), ttl=0,
+                                              action=self._negative_action)
+        effects: list[SendControl] = []
+        for sub in self._overlapping_subscriptions(iid, net):
+            nonce = (sub.nonce + 1) & NONCE_MASK
+            updated = replace(sub, nonce=nonce)
+            self._set_subscription(updated)
+            effects.append(self._notify(sub.itr_rloc, sub.port, nonce, record, self._subscriber_site(sub),
+                                        AuthAlgorithm.HMAC_SHA_1_96, None,
+                                        f"Map-Notify for {net} iid {iid} to subscriber {sub.itr_rloc}", now))
+            self._count("notify.subscribers")
+        for reg in holders:
+            site = self._sites.get(reg.site)
+            effects.append(self._notify(reg.source, reg.port, self._nonces() & NONCE_MASK, record, site,
+                                        reg.algorithm or AuthAlgorithm.HMAC_SHA_1_96, reg.key_id,
+                                        f"Map-Notify for {net} iid {iid} to former holder {reg.source} "
+                                        f"(site {reg.site})", now))
+            self._count("notify.former_holders")
+        return effects
+
+    def _overlapping_subscriptions(self, iid: int, net: IPNetwork) -> list[Subscription]:
+        found: list[Subscription] = []
+        for _, subs in self._subscriptions.more_specifics(iid, net):
+            found.extend(subs.values())
+        hit = self._subscriptions.covering(iid, net, strict=True)
+        while hit is not None:
+            found.extend(hit[1].values())
+            hit = self._subscriptions.covering(iid, hit[0], strict=True)
+        return found
+
+    def _subscriber_site(self, sub: Subscription) -> SiteConfig | None:
+        name = self._xtr_sites.get(sub.xtr_id)
+        return self._sites.get(name) if name is not None else None
+
+    def _notify(self, destination: IPAddress, port: int, nonce: int, record: MappingRecord,
+                site: SiteConfig | None, algorithm: int, key_id: int | None, what: str,
+                now: float) -> SendControl:
+        """A Map-Notify that is retransmitted until acknowledged."""
+        notify = MapNotify(nonce=nonce, records=(record,), key_id=key_id or 0)
+        payload = sign(notify, site.key, algorithm).encode() if site is not None else notify.encode()
+        key = (nonce, destination)
+        pending = _Pending(destination, port, nonce, payload, what, site.key if site else None,
+                           self.config.notify_retries, now + self.config.notify_retry_interval)
+        self._pending[key] = pending
+        self._schedule(pending.next_at, "notify", key)
+        self._count("sent.map_notify")
+        return SendControl(destination, port, payload, what)
+
+    def _subscribe(self, request: MapRequest, iid: int, net: IPNetwork, rloc: IPAddress, port: int,
+                   record: MappingRecord, now: float) -> list[SendControl]:
+        minutes = min(max(record.ttl, SUBSCRIPTION_MIN_MINUTES), SUBSCRIPTION_MAX_MINUTES)
+        assert request.xtr_id is not None and request.site_id is not None  # checked by the caller
+        subs = self._subscriptions.get(iid, net)
+        known = subs.get(request.xtr_id) if subs is not None else None
+        sub = Subscription(iid, net, request.xtr_id, request.site_id, rloc, port, request.nonce,
+                           known.subscribed_at if known else now, now + minutes * 60.0)
+        self._set_subscription(sub)
+        if known is None:
+            LOG.info("%s (xTR-ID %032x) subscribed to %s iid %d", rloc, request.xtr_id, net, iid)
+            self._count("subscriptions.new")
+        else:
+            self._count("subscriptions.renewed")
+        return [self._notify(rloc, port, request.nonce, record, self._subscriber_site(sub),
+                             AuthAlgorithm.HMAC_SHA_1_96, None,
+                             f"Map-Notify confirming subscription of {rloc} to {net} iid {iid}", now)]
+
+    def _set_subscription(self, sub: Subscription) -> None:
+        subs = self._subscriptions.get(sub.iid, sub.prefix)
+        if subs is None:
+            subs = {}
+            self._subscriptions.insert(sub.iid, sub.prefix, subs)
+        old = subs.get(sub.xtr_id)
+        if old is None:
+            self._subscription_count += 1
+        subs[sub.xtr_id] = sub
+        self._journal(_subscription_entry(sub))
+        if old is None or old.expires != sub.expires:
+            self._schedule(sub.expires, "sub", (sub.iid, sub.prefix, sub.xtr_id))
+
+    def _drop_subscription(self, sub: Subscription) -> None:
+        subs = self._subscriptions.get(sub.iid, sub.prefix)
+        if subs is None or sub.xtr_id not in subs:
+            return
+        del subs[sub.xtr_id]
+        self._subscription_count -= 1
+        if not subs:
+            self._subscriptions.remove(sub.iid, sub.prefix)
+        self._journal({"t": "unsub", "iid": sub.iid, "net": str(sub.prefix), "xid": _xid_bytes(sub.xtr_id)})
+
+    # ------------------------------------------------------------------ Map-Request
+
+    def _on_ecm(self, payload: bytes, source: IPAddress, now: float) -> list[SendControl]:
+        ecm = EncapsulatedControlMessage.decode(payload)
+        request = ecm.message
+        if not isinstance(request, MapRequest):
+            self._count("dropped.ecm_not_map_request")
+            return []
+        self._count("received.map_request")
+        if request.probe:
+            self._count("dropped.map_request_probe")
+            return []
+        if len(request.records) > 1:
+            self._count("map_request.extra_records_ignored")
+        first = request.records[0]
+        try:
+            eid = first.eid_prefix
+            iid, net = eid.instance_id, eid.network
+            hit = self._registered.longest_match(iid, net.network_address)
+        except (LispDecodeError, LispEncodeError, EidError):
+            self._count("rejected.map_request.unsupported-eid")
+            return []
+        rloc = _reply_rloc(request, source)
+        port = ecm.inner_source_port
+        subscribing = notification_requested(payload, request, ecm_inner_offset(payload))
+        effects: list[SendControl] = []
+        if hit is not None:
+            entry = hit[1]
+            record = entry.record
+            assert record is not None  # every stored prefix has at least one ETR
+            if rloc is None or request.dont_map_reply:
+                pass  # nobody to answer, or the requester asked for no answer (D bit)
+            elif not entry.proxy:
+                target = max(entry.etrs.values(), key=lambda r: (r.registered_at, r.etr))
+                self._count("sent.map_request_forwarded")
+                effects.append(SendControl(target.source, target.port, payload,
+                                           f"Map-Request for {net} iid {iid} forwarded to ETR {target.source}"))
+            else:
+                reply = struct_reply(request.nonce, entry.record_bytes)
+                self._count("sent.map_reply")
+                effects.append(SendControl(rloc, port, reply, f"Map-Reply for {net} iid {iid} to {rloc}"))
+        else:
+            negative, ttl, action = self._negative_answer(iid, net)
+            record = MappingRecord.for_prefix(EidPrefix(negative.network_address, negative.prefixlen, iid), (),
+                                              ttl=ttl, action=action)
+            if rloc is not None and not request.dont_map_reply:
+                self._count("sent.map_reply_negative")
+                effects.append(SendControl(rloc, port, MapReply(nonce=request.nonce, records=(record,)).encode(),
+                                           f"negative Map-Reply {negative} iid {iid} to {rloc}"))
+        if subscribing:
+            if request.xtr_id is None:
+                self._count("rejected.subscribe.no-xtr-id")
+            elif rloc is None:
+                subs = self._subscriptions.get(iid, net)
+                sub = subs.get(request.xtr_id) if subs is not None else None
+                if sub is not None:
+                    LOG.info("xTR-ID %032x withdrew its subscription to %s iid %d", request.xtr_id, net, iid)
+                    self._count("subscriptions.withdrawn")
+                    self._drop_subscription(sub)
+            else:
+                effects += self._subscribe(request, iid, net, rloc, port, record, now)
+        if rloc is None and not subscribing:
+            self._count("dropped.map_request_no_itr_rloc")
+        return effects
+
+    def _negative_answer(self, iid: int, net: IPNetwork) -> tuple[IPNetwork, int, Action]:
+        """Prefix, TTL (minutes) and action of the negative Map-Reply for an unregistered EID."""
+        address = net.network_address
+        configured = self._configured.longest_match(iid, address)
+        if configured is None:
+            return (self._configured.widest_negative(iid, address), self.config.negative_ttl_minutes,
+                    self._negative_action)
+        site_prefix = configured[0]
+        hole = self._registered.widest_negative(iid, address)
+        length = max(hole.prefixlen, site_prefix.prefixlen)
+        value, width = int(address), address.max_prefixlen
+        for inner in self._inner_configured[(iid, site_prefix)]:
+            common = width - (value ^ int(inner.network_address)).bit_length()
+            length = max(length, common + 1)
+        return ipaddress.ip_network((address, length), strict=False), UNREGISTERED_TTL_MINUTES, Action.NATIVELY_FORWARD
+
+    def lookup(self, iid: int, address: IPAddress) -> MappingRecord:
+        """The record a Map-Request for `address` would be answered with (for tests and introspection)."""
+        net = ipaddress.ip_network(address)
+        hit = self._registered.longest_match(iid, address)
+        if hit is not None:
+            assert hit[1].record is not None
+            return hit[1].record
+        negative, ttl, action = self._negative_answer(iid, net)
+        return MappingRecord.for_prefix(EidPrefix(negative.network_address, negative.prefixlen, iid), (),
+                                        ttl=ttl, action=action)
+
+    # ------------------------------------------------------------------ Map-Notify-Ack
+
+    def _on_map_notify_ack(self, payload: bytes, source: IPAddress) -> list[SendControl]:
+        ack = MapNotifyAck.decode(payload)
+        self._count("received.map_notify_ack")
+        key = (ack.nonce, source)
+        pending = self._pending.get(key)
+        if pending is None:  # behind a NAT the Ack may come from another address
+            key, pending = next(((k, p) for k, p in self._pending.items() if k[0] == ack.nonce), (key, None))
+        if pending is None:
+            self._count("dropped.map_notify_ack_unmatched")
+            return []
+        if pending.key is not None:
+            result = check_authentication(payload, pending.key)
+            if result is not AuthResult.OK:
+                self._count(f"rejected.map_notify_ack.auth-{result.value}")
+                return []
+        del self._pending[key]
+        self._count("notify.acknowledged")
+        return []
+
+    # ------------------------------------------------------------------ persistence
+
+    def _journal(self, entry: dict) -> None:
+        if self._store is not None:
+            self._store.append(entry)
+
+    def _maybe_compact(self) -> None:
+        store = self._store
+        if store is None:
+            return
+        live = len(self._registered) + self._subscription_count
+        if store.journal_length() >= max(COMPACT_MIN_ENTRIES, 2 * live):
+            store.snapshot(self.state_entries())
+            self._count("store.snapshots")
+
+    def state_entries(self) -> Iterator[dict]:
+        """The whole durable state as journal entries (what a snapshot holds)."""
+        for _, _, entry in self._registered:
+            for reg in entry.etrs.values():
+                yield _registration_entry(reg)
+        for _, _, subs in self._subscriptions:
+            for sub in subs.values():
+                yield _subscription_entry(sub)
+
+    def _restore(self, entries: list[dict], now: float) -> None:
+        """Rebuild state from the store; expired or no-longer-allowed entries are dropped and counted."""
+        registrations: dict[tuple[int, str, str], dict] = {}
+        subscriptions: dict[tuple[int, str, bytes], dict] = {}
+        for entry in entries:
+            kind = entry.get("t") if isinstance(entry, dict) else None
+            try:
+                if kind == "reg":
+                    registrations[(entry["iid"], entry["net"], entry["etr"])] = entry
+                elif kind == "unreg":
+                    registrations.pop((entry["iid"], entry["net"], entry["etr"]), None)
+                elif kind == "sub":
+                    subscriptions[(entry["iid"], entry["net"], entry["xid"])] = entry
+                elif kind == "unsub":
+                    subscriptions.pop((entry["iid"], entry["net"], entry["xid"]), None)
+                else:
+                    self._count("restore.unknown_entries")
+            except (KeyError, TypeError):
+                self._count("restore.bad_entries")
+        saved_store, self._store = self._store, None  # rebuilding must not re-journal
+        self._restoring = True  # ... nor notify anybody: nothing changed for the outside world
+        try:
+            for entry in registrations.values():
+                try:
+                    reg = _registration_from_entry(entry)
+                except (KeyError, TypeError, ValueError, LispDecodeError, LispEncodeError):
+                    self._count("restore.bad_entries")
+                    continue
+                site = self._sites.get(reg.site)
+                if reg.expires <= now:
+                    self._count("restore.expired")
+                    continue
+                if site is None or not self._site_allows(site, reg.iid, reg.prefix)[0]:
+                    self._count("restore.no_longer_allowed")
+                    continue
+                entry_state = self._registered.get(reg.iid, reg.prefix)
+                if entry_state is not None and entry_state.site != reg.site:
+                    self._count("restore.conflicting_site")
+                    continue
+                self._upsert(reg, now)
+                if reg.xtr_id is not None:
+                    self._xtr_sites[reg.xtr_id] = reg.site
+                self._count("restore.registrations")
+            for entry in subscriptions.values():
+                try:
+                    sub = _subscription_from_entry(entry)
+                except (KeyError, TypeError, ValueError):
+                    self._count("restore.bad_entries")
+                    continue
+                if sub.expires <= now:
+                    self._count("restore.expired")
+                    continue
+                self._set_subscription(sub)
+                self._count("restore.subscriptions")
+        finally:
+            self._store = saved_store
+            self._restoring = False
+        restored = self.counters.get("restore.registrations", 0)
+        if restored or self.counters.get("restore.subscriptions"):
+            LOG.info("restored %d registrations and %d subscriptions from the store", restored,
+                     self.counters.get("restore.subscriptions", 0))
+
+    # ------------------------------------------------------------------ introspection
+
+    def registrations(self) -> Iterator[tuple[int, IPNetwork, str, MappingRecord, tuple[EtrRegistration, ...]]]:
+        """(iid, prefix, site, merged record, ETR registrations) in prefix order."""
+        for iid, net, entry in self._registered:
+            assert entry.record is not None
+            yield iid, net, entry.site, entry.record, tuple(entry.etrs.values())
+
+    def subscriptions(self) -> Iterator[Subscription]:
+        for _, _, subs in self._subscriptions:
+            yield from subs.values()
+
+    @property
+    def registration_count(self) -> int:
+        return len(self._registered)
+
+    @property
+    def subscription_count(self) -> int:
+        return self._subscription_count
+
+    @property
+    def pending_notifications(self) -> int:
+        return len(self._pending)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _count(self, name: str, amount: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + amount
+
+    def _schedule(self, when: float, kind: str, key: tuple) -> None:
+        heapq.heappush(self._timers, (when, next(self._sequence), kind, key))
+
+    def _log_throttled(self, topic: str, level: int, message: str, *args: object) -> None:
+        """Log the 1st, 2nd, 4th, 8th ... occurrence of a topic: a flood must not flood the log."""
+        seen = self._log_budget.get(topic, 0) + 1
+        self._log_budget[topic] = seen
+        if seen & (seen - 1) == 0:
+            LOG.log(level, message + (f" ({seen} so far)" if seen > 1 else ""), *args)
+
+
+# --------------------------------------------------------------------------- module helpers
+
+
+def struct_reply(nonce: int, record_bytes: bytes) -> bytes:
+    """A one-record Map-Reply from an already encoded record (the hot path of a proxy reply)."""
+    return _REPLY_HEADER.to_bytes(4, "big") + nonce.to_bytes(8, "big") + record_bytes
+
+
+def _reply_rloc(request: MapRequest, source: IPAddress) -> IPAddress | None:
+    """The first ITR-RLOC of the family we received on, else the first IP one at all."""
+    usable = [r for r in request.itr_rlocs if isinstance(r, (ipaddress.IPv4Address, ipaddress.IPv6Address))]
+    for rloc in usable:
+        if rloc.version == source.version:
+            return rloc
+    return usable[0] if usable else None
+
+
+def _rlocs(record: MappingRecord) -> str:
+    return ", ".join(str(locator.address) for locator in record.locators) or "no RLOC"
+
+
+def _etr_name(reg: EtrRegistration) -> str:
+    return f"ETR {reg.source}" + (f" xTR-ID {reg.xtr_id:032x}" if reg.xtr_id is not None else "")
+
+
+def _xid_bytes(xtr_id: int | None) -> bytes | None:
+    return None if xtr_id is None else xtr_id.to_bytes(16, "big")
+
+
+def _record_bytes(record: MappingRecord) -> bytes:
+    return MapReply(nonce=0, records=(record,)).encode()[12:]
+
+
+def _record_from_bytes(data: bytes) -> MappingRecord:
+    return MapReply.decode(struct_reply(0, data)).records[0]
+
+
+def _registration_entry(reg: EtrRegistration) -> dict:
+    return {
+        "t": "reg",
+        "iid": reg.iid,
+        "net": str(reg.prefix),
+        "etr": reg.etr,
+        "site": reg.site,
+        "rec": _record_bytes(reg.record),
+        "src": str(reg.source),
+        "port": reg.port,
+        "proxy": reg.proxy_reply,
+        "kid": reg.key_id,
+        "alg": reg.algorithm,
+        "at": reg.registered_at,
+        "exp": reg.expires,
+        "xid": _xid_bytes(reg.xtr_id),
+        "sid": reg.site_id,
+    }
+
+
+def _registration_from_entry(entry: dict) -> EtrRegistration:
+    xid = entry.get("xid")
+    return EtrRegistration(
+        site=entry["site"],
+        etr=entry["etr"],
+        iid=int(entry["iid"]),
+        prefix=ipaddress.ip_network(entry["net"]),
+        record=_record_from_bytes(entry["rec"]),
+        source=ipaddress.ip_address(entry["src"]),
+        port=int(entry["port"]),
+        proxy_reply=bool(entry["proxy"]),
+        key_id=int(entry["kid"]),
+        algorithm=int(entry["alg"]),
+        registered_at=float(entry["at"]),
+        expires=float(entry["exp"]),
+        xtr_id=int.from_bytes(xid, "big") if xid is not None else None,
+        site_id=entry.get("sid"),
+    )
+
+
+def _subscription_entry(sub: Subscription) -> dict:
+    return {
+        "t": "sub",
+        "iid": sub.iid,
+        "net": str(sub.prefix),
+        "xid": _xid_bytes(sub.xtr_id),
+        "sid": sub.site_id,
+        "rloc": str(sub.itr_rloc),
+        "port": sub.port,
+        "nonce": sub.nonce,
+        "at": sub.subscribed_at,
+        "exp": sub.expires,
+    }
+
+
+def _subscription_from_entry(entry: dict) -> Subscription:
+    return Subscription(
+        iid=int(entry["iid"]),
+        prefix=ipaddress.ip_network(entry["net"]),
+        xtr_id=int.from_bytes(entry["xid"], "big"),
+        site_id=int(entry["sid"]),
+        itr_rloc=ipaddress.ip_address(entry["rloc"]),
+        port=int(entry["port"]),
+        nonce=int(entry["nonce"]),
+        subscribed_at=float(entry["at"]),
+        expires=float(entry["exp"]),
+    )

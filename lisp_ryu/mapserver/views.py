@@ -1,0 +1,94 @@
+"""The Map-Server's state as JSON-ready dicts: one shape for the standalone
+server's HTTP endpoint, the Ryu REST API and `lisp-ryu show`.
+
+Times are wall-clock seconds (what the core keeps); `expires_in` is relative
+to the `now` the caller passes, so a table reads "expires in 42 s".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lisp_ryu.wire import Locator, MappingRecord
+
+from .service import EtrRegistration, MapServer, Subscription
+
+API_PREFIX = "/lisp/v1"
+DEFAULT_LIMIT = 1000
+
+
+def _locator(locator: Locator) -> dict[str, Any]:
+    return {
+        "address": str(locator.address),
+        "priority": locator.priority,
+        "weight": locator.weight,
+        "reachable": locator.reachable,
+    }
+
+
+def _etr(reg: EtrRegistration, now: float) -> dict[str, Any]:
+    return {
+        "etr": reg.etr,
+        "source": f"{reg.source}:{reg.port}",
+        "xtr_id": f"{reg.xtr_id:032x}" if reg.xtr_id is not None else None,
+        "site_id": reg.site_id,
+        "proxy_reply": reg.proxy_reply,
+        "record_ttl_minutes": reg.record.ttl,
+        "locators": [_locator(loc) for loc in reg.record.locators],
+        "registered_at": reg.registered_at,
+        "expires_in": round(reg.expires - now, 3),
+    }
+
+
+def _record(record: MappingRecord) -> dict[str, Any]:
+    return {"ttl_minutes": record.ttl, "locators": [_locator(loc) for loc in record.locators]}
+
+
+def registrations(core: MapServer, now: float, limit: int = DEFAULT_LIMIT) -> dict[str, Any]:
+    """Registered prefixes (at most `limit`, in prefix order) with their merged mapping and ETRs."""
+    items = []
+    for iid, net, site, record, etrs in core.registrations():
+        if len(items) >= limit:
+            break
+        items.append({
+            "iid": iid,
+            "prefix": str(net),
+            "site": site,
+            "mapping": _record(record),
+            "etrs": [_etr(reg, now) for reg in etrs],
+        })
+    return {"total": core.registration_count, "registrations": items}
+
+
+def _subscription(sub: Subscription, now: float) -> dict[str, Any]:
+    return {
+        "iid": sub.iid,
+        "prefix": str(sub.prefix),
+        "xtr_id": f"{sub.xtr_id:032x}",
+        "site_id": sub.site_id,
+        "itr_rloc": f"{sub.itr_rloc}:{sub.port}",
+        "nonce": f"{sub.nonce:016x}",
+        "subscribed_at": sub.subscribed_at,
+        "expires_in": round(sub.expires - now, 3),
+    }
+
+
+def subscriptions(core: MapServer, now: float, limit: int = DEFAULT_LIMIT) -> dict[str, Any]:
+    items = []
+    for sub in core.subscriptions():
+        if len(items) >= limit:
+            break
+        items.append(_subscription(sub, now))
+    return {"total": core.subscription_count, "subscriptions": items}
+
+
+def counters(core: MapServer, extra: dict[str, int] | None = None) -> dict[str, Any]:
+    merged = dict(core.counters)
+    for name, value in (extra or {}).items():
+        merged[name] = merged.get(name, 0) + value
+    return {
+        "counters": dict(sorted(merged.items())),
+        "registrations": core.registration_count,
+        "subscriptions": core.subscription_count,
+        "pending_notifications": core.pending_notifications,
+    }
