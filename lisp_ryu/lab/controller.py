@@ -89,3 +89,27 @@ def stop(grace: float = 5.0) -> bool:
         os.kill(pid, signal.SIGKILL)
     pid_path().unlink(missing_ok=True)
     return True
+
+
+def wait_ready(state: LabState, timeout: float = 30.0) -> None:
+    """Until every site has registered and every switch holds the controller's flows."""
+    from lisp_ryu.lab import manager
+
+    deadline = time.monotonic() + timeout
+    waiting = [s.name for s in state.sites]
+    while time.monotonic() < deadline:
+        log = log_path().read_text(errors="replace") if log_path().exists() else ""
+        if running_pid() is None:
+            raise LabError(f"the controller exited; its log ({log_path()}) ends with:\n{_tail(log)}")
+        waiting = [s.name for s in state.sites
+                   if f"{s.name}: registered" not in log
+                   or "CONTROLLER" not in manager.ofctl(s.name, "dump-flows", "table=1", state=state)]
+        if not waiting:
+            return
+        time.sleep(0.2)
+    raise LabError(f"the controller did not take over {', '.join(waiting)} within {timeout:.0f} s; "
+                   f"its log ({log_path()}) ends with:\n{_tail(log_path().read_text(errors='replace'))}")
+
+
+def _tail(text: str, lines: int = 15) -> str:
+    return "\n".join(text.splitlines()[-lines:])

@@ -1,9 +1,10 @@
 """`lisp-ryu demo`: bring up a lab, ping between two sites through LISP-GPE,
 show the decoded LISP header of one tunnel packet, tear down.
 
-The data plane is programmed by `program_data_plane`; today it installs the
-lab's static flows, later it starts the controller and the embedded
-Map-Server instead.  Nothing else here needs to change for that.
+The data plane is programmed by `program_data_plane`: it starts the
+lisp-ryu controller with the embedded Map-Server on the lab's own
+configuration, exactly as a user would (`lisp-ryu controller --config`), and
+waits until every xTR has registered and every switch holds its flows.
 """
 
 from __future__ import annotations
@@ -12,15 +13,18 @@ import sys
 import tempfile
 from pathlib import Path
 
-from lisp_ryu.lab import capture, manager, static_flows
+from lisp_ryu.lab import capture, manager
+from lisp_ryu.lab import controller as lab_controller
 from lisp_ryu.lab.state import HostState, LabError, LabState
 from lisp_ryu.lab.topology import LISP_DATA_PORT, TopologyError
 
 
 def program_data_plane(state: LabState) -> str:
-    """Make the sites reach each other; returns a one-line description."""
-    counts = static_flows.install(state)
-    return "static LISP-GPE flows, no controller (" + ", ".join(f"{s}: {n}" for s, n in counts.items()) + ")"
+    """Start the controller and wait until it drives every site; returns a one-line description."""
+    lab_controller.start(state)
+    lab_controller.wait_ready(state)
+    return (f"lisp-ryu controller with the embedded Map-Server at {state.map_server_address} "
+            f"(config {lab_controller.config_path()}, log {lab_controller.log_path()})")
 
 
 def pick_hosts(state: LabState) -> tuple[HostState, HostState]:
@@ -51,7 +55,8 @@ def run(topology_path: str, keep: bool = False) -> int:
             print("\n== the lab stays up:")
             print(f"   lisp-ryu lab exec {a.name} -- ping {b.ip}")
             print("   lisp-ryu lab status")
-            print("   lisp-ryu lab down")
+            print(f"   the controller keeps running: log {lab_controller.log_path()}")
+            print("   lisp-ryu lab down        (also stops the controller)")
         else:
             manager.down()
             print("\n== lab down: namespaces, OVS daemons and interfaces removed")

@@ -465,6 +465,9 @@ def _teardown(state: LabState | None, pfx: str, directory: Path) -> list[str]:
         for word in out.split():
             if word.isdigit() and int(word) != os.getpid():
                 pids.setdefault(int(word), f"{_comm(int(word)) or 'process'} in {namespace}")
+    controller = _read_pid(directory / "controller.pid")  # lisp_ryu.lab.controller's, in the root namespace
+    if controller and _alive(controller) and b"lisp" in _cmdline(controller):
+        pids.setdefault(controller, "lisp-ryu controller")
     removed += [f"process {pid}: {what}" for pid, what in sorted(pids.items())]
     _terminate(pids)
 
@@ -538,6 +541,13 @@ def _comm(pid: int) -> str | None:
         return Path(f"/proc/{pid}/comm").read_text().strip()
     except OSError:
         return None
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def _read_pid(path: Path) -> int | None:
