@@ -37,7 +37,7 @@ from lisp_ryu.flows import ofp13  # noqa: E402
 from lisp_ryu.flows.compiler import compile_plan, remotes_installed  # noqa: E402
 from lisp_ryu.flows.diff import diff  # noqa: E402
 from lisp_ryu.flows.model import DesiredState  # noqa: E402
-from lisp_ryu.flows.pipeline import is_ours  # noqa: E402
+from lisp_ryu.flows.pipeline import Table, is_ours  # noqa: E402
 from lisp_ryu.lab.netns import open_udp_socket  # noqa: E402
 from lisp_ryu.xtr.core import XtrCore  # noqa: E402
 
@@ -246,6 +246,10 @@ class LispApp(app_manager.RyuApp):
             return
         self.count("packet_in")
         data = bytes(msg.data)
+        in_port = msg.match.get("in_port", 0)
+        if msg.table_id == Table.CLASSIFY:
+            self._on_host_seen(endpoint, in_port, data)
+            return
         addresses = _ip_addresses(data)
         if addresses is None:
             self.count("packet_in_not_ip")
@@ -255,12 +259,26 @@ class LispApp(app_manager.RyuApp):
             self.count("packet_in_not_routable")  # e.g. IPv6 router solicitations: no mapping to ask for
             return
         iid = msg.match.get("metadata", 0) & 0xFFFFFF
-        in_port = msg.match.get("in_port", 0)
         try:
             effects = endpoint.core.handle_miss(in_port, iid, src, dst, data, time.monotonic())
         except Exception:
             self.count("core_exceptions")
             LOG.exception("%s: error handling a miss for %s", endpoint.name, dst)
+            return
+        self._run(endpoint, effects)
+
+    def _on_host_seen(self, endpoint: ControlEndpoint, in_port: int, data: bytes) -> None:
+        """The learning flow sent us a packet from an unknown host in a dynamic-EID prefix."""
+        host = _sender(data)
+        if host is None:
+            self.count("learn_not_ip_or_arp")
+            return
+        source, mac = host
+        try:
+            effects = endpoint.core.handle_host_seen(in_port, source, mac, data, time.monotonic())
+        except Exception:
+            self.count("core_exceptions")
+            LOG.exception("%s: error learning host %s", endpoint.name, source)
             return
         self._run(endpoint, effects)
 
@@ -298,6 +316,20 @@ class LispApp(app_manager.RyuApp):
                         LOG.exception("%s: error in timer", endpoint.name)
                         continue
                     self._run(endpoint, effects)
+
+
+def _sender(frame: bytes) -> tuple[IPAddress, str] | None:
+    """(source IP, source MAC) of an IPv4/IPv6 packet or an ARP message (sender fields)."""
+    if len(frame) < ETH_HEADER:
+        return None
+    (eth_type,) = struct.unpack_from("!H", frame, 12)
+    if eth_type == 0x0806 and len(frame) >= ETH_HEADER + 28:
+        sha, spa = frame[ETH_HEADER + 8:ETH_HEADER + 14], frame[ETH_HEADER + 14:ETH_HEADER + 18]
+        return ipaddress.IPv4Address(spa), ":".join(f"{b:02x}" for b in sha)
+    addresses = _ip_addresses(frame)
+    if addresses is None:
+        return None
+    return addresses[0], ":".join(f"{b:02x}" for b in frame[6:12])
 
 
 def _ip_addresses(frame: bytes) -> tuple[IPAddress, IPAddress] | None:

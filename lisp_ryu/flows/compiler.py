@@ -29,8 +29,11 @@ from lisp_ryu.flows.pipeline import (
     PRIO_ARP_PROXY,
     PRIO_ARP_SELF,
     PRIO_CLASSIFY,
+    PRIO_KNOWN_HOST,
+    PRIO_LEARN,
     PRIO_LOCAL_HOST,
     PRIO_MISS,
+    PRIO_TUNNEL,
     Owner,
     Table,
     check_flow,
@@ -45,6 +48,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 ETH_IPV4, ETH_IPV6, ETH_ARP = 0x0800, 0x86DD, 0x0806
 METADATA_IID_MASK = 0xFFFFFF
 MISS_METER_ID = 1
+LEARN_METER_ID = 2
 RLOC_UNUSABLE_PRIORITY = 255  # RFC 9300: priority 255 means "do not use for unicast"
 
 
@@ -97,13 +101,33 @@ class RemoteEntry:
 
 
 @dataclass(frozen=True)
+class DynamicPrefix:
+    """Hosts with a source address in here may appear on any host port and are learned."""
+
+    iid: int
+    prefix: IPNetwork
+
+
+@dataclass(frozen=True)
+class Redirect:
+    """A local EID that moved to `rloc`: tunnel traffic still arriving for it onwards."""
+
+    iid: int
+    ip: IPAddress
+    rloc: IPAddress
+
+
+@dataclass(frozen=True)
 class XtrPlan:
     tunnel_port: int
     host_ports: tuple[HostPort, ...] = ()
     hosts: tuple[LocalHost, ...] = ()
     gateways: tuple[Gateway, ...] = ()
     remotes: tuple[RemoteEntry, ...] = ()
+    dynamic_prefixes: tuple[DynamicPrefix, ...] = ()
+    redirects: tuple[Redirect, ...] = ()
     miss_rate_pps: int = 100
+    learn_rate_pps: int = 100
     petr: IPAddress | None = None
     native_port: int | None = None
     router_mac: str = "02:00:00:00:00:fe"  # eth_src for hosts outside any gateway's subnet
@@ -119,6 +143,8 @@ def compile_plan(plan: XtrPlan) -> DesiredState:
     groups: list[Group] = []
     flows += _classify(plan)
     flows += _local_hosts(plan)
+    flows += _learning(plan)
+    flows += _redirects(plan)
     flows += _arp(plan)
     group_ids = _allocate_group_ids(plan.remotes)
     for entry in plan.remotes:
@@ -133,16 +159,15 @@ def compile_plan(plan: XtrPlan) -> DesiredState:
     if len(set(keys)) != len(keys):
         dup = next(k for k in keys if keys.count(k) > 1)
         raise CompileError(f"two flows share table/priority/match {dup}")
-    return DesiredState(
-        flows=frozenset(flows),
-        groups=frozenset(groups),
-        meters=frozenset({Meter(MISS_METER_ID, plan.miss_rate_pps, burst=plan.miss_rate_pps)}),
-    )
+    meters = {Meter(MISS_METER_ID, plan.miss_rate_pps, burst=plan.miss_rate_pps)}
+    if plan.dynamic_prefixes:
+        meters.add(Meter(LEARN_METER_ID, plan.learn_rate_pps, burst=plan.learn_rate_pps))
+    return DesiredState(flows=frozenset(flows), groups=frozenset(groups), meters=frozenset(meters))
 
 
 def _classify(plan: XtrPlan) -> list[Flow]:
     infra = cookie(Owner.INFRA)
-    out = [Flow(Table.CLASSIFY, PRIO_CLASSIFY, match(in_port=plan.tunnel_port), goto=Table.DECAP, cookie=infra)]
+    out = [Flow(Table.CLASSIFY, PRIO_TUNNEL, match(in_port=plan.tunnel_port), goto=Table.DECAP, cookie=infra)]
     for hp in plan.host_ports:
         meta = (hp.iid, METADATA_IID_MASK)
         for eth_type, table in ((ETH_IPV4, Table.ROUTE), (ETH_IPV6, Table.ROUTE), (ETH_ARP, Table.ARP)):
@@ -162,11 +187,56 @@ def _gateway_mac(plan: XtrPlan, iid: int, ip: IPAddress) -> str:
     return plan.router_mac
 
 
+def _learning(plan: XtrPlan) -> list[Flow]:
+    """Unknown sources inside a dynamic-EID prefix go to the controller, metered.
+
+    Known hosts match the higher-priority per-host classification first, so
+    only a host that just arrived (its first packet or gratuitous ARP) gets here.
+    """
+    out = []
+    for dyn in plan.dynamic_prefixes:
+        owner = cookie(Owner.INFRA, dyn.iid, f"learn {dyn.prefix}")
+        to_controller = (Output("controller", 0xFFFF),)
+        eth_type, _ = _eth_type(dyn.prefix)
+        src_field = "ipv4_src" if dyn.prefix.version == 4 else "ipv6_src"
+        out.append(Flow(Table.CLASSIFY, PRIO_LEARN, match(eth_type=eth_type, **{src_field: _masked(dyn.prefix)}),
+                        actions=to_controller, meter=LEARN_METER_ID, cookie=owner))
+        if dyn.prefix.version == 4:
+            out.append(Flow(Table.CLASSIFY, PRIO_LEARN, match(eth_type=ETH_ARP, arp_spa=_masked(dyn.prefix)),
+                            actions=to_controller, meter=LEARN_METER_ID, cookie=owner))
+    return out
+
+
+def _redirects(plan: XtrPlan) -> list[Flow]:
+    """Traffic that still arrives for a departed EID is tunnelled on to its new RLOC."""
+    out = []
+    for r in plan.redirects:
+        eth_type, dst_field = _eth_type(r.ip)
+        family = "ipv4" if r.rloc.version == 4 else "ipv6"
+        source: tuple[Action, ...] = ()
+        if plan.tunnel_source is not None and plan.tunnel_source.version == r.rloc.version:
+            source = (SetField(f"tun_{family}_src", str(plan.tunnel_source)),)
+        actions = (SetField("tunnel_id", r.iid), *source, SetField(f"tun_{family}_dst", str(r.rloc)),
+                   Output("in_port"))  # it came in on the tunnel port and goes out there again
+        out.append(Flow(Table.DECAP, PRIO_LOCAL_HOST, match(tunnel_id=r.iid, eth_type=eth_type, **{dst_field: str(r.ip)}),
+                        actions=actions, cookie=cookie(Owner.REDIRECT, r.iid, str(r.ip))))
+    return out
+
+
 def _local_hosts(plan: XtrPlan) -> list[Flow]:
     out = []
     for host in plan.hosts:
         owner = cookie(Owner.LOCAL_HOST, host.iid, str(host.ip))
         eth_type, dst_field = _eth_type(host.ip)
+        src_field = "ipv4_src" if host.ip.version == 4 else "ipv6_src"
+        meta = (host.iid, METADATA_IID_MASK)
+        out.append(Flow(Table.CLASSIFY, PRIO_KNOWN_HOST,
+                        match(in_port=host.port, eth_type=eth_type, **{src_field: str(host.ip)}),
+                        goto=Table.ROUTE, write_metadata=meta, cookie=owner))
+        if host.ip.version == 4:
+            out.append(Flow(Table.CLASSIFY, PRIO_KNOWN_HOST,
+                            match(in_port=host.port, eth_type=ETH_ARP, arp_spa=str(host.ip)),
+                            goto=Table.ARP, write_metadata=meta, cookie=owner))
         deliver = (SetField("eth_src", _gateway_mac(plan, host.iid, host.ip)),
                    SetField("eth_dst", host.mac), Output(host.port))
         out.append(Flow(Table.ROUTE, PRIO_LOCAL_HOST,

@@ -1,7 +1,9 @@
 """The xTR's OpenFlow table pipeline, declared as data, and the cookie scheme.
 
-    table 0 CLASSIFY  tunnel port -> DECAP; host port + IP -> ROUTE, + ARP -> ARP
-                      (both tag the packet with the port's instance-ID in metadata)
+    table 0 CLASSIFY  tunnel port -> DECAP; known local host (port + source) or
+                      host port -> ROUTE for IP, ARP for ARP, tagging the packet
+                      with the instance-ID in metadata; an unknown source inside
+                      a dynamic-EID prefix -> controller (learn it, metered)
     table 1 ROUTE     ITR: local host -> deliver; map-cache prefix -> encapsulate;
                       miss -> controller through the miss meter
     table 2 DECAP     ETR: tunnel_id (instance-ID) + local host -> deliver
@@ -40,7 +42,7 @@ class TableSpec:
 PIPELINE: dict[Table, TableSpec] = {
     Table.CLASSIFY: TableSpec(
         Table.CLASSIFY,
-        frozenset({"in_port", "eth_type"}),
+        frozenset({"in_port", "eth_type", "ipv4_src", "ipv6_src", "arp_spa"}),
         frozenset({Table.ROUTE, Table.DECAP, Table.ARP}),
     ),
     Table.ROUTE: TableSpec(
@@ -87,7 +89,10 @@ def check_flow(flow: Flow) -> None:
 
 PRIO_MISS = 0
 PRIO_DEFAULT = 10
-PRIO_CLASSIFY = 100
+PRIO_CLASSIFY = 100  # a configured host port: its instance-ID
+PRIO_LEARN = 150  # an unknown source in a dynamic-EID prefix: to the controller
+PRIO_KNOWN_HOST = 200  # a known local host on its port
+PRIO_TUNNEL = 300  # everything from the tunnel port is decapsulated traffic
 PRIO_PREFIX_BASE = 1000  # + prefix length (0..128): longest prefix wins
 PRIO_LOCAL_HOST = 2000  # local delivery beats any remote prefix
 PRIO_ARP_PROXY = 100
@@ -108,6 +113,7 @@ class Owner(IntEnum):
     LOCAL_HOST = 2  # a local EID: delivery, decap, ARP
     GATEWAY = 3  # ARP answers for a gateway / proxy-ARP for a subnet
     MAPPING = 4  # a map-cache entry: encap, negative action
+    REDIRECT = 5  # a host that moved away: tunnel what still arrives for it to its new RLOC
 
 
 COOKIE_OWNER_SHIFT = 56

@@ -13,13 +13,17 @@ from __future__ import annotations
 from typing import Any
 
 from lisp_ryu import config as config_mod
-from lisp_ryu.lab.state import LabState
+from lisp_ryu.lab.state import LabState, SiteState
 
 
 def build(state: LabState, *, embedded_map_server: bool = True, register_interval: float = 60.0) -> dict[str, Any]:
     """A configuration dict: one xTR per site, and the embedded Map-Server if the lab has one."""
     ms_address = state.map_server_address
     doc: dict[str, Any] = {}
+    # Every EID prefix of the lab, with its gateway: each xTR is an anycast gateway for all
+    # of them (the gateway MAC follows from the gateway IP, so it is the same at every
+    # site) and learns any of their hosts that turns up on its ports (mobility).
+    lab_prefixes = [p for site in state.sites for p in site.eid_prefixes]
     if ms_address and embedded_map_server:
         doc["map_server"] = {
             "listen": f"{ms_address}:{config_mod.LISP_CONTROL_PORT}",
@@ -27,11 +31,12 @@ def build(state: LabState, *, embedded_map_server: bool = True, register_interva
             "sites": [
                 {
                     "name": site.name,
-                    "key": _key(state, site.key),
-                    "eid_prefixes": [
-                        {"prefix": p["prefix"], "iid": p["iid"], "accept_more_specifics": True}
-                        for p in site.eid_prefixes
-                    ],
+                    "key": site_key(site),
+                    # Its own prefixes, then host routes anywhere in the lab (workloads that move in).
+                    "eid_prefixes": [{"prefix": p["prefix"], "iid": p["iid"], "accept_more_specifics": True}
+                                     for p in site.eid_prefixes]
+                    + [{"prefix": p["prefix"], "iid": p["iid"], "accept_more_specifics": True}
+                       for p in lab_prefixes if p not in site.eid_prefixes],
                 }
                 for site in state.sites
             ],
@@ -49,21 +54,29 @@ def build(state: LabState, *, embedded_map_server: bool = True, register_interva
             "host_ports": [{"port": h.ofport, "iid": h.iid} for h in hosts],
             "gateways": [
                 {"subnet": p["prefix"], "ip": p["gateway"], "mac": p["gateway_mac"], "iid": p["iid"]}
-                for p in site.eid_prefixes
+                for p in lab_prefixes
             ],
+            "dynamic_eid_prefixes": [{"prefix": p["prefix"], "iid": p["iid"]} for p in lab_prefixes],
             "hosts": [{"ip": h.ip, "mac": h.mac, "port": h.ofport, "iid": h.iid} for h in hosts],
             "register_interval": register_interval,
         }
         if ms_address:
-            xtr["map_servers"] = [{"address": ms_address, "key": _key(state, site.key)}]
+            xtr["map_servers"] = [{"address": ms_address, "key": site_key(site)}]
         xtrs.append(xtr)
     doc["xtrs"] = xtrs
     config_mod.parse(doc, source="<lab controller config>")  # fail here, not in the controller
     return doc
 
 
-def _key(state: LabState, key: str | None) -> str:
-    if key:
-        return key
-    raise config_mod.ConfigError("<lab>", "sites[].key", "the topology gives no key for a site (set map_server.key)")
+def site_key(site: SiteState) -> str:
+    """Each site's own registration key, so the Map-Server can tell sites apart.
+
+    Sites register host routes inside each other's prefixes when workloads
+    move; with one shared key the Map-Server could not tell which site an ETR
+    belongs to and would merge them instead of moving the EID.
+    """
+    if not site.key:
+        raise config_mod.ConfigError("<lab>", f"sites[{site.name}].key",
+                                     "the topology gives no key for this site (set map_server.key)")
+    return f"{site.key}-{site.name}"
 

@@ -34,7 +34,17 @@ from typing import Callable
 
 from lisp_ryu.config import MapServerRef, XtrConfig
 from lisp_ryu.effects import LISP_CONTROL_PORT, DataplaneChanged, Effect, PacketOut, SendControl
-from lisp_ryu.flows.compiler import Gateway, HostPort, LocalHost, RemoteAction, RemoteEntry, Rloc, XtrPlan
+from lisp_ryu.flows.compiler import (
+    DynamicPrefix,
+    Gateway,
+    HostPort,
+    LocalHost,
+    Redirect,
+    RemoteAction,
+    RemoteEntry,
+    Rloc,
+    XtrPlan,
+)
 from lisp_ryu.mapping.mapcache import Action as CacheAction
 from lisp_ryu.mapping.mapcache import MapCache
 from lisp_ryu.wire import auth
@@ -65,6 +75,7 @@ MAX_PENDING = 4096  # resolutions in flight; beyond this, misses are dropped and
 NOTIFY_TIMEOUT = 1.0  # first wait for a Map-Notify after a Map-Register; doubles per retry
 SMR_HOLD_DOWN = 1.0  # at most one re-resolution per entry per second, however many SMRs arrive
 ADOPTED_TTL = 60.0  # how long a mapping read back from the switch lives unless re-resolved
+REDIRECT_LIFETIME = 60.0  # how long a departed EID's traffic is tunnelled on from its old site
 
 
 def _action_of(action: Action) -> RemoteAction:
@@ -108,6 +119,14 @@ class Registration:
 
 
 @dataclass(frozen=True)
+class Departure:
+    """A local EID that the mapping system now places elsewhere (the workload moved)."""
+
+    rloc: IPAddress
+    until: float  # the redirect flow for it lives until then
+
+
+@dataclass(frozen=True)
 class CachedMapping:
     """What the map-cache holds for a prefix: the record as received and who sent it."""
 
@@ -129,6 +148,8 @@ class XtrCore:
         self.registrations = [Registration(ms, due=0.0) for ms in config.map_servers]
         self.counters: dict[str, int] = {}
         self._rlocs = tuple(r.address for r in config.rlocs)
+        self.dynamic_hosts: dict[tuple[int, IPAddress], LocalHost] = {}
+        self.departed: dict[tuple[int, IPAddress], Departure] = {}
 
     # ---- bookkeeping -----------------------------------------------------------
 
@@ -163,11 +184,19 @@ class XtrCore:
         return XtrPlan(
             tunnel_port=cfg.tunnel_port,
             host_ports=tuple(HostPort(p.port, p.iid) for p in cfg.host_ports),
-            hosts=tuple(LocalHost(h.iid, h.ip, h.mac, h.port) for h in cfg.hosts),
+            hosts=self.local_hosts(),
             gateways=tuple(Gateway(g.iid, g.subnet, g.ip, g.mac) for g in cfg.gateways),
             remotes=tuple(remotes),
+            dynamic_prefixes=tuple(DynamicPrefix(d.iid, d.prefix) for d in cfg.dynamic_eid_prefixes),
+            redirects=tuple(Redirect(iid, ip, d.rloc) for (iid, ip), d in sorted(self.departed.items(), key=str)),
             tunnel_source=self._rlocs[0],
         )
+
+    def local_hosts(self) -> tuple[LocalHost, ...]:
+        """Configured and learned hosts that are here now (not departed)."""
+        hosts = {(h.iid, h.ip): LocalHost(h.iid, h.ip, h.mac, h.port) for h in self.config.hosts}
+        hosts.update(self.dynamic_hosts)
+        return tuple(h for key, h in sorted(hosts.items(), key=str) if key not in self.departed)
 
     # ---- timers ------------------------------------------------------------------------
 
@@ -180,6 +209,7 @@ class XtrCore:
     def next_deadline(self) -> float | None:
         deadlines = [r.due for r in self.registrations]
         deadlines += [r.retry_at for r in self.resolutions.values()]
+        deadlines += [d.until for d in self.departed.values()]
         cache_deadline = self.cache.next_deadline()
         if cache_deadline is not None:
             deadlines.append(cache_deadline)
@@ -202,18 +232,25 @@ class XtrCore:
         for key, until in list(self._failed.items()):
             if until <= now:
                 del self._failed[key]
+        ended = [key for key, d in self.departed.items() if d.until <= now]
+        for key in ended:
+            del self.departed[key]
+            LOG.info("%s: redirect for [%d]%s ended", self.config.name, *key)
+        if ended:
+            effects.append(DataplaneChanged(f"{len(ended)} redirects ended"))
         return effects
 
     # ---- ETR: registration ----------------------------------------------------------------
 
     def local_records(self) -> tuple[MappingRecord, ...]:
+        """The site's EID prefixes, plus a host route for every dynamic EID here now."""
         cfg = self.config
         locators = tuple(Locator(r.address, r.priority, r.weight, local=True, reachable=True) for r in cfg.rlocs)
-        return tuple(
-            MappingRecord.for_prefix(EidPrefix.from_network(p.prefix, p.iid), locators,
-                                     ttl=cfg.record_ttl_minutes, authoritative=True)
-            for p in cfg.eid_prefixes
-        )
+        prefixes = [EidPrefix.from_network(p.prefix, p.iid) for p in cfg.eid_prefixes]
+        prefixes += [EidPrefix(ip, ip.max_prefixlen, iid) for (iid, ip) in sorted(self.dynamic_hosts, key=str)
+                     if (iid, ip) not in self.departed]
+        return tuple(MappingRecord.for_prefix(p, locators, ttl=cfg.record_ttl_minutes, authoritative=True)
+                     for p in prefixes)
 
     def _register(self, reg: Registration, now: float) -> list[Effect]:
         records = self.local_records()
@@ -244,6 +281,70 @@ class XtrCore:
         for record in notify.records:
             LOG.info("%s: registered %s -> %s with %s", self.config.name, record.eid_prefix,
                      ", ".join(str(loc.address) for loc in record.locators), reg.server.address)
+
+    # ---- mobility: dynamic EIDs ------------------------------------------------------------
+
+    def handle_host_seen(self, in_port: int, source: IPAddress, mac: str, packet: bytes,
+                         now: float) -> list[Effect]:
+        """A packet from an unknown source inside a dynamic-EID prefix: a workload arrived.
+
+        Learn it (IP, MAC, port), install its local flows, register it as a
+        host route with every map-server at once, and re-inject the packet.
+        """
+        dyn = next((d for d in self.config.dynamic_eid_prefixes
+                    if d.prefix.version == source.version and source in d.prefix), None)
+        if dyn is None:
+            self.count("learn_outside_dynamic_prefixes")
+            return []
+        key = (dyn.iid, source)
+        host = LocalHost(dyn.iid, source, mac, in_port)
+        if self.dynamic_hosts.get(key) == host and key not in self.departed:
+            self.count("learn_already_known")
+            return [PacketOut(in_port, packet)]
+        self.departed.pop(key, None)
+        self.dynamic_hosts[key] = host
+        host_route = ipaddress.ip_network(source)
+        if self.cache.get(dyn.iid, host_route) is not None:
+            self.cache.remove(dyn.iid, host_route)  # what we knew of it while it was away
+        self.count("dynamic_eid_learned")
+        LOG.info("%s: dynamic EID [%d]%s (%s) arrived on port %d", self.config.name, dyn.iid, source, mac, in_port)
+        effects: list[Effect] = [DataplaneChanged(f"dynamic EID {source} arrived")]
+        for reg in self.registrations:
+            effects += self._register(reg, now)
+        effects.append(PacketOut(in_port, packet))
+        return effects
+
+    def _depart(self, key: tuple[int, IPAddress], record: MappingRecord, now: float) -> list[Effect]:
+        """The mapping system moved one of our EIDs elsewhere: stop serving it, redirect, solicit."""
+        rlocs = [loc.address for loc in record.locators if loc.reachable and loc.priority != 255
+                 and isinstance(loc.address, (ipaddress.IPv4Address, ipaddress.IPv6Address))]
+        if not rlocs:
+            return []
+        iid, ip = key
+        self.departed[key] = Departure(rlocs[0], now + REDIRECT_LIFETIME)
+        self.dynamic_hosts.pop(key, None)
+        self.count("dynamic_eid_departed")
+        LOG.info("%s: EID [%d]%s moved to %s: redirecting for %.0f s", self.config.name, iid, ip, rlocs[0],
+                 REDIRECT_LIFETIME)
+        return self._solicit(EidPrefix(ip, ip.max_prefixlen, iid))
+
+    def _solicit(self, eid: EidPrefix) -> list[Effect]:
+        """Solicit-Map-Requests to every ITR we talk to, so those without a subscription re-resolve.
+
+        The ITRs sending to a workload are, for two-way traffic, the RLOCs our
+        own map-cache holds (RFC 9301 §6.1: SMRs go to the locators in the map-cache).
+        """
+        targets = sorted({loc.address for entry in self.cache if not entry.negative
+                          for loc in entry.value.record.locators
+                          if isinstance(loc.address, (ipaddress.IPv4Address, ipaddress.IPv6Address))
+                          and loc.address not in self._rlocs}, key=str)
+        effects: list[Effect] = []
+        for rloc in targets:
+            smr = MapRequest(nonce=self._nonce(), smr=True, records=(MapRequestRecord.for_prefix(eid),),
+                             itr_rlocs=self._rlocs, source_eid=eid.to_wire()[1])
+            effects.append(SendControl(rloc, LISP_CONTROL_PORT, smr.encode(), f"SMR for {eid}"))
+        self.count("smr_sent", len(effects))
+        return effects
 
     # ---- restarts -------------------------------------------------------------------------
 
@@ -447,32 +548,34 @@ class XtrCore:
         if notify.nonce == reg.nonce:
             self._on_register_notify(reg, notify, now)
             return []
-        # A publication (RFC 9437): new mappings for EIDs we asked for.
+        # A publication (RFC 9437) for EIDs we asked for, or news that one of ours moved away.
         self.count("map_notify_publication")
         changed = False
+        effects: list[Effect] = []
+        local = {(h.iid, h.ip) for h in self.local_hosts()}
         for record in notify.records:
             try:
                 prefix = record.eid_prefix
             except LispDecodeError:
                 self.count("map_notify_bad_record")
                 continue
-            if self._is_local(prefix):
-                continue  # a notify about our own site's prefix (ETR side) carries nothing to cache
+            if any(loc.address in self._rlocs for loc in record.locators):
+                continue  # our own mapping, as the map-server holds it
+            if not isinstance(prefix.address, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+                continue
+            key = (prefix.instance_id, prefix.address)
+            if prefix.mask_len == prefix.address.max_prefixlen and key in local:
+                effects += self._depart(key, record, now)
+                changed = True
             changed |= self._cache_record(record, prefix, str(source), now)
         ack = MapNotifyAck(nonce=notify.nonce, records=notify.records, key_id=notify.key_id,
                            xtr_id=notify.xtr_id, site_id=notify.site_id)
         algorithm = notify.algorithm_id if notify.algorithm_id in auth.DIGEST_LENGTHS else reg.server.algorithm_id
         ack = auth.sign(ack, reg.server.key, algorithm)
-        effects: list[Effect] = [SendControl(source, port, ack.encode(), "Map-Notify-Ack")]
+        effects.insert(0, SendControl(source, port, ack.encode(), "Map-Notify-Ack"))
         if changed:
             effects.insert(0, DataplaneChanged("Map-Notify publication"))
         return effects
-
-    def _is_local(self, prefix: EidPrefix) -> bool:
-        if not isinstance(prefix.address, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
-            return False
-        return any(p.iid == prefix.instance_id and prefix.network.subnet_of(p.prefix)
-                   for p in self.config.eid_prefixes if p.prefix.version == prefix.network.version)
 
     def _on_map_request(self, request: MapRequest, source: IPAddress, reply_port: int,
                         now: float) -> list[Effect]:

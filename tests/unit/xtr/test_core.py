@@ -33,6 +33,7 @@ xtrs:
     map_servers: [{address: 198.18.0.2, key: s3cret}]
     gateways: [{subnet: 10.1.0.0/16, ip: 10.1.0.1, mac: "02:00:00:00:01:01", iid: 42}]
     hosts: [{ip: 10.1.0.10, mac: "02:00:00:01:00:0a", port: 1, iid: 42}]
+    dynamic_eid_prefixes: [{prefix: 10.0.0.0/8, iid: 42}]
 """
 
 
@@ -240,3 +241,94 @@ def test_sha256_map_server_gets_sha256_registers():
     reg = decode_message(send.payload)
     assert reg.algorithm_id == auth.AuthAlgorithm.HMAC_SHA_256_128 and len(reg.authentication_data) == 32
     assert auth.verify(send.payload, KEY)
+
+
+# ---- mobility -----------------------------------------------------------------------
+
+H1 = ip("10.1.0.10")
+VISITOR = ip("10.2.0.77")
+DC2 = ip("198.18.2.2")
+
+
+def registered_prefixes(effects):
+    return [[str(r.eid_prefix) for r in decode_message(e.payload).records]
+            for e in sends(effects) if e.what.startswith("Map-Register")]
+
+
+def test_arriving_workload_is_learned_registered_at_once_and_reinjected(xtr):
+    xtr.start(0.0)
+    effects = xtr.handle_host_seen(5, VISITOR, "02:00:00:02:00:4d", b"garp", 3.0)
+    assert isinstance(effects[0], DataplaneChanged)
+    assert registered_prefixes(effects) == [["[42]10.1.0.0/16", "[42]10.2.0.77/32"]]
+    assert effects[-1] == PacketOut(5, b"garp")
+    hosts = {h.ip: h for h in xtr.plan().hosts}
+    assert hosts[VISITOR].port == 5 and hosts[VISITOR].mac == "02:00:00:02:00:4d"
+    # Seen again (a second packet raced the flows): no new registration.
+    assert registered_prefixes(xtr.handle_host_seen(5, VISITOR, "02:00:00:02:00:4d", b"x", 3.1)) == []
+
+
+def test_sources_outside_dynamic_prefixes_are_not_learned(xtr):
+    assert xtr.handle_host_seen(5, ip("192.168.9.9"), "02:00:00:00:00:09", b"x", 0.0) == []
+    assert xtr.counters["learn_outside_dynamic_prefixes"] == 1
+
+
+def moved_notify(xtr, eid="10.1.0.10/32", rloc=DC2, nonce=4242):
+    record = MappingRecord.for_prefix(EidPrefix.from_network(eid, 42), (Locator(rloc),))
+    return auth.sign(MapNotify(nonce=nonce, records=(record,), xtr_id=xtr.xtr_id, site_id=xtr.site_id), KEY, 1)
+
+
+def test_departure_removes_local_state_redirects_and_solicits(xtr):
+    xtr.start(0.0)
+    # We talk to dc3 (an ITR that may be sending to h1): it must get an SMR.
+    (send,) = sends(miss(xtr, "10.3.0.5"))
+    xtr.handle_control(reply_for(request_of(send)[1], "10.3.0.0/16", (Locator(ip("198.18.3.2")),)), MS, 4342, 1.0)
+    effects = xtr.handle_control(moved_notify(xtr).encode(), MS, 4342, 2.0)
+    assert isinstance(effects[0], DataplaneChanged)
+    plan = xtr.plan()
+    assert H1 not in {h.ip for h in plan.hosts}
+    assert [(r.ip, r.rloc) for r in plan.redirects] == [(H1, DC2)]
+    assert any(str(r.prefix) == "10.1.0.10/32" and r.rlocs[0].address == DC2 for r in plan.remotes)
+    smrs = [e for e in sends(effects) if e.what.startswith("SMR")]
+    assert [s.destination for s in smrs] == [ip("198.18.3.2")]
+    smr = decode_message(smrs[0].payload)
+    assert smr.smr and str(smr.records[0].eid_prefix) == "[42]10.1.0.10/32"
+    assert any(isinstance(decode_message(e.payload), MapNotifyAck) for e in sends(effects))
+    # The redirect ends after its lifetime.
+    xtr.handle_timer(2.0 + xtr_core.REDIRECT_LIFETIME)
+    assert xtr.plan().redirects == ()
+
+
+def test_notify_echoing_our_own_mapping_changes_nothing(xtr):
+    xtr.start(0.0)
+    effects = xtr.handle_control(moved_notify(xtr, rloc=RLOC).encode(), MS, 4342, 1.0)
+    assert not any(isinstance(e, DataplaneChanged) for e in effects)
+    assert H1 in {h.ip for h in xtr.plan().hosts}
+
+
+def test_a_workload_that_comes_back_is_served_and_registered_again(xtr):
+    xtr.start(0.0)
+    xtr.handle_control(moved_notify(xtr).encode(), MS, 4342, 1.0)
+    effects = xtr.handle_host_seen(1, H1, "02:00:00:01:00:0a", b"back", 5.0)
+    assert registered_prefixes(effects) == [["[42]10.1.0.0/16", "[42]10.1.0.10/32"]]
+    plan = xtr.plan()
+    assert plan.redirects == ()
+    assert H1 in {h.ip for h in plan.hosts}
+    assert not any(str(r.prefix) == "10.1.0.10/32" for r in plan.remotes)
+
+
+def test_compiled_mobility_plan_walks_correctly(xtr):
+    from lisp_ryu.flows.compiler import compile_plan
+    from lisp_ryu.flows.simulate import walk
+
+    xtr.start(0.0)
+    state = compile_plan(xtr.plan())
+    visitor = {"in_port": 5, "eth_type": 0x0800, "ipv4_src": str(VISITOR), "ipv4_dst": "10.1.0.10"}
+    assert walk(state, visitor).ports == ["controller"]  # unknown source in a dynamic prefix: learn
+    xtr.handle_host_seen(5, VISITOR, "02:00:00:02:00:4d", b"x", 1.0)
+    state = compile_plan(xtr.plan())
+    assert walk(state, visitor).ports == [1]  # now known: routed to the local host h1
+    xtr.handle_control(moved_notify(xtr).encode(), MS, 4342, 2.0)
+    state = compile_plan(xtr.plan())
+    arriving = {"in_port": 100, "tunnel_id": 42, "eth_type": 0x0800, "ipv4_dst": "10.1.0.10"}
+    (d,) = walk(state, arriving).deliveries
+    assert d.port == 100 and d.packet["tun_ipv4_dst"] == str(DC2)  # redirected back out of the tunnel
