@@ -18,6 +18,9 @@ Hosts are namespaces with one veth (`eth0`, MTU 1450 for the 36-byte
 encapsulation) into br-int; core routers and the Map-Server are namespaces
 on the underlay.  The management network is the one thing in the root
 namespace: a lab bridge with the controller's address and one veth per site.
+
+`move` re-attaches a host to another site (workload mobility): the site end
+of its veth changes namespace and bridge, the host keeps everything else.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from contextlib import contextmanager
@@ -36,6 +40,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from lisp_ryu.lab import topology as topo
+from lisp_ryu.lab.netns import run_in_netns
 from lisp_ryu.lab.state import (
     HostState,
     LabError,
@@ -481,12 +486,13 @@ def _teardown(state: LabState | None, pfx: str, directory: Path) -> list[str]:
         if run(["ip", "link", "del", iface], check=False).returncode == 0:
             removed.append(f"interface {iface}")
 
-    # 3. Files: run directories and the state file.
+    # 3. Files: run directories, the state file and the lab controller's config, log and pid.
     for rd in sorted(run_dirs):
         if rd.parent == directory and rd.exists():
             shutil.rmtree(rd, ignore_errors=True)
             removed.append(f"run dir {rd}")
-    for leftover in (directory / "state.json", directory / "state.tmp"):
+    for leftover in (directory / "state.json", directory / "state.tmp", directory / "controller.pid",
+                     directory / "controller.yaml", directory / "controller.log"):
         if leftover.exists():
             leftover.unlink()
             removed.append(f"state {leftover}")
@@ -627,3 +633,180 @@ def status() -> LabStatus | None:
                                 controller_connected=connected, flows=flows))
     missing = tuple(n for n in state.namespaces if n not in present)
     return LabStatus(state=state, sites=tuple(sites), missing_namespaces=missing)
+
+
+# --------------------------------------------------------------------------
+# move: workload mobility
+
+
+@dataclass(frozen=True)
+class Move:
+    """One host's move between sites and when its steps happened (`time.time()`,
+    the clock `ping -D` and the mobility scenario use)."""
+
+    host: str
+    from_site: str
+    to_site: str
+    from_ofport: int
+    to_ofport: int
+    started: float  # the host's port leaves the old br-int: its link is gone
+    attached: float  # its port is in the new br-int and up
+    announced: float  # its gratuitous ARP is sent
+    state: LabState  # the lab after the move (also written to the state file)
+
+    @property
+    def swap_ms(self) -> float:
+        """How long the host had no link: the interface swap itself."""
+        return (self.attached - self.started) * 1000.0
+
+
+def move(host: str, site: str) -> LabState:
+    """Re-attach HOST to SITE's xTR keeping its IP and MAC; returns the new lab state."""
+    return move_host(host, site).state
+
+
+def move_host(host: str, site: str) -> Move:
+    """Move a host to another site as a live-migrated VM moves, and time it.
+
+    The site end of the host's veth leaves the old br-int, changes namespace to
+    the new site and joins its br-int at the lowest free OpenFlow port.  The
+    host's own `eth0` is never touched, so its address, MAC, MTU, routes,
+    sockets and ARP cache stay as a migrated VM's do (its carrier flaps: the
+    host is told to keep its ARP cache across that, as a VM's NIC never sees
+    it).  Then it announces itself with a gratuitous ARP, as a hypervisor does
+    after a migration.  A move that fails half-way puts the host back.
+    """
+    with _locked():
+        state = load_state()
+        if state.status != "up":
+            raise LabError(f"the lab is {state.status}, not up: wait for `lisp-ryu lab up` or run `lisp-ryu lab down`")
+        h = state.host(host)
+        new = state.site(site)
+        if h.site == new.name:
+            raise LabError(f"host {host} is already at site {site}")
+        old = state.site(h.site)
+        ofport = _free_ofport(new, state)
+        run_in(h.namespace, ["sysctl", "-q", "-w", f"net.ipv4.conf.{topo.HOST_IFNAME}.arp_evict_nocarrier=0"])
+        packet_socket = host_packet_socket(h)
+        started = time.time()
+        try:
+            vsctl(old.name, "del-port", topo.BR_INT, host, state=state)
+            run_in(old.namespace, ["ip", "link", "set", host, "netns", new.namespace])
+            run_in(new.namespace, ["ip", "link", "set", host, "up"])
+            vsctl(new.name, "add-port", topo.BR_INT, host,
+                  "--", "set", "interface", host, f"ofport_request={ofport}", state=state)
+            attached = time.time()
+            announce(h, packet_socket)
+            announced = time.time()
+            _check_host_port(new, host, ofport, state)
+        except LabError as exc:
+            try:
+                _put_back(state, h, old, new)
+            except LabError as again:
+                raise LabError(f"moving {host} from {old.name} to {site} failed: {exc}\nputting it back at "
+                               f"{old.name} failed too: {again}\n`lisp-ryu lab down` removes the lab") from exc
+            raise LabError(f"moving {host} from {old.name} to {site} failed, it is back at {old.name} "
+                           f"port {h.ofport}: {exc}") from exc
+        finally:
+            packet_socket.close()
+        moved = _state_after_move(state, host, old.name, new.name, ofport)
+        write_state(moved)
+    result = Move(host=host, from_site=old.name, to_site=new.name, from_ofport=h.ofport, to_ofport=ofport,
+                  started=started, attached=attached, announced=announced, state=moved)
+    log.info("moved %s from %s port %d to %s port %d: no link for %.1f ms", host, old.name, h.ofport,
+             new.name, ofport, result.swap_ms)
+    return result
+
+
+def _free_ofport(site: SiteState, state: LabState) -> int:
+    """The lowest br-int port number below the tunnel's that neither the state
+    file nor the switch itself has in use."""
+    used = set(site.host_ports.values()) | {site.tunnel_ofport}
+    ports = set(vsctl(site.name, "list-ports", topo.BR_INT, state=state).split())
+    out = vsctl(site.name, "--format=csv", "--data=bare", "--no-headings", "--columns=name,ofport",
+                "list", "interface", state=state)
+    for line in out.splitlines():
+        name, _, ofport = line.partition(",")
+        if name in ports and ofport.strip().lstrip("-").isdigit():
+            used.add(int(ofport))
+    for number in range(1, topo.TUNNEL_OFPORT):
+        if number not in used:
+            return number
+    raise LabError(f"site {site.name}: no free br-int port in 1..{topo.TUNNEL_OFPORT - 1}")
+
+
+def _check_host_port(site: SiteState, host: str, ofport: int, state: LabState) -> None:
+    """OVS reports a port it could not open (or numbered otherwise) only in its Interface table."""
+    got, error = (vsctl(site.name, "--format=csv", "--data=bare", "--no-headings", "--columns=ofport,error",
+                        "list", "interface", host, state=state).strip().split(",", 1) + [""])[:2]
+    if error.strip():
+        raise LabError(f"site {site.name}: OVS could not open port {host}: {error.strip()}")
+    if got.strip() != str(ofport):
+        raise LabError(f"site {site.name}: port {host} got OpenFlow port {got.strip()}, wanted {ofport}")
+
+
+def _put_back(state: LabState, h: HostState, old: SiteState, new: SiteState) -> None:
+    """Undo a half-done move: wherever the host's veth end is now, back to its old port."""
+    vsctl(new.name, "--if-exists", "del-port", topo.BR_INT, h.name, state=state)
+    if run_in(new.namespace, ["ip", "link", "show", "dev", h.name], check=False).returncode == 0:
+        run_in(new.namespace, ["ip", "link", "set", h.name, "netns", old.namespace])
+    run_in(old.namespace, ["ip", "link", "set", h.name, "up"])
+    vsctl(old.name, "--may-exist", "add-port", topo.BR_INT, h.name,
+          "--", "set", "interface", h.name, f"ofport_request={h.ofport}", state=state)
+    _check_host_port(old, h.name, h.ofport, state)
+
+
+def _state_after_move(state: LabState, host: str, old: str, new: str, ofport: int) -> LabState:
+    def site(s: SiteState) -> SiteState:
+        if s.name == old:
+            return replace(s, host_ports={k: v for k, v in s.host_ports.items() if k != host})
+        if s.name == new:
+            return replace(s, host_ports={**s.host_ports, host: ofport})
+        return s
+
+    return replace(state, sites=tuple(site(s) for s in state.sites),
+                   hosts=tuple(replace(x, site=new, ofport=ofport) if x.name == host else x for x in state.hosts))
+
+
+def gratuitous_arp(mac: str, ip: str) -> bytes:
+    """A broadcast ARP request from `mac` asking for its own `ip` (sender =
+    target address): how a host or hypervisor announces where it now is."""
+    hw = bytes.fromhex(mac.replace(":", ""))
+    addr = ipaddress.IPv4Address(ip).packed
+    ethernet = b"\xff" * 6 + hw + b"\x08\x06"
+    arp = b"\x00\x01\x08\x00\x06\x04\x00\x01" + hw + addr + b"\x00" * 6 + addr
+    return (ethernet + arp).ljust(60, b"\x00")
+
+
+def host_packet_socket(h: HostState) -> socket.socket:
+    """A raw packet socket on the host's eth0, made inside its namespace.  It
+    stays valid across moves (eth0 is never replaced), so `move` opens it
+    before the swap: entering a namespace costs ~10 ms (an RCU grace period)."""
+
+    def make() -> socket.socket:
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+        try:
+            sock.bind((topo.HOST_IFNAME, 0))
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    try:
+        return run_in_netns(h.namespace, make)
+    except OSError as exc:
+        raise LabError(f"host {h.name}: cannot open a packet socket on {topo.HOST_IFNAME}: {exc}") from None
+
+
+def announce(h: HostState, sock: socket.socket | None = None) -> None:
+    """Send the host's gratuitous ARP out of its eth0 (a raw socket from inside
+    its namespace: iputils-arping is not needed)."""
+    own = sock is None
+    sock = host_packet_socket(h) if own else sock
+    try:
+        sock.send(gratuitous_arp(h.mac, h.ip))
+    except OSError as exc:
+        raise LabError(f"host {h.name}: sending its gratuitous ARP on {topo.HOST_IFNAME} failed: {exc}") from None
+    finally:
+        if own:
+            sock.close()

@@ -41,13 +41,16 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(skip)
 
 
-def topology_copy(src: Path, dest_dir: Path, management_subnet: str) -> Path:
+def topology_copy(src: Path, dest_dir: Path, management_subnet: str, port: int | None = None) -> Path:
     """The shipped topology with its own management subnet (the one thing a
-    lab puts in the root namespace), so test labs never collide with others."""
+    lab puts in the root namespace) and controller port, so test labs and
+    their controllers never collide with others."""
     doc = yaml.safe_load(src.read_text())
     net = management_subnet.split("/")[0].rsplit(".", 1)[0]
     doc["management"]["subnet"] = management_subnet
     doc["management"]["controller"] = f"{net}.1"
+    if port is not None:
+        doc["management"]["port"] = port
     path = dest_dir / src.name
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
@@ -113,3 +116,10 @@ def own_lab(tmp_path, monkeypatch):
     for env in envs:
         if lab_state.read_state() is not None or env.leftovers():
             manager.down()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the item, so fixtures can dump state when a test failed."""
+    outcome = yield
+    setattr(item, f"rep_{call.when}", outcome.get_result())

@@ -1,0 +1,159 @@
+"""End to end: the lisp-ryu controller and its embedded Map-Server drive real OVS xTRs.
+
+Three sites (dc3 multihomed with two RLOCs at weight 50/50) start from empty
+flow tables; everything the tests see was programmed by the controller from
+Map-Register/Request/Reply/Notify exchanges that crossed the lab's underlay.
+Any controller exception or OpenFlow error fails the module, and a failing
+test prints every site's flow table.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from lisp_ryu.flows.pipeline import Owner, cookie_owner
+from lisp_ryu.lab import capture, manager
+from lisp_ryu.lab import controller as lab_controller
+from lisp_ryu.lab import state as lab_state
+
+from conftest import TOPOLOGIES, LabEnv, lab_unavailable, topology_copy
+
+pytestmark = [pytest.mark.lab]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory, module_monkeypatch):
+    reason = lab_unavailable()
+    if reason:
+        pytest.skip(reason)
+    tmp = tmp_path_factory.mktemp("e2e")
+    env = LabEnv(module_monkeypatch, tmp / "run", "le-")
+    topo_file = topology_copy(TOPOLOGIES / "three-dc.yaml", tmp, "198.19.248.0/24", port=6692)
+    state = manager.up(topo_file)
+    try:
+        lab_controller.start(state)
+        lab_controller.wait_ready(state)
+        yield state
+        log = lab_controller.log_path().read_text(errors="replace")
+        assert "Traceback" not in log, log[-4000:]
+        assert "OpenFlow error" not in log, log[-4000:]
+    finally:
+        manager.down()
+        assert env.leftovers() == []
+
+
+@pytest.fixture(autouse=True)
+def flows_on_failure(request, lab):
+    yield
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        for site in lab.sites:
+            print(f"--- flows of {site.name}\n{manager.ofctl(site.name, 'dump-flows', state=lab)}")
+        print(f"--- controller log\n{lab_controller.log_path().read_text(errors='replace')[-3000:]}")
+
+
+def ping(lab, host: str, target: str, *args: str) -> subprocess.CompletedProcess:
+    return manager.exec_in(host, ["ping", "-n", *args, target], state=lab, check=False)
+
+
+def flows(lab, site: str, table: int | None = None) -> list[str]:
+    args = [f"table={table}"] if table is not None else []
+    return [line for line in manager.ofctl(site, "dump-flows", *args, state=lab).splitlines() if "cookie=" in line]
+
+
+def owner(line: str) -> Owner | None:
+    return cookie_owner(int(re.search(r"cookie=(0x[0-9a-f]+)", line).group(1), 16))
+
+
+def test_first_packet_is_held_and_reinjected_not_lost(lab):
+    out = ping(lab, "h1", "10.2.0.10", "-c", "3", "-i", "0.2", "-W", "2")
+    assert out.returncode == 0, out.stdout
+    assert "icmp_seq=1 " in out.stdout, out.stdout
+    encap = [f for f in flows(lab, "dc1", 1) if owner(f) is Owner.MAPPING]
+    assert any("nw_dst=10.2.0.0/16" in f and "set_field:198.18.2.2->tun_dst" in f for f in encap), encap
+
+
+def test_multihomed_site_gets_a_weighted_select_group(lab):
+    assert ping(lab, "h1", "10.3.0.10", "-c", "2", "-i", "0.2", "-W", "2").returncode == 0
+    groups = manager.ofctl("dc1", "dump-groups", state=lab)
+    assert "type=select" in groups, groups
+    assert groups.count("weight:50") == 2, groups
+    assert "198.18.3.2->tun_dst" in groups and "198.18.4.2->tun_dst" in groups, groups
+
+
+def dc3_rloc_rx(lab) -> list[int]:
+    """Packets received on dc3's two underlay uplinks (one per RLOC)."""
+    counts = []
+    for bridge in ("br-phy", "br-phy1"):
+        stats = manager.ofctl("dc3", "dump-ports", bridge=bridge, state=lab)
+        counts.append(int(re.search(r"port\s+1: rx pkts=(\d+)", stats).group(1)))
+    return counts
+
+
+@pytest.mark.xfail(strict=True, reason="OVS 3.1 userspace hashes every flow of this test into one bucket of "
+                   "an OpenFlow 1.3 select group (dp_hash with sym_l4 gives the same low bits for all "
+                   "64 UDP flows); the weights are right, the spread is not: see the issue note")
+def test_select_group_spreads_flows_over_both_rlocs(lab):
+    before = dc3_rloc_rx(lab)
+    sender = ("import socket\n"
+              "for port in range(20000, 20064):\n"
+              "    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+              "    s.bind(('10.1.0.10', port))\n"
+              "    for _ in range(3): s.sendto(b'x' * 64, ('10.3.0.10', port))\n"
+              "    s.close()\n")
+    manager.exec_in("h1", ["python3", "-c", sender], state=lab)
+    time.sleep(0.3)
+    deltas = [a - b for a, b in zip(dc3_rloc_rx(lab), before)]
+    assert sum(deltas) >= 192 and all(d > 0 for d in deltas), f"packets per dc3 RLOC: {deltas}"
+
+
+def test_unregistered_destination_gets_a_negative_entry(lab):
+    out = ping(lab, "h1", "10.9.0.1", "-c", "2", "-i", "0.2", "-W", "1")
+    assert out.returncode != 0
+    negative = [f for f in flows(lab, "dc1", 1) if owner(f) is Owner.MAPPING and "actions=drop" in f]
+    # The widest prefix around 10.9.0.1 that covers no configured lab prefix.
+    assert any(re.search(r"nw_dst=10\.(8|9)\.0\.0/1[3-6]", f) for f in negative), flows(lab, "dc1", 1)
+
+
+def test_control_messages_on_the_wire_decode_in_wireshark(lab, tmp_path):
+    pcap = tmp_path / "control.pcap"
+    ms = lab.map_server_namespace
+    ms_if = next(n for n in manager.exec_in("ms", ["ls", "/sys/class/net"], state=lab).stdout.split() if n != "lo")
+    with capture.Capture(ms, ms_if, "udp port 4342", pcap, count=4, timeout=8):
+        # dc2 has never talked to dc3: Map-Request (ECM) in, forwarded to dc3's ETR, Map-Reply,
+        # and the subscription's Map-Notify.
+        assert ping(lab, "h3", "10.3.0.11", "-c", "1", "-W", "2").returncode == 0
+    decoded = capture.decode(pcap)
+    assert "Malformed" not in decoded and "Expert Info (Error" not in decoded, decoded
+    for message in ("Encapsulated Control Message", "Map-Request", "Map-Notify"):
+        assert message in decoded, (message, decoded)
+
+
+def test_controller_restart_keeps_traffic_and_leaves_no_duplicates(lab):
+    assert ping(lab, "h1", "10.2.0.11", "-c", "2", "-i", "0.2", "-W", "2").returncode == 0
+    before = {site.name: sorted(re.sub(r"duration=[^,]*, |n_packets=\d+, n_bytes=\d+, ", "", f)
+                                for f in flows(lab, site.name)) for site in lab.sites}
+    pinger = subprocess.Popen(["ip", "netns", "exec", lab.host("h1").namespace,
+                               "ping", "-n", "-c", "300", "-i", "0.01", "10.2.0.11"],
+                              stdout=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    lab_controller.stop()
+    time.sleep(0.3)
+    lab_controller.start(lab)
+    lab_controller.wait_ready(lab)
+    out, _ = pinger.communicate(timeout=30)
+    received = int(re.search(r"(\d+) received", out).group(1))
+    assert received >= 295, out[-300:]
+    after = {site.name: sorted(re.sub(r"duration=[^,]*, |n_packets=\d+, n_bytes=\d+, ", "", f)
+                               for f in flows(lab, site.name)) for site in lab.sites}
+    for site in lab.sites:
+        keys = [re.sub(r" actions=.*", "", f) for f in after[site.name]]
+        assert len(keys) == len(set(keys)), f"duplicate flows on {site.name}"
+    # The restart re-learned exactly what was there (new resolutions may add, never lose).
+    for name in before:
+        assert set(before[name]) <= set(after[name]), (name, set(before[name]) - set(after[name]))
