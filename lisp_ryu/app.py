@@ -93,7 +93,14 @@ class LispApp(app_manager.RyuApp):
 
             ms = self.config.map_server
             listen = ms.listen or (ipaddress.ip_address("0.0.0.0"), config_mod.LISP_CONTROL_PORT)
-            core = MapServer(ms, nonces=nonces, now=time.time())
+            store = None
+            if ms.data_dir:
+                from lisp_ryu.mapserver.store import FileStore
+
+                store = FileStore(ms.data_dir)  # registrations survive a controller restart
+            else:
+                LOG.warning("embedded Map-Server has no data_dir: registrations are kept in memory only")
+            core = MapServer(ms, nonces=nonces, now=time.time(), store=store)
             sock = open_udp_socket(ms.netns, (str(listen[0]), listen[1]))
             self.endpoints.append(ControlEndpoint("map-server", sock, core, clock=time.time))
             LOG.info("embedded Map-Server listening on %s:%d%s", listen[0], listen[1],

@@ -68,6 +68,7 @@ def parse_endpoint(text: str, default_port: int) -> tuple[ipaddress.IPv4Address 
 
 
 def run_mapserver(args: argparse.Namespace, extra: list[str]) -> int:
+    import gc
     import logging
     import random
     import signal
@@ -120,6 +121,7 @@ def run_mapserver(args: argparse.Namespace, extra: list[str]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 
+    gc.freeze()  # the restored state lives until exit: keep it out of every later collection pass
     family = socket.AF_INET6 if listen[0].version == 6 else socket.AF_INET
     try:
         udp = open_udp_socket(netns, (str(listen[0]), listen[1]), family)

@@ -24,8 +24,6 @@ from lisp_ryu.wire import (
     sign,
 )
 
-from .pubsub_wire import encode_subscribe_ecm
-
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
@@ -73,7 +71,7 @@ def map_request_ecm(eid_text: str, itr_rlocs: Iterable[IPAddress | str], *, iid:
     prefix = eid(eid_text, iid)
     request = MapRequest(
         nonce=nonce,
-        records=(MapRequestRecord.for_prefix(prefix),),
+        records=(MapRequestRecord.for_prefix(prefix, notify_requested=subscribe),),
         itr_rlocs=rlocs,
         source_eid=NO_ADDRESS,
         dont_map_reply=dont_map_reply,
@@ -87,7 +85,7 @@ def map_request_ecm(eid_text: str, itr_rlocs: Iterable[IPAddress | str], *, iid:
         source = ipaddress.ip_address("0.0.0.0") if destination.version == 4 else ipaddress.ip_address("::")
     ecm = EncapsulatedControlMessage(message=request, inner_source=source, inner_destination=destination,
                                      inner_source_port=source_port, to_map_server=False)
-    return encode_subscribe_ecm(ecm) if subscribe else ecm.encode()
+    return ecm.encode()
 
 
 def map_notify_ack(nonce: int, records: Iterable[MappingRecord], key: str | None,

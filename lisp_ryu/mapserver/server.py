@@ -29,6 +29,8 @@ UDP_BATCH = 256
 HTTP_MAX_REQUEST = 8192
 HTTP_TIMEOUT = 5.0
 MAX_WAIT = 1.0
+RCVBUF = 4 << 20
+SOURCE_CACHE = 4096
 
 
 class _HttpClient:
@@ -54,7 +56,12 @@ class StandaloneServer:
         self._selector = selectors.DefaultSelector()
         self._clients: dict[int, _HttpClient] = {}
         self._stopping = False
+        self._sources: dict[str, ipaddress.IPv4Address | ipaddress.IPv6Address] = {}  # parsed peer addresses
         udp.setblocking(False)
+        try:  # room for a burst of registrations while a snapshot or an fsync runs
+            udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+        except OSError:
+            pass
         self._selector.register(udp, selectors.EVENT_READ, "udp")
         if http is not None:
             http.setblocking(False)
@@ -98,7 +105,11 @@ class StandaloneServer:
                 self._count("receive_errors")
                 LOG.debug("receive error: %s", exc)
                 return
-            source = ipaddress.ip_address(address[0].split("%")[0])
+            source = self._sources.get(address[0])
+            if source is None:
+                if len(self._sources) >= SOURCE_CACHE:
+                    self._sources.clear()
+                source = self._sources[address[0]] = ipaddress.ip_address(address[0].split("%")[0])
             try:
                 effects = self.core.handle_control(payload, source, address[1], self.clock())
             except Exception:  # a core bug must not stop the server; it is counted and logged

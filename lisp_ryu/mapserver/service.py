@@ -36,7 +36,7 @@ Rules this server follows, and why:
   narrowed so it overlaps no registered prefix and no more-specific
   configured prefix.
 * **Publish/subscribe** (RFC 9437): a Map-Request with the N bit and an
-  xTR-ID subscribes (ITR-RLOC, inner source port, xTR-ID) to the requested
+  xTR-ID (I bit; without it the N bit is ignored) subscribes (ITR-RLOC, inner source port, xTR-ID) to the requested
   prefix; the server confirms with a Map-Notify carrying the current mapping.
   A subscription lives as long as the ITR may cache the answer it got (the
   Record TTL, at least 1 minute, at most 1 day) and each new subscribing
@@ -49,6 +49,12 @@ Rules this server follows, and why:
   times.  Subscription notifications use the subscriber's last nonce + 1.
   They are signed with the key of the site whose ETR carries the
   subscriber's xTR-ID, else sent unsigned (a pure ITR shares no key).
+  At most `MAX_SUBSCRIPTIONS` are held (subscribing needs no key).
+* **Persistence**: every change one message causes is journalled as one
+  batch (one fsync) before the handler returns.  Expiries are not
+  journalled: the stored expiry times already say when an entry ends, so a
+  restart drops what expired meanwhile and a mass expiry costs no writes.
+  Pending Map-Notify retransmissions are not persisted.
 * **Robustness**: datagrams over `MAX_DATAGRAM`, undecodable ones and those
   over a source's token bucket are dropped and counted; nothing malformed
   reaches state.
@@ -56,6 +62,7 @@ Rules this server follows, and why:
 
 from __future__ import annotations
 
+import gc
 import heapq
 import ipaddress
 import itertools
@@ -66,7 +73,6 @@ from typing import Callable, Iterator
 from lisp_ryu.config import MapServerConfig, SiteConfig
 from lisp_ryu.effects import SendControl
 from lisp_ryu.mapping import EidError, PrefixTable
-from lisp_ryu.mapserver.pubsub_wire import ecm_inner_offset, notification_requested
 from lisp_ryu.mapserver.ratelimit import RateLimiter
 from lisp_ryu.mapserver.store import Store
 from lisp_ryu.wire import (
@@ -105,6 +111,8 @@ SUBSCRIPTION_MAX_MINUTES = 24 * 60
 #: Compact the journal into a snapshot when it holds this many entries and
 #: more than twice as many as the live state.
 COMPACT_MIN_ENTRIES = 10_000
+#: Subscriptions need no key: bound what unauthenticated requests can make us hold.
+MAX_SUBSCRIPTIONS = 100_000
 NONCE_MASK = (1 << 64) - 1
 
 NEGATIVE_ACTIONS = {
@@ -120,7 +128,7 @@ _REPLY_HEADER = (2 << 28) | 1  # Map-Reply, one record
 # --------------------------------------------------------------------------- state values
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EtrRegistration:
     """One ETR's registration of one EID prefix, as its last Map-Register stated it."""
 
@@ -140,7 +148,7 @@ class EtrRegistration:
     site_id: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Subscription:
     """An ITR that asked to be told when the mapping of `prefix` changes (RFC 9437)."""
 
@@ -155,18 +163,18 @@ class Subscription:
     expires: float
 
 
-@dataclass
+@dataclass(slots=True)
 class _Registered:
     """A registered prefix: its owning site, its ETRs, and the merged record answered for it."""
 
     site: str
     etrs: dict[str, EtrRegistration] = field(default_factory=dict)
     record: MappingRecord | None = None
-    record_bytes: bytes = b""  # encoded `record`, reused by every Map-Reply
+    record_bytes: bytes = b""  # encoded `record`, made by the first Map-Reply and reused by the next
     proxy: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
     """A Map-Notify waiting for its Map-Notify-Ack."""
 
@@ -233,6 +241,7 @@ class MapServer:
         self._limiter = RateLimiter(config.rate_limit_per_source)
         self._log_budget: dict[str, int] = {}
         self._restoring = False
+        self._batch: list[dict] = []  # journal entries of the message being handled, written in one fsync
         if store is not None:
             self._restore(store.load(), now)
 
@@ -268,6 +277,8 @@ class MapServer:
             self._log_throttled("malformed", logging.WARNING, "dropped malformed datagram from %s:%d: %s",
                                 source, port, exc)
             return []
+        finally:
+            self._flush()  # durable before the caller sends any Map-Notify this message caused
 
     def handle_timer(self, now: float) -> list[SendControl]:
         """Expire registrations and subscriptions, retransmit unacknowledged Map-Notifies."""
@@ -282,7 +293,8 @@ class MapServer:
                 if reg is not None and reg.expires == when:
                     LOG.info("registration of %s iid %d by %s (site %s) expired", net, iid, _etr_name(reg), reg.site)
                     self._count("registrations.expired")
-                    effects += self._remove_etr(iid, net, etr, now)
+                    # Not journalled: the stored expiry already says it, and a mass expiry must not cost an fsync each.
+                    effects += self._remove_etr(iid, net, etr, now, journal=False)
             elif kind == "sub":
                 iid, net, xtr_id = key
                 subs = self._subscriptions.get(iid, net)
@@ -290,7 +302,7 @@ class MapServer:
                 if sub is not None and sub.expires == when:
                     LOG.info("subscription of %s (xTR-ID %032x) to %s iid %d expired", sub.itr_rloc, xtr_id, net, iid)
                     self._count("subscriptions.expired")
-                    self._drop_subscription(sub)
+                    self._drop_subscription(sub, journal=False)
             elif kind == "notify":
                 pending = self._pending.get(key)
                 if pending is None or pending.next_at != when:
@@ -307,6 +319,7 @@ class MapServer:
                 self._count("sent.map_notify_retransmit")
                 effects.append(SendControl(pending.destination, pending.port, pending.payload,
                                            f"{pending.what} (retransmission)"))
+        self._flush()
         self._maybe_compact()
         return effects
 
@@ -454,7 +467,8 @@ class MapServer:
             holders = [other for other in entry.etrs.values() if other.etr != reg.etr]
         is_new = reg.etr not in entry.etrs
         entry.etrs[reg.etr] = reg
-        self._journal(_registration_entry(reg))
+        if self._store is not None:
+            self._batch.append(_registration_entry(reg))
         self._schedule(reg.expires, "reg", (iid, net, reg.etr))
         changed = self._rebuild(iid, net, entry, previous)
         if self._restoring:
@@ -468,13 +482,14 @@ class MapServer:
             return []
         return self._publish(iid, net, entry.record, holders, now)
 
-    def _remove_etr(self, iid: int, net: IPNetwork, etr: str, now: float) -> list[SendControl]:
+    def _remove_etr(self, iid: int, net: IPNetwork, etr: str, now: float, journal: bool = True) -> list[SendControl]:
         entry = self._registered.get(iid, net)
         if entry is None or etr not in entry.etrs:
             return []
         previous = entry.record
         del entry.etrs[etr]
-        self._journal({"t": "unreg", "iid": iid, "net": str(net), "etr": etr})
+        if journal:
+            self._journal({"t": "unreg", "iid": iid, "net": str(net), "etr": etr})
         if entry.etrs:
             changed = self._rebuild(iid, net, entry, previous)
             record = entry.record
@@ -488,23 +503,29 @@ class MapServer:
 
     def _rebuild(self, iid: int, net: IPNetwork, entry: _Registered, previous: MappingRecord | None) -> bool:
         """Recompute the merged record of a prefix; True if its locator set changed."""
-        etrs = sorted(entry.etrs.values(), key=lambda r: (-r.registered_at, r.etr))  # freshest first
-        seen: dict[object, Locator] = {}
-        for reg in etrs:
-            for locator in reg.record.locators:
-                if locator.address not in seen:
-                    seen[locator.address] = replace(locator, local=False, probed=False)
-        versions = {reg.record.map_version for reg in etrs}
-        record = MappingRecord.for_prefix(
-            EidPrefix(net.network_address, net.prefixlen, iid),
-            tuple(seen.values()),
-            ttl=min(reg.record.ttl for reg in etrs),
-            action=Action.NO_ACTION,
-            map_version=versions.pop() if len(versions) == 1 else 0,
-        )
-        entry.record = record
-        entry.record_bytes = MapReply(nonce=0, records=(record,)).encode()[12:]
-        entry.proxy = any(reg.proxy_reply for reg in etrs)
+        if len(entry.etrs) == 1:
+            [reg] = entry.etrs.values()
+            record = _as_answer(reg.record, iid, net)
+            entry.proxy = reg.proxy_reply
+        else:
+            etrs = sorted(entry.etrs.values(), key=lambda r: (-r.registered_at, r.etr))  # freshest first
+            seen: dict[object, Locator] = {}
+            for reg in etrs:
+                for locator in reg.record.locators:
+                    if locator.address not in seen:
+                        seen[locator.address] = _plain_locator(locator)
+            versions = {reg.record.map_version for reg in etrs}
+            record = MappingRecord.for_prefix(
+                EidPrefix(net.network_address, net.prefixlen, iid),
+                tuple(seen.values()),
+                ttl=min(reg.record.ttl for reg in etrs),
+                action=Action.NO_ACTION,
+                map_version=versions.pop() if len(versions) == 1 else 0,
+            )
+            entry.proxy = any(reg.proxy_reply for reg in etrs)
+        if record is not entry.record:
+            entry.record = record
+            entry.record_bytes = b""
         return previous is None or frozenset(previous.locators) != frozenset(record.locators)
 
     # ------------------------------------------------------------------ publish / subscribe
@@ -567,6 +588,9 @@ class MapServer:
         assert request.xtr_id is not None and request.site_id is not None  # checked by the caller
         subs = self._subscriptions.get(iid, net)
         known = subs.get(request.xtr_id) if subs is not None else None
+        if known is None and self._subscription_count >= MAX_SUBSCRIPTIONS:
+            self._count("rejected.subscribe.table-full")
+            return []
         sub = Subscription(iid, net, request.xtr_id, request.site_id, rloc, port, request.nonce,
                            known.subscribed_at if known else now, now + minutes * 60.0)
         self._set_subscription(sub)
@@ -588,11 +612,12 @@ class MapServer:
         if old is None:
             self._subscription_count += 1
         subs[sub.xtr_id] = sub
-        self._journal(_subscription_entry(sub))
+        if self._store is not None:
+            self._batch.append(_subscription_entry(sub))
         if old is None or old.expires != sub.expires:
             self._schedule(sub.expires, "sub", (sub.iid, sub.prefix, sub.xtr_id))
 
-    def _drop_subscription(self, sub: Subscription) -> None:
+    def _drop_subscription(self, sub: Subscription, journal: bool = True) -> None:
         subs = self._subscriptions.get(sub.iid, sub.prefix)
         if subs is None or sub.xtr_id not in subs:
             return
@@ -600,7 +625,8 @@ class MapServer:
         self._subscription_count -= 1
         if not subs:
             self._subscriptions.remove(sub.iid, sub.prefix)
-        self._journal({"t": "unsub", "iid": sub.iid, "net": str(sub.prefix), "xid": _xid_bytes(sub.xtr_id)})
+        if journal:
+            self._journal({"t": "unsub", "iid": sub.iid, "net": str(sub.prefix), "xid": _xid_bytes(sub.xtr_id)})
 
     # ------------------------------------------------------------------ Map-Request
 
@@ -619,14 +645,15 @@ class MapServer:
         first = request.records[0]
         try:
             eid = first.eid_prefix
-            iid, net = eid.instance_id, eid.network
-            hit = self._registered.longest_match(iid, net.network_address)
+            iid = eid.instance_id
+            hit = self._registered.longest_match(iid, eid.address)  # EidError unless an IP EID
         except (LispDecodeError, LispEncodeError, EidError):
             self._count("rejected.map_request.unsupported-eid")
             return []
         rloc = _reply_rloc(request, source)
         port = ecm.inner_source_port
-        subscribing = notification_requested(payload, request, ecm_inner_offset(payload))
+        # RFC 9437 subscriptions carry the xTR-ID (I bit): only then is the N bit worth reading.
+        subscribing = request.xtr_id is not None and request.records[0].notify_requested
         effects: list[SendControl] = []
         if hit is not None:
             entry = hit[1]
@@ -638,13 +665,15 @@ class MapServer:
                 target = max(entry.etrs.values(), key=lambda r: (r.registered_at, r.etr))
                 self._count("sent.map_request_forwarded")
                 effects.append(SendControl(target.source, target.port, payload,
-                                           f"Map-Request for {net} iid {iid} forwarded to ETR {target.source}"))
+                                           f"Map-Request for {eid} forwarded to ETR {target.source}"))
             else:
+                if not entry.record_bytes:
+                    entry.record_bytes = _record_bytes(record)
                 reply = struct_reply(request.nonce, entry.record_bytes)
                 self._count("sent.map_reply")
-                effects.append(SendControl(rloc, port, reply, f"Map-Reply for {net} iid {iid} to {rloc}"))
+                effects.append(SendControl(rloc, port, reply, f"Map-Reply for {eid} to {rloc}"))
         else:
-            negative, ttl, action = self._negative_answer(iid, net)
+            negative, ttl, action = self._negative_answer(iid, eid.network)
             record = MappingRecord.for_prefix(EidPrefix(negative.network_address, negative.prefixlen, iid), (),
                                               ttl=ttl, action=action)
             if rloc is not None and not request.dont_map_reply:
@@ -652,9 +681,9 @@ class MapServer:
                 effects.append(SendControl(rloc, port, MapReply(nonce=request.nonce, records=(record,)).encode(),
                                            f"negative Map-Reply {negative} iid {iid} to {rloc}"))
         if subscribing:
-            if request.xtr_id is None:
-                self._count("rejected.subscribe.no-xtr-id")
-            elif rloc is None:
+            assert request.xtr_id is not None
+            net = eid.network
+            if rloc is None:
                 subs = self._subscriptions.get(iid, net)
                 sub = subs.get(request.xtr_id) if subs is not None else None
                 if sub is not None:
@@ -719,7 +748,12 @@ class MapServer:
 
     def _journal(self, entry: dict) -> None:
         if self._store is not None:
-            self._store.append(entry)
+            self._batch.append(entry)
+
+    def _flush(self) -> None:
+        if self._batch:
+            batch, self._batch = self._batch, []
+            self._store.append(batch)  # type: ignore[union-attr]  # only filled when there is a store
 
     def _maybe_compact(self) -> None:
         store = self._store
@@ -760,6 +794,8 @@ class MapServer:
                 self._count("restore.bad_entries")
         saved_store, self._store = self._store, None  # rebuilding must not re-journal
         self._restoring = True  # ... nor notify anybody: nothing changed for the outside world
+        collecting = gc.isenabled()
+        gc.disable()  # a million new objects without cycles: collection passes would only cost time
         try:
             for entry in registrations.values():
                 try:
@@ -796,6 +832,8 @@ class MapServer:
         finally:
             self._store = saved_store
             self._restoring = False
+            if collecting:
+                gc.enable()
         restored = self.counters.get("restore.registrations", 0)
         if restored or self.counters.get("restore.subscriptions"):
             LOG.info("restored %d registrations and %d subscriptions from the store", restored,
@@ -856,6 +894,25 @@ def _reply_rloc(request: MapRequest, source: IPAddress) -> IPAddress | None:
         if rloc.version == source.version:
             return rloc
     return usable[0] if usable else None
+
+
+def _plain_locator(locator: Locator) -> Locator:
+    """A locator as a Map-Server hands it on: the ETR's own L and p bits mean nothing to others."""
+    return replace(locator, local=False, probed=False) if locator.local or locator.probed else locator
+
+
+def _as_answer(record: MappingRecord, iid: int, net: IPNetwork) -> MappingRecord:
+    """The registered record as a Map-Reply carries it (reused as is when it already is one)."""
+    locators = tuple(_plain_locator(loc) for loc in record.locators)
+    if (record.action is Action.NO_ACTION and not record.authoritative and record.eid_mask_len == net.prefixlen
+            and all(a is b for a, b in zip(locators, record.locators)) and record.eid == _wire_eid(iid, net)):
+        return record
+    return MappingRecord.for_prefix(EidPrefix(net.network_address, net.prefixlen, iid), locators, ttl=record.ttl,
+                                    action=Action.NO_ACTION, map_version=record.map_version)
+
+
+def _wire_eid(iid: int, net: IPNetwork) -> object:
+    return EidPrefix(net.network_address, net.prefixlen, iid).to_wire()[1]
 
 
 def _rlocs(record: MappingRecord) -> str:

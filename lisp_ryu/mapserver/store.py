@@ -10,8 +10,10 @@ Files in the data directory:
     snapshot.msgpack         {"format": 1, "generation": G, "entries": [...]}
     journal-<G>.msgpack      entries appended after that snapshot, one msgpack map each
 
-`append` returns only after the entry is fsynced, so the core can send the
-Map-Notify that acknowledges a registration knowing a crash cannot lose it.
+`append` writes a batch of entries (everything one received message
+changed) with one write and one fsync and returns only after that, so the
+core can send the Map-Notify that acknowledges a registration knowing a crash
+cannot lose it.
 A snapshot is written to a temporary file, fsynced, renamed over the old one
 and the directory fsynced; only then does a new, empty journal generation
 start and the old journal go.  A crash at any point leaves either the old
@@ -49,8 +51,8 @@ class Store(Protocol):
     def load(self) -> list[dict]:
         """Every entry needed to rebuild the state: snapshot entries, then journal entries."""
 
-    def append(self, entry: dict) -> None:
-        """Record one change durably; returns once it survives a crash."""
+    def append(self, entries: list[dict]) -> None:
+        """Record a batch of changes durably; returns once they survive a crash."""
 
     def journal_length(self) -> int:
         """Entries appended since the last snapshot (the core compacts when this grows)."""
@@ -70,9 +72,12 @@ class MemoryStore:
     def load(self) -> list[dict]:
         return [*self.snapshot_entries, *self.journal]
 
-    def append(self, entry: dict) -> None:
+    appends: int = 0  # batches written (FileStore: fsyncs)
+
+    def append(self, entries: list[dict]) -> None:
         # Round-trip through msgpack so tests catch anything FileStore could not write.
-        self.journal.append(msgpack.unpackb(msgpack.packb(entry, use_bin_type=True), raw=False))
+        self.journal.extend(msgpack.unpackb(msgpack.packb(e, use_bin_type=True), raw=False) for e in entries)
+        self.appends += 1
 
     def journal_length(self) -> int:
         return len(self.journal)
@@ -166,14 +171,13 @@ class FileStore:
             _fsync_dir(self.directory)
         return self._journal_fd
 
-    def append(self, entry: dict) -> None:
+    def append(self, entries: list[dict]) -> None:
         fd = self._fd()
-        data = msgpack.packb(entry, use_bin_type=True)
-        written = 0
-        while written < len(data):
-            written += os.write(fd, data[written:])
+        view = memoryview(b"".join(msgpack.packb(entry, use_bin_type=True) for entry in entries))
+        while view:
+            view = view[os.write(fd, view):]
         os.fsync(fd)
-        self._journal_entries += 1
+        self._journal_entries += len(entries)
 
     def journal_length(self) -> int:
         return self._journal_entries

@@ -46,8 +46,7 @@ def test_n_bit_without_xtr_id_does_not_subscribe():
     core = make_core()
     payload = packets.map_request_ecm("10.1.2.3", [ITR], subscribe=True)
     core.handle_control(payload, ITR, 4342, T0)
-    assert list(core.subscriptions()) == []
-    assert core.counters["rejected.subscribe.no-xtr-id"] == 1
+    assert list(core.subscriptions()) == []  # RFC 9437 needs the xTR-ID to key the subscription
 
 
 def test_a_request_without_the_n_bit_does_not_subscribe():
@@ -184,3 +183,16 @@ def test_every_notification_decodes(tmp_path):
     for step in range(25, 30):
         effects += core.handle_timer(T0 + step)
     assert len(decoded(effects)) == len(effects) > 5
+
+
+def test_subscription_table_is_bounded(monkeypatch):
+    from lisp_ryu.mapserver import service
+
+    monkeypatch.setattr(service, "MAX_SUBSCRIPTIONS", 2)
+    core = make_core()
+    for xtr_id in (1, 2, 3):
+        subscribe(core, "10.1.2.3", xtr_id=xtr_id)
+    assert len(list(core.subscriptions())) == 2
+    assert core.counters["rejected.subscribe.table-full"] == 1
+    subscribe(core, "10.1.2.3", xtr_id=2, nonce=7)  # renewing an existing one is still fine
+    assert core.counters["subscriptions.renewed"] == 1

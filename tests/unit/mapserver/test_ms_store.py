@@ -156,3 +156,22 @@ def test_bad_entries_are_counted_not_fatal():
     assert core.registration_count == 0
     assert core.counters["restore.bad_entries"] == 2
     assert core.counters["restore.unknown_entries"] == 1
+
+
+def test_one_message_is_one_durable_write_whatever_it_changes():
+    store = MemoryStore()
+    core = make_core(store=store)
+    records = [packets.record(f"10.10.{i}.0/24", ["198.18.1.1"], iid=42) for i in range(50)]
+    core.handle_control(packets.map_register(records, DC1_KEY), ETR1, 4342, T0)
+    assert (store.appends, len(store.journal)) == (1, 50)
+
+
+def test_expiry_costs_no_write_and_still_holds_after_a_restart():
+    store = MemoryStore()
+    core = make_core(store=store)
+    core.handle_control(packets.map_register([packets.record("10.1.0.0/16", ["198.18.1.1"])], DC1_KEY), ETR1, 4342,
+                        T0)
+    writes = store.appends
+    core.handle_timer(T0 + 180)
+    assert core.registration_count == 0 and store.appends == writes
+    assert make_core(store=store, now=T0 + 181).registration_count == 0
