@@ -1,4 +1,4 @@
-"""`lisp-ryu lab up|down|status|exec|static-flows`: the lab from the command line."""
+"""`lisp-ryu lab up|down|status|exec|static-flows|move|mobility`: the lab from the command line."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ def add_parser(subparsers, func) -> argparse.ArgumentParser:
     """Add `lab` and its subcommands; the dispatcher calls `func` (-> run)."""
     lab = subparsers.add_parser(
         "lab",
-        help="multi-site OVS lab in network namespaces (up, down, status, exec)",
+        help="multi-site OVS lab in network namespaces (up, down, status, exec, move, mobility)",
         description="Build a LISP lab from a topology file: one namespace per site with its own "
         "ovsdb-server and ovs-vswitchd, hosts, a core router and the Map-Server on the underlay. "
         "State lives in $LISP_RYU_LAB_DIR (default /run/lisp-ryu-lab); every name starts "
@@ -46,6 +46,28 @@ def add_parser(subparsers, func) -> argparse.ArgumentParser:
 
     sub.add_parser("static-flows", help="install static LISP-GPE flows (no controller needed)",
                    description="Replace the lab's static flows on every site (cookie 0x4c41420000000001).")
+
+    p = sub.add_parser("move", help="move a host to another site, keeping its IP and MAC",
+                       description="Re-attach HOST to SITE's xTR as a live-migrated VM: its veth leaves the old "
+                       "site's br-int and joins the new one's at the lowest free port; the host keeps its "
+                       "address, MAC, routes, sockets and ARP cache, and sends a gratuitous ARP.")
+    p.add_argument("host", metavar="HOST")
+    p.add_argument("--to", required=True, metavar="SITE", dest="site")
+
+    p = sub.add_parser("mobility", help="move a host back and forth under a 10 ms ping; report outages",
+                       description="Ping a host from a third site every 10 ms while it moves between two "
+                       "sites; report per move the outage and when each xTR changed its flows. Uses the lab "
+                       "that is up (or brings up --topology and takes it down afterwards) and the running "
+                       "controller (or starts one and stops it afterwards).")
+    p.add_argument("--moves", type=int, default=10, metavar="N", help="number of moves (default 10)")
+    p.add_argument("--pause", type=float, default=2.0, metavar="S", help="seconds after each move (default 2)")
+    p.add_argument("--interval", type=float, default=0.01, metavar="S", help="ping interval (default 0.01)")
+    p.add_argument("--host", help="the host that moves (default: the first host)")
+    p.add_argument("--to", metavar="SITE", help="the site it moves to and back from (default: the next site)")
+    p.add_argument("--pinger", metavar="HOST", help="the host that pings it (default: one at a third site)")
+    p.add_argument("--topology", metavar="FILE", help="topology to bring up if no lab is up (default three-dc)")
+    p.add_argument("--plot", metavar="FILE", help="draw the ping timeline into this PNG")
+    p.add_argument("--json", metavar="FILE", help="write the summary and per-move figures as JSON")
     return lab
 
 
@@ -127,4 +149,30 @@ def _static_flows(args) -> int:
     return 0
 
 
-_COMMANDS = {"up": _up, "down": _down, "status": _status, "exec": _exec, "static-flows": _static_flows}
+def _move(args) -> int:
+    from lisp_ryu.lab import manager
+
+    mv = manager.move_host(args.host, args.site)
+    print(f"{mv.host} moved from {mv.from_site} (port {mv.from_ofport}) to {mv.to_site} (port {mv.to_ofport}): "
+          f"no link for {mv.swap_ms:.1f} ms, gratuitous ARP sent")
+    return 0
+
+
+def _mobility(args) -> int:
+    from lisp_ryu.lab import mobility
+
+    options = {"topology": args.topology} if args.topology else {}
+    report = mobility.run(moves=args.moves, pause=args.pause, interval=args.interval, host=args.host, to=args.to,
+                          pinger=args.pinger, progress=lambda line: print(f"== {line}", flush=True), **options)
+    print(mobility.format_table(report))
+    if args.plot:
+        print(f"timeline: {mobility.plot(report, args.plot)}")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            fh.write(report.to_json())
+        print(f"figures: {args.json}")
+    return 0 if all(m.recovered for m in report.moves) else 1
+
+
+_COMMANDS = {"up": _up, "down": _down, "status": _status, "exec": _exec, "static-flows": _static_flows,
+             "move": _move, "mobility": _mobility}

@@ -16,6 +16,9 @@ from lisp_ryu import config as config_mod
 from lisp_ryu.lab.state import LabState, SiteState
 
 
+MAP_SERVER_DATA = "map-server-data"
+
+
 def build(state: LabState, *, embedded_map_server: bool = True, register_interval: float = 60.0) -> dict[str, Any]:
     """A configuration dict: one xTR per site, and the embedded Map-Server if the lab has one."""
     ms_address = state.map_server_address
@@ -28,6 +31,7 @@ def build(state: LabState, *, embedded_map_server: bool = True, register_interva
         doc["map_server"] = {
             "listen": f"{ms_address}:{config_mod.LISP_CONTROL_PORT}",
             "netns": state.map_server_namespace,
+            "data_dir": f"{state.lab_dir}/{MAP_SERVER_DATA}",  # survives controller restarts
             "sites": [
                 {
                     "name": site.name,

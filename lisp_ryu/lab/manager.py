@@ -491,6 +491,10 @@ def _teardown(state: LabState | None, pfx: str, directory: Path) -> list[str]:
         if rd.parent == directory and rd.exists():
             shutil.rmtree(rd, ignore_errors=True)
             removed.append(f"run dir {rd}")
+    ms_data = directory / "map-server-data"  # the lab controller's embedded Map-Server store
+    if ms_data.is_dir():
+        shutil.rmtree(ms_data, ignore_errors=True)
+        removed.append(f"map-server data {ms_data}")
     for leftover in (directory / "state.json", directory / "state.tmp", directory / "controller.pid",
                      directory / "controller.yaml", directory / "controller.log"):
         if leftover.exists():
@@ -690,9 +694,12 @@ def move_host(host: str, site: str) -> Move:
         packet_socket = host_packet_socket(h)
         started = time.time()
         try:
-            vsctl(old.name, "del-port", topo.BR_INT, host, state=state)
-            run_in(old.namespace, ["ip", "link", "set", host, "netns", new.namespace])
-            run_in(new.namespace, ["ip", "link", "set", host, "up"])
+            # No waiting for the old ovs-vswitchd to let go of the port: the
+            # device leaves its namespace right away (the swap is the outage).
+            vsctl(old.name, "--no-wait", "del-port", topo.BR_INT, host, state=state)
+            # One netlink request: change namespace, then set up over there.
+            run_in(old.namespace, ["ip", "link", "set", host, "netns", new.namespace, "up"])
+            # Waits until the new ovs-vswitchd has the port: then it forwards.
             vsctl(new.name, "add-port", topo.BR_INT, host,
                   "--", "set", "interface", host, f"ofport_request={ofport}", state=state)
             attached = time.time()
@@ -749,7 +756,7 @@ def _put_back(state: LabState, h: HostState, old: SiteState, new: SiteState) -> 
     """Undo a half-done move: wherever the host's veth end is now, back to its old port."""
     vsctl(new.name, "--if-exists", "del-port", topo.BR_INT, h.name, state=state)
     if run_in(new.namespace, ["ip", "link", "show", "dev", h.name], check=False).returncode == 0:
-        run_in(new.namespace, ["ip", "link", "set", h.name, "netns", old.namespace])
+        run_in(new.namespace, ["ip", "link", "set", h.name, "netns", old.namespace, "up"])
     run_in(old.namespace, ["ip", "link", "set", h.name, "up"])
     vsctl(old.name, "--may-exist", "add-port", topo.BR_INT, h.name,
           "--", "set", "interface", h.name, f"ofport_request={h.ofport}", state=state)

@@ -1,0 +1,585 @@
+"""Workload mobility under a continuous ping: how long a moving host is
+unreachable, and how fast each xTR reacts to the move.
+
+The scenario (`run`, `lisp-ryu lab mobility`): the lisp-ryu controller drives
+the lab; a host of a third site pings the mover every 10 ms; the mover goes
+dc1 -> dc2 -> dc1 ... (`manager.move_host`) with a pause after each move.
+Two real-time recorders run meanwhile, both on the wall clock (`time.time()`)
+that `Move` uses too:
+
+  * `Prober`: ICMP echo requests from inside the pinger's namespace, with the
+    send time of each and the kernel's receive timestamp of its reply, so a
+    lost probe is known exactly (ping's output gives neither for lost ones).
+  * `FlowWatch`: an OpenFlow flow monitor on each site's br-int
+    (`ovs-ofctl monitor watch:`): the switch pushes every flow change as it
+    happens, so the first change after a move is seen without polling.
+
+Per move the report gives the outage two ways (probes lost x interval, and
+the gap between the last reply before and the first reply after the move),
+the interface swap time, and for each xTR role (the new site, the old site,
+the pinging ITR) the time from the move to its first and last change of
+per-EID flows (cookie owner LOCAL_HOST, MAPPING or any other owner that is
+not the pipeline skeleton).  `plot` draws the ping timeline as a PNG.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import socket
+import statistics
+import struct
+import subprocess
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+from lisp_ryu.flows.pipeline import Owner, cookie_owner
+from lisp_ryu.lab import controller as lab_controller
+from lisp_ryu.lab import manager
+from lisp_ryu.lab import topology as topo
+from lisp_ryu.lab.netns import run_in_netns
+from lisp_ryu.lab.state import HostState, LabError, LabState, SiteState, read_state
+
+DEFAULT_TOPOLOGY = Path(__file__).resolve().parents[2] / "topologies" / "three-dc.yaml"
+INTERVAL = 0.01
+PAUSE = 2.0
+MOVES = 10
+ROLES = ("new_site", "old_site", "itr")
+# Flows that belong to an EID (a local host, a mapping, a redirect), not the
+# pipeline skeleton (INFRA) or the gateway ARP answers (GATEWAY).
+_SKELETON = frozenset({Owner.INFRA, Owner.GATEWAY})
+_SO_TIMESTAMPNS = 35  # <asm-generic/socket.h>; Python's socket module lacks it
+_ICMP_ECHO_REPLY, _ICMP_ECHO_REQUEST = 0, 8
+
+
+# --------------------------------------------------------------------------
+# Probing
+
+
+@dataclass(frozen=True)
+class Probe:
+    seq: int  # 0, 1, 2 ... (on the wire modulo 65536)
+    sent: float  # time.time() at sending
+    received: float | None  # kernel receive time of its reply; None: lost
+
+    @property
+    def rtt_ms(self) -> float | None:
+        return None if self.received is None else (self.received - self.sent) * 1000.0
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\x00"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total = (total >> 16) + (total & 0xFFFF)
+    total += total >> 16
+    return ~total & 0xFFFF
+
+
+def echo_request(ident: int, seq: int, payload: bytes) -> bytes:
+    header = struct.pack("!BBHHH", _ICMP_ECHO_REQUEST, 0, 0, ident, seq & 0xFFFF)
+    return struct.pack("!BBHHH", _ICMP_ECHO_REQUEST, 0, _checksum(header + payload), ident, seq & 0xFFFF) + payload
+
+
+class Prober:
+    """ICMP echo every `interval` seconds from a namespace to `target`.
+
+    One thread sends on a fixed schedule (a slot missed under load is
+    skipped, not sent in a burst), one receives; the socket lives in the
+    namespace, the threads do not need to.
+    """
+
+    def __init__(self, namespace: str, target: str, interval: float = INTERVAL):
+        self.namespace = namespace
+        self.target = target
+        self.interval = interval
+        self.ident = random.getrandbits(16)
+        self._payload = b"lisp-ryu mobility probe".ljust(56, b".")
+        self._sent: list[float] = []
+        self._received: dict[int, float] = {}
+        self._stop_sending = threading.Event()
+        self._stop_receiving = threading.Event()
+        self._first_reply = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._sock: socket.socket | None = None
+        self.send_errors = 0
+
+    def start(self) -> None:
+        def make() -> socket.socket:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+            sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+            sock.settimeout(0.1)
+            return sock
+
+        self._sock = run_in_netns(self.namespace, make)
+        self._threads = [threading.Thread(target=self._receive, name="probe-rx", daemon=True),
+                         threading.Thread(target=self._send, name="probe-tx", daemon=True)]
+        for t in self._threads:
+            t.start()
+
+    def wait_reply(self, timeout: float) -> bool:
+        """Until the first reply arrives (the path is resolved); False on timeout."""
+        return self._first_reply.wait(timeout)
+
+    def stop(self, linger: float = 0.5) -> tuple[Probe, ...]:
+        """Stop sending, wait `linger` seconds for late replies, return all
+        probes; again (or before `start`) it only returns them."""
+        if self._sock is not None and not self._stop_receiving.is_set():
+            self._stop_sending.set()
+            self._threads[1].join()
+            time.sleep(linger)
+            self._stop_receiving.set()
+            self._threads[0].join()
+            self._sock.close()
+        return self.probes()
+
+    def probes(self) -> tuple[Probe, ...]:
+        sent = list(self._sent)
+        return tuple(Probe(i, t, self._received.get(i)) for i, t in enumerate(sent))
+
+    def __enter__(self) -> "Prober":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop(linger=0)
+
+    def _send(self) -> None:
+        start = time.monotonic()
+        slot = 0
+        while not self._stop_sending.is_set():
+            delay = start + slot * self.interval - time.monotonic()
+            if delay > 0 and self._stop_sending.wait(delay):
+                break
+            packet = echo_request(self.ident, len(self._sent), self._payload)
+            self._sent.append(time.time())
+            try:
+                self._sock.sendto(packet, (self.target, 0))
+            except OSError:
+                self.send_errors += 1  # counted lost: the probe has no reply
+            slot = max(slot + 1, int((time.monotonic() - start) / self.interval) + 1)
+
+    def _receive(self) -> None:
+        while not self._stop_receiving.is_set():
+            try:
+                data, ancillary, _, source = self._sock.recvmsg(2048, socket.CMSG_SPACE(16))
+            except (socket.timeout, BlockingIOError):
+                continue
+            except OSError:
+                return  # closed
+            at = time.time()
+            for level, kind, value in ancillary:
+                if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(value) >= 16:
+                    sec, nsec = struct.unpack("qq", value[:16])
+                    at = sec + nsec / 1e9
+            icmp = data[(data[0] & 0x0F) * 4:]
+            if source[0] != self.target or len(icmp) < 8 or icmp[0] != _ICMP_ECHO_REPLY:
+                continue
+            ident, seq16 = struct.unpack("!HH", icmp[4:8])
+            if ident != self.ident:
+                continue
+            last = len(self._sent) - 1
+            index = last - ((last - seq16) & 0xFFFF)  # the latest probe with this 16-bit sequence number
+            if index >= 0:
+                self._received.setdefault(index, at)
+                self._first_reply.set()
+
+
+# --------------------------------------------------------------------------
+# Watching flows
+
+
+@dataclass(frozen=True)
+class FlowEvent:
+    site: str
+    at: float  # time.time() when the switch's notification was read
+    event: str  # ADDED, DELETED, MODIFIED
+    table: int
+    cookie: int
+    flow: str  # match and actions as ovs-ofctl prints them
+
+    @property
+    def per_eid(self) -> bool:
+        """A flow owned by an EID (local host, mapping, redirect...), not the skeleton."""
+        owner = cookie_owner(self.cookie)
+        return owner is not None and owner not in _SKELETON
+
+
+_EVENT_RE = re.compile(r"event=(\w+).*?\btable=(\d+)\s+cookie=(0x[0-9a-fA-F]+|\d+)\s*(.*)")
+
+
+def parse_monitor_line(site: str, at: float, line: str) -> FlowEvent | None:
+    """One `ovs-ofctl monitor` update line -> FlowEvent; None for other lines."""
+    m = _EVENT_RE.search(line)
+    if m is None:
+        return None
+    return FlowEvent(site=site, at=at, event=m.group(1), table=int(m.group(2)), cookie=int(m.group(3), 0),
+                     flow=m.group(4).strip())
+
+
+class FlowWatch:
+    """Flow changes of one site's br-int as the switch reports them.
+
+    The monitor request asks for no initial dump (`!initial`); the switch's
+    reply to it is the sign that the monitor is in place.  Updates come on
+    ovs-ofctl's stderr, the reply on stdout: both are read as one stream.
+    """
+
+    def __init__(self, site: SiteState):
+        self.site = site
+        self.events: list[FlowEvent] = []
+        self._proc: subprocess.Popen | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._output: list[str] = []
+
+    def start(self, timeout: float = 5.0) -> None:
+        argv = ["ovs-ofctl", "-O", "OpenFlow13", "monitor", self.site.mgmt_socket(topo.BR_INT), "watch:!initial"]
+        self._proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                      env=manager._ovs_env(self.site.run_dir), stdin=subprocess.DEVNULL)
+        self._thread = threading.Thread(target=self._read, name=f"flow-watch-{self.site.name}", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            self.stop()
+            raise LabError(f"site {self.site.name}: `{' '.join(argv)}` did not start within {timeout:.0f} s: "
+                           f"{''.join(self._output).strip() or 'no output'}")
+
+    def stop(self) -> tuple[FlowEvent, ...]:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        if self._thread is not None:
+            self._thread.join(timeout=3)
+        return tuple(self.events)
+
+    def _read(self) -> None:
+        for line in iter(self._proc.stdout.readline, ""):
+            at = time.time()
+            if not self._ready.is_set():
+                self._output.append(line)
+                if "FLOW_MONITOR reply" in line:
+                    self._ready.set()
+                continue
+            event = parse_monitor_line(self.site.name, at, line)
+            if event is not None:
+                self.events.append(event)
+        self._proc.stdout.close()
+
+
+# --------------------------------------------------------------------------
+# The report
+
+
+@dataclass(frozen=True)
+class Reaction:
+    """How one xTR reacted to a move: its per-EID flow changes in the move's window."""
+
+    role: str  # new_site | old_site | itr
+    site: str
+    first_change_ms: float | None  # from the start of the move; None: no change
+    last_change_ms: float | None
+    changes: int
+
+
+@dataclass(frozen=True)
+class MoveOutcome:
+    index: int  # 1-based
+    host: str
+    from_site: str
+    to_site: str
+    started: float
+    attached: float
+    swap_ms: float
+    probes: int  # probes sent in this move's window
+    lost: int
+    lost_ms: float  # lost probes x interval
+    gap_ms: float | None  # the longest time without replies from the last one before the move on;
+    # None: the pings had not come back by the end of the window
+    reactions: tuple[Reaction, ...]
+
+    @property
+    def recovered(self) -> bool:
+        return self.gap_ms is not None
+
+    def reaction(self, role: str) -> Reaction:
+        return next(r for r in self.reactions if r.role == role)
+
+
+@dataclass(frozen=True)
+class MobilityReport:
+    lab: str
+    host: str
+    target: str  # the mover's IP
+    pinger: str
+    pinger_site: str
+    interval: float
+    pause: float
+    moves: tuple[MoveOutcome, ...]
+    probes: tuple[Probe, ...]
+    events: tuple[FlowEvent, ...]
+    lost_before_moves: int  # after the first reply, before the first move: the path's own loss
+
+    def summary(self) -> dict:
+        """Medians and maxima over the moves (None where nothing was measured)."""
+        gaps = [m.gap_ms for m in self.moves if m.gap_ms is not None]
+        out = {
+            "moves": len(self.moves),
+            "recovered": sum(m.recovered for m in self.moves),
+            "interval_ms": self.interval * 1000.0,
+            "outage_ms": _stats(gaps),
+            "lost_ms": _stats([m.lost_ms for m in self.moves]),
+            "swap_ms": _stats([m.swap_ms for m in self.moves]),
+            "first_flow_change_ms": {},
+            "last_flow_change_ms": {},
+            "lost_before_moves": self.lost_before_moves,
+        }
+        for role in ROLES:
+            firsts = [m.reaction(role).first_change_ms for m in self.moves]
+            lasts = [m.reaction(role).last_change_ms for m in self.moves]
+            out["first_flow_change_ms"][role] = _stats([x for x in firsts if x is not None])
+            out["last_flow_change_ms"][role] = _stats([x for x in lasts if x is not None])
+            out["first_flow_change_ms"][role]["moves_without_change"] = sum(x is None for x in firsts)
+        return out
+
+    def to_json(self) -> str:
+        """Summary and per-move outcomes (not the raw probes and events)."""
+        return json.dumps({"summary": self.summary(), "moves": [asdict(m) for m in self.moves],
+                           "host": self.host, "pinger": self.pinger, "lab": self.lab}, indent=2)
+
+
+def _stats(values: list[float]) -> dict:
+    if not values:
+        return {"median": None, "max": None, "min": None, "n": 0}
+    return {"median": statistics.median(values), "max": max(values), "min": min(values), "n": len(values)}
+
+
+def analyse(moves: list[manager.Move], probes: tuple[Probe, ...], events: tuple[FlowEvent, ...], *,
+            interval: float, pinger_site: str) -> tuple[tuple[MoveOutcome, ...], int]:
+    """Cut the recording into one window per move (from its start, less one
+    interval for a probe in flight, to the next move's) and measure each."""
+    replies = sorted(p.received for p in probes if p.received is not None)
+    first_reply = replies[0] if replies else None
+    outcomes = []
+    for i, mv in enumerate(moves):
+        begin = mv.started - interval
+        end = moves[i + 1].started - interval if i + 1 < len(moves) else float("inf")
+        window = [p for p in probes if begin <= p.sent < end]
+        lost = sum(p.received is None for p in window)
+        before = [r for r in replies if r <= mv.started]
+        after = [r for r in replies if mv.started < r < end + interval]
+        gap = None
+        recovered = bool(window) and window[-1].received is not None  # replies again by the window's end
+        if before and after and recovered:
+            chain = [before[-1], *after]
+            gap = max(b - a for a, b in zip(chain, chain[1:])) * 1000.0
+        roles = {"new_site": mv.to_site, "old_site": mv.from_site, "itr": pinger_site}
+        reactions = []
+        for role in ROLES:
+            times = sorted(e.at for e in events
+                           if e.site == roles[role] and e.per_eid and mv.started <= e.at < end + interval)
+            reactions.append(Reaction(
+                role=role, site=roles[role], changes=len(times),
+                first_change_ms=(times[0] - mv.started) * 1000.0 if times else None,
+                last_change_ms=(times[-1] - mv.started) * 1000.0 if times else None))
+        outcomes.append(MoveOutcome(
+            index=i + 1, host=mv.host, from_site=mv.from_site, to_site=mv.to_site, started=mv.started,
+            attached=mv.attached, swap_ms=mv.swap_ms, probes=len(window), lost=lost,
+            lost_ms=lost * interval * 1000.0, gap_ms=gap, reactions=tuple(reactions)))
+    lost_before = 0
+    if moves and first_reply is not None:
+        since = min(p.sent for p in probes if p.received is not None)
+        lost_before = sum(p.received is None for p in probes if since <= p.sent < moves[0].started - interval)
+    return tuple(outcomes), lost_before
+
+
+# --------------------------------------------------------------------------
+# The scenario
+
+
+@dataclass(frozen=True)
+class Cast:
+    """Who moves where, and who pings it."""
+
+    mover: HostState
+    home: str
+    away: str
+    pinger: HostState
+
+
+def choose(state: LabState, host: str | None = None, to: str | None = None, pinger: str | None = None) -> Cast:
+    """Defaults: the first host of the first site moves to the next site and
+    is pinged by the first host of a third site."""
+    if len(state.sites) < 3 and pinger is None:
+        raise LabError(f"the mobility scenario needs three sites (the mover's two and the pinger's); "
+                       f"lab {state.name} has {len(state.sites)}: use topologies/three-dc.yaml")
+    mover = state.host(host) if host else state.hosts[0]
+    if to is not None:
+        away = state.site(to).name
+        if away == mover.site:
+            raise LabError(f"host {mover.name} is already at site {away}: choose another site with --to")
+    else:
+        away = next(s.name for s in state.sites if s.name != mover.site)
+    if pinger is not None:
+        p = state.host(pinger)
+        if p.site in (mover.site, away) or p.name == mover.name:
+            raise LabError(f"the pinger {p.name} is at {p.site}: it must be at a third site, "
+                           f"neither {mover.site} nor {away}")
+    else:
+        p = next((h for h in state.hosts if h.site not in (mover.site, away)), None)
+        if p is None:
+            raise LabError(f"no host outside {mover.site} and {away} to ping from")
+    return Cast(mover=mover, home=mover.site, away=away, pinger=p)
+
+
+def run(*, moves: int = MOVES, pause: float = PAUSE, interval: float = INTERVAL, host: str | None = None,
+        to: str | None = None, pinger: str | None = None, topology: str | Path = DEFAULT_TOPOLOGY,
+        warmup_timeout: float = 20.0, progress: Callable[[str], None] = lambda line: None) -> MobilityReport:
+    """Run the scenario on the lab that is up, or bring `topology` up for it
+    (and down afterwards); start the controller if none runs (and stop it)."""
+    if moves < 1:
+        raise LabError(f"--moves must be at least 1, not {moves}")
+    state = read_state()
+    own_lab = state is None
+    if own_lab:
+        progress(f"bringing up {topology}")
+        state = manager.up(topology)
+    try:
+        own_controller = lab_controller.running_pid() is None
+        if own_controller:
+            progress(f"starting the controller (log {lab_controller.log_path()})")
+            lab_controller.start(state)
+        try:
+            lab_controller.wait_ready(state)
+            return _record(state, choose(state, host, to, pinger), moves=moves, pause=pause, interval=interval,
+                           warmup_timeout=warmup_timeout, progress=progress)
+        finally:
+            if own_controller:
+                lab_controller.stop()
+    finally:
+        if own_lab:
+            manager.down()
+
+
+def _record(state: LabState, cast: Cast, *, moves: int, pause: float, interval: float, warmup_timeout: float,
+            progress: Callable[[str], None]) -> MobilityReport:
+    watches = [FlowWatch(s) for s in state.sites]
+    done: list[manager.Move] = []
+    prober = Prober(cast.pinger.namespace, cast.mover.ip, interval)
+    try:
+        for w in watches:
+            w.start()
+        prober.start()
+        if not prober.wait_reply(warmup_timeout):
+            raise LabError(f"no reply from {cast.mover.name} ({cast.mover.ip}) to {cast.pinger.name} within "
+                           f"{warmup_timeout:.0f} s before any move: is the controller driving the lab? "
+                           f"(log {lab_controller.log_path()})")
+        time.sleep(min(1.0, pause))  # a stretch of undisturbed pings to compare with
+        for i in range(moves):
+            dest = cast.away if i % 2 == 0 else cast.home
+            mv = manager.move_host(cast.mover.name, dest)
+            done.append(mv)
+            progress(f"move {i + 1}/{moves}: {mv.host} {mv.from_site} -> {mv.to_site} "
+                     f"(port {mv.to_ofport}, no link for {mv.swap_ms:.1f} ms)")
+            time.sleep(pause)
+        probes = prober.stop()
+    finally:
+        prober.stop(linger=0)
+        events = tuple(e for w in watches for e in w.stop())
+    outcomes, lost_before = analyse(done, probes, events, interval=interval, pinger_site=cast.pinger.site)
+    return MobilityReport(lab=state.name, host=cast.mover.name, target=cast.mover.ip, pinger=cast.pinger.name,
+                          pinger_site=cast.pinger.site, interval=interval, pause=pause, moves=outcomes,
+                          probes=probes, events=tuple(sorted(events, key=lambda e: e.at)),
+                          lost_before_moves=lost_before)
+
+
+# --------------------------------------------------------------------------
+# Output
+
+
+def format_table(report: MobilityReport) -> str:
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1f}"
+
+    lines = [f"{report.host} ({report.target}) pinged from {report.pinger} ({report.pinger_site}) every "
+             f"{report.interval * 1000:g} ms; {len(report.moves)} moves, {report.pause:g} s apart",
+             "", f"{'move':>4}  {'from->to':<10} {'swap':>6} {'lost':>5} {'lost ms':>8} {'gap ms':>8}   "
+             f"first per-EID flow change, ms after the move: {'new site':>9} {'old site':>9} {'ITR':>9}"]
+    for m in report.moves:
+        lines.append(f"{m.index:>4}  {m.from_site + '->' + m.to_site:<10} {m.swap_ms:>6.1f} {m.lost:>5} "
+                     f"{m.lost_ms:>8.1f} {ms(m.gap_ms):>8}   {'':46}"
+                     + " ".join(f"{ms(m.reaction(r).first_change_ms):>9}" for r in ROLES))
+    s = report.summary()
+    lines += ["", f"outage (gap) median {ms(s['outage_ms']['median'])} ms, max {ms(s['outage_ms']['max'])} ms; "
+              f"lost x interval median {ms(s['lost_ms']['median'])} ms, max {ms(s['lost_ms']['max'])} ms; "
+              f"swap median {ms(s['swap_ms']['median'])} ms",
+              "first flow change median: " + ", ".join(
+                  f"{r} {ms(s['first_flow_change_ms'][r]['median'])} ms" for r in ROLES),
+              f"recovered after {s['recovered']} of {s['moves']} moves; "
+              f"{report.lost_before_moves} probes lost before the first move"]
+    return "\n".join(lines)
+
+
+def plot(report: MobilityReport, path: str | Path) -> Path:
+    """RTT against time with lost probes marked and the moves as vertical
+    lines; below, a close-up of the move with the longest outage."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.transforms import blended_transform_factory
+
+    if not report.probes:
+        raise LabError("nothing to plot: no probes were sent")
+    t0 = report.probes[0].sent
+    worst = max(report.moves, key=lambda m: float("inf") if m.gap_ms is None else m.gap_ms, default=None)
+    fig, axes = plt.subplots(2 if worst else 1, 1, figsize=(12, 7 if worst else 4), squeeze=False)
+    spans = [(axes[0][0], None)]
+    if worst:
+        spans.append((axes[1][0], (worst.started - t0 - 0.15, worst.started - t0 + 0.35)))
+    for ax, span in spans:
+        ok = [(p.sent - t0, p.rtt_ms) for p in report.probes if p.received is not None]
+        lost = [p.sent - t0 for p in report.probes if p.received is None]
+        if span:
+            ok = [(x, y) for x, y in ok if span[0] <= x <= span[1]]
+            lost = [x for x in lost if span[0] <= x <= span[1]]
+        ax.plot([x for x, _ in ok], [y for _, y in ok], ".", markersize=2 if span is None else 4,
+                color="tab:blue", label="RTT")
+        below = blended_transform_factory(ax.transData, ax.transAxes)
+        ax.plot(lost, [0.03] * len(lost), "x", color="tab:red", markersize=4, transform=below,
+                label=f"lost ({len(lost)})")
+        for m in report.moves:
+            x = m.started - t0
+            if span and not span[0] <= x <= span[1]:
+                continue
+            ax.axvline(x, color="0.4", linestyle="--", linewidth=0.8)
+            ax.axvspan(x, m.attached - t0, color="0.85")
+            ax.text(x, 0.97, f" ->{m.to_site}", transform=below, fontsize=7, va="top")
+        ax.set_yscale("log")
+        ax.set_ylabel("RTT (ms)")
+        ax.grid(True, which="major", alpha=0.3)
+        if span:
+            ax.set_xlim(*span)
+            ax.set_title(f"move {worst.index} ({worst.from_site} -> {worst.to_site}), the longest outage: "
+                         f"gap {'-' if worst.gap_ms is None else f'{worst.gap_ms:.0f}'} ms, "
+                         f"{worst.lost} lost; grey: the interface swap", fontsize=9)
+        ax.legend(loc="upper right", fontsize=8)
+    axes[-1][0].set_xlabel("time (s)")
+    s = report.summary()
+    median = s["outage_ms"]["median"]
+    axes[0][0].set_title(f"{report.host} ({report.target}) pinged from {report.pinger} every "
+                         f"{report.interval * 1000:g} ms while it moves {report.moves[0].from_site if report.moves else ''}"
+                         f" <-> {report.moves[0].to_site if report.moves else ''}; outage median "
+                         f"{'-' if median is None else f'{median:.0f}'} ms", fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
