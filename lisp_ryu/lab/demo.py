@@ -53,10 +53,11 @@ def run(topology_path: str, keep: bool = False) -> int:
         if keep:
             a, b = pick_hosts(state)
             print("\n== the lab stays up:")
-            print(f"   lisp-ryu lab exec {a.name} -- ping {b.ip}")
-            print("   lisp-ryu lab status")
+            cmd = sys.argv[0] if sys.argv[0].endswith("lisp-ryu") else "lisp-ryu"
+            print(f"   {cmd} lab exec {a.name} -- ping {b.ip}")
+            print(f"   {cmd} lab status")
             print(f"   the controller keeps running: log {lab_controller.log_path()}")
-            print("   lisp-ryu lab down        (also stops the controller)")
+            print(f"   {cmd} lab down        (also stops the controller)")
         else:
             manager.down()
             print("\n== lab down: namespaces, OVS daemons and interfaces removed")
