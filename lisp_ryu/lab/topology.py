@@ -57,6 +57,8 @@ from typing import Any, Callable, TypeVar
 import networkx as nx
 import yaml
 
+from lisp_ryu.config import ConfigError
+
 T = TypeVar("T")
 
 TUNNEL_OFPORT = 100
@@ -76,15 +78,12 @@ _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _RESERVED = {"lo", HOST_IFNAME, MGMT_IFNAME, TUNNEL_PORT_NAME, "mgmt"}
 
 
-class TopologyError(ValueError):
-    """The topology file is wrong; names the file and the path of the bad field."""
+class TopologyError(ConfigError):
+    """The topology file is wrong; names the file and the path of the bad field.
 
-    def __init__(self, source: str, path: str, problem: str):
-        self.source = source
-        self.path = path
-        self.problem = problem
-        where = f"{source}: {path}" if path else source
-        super().__init__(f"{where}: {problem}")
+    Same shape and message as `ConfigError` ("file: path: problem"), of which it
+    is the lab's kind, so a caller may catch either.
+    """
 
 
 # --------------------------------------------------------------------------

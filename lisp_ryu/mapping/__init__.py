@@ -4,15 +4,14 @@ One prefix-table type (`PrefixTable`, longest-prefix match per instance-ID and
 family over pytricia, with the widest-negative-prefix query) serves the
 map-cache, the Map-Server's registrations and policy; MAC EIDs use the sibling
 exact-match `MacTable`.  Pure code: no I/O, no clock (time is a parameter).
+`Action` and `MacAddress` are the codec's (`lisp_ryu.wire`), re-exported here.
 """
 
 from .eid import (
-    AFI_MAC,
     MAX_IID,
     AddressCovered,
     Eid,
     EidError,
-    EidPrefix,
     IPAddress,
     IPNetwork,
     MacAddress,
@@ -24,14 +23,12 @@ from .mapcache import Action, CacheEntry, MapCache
 from .table import MacTable, PrefixTable
 
 __all__ = [
-    "AFI_MAC",
     "MAX_IID",
     "Action",
     "AddressCovered",
     "CacheEntry",
     "Eid",
     "EidError",
-    "EidPrefix",
     "IPAddress",
     "IPNetwork",
     "MacAddress",

@@ -14,24 +14,14 @@ import heapq
 import itertools
 import math
 from dataclasses import dataclass
-from enum import IntEnum
 from typing import Generic, Iterator, TypeVar
+
+from lisp_ryu.wire.messages import Action  # the Map-Reply ACT field (RFC 9301 §5.4), re-exported
 
 from .eid import Eid, EidError, IPAddress, IPNetwork, MacAddress, PrefixNotFound, check_iid
 from .table import MacTable, PrefixTable
 
 V = TypeVar("V")
-
-
-class Action(IntEnum):
-    """Map-Reply ACT field (RFC 9301 §5.4): what to do with traffic a negative entry covers."""
-
-    NO_ACTION = 0
-    NATIVELY_FORWARD = 1
-    SEND_MAP_REQUEST = 2
-    DROP_NO_REASON = 3
-    DROP_POLICY_DENIED = 4
-    DROP_AUTH_FAILURE = 5
 
 
 @dataclass(frozen=True, slots=True)

@@ -421,7 +421,7 @@ class MacTable(Generic[V]):
     def __contains__(self, key: object) -> bool:
         if not (isinstance(key, tuple) and len(key) == 2 and isinstance(key[1], MacAddress)):
             return False
-        return (key[0], key[1].value) in self._map
+        return (key[0], int(key[1])) in self._map
 
     def __iter__(self) -> Iterator[tuple[int, MacAddress, V]]:
         """(iid, mac, value) sorted by instance-ID then MAC."""
@@ -433,7 +433,7 @@ class MacTable(Generic[V]):
         check_iid(iid)
         if not isinstance(mac, MacAddress):
             raise EidError(f"expected a MacAddress, got {type(mac).__name__} {mac!r}")
-        return (iid, mac.value)
+        return (iid, int(mac))
 
     def insert(self, iid: int, mac: MacAddress, value: V) -> bool:
         """Store or replace; True if it replaced an entry."""

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from lisp_ryu.mapping import Action, CacheEntry, EidError, MacAddress, MapCache, PrefixNotFound
+from lisp_ryu.wire.messages import Action as WireAction
 
 N = ip_network
 A = ip_address
@@ -83,6 +84,13 @@ def test_replacing_positive_by_negative_and_back():
     assert hit.negative and hit.action is Action.DROP_POLICY_DENIED
     c.insert(1, N("10.1.0.0/16"), "pos again", now=3, ttl=60)
     assert not c.lookup(1, A("10.1.0.1"), now=4).negative
+
+
+def test_action_is_the_codecs_so_a_decoded_record_action_goes_in_as_is():
+    assert Action is WireAction
+    c = MapCache()
+    entry = c.insert(1, N("10.2.0.0/16"), None, now=0, ttl=60, action=WireAction(3))
+    assert entry.action is Action.DROP_NO_REASON
 
 
 def test_remove_is_exact_and_cancels_the_deadline():
@@ -166,7 +174,7 @@ def test_heavy_replacement_does_not_grow_the_heap_without_bound():
 
 PREFIXES = [N(t) for t in ("0.0.0.0/0", "10.0.0.0/8", "10.1.0.0/16", "10.1.2.0/24", "10.1.2.3/32",
                           "10.2.0.0/16", "2001:db8::/32", "2001:db8:1::/48")]
-MACS = [MacAddress(1), MacAddress(2)]
+MACS = [MacAddress(bytes.fromhex("000000000001")), MacAddress(bytes.fromhex("000000000002"))]
 ADDRS = [A(t) for t in ("10.1.2.3", "10.1.2.4", "10.1.9.9", "10.2.0.1", "10.9.0.1", "11.0.0.1",
                         "2001:db8:1::1", "2001:db8:2::1", "2001:db9::1")]
 

@@ -1,5 +1,10 @@
-"""PrefixTable and MacTable: exact and longest-prefix operations, checked against brute force."""
+"""PrefixTable and MacTable: exact and longest-prefix operations, checked against brute force.
 
+Also the EID values they key on: instance-ID and prefix validation, and MAC EIDs
+(the codec's MacAddress).
+"""
+
+import ipaddress
 from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 
 import pytest
@@ -7,7 +12,17 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from lisp_ryu.mapping import EidError, MacAddress, MacTable, MAX_IID, PrefixNotFound, PrefixTable
+from lisp_ryu import wire
+from lisp_ryu.mapping import (
+    EidError,
+    MacAddress,
+    MacTable,
+    MAX_IID,
+    PrefixNotFound,
+    PrefixTable,
+    check_iid,
+    parse_network,
+)
 
 N = ip_network
 A = ip_address
@@ -18,6 +33,62 @@ def table_of(*specs):
     for iid, text in specs:
         t.insert(iid, N(text), text)
     return t
+
+
+# ---------------------------------------------------------------- EID values
+
+
+def test_parse_network_accepts_both_families_and_host_routes():
+    assert parse_network("10.1.0.0/16") == ipaddress.IPv4Network("10.1.0.0/16")
+    assert parse_network(" 2001:db8::/32 ") == ipaddress.IPv6Network("2001:db8::/32")
+    assert parse_network("10.1.2.3") == ipaddress.IPv4Network("10.1.2.3/32")
+    assert parse_network("::/0").prefixlen == 0
+
+
+@pytest.mark.parametrize("text", ["10.1.2.3/16", "10.0.0.0/33", "2001:db8::1/32", "banana", "", "10.0.0.0/-1"])
+def test_parse_network_refuses_bad_prefixes_and_names_them(text):
+    with pytest.raises(EidError, match="bad EID prefix"):
+        parse_network(text)
+
+
+def test_parse_network_refuses_non_strings():
+    with pytest.raises(EidError, match="expected a prefix string"):
+        parse_network(ipaddress.IPv4Network("10.0.0.0/8"))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("iid", [-1, MAX_IID + 1, True, 1.0, "1", None])
+def test_check_iid_refuses_what_is_not_a_24_bit_int(iid):
+    with pytest.raises(EidError, match="instance-ID"):
+        check_iid(iid)
+
+
+def test_check_iid_accepts_the_range_ends():
+    assert check_iid(0) == 0
+    assert check_iid(MAX_IID) == MAX_IID
+
+
+def test_mac_eids_are_the_codecs_mac_address():
+    assert MacAddress is wire.MacAddress
+
+
+@pytest.mark.parametrize("text", ["02:00:00:00:01:0a", "02-00-00-00-01-0A"])
+def test_mac_parses_common_notations(text):
+    mac = MacAddress.parse(text)
+    assert int(mac) == 0x02000000010A
+    assert str(mac) == "02:00:00:00:01:0a"
+    assert mac.value == bytes.fromhex("02000000010a")
+
+
+@pytest.mark.parametrize("text", ["02:00:00:00:01", "02:00:00:00:01:0g", "0200.0000.010a", ""])
+def test_mac_refuses_malformed_text(text):
+    with pytest.raises(ValueError, match="not a MAC address"):
+        MacAddress.parse(text)
+
+
+@pytest.mark.parametrize("value", [bytes(5), bytes(7), 1, "02:00:00:00:01:0a"])
+def test_mac_refuses_what_is_not_six_bytes(value):
+    with pytest.raises(ValueError):
+        MacAddress(value)
 
 
 # ---------------------------------------------------------------- examples
@@ -168,6 +239,16 @@ def test_mac_table_is_exact_per_instance():
         t.remove(5, mac)
     with pytest.raises(EidError, match="MacAddress"):
         t.insert(5, "02:00:00:00:01:0a", "x")  # type: ignore[arg-type]
+    assert len(t) == 1
+
+
+def test_mac_table_keys_by_the_48_bit_value_however_the_mac_was_written():
+    t = MacTable()
+    t.insert(5, MacAddress.parse("02-00-00-00-01-0A"), "h1")
+    same = MacAddress(bytes.fromhex("02000000010a"))
+    assert same in [mac for _iid, mac, _v in t]
+    assert t.get(5, same) == "h1" and (5, same) in t
+    assert t.insert(5, same, "h1'") is True
     assert len(t) == 1
 
 
