@@ -25,6 +25,7 @@ from lisp_ryu import compat
 
 compat.apply()
 
+from ryu.app.wsgi import WSGIApplication  # noqa: E402
 from ryu.base import app_manager  # noqa: E402
 from ryu.controller import ofp_event  # noqa: E402
 from ryu.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls  # noqa: E402
@@ -68,10 +69,13 @@ class ControlEndpoint:
     sock: socket.socket
     core: object
     clock: Callable[[], float] = time.monotonic  # the Map-Server persists expiries: wall clock
+    # An xTR listens on every RLOC (RLOC-probes arrive at each), keyed by the RLOC; it sends from `sock`.
+    listeners: dict = field(default_factory=dict)
 
 
 class LispApp(app_manager.RyuApp):
     OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
+    _CONTEXTS = {"wsgi": WSGIApplication}  # the REST API (lisp_ryu.rest), on ryu-manager's --wsapi-host/port
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -107,16 +111,27 @@ class LispApp(app_manager.RyuApp):
                      f" in netns {ms.netns}" if ms.netns else "")
 
         for xtr in self.config.xtrs:
-            core = XtrCore(xtr, nonces=nonces)
+            core = XtrCore(xtr, nonces=nonces, rng=rng)
             rloc = xtr.rlocs[0].address
             sock = open_udp_socket(xtr.netns, (str(rloc), config_mod.LISP_CONTROL_PORT))
-            endpoint = ControlEndpoint(f"xtr {xtr.name}", sock, core)
+            listeners = {rloc: sock}
+            for other in xtr.rlocs[1:]:
+                family = socket.AF_INET if other.address.version == 4 else socket.AF_INET6
+                listeners[other.address] = open_udp_socket(
+                    xtr.netns, (str(other.address), config_mod.LISP_CONTROL_PORT), family)
+            endpoint = ControlEndpoint(f"xtr {xtr.name}", sock, core, listeners=listeners)
             self.endpoints.append(endpoint)
             self.xtrs[xtr.dpid] = endpoint
             LOG.info("xTR %s (dpid %#x) control plane on %s:4342", xtr.name, xtr.dpid, rloc)
 
+        if kwargs.get("wsgi") is not None:
+            from lisp_ryu import rest
+
+            rest.register(kwargs["wsgi"], rest.Backend.from_app(self))  # before start: it may restore intent
+
         for endpoint in self.endpoints:
-            hub.spawn(self._receive_loop, endpoint)
+            for local, listener in (endpoint.listeners or {None: endpoint.sock}).items():
+                hub.spawn(self._receive_loop, endpoint, listener, local)
         hub.spawn(self._timer_loop)
         for endpoint in self.xtrs.values():
             self._run(endpoint, endpoint.core.start(now))
@@ -291,16 +306,19 @@ class LispApp(app_manager.RyuApp):
 
     # ---- sockets and timers ---------------------------------------------------------------
 
-    def _receive_loop(self, endpoint: ControlEndpoint) -> None:
+    def _receive_loop(self, endpoint: ControlEndpoint, sock: socket.socket, local: IPAddress | None) -> None:
+        """Datagrams from one socket; an xTR core is told which of its RLOCs (`local`) was addressed."""
+        where = {} if local is None else {"destination": local}
         while True:
             try:
-                payload, (host, port, *_) = endpoint.sock.recvfrom(MAX_DATAGRAM)
+                payload, (host, port, *_) = sock.recvfrom(MAX_DATAGRAM)
             except OSError as exc:
                 LOG.error("%s: receive failed: %s", endpoint.name, exc)
                 hub.sleep(1)
                 continue
             try:
-                effects = endpoint.core.handle_control(payload, ipaddress.ip_address(host), port, endpoint.clock())
+                effects = endpoint.core.handle_control(payload, ipaddress.ip_address(host), port, endpoint.clock(),
+                                                       **where)
             except Exception:  # a core bug must not kill the socket loop; it is counted and logged
                 self.count("core_exceptions")
                 LOG.exception("%s: error handling a datagram from %s:%d", endpoint.name, host, port)

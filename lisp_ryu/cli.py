@@ -19,6 +19,8 @@ def _cmd_controller(args: argparse.Namespace, extra: list[str]) -> int:
 
     if args.config:
         os.environ[CONFIG_ENV] = os.path.abspath(args.config)
+    if not any(a.startswith("--wsapi-host") for a in extra):
+        extra = ["--wsapi-host", "127.0.0.1", *extra]  # the REST API: local only unless asked (Ryu: 0.0.0.0)
     return compat.run_ryu_manager([*extra, APP_MODULE])
 
 
@@ -59,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
         "controller",
         help="run the xTR controller (ryu-manager with the lisp_ryu app)",
         description="Start Ryu's manager with the lisp_ryu app. Options not listed "
-        "here (e.g. --wsapi-port, --ofp-tcp-listen-port, --verbose) go to ryu-manager.",
+        "here (e.g. --wsapi-port, --ofp-tcp-listen-port, --verbose) go to ryu-manager. "
+        "The REST API (/lisp/v1/, OpenAPI at /lisp/v1/openapi.json) listens on --wsapi-host "
+        "(default here 127.0.0.1) and --wsapi-port (default 8080).",
     )
     p.add_argument("--config", metavar="FILE", help="lisp-ryu YAML configuration")
     p.set_defaults(func=_cmd_controller, passthrough=True)

@@ -28,10 +28,35 @@ def apply() -> None:
     _applied = True
 
 
+def _tolerate_busy_wsapi_port() -> None:
+    """Ryu's manager dies when the REST port (--wsapi-port, default 8080) is taken, e.g. by another
+    controller on the same machine.  Keep the controller (the data plane) running without its REST
+    API instead, and say so in the log."""
+    import logging
+
+    from ryu.app import wsgi
+    from ryu.cmd import manager
+
+    original = wsgi.start_service
+
+    def start_service(app_mgr):
+        try:
+            return original(app_mgr)
+        except OSError as exc:
+            logging.getLogger("lisp_ryu").error("REST API not served: cannot listen on %s:%s (%s); "
+                                                "pass --wsapi-port to choose another port",
+                                                wsgi.CONF.wsapi_host, wsgi.CONF.wsapi_port, exc.strerror)
+            return None
+
+    manager.wsgi.start_service = start_service
+
+
 def run_ryu_manager(argv: list[str]) -> int:
     """Run ryu-manager with `argv` (its own options and app modules)."""
     apply()
     from ryu.cmd import manager
+
+    _tolerate_busy_wsapi_port()
 
     sys.argv = ["ryu-manager", *argv]
     manager.main()

@@ -121,6 +121,41 @@ class MapServerRef:
 
 
 @dataclass(frozen=True)
+class RlocProbingConfig:
+    """RLOC probing (RFC 9301 §7.1): how we watch remote RLOCs and answer probes of ours.
+
+    A remote RLOC is down after `misses` probes, sent every `interval` s
+    (+/- `jitter` x interval), went unanswered for `timeout` s each.  We answer
+    at most `answer_rate` probes per second per requester (burst
+    `answer_burst`) and `answer_rate_total` in all.
+    """
+
+    enabled: bool = True
+    interval: float = 30.0
+    jitter: float = 0.1
+    misses: int = 3
+    timeout: float = 2.0
+    answer_rate: float = 10.0
+    answer_burst: float = 20.0
+    answer_rate_total: float = 200.0
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """The PxTR role (RFC 6832) on `native_port`: see lisp_ryu/flows/compiler.py `Proxy`.
+
+    `prefixes` is the EID space this proxy-ITR announces to the non-LISP side
+    (whatever routes that space to `address` sends it here); `next_hop_mac`
+    is where the proxy-ETR sends decapsulated traffic for non-LISP hosts.
+    """
+
+    iid: int
+    prefixes: tuple[IPNetwork, ...]
+    next_hop_mac: str
+    address: IPAddress | None = None
+
+
+@dataclass(frozen=True)
 class XtrConfig:
     """One OVS switch acting as xTR for a site."""
 
@@ -139,6 +174,14 @@ class XtrConfig:
     register_interval: float = 60.0
     record_ttl_minutes: int = 1440
     proxy_reply: bool = False
+    rloc_probing: RlocProbingConfig = RlocProbingConfig()
+    # Where traffic for non-LISP destinations (negative Map-Replies with action
+    # native-forward) goes: tunnelled to a proxy-ETR if `petr` is set (it gets
+    # past the uRPF filters an EID source meets on a native path), else out of
+    # `native_port` unchanged, else it is dropped.
+    petr: IPAddress | None = None
+    native_port: int | None = None
+    proxy: ProxyConfig | None = None  # PxTR role: needs native_port
 
 
 @dataclass(frozen=True)
@@ -407,6 +450,49 @@ def _map_server_ref(node: _Node) -> MapServerRef:
     return out
 
 
+def _fraction(source: str, path: str, raw: Any) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not 0 <= raw < 1:
+        raise ConfigError(source, path, f"expected a number in [0, 1), got {raw!r}")
+    return float(raw)
+
+
+def _rloc_probing(node: _Node | None) -> RlocProbingConfig:
+    if node is None:
+        return RlocProbingConfig()
+    d = RlocProbingConfig()
+    interval = node.get("interval", _positive_float, d.interval)
+    out = RlocProbingConfig(
+        enabled=node.get("enabled", _bool, d.enabled),
+        interval=interval,
+        jitter=node.get("jitter", _fraction, d.jitter),
+        misses=node.get("misses", _int_range(1, 1000), d.misses),
+        timeout=node.get("timeout", _positive_float, min(d.timeout, interval / 2)),
+        answer_rate=node.get("answer_rate", _positive_float, d.answer_rate),
+        answer_burst=node.get("answer_burst", _positive_float, d.answer_burst),
+        answer_rate_total=node.get("answer_rate_total", _positive_float, d.answer_rate_total),
+    )
+    node.done()
+    if out.timeout > out.interval * (1 - out.jitter):
+        raise node.error("timeout", f"{out.timeout:g} s is longer than the shortest gap between probes "
+                                    f"(interval x (1 - jitter) = {out.interval * (1 - out.jitter):g} s)")
+    return out
+
+
+def _proxy(node: _Node | None) -> ProxyConfig | None:
+    if node is None:
+        return None
+    out = ProxyConfig(
+        iid=node.get("iid", _iid, 0),
+        prefixes=node.values("prefixes", _network),
+        next_hop_mac=node.get("next_hop_mac", _mac),
+        address=node.get("address", _ip, None),
+    )
+    node.done()
+    if not out.prefixes:
+        raise node.error("prefixes", "a proxy-ITR needs at least one EID prefix to attract")
+    return out
+
+
 def _xtr(node: _Node) -> XtrConfig:
     out = XtrConfig(
         name=node.get("name", _str),
@@ -424,10 +510,22 @@ def _xtr(node: _Node) -> XtrConfig:
         register_interval=node.get("register_interval", _positive_float, 60.0),
         record_ttl_minutes=node.get("record_ttl_minutes", _int_range(1, 0xFFFFFFFF), 1440),
         proxy_reply=node.get("proxy_reply", _bool, False),
+        rloc_probing=_rloc_probing(node.node("rloc_probing")),
+        petr=node.get("petr", _ip, None),
+        native_port=node.get("native_port", _port, None),
+        proxy=_proxy(node.node("proxy")),
     )
     node.done()
     if not out.rlocs:
         raise node.error("rlocs", "an xTR needs at least one RLOC")
+    if out.native_port is not None and (out.native_port == out.tunnel_port
+                                        or out.native_port in {p.port for p in out.host_ports}
+                                        or out.native_port in {h.port for h in out.hosts}):
+        raise node.error("native_port", f"port {out.native_port} is already the tunnel port or a host port")
+    if out.proxy is not None and out.native_port is None:
+        raise node.error("native_port", "is required with proxy (the PxTR's port to the non-LISP network)")
+    if out.petr is not None and out.petr in {r.address for r in out.rlocs}:
+        raise node.error("petr", f"{out.petr} is one of this xTR's own RLOCs")
     if not out.map_resolvers:
         out = _replace(out, map_resolvers=tuple(ms.address for ms in out.map_servers))
     port_iid = {hp.port: hp.iid for hp in out.host_ports}

@@ -29,6 +29,7 @@ from lisp_ryu.flows.pipeline import (
     PRIO_ARP_PROXY,
     PRIO_ARP_SELF,
     PRIO_CLASSIFY,
+    PRIO_DEFAULT,
     PRIO_KNOWN_HOST,
     PRIO_LEARN,
     PRIO_LOCAL_HOST,
@@ -118,6 +119,23 @@ class Redirect:
 
 
 @dataclass(frozen=True)
+class Proxy:
+    """The PxTR role (RFC 6832): this switch joins LISP sites to a non-LISP network on `native_port`.
+
+    Proxy-ITR: packets from the native port for an EID in `prefixes` enter
+    instance `iid` and are encapsulated like a host's (a miss resolves them).
+    Proxy-ETR: decapsulated packets for no local EID leave by the native port
+    to `next_hop_mac`.  `address` is our address on the native link, answered
+    for in ARP so the non-LISP router can route the EID space to us.
+    """
+
+    iid: int
+    prefixes: tuple[IPNetwork, ...]
+    next_hop_mac: str
+    address: IPAddress | None = None
+
+
+@dataclass(frozen=True)
 class XtrPlan:
     tunnel_port: int
     host_ports: tuple[HostPort, ...] = ()
@@ -132,6 +150,7 @@ class XtrPlan:
     native_port: int | None = None
     router_mac: str = "02:00:00:00:00:fe"  # eth_src for hosts outside any gateway's subnet
     tunnel_source: IPAddress | None = None  # set tun_src: needed when the tunnel port's local_ip=flow
+    proxy: Proxy | None = None  # PxTR role; needs native_port
 
 
 class CompileError(ValueError):
@@ -146,6 +165,7 @@ def compile_plan(plan: XtrPlan) -> DesiredState:
     flows += _learning(plan)
     flows += _redirects(plan)
     flows += _arp(plan)
+    flows += _proxy(plan)
     group_ids = _allocate_group_ids(plan.remotes)
     for entry in plan.remotes:
         entry_flows, entry_groups = _remote(plan, entry, group_ids)
@@ -280,6 +300,39 @@ def _arp(plan: XtrPlan) -> list[Flow]:
                         match(metadata=(gw.iid, METADATA_IID_MASK), eth_type=ETH_ARP, arp_op=1,
                               arp_tpa=_masked(gw.subnet)),
                         actions=reply, cookie=cookie(Owner.GATEWAY, gw.iid, str(gw.subnet))))
+    return out
+
+
+def _proxy(plan: XtrPlan) -> list[Flow]:
+    """PxTR flows: the native side in (proxy-ITR), decapsulated non-EID traffic out (proxy-ETR)."""
+    px = plan.proxy
+    if px is None:
+        return []
+    if plan.native_port is None:
+        raise CompileError("a PxTR needs a native_port")
+    owner = cookie(Owner.INFRA, px.iid, "proxy")
+    meta = (px.iid, METADATA_IID_MASK)
+    out = []
+    for prefix in px.prefixes:
+        eth_type, dst_field = _eth_type(prefix)
+        out.append(Flow(Table.CLASSIFY, PRIO_CLASSIFY, match(in_port=plan.native_port, eth_type=eth_type,
+                                                             **{dst_field: _masked(prefix)}),
+                        goto=Table.ROUTE, write_metadata=meta, cookie=owner))
+    out.append(Flow(Table.CLASSIFY, PRIO_CLASSIFY, match(in_port=plan.native_port, eth_type=ETH_ARP),
+                    goto=Table.ARP, write_metadata=meta, cookie=owner))
+    if px.address is not None and px.address.version == 4:
+        reply = (Move("eth_src", "eth_dst", 48), SetField("eth_src", plan.router_mac), SetField("arp_op", 2),
+                 Move("arp_sha", "arp_tha", 48), SetField("arp_sha", plan.router_mac),
+                 Move("arp_tpa", "reg0", 32), Move("arp_spa", "arp_tpa", 32), Move("reg0", "arp_spa", 32),
+                 Output("in_port"))
+        out.append(Flow(Table.ARP, PRIO_ARP_SELF, match(in_port=plan.native_port, eth_type=ETH_ARP, arp_op=1,
+                                                       arp_tpa=str(px.address)),
+                        actions=reply, cookie=owner))
+    # Proxy-ETR: below every local-host delivery in DECAP, so local EIDs still win.
+    native = (SetField("eth_src", plan.router_mac), SetField("eth_dst", px.next_hop_mac), Output(plan.native_port))
+    for eth_type in (ETH_IPV4, ETH_IPV6):
+        out.append(Flow(Table.DECAP, PRIO_DEFAULT, match(tunnel_id=px.iid, eth_type=eth_type), actions=native,
+                        cookie=owner))
     return out
 
 

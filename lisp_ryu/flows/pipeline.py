@@ -42,7 +42,8 @@ class TableSpec:
 PIPELINE: dict[Table, TableSpec] = {
     Table.CLASSIFY: TableSpec(
         Table.CLASSIFY,
-        frozenset({"in_port", "eth_type", "ipv4_src", "ipv6_src", "arp_spa"}),
+        # ipv4_dst/ipv6_dst: a proxy-ITR admits from its native port only traffic for the EIDs it proxies
+        frozenset({"in_port", "eth_type", "ipv4_src", "ipv6_src", "arp_spa", "ipv4_dst", "ipv6_dst"}),
         frozenset({Table.ROUTE, Table.DECAP, Table.ARP}),
     ),
     Table.ROUTE: TableSpec(

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import yaml
 
-from lisp_ryu.lab import controller_config
+from lisp_ryu.lab import controller_config, manager
+from lisp_ryu.lab.manager import process_alive
 from lisp_ryu.lab.state import LabError, LabState, lab_dir
 
 CONFIG_FILE = "controller.yaml"
@@ -48,11 +49,7 @@ def running_pid() -> int | None:
         pid = int(pid_path().read_text().strip())
     except (FileNotFoundError, ValueError):
         return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    return pid
+    return pid if process_alive(pid) else None  # a crashed child is a zombie: gone, not running
 
 
 def start(state: LabState, *, extra_args: tuple[str, ...] = (), **options) -> subprocess.Popen:
@@ -80,9 +77,7 @@ def stop(grace: float = 5.0) -> bool:
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not process_alive(pid):
             break
         time.sleep(0.05)
     else:
@@ -93,8 +88,6 @@ def stop(grace: float = 5.0) -> bool:
 
 def wait_ready(state: LabState, timeout: float = 30.0) -> None:
     """Until every site has registered and every switch holds the controller's flows."""
-    from lisp_ryu.lab import manager
-
     deadline = time.monotonic() + timeout
     waiting = [s.name for s in state.sites]
     while time.monotonic() < deadline:

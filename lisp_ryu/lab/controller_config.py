@@ -19,8 +19,13 @@ from lisp_ryu.lab.state import LabState, SiteState
 MAP_SERVER_DATA = "map-server-data"
 
 
-def build(state: LabState, *, embedded_map_server: bool = True, register_interval: float = 60.0) -> dict[str, Any]:
-    """A configuration dict: one xTR per site, and the embedded Map-Server if the lab has one."""
+def build(state: LabState, *, embedded_map_server: bool = True, register_interval: float = 60.0,
+          rloc_probing: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A configuration dict: one xTR per site, and the embedded Map-Server if the lab has one.
+
+    `rloc_probing` (the `xtrs[].rloc_probing` section of lisp_ryu/config.py) is
+    given to every xTR; failover tests shorten the probe interval with it.
+    """
     ms_address = state.map_server_address
     doc: dict[str, Any] = {}
     # Every EID prefix of the lab, with its gateway: each xTR is an anycast gateway for all
@@ -64,6 +69,8 @@ def build(state: LabState, *, embedded_map_server: bool = True, register_interva
             "hosts": [{"ip": h.ip, "mac": h.mac, "port": h.ofport, "iid": h.iid} for h in hosts],
             "register_interval": register_interval,
         }
+        if rloc_probing is not None:
+            xtr["rloc_probing"] = dict(rloc_probing)
         if ms_address:
             xtr["map_servers"] = [{"address": ms_address, "key": site_key(site)}]
         xtrs.append(xtr)

@@ -32,6 +32,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import time
 from contextlib import contextmanager
@@ -40,7 +41,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from lisp_ryu.lab import topology as topo
-from lisp_ryu.lab.netns import run_in_netns
+from lisp_ryu.lab.netns import netns_path, run_in_netns
 from lisp_ryu.lab.state import (
     HostState,
     LabError,
@@ -471,7 +472,7 @@ def _teardown(state: LabState | None, pfx: str, directory: Path) -> list[str]:
             if word.isdigit() and int(word) != os.getpid():
                 pids.setdefault(int(word), f"{_comm(int(word)) or 'process'} in {namespace}")
     controller = _read_pid(directory / "controller.pid")  # lisp_ryu.lab.controller's, in the root namespace
-    if controller and _alive(controller) and b"lisp" in _cmdline(controller):
+    if controller and process_alive(controller) and b"lisp" in _cmdline(controller):
         pids.setdefault(controller, "lisp-ryu controller")
     removed += [f"process {pid}: {what}" for pid, what in sorted(pids.items())]
     _terminate(pids)
@@ -501,7 +502,7 @@ def _teardown(state: LabState | None, pfx: str, directory: Path) -> list[str]:
             leftover.unlink()
             removed.append(f"state {leftover}")
 
-    left = _objects_with_prefix(pfx) + [f"process {p}" for p in pids if _alive(p)]
+    left = _objects_with_prefix(pfx) + [f"process {p}" for p in pids if process_alive(p)]
     if left:
         raise LabError(f"teardown left: {', '.join(left)}")
     for item in removed:
@@ -513,14 +514,14 @@ def _terminate(pids: dict[int, str], grace: float = 3.0) -> None:
     for pid in pids:
         _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+    while time.monotonic() < deadline and any(process_alive(p) for p in pids):
         time.sleep(0.02)
     for pid in pids:
-        if _alive(pid):
+        if process_alive(pid):
             log.warning("pid %d (%s) ignored SIGTERM: killing", pid, pids[pid])
             _signal(pid, signal.SIGKILL)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+    while time.monotonic() < deadline and any(process_alive(p) for p in pids):
         time.sleep(0.02)
 
 
@@ -531,7 +532,7 @@ def _signal(pid: int, sig: int) -> None:
         pass
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     """True for a live process; a zombie child of ours counts as gone."""
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -624,7 +625,7 @@ def status() -> LabStatus | None:
     present = set(_all_namespaces())
     sites = []
     for s in state.sites:
-        daemons = {d: _alive(pid) and _comm(pid) == d for d, pid in s.pids.items()} or {d: False for d in DAEMONS}
+        daemons = {d: process_alive(pid) and _comm(pid) == d for d, pid in s.pids.items()} or {d: False for d in DAEMONS}
         connected = flows = None
         if all(daemons.values()):
             try:
@@ -691,14 +692,20 @@ def move_host(host: str, site: str) -> Move:
         old = state.site(h.site)
         ofport = _free_ofport(new, state)
         run_in(h.namespace, ["sysctl", "-q", "-w", f"net.ipv4.conf.{topo.HOST_IFNAME}.arp_evict_nocarrier=0"])
+        # Everything that needs a namespace entered (~10 ms each) is made
+        # before the host loses its link.
         packet_socket = host_packet_socket(h)
+        try:
+            link_mover = LinkMover(old.namespace, new.namespace)
+        except BaseException:
+            packet_socket.close()
+            raise
         started = time.time()
         try:
             # No waiting for the old ovs-vswitchd to let go of the port: the
             # device leaves its namespace right away (the swap is the outage).
             vsctl(old.name, "--no-wait", "del-port", topo.BR_INT, host, state=state)
-            # One netlink request: change namespace, then set up over there.
-            run_in(old.namespace, ["ip", "link", "set", host, "netns", new.namespace, "up"])
+            link_mover.move_up(host)
             # Waits until the new ovs-vswitchd has the port: then it forwards.
             vsctl(new.name, "add-port", topo.BR_INT, host,
                   "--", "set", "interface", host, f"ofport_request={ofport}", state=state)
@@ -716,6 +723,7 @@ def move_host(host: str, site: str) -> Move:
                            f"port {h.ofport}: {exc}") from exc
         finally:
             packet_socket.close()
+            link_mover.close()
         moved = _state_after_move(state, host, old.name, new.name, ofport)
         write_state(moved)
     result = Move(host=host, from_site=old.name, to_site=new.name, from_ofport=h.ofport, to_ofport=ofport,
@@ -723,6 +731,64 @@ def move_host(host: str, site: str) -> Move:
     log.info("moved %s from %s port %d to %s port %d: no link for %.1f ms", host, old.name, h.ofport,
              new.name, ofport, result.swap_ms)
     return result
+
+
+class LinkMover:
+    """Moves a link from one namespace to another and sets it up there in one
+    rtnetlink request (what `ip link set DEV netns NS up` sends), from a
+    socket made beforehand: no process to start and no namespace to enter
+    while the host is without link (that saves ~5 ms of the swap)."""
+
+    _RTM_NEWLINK, _NLMSG_ERROR = 16, 2
+    _NLM_F_REQUEST, _NLM_F_ACK = 1, 4
+    _IFLA_IFNAME, _IFLA_NET_NS_FD = 3, 28
+    _IFF_UP = 1
+
+    def __init__(self, source: str, destination: str):
+        self.source, self.destination = source, destination
+        try:
+            self._dest_fd = os.open(netns_path(destination), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise LabError(f"network namespace {destination} does not exist") from None
+        try:
+            self._sock = run_in_netns(source, lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW,
+                                                                    socket.NETLINK_ROUTE))
+            self._sock.bind((0, 0))
+            self._sock.settimeout(_TIMEOUT)
+        except OSError as exc:
+            os.close(self._dest_fd)
+            raise LabError(f"cannot open an rtnetlink socket in network namespace {source}: {exc}") from None
+        self._seq = 0
+
+    @staticmethod
+    def _attribute(kind: int, data: bytes) -> bytes:
+        length = 4 + len(data)
+        return struct.pack("=HH", length, kind) + data + b"\0" * (-length % 4)
+
+    def move_up(self, ifname: str) -> None:
+        self._seq += 1
+        body = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, 0, self._IFF_UP, self._IFF_UP)  # ifinfomsg
+        body += self._attribute(self._IFLA_IFNAME, ifname.encode() + b"\0")
+        body += self._attribute(self._IFLA_NET_NS_FD, struct.pack("=I", self._dest_fd))
+        header = struct.pack("=IHHII", 16 + len(body), self._RTM_NEWLINK,
+                             self._NLM_F_REQUEST | self._NLM_F_ACK, self._seq, 0)
+        try:
+            self._sock.send(header + body)
+            while True:
+                reply = self._sock.recv(65536)
+                _, kind, _, seq, _ = struct.unpack_from("=IHHII", reply)  # nlmsghdr
+                if kind == self._NLMSG_ERROR and seq == self._seq:
+                    break
+        except OSError as exc:
+            raise LabError(f"moving link {ifname} from netns {self.source} to {self.destination}: {exc}") from None
+        error = -struct.unpack_from("=i", reply, 16)[0]
+        if error:
+            raise LabError(f"moving link {ifname} from netns {self.source} to {self.destination}: "
+                           f"{os.strerror(error)}")
+
+    def close(self) -> None:
+        self._sock.close()
+        os.close(self._dest_fd)
 
 
 def _free_ofport(site: SiteState, state: LabState) -> int:

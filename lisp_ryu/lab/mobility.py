@@ -15,11 +15,13 @@ that `Move` uses too:
     happens, so the first change after a move is seen without polling.
 
 Per move the report gives the outage two ways (probes lost x interval, and
-the gap between the last reply before and the first reply after the move),
-the interface swap time, and for each xTR role (the new site, the old site,
-the pinging ITR) the time from the move to its first and last change of
-per-EID flows (cookie owner LOCAL_HOST, MAPPING or any other owner that is
-not the pipeline skeleton).  `plot` draws the ping timeline as a PNG.
+the gap: the longest stretch without a reply from the last one before the
+move on), the interface swap (the host without link), the time from the
+host's arrival at its new port to the first reply (the control plane's
+share), and for each xTR role (the new site, the old site, the pinging ITR)
+the time from the move to its first and last change of per-EID flows
+(cookie owner LOCAL_HOST, MAPPING or any other owner that is not the
+pipeline skeleton).  `plot` draws the ping timeline as a PNG.
 """
 
 from __future__ import annotations
@@ -301,13 +303,24 @@ class MoveOutcome:
     probes: int  # probes sent in this move's window
     lost: int
     lost_ms: float  # lost probes x interval
-    gap_ms: float | None  # the longest time without replies from the last one before the move on;
-    # None: the pings had not come back by the end of the window
+    gap_ms: float | None  # the longest time without replies from the last one before the move on
+    # (from the move's start if the previous move never recovered); None: the
+    # pings had not come back by the end of the window
+    window_ms: float  # from the move to the next one (the last: to the last probe)
+    # From the host's arrival at its new port to the first reply: the control
+    # plane's share of the outage (the rest is the interface swap); None: no reply.
+    after_attach_ms: float | None
     reactions: tuple[Reaction, ...]
 
     @property
     def recovered(self) -> bool:
         return self.gap_ms is not None
+
+    @property
+    def outage_ms(self) -> float:
+        """The gap; a move the pings never came back from counts its whole
+        window (a lower bound), so it weighs in a median instead of vanishing."""
+        return self.window_ms if self.gap_ms is None else self.gap_ms
 
     def reaction(self, role: str) -> Reaction:
         return next(r for r in self.reactions if r.role == role)
@@ -329,14 +342,14 @@ class MobilityReport:
 
     def summary(self) -> dict:
         """Medians and maxima over the moves (None where nothing was measured)."""
-        gaps = [m.gap_ms for m in self.moves if m.gap_ms is not None]
         out = {
             "moves": len(self.moves),
             "recovered": sum(m.recovered for m in self.moves),
             "interval_ms": self.interval * 1000.0,
-            "outage_ms": _stats(gaps),
+            "outage_ms": _stats([m.outage_ms for m in self.moves]),
             "lost_ms": _stats([m.lost_ms for m in self.moves]),
             "swap_ms": _stats([m.swap_ms for m in self.moves]),
+            "after_attach_ms": _stats([m.after_attach_ms for m in self.moves if m.after_attach_ms is not None]),
             "first_flow_change_ms": {},
             "last_flow_change_ms": {},
             "lost_before_moves": self.lost_before_moves,
@@ -377,9 +390,14 @@ def analyse(moves: list[manager.Move], probes: tuple[Probe, ...], events: tuple[
         after = [r for r in replies if mv.started < r < end + interval]
         gap = None
         recovered = bool(window) and window[-1].received is not None  # replies again by the window's end
-        if before and after and recovered:
-            chain = [before[-1], *after]
+        # The silence since a move the pings never came back from is that
+        # move's outage: this one's starts at its own start then.
+        anchor = before[-1] if before and (i == 0 or outcomes[-1].recovered) else mv.started
+        if after and recovered:
+            chain = [anchor, *after]
             gap = max(b - a for a, b in zip(chain, chain[1:])) * 1000.0
+        arrived = [r for r in after if r > mv.attached]
+        after_attach = (arrived[0] - mv.attached) * 1000.0 if arrived and recovered else None
         roles = {"new_site": mv.to_site, "old_site": mv.from_site, "itr": pinger_site}
         reactions = []
         for role in ROLES:
@@ -392,7 +410,10 @@ def analyse(moves: list[manager.Move], probes: tuple[Probe, ...], events: tuple[
         outcomes.append(MoveOutcome(
             index=i + 1, host=mv.host, from_site=mv.from_site, to_site=mv.to_site, started=mv.started,
             attached=mv.attached, swap_ms=mv.swap_ms, probes=len(window), lost=lost,
-            lost_ms=lost * interval * 1000.0, gap_ms=gap, reactions=tuple(reactions)))
+            lost_ms=lost * interval * 1000.0, gap_ms=gap,
+            window_ms=((window[-1].sent if window else mv.started) - mv.started) * 1000.0,
+            after_attach_ms=after_attach,
+            reactions=tuple(reactions)))
     lost_before = 0
     if moves and first_reply is not None:
         since = min(p.sent for p in probes if p.received is not None)
@@ -478,9 +499,11 @@ def _record(state: LabState, cast: Cast, *, moves: int, pause: float, interval: 
             w.start()
         prober.start()
         if not prober.wait_reply(warmup_timeout):
+            log = lab_controller.log_path()
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:]) if log.exists() else "(no log)"
             raise LabError(f"no reply from {cast.mover.name} ({cast.mover.ip}) to {cast.pinger.name} within "
                            f"{warmup_timeout:.0f} s before any move: is the controller driving the lab? "
-                           f"(log {lab_controller.log_path()})")
+                           f"Its log ({log}) ends with:\n{tail}")
         time.sleep(min(1.0, pause))  # a stretch of undisturbed pings to compare with
         for i in range(moves):
             dest = cast.away if i % 2 == 0 else cast.home
@@ -508,75 +531,90 @@ def format_table(report: MobilityReport) -> str:
     def ms(value: float | None) -> str:
         return "-" if value is None else f"{value:.1f}"
 
+    row = "{:>4}  {:<10} {:>8} {:>5} {:>8} {:>8} {:>9}   {:>9} {:>9} {:>9}"
     lines = [f"{report.host} ({report.target}) pinged from {report.pinger} ({report.pinger_site}) every "
-             f"{report.interval * 1000:g} ms; {len(report.moves)} moves, {report.pause:g} s apart",
-             "", f"{'move':>4}  {'from->to':<10} {'swap':>6} {'lost':>5} {'lost ms':>8} {'gap ms':>8}   "
-             f"first per-EID flow change, ms after the move: {'new site':>9} {'old site':>9} {'ITR':>9}"]
+             f"{report.interval * 1000:g} ms; {len(report.moves)} moves, {report.pause:g} s apart", "",
+             f"{'':50}reply     first per-EID flow change,", f"{'':50}after     ms after the move at the",
+             row.format("move", "from->to", "swap ms", "lost", "lost ms", "gap ms", "attach", "new site", "old site",
+                        "ITR")]
     for m in report.moves:
-        lines.append(f"{m.index:>4}  {m.from_site + '->' + m.to_site:<10} {m.swap_ms:>6.1f} {m.lost:>5} "
-                     f"{m.lost_ms:>8.1f} {ms(m.gap_ms):>8}   {'':46}"
-                     + " ".join(f"{ms(m.reaction(r).first_change_ms):>9}" for r in ROLES))
+        lines.append(row.format(m.index, f"{m.from_site}->{m.to_site}", f"{m.swap_ms:.1f}", m.lost,
+                                f"{m.lost_ms:.1f}", ms(m.gap_ms), ms(m.after_attach_ms),
+                                *(ms(m.reaction(r).first_change_ms) for r in ROLES)))
     s = report.summary()
-    lines += ["", f"outage (gap) median {ms(s['outage_ms']['median'])} ms, max {ms(s['outage_ms']['max'])} ms; "
-              f"lost x interval median {ms(s['lost_ms']['median'])} ms, max {ms(s['lost_ms']['max'])} ms; "
-              f"swap median {ms(s['swap_ms']['median'])} ms",
-              "first flow change median: " + ", ".join(
+    lines += ["", f"outage (gap; a move never recovered from counts its whole window): median "
+              f"{ms(s['outage_ms']['median'])} ms, max {ms(s['outage_ms']['max'])} ms",
+              f"lost x interval: median {ms(s['lost_ms']['median'])} ms, max {ms(s['lost_ms']['max'])} ms; "
+              f"interface swap: median {ms(s['swap_ms']['median'])} ms; first reply after the host's "
+              f"arrival: median {ms(s['after_attach_ms']['median'])} ms",
+              "first flow change, median: " + ", ".join(
                   f"{r} {ms(s['first_flow_change_ms'][r]['median'])} ms" for r in ROLES),
-              f"recovered after {s['recovered']} of {s['moves']} moves; "
+              f"pings came back after {s['recovered']} of {s['moves']} moves; "
               f"{report.lost_before_moves} probes lost before the first move"]
     return "\n".join(lines)
 
 
 def plot(report: MobilityReport, path: str | Path) -> Path:
-    """RTT against time with lost probes marked and the moves as vertical
-    lines; below, a close-up of the move with the longest outage."""
+    """RTT against time, lost probes marked at the bottom, each move a dashed
+    line with its interface swap shaded, and the per-EID flow changes of the
+    xTRs as ticks at the top; below, a close-up of the recovered move with
+    the longest outage (or of the first move if none recovered)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullFormatter
     from matplotlib.transforms import blended_transform_factory
 
     if not report.probes:
         raise LabError("nothing to plot: no probes were sent")
     t0 = report.probes[0].sent
-    worst = max(report.moves, key=lambda m: float("inf") if m.gap_ms is None else m.gap_ms, default=None)
-    fig, axes = plt.subplots(2 if worst else 1, 1, figsize=(12, 7 if worst else 4), squeeze=False)
+    recovered = [m for m in report.moves if m.recovered]
+    focus = max(recovered, key=lambda m: m.gap_ms) if recovered else (report.moves[0] if report.moves else None)
+    fig, axes = plt.subplots(2 if focus else 1, 1, figsize=(12, 7.5 if focus else 4), squeeze=False)
     spans = [(axes[0][0], None)]
-    if worst:
-        spans.append((axes[1][0], (worst.started - t0 - 0.15, worst.started - t0 + 0.35)))
+    if focus:
+        spans.append((axes[1][0], (focus.started - t0 - 0.1, focus.started - t0 + 0.3)))
+    sites = sorted({e.site for e in report.events})
+    colours = dict(zip(sites, ("tab:green", "tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive")))
     for ax, span in spans:
-        ok = [(p.sent - t0, p.rtt_ms) for p in report.probes if p.received is not None]
-        lost = [p.sent - t0 for p in report.probes if p.received is None]
-        if span:
-            ok = [(x, y) for x, y in ok if span[0] <= x <= span[1]]
-            lost = [x for x in lost if span[0] <= x <= span[1]]
+        def inside(x: float) -> bool:
+            return span is None or span[0] <= x <= span[1]
+
+        ok = [(p.sent - t0, p.rtt_ms) for p in report.probes if p.received is not None and inside(p.sent - t0)]
+        lost = [p.sent - t0 for p in report.probes if p.received is None and inside(p.sent - t0)]
         ax.plot([x for x, _ in ok], [y for _, y in ok], ".", markersize=2 if span is None else 4,
-                color="tab:blue", label="RTT")
-        below = blended_transform_factory(ax.transData, ax.transAxes)
-        ax.plot(lost, [0.03] * len(lost), "x", color="tab:red", markersize=4, transform=below,
+                color="tab:blue", label="echo reply: RTT")
+        frame = blended_transform_factory(ax.transData, ax.transAxes)  # x in seconds, y in axes fraction
+        ax.plot(lost, [0.03] * len(lost), "x", color="tab:red", markersize=4, transform=frame,
                 label=f"lost ({len(lost)})")
+        for site in sites:
+            at = [e.at - t0 for e in report.events if e.site == site and e.per_eid and inside(e.at - t0)]
+            ax.plot(at, [0.9] * len(at), "|", color=colours.get(site, "black"), markersize=10, transform=frame,
+                    label=f"flow change at {site}" if at else None)
         for m in report.moves:
             x = m.started - t0
-            if span and not span[0] <= x <= span[1]:
+            if not inside(x):
                 continue
             ax.axvline(x, color="0.4", linestyle="--", linewidth=0.8)
             ax.axvspan(x, m.attached - t0, color="0.85")
-            ax.text(x, 0.97, f" ->{m.to_site}", transform=below, fontsize=7, va="top")
+            ax.text(x, 0.99, f" ->{m.to_site}", transform=frame, fontsize=7, va="top")
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_ylabel("RTT (ms)")
         ax.grid(True, which="major", alpha=0.3)
         if span:
             ax.set_xlim(*span)
-            ax.set_title(f"move {worst.index} ({worst.from_site} -> {worst.to_site}), the longest outage: "
-                         f"gap {'-' if worst.gap_ms is None else f'{worst.gap_ms:.0f}'} ms, "
-                         f"{worst.lost} lost; grey: the interface swap", fontsize=9)
-        ax.legend(loc="upper right", fontsize=8)
+            gap = "never came back" if focus.gap_ms is None else f"gap {focus.gap_ms:.0f} ms"
+            ax.set_title(f"close-up of move {focus.index} ({focus.from_site} -> {focus.to_site}): {gap}, "
+                         f"{focus.lost} lost; shaded: the interface swap ({focus.swap_ms:.0f} ms)", fontsize=9)
+        ax.legend(loc="center right", fontsize=7)
     axes[-1][0].set_xlabel("time (s)")
-    s = report.summary()
-    median = s["outage_ms"]["median"]
+    median = report.summary()["outage_ms"]["median"]
+    pair = f"{report.moves[0].from_site} <-> {report.moves[0].to_site}" if report.moves else ""
     axes[0][0].set_title(f"{report.host} ({report.target}) pinged from {report.pinger} every "
-                         f"{report.interval * 1000:g} ms while it moves {report.moves[0].from_site if report.moves else ''}"
-                         f" <-> {report.moves[0].to_site if report.moves else ''}; outage median "
+                         f"{report.interval * 1000:g} ms while it moves {pair}; outage median "
                          f"{'-' if median is None else f'{median:.0f}'} ms", fontsize=10)
     fig.tight_layout()
     path = Path(path)

@@ -8,11 +8,15 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+import os
 import sys
 from typing import Any
 
 DEFAULT_HTTP = "127.0.0.1:4380"
 DEFAULT_URL = f"http://{DEFAULT_HTTP}"
+TOKEN_ENV = "LISP_RYU_TOKEN"
+SHOW_CHOICES = ["registrations", "subscriptions", "counters", "sites", "policies", "rloc-overrides",
+                "static-mappings", "health", "xtrs", "map-cache"]
 
 
 def add_parsers(subparsers) -> None:
@@ -38,11 +42,17 @@ def add_parsers(subparsers) -> None:
 
     p = subparsers.add_parser(
         "show",
-        help="show a Map-Server's registrations, subscriptions or counters",
-        description="Read the introspection endpoint of a running Map-Server and print a table.",
+        help="show mapping state, policies and counters of a Map-Server or controller",
+        description="Read the /lisp/v1/ API of a running standalone Map-Server (--http) or of the "
+        "controller's REST API (--wsapi-port) and print a table. map-cache and xtrs need the controller.",
     )
-    p.add_argument("what", choices=["registrations", "subscriptions", "counters"])
-    p.add_argument("--url", default=DEFAULT_URL, help=f"Map-Server HTTP endpoint (default {DEFAULT_URL})")
+    p.add_argument("what", choices=SHOW_CHOICES)
+    p.add_argument("xtr", nargs="?", help="for map-cache: the xTR name")
+    p.add_argument("--url", default=DEFAULT_URL,
+                   help=f"API base URL: the standalone server (default {DEFAULT_URL}) or the controller "
+                   "(e.g. http://127.0.0.1:8080)")
+    p.add_argument("--token", default=os.environ.get(TOKEN_ENV),
+                   help=f"bearer token when reads are protected (default: ${TOKEN_ENV})")
     p.add_argument("--limit", type=int, default=1000, help="at most this many rows (default 1000)")
     p.add_argument("--json", action="store_true", help="print the raw JSON instead of a table")
     p.set_defaults(func=run_show)
@@ -174,10 +184,26 @@ def run_show(args: argparse.Namespace, extra: list[str]) -> int:
     import urllib.error
     import urllib.request
 
-    url = f"{args.url.rstrip('/')}/lisp/v1/{args.what}?limit={args.limit}"
+    resource = args.what
+    if args.what == "map-cache":
+        if not args.xtr:
+            print("error: map-cache needs the xTR name: lisp-ryu show map-cache NAME", file=sys.stderr)
+            return 2
+        resource = f"xtrs/{args.xtr}/map-cache"
+    url = f"{args.url.rstrip('/')}/lisp/v1/{resource}?limit={args.limit}"
+    request = urllib.request.Request(url)
+    if getattr(args, "token", None):
+        request.add_header("Authorization", f"Bearer {args.token}")
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10) as response:
             data = json.load(response)
+    except urllib.error.HTTPError as exc:
+        try:
+            detail = json.load(exc).get("error", exc.reason)
+        except ValueError:
+            detail = exc.reason
+        print(f"error: {url}: {exc.code} {detail}", file=sys.stderr)
+        return 1
     except (urllib.error.URLError, OSError, ValueError) as exc:
         print(f"error: cannot read {url}: {getattr(exc, 'reason', exc)}", file=sys.stderr)
         return 1
@@ -188,8 +214,45 @@ def run_show(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def _rlocs(locators: list[dict]) -> str:
+    return " ".join(f"{loc['address']}({loc['priority']}/{loc['weight']})" for loc in locators) or "-"
+
+
 def format_table(what: str, data: dict[str, Any]) -> str:
     """The JSON of one introspection resource as an aligned text table."""
+    if what == "sites":
+        rows = [[s["name"], " ".join(f"[{p['iid']}]{p['prefix']}" for p in s["eid_prefixes"]),
+                 str(s["registered_prefixes"])] for s in data["sites"]]
+        return _table(["site", "eid-prefixes", "registered"], rows)
+    if what == "policies":
+        rows = [[r["id"], str(r["priority"]), str(r["iid"]), r["action"], " ".join(r["sources"]) or "any",
+                 " ".join(r["itr_rlocs"]) or "any", " ".join(r["destinations"])] for r in data["rules"]]
+        return (_table(["id", "prio", "iid", "action", "sources", "itrs", "destinations"], rows)
+                + f"\nevaluation: {data['evaluation']}")
+    if what == "rloc-overrides":
+        rows = [[o["id"], o["rloc"] or f"site {o['site']}", str(o["priority"] if o["priority"] is not None else "-"),
+                 str(o["weight"] if o["weight"] is not None else "-")] for o in data["rloc_overrides"]]
+        return _table(["id", "target", "priority", "weight"], rows)
+    if what == "static-mappings":
+        rows = [[str(m["iid"]), m["prefix"], _rlocs(m["rlocs"]), str(m["ttl_minutes"])]
+                for m in data["static_mappings"]]
+        return _table(["iid", "eid-prefix", "rlocs (prio/weight)", "ttl (min)"], rows) + f"\n{data['precedence']}"
+    if what == "health":
+        return json.dumps(data, indent=2)
+    if what == "xtrs":
+        rows = [[x["name"], x["dpid"], "yes" if x["connected"] else "no", " ".join(x["rlocs"]),
+                 str(x["map_cache_entries"])] for x in data["xtrs"]]
+        return _table(["xtr", "dpid", "connected", "rlocs", "map-cache"], rows)
+    if what == "map-cache":
+        rows = []
+        for e in data["entries"]:
+            ttl = "never" if e["ttl_left"] is None else f"{e['ttl_left']:.0f}s"
+            flows = [f["text"] + ("" if f["installed"] else " (not installed)") for f in e["flows"]] or ["-"]
+            rows.append([str(e["iid"]), e["prefix"], e["action"] if e["negative"] else _rlocs(e["locators"]), ttl,
+                         flows[0]])
+            rows += [["", "", "", "", flow] for flow in flows[1:]]
+        return (_table(["iid", "eid-prefix", "rlocs / action", "ttl left", "flows"], rows)
+                + f"\n{len(data['entries'])} of {data['total']} entries of xTR {data['xtr']}")
     if what == "counters":
         rows = [[name, str(value)] for name, value in data["counters"].items()]
         summary = (f"{data['registrations']} registered prefixes, {data['subscriptions']} subscriptions, "

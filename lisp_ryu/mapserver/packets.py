@@ -61,7 +61,7 @@ def map_register(records: Iterable[MappingRecord], key: str, *, nonce: int = 1,
 def map_request_ecm(eid_text: str, itr_rlocs: Iterable[IPAddress | str], *, iid: int = 0, nonce: int = 1,
                     source_port: int = 4342, map_server: str = "127.0.0.1", subscribe: bool = False,
                     xtr_id: int | None = None, site_id: int | None = None,
-                    dont_map_reply: bool = False) -> bytes:
+                    dont_map_reply: bool = False, source_eid: str | None = None) -> bytes:
     """A Map-Request for `eid_text` inside an ECM, as an ITR sends it to a Map-Resolver.
 
     The inner IP header runs from the first ITR-RLOC to the requested EID (any
@@ -73,7 +73,7 @@ def map_request_ecm(eid_text: str, itr_rlocs: Iterable[IPAddress | str], *, iid:
         nonce=nonce,
         records=(MapRequestRecord.for_prefix(prefix, notify_requested=subscribe),),
         itr_rlocs=rlocs,
-        source_eid=NO_ADDRESS,
+        source_eid=eid(source_eid, iid).to_wire()[1] if source_eid else NO_ADDRESS,
         dont_map_reply=dont_map_reply,
         xtr_id=xtr_id,
         site_id=(site_id if site_id is not None else 0) if xtr_id is not None else None,

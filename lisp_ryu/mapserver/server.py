@@ -4,6 +4,8 @@ The loop owns the clock and the sockets: it feeds each datagram to
 `MapServer.handle_control`, calls `handle_timer` when `next_deadline` is due,
 sends the effects, and answers the introspection HTTP endpoint (GET only,
 one request per connection) from the same thread, so the core needs no lock.
+Its resources have the same JSON shapes as the Ryu app's REST API (both
+come from `views`), so `lisp-ryu show --url` reads either.
 """
 
 from __future__ import annotations
@@ -198,9 +200,18 @@ class StandaloneServer:
             return _http(200, views.subscriptions(self.core, now, limit))
         if path == f"{views.API_PREFIX}/counters":
             return _http(200, views.counters(self.core, {f"server.{k}": v for k, v in self.counters.items()}))
+        simple = {
+            "sites": views.sites, "policies": views.policies, "rloc-overrides": views.rloc_overrides,
+            "static-mappings": views.static_mappings,
+            "health": lambda core: {"status": "ok", "map_server": {"registrations": core.registration_count,
+                                                                   "subscriptions": core.subscription_count}},
+        }
+        view = simple.get(path[len(views.API_PREFIX) + 1:]) if path.startswith(views.API_PREFIX + "/") else None
+        if view is not None:
+            return _http(200, view(self.core))
         return _http(404, {"error": f"no such resource {url.path}",
-                           "resources": [f"{views.API_PREFIX}/{name}"
-                                         for name in ("registrations", "subscriptions", "counters")]})
+                           "resources": [f"{views.API_PREFIX}/{name}" for name in
+                                         ("registrations", "subscriptions", "counters", *simple)]})
 
     def _reap_clients(self, now: float) -> None:
         for client in [c for c in self._clients.values() if now - c.opened > HTTP_TIMEOUT]:

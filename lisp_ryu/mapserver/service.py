@@ -19,7 +19,9 @@ Rules this server follows, and why:
   by source RLOC without the I bit): the mapping answered is the union of
   their locators.  A *different* site registering the prefix takes it over
   (the workload moved): the old site's registrations are dropped and its
-  ETRs get a Map-Notify with the new mapping.
+  ETRs get a Map-Notify with the new mapping.  So do the ETRs of a covering
+  prefix of another site when a more-specific (a host route) appears inside
+  it: the workload left the site that announced the covering prefix.
 * **Expiry**: `registration_ttl` seconds after the ETR's last Map-Register
   (OOR's 180 s), or the Record TTL when the register sets the T bit.  A
   record with Record TTL 0 withdraws that ETR's registration at once.
@@ -50,6 +52,21 @@ Rules this server follows, and why:
   They are signed with the key of the site whose ETR carries the
   subscriber's xTR-ID, else sent unsigned (a pure ITR shares no key).
   At most `MAX_SUBSCRIPTIONS` are held (subscribing needs no key).
+* **Policy** (`lisp_ryu.mapping.policy`): every answer -- Map-Reply,
+  subscription confirmation, publication -- is computed for its requester
+  (source EID, ITR-RLOC): a denied pair gets a negative record with action
+  Drop/Policy-Denied and `negative_ttl_minutes`; an allowed one gets the
+  mapping with RLOC overrides applied; either is narrowed to the region the
+  policy treats uniformly.  When policy shapes an answer, the Map-Server
+  answers itself instead of forwarding the request (the ETR knows no
+  policy).  A subscription remembers its source EID, so publications are
+  computed per subscriber; a policy or static-mapping change notifies
+  exactly the subscribers whose answer changed (with a TTL-0 record
+  withdrawing the old prefix first when the answer's prefix changed).
+* **Static mappings** (stated over REST) live in their own table beside the
+  registrations.  Precedence: the longer prefix wins; for the same prefix a
+  registration beats the static mapping (a live, authenticated ETR knows
+  better; static entries serve destinations that do not register).
 * **Persistence**: every change one message causes is journalled as one
   batch (one fsync) before the handler returns.  Expiries are not
   journalled: the stored expiry times already say when an entry ends, so a
@@ -73,7 +90,8 @@ from typing import Callable, Iterator
 from lisp_ryu.config import MapServerConfig, SiteConfig
 from lisp_ryu.effects import SendControl
 from lisp_ryu.mapping import EidError, PrefixTable
-from lisp_ryu.mapserver.ratelimit import RateLimiter
+from lisp_ryu.mapping.policy import Policy, PolicyError, RlocOverride, Rule, StaticMapping
+from lisp_ryu.ratelimit import RateLimiter
 from lisp_ryu.mapserver.store import Store
 from lisp_ryu.wire import (
     Action,
@@ -81,6 +99,7 @@ from lisp_ryu.wire import (
     AuthResult,
     EidPrefix,
     EncapsulatedControlMessage,
+    InstanceIdAddress,
     LispDecodeError,
     LispEncodeError,
     Locator,
@@ -161,6 +180,7 @@ class Subscription:
     nonce: int  # last nonce used with this subscriber; the next notification uses nonce + 1
     subscribed_at: float
     expires: float
+    source_eid: IPAddress | None = None  # the requesting host, for policies on source EID groups
 
 
 @dataclass(slots=True)
@@ -186,6 +206,14 @@ class _Pending:
     key: str | None  # the key the Notify was signed with (the Ack must verify under it)
     retries_left: int
     next_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """What a requester is told; `entry` is set only when it is the plain registration (forwardable)."""
+
+    record: MappingRecord
+    entry: _Registered | None
 
 
 class _Reject(Exception):
@@ -232,6 +260,8 @@ class MapServer:
             for iid, net, _ in self._configured
         }
         self._registered: PrefixTable[_Registered] = PrefixTable()
+        self._static: PrefixTable[tuple[StaticMapping, MappingRecord]] = PrefixTable()
+        self.policy = Policy()
         self._subscriptions: PrefixTable[dict[int, Subscription]] = PrefixTable()
         self._subscription_count = 0
         self._pending: dict[tuple[int, IPAddress], _Pending] = {}
@@ -454,6 +484,15 @@ class MapServer:
         holders: list[EtrRegistration] = []
         if entry is None:
             entry = _Registered(reg.site)
+            # A host route from another site inside a registered prefix: the workload left
+            # the site that registered the covering prefix, whose ETRs must hear it (they
+            # still serve it locally and would keep attracting its traffic).
+            covering = self._registered.covering(iid, net, strict=True)
+            if covering is not None and covering[1].site != reg.site and not self._restoring:
+                holders = list(covering[1].etrs.values())
+                LOG.info("%s iid %d moved from site %s (inside %s) to site %s", net, iid, covering[1].site,
+                         covering[0], reg.site)
+                self._count("registrations.moved_out_of_covering")
             self._registered.insert(iid, net, entry)
         elif entry.site != reg.site:
             holders = list(entry.etrs.values())
@@ -533,15 +572,22 @@ class MapServer:
     def _publish(self, iid: int, net: IPNetwork, record: MappingRecord | None,
                  holders: list[EtrRegistration], now: float) -> list[SendControl]:
         """Tell subscribers of overlapping prefixes and former holders that `net` changed."""
+        shape = record is not None and not self.policy.empty
         if record is None:
             record = MappingRecord.for_prefix(EidPrefix(net.network_address, net.prefixlen, iid), (), ttl=0,
                                               action=self._negative_action)
+        entry = self._registered.get(iid, net) if shape else None
         effects: list[SendControl] = []
         for sub in self._overlapping_subscriptions(iid, net):
             nonce = (sub.nonce + 1) & NONCE_MASK
             updated = replace(sub, nonce=nonce)
             self._set_subscription(updated)
-            effects.append(self._notify(sub.itr_rloc, sub.port, nonce, record, self._subscriber_site(sub),
+            told = record
+            if shape:  # what this subscriber may see of the new record
+                probe = sub.prefix.network_address if sub.prefix.subnet_of(net) else net.network_address
+                told = self._shape(iid, net, record, entry.site if entry else None, sub.source_eid, sub.itr_rloc,
+                                   probe, self.policy)
+            effects.append(self._notify(sub.itr_rloc, sub.port, nonce, told, self._subscriber_site(sub),
                                         AuthAlgorithm.HMAC_SHA_1_96, None,
                                         f"Map-Notify for {net} iid {iid} to subscriber {sub.itr_rloc}", now))
             self._count("notify.subscribers")
@@ -568,11 +614,12 @@ class MapServer:
         name = self._xtr_sites.get(sub.xtr_id)
         return self._sites.get(name) if name is not None else None
 
-    def _notify(self, destination: IPAddress, port: int, nonce: int, record: MappingRecord,
+    def _notify(self, destination: IPAddress, port: int, nonce: int, record: MappingRecord | tuple[MappingRecord, ...],
                 site: SiteConfig | None, algorithm: int, key_id: int | None, what: str,
                 now: float) -> SendControl:
-        """A Map-Notify that is retransmitted until acknowledged."""
-        notify = MapNotify(nonce=nonce, records=(record,), key_id=key_id or 0)
+        """A Map-Notify (one record, or several in order) that is retransmitted until acknowledged."""
+        records = record if isinstance(record, tuple) else (record,)
+        notify = MapNotify(nonce=nonce, records=records, key_id=key_id or 0)
         payload = sign(notify, site.key, algorithm).encode() if site is not None else notify.encode()
         key = (nonce, destination)
         pending = _Pending(destination, port, nonce, payload, what, site.key if site else None,
@@ -583,7 +630,7 @@ class MapServer:
         return SendControl(destination, port, payload, what)
 
     def _subscribe(self, request: MapRequest, iid: int, net: IPNetwork, rloc: IPAddress, port: int,
-                   record: MappingRecord, now: float) -> list[SendControl]:
+                   record: MappingRecord, now: float, source_eid: IPAddress | None = None) -> list[SendControl]:
         minutes = min(max(record.ttl, SUBSCRIPTION_MIN_MINUTES), SUBSCRIPTION_MAX_MINUTES)
         assert request.xtr_id is not None and request.site_id is not None  # checked by the caller
         subs = self._subscriptions.get(iid, net)
@@ -592,7 +639,7 @@ class MapServer:
             self._count("rejected.subscribe.table-full")
             return []
         sub = Subscription(iid, net, request.xtr_id, request.site_id, rloc, port, request.nonce,
-                           known.subscribed_at if known else now, now + minutes * 60.0)
+                           known.subscribed_at if known else now, now + minutes * 60.0, source_eid)
         self._set_subscription(sub)
         if known is None:
             LOG.info("%s (xTR-ID %032x) subscribed to %s iid %d", rloc, request.xtr_id, net, iid)
@@ -643,43 +690,50 @@ class MapServer:
         if len(request.records) > 1:
             self._count("map_request.extra_records_ignored")
         first = request.records[0]
-        try:
-            eid = first.eid_prefix
-            iid = eid.instance_id
-            hit = self._registered.longest_match(iid, eid.address)  # EidError unless an IP EID
-        except (LispDecodeError, LispEncodeError, EidError):
-            self._count("rejected.map_request.unsupported-eid")
-            return []
         rloc = _reply_rloc(request, source)
         port = ecm.inner_source_port
         # RFC 9437 subscriptions carry the xTR-ID (I bit): only then is the N bit worth reading.
         subscribing = request.xtr_id is not None and request.records[0].notify_requested
+        source_eid = _ip_of(request.source_eid)
+        try:
+            eid = first.eid_prefix
+            iid = eid.instance_id
+            if source_eid is None and request.xtr_id is not None and not self.policy.empty:
+                # A re-resolution (SMR, refresh) names no source: the subscriber's last one stands.
+                subs = self._subscriptions.get(iid, eid.network)
+                known = subs.get(request.xtr_id) if subs is not None else None
+                source_eid = known.source_eid if known is not None else None
+            answer = self._answer(iid, eid.address, source_eid, rloc)  # EidError unless an IP EID
+        except (LispDecodeError, LispEncodeError, EidError):
+            self._count("rejected.map_request.unsupported-eid")
+            return []
+        record, entry = answer.record, answer.entry
         effects: list[SendControl] = []
-        if hit is not None:
-            entry = hit[1]
-            record = entry.record
-            assert record is not None  # every stored prefix has at least one ETR
-            if rloc is None or request.dont_map_reply:
-                pass  # nobody to answer, or the requester asked for no answer (D bit)
-            elif not entry.proxy:
-                target = max(entry.etrs.values(), key=lambda r: (r.registered_at, r.etr))
-                self._count("sent.map_request_forwarded")
-                effects.append(SendControl(target.source, target.port, payload,
-                                           f"Map-Request for {eid} forwarded to ETR {target.source}"))
-            else:
-                if not entry.record_bytes:
-                    entry.record_bytes = _record_bytes(record)
-                reply = struct_reply(request.nonce, entry.record_bytes)
-                self._count("sent.map_reply")
-                effects.append(SendControl(rloc, port, reply, f"Map-Reply for {eid} to {rloc}"))
+        if rloc is None or request.dont_map_reply:
+            pass  # nobody to answer, or the requester asked for no answer (D bit)
+        elif entry is not None and not entry.proxy:
+            target = max(entry.etrs.values(), key=lambda r: (r.registered_at, r.etr))
+            self._count("sent.map_request_forwarded")
+            effects.append(SendControl(target.source, target.port, payload,
+                                       f"Map-Request for {eid} forwarded to ETR {target.source}"))
+        elif entry is not None:
+            if not entry.record_bytes:
+                entry.record_bytes = _record_bytes(record)
+            reply = struct_reply(request.nonce, entry.record_bytes)
+            self._count("sent.map_reply")
+            effects.append(SendControl(rloc, port, reply, f"Map-Reply for {eid} to {rloc}"))
         else:
-            negative, ttl, action = self._negative_answer(iid, eid.network)
-            record = MappingRecord.for_prefix(EidPrefix(negative.network_address, negative.prefixlen, iid), (),
-                                              ttl=ttl, action=action)
-            if rloc is not None and not request.dont_map_reply:
+            if record.action is Action.DROP_POLICY_DENIED:
+                self._count("sent.map_reply_policy_denied")
+                what = f"policy-denied Map-Reply {record.eid_prefix} to {rloc} (source EID {source_eid})"
+            elif record.locators:
+                self._count("sent.map_reply_policy" if self._static.longest_match(iid, eid.address) is None
+                            else "sent.map_reply_static")
+                what = f"Map-Reply {record.eid_prefix} to {rloc}"
+            else:
                 self._count("sent.map_reply_negative")
-                effects.append(SendControl(rloc, port, MapReply(nonce=request.nonce, records=(record,)).encode(),
-                                           f"negative Map-Reply {negative} iid {iid} to {rloc}"))
+                what = f"negative Map-Reply {record.eid_prefix} to {rloc}"
+            effects.append(SendControl(rloc, port, MapReply(nonce=request.nonce, records=(record,)).encode(), what))
         if subscribing:
             assert request.xtr_id is not None
             net = eid.network
@@ -691,7 +745,7 @@ class MapServer:
                     self._count("subscriptions.withdrawn")
                     self._drop_subscription(sub)
             else:
-                effects += self._subscribe(request, iid, net, rloc, port, record, now)
+                effects += self._subscribe(request, iid, net, rloc, port, record, now, source_eid)
         if rloc is None and not subscribing:
             self._count("dropped.map_request_no_itr_rloc")
         return effects
@@ -701,27 +755,152 @@ class MapServer:
         address = net.network_address
         configured = self._configured.longest_match(iid, address)
         if configured is None:
-            return (self._configured.widest_negative(iid, address), self.config.negative_ttl_minutes,
-                    self._negative_action)
+            negative = self._configured.widest_negative(iid, address)
+            if len(self._static):  # never cover a static mapping either
+                static_hole = self._static.widest_negative(iid, address)
+                if static_hole.prefixlen > negative.prefixlen:
+                    negative = static_hole
+            return negative, self.config.negative_ttl_minutes, self._negative_action
         site_prefix = configured[0]
         hole = self._registered.widest_negative(iid, address)
         length = max(hole.prefixlen, site_prefix.prefixlen)
+        if len(self._static):
+            length = max(length, self._static.widest_negative(iid, address).prefixlen)
         value, width = int(address), address.max_prefixlen
         for inner in self._inner_configured[(iid, site_prefix)]:
             common = width - (value ^ int(inner.network_address)).bit_length()
             length = max(length, common + 1)
         return ipaddress.ip_network((address, length), strict=False), UNREGISTERED_TTL_MINUTES, Action.NATIVELY_FORWARD
 
-    def lookup(self, iid: int, address: IPAddress) -> MappingRecord:
-        """The record a Map-Request for `address` would be answered with (for tests and introspection)."""
-        net = ipaddress.ip_network(address)
-        hit = self._registered.longest_match(iid, address)
-        if hit is not None:
-            assert hit[1].record is not None
-            return hit[1].record
-        negative, ttl, action = self._negative_answer(iid, net)
-        return MappingRecord.for_prefix(EidPrefix(negative.network_address, negative.prefixlen, iid), (),
-                                        ttl=ttl, action=action)
+    def lookup(self, iid: int, address: IPAddress, source: IPAddress | None = None,
+               itr: IPAddress | None = None) -> MappingRecord:
+        """The record a Map-Request for `address` from (source EID, ITR-RLOC) would be answered with."""
+        return self._answer(iid, address, source, itr).record
+
+    def _answer(self, iid: int, address: IPAddress, source: IPAddress | None, itr: IPAddress | None,
+                policy: Policy | None = None) -> _Answer:
+        """The mapping for `address` as this requester may see it (see "Policy" and "Static mappings")."""
+        policy = self.policy if policy is None else policy
+        reg = self._registered.longest_match(iid, address)
+        static = self._static.longest_match(iid, address) if len(self._static) else None
+        entry: _Registered | None = None
+        site: str | None = None
+        if static is not None and (reg is None or static[0].prefixlen > reg[0].prefixlen):
+            net, record = static[0], static[1][1]
+        elif reg is not None:
+            net, entry = reg
+            site = entry.site
+            assert entry.record is not None  # every stored prefix has at least one ETR
+            record = entry.record
+        else:
+            net, ttl, action = self._negative_answer(iid, ipaddress.ip_network(address))
+            record = MappingRecord.for_prefix(EidPrefix(net.network_address, net.prefixlen, iid), (),
+                                              ttl=ttl, action=action)
+        if policy.empty:
+            return _Answer(record, entry)
+        shaped = self._shape(iid, net, record, site, source, itr, address, policy)
+        return _Answer(shaped, entry if shaped is record else None)
+
+    def _shape(self, iid: int, net: IPNetwork, record: MappingRecord, site: str | None, source: IPAddress | None,
+               itr: IPAddress | None, address: IPAddress, policy: Policy) -> MappingRecord:
+        """`record` (the mapping of `net`) as policy lets this requester see it at `address`."""
+        decision = policy.decide(iid, source, itr, address)
+        prefix = decision.region if decision.region.prefixlen > net.prefixlen else net
+        if decision.denied:
+            return MappingRecord.for_prefix(EidPrefix(prefix.network_address, prefix.prefixlen, iid), (),
+                                            ttl=self.config.negative_ttl_minutes, action=Action.DROP_POLICY_DENIED)
+        locators = policy.adjust(record.locators, site) if record.locators else record.locators
+        if prefix == net and all(a is b for a, b in zip(locators, record.locators)):
+            return record
+        return MappingRecord.for_prefix(EidPrefix(prefix.network_address, prefix.prefixlen, iid), locators,
+                                        ttl=record.ttl, action=record.action, map_version=record.map_version)
+
+    # ------------------------------------------------------------------ policy and static mappings (REST)
+
+    def set_rule(self, rule: Rule, now: float) -> list[SendControl]:
+        """Add or replace a reachability rule; notify the subscribers whose answer changed."""
+        previous = self.policy.rule(rule.id)
+        iids = {rule.iid} | ({previous.iid} if previous is not None else set())
+        self._journal({"t": "rule", "id": rule.id, "v": rule.to_dict()})
+        LOG.info("policy rule %s: %s %s -> %s iid %d", rule.id, rule.action.value,
+                 ", ".join(map(str, rule.sources)) or "any", ", ".join(map(str, rule.destinations)), rule.iid)
+        return self._change(lambda: self._set_policy(self.policy.with_rule(rule)), lambda s: s.iid in iids, now)
+
+    def remove_rule(self, rule_id: str, now: float) -> list[SendControl]:
+        """Remove a rule (KeyError if there is none by that id)."""
+        previous = self.policy.rule(rule_id)
+        if previous is None:
+            raise KeyError(rule_id)
+        self._journal({"t": "unrule", "id": rule_id})
+        LOG.info("policy rule %s removed", rule_id)
+        return self._change(lambda: self._set_policy(self.policy.without_rule(rule_id)),
+                            lambda s: s.iid == previous.iid, now)
+
+    def set_override(self, override: RlocOverride, now: float) -> list[SendControl]:
+        """Add or replace an RLOC override (PolicyError if another one already targets its RLOC/site)."""
+        new = self.policy.with_override(override)
+        if override.site is not None and override.site not in self._sites:
+            raise PolicyError("site", f"no configured site {override.site!r}")
+        self._journal({"t": "ovr", "id": override.id, "v": override.to_dict()})
+        LOG.info("RLOC override %s: %s priority %s weight %s", override.id, override.rloc or f"site {override.site}",
+                 override.priority, override.weight)
+        return self._change(lambda: self._set_policy(new), lambda s: True, now)
+
+    def remove_override(self, override_id: str, now: float) -> list[SendControl]:
+        if self.policy.override(override_id) is None:
+            raise KeyError(override_id)
+        self._journal({"t": "unovr", "id": override_id})
+        LOG.info("RLOC override %s removed", override_id)
+        return self._change(lambda: self._set_policy(self.policy.without_override(override_id)), lambda s: True, now)
+
+    def set_static(self, mapping: StaticMapping, now: float) -> list[SendControl]:
+        """Add or replace a static mapping; notify the subscribers whose answer changed."""
+        record = _static_record(mapping)
+        self._journal({"t": "static", "iid": mapping.iid, "net": str(mapping.prefix), "v": mapping.to_dict()})
+        LOG.info("static mapping %s iid %d -> %s", mapping.prefix, mapping.iid, _rlocs(record))
+        return self._change(lambda: self._static.insert(mapping.iid, mapping.prefix, (mapping, record)),
+                            _overlapping(mapping.iid, mapping.prefix), now)
+
+    def remove_static(self, iid: int, prefix: IPNetwork, now: float) -> list[SendControl]:
+        if self._static.get(iid, prefix) is None:
+            raise KeyError(f"[{iid}]{prefix}")
+        self._journal({"t": "unstatic", "iid": iid, "net": str(prefix)})
+        LOG.info("static mapping %s iid %d removed", prefix, iid)
+        return self._change(lambda: self._static.remove(iid, prefix), _overlapping(iid, prefix), now)
+
+    def static_mappings(self) -> Iterator[StaticMapping]:
+        for _, _, (mapping, _record) in self._static:
+            yield mapping
+
+    def _set_policy(self, policy: Policy) -> None:
+        self.policy = policy
+        self._count("policy.changes")
+
+    def _change(self, apply: Callable[[], object], affected: Callable[[Subscription], bool],
+                now: float) -> list[SendControl]:
+        """Apply a policy/static change; Map-Notify every affected subscriber whose answer changed."""
+        subs = [sub for sub in self.subscriptions() if affected(sub)]
+        before = [self._answer(s.iid, s.prefix.network_address, s.source_eid, s.itr_rloc).record for s in subs]
+        apply()
+        effects: list[SendControl] = []
+        for sub, old in zip(subs, before):
+            new = self._answer(sub.iid, sub.prefix.network_address, sub.source_eid, sub.itr_rloc).record
+            if new == old:
+                continue
+            records: tuple[MappingRecord, ...] = (new,)
+            if (old.eid, old.eid_mask_len) != (new.eid, new.eid_mask_len):
+                # The answer's prefix changed: withdraw what the subscriber cached under the old one.
+                records = (MappingRecord(old.eid, old.eid_mask_len, (), ttl=0), new)
+            nonce = (sub.nonce + 1) & NONCE_MASK
+            self._set_subscription(replace(sub, nonce=nonce))
+            effects.append(self._notify(sub.itr_rloc, sub.port, nonce, records, self._subscriber_site(sub),
+                                        AuthAlgorithm.HMAC_SHA_1_96, None,
+                                        f"Map-Notify for {new.eid_prefix} to subscriber {sub.itr_rloc} "
+                                        f"after a policy change", now))
+            self._count("notify.policy")
+        self._flush()
+        self._maybe_compact()
+        return effects
 
     # ------------------------------------------------------------------ Map-Notify-Ack
 
@@ -759,7 +938,7 @@ class MapServer:
         store = self._store
         if store is None:
             return
-        live = len(self._registered) + self._subscription_count
+        live = len(self._registered) + self._subscription_count + len(self._static) + len(self.policy.rules)
         if store.journal_length() >= max(COMPACT_MIN_ENTRIES, 2 * live):
             store.snapshot(self.state_entries())
             self._count("store.snapshots")
@@ -772,11 +951,18 @@ class MapServer:
         for _, _, subs in self._subscriptions:
             for sub in subs.values():
                 yield _subscription_entry(sub)
+        for rule in self.policy.rules:
+            yield {"t": "rule", "id": rule.id, "v": rule.to_dict()}
+        for override in self.policy.overrides:
+            yield {"t": "ovr", "id": override.id, "v": override.to_dict()}
+        for mapping in self.static_mappings():
+            yield {"t": "static", "iid": mapping.iid, "net": str(mapping.prefix), "v": mapping.to_dict()}
 
     def _restore(self, entries: list[dict], now: float) -> None:
         """Rebuild state from the store; expired or no-longer-allowed entries are dropped and counted."""
         registrations: dict[tuple[int, str, str], dict] = {}
         subscriptions: dict[tuple[int, str, bytes], dict] = {}
+        stated: dict[tuple, dict] = {}  # policy rules, RLOC overrides, static mappings (REST)
         for entry in entries:
             kind = entry.get("t") if isinstance(entry, dict) else None
             try:
@@ -788,6 +974,14 @@ class MapServer:
                     subscriptions[(entry["iid"], entry["net"], entry["xid"])] = entry
                 elif kind == "unsub":
                     subscriptions.pop((entry["iid"], entry["net"], entry["xid"]), None)
+                elif kind in ("rule", "ovr"):
+                    stated[(kind, entry["id"])] = entry
+                elif kind in ("unrule", "unovr"):
+                    stated.pop((kind[2:], entry["id"]), None)
+                elif kind == "static":
+                    stated[("static", entry["iid"], entry["net"])] = entry
+                elif kind == "unstatic":
+                    stated.pop(("static", entry["iid"], entry["net"]), None)
                 else:
                     self._count("restore.unknown_entries")
             except (KeyError, TypeError):
@@ -797,6 +991,20 @@ class MapServer:
         collecting = gc.isenabled()
         gc.disable()  # a million new objects without cycles: collection passes would only cost time
         try:
+            policy = Policy()
+            for key, entry in stated.items():
+                try:
+                    if key[0] == "rule":
+                        policy = policy.with_rule(Rule.from_dict(entry["v"]))
+                    elif key[0] == "ovr":
+                        policy = policy.with_override(RlocOverride.from_dict(entry["v"]))
+                    else:
+                        mapping = StaticMapping.from_dict(entry["v"])
+                        self._static.insert(mapping.iid, mapping.prefix, (mapping, _static_record(mapping)))
+                    self._count("restore.policy")
+                except (KeyError, TypeError, PolicyError):
+                    self._count("restore.bad_entries")
+            self.policy = policy
             for entry in registrations.values():
                 try:
                     reg = _registration_from_entry(entry)
@@ -923,6 +1131,23 @@ def _etr_name(reg: EtrRegistration) -> str:
     return f"ETR {reg.source}" + (f" xTR-ID {reg.xtr_id:032x}" if reg.xtr_id is not None else "")
 
 
+def _ip_of(address: object) -> IPAddress | None:
+    """The IP address inside a Source-EID (plain or in an Instance-ID LCAF), else None."""
+    if isinstance(address, InstanceIdAddress):
+        address = address.address
+    return address if isinstance(address, (ipaddress.IPv4Address, ipaddress.IPv6Address)) else None
+
+
+def _static_record(mapping: StaticMapping) -> MappingRecord:
+    prefix = EidPrefix(mapping.prefix.network_address, mapping.prefix.prefixlen, mapping.iid)
+    return MappingRecord.for_prefix(prefix, mapping.locators(), ttl=mapping.ttl_minutes)
+
+
+def _overlapping(iid: int, prefix: IPNetwork) -> Callable[[Subscription], bool]:
+    """A subscription filter: same instance-ID and a prefix overlapping `prefix`."""
+    return lambda sub: sub.iid == iid and sub.prefix.version == prefix.version and sub.prefix.overlaps(prefix)
+
+
 def _xid_bytes(xtr_id: int | None) -> bytes | None:
     return None if xtr_id is None else xtr_id.to_bytes(16, "big")
 
@@ -987,6 +1212,7 @@ def _subscription_entry(sub: Subscription) -> dict:
         "nonce": sub.nonce,
         "at": sub.subscribed_at,
         "exp": sub.expires,
+        "seid": str(sub.source_eid) if sub.source_eid is not None else None,
     }
 
 
@@ -1001,4 +1227,5 @@ def _subscription_from_entry(entry: dict) -> Subscription:
         nonce=int(entry["nonce"]),
         subscribed_at=float(entry["at"]),
         expires=float(entry["exp"]),
+        source_eid=ipaddress.ip_address(entry["seid"]) if entry.get("seid") else None,
     )

@@ -17,12 +17,12 @@ API_PREFIX = "/lisp/v1"
 DEFAULT_LIMIT = 1000
 
 
-def _locator(locator: Locator) -> dict[str, Any]:
+def locator(loc: Locator) -> dict[str, Any]:
     return {
-        "address": str(locator.address),
-        "priority": locator.priority,
-        "weight": locator.weight,
-        "reachable": locator.reachable,
+        "address": str(loc.address),
+        "priority": loc.priority,
+        "weight": loc.weight,
+        "reachable": loc.reachable,
     }
 
 
@@ -34,14 +34,14 @@ def _etr(reg: EtrRegistration, now: float) -> dict[str, Any]:
         "site_id": reg.site_id,
         "proxy_reply": reg.proxy_reply,
         "record_ttl_minutes": reg.record.ttl,
-        "locators": [_locator(loc) for loc in reg.record.locators],
+        "locators": [locator(loc) for loc in reg.record.locators],
         "registered_at": reg.registered_at,
         "expires_in": round(reg.expires - now, 3),
     }
 
 
 def _record(record: MappingRecord) -> dict[str, Any]:
-    return {"ttl_minutes": record.ttl, "locators": [_locator(loc) for loc in record.locators]}
+    return {"ttl_minutes": record.ttl, "locators": [locator(loc) for loc in record.locators]}
 
 
 def registrations(core: MapServer, now: float, limit: int = DEFAULT_LIMIT) -> dict[str, Any]:
@@ -83,12 +83,44 @@ def subscriptions(core: MapServer, now: float, limit: int = DEFAULT_LIMIT) -> di
 
 
 def counters(core: MapServer, extra: dict[str, int] | None = None) -> dict[str, Any]:
+    """All counters, plus the messages turned away grouped by reason ("rejected.map_register.auth-mismatch")."""
     merged = dict(core.counters)
     for name, value in (extra or {}).items():
         merged[name] = merged.get(name, 0) + value
+    rejects = {name.split(".", 1)[1]: value for name, value in sorted(merged.items())
+               if name.startswith(("rejected.", "dropped."))}
     return {
         "counters": dict(sorted(merged.items())),
+        "rejects_by_reason": rejects,
         "registrations": core.registration_count,
         "subscriptions": core.subscription_count,
         "pending_notifications": core.pending_notifications,
     }
+
+
+def sites(core: MapServer) -> dict[str, Any]:
+    """Configured sites (never their keys) with how many of their prefixes are registered now."""
+    registered: dict[str, int] = {}
+    for _iid, _net, site, _record, _etrs in core.registrations():
+        registered[site] = registered.get(site, 0) + 1
+    return {"sites": [{
+        "name": site.name,
+        "eid_prefixes": [{"iid": p.iid, "prefix": str(p.prefix), "accept_more_specifics": p.accept_more_specifics}
+                         for p in site.eid_prefixes],
+        "registered_prefixes": registered.get(site.name, 0),
+    } for site in core.config.sites]}
+
+
+def policies(core: MapServer) -> dict[str, Any]:
+    """Reachability rules in evaluation order (first match wins; no match allows)."""
+    return {"evaluation": "first-match by (priority, id); default allow",
+            "rules": [rule.to_dict() for rule in core.policy.rules]}
+
+
+def rloc_overrides(core: MapServer) -> dict[str, Any]:
+    return {"rloc_overrides": [o.to_dict() for o in core.policy.overrides]}
+
+
+def static_mappings(core: MapServer) -> dict[str, Any]:
+    return {"precedence": "longest prefix wins; on the same prefix a registration beats a static mapping",
+            "static_mappings": [m.to_dict() for m in core.static_mappings()]}

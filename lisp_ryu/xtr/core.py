@@ -28,6 +28,7 @@ import hashlib
 import ipaddress
 import logging
 import math
+import random
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
@@ -38,6 +39,7 @@ from lisp_ryu.flows.compiler import (
     DynamicPrefix,
     Gateway,
     HostPort,
+    Proxy,
     LocalHost,
     Redirect,
     RemoteAction,
@@ -45,8 +47,8 @@ from lisp_ryu.flows.compiler import (
     Rloc,
     XtrPlan,
 )
-from lisp_ryu.mapping.mapcache import Action as CacheAction
 from lisp_ryu.mapping.mapcache import MapCache
+from lisp_ryu.ratelimit import RateLimiter
 from lisp_ryu.wire import auth
 from lisp_ryu.wire.address import NO_ADDRESS, EidPrefix
 from lisp_ryu.wire.ecm import EncapsulatedControlMessage
@@ -63,6 +65,7 @@ from lisp_ryu.wire.messages import (
     MapRequestRecord,
     decode_message,
 )
+from lisp_ryu.xtr.probing import ProbeSettings, RlocTracker
 
 LOG = logging.getLogger("lisp_ryu.xtr")
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -135,7 +138,7 @@ class CachedMapping:
 
 
 class XtrCore:
-    def __init__(self, config: XtrConfig, *, nonces: Callable[[], int]):
+    def __init__(self, config: XtrConfig, *, nonces: Callable[[], int], rng: random.Random | None = None):
         self.config = config
         self._nonces = nonces
         self.xtr_id = stable_id(f"xtr:{config.name}", 128)
@@ -150,6 +153,13 @@ class XtrCore:
         self._rlocs = tuple(r.address for r in config.rlocs)
         self.dynamic_hosts: dict[tuple[int, IPAddress], LocalHost] = {}
         self.departed: dict[tuple[int, IPAddress], Departure] = {}
+        probing = config.rloc_probing
+        self.health = RlocTracker(
+            ProbeSettings(probing.interval, probing.jitter, probing.misses, probing.timeout),
+            rng if rng is not None else random.Random(self.xtr_id))  # jitter only: need not be secret
+        self._probe_targets_stale = True
+        self._probe_answers = RateLimiter(probing.answer_rate, probing.answer_burst, max_sources=4096)
+        self._probe_answers_total = RateLimiter(probing.answer_rate_total, probing.answer_rate_total)
 
     # ---- bookkeeping -----------------------------------------------------------
 
@@ -158,7 +168,8 @@ class XtrCore:
 
     def _nonce(self) -> int:
         nonce = self._nonces()
-        while nonce in self._by_nonce or any(r.nonce == nonce for r in self.registrations):
+        while (nonce in self._by_nonce or any(r.nonce == nonce for r in self.registrations)
+               or nonce in self.health.outstanding()):
             nonce = self._nonces()
         return nonce
 
@@ -180,6 +191,12 @@ class XtrCore:
                 for loc in record.locators
                 if loc.reachable and isinstance(loc.address, (ipaddress.IPv4Address, ipaddress.IPv6Address))
             )
+            # Probed-down RLOCs leave the entry, so the compiler's best-priority choice moves on
+            # to the next priority (or renormalises the weights of the rest).  When every one is
+            # down we keep them all: nothing better exists, and a peer that never answers
+            # probes must not lose its traffic.
+            live = tuple(r for r in rlocs if self.health.is_up(r.address))
+            rlocs = live or rlocs
             remotes.append(RemoteEntry(entry.iid, prefix.network, RemoteAction.ENCAP, rlocs))
         return XtrPlan(
             tunnel_port=cfg.tunnel_port,
@@ -190,6 +207,10 @@ class XtrCore:
             dynamic_prefixes=tuple(DynamicPrefix(d.iid, d.prefix) for d in cfg.dynamic_eid_prefixes),
             redirects=tuple(Redirect(iid, ip, d.rloc) for (iid, ip), d in sorted(self.departed.items(), key=str)),
             tunnel_source=self._rlocs[0],
+            petr=cfg.petr,
+            native_port=cfg.native_port,
+            proxy=None if cfg.proxy is None else Proxy(cfg.proxy.iid, cfg.proxy.prefixes, cfg.proxy.next_hop_mac,
+                                                        cfg.proxy.address),
         )
 
     def local_hosts(self) -> tuple[LocalHost, ...]:
@@ -210,6 +231,9 @@ class XtrCore:
         deadlines = [r.due for r in self.registrations]
         deadlines += [r.retry_at for r in self.resolutions.values()]
         deadlines += [d.until for d in self.departed.values()]
+        probe_deadline = self.health.next_deadline()
+        if probe_deadline is not None:
+            deadlines.append(probe_deadline)
         cache_deadline = self.cache.next_deadline()
         if cache_deadline is not None:
             deadlines.append(cache_deadline)
@@ -238,7 +262,61 @@ class XtrCore:
             LOG.info("%s: redirect for [%d]%s ended", self.config.name, *key)
         if ended:
             effects.append(DataplaneChanged(f"{len(ended)} redirects ended"))
+        if expired:
+            self._probe_targets_stale = True
+        effects += self._probe(now)
         return effects
+
+    # ---- RLOC probing (RFC 9301 §7.1) ---------------------------------------------------
+
+    def _sync_probe_targets(self, now: float) -> None:
+        """Watch the remote RLOCs the map-cache uses, each with a prefix it serves."""
+        if not self._probe_targets_stale:
+            return
+        self._probe_targets_stale = False
+        if not self.config.rloc_probing.enabled:
+            return
+        targets: dict[IPAddress, EidPrefix] = {}
+        for entry in self.cache:
+            if entry.negative:
+                continue
+            record = entry.value.record
+            for loc in record.locators:
+                if (loc.reachable and loc.priority != 255 and loc.address not in self._rlocs
+                        and isinstance(loc.address, (ipaddress.IPv4Address, ipaddress.IPv6Address))):
+                    old = self.health.get(loc.address)
+                    if loc.address not in targets or (old is not None and old.eid == record.eid_prefix):
+                        targets[loc.address] = record.eid_prefix  # keep the prefix a tracked RLOC had
+        self.health.track(targets, now)
+
+    def _probe(self, now: float) -> list[Effect]:
+        """Send the probes that are due; recompile when an RLOC went down or came back."""
+        self._sync_probe_targets(now)
+        if not self.config.rloc_probing.enabled:
+            return []
+        transitions, probes = self.health.poll(now, self._nonce)
+        effects: list[Effect] = []
+        for probe in probes:
+            request = MapRequest(nonce=probe.nonce, probe=True, records=(MapRequestRecord.for_prefix(probe.eid),),
+                                 itr_rlocs=self._rlocs)
+            effects.append(SendControl(probe.rloc, LISP_CONTROL_PORT, request.encode(),
+                                       f"RLOC-probe of {probe.rloc} for {probe.eid}"))
+        self.count("rloc_probe_sent", len(probes))
+        for t in transitions:
+            LOG.warning("%s: RLOC %s is down (%s)", self.config.name, t.rloc, t.reason)
+        if transitions:
+            effects.insert(0, DataplaneChanged(", ".join(f"RLOC {t.rloc} down" for t in transitions)))
+        return effects
+
+    def _on_probe_reply(self, reply: MapReply, source: IPAddress, now: float) -> list[Effect]:
+        """Only the RLOC's liveness is taken from a probe reply, never its records."""
+        self.count("probe_reply_received")
+        transition = self.health.on_reply(reply.nonce, now)
+        if transition is None:
+            return []
+        LOG.info("%s: RLOC %s is up again (%s, reply from %s)", self.config.name, transition.rloc,
+                 transition.reason, source)
+        return [DataplaneChanged(f"RLOC {transition.rloc} up")]
 
     # ---- ETR: registration ----------------------------------------------------------------
 
@@ -306,6 +384,7 @@ class XtrCore:
         host_route = ipaddress.ip_network(source)
         if self.cache.get(dyn.iid, host_route) is not None:
             self.cache.remove(dyn.iid, host_route)  # what we knew of it while it was away
+            self._probe_targets_stale = True
         self.count("dynamic_eid_learned")
         LOG.info("%s: dynamic EID [%d]%s (%s) arrived on port %d", self.config.name, dyn.iid, source, mac, in_port)
         effects: list[Effect] = [DataplaneChanged(f"dynamic EID {source} arrived")]
@@ -363,9 +442,11 @@ class XtrCore:
             record = MappingRecord.for_prefix(EidPrefix.from_network(entry.prefix, entry.iid), locators,
                                               ttl=1, action=action)
             self.cache.insert(entry.iid, entry.prefix, CachedMapping(record, "adopted from the switch"),
-                              now=now, ttl=ADOPTED_TTL, action=None if locators else CacheAction.DROP_NO_REASON)
+                              now=now, ttl=ADOPTED_TTL, action=None if locators else Action.DROP_NO_REASON)
             self.count("map_cache_adopted")
             effects += self.resolve(entry.iid, entry.prefix.network_address, now)
+        self._probe_targets_stale = True
+        self._sync_probe_targets(now)
         return effects
 
     # ---- ITR: resolution ----------------------------------------------------------------------
@@ -429,6 +510,7 @@ class XtrCore:
             itr_rlocs=self._rlocs,
             source_eid=source_eid,
             smr_invoked=res.smr_invoked,
+            pitr=self.config.proxy is not None,  # RFC 9301: a proxy-ITR says so
             xtr_id=self.xtr_id,
             site_id=self.site_id,
         )
@@ -470,6 +552,8 @@ class XtrCore:
             changed |= self._cache_record(record, prefix, str(source), now)
         if changed:
             effects.append(DataplaneChanged(f"Map-Reply for [{res.iid}]{res.destination}"))
+            self._probe_targets_stale = True
+            self._sync_probe_targets(now)
         self.count("map_reply_received")
         # Held packets go back after the flows (the glue applies DataplaneChanged first).
         effects += [PacketOut(port, packet) for port, packet in res.held]
@@ -495,7 +579,7 @@ class XtrCore:
                 return True
             return False
         ttl = math.inf if record.ttl == 0xFFFFFFFF else record.ttl * 60.0
-        action = None if record.locators else CacheAction(int(record.action))
+        action = None if record.locators else record.action
         self.cache.insert(iid, network, CachedMapping(record, source), now=now, ttl=ttl, action=action)
         if old is None or old.value.record != record:
             LOG.info("%s: map-cache %s -> %s", self.config.name, prefix,
@@ -506,7 +590,9 @@ class XtrCore:
 
     # ---- incoming control messages -------------------------------------------------------------
 
-    def handle_control(self, payload: bytes, source: IPAddress, port: int, now: float) -> list[Effect]:
+    def handle_control(self, payload: bytes, source: IPAddress, port: int, now: float,
+                       destination: IPAddress | None = None) -> list[Effect]:
+        """A datagram from `source`:`port`; `destination` is the local address it was sent to."""
         try:
             message = decode_message(payload)
         except LispDecodeError as exc:
@@ -519,8 +605,7 @@ class XtrCore:
             message = message.message
         if isinstance(message, MapReply):
             if message.probe:
-                self.count("probe_reply_received")
-                return []
+                return self._on_probe_reply(message, source, now)
             return self._on_map_reply(message, source, now)
         if isinstance(message, MapNotifyAck):
             self.count("unexpected_map_notify_ack")
@@ -528,6 +613,8 @@ class XtrCore:
         if isinstance(message, MapNotify):
             return self._on_map_notify(payload, message, source, port, now)
         if isinstance(message, MapRequest):
+            if message.probe and not message.smr:
+                return self._on_probe(message, source, reply_port, destination, now)
             return self._on_map_request(message, source, reply_port, now)
         self.count(f"unexpected_{type(message).__name__}")
         return []
@@ -575,13 +662,15 @@ class XtrCore:
         effects.insert(0, SendControl(source, port, ack.encode(), "Map-Notify-Ack"))
         if changed:
             effects.insert(0, DataplaneChanged("Map-Notify publication"))
+            self._probe_targets_stale = True
+            self._sync_probe_targets(now)
         return effects
 
     def _on_map_request(self, request: MapRequest, source: IPAddress, reply_port: int,
                         now: float) -> list[Effect]:
         if request.smr:
             return self._on_smr(request, now)
-        # We are the ETR: answer for our own prefixes (forwarded requests and RLOC probes).
+        # We are the ETR: answer for our own prefixes (forwarded requests; probes: `_on_probe`).
         records = []
         for rec in request.records:
             try:
@@ -591,11 +680,6 @@ class XtrCore:
                 continue
             mine = next((r for r in self.local_records() if _covers(r.eid_prefix, asked)), None)
             if mine is not None:
-                if request.probe:
-                    mine = MappingRecord(mine.eid, mine.eid_mask_len, tuple(
-                        Locator(l.address, l.priority, l.weight, l.multicast_priority, l.multicast_weight,
-                                local=True, probed=l.address == source, reachable=True)
-                        for l in mine.locators), mine.ttl, mine.action, True, mine.map_version)
                 records.append(mine)
         if not records:
             self.count("map_request_not_ours")
@@ -605,9 +689,53 @@ class XtrCore:
         if itr is None:
             self.count("map_request_no_usable_itr_rloc")
             return []
-        reply = MapReply(nonce=request.nonce, records=tuple(records), probe=request.probe)
-        self.count("probe_answered" if request.probe else "map_request_answered")
+        reply = MapReply(nonce=request.nonce, records=tuple(records))
+        self.count("map_request_answered")
         return [SendControl(itr, reply_port, reply.encode(), f"Map-Reply for {records[0].eid_prefix}")]
+
+    def _on_probe(self, request: MapRequest, source: IPAddress, reply_port: int, destination: IPAddress | None,
+                  now: float) -> list[Effect]:
+        """Answer an RLOC-probe, and only when that gives nothing away.
+
+        * It must be addressed to one of our RLOCs (`destination`, from the
+          socket it arrived on; None only where the caller cannot tell).
+        * The reply goes back to the probe's source, which must be one of its
+          ITR-RLOCs: we never send a reply to a third party (no reflection).
+        * Rate-limited per requester and in total.
+        * It names exactly a prefix we register: a prober learns that the
+          mapping it already holds is alive, never a more-specific, a
+          covering prefix, another instance-ID or another EID we serve.
+        """
+        if destination is not None and destination not in self._rlocs:
+            self.count("probe_not_for_local_rloc")
+            return []
+        if source not in request.itr_rlocs:
+            self.count("probe_source_not_an_itr_rloc")
+            return []
+        if not self._probe_answers.allow(source, now) or not self._probe_answers_total.allow("all", now):
+            self.count("probe_rate_limited")
+            return []
+        probed = destination if destination is not None else self._rlocs[0]
+        ours = {r.eid_prefix: r for r in self.local_records()}
+        records = []
+        for rec in request.records:
+            try:
+                mine = ours.get(rec.eid_prefix)
+            except LispDecodeError:
+                self.count("probe_bad_record")
+                continue
+            if mine is None:
+                self.count("probe_not_our_prefix")
+                continue
+            records.append(MappingRecord(mine.eid, mine.eid_mask_len, tuple(
+                Locator(l.address, l.priority, l.weight, l.multicast_priority, l.multicast_weight,
+                        local=True, probed=l.address == probed, reachable=True)
+                for l in mine.locators), mine.ttl, mine.action, True, mine.map_version))
+        if not records:
+            return []
+        reply = MapReply(nonce=request.nonce, records=tuple(records), probe=True)
+        self.count("probe_answered")
+        return [SendControl(source, reply_port, reply.encode(), f"RLOC-probe reply for {records[0].eid_prefix}")]
 
     def _on_smr(self, request: MapRequest, now: float) -> list[Effect]:
         """A Solicit-Map-Request: the sender's mapping changed; re-resolve what we cache of it."""

@@ -69,7 +69,7 @@ class LabEnv:
         """Anything of this lab still present: namespaces, root interfaces,
         processes, run directories, the state file."""
         left = manager._objects_with_prefix(self.prefix)
-        left += [f"process {p}" for p in pids if manager._alive(p)]
+        left += [f"process {p}" for p in pids if manager.process_alive(p)]
         left += [f"file {p}" for p in self.dir.iterdir() if p.name != ".lock"] if self.dir.exists() else []
         return left
 

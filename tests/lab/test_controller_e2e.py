@@ -33,7 +33,7 @@ def lab(tmp_path_factory, module_monkeypatch):
         pytest.skip(reason)
     tmp = tmp_path_factory.mktemp("e2e")
     env = LabEnv(module_monkeypatch, tmp / "run", "le-")
-    topo_file = topology_copy(TOPOLOGIES / "three-dc.yaml", tmp, "198.19.248.0/24", port=6692)
+    topo_file = topology_copy(TOPOLOGIES / "three-dc.yaml", tmp, "198.19.248.0/24", port=6699)
     state = manager.up(topo_file)
     try:
         lab_controller.start(state)
@@ -122,15 +122,15 @@ def test_unregistered_destination_gets_a_negative_entry(lab):
 
 def test_control_messages_on_the_wire_decode_in_wireshark(lab, tmp_path):
     pcap = tmp_path / "control.pcap"
-    ms = lab.map_server_namespace
-    ms_if = next(n for n in manager.exec_in("ms", ["ls", "/sys/class/net"], state=lab).stdout.split() if n != "lo")
-    with capture.Capture(ms, ms_if, "udp port 4342", pcap, count=4, timeout=8):
-        # dc2 has never talked to dc3: Map-Request (ECM) in, forwarded to dc3's ETR, Map-Reply,
-        # and the subscription's Map-Notify.
+    dc2 = lab.site("dc2")
+    # dc2 has never talked to dc3: on dc2's underlay link we see its Map-Request (in an ECM)
+    # go out, dc3's Map-Reply and the Map-Server's subscription Map-Notify come in, and
+    # dc2's Map-Notify-Ack go out.
+    with capture.Capture(dc2.namespace, dc2.rlocs[0].uplink, "udp port 4342", pcap, count=4, timeout=8):
         assert ping(lab, "h3", "10.3.0.11", "-c", "1", "-W", "2").returncode == 0
     decoded = capture.decode(pcap)
     assert "Malformed" not in decoded and "Expert Info (Error" not in decoded, decoded
-    for message in ("Encapsulated Control Message", "Map-Request", "Map-Notify"):
+    for message in ("Encapsulated Control Message", "Map-Request", "Map-Reply", "Map-Notify"):
         assert message in decoded, (message, decoded)
 
 

@@ -213,7 +213,7 @@ def test_down_leaves_nothing_behind(two_dc):
     """Last in this module: the shared lab goes down and every trace with it."""
     st, env = two_dc
     pids = [pid for s in st.sites for pid in s.pids.values()]
-    assert pids and all(manager._alive(p) for p in pids)
+    assert pids and all(manager.process_alive(p) for p in pids)
     removed = manager.down()
     assert any(r.startswith("netns lt-dc1") for r in removed)
     assert env.leftovers(pids) == []

@@ -30,7 +30,7 @@ def test_mininet_hosts_ping_across_sites_and_stop_cleanly():
     pids: list[int] = []
     try:
         pids = [manager._read_pid(Path(s.run_dir) / f"{d}.pid") for s in state.sites for d in manager.DAEMONS]
-        assert all(pids) and all(manager._alive(p) for p in pids)
+        assert all(pids) and all(manager.process_alive(p) for p in pids)
         h1, h2, h3, h4 = (net[n] for n in ("h1", "h2", "h3", "h4"))
         assert h3.IP() == "10.2.0.10"
         # Mininet's own ping (what `h1 ping h3` / `pingall` use): across and within sites.
@@ -42,5 +42,5 @@ def test_mininet_hosts_ping_across_sites_and_stop_cleanly():
         assert int(re.search(r"n_packets=(\d+)", out).group(1)) >= 1
     finally:
         lisp_topo.stop(net, state)
-    assert not any(manager._alive(p) for p in pids if p)
+    assert not any(manager.process_alive(p) for p in pids if p)
     assert not Path(state.lab_dir).exists()

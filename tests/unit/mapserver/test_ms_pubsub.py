@@ -196,3 +196,19 @@ def test_subscription_table_is_bounded(monkeypatch):
     assert core.counters["rejected.subscribe.table-full"] == 1
     subscribe(core, "10.1.2.3", xtr_id=2, nonce=7)  # renewing an existing one is still fine
     assert core.counters["subscriptions.renewed"] == 1
+
+
+def test_host_route_from_another_site_tells_the_site_of_the_covering_prefix():
+    """dc1 registered the whole range; h moves to dc2, which registers its host route."""
+    core = make_core()
+    register(core, "10.10.0.0/16", ["198.18.1.1"], iid=42, want_notify=True)
+    effects = register(core, "10.10.0.5/32", ["198.18.2.1"], iid=42, key=DC2_KEY, source=ETR2, now=T0 + 5)
+    to_dc1 = [(e, m) for e, m in only(effects, MapNotify) if e.destination == ETR1]
+    [(sent, notify)] = to_dc1
+    assert str(notify.records[0].eid_prefix) == "[42]10.10.0.5/32"
+    assert [str(loc.address) for loc in notify.records[0].locators] == ["198.18.2.1"]
+    assert check_authentication(sent.payload, DC1_KEY) is AuthResult.OK
+    assert core.counters["registrations.moved_out_of_covering"] == 1
+    # The same site refining its own prefix tells nobody.
+    again = register(core, "10.10.0.9/32", ["198.18.1.1"], iid=42, now=T0 + 6)
+    assert [e for e, m in only(again, MapNotify) if e.destination == ETR1 and m.nonce != 1] == []

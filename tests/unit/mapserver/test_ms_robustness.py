@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lisp_ryu.mapserver import packets
-from lisp_ryu.mapserver.ratelimit import RateLimiter
+from lisp_ryu.ratelimit import RateLimiter
 from lisp_ryu.mapserver.service import MAX_DATAGRAM
 from lisp_ryu.wire import MapReply
 

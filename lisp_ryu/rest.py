@@ -1,0 +1,637 @@
+"""The REST API under /lisp/v1/ (Ryu WSGI, JSON): read state, write policy and static intent.
+
+Glue only.  Handlers validate input (the pure `from_dict` constructors name
+the bad field), change intent by calling the cores, and hand the effects
+the cores return to the application (Map-Notify publications, "recompile
+this switch") -- they never build flows.  All routes are declared once in
+`ROUTES`; the Ryu controller class and the OpenAPI document
+(`lisp_ryu.openapi`) are both generated from it, so they cannot drift.
+
+Errors map to statuses in one place (`_status_of`): invalid input 400 with
+the field named, missing/wrong bearer token 401/403, unknown object 404,
+an object that already exists on POST 409.
+
+Writes need `Authorization: Bearer <rest.token>`; reads need it too when
+`rest.protect_reads` is set.  Without a configured token the API is read-only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hmac
+import ipaddress
+import json
+import logging
+import math
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from lisp_ryu import compat
+
+compat.apply()
+
+from ryu.app.wsgi import ControllerBase, Response, WSGIApplication, route  # noqa: E402
+
+from lisp_ryu.config import EidPrefixConfig, RestConfig  # noqa: E402
+from lisp_ryu.flows.compiler import compile_plan  # noqa: E402
+from lisp_ryu.flows.model import DesiredState, Flow, GroupAction, Move, Output, SetField  # noqa: E402
+from lisp_ryu.flows.pipeline import Owner, Table, cookie  # noqa: E402
+from lisp_ryu.mapping.policy import (  # noqa: E402
+    PolicyError,
+    RlocOverride,
+    Rule,
+    StaticMapping,
+    parse_iid,
+    parse_prefix,
+)
+from lisp_ryu.mapserver import views  # noqa: E402
+
+LOG = logging.getLogger("lisp_ryu.rest")
+API = views.API_PREFIX
+STATE_FILE = "rest-intent.json"
+MAX_BODY = 1 << 20
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class ApiError(Exception):
+    """An answer other than 2xx, with a message (and the offending field for 400)."""
+
+    def __init__(self, status: int, message: str, field_name: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.field = field_name
+
+
+class Conflict(Exception):
+    """The object to create already exists (409)."""
+
+
+def _status_of(exc: Exception) -> ApiError:
+    """The one place that maps failures to HTTP statuses."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, PolicyError):
+        return ApiError(400, str(exc), exc.field)
+    if isinstance(exc, Conflict):
+        return ApiError(409, str(exc))
+    if isinstance(exc, KeyError):
+        return ApiError(404, f"no such object: {exc.args[0]}")
+    LOG.exception("REST handler failed")
+    return ApiError(500, f"internal error: {type(exc).__name__}")
+
+
+# --------------------------------------------------------------------------- what the API drives
+
+
+@dataclass
+class XtrHandle:
+    """One xTR as the API sees it: its core, what its switch holds, and how to push a change."""
+
+    name: str
+    dpid: int
+    core: Any  # lisp_ryu.xtr.core.XtrCore
+    installed: Callable[[], DesiredState | None]  # None: switch not connected / not reconciled
+    push: Callable[[str], None]  # recompile, diff and send (the glue's job)
+
+
+@dataclass
+class Backend:
+    """The cores plus the glue's callbacks; `from_app` builds it from a running `LispApp`."""
+
+    rest: RestConfig
+    map_server: Any = None  # lisp_ryu.mapserver.service.MapServer
+    run_map_server: Callable[[list], None] = lambda effects: None  # send the Map-Notifies it returns
+    xtrs: dict[str, XtrHandle] = field(default_factory=dict)
+    ms_clock: Callable[[], float] = time.time  # the Map-Server keeps wall-clock expiries
+    xtr_clock: Callable[[], float] = time.monotonic  # the xTR cores run on the monotonic clock
+    state_file: str | None = None  # where xTR-side intent (dynamic-EID prefixes) persists
+    counters: Callable[[], dict[str, int]] = dict  # the glue's own counters
+    started: float = field(default_factory=time.time)
+
+    @classmethod
+    def from_app(cls, app: Any) -> Backend:
+        from lisp_ryu.effects import DataplaneChanged
+
+        ms_endpoint = next((e for e in app.endpoints if e.name == "map-server"), None)
+        xtrs = {}
+        for dpid, endpoint in app.xtrs.items():
+            def installed(dpid=dpid):
+                session = app.sessions.get(dpid)
+                return session.installed if session is not None else None
+
+            def push(reason, endpoint=endpoint):
+                app._run(endpoint, [DataplaneChanged(reason)])
+
+            xtrs[endpoint.core.config.name] = XtrHandle(endpoint.core.config.name, dpid, endpoint.core, installed,
+                                                        push)
+        data_dir = app.config.map_server.data_dir if app.config.map_server is not None else None
+        return cls(
+            rest=app.config.rest,
+            map_server=ms_endpoint.core if ms_endpoint else None,
+            run_map_server=(lambda effects: app._run(ms_endpoint, effects)) if ms_endpoint else (lambda e: None),
+            xtrs=xtrs,
+            state_file=os.path.join(data_dir, STATE_FILE) if data_dir else None,
+            counters=lambda: dict(app.counters),
+        )
+
+    def ms(self) -> Any:
+        if self.map_server is None:
+            raise ApiError(404, "this controller runs no embedded Map-Server (no map_server: section)")
+        return self.map_server
+
+    def xtr(self, name: str) -> XtrHandle:
+        try:
+            return self.xtrs[name]
+        except KeyError:
+            raise ApiError(404, f"no xTR named {name!r} (known: {', '.join(sorted(self.xtrs)) or 'none'})") from None
+
+    # -- xTR-side intent that must survive a restart ----------------------------
+    def load_intent(self) -> None:
+        """Re-apply dynamic-EID prefixes changed over REST before the last restart."""
+        if not self.state_file or not os.path.exists(self.state_file):
+            return
+        try:
+            with open(self.state_file, encoding="utf-8") as fh:
+                data = json.load(fh)
+            for name, items in data.get("dynamic_eid_prefixes", {}).items():
+                handle = self.xtrs.get(name)
+                if handle is None:
+                    LOG.warning("%s: xTR %s is no longer configured; its dynamic-EID prefixes are ignored",
+                                self.state_file, name)
+                    continue
+                prefixes = tuple(EidPrefixConfig(parse_prefix(i["prefix"], "prefix"), parse_iid(i["iid"]))
+                                 for i in items)
+                handle.core.config = dataclasses.replace(handle.core.config, dynamic_eid_prefixes=prefixes)
+                LOG.info("xTR %s: %d dynamic-EID prefixes restored from %s", name, len(prefixes), self.state_file)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            LOG.error("%s: cannot restore REST intent: %s", self.state_file, exc)
+
+    def save_intent(self) -> None:
+        if not self.state_file:
+            return
+        from lisp_ryu.mapserver.store import _atomic_write
+
+        data = {"dynamic_eid_prefixes": {
+            name: [{"iid": d.iid, "prefix": str(d.prefix)} for d in h.core.config.dynamic_eid_prefixes]
+            for name, h in sorted(self.xtrs.items())}}
+        os.makedirs(os.path.dirname(self.state_file) or ".", exist_ok=True)
+        _atomic_write(self.state_file, json.dumps(data, indent=1).encode())
+
+
+# --------------------------------------------------------------------------- the route table
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    where: str  # "path" | "query"
+    schema: dict
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    method: str
+    path: str  # Routes syntax: {name} is a path parameter
+    handler: str  # method of `Api`
+    summary: str
+    write: bool = False
+    body: str | None = None  # schema name in lisp_ryu.openapi.SCHEMAS
+    response: str = "Object"
+    status: int = 200
+    params: tuple[Param, ...] = ()
+
+
+_LIMIT = Param("limit", "query", {"type": "integer", "minimum": 0, "default": views.DEFAULT_LIMIT},
+               "at most this many items")
+_XTR = Param("xtr", "path", {"type": "string"}, "xTR name (xtrs[].name in the configuration)")
+_RULE = Param("rule_id", "path", {"type": "string"}, "rule id")
+_OVR = Param("override_id", "path", {"type": "string"}, "override id")
+_PREFIX = (Param("iid", "path", {"type": "integer", "minimum": 0}, "instance-ID"),
+           Param("address", "path", {"type": "string"}, "prefix address, e.g. 10.2.0.0"),
+           Param("length", "path", {"type": "integer", "minimum": 0}, "prefix length, e.g. 16"))
+_PREFIX_PATH = "{iid}/{address}/{length}"
+
+ROUTES: tuple[Route, ...] = (
+    Route("openapi", "GET", f"{API}/openapi.json", "openapi", "This API as an OpenAPI 3 document"),
+    Route("health", "GET", f"{API}/health", "health", "Liveness, and which switches are connected", response="Health"),
+    Route("sites", "GET", f"{API}/sites", "sites", "Configured Map-Server sites and their EID prefixes"),
+    Route("registrations", "GET", f"{API}/registrations", "registrations",
+          "Registered EID prefixes with merged mapping and ETRs", params=(_LIMIT,)),
+    Route("subscriptions", "GET", f"{API}/subscriptions", "subscriptions", "RFC 9437 subscriptions",
+          params=(_LIMIT,)),
+    Route("counters", "GET", f"{API}/counters", "counters",
+          "Counters: Map-Server per message type and rejects by reason, each xTR, the controller"),
+    Route("xtrs", "GET", f"{API}/xtrs", "xtrs", "The xTRs this controller drives"),
+    Route("map_cache", "GET", f"{API}/xtrs/{{xtr}}/map-cache", "map_cache",
+          "An xTR's map-cache: TTL left and the flows each entry produced", params=(_XTR, _LIMIT)),
+    Route("list_policies", "GET", f"{API}/policies", "list_policies", "Reachability rules, in evaluation order"),
+    Route("create_policy", "POST", f"{API}/policies", "create_policy", "Add a rule (409 if the id exists)",
+          write=True, body="Rule", status=201),
+    Route("get_policy", "GET", f"{API}/policies/{{rule_id}}", "get_policy", "One rule", params=(_RULE,)),
+    Route("put_policy", "PUT", f"{API}/policies/{{rule_id}}", "put_policy", "Add or replace a rule",
+          write=True, body="Rule", params=(_RULE,)),
+    Route("delete_policy", "DELETE", f"{API}/policies/{{rule_id}}", "delete_policy", "Remove a rule",
+          write=True, params=(_RULE,)),
+    Route("list_overrides", "GET", f"{API}/rloc-overrides", "list_overrides", "RLOC priority/weight overrides"),
+    Route("create_override", "POST", f"{API}/rloc-overrides", "create_override",
+          "Add an RLOC override (409 if the id exists)", write=True, body="RlocOverride", status=201),
+    Route("put_override", "PUT", f"{API}/rloc-overrides/{{override_id}}", "put_override",
+          "Add or replace an RLOC override", write=True, body="RlocOverride", params=(_OVR,)),
+    Route("delete_override", "DELETE", f"{API}/rloc-overrides/{{override_id}}", "delete_override",
+          "Remove an RLOC override", write=True, params=(_OVR,)),
+    Route("list_static", "GET", f"{API}/static-mappings", "list_static", "Static mappings"),
+    Route("create_static", "POST", f"{API}/static-mappings", "create_static",
+          "Add a static mapping (409 if the prefix has one)", write=True, body="StaticMapping", status=201),
+    Route("put_static", "PUT", f"{API}/static-mappings/{_PREFIX_PATH}", "put_static",
+          "Add or replace the static mapping of a prefix", write=True, body="StaticMapping", params=_PREFIX),
+    Route("delete_static", "DELETE", f"{API}/static-mappings/{_PREFIX_PATH}", "delete_static",
+          "Remove a static mapping", write=True, params=_PREFIX),
+    Route("list_dynamic", "GET", f"{API}/xtrs/{{xtr}}/dynamic-eid-prefixes", "list_dynamic",
+          "An xTR's dynamic-EID prefixes (hosts appearing in them are learned)", params=(_XTR,)),
+    Route("create_dynamic", "POST", f"{API}/xtrs/{{xtr}}/dynamic-eid-prefixes", "create_dynamic",
+          "Add a dynamic-EID prefix (409 if present)", write=True, body="DynamicEidPrefix", status=201,
+          params=(_XTR,)),
+    Route("delete_dynamic", "DELETE", f"{API}/xtrs/{{xtr}}/dynamic-eid-prefixes/{_PREFIX_PATH}", "delete_dynamic",
+          "Remove a dynamic-EID prefix", write=True, params=(_XTR, *_PREFIX)),
+)
+
+
+# --------------------------------------------------------------------------- handlers
+
+
+class Api:
+    """The handlers: one method per route, taking (request body or None, path/query values)."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.b = backend
+
+    # -- reads ---------------------------------------------------------------
+    def openapi(self, body, **_):
+        from lisp_ryu import openapi
+
+        return openapi.document(ROUTES)
+
+    def health(self, body, **_):
+        ms = self.b.map_server
+        return {
+            "status": "ok",
+            "uptime_seconds": round(time.time() - self.b.started, 1),
+            "map_server": None if ms is None else {"registrations": ms.registration_count,
+                                                   "subscriptions": ms.subscription_count},
+            "xtrs": {name: {"dpid": f"{h.dpid:#x}", "connected": h.installed() is not None}
+                     for name, h in sorted(self.b.xtrs.items())},
+        }
+
+    def sites(self, body, **_):
+        return views.sites(self.b.ms())
+
+    def registrations(self, body, limit=views.DEFAULT_LIMIT, **_):
+        return views.registrations(self.b.ms(), self.b.ms_clock(), limit)
+
+    def subscriptions(self, body, limit=views.DEFAULT_LIMIT, **_):
+        return views.subscriptions(self.b.ms(), self.b.ms_clock(), limit)
+
+    def counters(self, body, **_):
+        # The Map-Server's shape (as the standalone server serves it) at the top, the xTRs' beside it.
+        out: dict[str, Any] = {"counters": {}, "rejects_by_reason": {}}
+        if self.b.map_server is not None:
+            out.update(views.counters(self.b.map_server))
+        out["xtrs"] = {name: dict(sorted(h.core.counters.items())) for name, h in sorted(self.b.xtrs.items())}
+        out["controller"] = dict(sorted(self.b.counters().items()))
+        return out
+
+    def xtrs(self, body, **_):
+        return {"xtrs": [{"name": name, "dpid": f"{h.dpid:#x}", "connected": h.installed() is not None,
+                          "rlocs": [str(r.address) for r in h.core.config.rlocs],
+                          "map_cache_entries": len(h.core.cache)}
+                         for name, h in sorted(self.b.xtrs.items())]}
+
+    def map_cache(self, body, xtr, limit=views.DEFAULT_LIMIT, **_):
+        handle = self.b.xtr(xtr)
+        return map_cache_view(handle.core, self.b.xtr_clock(), handle.installed(), limit)
+
+    def list_policies(self, body, **_):
+        return views.policies(self.b.ms())
+
+    def get_policy(self, body, rule_id, **_):
+        rule = self.b.ms().policy.rule(rule_id)
+        if rule is None:
+            raise KeyError(f"rule {rule_id}")
+        return rule.to_dict()
+
+    def list_overrides(self, body, **_):
+        return views.rloc_overrides(self.b.ms())
+
+    def list_static(self, body, **_):
+        return views.static_mappings(self.b.ms())
+
+    def list_dynamic(self, body, xtr, **_):
+        core = self.b.xtr(xtr).core
+        return {"xtr": xtr, "dynamic_eid_prefixes": [{"iid": d.iid, "prefix": str(d.prefix)}
+                                                      for d in core.config.dynamic_eid_prefixes]}
+
+    # -- writes: policy and static mappings live in the Map-Server ---------------------
+    def _ms_change(self, call: Callable[[Any, float], list]) -> int:
+        ms = self.b.ms()
+        effects = call(ms, self.b.ms_clock())
+        self.b.run_map_server(effects)  # the Map-Notify publications: subscribed ITRs follow at once
+        return len(effects)
+
+    def create_policy(self, body, **_):
+        rule = Rule.from_dict(body)
+        if self.b.ms().policy.rule(rule.id) is not None:
+            raise Conflict(f"rule {rule.id!r} exists: PUT {API}/policies/{rule.id} replaces it")
+        return self._put_rule(rule)
+
+    def put_policy(self, body, rule_id, **_):
+        return self._put_rule(Rule.from_dict(body, rule_id))
+
+    def _put_rule(self, rule: Rule):
+        notified = self._ms_change(lambda ms, now: ms.set_rule(rule, now))
+        return {"rule": rule.to_dict(), "notified_subscribers": notified}
+
+    def delete_policy(self, body, rule_id, **_):
+        notified = self._ms_change(lambda ms, now: ms.remove_rule(rule_id, now))
+        return {"deleted": rule_id, "notified_subscribers": notified}
+
+    def create_override(self, body, **_):
+        override = RlocOverride.from_dict(body)
+        if self.b.ms().policy.override(override.id) is not None:
+            raise Conflict(f"override {override.id!r} exists: PUT {API}/rloc-overrides/{override.id} replaces it")
+        return self._put_override(override)
+
+    def put_override(self, body, override_id, **_):
+        return self._put_override(RlocOverride.from_dict(body, override_id))
+
+    def _put_override(self, override: RlocOverride):
+        notified = self._ms_change(lambda ms, now: ms.set_override(override, now))
+        return {"rloc_override": override.to_dict(), "notified_subscribers": notified}
+
+    def delete_override(self, body, override_id, **_):
+        notified = self._ms_change(lambda ms, now: ms.remove_override(override_id, now))
+        return {"deleted": override_id, "notified_subscribers": notified}
+
+    def create_static(self, body, **_):
+        mapping = StaticMapping.from_dict(body)
+        if any(m.iid == mapping.iid and m.prefix == mapping.prefix for m in self.b.ms().static_mappings()):
+            raise Conflict(f"[{mapping.iid}]{mapping.prefix} has a static mapping: PUT "
+                           f"{API}/static-mappings/{mapping.iid}/{mapping.prefix} replaces it")
+        return self._put_static(mapping)
+
+    def put_static(self, body, iid, address, length, **_):
+        iid_value, prefix = _path_prefix(iid, address, length)
+        if not isinstance(body, dict):
+            raise PolicyError("body", "must be a JSON object")
+        merged = {"iid": iid_value, "prefix": str(prefix), **body}
+        mapping = StaticMapping.from_dict(merged)
+        if (mapping.iid, mapping.prefix) != (iid_value, prefix):
+            raise PolicyError("prefix", f"the body names [{mapping.iid}]{mapping.prefix}, the URL [{iid_value}]{prefix}")
+        return self._put_static(mapping)
+
+    def _put_static(self, mapping: StaticMapping):
+        notified = self._ms_change(lambda ms, now: ms.set_static(mapping, now))
+        return {"static_mapping": mapping.to_dict(), "notified_subscribers": notified}
+
+    def delete_static(self, body, iid, address, length, **_):
+        iid_value, prefix = _path_prefix(iid, address, length)
+        notified = self._ms_change(lambda ms, now: ms.remove_static(iid_value, prefix, now))
+        return {"deleted": {"iid": iid_value, "prefix": str(prefix)}, "notified_subscribers": notified}
+
+    # -- writes: dynamic-EID prefixes are xTR configuration ------------------------------------
+    def create_dynamic(self, body, xtr, **_):
+        handle = self.b.xtr(xtr)
+        if not isinstance(body, dict):
+            raise PolicyError("body", "must be a JSON object")
+        unknown = sorted(set(body) - {"iid", "prefix"})
+        if unknown:
+            raise PolicyError(unknown[0], "unknown field (expected iid, prefix)")
+        if "prefix" not in body:
+            raise PolicyError("prefix", "is required")
+        item = EidPrefixConfig(parse_prefix(body["prefix"], "prefix"), parse_iid(body.get("iid", 0)))
+        current = handle.core.config.dynamic_eid_prefixes
+        if any(d.iid == item.iid and d.prefix == item.prefix for d in current):
+            raise Conflict(f"xTR {xtr} already has dynamic-EID prefix [{item.iid}]{item.prefix}")
+        self._set_dynamic(handle, current + (item,), f"dynamic-EID prefix [{item.iid}]{item.prefix} added")
+        return {"xtr": xtr, "iid": item.iid, "prefix": str(item.prefix)}
+
+    def delete_dynamic(self, body, xtr, iid, address, length, **_):
+        handle = self.b.xtr(xtr)
+        iid_value, prefix = _path_prefix(iid, address, length)
+        current = handle.core.config.dynamic_eid_prefixes
+        kept = tuple(d for d in current if (d.iid, d.prefix) != (iid_value, prefix))
+        if len(kept) == len(current):
+            raise KeyError(f"dynamic-EID prefix [{iid_value}]{prefix} of xTR {xtr}")
+        self._set_dynamic(handle, kept, f"dynamic-EID prefix [{iid_value}]{prefix} removed")
+        return {"deleted": {"xtr": xtr, "iid": iid_value, "prefix": str(prefix)}}
+
+    def _set_dynamic(self, handle: XtrHandle, prefixes: tuple, reason: str) -> None:
+        handle.core.config = dataclasses.replace(handle.core.config, dynamic_eid_prefixes=prefixes)
+        self.b.save_intent()
+        LOG.info("xTR %s: %s (REST)", handle.name, reason)
+        handle.push(reason)  # the learning flows follow at once
+
+
+def _path_prefix(iid: str, address: str, length: str) -> tuple[int, Any]:
+    try:
+        iid_value = int(iid)
+    except ValueError:
+        raise PolicyError("iid", f"not an integer: {iid!r}") from None
+    return parse_iid(iid_value), parse_prefix(f"{address}/{length}", "prefix")
+
+
+# --------------------------------------------------------------------------- views of the xTR
+
+
+def map_cache_view(core: Any, now: float, installed: DesiredState | None, limit: int = views.DEFAULT_LIMIT) -> dict:
+    """Each map-cache entry with its TTL left and the flows (and groups) it produced.
+
+    The flows are the compiled desired state for the entry (matched by its
+    cookie, `cookie(Owner.MAPPING, iid, prefix)`); `installed` says whether the
+    switch holds each one as compiled.
+    """
+    desired = compile_plan(core.plan())
+    held = installed.flows if installed is not None else frozenset()
+    groups = {g.group_id: g for g in desired.groups}
+    entries = []
+    for entry in core.cache:
+        if len(entries) >= limit:
+            break
+        record = entry.value.record
+        owner = cookie(Owner.MAPPING, entry.iid, str(entry.eid))
+        flows = sorted((f for f in desired.flows if f.cookie == owner), key=lambda f: (f.table, -f.priority))
+        used = [groups[a.group_id] for f in flows for a in f.actions if isinstance(a, GroupAction)]
+        entries.append({
+            "iid": entry.iid,
+            "prefix": str(entry.eid),
+            "negative": entry.negative,
+            "action": record.action.name.lower().replace("_", "-"),
+            "ttl_left": None if math.isinf(entry.expires_at) else round(entry.expires_at - now, 3),
+            "expired": entry.expired(now),
+            "source": entry.value.source,
+            "locators": [views.locator(loc) for loc in record.locators],
+            "flows": [{"text": flow_text(f), "cookie": f"{f.cookie:#x}", "installed": f in held} for f in flows],
+            "groups": [{"group_id": g.group_id, "type": g.type,
+                        "buckets": [{"weight": b.weight, "actions": _actions(b.actions)} for b in g.buckets]}
+                       for g in used],
+        })
+    return {"xtr": core.config.name, "total": len(core.cache), "connected": installed is not None,
+            "entries": entries}
+
+
+def _actions(actions: tuple) -> str:
+    parts = []
+    for a in actions:
+        if isinstance(a, Output):
+            parts.append(f"output:{a.port}")
+        elif isinstance(a, SetField):
+            parts.append(f"set_field:{a.value}->{a.field}")
+        elif isinstance(a, GroupAction):
+            parts.append(f"group:{a.group_id}")
+        elif isinstance(a, Move):
+            parts.append(f"move:{a.src}->{a.dst}")
+        else:
+            parts.append(type(a).__name__.lower())
+    return ",".join(parts) or "drop"
+
+
+def flow_text(flow: Flow) -> str:
+    """A flow the way `ovs-ofctl dump-flows` spells it, roughly (for humans and tests)."""
+    fields = []
+    for name, value in flow.match:
+        if isinstance(value, tuple):
+            value = f"{value[0]}/{value[1]}"
+        fields.append(f"{name}={value}")
+    table = Table(flow.table).name.lower() if flow.table in Table._value2member_map_ else flow.table
+    goto = f",goto:{flow.goto}" if flow.goto is not None else ""
+    return f"table={table} priority={flow.priority} {','.join(fields)} actions={_actions(flow.actions)}{goto}"
+
+
+# --------------------------------------------------------------------------- the Ryu controller
+
+
+def _authorise(rest: RestConfig, req: Any, write: bool) -> None:
+    if not write and not rest.protect_reads:
+        return
+    if not rest.token:
+        raise ApiError(403, "no rest.token is configured: writes are disabled" if write
+                       else "reads are protected but no rest.token is configured")
+    header = req.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise ApiError(401, "this request needs 'Authorization: Bearer <token>'")
+    if not hmac.compare_digest(token.strip().encode(), rest.token.encode()):
+        raise ApiError(403, "wrong bearer token")
+
+
+def _json(status: int, payload: Any, extra_headers: dict | None = None) -> Response:
+    response = Response(status=status, content_type="application/json",
+                        body=json.dumps(payload, indent=1).encode())
+    for name, value in (extra_headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def _query(route_: Route, req: Any) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for param in route_.params:
+        if param.where != "query" or param.name not in req.GET:
+            continue
+        raw = req.GET[param.name]
+        if param.schema.get("type") == "integer":
+            try:
+                values[param.name] = int(raw)
+            except ValueError:
+                raise PolicyError(param.name, f"not an integer: {raw!r}") from None
+            if values[param.name] < param.schema.get("minimum", -math.inf):
+                raise PolicyError(param.name, f"must be at least {param.schema['minimum']}")
+        else:
+            values[param.name] = raw
+    return values
+
+
+def _body(req: Any) -> Any:
+    if not req.body:
+        raise PolicyError("body", "a JSON body is required")
+    if len(req.body) > MAX_BODY:
+        raise PolicyError("body", f"larger than {MAX_BODY} bytes")
+    try:
+        return json.loads(req.body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PolicyError("body", f"not valid JSON: {exc}") from None
+
+
+def _dispatch(controller: Any, route_: Route, req: Any, kwargs: dict) -> Response:
+    backend: Backend = controller.backend
+    try:
+        _authorise(backend.rest, req, route_.write)
+        body = _body(req) if route_.body is not None else None
+        values = {**kwargs, **_query(route_, req)}
+        result = getattr(Api(backend), route_.handler)(body, **values)
+        return _json(route_.status, result)
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a JSON answer with a status
+        error = _status_of(exc)
+        payload = {"error": error.message}
+        if error.field is not None:
+            payload["field"] = error.field
+        headers = {"WWW-Authenticate": 'Bearer realm="lisp-ryu"'} if error.status == 401 else None
+        if error.status < 500:
+            LOG.info("REST %s %s -> %d: %s", req.method, req.path, error.status, error.message)
+        return _json(error.status, payload, headers)
+
+
+def _make_handler(route_: Route) -> Callable:
+    def handler(self, req, **kwargs):
+        return _dispatch(self, route_, req, kwargs)
+
+    handler.__name__ = route_.name
+    requirements = {p.name: r"\d+" for p in route_.params if p.where == "path" and p.schema.get("type") == "integer"}
+    return route(route_.name, route_.path, methods=[route_.method], requirements=requirements or None)(handler)
+
+
+class LispRestController(ControllerBase):
+    """Ryu WSGI controller; its route methods are generated from `ROUTES`."""
+
+    def __init__(self, req, link, data, **config):
+        super().__init__(req, link, data, **config)
+        self.backend: Backend = data["backend"]
+
+
+for _route in ROUTES:
+    setattr(LispRestController, _route.name, _make_handler(_route))
+
+
+def _route_regex(path: str) -> re.Pattern:
+    return re.compile("^" + re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(path)) + "$")
+
+
+_ROUTE_REGEXES = [(_route_regex(r.path), r.method) for r in ROUTES]
+
+
+class LispRestFallback(ControllerBase):
+    """Anything else under the prefix: a JSON 405 (known path, other method) or 404."""
+
+    @route("fallback", API + "/{rest:.*}")
+    def fallback(self, req, **_):
+        allowed = sorted({method for regex, method in _ROUTE_REGEXES if regex.match(req.path)})
+        if allowed:
+            return _json(405, {"error": f"{req.method} not allowed on {req.path} (allowed: {', '.join(allowed)})"},
+                         {"Allow": ", ".join(allowed)})
+        return _json(404, {"error": f"no such resource {req.path}", "see": f"{API}/openapi.json"})
+
+
+def register(wsgi: WSGIApplication, backend: Backend) -> None:
+    """Mount the API on Ryu's WSGI application (called once by the Ryu app)."""
+    backend.load_intent()
+    wsgi.register(LispRestController, {"backend": backend})
+    wsgi.register(LispRestFallback)  # after the real routes: Routes matches in registration order
+    LOG.info("REST API mounted at %s (writes %s, reads %s)", API,
+             "need the bearer token" if backend.rest.token else "disabled: no rest.token",
+             "need the token" if backend.rest.protect_reads else "open")

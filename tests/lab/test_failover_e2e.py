@@ -1,0 +1,81 @@
+"""End to end: RLOC probing notices a cut underlay link and traffic fails over, then returns.
+
+Lab: prefix lp-, management 198.19.236.0/24, controller port 6697.
+dc3 has two RLOCs; the test topology (`failover.failover_topology`) makes
+198.18.4.2 (its second link) priority 1 and 198.18.3.2 priority 2.  h1 (dc1)
+pings h5 (dc3) every 10 ms while the core router's end of the primary's link
+goes down and, later, up again (`ip link set` inside the core's namespace).
+The real controller probes every 0.5 s and declares an RLOC down after 3
+missed probes.  No timing is asserted here (the figures are in
+bench/bench_failover.py): only that traffic moved, recovered, and came back.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from lisp_ryu.lab import controller as lab_controller
+from lisp_ryu.lab import failover, manager
+
+from conftest import TOPOLOGIES, LabEnv, lab_unavailable, topology_copy
+
+pytestmark = [pytest.mark.lab]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory, module_monkeypatch):
+    reason = lab_unavailable()
+    if reason:
+        pytest.skip(reason)
+    tmp = tmp_path_factory.mktemp("failover")
+    env = LabEnv(module_monkeypatch, tmp / "run", "lp-")
+    copy = topology_copy(TOPOLOGIES / "three-dc.yaml", tmp, "198.19.236.0/24", port=6697)
+    state = manager.up(failover.failover_topology(copy, copy))
+    try:
+        lab_controller.start(state, rloc_probing=failover.PROBING)
+        lab_controller.wait_ready(state)
+        yield state
+        log = lab_controller.log_path().read_text(errors="replace")
+        assert "Traceback" not in log, log[-4000:]
+        assert "OpenFlow error" not in log, log[-4000:]
+    finally:
+        manager.down()
+        assert env.leftovers() == []
+
+
+@pytest.fixture(autouse=True)
+def flows_on_failure(request, lab):
+    yield
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        for site in lab.sites:
+            print(f"--- flows of {site.name}\n{manager.ofctl(site.name, 'dump-flows', state=lab)}")
+        print(f"--- controller log\n{lab_controller.log_path().read_text(errors='replace')[-5000:]}")
+
+
+def test_traffic_goes_to_the_best_priority_rloc(lab):
+    out = manager.exec_in("h1", ["ping", "-n", "-c", "2", "-i", "0.2", "-W", "2", "10.3.0.10"], state=lab, check=False)
+    assert out.returncode == 0, out.stdout
+    assert failover.encap_rloc(lab, "dc1", "10.3.0.0/16") == failover.PRIMARY
+
+
+def test_cut_link_fails_over_to_the_next_priority_and_traffic_returns_when_it_is_back(lab):
+    (cycle,) = failover.run(lab, cycles=1)
+    print(cycle)
+    # The ping recovered on the backup RLOC while the primary's link was down ...
+    assert cycle.outage_ms is not None, cycle
+    assert cycle.flow_moved_ms is not None and cycle.flow_back_ms is not None, cycle
+    # ... and kept being answered once the flow went back to the primary.
+    assert cycle.answered_after_restore > 0 and cycle.lost_after_restore <= 2, cycle
+    log = lab_controller.log_path().read_text(errors="replace")
+    assert f"RLOC {failover.PRIMARY} is down" in log and f"RLOC {failover.PRIMARY} is up again" in log
+    # Only dc1's (and dc2's, if it talked to dc3) view changed: dc3 never declared its peers down.
+    assert "RLOC 198.18.1.2 is down" not in log
+
+
+def test_both_rlocs_of_the_multihomed_site_answer_probes(lab):
+    """Probes reach dc3's controller on each of its RLOCs (it listens on both)."""
+    assert manager.exec_in("h1", ["ping", "-n", "-c", "1", "-W", "2", "10.3.0.11"], state=lab,
+                           check=False).returncode == 0
+    log = lab_controller.log_path().read_text(errors="replace")
+    assert "RLOC 198.18.3.2 is down" not in log

@@ -1,0 +1,533 @@
+"""Workload mobility in the lab: `lisp-ryu lab move` and the mobility scenario.
+
+The move mechanics are tested on a lab without a controller (its flows are
+the test's own), so they hold whatever the controller does; the end-to-end
+test (also `slow`) runs the real controller and moves a host back and forth
+under a continuous ping and an open TCP connection.  Labs here use the name
+prefixes mv- and mw-, management subnets 198.19.245.0/24 and 198.19.244.0/24
+and controller port 6691, so they never meet another lab.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import re
+import socket
+import struct
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from lisp_ryu.flows.pipeline import Owner, cookie
+from lisp_ryu.lab import cli as lab_cli
+from lisp_ryu.lab import controller as lab_controller
+from lisp_ryu.lab import manager, mobility
+from lisp_ryu.lab.netns import run_in_netns
+from lisp_ryu.lab.state import LabError, read_state
+
+from conftest import TOPOLOGIES, LabEnv, lab_unavailable, topology_copy
+
+TEST_COOKIE = 0x6D76000000000000  # "mv": flows this test adds by hand
+
+
+def _topology(directory: Path, subnet: str, port: int) -> Path:
+    return topology_copy(TOPOLOGIES / "three-dc.yaml", directory, subnet, port=port)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory, module_monkeypatch):
+    """three-dc without a controller, up once for the mechanics tests."""
+    reason = lab_unavailable()
+    if reason:
+        pytest.skip(reason)
+    tmp = tmp_path_factory.mktemp("move")
+    env = LabEnv(module_monkeypatch, tmp / "run", "mv-")
+    st = manager.up(_topology(tmp, "198.19.245.0/24", 6691))
+    yield st, env
+    if read_state() is not None or env.leftovers():
+        manager.down()
+
+
+def sh(state, node: str, *argv: str) -> str:
+    return manager.exec_in(node, list(argv), state=state).stdout
+
+
+def link_exists(namespace: str, name: str) -> bool:
+    return manager.run_in(namespace, ["ip", "link", "show", "dev", name], check=False).returncode == 0
+
+
+def flow_packets(state, site: str, match_cookie: int) -> int:
+    out = manager.ofctl(site, "dump-flows", f"cookie={match_cookie:#x}/-1", state=state)
+    return sum(int(n) for n in re.findall(r"n_packets=(\d+)", out))
+
+
+# --------------------------------------------------------------------------
+# Pure parts: frames, probes, monitor lines, the analysis
+
+
+def test_gratuitous_arp_frame_asks_for_its_own_address():
+    frame = manager.gratuitous_arp("02:4c:68:01:00:0a", "10.1.0.10")
+    assert len(frame) == 60  # padded to the Ethernet minimum
+    mac, ip = bytes.fromhex("024c6801000a"), ipaddress.IPv4Address("10.1.0.10").packed
+    assert frame[:6] == b"\xff" * 6 and frame[6:12] == mac and frame[12:14] == b"\x08\x06"
+    htype, ptype, hlen, plen, op = struct.unpack("!HHBBH", frame[14:22])
+    assert (htype, ptype, hlen, plen, op) == (1, 0x0800, 6, 4, 1)  # Ethernet/IPv4 request
+    assert frame[22:28] == mac and frame[28:32] == ip  # sender
+    assert frame[32:38] == b"\x00" * 6 and frame[38:42] == ip  # target: itself
+
+
+def test_echo_request_checksum_verifies():
+    packet = mobility.echo_request(0x1234, 70000, b"abc")  # odd payload, sequence wraps
+    assert packet[0] == 8 and struct.unpack("!HH", packet[4:8]) == (0x1234, 70000 & 0xFFFF)
+    assert mobility._checksum(packet) == 0
+
+
+def test_monitor_lines_become_flow_events():
+    line = (" event=DELETED reason=delete table=1 cookie=0x200002a56a730bb "
+            "ip,metadata=0x2a/0xffffff,nw_dst=10.1.0.10 actions=output:3")
+    e = mobility.parse_monitor_line("dc2", 12.5, line)
+    assert (e.site, e.at, e.event, e.table, e.cookie) == ("dc2", 12.5, "DELETED", 1, 0x200002A56A730BB)
+    assert e.flow.startswith("ip,metadata=") and e.per_eid
+    infra = mobility.parse_monitor_line("dc2", 1.0, " event=ADDED table=0 cookie=0x100000000000000 priority=0")
+    assert infra.cookie == cookie(Owner.INFRA) and not infra.per_eid
+    assert not mobility.parse_monitor_line("dc2", 1.0, f" event=ADDED table=3 cookie={TEST_COOKIE:#x} arp").per_eid
+    assert mobility.parse_monitor_line("dc2", 1.0, "ONFST_FLOW_MONITOR reply (OF1.3) (xid=0x0):") is None
+
+
+def _planned(name: str):
+    """The state a lab of the shipped topology would have (pure: nothing is built)."""
+    from lisp_ryu.lab import topology as topo
+
+    t = topo.load(TOPOLOGIES / name)
+    return manager.plan(t, pfx="mv-", directory=Path("/nonexistent"), topology_path=str(TOPOLOGIES / name))
+
+
+def test_scenario_cast_defaults_and_errors():
+    st = _planned("three-dc.yaml")
+    cast = mobility.choose(st)
+    assert (cast.mover.name, cast.home, cast.away, cast.pinger.name) == ("h1", "dc1", "dc2", "h5")
+    cast = mobility.choose(st, host="h3", to="dc3")
+    assert (cast.home, cast.away, cast.pinger.name, cast.pinger.site) == ("dc2", "dc3", "h1", "dc1")
+    with pytest.raises(LabError, match="host h1 is already at site dc1"):
+        mobility.choose(st, to="dc1")
+    with pytest.raises(LabError, match="the pinger h2 is at dc1: it must be at a third site, neither dc1 nor dc2"):
+        mobility.choose(st, pinger="h2")
+    with pytest.raises(LabError, match="needs three sites .* lab two-dc has 2"):
+        mobility.choose(_planned("two-dc.yaml"))
+
+
+def _move(started: float, src: str, dst: str) -> manager.Move:
+    return manager.Move(host="h1", from_site=src, to_site=dst, from_ofport=1, to_ofport=3, started=started,
+                        attached=started + 0.03, announced=started + 0.031, state=None)
+
+
+def test_analysis_measures_outage_loss_and_reactions():
+    """Probes every 10 ms from t=0 to 6 s; moves at 1, 3 and 5 s.  After the
+    first, replies stop for 60 ms; after the second they never come back;
+    the third brings them back after 40 ms."""
+    interval = 0.01
+    probes = []
+    for i in range(600):
+        sent = i * interval
+        lost = 1.0 <= sent < 1.06 or 3.0 <= sent < 5.04
+        probes.append(mobility.Probe(i, sent, None if lost else sent + 0.0005))
+    owner = cookie(Owner.LOCAL_HOST, 42, "10.1.0.10")
+
+    def ev(site: str, at: float, c: int = owner) -> mobility.FlowEvent:
+        return mobility.FlowEvent(site, at, "ADDED", 1, c, "")
+
+    events = (ev("dc2", 1.045), ev("dc2", 1.050), ev("dc1", 1.070), ev("dc3", 1.052),
+              ev("dc3", 1.01, cookie(Owner.INFRA)),  # the skeleton does not count
+              ev("dc1", 3.040))
+    moves = [_move(1.0, "dc1", "dc2"), _move(3.0, "dc2", "dc1"), _move(5.0, "dc1", "dc2")]
+    outcomes, lost_before = mobility.analyse(moves, tuple(probes), events, interval=interval, pinger_site="dc3")
+    first, second, third = outcomes
+    assert lost_before == 0
+    assert first.lost == 6 and first.lost_ms == pytest.approx(60.0)
+    assert first.gap_ms == pytest.approx(70.0)  # last reply 0.9905 -> next 1.0605
+    assert first.outage_ms == first.gap_ms
+    assert first.after_attach_ms == pytest.approx(30.5)  # attached at 1.03, reply at 1.0605
+    assert not second.recovered and second.gap_ms is None and second.after_attach_ms is None
+    assert second.outage_ms == second.window_ms == pytest.approx(1980.0)  # to its last probe, at 4.98 s
+    # The third move's outage starts at its own start, not at the second's last reply.
+    assert third.recovered and third.lost == 5  # its window starts one interval early: 4.99 .. 5.03
+    assert third.gap_ms == pytest.approx(40.5)  # from 5.0, not from the last reply at 2.99
+    assert first.reaction("new_site").first_change_ms == pytest.approx(45.0)
+    assert first.reaction("new_site").last_change_ms == pytest.approx(50.0)
+    assert first.reaction("new_site").changes == 2
+    assert first.reaction("old_site").first_change_ms == pytest.approx(70.0)
+    assert first.reaction("itr").first_change_ms == pytest.approx(52.0) and first.reaction("itr").changes == 1
+    assert second.reaction("new_site").site == "dc1"
+    assert second.reaction("new_site").first_change_ms == pytest.approx(40.0)
+    assert second.reaction("old_site").first_change_ms is None
+    report = mobility.MobilityReport(lab="t", host="h1", target="10.1.0.10", pinger="h5", pinger_site="dc3",
+                                     interval=interval, pause=2.0, moves=outcomes, probes=tuple(probes),
+                                     events=events, lost_before_moves=0)
+    summary = report.summary()
+    assert summary["recovered"] == 2 and summary["outage_ms"]["max"] == pytest.approx(1980.0)
+    assert summary["outage_ms"]["median"] == pytest.approx(70.0)
+    assert summary["first_flow_change_ms"]["old_site"]["moves_without_change"] == 2
+    assert "dc1->dc2" in mobility.format_table(report)
+
+
+def test_plot_draws_a_png(tmp_path):
+    probes = tuple(mobility.Probe(i, i * 0.01, None if 50 <= i < 55 else i * 0.01 + 0.0004) for i in range(200))
+    outcomes, _ = mobility.analyse([_move(0.5, "dc1", "dc2")], probes, (), interval=0.01, pinger_site="dc3")
+    report = mobility.MobilityReport(lab="t", host="h1", target="10.1.0.10", pinger="h5", pinger_site="dc3",
+                                     interval=0.01, pause=1.0, moves=outcomes, probes=probes, events=(),
+                                     lost_before_moves=0)
+    path = mobility.plot(report, tmp_path / "timeline.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --------------------------------------------------------------------------
+# The move itself, on a lab without a controller
+
+pytestlab = pytest.mark.lab
+
+
+@pytestlab
+def test_move_reattaches_the_host_at_the_new_site(lab):
+    st, _ = lab
+    h1, dc1, dc2 = st.host("h1"), st.site("dc1"), st.site("dc2")
+    # The host has resolved its gateway before it moves; a flow at dc2 counts
+    # its gratuitous ARP (broadcast, sender = target = its own address).
+    sh(st, "h1", "ip", "neigh", "replace", h1.gateway, "lladdr", h1.gateway_mac, "dev", "eth0", "nud", "stale")
+    manager.ofctl("dc2", "add-flow", f"cookie={TEST_COOKIE:#x},table=0,priority=65000,arp,arp_op=1,"
+                  f"dl_dst=ff:ff:ff:ff:ff:ff,dl_src={h1.mac},arp_spa={h1.ip},arp_tpa={h1.ip},actions=drop", state=st)
+    try:
+        mv = manager.move_host("h1", "dc2")
+        assert flow_packets(st, "dc2", TEST_COOKIE) >= 1
+    finally:
+        manager.ofctl("dc2", "del-flows", f"cookie={TEST_COOKIE:#x}/-1", state=st)
+
+    # dc2's ports were 1 and 2: h1 gets 3, the lowest free one.
+    assert (mv.host, mv.from_site, mv.to_site, mv.from_ofport, mv.to_ofport) == ("h1", "dc1", "dc2", 1, 3)
+    assert mv.started < mv.attached <= mv.announced and mv.swap_ms > 0
+    # The state file agrees with what the move returned.
+    now = read_state()
+    assert now == mv.state
+    assert now.host("h1").site == "dc2" and now.host("h1").ofport == 3
+    assert now.site("dc1").host_ports == {"h2": 2}
+    assert now.site("dc2").host_ports == {"h3": 1, "h4": 2, "h1": 3}
+    assert [h for h in now.hosts if h.name != "h1"] == [h for h in st.hosts if h.name != "h1"]
+    # The switches: h1 is port 3 of dc2's br-int and gone from dc1's.
+    assert " 3(h1):" in manager.ofctl("dc2", "show", state=now)
+    assert "(h1)" not in manager.ofctl("dc1", "show", state=now)
+    assert manager.vsctl("dc2", "get", "interface", "h1", "error", state=now).strip() == "[]"
+    assert "h1" not in manager.vsctl("dc1", "list-ports", "br-int", state=now).split()
+    # The site end of the veth moved namespace, up, MTU 1450, checksum offload off.
+    assert not link_exists(dc1.namespace, "h1")
+    site_end = manager.run_in(dc2.namespace, ["ip", "-o", "link", "show", "dev", "h1"]).stdout
+    assert "mtu 1450" in site_end and ",UP," in site_end and "LOWER_UP" in site_end
+    assert "tx-checksumming: off" in manager.run_in(dc2.namespace, ["ethtool", "-k", "h1"]).stdout
+    # The host: same interface, MAC, address, MTU, route, ARP cache; its peer is now in dc2.
+    link = sh(now, "h1", "ip", "-d", "link", "show", "eth0")
+    assert h1.mac in link and "mtu 1450" in link and f"link-netns {dc2.namespace}" in link and "LOWER_UP" in link
+    assert h1.address in sh(now, "h1", "ip", "-4", "addr", "show", "eth0")
+    assert f"default via {h1.gateway} dev eth0" in sh(now, "h1", "ip", "route")
+    assert "tx-checksumming: off" in sh(now, "h1", "ethtool", "-k", "eth0")
+    assert h1.gateway_mac in sh(now, "h1", "ip", "neigh", "show", h1.gateway)
+
+
+@pytestlab
+def test_moved_host_exchanges_frames_through_its_new_port(lab):
+    """Both directions through dc2 port 3: an ARP responder flow there answers
+    h1's request for its gateway, and h1's kernel takes the answer."""
+    st = read_state()
+    h1 = st.host("h1")
+    assert h1.site == "dc2"
+    respond = (f"move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],set_field:{h1.gateway_mac}->eth_src,"
+               f"set_field:2->arp_op,move:NXM_NX_ARP_SHA[]->NXM_NX_ARP_THA[],"
+               f"set_field:{h1.gateway_mac}->arp_sha,move:NXM_OF_ARP_TPA[]->NXM_NX_REG0[],"
+               f"move:NXM_OF_ARP_SPA[]->NXM_OF_ARP_TPA[],move:NXM_NX_REG0[]->NXM_OF_ARP_SPA[],IN_PORT")
+    manager.ofctl("dc2", "add-flow", f"cookie={TEST_COOKIE:#x},table=0,priority=65000,in_port={h1.ofport},"
+                  f"arp,arp_op=1,arp_tpa={h1.gateway},actions={respond}", state=st)
+    try:
+        sh(st, "h1", "ip", "neigh", "flush", "dev", "eth0")
+        # Any off-subnet destination makes h1 resolve its gateway first.
+        manager.exec_in("h1", ["ping", "-c", "1", "-W", "1", "10.2.0.10"], state=st, check=False)
+        assert flow_packets(st, "dc2", TEST_COOKIE) >= 1
+        neigh = sh(st, "h1", "ip", "neigh", "show", h1.gateway)
+        assert h1.gateway_mac in neigh and "FAILED" not in neigh and "INCOMPLETE" not in neigh
+    finally:
+        manager.ofctl("dc2", "del-flows", f"cookie={TEST_COOKIE:#x}/-1", state=st)
+
+
+@pytestlab
+def test_move_back_and_forth(lab):
+    st = read_state()
+    assert st.host("h1").site == "dc2"
+    back = manager.move("h1", "dc1")
+    assert back.host("h1").site == "dc1" and back.host("h1").ofport == 1  # its old port is free again
+    assert back.site("dc2").host_ports == {"h3": 1, "h4": 2}
+    assert back.site("dc1").host_ports == {"h2": 2, "h1": 1}
+    for site in ("dc2", "dc3", "dc1", "dc2", "dc1"):
+        assert manager.move("h1", site).host("h1").site == site
+    final = read_state()
+    assert final.host("h1") == replace(st.host("h1"), site="dc1", ofport=1)
+    for s in final.sites:
+        ports = manager.vsctl(s.name, "list-ports", "br-int", state=final).split()
+        assert sorted(ports) == sorted([*s.host_ports, s.tunnel_port])
+        assert link_exists(s.namespace, "h1") == (s.name == "dc1")
+        errors = manager.vsctl(s.name, "--columns=name,error", "--format=csv", "--no-headings", "--data=bare",
+                               "list", "interface", state=final)
+        assert all(line.split(",", 1)[1] == "" for line in errors.splitlines()), errors
+    assert f"link-netns {final.site('dc1').namespace}" in sh(final, "h1", "ip", "-d", "link", "show", "eth0")
+
+
+@pytestlab
+def test_move_errors_are_clear_and_change_nothing(lab, tmp_path, monkeypatch):
+    before = read_state()
+    with pytest.raises(LabError, match=r"no host 'h9' in the lab \(hosts: h1, h2"):
+        manager.move("h9", "dc2")
+    with pytest.raises(LabError, match=r"no site 'dc9' in the lab \(sites: dc1, dc2, dc3\)"):
+        manager.move("h1", "dc9")
+    with pytest.raises(LabError, match="host h1 is already at site dc1"):
+        manager.move("h1", "dc1")
+    assert read_state() == before
+    monkeypatch.setenv("LISP_RYU_LAB_DIR", str(tmp_path / "nolab"))
+    with pytest.raises(LabError, match=r"no lab is up .*run `lisp-ryu lab up TOPOLOGY`"):
+        manager.move("h1", "dc2")
+
+
+@pytestlab
+def test_failed_move_puts_the_host_back(lab, monkeypatch):
+    """The new site's switch refuses the port: the host returns to its old port
+    and the state file still says where it is."""
+    before = read_state()
+    dc2 = before.site("dc2")
+    real_run = manager.run
+
+    def refusing(argv, **kwargs):
+        if "add-port" in argv and f"--db={dc2.db}" in argv:
+            raise manager.CommandError(argv, 1, "simulated: ovs-vsctl: cannot add port")
+        return real_run(argv, **kwargs)
+
+    monkeypatch.setattr(manager, "run", refusing)
+    with pytest.raises(LabError, match=r"moving h1 from dc1 to dc2 failed, it is back at dc1 port 1:(.|\n)*"
+                                       r"simulated: ovs-vsctl: cannot add port"):
+        manager.move("h1", "dc2")
+    monkeypatch.setattr(manager, "run", real_run)
+    assert read_state() == before
+    assert " 1(h1):" in manager.ofctl("dc1", "show", state=before)
+    assert not link_exists(dc2.namespace, "h1")
+    assert "h1" not in manager.vsctl("dc2", "list-ports", "br-int", state=before).split()
+    assert f"link-netns {before.site('dc1').namespace}" in sh(before, "h1", "ip", "-d", "link", "show", "eth0")
+
+
+@pytestlab
+def test_link_mover_names_a_missing_link(lab):
+    st = read_state()
+    mover = manager.LinkMover(st.site("dc1").namespace, st.site("dc2").namespace)
+    try:
+        with pytest.raises(LabError, match="moving link nolink from netns mv-dc1 to mv-dc2: No such device"):
+            mover.move_up("nolink")
+    finally:
+        mover.close()
+    with pytest.raises(LabError, match="network namespace mv-nope does not exist"):
+        manager.LinkMover(st.site("dc1").namespace, "mv-nope")
+
+
+@pytestlab
+def test_cli_move(lab, capfd):
+    parser = argparse.ArgumentParser(prog="lisp-ryu")
+    lab_cli.add_parser(parser.add_subparsers(dest="command"), lab_cli.run)
+
+    def cli(*argv: str) -> int:
+        args, extra = parser.parse_known_args(list(argv))
+        return args.func(args, extra)
+
+    assert cli("lab", "move", "h1", "--to", "dc3") == 0
+    assert "h1 moved from dc1 (port 1) to dc3 (port 3)" in capfd.readouterr().out
+    assert cli("lab", "move", "h1", "--to", "dc3") == 1
+    assert "error: host h1 is already at site dc3" in capfd.readouterr().err
+    assert cli("lab", "move", "h1", "--to", "dc1") == 0
+    assert read_state().host("h1").site == "dc1"
+
+
+@pytestlab
+def test_prober_and_flow_watch(lab):
+    """The scenario's recorders on their own: a prober pinging its own host's
+    address, and a flow monitor seeing a flow come and go."""
+    st = read_state()
+    h5 = st.host("h5")
+    with mobility.Prober(h5.namespace, h5.ip, interval=0.01) as prober:
+        assert prober.wait_reply(5)
+        time.sleep(0.2)
+        probes = prober.stop()
+    answered = [p for p in probes if p.received is not None]
+    assert len(probes) >= 10 and len(answered) >= len(probes) - 1  # the last may still be on its way
+    assert all(p.rtt_ms >= 0 for p in answered)
+    assert [p.seq for p in probes] == list(range(len(probes)))
+
+    watch = mobility.FlowWatch(st.site("dc2"))
+    watch.start()
+    owner = cookie(Owner.LOCAL_HOST, 42, "10.9.9.9")
+    try:
+        manager.ofctl("dc2", "add-flow", f"cookie={owner:#x},table=1,priority=5,ip,nw_dst=10.9.9.9,actions=drop",
+                      state=st)
+        manager.ofctl("dc2", "del-flows", f"cookie={owner:#x}/-1", state=st)
+        deadline = time.monotonic() + 5
+        while len(watch.events) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        events = watch.stop()
+    assert [(e.event, e.cookie, e.per_eid) for e in events] == [("ADDED", owner, True), ("DELETED", owner, True)]
+    assert events[0].at <= events[1].at
+
+
+@pytestlab
+def test_down_after_moves_leaves_nothing(lab):
+    st, env = lab
+    manager.move("h1", "dc2")  # leave it away from home
+    pids = [pid for s in read_state().sites for pid in s.pids.values()]
+    manager.down()
+    assert env.leftovers(pids) == []
+    assert read_state() is None
+
+
+# --------------------------------------------------------------------------
+# End to end, with the controller
+
+
+class EchoServer:
+    """A TCP echo server whose socket lives in a host's namespace."""
+
+    def __init__(self, namespace: str, address: str, port: int):
+        def make() -> socket.socket:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((address, port))
+            s.listen(1)
+            return s
+
+        self.listener = run_in_netns(namespace, make)
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:
+            return
+        with conn:
+            while data := conn.recv(4096):
+                conn.sendall(data)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def connect(namespace: str, address: str, port: int) -> socket.socket:
+    def make() -> socket.socket:
+        s = socket.create_connection((address, port), timeout=10)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return s
+
+    return run_in_netns(namespace, make)
+
+
+def echo(sock: socket.socket, payload: bytes) -> bytes:
+    sock.sendall(payload)
+    got = b""
+    while len(got) < len(payload):
+        chunk = sock.recv(len(payload) - len(got))
+        if not chunk:
+            raise ConnectionError("the echo server closed the connection")
+        got += chunk
+    return got
+
+
+def local_host_cookies(state, site: str) -> set[int]:
+    out = manager.ofctl(site, "dump-flows", state=state)
+    return {int(c, 16) for c in re.findall(r"cookie=(0x[0-9a-f]+)", out)}
+
+
+@pytestlab
+@pytest.mark.slow
+def test_ten_moves_under_ping_and_tcp_with_the_controller(tmp_path, monkeypatch):
+    """h1 moves dc1 <-> dc2 ten times while h5 (dc3) pings it every 10 ms and
+    keeps a TCP connection to it busy.  After each move the pings come back,
+    the connection survives, and no xTR keeps flows for a host that left."""
+    reason = lab_unavailable()
+    if reason:
+        pytest.skip(reason)
+    env = LabEnv(monkeypatch, tmp_path / "run", "mw-")
+    st = manager.up(_topology(tmp_path, "198.19.244.0/24", 6691))
+    server = None
+    try:
+        lab_controller.start(st)
+        lab_controller.wait_ready(st)
+        h1, h5 = st.host("h1"), st.host("h5")
+        server = EchoServer(h1.namespace, h1.ip, 7007)
+        client = connect(h5.namespace, h1.ip, 7007)
+        assert echo(client, b"before the moves") == b"before the moves"
+        failures: list[str] = []
+        stop = threading.Event()
+
+        def chatter() -> None:  # the connection carries data throughout the moves
+            n = 0
+            while not stop.wait(0.1):
+                n += 1
+                msg = f"message {n:05d}".encode()
+                try:
+                    if echo(client, msg) != msg:
+                        failures.append(f"message {n}: wrong echo")
+                except OSError as exc:
+                    failures.append(f"message {n}: {exc}")
+                    return
+
+        talker = threading.Thread(target=chatter, daemon=True)
+        talker.start()
+        report = mobility.run(moves=10, pause=1.5, host="h1", to="dc2", pinger="h5")
+        stop.set()
+        talker.join(timeout=30)
+        print(mobility.format_table(report))
+
+        assert len(report.moves) == 10
+        # Every problem at once: the controller side is easier to fix from the whole picture.
+        problems = [f"pings did not come back after move {m.index} ({m.from_site} -> {m.to_site})"
+                    for m in report.moves if not m.recovered]
+        problems += [f"TCP during the moves: {f}" for f in failures]
+        try:
+            if echo(client, b"after the moves") != b"after the moves":
+                problems.append("TCP after the moves: wrong echo")
+        except OSError as exc:
+            problems.append(f"TCP after the moves: {exc!r}")
+        client.close()
+
+        now = read_state()
+        assert now.host("h1").site == "dc1"  # ten moves: back home
+        for site in now.sites:
+            present = local_host_cookies(now, site.name)
+            for h in now.hosts:
+                has = cookie(Owner.LOCAL_HOST, h.iid, h.ip) in present
+                if has != (h.site == site.name):
+                    problems.append(f"{site.name} {'still has' if has else 'lacks'} local-host flows for {h.name} "
+                                    f"(at {h.site})")
+        for src in ("h2", "h3", "h6"):
+            out = manager.exec_in(src, ["ping", "-c", "2", "-i", "0.2", "-W", "2", h1.ip], state=now, check=False)
+            if out.returncode != 0:
+                problems.append(f"{src} -> h1 after the moves: {out.stdout.splitlines()[-2:]}")
+        log = lab_controller.log_path().read_text(errors="replace")
+        if "Traceback" in log or "OpenFlow error" in log:
+            problems.append(f"controller log has errors: {log[-3000:]}")
+        assert not problems, "\n".join(problems) + "\n" + mobility.format_table(report)
+    except BaseException:
+        now = read_state()
+        for site in now.sites:  # what the xTRs hold, before the lab goes
+            print(f"--- flows of {site.name}\n{manager.ofctl(site.name, 'dump-flows', state=now)}")
+        if lab_controller.log_path().exists():
+            print(f"--- controller log\n{lab_controller.log_path().read_text(errors='replace')[-6000:]}")
+        raise
+    finally:
+        if server is not None:
+            server.close()
+        lab_controller.stop()
+        manager.down()
+    assert env.leftovers() == []

@@ -1,0 +1,228 @@
+"""The Map-Server with policy: answers per requester, publications on policy change, static
+mappings, tenants, persistence.  Real codec bytes in and out; time injected."""
+
+import ipaddress
+
+from lisp_ryu.config import EidPrefixConfig, MapServerConfig, SiteConfig
+from lisp_ryu.mapping.policy import RlocOverride, Rule, StaticMapping
+from lisp_ryu.mapserver import MemoryStore, packets
+from lisp_ryu.wire import Action, EncapsulatedControlMessage, MapNotify, MapReply, decode_message
+
+from mapserver_helpers import DC1_KEY, DC2_KEY, ETR1, ETR2, ITR, T0, make_core, net, only
+
+ip = ipaddress.ip_address
+XTR_A, XTR_B = 0xA, 0xB
+ITR_B = ip("198.18.8.8")
+
+
+def register(core, prefix, rlocs, key=DC1_KEY, source=ETR1, now=T0, iid=0, proxy=True, **kw):
+    return core.handle_control(packets.map_register([packets.record(prefix, rlocs, iid=iid, **kw)], key,
+                                                    proxy=proxy), source, 4342, now)
+
+
+def request(core, eid, source_eid=None, itr=ITR, iid=0, now=T0 + 1, nonce=7, subscribe=False, xtr_id=None):
+    payload = packets.map_request_ecm(eid, [itr], iid=iid, nonce=nonce, source_port=61000, subscribe=subscribe,
+                                      xtr_id=xtr_id, site_id=1 if xtr_id else None, source_eid=source_eid)
+    return core.handle_control(payload, itr, 4342, now)
+
+
+def reply_record(effects):
+    [(_, reply)] = only(effects, MapReply)
+    [record] = reply.records
+    return record
+
+
+def deny(rule_id="deny", dests=("10.2.0.0/16",), sources=("10.1.0.0/16",), iid=0, **kw):
+    return Rule.from_dict({"id": rule_id, "iid": iid, "destinations": list(dests), "sources": list(sources),
+                           "action": "deny", **kw})
+
+
+def rlocs_of(record):
+    return [(str(loc.address), loc.priority, loc.weight) for loc in record.locators]
+
+
+def test_deny_answers_the_denied_source_with_a_policy_denied_negative_reply():
+    core = make_core()
+    register(core, "10.2.0.0/16", ["198.18.2.1"], key=DC2_KEY, source=ETR2)
+    core.set_rule(deny(), T0)
+    denied = reply_record(request(core, "10.2.0.10", source_eid="10.1.0.10"))
+    assert denied.locators == () and denied.action == Action.DROP_POLICY_DENIED
+    assert str(denied.eid_prefix) == "10.2.0.0/16"
+    assert denied.ttl == core.config.negative_ttl_minutes
+    allowed = reply_record(request(core, "10.2.0.10", source_eid="10.3.0.10"))
+    assert rlocs_of(allowed) == [("198.18.2.1", 1, 100)]
+    assert core.counters["sent.map_reply_policy_denied"] == 1
+
+
+def test_a_shaped_answer_is_given_by_the_map_server_not_forwarded_to_the_etr():
+    core = make_core()
+    register(core, "10.2.0.0/16", ["198.18.2.1"], key=DC2_KEY, source=ETR2, proxy=False)
+    # No policy in the way: forwarded to the ETR, unchanged.
+    [forwarded] = request(core, "10.2.0.10", source_eid="10.3.0.10")
+    assert forwarded.destination == ETR2
+    assert isinstance(decode_message(forwarded.payload), EncapsulatedControlMessage)
+    core.set_rule(deny(), T0)
+    denied = reply_record(request(core, "10.2.0.10", source_eid="10.1.0.10"))
+    assert denied.action == Action.DROP_POLICY_DENIED
+    # An allowed requester is still forwarded: the policy does not change its answer.
+    [forwarded] = request(core, "10.2.0.10", source_eid="10.3.0.10")
+    assert forwarded.destination == ETR2
+    core.set_override(RlocOverride.from_dict({"id": "w", "rloc": "198.18.2.1", "weight": 7}), T0)
+    overridden = reply_record(request(core, "10.2.0.10", source_eid="10.3.0.10"))
+    assert rlocs_of(overridden) == [("198.18.2.1", 1, 7)]
+
+
+def test_deny_added_and_removed_reaches_the_subscriber_at_once():
+    core = make_core()
+    register(core, "10.2.0.0/16", ["198.18.2.1"], key=DC2_KEY, source=ETR2)
+    request(core, "10.2.0.10", source_eid="10.1.0.10", subscribe=True, xtr_id=XTR_A, nonce=100)
+    request(core, "10.2.0.10", source_eid="10.3.0.10", itr=ITR_B, subscribe=True, xtr_id=XTR_B, nonce=200)
+    [sub_a] = [s for s in core.subscriptions() if s.xtr_id == XTR_A]
+    assert sub_a.source_eid == ip("10.1.0.10")
+
+    effects = core.set_rule(deny(), T0 + 5)
+    [(notify_effect, notify)] = only(effects, MapNotify)  # only the denied subscriber hears of it
+    assert (notify_effect.destination, notify_effect.port, notify.nonce) == (ITR, 61000, 101)
+    [record] = notify.records
+    assert (str(record.eid_prefix), record.locators, record.action) == ("10.2.0.0/16", (), Action.DROP_POLICY_DENIED)
+    assert record.ttl > 0
+
+    effects = core.remove_rule("deny", T0 + 10)
+    [(notify_effect, notify)] = only(effects, MapNotify)
+    assert notify_effect.destination == ITR and notify.nonce == 102
+    assert rlocs_of(notify.records[0]) == [("198.18.2.1", 1, 100)]
+    assert core.counters["notify.policy"] == 2
+    # Re-applying the same state notifies nobody.
+    assert only(core.set_rule(deny(sources=("10.9.0.0/16",)), T0 + 11), MapNotify) == []
+
+
+def test_registration_change_is_published_per_subscriber():
+    core = make_core()
+    register(core, "10.2.0.0/16", ["198.18.2.1"], key=DC2_KEY, source=ETR2)
+    core.set_rule(deny(), T0)
+    request(core, "10.2.0.10", source_eid="10.1.0.10", subscribe=True, xtr_id=XTR_A, nonce=100)
+    request(core, "10.2.0.10", source_eid="10.3.0.10", itr=ITR_B, subscribe=True, xtr_id=XTR_B, nonce=200)
+    effects = register(core, "10.2.0.0/16", ["198.18.2.9"], key=DC2_KEY, source=ETR2, now=T0 + 20)
+    told = {e.destination: m.records[0] for e, m in only(effects, MapNotify)}
+    assert told[ITR].action == Action.DROP_POLICY_DENIED and told[ITR].locators == ()
+    assert rlocs_of(told[ITR_B]) == [("198.18.2.9", 1, 100)]
+
+
+def test_a_re_resolution_without_source_eid_keeps_the_subscribers_source():
+    core = make_core()
+    register(core, "10.2.0.0/16", ["198.18.2.1"], key=DC2_KEY, source=ETR2)
+    core.set_rule(deny(), T0)
+    request(core, "10.2.0.10", source_eid="10.1.0.10", subscribe=True, xtr_id=XTR_A, nonce=100)
+    again = reply_record(request(core, "10.2.0.10", subscribe=True, xtr_id=XTR_A, nonce=300, now=T0 + 30))
+    assert again.action == Action.DROP_POLICY_DENIED
+    [sub] = core.subscriptions()
+    assert sub.source_eid == ip("10.1.0.10")
+
+
+def test_weight_override_is_published_and_applied_to_the_site_rlocs():
+    core = make_core()
+    register(core, "10.2.0.0/16", ["198.18.2.1", "198.18.2.2"], key=DC2_KEY, source=ETR2, weight=50)
+    request(core, "10.2.0.10", source_eid="10.1.0.10", subscribe=True, xtr_id=XTR_A, nonce=100)
+    effects = core.set_override(RlocOverride.from_dict({"id": "drain", "rloc": "198.18.2.1", "weight": 0}), T0 + 5)
+    [(_, notify)] = only(effects, MapNotify)
+    assert rlocs_of(notify.records[0]) == [("198.18.2.1", 1, 0), ("198.18.2.2", 1, 50)]
+    effects = core.set_override(RlocOverride.from_dict({"id": "backup", "site": "dc2", "priority": 2}), T0 + 6)
+    [(_, notify)] = only(effects, MapNotify)
+    assert rlocs_of(notify.records[0]) == [("198.18.2.1", 1, 0), ("198.18.2.2", 2, 50)]
+    [(_, notify)] = only(core.remove_override("drain", T0 + 7), MapNotify)
+    assert rlocs_of(notify.records[0]) == [("198.18.2.1", 2, 50), ("198.18.2.2", 2, 50)]
+
+
+def test_narrower_answer_withdraws_the_old_prefix_first():
+    core = make_core()
+    register(core, "10.2.0.0/16", ["198.18.2.1"], key=DC2_KEY, source=ETR2)
+    request(core, "10.2.0.10", source_eid="10.1.0.10", subscribe=True, xtr_id=XTR_A, nonce=100)
+    [(_, notify)] = only(core.set_rule(deny(dests=("10.2.0.10/32",)), T0 + 5), MapNotify)
+    withdraw, new = notify.records
+    assert (str(withdraw.eid_prefix), withdraw.ttl, withdraw.locators) == ("10.2.0.0/16", 0, ())
+    assert (str(new.eid_prefix), new.action) == ("10.2.0.10/32", Action.DROP_POLICY_DENIED)
+    # A neighbour's answer is narrowed so it never covers the denied host.
+    neighbour = reply_record(request(core, "10.2.0.11", source_eid="10.1.0.10"))
+    assert str(neighbour.eid_prefix) == "10.2.0.11/32" and neighbour.locators
+    far = reply_record(request(core, "10.2.200.1", source_eid="10.1.0.10"))
+    assert str(far.eid_prefix) == "10.2.128.0/17"
+
+
+def test_static_mappings_and_their_precedence_against_registrations():
+    core = make_core()
+    static = StaticMapping.from_dict({"iid": 0, "prefix": "192.0.2.0/24",
+                                      "rlocs": [{"address": "198.18.7.1", "priority": 1, "weight": 100}]})
+    request(core, "192.0.2.5", subscribe=True, xtr_id=XTR_A, nonce=100)  # negative for now
+    effects = core.set_static(static, T0 + 2)
+    [(_, notify)] = only(effects, MapNotify)
+    assert rlocs_of(notify.records[-1]) == [("198.18.7.1", 1, 100)]
+    assert rlocs_of(reply_record(request(core, "192.0.2.5"))) == [("198.18.7.1", 1, 100)]
+    # A negative answer next to it never covers it.
+    negative = reply_record(request(core, "192.0.3.1"))
+    assert not negative.eid_prefix.network.overlaps(net("192.0.2.0/24"))
+    # Same prefix registered: the registration wins; a longer static prefix beats a registration.
+    core.set_static(StaticMapping.from_dict({"iid": 0, "prefix": "10.2.0.0/16",
+                                             "rlocs": [{"address": "198.18.7.2"}]}), T0 + 3)
+    register(core, "10.2.0.0/16", ["198.18.2.1"], key=DC2_KEY, source=ETR2, now=T0 + 3)
+    assert rlocs_of(reply_record(request(core, "10.2.0.10"))) == [("198.18.2.1", 1, 100)]
+    core.set_static(StaticMapping.from_dict({"iid": 0, "prefix": "10.2.5.0/24",
+                                             "rlocs": [{"address": "198.18.7.3"}]}), T0 + 4)
+    assert rlocs_of(reply_record(request(core, "10.2.5.1"))) == [("198.18.7.3", 1, 100)]
+    effects = core.remove_static(0, net("192.0.2.0/24"), T0 + 5)
+    [(_, notify)] = only(effects, MapNotify)
+    assert notify.records[-1].locators == ()
+
+
+def tenant_config():
+    return MapServerConfig(sites=(
+        SiteConfig("red", "red-key", (EidPrefixConfig(net("10.0.0.0/24"), 1),)),
+        SiteConfig("blue", "blue-key", (EidPrefixConfig(net("10.0.0.0/24"), 2),)),
+    ), rate_limit_per_source=1e6)
+
+
+def test_tenants_keep_the_same_address_space_apart():
+    core = make_core(tenant_config())
+    register(core, "10.0.0.0/24", ["198.18.1.1"], key="red-key", iid=1)
+    register(core, "10.0.0.0/24", ["198.18.2.1"], key="blue-key", source=ETR2, iid=2)
+    assert rlocs_of(reply_record(request(core, "10.0.0.5", iid=1))) == [("198.18.1.1", 1, 100)]
+    assert rlocs_of(reply_record(request(core, "10.0.0.5", iid=2))) == [("198.18.2.1", 1, 100)]
+    # A deny in tenant 1 leaves tenant 2 alone.
+    core.set_rule(deny(dests=("10.0.0.0/24",), sources=(), iid=1), T0)
+    assert reply_record(request(core, "10.0.0.5", iid=1)).action == Action.DROP_POLICY_DENIED
+    assert reply_record(request(core, "10.0.0.5", iid=2)).locators
+    # Neither tenant sees the other's prefix in a third one.
+    assert reply_record(request(core, "10.0.0.5", iid=3)).locators == ()
+
+
+def test_policy_static_mappings_and_subscriber_sources_survive_a_restart():
+    store = MemoryStore()
+    core = make_core(store=store)
+    register(core, "10.2.0.0/16", ["198.18.2.1"], key=DC2_KEY, source=ETR2)
+    request(core, "10.2.0.10", source_eid="10.1.0.10", subscribe=True, xtr_id=XTR_A, nonce=100)
+    core.set_rule(deny(), T0 + 1)
+    core.set_rule(deny("gone", dests=("10.3.0.0/16",)), T0 + 1)
+    core.remove_rule("gone", T0 + 2)
+    core.set_override(RlocOverride.from_dict({"id": "w", "rloc": "198.18.2.1", "weight": 3}), T0 + 2)
+    core.set_static(StaticMapping.from_dict({"iid": 0, "prefix": "192.0.2.0/24",
+                                             "rlocs": [{"address": "198.18.7.1"}]}), T0 + 2)
+    again = make_core(store=store, now=T0 + 3)
+    assert again.policy == core.policy and [r.id for r in again.policy.rules] == ["deny"]
+    assert list(again.static_mappings()) == list(core.static_mappings())
+    assert [s.source_eid for s in again.subscriptions()] == [ip("10.1.0.10")]
+    probe = (0, ip("10.2.0.10"), ip("10.1.0.10"), ITR)
+    assert again.lookup(*probe) == core.lookup(*probe)
+    # A snapshot holds the same state.
+    store.snapshot(core.state_entries())
+    third = make_core(store=store, now=T0 + 4)
+    assert third.policy == core.policy and list(third.static_mappings()) == list(core.static_mappings())
+
+
+def test_unknown_ids_raise_key_error():
+    core = make_core()
+    for call in (lambda: core.remove_rule("x", T0), lambda: core.remove_override("x", T0),
+                 lambda: core.remove_static(0, net("10.0.0.0/8"), T0)):
+        try:
+            call()
+        except KeyError:
+            continue
+        raise AssertionError("expected KeyError")
