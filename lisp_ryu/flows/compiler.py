@@ -23,6 +23,7 @@ from lisp_ryu.flows.model import (
     Move,
     Output,
     SetField,
+    address_network,
     match,
 )
 from lisp_ryu.flows.pipeline import (
@@ -173,6 +174,7 @@ def compile_plan(plan: XtrPlan) -> DesiredState:
         groups += entry_groups
     flows.append(Flow(Table.ROUTE, PRIO_MISS, (), actions=(Output("controller", 0xFFFF),),
                       meter=MISS_METER_ID, cookie=cookie(Owner.INFRA, 0, "miss")))
+    flows += _unroutable()
     for flow in flows:
         check_flow(flow)
     keys = [f.key for f in flows]
@@ -205,6 +207,24 @@ def _gateway_mac(plan: XtrPlan, iid: int, ip: IPAddress) -> str:
         if gw.iid == iid and ip in gw.subnet:
             return gw.mac
     return plan.router_mac
+
+
+UNROUTABLE = (
+    (ETH_IPV4, "ipv4_dst", ipaddress.ip_network("224.0.0.0/4")),  # multicast
+    (ETH_IPV4, "ipv4_dst", ipaddress.ip_network("255.255.255.255/32")),  # limited broadcast
+    (ETH_IPV6, "ipv6_dst", ipaddress.ip_network("ff00::/8")),  # multicast: router solicitations, MLD
+)
+
+
+def _unroutable() -> list[Flow]:
+    """Destinations no mapping can answer for are dropped, not sent to the controller.
+
+    Hosts send IPv6 router solicitations and MLD reports on their own; without
+    these flows each one would be a packet-in in steady state.
+    """
+    return [Flow(Table.ROUTE, PRIO_DEFAULT, match(eth_type=eth_type, **{dst_field: _masked(network)}),
+                 cookie=cookie(Owner.INFRA, 0, f"unroutable {network}"))
+            for eth_type, dst_field, network in UNROUTABLE]
 
 
 def _learning(plan: XtrPlan) -> list[Flow]:
@@ -426,7 +446,7 @@ def remotes_installed(state: DesiredState) -> list[RemoteEntry]:
         dst = fields.get("ipv4_dst", fields.get("ipv6_dst"))
         if not isinstance(meta, tuple) or dst is None:
             continue
-        prefix = ipaddress.ip_network(f"{dst[0]}/{dst[1]}" if isinstance(dst, tuple) else dst)
+        prefix = address_network(dst)
         iid = meta[0]
         buckets: list[tuple[int, tuple]] = []
         for action in flow.actions:

@@ -10,6 +10,7 @@ Field and action names follow Ryu's OXM/NXM names (`ipv4_dst`,
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -77,6 +78,18 @@ class Flow:
 
     def match_dict(self) -> dict[str, MatchValue]:
         return dict(self.match)
+
+
+def address_network(value: str | tuple[str, str], strict: bool = True) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """An address match value ("10.0.0.1" or (address, netmask)) as a network.
+
+    ipaddress parses "a/netmask" for IPv4 only, so the mask goes in as a length.
+    """
+    if not isinstance(value, tuple):
+        return ipaddress.ip_network(value)
+    address, mask = value
+    length = bin(int(ipaddress.ip_address(mask))).count("1")
+    return ipaddress.ip_network((address, length), strict=strict)
 
 
 def match(**fields: MatchValue) -> tuple[tuple[str, MatchValue], ...]:

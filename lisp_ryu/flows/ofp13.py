@@ -15,7 +15,19 @@ from ryu.ofproto import ofproto_v1_3 as ofp
 from ryu.ofproto import ofproto_v1_3_parser as parser
 
 from lisp_ryu.flows.diff import AddFlow, AddGroup, AddMeter, DeleteFlow, DeleteGroup, DeleteMeter, Operation
-from lisp_ryu.flows.model import Action, Bucket, DecTtl, Flow, Group, GroupAction, Meter, Move, Output, SetField
+from lisp_ryu.flows.model import (
+    Action,
+    Bucket,
+    DecTtl,
+    Flow,
+    Group,
+    GroupAction,
+    Meter,
+    Move,
+    Output,
+    SetField,
+    address_network,
+)
 
 _SPECIAL_PORTS = {"controller": ofp.OFPP_CONTROLLER, "in_port": ofp.OFPP_IN_PORT, "table": ofp.OFPP_TABLE}
 _PORT_NAMES = {v: k for k, v in _SPECIAL_PORTS.items()}
@@ -104,7 +116,7 @@ def _canonical_value(field: str, value: Any) -> Any:
         value = tuple(value)
     if isinstance(value, tuple) and field.endswith(("_dst", "_src", "_tpa", "_spa")) and ":" not in str(value[0]):
         addr, mask = value
-        net = ipaddress.ip_network(f"{addr}/{mask}", strict=False)
+        net = address_network((addr, mask), strict=False)
         if net.prefixlen == net.max_prefixlen:
             return str(net.network_address)
         return (str(net.network_address), str(net.netmask))

@@ -13,7 +13,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
-from lisp_ryu.flows.model import DesiredState, Flow, GroupAction, Move, Output, SetField
+from lisp_ryu.flows.model import DesiredState, Flow, GroupAction, Move, Output, SetField, address_network
 
 _ADDRESS_FIELDS = {"ipv4_dst", "ipv4_src", "ipv6_dst", "ipv6_src", "arp_tpa", "arp_spa"}
 
@@ -49,11 +49,7 @@ def _field_matches(name: str, want: Any, packet: dict[str, Any]) -> bool:
         return False
     have = packet[name]
     if name in _ADDRESS_FIELDS:
-        if isinstance(want, tuple):
-            network = ipaddress.ip_network(f"{want[0]}/{want[1]}")
-        else:
-            network = ipaddress.ip_network(want)
-        return ipaddress.ip_address(have) in network
+        return ipaddress.ip_address(have) in address_network(want)
     if isinstance(want, tuple):
         value, mask = want
         return (int(have) & mask) == (value & mask)

@@ -107,6 +107,7 @@ class Resolution:
     retry_at: float
     source: IPAddress | None = None  # the host that asked, sent as the Map-Request's source EID
     smr_invoked: bool = False
+    satisfied: bool = False  # answered by a publication before its Map-Reply came
     held: deque = field(default_factory=lambda: deque(maxlen=HELD_PACKETS_PER_EID))
 
 
@@ -523,6 +524,10 @@ class XtrCore:
         return [SendControl(resolver, LISP_CONTROL_PORT, ecm.encode(), f"Map-Request for {eid}")]
 
     def _retry(self, key: tuple[int, IPAddress], res: Resolution, now: float) -> list[Effect]:
+        if res.satisfied:  # a publication answered it; its Map-Reply did not come, nothing is missing
+            del self.resolutions[key]
+            self._by_nonce.pop(res.nonce, None)
+            return []
         if res.attempts >= REQUEST_ATTEMPTS:
             del self.resolutions[key]
             self._by_nonce.pop(res.nonce, None)
@@ -558,12 +563,23 @@ class XtrCore:
         # Held packets go back after the flows (the glue applies DataplaneChanged first).
         effects += [PacketOut(port, packet) for port, packet in res.held]
         self.count("held_packets_reinjected", len(res.held))
-        # Other pending destinations the same reply covers are resolved too.
-        for other_key, other in list(self.resolutions.items()):
-            if self.cache.lookup(other.iid, other.destination, now) is not None:
-                del self.resolutions[other_key]
-                self._by_nonce.pop(other.nonce, None)
-                effects += [PacketOut(port, packet) for port, packet in other.held]
+        return effects + self._release_resolved(now)
+
+    def _release_resolved(self, now: float) -> list[Effect]:
+        """Re-inject what pending resolutions hold once the map-cache covers their destination.
+
+        A Map-Reply may cover other pending destinations, and the Map-Server's
+        subscription Map-Notify often arrives before the Map-Reply itself.  A
+        resolution answered that way stays (marked satisfied) until its own
+        Map-Reply, so that reply is still recognised by its nonce.
+        """
+        effects: list[Effect] = []
+        for res in self.resolutions.values():
+            if res.held and self.cache.lookup(res.iid, res.destination, now) is not None:
+                effects += [PacketOut(port, packet) for port, packet in res.held]
+                self.count("held_packets_reinjected", len(res.held))
+                res.held.clear()
+                res.satisfied = True
         return effects
 
     def _cache_record(self, record: MappingRecord, prefix: EidPrefix, source: str, now: float) -> bool:
@@ -664,6 +680,7 @@ class XtrCore:
             effects.insert(0, DataplaneChanged("Map-Notify publication"))
             self._probe_targets_stale = True
             self._sync_probe_targets(now)
+            effects += self._release_resolved(now)
         return effects
 
     def _on_map_request(self, request: MapRequest, source: IPAddress, reply_port: int,

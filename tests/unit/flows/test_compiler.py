@@ -180,3 +180,12 @@ def test_tunnel_source_is_set_when_asked():
     state = c.compile_plan(plan(tunnel_source=ip("198.18.1.2")))
     (d,) = walk(state, ip_packet("10.2.0.20")).deliveries
     assert d.packet["tun_ipv4_src"] == "198.18.1.2"
+
+
+def test_multicast_and_broadcast_are_dropped_not_sent_to_the_controller():
+    state = c.compile_plan(plan())
+    solicitation = {"in_port": 1, "eth_type": 0x86DD, "ipv6_src": "fe80::1", "ipv6_dst": "ff02::2"}
+    assert walk(state, solicitation).dropped
+    assert walk(state, ip_packet("224.0.0.251")).dropped
+    assert walk(state, ip_packet("255.255.255.255")).dropped
+    assert walk(state, ip_packet("10.9.9.9")).ports == ["controller"]

@@ -128,9 +128,12 @@ def test_reply_covering_other_pending_destinations_releases_them(xtr):
     (b,) = sends(miss(xtr, "10.2.0.30", data=b"b"))
     effects = xtr.handle_control(reply_for(request_of(a)[1]), MS, 4342, 0.1)
     assert [e.data for e in effects if isinstance(e, PacketOut)] == [b"a", b"b"]
+    # b's own reply is still expected by its nonce, and re-injects nothing twice.
+    later = xtr.handle_control(reply_for(request_of(b)[1]), MS, 4342, 0.2)
+    assert [e for e in later if isinstance(e, PacketOut)] == []
     assert xtr.resolutions == {}
-    # The now-stale reply for b's nonce is ignored and counted.
-    assert xtr.handle_control(reply_for(request_of(b)[1]), MS, 4342, 0.2) == []
+    # A reply nobody asked for is ignored and counted.
+    assert xtr.handle_control(reply_for(request_of(b)[1]), MS, 4342, 0.3) == []
     assert xtr.counters["map_reply_unknown_nonce"] == 1
 
 
@@ -332,3 +335,20 @@ def test_compiled_mobility_plan_walks_correctly(xtr):
     arriving = {"in_port": 100, "tunnel_id": 42, "eth_type": 0x0800, "ipv4_dst": "10.1.0.10"}
     (d,) = walk(state, arriving).deliveries
     assert d.port == 100 and d.packet["tun_ipv4_dst"] == str(DC2)  # redirected back out of the tunnel
+
+
+def test_publication_before_the_map_reply_releases_held_packets(xtr):
+    (send,) = sends(miss(xtr, data=b"first"))
+    request = request_of(send)[1]
+    record = MappingRecord.for_prefix(EidPrefix.from_network("10.2.0.0/16", 42), (Locator(DC2),))
+    notify = auth.sign(MapNotify(nonce=request.nonce + 1, records=(record,), xtr_id=xtr.xtr_id,
+                                 site_id=xtr.site_id), KEY, 1)
+    effects = xtr.handle_control(notify.encode(), MS, 4342, 0.05)
+    assert isinstance(effects[0], DataplaneChanged)
+    assert [e.data for e in effects if isinstance(e, PacketOut)] == [b"first"]
+    # The Map-Reply that follows is still recognised, and re-injects nothing twice.
+    later = xtr.handle_control(reply_for(request), MS, 4342, 0.06)
+    assert [e for e in later if isinstance(e, PacketOut)] == []
+    assert "map_reply_unknown_nonce" not in xtr.counters
+    # And no retry fires for it.
+    assert requests(xtr.handle_timer(5.0)) == []
