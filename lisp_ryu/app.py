@@ -185,8 +185,8 @@ class LispApp(app_manager.RyuApp):
             for op in ops:
                 LOG.debug("dpid %#x: %s (was %s)", dpid, op, have.get(getattr(getattr(op, "flow", None), "key", None)))
         dp = session.datapath
-        for op in ops:
-            dp.send_msg(ofp13.to_message(dp, op))
+        for chunk in ofp13.encode_operations(dp, ops):
+            dp.send(chunk)
         dp.send_msg(dp.ofproto_parser.OFPBarrierRequest(dp))
         session.installed = desired
         self.counters["flow_ops"] = self.counters.get("flow_ops", 0) + len(ops)

@@ -11,6 +11,7 @@ import ipaddress
 import zlib
 from dataclasses import dataclass
 from enum import Enum
+from functools import lru_cache
 
 from lisp_ryu.flows.model import (
     Action,
@@ -167,16 +168,16 @@ def compile_plan(plan: XtrPlan) -> DesiredState:
     flows += _redirects(plan)
     flows += _arp(plan)
     flows += _proxy(plan)
-    group_ids = _allocate_group_ids(plan.remotes)
-    for entry in plan.remotes:
-        entry_flows, entry_groups = _remote(plan, entry, group_ids)
-        flows += entry_flows
-        groups += entry_groups
     flows.append(Flow(Table.ROUTE, PRIO_MISS, (), actions=(Output("controller", 0xFFFF),),
                       meter=MISS_METER_ID, cookie=cookie(Owner.INFRA, 0, "miss")))
     flows += _unroutable()
     for flow in flows:
         check_flow(flow)
+    group_ids = _allocate_group_ids(plan.remotes)
+    for entry in plan.remotes:
+        entry_flows, entry_groups = _remote(plan, entry, group_ids)  # checked when first compiled
+        flows += entry_flows
+        groups += entry_groups
     keys = [f.key for f in flows]
     if len(set(keys)) != len(keys):
         dup = next(k for k in keys if keys.count(k) > 1)
@@ -373,7 +374,7 @@ def usable_rlocs(rlocs: tuple[Rloc, ...]) -> tuple[Rloc, ...]:
     return tuple(sorted(weighted or chosen, key=lambda r: (r.address.version, int(r.address))))
 
 
-def _tunnel_actions(plan: XtrPlan, iid: int, rloc: IPAddress) -> tuple[Action, ...]:
+def _tunnel_actions(plan: XtrPlan | _TunnelContext, iid: int, rloc: IPAddress) -> tuple[Action, ...]:
     family = "ipv4" if rloc.version == 4 else "ipv6"
     source: tuple[Action, ...] = ()
     if plan.tunnel_source is not None and plan.tunnel_source.version == rloc.version:
@@ -381,13 +382,31 @@ def _tunnel_actions(plan: XtrPlan, iid: int, rloc: IPAddress) -> tuple[Action, .
     return (SetField("tunnel_id", iid), *source, SetField(f"tun_{family}_dst", str(rloc)), Output(plan.tunnel_port))
 
 
+@dataclass(frozen=True)
+class _TunnelContext:
+    """The parts of a plan that a map-cache entry's flows depend on besides the entry itself."""
+
+    tunnel_port: int
+    tunnel_source: IPAddress | None
+    petr: IPAddress | None
+    native_port: int | None
+
+
 def _remote(plan: XtrPlan, entry: RemoteEntry, group_ids: dict) -> tuple[list[Flow], list[Group]]:
+    context = _TunnelContext(plan.tunnel_port, plan.tunnel_source, plan.petr, plan.native_port)
+    flows, groups = _remote_compiled(entry, group_ids.get((entry.iid, entry.prefix)), context)
+    return list(flows), list(groups)
+
+
+@lru_cache(maxsize=1 << 17)
+def _remote_compiled(entry: RemoteEntry, gid: int | None, plan: _TunnelContext) -> tuple[tuple, tuple]:
+    """One entry's flows; memoised, since a push recompiles every entry and most never change."""
     owner = cookie(Owner.MAPPING, entry.iid, str(entry.prefix))
     eth_type, dst_field = _eth_type(entry.prefix)
     flow_match = match(metadata=(entry.iid, METADATA_IID_MASK), eth_type=eth_type,
                        **{dst_field: _masked(entry.prefix)})
     prio = prefix_priority(entry.prefix)
-    groups: list[Group] = []
+    groups: tuple[Group, ...] = ()
     actions: tuple[Action, ...]
     if entry.action is RemoteAction.ENCAP:
         rlocs = usable_rlocs(entry.rlocs)
@@ -396,10 +415,11 @@ def _remote(plan: XtrPlan, entry: RemoteEntry, group_ids: dict) -> tuple[list[Fl
         elif len(rlocs) == 1:
             actions = _tunnel_actions(plan, entry.iid, rlocs[0].address)
         else:
-            gid = group_ids[(entry.iid, entry.prefix)]
+            if gid is None:
+                raise CompileError(f"no group id for {entry.prefix} iid {entry.iid}")
             equal = all(r.weight == 0 for r in rlocs)
-            groups.append(Group(gid, "select", tuple(
-                Bucket(1 if equal else r.weight, _tunnel_actions(plan, entry.iid, r.address)) for r in rlocs)))
+            groups = (Group(gid, "select", tuple(
+                Bucket(1 if equal else r.weight, _tunnel_actions(plan, entry.iid, r.address)) for r in rlocs)),)
             actions = (GroupAction(gid),)
     elif entry.action is RemoteAction.NATIVE_FORWARD:
         if plan.petr is not None:
@@ -411,15 +431,18 @@ def _remote(plan: XtrPlan, entry: RemoteEntry, group_ids: dict) -> tuple[list[Fl
     elif entry.action is RemoteAction.DROP:
         actions = ()
     else:  # SEND_MAP_REQUEST: the table-miss flow already does this
-        return [], []
-    return [Flow(Table.ROUTE, prio, flow_match, actions=actions, cookie=owner)], groups
+        return (), ()
+    flow = Flow(Table.ROUTE, prio, flow_match, actions=actions, cookie=owner)
+    check_flow(flow)
+    return (flow,), groups
 
 
 def _allocate_group_ids(remotes: tuple[RemoteEntry, ...]) -> dict:
     """Stable group ids: a hash of the entry, probed on collision in a fixed order."""
     ids: dict = {}
     used: set[int] = set()
-    for entry in sorted(remotes, key=lambda e: (e.iid, e.prefix.version, e.prefix)):
+    grouped = [e for e in remotes if e.action is RemoteAction.ENCAP and len(usable_rlocs(e.rlocs)) > 1]
+    for entry in sorted(grouped, key=lambda e: (e.iid, e.prefix.version, e.prefix)):
         gid = (zlib.crc32(f"{entry.iid}/{entry.prefix}".encode()) & 0x7FFFFFFE) or 1
         while gid in used:
             gid = gid % 0x7FFFFFFE + 1

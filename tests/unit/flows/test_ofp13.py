@@ -97,3 +97,26 @@ def test_moves_reported_with_nxm_field_names_compare_equal():
         hard_timeout=0, flags=0, cookie=arp.cookie, packet_count=0, byte_count=0, match=ofp13.to_match(arp),
         instructions=[ofproto_v1_3_parser.OFPInstructionActions(ofproto_v1_3.OFPIT_APPLY_ACTIONS, reported)])
     assert ofp13.flow_from_stats(stats) == arp
+
+
+def test_encoded_operations_are_the_messages_ryu_would_send_in_order():
+    """The push path: fast flow-mods and Ryu-built groups/meters, concatenated, each a whole message."""
+    from lisp_ryu.flows.diff import AddFlow as Add, AddGroup, AddMeter
+
+    class Counting(BareDatapath):
+        xid = 0
+
+    desired = c.compile_plan(full_plan())
+    ops = diff(DesiredState(), desired) + diff(desired, DesiredState())
+    data = b"".join(ofp13.encode_operations(Counting(), ops, chunk=512))
+    offset, seen = 0, []
+    while offset < len(data):
+        version, msg_type, length, xid = ofproto_v1_3_parser.ofproto_parser.header(data[offset:offset + 8])
+        seen.append((msg_type, xid))
+        offset += length
+    assert offset == len(data)
+    expected_types = [ofproto_v1_3.OFPT_FLOW_MOD if isinstance(op, (Add, ofp13.DeleteFlow))
+                      else ofproto_v1_3.OFPT_GROUP_MOD if isinstance(op, (AddGroup, ofp13.DeleteGroup))
+                      else ofproto_v1_3.OFPT_METER_MOD for op in ops]
+    assert [t for t, _ in seen] == expected_types
+    assert [x for _, x in seen] == list(range(1, len(ops) + 1))
