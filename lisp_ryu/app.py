@@ -142,10 +142,14 @@ class LispApp(app_manager.RyuApp):
         self.counters[name] = self.counters.get(name, 0) + 1
 
     def _run(self, endpoint: ControlEndpoint, effects) -> None:
-        """Carry out a core's effects: data plane first, then datagrams and packets."""
+        """Carry out a core's effects: datagrams, then the data plane, then re-injected packets.
+
+        Datagrams go first because they start round trips (a Map-Register for a
+        workload that just arrived is what redirects every other site), while
+        pushing flows takes milliseconds; held packets go last, so they meet
+        their flows.
+        """
         dpid = next((d for d, e in self.xtrs.items() if e is endpoint), None)
-        if any(isinstance(e, DataplaneChanged) for e in effects) and dpid is not None:
-            self._push(dpid, "; ".join(e.reason for e in effects if isinstance(e, DataplaneChanged)))
         for effect in effects:
             if isinstance(effect, SendControl):
                 try:
@@ -155,8 +159,12 @@ class LispApp(app_manager.RyuApp):
                     self.count("control_send_errors")
                     LOG.warning("%s: cannot send %s to %s:%d: %s", endpoint.name, effect.what or "datagram",
                                 effect.destination, effect.port, exc)
-            elif isinstance(effect, PacketOut) and dpid is not None:
-                self._packet_out(dpid, effect)
+        if dpid is not None:
+            if any(isinstance(e, DataplaneChanged) for e in effects):
+                self._push(dpid, "; ".join(e.reason for e in effects if isinstance(e, DataplaneChanged)))
+            for effect in effects:
+                if isinstance(effect, PacketOut):
+                    self._packet_out(dpid, effect)
         self._wake.set()
 
     def _packet_out(self, dpid: int, effect: PacketOut) -> None:
