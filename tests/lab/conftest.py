@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import yaml
@@ -123,3 +125,33 @@ def pytest_runtest_makereport(item, call):
     """Keep each phase's report on the item, so fixtures can dump state when a test failed."""
     outcome = yield
     setattr(item, f"rep_{call.when}", outcome.get_result())
+
+
+@contextmanager
+def controller_lab(env: LabEnv, topology_file: Path, **start_options) -> Iterator[lab_state.LabState]:
+    """A lab driven by the real controller; on the way out the controller log must be clean
+    (no exception, no OpenFlow error) and teardown must leave nothing behind."""
+    from lisp_ryu.lab import controller as lab_controller
+
+    state = manager.up(topology_file)
+    try:
+        lab_controller.start(state, **start_options)
+        lab_controller.wait_ready(state)
+        yield state
+        log = lab_controller.log_path().read_text(errors="replace")
+        assert "Traceback" not in log, log[-4000:]
+        assert "OpenFlow error" not in log, log[-4000:]
+    finally:
+        manager.down()
+        assert env.leftovers() == []
+
+
+def dump_lab_on_failure(request: pytest.FixtureRequest, state: lab_state.LabState) -> None:
+    """After a failed test: every site's flows and the controller log's tail, for the report."""
+    from lisp_ryu.lab import controller as lab_controller
+
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        for site in state.sites:
+            print(f"--- flows of {site.name}\n{manager.ofctl(site.name, 'dump-flows', state=state)}")
+        print(f"--- controller log\n{lab_controller.log_path().read_text(errors='replace')[-5000:]}")

@@ -21,7 +21,7 @@ from lisp_ryu.lab import capture, manager
 from lisp_ryu.lab import controller as lab_controller
 from lisp_ryu.lab import state as lab_state
 
-from conftest import TOPOLOGIES, LabEnv, lab_unavailable, topology_copy
+from conftest import TOPOLOGIES, LabEnv, controller_lab, dump_lab_on_failure, lab_unavailable, topology_copy
 
 pytestmark = [pytest.mark.lab]
 
@@ -34,27 +34,14 @@ def lab(tmp_path_factory, module_monkeypatch):
     tmp = tmp_path_factory.mktemp("e2e")
     env = LabEnv(module_monkeypatch, tmp / "run", "le-")
     topo_file = topology_copy(TOPOLOGIES / "three-dc.yaml", tmp, "198.19.248.0/24", port=6699)
-    state = manager.up(topo_file)
-    try:
-        lab_controller.start(state)
-        lab_controller.wait_ready(state)
+    with controller_lab(env, topo_file) as state:
         yield state
-        log = lab_controller.log_path().read_text(errors="replace")
-        assert "Traceback" not in log, log[-4000:]
-        assert "OpenFlow error" not in log, log[-4000:]
-    finally:
-        manager.down()
-        assert env.leftovers() == []
 
 
 @pytest.fixture(autouse=True)
 def flows_on_failure(request, lab):
     yield
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        for site in lab.sites:
-            print(f"--- flows of {site.name}\n{manager.ofctl(site.name, 'dump-flows', state=lab)}")
-        print(f"--- controller log\n{lab_controller.log_path().read_text(errors='replace')[-3000:]}")
+    dump_lab_on_failure(request, lab)
 
 
 def ping(lab, host: str, target: str, *args: str) -> subprocess.CompletedProcess:

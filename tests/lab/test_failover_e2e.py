@@ -17,7 +17,7 @@ import pytest
 from lisp_ryu.lab import controller as lab_controller
 from lisp_ryu.lab import failover, manager
 
-from conftest import TOPOLOGIES, LabEnv, lab_unavailable, topology_copy
+from conftest import TOPOLOGIES, LabEnv, controller_lab, dump_lab_on_failure, lab_unavailable, topology_copy
 
 pytestmark = [pytest.mark.lab]
 
@@ -30,27 +30,14 @@ def lab(tmp_path_factory, module_monkeypatch):
     tmp = tmp_path_factory.mktemp("failover")
     env = LabEnv(module_monkeypatch, tmp / "run", "lp-")
     copy = topology_copy(TOPOLOGIES / "three-dc.yaml", tmp, "198.19.236.0/24", port=6697)
-    state = manager.up(failover.failover_topology(copy, copy))
-    try:
-        lab_controller.start(state, rloc_probing=failover.PROBING)
-        lab_controller.wait_ready(state)
+    with controller_lab(env, failover.failover_topology(copy, copy), rloc_probing=failover.PROBING) as state:
         yield state
-        log = lab_controller.log_path().read_text(errors="replace")
-        assert "Traceback" not in log, log[-4000:]
-        assert "OpenFlow error" not in log, log[-4000:]
-    finally:
-        manager.down()
-        assert env.leftovers() == []
 
 
 @pytest.fixture(autouse=True)
 def flows_on_failure(request, lab):
     yield
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        for site in lab.sites:
-            print(f"--- flows of {site.name}\n{manager.ofctl(site.name, 'dump-flows', state=lab)}")
-        print(f"--- controller log\n{lab_controller.log_path().read_text(errors='replace')[-5000:]}")
+    dump_lab_on_failure(request, lab)
 
 
 def test_traffic_goes_to_the_best_priority_rloc(lab):
