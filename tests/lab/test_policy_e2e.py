@@ -23,7 +23,7 @@ from lisp_ryu.flows.pipeline import Owner, cookie_owner
 from lisp_ryu.lab import controller as lab_controller
 from lisp_ryu.lab import controller_config, manager
 
-from conftest import TOPOLOGIES, LabEnv, lab_unavailable, topology_copy
+from conftest import TOPOLOGIES, LabEnv, controller_lab, dump_lab_on_failure, lab_unavailable, topology_copy
 
 pytestmark = [pytest.mark.lab]
 
@@ -44,28 +44,15 @@ def lab(tmp_path_factory, module_monkeypatch):
     # The lab writes the controller's config; add the REST token to it.
     module_monkeypatch.setattr(controller_config, "build", lambda state, **kw: {**build(state, **kw),
                                                                                 "rest": {"token": TOKEN}})
-    state = manager.up(topo_file)
-    try:
-        lab_controller.start(state, extra_args=("--wsapi-port", str(WSAPI_PORT)))
-        lab_controller.wait_ready(state)
+    with controller_lab(env, topo_file, extra_args=("--wsapi-port", str(WSAPI_PORT))) as state:
         wait_for(lambda: call("GET", "/health")[0] == 200, "the REST API to answer")
         yield state
-        log = lab_controller.log_path().read_text(errors="replace")
-        assert "Traceback" not in log, log[-4000:]
-        assert "OpenFlow error" not in log, log[-4000:]
-    finally:
-        manager.down()
-        assert env.leftovers() == []
 
 
 @pytest.fixture(autouse=True)
 def flows_on_failure(request, lab):
     yield
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        for site in lab.sites:
-            print(f"--- flows of {site.name}\n{manager.ofctl(site.name, 'dump-flows', state=lab)}")
-        print(f"--- controller log\n{lab_controller.log_path().read_text(errors='replace')[-4000:]}")
+    dump_lab_on_failure(request, lab)
 
 
 def call(method: str, path: str, body=None, token: str | None = TOKEN):
