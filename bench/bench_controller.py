@@ -77,13 +77,14 @@ from ryu.lib import hub  # noqa: E402
 from ryu.ofproto import ofproto_v1_3  # noqa: E402
 
 from bench.bench_dataplane import (  # noqa: E402
+    LAB_PREFIX,
     BenchError,
     StandaloneOvs,
     in_ns,
-    isolated_lab,
     ping,
     start_controller,
 )
+from bench.lablib import TOPOLOGIES, isolated_lab  # noqa: E402
 from lisp_ryu.flows import ofp13  # noqa: E402
 from lisp_ryu.flows.compiler import (  # noqa: E402
     Gateway,
@@ -131,7 +132,7 @@ def _first_packet_config(state, server, extra: list[str]) -> dict:
 
 def first_packet(quick: bool) -> dict:
     count = 20 if quick else 100
-    with isolated_lab("two-dc.yaml", MANAGEMENT_SUBNET, MANAGEMENT_PORT) as state:
+    with isolated_lab(TOPOLOGIES / "two-dc.yaml", LAB_PREFIX, MANAGEMENT_SUBNET, MANAGEMENT_PORT) as state:
         client, server = state.host("h1"), state.host("h3")
         subnet = ipaddress.ip_interface(server.address).network
         base = subnet.network_address + 256  # 10.2.1.0: clear of the lab's hosts (10.2.0.x)

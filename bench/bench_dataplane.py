@@ -65,6 +65,7 @@ from lisp_ryu.lab import controller as lab_controller  # noqa: E402
 from lisp_ryu.lab import manager  # noqa: E402
 from lisp_ryu.lab import state as lab_state  # noqa: E402
 from lisp_ryu.lab.state import LabState  # noqa: E402
+from bench.lablib import isolated_lab  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TOPOLOGIES = ROOT / "topologies"
@@ -232,38 +233,6 @@ def plain_bridge() -> Iterator[tuple[str, str, str]]:
 
 # --------------------------------------------------------------------------
 # An isolated lab with the lisp-ryu controller
-
-
-@contextmanager
-def isolated_lab(topology: str, management_subnet: str, port: int) -> Iterator[LabState]:
-    """`manager.up` of a copy of `topology` with its own management subnet and
-    port, in a private lab directory with prefix ``lb-``; torn down (controller
-    included) on every exit path, the environment restored."""
-    saved = {k: os.environ.get(k) for k in (lab_state.LAB_DIR_ENV, lab_state.LAB_PREFIX_ENV)}
-    tmp = Path(tempfile.mkdtemp(prefix="lb-", dir="/tmp"))  # short: OVS unix socket paths
-    try:
-        os.environ[lab_state.LAB_DIR_ENV] = str(tmp / "run")
-        os.environ[lab_state.LAB_PREFIX_ENV] = LAB_PREFIX
-        doc = yaml.safe_load((TOPOLOGIES / topology).read_text())
-        net = management_subnet.split("/")[0].rsplit(".", 1)[0]
-        doc["management"] = {"subnet": management_subnet, "controller": f"{net}.1", "port": port}
-        topo_file = tmp / topology
-        topo_file.write_text(yaml.safe_dump(doc, sort_keys=False))
-        if manager._objects_with_prefix(LAB_PREFIX):
-            manager.down()  # an earlier run of this benchmark crashed: its lb- objects go
-        state = manager.up(topo_file)
-        try:
-            yield state
-        finally:
-            lab_controller.stop()
-            manager.down()
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def start_controller(state: LabState, config: dict | None = None, timeout: float = 45.0) -> None:
@@ -441,7 +410,8 @@ def run(quick: bool = False) -> dict[str, dict]:
     lisp_bps: list[float] = []
     plain_bps: list[float] = []
     RETRANSMITS.clear()
-    with isolated_lab("two-dc.yaml", MANAGEMENT_SUBNET, MANAGEMENT_PORT) as state, plain_bridge() as plain:
+    with isolated_lab(TOPOLOGIES / "two-dc.yaml", LAB_PREFIX, MANAGEMENT_SUBNET, MANAGEMENT_PORT) as state, \
+            plain_bridge() as plain:
         start_controller(state)
         client, server = state.host("h1"), state.host("h3")
         # Resolve the path both ways once (first packets go through the

@@ -35,10 +35,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -47,11 +45,11 @@ from typing import Iterator
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import yaml  # noqa: E402
 
 from lisp_ryu.lab import controller as lab_controller  # noqa: E402
-from lisp_ryu.lab import failover, manager  # noqa: E402
+from lisp_ryu.lab import failover  # noqa: E402
 from lisp_ryu.lab import state as lab_state  # noqa: E402
+from bench.lablib import isolated_lab  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 TOPOLOGY = HERE.parent / "topologies" / "three-dc.yaml"
@@ -61,40 +59,17 @@ MANAGEMENT_PORT = 6698
 
 
 @contextmanager
-def isolated_lab() -> Iterator[lab_state.LabState]:
-    """three-dc (failover priorities) with its own prefix, directory, subnet and port; always torn down."""
-    saved = {k: os.environ.get(k) for k in (lab_state.LAB_DIR_ENV, lab_state.LAB_PREFIX_ENV)}
-    tmp = Path(tempfile.mkdtemp(prefix="fo-", dir="/tmp"))  # short: OVS unix socket paths
-    try:
-        os.environ[lab_state.LAB_DIR_ENV] = str(tmp / "run")
-        os.environ[lab_state.LAB_PREFIX_ENV] = LAB_PREFIX
-        doc = yaml.safe_load(TOPOLOGY.read_text())
-        net = MANAGEMENT_SUBNET.split("/")[0].rsplit(".", 1)[0]
-        doc["management"] = {"subnet": MANAGEMENT_SUBNET, "controller": f"{net}.1", "port": MANAGEMENT_PORT}
-        topo_file = tmp / TOPOLOGY.name
-        topo_file.write_text(yaml.safe_dump(doc, sort_keys=False))
-        failover.failover_topology(topo_file, topo_file)
-        if manager._objects_with_prefix(LAB_PREFIX):
-            manager.down()  # an earlier run crashed: its objects go first
-        state = manager.up(topo_file)
-        try:
-            lab_controller.start(state, rloc_probing=failover.PROBING)
-            lab_controller.wait_ready(state)
-            yield state
-        finally:
-            lab_controller.stop()
-            manager.down()
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        shutil.rmtree(tmp, ignore_errors=True)
+def controller_lab() -> Iterator[lab_state.LabState]:
+    """three-dc with the failover priorities, driven by the controller with fast probing."""
+    with isolated_lab(TOPOLOGY, LAB_PREFIX, MANAGEMENT_SUBNET, MANAGEMENT_PORT,
+                      edit=lambda path: failover.failover_topology(path, path)) as state:
+        lab_controller.start(state, rloc_probing=failover.PROBING)
+        lab_controller.wait_ready(state)
+        yield state
 
 
 def measure(quick: bool = False) -> list[failover.FailoverOutcome]:
-    with isolated_lab() as state:
+    with controller_lab() as state:
         return failover.run(state, cycles=2 if quick else 8)
 
 

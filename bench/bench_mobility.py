@@ -41,21 +41,15 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import sys
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import yaml  # noqa: E402
 
-from lisp_ryu.lab import controller as lab_controller  # noqa: E402
-from lisp_ryu.lab import manager, mobility  # noqa: E402
-from lisp_ryu.lab import state as lab_state  # noqa: E402
+from lisp_ryu.lab import mobility  # noqa: E402
+from bench.lablib import isolated_lab  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 TOPOLOGY = HERE.parent / "topologies" / "three-dc.yaml"
@@ -68,39 +62,8 @@ PAUSE = 2.0
 TARGET_OUTAGE_MS = 50.0
 
 
-@contextmanager
-def isolated_lab() -> Iterator[lab_state.LabState]:
-    """three-dc with its own prefix, directory, management subnet and port;
-    down (controller included) on every exit path, the environment restored."""
-    saved = {k: os.environ.get(k) for k in (lab_state.LAB_DIR_ENV, lab_state.LAB_PREFIX_ENV)}
-    tmp = Path(tempfile.mkdtemp(prefix="mo-", dir="/tmp"))  # short: OVS unix socket paths
-    try:
-        os.environ[lab_state.LAB_DIR_ENV] = str(tmp / "run")
-        os.environ[lab_state.LAB_PREFIX_ENV] = LAB_PREFIX
-        doc = yaml.safe_load(TOPOLOGY.read_text())
-        net = MANAGEMENT_SUBNET.split("/")[0].rsplit(".", 1)[0]
-        doc["management"] = {"subnet": MANAGEMENT_SUBNET, "controller": f"{net}.1", "port": MANAGEMENT_PORT}
-        topo_file = tmp / TOPOLOGY.name
-        topo_file.write_text(yaml.safe_dump(doc, sort_keys=False))
-        if manager._objects_with_prefix(LAB_PREFIX):
-            manager.down()  # an earlier run crashed: its mo- objects go first
-        state = manager.up(topo_file)
-        try:
-            yield state
-        finally:
-            lab_controller.stop()
-            manager.down()
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def measure(quick: bool = False, progress=lambda line: None) -> mobility.MobilityReport:
-    with isolated_lab():
+    with isolated_lab(TOPOLOGY, LAB_PREFIX, MANAGEMENT_SUBNET, MANAGEMENT_PORT):
         return mobility.run(moves=4 if quick else 10, pause=PAUSE, interval=INTERVAL, host="h1", to="dc2",
                             pinger="h5", progress=progress)
 
