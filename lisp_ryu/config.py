@@ -51,11 +51,19 @@ class EidPrefixConfig:
 
 @dataclass(frozen=True)
 class SiteConfig:
-    """A site the Map-Server accepts registrations from."""
+    """A site the Map-Server accepts registrations from.
+
+    `xtr_ids` binds xTRs to the site's key before (or without) any
+    Map-Register: the Map-Server signs the Map-Notifies it publishes to a
+    subscriber with the key of the subscriber's site, which it otherwise
+    learns only from the xTR-ID in that xTR's Map-Registers.  A proxy-ITR
+    registers nothing, so it is a site with `xtr_ids` and no EID prefixes.
+    """
 
     name: str
     key: str
     eid_prefixes: tuple[EidPrefixConfig, ...]
+    xtr_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -369,12 +377,21 @@ def _site(node: _Node) -> SiteConfig:
     out = SiteConfig(
         name=node.get("name", _str),
         key=node.get("key", _str),
-        eid_prefixes=tuple(_eid_prefix(n) for n in node.nodes("eid_prefixes", required=True)),
+        eid_prefixes=tuple(_eid_prefix(n) for n in node.nodes("eid_prefixes")),
+        xtr_ids=node.values("xtr_ids", _xtr_id),
     )
     node.done()
-    if not out.eid_prefixes:
-        raise node.error("eid_prefixes", "a site needs at least one EID prefix")
+    if not out.eid_prefixes and not out.xtr_ids:
+        raise node.error("eid_prefixes", "a site needs at least one EID prefix "
+                                         "(or xtr_ids: subscribers that register nothing, like a PxTR)")
     return out
+
+
+def _xtr_id(source: str, path: str, raw: Any) -> int:
+    """A 128-bit xTR-ID as 1-32 hex digits (how the Map-Server logs them)."""
+    if not isinstance(raw, str) or not re.fullmatch(r"(0x)?[0-9a-fA-F]{1,32}", raw):
+        raise ConfigError(source, path, f"expected an xTR-ID of 1-32 hex digits, got {raw!r}")
+    return int(raw, 16)
 
 
 def _map_server(node: _Node) -> MapServerConfig:
@@ -383,6 +400,12 @@ def _map_server(node: _Node) -> MapServerConfig:
     for i, name in enumerate(names):
         if name in names[:i]:
             raise ConfigError(node.source, f"{node.path}.sites[{i}].name", f"duplicate site name {name!r}")
+    bound: dict[int, str] = {}
+    for i, site in enumerate(sites):
+        for j, xtr_id in enumerate(site.xtr_ids):
+            if bound.setdefault(xtr_id, site.name) != site.name:
+                raise ConfigError(node.source, f"{node.path}.sites[{i}].xtr_ids[{j}]",
+                                  f"xTR-ID {xtr_id:032x} is already bound to site {bound[xtr_id]}")
     out = MapServerConfig(
         sites=sites,
         listen=node.get("listen", _endpoint, None),
@@ -533,9 +556,12 @@ def _xtr(node: _Node) -> XtrConfig:
         if port_iid.setdefault(host.port, host.iid) != host.iid:
             raise ConfigError(node.source, f"{node.path}.hosts[{i}].port",
                               f"port {host.port} belongs to iid {port_iid[host.port]}, not {host.iid}")
-        if not any(host.iid == p.iid and host.ip in p.prefix for p in out.eid_prefixes):
+        # A host may sit outside the site's own prefixes if it is a workload that moved in
+        # (inside a dynamic-EID prefix): it is then registered as a host route.
+        if not any(host.iid == p.iid and host.ip in p.prefix for p in out.eid_prefixes + out.dynamic_eid_prefixes):
             raise ConfigError(node.source, f"{node.path}.hosts[{i}].ip",
-                              f"{host.ip} iid {host.iid} is inside none of this xTR's eid_prefixes")
+                              f"{host.ip} iid {host.iid} is inside none of this xTR's eid_prefixes "
+                              "or dynamic_eid_prefixes")
     if len(port_iid) != len(out.host_ports):
         out = _replace(out, host_ports=tuple(HostPortConfig(p, i) for p, i in sorted(port_iid.items())))
     return out

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
-import ipaddress
 import json
 import logging
 import math
@@ -311,7 +310,7 @@ class Api:
     def xtrs(self, body, **_):
         return {"xtrs": [{"name": name, "dpid": f"{h.dpid:#x}", "connected": h.installed() is not None,
                           "rlocs": [str(r.address) for r in h.core.config.rlocs],
-                          "map_cache_entries": len(h.core.cache)}
+                          "map_cache_entries": len(h.core.cache) + len(h.core.sd_cache)}
                          for name, h in sorted(self.b.xtrs.items())]}
 
     def map_cache(self, body, xtr, limit=views.DEFAULT_LIMIT, **_):
@@ -461,16 +460,20 @@ def map_cache_view(core: Any, now: float, installed: DesiredState | None, limit:
     held = installed.flows if installed is not None else frozenset()
     groups = {g.group_id: g for g in desired.groups}
     entries = []
-    for entry in core.cache:
+    # Plain entries, then source-specific ones (`source_prefix` set; their cookie names "source->prefix").
+    listed = [(entry, str(entry.eid), None) for entry in core.cache]
+    listed += [(entry, str(dest), str(entry.eid)) for dest, entry in core.sd_cache]
+    for entry, prefix, source_prefix in listed:
         if len(entries) >= limit:
             break
         record = entry.value.record
-        owner = cookie(Owner.MAPPING, entry.iid, str(entry.eid))
+        owner = cookie(Owner.MAPPING, entry.iid, prefix if source_prefix is None else f"{source_prefix}->{prefix}")
         flows = sorted((f for f in desired.flows if f.cookie == owner), key=lambda f: (f.table, -f.priority))
         used = [groups[a.group_id] for f in flows for a in f.actions if isinstance(a, GroupAction)]
         entries.append({
             "iid": entry.iid,
-            "prefix": str(entry.eid),
+            "prefix": prefix,
+            "source_prefix": source_prefix,
             "negative": entry.negative,
             "action": record.action.name.lower().replace("_", "-"),
             "ttl_left": None if math.isinf(entry.expires_at) else round(entry.expires_at - now, 3),
@@ -482,7 +485,7 @@ def map_cache_view(core: Any, now: float, installed: DesiredState | None, limit:
                         "buckets": [{"weight": b.weight, "actions": _actions(b.actions)} for b in g.buckets]}
                        for g in used],
         })
-    return {"xtr": core.config.name, "total": len(core.cache), "connected": installed is not None,
+    return {"xtr": core.config.name, "total": len(core.cache) + len(core.sd_cache), "connected": installed is not None,
             "entries": entries}
 
 

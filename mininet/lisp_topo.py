@@ -70,6 +70,9 @@ def build(topology_path: str | Path) -> tuple[Mininet, LabState]:
     """Build and start the Mininet network for a topology file, with static
     flows installed.  The caller stops it with `stop(net, state)`."""
     t = topo.load(topology_path)
+    if t.pxtr or t.internet_hosts:
+        raise SystemExit(f"{topology_path}: a PxTR and internet hosts are not built under Mininet yet: "
+                         "use `lisp-ryu lab up`")
     run_root = Path(tempfile.mkdtemp(prefix="lisp-ryu-mn-"))
     state = manager.plan(t, pfx=PREFIX, directory=run_root, topology_path=str(Path(topology_path).absolute()))
     net = Mininet(topo=None, controller=None, build=False, autoSetMacs=False, autoStaticArp=False)

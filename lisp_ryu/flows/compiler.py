@@ -95,12 +95,22 @@ class Rloc:
 
 @dataclass(frozen=True)
 class RemoteEntry:
-    """A map-cache entry as the data plane needs it (RLOCs already filtered to reachable)."""
+    """A map-cache entry as the data plane needs it (RLOCs already filtered to reachable).
+
+    `source` is set for a source-specific entry (a Source/Dest-key mapping):
+    its flow also matches the packet's source, and applies only to hosts in it.
+    """
 
     iid: int
     prefix: IPNetwork
     action: RemoteAction
     rlocs: tuple[Rloc, ...] = ()
+    source: IPNetwork | None = None
+
+    @property
+    def name(self) -> str:
+        """What the entry's cookie hashes: the prefix, or "source->prefix"."""
+        return str(self.prefix) if self.source is None else f"{self.source}->{self.prefix}"
 
 
 @dataclass(frozen=True)
@@ -178,6 +188,7 @@ def compile_plan(plan: XtrPlan) -> DesiredState:
         entry_flows, entry_groups = _remote(plan, entry, group_ids)  # checked when first compiled
         flows += entry_flows
         groups += entry_groups
+    flows += _source_specific_misses(plan.remotes)
     keys = [f.key for f in flows]
     if len(set(keys)) != len(keys):
         dup = next(k for k in keys if keys.count(k) > 1)
@@ -394,18 +405,44 @@ class _TunnelContext:
 
 def _remote(plan: XtrPlan, entry: RemoteEntry, group_ids: dict) -> tuple[list[Flow], list[Group]]:
     context = _TunnelContext(plan.tunnel_port, plan.tunnel_source, plan.petr, plan.native_port)
-    flows, groups = _remote_compiled(entry, group_ids.get((entry.iid, entry.prefix)), context)
+    flows, groups = _remote_compiled(entry, group_ids.get((entry.iid, entry.prefix, entry.source)), context)
     return list(flows), list(groups)
+
+
+def _source_specific_misses(remotes: tuple[RemoteEntry, ...]) -> list[Flow]:
+    """A destination known only source-specifically sends other sources' packets to the controller.
+
+    Without it a host outside every cached source prefix would fall through
+    to a shorter covering entry (or be treated as resolved): its own
+    Map-Request is what lets the Map-Server decide for it.  Same priority as
+    a plain entry of that destination, which replaces it when there is one.
+    """
+    plain = {(e.iid, e.prefix) for e in remotes if e.source is None}
+    out = []
+    for iid, prefix in sorted({(e.iid, e.prefix) for e in remotes if e.source is not None} - plain,
+                              key=lambda k: (k[0], k[1].version, k[1])):
+        eth_type, dst_field = _eth_type(prefix)
+        flow = Flow(Table.ROUTE, prefix_priority(prefix),
+                    match(metadata=(iid, METADATA_IID_MASK), eth_type=eth_type, **{dst_field: _masked(prefix)}),
+                    actions=(Output("controller", 0xFFFF),), meter=MISS_METER_ID,
+                    cookie=cookie(Owner.MAPPING, iid, f"{prefix} other sources"))
+        check_flow(flow)
+        out.append(flow)
+    return out
 
 
 @lru_cache(maxsize=1 << 17)
 def _remote_compiled(entry: RemoteEntry, gid: int | None, plan: _TunnelContext) -> tuple[tuple, tuple]:
     """One entry's flows; memoised, since a push recompiles every entry and most never change."""
-    owner = cookie(Owner.MAPPING, entry.iid, str(entry.prefix))
+    owner = cookie(Owner.MAPPING, entry.iid, entry.name)
     eth_type, dst_field = _eth_type(entry.prefix)
-    flow_match = match(metadata=(entry.iid, METADATA_IID_MASK), eth_type=eth_type,
-                       **{dst_field: _masked(entry.prefix)})
-    prio = prefix_priority(entry.prefix)
+    fields = {dst_field: _masked(entry.prefix)}
+    if entry.source is not None:
+        if entry.source.version != entry.prefix.version:
+            raise CompileError(f"source {entry.source} and destination {entry.prefix} differ in family")
+        fields[dst_field.replace("_dst", "_src")] = _masked(entry.source)
+    flow_match = match(metadata=(entry.iid, METADATA_IID_MASK), eth_type=eth_type, **fields)
+    prio = prefix_priority(entry.prefix, entry.source)
     groups: tuple[Group, ...] = ()
     actions: tuple[Action, ...]
     if entry.action is RemoteAction.ENCAP:
@@ -442,12 +479,13 @@ def _allocate_group_ids(remotes: tuple[RemoteEntry, ...]) -> dict:
     ids: dict = {}
     used: set[int] = set()
     grouped = [e for e in remotes if e.action is RemoteAction.ENCAP and len(usable_rlocs(e.rlocs)) > 1]
-    for entry in sorted(grouped, key=lambda e: (e.iid, e.prefix.version, e.prefix)):
-        gid = (zlib.crc32(f"{entry.iid}/{entry.prefix}".encode()) & 0x7FFFFFFE) or 1
+    for entry in sorted(grouped, key=lambda e: (e.iid, e.prefix.version, e.prefix, e.source is not None,
+                                                e.source or e.prefix)):
+        gid = (zlib.crc32(f"{entry.iid}/{entry.name}".encode()) & 0x7FFFFFFE) or 1
         while gid in used:
             gid = gid % 0x7FFFFFFE + 1
         used.add(gid)
-        ids[(entry.iid, entry.prefix)] = gid
+        ids[(entry.iid, entry.prefix, entry.source)] = gid
     return ids
 
 
@@ -469,6 +507,8 @@ def remotes_installed(state: DesiredState) -> list[RemoteEntry]:
         dst = fields.get("ipv4_dst", fields.get("ipv6_dst"))
         if not isinstance(meta, tuple) or dst is None:
             continue
+        if "ipv4_src" in fields or "ipv6_src" in fields:
+            continue  # source-specific: not adopted, the host's next packet re-resolves it
         prefix = address_network(dst)
         iid = meta[0]
         buckets: list[tuple[int, tuple]] = []

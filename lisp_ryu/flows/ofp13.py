@@ -8,7 +8,6 @@ installed flows back, for reconciliation after a (re)connect.
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any, Iterator
 
 from ryu.ofproto import ofproto_v1_3 as ofp

@@ -4,7 +4,8 @@
                       host port -> ROUTE for IP, ARP for ARP, tagging the packet
                       with the instance-ID in metadata; an unknown source inside
                       a dynamic-EID prefix -> controller (learn it, metered)
-    table 1 ROUTE     ITR: local host -> deliver; map-cache prefix -> encapsulate;
+    table 1 ROUTE     ITR: local host -> deliver; map-cache prefix -> encapsulate
+                      (a source-specific entry also matches the source prefix);
                       miss -> controller through the miss meter
     table 2 DECAP     ETR: tunnel_id (instance-ID) + local host -> deliver
     table 3 ARP       answer ARP in flows (gateway and proxy-ARP), no packet-in
@@ -48,7 +49,8 @@ PIPELINE: dict[Table, TableSpec] = {
     ),
     Table.ROUTE: TableSpec(
         Table.ROUTE,
-        frozenset({"metadata", "eth_type", "ipv4_dst", "ipv6_dst"}),
+        # ipv4_src/ipv6_src: source-specific map-cache entries (Source/Dest-key mappings)
+        frozenset({"metadata", "eth_type", "ipv4_dst", "ipv6_dst", "ipv4_src", "ipv6_src"}),
         frozenset(),
     ),
     Table.DECAP: TableSpec(
@@ -93,14 +95,27 @@ PRIO_CLASSIFY = 100  # a configured host port: its instance-ID
 PRIO_LEARN = 150  # an unknown source in a dynamic-EID prefix: to the controller
 PRIO_KNOWN_HOST = 200  # a known local host on its port
 PRIO_TUNNEL = 300  # everything from the tunnel port is decapsulated traffic
-PRIO_PREFIX_BASE = 1000  # + prefix length (0..128): longest prefix wins
-PRIO_LOCAL_HOST = 2000  # local delivery beats any remote prefix
+PRIO_PREFIX_BASE = 1000  # see prefix_priority: 1000..17769
+PRIO_PREFIX_STRIDE = 130  # one destination length: its plain flow + 129 source lengths (0..128)
+PRIO_LOCAL_HOST = 20000  # local delivery beats any remote prefix
 PRIO_ARP_PROXY = 100
 PRIO_ARP_SELF = 300  # a host probing its own address (gratuitous ARP / DAD)
 
 
-def prefix_priority(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> int:
-    return PRIO_PREFIX_BASE + network.prefixlen
+def prefix_priority(network: ipaddress.IPv4Network | ipaddress.IPv6Network,
+                    source: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None) -> int:
+    """Longest destination first, then longest source: one OpenFlow priority per (dst, src) length.
+
+        plain (destination only):   BASE + STRIDE * dst_len
+        source-specific:            BASE + STRIDE * dst_len + 1 + src_len
+
+    With STRIDE = 130 every source-specific flow of a destination length sits
+    above that length's plain flow and below the plain flow one bit longer
+    (BASE + 130 * dst_len + 129 < BASE + 130 * (dst_len + 1)), for IPv6 too;
+    the band tops out at 1000 + 130 * 128 + 129 = 17769 < PRIO_LOCAL_HOST.
+    """
+    base = PRIO_PREFIX_BASE + PRIO_PREFIX_STRIDE * network.prefixlen
+    return base if source is None else base + 1 + source.prefixlen
 
 
 # ---- cookies ------------------------------------------------------------------

@@ -14,6 +14,7 @@ from typing import Any
 
 from lisp_ryu import config as config_mod
 from lisp_ryu.lab.state import LabState, SiteState
+from lisp_ryu.xtr.core import stable_id
 
 
 MAP_SERVER_DATA = "map-server-data"
@@ -23,6 +24,10 @@ def build(state: LabState, *, embedded_map_server: bool = True, register_interva
           rloc_probing: dict[str, Any] | None = None) -> dict[str, Any]:
     """A configuration dict: one xTR per site, and the embedded Map-Server if the lab has one.
 
+    A PxTR site becomes an xTR with `native_port` and a `proxy` section (it
+    attracts the lab's EID space and registers nothing); when there is one,
+    every other xTR gets its RLOC as `petr`, so native-forward negatives (the
+    embedded Map-Server's answer for space no site registers) go to it.
     `rloc_probing` (the `xtrs[].rloc_probing` section of lisp_ryu/config.py) is
     given to every xTR; failover tests shorten the probe interval with it.
     """
@@ -47,11 +52,20 @@ def build(state: LabState, *, embedded_map_server: bool = True, register_interva
                     + [{"prefix": p["prefix"], "iid": p["iid"], "accept_more_specifics": True}
                        for p in lab_prefixes if p not in site.eid_prefixes],
                 }
-                for site in state.sites
+                for site in state.lisp_sites
             ],
         }
+        if state.pxtr is not None:
+            # The PxTR registers nothing, yet subscribes to what it resolves: bind its
+            # xTR-ID to a key so the Map-Server can sign the publications it sends it.
+            doc["map_server"]["sites"].append({"name": state.pxtr.name, "key": site_key(state.pxtr),
+                                               "xtr_ids": [xtr_id_hex(state.pxtr.name)]})
+    pxtr = state.pxtr
     xtrs = []
     for site in state.sites:
+        if site.is_pxtr:
+            xtrs.append(_pxtr(site, ms_address, register_interval, rloc_probing))
+            continue
         hosts = [h for h in state.hosts if h.site == site.name]
         xtr: dict[str, Any] = {
             "name": site.name,
@@ -73,10 +87,44 @@ def build(state: LabState, *, embedded_map_server: bool = True, register_interva
             xtr["rloc_probing"] = dict(rloc_probing)
         if ms_address:
             xtr["map_servers"] = [{"address": ms_address, "key": site_key(site)}]
+        if pxtr is not None:
+            xtr["petr"] = pxtr.rlocs[0].address
         xtrs.append(xtr)
     doc["xtrs"] = xtrs
     config_mod.parse(doc, source="<lab controller config>")  # fail here, not in the controller
     return doc
+
+
+def _pxtr(site: SiteState, ms_address: str | None, register_interval: float,
+          rloc_probing: dict[str, Any] | None) -> dict[str, Any]:
+    """The PxTR's xTR: no EIDs or hosts; its native port, and the EID space it proxies."""
+    native = site.native
+    xtr: dict[str, Any] = {
+        "name": site.name,
+        "dpid": site.dpid,
+        "netns": site.namespace,
+        "rlocs": [{"address": r.address, "priority": r.priority, "weight": r.weight} for r in site.rlocs],
+        "tunnel_port": site.tunnel_ofport,
+        "native_port": native["ofport"],
+        "proxy": {
+            "iid": native["iid"],
+            "prefixes": list(native["prefixes"]),
+            "next_hop_mac": native["next_hop_mac"],
+            "address": native["address"].split("/")[0],
+        },
+        "register_interval": register_interval,
+    }
+    if rloc_probing is not None:
+        xtr["rloc_probing"] = dict(rloc_probing)
+    if ms_address:
+        # Its Map-Resolver, and where its subscriptions are (it registers nothing).
+        xtr["map_servers"] = [{"address": ms_address, "key": site_key(site)}]
+    return xtr
+
+
+def xtr_id_hex(name: str) -> str:
+    """The xTR-ID the controller gives the xTR called `name` (lisp_ryu.xtr.core), in hex."""
+    return f"{stable_id(f'xtr:{name}', 128):032x}"
 
 
 def site_key(site: SiteState) -> str:

@@ -16,7 +16,10 @@ the wrong bridge.  In a site:
 
 Hosts are namespaces with one veth (`eth0`, MTU 1450 for the 36-byte
 encapsulation) into br-int; core routers and the Map-Server are namespaces
-on the underlay.  The management network is the one thing in the root
+on the underlay.  A PxTR is a site like the others plus a native port on
+br-int (port 101, kernel ARP off: its flows answer for its native address)
+whose veth peer sits in a router; internet hosts are namespaces with one
+veth (`eth0`) to a router, their gateway.  The management network is the one thing in the root
 namespace: a lab bridge with the controller's address and one veth per site.
 
 `move` re-attaches a host to another site (workload mobility): the site end
@@ -156,7 +159,7 @@ def plan(t: topo.Topology, *, pfx: str, directory: Path, topology_path: str) -> 
     """Everything `up` will create, named and numbered, before creating any of it."""
     ns = {name: pfx + name for name in
           [*(s.name for s in t.sites), *(h.name for h in t.hosts), *(r.name for r in t.routers),
-           *([t.map_server.name] if t.map_server else [])]}
+           *([t.map_server.name] if t.map_server else []), *(h.name for h in t.internet_hosts)]}
     sites = []
     for site in t.sites:
         ports = t.rloc_ports(site.name)
@@ -182,6 +185,13 @@ def plan(t: topo.Topology, *, pfx: str, directory: Path, topology_path: str) -> 
             eid_prefixes=tuple({"prefix": str(e.prefix), "iid": e.iid, "gateway": str(e.gateway),
                                 "gateway_mac": e.gateway_mac} for e in site.eid_prefixes),
             key=site.key,
+            role=site.role,
+            native=None if site.native is None else {
+                "router": site.native.router, "address": str(site.native.interface),
+                "next_hop": str(site.native.next_hop), "next_hop_mac": site.native.next_hop_mac,
+                "mac": site.native.mac, "ifname": site.native.ifname, "router_ifname": site.native.router_ifname,
+                "ofport": topo.NATIVE_OFPORT, "iid": site.native.iid,
+                "prefixes": [str(p) for p in site.native.prefixes]},
         ))
     hosts = []
     for h in t.hosts:
@@ -189,11 +199,16 @@ def plan(t: topo.Topology, *, pfx: str, directory: Path, topology_path: str) -> 
         hosts.append(HostState(name=h.name, site=h.site, namespace=ns[h.name], address=str(h.interface),
                                mac=h.mac, gateway=str(h.gateway), gateway_mac=gw_mac, iid=h.iid, ofport=h.ofport))
     nodes = [NodeState(name=r.name, kind="router", namespace=ns[r.name],
-                       addresses=tuple(str(l.end(r.name).interface) for l in t.links_of(r.name)))
+                       addresses=tuple(str(l.end(r.name).interface) for l in t.links_of(r.name))
+                       + tuple(f"{s.native.next_hop}/{s.native.subnet.prefixlen}" for s in t.sites
+                               if s.native and s.native.router == r.name)
+                       + tuple(f"{h.gateway}/{h.subnet.prefixlen}" for h in t.internet_hosts if h.router == r.name))
              for r in t.routers]
     if t.map_server:
         nodes.append(NodeState(name=t.map_server.name, kind="map-server", namespace=ns[t.map_server.name],
                                addresses=tuple(str(l.end(t.map_server.name).interface) for l in t.links_of(t.map_server.name))))
+    nodes += [NodeState(name=h.name, kind="internet-host", namespace=ns[h.name], addresses=(str(h.interface),))
+              for h in t.internet_hosts]
     bridge = f"{pfx}mgmt"
     return LabState(
         name=t.name, topology=topology_path, prefix=pfx, lab_dir=str(directory), status="starting",
@@ -290,6 +305,13 @@ def _build(t: topo.Topology, state: LabState) -> LabState:
     for h in state.hosts:
         run(["ip", "link", "add", topo.HOST_IFNAME, "netns", h.namespace, "type", "veth",
              "peer", "name", h.name, "netns", ns_of[h.site]])
+    for site in t.sites:
+        if site.native:
+            run(["ip", "link", "add", site.native.ifname, "netns", ns_of[site.name], "type", "veth",
+                 "peer", "name", site.native.router_ifname, "netns", ns_of[site.native.router]])
+    for ih in t.internet_hosts:
+        run(["ip", "link", "add", topo.HOST_IFNAME, "netns", ns_of[ih.name], "type", "veth",
+             "peer", "name", ih.name, "netns", ns_of[ih.router]])
     return configure(t, state, lambda node, argv, env=None: run_in(ns_of[node], argv, env=env).stdout)
 
 
@@ -342,6 +364,25 @@ def configure(t: topo.Topology, state: LabState, execute, *, management: bool = 
         txoff(h.name, topo.HOST_IFNAME)
         txoff(h.site, h.name)
 
+    # The non-LISP side: a PxTR's native link (its end is an OVS port: no
+    # address, kernel ARP off) and the internet hosts behind their routers.
+    for site in t.sites:
+        if site.native:
+            n = site.native
+            ip(site.name, "link", "set", n.ifname, "address", n.mac, "arp", "off", "up")
+            txoff(site.name, n.ifname)
+            ip(n.router, "link", "set", n.router_ifname, "address", n.next_hop_mac, "up")
+            ip(n.router, "addr", "add", f"{n.next_hop}/{n.subnet.prefixlen}", "dev", n.router_ifname)
+            txoff(n.router, n.router_ifname)
+    for ih in t.internet_hosts:
+        ip(ih.name, "link", "set", topo.HOST_IFNAME, "address", ih.mac, "mtu", str(topo.HOST_MTU), "up")
+        ip(ih.name, "addr", "add", str(ih.interface), "dev", topo.HOST_IFNAME)
+        ip(ih.name, "route", "add", "default", "via", str(ih.gateway))
+        txoff(ih.name, topo.HOST_IFNAME)
+        ip(ih.router, "link", "set", ih.name, "address", ih.gateway_mac, "mtu", str(topo.HOST_MTU), "up")
+        ip(ih.router, "addr", "add", f"{ih.gateway}/{ih.subnet.prefixlen}", "dev", ih.name)
+        txoff(ih.router, ih.name)
+
     sites = [_start_site(s, state, execute) for s in state.sites]
 
     # Static routes from the graph (routers, Map-Server, sites).
@@ -382,6 +423,9 @@ def ovs_bridge_args(s: SiteState, controller: str, port: int) -> list[str]:
             "fail_mode=secure", f"other-config:datapath-id={s.dpid_hex}", "other-config:disable-in-band=true"]
     for host, ofport in s.host_ports.items():
         cmd += ["--", "add-port", topo.BR_INT, host, "--", "set", "interface", host, f"ofport_request={ofport}"]
+    if s.native:
+        cmd += ["--", "add-port", topo.BR_INT, s.native["ifname"],
+                "--", "set", "interface", s.native["ifname"], f"ofport_request={s.native['ofport']}"]
     cmd += ["--", "add-port", topo.BR_INT, s.tunnel_port,
             "--", "set", "interface", s.tunnel_port, "type=vxlan", f"ofport_request={s.tunnel_ofport}",
             "options:exts=gpe", f"options:dst_port={topo.LISP_DATA_PORT}", "options:packet_type=legacy_l3",
@@ -423,6 +467,8 @@ def _check_ports(s: SiteState, env: dict) -> None:
     out = run(["ovs-vsctl", f"--db={s.db}", "--format=csv", "--data=bare", "--no-headings",
                "--columns=name,ofport,error", "list", "interface"], env=env).stdout
     want = {s.tunnel_port: s.tunnel_ofport, **s.host_ports, **{r.uplink: topo.UPLINK_OFPORT for r in s.rlocs}}
+    if s.native:
+        want[s.native["ifname"]] = s.native["ofport"]
     for line in out.splitlines():
         name, ofport, error = (line.split(",", 2) + ["", ""])[:3]
         if error.strip():
@@ -689,6 +735,9 @@ def move_host(host: str, site: str) -> Move:
         new = state.site(site)
         if h.site == new.name:
             raise LabError(f"host {host} is already at site {site}")
+        if new.is_pxtr:
+            raise LabError(f"site {site} is a PxTR: hosts move between LISP sites "
+                           f"({', '.join(s.name for s in state.lisp_sites)})")
         old = state.site(h.site)
         ofport = _free_ofport(new, state)
         run_in(h.namespace, ["sysctl", "-q", "-w", f"net.ipv4.conf.{topo.HOST_IFNAME}.arp_evict_nocarrier=0"])

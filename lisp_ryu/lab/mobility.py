@@ -438,16 +438,16 @@ class Cast:
 def choose(state: LabState, host: str | None = None, to: str | None = None, pinger: str | None = None) -> Cast:
     """Defaults: the first host of the first site moves to the next site and
     is pinged by the first host of a third site."""
-    if len(state.sites) < 3 and pinger is None:
+    if len(state.lisp_sites) < 3 and pinger is None:
         raise LabError(f"the mobility scenario needs three sites (the mover's two and the pinger's); "
-                       f"lab {state.name} has {len(state.sites)}: use topologies/three-dc.yaml")
+                       f"lab {state.name} has {len(state.lisp_sites)}: use topologies/three-dc.yaml")
     mover = state.host(host) if host else state.hosts[0]
     if to is not None:
         away = state.site(to).name
         if away == mover.site:
             raise LabError(f"host {mover.name} is already at site {away}: choose another site with --to")
     else:
-        away = next(s.name for s in state.sites if s.name != mover.site)
+        away = next(s.name for s in state.lisp_sites if s.name != mover.site)
     if pinger is not None:
         p = state.host(pinger)
         if p.site in (mover.site, away) or p.name == mover.name:

@@ -82,6 +82,14 @@ class SiteState:
     eid_prefixes: tuple[dict, ...]  # {prefix, iid, gateway, gateway_mac}
     key: str | None
     pids: dict[str, int] = field(default_factory=dict)  # daemon -> pid
+    role: str = "xtr"  # "pxtr": a proxy xTR (no EIDs, no hosts, a native port)
+    # A PxTR's native link: {router, address (ADDR/LEN, in its flows only), next_hop,
+    # next_hop_mac, mac, ifname, router_ifname, ofport, iid, prefixes (the EID space it attracts)}
+    native: dict | None = None
+
+    @property
+    def is_pxtr(self) -> bool:
+        return self.role == "pxtr"
 
     @property
     def dpid_hex(self) -> str:
@@ -118,10 +126,10 @@ class HostState:
 
 @dataclass(frozen=True)
 class NodeState:
-    """A core router or the Map-Server: a namespace with underlay addresses."""
+    """A core router, the Map-Server or an internet (non-LISP) host: a namespace with addresses."""
 
     name: str
-    kind: str  # "router" | "map-server"
+    kind: str  # "router" | "map-server" | "internet-host"
     namespace: str
     addresses: tuple[str, ...]
 
@@ -155,6 +163,19 @@ class LabState:
             if h.name == name:
                 return h
         raise LabError(f"no host {name!r} in the lab (hosts: {', '.join(h.name for h in self.hosts)})")
+
+    @property
+    def lisp_sites(self) -> tuple[SiteState, ...]:
+        """Every site but the PxTR: the ones with EIDs, hosts and registrations."""
+        return tuple(s for s in self.sites if not s.is_pxtr)
+
+    @property
+    def pxtr(self) -> SiteState | None:
+        return next((s for s in self.sites if s.is_pxtr), None)
+
+    @property
+    def internet_hosts(self) -> tuple[NodeState, ...]:
+        return tuple(n for n in self.nodes if n.kind == "internet-host")
 
     def namespace_of(self, node: str) -> str:
         """The namespace of any lab node: host, site, router or Map-Server."""

@@ -33,23 +33,47 @@ Schema (every key not listed is an error naming its path)::
           - {prefix: 10.1.0.0/16, iid: 42, gateway: 10.1.0.1, gateway_mac: 02:4c:67:01:00:01}
     hosts:
       - {name: h1, site: dc1, address: 10.1.0.10/16, gateway: 10.1.0.1, iid: 42, mac: ...}
+    internet_hosts:                    # optional: non-LISP hosts, each on its own veth to a router
+      - {name: inet, router: core, address: 203.0.113.10/24, gateway: 203.0.113.1, mac: ...}
+
+A proxy xTR (RFC 6832) is a site with `role: pxtr` (default `xtr`): an OVS
+switch like the others, with RLOCs on the underlay, no EID prefixes and no
+hosts, and a `native:` link from its br-int to a router::
+
+      - name: px
+        role: pxtr
+        rlocs: [{address: 198.18.9.2}]
+        native:
+          router: core                 # the router at the other end
+          address: 198.18.19.2/24      # the PxTR's address there (answered by flows)
+          next_hop: 198.18.19.1        # the router's address there
+          iid: 42                      # optional if all EID prefixes share one instance-ID
+
+At most one PxTR per lab.  Routers reach the internet hosts' subnets, and
+route every LISP site's EID prefix to the PxTR's native address (the
+proxy-ITR attracts the EID space); LISP sites get no native routes (they
+reach non-LISP hosts only through the PxTR as their PETR).
 
 Fixed numbers (documented here because flows and tests depend on them):
   * br-int OpenFlow ports: hosts of a site get 1, 2, ... in file order;
-    the LISP-GPE tunnel port `lisp0` is `TUNNEL_OFPORT` (100).
+    the LISP-GPE tunnel port `lisp0` is `TUNNEL_OFPORT` (100); a PxTR's
+    native link is `NATIVE_OFPORT` (101), named `<router>-n` in the PxTR's
+    namespace and `<pxtr>-n` in the router's.
   * br-phy (RLOC i>0: br-phy<i>): the underlay veth is port 1, the RLOC sits
     on the bridge's own internal (LOCAL) port.
   * MACs, unless given: host 02:4c:68:xx:xx:xx, gateway 02:4c:67:xx:xx:xx,
     RLOC (br-phy) 02:4c:72:xx:xx:xx, the OVS-owned underlay veth
     02:4c:76:xx:xx:xx, a router/Map-Server link end 02:4c:6c:xx:xx:xx, where
-    xx:xx:xx are the low 24 bits of the interface's IPv4 address.
+    xx:xx:xx are the low 24 bits of the interface's IPv4 address.  The same
+    rule gives a PxTR's native veth (0x76), the router's ends of the native
+    link and of an internet host's veth (0x6c) and internet hosts (0x68).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -62,6 +86,8 @@ from lisp_ryu.config import ConfigError
 T = TypeVar("T")
 
 TUNNEL_OFPORT = 100
+NATIVE_OFPORT = 101
+ROLES = ("xtr", "pxtr")
 TUNNEL_PORT_NAME = "lisp0"
 BR_INT = "br-int"
 UPLINK_OFPORT = 1
@@ -153,12 +179,41 @@ class EidPrefix:
 
 
 @dataclass(frozen=True)
+class Native:
+    """A PxTR's link to the non-LISP side: br-int port `NATIVE_OFPORT` <-> a router.
+
+    The PxTR's `interface` address lives only in its flows (they answer ARP
+    for it); the router holds `next_hop` and routes the EID space to the
+    PxTR's address, which is how the proxy-ITR attracts it."""
+
+    router: str
+    interface: ipaddress.IPv4Interface
+    next_hop: ipaddress.IPv4Address
+    next_hop_mac: str  # the router's end: where the proxy-ETR sends decapsulated packets
+    mac: str  # the PxTR's (OVS-owned) veth
+    ifname: str  # in the PxTR's namespace
+    router_ifname: str  # in the router's namespace
+    iid: int | None  # None until the loader has seen every site
+    prefixes: tuple[ipaddress.IPv4Network, ...] = ()  # the EID space it attracts
+
+    @property
+    def subnet(self) -> ipaddress.IPv4Network:
+        return self.interface.network
+
+
+@dataclass(frozen=True)
 class Site:
     name: str
     dpid: int
     key: str | None
     rlocs: tuple[Rloc, ...]
     eid_prefixes: tuple[EidPrefix, ...]
+    role: str = "xtr"  # or "pxtr": a proxy xTR with a native link and no EIDs of its own
+    native: Native | None = None
+
+    @property
+    def is_pxtr(self) -> bool:
+        return self.role == "pxtr"
 
 
 @dataclass(frozen=True)
@@ -177,8 +232,29 @@ class Host:
 
 
 @dataclass(frozen=True)
+class InternetHost:
+    """A non-LISP host: its own veth (`eth0`) to a router that is its gateway."""
+
+    name: str
+    router: str
+    interface: ipaddress.IPv4Interface
+    gateway: ipaddress.IPv4Address  # the router's address on the veth
+    mac: str
+    gateway_mac: str
+
+    @property
+    def address(self) -> ipaddress.IPv4Address:
+        return self.interface.ip
+
+    @property
+    def subnet(self) -> ipaddress.IPv4Network:
+        return self.interface.network
+
+
+@dataclass(frozen=True)
 class Route:
-    """A static route a node needs to reach an underlay subnet it is not on."""
+    """A static route a node needs: to an underlay subnet it is not on, or
+    (routers only) to an internet host's subnet or to the EID space at the PxTR."""
 
     node: str
     destination: ipaddress.IPv4Network
@@ -209,6 +285,22 @@ class Topology:
     sites: tuple[Site, ...]
     hosts: tuple[Host, ...]
     routes: tuple[Route, ...]
+    internet_hosts: tuple[InternetHost, ...] = ()
+
+    @property
+    def pxtr(self) -> Site | None:
+        return next((s for s in self.sites if s.is_pxtr), None)
+
+    @property
+    def lisp_sites(self) -> tuple[Site, ...]:
+        """The sites with EIDs (every site but the PxTR)."""
+        return tuple(s for s in self.sites if not s.is_pxtr)
+
+    def internet_host(self, name: str) -> InternetHost:
+        for host in self.internet_hosts:
+            if host.name == name:
+                return host
+        raise KeyError(f"no internet host {name!r} in {self.source}")
 
     def site(self, name: str) -> Site:
         for site in self.sites:
@@ -258,9 +350,10 @@ class Topology:
 
     @cached_property
     def graph(self) -> nx.MultiGraph:
-        """Sites, hosts, routers and the Map-Server as nodes (attribute `kind`);
-        underlay links (`kind="underlay"`, `link=Link`) and host attachments
-        (`kind="access"`) as edges."""
+        """Sites, hosts, routers, the Map-Server and internet hosts as nodes
+        (attribute `kind`); underlay links (`kind="underlay"`, `link=Link`),
+        host attachments (`kind="access"`) and a PxTR's native link
+        (`kind="native"`, `native=Native`) as edges."""
         g = nx.MultiGraph(name=self.name)
         for site in self.sites:
             g.add_node(site.name, kind="site", site=site)
@@ -273,6 +366,12 @@ class Topology:
         for host in self.hosts:
             g.add_node(host.name, kind="host", host=host)
             g.add_edge(host.site, host.name, kind="access", ofport=host.ofport)
+        for site in self.sites:
+            if site.native:
+                g.add_edge(site.name, site.native.router, kind="native", native=site.native)
+        for ih in self.internet_hosts:
+            g.add_node(ih.name, kind="internet-host", host=ih)
+            g.add_edge(ih.router, ih.name, kind="access")
         return g
 
 
@@ -403,23 +502,28 @@ class _Parser:
         if doc is None:
             raise self.error("", "the file is empty")
         m = self.mapping(
-            doc, "", {"name", "management", "underlay", "sites", "hosts"}, {"map_server"}
+            doc, "", {"name", "management", "underlay", "sites", "hosts"}, {"map_server", "internet_hosts"}
         )
         name = self.string(m["name"], "name")
         management = self.management(m["management"], "management")
         ms = self.map_server(m["map_server"], "map_server") if "map_server" in m else None
         u = self.mapping(m["underlay"], "underlay", {"links"}, {"routers"})
         routers = self.seq(u.get("routers", []), "underlay.routers", self.router)
-        sites = self.seq(m["sites"], "sites", lambda v, p: self.site(v, p, ms), min_len=1)
+        router_names = [r.name for r in routers]
+        sites = self.seq(m["sites"], "sites", lambda v, p: self.site(v, p, ms, router_names), min_len=1)
         nodes = self.node_kinds([s.name for s in sites], routers, ms, m)
         links = self.links(u["links"], "underlay.links", nodes)
         if ms and not any(link.end(ms.name).interface.ip == ms.address for link in links if ms.name in (link.a.node, link.b.node)):
             raise self.error("map_server.address", f"{ms.address} is not its end of any underlay link")
         self.check_management(management, sites, links)
+        sites = self.pxtr(sites)
         hosts = self.hosts(m["hosts"], "hosts", sites)
+        internet_hosts = self.seq(m.get("internet_hosts", []), "internet_hosts",
+                                  lambda v, p: self.internet_host(v, p, router_names))
         self.check_sites(sites, links, nodes)
-        self.check_macs(sites, hosts, links, hosts_path="hosts")
-        routes = self.routes(nodes, links, sites, ms)
+        self.check_native(management, sites, links, internet_hosts)
+        self.check_macs(sites, hosts, links, hosts_path="hosts", internet_hosts=internet_hosts)
+        routes = self.routes(nodes, links, sites, ms) + self.native_routes(nodes, links, sites, internet_hosts)
         return Topology(
             name=name,
             source=self.source,
@@ -430,6 +534,7 @@ class _Parser:
             sites=tuple(sites),
             hosts=tuple(hosts),
             routes=routes,
+            internet_hosts=tuple(internet_hosts),
         )
 
     def management(self, value: Any, path: str) -> Management:
@@ -462,10 +567,11 @@ class _Parser:
         entries += [(r.name, "router", f"underlay.routers[{i}].name") for i, r in enumerate(routers)]
         if ms:
             entries.append((ms.name, "map-server", "map_server.name"))
-        hosts = doc["hosts"] if isinstance(doc["hosts"], list) else []
-        for i, h in enumerate(hosts):
-            if isinstance(h, dict) and isinstance(h.get("name"), str):
-                entries.append((h["name"], "host", f"hosts[{i}].name"))
+        for section in ("hosts", "internet_hosts"):
+            hosts = doc.get(section) if isinstance(doc.get(section), list) else []
+            for i, h in enumerate(hosts):
+                if isinstance(h, dict) and isinstance(h.get("name"), str):
+                    entries.append((h["name"], "host", f"{section}[{i}].name"))
         for name, kind, path in entries:
             if name in seen:
                 raise self.error(path, f"name {name!r} is already used by {seen[name]}")
@@ -524,8 +630,17 @@ class _Parser:
             raise self.error(path, "the underlay is not connected: " + " | ".join(", ".join(c) for c in parts))
         return links
 
-    def site(self, value: Any, path: str, ms: MapServer | None) -> Site:
-        m = self.mapping(value, path, {"name", "rlocs", "eid_prefixes"}, {"dpid", "key"})
+    def site(self, value: Any, path: str, ms: MapServer | None, routers: list[str]) -> Site:
+        role = value.get("role", "xtr") if isinstance(value, dict) else "xtr"
+        if role not in ROLES:
+            raise self.error(f"{path}.role", f"{role!r} is not a role ({', '.join(ROLES)})")
+        if role == "pxtr":
+            # A PxTR announces the other sites' EIDs and owns none: nothing to register.
+            m = self.mapping(value, path, {"name", "rlocs", "role", "native"}, {"dpid", "key"})
+        else:
+            if isinstance(value, dict) and "native" in value:
+                raise self.error(f"{path}.native", "only a PxTR site (role: pxtr) has a native link")
+            m = self.mapping(value, path, {"name", "rlocs", "eid_prefixes"}, {"dpid", "key", "role"})
         index = int(path.rsplit("[", 1)[1][:-1])
         name = self.name(m["name"], f"{path}.name")
         dpid = self.integer(m.get("dpid", index + 1), f"{path}.dpid", 1, (1 << 64) - 1)
@@ -536,6 +651,9 @@ class _Parser:
             if r.address in seen:
                 raise self.error(f"{path}.rlocs[{i}].address", f"{r.address} is listed twice")
             seen.add(r.address)
+        if role == "pxtr":
+            native = self.native(m["native"], f"{path}.native", name, routers)
+            return Site(name=name, dpid=dpid, key=key, rlocs=tuple(rlocs), eid_prefixes=(), role=role, native=native)
         prefixes = self.seq(m["eid_prefixes"], f"{path}.eid_prefixes", self.eid_prefix, min_len=1)
         for i, p in enumerate(prefixes):
             for j, q in enumerate(prefixes[:i]):
@@ -545,6 +663,59 @@ class _Parser:
                         f"{p.prefix} overlaps {q.prefix} (eid_prefixes[{j}]) in instance-ID {p.iid}",
                     )
         return Site(name=name, dpid=dpid, key=key, rlocs=tuple(rlocs), eid_prefixes=tuple(prefixes))
+
+    def native(self, value: Any, path: str, site: str, routers: list[str]) -> Native:
+        m = self.mapping(value, path, {"router", "address", "next_hop"}, {"iid"})
+        router = m["router"]
+        if router not in routers:
+            raise self.error(f"{path}.router", f"unknown router {router!r} (routers: {', '.join(routers) or 'none'})")
+        iface = self.interface(m["address"], f"{path}.address")
+        next_hop = self.ipv4(m["next_hop"], f"{path}.next_hop")
+        if next_hop not in iface.network or next_hop == iface.ip or next_hop in (
+                iface.network.network_address, iface.network.broadcast_address):
+            raise self.error(f"{path}.next_hop", f"{next_hop} is not another host address of {iface.network}")
+        iid = self.integer(m["iid"], f"{path}.iid", 0, MAX_IID) if "iid" in m else None
+        return Native(router=router, interface=iface, next_hop=next_hop, next_hop_mac=_derived_mac(0x6C, next_hop),
+                      mac=_derived_mac(0x76, iface.ip), ifname=f"{router}-n", router_ifname=f"{site}-n", iid=iid)
+
+    def pxtr(self, sites: list[Site]) -> list[Site]:
+        """At most one PxTR; it attracts every LISP site's EID prefixes of its instance-ID."""
+        out = []
+        first = None
+        for i, site in enumerate(sites):
+            if not site.is_pxtr:
+                out.append(site)
+                continue
+            if first is not None:
+                raise self.error(f"sites[{i}].role", f"only one PxTR per lab (sites[{first}] is one)")
+            first = i
+            iids = sorted({e.iid for s in sites if not s.is_pxtr for e in s.eid_prefixes})
+            iid = site.native.iid
+            if iid is None:
+                if len(iids) != 1:
+                    raise self.error(f"sites[{i}].native.iid", "the LISP sites use instance-IDs "
+                                     f"{', '.join(map(str, iids)) or '(none)'}: say which one the PxTR serves")
+                iid = iids[0]
+            elif iid not in iids:
+                raise self.error(f"sites[{i}].native.iid", f"no LISP site has EID prefixes in instance-ID {iid}")
+            prefixes = tuple(e.prefix for s in sites if not s.is_pxtr for e in s.eid_prefixes if e.iid == iid)
+            out.append(replace(site, native=replace(site.native, iid=iid, prefixes=prefixes)))
+        return out
+
+    def internet_host(self, value: Any, path: str, routers: list[str]) -> InternetHost:
+        m = self.mapping(value, path, {"name", "router", "address", "gateway"}, {"mac"})
+        name = self.name(m["name"], f"{path}.name")
+        router = m["router"]
+        if router not in routers:
+            raise self.error(f"{path}.router", f"unknown router {router!r} (routers: {', '.join(routers) or 'none'})")
+        iface = self.interface(m["address"], f"{path}.address")
+        gateway = self.ipv4(m["gateway"], f"{path}.gateway")
+        if gateway not in iface.network or gateway == iface.ip or gateway in (
+                iface.network.network_address, iface.network.broadcast_address):
+            raise self.error(f"{path}.gateway", f"{gateway} is not another host address of {iface.network}")
+        mac = self.mac(m["mac"], f"{path}.mac") if "mac" in m else _derived_mac(0x68, iface.ip)
+        return InternetHost(name=name, router=router, interface=iface, gateway=gateway, mac=mac,
+                            gateway_mac=_derived_mac(0x6C, gateway))
 
     def rloc(self, value: Any, path: str) -> Rloc:
         m = self.mapping(value, path, {"address"}, {"priority", "weight"})
@@ -579,6 +750,9 @@ class _Parser:
             site = by_name.get(m["site"])
             if site is None:
                 raise self.error(f"{p}.site", f"unknown site {m['site']!r} (sites: {', '.join(by_name)})")
+            if site.is_pxtr:
+                raise self.error(f"{p}.site", f"{site.name} is a PxTR: hosts belong to LISP sites "
+                                 "(non-LISP hosts go in internet_hosts)")
             iface = self.interface(m["address"], f"{p}.address")
             if "iid" in m:
                 iid = self.integer(m["iid"], f"{p}.iid", 0, MAX_IID)
@@ -640,7 +814,25 @@ class _Parser:
                                 f"{e.prefix} overlaps {f.prefix} of site {other.name} in instance-ID {e.iid}",
                             )
 
-    def check_macs(self, sites: list[Site], hosts: list[Host], links: list[Link], hosts_path: str) -> None:
+    def check_native(self, mgmt: Management, sites: list[Site], links: list[Link],
+                     internet_hosts: list[InternetHost]) -> None:
+        """The non-LISP subnets (native link, internet hosts) overlap nothing else,
+        and every address on them is used once."""
+        taken: list[tuple[ipaddress.IPv4Network, str]] = [(mgmt.subnet, "the management subnet")]
+        taken += [(link.subnet, f"underlay link {link}") for link in links]
+        taken += [(e.prefix, f"EID prefix {e.prefix} of {s.name}") for s in sites for e in s.eid_prefixes]
+        mine = [(f"sites[{i}].native.address", s.native.subnet, f"{s.name}'s native link")
+                for i, s in enumerate(sites) if s.native]
+        mine += [(f"internet_hosts[{i}].address", h.subnet, f"internet host {h.name}'s subnet")
+                 for i, h in enumerate(internet_hosts)]
+        for path, net, what in mine:
+            for other, other_what in taken:
+                if net.overlaps(other):
+                    raise self.error(path, f"{net} overlaps {other_what}")
+            taken.append((net, what))
+
+    def check_macs(self, sites: list[Site], hosts: list[Host], links: list[Link], hosts_path: str,
+                   internet_hosts: list[InternetHost] = ()) -> None:
         """MACs are unique lab-wide; only a gateway MAC may repeat (an anycast
         gateway shared by several sites keeps a moved host's ARP cache valid)."""
         owners: dict[str, tuple[str, str]] = {}
@@ -663,6 +855,14 @@ class _Parser:
         for link in links:
             for end in (link.a, link.b):
                 claim(end.mac, f"{end.node}'s end of link {link}", f"underlay.links[{link.index}].{end.node}", "link")
+        for i, site in enumerate(sites):
+            if site.native:
+                claim(site.native.mac, f"{site.name}'s native port", f"sites[{i}].native.address", "link")
+                claim(site.native.next_hop_mac, f"{site.native.router}'s end of {site.name}'s native link",
+                      f"sites[{i}].native.next_hop", "link")
+        for i, h in enumerate(internet_hosts):
+            claim(h.mac, f"internet host {h.name}", f"internet_hosts[{i}].mac", "host")
+            claim(h.gateway_mac, f"{h.router}'s end of {h.name}'s veth", f"internet_hosts[{i}].gateway", "link")
 
     def check_management(self, mgmt: Management, sites: list[Site], links: list[Link]) -> None:
         if mgmt.subnet.num_addresses - 3 < len(sites):
@@ -730,6 +930,45 @@ class _Parser:
                     continue
                 if not any(r.address in net for r in other.rlocs for net in reach[site.name]):
                     raise self.error(f"sites[{i}]", f"site {site.name} cannot reach any RLOC of site {other.name}")
+        return tuple(routes)
+
+    def native_routes(self, nodes: dict[str, str], links: list[Link], sites: list[Site],
+                      internet_hosts: list[InternetHost]) -> tuple[Route, ...]:
+        """The routers' non-LISP routes: every internet host's subnet and the
+        PxTR's native subnet through the fewest routers, and the EID space
+        (what the proxy-ITR attracts) to the PxTR's native address.  Only
+        routers get them: LISP sites reach non-LISP hosts through their PETR."""
+        routers = [n for n, kind in nodes.items() if kind == "router"]
+        g = nx.MultiGraph()
+        g.add_nodes_from(routers)
+        for link in links:
+            if link.a.node in routers and link.b.node in routers:
+                g.add_edge(link.a.node, link.b.node, key=link.index, link=link)
+        # (destination, the router it is attached to, via and dev there: None when connected)
+        attached: list[tuple[ipaddress.IPv4Network, str, ipaddress.IPv4Address | None, str | None]]
+        attached = [(h.subnet, h.router, None, None) for h in internet_hosts]
+        pxtr = next((s for s in sites if s.native), None)
+        if pxtr:
+            n = pxtr.native
+            attached.append((n.subnet, n.router, None, None))
+            attached += [(prefix, n.router, n.interface.ip, n.router_ifname) for prefix in n.prefixes]
+            for i, h in enumerate(internet_hosts):
+                if n.router not in nx.node_connected_component(g, h.router):
+                    raise self.error(f"internet_hosts[{i}].router", f"{h.router} cannot reach {n.router} "
+                                     f"(where the PxTR {pxtr.name} is) through the underlay routers")
+        routes: list[Route] = []
+        for router in routers:
+            paths = nx.single_source_shortest_path(g, router)
+            for destination, at, via, ifname in attached:
+                if at == router:
+                    if via is not None:
+                        routes.append(Route(node=router, destination=destination, via=via, ifname=ifname))
+                    continue
+                if at not in paths:
+                    continue
+                edge = min(g[router][paths[at][1]].values(), key=lambda d: d["link"].index)["link"]
+                routes.append(Route(node=router, destination=destination, via=edge.peer(router).interface.ip,
+                                    ifname=edge.end(router).ifname))
         return tuple(routes)
 
 

@@ -25,11 +25,18 @@ Uniform regions
     narrows its answer to it (exactly like a negative Map-Reply is
     narrowed around registered prefixes, RFC 9301 §8.1).
 
-What the data plane can enforce
-    The xTR's flows match the destination (and instance-ID) only, so the
-    answer an ITR caches applies to all of its hosts: a source-group rule
-    effectively holds per ITR.  Use source groups that align with ITR sites
-    (e.g. a site's EID prefix) or name ITR RLOCs.
+Source-specific answers
+    When the verdict can differ between source EIDs behind one ITR (a rule
+    with source groups of the requester's family is evaluated before the
+    deciding rule, or decides), `Decision.source_region` is the widest
+    prefix around the requester's source EID that every such rule's source
+    groups either contain or miss entirely.  The Map-Server then answers
+    with a Source/Dest-key EID-record (RFC 8060 LCAF type 12), which the ITR
+    caches and enforces per source (its ROUTE flows match the source too),
+    so a source-group rule holds per host, not per ITR.  Whether an answer
+    depends on the source is the same for every source behind one ITR (it
+    only depends on rule order, destination and ITR), which is what lets the
+    ITR treat a plain answer as "no source-specific entries here".
 
 RLOC overrides
     An `RlocOverride` sets the priority and/or weight of one RLOC address
@@ -310,6 +317,7 @@ class Decision:
     verdict: Verdict
     rule: str | None
     region: IPNetwork
+    source_region: IPNetwork | None = None  # set when the verdict depends on the source EID
 
     @property
     def denied(self) -> bool:
@@ -392,9 +400,15 @@ class Policy:
                     candidates[rule.id] = rule
                 above = self._index.covering(iid, net, strict=True)
                 net, bucket = (above[0], above[1]) if above is not None else (None, [])
+            # Source groups (of the source's family) of the rules evaluated up to the decision,
+            # whose ITR condition holds: only they can make another source's verdict differ.
+            groups: list[IPNetwork] = []
             for rule in sorted(candidates.values(), key=lambda r: (r.priority, r.id)):
+                if source is not None and _itr_holds(rule, itr):
+                    groups += [net for net in rule.sources if net.version == source.version]
                 if rule.matches(source, itr, destination):
-                    return Decision(rule.action, rule.id, region)
+                    return Decision(rule.action, rule.id, region, _uniform_around(source, groups))
+            return Decision(Verdict.ALLOW, None, region, _uniform_around(source, groups))
         return Decision(Verdict.ALLOW, None, region)
 
     def region(self, iid: int, destination: IPAddress) -> IPNetwork:
@@ -423,3 +437,24 @@ class Policy:
 
     def touches_locators(self) -> bool:
         return bool(self.overrides)
+
+
+def _itr_holds(rule: Rule, itr: IPAddress | None) -> bool:
+    if not rule.itr_rlocs:
+        return True
+    return itr is not None and any(itr in net for net in rule.itr_rlocs if net.version == itr.version)
+
+
+def _uniform_around(source: IPAddress | None, groups: list[IPNetwork]) -> IPNetwork | None:
+    """Widest prefix around `source` that each of `groups` contains entirely or misses; None if no groups."""
+    if source is None or not groups:
+        return None
+    value, width = int(source), source.max_prefixlen
+    length = 0
+    for net in groups:
+        if source in net:
+            length = max(length, net.prefixlen)
+        else:  # long enough to leave `net` out: one bit past the common leading bits
+            common = width - (value ^ int(net.network_address)).bit_length()
+            length = max(length, common + 1)
+    return ipaddress.ip_network((source, length), strict=False)

@@ -248,7 +248,8 @@ def format_table(what: str, data: dict[str, Any]) -> str:
         for e in data["entries"]:
             ttl = "never" if e["ttl_left"] is None else f"{e['ttl_left']:.0f}s"
             flows = [f["text"] + ("" if f["installed"] else " (not installed)") for f in e["flows"]] or ["-"]
-            rows.append([str(e["iid"]), e["prefix"], e["action"] if e["negative"] else _rlocs(e["locators"]), ttl,
+            eid = e["prefix"] if not e.get("source_prefix") else f"{e['source_prefix']} -> {e['prefix']}"
+            rows.append([str(e["iid"]), eid, e["action"] if e["negative"] else _rlocs(e["locators"]), ttl,
                          flows[0]])
             rows += [["", "", "", "", flow] for flow in flows[1:]]
         return (_table(["iid", "eid-prefix", "rlocs / action", "ttl left", "flows"], rows)

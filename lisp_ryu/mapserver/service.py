@@ -91,6 +91,7 @@ from lisp_ryu.config import MapServerConfig, SiteConfig
 from lisp_ryu.effects import SendControl
 from lisp_ryu.mapping import EidError, PrefixTable
 from lisp_ryu.mapping.policy import Policy, PolicyError, RlocOverride, Rule, StaticMapping
+from lisp_ryu.mapping.sourcedest import SourceDestKey, record_key
 from lisp_ryu.ratelimit import RateLimiter
 from lisp_ryu.mapserver.store import Store
 from lisp_ryu.wire import (
@@ -266,6 +267,8 @@ class MapServer:
         self._subscription_count = 0
         self._pending: dict[tuple[int, IPAddress], _Pending] = {}
         self._xtr_sites: dict[int, str] = {}  # xTR-ID -> site, for signing notifications to subscribers
+        for site in config.sites:  # configured bindings (a PxTR subscribes but never registers)
+            self._xtr_sites.update(dict.fromkeys(site.xtr_ids, site.name))
         self._timers: list[tuple[float, int, str, tuple]] = []
         self._sequence = itertools.count()
         self._limiter = RateLimiter(config.rate_limit_per_source)
@@ -725,14 +728,14 @@ class MapServer:
         else:
             if record.action is Action.DROP_POLICY_DENIED:
                 self._count("sent.map_reply_policy_denied")
-                what = f"policy-denied Map-Reply {record.eid_prefix} to {rloc} (source EID {source_eid})"
+                what = f"policy-denied Map-Reply {_eid_text(record)} to {rloc} (source EID {source_eid})"
             elif record.locators:
                 self._count("sent.map_reply_policy" if self._static.longest_match(iid, eid.address) is None
                             else "sent.map_reply_static")
-                what = f"Map-Reply {record.eid_prefix} to {rloc}"
+                what = f"Map-Reply {_eid_text(record)} to {rloc}"
             else:
                 self._count("sent.map_reply_negative")
-                what = f"negative Map-Reply {record.eid_prefix} to {rloc}"
+                what = f"negative Map-Reply {_eid_text(record)} to {rloc}"
             effects.append(SendControl(rloc, port, MapReply(nonce=request.nonce, records=(record,)).encode(), what))
         if subscribing:
             assert request.xtr_id is not None
@@ -806,14 +809,19 @@ class MapServer:
         """`record` (the mapping of `net`) as policy lets this requester see it at `address`."""
         decision = policy.decide(iid, source, itr, address)
         prefix = decision.region if decision.region.prefixlen > net.prefixlen else net
+        if decision.source_region is not None:
+            # The verdict depends on the requesting host: key the answer by (source, destination).
+            eid_mask_len, eid = SourceDestKey(iid, decision.source_region, prefix).to_wire()
+        else:
+            eid_mask_len, eid = EidPrefix(prefix.network_address, prefix.prefixlen, iid).to_wire()
         if decision.denied:
-            return MappingRecord.for_prefix(EidPrefix(prefix.network_address, prefix.prefixlen, iid), (),
-                                            ttl=self.config.negative_ttl_minutes, action=Action.DROP_POLICY_DENIED)
+            return MappingRecord(eid, eid_mask_len, (), ttl=self.config.negative_ttl_minutes,
+                                 action=Action.DROP_POLICY_DENIED)
         locators = policy.adjust(record.locators, site) if record.locators else record.locators
-        if prefix == net and all(a is b for a, b in zip(locators, record.locators)):
+        if decision.source_region is None and prefix == net and all(a is b for a, b in zip(locators, record.locators)):
             return record
-        return MappingRecord.for_prefix(EidPrefix(prefix.network_address, prefix.prefixlen, iid), locators,
-                                        ttl=record.ttl, action=record.action, map_version=record.map_version)
+        return MappingRecord(eid, eid_mask_len, locators, ttl=record.ttl, action=record.action,
+                             map_version=record.map_version)
 
     # ------------------------------------------------------------------ policy and static mappings (REST)
 
@@ -895,7 +903,7 @@ class MapServer:
             self._set_subscription(replace(sub, nonce=nonce))
             effects.append(self._notify(sub.itr_rloc, sub.port, nonce, records, self._subscriber_site(sub),
                                         AuthAlgorithm.HMAC_SHA_1_96, None,
-                                        f"Map-Notify for {new.eid_prefix} to subscriber {sub.itr_rloc} "
+                                        f"Map-Notify for {_eid_text(new)} to subscriber {sub.itr_rloc} "
                                         f"after a policy change", now))
             self._count("notify.policy")
         self._flush()
@@ -1121,6 +1129,12 @@ def _as_answer(record: MappingRecord, iid: int, net: IPNetwork) -> MappingRecord
 
 def _wire_eid(iid: int, net: IPNetwork) -> object:
     return EidPrefix(net.network_address, net.prefixlen, iid).to_wire()[1]
+
+
+def _eid_text(record: MappingRecord) -> str:
+    """The record's EID for a log line: a prefix, or a (source -> destination) key."""
+    key = record_key(record)
+    return str(key) if key is not None else str(record.eid_prefix)
 
 
 def _rlocs(record: MappingRecord) -> str:

@@ -29,7 +29,7 @@ import ipaddress
 import logging
 import math
 import random
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -47,7 +47,8 @@ from lisp_ryu.flows.compiler import (
     Rloc,
     XtrPlan,
 )
-from lisp_ryu.mapping.mapcache import MapCache
+from lisp_ryu.mapping.mapcache import CacheEntry, MapCache
+from lisp_ryu.mapping.sourcedest import SourceDestCache, SourceDestKey, record_key
 from lisp_ryu.ratelimit import RateLimiter
 from lisp_ryu.wire import auth
 from lisp_ryu.wire.address import NO_ADDRESS, EidPrefix
@@ -108,6 +109,7 @@ class Resolution:
     source: IPAddress | None = None  # the host that asked, sent as the Map-Request's source EID
     smr_invoked: bool = False
     satisfied: bool = False  # answered by a publication before its Map-Reply came
+    mask_len: int | None = None  # ask for this prefix of `destination` rather than the host alone
     held: deque = field(default_factory=lambda: deque(maxlen=HELD_PACKETS_PER_EID))
 
 
@@ -145,6 +147,11 @@ class XtrCore:
         self.xtr_id = stable_id(f"xtr:{config.name}", 128)
         self.site_id = stable_id(f"site:{config.name}", 64)
         self.cache: MapCache[CachedMapping] = MapCache()
+        # Source-specific mappings (Source/Dest-key records), by destination then source prefix.
+        self.sd_cache: SourceDestCache[CachedMapping] = SourceDestCache()
+        # Nonces of our recent Map-Requests: a Map-Notify with one of them confirms a subscription
+        # (RFC 9437) rather than publishing a change.
+        self._request_nonces: OrderedDict[int, None] = OrderedDict()
         self.resolutions: dict[tuple[int, IPAddress], Resolution] = {}
         self._by_nonce: dict[int, tuple[int, IPAddress]] = {}
         self._failed: dict[tuple[int, IPAddress], float] = {}
@@ -180,25 +187,12 @@ class XtrCore:
         cfg = self.config
         remotes = []
         for entry in self.cache:
-            record = entry.value.record
-            prefix = record.eid_prefix
+            prefix = entry.value.record.eid_prefix
             if not isinstance(prefix.address, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
                 continue  # MAC EIDs have no L3 flows yet
-            if entry.negative:
-                remotes.append(RemoteEntry(entry.iid, prefix.network, _action_of(record.action)))
-                continue
-            rlocs = tuple(
-                Rloc(loc.address, loc.priority, loc.weight)
-                for loc in record.locators
-                if loc.reachable and isinstance(loc.address, (ipaddress.IPv4Address, ipaddress.IPv6Address))
-            )
-            # Probed-down RLOCs leave the entry, so the compiler's best-priority choice moves on
-            # to the next priority (or renormalises the weights of the rest).  When every one is
-            # down we keep them all: nothing better exists, and a peer that never answers
-            # probes must not lose its traffic.
-            live = tuple(r for r in rlocs if self.health.is_up(r.address))
-            rlocs = live or rlocs
-            remotes.append(RemoteEntry(entry.iid, prefix.network, RemoteAction.ENCAP, rlocs))
+            remotes.append(self._remote_entry(entry, prefix.network))
+        for dest, entry in self.sd_cache:
+            remotes.append(self._remote_entry(entry, dest, source=entry.eid))  # type: ignore[arg-type]
         return XtrPlan(
             tunnel_port=cfg.tunnel_port,
             host_ports=tuple(HostPort(p.port, p.iid) for p in cfg.host_ports),
@@ -213,6 +207,42 @@ class XtrCore:
             proxy=None if cfg.proxy is None else Proxy(cfg.proxy.iid, cfg.proxy.prefixes, cfg.proxy.next_hop_mac,
                                                         cfg.proxy.address),
         )
+
+    def _remote_entry(self, entry: CacheEntry[CachedMapping], prefix: ipaddress.IPv4Network | ipaddress.IPv6Network,
+                      source: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None) -> RemoteEntry:
+        record = entry.value.record
+        if entry.negative:
+            return RemoteEntry(entry.iid, prefix, _action_of(record.action), source=source)
+        rlocs = tuple(
+            Rloc(loc.address, loc.priority, loc.weight)
+            for loc in record.locators
+            if loc.reachable and isinstance(loc.address, (ipaddress.IPv4Address, ipaddress.IPv6Address))
+        )
+        # Probed-down RLOCs leave the entry, so the compiler's best-priority choice moves on
+        # to the next priority (or renormalises the weights of the rest).  When every one is
+        # down we keep them all: nothing better exists, and a peer that never answers
+        # probes must not lose its traffic.
+        live = tuple(r for r in rlocs if self.health.is_up(r.address))
+        return RemoteEntry(entry.iid, prefix, RemoteAction.ENCAP, live or rlocs, source=source)
+
+    def lookup(self, iid: int, source: IPAddress | None, destination: IPAddress,
+               now: float) -> CacheEntry[CachedMapping] | None:
+        """The live map-cache entry the data plane applies to (source, destination), as the flows do.
+
+        Longest destination prefix first, then longest source prefix; a
+        destination known only source-specifically answers None for a source
+        outside every cached source prefix (that host must ask for itself).
+        """
+        plain = self.cache.lookup(iid, destination, now)
+        found = self.sd_cache.lookup(iid, source, destination, now) if source is not None and self.sd_cache else None
+        if found is None:
+            return plain
+        dest, entry = found
+        if plain is not None and plain.eid.prefixlen > dest.prefixlen:  # type: ignore[union-attr]
+            return plain
+        if entry is not None:
+            return entry
+        return plain if plain is not None and plain.eid == dest else None
 
     def local_hosts(self) -> tuple[LocalHost, ...]:
         """Configured and learned hosts that are here now (not departed)."""
@@ -238,6 +268,9 @@ class XtrCore:
         cache_deadline = self.cache.next_deadline()
         if cache_deadline is not None:
             deadlines.append(cache_deadline)
+        sd_deadline = self.sd_cache.next_deadline()
+        if sd_deadline is not None:
+            deadlines.append(sd_deadline)
         return min(deadlines) if deadlines else None
 
     def handle_timer(self, now: float) -> list[Effect]:
@@ -249,10 +282,13 @@ class XtrCore:
             if res.retry_at <= now:
                 effects += self._retry(key, res, now)
         expired = self.cache.expire(now)
+        for entry in expired:
+            LOG.info("%s: map-cache entry [%d]%s expired", self.config.name, entry.iid, entry.eid)
+        for dest, sd_entry in self.sd_cache.expire(now):
+            LOG.info("%s: map-cache entry [%d](%s -> %s) expired", self.config.name, sd_entry.iid, sd_entry.eid, dest)
+            expired.append(sd_entry)
         if expired:
             self.count("map_cache_expired", len(expired))
-            for entry in expired:
-                LOG.info("%s: map-cache entry [%d]%s expired", self.config.name, entry.iid, entry.eid)
             effects.append(DataplaneChanged(f"{len(expired)} map-cache entries expired"))
         for key, until in list(self._failed.items()):
             if until <= now:
@@ -288,6 +324,12 @@ class XtrCore:
                     old = self.health.get(loc.address)
                     if loc.address not in targets or (old is not None and old.eid == record.eid_prefix):
                         targets[loc.address] = record.eid_prefix  # keep the prefix a tracked RLOC had
+        for dest, sd_entry in self.sd_cache:  # RLOCs only source-specific entries use: probe for the destination
+            for loc in sd_entry.value.record.locators if not sd_entry.negative else ():
+                if (loc.reachable and loc.priority != 255 and loc.address not in self._rlocs
+                        and isinstance(loc.address, (ipaddress.IPv4Address, ipaddress.IPv6Address))
+                        and loc.address not in targets):
+                    targets[loc.address] = EidPrefix.from_network(dest, sd_entry.iid)
         self.health.track(targets, now)
 
     def _probe(self, now: float) -> list[Effect]:
@@ -322,12 +364,16 @@ class XtrCore:
     # ---- ETR: registration ----------------------------------------------------------------
 
     def local_records(self) -> tuple[MappingRecord, ...]:
-        """The site's EID prefixes, plus a host route for every dynamic EID here now."""
+        """The site's EID prefixes, plus a host route for every host here now that they do not
+        cover: learned (dynamic) EIDs, and configured hosts that moved in from elsewhere."""
         cfg = self.config
         locators = tuple(Locator(r.address, r.priority, r.weight, local=True, reachable=True) for r in cfg.rlocs)
         prefixes = [EidPrefix.from_network(p.prefix, p.iid) for p in cfg.eid_prefixes]
-        prefixes += [EidPrefix(ip, ip.max_prefixlen, iid) for (iid, ip) in sorted(self.dynamic_hosts, key=str)
-                     if (iid, ip) not in self.departed]
+        dynamic = set(self.dynamic_hosts)
+        host_routes = {(h.iid, h.ip) for h in self.local_hosts()
+                       if (h.iid, h.ip) in dynamic
+                       or not any(h.iid == p.iid and h.ip in p.prefix for p in cfg.eid_prefixes)}
+        prefixes += [EidPrefix(ip, ip.max_prefixlen, iid) for (iid, ip) in sorted(host_routes, key=str)]
         return tuple(MappingRecord.for_prefix(p, locators, ttl=cfg.record_ttl_minutes, authoritative=True)
                      for p in prefixes)
 
@@ -445,7 +491,9 @@ class XtrCore:
             self.cache.insert(entry.iid, entry.prefix, CachedMapping(record, "adopted from the switch"),
                               now=now, ttl=ADOPTED_TTL, action=None if locators else Action.DROP_NO_REASON)
             self.count("map_cache_adopted")
-            effects += self.resolve(entry.iid, entry.prefix.network_address, now)
+            # Ask for (and subscribe to) the whole prefix, so news about any host route inside
+            # it reaches us, as it would have through the subscriptions lost with the restart.
+            effects += self.resolve(entry.iid, entry.prefix.network_address, now, mask_len=entry.prefix.prefixlen)
         self._probe_targets_stale = True
         self._sync_probe_targets(now)
         return effects
@@ -457,7 +505,7 @@ class XtrCore:
         """A packet missed every encap flow: resolve its destination, hold the packet."""
         self.count("miss")
         key = (iid, destination)
-        entry = self.cache.lookup(iid, destination, now)
+        entry = self.lookup(iid, source, destination, now)
         if entry is not None:
             # The flow is there or on its way (a race with a just-answered reply): just re-inject.
             self.count("miss_already_resolved")
@@ -479,12 +527,14 @@ class XtrCore:
         self._by_nonce[res.nonce] = key
         return self._send_request(res, now)
 
-    def resolve(self, iid: int, destination: IPAddress, now: float, smr_invoked: bool = False) -> list[Effect]:
-        """Ask for a mapping without a packet (SMR, refresh)."""
+    def resolve(self, iid: int, destination: IPAddress, now: float, smr_invoked: bool = False,
+                mask_len: int | None = None) -> list[Effect]:
+        """Ask for a mapping without a packet (SMR, refresh); `mask_len` asks for a whole prefix."""
         key = (iid, destination)
         if key in self.resolutions:
             return []
-        res = Resolution(iid, destination, self._nonce(), attempts=0, retry_at=now, smr_invoked=smr_invoked)
+        res = Resolution(iid, destination, self._nonce(), attempts=0, retry_at=now, smr_invoked=smr_invoked,
+                         mask_len=mask_len)
         self.resolutions[key] = res
         self._by_nonce[res.nonce] = key
         return self._send_request(res, now)
@@ -495,7 +545,7 @@ class XtrCore:
         res.attempts += 1
         res.retry_at = now + REQUEST_TIMEOUT
         host_len = 32 if res.destination.version == 4 else 128
-        eid = EidPrefix(res.destination, host_len, res.iid)
+        eid = EidPrefix(res.destination, host_len if res.mask_len is None else res.mask_len, res.iid)
         source_eid = NO_ADDRESS
         if res.source is not None and res.source.version == res.destination.version:
             source_eid = EidPrefix(res.source, host_len, res.iid).to_wire()[1]
@@ -515,6 +565,9 @@ class XtrCore:
             xtr_id=self.xtr_id,
             site_id=self.site_id,
         )
+        self._request_nonces[res.nonce] = None
+        while len(self._request_nonces) > MAX_PENDING:
+            self._request_nonces.popitem(last=False)
         resolver = self.config.map_resolvers[(res.attempts - 1) % len(self.config.map_resolvers)]
         ecm = EncapsulatedControlMessage(
             message=request, inner_source=inner_source, inner_destination=res.destination,
@@ -549,6 +602,10 @@ class XtrCore:
         effects: list[Effect] = []
         changed = False
         for record in reply.records:
+            sd_key = record_key(record)
+            if sd_key is not None:
+                changed |= self._cache_source_specific(record, sd_key, str(source), now, publication=False)
+                continue
             try:
                 prefix = record.eid_prefix
             except LispDecodeError:
@@ -575,7 +632,7 @@ class XtrCore:
         """
         effects: list[Effect] = []
         for res in self.resolutions.values():
-            if res.held and self.cache.lookup(res.iid, res.destination, now) is not None:
+            if res.held and self.lookup(res.iid, res.source, res.destination, now) is not None:
                 effects += [PacketOut(port, packet) for port, packet in res.held]
                 self.count("held_packets_reinjected", len(res.held))
                 res.held.clear()
@@ -589,11 +646,13 @@ class XtrCore:
             return False
         network, iid = prefix.network, prefix.instance_id
         old = self.cache.get(iid, network)
+        # A plain answer says no source-specific entry at or inside it holds any more.
+        superseded = bool(self.sd_cache) and bool(self.sd_cache.remove_within(iid, network))
         if record.ttl == 0:
             if old is not None:
                 self.cache.remove(iid, network)
                 return True
-            return False
+            return superseded
         ttl = math.inf if record.ttl == 0xFFFFFFFF else record.ttl * 60.0
         action = None if record.locators else record.action
         self.cache.insert(iid, network, CachedMapping(record, source), now=now, ttl=ttl, action=action)
@@ -602,7 +661,40 @@ class XtrCore:
                      ", ".join(f"{l.address} p{l.priority} w{l.weight}" for l in record.locators)
                      or f"negative ({record.action.name})")
             return True
-        return False
+        return superseded
+
+    def _cache_source_specific(self, record: MappingRecord, key: SourceDestKey, source: str, now: float,
+                               publication: bool) -> bool:
+        """Store one Source/Dest-key record; True when the data plane must change.
+
+        The destination is now source-specific for us, so plain entries at or
+        inside it would answer for every host: they go.  A publication (a
+        change the Map-Server pushed, not the confirmation of our own
+        subscription) was computed for one host only; the other hosts'
+        entries for that destination may be stale, so they go too and those
+        hosts ask again on their next packet.
+        """
+        changed = False
+        for stale in self.cache.within(key.iid, key.dest):
+            self.cache.remove(stale.iid, stale.eid)
+            changed = True
+        old = self.sd_cache.get(key)
+        if publication:
+            changed |= any((dest, entry.eid) != (key.dest, key.source)
+                           for dest, entry in self.sd_cache.remove_within(key.iid, key.dest))
+        if record.ttl == 0:
+            if self.sd_cache.remove(key) is not None or (publication and old is not None):
+                changed = True
+            return changed
+        ttl = math.inf if record.ttl == 0xFFFFFFFF else record.ttl * 60.0
+        action = None if record.locators else record.action
+        self.sd_cache.insert(key, CachedMapping(record, source), now=now, ttl=ttl, action=action)
+        if old is None or old.value.record != record:
+            LOG.info("%s: map-cache %s -> %s", self.config.name, key,
+                     ", ".join(f"{l.address} p{l.priority} w{l.weight}" for l in record.locators)
+                     or f"negative ({record.action.name})")
+            changed = True
+        return changed
 
     # ---- incoming control messages -------------------------------------------------------------
 
@@ -656,7 +748,14 @@ class XtrCore:
         changed = False
         effects: list[Effect] = []
         local = {(h.iid, h.ip) for h in self.local_hosts()}
+        confirmation = notify.nonce in self._request_nonces or notify.nonce in self._by_nonce
         for record in notify.records:
+            sd_key = record_key(record)
+            if sd_key is not None:
+                if not any(loc.address in self._rlocs for loc in record.locators):
+                    changed |= self._cache_source_specific(record, sd_key, str(source), now,
+                                                           publication=not confirmation)
+                continue
             try:
                 prefix = record.eid_prefix
             except LispDecodeError:
@@ -770,6 +869,9 @@ class XtrCore:
                 self.count("smr_rate_limited")
                 continue
             self._smr_seen[key] = now + SMR_HOLD_DOWN
+            # Source-specific entries are re-resolved per host: drop them, each host's next packet asks.
+            if self.sd_cache and self.sd_cache.remove_within(prefix.instance_id, prefix.network):
+                effects.append(DataplaneChanged(f"SMR for {prefix}: source-specific entries dropped"))
             entry = self.cache.lookup(prefix.instance_id, prefix.network.network_address, now)
             if entry is None:
                 continue

@@ -12,14 +12,12 @@ from __future__ import annotations
 import re
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
 from lisp_ryu.flows.pipeline import Owner, cookie_owner
 from lisp_ryu.lab import capture, manager
 from lisp_ryu.lab import controller as lab_controller
-from lisp_ryu.lab import state as lab_state
 
 from conftest import TOPOLOGIES, LabEnv, controller_lab, dump_lab_on_failure, lab_unavailable, topology_copy
 

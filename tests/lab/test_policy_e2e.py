@@ -4,7 +4,9 @@ The three-dc lab with the real controller (embedded Map-Server) and its
 REST API on --wsapi-port.  A deny added over REST makes the Map-Server
 publish a Drop/Policy-Denied record to the subscribed ITR (dc1), whose
 flows drop; deleting it restores the mapping.  A weight-0 override of one
-of dc3's RLOCs moves dc1's traffic to the other one.  Nothing is restarted.
+of dc3's RLOCs moves dc1's traffic to the other one.  A deny for one host
+(h1) leaves its neighbour behind the same ITR (h2) alone: the answers are
+Source/Dest-keyed and dc1's flows match the source.  Nothing is restarted.
 """
 
 from __future__ import annotations
@@ -159,3 +161,39 @@ def test_weight_zero_moves_traffic_to_the_other_rloc(lab):
     wait_for(lambda: any("group:" in f for f in mapping_flows(lab, "dc1", "10.3.0.0/16")),
              "dc1 to use both dc3 RLOCs again")
     assert ping(lab, "h1", "10.3.0.10").returncode == 0
+
+
+DENY_H1 = {"id": "h1-to-dc2", "iid": 42, "sources": ["10.1.0.10/32"], "destinations": ["10.2.0.0/16"],
+           "action": "deny", "description": "one host, not its site"}
+
+
+def test_deny_for_one_host_leaves_its_neighbour_behind_the_same_itr_alone(lab):
+    assert ping(lab, "h1", "10.2.0.10").returncode == 0
+    assert ping(lab, "h2", "10.2.0.10").returncode == 0
+
+    status, body = call("POST", "/policies", DENY_H1)
+    assert status == 201, body
+    # The subscriber's plain entry is withdrawn: each host's next packet asks for itself.
+    wait_for(lambda: not any("nw_src" not in f and "set_field:198.18.2.2->tun_dst" in f
+                             for f in mapping_flows(lab, "dc1", "10.2.0.0/16")),
+             "dc1 to drop its plain entry for 10.2.0.0/16")
+    assert ping(lab, "h1", "10.2.0.10", count=2).returncode != 0
+    assert ping(lab, "h2", "10.2.0.10").returncode == 0
+    flows = mapping_flows(lab, "dc1", "10.2.0.0/16")
+    assert any("nw_src=10.1.0.10" in f and f.endswith("actions=drop") for f in flows), flows
+    assert any("nw_src=10.1.0.11" in f and "set_field:198.18.2.2->tun_dst" in f for f in flows), flows
+    _, cache = call("GET", "/xtrs/dc1/map-cache")
+    by_source = {e["source_prefix"]: e for e in cache["entries"] if e["prefix"] == "10.2.0.0/16"}
+    assert by_source["10.1.0.10/32"]["action"] == "drop-policy-denied"
+    assert [loc["address"] for loc in by_source["10.1.0.11/32"]["locators"]] == ["198.18.2.2"]
+    assert ping(lab, "h1", "10.2.0.10", count=2).returncode != 0  # still denied, h2 unaffected
+    assert ping(lab, "h2", "10.2.0.10").returncode == 0
+
+    status, _ = call("DELETE", "/policies/h1-to-dc2")
+    assert status == 200
+    wait_for(lambda: any("nw_src" not in f and "set_field:198.18.2.2->tun_dst" in f
+                         for f in mapping_flows(lab, "dc1", "10.2.0.0/16")),
+             "dc1 to tunnel 10.2.0.0/16 for every host again")
+    assert not any("nw_src" in f for f in mapping_flows(lab, "dc1", "10.2.0.0/16"))
+    assert ping(lab, "h1", "10.2.0.10").returncode == 0
+    assert ping(lab, "h2", "10.2.0.10").returncode == 0

@@ -256,3 +256,100 @@ def test_unreadable_and_invalid_files(tmp_path):
     bad.write_text("")
     with pytest.raises(TopologyError, match="the file is empty"):
         topo.load(bad)
+
+
+# --------------------------------------------------------------------------
+# PxTR sites and internet hosts (topologies/internet.yaml)
+
+INTERNET = ROOT / "topologies" / "internet.yaml"
+
+
+def internet_doc() -> dict:
+    return yaml.safe_load(INTERNET.read_text())
+
+
+def test_internet_topology_has_a_pxtr_attracting_the_eid_space():
+    t = topo.load(INTERNET)
+    assert [s.name for s in t.lisp_sites] == ["dc1", "dc2"] and t.pxtr.name == "px"
+    n = t.pxtr.native
+    assert (n.router, str(n.interface), str(n.next_hop), n.iid) == ("core", "198.18.19.2/24", "198.18.19.1", 42)
+    assert [str(p) for p in n.prefixes] == ["10.1.0.0/16", "10.2.0.0/16"]
+    assert (n.ifname, n.router_ifname, n.next_hop_mac) == ("core-n", "px-n", "02:4c:6c:12:13:01")
+    (inet,) = t.internet_hosts
+    assert (inet.name, inet.router, str(inet.gateway), inet.mac) == ("inet", "core", "203.0.113.1", "02:4c:68:00:71:0a")
+    g = t.graph
+    assert g.nodes["inet"]["kind"] == "internet-host" and g.has_edge("core", "inet")
+    assert any(k == "native" for _, _, k in g.edges("px", data="kind"))
+
+
+def test_core_routes_the_eid_space_to_the_pxtr_and_sites_get_no_native_routes():
+    t = topo.load(INTERNET)
+    core = {str(r.destination): (str(r.via), r.ifname) for r in t.routes_of("core")}
+    assert core == {"10.1.0.0/16": ("198.18.19.2", "px-n"), "10.2.0.0/16": ("198.18.19.2", "px-n")}
+    for node in ("dc1", "dc2", "px", "ms"):
+        assert not any(str(r.destination).startswith(("203.", "198.18.19.", "10.")) for r in t.routes_of(node))
+
+
+def test_native_routes_cross_a_second_router():
+    doc = internet_doc()
+    doc["underlay"]["routers"].append({"name": "edge"})
+    doc["underlay"]["links"].append({"core": "198.18.20.1/24", "edge": "198.18.20.2/24"})
+    doc["internet_hosts"][0]["router"] = "edge"
+    t = load_doc(doc)
+    edge = {str(r.destination): (str(r.via), r.ifname) for r in t.routes_of("edge")}
+    assert edge["10.1.0.0/16"] == ("198.18.20.1", "core") and edge["198.18.19.0/24"] == ("198.18.20.1", "core")
+    core = {str(r.destination): (str(r.via), r.ifname) for r in t.routes_of("core")}
+    assert core["203.0.113.0/24"] == ("198.18.20.2", "edge")
+
+
+def _pxtr(doc: dict) -> dict:
+    return next(s for s in doc["sites"] if s.get("role") == "pxtr")
+
+
+@pytest.mark.parametrize("change, path, message", [
+    (lambda d: _pxtr(d).update(role="proxy"), "sites[2].role", "'proxy' is not a role (xtr, pxtr)"),
+    (lambda d: _pxtr(d).pop("native"), "sites[2].native", "missing"),
+    (lambda d: _pxtr(d).update(eid_prefixes=[]), "sites[2].eid_prefixes", "unknown key"),
+    (lambda d: d["sites"][0].update(native=_pxtr(d)["native"]), "sites[0].native",
+     "only a PxTR site (role: pxtr) has a native link"),
+    (lambda d: _pxtr(d)["native"].update(router="edge"), "sites[2].native.router", "unknown router 'edge'"),
+    (lambda d: _pxtr(d)["native"].update(next_hop="198.18.20.1"), "sites[2].native.next_hop",
+     "not another host address of 198.18.19.0/24"),
+    (lambda d: _pxtr(d)["native"].update(address="198.18.1.9/24", next_hop="198.18.1.8"), "sites[2].native.address",
+     "overlaps underlay link core-dc1"),
+    (lambda d: _pxtr(d)["native"].update(iid=7), "sites[2].native.iid", "no LISP site has EID prefixes in instance-ID 7"),
+    (lambda d: _pxtr(d)["native"].update(typo=1), "sites[2].native.typo", "unknown key"),
+    (lambda d: (d["sites"].append({**copy.deepcopy(_pxtr(d)), "name": "px2", "dpid": 10,
+                                   "rlocs": [{"address": "198.18.10.2"}]}),
+                d["underlay"]["links"].append({"core": "198.18.10.1/24", "px2": "198.18.10.2/24"})),
+     "sites[3].role", "only one PxTR per lab"),
+    (lambda d: d["hosts"].append({"name": "h9", "site": "px", "address": "10.1.0.99/16"}), "hosts[3].site",
+     "px is a PxTR: hosts belong to LISP sites"),
+    (lambda d: d["internet_hosts"][0].update(router="px"), "internet_hosts[0].router", "unknown router 'px'"),
+    (lambda d: d["internet_hosts"][0].update(gateway="203.0.113.10"), "internet_hosts[0].gateway",
+     "not another host address"),
+    (lambda d: d["internet_hosts"][0].update(address="10.1.9.9/24", gateway="10.1.9.1"), "internet_hosts[0].address",
+     "overlaps EID prefix 10.1.0.0/16 of dc1"),
+    (lambda d: d["internet_hosts"][0].update(name="h1"), "internet_hosts[0].name", "already used by hosts[0].name"),
+    (lambda d: d["internet_hosts"][0].update(color="red"), "internet_hosts[0].color", "unknown key"),
+    (lambda d: d["internet_hosts"].append({"name": "inet2", "router": "core", "address": "203.0.113.20/24",
+                                           "gateway": "203.0.113.2"}),
+     "internet_hosts[1].address", "overlaps internet host inet's subnet"),
+])
+def test_pxtr_and_internet_host_errors_name_the_field(change, path, message):
+    doc = internet_doc()
+    change(doc)
+    with pytest.raises(TopologyError) as info:
+        load_doc(doc)
+    assert info.value.path == path, str(info.value)
+    assert message in info.value.problem, str(info.value)
+
+
+def test_pxtr_iid_defaults_only_when_the_sites_agree():
+    doc = internet_doc()
+    del _pxtr(doc)["native"]["iid"]
+    assert load_doc(doc).pxtr.native.iid == 42
+    doc["sites"][1]["eid_prefixes"][0]["iid"] = 7
+    doc["hosts"][2]["iid"] = 7
+    with pytest.raises(TopologyError, match=r"sites\[2\]\.native\.iid: the LISP sites use instance-IDs 7, 42"):
+        load_doc(doc)

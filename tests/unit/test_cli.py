@@ -1,6 +1,5 @@
 """The `lisp-ryu` entry point: help everywhere, config checking, and the Ryu launcher."""
 
-import os
 import subprocess
 import sys
 

@@ -31,7 +31,16 @@ from pathlib import Path
 
 import pytest
 
-from lisp_ryu.wire import LispDataHeader, NextProtocol
+from lisp_ryu.wire import (
+    Action,
+    InstanceIdAddress,
+    LispDataHeader,
+    Locator,
+    MappingRecord,
+    MapReply,
+    NextProtocol,
+    SourceDestAddress,
+)
 
 from .test_wire_fuzz import _seed_corpus
 from .test_wire_golden import (
@@ -81,6 +90,15 @@ def write_pcap(path: Path, packets: list[bytes]) -> None:
             out.write(struct.pack("<IIII", 1_700_000_000 + index, 0, len(packet), len(packet)))
             out.write(packet)
 
+
+# A source-specific answer as the Map-Server gives it under a source-group policy: the EID is
+# a Source/Dest key (RFC 8060 LCAF 12), in an Instance-ID LCAF unless iid 0; mask-len = the destination's.
+SOURCE_DEST_REPLY = MapReply(nonce=0x5D, records=(
+    MappingRecord(InstanceIdAddress(42, SourceDestAddress(IPv4Address("10.1.0.10"), 32, IPv4Address("10.2.0.0"), 16)),
+                  16, ttl=15, action=Action.DROP_POLICY_DENIED),
+    MappingRecord(SourceDestAddress(IPv6Address("2001:db8:1::"), 48, IPv6Address("2001:db8:2::"), 48), 48,
+                  (Locator(IPv4Address("198.18.2.2"), reachable=True),), ttl=1440),
+))
 
 INNER_V4 = ipv4_udp("10.1.0.1", "10.2.0.1", 1000, 2000, b"ping")
 INNER_V6 = ipv6_udp("2001:db8:1::1", "2001:db8:2::1", b"ping")
@@ -152,6 +170,16 @@ CONTROL_CASES: list[tuple[object, list[str]]] = [
         ],
     ),
     (MAP_NOTIFY_ACK_OBJ, ["Type: Unknown (5)"]),
+    (
+        SOURCE_DEST_REPLY,
+        [
+            "Mapping Record 1, EID Prefix: [42] Source/Dest Key/16, TTL: 15, Action: Drop/Policy-Denied",
+            "LCAF: Source/Dest Key (10.1.0.10/32, 10.2.0.0/16)",
+            "Mapping Record 2, EID Prefix: Source/Dest Key/48, TTL: 1440, Action: No-Action",
+            "LCAF: Source/Dest Key (2001:db8:1::/48, 2001:db8:2::/48)",
+            "Locator Record 1, RLOC: 198.18.2.2, Reachable",
+        ],
+    ),
     (
         ECM_OBJ,
         [

@@ -101,7 +101,7 @@ def test_moves_reported_with_nxm_field_names_compare_equal():
 
 def test_encoded_operations_are_the_messages_ryu_would_send_in_order():
     """The push path: fast flow-mods and Ryu-built groups/meters, concatenated, each a whole message."""
-    from lisp_ryu.flows.diff import AddFlow as Add, AddGroup, AddMeter
+    from lisp_ryu.flows.diff import AddFlow as Add, AddGroup
 
     class Counting(BareDatapath):
         xid = 0

@@ -5,6 +5,7 @@ import ipaddress
 
 from lisp_ryu.config import EidPrefixConfig, MapServerConfig, SiteConfig
 from lisp_ryu.mapping.policy import RlocOverride, Rule, StaticMapping
+from lisp_ryu.mapping.sourcedest import record_key
 from lisp_ryu.mapserver import MemoryStore, packets
 from lisp_ryu.wire import Action, EncapsulatedControlMessage, MapNotify, MapReply, decode_message
 
@@ -37,6 +38,12 @@ def deny(rule_id="deny", dests=("10.2.0.0/16",), sources=("10.1.0.0/16",), iid=0
                            "action": "deny", **kw})
 
 
+def eid_of(record):
+    """A record's EID as text: "10.2.0.0/16", or "(10.1.0.0/16 -> 10.2.0.0/16)" for a Source/Dest key."""
+    key = record_key(record)
+    return str(key) if key is not None else str(record.eid_prefix)
+
+
 def rlocs_of(record):
     return [(str(loc.address), loc.priority, loc.weight) for loc in record.locators]
 
@@ -47,10 +54,13 @@ def test_deny_answers_the_denied_source_with_a_policy_denied_negative_reply():
     core.set_rule(deny(), T0)
     denied = reply_record(request(core, "10.2.0.10", source_eid="10.1.0.10"))
     assert denied.locators == () and denied.action == Action.DROP_POLICY_DENIED
-    assert str(denied.eid_prefix) == "10.2.0.0/16"
+    # The verdict depends on the source: the answer is keyed by (source group, destination).
+    assert eid_of(denied) == "(10.1.0.0/16 -> 10.2.0.0/16)"
     assert denied.ttl == core.config.negative_ttl_minutes
     allowed = reply_record(request(core, "10.2.0.10", source_eid="10.3.0.10"))
     assert rlocs_of(allowed) == [("198.18.2.1", 1, 100)]
+    # ... and so is the allowed one, for the widest source prefix that misses the denied group.
+    assert eid_of(allowed) == "(10.2.0.0/15 -> 10.2.0.0/16)"
     assert core.counters["sent.map_reply_policy_denied"] == 1
 
 
@@ -64,8 +74,11 @@ def test_a_shaped_answer_is_given_by_the_map_server_not_forwarded_to_the_etr():
     core.set_rule(deny(), T0)
     denied = reply_record(request(core, "10.2.0.10", source_eid="10.1.0.10"))
     assert denied.action == Action.DROP_POLICY_DENIED
-    # An allowed requester is still forwarded: the policy does not change its answer.
-    [forwarded] = request(core, "10.2.0.10", source_eid="10.3.0.10")
+    # An allowed requester is answered by the Map-Server too: its answer is source-specific.
+    allowed = reply_record(request(core, "10.2.0.10", source_eid="10.3.0.10"))
+    assert eid_of(allowed) == "(10.2.0.0/15 -> 10.2.0.0/16)" and rlocs_of(allowed) == [("198.18.2.1", 1, 100)]
+    # A requester without a source EID cannot get a source-specific answer: forwarded as before.
+    [forwarded] = request(core, "10.2.0.10")
     assert forwarded.destination == ETR2
     core.set_override(RlocOverride.from_dict({"id": "w", "rloc": "198.18.2.1", "weight": 7}), T0)
     overridden = reply_record(request(core, "10.2.0.10", source_eid="10.3.0.10"))
@@ -81,19 +94,27 @@ def test_deny_added_and_removed_reaches_the_subscriber_at_once():
     assert sub_a.source_eid == ip("10.1.0.10")
 
     effects = core.set_rule(deny(), T0 + 5)
-    [(notify_effect, notify)] = only(effects, MapNotify)  # only the denied subscriber hears of it
+    # Both answers become source-specific: each subscriber hears of it, the plain prefix withdrawn first.
+    told = {e.destination: (e, m) for e, m in only(effects, MapNotify)}
+    notify_effect, notify = told[ITR]
     assert (notify_effect.destination, notify_effect.port, notify.nonce) == (ITR, 61000, 101)
-    [record] = notify.records
-    assert (str(record.eid_prefix), record.locators, record.action) == ("10.2.0.0/16", (), Action.DROP_POLICY_DENIED)
+    withdraw, record = notify.records
+    assert (eid_of(withdraw), withdraw.ttl) == ("10.2.0.0/16", 0)
+    assert (eid_of(record), record.locators, record.action) == ("(10.1.0.0/16 -> 10.2.0.0/16)", (),
+                                                               Action.DROP_POLICY_DENIED)
     assert record.ttl > 0
+    _, notify_b = told[ITR_B]
+    assert eid_of(notify_b.records[-1]) == "(10.2.0.0/15 -> 10.2.0.0/16)" and notify_b.records[-1].locators
 
     effects = core.remove_rule("deny", T0 + 10)
-    [(notify_effect, notify)] = only(effects, MapNotify)
-    assert notify_effect.destination == ITR and notify.nonce == 102
-    assert rlocs_of(notify.records[0]) == [("198.18.2.1", 1, 100)]
-    assert core.counters["notify.policy"] == 2
-    # Re-applying the same state notifies nobody.
-    assert only(core.set_rule(deny(sources=("10.9.0.0/16",)), T0 + 11), MapNotify) == []
+    told = {e.destination: m for e, m in only(effects, MapNotify)}
+    assert told[ITR].nonce == 102
+    withdraw, record = told[ITR].records
+    assert (eid_of(withdraw), withdraw.ttl) == ("(10.1.0.0/16 -> 10.2.0.0/16)", 0)
+    assert eid_of(record) == "10.2.0.0/16" and rlocs_of(record) == [("198.18.2.1", 1, 100)]
+    assert core.counters["notify.policy"] == 4
+    # A change that leaves every answer as it was notifies nobody.
+    assert only(core.set_rule(deny("other", dests=("10.3.0.0/16",), sources=()), T0 + 11), MapNotify) == []
 
 
 def test_registration_change_is_published_per_subscriber():
@@ -140,7 +161,7 @@ def test_narrower_answer_withdraws_the_old_prefix_first():
     [(_, notify)] = only(core.set_rule(deny(dests=("10.2.0.10/32",)), T0 + 5), MapNotify)
     withdraw, new = notify.records
     assert (str(withdraw.eid_prefix), withdraw.ttl, withdraw.locators) == ("10.2.0.0/16", 0, ())
-    assert (str(new.eid_prefix), new.action) == ("10.2.0.10/32", Action.DROP_POLICY_DENIED)
+    assert (eid_of(new), new.action) == ("(10.1.0.0/16 -> 10.2.0.10/32)", Action.DROP_POLICY_DENIED)
     # A neighbour's answer is narrowed so it never covers the denied host.
     neighbour = reply_record(request(core, "10.2.0.11", source_eid="10.1.0.10"))
     assert str(neighbour.eid_prefix) == "10.2.0.11/32" and neighbour.locators
@@ -226,3 +247,33 @@ def test_unknown_ids_raise_key_error():
         except KeyError:
             continue
         raise AssertionError("expected KeyError")
+
+
+def test_source_dest_keys_only_where_the_answer_depends_on_the_source():
+    core = make_core()
+    register(core, "10.2.0.0/16", ["198.18.2.1"], key=DC2_KEY, source=ETR2)
+    register(core, "10.1.0.0/16", ["198.18.1.1"])
+    core.set_rule(deny("no-src", dests=("10.1.0.0/16",), sources=()), T0)
+    core.set_rule(deny("other-itr", sources=("10.1.0.10/32",), itr_rlocs=[str(ITR_B)]), T0)
+    # A rule without source groups: one answer for every host, a plain EID-record.
+    denied = reply_record(request(core, "10.1.0.5", source_eid="10.3.0.10"))
+    assert (eid_of(denied), denied.action) == ("10.1.0.0/16", Action.DROP_POLICY_DENIED)
+    # A source rule that only another ITR's requests can match: plain for this ITR ...
+    assert eid_of(reply_record(request(core, "10.2.0.10", source_eid="10.1.0.10"))) == "10.2.0.0/16"
+    # ... and source-specific for that one, allowed hosts included.
+    assert eid_of(reply_record(request(core, "10.2.0.10", source_eid="10.1.0.10", itr=ITR_B))) == \
+        "(10.1.0.10/32 -> 10.2.0.0/16)"
+    assert eid_of(reply_record(request(core, "10.2.0.10", source_eid="10.1.0.11", itr=ITR_B))) == \
+        "(10.1.0.11/32 -> 10.2.0.0/16)"
+
+
+def test_subscription_confirmation_carries_the_source_dest_record():
+    core = make_core()
+    register(core, "10.2.0.0/16", ["198.18.2.1"], key=DC2_KEY, source=ETR2)
+    core.set_rule(deny(sources=("10.1.0.10/32",)), T0)
+    effects = request(core, "10.2.0.10", source_eid="10.1.0.11", subscribe=True, xtr_id=XTR_A, nonce=100)
+    replied = reply_record(effects)
+    [(_, confirmation)] = only(effects, MapNotify)
+    assert confirmation.nonce == 100 and confirmation.records == (replied,)
+    assert eid_of(replied) == "(10.1.0.11/32 -> 10.2.0.0/16)" and rlocs_of(replied) == [("198.18.2.1", 1, 100)]
+    assert core.counters["sent.map_reply_policy"] == 1

@@ -166,3 +166,60 @@ def test_round_trip_through_dicts():
     m = StaticMapping.from_dict({"iid": 7, "prefix": "192.0.2.0/24", "rlocs": [{"address": "198.18.1.2"}]})
     assert StaticMapping.from_dict(m.to_dict()) == m
     assert [str(l.address) for l in m.locators()] == ["198.18.1.2"]
+
+
+# --------------------------------------------------------------------------- source-specific answers
+
+
+def test_source_region_is_set_only_when_the_verdict_can_depend_on_the_source():
+    plain = Policy().with_rule(rule("d", ["10.2.0.0/16"]))
+    assert plain.decide(42, ip("10.1.0.10"), None, ip("10.2.0.10")).source_region is None
+    by_source = Policy().with_rule(rule("d", ["10.2.0.0/16"], sources=["10.1.0.10/32"]))
+    assert by_source.decide(42, ip("10.1.0.10"), None, ip("10.2.0.10")).source_region == net("10.1.0.10/32")
+    # Outside the rule's destinations no rule is evaluated: plain.
+    assert by_source.decide(42, ip("10.1.0.10"), None, ip("10.3.0.1")).source_region is None
+    # No source EID: nothing to key on.
+    assert by_source.decide(42, None, None, ip("10.2.0.10")).source_region is None
+
+
+def test_source_region_is_the_widest_prefix_every_source_group_contains_or_misses():
+    policy = Policy().with_rule(rule("d", ["10.2.0.0/16"], sources=["10.1.0.10/32", "10.1.8.0/21"]))
+    cases = {
+        "10.1.0.11": "10.1.0.11/32",  # the denied host's sibling
+        "10.1.0.200": "10.1.0.128/25",
+        "10.1.9.1": "10.1.8.0/21",  # inside a group: the group itself
+        "10.1.200.1": "10.1.128.0/17",
+        "10.3.0.1": "10.2.0.0/15",
+        "192.0.2.1": "128.0.0.0/1",
+    }
+    for source, region in cases.items():
+        decision = policy.decide(42, ip(source), None, ip("10.2.0.10"))
+        assert decision.source_region == net(region), source
+        region_net = net(region)
+        step = max(1, region_net.num_addresses // 7)
+        for offset in range(0, region_net.num_addresses, step):  # the verdict is uniform inside the region
+            other = region_net.network_address + offset
+            assert policy.decide(42, other, None, ip("10.2.0.10")).verdict is decision.verdict, (source, other)
+
+
+def test_source_groups_after_the_deciding_rule_or_for_another_itr_do_not_split_answers():
+    first = rule("all", ["10.2.0.0/16"], action="allow", priority=10)
+    later = rule("h1", ["10.2.0.0/16"], sources=["10.1.0.10/32"], priority=20)
+    assert Policy().with_rule(first).with_rule(later).decide(
+        42, ip("10.1.0.10"), None, ip("10.2.0.10")).source_region is None
+    other_itr = rule("h1", ["10.2.0.0/16"], sources=["10.1.0.10/32"], itrs=["198.18.3.2"])
+    policy = Policy().with_rule(other_itr)
+    assert policy.decide(42, ip("10.1.0.10"), ip("198.18.1.2"), ip("10.2.0.10")).source_region is None
+    assert policy.decide(42, ip("10.1.0.10"), ip("198.18.3.2"), ip("10.2.0.10")).source_region == net("10.1.0.10/32")
+    # Source groups of the other family cannot match this source.
+    v6 = Policy().with_rule(rule("v6", ["10.2.0.0/16"], sources=["2001:db8::/32"]))
+    assert v6.decide(42, ip("10.1.0.10"), None, ip("10.2.0.10")).source_region is None
+
+
+def test_an_earlier_source_rule_makes_a_later_plain_verdict_source_specific():
+    policy = (Policy().with_rule(rule("h1", ["10.2.0.0/16"], action="allow", sources=["10.1.0.10/32"], priority=10))
+              .with_rule(rule("rest", ["10.2.0.0/16"], priority=20)))
+    h1 = policy.decide(42, ip("10.1.0.10"), None, ip("10.2.0.10"))
+    h2 = policy.decide(42, ip("10.1.0.11"), None, ip("10.2.0.10"))
+    assert (h1.verdict, h1.source_region) == (Verdict.ALLOW, net("10.1.0.10/32"))
+    assert (h2.verdict, h2.source_region) == (Verdict.DENY, net("10.1.0.11/32"))

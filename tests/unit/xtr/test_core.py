@@ -233,7 +233,7 @@ def test_adopted_flows_keep_the_data_plane_and_are_re_resolved(xtr):
     effects = xtr.adopt(remotes_installed(installed), 0.0)
     assert compile_plan(xtr.plan()) == installed
     (send,) = requests(effects)
-    assert str(request_of(send)[1].records[0].eid_prefix) == "[42]10.2.0.0/32"
+    assert str(request_of(send)[1].records[0].eid_prefix) == "[42]10.2.0.0/16"  # subscribes to all of it
 
 
 def test_sha256_map_server_gets_sha256_registers():
@@ -352,3 +352,13 @@ def test_publication_before_the_map_reply_releases_held_packets(xtr):
     assert "map_reply_unknown_nonce" not in xtr.counters
     # And no retry fires for it.
     assert requests(xtr.handle_timer(5.0)) == []
+
+
+def test_configured_host_outside_own_prefixes_is_registered_as_a_host_route():
+    """After a move the lab lists the host at its new site; a restart must register it there."""
+    import yaml
+
+    text = CONFIG.replace('hosts: [{ip: 10.1.0.10,', 'hosts: [{ip: 10.2.0.77, mac: "02:00:00:02:00:4d", port: 3, iid: 42}, {ip: 10.1.0.10,')
+    cfg = config.parse(yaml.safe_load(text)).xtrs[0]
+    (send,) = sends(XtrCore(cfg, nonces=itertools.count(1).__next__).start(0.0))
+    assert [str(r.eid_prefix) for r in decode_message(send.payload).records] == ["[42]10.1.0.0/16", "[42]10.2.0.77/32"]
