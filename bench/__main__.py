@@ -41,6 +41,20 @@ def meets(figure: dict) -> str:
     return "ok" if figure["ratio"] >= target else "MISS"
 
 
+def print_table(results: dict[str, dict]) -> None:
+    """One line per figure; extra keys a module reports (detail) on the line below."""
+    width = max((len(k) for k in results), default=10)
+    print(f"\n{'figure':<{width}}  {'value':>14} {'unit':<10} {'baseline':>14} {'ratio':>8} {'target':>9}")
+    for key in sorted(results):
+        f = results[key]
+        target = "" if f["target"] is None else ("<=" if f.get("target_is_max") else ">=") + f"{f['target']:g}"
+        print(f"{key:<{width}}  {f['value']:>14.4g} {f['unit']:<10} {f['baseline']:>14.4g} "
+              f"{f['ratio']:>8.3f} {target:>9} {meets(f)}")
+        extras = {k: v for k, v in f.items() if k not in REQUIRED_KEYS | {"target_is_max"}}
+        for name, value in extras.items():
+            print(f"{'':<{width}}    {name}: {value}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
@@ -66,13 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             results[key] = figure
         print(f"   ({time.monotonic() - started:.1f} s)", flush=True)
 
-    width = max((len(k) for k in results), default=10)
-    print(f"\n{'figure':<{width}}  {'value':>14} {'unit':<10} {'baseline':>14} {'ratio':>8} {'target':>8}")
-    for key in sorted(results):
-        f = results[key]
-        target = "" if f["target"] is None else f"{f['target']:g}"
-        print(f"{key:<{width}}  {f['value']:>14.4g} {f['unit']:<10} {f['baseline']:>14.4g} "
-              f"{f['ratio']:>8.3f} {target:>8} {meets(f)}")
+    print_table(results)
     print(f"\n{os.cpu_count()} cores; results in {args.out}")
     with open(args.out, "w", encoding="utf-8") as fh:
         json.dump({"cores": os.cpu_count(), "figures": results}, fh, indent=2, sort_keys=True)

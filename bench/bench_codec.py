@@ -10,6 +10,7 @@ the same run; ``ratio`` = ours / baseline (higher is better, 1.0 = no overhead).
 from __future__ import annotations
 
 import struct
+import sys
 import time
 from ipaddress import IPv4Address
 from typing import Callable
@@ -112,15 +113,7 @@ def _figure(value: float, baseline: float, kind: str) -> dict:
     }
 
 
-def main() -> None:
-    figures = run()
-    print(f"{'figure':44} {'ours msg/s':>12} {'struct msg/s':>13} {'ratio':>7} {'target':>7}")
-    for name, figure in figures.items():
-        print(
-            f"{name:44} {figure['value']:12,.0f} {figure['baseline']:13,.0f} "
-            f"{figure['ratio']:7.3f} {figure['target']:7.3f}"
-        )
-
-
 if __name__ == "__main__":
-    main()
+    from bench.__main__ import main
+
+    raise SystemExit(main([*sys.argv[1:], "bench_codec"]))

@@ -392,19 +392,7 @@ def run(quick: bool = False) -> dict[str, dict]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    quick = "--quick" in (argv if argv is not None else sys.argv[1:])
-    started = time.monotonic()
-    figures = run(quick=quick)
-    print(f"{'figure':36} {'value':>12} {'unit':<8} {'baseline':>12} {'ratio':>8} {'target':>8}")
-    for name, f in figures.items():
-        target = "" if f["target"] is None else f"{f['target']:g}"
-        print(f"{name:36} {f['value']:12.4g} {f['unit']:<8} {f['baseline']:12.4g} {f['ratio']:8.3f} {target:>8}")
-        for key, value in f.get("detail", {}).items():
-            print(f"    {key}: {value}")
-    print(f"{os.cpu_count()} cores, {time.monotonic() - started:.1f} s")
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from bench.__main__ import main
+
+    raise SystemExit(main([*sys.argv[1:], "bench_controller"]))

@@ -212,18 +212,7 @@ def run(quick: bool = False) -> dict[str, dict]:
     return figures
 
 
-def _print(figures: dict[str, dict]) -> None:
-    width = max(len(k) for k in figures)
-    print(f"{'figure':<{width}}  {'value':>14} {'unit':<9} {'baseline':>14} {'ratio':>8} {'target':>7}")
-    for key in sorted(figures):
-        f = figures[key]
-        target = "" if f["target"] is None else (("<=" if f.get("target_is_max") else ">=") + f"{f['target']:g}")
-        print(f"{key:<{width}}  {f['value']:>14.4g} {f['unit']:<9} {f['baseline']:>14.4g} {f['ratio']:>8.3f} {target:>7}")
-        extras = {k: v for k, v in f.items() if k not in {"value", "unit", "baseline", "ratio", "target", "target_is_max"}}
-        if extras:
-            print(" " * (width + 2) + "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                                for k, v in extras.items()))
-
-
 if __name__ == "__main__":
-    _print(run(quick="--quick" in sys.argv[1:]))
+    from bench.__main__ import main
+
+    raise SystemExit(main([*sys.argv[1:], "bench_mapping"]))

@@ -245,10 +245,6 @@ def run(quick: bool = False) -> dict[str, dict]:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, REPO)
-    figures = run(quick="--quick" in sys.argv)
-    width = max(len(k) for k in figures)
-    print(f"{'figure':<{width}}  {'value':>12} {'unit':<6} {'baseline':>12} {'ratio':>8} {'target':>7}")
-    for key, f in figures.items():
-        target = "" if f["target"] is None else f"{f['target']:g}"
-        print(f"{key:<{width}}  {f['value']:>12.4g} {f['unit']:<6} {f['baseline']:>12.4g} {f['ratio']:>8.3f} {target:>7}")
+    from bench.__main__ import main
+
+    raise SystemExit(main([*sys.argv[1:], "bench_mapserver"]))
