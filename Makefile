@@ -7,10 +7,16 @@ VENV := .venv
 APT_PACKAGES := openvswitch-switch mininet tshark iputils-ping iperf3 iproute2 ethtool tcpdump
 STAMP_APT := $(VENV)/.apt-stamp
 STAMP_PIP := $(VENV)/.pip-stamp
+# Open Overlay Router, the third-party LISP peer of tests/interop: extracted from its Debian
+# package (and the libraries it needs that are not installed) into .cache/oor/root, never
+# installed, so no service starts.  The tests run .cache/oor/root/usr/sbin/oor with
+# LD_LIBRARY_PATH=.cache/oor/root/usr/lib/<multiarch>.
+OOR_DIR := .cache/oor
+STAMP_OOR := $(VENV)/.oor-stamp
 TOPO ?= topologies/two-dc.yaml
 KEEP ?= 0
 
-.PHONY: install demo test test-fast bench lab-down clean system-deps
+.PHONY: install demo test test-fast bench lab-down clean system-deps oor
 
 install: $(STAMP_PIP)
 
@@ -30,10 +36,28 @@ $(STAMP_PIP): requirements.txt constraints.txt pyproject.toml | $(STAMP_APT)
 	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps -e .
 	@touch $@
 
+oor: $(STAMP_OOR)
+
+$(STAMP_OOR): | $(STAMP_APT)
+	@echo "== extracting openoverlayrouter (and the libraries it needs that are missing) into $(OOR_DIR)"
+	@set -o pipefail; rm -rf $(OOR_DIR) && mkdir -p $(OOR_DIR)/debs $(OOR_DIR)/root && \
+	deps() { apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks \
+	         --no-replaces --no-enhances openoverlayrouter 2>/dev/null | grep -E '^[a-z0-9]' | sort -u; } && \
+	want=$$(deps || { apt-get update -qq && deps; }) && \
+	get=openoverlayrouter && for p in $$want; do [ $$p = openoverlayrouter ] || \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || get="$$get $$p"; done && \
+	echo "   downloading: $$get" && \
+	(cd $(OOR_DIR)/debs && apt-get download -qq $$get 2>&1 | { grep -v 'Download is performed unsandboxed' || true; }) && \
+	for d in $(OOR_DIR)/debs/*.deb; do dpkg-deb -x $$d $(OOR_DIR)/root; done; \
+	test -x $(OOR_DIR)/root/usr/sbin/oor && \
+	! LD_LIBRARY_PATH=$$(echo $(OOR_DIR)/root/usr/lib/*-linux-gnu*) ldd $(OOR_DIR)/root/usr/sbin/oor | grep 'not found' && \
+	mkdir -p $(VENV) && touch $@ \
+	|| { echo "warning: openoverlayrouter could not be extracted: tests/interop will skip" >&2; rm -rf $(OOR_DIR); }
+
 demo: install
 	KEEP=$(KEEP) $(VENV)/bin/lisp-ryu demo $(TOPO)
 
-test: install
+test: install $(STAMP_OOR)
 	$(VENV)/bin/python -m pytest tests
 
 test-fast: install
@@ -46,4 +70,4 @@ lab-down: install
 	$(VENV)/bin/lisp-ryu lab down
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis .cache
