@@ -63,14 +63,14 @@ START_TIMEOUT = 20.0
 LISP_CONTROL = 4342
 
 
-def _oor_binary() -> tuple[Path, Path] | None:
-    """(oor, the directory of the libraries extracted beside it), or None."""
-    for root in (OOR_ROOT, Path("/")):  # extracted by `make oor`, else installed
-        binary = root / "usr" / "sbin" / "oor"
-        if binary.is_file():
-            libdirs = sorted((root / "usr" / "lib").glob("*-linux-gnu*"))
-            return binary, libdirs[0] if libdirs else root / "usr" / "lib"
-    return None
+def _oor_binary() -> tuple[Path, Path | None] | None:
+    """(oor, the directory of the libraries extracted beside it, if any), or None."""
+    binary = OOR_ROOT / "usr" / "sbin" / "oor"  # extracted by `make oor`
+    if binary.is_file():
+        libdirs = sorted((OOR_ROOT / "usr" / "lib").glob("*-linux-gnu*"))
+        return binary, libdirs[0] if libdirs else None
+    installed = Path("/usr/sbin/oor")  # its libraries are the system's
+    return (installed, None) if installed.is_file() else None
 
 
 def _unavailable() -> str | None:
@@ -172,8 +172,13 @@ class Oor:
         self.dir = workdir
         self.dir.mkdir(parents=True)
         (self.dir / "oor.conf").write_text(config)
-        (self.dir / "lo-oor").symlink_to(binary)  # so the process is called lo-oor
-        self.libdir = libdir
+        # Copies, not links: /tmp is bind-mounted over for OOR, which would hide a checkout
+        # that lives under /tmp (as CI's does).  Named lo-oor so the process is recognisable.
+        shutil.copy2(binary, self.dir / "lo-oor")
+        if libdir is not None:
+            shutil.copytree(libdir, self.dir / "lib", symlinks=True)
+        else:
+            (self.dir / "lib").mkdir()
         self.proc: subprocess.Popen | None = None
         self.lines: list[str] = []
         self._cond = threading.Condition()
@@ -183,10 +188,9 @@ class Oor:
         # `ip netns exec` gives the command its own mount namespace (slave to ours): the bind
         # mount over /tmp is private to OOR and dies with it.  stdbuf: OOR logs to stdout when
         # not daemonised, fully buffered into a pipe otherwise.
-        script = ('mount --bind "$0" /tmp && export LD_LIBRARY_PATH="$1" && '
+        script = ('mount --bind "$0" /tmp && export LD_LIBRARY_PATH=/tmp/lib && '
                   'exec stdbuf -oL -eL /tmp/lo-oor -f /tmp/oor.conf')
-        self.proc = subprocess.Popen(["ip", "netns", "exec", self.netns, "bash", "-c", script, str(self.dir),
-                                      str(self.libdir)],
+        self.proc = subprocess.Popen(["ip", "netns", "exec", self.netns, "bash", "-c", script, str(self.dir)],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
         self._reader = threading.Thread(target=self._read, name="lo-oor-log", daemon=True)
         self._reader.start()
