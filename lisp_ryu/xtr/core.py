@@ -161,6 +161,7 @@ class XtrCore:
         self._rlocs = tuple(r.address for r in config.rlocs)
         self.dynamic_hosts: dict[tuple[int, IPAddress], LocalHost] = {}
         self.departed: dict[tuple[int, IPAddress], Departure] = {}
+        self._local_records_cache: tuple[tuple, tuple[MappingRecord, ...]] | None = None
         probing = config.rloc_probing
         self.health = RlocTracker(
             ProbeSettings(probing.interval, probing.jitter, probing.misses, probing.timeout),
@@ -365,7 +366,20 @@ class XtrCore:
 
     def local_records(self) -> tuple[MappingRecord, ...]:
         """The site's EID prefixes, plus a host route for every host here now that they do not
-        cover: learned (dynamic) EIDs, and configured hosts that moved in from elsewhere."""
+        cover: learned (dynamic) EIDs, and configured hosts that moved in from elsewhere.
+
+        Every forwarded Map-Request and probe asks for these, so they are rebuilt only
+        when the hosts here change (keyed on a snapshot of them, which cannot go stale).
+        """
+        snapshot = (frozenset(self.dynamic_hosts.items()), frozenset(self.departed))
+        cached = self._local_records_cache
+        if cached is not None and cached[0] == snapshot:
+            return cached[1]
+        records = self._build_local_records()
+        self._local_records_cache = (snapshot, records)
+        return records
+
+    def _build_local_records(self) -> tuple[MappingRecord, ...]:
         cfg = self.config
         locators = tuple(Locator(r.address, r.priority, r.weight, local=True, reachable=True) for r in cfg.rlocs)
         prefixes = [EidPrefix.from_network(p.prefix, p.iid) for p in cfg.eid_prefixes]
