@@ -116,7 +116,9 @@ def _status(args) -> int:
     print(f"  management: {s.management_bridge} {s.controller}, sites connect to tcp:{s.controller}:{s.controller_port}")
     for site, ss in zip(s.sites, st.sites):
         daemons = " ".join(f"{d}={'up' if ok else 'DOWN'}" for d, ok in ss.daemons.items())
-        conn = {True: "connected", False: "not connected", None: "?"}[ss.controller_connected]
+        # OVS refreshes its Controller status column only every few seconds.
+        conn = {True: "connected", False: "not connected (as of OVS's last status refresh)",
+                None: "?"}[ss.controller_connected]
         rlocs = ", ".join(f"{r.address} on {r.bridge}" for r in site.rlocs)
         print(f"  site {site.name}: netns {site.namespace}{'' if ss.namespace_present else ' (MISSING)'}, "
               f"dpid {site.dpid_hex}, RLOC {rlocs}, {daemons}, controller {conn}, flows {ss.flows}")
