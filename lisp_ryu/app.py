@@ -35,10 +35,10 @@ from ryu.ofproto import ofproto_v1_3  # noqa: E402
 from lisp_ryu import config as config_mod  # noqa: E402
 from lisp_ryu.effects import DataplaneChanged, PacketOut, SendControl  # noqa: E402
 from lisp_ryu.flows import ofp13  # noqa: E402
-from lisp_ryu.flows.compiler import compile_plan, remotes_installed  # noqa: E402
+from lisp_ryu.flows.compiler import CompileError, compile_plan, remotes_installed  # noqa: E402
 from lisp_ryu.flows.diff import diff  # noqa: E402
 from lisp_ryu.flows.model import DesiredState  # noqa: E402
-from lisp_ryu.flows.pipeline import Table, is_ours  # noqa: E402
+from lisp_ryu.flows.pipeline import PipelineError, Table, is_ours  # noqa: E402
 from lisp_ryu.lab.netns import open_udp_socket  # noqa: E402
 from lisp_ryu.xtr.core import XtrCore  # noqa: E402
 
@@ -184,7 +184,14 @@ class LispApp(app_manager.RyuApp):
         endpoint = self.xtrs.get(dpid)
         if session is None or endpoint is None or session.installed is None:
             return  # not connected or not reconciled yet: reconciliation will push
-        desired = compile_plan(endpoint.core.plan())
+        try:
+            desired = compile_plan(endpoint.core.plan())
+        except (CompileError, PipelineError):
+            # A plan the compiler refuses is a bug: keep the switch as it is (traffic keeps
+            # flowing on the installed flows), count it and say why, rather than push half.
+            self.count("compile_errors")
+            LOG.exception("dpid %#x: cannot compile the data plane (%s); switch left unchanged", dpid, reason)
+            return
         ops = diff(session.installed, desired)
         if not ops:
             return
