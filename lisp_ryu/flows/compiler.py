@@ -264,12 +264,8 @@ def _redirects(plan: XtrPlan) -> list[Flow]:
     out = []
     for r in plan.redirects:
         eth_type, dst_field = _eth_type(r.ip)
-        family = "ipv4" if r.rloc.version == 4 else "ipv6"
-        source: tuple[Action, ...] = ()
-        if plan.tunnel_source is not None and plan.tunnel_source.version == r.rloc.version:
-            source = (SetField(f"tun_{family}_src", str(plan.tunnel_source)),)
-        actions = (SetField("tunnel_id", r.iid), *source, SetField(f"tun_{family}_dst", str(r.rloc)),
-                   Output("in_port"))  # it came in on the tunnel port and goes out there again
+        # It came in on the tunnel port and goes out there again: OpenFlow needs IN_PORT for that.
+        actions = _tunnel_actions(plan, r.iid, r.rloc, out_port="in_port")
         out.append(Flow(Table.DECAP, PRIO_LOCAL_HOST, match(tunnel_id=r.iid, eth_type=eth_type, **{dst_field: str(r.ip)}),
                         actions=actions, cookie=cookie(Owner.REDIRECT, r.iid, str(r.ip))))
     return out
@@ -385,12 +381,15 @@ def usable_rlocs(rlocs: tuple[Rloc, ...]) -> tuple[Rloc, ...]:
     return tuple(sorted(weighted or chosen, key=lambda r: (r.address.version, int(r.address))))
 
 
-def _tunnel_actions(plan: XtrPlan | _TunnelContext, iid: int, rloc: IPAddress) -> tuple[Action, ...]:
+def _tunnel_actions(plan: XtrPlan | _TunnelContext, iid: int, rloc: IPAddress,
+                    out_port: int | str | None = None) -> tuple[Action, ...]:
+    """Encapsulate to `rloc` in instance `iid`, out of the tunnel port (or `out_port`)."""
     family = "ipv4" if rloc.version == 4 else "ipv6"
     source: tuple[Action, ...] = ()
     if plan.tunnel_source is not None and plan.tunnel_source.version == rloc.version:
         source = (SetField(f"tun_{family}_src", str(plan.tunnel_source)),)
-    return (SetField("tunnel_id", iid), *source, SetField(f"tun_{family}_dst", str(rloc)), Output(plan.tunnel_port))
+    port = plan.tunnel_port if out_port is None else out_port
+    return (SetField("tunnel_id", iid), *source, SetField(f"tun_{family}_dst", str(rloc)), Output(port))
 
 
 @dataclass(frozen=True)
