@@ -70,6 +70,7 @@ from lisp_ryu.xtr.probing import ProbeSettings, RlocTracker
 
 LOG = logging.getLogger("lisp_ryu.xtr")
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IP_TYPES = (ipaddress.IPv4Address, ipaddress.IPv6Address)  # EIDs and RLOCs the data plane can use
 
 REQUEST_TIMEOUT = 1.0  # seconds before a Map-Request is sent again
 REQUEST_ATTEMPTS = 3
@@ -189,7 +190,7 @@ class XtrCore:
         remotes = []
         for entry in self.cache:
             prefix = entry.value.record.eid_prefix
-            if not isinstance(prefix.address, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+            if not isinstance(prefix.address, IP_TYPES):
                 continue  # MAC EIDs have no L3 flows yet
             remotes.append(self._remote_entry(entry, prefix.network))
         for dest, entry in self.sd_cache:
@@ -217,7 +218,7 @@ class XtrCore:
         rlocs = tuple(
             Rloc(loc.address, loc.priority, loc.weight)
             for loc in record.locators
-            if loc.reachable and isinstance(loc.address, (ipaddress.IPv4Address, ipaddress.IPv6Address))
+            if loc.reachable and isinstance(loc.address, IP_TYPES)
         )
         # Probed-down RLOCs leave the entry, so the compiler's best-priority choice moves on
         # to the next priority (or renormalises the weights of the rest).  When every one is
@@ -321,14 +322,14 @@ class XtrCore:
             record = entry.value.record
             for loc in record.locators:
                 if (loc.reachable and loc.priority != 255 and loc.address not in self._rlocs
-                        and isinstance(loc.address, (ipaddress.IPv4Address, ipaddress.IPv6Address))):
+                        and isinstance(loc.address, IP_TYPES)):
                     old = self.health.get(loc.address)
                     if loc.address not in targets or (old is not None and old.eid == record.eid_prefix):
                         targets[loc.address] = record.eid_prefix  # keep the prefix a tracked RLOC had
         for dest, sd_entry in self.sd_cache:  # RLOCs only source-specific entries use: probe for the destination
             for loc in sd_entry.value.record.locators if not sd_entry.negative else ():
                 if (loc.reachable and loc.priority != 255 and loc.address not in self._rlocs
-                        and isinstance(loc.address, (ipaddress.IPv4Address, ipaddress.IPv6Address))
+                        and isinstance(loc.address, IP_TYPES)
                         and loc.address not in targets):
                     targets[loc.address] = EidPrefix.from_network(dest, sd_entry.iid)
         self.health.track(targets, now)
@@ -457,7 +458,7 @@ class XtrCore:
     def _depart(self, key: tuple[int, IPAddress], record: MappingRecord, now: float) -> list[Effect]:
         """The mapping system moved one of our EIDs elsewhere: stop serving it, redirect, solicit."""
         rlocs = [loc.address for loc in record.locators if loc.reachable and loc.priority != 255
-                 and isinstance(loc.address, (ipaddress.IPv4Address, ipaddress.IPv6Address))]
+                 and isinstance(loc.address, IP_TYPES)]
         if not rlocs:
             return []
         iid, ip = key
@@ -476,7 +477,7 @@ class XtrCore:
         """
         targets = sorted({loc.address for entry in self.cache if not entry.negative
                           for loc in entry.value.record.locators
-                          if isinstance(loc.address, (ipaddress.IPv4Address, ipaddress.IPv6Address))
+                          if isinstance(loc.address, IP_TYPES)
                           and loc.address not in self._rlocs}, key=str)
         effects: list[Effect] = []
         for rloc in targets:
@@ -655,7 +656,7 @@ class XtrCore:
 
     def _cache_record(self, record: MappingRecord, prefix: EidPrefix, source: str, now: float) -> bool:
         """Store one record; True when the data plane must change."""
-        if not isinstance(prefix.address, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+        if not isinstance(prefix.address, IP_TYPES):
             self.count("record_not_ip")
             return False
         network, iid = prefix.network, prefix.instance_id
@@ -777,7 +778,7 @@ class XtrCore:
                 continue
             if any(loc.address in self._rlocs for loc in record.locators):
                 continue  # our own mapping, as the map-server holds it
-            if not isinstance(prefix.address, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+            if not isinstance(prefix.address, IP_TYPES):
                 continue
             key = (prefix.instance_id, prefix.address)
             if prefix.mask_len == prefix.address.max_prefixlen and key in local:
@@ -814,7 +815,7 @@ class XtrCore:
         if not records:
             self.count("map_request_not_ours")
             return []
-        itr = next((r for r in request.itr_rlocs if isinstance(r, (ipaddress.IPv4Address, ipaddress.IPv6Address))
+        itr = next((r for r in request.itr_rlocs if isinstance(r, IP_TYPES)
                     and r.version == self._rlocs[0].version), None)
         if itr is None:
             self.count("map_request_no_usable_itr_rloc")
@@ -876,7 +877,7 @@ class XtrCore:
                 prefix = rec.eid_prefix
             except LispDecodeError:
                 continue
-            if not isinstance(prefix.address, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+            if not isinstance(prefix.address, IP_TYPES):
                 continue
             key = (prefix.instance_id, str(prefix))
             if self._smr_seen.get(key, -math.inf) > now:
@@ -896,9 +897,9 @@ class XtrCore:
 def _covers(outer: EidPrefix, inner: EidPrefix) -> bool:
     if outer.instance_id != inner.instance_id:
         return False
-    if not isinstance(outer.address, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+    if not isinstance(outer.address, IP_TYPES):
         return outer == inner
-    if not isinstance(inner.address, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+    if not isinstance(inner.address, IP_TYPES):
         return False
     return outer.network.version == inner.network.version and inner.network.subnet_of(outer.network)
 
