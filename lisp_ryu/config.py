@@ -9,6 +9,7 @@ operator can fix it without reading code.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -550,7 +551,7 @@ def _xtr(node: _Node) -> XtrConfig:
     if out.petr is not None and out.petr in {r.address for r in out.rlocs}:
         raise node.error("petr", f"{out.petr} is one of this xTR's own RLOCs")
     if not out.map_resolvers:
-        out = _replace(out, map_resolvers=tuple(ms.address for ms in out.map_servers))
+        out = dataclasses.replace(out, map_resolvers=tuple(ms.address for ms in out.map_servers))
     port_iid = {hp.port: hp.iid for hp in out.host_ports}
     for i, host in enumerate(out.hosts):
         if port_iid.setdefault(host.port, host.iid) != host.iid:
@@ -563,14 +564,8 @@ def _xtr(node: _Node) -> XtrConfig:
                               f"{host.ip} iid {host.iid} is inside none of this xTR's eid_prefixes "
                               "or dynamic_eid_prefixes")
     if len(port_iid) != len(out.host_ports):
-        out = _replace(out, host_ports=tuple(HostPortConfig(p, i) for p, i in sorted(port_iid.items())))
+        out = dataclasses.replace(out, host_ports=tuple(HostPortConfig(p, i) for p, i in sorted(port_iid.items())))
     return out
-
-
-def _replace(obj: T, **changes: Any) -> T:
-    import dataclasses
-
-    return dataclasses.replace(obj, **changes)
 
 
 def _rest(node: _Node | None) -> RestConfig:
