@@ -1,0 +1,129 @@
+"""The one Map-Request shape ITRs nearly always send, read at fixed offsets.
+
+A Map-Resolver answers more Map-Requests than anything else, and almost all
+of them look alike: an ECM without flags around an IPv4 (no options, not
+fragmented) or IPv6 UDP datagram, holding a Map-Request without the M, P, I
+or D bit, with one ITR-RLOC and one EID-record naming a single host address,
+either as a plain AFI or inside an Instance-ID LCAF.  `read_plain_request`
+recognises that shape with a few struct reads and returns only what an
+answer needs; the full decoder builds a dozen objects for the same bytes.
+
+It returns None for every other datagram, and the caller falls back to the
+full decoder, which handles the rest and says what is wrong.  It never
+accepts what the full decoder would reject or read differently: it checks
+the same lengths and checksums, and tests/wire/test_wire_quick.py holds it to
+agreement with `EncapsulatedControlMessage.decode` on generated and mutated
+datagrams.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from .messages import MessageType
+
+__all__ = ["PlainRequest", "read_plain_request"]
+
+#: (nonce as its 8 bytes, instance-ID, EID address bytes, ITR-RLOC bytes, inner UDP
+#: source port).  A byte string of 4 is IPv4, of 16 IPv6; the Map-Reply goes to
+#: (ITR-RLOC, port) and echoes the nonce.
+PlainRequest = tuple[bytes, int, bytes, bytes, int]
+
+_ECM_WITHOUT_FLAGS = bytes([MessageType.ENCAPSULATED_CONTROL_MESSAGE << 4, 0, 0, 0])
+# Inner IP and UDP headers and the Map-Request up to its Source-EID-AFI, in one read:
+# (total or payload length, fragment | next header, ...) src, dst, sport, UDP length,
+# UDP checksum, Map-Request type word, nonce, Source-EID-AFI.
+_IPV4_HEAD = struct.Struct("!xxHxxHxBxx4s4sHxxHHI8sH")
+_IPV6_HEAD = struct.Struct("!xxxxHBx16s16sHxxHHI8sH")
+_LCAF_IID = struct.Struct("!BBBBHIH")  # rsvd1, flags, type, IID mask-len, length, instance-ID, AFI
+
+_UDP = 17
+_PSEUDO_V4_PROTOCOL = bytes((0, _UDP))
+_PSEUDO_V6_PROTOCOL = bytes((0, 0, 0, _UDP))
+_AFI_LCAF = 16387
+_LCAF_INSTANCE_ID = 2
+_ADDRESS_BYTES = {1: 4, 2: 16}  # AFI -> address length: IPv4, IPv6
+_SOURCE_EID_BYTES = {0: 0, 1: 4, 2: 16}  # the Source EID is skipped, not read
+# The word of a plain request: type 1, IRC 0, one record; the M, P, I and D
+# bits clear (they change what is answered).  The others (A, S, p, s, L and
+# the reserved bits) change nothing a Map-Resolver does, as in the full path.
+_WORD_MASK = (0xF << 28) | (1 << 26) | (1 << 25) | (1 << 20) | (1 << 13) | (0x1F << 8) | 0xFF
+_WORD_PLAIN = (MessageType.MAP_REQUEST << 28) | 1
+
+
+def read_plain_request(payload: bytes) -> PlainRequest | None:
+    """The fields of a plain ECM Map-Request, or None: decode it in full.
+
+    Checksums are summed as one big integer: 2**16 = 1 (mod 0xffff), so a
+    valid ones'-complement sum (0xffff) is a multiple of 0xffff.
+    """
+    size = len(payload)
+    if size < 46 or not payload.startswith(_ECM_WITHOUT_FLAGS):
+        return None
+    version = payload[4]
+    if version == 0x45:  # IPv4 without options
+        total, fragment, protocol, source, destination, port, udp_length, checksum, word, nonce, source_afi = \
+            _IPV4_HEAD.unpack_from(payload, 4)
+        if total != size - 4 or protocol != _UDP or fragment & 0x3FFF or udp_length != size - 24 \
+                or word & _WORD_MASK != _WORD_PLAIN or int.from_bytes(payload[4:24], "big") % 0xFFFF:
+            return None
+        if checksum:
+            pseudo = source + destination + _PSEUDO_V4_PROTOCOL + payload[28:30] + payload[24:]
+            if int.from_bytes(pseudo if udp_length % 2 == 0 else pseudo + b"\0", "big") % 0xFFFF:
+                return None
+        at = 46
+    elif version >> 4 == 6:
+        if size < 66:
+            return None
+        payload_length, next_header, source, destination, port, udp_length, checksum, word, nonce, source_afi = \
+            _IPV6_HEAD.unpack_from(payload, 4)
+        if next_header != _UDP or payload_length != size - 44 or udp_length != size - 44 \
+                or word & _WORD_MASK != _WORD_PLAIN:
+            return None
+        if checksum:
+            pseudo = source + destination + udp_length.to_bytes(4, "big") + _PSEUDO_V6_PROTOCOL + payload[44:]
+            if int.from_bytes(pseudo if udp_length % 2 == 0 else pseudo + b"\0", "big") % 0xFFFF:
+                return None
+        at = 66
+    else:
+        return None
+    skip = _SOURCE_EID_BYTES.get(source_afi)
+    if skip is None:  # an ITR in an instance-ID names its source as [iid]address
+        if source_afi != _AFI_LCAF or size < at + 12:
+            return None
+        rsvd1, flags, lcaf_type, iid_mask_len, length, _, afi = _LCAF_IID.unpack_from(payload, at)
+        inner = _ADDRESS_BYTES.get(afi)
+        if rsvd1 or flags or lcaf_type != _LCAF_INSTANCE_ID or iid_mask_len not in (0, 32) or inner is None \
+                or length != 6 + inner:
+            return None
+        skip = 12 + inner
+    at += skip
+    if size < at + 6:
+        return None
+    rloc_bytes = _ADDRESS_BYTES.get((payload[at] << 8) | payload[at + 1])
+    if rloc_bytes is None:
+        return None
+    rloc = payload[at + 2 : at + 2 + rloc_bytes]
+    at += 2 + rloc_bytes
+    if size < at + 4:  # record: N bit / reserved, EID mask-len, EID-Prefix-AFI
+        return None
+    mask_len = payload[at + 1]
+    afi = (payload[at + 2] << 8) | payload[at + 3]
+    at += 4
+    if afi == _AFI_LCAF:
+        if size < at + 12:
+            return None
+        rsvd1, flags, lcaf_type, iid_mask_len, length, instance_id, afi = _LCAF_IID.unpack_from(payload, at)
+        eid_bytes = _ADDRESS_BYTES.get(afi)
+        if rsvd1 or flags or lcaf_type != _LCAF_INSTANCE_ID or iid_mask_len not in (0, 32) or eid_bytes is None \
+                or length != 6 + eid_bytes:
+            return None
+        at += 12
+    else:
+        instance_id = 0
+        eid_bytes = _ADDRESS_BYTES.get(afi)
+        if eid_bytes is None:
+            return None
+    if mask_len != 8 * eid_bytes or size != at + eid_bytes:
+        return None
+    return nonce, instance_id, payload[at:], rloc, port

@@ -1,0 +1,167 @@
+"""The fixed-offset reader of plain Map-Requests agrees with the full decoder, or declines.
+
+`read_plain_request` may return None for anything, but when it answers, the
+full decoder must accept the same bytes and read the same nonce, instance-ID,
+EID, ITR-RLOC and port, for a request a Map-Resolver answers from the
+registration alone (no probe, M, I or D bit, one ITR-RLOC, one host EID).
+It must also answer the shapes ITRs really send, or it is no fast path.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lisp_ryu.wire import (
+    NO_ADDRESS,
+    EidPrefix,
+    EncapsulatedControlMessage,
+    InstanceIdAddress,
+    LispDecodeError,
+    MapRequest,
+    MapRequestRecord,
+    decode_message,
+)
+from lisp_ryu.wire.quick import read_plain_request
+
+from .strategies import ecms, ipv4_addresses, ipv6_addresses, mapping_records, nonces, u16
+
+FULL_LENGTH = {4: 32, 6: 128}
+
+
+def agrees_with_full_decoder(payload: bytes) -> bool:
+    """True when the quick reader declined; else assert it read what the full decoder reads."""
+    quick = read_plain_request(payload)
+    if quick is None:
+        return True
+    nonce, iid, eid, rloc, port = quick
+    ecm = decode_message(payload)  # raises if the quick reader accepted what the full decoder rejects
+    assert isinstance(ecm, EncapsulatedControlMessage)
+    request = ecm.message
+    assert isinstance(request, MapRequest)
+    assert not request.probe and request.map_reply_record is None and request.xtr_id is None
+    assert not request.dont_map_reply
+    assert len(request.itr_rlocs) == 1 and len(request.records) == 1
+    prefix = request.records[0].eid_prefix
+    assert prefix.mask_len == FULL_LENGTH[prefix.address.version]
+    assert nonce == request.nonce.to_bytes(8, "big")
+    assert (iid, eid) == (prefix.instance_id, prefix.address.packed)
+    assert rloc == request.itr_rlocs[0].packed
+    assert port == ecm.inner_source_port
+    return False
+
+
+@st.composite
+def nearly_plain_ecms(draw: st.DrawFn) -> EncapsulatedControlMessage:
+    """ECM Map-Requests that are mostly plain: each departure from the plain shape is one draw away."""
+    family = draw(st.sampled_from((4, 6)))
+    eid = draw(ipv4_addresses if family == 4 else ipv6_addresses)
+    iid = draw(st.sampled_from((0, 0, 42, 0xFFFFFFFF)))
+    mask_len = FULL_LENGTH[family] if draw(st.integers(0, 4)) else draw(st.integers(0, FULL_LENGTH[family]))
+    prefix = EidPrefix.from_wire(mask_len, eid)
+    prefix = EidPrefix(prefix.address, mask_len, iid)
+    address = prefix.to_wire()[1]
+    if draw(st.integers(0, 9)) == 0:  # an IID range, never a single prefix
+        address = InstanceIdAddress(iid, prefix.address, iid_mask_len=draw(st.integers(1, 31)))
+    records = [MapRequestRecord(address, mask_len, draw(st.booleans()))]
+    if draw(st.integers(0, 9)) == 0:
+        records.append(records[0])
+    rlocs = [draw(st.one_of(ipv4_addresses, ipv6_addresses))]
+    if draw(st.integers(0, 9)) == 0:
+        rlocs.append(draw(ipv4_addresses))
+    source_kind = draw(st.sampled_from(("none", "v4", "v6", "iid")))
+    source_eid = {"none": NO_ADDRESS, "v4": draw(ipv4_addresses), "v6": draw(ipv6_addresses),
+                  "iid": InstanceIdAddress(iid, draw(ipv4_addresses))}[source_kind]
+    unusual = draw(st.integers(0, 12))
+    xtr_id = 7 if unusual == 1 else None
+    request = MapRequest(
+        nonce=draw(nonces), records=tuple(records), itr_rlocs=tuple(rlocs), source_eid=source_eid,
+        probe=unusual == 2, dont_map_reply=unusual == 3, smr=draw(st.booleans()), pitr=draw(st.booleans()),
+        smr_invoked=draw(st.booleans()), authoritative=draw(st.booleans()), local_xtr=draw(st.booleans()),
+        map_reply_record=draw(mapping_records()) if unusual == 4 else None,
+        xtr_id=xtr_id, site_id=0 if xtr_id is not None else None,
+    )
+    inner = ipv4_addresses if draw(st.booleans()) else ipv6_addresses
+    return EncapsulatedControlMessage(
+        message=request, inner_source=draw(inner), inner_destination=draw(inner),
+        inner_source_port=draw(u16), zero_udp_checksum=draw(st.booleans()),
+        to_map_server=unusual == 5, ipv4_options=bytes(4) if unusual == 6 and inner is ipv4_addresses else b"",
+    )
+
+
+@given(nearly_plain_ecms())
+@settings(max_examples=600)
+def test_quick_reader_agrees_on_nearly_plain_requests(ecm):
+    agrees_with_full_decoder(ecm.encode())
+
+
+@given(ecms())
+@settings(max_examples=300)
+def test_quick_reader_agrees_on_any_control_message(ecm):
+    agrees_with_full_decoder(ecm.encode())
+
+
+@given(nearly_plain_ecms(), st.lists(st.tuples(st.integers(0, 200), st.integers(0, 255)), min_size=1, max_size=3),
+       st.integers(-3, 3))
+@settings(max_examples=800)
+def test_quick_reader_agrees_on_damaged_requests(ecm, changes, resize):
+    data = bytearray(ecm.encode())
+    for position, value in changes:
+        data[position % len(data)] = value
+    if resize < 0:
+        del data[resize:]
+    else:
+        data += bytes(resize)
+    payload = bytes(data)
+    try:
+        decode_message(payload)
+    except LispDecodeError:
+        assert read_plain_request(payload) is None
+        return
+    agrees_with_full_decoder(payload)
+
+
+def plain(eid: str, rloc: str, *, iid: int = 0, inner: str = "192.0.2.1", source_eid=NO_ADDRESS,
+          zero_udp_checksum: bool = False) -> bytes:
+    address = ipaddress.ip_address(eid)
+    record = MapRequestRecord.for_prefix(EidPrefix(address, address.max_prefixlen, iid))
+    request = MapRequest(nonce=0x0123456789ABCDEF, records=(record,), itr_rlocs=(ipaddress.ip_address(rloc),),
+                         source_eid=source_eid)
+    inner_address = ipaddress.ip_address(inner)
+    return EncapsulatedControlMessage(message=request, inner_source=inner_address, inner_destination=inner_address,
+                                      inner_source_port=61000, zero_udp_checksum=zero_udp_checksum).encode()
+
+
+def test_quick_reader_answers_what_itrs_send():
+    """IPv4 and IPv6 underlays, plain and instance-ID EIDs, with and without the inner UDP checksum."""
+    cases = [
+        plain("10.1.2.3", "198.18.1.1"),
+        plain("10.1.2.3", "198.18.1.1", zero_udp_checksum=True),
+        plain("10.1.2.3", "198.18.1.1", iid=42, source_eid=InstanceIdAddress(42, ipaddress.ip_address("10.2.0.9"))),
+        plain("2001:db8::7", "2001:db8:ff::1", inner="2001:db8:ff::1"),
+        plain("2001:db8::7", "198.18.1.1", iid=7, source_eid=ipaddress.ip_address("2001:db8::9")),
+    ]
+    for payload in cases:
+        assert read_plain_request(payload) is not None, payload.hex()
+        assert not agrees_with_full_decoder(payload)
+    nonce, iid, eid, rloc, port = read_plain_request(cases[2])
+    assert (nonce.hex(), iid, eid, rloc, port) == ("0123456789abcdef", 42, bytes([10, 1, 2, 3]),
+                                                    bytes([198, 18, 1, 1]), 61000)
+
+
+def test_quick_reader_declines_a_request_it_must_not_answer():
+    good = plain("10.1.2.3", "198.18.1.1", zero_udp_checksum=True)  # no checksum: a flipped flag is all that is wrong
+    assert read_plain_request(good) is not None
+    flag_bits = {"probe (P)": (32, 0x02), "map data (M)": (32, 0x04), "xTR-ID (I)": (33, 0x10),
+                 "don't reply (D)": (34, 0x20)}
+    for name, (offset, bit) in flag_bits.items():
+        bad = bytearray(good)
+        bad[offset] |= bit
+        assert read_plain_request(bytes(bad)) is None, name
+    assert read_plain_request(good + b"\0") is None
+    for offset in (14, 30):  # inner IPv4 header checksum, inner UDP checksum
+        bad = bytearray(plain("10.1.2.3", "198.18.1.1"))
+        bad[offset] ^= 0x01
+        assert read_plain_request(bytes(bad)) is None, offset
