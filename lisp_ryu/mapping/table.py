@@ -356,6 +356,11 @@ class PrefixTable(Generic[V]):
         check_address(address)
         return None
 
+    def longest_match_packed(self, iid: int, packed: bytes) -> tuple[IPNetwork, V] | None:
+        """`longest_match` for an address given as its 4 or 16 network-order bytes (the hot path)."""
+        trie = self._tries.get((iid, 4 if len(packed) == 4 else 6))
+        return None if trie is None else trie.stored.get(packed)
+
     def covering(self, iid: int, network: IPNetwork, *, strict: bool = False) -> tuple[IPNetwork, V] | None:
         """The longest stored prefix that contains `network` (itself included unless `strict`)."""
         trie = self._trie(iid, network)

@@ -59,6 +59,8 @@ class StandaloneServer:
         self._clients: dict[int, _HttpClient] = {}
         self._stopping = False
         self._sources: dict[str, ipaddress.IPv4Address | ipaddress.IPv6Address] = {}  # parsed peer addresses
+        self._rloc_texts: dict[bytes, str] = {}  # ITR-RLOCs of fast-path replies, as sendto wants them
+        self._rloc_texts: dict[bytes, str] = {}  # ITR-RLOCs of fast-path replies, as sendto wants them
         udp.setblocking(False)
         try:  # room for a burst of registrations while a snapshot or an fsync runs
             udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
@@ -98,27 +100,47 @@ class StandaloneServer:
             self._close(client)
 
     def _receive(self) -> None:
+        # The hot loop of a Map-Resolver: names bound once, plain requests answered inline.
+        recvfrom, sendto, clock = self.udp.recvfrom, self.udp.sendto, self.clock
+        reply_quickly, sources, rloc_texts = self.core.reply_quickly, self._sources, self._rloc_texts
         for _ in range(UDP_BATCH):
             try:
-                payload, address = self.udp.recvfrom(RECV_BUFFER)
+                payload, address = recvfrom(RECV_BUFFER)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # e.g. ICMP port unreachable reported on the socket
                 self._count("receive_errors")
                 LOG.debug("receive error: %s", exc)
                 return
-            source = self._sources.get(address[0])
+            source = sources.get(address[0])
             if source is None:
-                if len(self._sources) >= SOURCE_CACHE:
-                    self._sources.clear()
-                source = self._sources[address[0]] = ipaddress.ip_address(address[0].split("%")[0])
+                if len(sources) >= SOURCE_CACHE:
+                    sources.clear()
+                source = sources[address[0]] = ipaddress.ip_address(address[0].split("%")[0])
+            now = clock()
             try:
-                effects = self.core.handle_control(payload, source, address[1], self.clock())
+                quick = reply_quickly(payload, source, now)
+                if quick is None:
+                    self._send(self.core.handle_control(payload, source, address[1], now))
+                    continue
             except Exception:  # a core bug must not stop the server; it is counted and logged
                 self._count("core_exceptions")
                 LOG.exception("error handling a datagram from %s:%d", address[0], address[1])
                 continue
-            self._send(effects)
+            reply, rloc, port = quick
+            if not reply:  # the source's rate limit dropped it
+                continue
+            host = rloc_texts.get(rloc)
+            if host is None:
+                if len(rloc_texts) >= SOURCE_CACHE:
+                    rloc_texts.clear()
+                family = socket.AF_INET if len(rloc) == 4 else socket.AF_INET6
+                host = rloc_texts[rloc] = socket.inet_ntop(family, rloc)
+            try:
+                sendto(reply, (host, port))
+            except OSError as exc:
+                self._count("send_errors")
+                LOG.warning("cannot send Map-Reply to %s:%d: %s", host, port, exc)
 
     def _send(self, effects) -> None:
         for effect in effects:

@@ -72,6 +72,12 @@ Rules this server follows, and why:
   journalled: the stored expiry times already say when an entry ends, so a
   restart drops what expired meanwhile and a mass expiry costs no writes.
   Pending Map-Notify retransmissions are not persisted.
+* **Fast path**: a plain Map-Request (`lisp_ryu.wire.quick`) for a
+  registered EID, while no policy is set and no static mapping is more
+  specific, is answered from fixed-offset reads and the record encoded once
+  per change, without decoding it in full.  Its answers and counters are
+  those of the full path, byte for byte (tests/mapserver/test_quick_path.py);
+  everything else takes the full path.
 * **Robustness**: datagrams over `MAX_DATAGRAM`, undecodable ones and those
   over a source's token bucket are dropped and counted; nothing malformed
   reaches state.
@@ -114,6 +120,7 @@ from lisp_ryu.wire import (
     check_authentication,
     sign,
 )
+from lisp_ryu.wire.quick import read_plain_request
 
 LOG = logging.getLogger("lisp_ryu.mapserver")
 
@@ -143,6 +150,7 @@ NEGATIVE_ACTIONS = {
 }
 
 _REPLY_HEADER = (2 << 28) | 1  # Map-Reply, one record
+_REPLY_HEAD = _REPLY_HEADER.to_bytes(4, "big")
 
 
 # --------------------------------------------------------------------------- state values
@@ -239,11 +247,14 @@ class MapServer:
         nonces: Callable[[], int],
         now: float,
         store: Store | None = None,
+        quick_path: bool = True,
     ) -> None:
         self.config = config
+        self.quick_path = quick_path  # False: every request takes the full decoder (tests, benchmarks)
         self._nonces = nonces
         self._store = store
-        self.counters: dict[str, int] = {}
+        self._counters: dict[str, int] = {}
+        self._quick_replies = 0  # fast-path Map-Replies not yet added to the counters (one add, not three)
         self._sites: dict[str, SiteConfig] = {site.name: site for site in config.sites}
         self._negative_action = NEGATIVE_ACTIONS[config.negative_action]
         # (iid, configured prefix) -> [(site, accept_more_specifics)], and the configured
@@ -297,6 +308,10 @@ class MapServer:
             if kind == 3:
                 return self._on_map_register(payload, source, port, now)
             if kind == 8:
+                if self.quick_path:
+                    effects = self._quick_answer(payload)
+                    if effects is not None:
+                        return effects
                 return self._on_ecm(payload, source, now)
             if kind == 5:
                 return self._on_map_notify_ack(payload, source)
@@ -680,6 +695,71 @@ class MapServer:
 
     # ------------------------------------------------------------------ Map-Request
 
+    def reply_quickly(self, payload: bytes, source: IPAddress, now: float) -> tuple[bytes, bytes, int] | None:
+        """`handle_control` for the datagram a Map-Resolver sees most, without building effects.
+
+        For a plain Map-Request (`lisp_ryu.wire.quick`) answered by proxy from
+        a registration alone: (Map-Reply, ITR-RLOC as 4 or 16 bytes, port),
+        the Map-Reply empty when the source's rate limit dropped it, counted
+        as `handle_control` counts.  None for anything else, which is then
+        neither counted nor charged: give it to `handle_control`.
+        """
+        plain = self._plain_match(payload)
+        if plain is None or not plain[3].proxy:
+            return None
+        nonce, rloc, port, entry = plain
+        if not self._limiter.allow(source, now):
+            self._count("received.datagrams")
+            self._count("dropped.rate_limited")
+            return b"", rloc, port
+        self._quick_replies += 1
+        return _REPLY_HEAD + nonce + (entry.record_bytes or self._encode_record(entry)), rloc, port
+
+    def _quick_answer(self, payload: bytes) -> list[SendControl] | None:
+        """`_on_ecm`'s effects for a plain Map-Request the registration alone answers, or None."""
+        plain = self._plain_match(payload)
+        if plain is None:
+            return None
+        nonce, rloc, port, entry = plain
+        self._count("received.map_request")
+        if not entry.proxy:
+            target = max(entry.etrs.values(), key=lambda r: (r.registered_at, r.etr))
+            self._count("sent.map_request_forwarded")
+            return [SendControl(target.source, target.port, payload, "Map-Request forwarded to the ETR")]
+        self._count("sent.map_reply")
+        reply = _REPLY_HEAD + nonce + (entry.record_bytes or self._encode_record(entry))
+        return [SendControl(ipaddress.ip_address(rloc), port, reply, "Map-Reply")]
+
+    def _plain_match(self, payload: bytes) -> tuple[bytes, bytes, int, _Registered] | None:
+        """(nonce, ITR-RLOC bytes, reply port, registration) of a plain Map-Request whose answer
+        depends on nothing but that registration, else None.
+
+        Not so while policy is set (it shapes answers per requester), for an
+        unregistered EID (negative answers are computed) or under a more
+        specific static mapping.
+        """
+        if not self.quick_path or not self.policy.empty:
+            return None
+        request = read_plain_request(payload)
+        if request is None:
+            return None
+        nonce, iid, eid, rloc, port = request
+        match = self._registered.longest_match_packed(iid, eid)
+        if match is None:
+            return None
+        if len(self._static):
+            static = self._static.longest_match_packed(iid, eid)
+            if static is not None and static[0].prefixlen > match[0].prefixlen:
+                return None
+        return nonce, rloc, port, match[1]
+
+    @staticmethod
+    def _encode_record(entry: _Registered) -> bytes:
+        """`entry`'s record as answered, encoded once per change of the registration."""
+        assert entry.record is not None  # every stored prefix has at least one ETR
+        entry.record_bytes = _record_bytes(entry.record)
+        return entry.record_bytes
+
     def _on_ecm(self, payload: bytes, source: IPAddress, now: float) -> list[SendControl]:
         ecm = EncapsulatedControlMessage.decode(payload)
         request = ecm.message
@@ -720,9 +800,7 @@ class MapServer:
             effects.append(SendControl(target.source, target.port, payload,
                                        f"Map-Request for {eid} forwarded to ETR {target.source}"))
         elif entry is not None:
-            if not entry.record_bytes:
-                entry.record_bytes = _record_bytes(record)
-            reply = struct_reply(request.nonce, entry.record_bytes)
+            reply = struct_reply(request.nonce, entry.record_bytes or self._encode_record(entry))
             self._count("sent.map_reply")
             effects.append(SendControl(rloc, port, reply, f"Map-Reply for {eid} to {rloc}"))
         else:
@@ -1081,8 +1159,17 @@ class MapServer:
 
     # ------------------------------------------------------------------ helpers
 
+    @property
+    def counters(self) -> dict[str, int]:
+        """Events by name (received.*, sent.*, dropped.*, rejected.*, ...), as the views show them."""
+        if self._quick_replies:
+            answered, self._quick_replies = self._quick_replies, 0
+            for name in ("received.datagrams", "received.map_request", "sent.map_reply"):
+                self._count(name, answered)
+        return self._counters
+
     def _count(self, name: str, amount: int = 1) -> None:
-        self.counters[name] = self.counters.get(name, 0) + amount
+        self._counters[name] = self._counters.get(name, 0) + amount
 
     def _schedule(self, when: float, kind: str, key: tuple) -> None:
         heapq.heappush(self._timers, (when, next(self._sequence), kind, key))
