@@ -32,6 +32,17 @@ def test_source_table_is_bounded():
     assert limiter.allow("a", 0.0)  # evicted, so it starts with a full bucket again
 
 
+def test_the_least_recently_seen_sources_are_forgotten_first():
+    limiter = RateLimiter(rate=0.001, burst=5, max_sources=8)  # next to no refill in these 11 s
+    for n, source in enumerate("abcdefgh"):
+        limiter.allow(source, float(n))
+    limiter.allow("a", 10.0)  # seen again: now the most recent
+    limiter.allow("i", 11.0)  # full: the oldest quarter (b, c) goes
+    assert len(limiter) == 7
+    assert [limiter.allow("a", 11.0) for _ in range(5)].count(True) == 3  # its bucket was kept (two tokens used)
+    assert [limiter.allow("b", 11.0) for _ in range(6)].count(True) == 5  # forgotten: a fresh, full bucket
+
+
 def test_flooding_source_is_limited_while_another_is_answered():
     core = make_core(site_config(rate_limit_per_source=100.0))
     core.handle_control(packets.map_register([packets.record("10.1.0.0/16", ["198.18.1.1"])], DC1_KEY, proxy=True),
