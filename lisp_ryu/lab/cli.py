@@ -48,9 +48,10 @@ def add_parser(subparsers, func) -> argparse.ArgumentParser:
                    description="Replace the lab's static flows on every site (cookie 0x4c41420000000001).")
 
     p = sub.add_parser("move", help="move a host to another site, keeping its IP and MAC",
-                       description="Re-attach HOST to SITE's xTR as a live-migrated VM: its veth leaves the old "
-                       "site's br-int and joins the new one's at the lowest free port; the host keeps its "
-                       "address, MAC, routes, sockets and ARP cache, and sends a gratuitous ARP.")
+                       description="Re-attach HOST to SITE's xTR as a live-migrated VM: a new interface is "
+                       "plugged into the new site's br-int at the lowest free port first, then the host switches "
+                       "over to it keeping its address, MAC, routes, sockets and ARP cache, and sends a "
+                       "gratuitous ARP; its old interface and port go last.")
     p.add_argument("host", metavar="HOST")
     p.add_argument("--to", required=True, metavar="SITE", dest="site")
 

@@ -22,8 +22,10 @@ whose veth peer sits in a router; internet hosts are namespaces with one
 veth (`eth0`) to a router, their gateway.  The management network is the one thing in the root
 namespace: a lab bridge with the controller's address and one veth per site.
 
-`move` re-attaches a host to another site (workload mobility): the site end
-of its veth changes namespace and bridge, the host keeps everything else.
+`move` re-attaches a host to another site as a live migration does
+(workload mobility): a new veth pair is plugged into the new site's br-int
+first, then the host switches over to it, keeping its address, MAC, routes,
+ARP cache and sockets, and announces itself; the old pair and port go last.
 """
 
 from __future__ import annotations
@@ -35,7 +37,6 @@ import os
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import time
 from contextlib import contextmanager
@@ -44,7 +45,8 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from lisp_ryu.lab import topology as topo
-from lisp_ryu.lab.netns import netns_path, run_in_netns
+from lisp_ryu.lab.netns import run_in_netns
+from lisp_ryu.lab.rtnetlink import InterfaceSetup, RouteSocket
 from lisp_ryu.lab.state import (
     HostState,
     LabError,
@@ -700,8 +702,8 @@ class Move:
     to_site: str
     from_ofport: int
     to_ofport: int
-    started: float  # the host's port leaves the old br-int: its link is gone
-    attached: float  # its port is in the new br-int and up
+    started: float  # the host's eth0 goes down: its link is gone
+    attached: float  # its new eth0 is up with the old one's addresses, routes and ARP cache
     announced: float  # its gratuitous ARP is sent
     state: LabState  # the lab after the move (also written to the state file)
 
@@ -709,6 +711,12 @@ class Move:
     def swap_ms(self) -> float:
         """How long the host had no link: the interface swap itself."""
         return (self.attached - self.started) * 1000.0
+
+
+# A host's interfaces during a move: the new one waits under one name (the
+# host has an eth0 already), the old one leaves under another.
+INCOMING_IFNAME = f"{topo.HOST_IFNAME}-incoming"
+OUTGOING_IFNAME = f"{topo.HOST_IFNAME}-outgoing"
 
 
 def move(host: str, site: str) -> LabState:
@@ -719,13 +727,17 @@ def move(host: str, site: str) -> LabState:
 def move_host(host: str, site: str) -> Move:
     """Move a host to another site as a live-migrated VM moves, and time it.
 
-    The site end of the host's veth leaves the old br-int, changes namespace to
-    the new site and joins its br-int at the lowest free OpenFlow port.  The
-    host's own `eth0` is never touched, so its address, MAC, MTU, routes,
-    sockets and ARP cache stay as a migrated VM's do (its carrier flaps: the
-    host is told to keep its ARP cache across that, as a VM's NIC never sees
-    it).  Then it announces itself with a gratuitous ARP, as a hypervisor does
-    after a migration.  A move that fails half-way puts the host back.
+    As a cloud's destination hypervisor plugs the VM's new vif before the
+    switchover, the new site gets a new veth pair first: its site end joins
+    the new br-int at the lowest free OpenFlow port, up; its host end waits in
+    the host, down, with the MAC and MTU of the host's eth0.  The switchover
+    (the outage) then works from sockets opened beforehand: eth0 goes down
+    and is renamed away, the new interface becomes eth0, comes up and gets
+    the old one's addresses, routes and neighbour (ARP) entries, and the host
+    announces itself with a gratuitous ARP, as a hypervisor does after a
+    migration.  The host's sockets live on (its address never left the
+    namespace).  Only then does the old site lose its port and the old pair
+    go.  A move that fails half-way puts the host back.
     """
     with _locked():
         state = load_state()
@@ -739,105 +751,128 @@ def move_host(host: str, site: str) -> Move:
             raise LabError(f"site {site} is a PxTR: hosts move between LISP sites "
                            f"({', '.join(s.name for s in state.lisp_sites)})")
         old = state.site(h.site)
-        ofport = _free_ofport(new, state)
-        run_in(h.namespace, ["sysctl", "-q", "-w", f"net.ipv4.conf.{topo.HOST_IFNAME}.arp_evict_nocarrier=0"])
-        # Everything that needs a namespace entered (~10 ms each) is made
-        # before the host loses its link.
-        packet_socket = host_packet_socket(h)
+        migration = _Migration(state, h, old, new, _free_ofport(new, state))
         try:
-            link_mover = LinkMover(old.namespace, new.namespace)
-        except BaseException:
-            packet_socket.close()
-            raise
-        started = time.time()
-        try:
-            # No waiting for the old ovs-vswitchd to let go of the port: the
-            # device leaves its namespace right away (the swap is the outage).
-            vsctl(old.name, "--no-wait", "del-port", topo.BR_INT, host, state=state)
-            link_mover.move_up(host)
-            # Waits until the new ovs-vswitchd has the port: then it forwards.
-            vsctl(new.name, "add-port", topo.BR_INT, host,
-                  "--", "set", "interface", host, f"ofport_request={ofport}", state=state)
-            attached = time.time()
-            announce(h, packet_socket)
-            announced = time.time()
-            _check_host_port(new, host, ofport, state)
-        except LabError as exc:
             try:
-                _put_back(state, h, old, new)
-            except LabError as again:
-                raise LabError(f"moving {host} from {old.name} to {site} failed: {exc}\nputting it back at "
-                               f"{old.name} failed too: {again}\n`lisp-ryu lab down` removes the lab") from exc
-            raise LabError(f"moving {host} from {old.name} to {site} failed, it is back at {old.name} "
-                           f"port {h.ofport}: {exc}") from exc
+                migration.plug()
+            except LabError as exc:
+                migration.put_back_or_explain(exc)
+                raise LabError(f"moving {host} from {old.name} to {site} failed before the switchover, it stays at "
+                               f"{old.name} port {h.ofport}: {exc}") from exc
+            try:
+                started, attached, announced = migration.switch_over()
+            except LabError as exc:
+                migration.put_back_or_explain(exc)
+                raise LabError(f"moving {host} from {old.name} to {site} failed, it is back at {old.name} "
+                               f"port {h.ofport}: {exc}") from exc
+            moved = _state_after_move(state, host, old.name, new.name, migration.ofport)
+            write_state(moved)
+            try:
+                migration.unplug_old()
+            except LabError as exc:
+                raise LabError(f"{host} moved from {old.name} to {site} (port {migration.ofport}), but removing "
+                               f"its old port at {old.name} failed: {exc}\n`lisp-ryu lab down` removes the lab") from exc
         finally:
-            packet_socket.close()
-            link_mover.close()
-        moved = _state_after_move(state, host, old.name, new.name, ofport)
-        write_state(moved)
-    result = Move(host=host, from_site=old.name, to_site=new.name, from_ofport=h.ofport, to_ofport=ofport,
+            migration.close()
+    result = Move(host=host, from_site=old.name, to_site=new.name, from_ofport=h.ofport, to_ofport=migration.ofport,
                   started=started, attached=attached, announced=announced, state=moved)
     log.info("moved %s from %s port %d to %s port %d: no link for %.1f ms", host, old.name, h.ofport,
-             new.name, ofport, result.swap_ms)
+             new.name, migration.ofport, result.swap_ms)
     return result
 
 
-class LinkMover:
-    """Moves a link from one namespace to another and sets it up there in one
-    rtnetlink request (what `ip link set DEV netns NS up` sends), from a
-    socket made beforehand: no process to start and no namespace to enter
-    while the host is without link (that saves ~5 ms of the swap)."""
+class _Migration:
+    """One host's move, step by step: plug the new interface in, switch
+    over, unplug the old one; or put the host back from wherever it got."""
 
-    _RTM_NEWLINK, _NLMSG_ERROR = 16, 2
-    _NLM_F_REQUEST, _NLM_F_ACK = 1, 4
-    _IFLA_IFNAME, _IFLA_NET_NS_FD = 3, 28
-    _IFF_UP = 1
+    def __init__(self, state: LabState, h: HostState, old: SiteState, new: SiteState, ofport: int):
+        self.state, self.h, self.old, self.new, self.ofport = state, h, old, new, ofport
+        self.net: RouteSocket | None = None  # rtnetlink in the host's namespace
+        self.outgoing: int | None = None  # the host's eth0 (interface index)
+        self.incoming: int | None = None  # its replacement
+        self.carried: InterfaceSetup | None = None  # what eth0 held at the switchover
+        self.packet_socket: socket.socket | None = None
 
-    def __init__(self, source: str, destination: str):
-        self.source, self.destination = source, destination
+    def plug(self) -> None:
+        """The new veth pair, its site end in the new br-int and up, its host
+        end down in the host; and the sockets the switchover needs (entering
+        a namespace costs ~10 ms: none of that happens during it)."""
+        h, new = self.h, self.new
+        self.net = RouteSocket(h.namespace)
+        eth0 = self.net.link(topo.HOST_IFNAME)
+        self.outgoing = eth0.index
+        mtu = str(eth0.mtu)
+        run(["ip", "link", "add", INCOMING_IFNAME, "netns", h.namespace, "address", eth0.mac, "mtu", mtu,
+             "type", "veth", "peer", "name", h.name, "netns", new.namespace, "mtu", mtu])
+        self.incoming = self.net.link(INCOMING_IFNAME).index
+        run_in(h.namespace, ["ethtool", "-K", INCOMING_IFNAME, "tx", "off"])
+        run_in(new.namespace, ["ethtool", "-K", h.name, "tx", "off"])
+        run_in(new.namespace, ["ip", "link", "set", h.name, "up"])
+        # Waits until the new ovs-vswitchd has the port: from the switchover on it forwards.
+        vsctl(new.name, "add-port", topo.BR_INT, h.name,
+              "--", "set", "interface", h.name, f"ofport_request={self.ofport}", state=self.state)
+        _check_host_port(new, h.name, self.ofport, self.state)
+        self.packet_socket = host_packet_socket(h, INCOMING_IFNAME)
+
+    def switch_over(self) -> tuple[float, float, float]:
+        """The outage: old eth0 down and away, the new one eth0 and up with
+        what the old one held, the gratuitous ARP.  Returns when the link
+        went, came back and the host announced itself (`time.time()`).
+
+        The host needs no telling to keep the copied ARP cache
+        (arp_evict_nocarrier): the new eth0 never loses carrier, its peer
+        being up before it is."""
+        net, eth0, incoming = self.net, self.outgoing, self.incoming
+        self.carried = net.setup_of(eth0)
+        started = time.time()
+        net.set_up(eth0, False, f"taking {topo.HOST_IFNAME} down")
+        net.rename(eth0, OUTGOING_IFNAME, f"renaming {topo.HOST_IFNAME} to {OUTGOING_IFNAME}")
+        net.rename(incoming, topo.HOST_IFNAME, f"renaming {INCOMING_IFNAME} to {topo.HOST_IFNAME}")
+        net.set_up(incoming, True, f"bringing the new {topo.HOST_IFNAME} up")
+        net.apply(incoming, self.carried, f"the new {topo.HOST_IFNAME}")
+        attached = time.time()
+        announce(self.h, self.packet_socket)
+        return started, attached, time.time()
+
+    def unplug_old(self) -> None:
+        """The old site's port goes, then the old pair (its site end with it)."""
+        vsctl(self.old.name, "del-port", topo.BR_INT, self.h.name, state=self.state)
+        self.net.delete_link(self.outgoing, f"deleting the old {topo.HOST_IFNAME} ({OUTGOING_IFNAME}) and its pair")
+
+    def put_back(self) -> None:
+        """Undo a half-done move, whatever step it failed at: the new pair and
+        port go, and the host's own eth0 is eth0 again, up, with what it held."""
+        h = self.h
+        if self.net is not None:
+            incoming = self.incoming
+            if incoming is None:  # made, but not looked up: find it by name
+                found = self.net.find_link(INCOMING_IFNAME)
+                incoming = found.index if found else None
+            if incoming is not None:
+                self.net.delete_link(incoming, f"deleting the new interface (#{incoming}) and its pair")
+            if self.outgoing is not None:
+                eth0 = self.net.link_at(self.outgoing)
+                if eth0.name != topo.HOST_IFNAME:
+                    self.net.rename(eth0.index, topo.HOST_IFNAME, f"renaming {eth0.name} back to {topo.HOST_IFNAME}")
+                if not eth0.up:
+                    self.net.set_up(eth0.index, True, f"bringing {topo.HOST_IFNAME} back up")
+                if self.carried is not None:  # down, eth0 lost its routes and neighbours
+                    self.net.apply(eth0.index, self.carried, topo.HOST_IFNAME)
+        vsctl(self.new.name, "--if-exists", "del-port", topo.BR_INT, h.name, state=self.state)
+        _check_host_port(self.old, h.name, h.ofport, self.state)
+
+    def put_back_or_explain(self, failure: LabError) -> None:
         try:
-            self._dest_fd = os.open(netns_path(destination), os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise LabError(f"network namespace {destination} does not exist") from None
-        try:
-            self._sock = run_in_netns(source, lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW,
-                                                                    socket.NETLINK_ROUTE))
-            self._sock.bind((0, 0))
-            self._sock.settimeout(_TIMEOUT)
-        except OSError as exc:
-            os.close(self._dest_fd)
-            raise LabError(f"cannot open an rtnetlink socket in network namespace {source}: {exc}") from None
-        self._seq = 0
-
-    @staticmethod
-    def _attribute(kind: int, data: bytes) -> bytes:
-        length = 4 + len(data)
-        return struct.pack("=HH", length, kind) + data + b"\0" * (-length % 4)
-
-    def move_up(self, ifname: str) -> None:
-        self._seq += 1
-        body = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, 0, self._IFF_UP, self._IFF_UP)  # ifinfomsg
-        body += self._attribute(self._IFLA_IFNAME, ifname.encode() + b"\0")
-        body += self._attribute(self._IFLA_NET_NS_FD, struct.pack("=I", self._dest_fd))
-        header = struct.pack("=IHHII", 16 + len(body), self._RTM_NEWLINK,
-                             self._NLM_F_REQUEST | self._NLM_F_ACK, self._seq, 0)
-        try:
-            self._sock.send(header + body)
-            while True:
-                reply = self._sock.recv(65536)
-                _, kind, _, seq, _ = struct.unpack_from("=IHHII", reply)  # nlmsghdr
-                if kind == self._NLMSG_ERROR and seq == self._seq:
-                    break
-        except OSError as exc:
-            raise LabError(f"moving link {ifname} from netns {self.source} to {self.destination}: {exc}") from None
-        error = -struct.unpack_from("=i", reply, 16)[0]
-        if error:
-            raise LabError(f"moving link {ifname} from netns {self.source} to {self.destination}: "
-                           f"{os.strerror(error)}")
+            self.put_back()
+        except LabError as again:
+            raise LabError(f"moving {self.h.name} from {self.old.name} to {self.new.name} failed: {failure}\n"
+                           f"putting it back at {self.old.name} failed too: {again}\n"
+                           f"`lisp-ryu lab down` removes the lab") from failure
 
     def close(self) -> None:
-        self._sock.close()
-        os.close(self._dest_fd)
+        for sock in (self.packet_socket, self.net):
+            if sock is not None:
+                sock.close()
 
 
 def _free_ofport(site: SiteState, state: LabState) -> int:
@@ -867,17 +902,6 @@ def _check_host_port(site: SiteState, host: str, ofport: int, state: LabState) -
         raise LabError(f"site {site.name}: port {host} got OpenFlow port {got.strip()}, wanted {ofport}")
 
 
-def _put_back(state: LabState, h: HostState, old: SiteState, new: SiteState) -> None:
-    """Undo a half-done move: wherever the host's veth end is now, back to its old port."""
-    vsctl(new.name, "--if-exists", "del-port", topo.BR_INT, h.name, state=state)
-    if run_in(new.namespace, ["ip", "link", "show", "dev", h.name], check=False).returncode == 0:
-        run_in(new.namespace, ["ip", "link", "set", h.name, "netns", old.namespace, "up"])
-    run_in(old.namespace, ["ip", "link", "set", h.name, "up"])
-    vsctl(old.name, "--may-exist", "add-port", topo.BR_INT, h.name,
-          "--", "set", "interface", h.name, f"ofport_request={h.ofport}", state=state)
-    _check_host_port(old, h.name, h.ofport, state)
-
-
 def _state_after_move(state: LabState, host: str, old: str, new: str, ofport: int) -> LabState:
     def site(s: SiteState) -> SiteState:
         if s.name == old:
@@ -900,15 +924,16 @@ def gratuitous_arp(mac: str, ip: str) -> bytes:
     return (ethernet + arp).ljust(60, b"\x00")
 
 
-def host_packet_socket(h: HostState) -> socket.socket:
-    """A raw packet socket on the host's eth0, made inside its namespace.  It
-    stays valid across moves (eth0 is never replaced), so `move` opens it
-    before the swap: entering a namespace costs ~10 ms (an RCU grace period)."""
+def host_packet_socket(h: HostState, ifname: str = topo.HOST_IFNAME) -> socket.socket:
+    """A raw packet socket on one of the host's interfaces, made inside its
+    namespace.  It is bound to the interface, not its name: a move opens one
+    on the new interface before the switchover (entering a namespace costs
+    ~10 ms, an RCU grace period) and sends from it once that is eth0."""
 
     def make() -> socket.socket:
         sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
         try:
-            sock.bind((topo.HOST_IFNAME, 0))
+            sock.bind((ifname, 0))
         except OSError:
             sock.close()
             raise
@@ -917,12 +942,13 @@ def host_packet_socket(h: HostState) -> socket.socket:
     try:
         return run_in_netns(h.namespace, make)
     except OSError as exc:
-        raise LabError(f"host {h.name}: cannot open a packet socket on {topo.HOST_IFNAME}: {exc}") from None
+        raise LabError(f"host {h.name}: cannot open a packet socket on {ifname}: {exc}") from None
 
 
 def announce(h: HostState, sock: socket.socket | None = None) -> None:
-    """Send the host's gratuitous ARP out of its eth0 (a raw socket from inside
-    its namespace: iputils-arping is not needed)."""
+    """Send the host's gratuitous ARP out of its eth0, or out of the interface
+    `sock` is bound to (a raw socket from inside its namespace: iputils-arping
+    is not needed)."""
     own = sock is None
     sock = host_packet_socket(h) if own else sock
     try:

@@ -11,6 +11,7 @@ and controller port 6691, so they never meet another lab.
 from __future__ import annotations
 
 import argparse
+import errno
 import ipaddress
 import re
 import socket
@@ -25,7 +26,7 @@ import pytest
 from lisp_ryu.flows.pipeline import Owner, cookie
 from lisp_ryu.lab import cli as lab_cli
 from lisp_ryu.lab import controller as lab_controller
-from lisp_ryu.lab import manager, mobility
+from lisp_ryu.lab import manager, mobility, rtnetlink
 from lisp_ryu.lab.netns import run_in_netns
 from lisp_ryu.lab.state import LabError, read_state
 
@@ -58,6 +59,48 @@ def sh(state, node: str, *argv: str) -> str:
 
 def link_exists(namespace: str, name: str) -> bool:
     return manager.run_in(namespace, ["ip", "link", "show", "dev", name], check=False).returncode == 0
+
+
+def host_links(state, host: str) -> list[str]:
+    """The names of a host's interfaces."""
+    out = sh(state, host, "ip", "-o", "link", "show")
+    return sorted(line.split(":")[1].strip().split("@")[0] for line in out.splitlines())
+
+
+def eth0_index(state, host: str) -> int:
+    """The interface index of a host's eth0: a move gives it a new one."""
+    return int(sh(state, host, "ip", "-o", "link", "show", "dev", "eth0").split(":")[0])
+
+
+def arp_responder(state, site: str, h) -> None:
+    """A flow at `site` answering the host's ARP requests for its gateway on
+    its port there (the test's own: no controller runs here)."""
+    respond = (f"move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],set_field:{h.gateway_mac}->eth_src,"
+               f"set_field:2->arp_op,move:NXM_NX_ARP_SHA[]->NXM_NX_ARP_THA[],"
+               f"set_field:{h.gateway_mac}->arp_sha,move:NXM_OF_ARP_TPA[]->NXM_NX_REG0[],"
+               f"move:NXM_OF_ARP_SPA[]->NXM_OF_ARP_TPA[],move:NXM_NX_REG0[]->NXM_OF_ARP_SPA[],IN_PORT")
+    manager.ofctl(site, "add-flow", f"cookie={TEST_COOKIE:#x},table=0,priority=65000,in_port={h.ofport},"
+                  f"arp,arp_op=1,arp_tpa={h.gateway},actions={respond}", state=state)
+
+
+def resolves_its_gateway(state, site: str, h) -> bool:
+    """With `arp_responder` installed at `site` for the time of the check:
+    the host, its ARP cache flushed, resolves its gateway through its port there."""
+    arp_responder(state, site, h)
+    try:
+        return _resolves_through(state, site, h)
+    finally:
+        manager.ofctl(site, "del-flows", f"cookie={TEST_COOKIE:#x}/-1", state=state)
+
+
+def _resolves_through(state, site: str, h) -> bool:
+    before = flow_packets(state, site, TEST_COOKIE)
+    sh(state, h.name, "ip", "neigh", "flush", "dev", "eth0")
+    # Any off-subnet destination makes the host resolve its gateway first.
+    manager.exec_in(h.name, ["ping", "-c", "1", "-W", "1", "10.2.0.10"], state=state, check=False)
+    neigh = sh(state, h.name, "ip", "neigh", "show", h.gateway)
+    return (flow_packets(state, site, TEST_COOKIE) > before and h.gateway_mac in neigh
+            and "FAILED" not in neigh and "INCOMPLETE" not in neigh)
 
 
 def flow_packets(state, site: str, match_cookie: int) -> int:
@@ -197,6 +240,7 @@ def test_move_reattaches_the_host_at_the_new_site(lab):
     # The host has resolved its gateway before it moves; a flow at dc2 counts
     # its gratuitous ARP (broadcast, sender = target = its own address).
     sh(st, "h1", "ip", "neigh", "replace", h1.gateway, "lladdr", h1.gateway_mac, "dev", "eth0", "nud", "stale")
+    old_eth0 = eth0_index(st, "h1")
     manager.ofctl("dc2", "add-flow", f"cookie={TEST_COOKIE:#x},table=0,priority=65000,arp,arp_op=1,"
                   f"dl_dst=ff:ff:ff:ff:ff:ff,dl_src={h1.mac},arp_spa={h1.ip},arp_tpa={h1.ip},actions=drop", state=st)
     try:
@@ -220,12 +264,15 @@ def test_move_reattaches_the_host_at_the_new_site(lab):
     assert "(h1)" not in manager.ofctl("dc1", "show", state=now)
     assert manager.vsctl("dc2", "get", "interface", "h1", "error", state=now).strip() == "[]"
     assert "h1" not in manager.vsctl("dc1", "list-ports", "br-int", state=now).split()
-    # The site end of the veth moved namespace, up, MTU 1450, checksum offload off.
+    # The old pair is gone with its site end; the new site end is up, MTU 1450, checksum offload off.
     assert not link_exists(dc1.namespace, "h1")
     site_end = manager.run_in(dc2.namespace, ["ip", "-o", "link", "show", "dev", "h1"]).stdout
     assert "mtu 1450" in site_end and ",UP," in site_end and "LOWER_UP" in site_end
     assert "tx-checksumming: off" in manager.run_in(dc2.namespace, ["ethtool", "-k", "h1"]).stdout
-    # The host: same interface, MAC, address, MTU, route, ARP cache; its peer is now in dc2.
+    # The host: a new eth0 (nothing else left of the switchover) with the
+    # old one's MAC, MTU, address, route and ARP cache; its peer is in dc2.
+    assert eth0_index(now, "h1") != old_eth0
+    assert host_links(now, "h1") == ["eth0", "lo"]
     link = sh(now, "h1", "ip", "-d", "link", "show", "eth0")
     assert h1.mac in link and "mtu 1450" in link and f"link-netns {dc2.namespace}" in link and "LOWER_UP" in link
     assert h1.address in sh(now, "h1", "ip", "-4", "addr", "show", "eth0")
@@ -241,21 +288,7 @@ def test_moved_host_exchanges_frames_through_its_new_port(lab):
     st = read_state()
     h1 = st.host("h1")
     assert h1.site == "dc2"
-    respond = (f"move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],set_field:{h1.gateway_mac}->eth_src,"
-               f"set_field:2->arp_op,move:NXM_NX_ARP_SHA[]->NXM_NX_ARP_THA[],"
-               f"set_field:{h1.gateway_mac}->arp_sha,move:NXM_OF_ARP_TPA[]->NXM_NX_REG0[],"
-               f"move:NXM_OF_ARP_SPA[]->NXM_OF_ARP_TPA[],move:NXM_NX_REG0[]->NXM_OF_ARP_SPA[],IN_PORT")
-    manager.ofctl("dc2", "add-flow", f"cookie={TEST_COOKIE:#x},table=0,priority=65000,in_port={h1.ofport},"
-                  f"arp,arp_op=1,arp_tpa={h1.gateway},actions={respond}", state=st)
-    try:
-        sh(st, "h1", "ip", "neigh", "flush", "dev", "eth0")
-        # Any off-subnet destination makes h1 resolve its gateway first.
-        manager.exec_in("h1", ["ping", "-c", "1", "-W", "1", "10.2.0.10"], state=st, check=False)
-        assert flow_packets(st, "dc2", TEST_COOKIE) >= 1
-        neigh = sh(st, "h1", "ip", "neigh", "show", h1.gateway)
-        assert h1.gateway_mac in neigh and "FAILED" not in neigh and "INCOMPLETE" not in neigh
-    finally:
-        manager.ofctl("dc2", "del-flows", f"cookie={TEST_COOKIE:#x}/-1", state=st)
+    assert resolves_its_gateway(st, "dc2", h1)
 
 
 @pytestlab
@@ -278,6 +311,7 @@ def test_move_back_and_forth(lab):
                                "list", "interface", state=final)
         assert all(line.split(",", 1)[1] == "" for line in errors.splitlines()), errors
     assert f"link-netns {final.site('dc1').namespace}" in sh(final, "h1", "ip", "-d", "link", "show", "eth0")
+    assert host_links(final, "h1") == ["eth0", "lo"]
 
 
 @pytestlab
@@ -296,11 +330,12 @@ def test_move_errors_are_clear_and_change_nothing(lab, tmp_path, monkeypatch):
 
 
 @pytestlab
-def test_failed_move_puts_the_host_back(lab, monkeypatch):
-    """The new site's switch refuses the port: the host returns to its old port
-    and the state file still says where it is."""
+def test_failed_plug_leaves_the_host_where_it_is(lab, monkeypatch):
+    """The new site's switch refuses the port before the switchover: the host
+    never loses its link, and nothing of the new pair or port is left."""
     before = read_state()
     dc2 = before.site("dc2")
+    old_eth0 = eth0_index(before, "h1")
     real_run = manager.run
 
     def refusing(argv, **kwargs):
@@ -309,28 +344,87 @@ def test_failed_move_puts_the_host_back(lab, monkeypatch):
         return real_run(argv, **kwargs)
 
     monkeypatch.setattr(manager, "run", refusing)
-    with pytest.raises(LabError, match=r"moving h1 from dc1 to dc2 failed, it is back at dc1 port 1:(.|\n)*"
-                                       r"simulated: ovs-vsctl: cannot add port"):
+    with pytest.raises(LabError, match=r"moving h1 from dc1 to dc2 failed before the switchover, it stays at dc1 "
+                                       r"port 1:(.|\n)*simulated: ovs-vsctl: cannot add port"):
         manager.move("h1", "dc2")
     monkeypatch.setattr(manager, "run", real_run)
     assert read_state() == before
     assert " 1(h1):" in manager.ofctl("dc1", "show", state=before)
     assert not link_exists(dc2.namespace, "h1")
     assert "h1" not in manager.vsctl("dc2", "list-ports", "br-int", state=before).split()
+    assert eth0_index(before, "h1") == old_eth0 and host_links(before, "h1") == ["eth0", "lo"]
     assert f"link-netns {before.site('dc1').namespace}" in sh(before, "h1", "ip", "-d", "link", "show", "eth0")
 
 
 @pytestlab
-def test_link_mover_names_a_missing_link(lab):
+@pytest.mark.parametrize("failing", ["renaming the new interface", "the gratuitous ARP"])
+def test_failed_switchover_puts_the_host_back(lab, monkeypatch, failing):
+    """The switchover fails half-way (eth0 is down and renamed away) or at its
+    end (the new eth0 has everything, the announcement fails): the host gets
+    its own eth0 back, up, with its address, route and ARP cache, and
+    exchanges frames through its old port; nothing of the new pair or port
+    is left."""
+    before = read_state()
+    h1, dc1, dc2 = before.host("h1"), before.site("dc1"), before.site("dc2")
+    assert h1.site == "dc1"
+    sh(before, "h1", "ip", "neigh", "replace", h1.gateway, "lladdr", h1.gateway_mac, "dev", "eth0", "nud", "stale")
+    old_eth0 = eth0_index(before, "h1")
+    if failing == "renaming the new interface":
+        real_rename = rtnetlink.RouteSocket.rename
+
+        def rename(self, index, name, what):
+            if index != old_eth0:  # renaming the old one away and back works
+                raise rtnetlink.NetlinkError(f"netns {self.namespace}: {what}: simulated", errno.EBUSY)
+            real_rename(self, index, name, what)
+
+        monkeypatch.setattr(rtnetlink.RouteSocket, "rename", rename)
+    else:
+        def announce(h, sock=None):
+            raise LabError(f"host {h.name}: simulated: its gratuitous ARP could not be sent")
+
+        monkeypatch.setattr(manager, "announce", announce)
+    with pytest.raises(LabError, match=r"moving h1 from dc1 to dc2 failed, it is back at dc1 port 1:(.|\n)*simulated"):
+        manager.move("h1", "dc2")
+    monkeypatch.undo()
+
+    assert read_state() == before
+    assert eth0_index(before, "h1") == old_eth0 and host_links(before, "h1") == ["eth0", "lo"]
+    link = sh(before, "h1", "ip", "-d", "link", "show", "eth0")
+    assert h1.mac in link and ",UP," in link and "LOWER_UP" in link and f"link-netns {dc1.namespace}" in link
+    assert h1.address in sh(before, "h1", "ip", "-4", "addr", "show", "eth0")
+    assert f"default via {h1.gateway} dev eth0" in sh(before, "h1", "ip", "route")
+    assert h1.gateway_mac in sh(before, "h1", "ip", "neigh", "show", h1.gateway)
+    assert not link_exists(dc2.namespace, "h1")
+    assert "h1" not in manager.vsctl("dc2", "list-ports", "br-int", state=before).split()
+    assert " 1(h1):" in manager.ofctl("dc1", "show", state=before)
+    assert resolves_its_gateway(before, "dc1", h1)
+
+
+@pytestlab
+def test_route_socket_reads_what_an_interface_carries(lab):
+    """What a switchover copies: the address and the route set by hand, not
+    what the kernel makes by itself (the subnet's route, the IPv6 link-local
+    address); usable neighbour entries only.  Failures name the step."""
     st = read_state()
-    mover = manager.LinkMover(st.site("dc1").namespace, st.site("dc2").namespace)
+    h2 = st.host("h2")
+    sh(st, "h2", "ip", "neigh", "replace", h2.gateway, "lladdr", h2.gateway_mac, "dev", "eth0", "nud", "stale")
+    sh(st, "h2", "ip", "neigh", "replace", "10.1.0.99", "lladdr", "02:00:00:00:00:99", "dev", "eth0", "nud", "noarp")
+    net = rtnetlink.RouteSocket(h2.namespace)
     try:
-        with pytest.raises(LabError, match="moving link nolink from netns mv-dc1 to mv-dc2: No such device"):
-            mover.move_up("nolink")
+        eth0 = net.link("eth0")
+        assert (eth0.name, eth0.mac, eth0.mtu, eth0.up) == ("eth0", h2.mac, 1450, True)
+        setup = net.setup_of(eth0.index)
+        assert [rtnetlink.describe(m) for m in setup.addresses] == [h2.address]
+        assert [rtnetlink.describe(m) for m in setup.routes] == [f"default via {h2.gateway}"]
+        assert [rtnetlink.describe(m) for m in setup.neighbours] == [f"{h2.gateway} lladdr {h2.gateway_mac}"]
+        with pytest.raises(LabError, match=f"netns {h2.namespace}: looking up link nolink: No such device"):
+            net.link("nolink")
+        assert net.find_link("nolink") is None
     finally:
-        mover.close()
-    with pytest.raises(LabError, match="network namespace mv-nope does not exist"):
-        manager.LinkMover(st.site("dc1").namespace, "mv-nope")
+        net.close()
+        sh(st, "h2", "ip", "neigh", "del", "10.1.0.99", "dev", "eth0")
+    with pytest.raises(LabError, match="cannot open an rtnetlink socket in network namespace mv-nope"):
+        rtnetlink.RouteSocket("mv-nope")
 
 
 @pytestlab
