@@ -58,6 +58,19 @@ def topology_copy(src: Path, dest_dir: Path, management_subnet: str, port: int |
     return path
 
 
+def private_lab(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, name: str,
+                prefix: str, topology: str, management_subnet: str, port: int) -> tuple[LabEnv, Path]:
+    """What every module's lab starts with: a skip where labs cannot run, then
+    a private state directory and name prefix, and a copy of a shipped
+    topology with its own management subnet and controller port."""
+    reason = lab_unavailable()
+    if reason:
+        pytest.skip(reason)
+    tmp = tmp_path_factory.mktemp(name)
+    env = LabEnv(monkeypatch, tmp / "run", prefix)
+    return env, topology_copy(TOPOLOGIES / topology, tmp, management_subnet, port=port)
+
+
 class LabEnv:
     """Point the lab at a private state directory and name prefix."""
 
@@ -128,9 +141,11 @@ def pytest_runtest_makereport(item, call):
 
 
 @contextmanager
-def controller_lab(env: LabEnv, topology_file: Path, **start_options) -> Iterator[lab_state.LabState]:
+def controller_lab(env: LabEnv, topology_file: Path, *, log_must_not_say: tuple[str, ...] = (),
+                   **start_options) -> Iterator[lab_state.LabState]:
     """A lab driven by the real controller; on the way out the controller log must be clean
-    (no exception, no OpenFlow error) and teardown must leave nothing behind."""
+    (no exception, no OpenFlow error, nothing in `log_must_not_say`) and teardown must leave
+    nothing behind."""
     from lisp_ryu.lab import controller as lab_controller
 
     state = manager.up(topology_file)
@@ -139,8 +154,8 @@ def controller_lab(env: LabEnv, topology_file: Path, **start_options) -> Iterato
         lab_controller.wait_ready(state)
         yield state
         log = lab_controller.log_path().read_text(errors="replace")
-        assert "Traceback" not in log, log[-4000:]
-        assert "OpenFlow error" not in log, log[-4000:]
+        for bad in ("Traceback", "OpenFlow error", *log_must_not_say):
+            assert bad not in log, log[-4000:]
     finally:
         manager.down()
         assert env.leftovers() == []

@@ -19,19 +19,15 @@ from lisp_ryu.flows.pipeline import Owner, cookie_owner
 from lisp_ryu.lab import capture, manager
 from lisp_ryu.lab import controller as lab_controller
 
-from conftest import TOPOLOGIES, LabEnv, controller_lab, dump_lab_on_failure, lab_unavailable, topology_copy
+from conftest import controller_lab, dump_lab_on_failure, private_lab
 
 pytestmark = [pytest.mark.lab]
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory, module_monkeypatch):
-    reason = lab_unavailable()
-    if reason:
-        pytest.skip(reason)
-    tmp = tmp_path_factory.mktemp("e2e")
-    env = LabEnv(module_monkeypatch, tmp / "run", "le-")
-    topo_file = topology_copy(TOPOLOGIES / "three-dc.yaml", tmp, "198.19.248.0/24", port=6699)
+    env, topo_file = private_lab(tmp_path_factory, module_monkeypatch, "e2e", "le-", "three-dc.yaml",
+                                 "198.19.248.0/24", 6699)
     with controller_lab(env, topo_file) as state:
         yield state
 

@@ -17,19 +17,15 @@ import pytest
 from lisp_ryu.lab import controller as lab_controller
 from lisp_ryu.lab import failover, manager
 
-from conftest import TOPOLOGIES, LabEnv, controller_lab, dump_lab_on_failure, lab_unavailable, topology_copy
+from conftest import controller_lab, dump_lab_on_failure, private_lab
 
 pytestmark = [pytest.mark.lab]
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory, module_monkeypatch):
-    reason = lab_unavailable()
-    if reason:
-        pytest.skip(reason)
-    tmp = tmp_path_factory.mktemp("failover")
-    env = LabEnv(module_monkeypatch, tmp / "run", "lp-")
-    copy = topology_copy(TOPOLOGIES / "three-dc.yaml", tmp, "198.19.236.0/24", port=6697)
+    env, copy = private_lab(tmp_path_factory, module_monkeypatch, "failover", "lp-", "three-dc.yaml",
+                            "198.19.236.0/24", 6697)
     with controller_lab(env, failover.failover_topology(copy, copy), rloc_probing=failover.PROBING) as state:
         yield state
 

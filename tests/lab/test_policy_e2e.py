@@ -25,7 +25,7 @@ from lisp_ryu.flows.pipeline import Owner, cookie_owner
 from lisp_ryu.lab import controller as lab_controller
 from lisp_ryu.lab import controller_config, manager
 
-from conftest import TOPOLOGIES, LabEnv, controller_lab, dump_lab_on_failure, lab_unavailable, topology_copy
+from conftest import controller_lab, dump_lab_on_failure, private_lab
 
 pytestmark = [pytest.mark.lab]
 
@@ -36,12 +36,8 @@ API = f"http://127.0.0.1:{WSAPI_PORT}/lisp/v1"
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory, module_monkeypatch):
-    reason = lab_unavailable()
-    if reason:
-        pytest.skip(reason)
-    tmp = tmp_path_factory.mktemp("policy")
-    env = LabEnv(module_monkeypatch, tmp / "run", "lq-")
-    topo_file = topology_copy(TOPOLOGIES / "three-dc.yaml", tmp, "198.19.247.0/24", port=6694)
+    env, topo_file = private_lab(tmp_path_factory, module_monkeypatch, "policy", "lq-", "three-dc.yaml",
+                                 "198.19.247.0/24", 6694)
     build = controller_config.build
     # The lab writes the controller's config; add the REST token to it.
     module_monkeypatch.setattr(controller_config, "build", lambda state, **kw: {**build(state, **kw),

@@ -23,7 +23,7 @@ from lisp_ryu.lab import capture, manager
 from lisp_ryu.lab import controller as lab_controller
 from lisp_ryu.lab import state as lab_state
 
-from conftest import TOPOLOGIES, LabEnv, lab_unavailable, topology_copy
+from conftest import controller_lab, private_lab
 
 pytestmark = [pytest.mark.lab]
 
@@ -33,25 +33,11 @@ PX_RLOC = "198.18.9.2"
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory, module_monkeypatch):
-    reason = lab_unavailable()
-    if reason:
-        pytest.skip(reason)
-    tmp = tmp_path_factory.mktemp("pxtr")
-    env = LabEnv(module_monkeypatch, tmp / "run", "lx-")
-    state = manager.up(topology_copy(TOPOLOGIES / "internet.yaml", tmp, "198.19.238.0/24", port=6688))
-    try:
-        lab_controller.start(state)
-        lab_controller.wait_ready(state)
+    env, topo_file = private_lab(tmp_path_factory, module_monkeypatch, "pxtr", "lx-", "internet.yaml",
+                                 "198.19.238.0/24", 6688)
+    # The Map-Server signs its publications to px with the key bound to px's xTR-ID.
+    with controller_lab(env, topo_file, log_must_not_say=("failed authentication",)) as state:
         yield state
-        log = lab_controller.log_path().read_text(errors="replace")
-        assert "Traceback" not in log, log[-4000:]
-        assert "OpenFlow error" not in log, log[-4000:]
-        # The Map-Server signs its publications to px with the key bound to px's xTR-ID.
-        assert "failed authentication" not in log, log[-4000:]
-    finally:
-        lab_controller.stop()
-        manager.down()
-        assert env.leftovers() == []
 
 
 @pytest.fixture(autouse=True)
