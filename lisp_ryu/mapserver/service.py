@@ -250,7 +250,7 @@ class MapServer:
         quick_path: bool = True,
     ) -> None:
         self.config = config
-        self.quick_path = quick_path  # False: every request takes the full decoder (tests, benchmarks)
+        self._quick_path = quick_path
         self._nonces = nonces
         self._store = store
         self._counters: dict[str, int] = {}
@@ -273,6 +273,7 @@ class MapServer:
         }
         self._registered: PrefixTable[_Registered] = PrefixTable()
         self._static: PrefixTable[tuple[StaticMapping, MappingRecord]] = PrefixTable()
+        self._fast_path_open = self._static_in_use = False  # see _refresh_fast_path
         self.policy = Policy()
         self._subscriptions: PrefixTable[dict[int, Subscription]] = PrefixTable()
         self._subscription_count = 0
@@ -730,6 +731,32 @@ class MapServer:
         reply = _REPLY_HEAD + nonce + (entry.record_bytes or self._encode_record(entry))
         return [SendControl(ipaddress.ip_address(rloc), port, reply, "Map-Reply")]
 
+    @property
+    def quick_path(self) -> bool:
+        """Whether plain Map-Requests take the fast path (False: all decode in full, for tests and benchmarks)."""
+        return self._quick_path
+
+    @quick_path.setter
+    def quick_path(self, on: bool) -> None:
+        self._quick_path = on
+        self._refresh_fast_path()
+
+    @property
+    def policy(self) -> Policy:
+        return self._policy
+
+    @policy.setter
+    def policy(self, policy: Policy) -> None:
+        self._policy = policy
+        self._refresh_fast_path()
+
+    def _refresh_fast_path(self) -> None:
+        """The fast path's preconditions, kept as two flags (it runs per request; they change rarely):
+        open while no policy is set, looking for a more specific static mapping only when there is one.
+        Called when the switch, the policy or the static mappings change."""
+        self._fast_path_open = self._quick_path and self._policy.empty
+        self._static_in_use = len(self._static) > 0
+
     def _plain_match(self, payload: bytes) -> tuple[bytes, bytes, int, _Registered] | None:
         """(nonce, ITR-RLOC bytes, reply port, registration) of a plain Map-Request whose answer
         depends on nothing but that registration, else None.
@@ -738,7 +765,7 @@ class MapServer:
         unregistered EID (negative answers are computed) or under a more
         specific static mapping.
         """
-        if not self.quick_path or not self.policy.empty:
+        if not self._fast_path_open:
             return None
         request = read_plain_request(payload)
         if request is None:
@@ -747,7 +774,7 @@ class MapServer:
         match = self._registered.longest_match_packed(iid, eid)
         if match is None:
             return None
-        if len(self._static):
+        if self._static_in_use:
             static = self._static.longest_match_packed(iid, eid)
             if static is not None and static[0].prefixlen > match[0].prefixlen:
                 return None
@@ -968,6 +995,7 @@ class MapServer:
         subs = [sub for sub in self.subscriptions() if affected(sub)]
         before = [self._answer(s.iid, s.prefix.network_address, s.source_eid, s.itr_rloc).record for s in subs]
         apply()
+        self._refresh_fast_path()  # a static mapping came or went
         effects: list[SendControl] = []
         for sub, old in zip(subs, before):
             new = self._answer(sub.iid, sub.prefix.network_address, sub.source_eid, sub.itr_rloc).record

@@ -128,3 +128,22 @@ def test_the_rate_limit_applies_to_fast_path_answers():
     assert [len(a) for a in answers] == [1, 1, 1, 0, 0]
     assert answers == [through_handle_control(full, payload, ITR, T0 + 1) for _ in range(5)]
     assert quick.counters == full.counters and quick.counters["dropped.rate_limited"] == 2
+
+
+@pytest.mark.parametrize("with_rule", [False, True])
+def test_a_restored_server_knows_its_policy_and_static_mappings_before_answering_fast(with_rule):
+    from lisp_ryu.mapserver import MemoryStore
+
+    store = MemoryStore()
+    first = make_core(site_config(rate_limit_per_source=1_000_000.0), store=store)
+    first.handle_control(packets.map_register([packets.record("10.1.0.0/16", ["198.18.1.1"])], DC1_KEY, proxy=True),
+                         ETR1, 4342, T0)
+    first.set_static(StaticMapping.from_dict({"iid": 0, "prefix": "10.1.2.0/24", "rlocs": [
+        {"address": "198.18.7.7", "priority": 1, "weight": 100}]}), T0)
+    if with_rule:
+        first.set_rule(Rule.from_dict({"id": "r", "iid": 0, "destinations": ["10.1.3.0/24"], "action": "deny"}), T0)
+    restored = make_core(site_config(rate_limit_per_source=1_000_000.0), store=store)
+    denied = [] if with_rule else ["198.18.1.1"]
+    for eid, rlocs in (("10.1.2.3", ["198.18.7.7"]), ("10.1.3.3", denied), ("10.1.4.4", ["198.18.1.1"])):
+        [(_, _, payload)] = through_server_loop(restored, ecm(eid, 0, ITR, None), ITR, T0 + 1)
+        assert [str(loc.address) for loc in decode_message(payload).records[0].locators] == rlocs, eid
