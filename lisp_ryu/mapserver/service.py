@@ -90,8 +90,9 @@ import heapq
 import ipaddress
 import itertools
 import logging
+import struct
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from lisp_ryu.config import MapServerConfig, SiteConfig
 from lisp_ryu.effects import SendControl
@@ -120,6 +121,7 @@ from lisp_ryu.wire import (
     check_authentication,
     sign,
 )
+from lisp_ryu.wire.checks import trusted
 from lisp_ryu.wire.quick import read_plain_request
 
 LOG = logging.getLogger("lisp_ryu.mapserver")
@@ -148,6 +150,10 @@ NEGATIVE_ACTIONS = {
     "send-map-request": Action.SEND_MAP_REQUEST,
     "drop": Action.DROP_NO_REASON,
 }
+
+#: What reading a damaged stored entry raises (a float where an int belongs, inf
+#: included): the entry is counted as `restore.bad_entries` and skipped.
+BAD_STORED_ENTRY = (KeyError, TypeError, ValueError, OverflowError, LispDecodeError, LispEncodeError)
 
 _REPLY_HEADER = (2 << 28) | 1  # Map-Reply, one record
 _REPLY_HEAD = _REPLY_HEADER.to_bytes(4, "big")
@@ -1119,31 +1125,11 @@ class MapServer:
                 except (KeyError, TypeError, PolicyError):
                     self._count("restore.bad_entries")
             self.policy = policy
-            for entry in registrations.values():
-                try:
-                    reg = _registration_from_entry(entry)
-                except (KeyError, TypeError, ValueError, LispDecodeError, LispEncodeError):
-                    self._count("restore.bad_entries")
-                    continue
-                site = self._sites.get(reg.site)
-                if reg.expires <= now:
-                    self._count("restore.expired")
-                    continue
-                if site is None or not self._site_allows(site, reg.iid, reg.prefix)[0]:
-                    self._count("restore.no_longer_allowed")
-                    continue
-                entry_state = self._registered.get(reg.iid, reg.prefix)
-                if entry_state is not None and entry_state.site != reg.site:
-                    self._count("restore.conflicting_site")
-                    continue
-                self._upsert(reg, now)
-                if reg.xtr_id is not None:
-                    self._xtr_sites[reg.xtr_id] = reg.site
-                self._count("restore.registrations")
+            self._restore_registrations(registrations.values(), now)
             for entry in subscriptions.values():
                 try:
                     sub = _subscription_from_entry(entry)
-                except (KeyError, TypeError, ValueError):
+                except BAD_STORED_ENTRY:
                     self._count("restore.bad_entries")
                     continue
                 if sub.expires <= now:
@@ -1160,6 +1146,90 @@ class MapServer:
         if restored or self.counters.get("restore.subscriptions"):
             LOG.info("restored %d registrations and %d subscriptions from the store", restored,
                      self.counters.get("restore.subscriptions", 0))
+
+    def _restore_registrations(self, entries: Iterable[dict], now: float) -> None:
+        """Rebuild the stored registrations: the state replaying each through `_upsert` gives, ~3x faster.
+
+        At a million registrations a restart took a minute, answering
+        nothing meanwhile.  Restoring runs on an empty core and tells nobody
+        anything, so most of `_upsert` has nothing to do: here a dict keyed
+        by prefix text stands in for the prefix table until every prefix is
+        inserted once at the end, a prefix's merged record is computed once
+        all its ETRs are in (and not at all for a single ETR:
+        `_StoredRegistrations` hands over its answer, encoded), and the
+        expiry timers are heapified once.  Entries are checked in the same
+        order, and counted under the same names, as one `_upsert` at a time.
+        """
+        reader = _StoredRegistrations()
+        verdicts: dict[tuple, bool] = {}  # see _still_allows
+        prefixes: dict[tuple[int, str], tuple[int, IPNetwork, _Registered]] = {}  # key: (iid, prefix text)
+        merge: list[tuple[int, IPNetwork, _Registered]] = []  # record left None: `_rebuild` computes it
+        timers, sequence = self._timers, self._sequence
+        bad = expired = disallowed = conflicting = restored = 0
+        for entry in entries:
+            try:
+                reg, text, answer, answer_bytes = reader.read(entry)
+            except BAD_STORED_ENTRY:
+                bad += 1
+                continue
+            if reg.expires <= now:
+                expired += 1
+                continue
+            site = self._sites.get(reg.site)
+            if site is None or not self._still_allows(site, reg.iid, reg.prefix, verdicts):
+                disallowed += 1
+                continue
+            key = (reg.iid, text)
+            known = prefixes.get(key)
+            if known is None:
+                known = prefixes[key] = (reg.iid, reg.prefix,
+                                         _Registered(reg.site, {reg.etr: reg}, answer, answer_bytes, reg.proxy_reply))
+                if answer is None:
+                    merge.append(known)
+            elif known[2].site != reg.site:
+                conflicting += 1
+                continue
+            else:
+                state = known[2]
+                if state.record is not None:  # a second ETR: the answer is their merge now
+                    state.record = None
+                    merge.append(known)
+                state.etrs[reg.etr] = reg
+            timers.append((reg.expires, next(sequence), "reg", (reg.iid, reg.prefix, reg.etr)))
+            if reg.xtr_id is not None:
+                self._xtr_sites[reg.xtr_id] = reg.site
+            restored += 1
+        for iid, net, state in merge:
+            self._rebuild(iid, net, state, None)
+        # All at the end rather than as they come: measured ~10% faster overall (probably because the
+        # trie's nodes then sit together in memory, not scattered among the registrations).
+        for iid, net, state in prefixes.values():
+            self._registered.insert(iid, net, state)
+        heapq.heapify(timers)  # pops in the same (time, sequence) order as pushing them one by one
+        for name, amount in (("bad_entries", bad), ("expired", expired), ("no_longer_allowed", disallowed),
+                             ("conflicting_site", conflicting), ("registrations", restored)):
+            if amount:
+                self._count(f"restore.{name}", amount)
+
+    def _still_allows(self, site: SiteConfig, iid: int, net: IPNetwork, verdicts: dict[tuple, bool]) -> bool:
+        """`_site_allows(site, iid, net)` for a restore, remembered per configured prefix.
+
+        The verdict depends only on the longest configured prefix around
+        `net` and on whether `net` is that prefix itself (see
+        `_configured_owners`), and a million restored prefixes share a handful
+        of configured ones.
+        """
+        hit = self._configured.longest_match_packed(iid, net.network_address.packed)
+        if hit is None:
+            return False  # no configured prefix holds even its first address (or no such instance-ID)
+        configured = hit[0]
+        if configured.prefixlen > net.prefixlen:  # a configured prefix inside `net`: not the covering one
+            return self._site_allows(site, iid, net)[0]
+        key = (site.name, iid, configured, configured.prefixlen == net.prefixlen)
+        allowed = verdicts.get(key)
+        if allowed is None:
+            allowed = verdicts[key] = self._site_allows(site, iid, net)[0]
+        return allowed
 
     # ------------------------------------------------------------------ introspection
 
@@ -1309,24 +1379,161 @@ def _registration_entry(reg: EtrRegistration) -> dict:
     }
 
 
-def _registration_from_entry(entry: dict) -> EtrRegistration:
+def _registration_from_entry(entry: dict, prefix: IPNetwork | None = None, record: MappingRecord | None = None,
+                             source: IPAddress | None = None) -> EtrRegistration:
+    """The registration a stored entry holds; raises KeyError, TypeError, ValueError or a codec error if it holds none.
+
+    `prefix`, `record` and `source`, when given, are what the entry's net,
+    rec and src read as (`_StoredRegistrations` reads them faster).
+    """
     xid = entry.get("xid")
-    return EtrRegistration(
-        site=entry["site"],
-        etr=entry["etr"],
-        iid=int(entry["iid"]),
-        prefix=ipaddress.ip_network(entry["net"]),
-        record=_record_from_bytes(entry["rec"]),
-        source=ipaddress.ip_address(entry["src"]),
-        port=int(entry["port"]),
-        proxy_reply=bool(entry["proxy"]),
-        key_id=int(entry["kid"]),
-        algorithm=int(entry["alg"]),
-        registered_at=float(entry["at"]),
-        expires=float(entry["exp"]),
-        xtr_id=int.from_bytes(xid, "big") if xid is not None else None,
-        site_id=entry.get("sid"),
+    return EtrRegistration(  # positional: a third cheaper than by keyword, and this runs per restored entry
+        entry["site"],  # site
+        entry["etr"],  # etr
+        int(entry["iid"]),  # iid
+        ipaddress.ip_network(entry["net"]) if prefix is None else prefix,  # prefix
+        _record_from_bytes(entry["rec"]) if record is None else record,  # record
+        ipaddress.ip_address(entry["src"]) if source is None else source,  # source
+        int(entry["port"]),  # port
+        bool(entry["proxy"]),  # proxy_reply
+        int(entry["kid"]),  # key_id
+        int(entry["alg"]),  # algorithm
+        float(entry["at"]),  # registered_at
+        float(entry["exp"]),  # expires
+        int.from_bytes(xid, "big") if xid is not None else None,  # xtr_id
+        entry.get("sid"),  # site_id
     )
+
+
+# Fixed layout of an EID-Record up to its EID address, and of an Instance-ID LCAF up to its address.
+_RECORD_HEAD = struct.Struct(">IBBHHH")  # TTL, Locator Count, EID mask-len, ACT|A|Reserved, Rsvd|Map-Version, AFI
+_IID_LCAF_HEAD = struct.Struct(">BBBBHIH")  # Rsvd1, Flags, Type, IID mask-len, Length, Instance ID, AFI
+_AFI_IPV4, _AFI_IPV6, _AFI_LCAF, _LCAF_INSTANCE_ID = 1, 2, 16387, 2
+_ACTIONS = tuple(Action)  # by value: 0..5
+
+
+@dataclass(frozen=True, slots=True)
+class _StoredLocators:
+    """The locator part of stored records (read once per distinct RLOC set), and the same as answered."""
+
+    locators: tuple[Locator, ...]
+    answered: tuple[Locator, ...]  # L and p bits cleared (`_plain_locator`); `locators` itself when none was set
+    answered_bytes: bytes  # `answered` encoded
+
+
+class _StoredRegistrations:
+    """Reads stored registration entries for a restore, mostly without the codec or `ipaddress` parsing.
+
+    A stored record is `_record_bytes` of a record decoded from a
+    Map-Register, so its bytes are canonical.  Its head (TTL, flags, EID)
+    is read here at fixed offsets; its locators are decoded by the codec
+    once per distinct byte string and shared after that (typically a
+    million EIDs behind a few RLOC sets).  The prefix is built from the
+    record's EID, after checking that the entry's net text is exactly that
+    prefix's text.  A record or net in any other form (LCAFs other than one
+    instance-ID, reserved bits set, host bits past the mask, non-canonical
+    text, ...) is left to `_registration_from_entry`, i.e. read exactly as
+    before, errors included.
+    """
+
+    def __init__(self) -> None:
+        self._locators: dict[tuple[int, bytes], _StoredLocators] = {}  # (Locator Count, bytes after the EID)
+        self._sources: dict[str, IPAddress] = {}
+
+    def read(self, entry: dict) -> tuple[EtrRegistration, str, MappingRecord | None, bytes]:
+        """(registration, canonical prefix text, the answer for it as the only ETR or None, that answer encoded).
+
+        Raises what `_registration_from_entry` raises for an entry that holds no registration.
+        """
+        # Nothing here raises: what can raise is left to `_registration_from_entry`, in its own order.
+        text, src = entry.get("net"), entry.get("src")
+        fast = self._read_record(entry.get("rec"), text, entry.get("iid"))
+        # Few ETRs register many prefixes each: parse each address text once.
+        source = self._sources.get(src) if type(src) is str else None
+        if fast is None:
+            reg = _registration_from_entry(entry, source=source)
+            text = str(reg.prefix)
+            answer, answer_bytes = None, b""
+        else:
+            prefix, record, answer, answer_bytes = fast
+            reg = _registration_from_entry(entry, prefix, record, source)
+        if source is None and type(src) is str:
+            self._sources[src] = reg.source
+        return reg, text, answer, answer_bytes
+
+    def _read_record(self, rec: object, text: object, iid: object) -> tuple[IPNetwork, MappingRecord, MappingRecord,
+                                                                              bytes] | None:
+        """(prefix, record, `_as_answer` of it, that encoded) for a canonical record of prefix `text`, else None."""
+        if type(rec) is not bytes or len(rec) < 12:
+            return None
+        ttl, count, mask_len, act_word, version_word, afi = _RECORD_HEAD.unpack_from(rec)
+        action = act_word >> 13
+        if act_word & 0x0FFF or version_word & 0xF000 or action >= len(_ACTIONS):
+            return None  # reserved bits set (re-encoding would differ) or an undefined action
+        at, wire_iid = 12, 0
+        if afi == _AFI_LCAF:
+            if len(rec) < 24:
+                return None
+            rsvd1, flags, lcaf_type, iid_mask_len, length, wire_iid, afi = _IID_LCAF_HEAD.unpack_from(rec, 12)
+            # Only the form `EidPrefix.to_wire` makes: a plain instance-ID (not a range), and never instance 0.
+            if rsvd1 or flags or lcaf_type != _LCAF_INSTANCE_ID or iid_mask_len or not wire_iid:
+                return None
+            if length != 6 + (4 if afi == _AFI_IPV4 else 16):
+                return None
+            at = 24
+        if wire_iid != iid:
+            return None  # the entry's instance-ID is not the record's: `_as_answer` would rewrite the EID
+        if afi == _AFI_IPV4:
+            end, bits = at + 4, 32
+        elif afi == _AFI_IPV6:
+            end, bits = at + 16, 128
+        else:
+            return None
+        if mask_len > bits or len(rec) < end:
+            return None
+        value = int.from_bytes(rec[at:end], "big")
+        if value & ((1 << (bits - mask_len)) - 1):
+            return None  # host bits past the mask: not the prefix's own EID
+        if bits == 32:
+            if text != "%d.%d.%d.%d/%d" % (rec[at], rec[at + 1], rec[at + 2], rec[at + 3], mask_len):
+                return None
+            prefix: IPNetwork = ipaddress.IPv4Network((value, mask_len))
+        else:
+            prefix = ipaddress.IPv6Network((value, mask_len))
+            if text != str(prefix):
+                return None
+        key = (count, rec[end:])
+        stored = self._locators.get(key)
+        if stored is None:
+            stored = self._read_locators(rec, end)
+            if stored is None:
+                return None  # not canonical: left to the codec (not remembered, it is never the common case)
+            self._locators[key] = stored
+        address = prefix.network_address
+        eid = address if not wire_iid else trusted(InstanceIdAddress, instance_id=wire_iid, address=address,
+                                                   iid_mask_len=0)
+        record = trusted(MappingRecord, eid=eid, eid_mask_len=mask_len, locators=stored.locators, ttl=ttl,
+                         action=_ACTIONS[action], authoritative=bool(act_word & 0x1000), map_version=version_word)
+        if act_word == 0 and stored.answered is stored.locators:
+            return prefix, record, record, rec  # already an answer (`_as_answer` returns it as it is)
+        answer = trusted(MappingRecord, eid=eid, eid_mask_len=mask_len, locators=stored.answered, ttl=ttl,
+                         action=Action.NO_ACTION, authoritative=False, map_version=version_word)
+        return prefix, record, answer, rec[:6] + b"\0\0" + rec[8:end] + stored.answered_bytes
+
+    @staticmethod
+    def _read_locators(rec: bytes, end: int) -> _StoredLocators | None:
+        """The locators after offset `end` of `rec`, by the codec; None unless re-encoding gives `rec` back."""
+        try:
+            record = _record_from_bytes(rec)
+            if _record_bytes(record) != rec:
+                return None
+            answered = tuple(_plain_locator(locator) for locator in record.locators)
+            if all(a is b for a, b in zip(answered, record.locators)):
+                answered = record.locators
+            answered_bytes = _record_bytes(replace(record, locators=answered))[end:]
+        except (LispDecodeError, LispEncodeError):
+            return None  # `_registration_from_entry` reports it
+        return _StoredLocators(record.locators, answered, answered_bytes)
 
 
 def _subscription_entry(sub: Subscription) -> dict:
