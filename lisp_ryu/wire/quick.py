@@ -89,14 +89,10 @@ def read_plain_request(payload: bytes) -> PlainRequest | None:
         return None
     skip = _SOURCE_EID_BYTES.get(source_afi)
     if skip is None:  # an ITR in an instance-ID names its source as [iid]address
-        if source_afi != _AFI_LCAF or size < at + 12:
+        lcaf = _instance_id_lcaf(payload, at) if source_afi == _AFI_LCAF else None
+        if lcaf is None:
             return None
-        rsvd1, flags, lcaf_type, iid_mask_len, length, _, afi = _LCAF_IID.unpack_from(payload, at)
-        inner = _ADDRESS_BYTES.get(afi)
-        if rsvd1 or flags or lcaf_type != _LCAF_INSTANCE_ID or iid_mask_len not in (0, 32) or inner is None \
-                or length != 6 + inner:
-            return None
-        skip = 12 + inner
+        skip = 12 + lcaf[1]
     at += skip
     if size < at + 6:
         return None
@@ -111,13 +107,10 @@ def read_plain_request(payload: bytes) -> PlainRequest | None:
     afi = (payload[at + 2] << 8) | payload[at + 3]
     at += 4
     if afi == _AFI_LCAF:
-        if size < at + 12:
+        lcaf = _instance_id_lcaf(payload, at)
+        if lcaf is None:
             return None
-        rsvd1, flags, lcaf_type, iid_mask_len, length, instance_id, afi = _LCAF_IID.unpack_from(payload, at)
-        eid_bytes = _ADDRESS_BYTES.get(afi)
-        if rsvd1 or flags or lcaf_type != _LCAF_INSTANCE_ID or iid_mask_len not in (0, 32) or eid_bytes is None \
-                or length != 6 + eid_bytes:
-            return None
+        instance_id, eid_bytes = lcaf
         at += 12
     else:
         instance_id = 0
@@ -127,3 +120,16 @@ def read_plain_request(payload: bytes) -> PlainRequest | None:
     if mask_len != 8 * eid_bytes or size != at + eid_bytes:
         return None
     return nonce, instance_id, payload[at:], rloc, port
+
+
+def _instance_id_lcaf(payload: bytes, at: int) -> tuple[int, int] | None:
+    """(instance-ID, address length) of the Instance-ID LCAF body at `at` (after its AFI), in the one
+    form the full decoder reads as a single EID: no flags, not a range, an IPv4 or IPv6 address inside."""
+    if len(payload) < at + 12:
+        return None
+    rsvd1, flags, lcaf_type, iid_mask_len, length, instance_id, afi = _LCAF_IID.unpack_from(payload, at)
+    address_bytes = _ADDRESS_BYTES.get(afi)
+    if rsvd1 or flags or lcaf_type != _LCAF_INSTANCE_ID or iid_mask_len not in (0, 32) or address_bytes is None \
+            or length != 6 + address_bytes:
+        return None
+    return instance_id, address_bytes
