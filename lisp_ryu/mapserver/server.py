@@ -60,7 +60,6 @@ class StandaloneServer:
         self._stopping = False
         self._sources: dict[str, ipaddress.IPv4Address | ipaddress.IPv6Address] = {}  # parsed peer addresses
         self._rloc_texts: dict[bytes, str] = {}  # ITR-RLOCs of fast-path replies, as sendto wants them
-        self._rloc_texts: dict[bytes, str] = {}  # ITR-RLOCs of fast-path replies, as sendto wants them
         udp.setblocking(False)
         try:  # room for a burst of registrations while a snapshot or an fsync runs
             udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)

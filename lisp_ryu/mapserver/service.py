@@ -76,7 +76,7 @@ Rules this server follows, and why:
   registered EID, while no policy is set and no static mapping is more
   specific, is answered from fixed-offset reads and the record encoded once
   per change, without decoding it in full.  Its answers and counters are
-  those of the full path, byte for byte (tests/mapserver/test_quick_path.py);
+  those of the full path, byte for byte (tests/unit/mapserver/test_ms_quick_path.py);
   everything else takes the full path.
 * **Robustness**: datagrams over `MAX_DATAGRAM`, undecodable ones and those
   over a source's token bucket are dropped and counted; nothing malformed
@@ -103,11 +103,13 @@ from lisp_ryu.ratelimit import RateLimiter
 from lisp_ryu.mapserver.store import Store
 from lisp_ryu.wire import (
     Action,
+    Afi,
     AuthAlgorithm,
     AuthResult,
     EidPrefix,
     EncapsulatedControlMessage,
     InstanceIdAddress,
+    LcafType,
     LispDecodeError,
     LispEncodeError,
     Locator,
@@ -122,7 +124,7 @@ from lisp_ryu.wire import (
     sign,
 )
 from lisp_ryu.wire.checks import trusted
-from lisp_ryu.wire.quick import read_plain_request
+from lisp_ryu.wire.quick import IID_LCAF_BODY, read_plain_request
 
 LOG = logging.getLogger("lisp_ryu.mapserver")
 
@@ -155,8 +157,7 @@ NEGATIVE_ACTIONS = {
 #: included): the entry is counted as `restore.bad_entries` and skipped.
 BAD_STORED_ENTRY = (KeyError, TypeError, ValueError, OverflowError, LispDecodeError, LispEncodeError)
 
-_REPLY_HEADER = (2 << 28) | 1  # Map-Reply, one record
-_REPLY_HEAD = _REPLY_HEADER.to_bytes(4, "big")
+_REPLY_HEAD = ((2 << 28) | 1).to_bytes(4, "big")  # Map-Reply, one record
 
 
 # --------------------------------------------------------------------------- state values
@@ -315,10 +316,9 @@ class MapServer:
             if kind == 3:
                 return self._on_map_register(payload, source, port, now)
             if kind == 8:
-                if self.quick_path:
-                    effects = self._quick_answer(payload)
-                    if effects is not None:
-                        return effects
+                effects = self._quick_answer(payload)  # None unless the fast path is open and fits
+                if effects is not None:
+                    return effects
                 return self._on_ecm(payload, source, now)
             if kind == 5:
                 return self._on_map_notify_ack(payload, source)
@@ -720,7 +720,7 @@ class MapServer:
             self._count("dropped.rate_limited")
             return b"", rloc, port
         self._quick_replies += 1
-        return _REPLY_HEAD + nonce + (entry.record_bytes or self._encode_record(entry)), rloc, port
+        return struct_reply(nonce, entry.record_bytes or self._encode_record(entry)), rloc, port
 
     def _quick_answer(self, payload: bytes) -> list[SendControl] | None:
         """`_on_ecm`'s effects for a plain Map-Request the registration alone answers, or None."""
@@ -730,11 +730,11 @@ class MapServer:
         nonce, rloc, port, entry = plain
         self._count("received.map_request")
         if not entry.proxy:
-            target = max(entry.etrs.values(), key=lambda r: (r.registered_at, r.etr))
+            target = _forward_target(entry)
             self._count("sent.map_request_forwarded")
             return [SendControl(target.source, target.port, payload, "Map-Request forwarded to the ETR")]
         self._count("sent.map_reply")
-        reply = _REPLY_HEAD + nonce + (entry.record_bytes or self._encode_record(entry))
+        reply = struct_reply(nonce, entry.record_bytes or self._encode_record(entry))
         return [SendControl(ipaddress.ip_address(rloc), port, reply, "Map-Reply")]
 
     @property
@@ -828,12 +828,12 @@ class MapServer:
         if rloc is None or request.dont_map_reply:
             pass  # nobody to answer, or the requester asked for no answer (D bit)
         elif entry is not None and not entry.proxy:
-            target = max(entry.etrs.values(), key=lambda r: (r.registered_at, r.etr))
+            target = _forward_target(entry)
             self._count("sent.map_request_forwarded")
             effects.append(SendControl(target.source, target.port, payload,
                                        f"Map-Request for {eid} forwarded to ETR {target.source}"))
         elif entry is not None:
-            reply = struct_reply(request.nonce, entry.record_bytes or self._encode_record(entry))
+            reply = struct_reply(request.nonce.to_bytes(8, "big"), entry.record_bytes or self._encode_record(entry))
             self._count("sent.map_reply")
             effects.append(SendControl(rloc, port, reply, f"Map-Reply for {eid} to {rloc}"))
         else:
@@ -1283,9 +1283,15 @@ class MapServer:
 # --------------------------------------------------------------------------- module helpers
 
 
-def struct_reply(nonce: int, record_bytes: bytes) -> bytes:
-    """A one-record Map-Reply from an already encoded record (the hot path of a proxy reply)."""
-    return _REPLY_HEADER.to_bytes(4, "big") + nonce.to_bytes(8, "big") + record_bytes
+def struct_reply(nonce: bytes, record_bytes: bytes) -> bytes:
+    """A one-record Map-Reply from the request's nonce (8 bytes) and an already encoded record:
+    the hot path of a proxy reply."""
+    return _REPLY_HEAD + nonce + record_bytes
+
+
+def _forward_target(entry: _Registered) -> EtrRegistration:
+    """The ETR a Map-Request for `entry` is forwarded to: the one that registered last."""
+    return max(entry.etrs.values(), key=lambda r: (r.registered_at, r.etr))
 
 
 def _reply_rloc(request: MapRequest, source: IPAddress) -> IPAddress | None:
@@ -1356,7 +1362,7 @@ def _record_bytes(record: MappingRecord) -> bytes:
 
 
 def _record_from_bytes(data: bytes) -> MappingRecord:
-    return MapReply.decode(struct_reply(0, data)).records[0]
+    return MapReply.decode(struct_reply(bytes(8), data)).records[0]
 
 
 def _registration_entry(reg: EtrRegistration) -> dict:
@@ -1407,8 +1413,8 @@ def _registration_from_entry(entry: dict, prefix: IPNetwork | None = None, recor
 
 # Fixed layout of an EID-Record up to its EID address, and of an Instance-ID LCAF up to its address.
 _RECORD_HEAD = struct.Struct(">IBBHHH")  # TTL, Locator Count, EID mask-len, ACT|A|Reserved, Rsvd|Map-Version, AFI
-_IID_LCAF_HEAD = struct.Struct(">BBBBHIH")  # Rsvd1, Flags, Type, IID mask-len, Length, Instance ID, AFI
-_AFI_IPV4, _AFI_IPV6, _AFI_LCAF, _LCAF_INSTANCE_ID = 1, 2, 16387, 2
+_AFI_IPV4, _AFI_IPV6, _AFI_LCAF = int(Afi.IPV4), int(Afi.IPV6), int(Afi.LCAF)
+_LCAF_INSTANCE_ID = int(LcafType.INSTANCE_ID)
 _ACTIONS = tuple(Action)  # by value: 0..5
 
 
@@ -1474,7 +1480,7 @@ class _StoredRegistrations:
         if afi == _AFI_LCAF:
             if len(rec) < 24:
                 return None
-            rsvd1, flags, lcaf_type, iid_mask_len, length, wire_iid, afi = _IID_LCAF_HEAD.unpack_from(rec, 12)
+            rsvd1, flags, lcaf_type, iid_mask_len, length, wire_iid, afi = IID_LCAF_BODY.unpack_from(rec, 12)
             # Only the form `EidPrefix.to_wire` makes: a plain instance-ID (not a range), and never instance 0.
             if rsvd1 or flags or lcaf_type != _LCAF_INSTANCE_ID or iid_mask_len or not wire_iid:
                 return None

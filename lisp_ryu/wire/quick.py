@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import struct
 
+from .address import Afi, LcafType
 from .messages import MessageType
 
-__all__ = ["PlainRequest", "read_plain_request"]
+__all__ = ["IID_LCAF_BODY", "PlainRequest", "read_plain_request"]
 
 #: (nonce as its 8 bytes, instance-ID, EID address bytes, ITR-RLOC bytes, inner UDP
 #: source port).  A byte string of 4 is IPv4, of 16 IPv6; the Map-Reply goes to
@@ -35,15 +36,17 @@ _ECM_WITHOUT_FLAGS = bytes([MessageType.ENCAPSULATED_CONTROL_MESSAGE << 4, 0, 0,
 # UDP checksum, Map-Request type word, nonce, Source-EID-AFI.
 _IPV4_HEAD = struct.Struct("!xxHxxHxBxx4s4sHxxHHI8sH")
 _IPV6_HEAD = struct.Struct("!xxxxHBx16s16sHxxHHI8sH")
-_LCAF_IID = struct.Struct("!BBBBHIH")  # rsvd1, flags, type, IID mask-len, length, instance-ID, AFI
+#: An Instance-ID LCAF after its AFI, up to its address: rsvd1, flags, type, IID mask-len, length,
+#: instance-ID, AFI (the restore reads stored records with it too).
+IID_LCAF_BODY = struct.Struct("!BBBBHIH")
 
 _UDP = 17
 _PSEUDO_V4_PROTOCOL = bytes((0, _UDP))
 _PSEUDO_V6_PROTOCOL = bytes((0, 0, 0, _UDP))
-_AFI_LCAF = 16387
-_LCAF_INSTANCE_ID = 2
-_ADDRESS_BYTES = {1: 4, 2: 16}  # AFI -> address length: IPv4, IPv6
-_SOURCE_EID_BYTES = {0: 0, 1: 4, 2: 16}  # the Source EID is skipped, not read
+_AFI_LCAF = int(Afi.LCAF)  # plain ints: compared and hashed per request
+_LCAF_INSTANCE_ID = int(LcafType.INSTANCE_ID)
+_ADDRESS_BYTES = {int(Afi.IPV4): 4, int(Afi.IPV6): 16}  # AFI -> address length
+_SOURCE_EID_BYTES = {int(Afi.NONE): 0, **_ADDRESS_BYTES}  # the Source EID is skipped, not read
 # The word of a plain request: type 1, IRC 0, one record; the M, P, I and D
 # bits clear (they change what is answered).  The others (A, S, p, s, L and
 # the reserved bits) change nothing a Map-Resolver does, as in the full path.
@@ -127,7 +130,7 @@ def _instance_id_lcaf(payload: bytes, at: int) -> tuple[int, int] | None:
     form the full decoder reads as a single EID: no flags, not a range, an IPv4 or IPv6 address inside."""
     if len(payload) < at + 12:
         return None
-    rsvd1, flags, lcaf_type, iid_mask_len, length, instance_id, afi = _LCAF_IID.unpack_from(payload, at)
+    rsvd1, flags, lcaf_type, iid_mask_len, length, instance_id, afi = IID_LCAF_BODY.unpack_from(payload, at)
     address_bytes = _ADDRESS_BYTES.get(afi)
     if rsvd1 or flags or lcaf_type != _LCAF_INSTANCE_ID or iid_mask_len not in (0, 32) or address_bytes is None \
             or length != 6 + address_bytes:
