@@ -59,7 +59,7 @@ def topology_copy(src: Path, dest_dir: Path, management_subnet: str, port: int |
 
 
 def private_lab(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, name: str,
-                prefix: str, topology: str, management_subnet: str, port: int) -> tuple[LabEnv, Path]:
+                prefix: str, topology: str, management_subnet: str, port: int | None = None) -> tuple[LabEnv, Path]:
     """What every module's lab starts with: a skip where labs cannot run, then
     a private state directory and name prefix, and a copy of a shipped
     topology with its own management subnet and controller port."""
@@ -101,12 +101,7 @@ def two_dc(tmp_path_factory, module_monkeypatch):
     """The two-dc lab with static flows, up once per module."""
     from lisp_ryu.lab import static_flows
 
-    reason = lab_unavailable()
-    if reason:
-        pytest.skip(reason)
-    tmp = tmp_path_factory.mktemp("lab")
-    env = LabEnv(module_monkeypatch, tmp / "run", "lt-")
-    topo_file = topology_copy(TOPOLOGIES / "two-dc.yaml", tmp, "198.19.250.0/24")
+    env, topo_file = private_lab(tmp_path_factory, module_monkeypatch, "lab", "lt-", "two-dc.yaml", "198.19.250.0/24")
     st = manager.up(topo_file)
     static_flows.install(st)
     yield st, env

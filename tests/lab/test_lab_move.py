@@ -30,7 +30,7 @@ from lisp_ryu.lab import manager, mobility, rtnetlink
 from lisp_ryu.lab.netns import run_in_netns
 from lisp_ryu.lab.state import LabError, read_state
 
-from conftest import TOPOLOGIES, LabEnv, lab_unavailable, topology_copy
+from conftest import TOPOLOGIES, LabEnv, lab_unavailable, private_lab, topology_copy
 
 TEST_COOKIE = 0x6D76000000000000  # "mv": flows this test adds by hand
 
@@ -42,12 +42,9 @@ def _topology(directory: Path, subnet: str, port: int) -> Path:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory, module_monkeypatch):
     """three-dc without a controller, up once for the mechanics tests."""
-    reason = lab_unavailable()
-    if reason:
-        pytest.skip(reason)
-    tmp = tmp_path_factory.mktemp("move")
-    env = LabEnv(module_monkeypatch, tmp / "run", "mv-")
-    st = manager.up(_topology(tmp, "198.19.245.0/24", 6691))
+    env, topo_file = private_lab(tmp_path_factory, module_monkeypatch, "move", "mv-", "three-dc.yaml",
+                                 "198.19.245.0/24", 6691)
+    st = manager.up(topo_file)
     yield st, env
     if read_state() is not None or env.leftovers():
         manager.down()
