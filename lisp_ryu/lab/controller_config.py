@@ -68,11 +68,7 @@ def build(state: LabState, *, embedded_map_server: bool = True, register_interva
             continue
         hosts = [h for h in state.hosts if h.site == site.name]
         xtr: dict[str, Any] = {
-            "name": site.name,
-            "dpid": site.dpid,
-            "netns": site.namespace,
-            "rlocs": [{"address": r.address, "priority": r.priority, "weight": r.weight} for r in site.rlocs],
-            "tunnel_port": site.tunnel_ofport,
+            **_switch(site),
             "eid_prefixes": [{"prefix": p["prefix"], "iid": p["iid"]} for p in site.eid_prefixes],
             "host_ports": [{"port": h.ofport, "iid": h.iid} for h in hosts],
             "gateways": [
@@ -83,10 +79,7 @@ def build(state: LabState, *, embedded_map_server: bool = True, register_interva
             "hosts": [{"ip": h.ip, "mac": h.mac, "port": h.ofport, "iid": h.iid} for h in hosts],
             "register_interval": register_interval,
         }
-        if rloc_probing is not None:
-            xtr["rloc_probing"] = dict(rloc_probing)
-        if ms_address:
-            xtr["map_servers"] = [{"address": ms_address, "key": site_key(site)}]
+        _add_probing_and_map_server(xtr, site, ms_address, rloc_probing)
         if pxtr is not None:
             xtr["petr"] = pxtr.rlocs[0].address
         xtrs.append(xtr)
@@ -100,11 +93,7 @@ def _pxtr(site: SiteState, ms_address: str | None, register_interval: float,
     """The PxTR's xTR: no EIDs or hosts; its native port, and the EID space it proxies."""
     native = site.native
     xtr: dict[str, Any] = {
-        "name": site.name,
-        "dpid": site.dpid,
-        "netns": site.namespace,
-        "rlocs": [{"address": r.address, "priority": r.priority, "weight": r.weight} for r in site.rlocs],
-        "tunnel_port": site.tunnel_ofport,
+        **_switch(site),
         "native_port": native["ofport"],
         "proxy": {
             "iid": native["iid"],
@@ -114,12 +103,28 @@ def _pxtr(site: SiteState, ms_address: str | None, register_interval: float,
         },
         "register_interval": register_interval,
     }
+    # For a PxTR the Map-Server is its Map-Resolver and where its subscriptions are (it registers nothing).
+    _add_probing_and_map_server(xtr, site, ms_address, rloc_probing)
+    return xtr
+
+
+def _switch(site: SiteState) -> dict[str, Any]:
+    """What every xTR's configuration says of its switch: name, datapath, namespace, RLOCs, tunnel port."""
+    return {
+        "name": site.name,
+        "dpid": site.dpid,
+        "netns": site.namespace,
+        "rlocs": [{"address": r.address, "priority": r.priority, "weight": r.weight} for r in site.rlocs],
+        "tunnel_port": site.tunnel_ofport,
+    }
+
+
+def _add_probing_and_map_server(xtr: dict[str, Any], site: SiteState, ms_address: str | None,
+                                rloc_probing: dict[str, Any] | None) -> None:
     if rloc_probing is not None:
         xtr["rloc_probing"] = dict(rloc_probing)
     if ms_address:
-        # Its Map-Resolver, and where its subscriptions are (it registers nothing).
         xtr["map_servers"] = [{"address": ms_address, "key": site_key(site)}]
-    return xtr
 
 
 def xtr_id_hex(name: str) -> str:
