@@ -90,7 +90,9 @@ def test_select_group_spreads_flows_over_both_rlocs(lab):
     manager.exec_in("h1", ["python3", "-c", sender], state=lab)
     time.sleep(0.3)
     deltas = [a - b for a, b in zip(dc3_rloc_rx(lab), before)]
-    assert sum(deltas) >= 192 and all(d > 0 for d in deltas), f"packets per dc3 RLOC: {deltas}"
+    # The uplink counters also see control traffic (an RLOC probe, an ARP): one stray packet on the
+    # idle RLOC is no spread.  50/50 weights over 64 flows put dozens on each; ask for 5 flows' worth.
+    assert sum(deltas) >= 192 and all(d >= 5 * 3 for d in deltas), f"packets per dc3 RLOC: {deltas}"
 
 
 def test_unregistered_destination_gets_a_negative_entry(lab):
