@@ -4,7 +4,12 @@ The server (`lisp-ryu mapserver`, a subprocess) starts from a data directory
 holding N registered /32 EID prefixes (written as a snapshot, so start-up
 also measures restoring N registrations).  A load generator in another
 process keeps a window of ECM-encapsulated Map-Requests in flight for
-registered EIDs and times each Map-Reply by its nonce.  The baseline, run in
+registered EIDs and times each Map-Reply by its nonce.  It cycles through
+HOT_EIDS of them, spread over the whole table, as a resolver's clients keep
+asking for the same destinations; the Map-Server's answer cache holds them
+all.  At the large size a second load asks for a new EID every time, so
+that no answer is ever cached: the worst case, reported beside the main
+figure without a target.  The baseline, run in
 the same invocation against the same generator, is a minimal Python UDP echo
 server: the most a one-threaded Python UDP server can answer on this machine.
 
@@ -41,6 +46,8 @@ map_server:
         - {prefix: 10.0.0.0/8, accept_more_specifics: true}
 """
 WINDOW = 16
+#: Distinct EIDs asked for in the main figures, over and over: a resolver's hot set of destinations.
+HOT_EIDS = 4096
 NONCE_AT_REPLY = 4  # Map-Reply: type word, then the nonce
 NONCE_AT_ECM = 4 + 20 + 8 + 4  # ECM header, inner IPv4, inner UDP, Map-Request type word
 READY = re.compile(r"udp 127\.0\.0\.1:(\d+)")
@@ -82,12 +89,12 @@ def _requests(source_port: int, count: int, distinct: int) -> list[bytes]:
     return out
 
 
-def _generate(port: int, registered: int, total: int, seconds: float, results) -> None:
+def _generate(port: int, registered: int, total: int, seconds: float, distinct: int, results) -> None:
     """Closed loop: keep WINDOW requests in flight, time each answer by its nonce (runs in a child process)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
-    payloads = _requests(sock.getsockname()[1], registered, 4096)
+    payloads = _requests(sock.getsockname()[1], registered, distinct)
     target = ("127.0.0.1", port)
     sent_at: dict[int, float] = {}
     latencies: list[float] = []
@@ -145,10 +152,10 @@ def _echo(ready) -> None:
         sock.sendto(data, address)
 
 
-def _load(port: int, registered: int, total: int, seconds: float) -> dict:
+def _load(port: int, registered: int, total: int, seconds: float, distinct: int = HOT_EIDS) -> dict:
     context = multiprocessing.get_context("fork")
     results = context.Queue()
-    generator = context.Process(target=_generate, args=(port, registered, total, seconds, results))
+    generator = context.Process(target=_generate, args=(port, registered, total, seconds, distinct, results))
     generator.start()
     try:
         return results.get(timeout=seconds + 60)
@@ -164,13 +171,13 @@ def _echo_baseline(total: int, seconds: float) -> dict:
     server = context.Process(target=_echo, args=(ready,), daemon=True)
     server.start()
     try:
-        return _load(ready.get(timeout=10), 4096, total, seconds)
+        return _load(ready.get(timeout=10), HOT_EIDS, total, seconds)
     finally:
         server.kill()
         server.join()
 
 
-def _mapserver(size: int, total: int, seconds: float) -> dict:
+def _mapserver(size: int, total: int, seconds: float, no_repeat: bool) -> dict:
     from lisp_ryu.mapserver.store import write_snapshot
 
     with tempfile.TemporaryDirectory(prefix="bench-mapserver-") as tmp:
@@ -196,7 +203,11 @@ def _mapserver(size: int, total: int, seconds: float) -> dict:
             restore_s = time.perf_counter() - started
             if f"registrations {size}" not in line:
                 raise RuntimeError(f"expected {size} restored registrations: {line.strip()}")
-            result = _load(int(match.group(1)), size, total, seconds)
+            port = int(match.group(1))
+            result = _load(port, size, total, seconds)
+            if no_repeat:  # then the worst case for the answer cache: every request for an EID not asked before
+                cold = _load(port, size, total, seconds, distinct=total + total // 10)
+                result["cold_rate"] = cold["rate"]
             result["restore_s"] = restore_s
             result["unpack_s"] = unpack_s
             return result
@@ -217,14 +228,19 @@ def run(quick: bool = False) -> dict[str, dict]:
     figures: dict[str, dict] = {}
     rates = {}
     for size in sizes:
-        result = _mapserver(size, total, seconds)
+        result = _mapserver(size, total, seconds, no_repeat=size == sizes[-1])
         label = _label(size)
         rates[size] = result["rate"]
         figures[f"mapserver.requests_per_s.{label}"] = {
             "value": result["rate"], "unit": "req/s", "baseline": echo["rate"],
             "ratio": result["rate"] / echo["rate"], "target": 0.5,
-            "answered": result["answered"], "lost": result["lost"],
+            "answered": result["answered"], "lost": result["lost"], "distinct_eids": HOT_EIDS,
         }
+        if "cold_rate" in result:
+            figures[f"mapserver.requests_per_s_no_repeat.{label}"] = {
+                "value": result["cold_rate"], "unit": "req/s", "baseline": echo["rate"],
+                "ratio": result["cold_rate"] / echo["rate"], "target": None, "distinct_eids": total + total // 10,
+            }
         for quantile in ("p50", "p99"):
             value, base = result[f"{quantile}_ms"], echo[f"{quantile}_ms"]
             figures[f"mapserver.latency_{quantile}_ms.{label}"] = {

@@ -100,6 +100,7 @@ from lisp_ryu.mapping import EidError, PrefixTable
 from lisp_ryu.mapping.policy import Policy, PolicyError, RlocOverride, Rule, StaticMapping
 from lisp_ryu.mapping.sourcedest import SourceDestKey, record_key
 from lisp_ryu.ratelimit import RateLimiter
+from lisp_ryu.mapserver.answer_cache import DEFAULT_CAPACITY, AnswerCache
 from lisp_ryu.mapserver.store import Store
 from lisp_ryu.wire import (
     Action,
@@ -255,9 +256,11 @@ class MapServer:
         now: float,
         store: Store | None = None,
         quick_path: bool = True,
+        answer_cache_size: int = DEFAULT_CAPACITY,
     ) -> None:
         self.config = config
         self._quick_path = quick_path
+        self._answers = AnswerCache(answer_cache_size)  # the fast path's copies of hot answers
         self._nonces = nonces
         self._store = store
         self._counters: dict[str, int] = {}
@@ -559,6 +562,7 @@ class MapServer:
             record = entry.record
         else:
             self._registered.remove(iid, net)
+            self._answers.forget(iid, net)
             changed, record = True, None
             LOG.info("%s iid %d has no registration left (site %s)", net, iid, entry.site)
         if not changed:
@@ -567,6 +571,7 @@ class MapServer:
 
     def _rebuild(self, iid: int, net: IPNetwork, entry: _Registered, previous: MappingRecord | None) -> bool:
         """Recompute the merged record of a prefix; True if its locator set changed."""
+        was_proxy = entry.proxy
         if len(entry.etrs) == 1:
             [reg] = entry.etrs.values()
             record = _as_answer(reg.record, iid, net)
@@ -587,9 +592,14 @@ class MapServer:
                 map_version=versions.pop() if len(versions) == 1 else 0,
             )
             entry.proxy = any(reg.proxy_reply for reg in etrs)
-        if record is not entry.record:
+        # A refresh that changes nothing keeps the bytes and the cached answers.  Anything else,
+        # a new prefix included (its record was None), drops the answers it may decide.
+        if record != entry.record:
             entry.record = record
             entry.record_bytes = b""
+            self._answers.forget(iid, net)
+        elif entry.proxy != was_proxy:
+            self._answers.forget(iid, net)
         return previous is None or frozenset(previous.locators) != frozenset(record.locators)
 
     # ------------------------------------------------------------------ publish / subscribe
@@ -711,16 +721,26 @@ class MapServer:
         as `handle_control` counts.  None for anything else, which is then
         neither counted nor charged: give it to `handle_control`.
         """
-        plain = self._plain_match(payload)
-        if plain is None or not plain[3].proxy:
+        if not self._fast_path_open:
             return None
-        nonce, rloc, port, entry = plain
+        request = read_plain_request(payload)
+        if request is None:
+            return None
+        nonce, iid, eid, rloc, port = request
+        key = (iid, eid)
+        record = self._answers.records.get(key)
+        if record is None:
+            entry = self._plain_entry(iid, eid)
+            if entry is None or not entry.proxy:
+                return None
+            record = entry.record_bytes or self._encode_record(entry)
+            self._answers.offer(key, record)
         if not self._limiter.allow(source, now):
             self._count("received.datagrams")
             self._count("dropped.rate_limited")
             return b"", rloc, port
         self._quick_replies += 1
-        return struct_reply(nonce, entry.record_bytes or self._encode_record(entry)), rloc, port
+        return struct_reply(nonce, record), rloc, port
 
     def _quick_answer(self, payload: bytes) -> list[SendControl] | None:
         """`_on_ecm`'s effects for a plain Map-Request the registration alone answers, or None."""
@@ -762,6 +782,7 @@ class MapServer:
         Called when the switch, the policy or the static mappings change."""
         self._fast_path_open = self._quick_path and self._policy.empty
         self._static_in_use = len(self._static) > 0
+        self._answers.clear()  # remembered under the old rules
 
     def _plain_match(self, payload: bytes) -> tuple[bytes, bytes, int, _Registered] | None:
         """(nonce, ITR-RLOC bytes, reply port, registration) of a plain Map-Request whose answer
@@ -777,6 +798,11 @@ class MapServer:
         if request is None:
             return None
         nonce, iid, eid, rloc, port = request
+        entry = self._plain_entry(iid, eid)
+        return None if entry is None else (nonce, rloc, port, entry)
+
+    def _plain_entry(self, iid: int, eid: bytes) -> _Registered | None:
+        """The registration that alone answers for the host `eid` (packed) in `iid`, else None."""
         match = self._registered.longest_match_packed(iid, eid)
         if match is None:
             return None
@@ -784,7 +810,7 @@ class MapServer:
             static = self._static.longest_match_packed(iid, eid)
             if static is not None and static[0].prefixlen > match[0].prefixlen:
                 return None
-        return nonce, rloc, port, match[1]
+        return match[1]
 
     @staticmethod
     def _encode_record(entry: _Registered) -> bytes:
