@@ -76,23 +76,30 @@ def dc3_rloc_rx(lab) -> list[int]:
     return counts
 
 
-@pytest.mark.xfail(strict=True, reason="OVS 3.1 userspace hashes every flow of this test into one bucket of "
-                   "an OpenFlow 1.3 select group (dp_hash with sym_l4 gives the same low bits for all "
-                   "64 UDP flows); the weights are right, the spread is not: see the issue note")
-def test_select_group_spreads_flows_over_both_rlocs(lab):
+def test_select_group_spreads_tcp_flows_over_both_rlocs(lab):
+    """64 TCP connection attempts h1 -> h5 (the SYNs: one packet each, answered by a reset) leave
+    dc1 over both of dc3's RLOCs.
+
+    OVS's default select-group hash (dp_hash over the symmetric 5-tuple)
+    includes the ports of TCP and SCTP only, so UDP flows between one pair of
+    hosts all take one bucket; that is OVS's choice, not ours (see README).
+    """
     before = dc3_rloc_rx(lab)
     sender = ("import socket\n"
               "for port in range(20000, 20064):\n"
-              "    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-              "    s.bind(('10.1.0.10', port))\n"
-              "    for _ in range(3): s.sendto(b'x' * 64, ('10.3.0.10', port))\n"
+              "    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)\n"
+              "    s.settimeout(1)\n"
+              "    try:\n"
+              "        s.connect(('10.3.0.10', port))\n"
+              "    except OSError:\n"
+              "        pass\n"
               "    s.close()\n")
     manager.exec_in("h1", ["python3", "-c", sender], state=lab)
     time.sleep(0.3)
     deltas = [a - b for a, b in zip(dc3_rloc_rx(lab), before)]
-    # The uplink counters also see control traffic (an RLOC probe, an ARP): one stray packet on the
-    # idle RLOC is no spread.  50/50 weights over 64 flows put dozens on each; ask for 5 flows' worth.
-    assert sum(deltas) >= 192 and all(d >= 5 * 3 for d in deltas), f"packets per dc3 RLOC: {deltas}"
+    # The uplink counters also see control traffic (an RLOC probe, an ARP): one stray packet on an
+    # idle RLOC is no spread.  50/50 weights over 64 flows put about 32 on each; ask for 5.
+    assert sum(deltas) >= 64 and all(d >= 5 for d in deltas), f"packets per dc3 RLOC: {deltas}"
 
 
 def test_unregistered_destination_gets_a_negative_entry(lab):
