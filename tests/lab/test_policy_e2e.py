@@ -22,7 +22,6 @@ import urllib.request
 import pytest
 
 from lisp_ryu.flows.pipeline import Owner, cookie_owner
-from lisp_ryu.lab import controller as lab_controller
 from lisp_ryu.lab import controller_config, manager
 
 from conftest import controller_lab, dump_lab_on_failure, private_lab

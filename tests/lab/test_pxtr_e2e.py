@@ -90,7 +90,7 @@ def test_lisp_host_reaches_the_internet_host_through_the_petr(lab, tmp_path):
     tunnel, native = tmp_path / "tunnel.pcap", tmp_path / "native.pcap"
     px = lab.pxtr
     # dc1 -> px on px's underlay link: LISP-GPE; px -> core on the native link: plain IPv4.
-    with capture.Capture(px.namespace, px.rlocs[0].uplink, f"udp dst port 4341 and src host 198.18.1.2",
+    with capture.Capture(px.namespace, px.rlocs[0].uplink, "udp dst port 4341 and src host 198.18.1.2",
                          tunnel, count=1, timeout=8), \
             capture.Capture(lab.namespace_of("core"), px.native["router_ifname"],
                             f"icmp and src host 10.1.0.10 and dst host {INET}", native, count=1, timeout=8):

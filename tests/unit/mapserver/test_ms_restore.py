@@ -24,8 +24,6 @@ from lisp_ryu.wire import (
     Action,
     EidPrefix,
     InstanceIdAddress,
-    LispDecodeError,
-    LispEncodeError,
     Locator,
     MappingRecord,
     TTL_INFINITE,

@@ -16,7 +16,7 @@ import yaml
 
 from lisp_ryu import config, rest
 from lisp_ryu.app import CONFIG_ENV  # noqa: F401  (the app module imports: the glue the API mounts on)
-from lisp_ryu.effects import DataplaneChanged, PacketOut, SendControl
+from lisp_ryu.effects import DataplaneChanged, SendControl
 from lisp_ryu.mapserver import MemoryStore
 from lisp_ryu.mapserver.service import MapServer
 from lisp_ryu.xtr.core import XtrCore

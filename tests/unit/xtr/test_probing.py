@@ -368,7 +368,7 @@ def test_two_cores_probe_each_other_through_real_bytes_and_stay_up():
     etr = core(CONFIG.replace("name: dc1", "name: dc2").replace("198.18.1.2", "198.18.2.2")
                .replace("10.1.0", "10.2.0").replace("02:00:00:01:00:0a", "02:00:00:02:00:0a"))
     resolve(itr, (Locator(ip("198.18.2.2")),), prefix="10.2.0.0/16")
-    now, sent = 0.0, 0
+    sent = 0
     while (deadline := itr.next_deadline()) is not None and deadline <= 30.0:
         for e in itr.handle_timer(deadline):
             if isinstance(e, SendControl) and e.what.startswith("RLOC-probe"):
