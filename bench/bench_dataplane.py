@@ -7,7 +7,7 @@ the path once):
 * ``dataplane.iperf3_ratio``  iperf3 TCP throughput h1 -> h3 through LISP-GPE
   (h1 -> dc1's br-int -> encap -> dc1's br-phy -> core router -> dc2 -> decap
   -> h3) / iperf3 between two host namespaces on one `datapath_type=netdev`
-  OVS bridge with the NORMAL action; 5 s each (quick: 2 s), best of 3
+  OVS bridge with the NORMAL action; 5 s each (quick: 2 s), best of 5
   interleaved runs of each (quick: 1).  Target 0.8.
 * ``dataplane.rtt_ratio``  average ping RTT through LISP / on the plain bridge,
   100 pings at 10 ms (quick: 30); lower is better; reported, no target.
@@ -28,9 +28,12 @@ interleaved with the LISP runs -- so the ratio is what the LISP path itself
 costs: a second switch, two encapsulation steps, the underlay bridges and the
 core router hop.  On a 2-core machine both paths are CPU-bound in
 ovs-vswitchd and the two sites' daemons share the cores, so the ratio says
-more than the absolute Gbit/s.  Both paths also drop packets inside
-ovs-vswitchd under iperf3 (tens of thousands of TCP retransmissions per run,
-in `detail`), so single runs vary by up to 2x: hence the best of 3.
+more than the absolute Gbit/s.  Both paths also lose packets under iperf3
+(100k+ TCP retransmissions per run, in `detail`).  They are lost where
+ovs-vswitchd reads the veths: in one plain run the client's veth sent 820k
+packets, the server's received 680k, and no interface counted a drop, so
+the loss is in the datapath's packet sockets.  Single runs vary by up to
+2x: hence the best of 5.
 
 Runs as root (namespaces, OVS daemons).  Everything it creates lives in its
 own namespaces: the lab with prefix ``lb-`` in a private lab directory and
@@ -405,7 +408,7 @@ def table_miss_packets(state: LabState) -> int:
 
 def run(quick: bool = False) -> dict[str, dict]:
     seconds = 2 if quick else 5
-    rounds = 1 if quick else 3
+    rounds = 1 if quick else 5
     pings = 30 if quick else 100
     lisp_bps: list[float] = []
     plain_bps: list[float] = []
