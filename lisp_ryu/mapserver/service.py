@@ -59,10 +59,13 @@ Rules this server follows, and why:
   mapping with RLOC overrides applied; either is narrowed to the region the
   policy treats uniformly.  When policy shapes an answer, the Map-Server
   answers itself instead of forwarding the request (the ETR knows no
-  policy).  A subscription remembers its source EID, so publications are
-  computed per subscriber; a policy or static-mapping change notifies
-  exactly the subscribers whose answer changed (with a TTL-0 record
-  withdrawing the old prefix first when the answer's prefix changed).
+  policy).  A subscription remembers the source EIDs its ITR asked for
+  (the last `MAX_SOURCES_PER_SUBSCRIPTION` hosts behind it), so
+  publications are computed per subscriber and per host: one Map-Notify
+  carries each distinct answer.  A policy or static-mapping change notifies
+  exactly the subscribers whose answer changed for any of their hosts (with
+  TTL-0 records withdrawing, first, the prefixes or source/destination keys
+  no answer uses any more).
 * **Static mappings** (stated over REST) live in their own table beside the
   registrations.  Precedence: the longer prefix wins; for the same prefix a
   registration beats the static mapping (a live, authenticated ETR knows
@@ -145,6 +148,8 @@ SUBSCRIPTION_MAX_MINUTES = 24 * 60
 COMPACT_MIN_ENTRIES = 10_000
 #: Subscriptions need no key: bound what unauthenticated requests can make us hold.
 MAX_SUBSCRIPTIONS = 100_000
+#: Hosts per subscription whose answers publications are shaped for (the most recent ones).
+MAX_SOURCES_PER_SUBSCRIPTION = 32
 NONCE_MASK = (1 << 64) - 1
 
 NEGATIVE_ACTIONS = {
@@ -197,7 +202,8 @@ class Subscription:
     nonce: int  # last nonce used with this subscriber; the next notification uses nonce + 1
     subscribed_at: float
     expires: float
-    source_eid: IPAddress | None = None  # the requesting host, for policies on source EID groups
+    #: The hosts behind the ITR that asked, oldest first, for policies on source EID groups.
+    source_eids: tuple[IPAddress, ...] = ()
 
 
 @dataclass(slots=True)
@@ -617,11 +623,11 @@ class MapServer:
             nonce = (sub.nonce + 1) & NONCE_MASK
             updated = replace(sub, nonce=nonce)
             self._set_subscription(updated)
-            told = record
-            if shape:  # what this subscriber may see of the new record
+            told: tuple[MappingRecord, ...] = (record,)
+            if shape:  # what each of this subscriber's hosts may see of the new record
                 probe = sub.prefix.network_address if sub.prefix.subnet_of(net) else net.network_address
-                told = self._shape(iid, net, record, entry.site if entry else None, sub.source_eid, sub.itr_rloc,
-                                   probe, self.policy)
+                told = _distinct(self._shape(iid, net, record, entry.site if entry else None, source, sub.itr_rloc,
+                                             probe, self.policy) for source in sub.source_eids or (None,))
             effects.append(self._notify(sub.itr_rloc, sub.port, nonce, told, self._subscriber_site(sub),
                                         AuthAlgorithm.HMAC_SHA_1_96, None,
                                         f"Map-Notify for {net} iid {iid} to subscriber {sub.itr_rloc}", now))
@@ -673,8 +679,11 @@ class MapServer:
         if known is None and self._subscription_count >= MAX_SUBSCRIPTIONS:
             self._count("rejected.subscribe.table-full")
             return []
+        sources = known.source_eids if known is not None else ()
+        if source_eid is not None:  # the newest last; the oldest forgotten beyond the bound
+            sources = (*(s for s in sources if s != source_eid), source_eid)[-MAX_SOURCES_PER_SUBSCRIPTION:]
         sub = Subscription(iid, net, request.xtr_id, request.site_id, rloc, port, request.nonce,
-                           known.subscribed_at if known else now, now + minutes * 60.0, source_eid)
+                           known.subscribed_at if known else now, now + minutes * 60.0, sources)
         self._set_subscription(sub)
         if known is None:
             LOG.info("%s (xTR-ID %032x) subscribed to %s iid %d", rloc, request.xtr_id, net, iid)
@@ -844,7 +853,7 @@ class MapServer:
                 # A re-resolution (SMR, refresh) names no source: the subscriber's last one stands.
                 subs = self._subscriptions.get(iid, eid.network)
                 known = subs.get(request.xtr_id) if subs is not None else None
-                source_eid = known.source_eid if known is not None else None
+                source_eid = known.source_eids[-1] if known is not None and known.source_eids else None
             answer = self._answer(iid, eid.address, source_eid, rloc)  # EidError unless an IP EID
         except (LispDecodeError, LispEncodeError, EidError):
             self._count("rejected.map_request.unsupported-eid")
@@ -1025,18 +1034,21 @@ class MapServer:
                 now: float) -> list[SendControl]:
         """Apply a policy/static change; Map-Notify every affected subscriber whose answer changed."""
         subs = [sub for sub in self.subscriptions() if affected(sub)]
-        before = [self._answer(s.iid, s.prefix.network_address, s.source_eid, s.itr_rloc).record for s in subs]
+        before = [self._subscriber_answers(sub) for sub in subs]
         apply()
         self._refresh_fast_path()  # a static mapping came or went
         effects: list[SendControl] = []
-        for sub, old in zip(subs, before):
-            new = self._answer(sub.iid, sub.prefix.network_address, sub.source_eid, sub.itr_rloc).record
-            if new == old:
+        for sub, olds in zip(subs, before):
+            news = self._subscriber_answers(sub)
+            changed = [(old, new) for old, new in zip(olds, news) if old != new]
+            if not changed:
                 continue
-            records: tuple[MappingRecord, ...] = (new,)
-            if (old.eid, old.eid_mask_len) != (new.eid, new.eid_mask_len):
-                # The answer's prefix changed: withdraw what the subscriber cached under the old one.
-                records = (MappingRecord(old.eid, old.eid_mask_len, (), ttl=0), new)
+            # Withdraw first what the subscriber cached under a prefix or key no answer uses any more.
+            kept = {(new.eid, new.eid_mask_len) for new in news}
+            withdrawn = _distinct(MappingRecord(old.eid, old.eid_mask_len, (), ttl=0) for old, _ in changed
+                                  if (old.eid, old.eid_mask_len) not in kept)
+            records = withdrawn + _distinct(new for _, new in changed)
+            new = records[-1]
             nonce = (sub.nonce + 1) & NONCE_MASK
             self._set_subscription(replace(sub, nonce=nonce))
             effects.append(self._notify(sub.itr_rloc, sub.port, nonce, records, self._subscriber_site(sub),
@@ -1049,6 +1061,11 @@ class MapServer:
         return effects
 
     # ------------------------------------------------------------------ Map-Notify-Ack
+
+    def _subscriber_answers(self, sub: Subscription) -> list[MappingRecord]:
+        """The answer for `sub`'s prefix as each of its hosts sees it (one, without a known host)."""
+        address = sub.prefix.network_address
+        return [self._answer(sub.iid, address, source, sub.itr_rloc).record for source in sub.source_eids or (None,)]
 
     def _on_map_notify_ack(self, payload: bytes, source: IPAddress) -> list[SendControl]:
         ack = MapNotifyAck.decode(payload)
@@ -1307,6 +1324,11 @@ class MapServer:
 
 
 # --------------------------------------------------------------------------- module helpers
+
+
+def _distinct(records: Iterable[MappingRecord]) -> tuple[MappingRecord, ...]:
+    """`records` in order, each once."""
+    return tuple(dict.fromkeys(records))
 
 
 def struct_reply(nonce: bytes, record_bytes: bytes) -> bytes:
@@ -1580,7 +1602,7 @@ def _subscription_entry(sub: Subscription) -> dict:
         "nonce": sub.nonce,
         "at": sub.subscribed_at,
         "exp": sub.expires,
-        "seid": str(sub.source_eid) if sub.source_eid is not None else None,
+        "seids": [str(source) for source in sub.source_eids],
     }
 
 
@@ -1595,5 +1617,7 @@ def _subscription_from_entry(entry: dict) -> Subscription:
         nonce=int(entry["nonce"]),
         subscribed_at=float(entry["at"]),
         expires=float(entry["exp"]),
-        source_eid=ipaddress.ip_address(entry["seid"]) if entry.get("seid") else None,
+        # "seid": one source EID, as written before subscriptions kept several.
+        source_eids=tuple(ipaddress.ip_address(s) for s in entry.get("seids") or
+                          ([entry["seid"]] if entry.get("seid") else [])),
     )

@@ -619,7 +619,7 @@ class XtrCore:
         for record in reply.records:
             sd_key = record_key(record)
             if sd_key is not None:
-                changed |= self._cache_source_specific(record, sd_key, str(source), now, publication=False)
+                changed |= self._cache_source_specific(record, sd_key, str(source), now)
                 continue
             try:
                 prefix = record.eid_prefix
@@ -678,29 +678,32 @@ class XtrCore:
             return True
         return superseded
 
-    def _cache_source_specific(self, record: MappingRecord, key: SourceDestKey, source: str, now: float,
-                               publication: bool) -> bool:
+    def _forget_source_specific(self, notify: MapNotify) -> bool:
+        """Before a publication's Source/Dest-key records are stored: drop every source-specific
+        entry at or inside their destinations; True if there was any.
+
+        The Map-Server shapes a publication for the hosts it knows asked from
+        behind us (its last few), so entries of other hosts for the same
+        destination may be stale: they go, and those hosts ask again on their
+        next packet.  The records of the publication are then stored as they
+        come, all of them (withdrawals stay withdrawn).
+        """
+        dests = {(key.iid, key.dest) for key in map(record_key, notify.records) if key is not None}
+        return any([self.sd_cache.remove_within(iid, dest) for iid, dest in dests])
+
+    def _cache_source_specific(self, record: MappingRecord, key: SourceDestKey, source: str, now: float) -> bool:
         """Store one Source/Dest-key record; True when the data plane must change.
 
         The destination is now source-specific for us, so plain entries at or
-        inside it would answer for every host: they go.  A publication (a
-        change the Map-Server pushed, not the confirmation of our own
-        subscription) was computed for one host only; the other hosts'
-        entries for that destination may be stale, so they go too and those
-        hosts ask again on their next packet.
+        inside it would answer for every host: they go.
         """
         changed = False
         for stale in self.cache.within(key.iid, key.dest):
             self.cache.remove(stale.iid, stale.eid)
             changed = True
         old = self.sd_cache.get(key)
-        if publication:
-            changed |= any((dest, entry.eid) != (key.dest, key.source)
-                           for dest, entry in self.sd_cache.remove_within(key.iid, key.dest))
         if record.ttl == 0:
-            if self.sd_cache.remove(key) is not None or (publication and old is not None):
-                changed = True
-            return changed
+            return self.sd_cache.remove(key) is not None or changed
         ttl = math.inf if record.ttl == 0xFFFFFFFF else record.ttl * 60.0
         action = None if record.locators else record.action
         self.sd_cache.insert(key, CachedMapping(record, source), now=now, ttl=ttl, action=action)
@@ -764,12 +767,13 @@ class XtrCore:
         effects: list[Effect] = []
         local = {(h.iid, h.ip) for h in self.local_hosts()}
         confirmation = notify.nonce in self._request_nonces or notify.nonce in self._by_nonce
+        if not confirmation:
+            changed |= self._forget_source_specific(notify)
         for record in notify.records:
             sd_key = record_key(record)
             if sd_key is not None:
                 if not any(loc.address in self._rlocs for loc in record.locators):
-                    changed |= self._cache_source_specific(record, sd_key, str(source), now,
-                                                           publication=not confirmation)
+                    changed |= self._cache_source_specific(record, sd_key, str(source), now)
                 continue
             try:
                 prefix = record.eid_prefix

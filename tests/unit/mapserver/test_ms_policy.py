@@ -7,6 +7,7 @@ from lisp_ryu.config import EidPrefixConfig, MapServerConfig, SiteConfig
 from lisp_ryu.mapping.policy import RlocOverride, Rule, StaticMapping
 from lisp_ryu.mapping.sourcedest import record_key
 from lisp_ryu.mapserver import MemoryStore, packets
+from lisp_ryu.mapserver.service import MAX_SOURCES_PER_SUBSCRIPTION
 from lisp_ryu.wire import Action, EncapsulatedControlMessage, MapNotify, MapReply, decode_message
 
 from mapserver_helpers import DC1_KEY, DC2_KEY, ETR1, ETR2, ITR, T0, make_core, net, only
@@ -91,7 +92,7 @@ def test_deny_added_and_removed_reaches_the_subscriber_at_once():
     request(core, "10.2.0.10", source_eid="10.1.0.10", subscribe=True, xtr_id=XTR_A, nonce=100)
     request(core, "10.2.0.10", source_eid="10.3.0.10", itr=ITR_B, subscribe=True, xtr_id=XTR_B, nonce=200)
     [sub_a] = [s for s in core.subscriptions() if s.xtr_id == XTR_A]
-    assert sub_a.source_eid == ip("10.1.0.10")
+    assert sub_a.source_eids == (ip("10.1.0.10"),)
 
     effects = core.set_rule(deny(), T0 + 5)
     # Both answers become source-specific: each subscriber hears of it, the plain prefix withdrawn first.
@@ -137,7 +138,65 @@ def test_a_re_resolution_without_source_eid_keeps_the_subscribers_source():
     again = reply_record(request(core, "10.2.0.10", subscribe=True, xtr_id=XTR_A, nonce=300, now=T0 + 30))
     assert again.action == Action.DROP_POLICY_DENIED
     [sub] = core.subscriptions()
-    assert sub.source_eid == ip("10.1.0.10")
+    assert sub.source_eids == (ip("10.1.0.10"),)
+
+
+def test_a_deny_reaches_every_host_behind_the_subscribing_itr():
+    """h1 (denied group) and h3 (allowed) sit behind one ITR, which subscribed once for both:
+    the deny must reach h1's entry as well as h3's, not only the host that asked last."""
+    core = make_core()
+    register(core, "10.2.0.0/16", ["198.18.2.1"], key=DC2_KEY, source=ETR2)
+    request(core, "10.2.0.10", source_eid="10.1.0.10", subscribe=True, xtr_id=XTR_A, nonce=100)
+    request(core, "10.2.0.10", source_eid="10.3.0.10", subscribe=True, xtr_id=XTR_A, nonce=101, now=T0 + 2)
+    [sub] = core.subscriptions()
+    assert sub.source_eids == (ip("10.1.0.10"), ip("10.3.0.10"))
+
+    [(_, notify)] = only(core.set_rule(deny(), T0 + 5), MapNotify)
+    withdraw, denied, allowed = notify.records
+    assert (eid_of(withdraw), withdraw.ttl) == ("10.2.0.0/16", 0)
+    assert (eid_of(denied), denied.action) == ("(10.1.0.0/16 -> 10.2.0.0/16)", Action.DROP_POLICY_DENIED)
+    assert eid_of(allowed) == "(10.2.0.0/15 -> 10.2.0.0/16)" and rlocs_of(allowed) == [("198.18.2.1", 1, 100)]
+
+    # A new mapping is published for both hosts, each as policy lets it see it.
+    effects = register(core, "10.2.0.0/16", ["198.18.2.9"], key=DC2_KEY, source=ETR2, now=T0 + 6)
+    [(_, notify)] = only(effects, MapNotify)
+    assert [(eid_of(r), rlocs_of(r)) for r in notify.records] == [
+        ("(10.1.0.0/16 -> 10.2.0.0/16)", []), ("(10.2.0.0/15 -> 10.2.0.0/16)", [("198.18.2.9", 1, 100)])]
+
+    # Removing the rule withdraws both source-specific keys before the plain answer.
+    [(_, notify)] = only(core.remove_rule("deny", T0 + 10), MapNotify)
+    assert [(eid_of(r), r.ttl) for r in notify.records[:2]] == [("(10.1.0.0/16 -> 10.2.0.0/16)", 0),
+                                                                ("(10.2.0.0/15 -> 10.2.0.0/16)", 0)]
+    [plain] = notify.records[2:]
+    assert eid_of(plain) == "10.2.0.0/16" and rlocs_of(plain) == [("198.18.2.9", 1, 100)]
+
+
+def test_a_subscription_keeps_the_latest_hosts_only():
+    core = make_core()
+    register(core, "10.2.0.0/16", ["198.18.2.1"], key=DC2_KEY, source=ETR2)
+    hosts = [f"10.1.{n // 200}.{n % 200 + 1}" for n in range(MAX_SOURCES_PER_SUBSCRIPTION + 8)]
+    for n, host in enumerate(hosts + [hosts[10]]):  # the 11th asks again: it becomes the newest
+        request(core, "10.2.0.10", source_eid=host, subscribe=True, xtr_id=XTR_A, nonce=100 + n)
+    [sub] = core.subscriptions()
+    expected = [h for h in hosts if h != hosts[10]][-(MAX_SOURCES_PER_SUBSCRIPTION - 1):] + [hosts[10]]
+    assert [str(s) for s in sub.source_eids] == expected
+    # A re-resolution that names no host is answered for the newest.
+    core.set_rule(deny(sources=(f"{hosts[10]}/32",)), T0 + 2)
+    again = reply_record(request(core, "10.2.0.10", subscribe=True, xtr_id=XTR_A, nonce=300, now=T0 + 3))
+    assert again.action == Action.DROP_POLICY_DENIED
+
+
+def test_subscriptions_written_with_one_source_eid_still_load():
+    store = MemoryStore()
+    core = make_core(store=store)
+    register(core, "10.2.0.0/16", ["198.18.2.1"], key=DC2_KEY, source=ETR2)
+    request(core, "10.2.0.10", source_eid="10.1.0.10", subscribe=True, xtr_id=XTR_A, nonce=100)
+    entries = list(core.state_entries())
+    [written] = [e for e in entries if e.get("seids")]
+    older = {k: v for k, v in written.items() if k != "seids"} | {"seid": "10.1.0.10"}
+    store.snapshot([older if e is written else e for e in entries])
+    again = make_core(store=store, now=T0 + 3)
+    assert [s.source_eids for s in again.subscriptions()] == [(ip("10.1.0.10"),)]
 
 
 def test_weight_override_is_published_and_applied_to_the_site_rlocs():
@@ -229,7 +288,7 @@ def test_policy_static_mappings_and_subscriber_sources_survive_a_restart():
     again = make_core(store=store, now=T0 + 3)
     assert again.policy == core.policy and [r.id for r in again.policy.rules] == ["deny"]
     assert list(again.static_mappings()) == list(core.static_mappings())
-    assert [s.source_eid for s in again.subscriptions()] == [ip("10.1.0.10")]
+    assert [s.source_eids for s in again.subscriptions()] == [(ip("10.1.0.10"),)]
     probe = (0, ip("10.2.0.10"), ip("10.1.0.10"), ITR)
     assert again.lookup(*probe) == core.lookup(*probe)
     # A snapshot holds the same state.

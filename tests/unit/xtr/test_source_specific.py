@@ -170,19 +170,25 @@ def test_adding_the_rule_after_a_plain_answer_withdraws_it_for_every_host(world)
     assert verdict(world.walk(H2)) == "tunnel"
 
 
-def test_a_published_change_for_one_host_makes_the_others_ask_again(world):
+def test_a_published_change_reaches_every_host_that_asked_and_the_others_ask_again(world):
     world.ms.set_rule(DENY_H1, world.now)
     world.miss(H2)
-    world.miss(H1)  # the subscription remembers h1
-    # dc2 moves to a new RLOC: the publication is computed for h1 (still denied) ...
+    world.miss(H1)  # the subscription remembers h2 and h1
+    # h3's entry came from elsewhere (the Map-Server does not know h3 asked): it may be stale.
+    h3_key = SourceDestKey(IID, net("10.1.0.12/32"), net("10.2.0.0/16"))
+    mask_len, eid = h3_key.to_wire()
+    world.xtr._cache_source_specific(MappingRecord(eid, mask_len, (Locator(ETR2),), ttl=10), h3_key, "test",
+                                     world.now)
+    requests = world.xtr.counters["map_request_sent"]
+    # dc2 moves to a new RLOC: the publication carries h1's answer (still denied) and h2's (the new RLOC).
     register = packets.map_register([packets.record("10.2.0.0/16", ["198.18.2.9"], iid=IID)], DC2_KEY, proxy=True)
     world.run(world.ms.handle_control(register, ETR2, 4342, world.now + 1))
-    # ... and h2's entry, which still named the old RLOC, is gone: h2 asks again and gets the new one.
-    assert set(sd_entries(world.xtr)) == {("10.1.0.10/32", "10.2.0.0/16")}
-    assert verdict(world.walk(H2)) == "controller"
-    world.miss(H2)
-    trace = world.walk(H2)
-    assert trace.deliveries[0].packet["tun_ipv4_dst"] == "198.18.2.9"
+    assert set(sd_entries(world.xtr)) == {("10.1.0.10/32", "10.2.0.0/16"), ("10.1.0.11/32", "10.2.0.0/16")}
+    assert verdict(world.walk(H1)) == "drop"
+    assert world.walk(H2).deliveries[0].packet["tun_ipv4_dst"] == "198.18.2.9"
+    assert world.xtr.counters["map_request_sent"] == requests  # nobody had to ask
+    # h3's entry is gone: h3 asks again.
+    assert verdict(world.walk(H3)) == "controller"
 
 
 def test_subscription_confirmations_do_not_evict_other_hosts(world):
@@ -214,7 +220,7 @@ def test_the_longer_destination_wins_over_a_source_specific_shorter_one(world):
     wide = SourceDestKey(IID, net("10.1.0.0/16"), net("10.2.0.0/16"))
     mask_len, eid = wide.to_wire()
     xtr._cache_source_specific(MappingRecord(eid, mask_len, (), ttl=10, action=Action.DROP_POLICY_DENIED),
-                               wide, "test", now, publication=False)
+                               wide, "test", now)
     narrow = MappingRecord.for_prefix(packets.eid("10.2.5.0/24", IID), (Locator(ETR2),), ttl=10)
     xtr._cache_record(narrow, narrow.eid_prefix, "test", now)
     assert xtr.lookup(IID, H1, ip("10.2.5.1"), now).value.record == narrow
@@ -230,7 +236,7 @@ def test_a_source_specific_destination_inside_a_plain_one_sends_uncovered_source
     key = SourceDestKey(IID, net("10.1.0.10/32"), net("10.2.0.0/16"))
     mask_len, eid = key.to_wire()
     xtr._cache_source_specific(MappingRecord(eid, mask_len, (), ttl=10, action=Action.DROP_POLICY_DENIED),
-                               key, "test", now, publication=False)
+                               key, "test", now)
     assert xtr.lookup(IID, H2, DST, now) is None  # not the /8: h2 must ask for itself
     assert verdict(world.walk(H2)) == "controller"
     assert verdict(world.walk(H2, ip("10.3.0.1"))) == "tunnel"  # outside 10.2.0.0/16 the /8 holds
