@@ -74,7 +74,10 @@ Rules this server follows, and why:
   batch (one fsync) before the handler returns.  Expiries are not
   journalled: the stored expiry times already say when an entry ends, so a
   restart drops what expired meanwhile and a mass expiry costs no writes.
-  Pending Map-Notify retransmissions are not persisted.
+  Pending Map-Notify retransmissions are not persisted.  When the journal
+  outgrows twice the live state it is compacted into a snapshot, which joins
+  each registration's entry as it was encoded on arrival (at a million
+  registrations: about 2 s of not answering, against 11 s encoding them all).
 * **Fast path**: a plain Map-Request (`lisp_ryu.wire.quick`) for a
   registered EID, while no policy is set and no static mapping is more
   specific, is answered from fixed-offset reads and the record encoded once
@@ -96,6 +99,8 @@ import logging
 import struct
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Iterator
+
+import msgpack
 
 from lisp_ryu.config import MapServerConfig, SiteConfig
 from lisp_ryu.effects import SendControl
@@ -187,6 +192,11 @@ class EtrRegistration:
     expires: float
     xtr_id: int | None = None
     site_id: int | None = None
+    #: This registration as its journal entry, msgpack-encoded once when its Map-Register came:
+    #: a snapshot of a million of them is then a join, not a million encodings (seconds of
+    #: answering nothing).  Empty when restored (encoding them would slow every restart); by the
+    #: first compaction after a restart the ETRs have mostly registered again.
+    stored: bytes = field(default=b"", compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -435,6 +445,7 @@ class MapServer:
                 xtr_id=message.xtr_id,
                 site_id=message.site_id,
             )
+            reg = replace(reg, stored=_pack(_registration_entry(reg)))
             effects += self._upsert(reg, now)
         self._count("accepted.map_register")
         if message.want_map_notify:
@@ -541,7 +552,7 @@ class MapServer:
         is_new = reg.etr not in entry.etrs
         entry.etrs[reg.etr] = reg
         if self._store is not None:
-            self._batch.append(_registration_entry(reg))
+            self._batch.append(reg.stored or _pack(_registration_entry(reg)))
         self._schedule(reg.expires, "reg", (iid, net, reg.etr))
         changed = self._rebuild(iid, net, entry, previous)
         if self._restoring:
@@ -1103,7 +1114,7 @@ class MapServer:
             return
         live = len(self._registered) + self._subscription_count + len(self._static) + len(self.policy.rules)
         if store.journal_length() >= max(COMPACT_MIN_ENTRIES, 2 * live):
-            store.snapshot(self.state_entries())
+            store.snapshot(self._stored_state())
             self._count("store.snapshots")
 
     def state_entries(self) -> Iterator[dict]:
@@ -1111,6 +1122,19 @@ class MapServer:
         for _, _, entry in self._registered:
             for reg in entry.etrs.values():
                 yield _registration_entry(reg)
+        yield from self._stated_entries()
+
+    def _stored_state(self) -> Iterator[bytes]:
+        """`state_entries`, msgpack-encoded, for a snapshot: registrations as they were encoded
+        when they came (at a million, encoding them again stalled the server for seconds)."""
+        for _, _, entry in self._registered:
+            for reg in entry.etrs.values():
+                yield reg.stored or _pack(_registration_entry(reg))
+        for entry in self._stated_entries():
+            yield _pack(entry)
+
+    def _stated_entries(self) -> Iterator[dict]:
+        """Everything durable but the registrations: subscriptions, policy, static mappings."""
         for _, _, subs in self._subscriptions:
             for sub in subs.values():
                 yield _subscription_entry(sub)
@@ -1411,6 +1435,11 @@ def _record_bytes(record: MappingRecord) -> bytes:
 
 def _record_from_bytes(data: bytes) -> MappingRecord:
     return MapReply.decode(struct_reply(bytes(8), data)).records[0]
+
+
+def _pack(entry: dict) -> bytes:
+    """A journal or snapshot entry as the store writes it."""
+    return msgpack.packb(entry, use_bin_type=True)
 
 
 def _registration_entry(reg: EtrRegistration) -> dict:

@@ -51,14 +51,16 @@ class Store(Protocol):
     def load(self) -> list[dict]:
         """Every entry needed to rebuild the state: snapshot entries, then journal entries."""
 
-    def append(self, entries: list[dict]) -> None:
-        """Record a batch of changes durably; returns once they survive a crash."""
+    def append(self, entries: list[dict | bytes]) -> None:
+        """Record a batch of changes durably; returns once they survive a crash.
+
+        An entry is a dict, or a dict already msgpack-encoded (written as it is)."""
 
     def journal_length(self) -> int:
         """Entries appended since the last snapshot (the core compacts when this grows)."""
 
-    def snapshot(self, entries: Iterable[dict]) -> None:
-        """Replace everything recorded so far by `entries` (the full current state)."""
+    def snapshot(self, entries: Iterable[dict | bytes]) -> None:
+        """Replace everything recorded so far by `entries` (the full current state; dicts or encoded dicts)."""
 
 
 @dataclass
@@ -74,16 +76,16 @@ class MemoryStore:
 
     appends: int = 0  # batches written (FileStore: fsyncs)
 
-    def append(self, entries: list[dict]) -> None:
+    def append(self, entries: list[dict | bytes]) -> None:
         # Round-trip through msgpack so tests catch anything FileStore could not write.
-        self.journal.extend(msgpack.unpackb(msgpack.packb(e, use_bin_type=True), raw=False) for e in entries)
+        self.journal.extend(_as_read(e) for e in entries)
         self.appends += 1
 
     def journal_length(self) -> int:
         return len(self.journal)
 
-    def snapshot(self, entries: Iterable[dict]) -> None:
-        self.snapshot_entries = [msgpack.unpackb(msgpack.packb(e, use_bin_type=True), raw=False) for e in entries]
+    def snapshot(self, entries: Iterable[dict | bytes]) -> None:
+        self.snapshot_entries = [_as_read(e) for e in entries]
         self.journal = []
         self.snapshots_taken += 1
 
@@ -171,9 +173,9 @@ class FileStore:
             _fsync_dir(self.directory)
         return self._journal_fd
 
-    def append(self, entries: list[dict]) -> None:
+    def append(self, entries: list[dict | bytes]) -> None:
         fd = self._fd()
-        view = memoryview(b"".join(msgpack.packb(entry, use_bin_type=True) for entry in entries))
+        view = memoryview(b"".join(_encoded(entry) for entry in entries))
         while view:
             view = view[os.write(fd, view):]
         os.fsync(fd)
@@ -182,11 +184,16 @@ class FileStore:
     def journal_length(self) -> int:
         return self._journal_entries
 
-    def snapshot(self, entries: Iterable[dict]) -> None:
+    def snapshot(self, entries: Iterable[dict | bytes]) -> None:
         generation = self.generation + 1
-        payload = msgpack.packb({"format": FORMAT, "generation": generation, "entries": list(entries)},
-                                use_bin_type=True)
-        _atomic_write(self.snapshot_path, payload)
+        # The bytes msgpack.packb gives for {"format", "generation", "entries": [...]}, with the
+        # entries that come encoded joined in as they are.
+        items = [_encoded(entry) for entry in entries]
+        packer = msgpack.Packer(use_bin_type=True)
+        head = b"".join((packer.pack_map_header(3), packer.pack("format"), packer.pack(FORMAT),
+                         packer.pack("generation"), packer.pack(generation),
+                         packer.pack("entries"), packer.pack_array_header(len(items))))
+        _atomic_write(self.snapshot_path, b"".join((head, *items)))
         old_journal = self._journal_path(self.generation)
         if self._journal_fd is not None:
             os.close(self._journal_fd)
@@ -201,6 +208,15 @@ class FileStore:
         if self._journal_fd is not None:
             os.close(self._journal_fd)
             self._journal_fd = None
+
+
+def _encoded(entry: dict | bytes) -> bytes:
+    return entry if isinstance(entry, bytes) else msgpack.packb(entry, use_bin_type=True)
+
+
+def _as_read(entry: dict | bytes) -> dict:
+    """An entry as a load would read it back."""
+    return msgpack.unpackb(_encoded(entry), raw=False)
 
 
 def _atomic_write(path: str, payload: bytes) -> None:

@@ -13,6 +13,7 @@ import ipaddress
 import itertools
 from dataclasses import replace
 
+import msgpack
 import pytest
 
 from lisp_ryu.config import EidPrefixConfig, MapServerConfig, SiteConfig
@@ -404,3 +405,38 @@ def test_the_bulk_reader_leaves_other_forms_to_the_codec():
     cases += [(odd, "10.1.2.3/32", 0) for odd in odd_bytes]
     for odd_rec, text, iid in cases:
         assert reader._read_record(odd_rec, text, iid) is None, (odd_rec, text, iid)
+
+
+@pytest.mark.parametrize("kind", ["memory", "file"])
+def test_a_compaction_stores_the_state_without_encoding_registrations_again(kind, tmp_path, monkeypatch):
+    """Each registration keeps its entry encoded (`stored`) from its Map-Register; a snapshot joins
+    those bytes, which must read back as exactly what `state_entries` says.  Restored ones are
+    encoded when a snapshot needs them."""
+    store = MemoryStore() if kind == "memory" else FileStore(str(tmp_path))
+    live = start(MapServer, store, now=T0)
+    populate(live)
+    if kind == "file":
+        store.close()
+    restored = start(MapServer, store if kind == "memory" else FileStore(str(tmp_path)))
+    regs = [reg for *_, etrs in live.registrations() for reg in etrs]
+    assert len(regs) > 100 and all(reg.stored for reg in regs)
+    for reg in regs:
+        assert msgpack.unpackb(reg.stored, raw=False) == as_read(service_mod._registration_entry(reg))
+    for core in (live, restored):
+        assert [msgpack.unpackb(b, raw=False) for b in core._stored_state()] == [
+            as_read(e) for e in core.state_entries()]
+
+    def encoded_again(reg):
+        raise AssertionError(f"{reg.prefix} encoded again for a snapshot")
+
+    monkeypatch.setattr(service_mod, "_registration_entry", encoded_again)
+    compacted = MemoryStore()
+    compacted.snapshot(live._stored_state())
+    monkeypatch.undo()
+    again = start(MapServer, compacted)
+    assert list(again.registrations()) == list(restored.registrations())
+    assert list(again.subscriptions()) == list(restored.subscriptions())
+
+
+def as_read(entry: dict) -> dict:
+    return msgpack.unpackb(msgpack.packb(entry, use_bin_type=True), raw=False)

@@ -175,3 +175,13 @@ def test_expiry_costs_no_write_and_still_holds_after_a_restart():
     core.handle_timer(T0 + 180)
     assert core.registration_count == 0 and store.appends == writes
     assert make_core(store=store, now=T0 + 181).registration_count == 0
+
+
+def test_a_snapshot_of_encoded_entries_is_the_same_file_as_of_dicts(tmp_path):
+    entries = [{"t": "reg", "n": n, "b": n.to_bytes(4, "big"), "f": n / 3} for n in range(70000)]  # > 65535: a 32-bit array
+    as_dicts, as_bytes = FileStore(str(tmp_path / "a")), FileStore(str(tmp_path / "b"))
+    as_dicts.snapshot(entries)
+    as_bytes.snapshot([msgpack.packb(e, use_bin_type=True) if e["n"] % 2 else e for e in entries])
+    written = (tmp_path / "a" / "snapshot.msgpack").read_bytes()
+    assert written == (tmp_path / "b" / "snapshot.msgpack").read_bytes()
+    assert written == msgpack.packb({"format": 1, "generation": 1, "entries": entries}, use_bin_type=True)
