@@ -445,7 +445,8 @@ class MapServer:
                 xtr_id=message.xtr_id,
                 site_id=message.site_id,
             )
-            reg = replace(reg, stored=_pack(_registration_entry(reg)))
+            if self._store is not None:
+                reg = replace(reg, stored=_pack(_registration_entry(reg)))
             effects += self._upsert(reg, now)
         self._count("accepted.map_register")
         if message.want_map_notify:
