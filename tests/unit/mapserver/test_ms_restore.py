@@ -302,15 +302,22 @@ def assert_same(bulk: MapServer, reference: MapServer) -> None:
 # ---------------------------------------------------------------------------------------------- tests
 
 
-@pytest.mark.parametrize("kind", ["memory", "file"])
-def test_bulk_restore_equals_one_upsert_at_a_time_and_the_live_core(kind, tmp_path):
+def lived(kind: str, tmp_path):
+    """A core that went through the workload, and how a restart opens its store again."""
     store = MemoryStore() if kind == "memory" else FileStore(str(tmp_path))
     live = start(MapServer, store, now=T0)
     populate(live)
-    if kind == "file":
-        store.close()
-    bulk = start(MapServer, store if kind == "memory" else FileStore(str(tmp_path)))
-    reference = start(ReferenceCore, store if kind == "memory" else FileStore(str(tmp_path)))
+    if kind == "memory":
+        return live, lambda: store
+    store.close()
+    return live, lambda: FileStore(str(tmp_path))
+
+
+@pytest.mark.parametrize("kind", ["memory", "file"])
+def test_bulk_restore_equals_one_upsert_at_a_time_and_the_live_core(kind, tmp_path):
+    live, reopen = lived(kind, tmp_path)
+    bulk = start(MapServer, reopen())
+    reference = start(ReferenceCore, reopen())
     assert bulk.counters["restore.registrations"] == 136 and bulk.counters["restore.expired"] == 1
 
     live.handle_timer(RESTART)  # what expired while the server was down
@@ -412,12 +419,8 @@ def test_a_compaction_stores_the_state_without_encoding_registrations_again(kind
     """Each registration keeps its entry encoded (`stored`) from its Map-Register; a snapshot joins
     those bytes, which must read back as exactly what `state_entries` says.  Restored ones are
     encoded when a snapshot needs them."""
-    store = MemoryStore() if kind == "memory" else FileStore(str(tmp_path))
-    live = start(MapServer, store, now=T0)
-    populate(live)
-    if kind == "file":
-        store.close()
-    restored = start(MapServer, store if kind == "memory" else FileStore(str(tmp_path)))
+    live, reopen = lived(kind, tmp_path)
+    restored = start(MapServer, reopen())
     regs = [reg for *_, etrs in live.registrations() for reg in etrs]
     assert len(regs) > 100 and all(reg.stored for reg in regs)
     for reg in regs:
