@@ -224,7 +224,9 @@ class RouteSocket:
 
         Left out, as the kernel makes them again by itself: IPv6 link-local
         addresses (from the MAC), routes it made for an address (protocol
-        kernel) and its local table, incomplete or failed neighbours.
+        kernel) and its local table, incomplete or failed neighbours.  Also
+        left out: multipath routes (their next hops name interfaces in
+        RTA_MULTIPATH, not RTA_OIF); the lab's hosts have none.
         """
         addresses = []
         for m in self._dump(_RTM_GETADDR, _IFADDR.pack(socket.AF_UNSPEC, 0, 0, 0, 0), "listing addresses"):
