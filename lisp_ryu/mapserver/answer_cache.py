@@ -36,7 +36,7 @@ MISSED_SLOTS = 1 << 17
 class AnswerCache:
     """(instance-ID, packed host address) -> encoded EID-record of its proxy Map-Reply."""
 
-    __slots__ = ("records", "capacity", "flushes", "_missed", "_first_misses")
+    __slots__ = ("records", "capacity", "flushes", "misses", "_missed", "_first_misses")
 
     def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
         if capacity < 1:
@@ -45,6 +45,7 @@ class AnswerCache:
         #: Read directly on the hot path: `records.get((iid, packed))`.
         self.records: dict[tuple[int, bytes], bytes] = {}
         self.flushes = 0  # times the whole cache was emptied (a change of a covering prefix, or full)
+        self.misses = 0  # answers offered: hosts asked for and not found here
         # Hosts missed once since the last sweep, by hash: a bit of memory that stays in the CPU cache,
         # where a set of keys would hold on to objects scattered over the heap.
         self._missed = bytearray(MISSED_SLOTS)
@@ -61,6 +62,7 @@ class AnswerCache:
         once costs a set entry, not a copy that would push a hot answer out
         (a resolver sees many destinations once, and few of them often).
         """
+        self.misses += 1
         missed, slot = self._missed, hash(key) & (MISSED_SLOTS - 1)
         if not missed[slot]:  # (another host in the same slot only lets this one in early)
             missed[slot] = 1

@@ -258,6 +258,10 @@ def format_table(what: str, data: dict[str, Any]) -> str:
         rows = [[name, str(value)] for name, value in data["counters"].items()]
         summary = (f"{data['registrations']} registered prefixes, {data['subscriptions']} subscriptions, "
                    f"{data['pending_notifications']} Map-Notifies awaiting an Ack")
+        cache = data.get("answer_cache")
+        if cache:
+            summary += (f"\nanswer cache: {cache['entries']} of {cache['capacity']} hosts, {cache['hits']} hits, "
+                        f"{cache['misses']} misses, emptied {cache['flushes']} times")
         return _table(["counter", "value"], rows) + "\n" + summary
     if what == "registrations":
         rows = []

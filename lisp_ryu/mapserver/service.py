@@ -281,6 +281,7 @@ class MapServer:
         self._store = store
         self._counters: dict[str, int] = {}
         self._quick_replies = 0  # fast-path Map-Replies not yet added to the counters (one add, not three)
+        self._fast_replies = 0  # fast-path Map-Replies counted so far
         self._sites: dict[str, SiteConfig] = {site.name: site for site in config.sites}
         self._negative_action = NEGATIVE_ACTIONS[config.negative_action]
         # (iid, configured prefix) -> [(site, accept_more_specifics)], and the configured
@@ -755,13 +756,26 @@ class MapServer:
             if entry is None or not entry.proxy:
                 return None
             record = entry.record_bytes or self._encode_record(entry)
-            self._answers.offer(key, record)
-        if not self._limiter.allow(source, now):
-            self._count("received.datagrams")
-            self._count("dropped.rate_limited")
-            return b"", rloc, port
+            if not self._limiter.allow(source, now):
+                return self._rate_limited(rloc, port)
+            self._answers.offer(key, record)  # (after the limit: a flooding source fills nothing)
+        elif not self._limiter.allow(source, now):
+            return self._rate_limited(rloc, port)
         self._quick_replies += 1
         return struct_reply(nonce, record), rloc, port
+
+    def _rate_limited(self, rloc: bytes, port: int) -> tuple[bytes, bytes, int]:
+        self._count("received.datagrams")
+        self._count("dropped.rate_limited")
+        return b"", rloc, port
+
+    @property
+    def answer_cache(self) -> dict[str, int]:
+        """The fast path's answer cache, for the counters view: size, hits, misses, flushes."""
+        self._fold_quick_replies()
+        return {"entries": len(self._answers), "capacity": self._answers.capacity,
+                "hits": self._fast_replies - self._answers.misses, "misses": self._answers.misses,
+                "flushes": self._answers.flushes}
 
     def _quick_answer(self, payload: bytes) -> list[SendControl] | None:
         """`_on_ecm`'s effects for a plain Map-Request the registration alone answers, or None."""
@@ -1328,11 +1342,15 @@ class MapServer:
     @property
     def counters(self) -> dict[str, int]:
         """Events by name (received.*, sent.*, dropped.*, rejected.*, ...), as the views show them."""
+        self._fold_quick_replies()
+        return self._counters
+
+    def _fold_quick_replies(self) -> None:
         if self._quick_replies:
             answered, self._quick_replies = self._quick_replies, 0
+            self._fast_replies += answered
             for name in ("received.datagrams", "received.map_request", "sent.map_reply"):
                 self._count(name, answered)
-        return self._counters
 
     def _count(self, name: str, amount: int = 1) -> None:
         self._counters[name] = self._counters.get(name, 0) + amount

@@ -95,6 +95,7 @@ def counters(core: MapServer, extra: dict[str, int] | None = None) -> dict[str, 
         "registrations": core.registration_count,
         "subscriptions": core.subscription_count,
         "pending_notifications": core.pending_notifications,
+        "answer_cache": core.answer_cache,
     }
 
 

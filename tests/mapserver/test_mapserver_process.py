@@ -57,6 +57,7 @@ def test_register_resolve_and_introspect(mapserver, client):
     shown = subprocess.run([sys.executable, "-m", "lisp_ryu", "show", "counters", "--url", mapserver.url],
                            capture_output=True, text=True, check=True).stdout
     assert "accepted.map_register" in shown
+    assert "answer cache: 0 of 65536 hosts, 0 hits, 1 misses, emptied 0 times" in shown
 
 
 def test_bad_http_requests_get_clear_errors(mapserver):

@@ -207,3 +207,19 @@ def test_an_etr_that_stops_asking_for_proxy_replies_gets_the_requests_again():
     server.handle_control(packets.map_register([record], DC1_KEY, proxy=False), ETR1, 4342, T0 + 2)
     [(to, _, forwarded)] = ask_fast(server, request, T0 + 3)
     assert to == str(ETR1) and forwarded == request  # the same record, now answered by the ETR itself
+
+
+def test_the_counters_view_shows_the_cache_and_a_rate_limited_source_fills_nothing():
+    from lisp_ryu.mapserver import views
+
+    server = core(quick=True)
+    server.handle_control(packets.map_register([packets.record("10.1.0.0/16", ["198.18.1.1"])], DC1_KEY, proxy=True),
+                          ETR1, 4342, T0)
+    for nonce in range(5):  # a miss, a miss that lets it in, three hits
+        ask_fast(server, packets.map_request_ecm("10.1.0.1", [ITR], nonce=nonce), T0 + 1)
+    assert views.counters(server)["answer_cache"] == {"entries": 1, "capacity": 4, "hits": 3, "misses": 2,
+                                                      "flushes": 0}
+    server._limiter = type(server._limiter)(rate=1.0, burst=1)
+    for nonce in range(3):  # the first is answered, the others dropped before they are offered
+        ask_fast(server, packets.map_request_ecm("10.1.0.2", [ITR], nonce=nonce), T0 + 2)
+    assert server.answer_cache["misses"] == 3 and server.counters["dropped.rate_limited"] == 2
