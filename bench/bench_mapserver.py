@@ -16,8 +16,10 @@ server: the most a one-threaded Python UDP server can answer on this machine.
 Figures: requests/s at 10k and 1M prefixes (quick: 10k and 100k) as a ratio
 of the echo ceiling (target 0.5), their p50/p99 latency against the echo's,
 the start-up time per restored registration (against merely unpacking the
-snapshot), and how much more a request costs at the large size than at 10k
-(target at most 1.5).
+snapshot), how much more a request costs at the large size than at 10k
+(target at most 1.5), and the memory a registration takes in the server
+(resident size growth from the small to the large table, against its bytes
+in the snapshot; measured just after the restore).
 """
 
 from __future__ import annotations
@@ -201,6 +203,7 @@ def _mapserver(size: int, total: int, seconds: float, no_repeat: bool) -> dict:
             if not match:
                 raise RuntimeError(f"mapserver with {size} registrations did not start: {line!r}")
             restore_s = time.perf_counter() - started
+            rss_kib = _rss_kib(proc.pid)
             if f"registrations {size}" not in line:
                 raise RuntimeError(f"expected {size} restored registrations: {line.strip()}")
             port = int(match.group(1))
@@ -210,10 +213,17 @@ def _mapserver(size: int, total: int, seconds: float, no_repeat: bool) -> dict:
                 result["cold_rate"] = cold["rate"]
             result["restore_s"] = restore_s
             result["unpack_s"] = unpack_s
+            result["rss_kib"] = rss_kib
+            result["snapshot_bytes"] = os.path.getsize(os.path.join(data_dir, "snapshot.msgpack"))
             return result
         finally:
             proc.kill()
             proc.wait()
+
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:"))
 
 
 def _label(size: int) -> str:
@@ -227,8 +237,9 @@ def run(quick: bool = False) -> dict[str, dict]:
     echo = _echo_baseline(total, seconds)
     figures: dict[str, dict] = {}
     rates = {}
+    results = {}
     for size in sizes:
-        result = _mapserver(size, total, seconds, no_repeat=size == sizes[-1])
+        result = results[size] = _mapserver(size, total, seconds, no_repeat=size == sizes[-1])
         label = _label(size)
         rates[size] = result["rate"]
         figures[f"mapserver.requests_per_s.{label}"] = {
@@ -253,6 +264,14 @@ def run(quick: bool = False) -> dict[str, dict]:
             "target": None, "target_is_max": True,
         }
     small, large = sizes
+    # Memory a registration costs the server: the growth of its resident size from the small table to
+    # the large one, against the bytes the same registration takes in the snapshot file.
+    per_registration = 1024 * (results[large]["rss_kib"] - results[small]["rss_kib"]) / (large - small)
+    stored = (results[large]["snapshot_bytes"] - results[small]["snapshot_bytes"]) / (large - small)
+    figures[f"mapserver.memory_bytes_per_registration.{_label(large)}"] = {
+        "value": per_registration, "unit": "B", "baseline": stored, "ratio": per_registration / stored,
+        "target": None, "target_is_max": True, "rss_mib": results[large]["rss_kib"] // 1024,
+    }
     growth = rates[small] / rates[large]
     figures[f"mapserver.cost_growth.{_label(small)}_to_{_label(large)}"] = {
         "value": growth, "unit": "x", "baseline": 1.0, "ratio": growth, "target": 1.5, "target_is_max": True,
