@@ -1086,12 +1086,12 @@ class MapServer:
         self._maybe_compact()
         return effects
 
-    # ------------------------------------------------------------------ Map-Notify-Ack
-
     def _subscriber_answers(self, sub: Subscription) -> list[MappingRecord]:
         """The answer for `sub`'s prefix as each of its hosts sees it (one, without a known host)."""
         address = sub.prefix.network_address
         return [self._answer(sub.iid, address, source, sub.itr_rloc).record for source in sub.source_eids or (None,)]
+
+    # ------------------------------------------------------------------ Map-Notify-Ack
 
     def _on_map_notify_ack(self, payload: bytes, source: IPAddress) -> list[SendControl]:
         ack = MapNotifyAck.decode(payload)
