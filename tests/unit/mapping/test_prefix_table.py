@@ -158,6 +158,16 @@ def test_a_branch_point_is_not_a_stored_prefix():
     t.check_invariants()
 
 
+def test_values_are_every_stored_value_whether_a_trie_holds_host_routes_only_or_not():
+    t = table_of((1, "10.0.0.1/32"), (1, "10.0.0.2/32"), (1, "2001:db8::1/128"),  # host routes only
+                 (2, "10.0.0.0/8"), (2, "10.0.0.3/32"), (2, "10.1.0.0/16"))  # mixed
+    assert sorted(t.values()) == sorted(v for _, _, v in t) == sorted(
+        ["10.0.0.1/32", "10.0.0.2/32", "2001:db8::1/128", "10.0.0.0/8", "10.0.0.3/32", "10.1.0.0/16"])
+    t.remove(2, N("10.0.0.0/8"))
+    t.remove(2, N("10.1.0.0/16"))  # now host routes only there too
+    assert sorted(t.values()) == ["10.0.0.1/32", "10.0.0.2/32", "10.0.0.3/32", "2001:db8::1/128"]
+
+
 def test_remove_returns_the_value_and_absent_prefixes_raise_a_clear_key_error():
     t = table_of((1, "10.0.0.0/8"), (1, "10.1.0.0/16"))
     assert t.remove(1, N("10.0.0.0/8")) == "10.0.0.0/8"
@@ -349,6 +359,7 @@ class PrefixTableMachine(RuleBasedStateMachine):
         assert len(self.table) == len(self.model)
         assert [(i, n, v) for i, n, v in self.table] == [
             (i, n, self.model[(i, n)]) for (i, n) in sorted(self.model, key=lambda k: (k[0], k[1].version, k[1]))]
+        assert sorted(self.table.values()) == sorted(self.model.values())
 
 
 PrefixTableMachine.TestCase.settings = settings(
