@@ -51,7 +51,6 @@ class AnswerCache:
         self._missed = bytearray(MISSED_SLOTS)
         self._first_misses = 0
 
-
     def __len__(self) -> int:
         return len(self.records)
 
@@ -59,8 +58,8 @@ class AnswerCache:
         """A miss for `key`, (instance-ID, packed host), whose answer is `record`.
 
         Remembered only when the host was missed before: a host asked for
-        once costs a set entry, not a copy that would push a hot answer out
-        (a resolver sees many destinations once, and few of them often).
+        once costs a mark in a table, not a copy that would push a hot answer
+        out (a resolver sees many destinations once, and few of them often).
         """
         self.misses += 1
         missed, slot = self._missed, hash(key) & (MISSED_SLOTS - 1)
