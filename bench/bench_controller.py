@@ -53,6 +53,7 @@ down on every exit path.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import ipaddress
 import json
 import os
@@ -267,6 +268,7 @@ class FlowModBenchApp(app_manager.RyuApp):
 
     def _bench(self, dp) -> None:
         result: dict = {}
+        gc.freeze()  # as LispApp does once it has started
         try:
             full = bench_plan(self.entries)
             empty = dataclasses.replace(full, remotes=())
