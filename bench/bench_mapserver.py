@@ -12,6 +12,9 @@ that no answer is ever cached: the worst case, reported beside the main
 figure without a target.  The baseline, run in
 the same invocation against the same generator, is a minimal Python UDP echo
 server: the most a one-threaded Python UDP server can answer on this machine.
+Each server gets 3 loads in a row (quick: 1) and the best counts, for the
+echo as for the Map-Server, as the other benchmarks take the least disturbed
+of several runs: back-to-back loads vary by about 10 %.
 
 Figures: requests/s at 10k and 1M prefixes (quick: 10k and 100k) as a ratio
 of the echo ceiling (target 0.5), their p50/p99 latency against the echo's,
@@ -170,19 +173,26 @@ def _load(port: int, registered: int, total: int, seconds: float, distinct: int 
             generator.kill()
 
 
-def _echo_baseline(total: int, seconds: float) -> dict:
+def _best_load(rounds: int, port: int, registered: int, total: int, seconds: float) -> dict:
+    """The least disturbed of `rounds` loads against one server (the highest rate), with every rate."""
+    runs = [_load(port, registered, total, seconds) for _ in range(rounds)]
+    best = max(runs, key=lambda r: r["rate"])
+    return {**best, "rates": [round(r["rate"]) for r in runs]}
+
+
+def _echo_baseline(rounds: int, total: int, seconds: float) -> dict:
     context = multiprocessing.get_context("fork")
     ready = context.Queue()
     server = context.Process(target=_echo, args=(ready,), daemon=True)
     server.start()
     try:
-        return _load(ready.get(timeout=10), HOT_EIDS, total, seconds)
+        return _best_load(rounds, ready.get(timeout=10), HOT_EIDS, total, seconds)
     finally:
         server.kill()
         server.join()
 
 
-def _mapserver(size: int, total: int, seconds: float, no_repeat: bool) -> dict:
+def _mapserver(size: int, rounds: int, total: int, seconds: float, no_repeat: bool) -> dict:
     from lisp_ryu.mapserver.store import write_snapshot
 
     with tempfile.TemporaryDirectory(prefix="bench-mapserver-") as tmp:
@@ -210,7 +220,7 @@ def _mapserver(size: int, total: int, seconds: float, no_repeat: bool) -> dict:
             if f"registrations {size}" not in line:
                 raise RuntimeError(f"expected {size} restored registrations: {line.strip()}")
             port = int(match.group(1))
-            result = _load(port, size, total, seconds)
+            result = _best_load(rounds, port, size, total, seconds)
             if no_repeat:  # then the worst case for the answer cache: every request for an EID not asked before
                 cold = _load(port, size, total, seconds, distinct=total + total // 10)
                 result["cold_rate"] = cold["rate"]
@@ -271,18 +281,20 @@ def run(quick: bool = False) -> dict[str, dict]:
     sizes = (10_000, 100_000) if quick else (10_000, 1_000_000)
     total = 20_000 if quick else 100_000  # requests measured per run (after a warm-up)
     seconds = 30.0 if quick else 90.0  # and never longer than this
-    echo = _echo_baseline(total, seconds)
+    rounds = 1 if quick else 3  # loads per server, the best one counted (runs vary by +-10 %)
+    echo = _echo_baseline(rounds, total, seconds)
     figures: dict[str, dict] = {}
     rates = {}
     results = {}
     for size in sizes:
-        result = results[size] = _mapserver(size, total, seconds, no_repeat=size == sizes[-1])
+        result = results[size] = _mapserver(size, rounds, total, seconds, no_repeat=size == sizes[-1])
         label = _label(size)
         rates[size] = result["rate"]
         figures[f"mapserver.requests_per_s.{label}"] = {
             "value": result["rate"], "unit": "req/s", "baseline": echo["rate"],
             "ratio": result["rate"] / echo["rate"], "target": 0.5,
             "answered": result["answered"], "lost": result["lost"], "distinct_eids": HOT_EIDS,
+            "rates": result["rates"], "echo_rates": echo["rates"],
         }
         if "cold_rate" in result:
             figures[f"mapserver.requests_per_s_no_repeat.{label}"] = {
