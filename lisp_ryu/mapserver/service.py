@@ -446,8 +446,6 @@ class MapServer:
                 xtr_id=message.xtr_id,
                 site_id=message.site_id,
             )
-            if self._store is not None:
-                reg = replace(reg, stored=_pack(_registration_entry(reg)))
             effects += self._upsert(reg, now)
         self._count("accepted.map_register")
         if message.want_map_notify:
@@ -552,9 +550,10 @@ class MapServer:
         else:
             holders = [other for other in entry.etrs.values() if other.etr != reg.etr]
         is_new = reg.etr not in entry.etrs
+        if self._store is not None:  # journalled, and kept encoded for the next snapshot
+            reg = replace(reg, stored=_pack(_registration_entry(reg)))
+            self._batch.append(reg.stored)
         entry.etrs[reg.etr] = reg
-        if self._store is not None:
-            self._batch.append(reg.stored or _pack(_registration_entry(reg)))
         self._schedule(reg.expires, "reg", (iid, net, reg.etr))
         changed = self._rebuild(iid, net, entry, previous)
         if self._restoring:
