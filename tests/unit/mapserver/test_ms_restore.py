@@ -20,6 +20,7 @@ from lisp_ryu.config import EidPrefixConfig, MapServerConfig, SiteConfig
 from lisp_ryu.mapping.policy import RlocOverride, Rule, StaticMapping
 from lisp_ryu.mapserver import FileStore, MapServer, MemoryStore, packets
 from lisp_ryu.mapserver import service as service_mod
+from lisp_ryu.mapserver.store import _as_read as as_read
 from lisp_ryu.mapserver.service import BAD_STORED_ENTRY, _as_answer, _record_bytes, _record_from_bytes, _StoredRegistrations
 from lisp_ryu.wire import (
     Action,
@@ -439,7 +440,3 @@ def test_a_compaction_stores_the_state_without_encoding_registrations_again(kind
     again = start(MapServer, compacted)
     assert list(again.registrations()) == list(restored.registrations())
     assert list(again.subscriptions()) == list(restored.subscriptions())
-
-
-def as_read(entry: dict) -> dict:
-    return msgpack.unpackb(msgpack.packb(entry, use_bin_type=True), raw=False)
