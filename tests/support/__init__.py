@@ -1,0 +1,1 @@
+"""Test helpers shared by the suites: packet builders, the flow-table simulator, an in-memory underlay."""
