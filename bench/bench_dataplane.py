@@ -65,7 +65,9 @@ if __package__ in (None, ""):
 import yaml  # noqa: E402
 
 from lisp_ryu.lab import controller as lab_controller  # noqa: E402
-from lisp_ryu.lab import manager  # noqa: E402
+from lisp_ryu.lab.ovs import DAEMONS, OVS_SCHEMA, ovs_daemon_argvs  # noqa: E402
+from lisp_ryu.lab.processes import all_namespaces, comm, process_alive, read_pid  # noqa: E402
+from lisp_ryu.lab.running import ofctl  # noqa: E402
 from lisp_ryu.lab import state as lab_state  # noqa: E402
 from lisp_ryu.lab.state import LabState  # noqa: E402
 from bench.lablib import isolated_lab  # noqa: E402
@@ -118,10 +120,10 @@ def _kill(pids: Sequence[int], grace: float = 3.0) -> None:
         except ProcessLookupError:
             pass
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(manager.process_alive(p) for p in pids):
+    while time.monotonic() < deadline and any(process_alive(p) for p in pids):
         time.sleep(0.02)
     for pid in pids:
-        if manager.process_alive(pid):
+        if process_alive(pid):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -135,7 +137,7 @@ def _kill(pids: Sequence[int], grace: float = 3.0) -> None:
 class StandaloneOvs:
     """One OVS instance in namespace ``lbx-NAME`` with run directory
     /tmp/lbx-run/NAME, started the way the lab starts a site's OVS
-    (`manager.ovs_daemon_argvs`).  `stop()` ends exactly the daemons of its
+    (`ovs_daemon_argvs`).  `stop()` ends exactly the daemons of its
     pid files and the processes inside its namespaces, then deletes them."""
 
     def __init__(self, name: str):
@@ -153,8 +155,8 @@ class StandaloneOvs:
             self.run_dir.mkdir(parents=True)
             sh(["ip", "netns", "add", self.namespace])
             in_ns(self.namespace, ["ip", "link", "set", "lo", "up"])
-            sh(["ovsdb-tool", "create", str(self.run_dir / "conf.db"), manager.OVS_SCHEMA], env=self.env)
-            ovsdb, vswitchd = manager.ovs_daemon_argvs(str(self.run_dir))
+            sh(["ovsdb-tool", "create", str(self.run_dir / "conf.db"), OVS_SCHEMA], env=self.env)
+            ovsdb, vswitchd = ovs_daemon_argvs(str(self.run_dir))
             in_ns(self.namespace, ovsdb, env=self.env)
             self.vsctl("--no-wait", "init")
             in_ns(self.namespace, vswitchd, env=self.env)
@@ -165,14 +167,14 @@ class StandaloneOvs:
 
     def stop(self) -> None:
         pids: list[int] = []
-        for daemon in manager.DAEMONS:
-            pid = manager._read_pid(self.run_dir / f"{daemon}.pid")
-            if pid and manager._comm(pid) == daemon[:15]:
+        for daemon in DAEMONS:
+            pid = read_pid(self.run_dir / f"{daemon}.pid")
+            if pid and comm(pid) == daemon[:15]:
                 pids.append(pid)
         namespaces = [self.namespace, *self.extra_namespaces]
-        namespaces += [n for n in manager._all_namespaces()
+        namespaces += [n for n in all_namespaces()
                        if n.startswith(f"{OWN_PREFIX}{self.name}-") and n not in namespaces]
-        present = set(manager._all_namespaces())
+        present = set(all_namespaces())
         for namespace in namespaces:
             if namespace in present:
                 out = sh(["ip", "netns", "pids", namespace], check=False).stdout
@@ -394,7 +396,7 @@ def table_miss_packets(state: LabState) -> int:
     """n_packets of the send-to-controller flow of table 1, summed over all sites."""
     total = 0
     for site in state.sites:
-        out = manager.ofctl(site.name, "dump-flows", "table=1", state=state)
+        out = ofctl(site.name, "dump-flows", "table=1", state=state)
         lines = [line for line in out.splitlines() if "priority=0" in line and "CONTROLLER" in line]
         if len(lines) != 1:
             raise BenchError(f"{site.name}: expected one table-miss flow in table 1, found:\n{out}")

@@ -1,5 +1,5 @@
 """RLOC failover: how long a ping to a multihomed site is broken when its best RLOC's link is cut
-(lisp_ryu/lab/failover.py), against the configured probe detection bound.
+(lisp_ryu/lab/scenarios/failover.py), against the configured probe detection bound.
 
 The real controller drives the three-dc lab with dc3's 198.18.4.2 at priority 1
 and 198.18.3.2 at priority 2, probing every 0.5 s (jitter 10 %, timeout
@@ -47,7 +47,7 @@ if __package__ in (None, ""):
 
 
 from lisp_ryu.lab import controller as lab_controller  # noqa: E402
-from lisp_ryu.lab import failover  # noqa: E402
+from lisp_ryu.lab.scenarios import failover  # noqa: E402
 from lisp_ryu.lab import state as lab_state  # noqa: E402
 from bench.lablib import isolated_lab  # noqa: E402
 

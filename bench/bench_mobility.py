@@ -1,5 +1,5 @@
 """Workload mobility: how long a host is unreachable when it moves to another
-site, and how soon each xTR changes its flows (lisp_ryu/lab/mobility.py).
+site, and how soon each xTR changes its flows (lisp_ryu/lab/scenarios/mobility.py).
 
 Scenario: the three-dc lab driven by the lisp-ryu controller with its
 embedded Map-Server; h5 (dc3) pings h1 every 10 ms while h1 moves
@@ -50,7 +50,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-from lisp_ryu.lab import mobility  # noqa: E402
+from lisp_ryu.lab.scenarios import mobility  # noqa: E402
 from bench.lablib import isolated_lab  # noqa: E402
 
 HERE = Path(__file__).resolve().parent

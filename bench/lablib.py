@@ -13,7 +13,9 @@ from typing import Callable, Iterator
 import yaml
 
 from lisp_ryu.lab import controller as lab_controller
-from lisp_ryu.lab import manager
+from lisp_ryu.lab.build import up
+from lisp_ryu.lab.processes import objects_with_prefix
+from lisp_ryu.lab.teardown import down
 from lisp_ryu.lab import state as lab_state
 
 TOPOLOGIES = Path(__file__).resolve().parents[1] / "topologies"
@@ -22,7 +24,7 @@ TOPOLOGIES = Path(__file__).resolve().parents[1] / "topologies"
 @contextmanager
 def isolated_lab(topology: Path, prefix: str, management_subnet: str, port: int,
                  edit: Callable[[Path], object] | None = None) -> Iterator[lab_state.LabState]:
-    """`manager.up` of a copy of `topology` (changed by `edit(path)` if given); torn down,
+    """`up` of a copy of `topology` (changed by `edit(path)` if given); torn down,
     controller included, on every exit path, and the environment restored."""
     saved = {k: os.environ.get(k) for k in (lab_state.LAB_DIR_ENV, lab_state.LAB_PREFIX_ENV)}
     tmp = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))  # short: OVS unix socket paths
@@ -36,14 +38,14 @@ def isolated_lab(topology: Path, prefix: str, management_subnet: str, port: int,
         topo_file.write_text(yaml.safe_dump(doc, sort_keys=False))
         if edit is not None:
             edit(topo_file)
-        if manager._objects_with_prefix(prefix):
-            manager.down()  # an earlier run crashed: its objects go first
-        state = manager.up(topo_file)
+        if objects_with_prefix(prefix):
+            down()  # an earlier run crashed: its objects go first
+        state = up(topo_file)
         try:
             yield state
         finally:
             lab_controller.stop()
-            manager.down()
+            down()
     finally:
         for key, value in saved.items():
             if value is None:

@@ -4,7 +4,7 @@
     python mininet/lisp_topo.py topologies/two-dc.yaml      # then: h1 ping h3
 
 Same topology file, same names, MACs, port numbers and OVS layout as
-`lisp-ryu lab up` (lisp_ryu/lab/manager.py shares its configuration step):
+`lisp-ryu lab up` (lisp_ryu/lab/build.py shares its configuration step):
 every site is a Mininet node running its own ovsdb-server + ovs-vswitchd
 inside its namespace; routers and the Map-Server are plain nodes; hosts are
 Mininet hosts.  The sites get the lab's static LISP-GPE flows, so hosts of
@@ -27,7 +27,10 @@ from mininet.log import info, setLogLevel
 from mininet.net import Mininet
 from mininet.node import Host, Node
 
-from lisp_ryu.lab import manager, static_flows, topology as topo
+from lisp_ryu.lab import processes, static_flows, topology as topo
+from lisp_ryu.lab.build import configure, plan
+from lisp_ryu.lab.ovs import DAEMONS
+from lisp_ryu.lab.running import ofctl
 from lisp_ryu.lab.state import LabState
 
 PREFIX = "mn-"  # only used in the plan's namespace names; Mininet's namespaces are unnamed
@@ -52,17 +55,17 @@ class LispSite(Node):
         self.run_dir = str(Path(env["OVS_RUNDIR"]))
         out, err, rc = self.pexec(argv, env=env)
         if rc:
-            raise manager.CommandError(argv, rc, err)
+            raise processes.CommandError(argv, rc, err)
         return out
 
     def terminate(self) -> None:
         if self.run_dir:
             pids = {}
-            for daemon in manager.DAEMONS:
-                pid = manager._read_pid(Path(self.run_dir) / f"{daemon}.pid")
-                if pid and manager._comm(pid) == daemon:
+            for daemon in DAEMONS:
+                pid = processes.read_pid(Path(self.run_dir) / f"{daemon}.pid")
+                if pid and processes.comm(pid) == daemon:
                     pids[pid] = f"{daemon} of {self.name}"
-            manager._terminate(pids)
+            processes.terminate(pids)
         super().terminate()
 
 
@@ -74,7 +77,7 @@ def build(topology_path: str | Path) -> tuple[Mininet, LabState]:
         raise SystemExit(f"{topology_path}: a PxTR and internet hosts are not built under Mininet yet: "
                          "use `lisp-ryu lab up`")
     run_root = Path(tempfile.mkdtemp(prefix="lisp-ryu-mn-"))
-    state = manager.plan(t, pfx=PREFIX, directory=run_root, topology_path=str(Path(topology_path).absolute()))
+    state = plan(t, pfx=PREFIX, directory=run_root, topology_path=str(Path(topology_path).absolute()))
     net = Mininet(topo=None, controller=None, build=False, autoSetMacs=False, autoStaticArp=False)
     try:
         for site in t.sites:
@@ -99,15 +102,15 @@ def build(topology_path: str | Path) -> tuple[Mininet, LabState]:
                 return n.start_ovs(list(argv), env)
             out, err, rc = n.pexec(list(argv), env=env) if env else n.pexec(list(argv))
             if rc:
-                raise manager.CommandError(argv, rc, err)
+                raise processes.CommandError(argv, rc, err)
             return out
 
-        state = manager.configure(t, state, execute, management=False)
+        state = configure(t, state, execute, management=False)
         for h in state.hosts:
             net[h.name].defaultIntf().updateIP()  # Mininet learns the address (for `h1 ping h3`)
         for site in t.sites:
             flows = static_flows.site_flows(t, site.name)
-            manager.ofctl(site.name, "add-flows", "-", input="\n".join(flows) + "\n", state=state)
+            ofctl(site.name, "add-flows", "-", input="\n".join(flows) + "\n", state=state)
     except BaseException:
         stop(net, state)
         raise

@@ -83,9 +83,10 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def _up(args) -> int:
-    from lisp_ryu.lab import manager, static_flows
+    from lisp_ryu.lab import static_flows
+    from lisp_ryu.lab.build import up
 
-    state = manager.up(args.file)
+    state = up(args.file)
     print(f"lab {state.name} up: {len(state.sites)} sites, {len(state.hosts)} hosts; "
           f"controller expected at tcp:{state.controller}:{state.controller_port}")
     if args.static_flows:
@@ -95,17 +96,17 @@ def _up(args) -> int:
 
 
 def _down(args) -> int:
-    from lisp_ryu.lab import manager
+    from lisp_ryu.lab.teardown import down
 
-    removed = manager.down()
+    removed = down()
     print(f"lab down: removed {len(removed)} objects" if removed else "no lab objects found")
     return 0
 
 
 def _status(args) -> int:
-    from lisp_ryu.lab import manager
+    from lisp_ryu.lab.running import status
 
-    st = manager.status()
+    st = status()
     if st is None:
         print("no lab is up")
         return 1
@@ -133,7 +134,7 @@ def _status(args) -> int:
 
 
 def _exec(args) -> int:
-    from lisp_ryu.lab import manager
+    from lisp_ryu.lab.running import exec_in
 
     cmd = list(args.cmd)
     if cmd and cmd[0] == "--":
@@ -141,7 +142,7 @@ def _exec(args) -> int:
     if not cmd:
         print("error: no command given: lisp-ryu lab exec NODE -- CMD ...", file=sys.stderr)
         return 2
-    return manager.exec_in(args.node, cmd, capture=False, check=False, timeout=None).returncode
+    return exec_in(args.node, cmd, capture=False, check=False, timeout=None).returncode
 
 
 def _static_flows(args) -> int:
@@ -153,16 +154,16 @@ def _static_flows(args) -> int:
 
 
 def _move(args) -> int:
-    from lisp_ryu.lab import manager
+    from lisp_ryu.lab.move import move_host
 
-    mv = manager.move_host(args.host, args.site)
+    mv = move_host(args.host, args.site)
     print(f"{mv.host} moved from {mv.from_site} (port {mv.from_ofport}) to {mv.to_site} (port {mv.to_ofport}): "
           f"no link for {mv.swap_ms:.1f} ms, gratuitous ARP sent")
     return 0
 
 
 def _mobility(args) -> int:
-    from lisp_ryu.lab import mobility
+    from lisp_ryu.lab.scenarios import mobility
 
     options = {"topology": args.topology} if args.topology else {}
     report = mobility.run(moves=args.moves, pause=args.pause, interval=args.interval, host=args.host, to=args.to,

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import yaml
 
-from lisp_ryu.lab import controller_config, manager
-from lisp_ryu.lab.manager import process_alive
+from lisp_ryu.lab import controller_config
+from lisp_ryu.lab.processes import process_alive
+from lisp_ryu.lab.running import ofctl
 from lisp_ryu.lab.state import LabError, LabState, lab_dir
 
 CONFIG_FILE = "controller.yaml"
@@ -97,7 +98,7 @@ def wait_ready(state: LabState, timeout: float = 30.0) -> None:
             raise LabError(f"the controller exited; its log ({log_path()}) ends with:\n{_tail(log)}")
         waiting = [s.name for s in state.sites
                    if (not s.is_pxtr and f"{s.name}: registered" not in log)
-                   or "CONTROLLER" not in manager.ofctl(s.name, "dump-flows", "table=1", state=state)]
+                   or "CONTROLLER" not in ofctl(s.name, "dump-flows", "table=1", state=state)]
         if not waiting:
             return
         time.sleep(0.2)

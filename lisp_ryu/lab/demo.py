@@ -13,9 +13,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from lisp_ryu.lab import capture, manager
+from lisp_ryu.lab import capture
 from lisp_ryu.lab import controller as lab_controller
+from lisp_ryu.lab.build import up
+from lisp_ryu.lab.running import exec_in
 from lisp_ryu.lab.state import HostState, LabError, LabState
+from lisp_ryu.lab.teardown import down
 from lisp_ryu.lab.topology import LISP_DATA_PORT, TopologyError
 
 
@@ -40,7 +43,7 @@ def pick_hosts(state: LabState) -> tuple[HostState, HostState]:
 
 def run(topology_path: str, keep: bool = False) -> int:
     try:
-        state = manager.up(topology_path)
+        state = up(topology_path)
     except (LabError, TopologyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -59,7 +62,7 @@ def run(topology_path: str, keep: bool = False) -> int:
             print(f"   the controller keeps running: log {lab_controller.log_path()}")
             print(f"   {cmd} lab down        (also stops the controller)")
         else:
-            manager.down()
+            down()
             print("\n== lab down: namespaces, OVS daemons and interfaces removed")
     return 0 if ok else 1
 
@@ -76,7 +79,7 @@ def _show(state: LabState) -> bool:
     with tempfile.TemporaryDirectory(prefix="lisp-ryu-demo-") as tmp:
         pcap = Path(tmp) / "tunnel.pcap"
         with capture.Capture(site.namespace, uplink, f"udp dst port {LISP_DATA_PORT}", pcap, count=1):
-            ping = manager.exec_in(a.name, ["ping", "-c", "3", "-i", "0.2", "-W", "2", b.ip], state=state, check=False)
+            ping = exec_in(a.name, ["ping", "-c", "3", "-i", "0.2", "-W", "2", b.ip], state=state, check=False)
         print(ping.stdout.rstrip())
         lines = capture.lisp_header_lines(capture.decode(pcap))
     if lines:

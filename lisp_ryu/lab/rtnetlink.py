@@ -1,11 +1,10 @@
 """Hand-built rtnetlink requests (what `ip link|addr|route|neigh` send) on one
 socket opened beforehand inside a network namespace.
 
-A move's switchover (lisp_ryu/lab/manager.py) renames, downs and ups the
+A move's switchover (lisp_ryu/lab/move.py) renames, downs and ups the
 host's interfaces and carries its addresses, routes and ARP cache from one
 to the other while the host has no link; starting a process or entering a
-namespace costs ~5-10 ms each, a request on an open socket some
-microseconds.  No dependency: the few messages needed are packed here, and
+namespace is slow, a request on an open socket is not.  No dependency: the few messages needed are packed here, and
 every request waits for its acknowledgement, so a refusal is an error that
 names the step and the kernel's reason.
 """

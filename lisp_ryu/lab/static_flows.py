@@ -34,6 +34,7 @@ import logging
 from pathlib import Path
 
 from lisp_ryu.lab import topology as topo
+from lisp_ryu.lab.running import load_state, ofctl
 from lisp_ryu.lab.state import LabState
 
 log = logging.getLogger("lisp_ryu.lab")
@@ -96,14 +97,12 @@ def all_flows(t: topo.Topology) -> dict[str, list[str]]:
 
 def install(state: LabState | None = None) -> dict[str, int]:
     """Replace the static flows on every site's br-int; returns flows per site."""
-    from lisp_ryu.lab import manager
-
-    state = state or manager.load_state()
+    state = state or load_state()
     t = topo.load(Path(state.topology))
     counts = {}
     for site, flows in all_flows(t).items():
-        manager.ofctl(site, "del-flows", f"cookie={STATIC_COOKIE:#x}/-1", state=state)
-        manager.ofctl(site, "add-flows", "-", input="\n".join(flows) + "\n", state=state)
+        ofctl(site, "del-flows", f"cookie={STATIC_COOKIE:#x}/-1", state=state)
+        ofctl(site, "add-flows", "-", input="\n".join(flows) + "\n", state=state)
         counts[site] = len(flows)
         log.info("site %s: installed %d static flows", site, len(flows))
     return counts

@@ -16,7 +16,7 @@ from typing import Iterator
 import pytest
 import yaml
 
-from lisp_ryu.lab import manager, state as lab_state
+from lisp_ryu.lab import build, processes, running, teardown, state as lab_state
 
 ROOT = Path(__file__).resolve().parents[2]
 TOPOLOGIES = ROOT / "topologies"
@@ -83,8 +83,8 @@ class LabEnv:
     def leftovers(self, pids: list[int] = ()) -> list[str]:
         """Anything of this lab still present: namespaces, root interfaces,
         processes, run directories, the state file."""
-        left = manager._objects_with_prefix(self.prefix)
-        left += [f"process {p}" for p in pids if manager.process_alive(p)]
+        left = processes.objects_with_prefix(self.prefix)
+        left += [f"process {p}" for p in pids if processes.process_alive(p)]
         left += [f"file {p}" for p in self.dir.iterdir() if p.name != ".lock"] if self.dir.exists() else []
         return left
 
@@ -102,11 +102,11 @@ def two_dc(tmp_path_factory, module_monkeypatch):
     from lisp_ryu.lab import static_flows
 
     env, topo_file = private_lab(tmp_path_factory, module_monkeypatch, "lab", "lt-", "two-dc.yaml", "198.19.250.0/24")
-    st = manager.up(topo_file)
+    st = build.up(topo_file)
     static_flows.install(st)
     yield st, env
     if lab_state.read_state() is not None or env.leftovers():
-        manager.down()
+        teardown.down()
 
 
 @pytest.fixture
@@ -125,7 +125,7 @@ def own_lab(tmp_path, monkeypatch):
     yield make
     for env in envs:
         if lab_state.read_state() is not None or env.leftovers():
-            manager.down()
+            teardown.down()
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -143,7 +143,7 @@ def controller_lab(env: LabEnv, topology_file: Path, *, log_must_not_say: tuple[
     nothing behind."""
     from lisp_ryu.lab import controller as lab_controller
 
-    state = manager.up(topology_file)
+    state = build.up(topology_file)
     try:
         lab_controller.start(state, **start_options)
         lab_controller.wait_ready(state)
@@ -152,7 +152,7 @@ def controller_lab(env: LabEnv, topology_file: Path, *, log_must_not_say: tuple[
         for bad in ("Traceback", "OpenFlow error", *log_must_not_say):
             assert bad not in log, log[-4000:]
     finally:
-        manager.down()
+        teardown.down()
         assert env.leftovers() == []
 
 
@@ -163,5 +163,5 @@ def dump_lab_on_failure(request: pytest.FixtureRequest, state: lab_state.LabStat
     report = getattr(request.node, "rep_call", None)
     if report is not None and report.failed:
         for site in state.sites:
-            print(f"--- flows of {site.name}\n{manager.ofctl(site.name, 'dump-flows', state=state)}")
+            print(f"--- flows of {site.name}\n{running.ofctl(site.name, 'dump-flows', state=state)}")
         print(f"--- controller log\n{lab_controller.log_path().read_text(errors='replace')[-5000:]}")

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from lisp_ryu.flows.pipeline import Owner, cookie_owner
-from lisp_ryu.lab import capture, manager
+from lisp_ryu.lab import capture, running
 from lisp_ryu.lab import controller as lab_controller
 
 from conftest import controller_lab, dump_lab_on_failure, private_lab
@@ -39,12 +39,12 @@ def flows_on_failure(request, lab):
 
 
 def ping(lab, host: str, target: str, *args: str) -> subprocess.CompletedProcess:
-    return manager.exec_in(host, ["ping", "-n", *args, target], state=lab, check=False)
+    return running.exec_in(host, ["ping", "-n", *args, target], state=lab, check=False)
 
 
 def flows(lab, site: str, table: int | None = None) -> list[str]:
     args = [f"table={table}"] if table is not None else []
-    return [line for line in manager.ofctl(site, "dump-flows", *args, state=lab).splitlines() if "cookie=" in line]
+    return [line for line in running.ofctl(site, "dump-flows", *args, state=lab).splitlines() if "cookie=" in line]
 
 
 def owner(line: str) -> Owner | None:
@@ -61,7 +61,7 @@ def test_first_packet_is_held_and_reinjected_not_lost(lab):
 
 def test_multihomed_site_gets_a_weighted_select_group(lab):
     assert ping(lab, "h1", "10.3.0.10", "-c", "2", "-i", "0.2", "-W", "2").returncode == 0
-    groups = manager.ofctl("dc1", "dump-groups", state=lab)
+    groups = running.ofctl("dc1", "dump-groups", state=lab)
     assert "type=select" in groups, groups
     assert groups.count("weight:50") == 2, groups
     assert "198.18.3.2->tun_dst" in groups and "198.18.4.2->tun_dst" in groups, groups
@@ -71,7 +71,7 @@ def dc3_rloc_rx(lab) -> list[int]:
     """Packets received on dc3's two underlay uplinks (one per RLOC)."""
     counts = []
     for bridge in ("br-phy", "br-phy1"):
-        stats = manager.ofctl("dc3", "dump-ports", bridge=bridge, state=lab)
+        stats = running.ofctl("dc3", "dump-ports", bridge=bridge, state=lab)
         counts.append(int(re.search(r"port\s+1: rx pkts=(\d+)", stats).group(1)))
     return counts
 
@@ -94,7 +94,7 @@ def test_select_group_spreads_tcp_flows_over_both_rlocs(lab):
               "    except OSError:\n"
               "        pass\n"
               "    s.close()\n")
-    manager.exec_in("h1", ["python3", "-c", sender], state=lab)
+    running.exec_in("h1", ["python3", "-c", sender], state=lab)
     time.sleep(0.3)
     deltas = [a - b for a, b in zip(dc3_rloc_rx(lab), before)]
     # The uplink counters also see control traffic (an RLOC probe, an ARP): one stray packet on an

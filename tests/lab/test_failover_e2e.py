@@ -15,7 +15,8 @@ from __future__ import annotations
 import pytest
 
 from lisp_ryu.lab import controller as lab_controller
-from lisp_ryu.lab import failover, manager
+from lisp_ryu.lab import running
+from lisp_ryu.lab.scenarios import failover
 
 from conftest import controller_lab, dump_lab_on_failure, private_lab
 
@@ -37,7 +38,7 @@ def flows_on_failure(request, lab):
 
 
 def test_traffic_goes_to_the_best_priority_rloc(lab):
-    out = manager.exec_in("h1", ["ping", "-n", "-c", "2", "-i", "0.2", "-W", "2", "10.3.0.10"], state=lab, check=False)
+    out = running.exec_in("h1", ["ping", "-n", "-c", "2", "-i", "0.2", "-W", "2", "10.3.0.10"], state=lab, check=False)
     assert out.returncode == 0, out.stdout
     assert failover.encap_rloc(lab, "dc1", "10.3.0.0/16") == failover.PRIMARY
 
@@ -58,7 +59,7 @@ def test_cut_link_fails_over_to_the_next_priority_and_traffic_returns_when_it_is
 
 def test_both_rlocs_of_the_multihomed_site_answer_probes(lab):
     """Probes reach dc3's controller on each of its RLOCs (it listens on both)."""
-    assert manager.exec_in("h1", ["ping", "-n", "-c", "1", "-W", "2", "10.3.0.11"], state=lab,
+    assert running.exec_in("h1", ["ping", "-n", "-c", "1", "-W", "2", "10.3.0.11"], state=lab,
                            check=False).returncode == 0
     log = lab_controller.log_path().read_text(errors="replace")
     assert "RLOC 198.18.3.2 is down" not in log

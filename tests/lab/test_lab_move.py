@@ -26,7 +26,9 @@ import pytest
 from lisp_ryu.flows.pipeline import Owner, cookie
 from lisp_ryu.lab import cli as lab_cli
 from lisp_ryu.lab import controller as lab_controller
-from lisp_ryu.lab import manager, mobility, rtnetlink
+from lisp_ryu.lab import build, processes, rtnetlink, running, teardown
+from lisp_ryu.lab import move as lab_move
+from lisp_ryu.lab.scenarios import mobility, probe
 from lisp_ryu.lab.netns import run_in_netns
 from lisp_ryu.lab.state import LabError, read_state
 
@@ -44,18 +46,18 @@ def lab(tmp_path_factory, module_monkeypatch):
     """three-dc without a controller, up once for the mechanics tests."""
     env, topo_file = private_lab(tmp_path_factory, module_monkeypatch, "move", "mv-", "three-dc.yaml",
                                  "198.19.245.0/24", 6691)
-    st = manager.up(topo_file)
+    st = build.up(topo_file)
     yield st, env
     if read_state() is not None or env.leftovers():
-        manager.down()
+        teardown.down()
 
 
 def sh(state, node: str, *argv: str) -> str:
-    return manager.exec_in(node, list(argv), state=state).stdout
+    return running.exec_in(node, list(argv), state=state).stdout
 
 
 def link_exists(namespace: str, name: str) -> bool:
-    return manager.run_in(namespace, ["ip", "link", "show", "dev", name], check=False).returncode == 0
+    return processes.run_in(namespace, ["ip", "link", "show", "dev", name], check=False).returncode == 0
 
 
 def host_links(state, host: str) -> list[str]:
@@ -76,7 +78,7 @@ def arp_responder(state, site: str, h) -> None:
                f"set_field:2->arp_op,move:NXM_NX_ARP_SHA[]->NXM_NX_ARP_THA[],"
                f"set_field:{h.gateway_mac}->arp_sha,move:NXM_OF_ARP_TPA[]->NXM_NX_REG0[],"
                f"move:NXM_OF_ARP_SPA[]->NXM_OF_ARP_TPA[],move:NXM_NX_REG0[]->NXM_OF_ARP_SPA[],IN_PORT")
-    manager.ofctl(site, "add-flow", f"cookie={TEST_COOKIE:#x},table=0,priority=65000,in_port={h.ofport},"
+    running.ofctl(site, "add-flow", f"cookie={TEST_COOKIE:#x},table=0,priority=65000,in_port={h.ofport},"
                   f"arp,arp_op=1,arp_tpa={h.gateway},actions={respond}", state=state)
 
 
@@ -87,21 +89,21 @@ def resolves_its_gateway(state, site: str, h) -> bool:
     try:
         return _resolves_through(state, site, h)
     finally:
-        manager.ofctl(site, "del-flows", f"cookie={TEST_COOKIE:#x}/-1", state=state)
+        running.ofctl(site, "del-flows", f"cookie={TEST_COOKIE:#x}/-1", state=state)
 
 
 def _resolves_through(state, site: str, h) -> bool:
     before = flow_packets(state, site, TEST_COOKIE)
     sh(state, h.name, "ip", "neigh", "flush", "dev", "eth0")
     # Any off-subnet destination makes the host resolve its gateway first.
-    manager.exec_in(h.name, ["ping", "-c", "1", "-W", "1", "10.2.0.10"], state=state, check=False)
+    running.exec_in(h.name, ["ping", "-c", "1", "-W", "1", "10.2.0.10"], state=state, check=False)
     neigh = sh(state, h.name, "ip", "neigh", "show", h.gateway)
     return (flow_packets(state, site, TEST_COOKIE) > before and h.gateway_mac in neigh
             and "FAILED" not in neigh and "INCOMPLETE" not in neigh)
 
 
 def flow_packets(state, site: str, match_cookie: int) -> int:
-    out = manager.ofctl(site, "dump-flows", f"cookie={match_cookie:#x}/-1", state=state)
+    out = running.ofctl(site, "dump-flows", f"cookie={match_cookie:#x}/-1", state=state)
     return sum(int(n) for n in re.findall(r"n_packets=(\d+)", out))
 
 
@@ -110,7 +112,7 @@ def flow_packets(state, site: str, match_cookie: int) -> int:
 
 
 def test_gratuitous_arp_frame_asks_for_its_own_address():
-    frame = manager.gratuitous_arp("02:4c:68:01:00:0a", "10.1.0.10")
+    frame = lab_move.gratuitous_arp("02:4c:68:01:00:0a", "10.1.0.10")
     assert len(frame) == 60  # padded to the Ethernet minimum
     mac, ip = bytes.fromhex("024c6801000a"), ipaddress.IPv4Address("10.1.0.10").packed
     assert frame[:6] == b"\xff" * 6 and frame[6:12] == mac and frame[12:14] == b"\x08\x06"
@@ -121,21 +123,21 @@ def test_gratuitous_arp_frame_asks_for_its_own_address():
 
 
 def test_echo_request_checksum_verifies():
-    packet = mobility.echo_request(0x1234, 70000, b"abc")  # odd payload, sequence wraps
+    packet = probe.echo_request(0x1234, 70000, b"abc")  # odd payload, sequence wraps
     assert packet[0] == 8 and struct.unpack("!HH", packet[4:8]) == (0x1234, 70000 & 0xFFFF)
-    assert mobility._checksum(packet) == 0
+    assert probe._checksum(packet) == 0
 
 
 def test_monitor_lines_become_flow_events():
     line = (" event=DELETED reason=delete table=1 cookie=0x200002a56a730bb "
             "ip,metadata=0x2a/0xffffff,nw_dst=10.1.0.10 actions=output:3")
-    e = mobility.parse_monitor_line("dc2", 12.5, line)
+    e = probe.parse_monitor_line("dc2", 12.5, line)
     assert (e.site, e.at, e.event, e.table, e.cookie) == ("dc2", 12.5, "DELETED", 1, 0x200002A56A730BB)
     assert e.flow.startswith("ip,metadata=") and e.per_eid
-    infra = mobility.parse_monitor_line("dc2", 1.0, " event=ADDED table=0 cookie=0x100000000000000 priority=0")
+    infra = probe.parse_monitor_line("dc2", 1.0, " event=ADDED table=0 cookie=0x100000000000000 priority=0")
     assert infra.cookie == cookie(Owner.INFRA) and not infra.per_eid
-    assert not mobility.parse_monitor_line("dc2", 1.0, f" event=ADDED table=3 cookie={TEST_COOKIE:#x} arp").per_eid
-    assert mobility.parse_monitor_line("dc2", 1.0, "ONFST_FLOW_MONITOR reply (OF1.3) (xid=0x0):") is None
+    assert not probe.parse_monitor_line("dc2", 1.0, f" event=ADDED table=3 cookie={TEST_COOKIE:#x} arp").per_eid
+    assert probe.parse_monitor_line("dc2", 1.0, "ONFST_FLOW_MONITOR reply (OF1.3) (xid=0x0):") is None
 
 
 def _planned(name: str):
@@ -143,7 +145,7 @@ def _planned(name: str):
     from lisp_ryu.lab import topology as topo
 
     t = topo.load(TOPOLOGIES / name)
-    return manager.plan(t, pfx="mv-", directory=Path("/nonexistent"), topology_path=str(TOPOLOGIES / name))
+    return build.plan(t, pfx="mv-", directory=Path("/nonexistent"), topology_path=str(TOPOLOGIES / name))
 
 
 def test_scenario_cast_defaults_and_errors():
@@ -160,8 +162,8 @@ def test_scenario_cast_defaults_and_errors():
         mobility.choose(_planned("two-dc.yaml"))
 
 
-def _move(started: float, src: str, dst: str) -> manager.Move:
-    return manager.Move(host="h1", from_site=src, to_site=dst, from_ofport=1, to_ofport=3, started=started,
+def _move(started: float, src: str, dst: str) -> lab_move.Move:
+    return lab_move.Move(host="h1", from_site=src, to_site=dst, from_ofport=1, to_ofport=3, started=started,
                         attached=started + 0.03, announced=started + 0.031, state=None)
 
 
@@ -174,11 +176,11 @@ def test_analysis_measures_outage_loss_and_reactions():
     for i in range(600):
         sent = i * interval
         lost = 1.0 <= sent < 1.06 or 3.0 <= sent < 5.04
-        probes.append(mobility.Probe(i, sent, None if lost else sent + 0.0005))
+        probes.append(probe.Probe(i, sent, None if lost else sent + 0.0005))
     owner = cookie(Owner.LOCAL_HOST, 42, "10.1.0.10")
 
-    def ev(site: str, at: float, c: int = owner) -> mobility.FlowEvent:
-        return mobility.FlowEvent(site, at, "ADDED", 1, c, "")
+    def ev(site: str, at: float, c: int = owner) -> probe.FlowEvent:
+        return probe.FlowEvent(site, at, "ADDED", 1, c, "")
 
     events = (ev("dc2", 1.045), ev("dc2", 1.050), ev("dc1", 1.070), ev("dc3", 1.052),
               ev("dc3", 1.01, cookie(Owner.INFRA)),  # the skeleton does not count
@@ -215,7 +217,7 @@ def test_analysis_measures_outage_loss_and_reactions():
 
 
 def test_plot_draws_a_png(tmp_path):
-    probes = tuple(mobility.Probe(i, i * 0.01, None if 50 <= i < 55 else i * 0.01 + 0.0004) for i in range(200))
+    probes = tuple(probe.Probe(i, i * 0.01, None if 50 <= i < 55 else i * 0.01 + 0.0004) for i in range(200))
     outcomes, _ = mobility.analyse([_move(0.5, "dc1", "dc2")], probes, (), interval=0.01, pinger_site="dc3")
     report = mobility.MobilityReport(lab="t", host="h1", target="10.1.0.10", pinger="h5", pinger_site="dc3",
                                      interval=0.01, pause=1.0, moves=outcomes, probes=probes, events=(),
@@ -238,13 +240,13 @@ def test_move_reattaches_the_host_at_the_new_site(lab):
     # its gratuitous ARP (broadcast, sender = target = its own address).
     sh(st, "h1", "ip", "neigh", "replace", h1.gateway, "lladdr", h1.gateway_mac, "dev", "eth0", "nud", "stale")
     old_eth0 = eth0_index(st, "h1")
-    manager.ofctl("dc2", "add-flow", f"cookie={TEST_COOKIE:#x},table=0,priority=65000,arp,arp_op=1,"
+    running.ofctl("dc2", "add-flow", f"cookie={TEST_COOKIE:#x},table=0,priority=65000,arp,arp_op=1,"
                   f"dl_dst=ff:ff:ff:ff:ff:ff,dl_src={h1.mac},arp_spa={h1.ip},arp_tpa={h1.ip},actions=drop", state=st)
     try:
-        mv = manager.move_host("h1", "dc2")
+        mv = lab_move.move_host("h1", "dc2")
         assert flow_packets(st, "dc2", TEST_COOKIE) >= 1
     finally:
-        manager.ofctl("dc2", "del-flows", f"cookie={TEST_COOKIE:#x}/-1", state=st)
+        running.ofctl("dc2", "del-flows", f"cookie={TEST_COOKIE:#x}/-1", state=st)
 
     # dc2's ports were 1 and 2: h1 gets 3, the lowest free one.
     assert (mv.host, mv.from_site, mv.to_site, mv.from_ofport, mv.to_ofport) == ("h1", "dc1", "dc2", 1, 3)
@@ -257,15 +259,15 @@ def test_move_reattaches_the_host_at_the_new_site(lab):
     assert now.site("dc2").host_ports == {"h3": 1, "h4": 2, "h1": 3}
     assert [h for h in now.hosts if h.name != "h1"] == [h for h in st.hosts if h.name != "h1"]
     # The switches: h1 is port 3 of dc2's br-int and gone from dc1's.
-    assert " 3(h1):" in manager.ofctl("dc2", "show", state=now)
-    assert "(h1)" not in manager.ofctl("dc1", "show", state=now)
-    assert manager.vsctl("dc2", "get", "interface", "h1", "error", state=now).strip() == "[]"
-    assert "h1" not in manager.vsctl("dc1", "list-ports", "br-int", state=now).split()
+    assert " 3(h1):" in running.ofctl("dc2", "show", state=now)
+    assert "(h1)" not in running.ofctl("dc1", "show", state=now)
+    assert running.vsctl("dc2", "get", "interface", "h1", "error", state=now).strip() == "[]"
+    assert "h1" not in running.vsctl("dc1", "list-ports", "br-int", state=now).split()
     # The old pair is gone with its site end; the new site end is up, MTU 1450, checksum offload off.
     assert not link_exists(dc1.namespace, "h1")
-    site_end = manager.run_in(dc2.namespace, ["ip", "-o", "link", "show", "dev", "h1"]).stdout
+    site_end = processes.run_in(dc2.namespace, ["ip", "-o", "link", "show", "dev", "h1"]).stdout
     assert "mtu 1450" in site_end and ",UP," in site_end and "LOWER_UP" in site_end
-    assert "tx-checksumming: off" in manager.run_in(dc2.namespace, ["ethtool", "-k", "h1"]).stdout
+    assert "tx-checksumming: off" in processes.run_in(dc2.namespace, ["ethtool", "-k", "h1"]).stdout
     # The host: a new eth0 (nothing else left of the switchover) with the
     # old one's MAC, MTU, address, route and ARP cache; its peer is in dc2.
     assert eth0_index(now, "h1") != old_eth0
@@ -292,19 +294,19 @@ def test_moved_host_exchanges_frames_through_its_new_port(lab):
 def test_move_back_and_forth(lab):
     st = read_state()
     assert st.host("h1").site == "dc2"
-    back = manager.move("h1", "dc1")
+    back = lab_move.move("h1", "dc1")
     assert back.host("h1").site == "dc1" and back.host("h1").ofport == 1  # its old port is free again
     assert back.site("dc2").host_ports == {"h3": 1, "h4": 2}
     assert back.site("dc1").host_ports == {"h2": 2, "h1": 1}
     for site in ("dc2", "dc3", "dc1", "dc2", "dc1"):
-        assert manager.move("h1", site).host("h1").site == site
+        assert lab_move.move("h1", site).host("h1").site == site
     final = read_state()
     assert final.host("h1") == replace(st.host("h1"), site="dc1", ofport=1)
     for s in final.sites:
-        ports = manager.vsctl(s.name, "list-ports", "br-int", state=final).split()
+        ports = running.vsctl(s.name, "list-ports", "br-int", state=final).split()
         assert sorted(ports) == sorted([*s.host_ports, s.tunnel_port])
         assert link_exists(s.namespace, "h1") == (s.name == "dc1")
-        errors = manager.vsctl(s.name, "--columns=name,error", "--format=csv", "--no-headings", "--data=bare",
+        errors = running.vsctl(s.name, "--columns=name,error", "--format=csv", "--no-headings", "--data=bare",
                                "list", "interface", state=final)
         assert all(line.split(",", 1)[1] == "" for line in errors.splitlines()), errors
     assert f"link-netns {final.site('dc1').namespace}" in sh(final, "h1", "ip", "-d", "link", "show", "eth0")
@@ -315,15 +317,15 @@ def test_move_back_and_forth(lab):
 def test_move_errors_are_clear_and_change_nothing(lab, tmp_path, monkeypatch):
     before = read_state()
     with pytest.raises(LabError, match=r"no host 'h9' in the lab \(hosts: h1, h2"):
-        manager.move("h9", "dc2")
+        lab_move.move("h9", "dc2")
     with pytest.raises(LabError, match=r"no site 'dc9' in the lab \(sites: dc1, dc2, dc3\)"):
-        manager.move("h1", "dc9")
+        lab_move.move("h1", "dc9")
     with pytest.raises(LabError, match="host h1 is already at site dc1"):
-        manager.move("h1", "dc1")
+        lab_move.move("h1", "dc1")
     assert read_state() == before
     monkeypatch.setenv("LISP_RYU_LAB_DIR", str(tmp_path / "nolab"))
     with pytest.raises(LabError, match=r"no lab is up .*run `lisp-ryu lab up TOPOLOGY`"):
-        manager.move("h1", "dc2")
+        lab_move.move("h1", "dc2")
 
 
 @pytestlab
@@ -333,22 +335,22 @@ def test_failed_plug_leaves_the_host_where_it_is(lab, monkeypatch):
     before = read_state()
     dc2 = before.site("dc2")
     old_eth0 = eth0_index(before, "h1")
-    real_run = manager.run
+    real_run = processes.run
 
     def refusing(argv, **kwargs):
         if "add-port" in argv and f"--db={dc2.db}" in argv:
-            raise manager.CommandError(argv, 1, "simulated: ovs-vsctl: cannot add port")
+            raise processes.CommandError(argv, 1, "simulated: ovs-vsctl: cannot add port")
         return real_run(argv, **kwargs)
 
-    monkeypatch.setattr(manager, "run", refusing)
+    monkeypatch.setattr(running, "run", refusing)
     with pytest.raises(LabError, match=r"moving h1 from dc1 to dc2 failed before the switchover, it stays at dc1 "
                                        r"port 1:(.|\n)*simulated: ovs-vsctl: cannot add port"):
-        manager.move("h1", "dc2")
-    monkeypatch.setattr(manager, "run", real_run)
+        lab_move.move("h1", "dc2")
+    monkeypatch.setattr(running, "run", real_run)
     assert read_state() == before
-    assert " 1(h1):" in manager.ofctl("dc1", "show", state=before)
+    assert " 1(h1):" in running.ofctl("dc1", "show", state=before)
     assert not link_exists(dc2.namespace, "h1")
-    assert "h1" not in manager.vsctl("dc2", "list-ports", "br-int", state=before).split()
+    assert "h1" not in running.vsctl("dc2", "list-ports", "br-int", state=before).split()
     assert eth0_index(before, "h1") == old_eth0 and host_links(before, "h1") == ["eth0", "lo"]
     assert f"link-netns {before.site('dc1').namespace}" in sh(before, "h1", "ip", "-d", "link", "show", "eth0")
 
@@ -379,9 +381,9 @@ def test_failed_switchover_puts_the_host_back(lab, monkeypatch, failing):
         def announce(h, sock=None):
             raise LabError(f"host {h.name}: simulated: its gratuitous ARP could not be sent")
 
-        monkeypatch.setattr(manager, "announce", announce)
+        monkeypatch.setattr(lab_move, "announce", announce)
     with pytest.raises(LabError, match=r"moving h1 from dc1 to dc2 failed, it is back at dc1 port 1:(.|\n)*simulated"):
-        manager.move("h1", "dc2")
+        lab_move.move("h1", "dc2")
     monkeypatch.undo()
 
     assert read_state() == before
@@ -392,8 +394,8 @@ def test_failed_switchover_puts_the_host_back(lab, monkeypatch, failing):
     assert f"default via {h1.gateway} dev eth0" in sh(before, "h1", "ip", "route")
     assert h1.gateway_mac in sh(before, "h1", "ip", "neigh", "show", h1.gateway)
     assert not link_exists(dc2.namespace, "h1")
-    assert "h1" not in manager.vsctl("dc2", "list-ports", "br-int", state=before).split()
-    assert " 1(h1):" in manager.ofctl("dc1", "show", state=before)
+    assert "h1" not in running.vsctl("dc2", "list-ports", "br-int", state=before).split()
+    assert " 1(h1):" in running.ofctl("dc1", "show", state=before)
     assert resolves_its_gateway(before, "dc1", h1)
 
 
@@ -447,7 +449,7 @@ def test_prober_and_flow_watch(lab):
     address, and a flow monitor seeing a flow come and go."""
     st = read_state()
     h5 = st.host("h5")
-    with mobility.Prober(h5.namespace, h5.ip, interval=0.01) as prober:
+    with probe.Prober(h5.namespace, h5.ip, interval=0.01) as prober:
         assert prober.wait_reply(5)
         time.sleep(0.2)
         probes = prober.stop()
@@ -456,13 +458,13 @@ def test_prober_and_flow_watch(lab):
     assert all(p.rtt_ms >= 0 for p in answered)
     assert [p.seq for p in probes] == list(range(len(probes)))
 
-    watch = mobility.FlowWatch(st.site("dc2"))
+    watch = probe.FlowWatch(st.site("dc2"))
     watch.start()
     owner = cookie(Owner.LOCAL_HOST, 42, "10.9.9.9")
     try:
-        manager.ofctl("dc2", "add-flow", f"cookie={owner:#x},table=1,priority=5,ip,nw_dst=10.9.9.9,actions=drop",
+        running.ofctl("dc2", "add-flow", f"cookie={owner:#x},table=1,priority=5,ip,nw_dst=10.9.9.9,actions=drop",
                       state=st)
-        manager.ofctl("dc2", "del-flows", f"cookie={owner:#x}/-1", state=st)
+        running.ofctl("dc2", "del-flows", f"cookie={owner:#x}/-1", state=st)
         deadline = time.monotonic() + 5
         while len(watch.events) < 2 and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -475,9 +477,9 @@ def test_prober_and_flow_watch(lab):
 @pytestlab
 def test_down_after_moves_leaves_nothing(lab):
     st, env = lab
-    manager.move("h1", "dc2")  # leave it away from home
+    lab_move.move("h1", "dc2")  # leave it away from home
     pids = [pid for s in read_state().sites for pid in s.pids.values()]
-    manager.down()
+    teardown.down()
     assert env.leftovers(pids) == []
     assert read_state() is None
 
@@ -535,7 +537,7 @@ def echo(sock: socket.socket, payload: bytes) -> bytes:
 
 
 def local_host_cookies(state, site: str) -> set[int]:
-    out = manager.ofctl(site, "dump-flows", state=state)
+    out = running.ofctl(site, "dump-flows", state=state)
     return {int(c, 16) for c in re.findall(r"cookie=(0x[0-9a-f]+)", out)}
 
 
@@ -549,7 +551,7 @@ def test_ten_moves_under_ping_and_tcp_with_the_controller(tmp_path, monkeypatch)
     if reason:
         pytest.skip(reason)
     env = LabEnv(monkeypatch, tmp_path / "run", "mw-")
-    st = manager.up(_topology(tmp_path, "198.19.244.0/24", 6691))
+    st = build.up(_topology(tmp_path, "198.19.244.0/24", 6691))
     server = None
     try:
         lab_controller.start(st)
@@ -602,7 +604,7 @@ def test_ten_moves_under_ping_and_tcp_with_the_controller(tmp_path, monkeypatch)
                     problems.append(f"{site.name} {'still has' if has else 'lacks'} local-host flows for {h.name} "
                                     f"(at {h.site})")
         for src in ("h2", "h3", "h6"):
-            out = manager.exec_in(src, ["ping", "-c", "2", "-i", "0.2", "-W", "2", h1.ip], state=now, check=False)
+            out = running.exec_in(src, ["ping", "-c", "2", "-i", "0.2", "-W", "2", h1.ip], state=now, check=False)
             if out.returncode != 0:
                 problems.append(f"{src} -> h1 after the moves: {out.stdout.splitlines()[-2:]}")
         log = lab_controller.log_path().read_text(errors="replace")
@@ -612,7 +614,7 @@ def test_ten_moves_under_ping_and_tcp_with_the_controller(tmp_path, monkeypatch)
     except BaseException:
         now = read_state()
         for site in now.sites:  # what the xTRs hold, before the lab goes
-            print(f"--- flows of {site.name}\n{manager.ofctl(site.name, 'dump-flows', state=now)}")
+            print(f"--- flows of {site.name}\n{running.ofctl(site.name, 'dump-flows', state=now)}")
         if lab_controller.log_path().exists():
             print(f"--- controller log\n{lab_controller.log_path().read_text(errors='replace')[-6000:]}")
         raise
@@ -620,5 +622,5 @@ def test_ten_moves_under_ping_and_tcp_with_the_controller(tmp_path, monkeypatch)
         if server is not None:
             server.close()
         lab_controller.stop()
-        manager.down()
+        teardown.down()
     assert env.leftovers() == []

@@ -14,14 +14,14 @@ import sys
 
 import pytest
 
-from lisp_ryu.lab import capture, cli as lab_cli, manager, netns, static_flows
+from lisp_ryu.lab import build, capture, cli as lab_cli, netns, processes, running, static_flows, teardown
 from lisp_ryu.lab.state import LabError, read_state
 
 pytestmark = pytest.mark.lab
 
 
 def ping(state, src: str, dst_ip: str, *args: str) -> subprocess.CompletedProcess:
-    return manager.exec_in(src, ["ping", "-c", "1", "-W", "2", *args, dst_ip], state=state, check=False)
+    return running.exec_in(src, ["ping", "-c", "1", "-W", "2", *args, dst_ip], state=state, check=False)
 
 
 def test_ping_across_sites_is_lisp_gpe_on_the_underlay(two_dc, tmp_path):
@@ -64,7 +64,7 @@ def test_every_pair_of_hosts_reaches_each_other(two_dc):
 
 def test_hosts_see_the_gateway_mac_from_the_arp_responder(two_dc):
     st, _ = two_dc
-    out = manager.exec_in("h1", ["ip", "neigh", "show", st.host("h1").gateway], state=st).stdout
+    out = running.exec_in("h1", ["ip", "neigh", "show", st.host("h1").gateway], state=st).stdout
     assert st.host("h1").gateway_mac in out
 
 
@@ -82,10 +82,10 @@ def test_tcp_crosses_the_tunnel(two_dc):
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         for _ in range(50):
-            if "5301" in manager.exec_in("h3", ["ss", "-ltn"], state=st).stdout:
+            if "5301" in running.exec_in("h3", ["ss", "-ltn"], state=st).stdout:
                 break
             subprocess.run(["sleep", "0.05"])
-        out = manager.exec_in("h1", ["iperf3", "-c", st.host("h3").ip, "-p", "5301", "-n", "2M", "--connect-timeout", "3000"],
+        out = running.exec_in("h1", ["iperf3", "-c", st.host("h3").ip, "-p", "5301", "-n", "2M", "--connect-timeout", "3000"],
                               state=st, check=False, timeout=30)
         assert out.returncode == 0, out.stdout + out.stderr
     finally:
@@ -96,29 +96,29 @@ def test_tcp_crosses_the_tunnel(two_dc):
 def test_site_switch_is_configured_as_documented(two_dc):
     st, _ = two_dc
     for site in st.sites:
-        show = manager.ofctl(site.name, "show", state=st)
+        show = running.ofctl(site.name, "show", state=st)
         assert f"dpid:{site.dpid_hex}" in show
         assert f" {site.tunnel_ofport}({site.tunnel_port}):" in show
         for host, port in site.host_ports.items():
             assert f" {port}({host}):" in show
-        assert manager.vsctl(site.name, "get", "bridge", "br-int", "fail_mode", state=st).strip() == "secure"
-        target = manager.vsctl(site.name, "get", "controller", "br-int", "target", state=st).strip()
+        assert running.vsctl(site.name, "get", "bridge", "br-int", "fail_mode", state=st).strip() == "secure"
+        target = running.vsctl(site.name, "get", "controller", "br-int", "target", state=st).strip()
         assert target == f'"tcp:{st.controller}:{st.controller_port}"'
-        assert manager.vsctl(site.name, "get", "controller", "br-int", "max_backoff", state=st).strip() == "1000"
-        opts = manager.vsctl(site.name, "get", "interface", site.tunnel_port, "options", state=st)
+        assert running.vsctl(site.name, "get", "controller", "br-int", "max_backoff", state=st).strip() == "1000"
+        opts = running.vsctl(site.name, "get", "interface", site.tunnel_port, "options", state=st)
         for kv in ("exts=gpe", 'dst_port="4341"', "packet_type=legacy_l3", "remote_ip=flow", "key=flow",
                    f'local_ip="{site.rlocs[0].address}"'):
             assert kv in opts
-        neigh = manager.appctl(site.name, "tnl/neigh/show", state=st)
+        neigh = running.appctl(site.name, "tnl/neigh/show", state=st)
         assert site.rlocs[0].next_hop in neigh and site.rlocs[0].next_hop_mac in neigh
-        flows = manager.ofctl(site.name, "dump-flows", f"cookie={static_flows.STATIC_COOKIE:#x}/-1", state=st)
+        flows = running.ofctl(site.name, "dump-flows", f"cookie={static_flows.STATIC_COOKIE:#x}/-1", state=st)
         assert flows.count("cookie=") == 14
 
 
 def test_site_reaches_the_controller_address_over_management(two_dc):
     st, _ = two_dc
     for site in st.sites:
-        out = manager.exec_in(site.name, ["ping", "-c", "1", "-W", "2", st.controller], state=st, check=False)
+        out = running.exec_in(site.name, ["ping", "-c", "1", "-W", "2", st.controller], state=st, check=False)
         assert out.returncode == 0, out.stdout
 
 
@@ -172,16 +172,16 @@ def test_missing_namespace_is_a_clear_error():
 
 def test_up_twice_is_an_error_and_changes_nothing(two_dc):
     st, env = two_dc
-    before = manager._objects_with_prefix(env.prefix)
+    before = processes.objects_with_prefix(env.prefix)
     with pytest.raises(LabError, match="lab already up: run `lisp-ryu lab down`"):
-        manager.up(st.topology)
-    assert manager._objects_with_prefix(env.prefix) == before
+        build.up(st.topology)
+    assert processes.objects_with_prefix(env.prefix) == before
     assert read_state() == st
 
 
 def test_status_reports_a_healthy_lab(two_dc):
     st, _ = two_dc
-    status = manager.status()
+    status = running.status()
     assert status.healthy
     assert [s.flows for s in status.sites] == [14, 14]
     assert all(s.controller_connected is False for s in status.sites)  # no controller yet
@@ -213,13 +213,13 @@ def test_down_leaves_nothing_behind(two_dc):
     """Last in this module: the shared lab goes down and every trace with it."""
     st, env = two_dc
     pids = [pid for s in st.sites for pid in s.pids.values()]
-    assert pids and all(manager.process_alive(p) for p in pids)
-    removed = manager.down()
+    assert pids and all(processes.process_alive(p) for p in pids)
+    removed = teardown.down()
     assert any(r.startswith("netns lt-dc1") for r in removed)
     assert env.leftovers(pids) == []
     assert read_state() is None
-    assert not any(n.startswith("lt-") for n in manager._all_namespaces())
-    assert manager.status() is None
+    assert not any(n.startswith("lt-") for n in processes.all_namespaces())
+    assert running.status() is None
 
 
 # ----------------------------------------------------------------------------
@@ -229,14 +229,14 @@ def test_down_leaves_nothing_behind(two_dc):
 def test_down_after_a_crash_cleans_up_by_prefix(own_lab):
     """Daemons killed, state file gone: `down` still finds and removes everything."""
     env, topo_file = own_lab("lc-", "198.19.251.0/24")
-    st = manager.up(topo_file)
+    st = build.up(topo_file)
     pids = [pid for s in st.sites for pid in s.pids.values()]
-    manager._signal(st.site("dc1").pids["ovs-vswitchd"], 9)  # a crashed daemon
+    processes.signal_pid(st.site("dc1").pids["ovs-vswitchd"], 9)  # a crashed daemon
     (env.dir / "state.json").unlink()  # and a lost state file
     # A process left running inside a lab namespace (e.g. from `lab exec`).
     stray = subprocess.Popen(["ip", "netns", "exec", st.host("h1").namespace, "sleep", "300"])
     try:
-        removed = manager.down()
+        removed = teardown.down()
         assert f"netns {st.host('h4').namespace}" in removed
         assert any(f"process {stray.pid}" in r for r in removed)
         assert env.leftovers([*pids, stray.pid]) == []
@@ -247,16 +247,16 @@ def test_down_after_a_crash_cleans_up_by_prefix(own_lab):
 
 def test_failed_up_reports_the_command_and_tears_down(own_lab, monkeypatch):
     env, topo_file = own_lab("lf-", "198.19.252.0/24")
-    real_run = manager.run
+    real_run = processes.run
 
     def failing_run(argv, **kwargs):
         if "tnl/neigh/set" in argv and "dc2" in " ".join(argv):
-            raise manager.CommandError(argv, 2, "simulated: no such bridge")
+            raise processes.CommandError(argv, 2, "simulated: no such bridge")
         return real_run(argv, **kwargs)
 
-    monkeypatch.setattr(manager, "run", failing_run)
-    with pytest.raises(manager.CommandError) as exc:
-        manager.up(topo_file)
+    monkeypatch.setattr(running, "run", failing_run)
+    with pytest.raises(processes.CommandError) as exc:
+        build.up(topo_file)
     assert "tnl/neigh/set" in str(exc.value) and "simulated: no such bridge" in str(exc.value)
     assert env.leftovers() == []
     assert read_state() is None
@@ -267,16 +267,16 @@ def test_up_refuses_leftovers_of_a_crashed_lab(own_lab):
     subprocess.run(["ip", "netns", "add", "lg-dc1"], check=True)
     try:
         with pytest.raises(LabError, match=r"objects of an earlier lab are left \(netns lg-dc1\)"):
-            manager.up(topo_file)
+            build.up(topo_file)
     finally:
-        manager.down()
+        teardown.down()
     assert env.leftovers() == []
 
 
 def test_management_subnet_in_use_is_refused(own_lab):
     env, topo_file = own_lab("lh-", "127.0.0.0/8")
     with pytest.raises(LabError, match="management subnet 127.0.0.0/8 overlaps 127.0.0.1/8 on lo"):
-        manager.up(topo_file)
+        build.up(topo_file)
     assert env.leftovers() == []
 
 
@@ -284,13 +284,13 @@ def test_three_dc_multihomed_site_receives_on_both_rlocs(own_lab, tmp_path):
     """dc3 has two RLOCs on two bridges; its tunnel port (local_ip=flow)
     decapsulates traffic sent to either."""
     env, topo_file = own_lab("lm-", "198.19.254.0/24", "three-dc.yaml")
-    st = manager.up(topo_file)
+    st = build.up(topo_file)
     assert st.site("dc3").tunnel_local_ip == "flow"
     assert [r.bridge for r in st.site("dc3").rlocs] == ["br-phy", "br-phy1"]
     static_flows.install(st)
     h5 = st.host("h5")
     for rloc in st.site("dc3").rlocs:
-        manager.ofctl("dc1", "mod-flows", "-", state=st, input=(
+        running.ofctl("dc1", "mod-flows", "-", state=st, input=(
             f"in_port=1,ip,nw_dst=10.3.0.0/16 actions=set_field:42->tun_id,"
             f"set_field:{rloc.address}->tun_dst,output:100\n"))
         pcap = tmp_path / f"{rloc.bridge}.pcap"
@@ -298,5 +298,5 @@ def test_three_dc_multihomed_site_receives_on_both_rlocs(own_lab, tmp_path):
             out = ping(st, "h1", h5.ip)
         assert out.returncode == 0, f"via {rloc.address}: {out.stdout}"
         assert f"Dst: {rloc.address}" in capture.decode(pcap)
-    manager.down()
+    teardown.down()
     assert env.leftovers() == []

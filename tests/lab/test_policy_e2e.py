@@ -22,7 +22,7 @@ import urllib.request
 import pytest
 
 from lisp_ryu.flows.pipeline import Owner, cookie_owner
-from lisp_ryu.lab import controller_config, manager
+from lisp_ryu.lab import controller_config, running
 
 from conftest import controller_lab, dump_lab_on_failure, private_lab
 
@@ -78,12 +78,12 @@ def wait_for(predicate, what: str, timeout: float = 15.0):
 
 
 def ping(lab, host: str, target: str, count: int = 3) -> subprocess.CompletedProcess:
-    return manager.exec_in(host, ["ping", "-n", "-c", str(count), "-i", "0.2", "-W", "1", target], state=lab,
+    return running.exec_in(host, ["ping", "-n", "-c", str(count), "-i", "0.2", "-W", "1", target], state=lab,
                            check=False)
 
 
 def mapping_flows(lab, site: str, prefix: str) -> list[str]:
-    lines = manager.ofctl(site, "dump-flows", "table=1", state=lab).splitlines()
+    lines = running.ofctl(site, "dump-flows", "table=1", state=lab).splitlines()
     return [line for line in lines if "cookie=" in line and f"nw_dst={prefix}" in line
             and cookie_owner(int(re.search(r"cookie=(0x[0-9a-f]+)", line).group(1), 16)) is Owner.MAPPING]
 
@@ -92,7 +92,7 @@ def dc3_uplink_rx(lab) -> list[int]:
     """Packets received on dc3's uplinks: br-phy carries 198.18.3.2, br-phy1 198.18.4.2."""
     counts = []
     for bridge in ("br-phy", "br-phy1"):
-        stats = manager.ofctl("dc3", "dump-ports", bridge=bridge, state=lab)
+        stats = running.ofctl("dc3", "dump-ports", bridge=bridge, state=lab)
         counts.append(int(re.search(r"port\s+1: rx pkts=(\d+)", stats).group(1)))
     return counts
 
@@ -136,7 +136,7 @@ def test_deny_over_rest_stops_the_ping_and_delete_restores_it(lab):
 
 def test_weight_zero_moves_traffic_to_the_other_rloc(lab):
     assert ping(lab, "h1", "10.3.0.10").returncode == 0
-    groups = manager.ofctl("dc1", "dump-groups", state=lab)
+    groups = running.ofctl("dc1", "dump-groups", state=lab)
     assert "198.18.3.2->tun_dst" in groups and "198.18.4.2->tun_dst" in groups, groups
 
     status, body = call("PUT", "/rloc-overrides/drain-dc3-a", {"rloc": "198.18.3.2", "weight": 0})

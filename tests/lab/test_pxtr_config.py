@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from lisp_ryu import config
-from lisp_ryu.lab import controller_config, manager, topology as topo
+from lisp_ryu.lab import build, controller_config, topology as topo
 from lisp_ryu.xtr.core import stable_id
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -12,7 +12,7 @@ INTERNET = ROOT / "topologies" / "internet.yaml"
 
 def planned():
     t = topo.load(INTERNET)
-    return manager.plan(t, pfx="lx-", directory=Path("/nonexistent"), topology_path=str(INTERNET))
+    return build.plan(t, pfx="lx-", directory=Path("/nonexistent"), topology_path=str(INTERNET))
 
 
 def test_pxtr_gets_its_native_port_and_proxy_section_and_every_site_the_petr():

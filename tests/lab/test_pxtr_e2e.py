@@ -19,8 +19,9 @@ import time
 import pytest
 
 from lisp_ryu.flows.pipeline import Owner, cookie_owner
-from lisp_ryu.lab import capture, manager
+from lisp_ryu.lab import capture, running
 from lisp_ryu.lab import controller as lab_controller
+from lisp_ryu.lab import move as lab_move
 from lisp_ryu.lab import state as lab_state
 
 from conftest import controller_lab, private_lab
@@ -47,18 +48,18 @@ def flows_on_failure(request, lab):
     if report is not None and report.failed:
         now = lab_state.read_state() or lab
         for site in now.sites:
-            print(f"--- flows of {site.name}\n{manager.ofctl(site.name, 'dump-flows', state=now)}")
+            print(f"--- flows of {site.name}\n{running.ofctl(site.name, 'dump-flows', state=now)}")
         print(f"--- controller log\n{lab_controller.log_path().read_text(errors='replace')[-5000:]}")
 
 
 def ping(state, node: str, target: str, count: int = 3):
-    return manager.exec_in(node, ["ping", "-n", "-c", str(count), "-i", "0.2", "-W", "2", target],
+    return running.exec_in(node, ["ping", "-n", "-c", str(count), "-i", "0.2", "-W", "2", target],
                            state=state, check=False)
 
 
 def mapping_flows(state, site: str) -> list[str]:
     """The site's map-cache flows (ROUTE table, MAPPING cookies)."""
-    out = manager.ofctl(site, "dump-flows", "table=1", state=state)
+    out = running.ofctl(site, "dump-flows", "table=1", state=state)
     return [line for line in out.splitlines() if "cookie=" in line
             and cookie_owner(int(re.search(r"cookie=(0x[0-9a-f]+)", line).group(1), 16)) is Owner.MAPPING]
 
@@ -77,13 +78,13 @@ def wait_for_flow(state, site: str, pattern: str, timeout: float = 10.0) -> str:
 def test_lab_has_the_pxtr_native_port_and_the_core_routes_the_eid_space_to_it(lab):
     px = lab.pxtr
     assert px.name == "px" and px.native["ofport"] == 101
-    ports = manager.ofctl("px", "show", state=lab)
+    ports = running.ofctl("px", "show", state=lab)
     assert re.search(r"101\(core-n\)", ports), ports
-    routes = manager.exec_in("core", ["ip", "-4", "route"], state=lab).stdout
+    routes = running.exec_in("core", ["ip", "-4", "route"], state=lab).stdout
     for eid in ("10.1.0.0/16", "10.2.0.0/16"):
         assert f"{eid} via 198.18.19.2 dev px-n" in routes, routes
     # LISP sites have no native way to the internet host: only their PETR.
-    assert "203.0.113" not in manager.exec_in("dc1", ["ip", "-4", "route"], state=lab).stdout
+    assert "203.0.113" not in running.exec_in("dc1", ["ip", "-4", "route"], state=lab).stdout
 
 
 def test_lisp_host_reaches_the_internet_host_through_the_petr(lab, tmp_path):
@@ -130,7 +131,7 @@ def test_both_directions_keep_working_when_the_lisp_host_moves(lab):
     # px knows where h1 is before the move (it answered the internet host in the PETR test).
     assert ping(lab, "inet", "10.1.0.10").returncode == 0
     wait_for_flow(lab, "px", r"nw_dst=10\.1\.0\.0/16.*set_field:198\.18\.1\.2->tun_dst")
-    moved = manager.move("h1", "dc2")
+    moved = lab_move.move("h1", "dc2")
     assert moved.host("h1").site == "dc2"
     out = ping(lab, "h1", INET)  # h1 speaks first from dc2: dc2 learns it, registers it
     assert out.returncode == 0, out.stdout
@@ -141,7 +142,7 @@ def test_both_directions_keep_working_when_the_lisp_host_moves(lab):
     negative = wait_for_flow(moved, "dc2", rf"set_field:{PX_RLOC}->tun_dst")
     assert "nw_dst=128.0.0.0/1" in negative or "nw_dst=203." in negative, negative
 
-    back = manager.move("h1", "dc1")
+    back = lab_move.move("h1", "dc1")
     assert ping(back, "h1", INET).returncode == 0
     wait_for_flow(back, "px", r"nw_dst=10\.1\.0\.10 .*set_field:198\.18\.1\.2->tun_dst")
     out = ping(back, "inet", "10.1.0.10")
@@ -150,4 +151,4 @@ def test_both_directions_keep_working_when_the_lisp_host_moves(lab):
 
 def test_hosts_cannot_move_to_the_pxtr(lab):
     with pytest.raises(lab_state.LabError, match="site px is a PxTR: hosts move between LISP sites"):
-        manager.move("h2", "px")
+        lab_move.move("h2", "px")

@@ -3,16 +3,8 @@ unreachable, and how fast each xTR reacts to the move.
 
 The scenario (`run`, `lisp-ryu lab mobility`): the lisp-ryu controller drives
 the lab; a host of a third site pings the mover every 10 ms; the mover goes
-dc1 -> dc2 -> dc1 ... (`manager.move_host`) with a pause after each move.
-Two real-time recorders run meanwhile, both on the wall clock (`time.time()`)
-that `Move` uses too:
-
-  * `Prober`: ICMP echo requests from inside the pinger's namespace, with the
-    send time of each and the kernel's receive timestamp of its reply, so a
-    lost probe is known exactly (ping's output gives neither for lost ones).
-  * `FlowWatch`: an OpenFlow flow monitor on each site's br-int
-    (`ovs-ofctl monitor watch:`): the switch pushes every flow change as it
-    happens, so the first change after a move is seen without polling.
+dc1 -> dc2 -> dc1 ... (`move_host`) with a pause after each move, while a
+`Prober` and a `FlowWatch` per site (scenarios/probe.py) record.
 
 Per move the report gives the outage two ways (probes lost x interval, and
 the gap: the longest stretch without a reply from the last one before the
@@ -27,253 +19,23 @@ pipeline skeleton).  `plot` draws the ping timeline as a PNG.
 from __future__ import annotations
 
 import json
-import random
-import re
-import socket
 import statistics
-import struct
-import subprocess
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from lisp_ryu.flows.pipeline import Owner, cookie_owner
 from lisp_ryu.lab import controller as lab_controller
-from lisp_ryu.lab import manager
-from lisp_ryu.lab import topology as topo
-from lisp_ryu.lab.netns import run_in_netns
-from lisp_ryu.lab.state import HostState, LabError, LabState, SiteState, read_state
+from lisp_ryu.lab.build import up
+from lisp_ryu.lab.move import Move, move_host
+from lisp_ryu.lab.scenarios.probe import INTERVAL, FlowEvent, FlowWatch, Probe, Prober
+from lisp_ryu.lab.state import HostState, LabError, LabState, read_state
+from lisp_ryu.lab.teardown import down
 
-DEFAULT_TOPOLOGY = Path(__file__).resolve().parents[2] / "topologies" / "three-dc.yaml"
-INTERVAL = 0.01
+DEFAULT_TOPOLOGY = Path(__file__).resolve().parents[3] / "topologies" / "three-dc.yaml"
 PAUSE = 2.0
 MOVES = 10
 ROLES = ("new_site", "old_site", "itr")
-# Flows that belong to an EID (a local host, a mapping, a redirect), not the
-# pipeline skeleton (INFRA) or the gateway ARP answers (GATEWAY).
-_SKELETON = frozenset({Owner.INFRA, Owner.GATEWAY})
-_SO_TIMESTAMPNS = 35  # <asm-generic/socket.h>; Python's socket module lacks it
-_ICMP_ECHO_REPLY, _ICMP_ECHO_REQUEST = 0, 8
-
-
-# --------------------------------------------------------------------------
-# Probing
-
-
-@dataclass(frozen=True)
-class Probe:
-    seq: int  # 0, 1, 2 ... (on the wire modulo 65536)
-    sent: float  # time.time() at sending
-    received: float | None  # kernel receive time of its reply; None: lost
-
-    @property
-    def rtt_ms(self) -> float | None:
-        return None if self.received is None else (self.received - self.sent) * 1000.0
-
-
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\x00"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    total = (total >> 16) + (total & 0xFFFF)
-    total += total >> 16
-    return ~total & 0xFFFF
-
-
-def echo_request(ident: int, seq: int, payload: bytes) -> bytes:
-    header = struct.pack("!BBHHH", _ICMP_ECHO_REQUEST, 0, 0, ident, seq & 0xFFFF)
-    return struct.pack("!BBHHH", _ICMP_ECHO_REQUEST, 0, _checksum(header + payload), ident, seq & 0xFFFF) + payload
-
-
-class Prober:
-    """ICMP echo every `interval` seconds from a namespace to `target`.
-
-    One thread sends on a fixed schedule (a slot missed under load is
-    skipped, not sent in a burst), one receives; the socket lives in the
-    namespace, the threads do not need to.
-    """
-
-    def __init__(self, namespace: str, target: str, interval: float = INTERVAL):
-        self.namespace = namespace
-        self.target = target
-        self.interval = interval
-        self.ident = random.getrandbits(16)
-        self._payload = b"lisp-ryu mobility probe".ljust(56, b".")
-        self._sent: list[float] = []
-        self._received: dict[int, float] = {}
-        self._stop_sending = threading.Event()
-        self._stop_receiving = threading.Event()
-        self._first_reply = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._sock: socket.socket | None = None
-        self.send_errors = 0
-
-    def start(self) -> None:
-        def make() -> socket.socket:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-            sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
-            sock.settimeout(0.1)
-            return sock
-
-        self._sock = run_in_netns(self.namespace, make)
-        self._threads = [threading.Thread(target=self._receive, name="probe-rx", daemon=True),
-                         threading.Thread(target=self._send, name="probe-tx", daemon=True)]
-        for t in self._threads:
-            t.start()
-
-    def wait_reply(self, timeout: float) -> bool:
-        """Until the first reply arrives (the path is resolved); False on timeout."""
-        return self._first_reply.wait(timeout)
-
-    def stop(self, linger: float = 0.5) -> tuple[Probe, ...]:
-        """Stop sending, wait `linger` seconds for late replies, return all
-        probes; again (or before `start`) it only returns them."""
-        if self._sock is not None and not self._stop_receiving.is_set():
-            self._stop_sending.set()
-            self._threads[1].join()
-            time.sleep(linger)
-            self._stop_receiving.set()
-            self._threads[0].join()
-            self._sock.close()
-        return self.probes()
-
-    def probes(self) -> tuple[Probe, ...]:
-        sent = list(self._sent)
-        return tuple(Probe(i, t, self._received.get(i)) for i, t in enumerate(sent))
-
-    def __enter__(self) -> "Prober":
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop(linger=0)
-
-    def _send(self) -> None:
-        start = time.monotonic()
-        slot = 0
-        while not self._stop_sending.is_set():
-            delay = start + slot * self.interval - time.monotonic()
-            if delay > 0 and self._stop_sending.wait(delay):
-                break
-            packet = echo_request(self.ident, len(self._sent), self._payload)
-            self._sent.append(time.time())
-            try:
-                self._sock.sendto(packet, (self.target, 0))
-            except OSError:
-                self.send_errors += 1  # counted lost: the probe has no reply
-            slot = max(slot + 1, int((time.monotonic() - start) / self.interval) + 1)
-
-    def _receive(self) -> None:
-        while not self._stop_receiving.is_set():
-            try:
-                data, ancillary, _, source = self._sock.recvmsg(2048, socket.CMSG_SPACE(16))
-            except (socket.timeout, BlockingIOError):
-                continue
-            except OSError:
-                return  # closed
-            at = time.time()
-            for level, kind, value in ancillary:
-                if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(value) >= 16:
-                    sec, nsec = struct.unpack("qq", value[:16])
-                    at = sec + nsec / 1e9
-            icmp = data[(data[0] & 0x0F) * 4:]
-            if source[0] != self.target or len(icmp) < 8 or icmp[0] != _ICMP_ECHO_REPLY:
-                continue
-            ident, seq16 = struct.unpack("!HH", icmp[4:8])
-            if ident != self.ident:
-                continue
-            last = len(self._sent) - 1
-            index = last - ((last - seq16) & 0xFFFF)  # the latest probe with this 16-bit sequence number
-            if index >= 0:
-                self._received.setdefault(index, at)
-                self._first_reply.set()
-
-
-# --------------------------------------------------------------------------
-# Watching flows
-
-
-@dataclass(frozen=True)
-class FlowEvent:
-    site: str
-    at: float  # time.time() when the switch's notification was read
-    event: str  # ADDED, DELETED, MODIFIED
-    table: int
-    cookie: int
-    flow: str  # match and actions as ovs-ofctl prints them
-
-    @property
-    def per_eid(self) -> bool:
-        """A flow owned by an EID (local host, mapping, redirect...), not the skeleton."""
-        owner = cookie_owner(self.cookie)
-        return owner is not None and owner not in _SKELETON
-
-
-_EVENT_RE = re.compile(r"event=(\w+).*?\btable=(\d+)\s+cookie=(0x[0-9a-fA-F]+|\d+)\s*(.*)")
-
-
-def parse_monitor_line(site: str, at: float, line: str) -> FlowEvent | None:
-    """One `ovs-ofctl monitor` update line -> FlowEvent; None for other lines."""
-    m = _EVENT_RE.search(line)
-    if m is None:
-        return None
-    return FlowEvent(site=site, at=at, event=m.group(1), table=int(m.group(2)), cookie=int(m.group(3), 0),
-                     flow=m.group(4).strip())
-
-
-class FlowWatch:
-    """Flow changes of one site's br-int as the switch reports them.
-
-    The monitor request asks for no initial dump (`!initial`); the switch's
-    reply to it is the sign that the monitor is in place.  Updates come on
-    ovs-ofctl's stderr, the reply on stdout: both are read as one stream.
-    """
-
-    def __init__(self, site: SiteState):
-        self.site = site
-        self.events: list[FlowEvent] = []
-        self._proc: subprocess.Popen | None = None
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._output: list[str] = []
-
-    def start(self, timeout: float = 5.0) -> None:
-        argv = ["ovs-ofctl", "-O", "OpenFlow13", "monitor", self.site.mgmt_socket(topo.BR_INT), "watch:!initial"]
-        self._proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                      env=manager._ovs_env(self.site.run_dir), stdin=subprocess.DEVNULL)
-        self._thread = threading.Thread(target=self._read, name=f"flow-watch-{self.site.name}", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(timeout):
-            self.stop()
-            raise LabError(f"site {self.site.name}: `{' '.join(argv)}` did not start within {timeout:.0f} s: "
-                           f"{''.join(self._output).strip() or 'no output'}")
-
-    def stop(self) -> tuple[FlowEvent, ...]:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=3)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-        if self._thread is not None:
-            self._thread.join(timeout=3)
-        return tuple(self.events)
-
-    def _read(self) -> None:
-        for line in iter(self._proc.stdout.readline, ""):
-            at = time.time()
-            if not self._ready.is_set():
-                self._output.append(line)
-                if "FLOW_MONITOR reply" in line:
-                    self._ready.set()
-                continue
-            event = parse_monitor_line(self.site.name, at, line)
-            if event is not None:
-                self.events.append(event)
-        self._proc.stdout.close()
 
 
 # --------------------------------------------------------------------------
@@ -374,7 +136,7 @@ def _stats(values: list[float]) -> dict:
     return {"median": statistics.median(values), "max": max(values), "min": min(values), "n": len(values)}
 
 
-def analyse(moves: list[manager.Move], probes: tuple[Probe, ...], events: tuple[FlowEvent, ...], *,
+def analyse(moves: list[Move], probes: tuple[Probe, ...], events: tuple[FlowEvent, ...], *,
             interval: float, pinger_site: str) -> tuple[tuple[MoveOutcome, ...], int]:
     """Cut the recording into one window per move (from its start, less one
     interval for a probe in flight, to the next move's) and measure each."""
@@ -471,7 +233,7 @@ def run(*, moves: int = MOVES, pause: float = PAUSE, interval: float = INTERVAL,
     own_lab = state is None
     if own_lab:
         progress(f"bringing up {topology}")
-        state = manager.up(topology)
+        state = up(topology)
     try:
         own_controller = lab_controller.running_pid() is None
         if own_controller:
@@ -486,13 +248,13 @@ def run(*, moves: int = MOVES, pause: float = PAUSE, interval: float = INTERVAL,
                 lab_controller.stop()
     finally:
         if own_lab:
-            manager.down()
+            down()
 
 
 def _record(state: LabState, cast: Cast, *, moves: int, pause: float, interval: float, warmup_timeout: float,
             progress: Callable[[str], None]) -> MobilityReport:
     watches = [FlowWatch(s) for s in state.sites]
-    done: list[manager.Move] = []
+    done: list[Move] = []
     prober = Prober(cast.pinger.namespace, cast.mover.ip, interval)
     try:
         for w in watches:
@@ -507,7 +269,7 @@ def _record(state: LabState, cast: Cast, *, moves: int, pause: float, interval: 
         time.sleep(min(1.0, pause))  # a stretch of undisturbed pings to compare with
         for i in range(moves):
             dest = cast.away if i % 2 == 0 else cast.home
-            mv = manager.move_host(cast.mover.name, dest)
+            mv = move_host(cast.mover.name, dest)
             done.append(mv)
             progress(f"move {i + 1}/{moves}: {mv.host} {mv.from_site} -> {mv.to_site} "
                      f"(port {mv.to_ofport}, no link for {mv.swap_ms:.1f} ms)")

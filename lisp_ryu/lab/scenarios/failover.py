@@ -3,7 +3,7 @@
 The scenario: site dc3 has two RLOCs; `failover_topology` makes one of them
 (`PRIMARY`, 198.18.4.2 on br-phy1) priority 1 and the other priority 2, so
 every ITR tunnels to the primary.  A host of another site pings a dc3 host
-every 10 ms (`mobility.Prober`, exact send and receive times) while the
+every 10 ms (`probe.Prober`, exact send and receive times) while the
 lab cuts the primary's underlay link: `ip link set <if> down` on the core
 router's end, inside its namespace.  The ITR's probes to the primary go
 unanswered, the RLOC is declared down after `misses` probes, the encap flow
@@ -34,9 +34,9 @@ from typing import Callable
 
 import yaml
 
-from lisp_ryu.lab import manager
 from lisp_ryu.lab import topology as topo
-from lisp_ryu.lab.mobility import FlowWatch, Probe, Prober
+from lisp_ryu.lab.running import exec_in, ofctl
+from lisp_ryu.lab.scenarios.probe import FlowWatch, Probe, Prober
 from lisp_ryu.lab.state import LabError, LabState
 
 SITE = "dc3"
@@ -77,13 +77,13 @@ def rloc_link(state: LabState, site: str, rloc: str) -> LinkEnd:
 
 def set_link(state: LabState, end: LinkEnd, up: bool) -> float:
     """Take the link down or up at its far end; returns when (time.time()) the command returned."""
-    manager.exec_in(end.node, ["ip", "link", "set", end.ifname, "up" if up else "down"], state=state)
+    exec_in(end.node, ["ip", "link", "set", end.ifname, "up" if up else "down"], state=state)
     return time.time()
 
 
 def encap_rloc(state: LabState, itr: str, prefix: str) -> str | None:
     """The RLOC the ITR's encap flow for `prefix` tunnels to now (single-RLOC flows only)."""
-    for line in manager.ofctl(itr, "dump-flows", "table=1", state=state).splitlines():
+    for line in ofctl(itr, "dump-flows", "table=1", state=state).splitlines():
         if f"nw_dst={prefix}" in line:
             m = re.search(r"set_field:([0-9.]+)->tun_dst", line)
             return m.group(1) if m else None

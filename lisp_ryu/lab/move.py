@@ -1,0 +1,292 @@
+"""Move a host to another site as a live migration does (workload mobility).
+
+A new veth pair is plugged into the new site's br-int first, then the host
+switches over to it, keeping its address, MAC, routes, ARP cache and
+sockets, and announces itself with a gratuitous ARP; the old pair and port
+go last.  A move that fails half-way puts the host back.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+import time
+from dataclasses import dataclass, replace
+
+from lisp_ryu.lab import topology as topo
+from lisp_ryu.lab.netns import run_in_netns
+from lisp_ryu.lab.processes import run, run_in
+from lisp_ryu.lab.rtnetlink import InterfaceSetup, RouteSocket
+from lisp_ryu.lab.running import load_state, locked, vsctl
+from lisp_ryu.lab.state import HostState, LabError, LabState, SiteState, write_state
+
+log = logging.getLogger("lisp_ryu.lab")
+
+
+@dataclass(frozen=True)
+class Move:
+    """One host's move between sites and when its steps happened (`time.time()`,
+    the clock `ping -D` and the mobility scenario use)."""
+
+    host: str
+    from_site: str
+    to_site: str
+    from_ofport: int
+    to_ofport: int
+    started: float  # the host's eth0 goes down: its link is gone
+    attached: float  # its new eth0 is up with the old one's addresses, routes and ARP cache
+    announced: float  # its gratuitous ARP is sent
+    state: LabState  # the lab after the move (also written to the state file)
+
+    @property
+    def swap_ms(self) -> float:
+        """How long the host had no link: the interface swap itself."""
+        return (self.attached - self.started) * 1000.0
+
+
+# A host's interfaces during a move: the new one waits under one name (the
+# host has an eth0 already), the old one leaves under another.
+INCOMING_IFNAME = f"{topo.HOST_IFNAME}-incoming"
+OUTGOING_IFNAME = f"{topo.HOST_IFNAME}-outgoing"
+
+
+def move(host: str, site: str) -> LabState:
+    """Re-attach HOST to SITE's xTR keeping its IP and MAC; returns the new lab state."""
+    return move_host(host, site).state
+
+
+def move_host(host: str, site: str) -> Move:
+    """Move a host to another site as a live-migrated VM moves, and time it.
+
+    As a cloud's destination hypervisor plugs the VM's new vif before the
+    switchover, the new site gets a new veth pair first: its site end joins
+    the new br-int at the lowest free OpenFlow port, up; its host end waits in
+    the host, down, with the MAC and MTU of the host's eth0.  The switchover
+    (the outage) then works from sockets opened beforehand: eth0 goes down
+    and is renamed away, the new interface becomes eth0, comes up and gets
+    the old one's addresses, routes and neighbour (ARP) entries, and the host
+    announces itself with a gratuitous ARP, as a hypervisor does after a
+    migration.  The host's sockets live on (its address never left the
+    namespace).  Only then does the old site lose its port and the old pair
+    go.  A move that fails half-way puts the host back.
+    """
+    with locked():
+        state = load_state()
+        if state.status != "up":
+            raise LabError(f"the lab is {state.status}, not up: wait for `lisp-ryu lab up` or run `lisp-ryu lab down`")
+        h = state.host(host)
+        new = state.site(site)
+        if h.site == new.name:
+            raise LabError(f"host {host} is already at site {site}")
+        if new.is_pxtr:
+            raise LabError(f"site {site} is a PxTR: hosts move between LISP sites "
+                           f"({', '.join(s.name for s in state.lisp_sites)})")
+        old = state.site(h.site)
+        migration = _Migration(state, h, old, new, _free_ofport(new, state))
+        try:
+            try:
+                migration.plug()
+            except LabError as exc:
+                migration.put_back_or_explain(exc)
+                raise LabError(f"moving {host} from {old.name} to {site} failed before the switchover, it stays at "
+                               f"{old.name} port {h.ofport}: {exc}") from exc
+            try:
+                started, attached, announced = migration.switch_over()
+            except LabError as exc:
+                migration.put_back_or_explain(exc)
+                raise LabError(f"moving {host} from {old.name} to {site} failed, it is back at {old.name} "
+                               f"port {h.ofport}: {exc}") from exc
+            moved = _state_after_move(state, host, old.name, new.name, migration.ofport)
+            write_state(moved)
+            try:
+                migration.unplug_old()
+            except LabError as exc:
+                raise LabError(f"{host} moved from {old.name} to {site} (port {migration.ofport}), but removing "
+                               f"its old port at {old.name} failed: {exc}\n`lisp-ryu lab down` removes the lab") from exc
+        finally:
+            migration.close()
+    result = Move(host=host, from_site=old.name, to_site=new.name, from_ofport=h.ofport, to_ofport=migration.ofport,
+                  started=started, attached=attached, announced=announced, state=moved)
+    log.info("moved %s from %s port %d to %s port %d: no link for %.1f ms", host, old.name, h.ofport,
+             new.name, migration.ofport, result.swap_ms)
+    return result
+
+
+class _Migration:
+    """One host's move, step by step: plug the new interface in, switch
+    over, unplug the old one; or put the host back from wherever it got."""
+
+    def __init__(self, state: LabState, h: HostState, old: SiteState, new: SiteState, ofport: int):
+        self.state, self.h, self.old, self.new, self.ofport = state, h, old, new, ofport
+        self.net: RouteSocket | None = None  # rtnetlink in the host's namespace
+        self.outgoing: int | None = None  # the host's eth0 (interface index)
+        self.incoming: int | None = None  # its replacement
+        self.carried: InterfaceSetup | None = None  # what eth0 held at the switchover
+        self.packet_socket: socket.socket | None = None
+
+    def plug(self) -> None:
+        """The new veth pair, its site end in the new br-int and up, its host
+        end down in the host; and the sockets the switchover needs (entering
+        a namespace waits for an RCU grace period: none of that happens during it)."""
+        h, new = self.h, self.new
+        self.net = RouteSocket(h.namespace)
+        eth0 = self.net.link(topo.HOST_IFNAME)
+        self.outgoing = eth0.index
+        mtu = str(eth0.mtu)
+        run(["ip", "link", "add", INCOMING_IFNAME, "netns", h.namespace, "address", eth0.mac, "mtu", mtu,
+             "type", "veth", "peer", "name", h.name, "netns", new.namespace, "mtu", mtu])
+        self.incoming = self.net.link(INCOMING_IFNAME).index
+        run_in(h.namespace, ["ethtool", "-K", INCOMING_IFNAME, "tx", "off"])
+        run_in(new.namespace, ["ethtool", "-K", h.name, "tx", "off"])
+        run_in(new.namespace, ["ip", "link", "set", h.name, "up"])
+        # Waits until the new ovs-vswitchd has the port: from the switchover on it forwards.
+        vsctl(new.name, "add-port", topo.BR_INT, h.name,
+              "--", "set", "interface", h.name, f"ofport_request={self.ofport}", state=self.state)
+        _check_host_port(new, h.name, self.ofport, self.state)
+        self.packet_socket = host_packet_socket(h, INCOMING_IFNAME)
+
+    def switch_over(self) -> tuple[float, float, float]:
+        """The outage: old eth0 down and away, the new one eth0 and up with
+        what the old one held, the gratuitous ARP.  Returns when the link
+        went, came back and the host announced itself (`time.time()`).
+
+        The host needs no telling to keep the copied ARP cache
+        (arp_evict_nocarrier): the new eth0 never loses carrier, its peer
+        being up before it is."""
+        net, eth0, incoming = self.net, self.outgoing, self.incoming
+        self.carried = net.setup_of(eth0)
+        started = time.time()
+        net.set_up(eth0, False, f"taking {topo.HOST_IFNAME} down")
+        net.rename(eth0, OUTGOING_IFNAME, f"renaming {topo.HOST_IFNAME} to {OUTGOING_IFNAME}")
+        net.rename(incoming, topo.HOST_IFNAME, f"renaming {INCOMING_IFNAME} to {topo.HOST_IFNAME}")
+        net.set_up(incoming, True, f"bringing the new {topo.HOST_IFNAME} up")
+        net.apply(incoming, self.carried, f"the new {topo.HOST_IFNAME}")
+        attached = time.time()
+        announce(self.h, self.packet_socket)
+        return started, attached, time.time()
+
+    def unplug_old(self) -> None:
+        """The old site's port goes, then the old pair (its site end with it)."""
+        vsctl(self.old.name, "del-port", topo.BR_INT, self.h.name, state=self.state)
+        self.net.delete_link(self.outgoing, f"deleting the old {topo.HOST_IFNAME} ({OUTGOING_IFNAME}) and its pair")
+
+    def put_back(self) -> None:
+        """Undo a half-done move, whatever step it failed at: the new pair and
+        port go, and the host's own eth0 is eth0 again, up, with what it held."""
+        h = self.h
+        if self.net is not None:
+            incoming = self.incoming
+            if incoming is None:  # made, but not looked up: find it by name
+                found = self.net.find_link(INCOMING_IFNAME)
+                incoming = found.index if found else None
+            if incoming is not None:
+                self.net.delete_link(incoming, f"deleting the new interface (#{incoming}) and its pair")
+            if self.outgoing is not None:
+                eth0 = self.net.link_at(self.outgoing)
+                if eth0.name != topo.HOST_IFNAME:
+                    self.net.rename(eth0.index, topo.HOST_IFNAME, f"renaming {eth0.name} back to {topo.HOST_IFNAME}")
+                if not eth0.up:
+                    self.net.set_up(eth0.index, True, f"bringing {topo.HOST_IFNAME} back up")
+                if self.carried is not None:  # down, eth0 lost its routes and neighbours
+                    self.net.apply(eth0.index, self.carried, topo.HOST_IFNAME)
+        vsctl(self.new.name, "--if-exists", "del-port", topo.BR_INT, h.name, state=self.state)
+        _check_host_port(self.old, h.name, h.ofport, self.state)
+
+    def put_back_or_explain(self, failure: LabError) -> None:
+        try:
+            self.put_back()
+        except LabError as again:
+            raise LabError(f"moving {self.h.name} from {self.old.name} to {self.new.name} failed: {failure}\n"
+                           f"putting it back at {self.old.name} failed too: {again}\n"
+                           f"`lisp-ryu lab down` removes the lab") from failure
+
+    def close(self) -> None:
+        for sock in (self.packet_socket, self.net):
+            if sock is not None:
+                sock.close()
+
+
+def _free_ofport(site: SiteState, state: LabState) -> int:
+    """The lowest br-int port number below the tunnel's that neither the state
+    file nor the switch itself has in use."""
+    used = set(site.host_ports.values()) | {site.tunnel_ofport}
+    ports = set(vsctl(site.name, "list-ports", topo.BR_INT, state=state).split())
+    out = vsctl(site.name, "--format=csv", "--data=bare", "--no-headings", "--columns=name,ofport",
+                "list", "interface", state=state)
+    for line in out.splitlines():
+        name, _, ofport = line.partition(",")
+        if name in ports and ofport.strip().lstrip("-").isdigit():
+            used.add(int(ofport))
+    for number in range(1, topo.TUNNEL_OFPORT):
+        if number not in used:
+            return number
+    raise LabError(f"site {site.name}: no free br-int port in 1..{topo.TUNNEL_OFPORT - 1}")
+
+
+def _check_host_port(site: SiteState, host: str, ofport: int, state: LabState) -> None:
+    """OVS reports a port it could not open (or numbered otherwise) only in its Interface table."""
+    got, error = (vsctl(site.name, "--format=csv", "--data=bare", "--no-headings", "--columns=ofport,error",
+                        "list", "interface", host, state=state).strip().split(",", 1) + [""])[:2]
+    if error.strip():
+        raise LabError(f"site {site.name}: OVS could not open port {host}: {error.strip()}")
+    if got.strip() != str(ofport):
+        raise LabError(f"site {site.name}: port {host} got OpenFlow port {got.strip()}, wanted {ofport}")
+
+
+def _state_after_move(state: LabState, host: str, old: str, new: str, ofport: int) -> LabState:
+    def site(s: SiteState) -> SiteState:
+        if s.name == old:
+            return replace(s, host_ports={k: v for k, v in s.host_ports.items() if k != host})
+        if s.name == new:
+            return replace(s, host_ports={**s.host_ports, host: ofport})
+        return s
+
+    return replace(state, sites=tuple(site(s) for s in state.sites),
+                   hosts=tuple(replace(x, site=new, ofport=ofport) if x.name == host else x for x in state.hosts))
+
+
+def gratuitous_arp(mac: str, ip: str) -> bytes:
+    """A broadcast ARP request from `mac` asking for its own `ip` (sender =
+    target address): how a host or hypervisor announces where it now is."""
+    hw = bytes.fromhex(mac.replace(":", ""))
+    addr = ipaddress.IPv4Address(ip).packed
+    ethernet = b"\xff" * 6 + hw + b"\x08\x06"
+    arp = b"\x00\x01\x08\x00\x06\x04\x00\x01" + hw + addr + b"\x00" * 6 + addr
+    return (ethernet + arp).ljust(60, b"\x00")
+
+
+def host_packet_socket(h: HostState, ifname: str = topo.HOST_IFNAME) -> socket.socket:
+    """A raw packet socket on one of the host's interfaces, made inside its
+    namespace.  It is bound to the interface, not its name: a move opens one
+    on the new interface before the switchover (entering a namespace waits
+    for an RCU grace period) and sends from it once that is eth0."""
+
+    def make() -> socket.socket:
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+        try:
+            sock.bind((ifname, 0))
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    try:
+        return run_in_netns(h.namespace, make)
+    except OSError as exc:
+        raise LabError(f"host {h.name}: cannot open a packet socket on {ifname}: {exc}") from None
+
+
+def announce(h: HostState, sock: socket.socket | None = None) -> None:
+    """Send the host's gratuitous ARP out of its eth0, or out of the interface
+    `sock` is bound to (a raw socket from inside its namespace: iputils-arping
+    is not needed)."""
+    own = sock is None
+    sock = host_packet_socket(h) if own else sock
+    try:
+        sock.send(gratuitous_arp(h.mac, h.ip))
+    except OSError as exc:
+        raise LabError(f"host {h.name}: sending its gratuitous ARP on {topo.HOST_IFNAME} failed: {exc}") from None
+    finally:
+        if own:
+            sock.close()
