@@ -67,7 +67,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from lisp_ryu import compat  # noqa: E402
+from lisp_ryu.glue import compat  # noqa: E402
 
 compat.apply()
 
@@ -312,7 +312,7 @@ class FlowModBenchApp(app_manager.RyuApp):
 
 
 def _ryu_argv() -> list[str]:
-    code = ("import sys; from lisp_ryu import compat; "
+    code = ("import sys; from lisp_ryu.glue import compat; "
             "sys.exit(compat.run_ryu_manager(sys.argv[1:]))")
     return [sys.executable, "-c", code, "--ofp-listen-host", "127.0.0.1",
             "--ofp-tcp-listen-port", str(FLOWMOD_PORT), "bench.bench_controller"]

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from lisp_ryu.lab import topology as topo
-from lisp_ryu.lab.netns import run_in_netns
+from lisp_ryu.glue.netns import run_in_netns
 from lisp_ryu.lab.rtnetlink import InterfaceSetup, RouteSocket
 from lisp_ryu.lab.state import (
     HostState,

@@ -43,7 +43,7 @@ from lisp_ryu.flows.pipeline import Owner, cookie_owner
 from lisp_ryu.lab import controller as lab_controller
 from lisp_ryu.lab import manager
 from lisp_ryu.lab import topology as topo
-from lisp_ryu.lab.netns import run_in_netns
+from lisp_ryu.glue.netns import run_in_netns
 from lisp_ryu.lab.state import HostState, LabError, LabState, SiteState, read_state
 
 DEFAULT_TOPOLOGY = Path(__file__).resolve().parents[2] / "topologies" / "three-dc.yaml"

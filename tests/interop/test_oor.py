@@ -40,7 +40,7 @@ import pytest
 from lisp_ryu.config import EidPrefixConfig, MapServerRef, RlocConfig, RlocProbingConfig, XtrConfig
 from lisp_ryu.effects import DataplaneChanged, PacketOut, SendControl
 from lisp_ryu.lab.capture import Capture, decode
-from lisp_ryu.lab.netns import open_udp_socket
+from lisp_ryu.glue.netns import open_udp_socket
 from lisp_ryu.wire import (
     AuthAlgorithm,
     AuthResult,

@@ -27,7 +27,7 @@ from lisp_ryu.flows.pipeline import Owner, cookie
 from lisp_ryu.lab import cli as lab_cli
 from lisp_ryu.lab import controller as lab_controller
 from lisp_ryu.lab import manager, mobility, rtnetlink
-from lisp_ryu.lab.netns import run_in_netns
+from lisp_ryu.glue.netns import run_in_netns
 from lisp_ryu.lab.state import LabError, read_state
 
 from conftest import TOPOLOGIES, LabEnv, lab_unavailable, private_lab, topology_copy

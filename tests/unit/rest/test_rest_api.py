@@ -14,8 +14,9 @@ import json
 import pytest
 import yaml
 
-from lisp_ryu import config, rest
-from lisp_ryu.app import CONFIG_ENV  # noqa: F401  (the app module imports: the glue the API mounts on)
+from lisp_ryu import config
+from lisp_ryu.glue import rest
+from lisp_ryu.glue.ryu_app import CONFIG_ENV  # noqa: F401  (the app module imports: the glue the API mounts on)
 from lisp_ryu.effects import DataplaneChanged, SendControl
 from lisp_ryu.mapserver import MemoryStore
 from lisp_ryu.mapserver.service import MapServer
@@ -143,7 +144,7 @@ DENY = {"id": "no-dc1-to-dc3", "iid": 42, "sources": ["10.1.0.0/16"], "destinati
 def test_every_route_is_in_the_openapi_document(lab):
     status, doc = lab.call("GET", "/lisp/v1/openapi.json")
     assert status == 200 and doc["openapi"].startswith("3.")
-    from lisp_ryu.openapi import openapi_path
+    from lisp_ryu.glue.openapi import openapi_path
 
     mounted = set()
     for r in lab.wsgi.mapper.matchlist:
@@ -166,7 +167,7 @@ def test_openapi_document_is_valid_openapi_3(lab):
 
 
 def test_examples_are_accepted(lab):
-    from lisp_ryu.openapi import SCHEMAS
+    from lisp_ryu.glue.openapi import SCHEMAS
 
     assert lab.call("POST", "/lisp/v1/policies", SCHEMAS["Rule"]["example"])[0] == 201
     assert lab.call("POST", "/lisp/v1/rloc-overrides", SCHEMAS["RlocOverride"]["example"])[0] == 201
@@ -325,7 +326,7 @@ def test_unknown_paths_are_404_and_wrong_methods_405(lab):
 
 
 def test_show_formats_every_resource_of_the_api(lab):
-    from lisp_ryu.mapserver.cli import SHOW_CHOICES, format_table
+    from lisp_ryu.glue.mapserver_cli import SHOW_CHOICES, format_table
 
     lab.miss("dc1", "10.1.0.10", "10.3.0.10")
     lab.call("POST", "/lisp/v1/policies", DENY)

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from lisp_ryu import compat
+from lisp_ryu.glue import compat
 
 compat.apply()
 
@@ -40,7 +40,7 @@ from lisp_ryu.flows.compiler import CompileError, compile_plan, remotes_installe
 from lisp_ryu.flows.diff import diff  # noqa: E402
 from lisp_ryu.flows.model import DesiredState  # noqa: E402
 from lisp_ryu.flows.pipeline import PipelineError, Table, is_ours  # noqa: E402
-from lisp_ryu.lab.netns import open_udp_socket  # noqa: E402
+from lisp_ryu.glue.netns import open_udp_socket  # noqa: E402
 from lisp_ryu.xtr.core import XtrCore  # noqa: E402
 
 LOG = logging.getLogger("lisp_ryu")
@@ -76,7 +76,7 @@ class ControlEndpoint:
 
 class LispApp(app_manager.RyuApp):
     OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
-    _CONTEXTS = {"wsgi": WSGIApplication}  # the REST API (lisp_ryu.rest), on ryu-manager's --wsapi-host/port
+    _CONTEXTS = {"wsgi": WSGIApplication}  # the REST API (lisp_ryu.glue.rest), on ryu-manager's --wsapi-host/port
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -126,7 +126,7 @@ class LispApp(app_manager.RyuApp):
             LOG.info("xTR %s (dpid %#x) control plane on %s:4342", xtr.name, xtr.dpid, rloc)
 
         if kwargs.get("wsgi") is not None:
-            from lisp_ryu import rest
+            from lisp_ryu.glue import rest
 
             rest.register(kwargs["wsgi"], rest.Backend.from_app(self))  # before start: it may restore intent
 

@@ -5,7 +5,7 @@ the bad field), change intent by calling the cores, and hand the effects
 the cores return to the application (Map-Notify publications, "recompile
 this switch") -- they never build flows.  All routes are declared once in
 `ROUTES`; the Ryu controller class and the OpenAPI document
-(`lisp_ryu.openapi`) are both generated from it, so they cannot drift.
+(`lisp_ryu.glue.openapi`) are both generated from it, so they cannot drift.
 
 Errors map to statuses in one place (`_status_of`): invalid input 400 with
 the field named, missing/wrong bearer token 401/403, unknown object 404,
@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from lisp_ryu import compat
+from lisp_ryu.glue import compat
 
 compat.apply()
 
@@ -202,7 +202,7 @@ class Route:
     handler: str  # method of `Api`
     summary: str
     write: bool = False
-    body: str | None = None  # schema name in lisp_ryu.openapi.SCHEMAS
+    body: str | None = None  # schema name in lisp_ryu.glue.openapi.SCHEMAS
     response: str = "Object"
     status: int = 200
     params: tuple[Param, ...] = ()
@@ -274,7 +274,7 @@ class Api:
 
     # -- reads ---------------------------------------------------------------
     def openapi(self, body, **_):
-        from lisp_ryu import openapi
+        from lisp_ryu.glue import openapi
 
         return openapi.document(ROUTES)
 
