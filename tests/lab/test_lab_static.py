@@ -14,7 +14,8 @@ import sys
 
 import pytest
 
-from lisp_ryu.lab import capture, cli as lab_cli, manager, netns, static_flows
+from lisp_ryu.glue import netns
+from lisp_ryu.lab import capture, cli as lab_cli, manager, static_flows
 from lisp_ryu.lab.state import LabError, read_state
 
 pytestmark = pytest.mark.lab
