@@ -212,13 +212,19 @@ def test_sockets_on_every_rloc_and_the_map_server_restores_registrations(tmp_pat
     assert again.map_server.core.registration_count == 2
 
 
-def test_a_failed_send_is_counted_and_the_data_plane_still_follows(site):
-    endpoint = site.controller.xtrs[1]
-    endpoint.receivers[ip("198.18.1.2")].fail_with = OSError(101, "Network is unreachable")
-    site.switches[1].clear()
+def test_a_failed_send_is_counted_and_the_retry_goes_out(site):
+    controller, clock = site.controller, site.underlay.clock
+    sock = controller.xtrs[1].receivers[ip("198.18.1.2")]
+    sock.fail_with = OSError(101, "Network is unreachable")
+    sent = controller.counters["control_sent"]
     site.miss(1, "10.1.0.10", "10.2.0.10")
-    assert site.controller.counters["control_send_errors"] == 1
-    assert site.underlay.in_flight == type(site.underlay.in_flight)()
+    assert controller.counters["control_send_errors"] == 1 and controller.counters["control_sent"] == sent
+    assert not site.underlay.in_flight and site.switches[1].packet_outs == []
+    sock.fail_with = None
+    clock.now = controller.xtrs[1].core.next_deadline()  # the Map-Request's retry
+    controller.run_timers()
+    site.underlay.settle()
+    assert [p.data for p in site.switches[1].packet_outs] == [ipv4_frame("10.1.0.10", "10.2.0.10", b"held")]
 
 
 def test_timers_run_when_their_deadline_comes(site):
