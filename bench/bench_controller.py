@@ -30,7 +30,7 @@ controller programs a switch, each against a baseline from the same run.
 ``controller.flow_mods_per_s.10k``
     Flow-mods per second the controller code pushes for 10 000 map-cache
     entries (one encap flow each, /32 EIDs in instance 42 spread over 16
-    RLOCs), through the exact steps of `LispApp._push`: `compile_plan` of the
+    RLOCs), through the exact steps of `Controller.push`: `compile_plan` of the
     whole plan, `diff` against what is installed (the switch already holds the
     plan without remotes), `ofp13.encode_operations` (the fast flow-mod
     encoder, batched writes) and `Datapath.send`, then a barrier; timed from the start of compiling to
@@ -67,7 +67,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from lisp_ryu import compat  # noqa: E402
+from lisp_ryu.glue import compat  # noqa: E402
 
 compat.apply()
 
@@ -208,7 +208,7 @@ def bench_plan(entries: int) -> XtrPlan:
 
 
 class FlowModBenchApp(app_manager.RyuApp):
-    """Pushes the bench plan the way `LispApp._push` does and writes the timings.
+    """Pushes the bench plan the way `Controller.push` does and writes the timings.
 
     Only active when FLOWMOD_ENV is set (ryu-manager started by `flow_mods`)."""
 
@@ -248,7 +248,7 @@ class FlowModBenchApp(app_manager.RyuApp):
             raise RuntimeError("no barrier reply within 60 s")
 
     def _send(self, dp, installed: DesiredState, desired_plan: XtrPlan) -> tuple[DesiredState, dict]:
-        """`LispApp._push`, step by step with a clock at each step."""
+        """`Controller.push`, step by step with a clock at each step."""
         t0 = time.perf_counter()
         desired = compile_plan(desired_plan)
         t1 = time.perf_counter()
@@ -268,7 +268,7 @@ class FlowModBenchApp(app_manager.RyuApp):
 
     def _bench(self, dp) -> None:
         result: dict = {}
-        gc.freeze()  # as LispApp does once it has started
+        gc.freeze()  # as the Ryu app (glue.ryu_app) does once it has started
         try:
             full = bench_plan(self.entries)
             empty = dataclasses.replace(full, remotes=())
@@ -284,7 +284,7 @@ class FlowModBenchApp(app_manager.RyuApp):
                 _, timing = self._send(dp, base, full)
                 runs.append(timing)
             # One more map-cache entry on top of the 10k (one Map-Reply's worth):
-            # `_push` recompiles and diffs the whole plan for it.
+            # `push` recompiles and diffs the whole plan for it.
             extra = RemoteEntry(IID, ipaddress.ip_network("10.127.255.255/32"), RemoteAction.ENCAP,
                                 (Rloc(ipaddress.ip_address("198.18.2.2")),))
             plus_one = dataclasses.replace(full, remotes=full.remotes + (extra,))
@@ -312,7 +312,7 @@ class FlowModBenchApp(app_manager.RyuApp):
 
 
 def _ryu_argv() -> list[str]:
-    code = ("import sys; from lisp_ryu import compat; "
+    code = ("import sys; from lisp_ryu.glue import compat; "
             "sys.exit(compat.run_ryu_manager(sys.argv[1:]))")
     return [sys.executable, "-c", code, "--ofp-listen-host", "127.0.0.1",
             "--ofp-tcp-listen-port", str(FLOWMOD_PORT), "bench.bench_controller"]

@@ -11,11 +11,11 @@ import os
 import sys
 
 CONFIG_ENV = "LISP_RYU_CONFIG"
-APP_MODULE = "lisp_ryu.app"
+APP_MODULE = "lisp_ryu.glue.ryu_app"
 
 
 def _cmd_controller(args: argparse.Namespace, extra: list[str]) -> int:
-    from lisp_ryu import compat
+    from lisp_ryu.glue import compat
 
     if args.config:
         os.environ[CONFIG_ENV] = os.path.abspath(args.config)
@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_check_config)
 
     from lisp_ryu.lab import cli as lab_cli
-    from lisp_ryu.mapserver import cli as mapserver_cli
+    from lisp_ryu.glue import mapserver_cli
 
     lab_cli.add_parser(sub, _cmd_lab)
     mapserver_cli.add_parsers(sub)

@@ -1,4 +1,4 @@
-"""What the pure cores ask the glue to do.
+"""What the pure cores ask the glue to do, and the shape of a core the glue drives.
 
 The xTR core and the Map-Server core never send, sleep or read a clock:
 their handlers return a list of these, and the glue carries them out in
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Union
+from typing import Protocol, Union
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -42,3 +42,23 @@ class DataplaneChanged:
 
 
 Effect = Union[SendControl, PacketOut, DataplaneChanged]
+
+
+class Core(Protocol):
+    """A sans-IO actor: the xTR core and the Map-Server both are one; the glue drives any Core.
+
+    Time is always a parameter; the glue owns the clock, the sockets and the
+    thread, so a core needs no lock.
+    """
+
+    def handle_control(self, payload: bytes, source: IPAddress, port: int, now: float) -> list[Effect]:
+        """A LISP control datagram from `source`:`port`."""
+        ...
+
+    def handle_timer(self, now: float) -> list[Effect]:
+        """Whatever is due at `now` (retransmissions, expiries, refreshes)."""
+        ...
+
+    def next_deadline(self) -> float | None:
+        """When `handle_timer` next has work (None: nothing scheduled)."""
+        ...

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, replace
 
 from lisp_ryu.lab import topology as topo
-from lisp_ryu.lab.netns import run_in_netns
+from lisp_ryu.glue.netns import run_in_netns
 from lisp_ryu.lab.processes import run, run_in
 from lisp_ryu.lab.rtnetlink import InterfaceSetup, RouteSocket
 from lisp_ryu.lab.running import load_state, locked, vsctl

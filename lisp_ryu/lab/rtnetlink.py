@@ -17,7 +17,7 @@ import socket
 import struct
 from dataclasses import dataclass, replace
 
-from lisp_ryu.lab.netns import run_in_netns
+from lisp_ryu.glue.netns import run_in_netns
 from lisp_ryu.lab.state import LabError
 
 # <linux/netlink.h>

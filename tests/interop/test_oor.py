@@ -18,6 +18,7 @@ skip; LISP_RYU_REQUIRE_INTEROP=1 (CI) turns that skip into a failure.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import itertools
 import json
@@ -38,9 +39,10 @@ from pathlib import Path
 import pytest
 
 from lisp_ryu.config import EidPrefixConfig, MapServerRef, RlocConfig, RlocProbingConfig, XtrConfig
-from lisp_ryu.effects import DataplaneChanged, PacketOut, SendControl
+from lisp_ryu.effects import PacketOut
+from lisp_ryu.glue.controller import ControlEndpoint, Controller
+from lisp_ryu.glue.netns import open_udp_socket
 from lisp_ryu.lab.capture import Capture, decode
-from lisp_ryu.lab.netns import open_udp_socket
 from lisp_ryu.wire import (
     AuthAlgorithm,
     AuthResult,
@@ -53,6 +55,7 @@ from lisp_ryu.wire import (
     decode_message,
 )
 from lisp_ryu.xtr.core import XtrCore
+from support.underlay import FakeSwitch
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
 
@@ -257,27 +260,40 @@ def _xtr_config(name: str, rloc: str, prefixes: list[str], map_server: str, *, p
 
 @dataclass
 class Node:
-    """One XtrCore and the UDP socket on its RLOC (port 4342) in a namespace."""
+    """One XtrCore behind the controller: the UDP socket on its RLOC (port 4342) in a namespace, a fake switch."""
 
     core: XtrCore
     sock: object
+    endpoint: ControlEndpoint
+    switch: FakeSwitch
     received: list[tuple[str, int, bytes]] = field(default_factory=list)
-    packet_outs: list[PacketOut] = field(default_factory=list)
-    dataplane_changes: int = 0
+
+    @property
+    def packet_outs(self) -> list[PacketOut]:
+        return self.switch.packet_outs
 
 
 class Driver:
-    """The glue of lisp_ryu/app.py reduced to its UDP part: carries out the cores' effects."""
+    """The real controller (lisp_ryu.glue.controller) on real sockets; each xTR's switch is a fake."""
 
     def __init__(self, netns: str) -> None:
         self.netns = netns
         self.nodes: list[Node] = []
+        self.controller = Controller()
         nonces = itertools.count(secrets.randbits(48))
         self._nonces = lambda: next(nonces)
 
     def add(self, config: XtrConfig) -> Node:
+        config = dataclasses.replace(config, dpid=len(self.nodes) + 1)  # one switch each
         sock = open_udp_socket(self.netns, (str(config.rlocs[0].address), LISP_CONTROL))
-        node = Node(XtrCore(config, nonces=self._nonces), sock)
+        core = XtrCore(config, nonces=self._nonces)
+        endpoint = self.controller.add_endpoint(ControlEndpoint(f"xtr {config.name}", core, sock.sendto,
+                                                                dpid=config.dpid,
+                                                                receivers={config.rlocs[0].address: sock}))
+        switch = FakeSwitch(config.dpid)
+        self.controller.switch_connected(switch)
+        switch.answer(self.controller)
+        node = Node(core, sock, endpoint, switch)
         self.nodes.append(node)
         return node
 
@@ -286,13 +302,7 @@ class Driver:
             node.sock.close()
 
     def apply(self, node: Node, effects: list) -> None:
-        for effect in effects:
-            if isinstance(effect, SendControl):
-                node.sock.sendto(effect.payload, (str(effect.destination), effect.port))
-            elif isinstance(effect, PacketOut):
-                node.packet_outs.append(effect)
-            elif isinstance(effect, DataplaneChanged):
-                node.dataplane_changes += 1
+        self.controller.run(node.endpoint, effects)
 
     def start(self, node: Node) -> None:
         self.apply(node, node.core.start(time.monotonic()))
@@ -310,13 +320,8 @@ class Driver:
                 node = socks[sock]
                 data, (src, port) = sock.recvfrom(65535)
                 node.received.append((src, port, data))
-                self.apply(node, node.core.handle_control(data, ipaddress.ip_address(src), port, time.monotonic(),
-                                                          destination=node.core.config.rlocs[0].address))
-            now = time.monotonic()
-            for node in self.nodes:
-                due = node.core.next_deadline()
-                if due is not None and due <= now:
-                    self.apply(node, node.core.handle_timer(now))
+                self.controller.datagram(node.endpoint, data, src, port, node.core.config.rlocs[0].address)
+            self.controller.run_timers()
         return True
 
 

@@ -29,7 +29,7 @@ from lisp_ryu.lab import controller as lab_controller
 from lisp_ryu.lab import build, processes, rtnetlink, running, teardown
 from lisp_ryu.lab import move as lab_move
 from lisp_ryu.lab.scenarios import mobility, probe
-from lisp_ryu.lab.netns import run_in_netns
+from lisp_ryu.glue.netns import run_in_netns
 from lisp_ryu.lab.state import LabError, read_state
 
 from conftest import TOPOLOGIES, LabEnv, lab_unavailable, private_lab, topology_copy

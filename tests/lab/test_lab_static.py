@@ -14,7 +14,8 @@ import sys
 
 import pytest
 
-from lisp_ryu.lab import build, capture, cli as lab_cli, netns, processes, running, static_flows, teardown
+from lisp_ryu.glue import netns
+from lisp_ryu.lab import build, capture, cli as lab_cli, processes, running, static_flows, teardown
 from lisp_ryu.lab.state import LabError, read_state
 
 pytestmark = pytest.mark.lab
@@ -150,7 +151,7 @@ def test_udp_socket_under_eventlet_monkey_patching(two_dc):
     code = f"""
 import eventlet; eventlet.monkey_patch()
 import os
-from lisp_ryu.lab.netns import open_udp_socket
+from lisp_ryu.glue.netns import open_udp_socket
 before = os.readlink("/proc/thread-self/ns/net")
 ms = open_udp_socket({st.map_server_namespace!r}, ({st.map_server_address!r}, 4342))
 x = open_udp_socket({dc2.namespace!r}, ({dc2.rlocs[0].address!r}, 4342))

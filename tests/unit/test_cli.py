@@ -38,6 +38,16 @@ def test_controller_passes_ryu_options_through():
 
 
 def test_compat_patch_lets_ryu_wsgi_import():
-    code = "from lisp_ryu import compat; compat.apply(); import ryu.app.wsgi; print('ok')"
+    code = "from lisp_ryu.glue import compat; compat.apply(); import ryu.app.wsgi; print('ok')"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_controller_launches_the_ryu_app_module():
+    """The module `lisp-ryu controller` hands to ryu-manager exists and defines the Ryu app."""
+    code = (f"from lisp_ryu.glue import compat; compat.apply(); import importlib, inspect; "
+            f"from ryu.base.app_manager import RyuApp; m = importlib.import_module({cli.APP_MODULE!r}); "
+            f"print([n for n, c in inspect.getmembers(m, inspect.isclass) if issubclass(c, RyuApp) and c is not RyuApp"
+            f" and c.__module__ == m.__name__])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "['LispApp']", out.stderr

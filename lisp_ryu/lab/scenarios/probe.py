@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from lisp_ryu.flows.pipeline import Owner, cookie_owner
 from lisp_ryu.lab import topology as topo
-from lisp_ryu.lab.netns import run_in_netns
+from lisp_ryu.glue.netns import run_in_netns
 from lisp_ryu.lab.ovs import ovs_env
 from lisp_ryu.lab.state import LabError, SiteState
 

@@ -1,8 +1,9 @@
 """The REST API on Ryu's real WSGI application, driven in-process with webob (no sockets).
 
-Behind it: a real Map-Server core and two real xTR cores wired in memory
-through real codec bytes, so a policy written over REST is followed through
-to the Map-Notify an ITR receives and the flows it compiles.
+Behind it: a real Map-Server core and two real xTR cores behind the real
+controller, wired in memory through real codec bytes (`support.underlay`), so
+a policy written over REST is followed through to the Map-Notify an ITR
+receives, the flows it compiles and the switch that holds them.
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ import json
 import pytest
 import yaml
 
-from lisp_ryu import config, rest
-from lisp_ryu.app import CONFIG_ENV  # noqa: F401  (the app module imports: the glue the API mounts on)
-from lisp_ryu.effects import DataplaneChanged, SendControl
+from lisp_ryu import config
+from lisp_ryu.flows.compiler import compile_plan
+from lisp_ryu.glue import rest
+from lisp_ryu.glue.controller import Controller
 from lisp_ryu.mapserver import MemoryStore
 from lisp_ryu.mapserver.service import MapServer
 from lisp_ryu.xtr.core import XtrCore
 from ryu.app.wsgi import WSGIApplication
+from support.underlay import Clock, Underlay, ipv4_frame
 from webob import Request
 
 ip = ipaddress.ip_address
@@ -56,60 +59,47 @@ xtrs:
 
 
 class Lab:
-    """The cores, an in-memory underlay between them, and the WSGI app in front."""
+    """The cores behind the real controller, on the in-memory underlay, and the WSGI app in front."""
 
     def __init__(self, tmp_path, protect_reads=False, token=TOKEN):
         doc = yaml.safe_load(CONFIG)
         doc["rest"] = {"token": token, "protect_reads": protect_reads} if token else {}
+        doc["map_server"]["data_dir"] = str(tmp_path)  # where the REST intent persists
         cfg = config.parse(doc)
         counter = itertools.count(1)
-        self.now = T0
+        self.clock = Clock(T0)
         self.store = MemoryStore()
         self.ms = MapServer(cfg.map_server, nonces=lambda: next(counter), now=T0, store=self.store)
         self.cores = {x.name: XtrCore(x, nonces=lambda: next(counter)) for x in cfg.xtrs}
+        self.underlay = Underlay(self.clock)
+        self.controller = Controller()
+        self.underlay.attach(self.controller, "map-server", self.ms, [MS])
+        for core in self.cores.values():
+            self.underlay.attach(self.controller, f"xtr {core.config.name}", core,
+                                 [r.address for r in core.config.rlocs], dpid=core.config.dpid,
+                                 clock=lambda: self.now - T0)  # the xTR cores run on the monotonic clock
+        self.backend = rest.Backend.from_controller(self.controller, cfg)
         self.pushes: list[tuple[str, str]] = []
-        handles = {name: rest.XtrHandle(name, core.config.dpid, core, lambda: None,
-                                        lambda reason, name=name: self.pushes.append((name, reason)))
-                   for name, core in self.cores.items()}
-        self.backend = rest.Backend(cfg.rest, self.ms, self.deliver_from_ms, handles,
-                                    ms_clock=lambda: self.now, xtr_clock=lambda: self.now - T0,
-                                    state_file=str(tmp_path / rest.STATE_FILE))
+        for name, handle in self.backend.xtrs.items():
+            handle.push = lambda reason, name=name, push=handle.push: (self.pushes.append((name, reason)),
+                                                                       push(reason))
         self.wsgi = WSGIApplication()
         rest.register(self.wsgi, self.backend)
 
-    # -- the underlay -------------------------------------------------------------
-    def _owner(self, address):
-        if address == MS:
-            return self.ms, self.now
-        for core in self.cores.values():
-            if any(r.address == address for r in core.config.rlocs):
-                return core, self.now - T0
-        return None, None
-
-    def deliver(self, sender_address, effects, depth=0):
-        assert depth < 10, "message loop"
-        for effect in effects:
-            if isinstance(effect, DataplaneChanged):
-                self.pushes.append((str(sender_address), effect.reason))
-            if not isinstance(effect, SendControl):
-                continue
-            target, now = self._owner(effect.destination)
-            if target is not None:
-                self.deliver(effect.destination, target.handle_control(effect.payload, sender_address, 4342, now),
-                             depth + 1)
-
-    def deliver_from_ms(self, effects):
-        self.deliver(MS, effects)
+    @property
+    def now(self):
+        return self.clock.now
 
     def start(self):
-        for name, core in self.cores.items():
-            self.deliver(core.config.rlocs[0].address, core.start(0.0))
+        self.controller.start()
+        self.switches = {core.config.dpid: self.underlay.connect(self.controller, core.config.dpid)
+                         for core in self.cores.values()}
+        self.underlay.settle()
 
     def miss(self, xtr, src, dst):
         core = self.cores[xtr]
-        effects = core.handle_miss(1, 42, ip(src), ip(dst), b"packet", self.now - T0)
-        self.deliver(core.config.rlocs[0].address, effects)
-        return effects
+        self.switches[core.config.dpid].packet_in(self.controller, 1, ipv4_frame(src, dst), iid=42)
+        self.underlay.settle()
 
     # -- HTTP ---------------------------------------------------------------------------
     def call(self, method, path, body=None, token=TOKEN, raw=None):
@@ -120,6 +110,7 @@ class Lab:
             req.body = raw if raw is not None else json.dumps(body).encode()
             req.content_type = "application/json"
         res = req.get_response(self.wsgi)
+        self.underlay.settle()  # what the request sent (Map-Notify publications) reaches its peers
         return res.status_int, (json.loads(res.body) if res.body else None)
 
 
@@ -143,7 +134,7 @@ DENY = {"id": "no-dc1-to-dc3", "iid": 42, "sources": ["10.1.0.0/16"], "destinati
 def test_every_route_is_in_the_openapi_document(lab):
     status, doc = lab.call("GET", "/lisp/v1/openapi.json")
     assert status == 200 and doc["openapi"].startswith("3.")
-    from lisp_ryu.openapi import openapi_path
+    from lisp_ryu.glue.openapi import openapi_path
 
     mounted = set()
     for r in lab.wsgi.mapper.matchlist:
@@ -166,7 +157,7 @@ def test_openapi_document_is_valid_openapi_3(lab):
 
 
 def test_examples_are_accepted(lab):
-    from lisp_ryu.openapi import SCHEMAS
+    from lisp_ryu.glue.openapi import SCHEMAS
 
     assert lab.call("POST", "/lisp/v1/policies", SCHEMAS["Rule"]["example"])[0] == 201
     assert lab.call("POST", "/lisp/v1/rloc-overrides", SCHEMAS["RlocOverride"]["example"])[0] == 201
@@ -178,6 +169,7 @@ def test_reads(lab):
     lab.miss("dc1", "10.1.0.10", "10.3.0.10")
     status, health = lab.call("GET", "/lisp/v1/health", token=None)
     assert status == 200 and health["status"] == "ok" and set(health["xtrs"]) == {"dc1", "dc3"}
+    assert all(x["connected"] for x in health["xtrs"].values())
     _, sites = lab.call("GET", "/lisp/v1/sites")
     assert [s["name"] for s in sites["sites"]] == ["dc1", "dc2", "dc3"]
     assert "key" not in sites["sites"][0]
@@ -255,6 +247,9 @@ def test_dynamic_eid_prefixes_change_the_learning_flows_and_persist(lab, tmp_pat
     status, _ = lab.call("POST", "/lisp/v1/xtrs/dc1/dynamic-eid-prefixes", {"iid": 42, "prefix": "10.20.0.0/16"})
     assert status == 201
     assert ("dc1", "dynamic-EID prefix [42]10.20.0.0/16 added") in lab.pushes
+    # The controller pushed the learning flows to dc1's switch.
+    assert lab.switches[1].held() == compile_plan(lab.cores["dc1"].plan())
+    assert any(("ipv4_src", ("10.20.0.0", "255.255.0.0")) in f.match for f in lab.switches[1].held().flows)
     core = lab.cores["dc1"]
     assert [str(d.prefix) for d in core.plan().dynamic_prefixes] == ["10.20.0.0/16"]
     assert lab.call("POST", "/lisp/v1/xtrs/dc1/dynamic-eid-prefixes", {"iid": 42, "prefix": "10.20.0.0/16"})[0] == 409
@@ -325,7 +320,7 @@ def test_unknown_paths_are_404_and_wrong_methods_405(lab):
 
 
 def test_show_formats_every_resource_of_the_api(lab):
-    from lisp_ryu.mapserver.cli import SHOW_CHOICES, format_table
+    from lisp_ryu.glue.mapserver_cli import SHOW_CHOICES, format_table
 
     lab.miss("dc1", "10.1.0.10", "10.3.0.10")
     lab.call("POST", "/lisp/v1/policies", DENY)

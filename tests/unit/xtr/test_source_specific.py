@@ -1,5 +1,6 @@
 """Source-specific policy end to end in memory: a real Map-Server and a real xTR core exchange
-real bytes; the xTR's compiled flows are walked by the pipeline model.  Time is injected.
+real bytes through the controller (`support.underlay`); the xTR's compiled flows are walked by
+the pipeline model.  Time is injected.
 
 h1 (10.1.0.10) and h2 (10.1.0.11) sit behind one ITR (dc1); a rule denies h1 -> dc2.
 """
@@ -12,15 +13,17 @@ import yaml
 
 from lisp_ryu import config
 from lisp_ryu.config import EidPrefixConfig, MapServerConfig, SiteConfig
-from lisp_ryu.effects import DataplaneChanged, PacketOut, SendControl
+from lisp_ryu.effects import DataplaneChanged, PacketOut
 from lisp_ryu.flows.compiler import compile_plan
 from lisp_ryu.flows.pipeline import Table, prefix_priority
 from lisp_ryu.flows.simulate import walk
+from lisp_ryu.glue.controller import Controller
 from lisp_ryu.mapping.policy import Rule
 from lisp_ryu.mapping.sourcedest import SourceDestKey, record_key
 from lisp_ryu.mapserver import MapServer, packets
 from lisp_ryu.wire import Action, Locator, MapNotify, MappingRecord, MapRequest, MapRequestRecord, auth
 from lisp_ryu.xtr.core import XtrCore
+from support.underlay import Clock, Underlay, ipv4_frame
 
 ip = ipaddress.ip_address
 net = ipaddress.ip_network
@@ -50,7 +53,7 @@ DENY_H1 = Rule.from_dict({"id": "h1-to-dc2", "iid": IID, "sources": ["10.1.0.10/
 
 
 class World:
-    """One Map-Server and one xTR joined by a perfect network; `now` moves only when told."""
+    """One Map-Server and one xTR behind the real controller on the in-memory underlay; `now` moves only when told."""
 
     def __init__(self) -> None:
         ms_config = MapServerConfig(sites=(
@@ -58,38 +61,41 @@ class World:
             SiteConfig("dc2", DC2_KEY, (EidPrefixConfig(net("10.2.0.0/16"), IID),)),
         ), rate_limit_per_source=1e6, negative_ttl_minutes=15)
         counter = itertools.count(0x7000)
-        self.now = 100.0
+        self.clock = Clock(100.0)
         self.ms = MapServer(ms_config, nonces=lambda: next(counter), now=self.now)
         xtr_counter = itertools.count(1000)
         self.xtr = XtrCore(config.parse(yaml.safe_load(XTR_CONFIG)).xtrs[0], nonces=lambda: next(xtr_counter))
-        self.changes = 0
-        self.packet_outs: list[PacketOut] = []
-        self.run(self.xtr.start(self.now))
+        self.underlay = Underlay(self.clock)  # anything sent to dc2's ETR has no peer here
+        self.controller = Controller()
+        self.ms_endpoint = self.underlay.attach(self.controller, "map-server", self.ms, [MS])
+        self.underlay.attach(self.controller, "xtr dc1", self.xtr, [ITR], dpid=1)
+        self.switch = self.underlay.connect(self.controller, 1)
+        self.controller.start()
+        self.underlay.settle()
         register = packets.map_register([packets.record("10.2.0.0/16", [str(ETR2)], iid=IID)], DC2_KEY, proxy=True)
         self.run(self.ms.handle_control(register, ETR2, 4342, self.now))
 
+    @property
+    def now(self) -> float:
+        return self.clock.now
+
+    @property
+    def packet_outs(self) -> list[PacketOut]:
+        return self.switch.packet_outs
+
     def run(self, effects) -> None:
-        """Deliver effects until nothing is left in flight (both directions)."""
-        queue = list(effects)
-        while queue:
-            effect = queue.pop(0)
-            if isinstance(effect, DataplaneChanged):
-                self.changes += 1
-            elif isinstance(effect, PacketOut):
-                self.packet_outs.append(effect)
-            elif isinstance(effect, SendControl):
-                if effect.destination == MS:
-                    queue += self.ms.handle_control(effect.payload, ITR, 4342, self.now)
-                elif effect.destination == ITR:
-                    queue += self.xtr.handle_control(effect.payload, MS, 4342, self.now)
-                # anything else (to dc2's ETR) has no peer here
+        """Carry out the Map-Server's effects and deliver until nothing is left in flight."""
+        self.controller.run(self.ms_endpoint, effects)
+        self.underlay.settle()
 
     def miss(self, source, destination=DST):
-        self.run(self.xtr.handle_miss(1, IID, source, destination, b"packet", self.now))
+        self.switch.packet_in(self.controller, 1, ipv4_frame(source, destination, b"packet"), iid=IID)
+        self.underlay.settle()
 
     def timer(self, now: float) -> None:
-        self.now = now
-        self.run(self.xtr.handle_timer(now) + self.ms.handle_timer(now))
+        self.clock.now = now
+        self.controller.run_timers()
+        self.underlay.settle()
 
     def walk(self, source, destination=DST, in_port=None):
         port = {H1: 1, H2: 2, H3: 3}[source] if in_port is None else in_port

@@ -86,11 +86,11 @@ def run_mapserver(args: argparse.Namespace, extra: list[str]) -> int:
     import time
 
     from lisp_ryu import config as config_mod
-    from lisp_ryu.lab.netns import open_udp_socket
+    from lisp_ryu.glue.netns import open_udp_socket
 
-    from .server import StandaloneServer
-    from .service import MapServer
-    from .store import FileStore, StoreError
+    from lisp_ryu.glue.mapserver_loop import StandaloneServer
+    from lisp_ryu.mapserver.service import MapServer
+    from lisp_ryu.mapserver.store import FileStore, StoreError
 
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("lisp_ryu.mapserver")

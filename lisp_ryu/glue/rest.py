@@ -4,8 +4,8 @@ Glue only.  Handlers validate input (the pure `from_dict` constructors name
 the bad field), change intent by calling the cores, and hand the effects
 the cores return to the application (Map-Notify publications, "recompile
 this switch") -- they never build flows.  All routes are declared once in
-`ROUTES`; the Ryu controller class and the OpenAPI document
-(`lisp_ryu.openapi`) are both generated from it, so they cannot drift.
+`glue.routes.ROUTES`; the Ryu controller class and the OpenAPI document
+(`lisp_ryu.glue.openapi`) are both generated from it, so they cannot drift.
 
 Errors map to statuses in one place (`_status_of`): invalid input 400 with
 the field named, missing/wrong bearer token 401/403, unknown object 404,
@@ -18,6 +18,7 @@ Writes need `Authorization: Bearer <rest.token>`; reads need it too when
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hmac
 import json
 import logging
@@ -28,16 +29,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from lisp_ryu import compat
+from lisp_ryu.glue import compat
 
 compat.apply()
 
 from ryu.app.wsgi import ControllerBase, Response, WSGIApplication, route  # noqa: E402
 
-from lisp_ryu.config import EidPrefixConfig, RestConfig  # noqa: E402
-from lisp_ryu.flows.compiler import compile_plan  # noqa: E402
-from lisp_ryu.flows.model import DesiredState, Flow, GroupAction, Move, Output, SetField  # noqa: E402
-from lisp_ryu.flows.pipeline import Owner, Table, cookie  # noqa: E402
+from lisp_ryu.config import Config, EidPrefixConfig, RestConfig  # noqa: E402
+from lisp_ryu.flows.model import DesiredState  # noqa: E402
 from lisp_ryu.mapping.policy import (  # noqa: E402
     PolicyError,
     RlocOverride,
@@ -46,7 +45,12 @@ from lisp_ryu.mapping.policy import (  # noqa: E402
     parse_iid,
     parse_prefix,
 )
+from lisp_ryu.glue import openapi  # noqa: E402
+from lisp_ryu.glue.controller import Controller  # noqa: E402
+from lisp_ryu.glue.routes import ROUTES, Route  # noqa: E402
+from lisp_ryu.glue.xtr_views import map_cache_view  # noqa: E402
 from lisp_ryu.mapserver import views  # noqa: E402
+from lisp_ryu.mapserver.store import _atomic_write  # noqa: E402
 
 LOG = logging.getLogger("lisp_ryu.rest")
 API = views.API_PREFIX
@@ -101,7 +105,7 @@ class XtrHandle:
 
 @dataclass
 class Backend:
-    """The cores plus the glue's callbacks; `from_app` builds it from a running `LispApp`."""
+    """The cores plus the glue's callbacks; `from_controller` builds it from a running `Controller`."""
 
     rest: RestConfig
     map_server: Any = None  # lisp_ryu.mapserver.service.MapServer
@@ -114,29 +118,25 @@ class Backend:
     started: float = field(default_factory=time.time)
 
     @classmethod
-    def from_app(cls, app: Any) -> Backend:
-        from lisp_ryu.effects import DataplaneChanged
-
-        ms_endpoint = next((e for e in app.endpoints if e.name == "map-server"), None)
+    def from_controller(cls, controller: Controller, config: Config) -> Backend:
+        """The API over a running controller, through its public methods only."""
+        ms_endpoint = controller.map_server
         xtrs = {}
-        for dpid, endpoint in app.xtrs.items():
-            def installed(dpid=dpid):
-                session = app.sessions.get(dpid)
-                return session.installed if session is not None else None
-
-            def push(reason, endpoint=endpoint):
-                app._run(endpoint, [DataplaneChanged(reason)])
-
-            xtrs[endpoint.core.config.name] = XtrHandle(endpoint.core.config.name, dpid, endpoint.core, installed,
-                                                        push)
-        data_dir = app.config.map_server.data_dir if app.config.map_server is not None else None
+        for dpid, endpoint in controller.xtrs.items():
+            name = endpoint.core.config.name
+            xtrs[name] = XtrHandle(name, dpid, endpoint.core, functools.partial(controller.installed, dpid),
+                                   functools.partial(controller.request_push, dpid))
+        data_dir = config.map_server.data_dir if config.map_server is not None else None
+        xtr_clocks = [e.clock for e in controller.xtrs.values()]
         return cls(
-            rest=app.config.rest,
+            rest=config.rest,
             map_server=ms_endpoint.core if ms_endpoint else None,
-            run_map_server=(lambda effects: app._run(ms_endpoint, effects)) if ms_endpoint else (lambda e: None),
+            run_map_server=functools.partial(controller.run, ms_endpoint) if ms_endpoint else (lambda e: None),
             xtrs=xtrs,
+            ms_clock=ms_endpoint.clock if ms_endpoint else time.time,
+            xtr_clock=xtr_clocks[0] if xtr_clocks else time.monotonic,
             state_file=os.path.join(data_dir, STATE_FILE) if data_dir else None,
-            counters=lambda: dict(app.counters),
+            counters=lambda: dict(controller.counters),
         )
 
     def ms(self) -> Any:
@@ -174,93 +174,11 @@ class Backend:
     def save_intent(self) -> None:
         if not self.state_file:
             return
-        from lisp_ryu.mapserver.store import _atomic_write
-
         data = {"dynamic_eid_prefixes": {
             name: [{"iid": d.iid, "prefix": str(d.prefix)} for d in h.core.config.dynamic_eid_prefixes]
             for name, h in sorted(self.xtrs.items())}}
         os.makedirs(os.path.dirname(self.state_file) or ".", exist_ok=True)
         _atomic_write(self.state_file, json.dumps(data, indent=1).encode())
-
-
-# --------------------------------------------------------------------------- the route table
-
-
-@dataclass(frozen=True)
-class Param:
-    name: str
-    where: str  # "path" | "query"
-    schema: dict
-    description: str = ""
-
-
-@dataclass(frozen=True)
-class Route:
-    name: str
-    method: str
-    path: str  # Routes syntax: {name} is a path parameter
-    handler: str  # method of `Api`
-    summary: str
-    write: bool = False
-    body: str | None = None  # schema name in lisp_ryu.openapi.SCHEMAS
-    response: str = "Object"
-    status: int = 200
-    params: tuple[Param, ...] = ()
-
-
-_LIMIT = Param("limit", "query", {"type": "integer", "minimum": 0, "default": views.DEFAULT_LIMIT},
-               "at most this many items")
-_XTR = Param("xtr", "path", {"type": "string"}, "xTR name (xtrs[].name in the configuration)")
-_RULE = Param("rule_id", "path", {"type": "string"}, "rule id")
-_OVR = Param("override_id", "path", {"type": "string"}, "override id")
-_PREFIX = (Param("iid", "path", {"type": "integer", "minimum": 0}, "instance-ID"),
-           Param("address", "path", {"type": "string"}, "prefix address, e.g. 10.2.0.0"),
-           Param("length", "path", {"type": "integer", "minimum": 0}, "prefix length, e.g. 16"))
-_PREFIX_PATH = "{iid}/{address}/{length}"
-
-ROUTES: tuple[Route, ...] = (
-    Route("openapi", "GET", f"{API}/openapi.json", "openapi", "This API as an OpenAPI 3 document"),
-    Route("health", "GET", f"{API}/health", "health", "Liveness, and which switches are connected", response="Health"),
-    Route("sites", "GET", f"{API}/sites", "sites", "Configured Map-Server sites and their EID prefixes"),
-    Route("registrations", "GET", f"{API}/registrations", "registrations",
-          "Registered EID prefixes with merged mapping and ETRs", params=(_LIMIT,)),
-    Route("subscriptions", "GET", f"{API}/subscriptions", "subscriptions", "RFC 9437 subscriptions",
-          params=(_LIMIT,)),
-    Route("counters", "GET", f"{API}/counters", "counters",
-          "Counters: Map-Server per message type and rejects by reason, each xTR, the controller"),
-    Route("xtrs", "GET", f"{API}/xtrs", "xtrs", "The xTRs this controller drives"),
-    Route("map_cache", "GET", f"{API}/xtrs/{{xtr}}/map-cache", "map_cache",
-          "An xTR's map-cache: TTL left and the flows each entry produced", params=(_XTR, _LIMIT)),
-    Route("list_policies", "GET", f"{API}/policies", "list_policies", "Reachability rules, in evaluation order"),
-    Route("create_policy", "POST", f"{API}/policies", "create_policy", "Add a rule (409 if the id exists)",
-          write=True, body="Rule", status=201),
-    Route("get_policy", "GET", f"{API}/policies/{{rule_id}}", "get_policy", "One rule", params=(_RULE,)),
-    Route("put_policy", "PUT", f"{API}/policies/{{rule_id}}", "put_policy", "Add or replace a rule",
-          write=True, body="Rule", params=(_RULE,)),
-    Route("delete_policy", "DELETE", f"{API}/policies/{{rule_id}}", "delete_policy", "Remove a rule",
-          write=True, params=(_RULE,)),
-    Route("list_overrides", "GET", f"{API}/rloc-overrides", "list_overrides", "RLOC priority/weight overrides"),
-    Route("create_override", "POST", f"{API}/rloc-overrides", "create_override",
-          "Add an RLOC override (409 if the id exists)", write=True, body="RlocOverride", status=201),
-    Route("put_override", "PUT", f"{API}/rloc-overrides/{{override_id}}", "put_override",
-          "Add or replace an RLOC override", write=True, body="RlocOverride", params=(_OVR,)),
-    Route("delete_override", "DELETE", f"{API}/rloc-overrides/{{override_id}}", "delete_override",
-          "Remove an RLOC override", write=True, params=(_OVR,)),
-    Route("list_static", "GET", f"{API}/static-mappings", "list_static", "Static mappings"),
-    Route("create_static", "POST", f"{API}/static-mappings", "create_static",
-          "Add a static mapping (409 if the prefix has one)", write=True, body="StaticMapping", status=201),
-    Route("put_static", "PUT", f"{API}/static-mappings/{_PREFIX_PATH}", "put_static",
-          "Add or replace the static mapping of a prefix", write=True, body="StaticMapping", params=_PREFIX),
-    Route("delete_static", "DELETE", f"{API}/static-mappings/{_PREFIX_PATH}", "delete_static",
-          "Remove a static mapping", write=True, params=_PREFIX),
-    Route("list_dynamic", "GET", f"{API}/xtrs/{{xtr}}/dynamic-eid-prefixes", "list_dynamic",
-          "An xTR's dynamic-EID prefixes (hosts appearing in them are learned)", params=(_XTR,)),
-    Route("create_dynamic", "POST", f"{API}/xtrs/{{xtr}}/dynamic-eid-prefixes", "create_dynamic",
-          "Add a dynamic-EID prefix (409 if present)", write=True, body="DynamicEidPrefix", status=201,
-          params=(_XTR,)),
-    Route("delete_dynamic", "DELETE", f"{API}/xtrs/{{xtr}}/dynamic-eid-prefixes/{_PREFIX_PATH}", "delete_dynamic",
-          "Remove a dynamic-EID prefix", write=True, params=(_XTR, *_PREFIX)),
-)
 
 
 # --------------------------------------------------------------------------- handlers
@@ -274,8 +192,6 @@ class Api:
 
     # -- reads ---------------------------------------------------------------
     def openapi(self, body, **_):
-        from lisp_ryu import openapi
-
         return openapi.document(ROUTES)
 
     def health(self, body, **_):
@@ -444,77 +360,6 @@ def _path_prefix(iid: str, address: str, length: str) -> tuple[int, Any]:
     except ValueError:
         raise PolicyError("iid", f"not an integer: {iid!r}") from None
     return parse_iid(iid_value), parse_prefix(f"{address}/{length}", "prefix")
-
-
-# --------------------------------------------------------------------------- views of the xTR
-
-
-def map_cache_view(core: Any, now: float, installed: DesiredState | None, limit: int = views.DEFAULT_LIMIT) -> dict:
-    """Each map-cache entry with its TTL left and the flows (and groups) it produced.
-
-    The flows are the compiled desired state for the entry (matched by its
-    cookie, `cookie(Owner.MAPPING, iid, prefix)`); `installed` says whether the
-    switch holds each one as compiled.
-    """
-    desired = compile_plan(core.plan())
-    held = installed.flows if installed is not None else frozenset()
-    groups = {g.group_id: g for g in desired.groups}
-    entries = []
-    # Plain entries, then source-specific ones (`source_prefix` set; their cookie names "source->prefix").
-    listed = [(entry, str(entry.eid), None) for entry in core.cache]
-    listed += [(entry, str(dest), str(entry.eid)) for dest, entry in core.sd_cache]
-    for entry, prefix, source_prefix in listed:
-        if len(entries) >= limit:
-            break
-        record = entry.value.record
-        owner = cookie(Owner.MAPPING, entry.iid, prefix if source_prefix is None else f"{source_prefix}->{prefix}")
-        flows = sorted((f for f in desired.flows if f.cookie == owner), key=lambda f: (f.table, -f.priority))
-        used = [groups[a.group_id] for f in flows for a in f.actions if isinstance(a, GroupAction)]
-        entries.append({
-            "iid": entry.iid,
-            "prefix": prefix,
-            "source_prefix": source_prefix,
-            "negative": entry.negative,
-            "action": record.action.name.lower().replace("_", "-"),
-            "ttl_left": None if math.isinf(entry.expires_at) else round(entry.expires_at - now, 3),
-            "expired": entry.expired(now),
-            "source": entry.value.source,
-            "locators": [views.locator(loc) for loc in record.locators],
-            "flows": [{"text": flow_text(f), "cookie": f"{f.cookie:#x}", "installed": f in held} for f in flows],
-            "groups": [{"group_id": g.group_id, "type": g.type,
-                        "buckets": [{"weight": b.weight, "actions": _actions(b.actions)} for b in g.buckets]}
-                       for g in used],
-        })
-    return {"xtr": core.config.name, "total": len(core.cache) + len(core.sd_cache), "connected": installed is not None,
-            "entries": entries}
-
-
-def _actions(actions: tuple) -> str:
-    parts = []
-    for a in actions:
-        if isinstance(a, Output):
-            parts.append(f"output:{a.port}")
-        elif isinstance(a, SetField):
-            parts.append(f"set_field:{a.value}->{a.field}")
-        elif isinstance(a, GroupAction):
-            parts.append(f"group:{a.group_id}")
-        elif isinstance(a, Move):
-            parts.append(f"move:{a.src}->{a.dst}")
-        else:
-            parts.append(type(a).__name__.lower())
-    return ",".join(parts) or "drop"
-
-
-def flow_text(flow: Flow) -> str:
-    """A flow the way `ovs-ofctl dump-flows` spells it, roughly (for humans and tests)."""
-    fields = []
-    for name, value in flow.match:
-        if isinstance(value, tuple):
-            value = f"{value[0]}/{value[1]}"
-        fields.append(f"{name}={value}")
-    table = Table(flow.table).name.lower() if flow.table in Table._value2member_map_ else flow.table
-    goto = f",goto:{flow.goto}" if flow.goto is not None else ""
-    return f"table={table} priority={flow.priority} {','.join(fields)} actions={_actions(flow.actions)}{goto}"
 
 
 # --------------------------------------------------------------------------- the Ryu controller

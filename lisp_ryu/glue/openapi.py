@@ -1,4 +1,4 @@
-"""The OpenAPI 3 document of the REST API, generated from `lisp_ryu.rest.ROUTES`.
+"""The OpenAPI 3 document of the REST API, generated from `lisp_ryu.glue.rest.ROUTES`.
 
 Routes come from the one table the Ryu controller is generated from, so a
 route cannot exist without being documented; the request schemas below
@@ -113,7 +113,7 @@ def _error(description: str) -> dict:
 
 
 def document(routes: Iterable[Any], *, protect_reads: bool | None = None) -> dict[str, Any]:
-    """The OpenAPI 3.0 document for `routes` (lisp_ryu.rest.Route values)."""
+    """The OpenAPI 3.0 document for `routes` (lisp_ryu.glue.rest.Route values)."""
     paths: dict[str, dict] = {}
     for r in routes:
         op: dict[str, Any] = {

@@ -20,8 +20,8 @@ import time
 from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
-from . import views
-from .service import MapServer
+from lisp_ryu.mapserver import views
+from lisp_ryu.mapserver.service import MapServer
 
 LOG = logging.getLogger("lisp_ryu.mapserver.server")
 

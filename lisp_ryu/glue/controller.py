@@ -1,0 +1,383 @@
+"""The controller: switch sessions, the effect executor, push and reconcile -- without Ryu events.
+
+Everything between "an event arrived" and "bytes leave" lives here, so unit
+tests drive it with a fake datapath and fake sockets.  What it needs from
+the world is injected:
+
+- per switch, a datapath (Ryu's, or a fake): `id`, `ofproto`,
+  `ofproto_parser`, `xid`, `set_xid(msg)`, `send_msg(msg)`, `send(bytes)`;
+- per control endpoint, `send(payload, (host, port))` (a socket's sendto)
+  and its clock;
+- `wake()`: the timer loop must look at the deadlines again.
+
+The Ryu app (`glue.ryu_app`) turns events into calls of the public methods
+below.  Everything runs in one thread of control (eventlet green threads
+never preempt one another), so the cores need no locks.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import random
+import socket
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from lisp_ryu import config as config_mod
+from lisp_ryu.effects import Core, DataplaneChanged, PacketOut, SendControl
+from lisp_ryu.flows import ofp13
+from lisp_ryu.flows.compiler import CompileError, compile_plan, remotes_installed
+from lisp_ryu.flows.diff import diff
+from lisp_ryu.flows.model import DesiredState
+from lisp_ryu.flows.pipeline import PipelineError, Table, is_ours
+from lisp_ryu.glue.netns import open_udp_socket
+from lisp_ryu.mapserver.service import MapServer
+from lisp_ryu.mapserver.store import FileStore
+from lisp_ryu.xtr.core import XtrCore
+
+LOG = logging.getLogger("lisp_ryu")
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+ETH_HEADER = 14
+MAX_WAIT = 1.0  # the timer loop looks at the deadlines at least this often
+
+
+@dataclass
+class SwitchSession:
+    """One connected switch and what we believe it holds."""
+
+    datapath: Any
+    installed: DesiredState | None = None  # None until reconciliation read it
+    flows: list = field(default_factory=list)
+    groups: list = field(default_factory=list)
+    meters: list = field(default_factory=list)
+    waiting: set = field(default_factory=set)  # xids of outstanding multipart requests
+
+
+@dataclass
+class ControlEndpoint:
+    """A LISP control endpoint (UDP 4342) and the core that owns it."""
+
+    name: str
+    core: Core
+    send: Callable[[bytes, tuple[str, int]], Any]  # a socket's sendto
+    clock: Callable[[], float] = time.monotonic  # the Map-Server persists expiries: wall clock
+    dpid: int | None = None  # an xTR's switch
+    # What the receive loops read: local address -> socket.  An xTR listens on every RLOC
+    # (RLOC-probes arrive at each) and is told which was addressed; the Map-Server's key is None.
+    receivers: dict = field(default_factory=dict)
+
+
+class Controller:
+    """Sessions with the switches and the control endpoints of the cores, driven by events."""
+
+    def __init__(self, wake: Callable[[], None] = lambda: None) -> None:
+        self.wake = wake
+        self.counters: dict[str, int] = {}
+        self.sessions: dict[int, SwitchSession] = {}
+        self.xtrs: dict[int, ControlEndpoint] = {}
+        self.endpoints: list[ControlEndpoint] = []
+
+    @classmethod
+    def from_config(cls, config: config_mod.Config, wake: Callable[[], None] = lambda: None,
+                    open_socket: Callable[..., Any] = open_udp_socket, clock: Callable[[], float] = time.monotonic,
+                    wall_clock: Callable[[], float] = time.time) -> Controller:
+        """The cores of `config` on sockets from `open_socket(netns, (host, port)[, family])`.
+
+        The xTR cores run on `clock`; the Map-Server on `wall_clock`, because it
+        persists expiries across restarts.
+        """
+        controller = cls(wake)
+        rng = random.SystemRandom()
+        nonces = lambda: rng.getrandbits(64)  # noqa: E731
+        if config.map_server is not None:
+            ms = config.map_server
+            listen = ms.listen or (ipaddress.ip_address("0.0.0.0"), config_mod.LISP_CONTROL_PORT)
+            store = None
+            if ms.data_dir:
+                store = FileStore(ms.data_dir)  # registrations survive a controller restart
+            else:
+                LOG.warning("embedded Map-Server has no data_dir: registrations are kept in memory only")
+            core = MapServer(ms, nonces=nonces, now=wall_clock(), store=store)
+            sock = open_socket(ms.netns, (str(listen[0]), listen[1]))
+            controller.add_endpoint(ControlEndpoint("map-server", core, sock.sendto, clock=wall_clock,
+                                                    receivers={None: sock}))
+            LOG.info("embedded Map-Server listening on %s:%d%s", listen[0], listen[1],
+                     f" in netns {ms.netns}" if ms.netns else "")
+
+        for xtr in config.xtrs:
+            core = XtrCore(xtr, nonces=nonces, rng=rng)
+            rloc = xtr.rlocs[0].address
+            sock = open_socket(xtr.netns, (str(rloc), config_mod.LISP_CONTROL_PORT))
+            receivers = {rloc: sock}
+            for other in xtr.rlocs[1:]:
+                family = socket.AF_INET if other.address.version == 4 else socket.AF_INET6
+                receivers[other.address] = open_socket(
+                    xtr.netns, (str(other.address), config_mod.LISP_CONTROL_PORT), family)
+            controller.add_endpoint(ControlEndpoint(f"xtr {xtr.name}", core, sock.sendto, clock, dpid=xtr.dpid,
+                                                    receivers=receivers))
+            LOG.info("xTR %s (dpid %#x) control plane on %s:4342", xtr.name, xtr.dpid, rloc)
+        return controller
+
+    def add_endpoint(self, endpoint: ControlEndpoint) -> ControlEndpoint:
+        self.endpoints.append(endpoint)
+        if endpoint.dpid is not None:
+            self.xtrs[endpoint.dpid] = endpoint
+        return endpoint
+
+    def start(self) -> None:
+        """Start the xTR cores: register, and install the local data plane once a switch is there."""
+        for endpoint in self.xtrs.values():
+            self.run(endpoint, endpoint.core.start(endpoint.clock()))
+
+    # ---- what the REST API may use --------------------------------------------------
+
+    @property
+    def map_server(self) -> ControlEndpoint | None:
+        return next((e for e in self.endpoints if e.name == "map-server"), None)
+
+    def installed(self, dpid: int) -> DesiredState | None:
+        """What switch `dpid` holds (None: not connected, or not reconciled yet)."""
+        session = self.sessions.get(dpid)
+        return session.installed if session is not None else None
+
+    def request_push(self, dpid: int, reason: str) -> None:
+        """The xTR's intent changed outside its core's handlers: recompile, diff and push."""
+        self.run(self.xtrs[dpid], [DataplaneChanged(reason)])
+
+    def count(self, name: str) -> None:
+        self.counters[name] = self.counters.get(name, 0) + 1
+
+    # ---- effects ---------------------------------------------------------------------------
+
+    def run(self, endpoint: ControlEndpoint, effects) -> None:
+        """Carry out a core's effects: datagrams, then the data plane, then re-injected packets.
+
+        Datagrams go first because they start round trips (a Map-Register for a
+        workload that just arrived is what redirects every other site), while
+        pushing flows takes milliseconds; held packets go last, so they meet
+        their flows.
+        """
+        for effect in effects:
+            if isinstance(effect, SendControl):
+                try:
+                    endpoint.send(effect.payload, (str(effect.destination), effect.port))
+                    self.count("control_sent")
+                except OSError as exc:
+                    self.count("control_send_errors")
+                    LOG.warning("%s: cannot send %s to %s:%d: %s", endpoint.name, effect.what or "datagram",
+                                effect.destination, effect.port, exc)
+        dpid = endpoint.dpid
+        if dpid is not None:
+            if any(isinstance(e, DataplaneChanged) for e in effects):
+                self.push(dpid, "; ".join(e.reason for e in effects if isinstance(e, DataplaneChanged)))
+            for effect in effects:
+                if isinstance(effect, PacketOut):
+                    self._packet_out(dpid, effect)
+        self.wake()
+
+    def _packet_out(self, dpid: int, effect: PacketOut) -> None:
+        session = self.sessions.get(dpid)
+        if session is None:
+            return
+        dp = session.datapath
+        parser, ofp = dp.ofproto_parser, dp.ofproto
+        dp.send_msg(parser.OFPPacketOut(dp, buffer_id=ofp.OFP_NO_BUFFER, in_port=effect.in_port,
+                                        actions=[parser.OFPActionOutput(ofp.OFPP_TABLE)], data=effect.data))
+        self.count("packets_reinjected")
+
+    # ---- pushing desired state -----------------------------------------------------------
+
+    def push(self, dpid: int, reason: str) -> None:
+        """Compile the xTR's plan, diff it against what the switch holds, send the difference."""
+        session = self.sessions.get(dpid)
+        endpoint = self.xtrs.get(dpid)
+        if session is None or endpoint is None or session.installed is None:
+            return  # not connected or not reconciled yet: reconciliation will push
+        try:
+            desired = compile_plan(endpoint.core.plan())
+        except (CompileError, PipelineError):
+            # A plan the compiler refuses is a bug: keep the switch as it is (traffic keeps
+            # flowing on the installed flows), count it and say why, rather than push half.
+            self.count("compile_errors")
+            LOG.exception("dpid %#x: cannot compile the data plane (%s); switch left unchanged", dpid, reason)
+            return
+        ops = diff(session.installed, desired)
+        if not ops:
+            return
+        if LOG.isEnabledFor(logging.DEBUG):
+            have = {f.key: f for f in session.installed.flows}
+            for op in ops:
+                LOG.debug("dpid %#x: %s (was %s)", dpid, op, have.get(getattr(getattr(op, "flow", None), "key", None)))
+        dp = session.datapath
+        for chunk in ofp13.encode_operations(dp, ops):
+            dp.send(chunk)
+        dp.send_msg(dp.ofproto_parser.OFPBarrierRequest(dp))
+        session.installed = desired
+        self.counters["flow_ops"] = self.counters.get("flow_ops", 0) + len(ops)
+        LOG.info("dpid %#x: %d flow/group/meter changes (%s)", dpid, len(ops), reason)
+
+    # ---- switch sessions and reconciliation ---------------------------------------------------
+
+    def switch_connected(self, dp: Any) -> bool:
+        """A switch said hello: read what it holds (False: not ours, left alone)."""
+        if dp.id not in self.xtrs:
+            LOG.warning("switch dpid %#x is not in the configuration; leaving it alone", dp.id)
+            return False
+        session = SwitchSession(dp)
+        self.sessions[dp.id] = session
+        parser, ofp = dp.ofproto_parser, dp.ofproto
+        # Read what the switch holds so we can keep what is right and remove what is stale.
+        for request in (
+            parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, 0, 0, parser.OFPMatch()),
+            parser.OFPGroupDescStatsRequest(dp, 0),
+            parser.OFPMeterConfigStatsRequest(dp, 0, ofp.OFPM_ALL),
+        ):
+            dp.set_xid(request)
+            session.waiting.add(request.xid)
+            dp.send_msg(request)
+        LOG.info("switch dpid %#x connected: reading its tables", dp.id)
+        return True
+
+    def stats_reply(self, dpid: int, xid: int, kind: str, body: list, more: bool) -> None:
+        """One part of a multipart reply (`kind`: flows, groups or meters).
+
+        When the last outstanding one is in, what the switch holds becomes the
+        installed state; the xTR adopts the remote mappings it still forwards
+        with (a controller restart loses the map-cache, not the switch's flows),
+        and one push removes only what is stale.
+        """
+        session = self.sessions.get(dpid)
+        if session is None or xid not in session.waiting:
+            return
+        getattr(session, kind).extend(body)
+        if not more:
+            session.waiting.discard(xid)
+        if not session.waiting and session.installed is None:
+            session.installed = DesiredState(
+                flows=frozenset(ofp13.flow_from_stats(s) for s in session.flows if is_ours(s.cookie)),
+                groups=frozenset(ofp13.group_from_desc(g) for g in session.groups),
+                meters=frozenset(ofp13.meter_from_config(m) for m in session.meters),
+            )
+            LOG.info("dpid %#x holds %d of our flows, %d groups, %d meters: reconciling",
+                     dpid, len(session.installed.flows), len(session.installed.groups),
+                     len(session.installed.meters))
+            endpoint = self.xtrs[dpid]
+            adopted = endpoint.core.adopt(remotes_installed(session.installed), endpoint.clock())
+            self.push(dpid, "reconcile after connect")
+            self.run(endpoint, adopted)
+
+    def switch_disconnected(self, dpid: int | None) -> None:
+        if dpid is not None and self.sessions.pop(dpid, None):
+            LOG.warning("switch dpid %#x disconnected", dpid)
+
+    def openflow_error(self, dpid: int, type_: int, code: int, xid: int) -> None:
+        self.count("openflow_errors")
+        LOG.error("OpenFlow error from dpid %#x: type %d code %d (xid %d)", dpid, type_, code, xid)
+
+    # ---- packets from the switch -----------------------------------------------------------------
+
+    def packet_in(self, dpid: int, table_id: int, in_port: int, metadata: int, data: bytes) -> None:
+        """A packet the flows sent us: a miss to resolve, or a new host in a dynamic-EID prefix."""
+        endpoint = self.xtrs.get(dpid)
+        if endpoint is None:
+            return
+        self.count("packet_in")
+        if table_id == Table.CLASSIFY:
+            self._host_seen(endpoint, in_port, data)
+            return
+        addresses = _ip_addresses(data)
+        if addresses is None:
+            self.count("packet_in_not_ip")
+            return
+        src, dst = addresses
+        if dst.is_multicast or dst.is_link_local or dst.is_unspecified or dst.is_loopback:
+            self.count("packet_in_not_routable")  # e.g. IPv6 router solicitations: no mapping to ask for
+            return
+        iid = metadata & 0xFFFFFF
+        try:
+            effects = endpoint.core.handle_miss(in_port, iid, src, dst, data, endpoint.clock())
+        except Exception:
+            self.count("core_exceptions")
+            LOG.exception("%s: error handling a miss for %s", endpoint.name, dst)
+            return
+        self.run(endpoint, effects)
+
+    def _host_seen(self, endpoint: ControlEndpoint, in_port: int, data: bytes) -> None:
+        """The learning flow sent us a packet from an unknown host in a dynamic-EID prefix."""
+        host = _sender(data)
+        if host is None:
+            self.count("learn_not_ip_or_arp")
+            return
+        source, mac = host
+        try:
+            effects = endpoint.core.handle_host_seen(in_port, source, mac, data, endpoint.clock())
+        except Exception:
+            self.count("core_exceptions")
+            LOG.exception("%s: error learning host %s", endpoint.name, source)
+            return
+        self.run(endpoint, effects)
+
+    # ---- datagrams and timers -----------------------------------------------------------------------
+
+    def datagram(self, endpoint: ControlEndpoint, payload: bytes, host: str, port: int,
+                 local: IPAddress | None = None) -> None:
+        """A datagram from `host`:`port`; an xTR core is told which of its RLOCs (`local`) was addressed."""
+        where = {} if local is None else {"destination": local}
+        try:
+            effects = endpoint.core.handle_control(payload, ipaddress.ip_address(host), port, endpoint.clock(),
+                                                   **where)
+        except Exception:  # a core bug must not kill the socket loop; it is counted and logged
+            self.count("core_exceptions")
+            LOG.exception("%s: error handling a datagram from %s:%d", endpoint.name, host, port)
+            return
+        self.run(endpoint, effects)
+
+    def next_wait(self) -> float:
+        """Seconds until the earliest deadline of any core (at most MAX_WAIT)."""
+        waits = [d - e.clock() for e in self.endpoints if (d := e.core.next_deadline()) is not None]
+        return max(0.0, min([MAX_WAIT, *waits]))
+
+    def run_timers(self) -> None:
+        """Let every core whose deadline has come do its timed work."""
+        for endpoint in self.endpoints:
+            deadline = endpoint.core.next_deadline()
+            now = endpoint.clock()
+            if deadline is not None and deadline <= now:
+                try:
+                    effects = endpoint.core.handle_timer(now)
+                except Exception:
+                    self.count("core_exceptions")
+                    LOG.exception("%s: error in timer", endpoint.name)
+                    continue
+                self.run(endpoint, effects)
+
+
+def _sender(frame: bytes) -> tuple[IPAddress, str] | None:
+    """(source IP, source MAC) of an IPv4/IPv6 packet or an ARP message (sender fields)."""
+    if len(frame) < ETH_HEADER:
+        return None
+    (eth_type,) = struct.unpack_from("!H", frame, 12)
+    if eth_type == 0x0806 and len(frame) >= ETH_HEADER + 28:
+        sha, spa = frame[ETH_HEADER + 8:ETH_HEADER + 14], frame[ETH_HEADER + 14:ETH_HEADER + 18]
+        return ipaddress.IPv4Address(spa), ":".join(f"{b:02x}" for b in sha)
+    addresses = _ip_addresses(frame)
+    if addresses is None:
+        return None
+    return addresses[0], ":".join(f"{b:02x}" for b in frame[6:12])
+
+
+def _ip_addresses(frame: bytes) -> tuple[IPAddress, IPAddress] | None:
+    """(source, destination) of an Ethernet frame from a host port (no VLANs on host ports)."""
+    if len(frame) < ETH_HEADER + 20:
+        return None
+    (eth_type,) = struct.unpack_from("!H", frame, 12)
+    if eth_type == 0x0800:
+        return (ipaddress.IPv4Address(frame[ETH_HEADER + 12:ETH_HEADER + 16]),
+                ipaddress.IPv4Address(frame[ETH_HEADER + 16:ETH_HEADER + 20]))
+    if eth_type == 0x86DD and len(frame) >= ETH_HEADER + 40:
+        return (ipaddress.IPv6Address(frame[ETH_HEADER + 8:ETH_HEADER + 24]),
+                ipaddress.IPv6Address(frame[ETH_HEADER + 24:ETH_HEADER + 40]))
+    return None

@@ -1,0 +1,337 @@
+"""One in-memory underlay for tests: real cores, the real controller, real bytes; fake sockets and switches.
+
+- `Clock`: time that moves only when a test says so.
+- `FakeSocket`: a UDP socket on the underlay; `sendto` queues the datagram.
+- `Underlay`: owns the sockets, delivers queued datagrams in order (`settle`)
+  to the controller endpoint bound to the destination address, with the
+  sender's address as the source -- the wire between cores is the codec.
+- `FakeSwitch`: a datapath that parses every OpenFlow message it is sent
+  with Ryu's own parser, keeps the tables the flow/group/meter-mods build,
+  records packet-outs, and answers the controller's flow-stats requests from
+  its tables (what a switch holds after the controller restarts).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import struct
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ryu.ofproto import ofproto_parser as ryu_parser
+from ryu.ofproto import ofproto_v1_3, ofproto_v1_3_parser
+
+from lisp_ryu.effects import PacketOut
+from lisp_ryu.flows import ofp13
+from lisp_ryu.flows.diff import diff
+from lisp_ryu.flows.model import DesiredState, Flow
+from lisp_ryu.flows.pipeline import Table
+from lisp_ryu.glue.controller import ControlEndpoint, Controller
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+LISP_CONTROL_PORT = 4342
+OFP = ofproto_v1_3
+PARSER = ofproto_v1_3_parser
+
+
+class Clock:
+    """`now`, callable as a clock; moves only by assignment or `advance`."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> float:
+        self.now += seconds
+        return self.now
+
+
+class FakeSocket:
+    """A UDP socket bound on the underlay: what it sends waits in the underlay until `settle`."""
+
+    def __init__(self, underlay: Underlay, address: IPAddress, port: int) -> None:
+        self.underlay = underlay
+        self.address = address
+        self.port = port
+        self.sent: list[tuple[bytes, tuple[str, int]]] = []
+        self.fail_with: OSError | None = None  # set to make sendto fail, as a full buffer or no route does
+
+    def sendto(self, payload: bytes, destination: tuple[str, int]) -> int:
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.sent.append((bytes(payload), destination))
+        self.underlay.in_flight.append((self, bytes(payload), destination))
+        return len(payload)
+
+    def getsockname(self) -> tuple[str, int]:
+        return str(self.address), self.port
+
+    def close(self) -> None:
+        self.underlay.sockets.pop((self.address, self.port), None)
+
+
+class Underlay:
+    """The network between controller endpoints, delivering datagrams one at a time, in order."""
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self.clock = clock or Clock()
+        self.sockets: dict[tuple[IPAddress, int], FakeSocket] = {}
+        self.owners: dict[FakeSocket, tuple[Controller, ControlEndpoint, IPAddress | None]] = {}
+        self.in_flight: deque = deque()
+        self.unrouted: list[tuple[str, bytes]] = []  # to addresses nobody here owns (a peer not modelled)
+
+    # ---- sockets and endpoints -------------------------------------------------------
+    def open_socket(self, netns: str | None, bind: tuple[str, int], family: int = socket.AF_INET) -> FakeSocket:
+        """`glue.netns.open_udp_socket`'s signature, for `Controller.from_config(open_socket=...)`."""
+        key = (ipaddress.ip_address(bind[0]), bind[1])
+        if key in self.sockets:
+            raise OSError(98, f"address in use: {bind[0]}:{bind[1]}")
+        sock = self.sockets[key] = FakeSocket(self, *key)
+        return sock
+
+    def bind(self, controller: Controller) -> Controller:
+        """Deliver what arrives at each endpoint's sockets to `controller`."""
+        for endpoint in controller.endpoints:
+            for local, sock in endpoint.receivers.items():
+                self.owners[sock] = (controller, endpoint, local)
+        return controller
+
+    def attach(self, controller: Controller, name: str, core: Any, addresses: list[IPAddress],
+               dpid: int | None = None, clock: Callable[[], float] | None = None) -> ControlEndpoint:
+        """Add `core` to `controller` on sockets at `addresses` (it sends from the first).
+
+        An xTR (`dpid` set) is told which of its addresses a datagram reached; the
+        Map-Server is not, as in production.
+        """
+        socks = [self.open_socket(None, (str(a), LISP_CONTROL_PORT)) for a in addresses]
+        receivers = {(a if dpid is not None else None): s for a, s in zip(addresses, socks)}
+        endpoint = controller.add_endpoint(ControlEndpoint(name, core, socks[0].sendto, clock or self.clock, dpid,
+                                                           receivers))
+        for local, sock in receivers.items():
+            self.owners[sock] = (controller, endpoint, local)
+        return endpoint
+
+    def connect(self, controller: Controller, dpid: int, holds: DesiredState | None = None) -> FakeSwitch:
+        """A switch (holding `holds`) connects to `controller` and answers its table reads."""
+        switch = FakeSwitch(dpid, holds)
+        controller.switch_connected(switch)
+        switch.answer(controller)
+        return switch
+
+    # ---- the wire --------------------------------------------------------------------------
+    def settle(self, limit: int = 10_000) -> int:
+        """Deliver datagrams until none is in flight (those they cause included); how many were delivered."""
+        delivered = 0
+        while self.in_flight:
+            assert delivered < limit, "message loop on the underlay"
+            sender, payload, (host, port) = self.in_flight.popleft()
+            target = self.sockets.get((ipaddress.ip_address(host), port))
+            owner = self.owners.get(target) if target is not None else None
+            if owner is None:
+                self.unrouted.append((host, payload))
+                continue
+            controller, endpoint, local = owner
+            controller.datagram(endpoint, payload, str(sender.address), sender.port, local)
+            delivered += 1
+        return delivered
+
+
+class FakeSwitch:
+    """A datapath for the controller: Ryu's parser reads what it is sent; its tables follow the mods."""
+
+    ofproto = OFP
+    ofproto_parser = PARSER
+
+    def __init__(self, dpid: int, holds: DesiredState | None = None) -> None:
+        self.id = dpid
+        self.xid = 0
+        self.messages: list[Any] = []  # every message received, parsed, in order
+        self.flows: dict[tuple, Any] = {}  # Flow.key -> the flow-mod that installed it
+        self.groups: dict[int, Any] = {}
+        self.meters: dict[int, Any] = {}
+        self._answered: set[int] = set()
+        if holds is not None:
+            for data in ofp13.encode_operations(_Scratch(), diff(DesiredState(), holds)):
+                self._receive(data, record=False)
+
+    # -- what Ryu's Datapath offers the controller -----------------------------------------
+    def set_xid(self, msg: Any) -> int:
+        self.xid = (self.xid + 1) & self.ofproto.MAX_XID
+        msg.set_xid(self.xid)
+        return self.xid
+
+    def send_msg(self, msg: Any) -> None:
+        if msg.xid is None:
+            self.set_xid(msg)
+        msg.serialize()
+        self.send(bytes(msg.buf))
+
+    def send(self, data: bytes) -> None:
+        self._receive(bytes(data), record=True)
+
+    # -- the switch ----------------------------------------------------------------------------
+    def _receive(self, data: bytes, record: bool) -> None:
+        offset = 0
+        while offset < len(data):
+            version, msg_type, length, xid = struct.unpack_from("!BBHI", data, offset)
+            msg = _parse(self, version, msg_type, length, xid, data[offset:offset + length])
+            offset += length
+            if record:
+                self.messages.append(msg)
+            self._apply(msg)
+
+    def _apply(self, msg: Any) -> None:
+        if isinstance(msg, PARSER.OFPFlowMod):
+            key = ofp13.flow_from_stats(msg).key
+            if msg.command == OFP.OFPFC_ADD:
+                self.flows[key] = msg
+            elif msg.command == OFP.OFPFC_DELETE_STRICT:
+                self.flows.pop(key, None)
+            else:
+                raise AssertionError(f"flow-mod command {msg.command} is not used by the controller")
+        elif isinstance(msg, GroupMod):
+            if msg.command == OFP.OFPGC_DELETE:
+                self.groups.pop(msg.group_id, None)
+            else:
+                self.groups[msg.group_id] = msg
+        elif isinstance(msg, MeterMod):
+            if msg.command == OFP.OFPMC_DELETE:
+                self.meters.pop(msg.meter_id, None)
+            else:
+                self.meters[msg.meter_id] = msg
+
+    def held(self) -> DesiredState:
+        """What the switch holds, in the flow model."""
+        return DesiredState(flows=frozenset(ofp13.flow_from_stats(m) for m in self.flows.values()),
+                            groups=frozenset(ofp13.group_from_desc(m) for m in self.groups.values()),
+                            meters=frozenset(ofp13.meter_from_config(m) for m in self.meters.values()))
+
+    def answer(self, controller: Controller) -> None:
+        """Reply to every table read not yet answered, each in one part."""
+        for msg in self.messages:
+            if isinstance(msg, StatsRequest) and msg.xid not in self._answered:
+                self._answered.add(msg.xid)
+                table = {"flows": self.flows, "groups": self.groups, "meters": self.meters}[msg.kind]
+                controller.stats_reply(self.id, msg.xid, msg.kind, list(table.values()), False)
+
+    def packet_in(self, controller: Controller, in_port: int, frame: bytes, iid: int = 0,
+                  table: int = Table.ROUTE) -> None:
+        """A packet the flows send to the controller (`table` CLASSIFY: a host to learn)."""
+        controller.packet_in(self.id, table, in_port, iid, frame)
+
+    # -- what the controller sent ---------------------------------------------------------------
+    def flow_mods(self) -> list[tuple[str, Flow]]:
+        """("add" | "delete", flow) for each flow-mod received, in order."""
+        names = {OFP.OFPFC_ADD: "add", OFP.OFPFC_DELETE_STRICT: "delete"}
+        return [(names[m.command], ofp13.flow_from_stats(m)) for m in self.messages
+                if isinstance(m, PARSER.OFPFlowMod)]
+
+    def mods(self) -> list[Any]:
+        """Every flow-, group- and meter-mod received, in order."""
+        return [m for m in self.messages if isinstance(m, (PARSER.OFPFlowMod, GroupMod, MeterMod))]
+
+    @property
+    def packet_outs(self) -> list[PacketOut]:
+        return [PacketOut(m.in_port, m.data) for m in self.messages if isinstance(m, PacketOutMsg)]
+
+    def clear(self) -> None:
+        """Forget the messages received so far (the tables stay)."""
+        self.messages.clear()
+
+
+# ---- decoding what the controller sends (Ryu parses only the flow-mod of these) ----------------
+
+MULTIPART_KINDS = {OFP.OFPMP_FLOW: "flows", OFP.OFPMP_GROUP_DESC: "groups", OFP.OFPMP_METER_CONFIG: "meters"}
+
+
+@dataclass
+class StatsRequest:
+    xid: int
+    kind: str  # flows | groups | meters
+
+
+@dataclass
+class PacketOutMsg:
+    xid: int
+    in_port: int
+    actions: list
+    data: bytes
+
+
+@dataclass
+class GroupMod:
+    xid: int
+    command: int
+    type: int
+    group_id: int
+    buckets: list
+
+
+@dataclass
+class MeterMod:
+    xid: int
+    command: int
+    flags: int
+    meter_id: int
+    bands: list
+
+
+@dataclass
+class Barrier:
+    xid: int
+
+
+def _parse(dp: Any, version: int, msg_type: int, length: int, xid: int, buf: bytes) -> Any:
+    assert version == OFP.OFP_VERSION and length == len(buf) >= 8, (version, length, len(buf))
+    if msg_type == OFP.OFPT_FLOW_MOD:
+        return ryu_parser.msg(dp, version, msg_type, length, xid, buf)
+    if msg_type == OFP.OFPT_MULTIPART_REQUEST:
+        (kind,) = struct.unpack_from("!H", buf, 8)
+        return StatsRequest(xid, MULTIPART_KINDS[kind])
+    if msg_type == OFP.OFPT_PACKET_OUT:
+        _buffer, in_port, actions_len = struct.unpack_from("!IIH", buf, 8)
+        actions, offset = [], 24
+        while offset < 24 + actions_len:
+            action = PARSER.OFPAction.parser(buf, offset)
+            actions.append(action)
+            offset += action.len
+        return PacketOutMsg(xid, in_port, actions, bytes(buf[24 + actions_len:]))
+    if msg_type == OFP.OFPT_GROUP_MOD:
+        command, group_type, group_id = struct.unpack_from("!HBxI", buf, 8)
+        buckets, offset = [], 16
+        while offset < length:
+            bucket = PARSER.OFPBucket.parser(buf, offset)
+            buckets.append(bucket)
+            offset += bucket.len
+        return GroupMod(xid, command, group_type, group_id, buckets)
+    if msg_type == OFP.OFPT_METER_MOD:
+        command, flags, meter_id = struct.unpack_from("!HHI", buf, 8)
+        bands, offset = [], 16
+        while offset < length:
+            band = PARSER.OFPMeterBandHeader.parser(buf, offset)
+            bands.append(band)
+            offset += band.len
+        return MeterMod(xid, command, flags, meter_id, bands)
+    if msg_type == OFP.OFPT_BARRIER_REQUEST:
+        return Barrier(xid)
+    raise AssertionError(f"the controller sent an unexpected OpenFlow message type {msg_type}")
+
+
+class _Scratch:
+    """A datapath only for encoding what a switch already holds."""
+
+    ofproto = OFP
+    ofproto_parser = PARSER
+    xid = 0
+
+
+def ipv4_frame(source: str | IPAddress, destination: str | IPAddress, payload: bytes = b"",
+               src_mac: bytes = b"\x02\x00\x00\x00\x00\x01") -> bytes:
+    """An Ethernet + IPv4 frame, enough for the controller's packet-in parsing."""
+    src, dst = ipaddress.IPv4Address(str(source)), ipaddress.IPv4Address(str(destination))
+    ip_header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 0, 0, 64, 17, 0, src.packed, dst.packed)
+    return b"\x02\x00\x00\x00\x00\x02" + src_mac + b"\x08\x00" + ip_header + payload
