@@ -35,7 +35,7 @@ from typing import Callable
 
 from lisp_ryu.config import MapServerRef, XtrConfig
 from lisp_ryu.effects import LISP_CONTROL_PORT, DataplaneChanged, Effect, PacketOut, SendControl
-from lisp_ryu.flows.compiler import (
+from lisp_ryu.plan import (
     DynamicPrefix,
     Gateway,
     HostPort,

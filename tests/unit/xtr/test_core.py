@@ -7,7 +7,7 @@ import pytest
 
 from lisp_ryu import config
 from lisp_ryu.effects import DataplaneChanged, PacketOut, SendControl
-from lisp_ryu.flows.compiler import RemoteAction
+from lisp_ryu.plan import RemoteAction, RemoteEntry, Rloc
 from lisp_ryu.wire import auth
 from lisp_ryu.wire.address import EidPrefix
 from lisp_ryu.wire.ecm import EncapsulatedControlMessage
@@ -225,7 +225,7 @@ def test_garbage_is_counted_never_raised(xtr):
 
 
 def test_adopted_flows_keep_the_data_plane_and_are_re_resolved(xtr):
-    from lisp_ryu.flows.compiler import RemoteEntry, Rloc, compile_plan, remotes_installed
+    from lisp_ryu.flows.compiler import compile_plan, remotes_installed
 
     entry = RemoteEntry(42, ipaddress.ip_network("10.2.0.0/16"), RemoteAction.ENCAP, (Rloc(ip("198.18.2.2")),))
     before = xtr.plan()
