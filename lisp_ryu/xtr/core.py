@@ -47,8 +47,8 @@ from lisp_ryu.plan import (
     Rloc,
     XtrPlan,
 )
-from lisp_ryu.mapping.mapcache import CacheEntry, MapCache
-from lisp_ryu.mapping.sourcedest import SourceDestCache, SourceDestKey, record_key
+from lisp_ryu.mapping.mapcache import CacheEntry, MapCache, SourceDestCache
+from lisp_ryu.mapping.sourcedest import SourceDestKey, record_key
 from lisp_ryu.ratelimit import RateLimiter
 from lisp_ryu.wire import auth
 from lisp_ryu.wire.address import NO_ADDRESS, EidPrefix
@@ -148,8 +148,6 @@ class XtrCore:
         self.xtr_id = stable_id(f"xtr:{config.name}", 128)
         self.site_id = stable_id(f"site:{config.name}", 64)
         self.cache: MapCache[CachedMapping] = MapCache()
-        # Source-specific mappings (Source/Dest-key records), by destination then source prefix.
-        self.sd_cache: SourceDestCache[CachedMapping] = SourceDestCache()
         # Nonces of our recent Map-Requests: a Map-Notify with one of them confirms a subscription
         # (RFC 9437) rather than publishing a change.
         self._request_nonces: OrderedDict[int, None] = OrderedDict()
@@ -170,6 +168,11 @@ class XtrCore:
         self._probe_targets_stale = True
         self._probe_answers = RateLimiter(probing.answer_rate, probing.answer_burst, max_sources=4096)
         self._probe_answers_total = RateLimiter(probing.answer_rate_total, probing.answer_rate_total)
+
+    @property
+    def sd_cache(self) -> SourceDestCache[CachedMapping]:
+        """The map-cache's source-specific entries, as (destination, entry)."""
+        return self.cache.source_specific
 
     # ---- bookkeeping -----------------------------------------------------------
 
@@ -193,7 +196,7 @@ class XtrCore:
             if not isinstance(prefix.address, IP_TYPES):
                 continue  # MAC EIDs have no L3 flows yet
             remotes.append(self._remote_entry(entry, prefix.network))
-        for dest, entry in self.sd_cache:
+        for dest, entry in self.cache.source_specific:
             remotes.append(self._remote_entry(entry, dest, source=entry.eid))  # type: ignore[arg-type]
         return XtrPlan(
             tunnel_port=cfg.tunnel_port,
@@ -235,16 +238,7 @@ class XtrCore:
         destination known only source-specifically answers None for a source
         outside every cached source prefix (that host must ask for itself).
         """
-        plain = self.cache.lookup(iid, destination, now)
-        found = self.sd_cache.lookup(iid, source, destination, now) if source is not None and self.sd_cache else None
-        if found is None:
-            return plain
-        dest, entry = found
-        if plain is not None and plain.eid.prefixlen > dest.prefixlen:  # type: ignore[union-attr]
-            return plain
-        if entry is not None:
-            return entry
-        return plain if plain is not None and plain.eid == dest else None
+        return self.cache.lookup(iid, destination, now, source=source)
 
     def local_hosts(self) -> tuple[LocalHost, ...]:
         """Configured and learned hosts that are here now (not departed)."""
@@ -270,9 +264,6 @@ class XtrCore:
         cache_deadline = self.cache.next_deadline()
         if cache_deadline is not None:
             deadlines.append(cache_deadline)
-        sd_deadline = self.sd_cache.next_deadline()
-        if sd_deadline is not None:
-            deadlines.append(sd_deadline)
         return min(deadlines) if deadlines else None
 
     def handle_timer(self, now: float) -> list[Effect]:
@@ -285,10 +276,11 @@ class XtrCore:
                 effects += self._retry(key, res, now)
         expired = self.cache.expire(now)
         for entry in expired:
-            LOG.info("%s: map-cache entry [%d]%s expired", self.config.name, entry.iid, entry.eid)
-        for dest, sd_entry in self.sd_cache.expire(now):
-            LOG.info("%s: map-cache entry [%d](%s -> %s) expired", self.config.name, sd_entry.iid, sd_entry.eid, dest)
-            expired.append(sd_entry)
+            if entry.dest is None:
+                LOG.info("%s: map-cache entry [%d]%s expired", self.config.name, entry.iid, entry.eid)
+            else:
+                LOG.info("%s: map-cache entry [%d](%s -> %s) expired", self.config.name, entry.iid, entry.eid,
+                         entry.dest)
         if expired:
             self.count("map_cache_expired", len(expired))
             effects.append(DataplaneChanged(f"{len(expired)} map-cache entries expired"))
@@ -326,7 +318,7 @@ class XtrCore:
                     old = self.health.get(loc.address)
                     if loc.address not in targets or (old is not None and old.eid == record.eid_prefix):
                         targets[loc.address] = record.eid_prefix  # keep the prefix a tracked RLOC had
-        for dest, sd_entry in self.sd_cache:  # RLOCs only source-specific entries use: probe for the destination
+        for dest, sd_entry in self.cache.source_specific:  # RLOCs only source-specific entries use: probe for the destination
             for loc in sd_entry.value.record.locators if not sd_entry.negative else ():
                 if (loc.reachable and loc.priority != 255 and loc.address not in self._rlocs
                         and isinstance(loc.address, IP_TYPES)
@@ -662,7 +654,7 @@ class XtrCore:
         network, iid = prefix.network, prefix.instance_id
         old = self.cache.get(iid, network)
         # A plain answer says no source-specific entry at or inside it holds any more.
-        superseded = bool(self.sd_cache) and bool(self.sd_cache.remove_within(iid, network))
+        superseded = bool(self.cache.remove_source_specific_within(iid, network))
         if record.ttl == 0:
             if old is not None:
                 self.cache.remove(iid, network)
@@ -689,7 +681,7 @@ class XtrCore:
         come, all of them (withdrawals stay withdrawn).
         """
         dests = {(key.iid, key.dest) for key in map(record_key, notify.records) if key is not None}
-        return any([self.sd_cache.remove_within(iid, dest) for iid, dest in dests])
+        return any([self.cache.remove_source_specific_within(iid, dest) for iid, dest in dests])
 
     def _cache_source_specific(self, record: MappingRecord, key: SourceDestKey, source: str, now: float) -> bool:
         """Store one Source/Dest-key record; True when the data plane must change.
@@ -701,12 +693,12 @@ class XtrCore:
         for stale in self.cache.within(key.iid, key.dest):
             self.cache.remove(stale.iid, stale.eid)
             changed = True
-        old = self.sd_cache.get(key)
+        old = self.cache.get_source_specific(key)
         if record.ttl == 0:
-            return self.sd_cache.remove(key) is not None or changed
+            return self.cache.remove_source_specific(key) is not None or changed
         ttl = math.inf if record.ttl == 0xFFFFFFFF else record.ttl * 60.0
         action = None if record.locators else record.action
-        self.sd_cache.insert(key, CachedMapping(record, source), now=now, ttl=ttl, action=action)
+        self.cache.insert_source_specific(key, CachedMapping(record, source), now=now, ttl=ttl, action=action)
         if old is None or old.value.record != record:
             LOG.info("%s: map-cache %s -> %s", self.config.name, key,
                      ", ".join(f"{l.address} p{l.priority} w{l.weight}" for l in record.locators)
@@ -889,7 +881,7 @@ class XtrCore:
                 continue
             self._smr_seen[key] = now + SMR_HOLD_DOWN
             # Source-specific entries are re-resolved per host: drop them, each host's next packet asks.
-            if self.sd_cache and self.sd_cache.remove_within(prefix.instance_id, prefix.network):
+            if self.cache.remove_source_specific_within(prefix.instance_id, prefix.network):
                 effects.append(DataplaneChanged(f"SMR for {prefix}: source-specific entries dropped"))
             entry = self.cache.lookup(prefix.instance_id, prefix.network.network_address, now)
             if entry is None:
