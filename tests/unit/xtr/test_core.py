@@ -15,7 +15,7 @@ from lisp_ryu.wire.messages import (
     Action, Locator, MapNotify, MapNotifyAck, MappingRecord, MapRegister, MapReply, MapRequest,
     MapRequestRecord, decode_message,
 )
-from lisp_ryu.xtr import core as xtr_core
+from lisp_ryu.xtr import mobility as xtr_mobility
 from lisp_ryu.xtr.core import XtrCore
 
 ip = ipaddress.ip_address
@@ -297,7 +297,7 @@ def test_departure_removes_local_state_redirects_and_solicits(xtr):
     assert smr.smr and str(smr.records[0].eid_prefix) == "[42]10.1.0.10/32"
     assert any(isinstance(decode_message(e.payload), MapNotifyAck) for e in sends(effects))
     # The redirect ends after its lifetime.
-    xtr.handle_timer(2.0 + xtr_core.REDIRECT_LIFETIME)
+    xtr.handle_timer(2.0 + xtr_mobility.REDIRECT_LIFETIME)
     assert xtr.plan().redirects == ()
 
 
