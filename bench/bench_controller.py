@@ -87,21 +87,13 @@ from bench.bench_dataplane import (  # noqa: E402
 )
 from bench.lablib import TOPOLOGIES, isolated_lab  # noqa: E402
 from lisp_ryu.flows import ofp13  # noqa: E402
-from lisp_ryu.flows.compiler import (  # noqa: E402
-    Gateway,
-    HostPort,
-    LocalHost,
-    RemoteAction,
-    RemoteEntry,
-    Rloc,
-    XtrPlan,
-    compile_plan,
-)
+from lisp_ryu.flows.compiler import compile_plan  # noqa: E402
 from lisp_ryu.flows.diff import diff  # noqa: E402
 from lisp_ryu.flows.model import DesiredState  # noqa: E402
 from lisp_ryu.flows.pipeline import COOKIE_OWNER_SHIFT, Owner  # noqa: E402
 from lisp_ryu.lab import controller as lab_controller  # noqa: E402
 from lisp_ryu.lab import controller_config  # noqa: E402
+from lisp_ryu.plan import Gateway, HostPort, LocalHost, RemoteAction, RemoteEntry, Rloc, XtrPlan  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MANAGEMENT_SUBNET = "198.19.240.0/24"

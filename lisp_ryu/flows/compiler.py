@@ -10,7 +10,6 @@ from __future__ import annotations
 import ipaddress
 import zlib
 from dataclasses import dataclass
-from enum import Enum
 from functools import lru_cache
 
 from lisp_ryu.flows.model import (
@@ -44,6 +43,7 @@ from lisp_ryu.flows.pipeline import (
     cookie_owner,
     prefix_priority,
 )
+from lisp_ryu.plan import RemoteAction, RemoteEntry, Rloc, XtrPlan
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -53,116 +53,6 @@ METADATA_IID_MASK = 0xFFFFFF
 MISS_METER_ID = 1
 LEARN_METER_ID = 2
 RLOC_UNUSABLE_PRIORITY = 255  # RFC 9300: priority 255 means "do not use for unicast"
-
-
-class RemoteAction(Enum):
-    """What the ITR does with packets to a map-cache entry."""
-
-    ENCAP = "encap"  # positive mapping: tunnel to the RLOCs
-    DROP = "drop"  # negative, Drop/* actions
-    NATIVE_FORWARD = "native-forward"  # negative: to the PETR, else native port, else drop
-    SEND_MAP_REQUEST = "send-map-request"  # negative: keep missing to the controller
-
-
-@dataclass(frozen=True)
-class HostPort:
-    port: int
-    iid: int
-
-
-@dataclass(frozen=True)
-class LocalHost:
-    iid: int
-    ip: IPAddress
-    mac: str
-    port: int
-
-
-@dataclass(frozen=True)
-class Gateway:
-    iid: int
-    subnet: IPNetwork
-    ip: IPAddress
-    mac: str
-
-
-@dataclass(frozen=True)
-class Rloc:
-    address: IPAddress
-    priority: int = 1
-    weight: int = 100
-
-
-@dataclass(frozen=True)
-class RemoteEntry:
-    """A map-cache entry as the data plane needs it (RLOCs already filtered to reachable).
-
-    `source` is set for a source-specific entry (a Source/Dest-key mapping):
-    its flow also matches the packet's source, and applies only to hosts in it.
-    """
-
-    iid: int
-    prefix: IPNetwork
-    action: RemoteAction
-    rlocs: tuple[Rloc, ...] = ()
-    source: IPNetwork | None = None
-
-    @property
-    def name(self) -> str:
-        """What the entry's cookie hashes: the prefix, or "source->prefix"."""
-        return str(self.prefix) if self.source is None else f"{self.source}->{self.prefix}"
-
-
-@dataclass(frozen=True)
-class DynamicPrefix:
-    """Hosts with a source address in here may appear on any host port and are learned."""
-
-    iid: int
-    prefix: IPNetwork
-
-
-@dataclass(frozen=True)
-class Redirect:
-    """A local EID that moved to `rloc`: tunnel traffic still arriving for it onwards."""
-
-    iid: int
-    ip: IPAddress
-    rloc: IPAddress
-
-
-@dataclass(frozen=True)
-class Proxy:
-    """The PxTR role (RFC 6832): this switch joins LISP sites to a non-LISP network on `native_port`.
-
-    Proxy-ITR: packets from the native port for an EID in `prefixes` enter
-    instance `iid` and are encapsulated like a host's (a miss resolves them).
-    Proxy-ETR: decapsulated packets for no local EID leave by the native port
-    to `next_hop_mac`.  `address` is our address on the native link, answered
-    for in ARP so the non-LISP router can route the EID space to us.
-    """
-
-    iid: int
-    prefixes: tuple[IPNetwork, ...]
-    next_hop_mac: str
-    address: IPAddress | None = None
-
-
-@dataclass(frozen=True)
-class XtrPlan:
-    tunnel_port: int
-    host_ports: tuple[HostPort, ...] = ()
-    hosts: tuple[LocalHost, ...] = ()
-    gateways: tuple[Gateway, ...] = ()
-    remotes: tuple[RemoteEntry, ...] = ()
-    dynamic_prefixes: tuple[DynamicPrefix, ...] = ()
-    redirects: tuple[Redirect, ...] = ()
-    miss_rate_pps: int = 100
-    learn_rate_pps: int = 100
-    petr: IPAddress | None = None
-    native_port: int | None = None
-    router_mac: str = "02:00:00:00:00:fe"  # eth_src for hosts outside any gateway's subnet
-    tunnel_source: IPAddress | None = None  # set tun_src: needed when the tunnel port's local_ip=flow
-    proxy: Proxy | None = None  # PxTR role; needs native_port
 
 
 class CompileError(ValueError):

@@ -14,7 +14,7 @@ from typing import Any
 
 from lisp_ryu import config as config_mod
 from lisp_ryu.lab.state import LabState, SiteState
-from lisp_ryu.xtr.core import stable_id
+from lisp_ryu.xtr.state import stable_id
 
 
 MAP_SERVER_DATA = "map-server-data"

@@ -1,11 +1,12 @@
-"""The ITR's map-cache: EID prefix -> mapping, with TTLs and negative entries.
+"""The ITR's map-cache: EID -> mapping, with TTLs and negative entries, plain and source-specific.
 
-Pure state: every call that depends on time takes `now` (seconds, any epoch the
-caller sticks to).  Expired entries stay invisible to `lookup` from the moment
-they expire, but are only dropped by `expire(now)`, which hands them back so
-the caller can withdraw their flows; `next_deadline()` tells the glue when to
-call it.  Pending resolutions (held packets, retries) belong to the xTR core,
-not here: the cache holds answers only.
+One `MapCache` holds both kinds of entry, so one lookup applies the data
+plane's rule (longest destination, then longest source) and one expiry and
+one deadline cover them all.  Pure state: every call that depends on time
+takes `now`.  Expired entries are invisible to lookups from their expiry on
+but only dropped by `expire(now)`, which hands them back so the caller can
+withdraw their flows.  Pending resolutions belong to the xTR, not here: the
+cache holds answers only.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Generic, Iterator, TypeVar
 from lisp_ryu.wire.messages import Action  # the Map-Reply ACT field (RFC 9301 §5.4), re-exported
 
 from .eid import Eid, EidError, IPAddress, IPNetwork, MacAddress, check_iid
+from .sourcedest import SourceDestKey
 from .table import MacTable, PrefixTable
 
 V = TypeVar("V")
@@ -28,8 +30,9 @@ V = TypeVar("V")
 class CacheEntry(Generic[V]):
     """One map-cache entry.  `action` is None for a positive entry (one with locators).
 
-    `value` is opaque to the cache (the decoded mapping record, later); a
-    negative entry may carry one too, e.g. the Map-Reply record it came from.
+    `value` is opaque to the cache (for the xTR, the record and who sent it).
+    A source-specific entry has its destination prefix in `dest` and its
+    source prefix in `eid`; a plain one has `dest` None.
     """
 
     iid: int
@@ -38,6 +41,7 @@ class CacheEntry(Generic[V]):
     inserted_at: float
     expires_at: float
     action: Action | None = None
+    dest: IPNetwork | None = None
 
     @property
     def negative(self) -> bool:
@@ -60,16 +64,19 @@ def _check_time(name: str, value: object, *, allow_inf: bool = False) -> float:
     return float(value)
 
 
-class MapCache(Generic[V]):
+class EidCache(Generic[V]):
     """EID prefixes (and MAC EIDs) -> CacheEntry, longest match among live entries.
 
     Built on PrefixTable/MacTable, so a more-specific positive entry inside a
     negative one wins by plain longest-prefix match.  Expiry order comes from a
     heap with lazy deletion: replacing or removing an entry leaves its old heap
-    item behind, recognised as stale by a sequence number and skipped.
+    item behind, recognised as stale by a sequence number and skipped.  The
+    MapCache's plain entries are one; each destination of its source-specific
+    entries has one of source prefixes (`dest` set).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, dest: IPNetwork | None = None) -> None:
+        self._dest = dest
         self._prefixes: PrefixTable[CacheEntry[V]] = PrefixTable()
         self._macs: MacTable[CacheEntry[V]] = MacTable()
         # (expires_at, seq, iid, eid): seq breaks ties in insertion order and marks staleness.
@@ -109,7 +116,7 @@ class MapCache(Generic[V]):
         ttl = _check_time("ttl", ttl, allow_inf=True)
         if action is not None and not isinstance(action, Action):
             raise EidError(f"action must be an Action or None, got {action!r}")
-        entry = CacheEntry(check_iid(iid), eid, value, now, now + ttl, action)
+        entry = CacheEntry(check_iid(iid), eid, value, now, now + ttl, action, self._dest)
         self._table(eid).insert(iid, eid, entry)  # type: ignore[arg-type]
         seq = next(self._counter)
         self._seq_of[(iid, eid)] = seq
@@ -173,3 +180,190 @@ class MapCache(Generic[V]):
         if len(self._heap) > 2 * len(self._seq_of) + 64:
             self._heap = [item for item in self._heap if self._seq_of.get((item[2], item[3])) == item[1]]
             heapq.heapify(self._heap)
+
+
+class SourceDestCache(Generic[V]):
+    """Source-specific entries: destination prefix -> (source prefix -> CacheEntry)."""
+
+    def __init__(self) -> None:
+        self._dests: PrefixTable[EidCache[V]] = PrefixTable()
+
+    def __len__(self) -> int:
+        return sum(len(sources) for _, _, sources in self._dests)
+
+    def __bool__(self) -> bool:
+        return len(self._dests) > 0
+
+    def __iter__(self) -> Iterator[tuple[IPNetwork, CacheEntry[V]]]:
+        """(destination prefix, entry) for every entry, expired or not; `entry.eid` is the source prefix."""
+        for _, dest, sources in self._dests:
+            for entry in sources:
+                yield dest, entry
+
+    def destinations(self) -> Iterator[tuple[int, IPNetwork]]:
+        for iid, dest, _ in self._dests:
+            yield iid, dest
+
+    def insert(self, key: SourceDestKey, value: V, *, now: float, ttl: float,
+               action: Action | None = None) -> CacheEntry[V]:
+        sources = self._dests.get(key.iid, key.dest)
+        if sources is None:
+            sources = EidCache(key.dest)
+            self._dests.insert(key.iid, key.dest, sources)
+        return sources.insert(key.iid, key.source, value, now=now, ttl=ttl, action=action)
+
+    def get(self, key: SourceDestKey) -> CacheEntry[V] | None:
+        sources = self._dests.get(key.iid, key.dest)
+        return sources.get(key.iid, key.source) if sources is not None else None
+
+    def remove(self, key: SourceDestKey) -> CacheEntry[V] | None:
+        """Drop exactly `key`; None if absent."""
+        sources = self._dests.get(key.iid, key.dest)
+        if sources is None or sources.get(key.iid, key.source) is None:
+            return None
+        entry = sources.remove(key.iid, key.source)
+        if not len(sources):
+            self._dests.remove(key.iid, key.dest)
+        return entry
+
+    def remove_within(self, iid: int, network: IPNetwork) -> list[tuple[IPNetwork, CacheEntry[V]]]:
+        """Drop every entry whose destination lies inside `network` (a newer answer supersedes them)."""
+        removed = []
+        for dest, sources in list(self._dests.more_specifics(iid, network)):
+            removed += [(dest, entry) for entry in sources]
+            self._dests.remove(iid, dest)
+        return removed
+
+    def lookup(self, iid: int, source: IPAddress, destination: IPAddress,
+               now: float) -> tuple[IPNetwork, CacheEntry[V] | None] | None:
+        """The longest destination prefix with a live entry, and its longest live source match.
+
+        (dest, None) means "this destination is source-specific but nothing
+        here covers `source`": the caller must ask, not fall back to a
+        shorter destination.  None means no live source-specific entry covers
+        `destination` at all.
+        """
+        hit = self._dests.longest_match(iid, destination)
+        while hit is not None:
+            dest, sources = hit
+            if any(not entry.expired(now) for entry in sources):
+                if source.version != destination.version:
+                    return dest, None
+                return dest, sources.lookup(iid, source, now)
+            hit = self._dests.covering(iid, dest, strict=True)
+        return None
+
+    def expire(self, now: float) -> list[tuple[IPNetwork, CacheEntry[V]]]:
+        removed = []
+        for iid, dest, sources in list(self._dests):
+            removed += [(dest, entry) for entry in sources.expire(now)]
+            if not len(sources):
+                self._dests.remove(iid, dest)
+        return removed
+
+    def next_deadline(self) -> float | None:
+        """The earliest expiry of any entry (a scan over destinations: source-specific ones are few)."""
+        deadlines = [d for _, _, sources in self._dests if (d := sources.next_deadline()) is not None]
+        return min(deadlines) if deadlines else None
+
+
+class MapCache(Generic[V]):
+    """The ITR's map-cache: plain entries by (instance-ID, EID), source-specific ones by SourceDestKey.
+
+    `len()` and iteration cover the plain entries; `source_specific` holds the
+    others, read as (destination, entry) pairs.  `lookup`, `expire` and
+    `next_deadline` cover both kinds.
+    """
+
+    def __init__(self) -> None:
+        self._plain: EidCache[V] = EidCache()
+        self._sd: SourceDestCache[V] = SourceDestCache()
+
+    def __len__(self) -> int:
+        return len(self._plain)
+
+    def __iter__(self) -> Iterator[CacheEntry[V]]:
+        """All plain entries, expired or not (prefixes in address order, then MACs)."""
+        return iter(self._plain)
+
+    @property
+    def source_specific(self) -> SourceDestCache[V]:
+        """The source-specific entries, to read; change them through the MapCache's methods."""
+        return self._sd
+
+    # ---- plain entries
+
+    def insert(self, iid: int, eid: IPNetwork | MacAddress, value: V, *, now: float, ttl: float,
+               action: Action | None = None) -> CacheEntry[V]:
+        """Add or replace the entry for exactly (iid, eid), live for `ttl` seconds from `now`.
+
+        `ttl` may be math.inf for an entry that never expires.  Map-Reply TTLs
+        are in minutes on the wire: the caller converts.
+        """
+        return self._plain.insert(iid, eid, value, now=now, ttl=ttl, action=action)
+
+    def remove(self, iid: int, eid: IPNetwork | MacAddress) -> CacheEntry[V]:
+        """Drop the entry for exactly (iid, eid) and return it; PrefixNotFound if absent."""
+        return self._plain.remove(iid, eid)
+
+    def get(self, iid: int, eid: IPNetwork | MacAddress) -> CacheEntry[V] | None:
+        """The entry for exactly (iid, eid), expired or not."""
+        return self._plain.get(iid, eid)
+
+    def within(self, iid: int, network: IPNetwork) -> list[CacheEntry[V]]:
+        """Plain entries whose prefix lies inside `network`, e.g. what an SMR for it refreshes."""
+        return self._plain.within(iid, network)
+
+    # ---- source-specific entries
+
+    def insert_source_specific(self, key: SourceDestKey, value: V, *, now: float, ttl: float,
+                               action: Action | None = None) -> CacheEntry[V]:
+        return self._sd.insert(key, value, now=now, ttl=ttl, action=action)
+
+    def get_source_specific(self, key: SourceDestKey) -> CacheEntry[V] | None:
+        return self._sd.get(key)
+
+    def remove_source_specific(self, key: SourceDestKey) -> CacheEntry[V] | None:
+        """Drop exactly `key`; None if absent."""
+        return self._sd.remove(key)
+
+    def remove_source_specific_within(self, iid: int, network: IPNetwork) -> list[CacheEntry[V]]:
+        """Drop every source-specific entry whose destination lies inside `network`."""
+        if not self._sd:
+            return []
+        return [entry for _dest, entry in self._sd.remove_within(iid, network)]
+
+    # ---- both kinds
+
+    def lookup(self, iid: int, address: IPAddress | MacAddress, now: float,
+               source: IPAddress | None = None) -> CacheEntry[V] | None:
+        """The live entry that applies to a packet for `address` (from `source`), as the flows decide.
+
+        Without `source`, the longest live plain prefix containing `address`:
+        if the longest match has expired but `expire` has not run yet, a live
+        less-specific entry answers instead.  With `source`, the longest
+        destination prefix first, then the longest source prefix; a
+        destination known only source-specifically answers None for a source
+        outside every cached source prefix (that host must ask for itself).
+        """
+        plain = self._plain.lookup(iid, address, now)
+        if source is None or not self._sd:
+            return plain
+        found = self._sd.lookup(iid, source, address, now)  # type: ignore[arg-type]
+        if found is None:
+            return plain
+        dest, entry = found
+        if plain is not None and plain.eid.prefixlen > dest.prefixlen:  # type: ignore[union-attr]
+            return plain
+        if entry is not None:
+            return entry
+        return plain if plain is not None and plain.eid == dest else None
+
+    def expire(self, now: float) -> list[CacheEntry[V]]:
+        """Remove and return every entry expired at `now`: plain ones soonest first, then source-specific."""
+        return self._plain.expire(now) + [entry for _dest, entry in self._sd.expire(now)]
+
+    def next_deadline(self) -> float | None:
+        """When the next live entry expires (None if none will): the glue's timer."""
+        deadlines = [d for d in (self._plain.next_deadline(), self._sd.next_deadline()) if d is not None]
+        return min(deadlines) if deadlines else None

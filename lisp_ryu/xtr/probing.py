@@ -1,12 +1,14 @@
-"""RLOC health: which remote RLOCs to probe when, and which are down.
+"""RLOC probing (RFC 9301 §7.1): which remote RLOCs are down, and the xTR's probes and answers.
 
-RFC 9301 §7.1: an ITR learns that a locator died by sending it RLOC-probes
-(Map-Requests with the P bit, straight to the RLOC) and missing the replies.
-This module is the bookkeeping only, pure and sans-IO like the cores: the
-xTR core tells it which RLOCs its map-cache uses (`track`), asks it what to
-send (`poll(now, nonce)`), and feeds it the probe replies (`on_reply`).
-Time is a parameter, jitter comes from an injected RNG, so every schedule
-is reproducible in a test.
+An ITR learns that a locator died by sending it RLOC-probes (Map-Requests
+with the P bit, straight to the RLOC) and missing the replies.
+`RlocTracker` is the bookkeeping, pure and sans-IO: it is told which RLOCs
+the map-cache uses (`track`), asked what to send (`poll(now, nonce)`), and
+fed the probe replies (`on_reply`).  `Prober` is the xTR's part: it keeps
+the tracked set in step with the map-cache, turns due probes into
+Map-Requests, and answers the probes other xTRs send us.  Time is a
+parameter, jitter comes from an injected RNG, so every schedule is
+reproducible in a test.
 
 Rules, and why:
 
@@ -32,12 +34,19 @@ Rules, and why:
 from __future__ import annotations
 
 import ipaddress
+import logging
 import random
 from dataclasses import dataclass, replace
 from typing import Callable, Mapping
 
+from lisp_ryu.effects import LISP_CONTROL_PORT, DataplaneChanged, Effect, SendControl
+from lisp_ryu.ratelimit import RateLimiter
 from lisp_ryu.wire.address import EidPrefix
+from lisp_ryu.wire.errors import LispDecodeError
+from lisp_ryu.wire.messages import Locator, MappingRecord, MapReply, MapRequest, MapRequestRecord
+from lisp_ryu.xtr.state import IP_TYPES, XtrState
 
+LOG = logging.getLogger("lisp_ryu.xtr")
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
@@ -205,3 +214,124 @@ class RlocTracker:
         self._rlocs[rloc] = replace(health, nonce=None, missed=0, up=True, since=now)
         self.count("rloc_up")
         return Transition(rloc, True, now, "probe answered")
+
+
+class Prober:
+    """The xTR's RLOC probing: probe the RLOCs the map-cache uses, and answer probes of ours."""
+
+    def __init__(self, state: XtrState, rng: random.Random | None = None):
+        self.state = state
+        probing = state.config.rloc_probing
+        self.health = RlocTracker(
+            ProbeSettings(probing.interval, probing.jitter, probing.misses, probing.timeout),
+            rng if rng is not None else random.Random(state.xtr_id))  # jitter only: need not be secret
+        self._targets_stale = True
+        self._answers = RateLimiter(probing.answer_rate, probing.answer_burst, max_sources=4096)
+        self._answers_total = RateLimiter(probing.answer_rate_total, probing.answer_rate_total)
+
+    def targets_changed(self) -> None:
+        """The map-cache changed: recompute the tracked RLOCs at the next `sync`."""
+        self._targets_stale = True
+
+    def sync(self, now: float) -> None:
+        """Watch the remote RLOCs the map-cache uses, each with a prefix it serves."""
+        if not self._targets_stale:
+            return
+        self._targets_stale = False
+        state = self.state
+        if not state.config.rloc_probing.enabled:
+            return
+        targets: dict[IPAddress, EidPrefix] = {}
+        for entry in state.cache:
+            if entry.negative:
+                continue
+            record = entry.value.record
+            for loc in record.locators:
+                if (loc.reachable and loc.priority != 255 and loc.address not in state.rlocs
+                        and isinstance(loc.address, IP_TYPES)):
+                    old = self.health.get(loc.address)
+                    if loc.address not in targets or (old is not None and old.eid == record.eid_prefix):
+                        targets[loc.address] = record.eid_prefix  # keep the prefix a tracked RLOC had
+        for dest, sd_entry in state.cache.source_specific:  # RLOCs only these use: probe for the destination
+            for loc in sd_entry.value.record.locators if not sd_entry.negative else ():
+                if (loc.reachable and loc.priority != 255 and loc.address not in state.rlocs
+                        and isinstance(loc.address, IP_TYPES)
+                        and loc.address not in targets):
+                    targets[loc.address] = EidPrefix.from_network(dest, sd_entry.iid)
+        self.health.track(targets, now)
+
+    def poll(self, now: float) -> list[Effect]:
+        """Send the probes that are due; recompile when an RLOC went down or came back."""
+        state = self.state
+        self.sync(now)
+        if not state.config.rloc_probing.enabled:
+            return []
+        transitions, probes = self.health.poll(now, state.nonce)
+        effects: list[Effect] = []
+        for probe in probes:
+            request = MapRequest(nonce=probe.nonce, probe=True, records=(MapRequestRecord.for_prefix(probe.eid),),
+                                 itr_rlocs=state.rlocs)
+            effects.append(SendControl(probe.rloc, LISP_CONTROL_PORT, request.encode(),
+                                       f"RLOC-probe of {probe.rloc} for {probe.eid}"))
+        state.count("rloc_probe_sent", len(probes))
+        for t in transitions:
+            LOG.warning("%s: RLOC %s is down (%s)", state.config.name, t.rloc, t.reason)
+        if transitions:
+            effects.insert(0, DataplaneChanged(", ".join(f"RLOC {t.rloc} down" for t in transitions)))
+        return effects
+
+    def on_reply(self, reply: MapReply, source: IPAddress, now: float) -> list[Effect]:
+        """Only the RLOC's liveness is taken from a probe reply, never its records."""
+        self.state.count("probe_reply_received")
+        transition = self.health.on_reply(reply.nonce, now)
+        if transition is None:
+            return []
+        LOG.info("%s: RLOC %s is up again (%s, reply from %s)", self.state.config.name, transition.rloc,
+                 transition.reason, source)
+        return [DataplaneChanged(f"RLOC {transition.rloc} up")]
+
+    def answer(self, request: MapRequest, source: IPAddress, reply_port: int, destination: IPAddress | None,
+               now: float) -> list[Effect]:
+        """Answer an RLOC-probe, and only when that gives nothing away.
+
+        * It must be addressed to one of our RLOCs (`destination`, from the
+          socket it arrived on; None only where the caller cannot tell).
+        * The reply goes back to the probe's source, which must be one of its
+          ITR-RLOCs: we never send a reply to a third party (no reflection).
+        * Rate-limited per requester and in total.
+        * It names exactly a prefix we register: a prober learns that the
+          mapping it already holds is alive, never a more-specific, a
+          covering prefix, another instance-ID or another EID we serve.
+        """
+        state = self.state
+        if destination is not None and destination not in state.rlocs:
+            state.count("probe_not_for_local_rloc")
+            return []
+        if source not in request.itr_rlocs:
+            state.count("probe_source_not_an_itr_rloc")
+            return []
+        if not self._answers.allow(source, now) or not self._answers_total.allow("all", now):
+            state.count("probe_rate_limited")
+            return []
+        probed = destination if destination is not None else state.rlocs[0]
+        ours = {r.eid_prefix: r for r in state.local_records()}
+        records = []
+        for rec in request.records:
+            try:
+                mine = ours.get(rec.eid_prefix)
+            except LispDecodeError:
+                state.count("probe_bad_record")
+                continue
+            if mine is None:
+                state.count("probe_not_our_prefix")
+                continue
+            records.append(MappingRecord(mine.eid, mine.eid_mask_len, tuple(
+                Locator(l.address, l.priority, l.weight, l.multicast_priority, l.multicast_weight,
+                        local=True, probed=l.address == probed, reachable=True)
+                for l in mine.locators), mine.ttl, mine.action, True, mine.map_version))
+        if not records:
+            return []
+        reply = MapReply(nonce=request.nonce, records=tuple(records), probe=True)
+        state.count("probe_answered")
+        return [SendControl(source, reply_port, reply.encode(), f"RLOC-probe reply for {records[0].eid_prefix}")]
+

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from lisp_ryu import config
 from lisp_ryu.lab import build, controller_config, topology as topo
-from lisp_ryu.xtr.core import stable_id
+from lisp_ryu.xtr.state import stable_id
 
 ROOT = Path(__file__).resolve().parents[2]
 INTERNET = ROOT / "topologies" / "internet.yaml"

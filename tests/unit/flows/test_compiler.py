@@ -4,6 +4,7 @@ import ipaddress
 
 import pytest
 
+from lisp_ryu import plan as pt
 from lisp_ryu.flows import compiler as c
 from lisp_ryu.flows.model import GroupAction, Output, SetField
 from lisp_ryu.flows.pipeline import Owner, Table, cookie_owner, PipelineError, check_flow
@@ -20,13 +21,13 @@ H1_MAC = "02:00:00:01:00:0a"
 def plan(**overrides):
     base = dict(
         tunnel_port=TUN,
-        host_ports=(c.HostPort(1, 42), c.HostPort(2, 42)),
-        hosts=(c.LocalHost(42, ip("10.1.0.10"), H1_MAC, 1),),
-        gateways=(c.Gateway(42, net("10.1.0.0/24"), ip("10.1.0.1"), GW_MAC),),
-        remotes=(c.RemoteEntry(42, net("10.2.0.0/16"), c.RemoteAction.ENCAP, (c.Rloc(ip("198.18.2.2")),)),),
+        host_ports=(pt.HostPort(1, 42), pt.HostPort(2, 42)),
+        hosts=(pt.LocalHost(42, ip("10.1.0.10"), H1_MAC, 1),),
+        gateways=(pt.Gateway(42, net("10.1.0.0/24"), ip("10.1.0.1"), GW_MAC),),
+        remotes=(pt.RemoteEntry(42, net("10.2.0.0/16"), pt.RemoteAction.ENCAP, (pt.Rloc(ip("198.18.2.2")),)),),
     )
     base.update(overrides)
-    return c.XtrPlan(**base)
+    return pt.XtrPlan(**base)
 
 
 def ip_packet(dst, in_port=1, **extra):
@@ -67,8 +68,8 @@ def test_unknown_destination_goes_to_controller_through_the_meter():
 
 def test_longest_prefix_wins_through_priorities():
     remotes = (
-        c.RemoteEntry(42, net("10.0.0.0/8"), c.RemoteAction.DROP),
-        c.RemoteEntry(42, net("10.2.0.0/16"), c.RemoteAction.ENCAP, (c.Rloc(ip("198.18.2.2")),)),
+        pt.RemoteEntry(42, net("10.0.0.0/8"), pt.RemoteAction.DROP),
+        pt.RemoteEntry(42, net("10.2.0.0/16"), pt.RemoteAction.ENCAP, (pt.Rloc(ip("198.18.2.2")),)),
     )
     state = c.compile_plan(plan(remotes=remotes))
     assert walk(state, ip_packet("10.2.3.4")).ports == [TUN]
@@ -76,14 +77,14 @@ def test_longest_prefix_wins_through_priorities():
 
 
 def test_local_host_beats_covering_remote_prefix():
-    remotes = (c.RemoteEntry(42, net("10.0.0.0/8"), c.RemoteAction.ENCAP, (c.Rloc(ip("198.18.2.2")),)),)
+    remotes = (pt.RemoteEntry(42, net("10.0.0.0/8"), pt.RemoteAction.ENCAP, (pt.Rloc(ip("198.18.2.2")),)),)
     state = c.compile_plan(plan(remotes=remotes))
     (d,) = walk(state, ip_packet("10.1.0.10", in_port=2)).deliveries
     assert d.port == 1 and d.packet["eth_dst"] == H1_MAC
 
 
 def test_tenants_are_kept_apart_by_instance_id():
-    p = plan(host_ports=(c.HostPort(1, 42), c.HostPort(3, 7)))
+    p = plan(host_ports=(pt.HostPort(1, 42), pt.HostPort(3, 7)))
     state = c.compile_plan(p)
     assert walk(state, ip_packet("10.2.0.20", in_port=1)).ports == [TUN]
     # Same destination from a port of tenant 7: no mapping there -> resolve, never tenant 42's tunnel.
@@ -91,8 +92,8 @@ def test_tenants_are_kept_apart_by_instance_id():
 
 
 def test_weighted_rlocs_become_a_select_group():
-    rlocs = (c.Rloc(ip("198.18.3.2"), 1, 70), c.Rloc(ip("198.18.3.6"), 1, 30), c.Rloc(ip("198.18.9.9"), 2, 100))
-    state = c.compile_plan(plan(remotes=(c.RemoteEntry(42, net("10.3.0.0/16"), c.RemoteAction.ENCAP, rlocs),)))
+    rlocs = (pt.Rloc(ip("198.18.3.2"), 1, 70), pt.Rloc(ip("198.18.3.6"), 1, 30), pt.Rloc(ip("198.18.9.9"), 2, 100))
+    state = c.compile_plan(plan(remotes=(pt.RemoteEntry(42, net("10.3.0.0/16"), pt.RemoteAction.ENCAP, rlocs),)))
     (group,) = state.groups
     assert group.type == "select"
     assert sorted(b.weight for b in group.buckets) == [30, 70]
@@ -105,16 +106,16 @@ def test_weighted_rlocs_become_a_select_group():
 def test_usable_rlocs_rules():
     a, b, d = ip("198.18.0.1"), ip("198.18.0.2"), ip("198.18.0.3")
     # weight 0 drains when another RLOC of the same priority has weight
-    assert c.usable_rlocs((c.Rloc(a, 1, 0), c.Rloc(b, 1, 100))) == (c.Rloc(b, 1, 100),)
+    assert c.usable_rlocs((pt.Rloc(a, 1, 0), pt.Rloc(b, 1, 100))) == (pt.Rloc(b, 1, 100),)
     # all zero: equal split
-    assert len(c.usable_rlocs((c.Rloc(a, 1, 0), c.Rloc(b, 1, 0)))) == 2
+    assert len(c.usable_rlocs((pt.Rloc(a, 1, 0), pt.Rloc(b, 1, 0)))) == 2
     # priority 255 is never used; lower priority value is preferred
-    assert c.usable_rlocs((c.Rloc(a, 255, 100), c.Rloc(d, 3, 100))) == (c.Rloc(d, 3, 100),)
-    assert c.usable_rlocs((c.Rloc(a, 255, 100),)) == ()
+    assert c.usable_rlocs((pt.Rloc(a, 255, 100), pt.Rloc(d, 3, 100))) == (pt.Rloc(d, 3, 100),)
+    assert c.usable_rlocs((pt.Rloc(a, 255, 100),)) == ()
 
 
 def test_native_forward_uses_petr_then_native_port_then_drops():
-    neg = (c.RemoteEntry(42, net("172.16.0.0/12"), c.RemoteAction.NATIVE_FORWARD),)
+    neg = (pt.RemoteEntry(42, net("172.16.0.0/12"), pt.RemoteAction.NATIVE_FORWARD),)
     with_petr = c.compile_plan(plan(remotes=neg, petr=ip("198.18.9.1")))
     (d,) = walk(with_petr, ip_packet("172.16.1.1")).deliveries
     assert d.port == TUN and d.packet["tun_ipv4_dst"] == "198.18.9.1"
@@ -138,8 +139,8 @@ def test_arp_for_gateway_and_stretched_subnet_answered_in_flows():
 
 
 def test_compilation_is_deterministic_and_order_independent():
-    remotes = tuple(c.RemoteEntry(42, net(f"10.{i}.0.0/16"), c.RemoteAction.ENCAP,
-                                  (c.Rloc(ip("198.18.0.1")), c.Rloc(ip("198.18.0.2")))) for i in range(2, 40))
+    remotes = tuple(pt.RemoteEntry(42, net(f"10.{i}.0.0/16"), pt.RemoteAction.ENCAP,
+                                  (pt.Rloc(ip("198.18.0.1")), pt.Rloc(ip("198.18.0.2")))) for i in range(2, 40))
     a = c.compile_plan(plan(remotes=remotes))
     b = c.compile_plan(plan(remotes=tuple(reversed(remotes))))
     assert a == b
@@ -156,17 +157,17 @@ def test_pipeline_rejects_undeclared_fields_and_backward_goto():
 
 
 def test_duplicate_flow_identity_is_a_compile_error():
-    hosts = (c.LocalHost(42, ip("10.1.0.10"), H1_MAC, 1), c.LocalHost(42, ip("10.1.0.10"), "02:00:00:00:00:99", 2))
+    hosts = (pt.LocalHost(42, ip("10.1.0.10"), H1_MAC, 1), pt.LocalHost(42, ip("10.1.0.10"), "02:00:00:00:00:99", 2))
     with pytest.raises(c.CompileError):
         c.compile_plan(plan(hosts=hosts))
 
 
 def test_installed_mapping_flows_read_back_as_the_entries_that_made_them():
     remotes = (
-        c.RemoteEntry(42, net("10.2.0.0/16"), c.RemoteAction.ENCAP, (c.Rloc(ip("198.18.2.2")),)),
-        c.RemoteEntry(42, net("10.3.0.0/16"), c.RemoteAction.ENCAP,
-                      (c.Rloc(ip("198.18.3.2"), 1, 70), c.Rloc(ip("198.18.3.6"), 1, 30))),
-        c.RemoteEntry(7, net("10.9.0.0/16"), c.RemoteAction.DROP),
+        pt.RemoteEntry(42, net("10.2.0.0/16"), pt.RemoteAction.ENCAP, (pt.Rloc(ip("198.18.2.2")),)),
+        pt.RemoteEntry(42, net("10.3.0.0/16"), pt.RemoteAction.ENCAP,
+                      (pt.Rloc(ip("198.18.3.2"), 1, 70), pt.Rloc(ip("198.18.3.6"), 1, 30))),
+        pt.RemoteEntry(7, net("10.9.0.0/16"), pt.RemoteAction.DROP),
     )
     p = plan(remotes=remotes, tunnel_source=ip("198.18.1.2"))
     state = c.compile_plan(p)

@@ -5,6 +5,7 @@ import ipaddress
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lisp_ryu import plan as pt
 from lisp_ryu.flows import compiler as c
 from lisp_ryu.flows.diff import AddFlow, AddGroup, AddMeter, DeleteFlow, DeleteGroup, apply, diff
 from lisp_ryu.flows.model import DesiredState
@@ -21,11 +22,11 @@ def plans(draw):
         plen = draw(st.integers(8, 32))
         addr = draw(st.integers(0, 2**32 - 1))
         prefix = ipaddress.ip_network((addr >> (32 - plen) << (32 - plen), plen))
-        action = draw(st.sampled_from(list(c.RemoteAction)))
-        rlocs = tuple(c.Rloc(r, draw(st.integers(1, 3)), draw(st.integers(0, 100)))
+        action = draw(st.sampled_from(list(pt.RemoteAction)))
+        rlocs = tuple(pt.Rloc(r, draw(st.integers(1, 3)), draw(st.integers(0, 100)))
                       for r in draw(st.lists(st.sampled_from(RLOCS), unique=True, max_size=3)))
-        entries[(iid, prefix)] = c.RemoteEntry(iid, prefix, action, rlocs)
-    return c.XtrPlan(tunnel_port=100, host_ports=(c.HostPort(1, 42),), remotes=tuple(entries.values()),
+        entries[(iid, prefix)] = pt.RemoteEntry(iid, prefix, action, rlocs)
+    return pt.XtrPlan(tunnel_port=100, host_ports=(pt.HostPort(1, 42),), remotes=tuple(entries.values()),
                      miss_rate_pps=draw(st.sampled_from([50, 100])))
 
 
@@ -57,18 +58,18 @@ def test_make_before_break_order(before, after):
 
 
 def test_one_mapping_change_touches_only_its_flow():
-    entry = c.RemoteEntry(42, ipaddress.ip_network("10.2.0.0/16"), c.RemoteAction.ENCAP, (c.Rloc(RLOCS[0]),))
-    other = c.RemoteEntry(42, ipaddress.ip_network("10.3.0.0/16"), c.RemoteAction.ENCAP, (c.Rloc(RLOCS[1]),))
-    base = c.XtrPlan(tunnel_port=100, host_ports=(c.HostPort(1, 42),), remotes=(entry, other))
-    moved = c.XtrPlan(tunnel_port=100, host_ports=(c.HostPort(1, 42),),
-                      remotes=(c.RemoteEntry(42, entry.prefix, entry.action, (c.Rloc(RLOCS[2]),)), other))
+    entry = pt.RemoteEntry(42, ipaddress.ip_network("10.2.0.0/16"), pt.RemoteAction.ENCAP, (pt.Rloc(RLOCS[0]),))
+    other = pt.RemoteEntry(42, ipaddress.ip_network("10.3.0.0/16"), pt.RemoteAction.ENCAP, (pt.Rloc(RLOCS[1]),))
+    base = pt.XtrPlan(tunnel_port=100, host_ports=(pt.HostPort(1, 42),), remotes=(entry, other))
+    moved = pt.XtrPlan(tunnel_port=100, host_ports=(pt.HostPort(1, 42),),
+                      remotes=(pt.RemoteEntry(42, entry.prefix, entry.action, (pt.Rloc(RLOCS[2]),)), other))
     ops = diff(c.compile_plan(base), c.compile_plan(moved))
     assert len(ops) == 1 and isinstance(ops[0], AddFlow)
     assert ops[0].flow.match_dict()["ipv4_dst"] == ("10.2.0.0", "255.255.0.0")
 
 
 def test_from_empty_switch_everything_is_added_and_removal_deletes_all():
-    desired = c.compile_plan(c.XtrPlan(tunnel_port=100, host_ports=(c.HostPort(1, 42),)))
+    desired = c.compile_plan(pt.XtrPlan(tunnel_port=100, host_ports=(pt.HostPort(1, 42),)))
     ops = diff(DesiredState(), desired)
     assert all(isinstance(op, (AddFlow, AddMeter)) for op in ops)
     back = diff(desired, DesiredState())

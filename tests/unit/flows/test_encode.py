@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from ryu.ofproto import ofproto_v1_3, ofproto_v1_3_parser
 
+from lisp_ryu import plan as pt
 from lisp_ryu.flows import compiler as c
 from lisp_ryu.flows import encode, ofp13
 from lisp_ryu.flows.diff import AddFlow, DeleteFlow
@@ -36,10 +37,10 @@ def check_state(state):
 
 def test_every_flow_of_a_full_plan_matches_ryu_byte_for_byte():
     plan = full_plan()
-    plan = c.XtrPlan(**{**plan.__dict__,
-                        "dynamic_prefixes": (c.DynamicPrefix(42, ipaddress.ip_network("10.0.0.0/8")),
-                                             c.DynamicPrefix(42, ipaddress.ip_network("2001:db8::/32"))),
-                        "redirects": (c.Redirect(42, ipaddress.ip_address("10.1.0.99"),
+    plan = pt.XtrPlan(**{**plan.__dict__,
+                        "dynamic_prefixes": (pt.DynamicPrefix(42, ipaddress.ip_network("10.0.0.0/8")),
+                                             pt.DynamicPrefix(42, ipaddress.ip_network("2001:db8::/32"))),
+                        "redirects": (pt.Redirect(42, ipaddress.ip_address("10.1.0.99"),
                                                  ipaddress.ip_address("198.18.2.2")),),
                         "tunnel_source": ipaddress.ip_address("198.18.1.2")})
     check_state(c.compile_plan(plan))

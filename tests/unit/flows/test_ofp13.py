@@ -5,6 +5,7 @@ import ipaddress
 from ryu.ofproto import ofproto_v1_3, ofproto_v1_3_parser
 from ryu.ofproto.ofproto_parser import msg as parse_msg
 
+from lisp_ryu import plan as pt
 from lisp_ryu.flows import compiler as c
 from lisp_ryu.flows import ofp13
 from lisp_ryu.flows.diff import diff
@@ -22,18 +23,18 @@ class BareDatapath:
 
 
 def full_plan():
-    return c.XtrPlan(
+    return pt.XtrPlan(
         tunnel_port=100,
-        host_ports=(c.HostPort(1, 42),),
-        hosts=(c.LocalHost(42, ip("10.1.0.10"), "02:00:00:01:00:0a", 1),),
-        gateways=(c.Gateway(42, ipaddress.ip_network("10.1.0.0/24"), ip("10.1.0.1"), "02:00:00:00:01:01"),),
+        host_ports=(pt.HostPort(1, 42),),
+        hosts=(pt.LocalHost(42, ip("10.1.0.10"), "02:00:00:01:00:0a", 1),),
+        gateways=(pt.Gateway(42, ipaddress.ip_network("10.1.0.0/24"), ip("10.1.0.1"), "02:00:00:00:01:01"),),
         remotes=(
-            c.RemoteEntry(42, ipaddress.ip_network("10.2.0.0/16"), c.RemoteAction.ENCAP, (c.Rloc(ip("198.18.2.2")),)),
-            c.RemoteEntry(42, ipaddress.ip_network("10.3.0.0/16"), c.RemoteAction.ENCAP,
-                          (c.Rloc(ip("198.18.3.2"), 1, 50), c.Rloc(ip("198.18.3.6"), 1, 50))),
-            c.RemoteEntry(42, ipaddress.ip_network("2001:db8:2::/48"), c.RemoteAction.ENCAP,
-                          (c.Rloc(ip("2001:db8:ffff::2")),)),
-            c.RemoteEntry(42, ipaddress.ip_network("10.9.0.0/16"), c.RemoteAction.DROP),
+            pt.RemoteEntry(42, ipaddress.ip_network("10.2.0.0/16"), pt.RemoteAction.ENCAP, (pt.Rloc(ip("198.18.2.2")),)),
+            pt.RemoteEntry(42, ipaddress.ip_network("10.3.0.0/16"), pt.RemoteAction.ENCAP,
+                          (pt.Rloc(ip("198.18.3.2"), 1, 50), pt.Rloc(ip("198.18.3.6"), 1, 50))),
+            pt.RemoteEntry(42, ipaddress.ip_network("2001:db8:2::/48"), pt.RemoteAction.ENCAP,
+                          (pt.Rloc(ip("2001:db8:ffff::2")),)),
+            pt.RemoteEntry(42, ipaddress.ip_network("10.9.0.0/16"), pt.RemoteAction.DROP),
         ),
     )
 

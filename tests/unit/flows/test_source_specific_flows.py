@@ -3,6 +3,7 @@ first then longest source, and other sources of such a destination reach the con
 
 import ipaddress
 
+from lisp_ryu import plan as pt
 from lisp_ryu.flows import compiler as c
 from lisp_ryu.flows.diff import diff
 from lisp_ryu.flows.encode import flow_mod, OFPFC_ADD
@@ -18,14 +19,14 @@ A, B, C = ip("198.18.2.2"), ip("198.18.3.2"), ip("198.18.4.2")
 
 
 def plan(*remotes):
-    hosts = tuple(c.LocalHost(42, ip(f"10.1.0.{n}"), f"02:00:00:01:00:{n:02x}", n) for n in (10, 11, 12))
-    return c.XtrPlan(tunnel_port=TUN, host_ports=tuple(c.HostPort(h.port, 42) for h in hosts), hosts=hosts,
+    hosts = tuple(pt.LocalHost(42, ip(f"10.1.0.{n}"), f"02:00:00:01:00:{n:02x}", n) for n in (10, 11, 12))
+    return pt.XtrPlan(tunnel_port=TUN, host_ports=tuple(pt.HostPort(h.port, 42) for h in hosts), hosts=hosts,
                      remotes=remotes)
 
 
 def encap(prefix, rloc, source=None, *more):
-    rlocs = (c.Rloc(rloc),) + tuple(c.Rloc(r) for r in more)
-    return c.RemoteEntry(42, net(prefix), c.RemoteAction.ENCAP, rlocs, source=net(source) if source else None)
+    rlocs = (pt.Rloc(rloc),) + tuple(pt.Rloc(r) for r in more)
+    return pt.RemoteEntry(42, net(prefix), pt.RemoteAction.ENCAP, rlocs, source=net(source) if source else None)
 
 
 def where(state, source, destination):
@@ -56,7 +57,7 @@ def test_priority_formula_orders_destination_length_first_then_source_length():
 
 
 def test_source_specific_flow_matches_the_source_and_other_sources_reach_the_controller():
-    deny_h1 = c.RemoteEntry(42, net("10.2.0.0/16"), c.RemoteAction.DROP, source=net("10.1.0.10/32"))
+    deny_h1 = pt.RemoteEntry(42, net("10.2.0.0/16"), pt.RemoteAction.DROP, source=net("10.1.0.10/32"))
     state = c.compile_plan(plan(deny_h1, encap("10.2.0.0/16", A, "10.1.0.11/32")))
     assert where(state, "10.1.0.10", "10.2.0.5") == "drop"
     assert where(state, "10.1.0.11", "10.2.0.5") == str(A)
@@ -73,7 +74,7 @@ def test_source_specific_flow_matches_the_source_and_other_sources_reach_the_con
 
 def test_plain_entry_of_the_same_destination_serves_uncovered_sources_and_a_longer_plain_one_wins():
     state = c.compile_plan(plan(
-        c.RemoteEntry(42, net("10.2.0.0/16"), c.RemoteAction.DROP, source=net("10.1.0.10/32")),
+        pt.RemoteEntry(42, net("10.2.0.0/16"), pt.RemoteAction.DROP, source=net("10.1.0.10/32")),
         encap("10.2.0.0/16", B),
         encap("10.2.5.0/24", C),
         encap("10.2.0.0/16", A, "10.1.0.0/24"),  # a shorter source for the same destination
@@ -105,9 +106,9 @@ def test_a_source_specific_entry_and_its_removal_change_only_its_own_flows():
 
 
 def test_ipv6_source_specific_entry():
-    hosts = (c.LocalHost(42, ip("2001:db8:1::10"), "02:00:00:01:00:10", 1),)
-    state = c.compile_plan(c.XtrPlan(tunnel_port=TUN, host_ports=(c.HostPort(1, 42),), hosts=hosts, remotes=(
-        c.RemoteEntry(42, net("2001:db8:2::/48"), c.RemoteAction.ENCAP, (c.Rloc(A),), source=net("2001:db8:1::/64")),
+    hosts = (pt.LocalHost(42, ip("2001:db8:1::10"), "02:00:00:01:00:10", 1),)
+    state = c.compile_plan(pt.XtrPlan(tunnel_port=TUN, host_ports=(pt.HostPort(1, 42),), hosts=hosts, remotes=(
+        pt.RemoteEntry(42, net("2001:db8:2::/48"), pt.RemoteAction.ENCAP, (pt.Rloc(A),), source=net("2001:db8:1::/64")),
     )))
     trace = walk(state, {"in_port": 1, "eth_type": 0x86DD, "ipv6_src": "2001:db8:1::10", "ipv6_dst": "2001:db8:2::1"})
     assert trace.deliveries[0].packet["tun_ipv4_dst"] == str(A)

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from lisp_ryu.mapping import Action, CacheEntry, EidError, MacAddress, MapCache, PrefixNotFound
+from lisp_ryu.mapping.mapcache import EidCache
 from lisp_ryu.wire.messages import Action as WireAction
 
 N = ip_network
@@ -163,7 +164,7 @@ def test_bad_keys_are_refused_and_leave_no_trace():
 
 
 def test_heavy_replacement_does_not_grow_the_heap_without_bound():
-    c = MapCache()
+    c = EidCache()  # the MapCache's table of plain entries, which owns the heap
     for i in range(5000):
         c.insert(1, N("10.1.0.0/16"), i, now=i, ttl=10)
     assert len(c._heap) <= 2 * 1 + 64 + 1

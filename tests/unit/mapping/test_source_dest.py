@@ -1,4 +1,4 @@
-"""Source/Dest keys on the wire and the ITR's cache of source-specific entries."""
+"""Source/Dest keys on the wire, the cache of source-specific entries, and the MapCache holding both kinds."""
 
 import ipaddress
 import math
@@ -6,7 +6,8 @@ import math
 import pytest
 
 from lisp_ryu.mapping import Action, EidError
-from lisp_ryu.mapping.sourcedest import SourceDestCache, SourceDestKey, record_key
+from lisp_ryu.mapping.mapcache import MapCache, SourceDestCache
+from lisp_ryu.mapping.sourcedest import SourceDestKey, record_key
 from lisp_ryu.wire import InstanceIdAddress, MappingRecord, MapReply, SourceDestAddress
 
 ip = ipaddress.ip_address
@@ -77,3 +78,47 @@ def test_remove_and_remove_within():
     assert [e.value for _, e in cache] == ["c"]
     assert cache.remove(key("10.1.0.11/32", "10.3.0.0/16")).value == "c"
     assert not cache and len(cache) == 0
+
+
+def test_map_cache_lookup_with_a_source_is_longest_destination_then_longest_source():
+    cache: MapCache[str] = MapCache()
+    cache.insert(42, net("10.0.0.0/8"), "plain /8", now=0, ttl=60)
+    cache.insert(42, net("10.2.5.0/24"), "plain /24", now=0, ttl=60)
+    cache.insert_source_specific(key("10.1.0.10/32", "10.2.0.0/16"), "h1", now=0, ttl=60)
+    # A longer plain destination beats a shorter source-specific one.
+    assert cache.lookup(42, ip("10.2.5.1"), 1, source=ip("10.1.0.10")).value == "plain /24"
+    assert cache.lookup(42, ip("10.2.0.1"), 1, source=ip("10.1.0.10")).value == "h1"
+    # Outside every cached source prefix: no answer, not the covering plain /8.
+    assert cache.lookup(42, ip("10.2.0.1"), 1, source=ip("10.1.0.11")) is None
+    # Without a source only plain entries answer.
+    assert cache.lookup(42, ip("10.2.0.1"), 1).value == "plain /8"
+    # A plain entry for exactly the destination answers the other sources.
+    cache.insert(42, net("10.2.0.0/16"), "plain /16", now=0, ttl=60)
+    assert cache.lookup(42, ip("10.2.0.1"), 1, source=ip("10.1.0.11")).value == "plain /16"
+    assert cache.lookup(42, ip("10.2.0.1"), 1, source=ip("10.1.0.10")).value == "h1"
+    assert len(cache) == 3 and len(cache.source_specific) == 1
+
+
+def test_map_cache_expiry_and_deadline_cover_both_kinds():
+    cache: MapCache[str] = MapCache()
+    cache.insert(42, net("10.3.0.0/16"), "plain", now=0, ttl=20)
+    sd = cache.insert_source_specific(key("10.1.0.10/32", "10.2.0.0/16"), "sd", now=0, ttl=10)
+    assert sd.dest == net("10.2.0.0/16") and sd.eid == net("10.1.0.10/32")
+    assert cache.next_deadline() == 10
+    assert [(e.value, e.dest) for e in cache.expire(10)] == [("sd", net("10.2.0.0/16"))]
+    assert cache.next_deadline() == 20 and not cache.source_specific
+    [plain] = cache.expire(20)
+    assert (plain.value, plain.dest) == ("plain", None) and cache.next_deadline() is None
+
+
+def test_map_cache_source_specific_get_remove_and_remove_within():
+    cache: MapCache[str] = MapCache()
+    assert cache.remove_source_specific_within(42, net("10.0.0.0/8")) == []
+    cache.insert_source_specific(key("10.1.0.10/32", "10.2.5.0/24"), "a", now=0, ttl=60)
+    cache.insert_source_specific(key("10.1.0.10/32", "10.3.0.0/16"), "b", now=0, ttl=60)
+    assert cache.get_source_specific(key("10.1.0.10/32", "10.2.5.0/24")).value == "a"
+    assert [e.value for e in cache.remove_source_specific_within(42, net("10.2.0.0/16"))] == ["a"]
+    assert cache.remove_source_specific(key("10.1.0.10/32", "10.2.5.0/24")) is None
+    assert cache.remove_source_specific(key("10.1.0.10/32", "10.3.0.0/16")).value == "b"
+    assert not cache.source_specific and len(cache) == 0
+

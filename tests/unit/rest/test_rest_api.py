@@ -19,6 +19,7 @@ from lisp_ryu import config
 from lisp_ryu.flows.compiler import compile_plan
 from lisp_ryu.glue import rest
 from lisp_ryu.glue.controller import Controller
+from lisp_ryu.glue.ryu_app import CONFIG_ENV  # noqa: F401  (the app module imports: the glue the API mounts on)
 from lisp_ryu.mapserver import MemoryStore
 from lisp_ryu.mapserver.service import MapServer
 from lisp_ryu.xtr.core import XtrCore

@@ -7,7 +7,7 @@ import pytest
 
 from lisp_ryu import config
 from lisp_ryu.effects import DataplaneChanged, PacketOut, SendControl
-from lisp_ryu.flows.compiler import RemoteAction
+from lisp_ryu.plan import RemoteAction, RemoteEntry, Rloc
 from lisp_ryu.wire import auth
 from lisp_ryu.wire.address import EidPrefix
 from lisp_ryu.wire.ecm import EncapsulatedControlMessage
@@ -15,7 +15,7 @@ from lisp_ryu.wire.messages import (
     Action, Locator, MapNotify, MapNotifyAck, MappingRecord, MapRegister, MapReply, MapRequest,
     MapRequestRecord, decode_message,
 )
-from lisp_ryu.xtr import core as xtr_core
+from lisp_ryu.xtr import mobility as xtr_mobility
 from lisp_ryu.xtr.core import XtrCore
 
 ip = ipaddress.ip_address
@@ -225,7 +225,7 @@ def test_garbage_is_counted_never_raised(xtr):
 
 
 def test_adopted_flows_keep_the_data_plane_and_are_re_resolved(xtr):
-    from lisp_ryu.flows.compiler import RemoteEntry, Rloc, compile_plan, remotes_installed
+    from lisp_ryu.flows.compiler import compile_plan, remotes_installed
 
     entry = RemoteEntry(42, ipaddress.ip_network("10.2.0.0/16"), RemoteAction.ENCAP, (Rloc(ip("198.18.2.2")),))
     before = xtr.plan()
@@ -297,7 +297,7 @@ def test_departure_removes_local_state_redirects_and_solicits(xtr):
     assert smr.smr and str(smr.records[0].eid_prefix) == "[42]10.1.0.10/32"
     assert any(isinstance(decode_message(e.payload), MapNotifyAck) for e in sends(effects))
     # The redirect ends after its lifetime.
-    xtr.handle_timer(2.0 + xtr_core.REDIRECT_LIFETIME)
+    xtr.handle_timer(2.0 + xtr_mobility.REDIRECT_LIFETIME)
     assert xtr.plan().redirects == ()
 
 

@@ -183,8 +183,8 @@ def test_a_published_change_reaches_every_host_that_asked_and_the_others_ask_aga
     # h3's entry came from elsewhere (the Map-Server does not know h3 asked): it may be stale.
     h3_key = SourceDestKey(IID, net("10.1.0.12/32"), net("10.2.0.0/16"))
     mask_len, eid = h3_key.to_wire()
-    world.xtr._cache_source_specific(MappingRecord(eid, mask_len, (Locator(ETR2),), ttl=10), h3_key, "test",
-                                     world.now)
+    world.xtr.resolver.cache_source_specific(MappingRecord(eid, mask_len, (Locator(ETR2),), ttl=10), h3_key, "test",
+                                             world.now)
     requests = world.xtr.counters["map_request_sent"]
     # dc2 moves to a new RLOC: the publication carries h1's answer (still denied) and h2's (the new RLOC).
     register = packets.map_register([packets.record("10.2.0.0/16", ["198.18.2.9"], iid=IID)], DC2_KEY, proxy=True)
@@ -225,10 +225,10 @@ def test_the_longer_destination_wins_over_a_source_specific_shorter_one(world):
     xtr, now = world.xtr, world.now
     wide = SourceDestKey(IID, net("10.1.0.0/16"), net("10.2.0.0/16"))
     mask_len, eid = wide.to_wire()
-    xtr._cache_source_specific(MappingRecord(eid, mask_len, (), ttl=10, action=Action.DROP_POLICY_DENIED),
-                               wide, "test", now)
+    xtr.resolver.cache_source_specific(MappingRecord(eid, mask_len, (), ttl=10, action=Action.DROP_POLICY_DENIED),
+                                       wide, "test", now)
     narrow = MappingRecord.for_prefix(packets.eid("10.2.5.0/24", IID), (Locator(ETR2),), ttl=10)
-    xtr._cache_record(narrow, narrow.eid_prefix, "test", now)
+    xtr.resolver.cache_record(narrow, narrow.eid_prefix, "test", now)
     assert xtr.lookup(IID, H1, ip("10.2.5.1"), now).value.record == narrow
     assert xtr.lookup(IID, H1, DST, now).value.record.action == Action.DROP_POLICY_DENIED
     assert verdict(world.walk(H1, ip("10.2.5.1"))) == "tunnel"
@@ -238,11 +238,11 @@ def test_the_longer_destination_wins_over_a_source_specific_shorter_one(world):
 def test_a_source_specific_destination_inside_a_plain_one_sends_uncovered_sources_to_the_controller(world):
     xtr, now = world.xtr, world.now
     covering = MappingRecord.for_prefix(packets.eid("10.0.0.0/8", IID), (Locator(ETR2),), ttl=10)
-    xtr._cache_record(covering, covering.eid_prefix, "test", now)
+    xtr.resolver.cache_record(covering, covering.eid_prefix, "test", now)
     key = SourceDestKey(IID, net("10.1.0.10/32"), net("10.2.0.0/16"))
     mask_len, eid = key.to_wire()
-    xtr._cache_source_specific(MappingRecord(eid, mask_len, (), ttl=10, action=Action.DROP_POLICY_DENIED),
-                               key, "test", now)
+    xtr.resolver.cache_source_specific(MappingRecord(eid, mask_len, (), ttl=10, action=Action.DROP_POLICY_DENIED),
+                                       key, "test", now)
     assert xtr.lookup(IID, H2, DST, now) is None  # not the /8: h2 must ask for itself
     assert verdict(world.walk(H2)) == "controller"
     assert verdict(world.walk(H2, ip("10.3.0.1"))) == "tunnel"  # outside 10.2.0.0/16 the /8 holds

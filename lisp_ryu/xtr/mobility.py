@@ -1,0 +1,137 @@
+"""Workloads that move: dynamic EIDs arriving here, departing elsewhere, and mappings adopted after a restart.
+
+A packet from an unknown source inside a dynamic-EID prefix means a
+workload arrived: it is learned and registered.  A publication placing one
+of our EIDs at another RLOC means it left: we stop serving it, tunnel what
+still arrives for it to its new site for a while, and solicit the ITRs we
+talk to.  After a controller restart, the mappings the switch still forwards
+with are taken over as they are and re-resolved.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from enum import Enum
+
+from lisp_ryu.effects import LISP_CONTROL_PORT, DataplaneChanged, Effect, SendControl
+from lisp_ryu.plan import LocalHost, RemoteEntry
+from lisp_ryu.wire.address import EidPrefix
+from lisp_ryu.wire.messages import Action, Locator, MappingRecord, MapRequest, MapRequestRecord
+from lisp_ryu.xtr.probing import Prober
+from lisp_ryu.xtr.resolution import Resolver
+from lisp_ryu.xtr.state import IP_TYPES, CachedMapping, Departure, IPAddress, XtrState
+
+LOG = logging.getLogger("lisp_ryu.xtr")
+
+ADOPTED_TTL = 60.0  # how long a mapping read back from the switch lives unless re-resolved
+REDIRECT_LIFETIME = 60.0  # how long a departed EID's traffic is tunnelled on from its old site
+
+
+class Learned(Enum):
+    """What a packet from an unknown source inside the dynamic-EID space told us."""
+
+    OUTSIDE = "outside"  # not in any dynamic-EID prefix: nothing to learn
+    KNOWN = "known"  # the host is already here, as seen
+    ARRIVED = "arrived"  # new here (or back, or moved port): register it
+
+
+class Mobility:
+    """Dynamic EIDs, departures and their redirects, and adoption of the switch's mappings."""
+
+    def __init__(self, state: XtrState, resolver: Resolver, prober: Prober):
+        self.state = state
+        self.resolver = resolver
+        self.prober = prober
+
+    def learn(self, in_port: int, source: IPAddress, mac: str) -> Learned:
+        """Learn the host (IP, MAC, port) behind a packet from an unknown source; the core registers it."""
+        state = self.state
+        dyn = next((d for d in state.config.dynamic_eid_prefixes
+                    if d.prefix.version == source.version and source in d.prefix), None)
+        if dyn is None:
+            state.count("learn_outside_dynamic_prefixes")
+            return Learned.OUTSIDE
+        key = (dyn.iid, source)
+        host = LocalHost(dyn.iid, source, mac, in_port)
+        if state.dynamic_hosts.get(key) == host and key not in state.departed:
+            state.count("learn_already_known")
+            return Learned.KNOWN
+        state.departed.pop(key, None)
+        state.dynamic_hosts[key] = host
+        host_route = ipaddress.ip_network(source)
+        if state.cache.get(dyn.iid, host_route) is not None:
+            state.cache.remove(dyn.iid, host_route)  # what we knew of it while it was away
+            self.prober.targets_changed()
+        state.count("dynamic_eid_learned")
+        LOG.info("%s: dynamic EID [%d]%s (%s) arrived on port %d", state.config.name, dyn.iid, source, mac, in_port)
+        return Learned.ARRIVED
+
+    def depart(self, key: tuple[int, IPAddress], record: MappingRecord, now: float) -> list[Effect]:
+        """The mapping system moved one of our EIDs elsewhere: stop serving it, redirect, solicit."""
+        state = self.state
+        rlocs = [loc.address for loc in record.locators if loc.reachable and loc.priority != 255
+                 and isinstance(loc.address, IP_TYPES)]
+        if not rlocs:
+            return []
+        iid, ip = key
+        state.departed[key] = Departure(rlocs[0], now + REDIRECT_LIFETIME)
+        state.dynamic_hosts.pop(key, None)
+        state.count("dynamic_eid_departed")
+        LOG.info("%s: EID [%d]%s moved to %s: redirecting for %.0f s", state.config.name, iid, ip, rlocs[0],
+                 REDIRECT_LIFETIME)
+        return self._solicit(EidPrefix(ip, ip.max_prefixlen, iid))
+
+    def _solicit(self, eid: EidPrefix) -> list[Effect]:
+        """Solicit-Map-Requests to every ITR we talk to, so those without a subscription re-resolve.
+
+        The ITRs sending to a workload are, for two-way traffic, the RLOCs our
+        own map-cache holds (RFC 9301 §6.1: SMRs go to the locators in the map-cache).
+        """
+        state = self.state
+        targets = sorted({loc.address for entry in state.cache if not entry.negative
+                          for loc in entry.value.record.locators
+                          if isinstance(loc.address, IP_TYPES)
+                          and loc.address not in state.rlocs}, key=str)
+        effects: list[Effect] = []
+        for rloc in targets:
+            smr = MapRequest(nonce=state.nonce(), smr=True, records=(MapRequestRecord.for_prefix(eid),),
+                             itr_rlocs=state.rlocs, source_eid=eid.to_wire()[1])
+            effects.append(SendControl(rloc, LISP_CONTROL_PORT, smr.encode(), f"SMR for {eid}"))
+        state.count("smr_sent", len(effects))
+        return effects
+
+    def on_timer(self, now: float) -> list[Effect]:
+        """End the redirects whose time is up."""
+        state = self.state
+        ended = [key for key, d in state.departed.items() if d.until <= now]
+        for key in ended:
+            del state.departed[key]
+            LOG.info("%s: redirect for [%d]%s ended", state.config.name, *key)
+        return [DataplaneChanged(f"{len(ended)} redirects ended")] if ended else []
+
+    def adopt(self, entries: list[RemoteEntry], now: float) -> list[Effect]:
+        """Take over mappings the switch still forwards with (after a controller restart).
+
+        They go into the map-cache as they are, so the data plane stays
+        untouched, and each is re-resolved at once; the answer replaces it.
+        """
+        state = self.state
+        effects: list[Effect] = []
+        for entry in entries:
+            if state.cache.get(entry.iid, entry.prefix) is not None:
+                continue
+            locators = tuple(Locator(r.address, r.priority, r.weight) for r in entry.rlocs)
+            action = Action.NO_ACTION if locators else Action.DROP_NO_REASON
+            record = MappingRecord.for_prefix(EidPrefix.from_network(entry.prefix, entry.iid), locators,
+                                              ttl=1, action=action)
+            state.cache.insert(entry.iid, entry.prefix, CachedMapping(record, "adopted from the switch"),
+                               now=now, ttl=ADOPTED_TTL, action=None if locators else Action.DROP_NO_REASON)
+            state.count("map_cache_adopted")
+            # Ask for (and subscribe to) the whole prefix, so news about any host route inside
+            # it reaches us, as it would have through the subscriptions lost with the restart.
+            effects += self.resolver.resolve(entry.iid, entry.prefix.network_address, now,
+                                             mask_len=entry.prefix.prefixlen)
+        self.prober.targets_changed()
+        self.prober.sync(now)
+        return effects

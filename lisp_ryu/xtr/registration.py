@@ -1,0 +1,175 @@
+"""The ETR: register our EIDs, take the Map-Server's Map-Notifies, answer Map-Requests for our EIDs.
+
+Registers the site's EID prefixes (and the host routes of hosts here that
+they do not cover) with every map-server on start and every
+`register_interval`, retrying with back-off until a Map-Notify answers.
+Other authenticated Map-Notifies are publications (RFC 9437): mappings we
+subscribed to, stored and acknowledged, or news that one of our EIDs now
+lives elsewhere.  Map-Requests a Map-Server forwards to us are answered
+with our own mapping.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from lisp_ryu.effects import DataplaneChanged, Effect, SendControl
+from lisp_ryu.mapping.sourcedest import record_key
+from lisp_ryu.wire import auth
+from lisp_ryu.wire.address import EidPrefix
+from lisp_ryu.wire.errors import LispDecodeError
+from lisp_ryu.wire.messages import MapNotify, MapNotifyAck, MapRegister, MapReply, MapRequest
+from lisp_ryu.xtr.mobility import Mobility
+from lisp_ryu.xtr.probing import Prober
+from lisp_ryu.xtr.resolution import Resolver
+from lisp_ryu.xtr.state import IP_TYPES, NOTIFY_TIMEOUT, IPAddress, Registration, XtrState
+
+LOG = logging.getLogger("lisp_ryu.xtr")
+
+
+class Registrar:
+    """Map-Register timers, Map-Notifies (registrations and publications), answers for our EIDs."""
+
+    def __init__(self, state: XtrState, resolver: Resolver, mobility: Mobility, prober: Prober):
+        self.state = state
+        self.resolver = resolver
+        self.mobility = mobility
+        self.prober = prober
+
+    def on_timer(self, now: float) -> list[Effect]:
+        effects: list[Effect] = []
+        for reg in self.state.registrations:
+            if reg.due <= now:
+                effects += self.register(reg, now)
+        return effects
+
+    def register_all(self, now: float) -> list[Effect]:
+        """Register at once with every map-server (the hosts here changed)."""
+        effects: list[Effect] = []
+        for reg in self.state.registrations:
+            effects += self.register(reg, now)
+        return effects
+
+    def register(self, reg: Registration, now: float) -> list[Effect]:
+        state = self.state
+        records = state.local_records()
+        if not records:
+            reg.due = math.inf
+            return []
+        if reg.nonce is not None and not reg.registered:
+            reg.retry = min(reg.retry * 2, state.config.register_interval)  # no Map-Notify came: back off
+        nonce = state.nonce()
+        message = MapRegister(
+            nonce=nonce, records=records, key_id=0, proxy_map_reply=state.config.proxy_reply,
+            want_map_notify=True, xtr_id=state.xtr_id, site_id=state.site_id,
+        )
+        message = auth.sign(message, reg.server.key, reg.server.algorithm_id)
+        reg.nonce = nonce
+        reg.registered = False
+        reg.due = now + reg.retry
+        state.count("map_register_sent")
+        what = f"Map-Register of {', '.join(str(r.eid_prefix) for r in records)}"
+        return [SendControl(reg.server.address, reg.server.port, message.encode(), what)]
+
+    def _on_register_notify(self, reg: Registration, notify: MapNotify, now: float) -> None:
+        reg.registered = True
+        reg.nonce = None
+        reg.retry = NOTIFY_TIMEOUT
+        reg.due = now + self.state.config.register_interval
+        self.state.count("map_notify_for_register")
+        for record in notify.records:
+            LOG.info("%s: registered %s -> %s with %s", self.state.config.name, record.eid_prefix,
+                     ", ".join(str(loc.address) for loc in record.locators), reg.server.address)
+
+    def _server_for(self, source: IPAddress) -> Registration | None:
+        return next((r for r in self.state.registrations if r.server.address == source), None)
+
+    def on_map_notify(self, payload: bytes, notify: MapNotify, source: IPAddress, port: int,
+                      now: float) -> list[Effect]:
+        state = self.state
+        reg = self._server_for(source)
+        if reg is None:
+            state.count("map_notify_from_unknown_source")
+            return []
+        if not auth.verify(payload, reg.server.key):
+            state.count("map_notify_bad_auth")
+            LOG.warning("%s: Map-Notify from %s failed authentication", state.config.name, source)
+            return []
+        if notify.nonce == reg.nonce:
+            self._on_register_notify(reg, notify, now)
+            return []
+        # A publication (RFC 9437) for EIDs we asked for, or news that one of ours moved away.
+        state.count("map_notify_publication")
+        resolver = self.resolver
+        changed = False
+        effects: list[Effect] = []
+        local = {(h.iid, h.ip) for h in state.local_hosts()}
+        if not resolver.confirms_subscription(notify.nonce):
+            changed |= resolver.forget_source_specific(notify)
+        for record in notify.records:
+            sd_key = record_key(record)
+            if sd_key is not None:
+                if not any(loc.address in state.rlocs for loc in record.locators):
+                    changed |= resolver.cache_source_specific(record, sd_key, str(source), now)
+                continue
+            try:
+                prefix = record.eid_prefix
+            except LispDecodeError:
+                state.count("map_notify_bad_record")
+                continue
+            if any(loc.address in state.rlocs for loc in record.locators):
+                continue  # our own mapping, as the map-server holds it
+            if not isinstance(prefix.address, IP_TYPES):
+                continue
+            key = (prefix.instance_id, prefix.address)
+            if prefix.mask_len == prefix.address.max_prefixlen and key in local:
+                effects += self.mobility.depart(key, record, now)
+                changed = True
+            changed |= resolver.cache_record(record, prefix, str(source), now)
+        ack = MapNotifyAck(nonce=notify.nonce, records=notify.records, key_id=notify.key_id,
+                           xtr_id=notify.xtr_id, site_id=notify.site_id)
+        algorithm = notify.algorithm_id if notify.algorithm_id in auth.DIGEST_LENGTHS else reg.server.algorithm_id
+        ack = auth.sign(ack, reg.server.key, algorithm)
+        effects.insert(0, SendControl(source, port, ack.encode(), "Map-Notify-Ack"))
+        if changed:
+            effects.insert(0, DataplaneChanged("Map-Notify publication"))
+            self.prober.targets_changed()
+            self.prober.sync(now)
+            effects += resolver.release_resolved(now)
+        return effects
+
+    def on_map_request(self, request: MapRequest, source: IPAddress, reply_port: int, now: float) -> list[Effect]:
+        """A Map-Request forwarded to us: answer for our own prefixes."""
+        state = self.state
+        records = []
+        for rec in request.records:
+            try:
+                asked = rec.eid_prefix
+            except LispDecodeError:
+                state.count("map_request_bad_record")
+                continue
+            mine = next((r for r in state.local_records() if _covers(r.eid_prefix, asked)), None)
+            if mine is not None:
+                records.append(mine)
+        if not records:
+            state.count("map_request_not_ours")
+            return []
+        itr = next((r for r in request.itr_rlocs if isinstance(r, IP_TYPES)
+                    and r.version == state.rlocs[0].version), None)
+        if itr is None:
+            state.count("map_request_no_usable_itr_rloc")
+            return []
+        reply = MapReply(nonce=request.nonce, records=tuple(records))
+        state.count("map_request_answered")
+        return [SendControl(itr, reply_port, reply.encode(), f"Map-Reply for {records[0].eid_prefix}")]
+
+
+def _covers(outer: EidPrefix, inner: EidPrefix) -> bool:
+    if outer.instance_id != inner.instance_id:
+        return False
+    if not isinstance(outer.address, IP_TYPES):
+        return outer == inner
+    if not isinstance(inner.address, IP_TYPES):
+        return False
+    return outer.network.version == inner.network.version and inner.network.subnet_of(outer.network)

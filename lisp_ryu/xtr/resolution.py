@@ -1,0 +1,316 @@
+"""The ITR: resolve destinations the map-cache misses, and keep the map-cache.
+
+A miss starts a resolution (a Map-Request in an ECM to a map-resolver),
+holds a bounded number of packets, retries on silence, and on the Map-Reply
+fills the map-cache and re-injects what it held.  Map-Requests carry our
+xTR-ID and ask for a subscription (RFC 9437), so a Map-Server can publish
+changes to us; a Solicit-Map-Request makes us re-resolve.  Negative entries
+carry the action the data plane applies (drop, native forwarding through
+the PETR or native port, or ask again).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import OrderedDict
+
+from lisp_ryu.effects import LISP_CONTROL_PORT, DataplaneChanged, Effect, PacketOut, SendControl
+from lisp_ryu.mapping.mapcache import CacheEntry
+from lisp_ryu.mapping.sourcedest import SourceDestKey, record_key
+from lisp_ryu.wire.address import NO_ADDRESS, EidPrefix
+from lisp_ryu.wire.ecm import EncapsulatedControlMessage
+from lisp_ryu.wire.errors import LispDecodeError
+from lisp_ryu.wire.messages import MapNotify, MappingRecord, MapReply, MapRequest, MapRequestRecord
+from lisp_ryu.xtr.probing import Prober
+from lisp_ryu.xtr.state import IP_TYPES, CachedMapping, IPAddress, Resolution, XtrState
+
+LOG = logging.getLogger("lisp_ryu.xtr")
+
+REQUEST_TIMEOUT = 1.0  # seconds before a Map-Request is sent again
+REQUEST_ATTEMPTS = 3
+FAILED_HOLD_DOWN = 5.0  # after a resolution gave up, misses for it are dropped this long
+MAX_PENDING = 4096  # resolutions in flight; beyond this, misses are dropped and counted
+SMR_HOLD_DOWN = 1.0  # at most one re-resolution per entry per second, however many SMRs arrive
+
+
+class Resolver:
+    """Map-Requests, Map-Replies, held packets and the map-cache they fill."""
+
+    def __init__(self, state: XtrState, prober: Prober):
+        self.state = state
+        self.prober = prober
+        # Nonces of our recent Map-Requests: a Map-Notify with one of them confirms a subscription
+        # (RFC 9437) rather than publishing a change.
+        self._request_nonces: OrderedDict[int, None] = OrderedDict()
+        self._failed: dict[tuple[int, IPAddress], float] = {}
+        self._smr_seen: dict[tuple[int, str], float] = {}
+
+    def lookup(self, iid: int, source: IPAddress | None, destination: IPAddress,
+               now: float) -> CacheEntry[CachedMapping] | None:
+        return self.state.cache.lookup(iid, destination, now, source=source)
+
+    def confirms_subscription(self, nonce: int) -> bool:
+        """A Map-Notify with this nonce answers one of our Map-Requests rather than publishing a change."""
+        return nonce in self._request_nonces or nonce in self.state.by_nonce
+
+    # ---- misses and Map-Requests
+
+    def handle_miss(self, in_port: int, iid: int, source: IPAddress, destination: IPAddress, packet: bytes,
+                    now: float) -> list[Effect]:
+        """A packet missed every encap flow: resolve its destination, hold the packet."""
+        state = self.state
+        state.count("miss")
+        key = (iid, destination)
+        entry = self.lookup(iid, source, destination, now)
+        if entry is not None:
+            # The flow is there or on its way (a race with a just-answered reply): just re-inject.
+            state.count("miss_already_resolved")
+            return [PacketOut(in_port, packet)]
+        res = state.resolutions.get(key)
+        if res is not None:
+            res.held.append((in_port, packet))
+            state.count("miss_held")
+            return []
+        if self._failed.get(key, -math.inf) > now:
+            state.count("miss_dropped_hold_down")
+            return []
+        if len(state.resolutions) >= MAX_PENDING:
+            state.count("miss_dropped_too_many_pending")
+            return []
+        res = Resolution(iid, destination, state.nonce(), attempts=0, retry_at=now, source=source)
+        res.held.append((in_port, packet))
+        state.resolutions[key] = res
+        state.by_nonce[res.nonce] = key
+        return self._send_request(res, now)
+
+    def resolve(self, iid: int, destination: IPAddress, now: float, smr_invoked: bool = False,
+                mask_len: int | None = None) -> list[Effect]:
+        """Ask for a mapping without a packet (SMR, refresh); `mask_len` asks for a whole prefix."""
+        state = self.state
+        key = (iid, destination)
+        if key in state.resolutions:
+            return []
+        res = Resolution(iid, destination, state.nonce(), attempts=0, retry_at=now, smr_invoked=smr_invoked,
+                         mask_len=mask_len)
+        state.resolutions[key] = res
+        state.by_nonce[res.nonce] = key
+        return self._send_request(res, now)
+
+    def _send_request(self, res: Resolution, now: float) -> list[Effect]:
+        state = self.state
+        config = state.config
+        if not config.map_resolvers:
+            return []
+        res.attempts += 1
+        res.retry_at = now + REQUEST_TIMEOUT
+        host_len = 32 if res.destination.version == 4 else 128
+        eid = EidPrefix(res.destination, host_len if res.mask_len is None else res.mask_len, res.iid)
+        source_eid = NO_ADDRESS
+        if res.source is not None and res.source.version == res.destination.version:
+            source_eid = EidPrefix(res.source, host_len, res.iid).to_wire()[1]
+        # The ECM's inner header goes from us to the EID asked for (RFC 9301 §5.8): from
+        # an RLOC of the EID's family, else from the asking host.
+        inner_source = next((r for r in state.rlocs if r.version == res.destination.version), res.source)
+        if inner_source is None:
+            state.count("map_request_no_inner_source")
+            return []
+        request = MapRequest(
+            nonce=res.nonce,
+            records=(MapRequestRecord.for_prefix(eid, notify_requested=True),),  # subscribe (RFC 9437)
+            itr_rlocs=state.rlocs,
+            source_eid=source_eid,
+            smr_invoked=res.smr_invoked,
+            pitr=config.proxy is not None,  # RFC 9301: a proxy-ITR says so
+            xtr_id=state.xtr_id,
+            site_id=state.site_id,
+        )
+        self._request_nonces[res.nonce] = None
+        while len(self._request_nonces) > MAX_PENDING:
+            self._request_nonces.popitem(last=False)
+        resolver = config.map_resolvers[(res.attempts - 1) % len(config.map_resolvers)]
+        ecm = EncapsulatedControlMessage(
+            message=request, inner_source=inner_source, inner_destination=res.destination,
+            inner_source_port=LISP_CONTROL_PORT,
+        )
+        state.count("map_request_sent")
+        return [SendControl(resolver, LISP_CONTROL_PORT, ecm.encode(), f"Map-Request for {eid}")]
+
+    def _retry(self, key: tuple[int, IPAddress], res: Resolution, now: float) -> list[Effect]:
+        state = self.state
+        if res.satisfied:  # a publication answered it; its Map-Reply did not come, nothing is missing
+            del state.resolutions[key]
+            state.by_nonce.pop(res.nonce, None)
+            return []
+        if res.attempts >= REQUEST_ATTEMPTS:
+            del state.resolutions[key]
+            state.by_nonce.pop(res.nonce, None)
+            self._failed[key] = now + FAILED_HOLD_DOWN
+            state.count("resolution_failed")
+            state.count("held_packets_dropped", len(res.held))
+            LOG.warning("%s: no Map-Reply for [%d]%s after %d attempts", state.config.name, res.iid,
+                        res.destination, res.attempts)
+            return []
+        state.count("map_request_retry")
+        return self._send_request(res, now)
+
+    def on_timer(self, now: float) -> list[Effect]:
+        """Retry silent Map-Requests, drop expired map-cache entries, end hold-downs."""
+        state = self.state
+        effects: list[Effect] = []
+        for key, res in list(state.resolutions.items()):
+            if res.retry_at <= now:
+                effects += self._retry(key, res, now)
+        expired = state.cache.expire(now)
+        for entry in expired:
+            if entry.dest is None:
+                LOG.info("%s: map-cache entry [%d]%s expired", state.config.name, entry.iid, entry.eid)
+            else:
+                LOG.info("%s: map-cache entry [%d](%s -> %s) expired", state.config.name, entry.iid, entry.eid,
+                         entry.dest)
+        if expired:
+            state.count("map_cache_expired", len(expired))
+            effects.append(DataplaneChanged(f"{len(expired)} map-cache entries expired"))
+            self.prober.targets_changed()
+        for key, until in list(self._failed.items()):
+            if until <= now:
+                del self._failed[key]
+        return effects
+
+    # ---- answers
+
+    def on_map_reply(self, reply: MapReply, source: IPAddress, now: float) -> list[Effect]:
+        state = self.state
+        key = state.by_nonce.pop(reply.nonce, None)
+        if key is None:
+            state.count("map_reply_unknown_nonce")
+            return []
+        res = state.resolutions.pop(key)
+        effects: list[Effect] = []
+        changed = False
+        for record in reply.records:
+            sd_key = record_key(record)
+            if sd_key is not None:
+                changed |= self.cache_source_specific(record, sd_key, str(source), now)
+                continue
+            try:
+                prefix = record.eid_prefix
+            except LispDecodeError:
+                state.count("map_reply_bad_record")
+                continue
+            changed |= self.cache_record(record, prefix, str(source), now)
+        if changed:
+            effects.append(DataplaneChanged(f"Map-Reply for [{res.iid}]{res.destination}"))
+            self.prober.targets_changed()
+            self.prober.sync(now)
+        state.count("map_reply_received")
+        # Held packets go back after the flows (the glue applies DataplaneChanged first).
+        effects += [PacketOut(port, packet) for port, packet in res.held]
+        state.count("held_packets_reinjected", len(res.held))
+        return effects + self.release_resolved(now)
+
+    def release_resolved(self, now: float) -> list[Effect]:
+        """Re-inject what pending resolutions hold once the map-cache covers their destination.
+
+        A Map-Reply may cover other pending destinations, and the Map-Server's
+        subscription Map-Notify often arrives before the Map-Reply itself.  A
+        resolution answered that way stays (marked satisfied) until its own
+        Map-Reply, so that reply is still recognised by its nonce.
+        """
+        effects: list[Effect] = []
+        for res in self.state.resolutions.values():
+            if res.held and self.lookup(res.iid, res.source, res.destination, now) is not None:
+                effects += [PacketOut(port, packet) for port, packet in res.held]
+                self.state.count("held_packets_reinjected", len(res.held))
+                res.held.clear()
+                res.satisfied = True
+        return effects
+
+    def cache_record(self, record: MappingRecord, prefix: EidPrefix, source: str, now: float) -> bool:
+        """Store one record; True when the data plane must change."""
+        state = self.state
+        if not isinstance(prefix.address, IP_TYPES):
+            state.count("record_not_ip")
+            return False
+        cache = state.cache
+        network, iid = prefix.network, prefix.instance_id
+        old = cache.get(iid, network)
+        # A plain answer says no source-specific entry at or inside it holds any more.
+        superseded = bool(cache.remove_source_specific_within(iid, network))
+        if record.ttl == 0:
+            if old is not None:
+                cache.remove(iid, network)
+                return True
+            return superseded
+        ttl = math.inf if record.ttl == 0xFFFFFFFF else record.ttl * 60.0
+        action = None if record.locators else record.action
+        cache.insert(iid, network, CachedMapping(record, source), now=now, ttl=ttl, action=action)
+        if old is None or old.value.record != record:
+            LOG.info("%s: map-cache %s -> %s", state.config.name, prefix,
+                     ", ".join(f"{l.address} p{l.priority} w{l.weight}" for l in record.locators)
+                     or f"negative ({record.action.name})")
+            return True
+        return superseded
+
+    def forget_source_specific(self, notify: MapNotify) -> bool:
+        """Before a publication's Source/Dest-key records are stored: drop every source-specific
+        entry at or inside their destinations; True if there was any.
+
+        The Map-Server shapes a publication for the hosts it knows asked from
+        behind us (its last few), so entries of other hosts for the same
+        destination may be stale: they go, and those hosts ask again on their
+        next packet.  The records of the publication are then stored as they
+        come, all of them (withdrawals stay withdrawn).
+        """
+        dests = {(key.iid, key.dest) for key in map(record_key, notify.records) if key is not None}
+        return any([self.state.cache.remove_source_specific_within(iid, dest) for iid, dest in dests])
+
+    def cache_source_specific(self, record: MappingRecord, key: SourceDestKey, source: str, now: float) -> bool:
+        """Store one Source/Dest-key record; True when the data plane must change.
+
+        The destination is now source-specific for us, so plain entries at or
+        inside it would answer for every host: they go.
+        """
+        cache = self.state.cache
+        changed = False
+        for stale in cache.within(key.iid, key.dest):
+            cache.remove(stale.iid, stale.eid)
+            changed = True
+        old = cache.get_source_specific(key)
+        if record.ttl == 0:
+            return cache.remove_source_specific(key) is not None or changed
+        ttl = math.inf if record.ttl == 0xFFFFFFFF else record.ttl * 60.0
+        action = None if record.locators else record.action
+        cache.insert_source_specific(key, CachedMapping(record, source), now=now, ttl=ttl, action=action)
+        if old is None or old.value.record != record:
+            LOG.info("%s: map-cache %s -> %s", self.state.config.name, key,
+                     ", ".join(f"{l.address} p{l.priority} w{l.weight}" for l in record.locators)
+                     or f"negative ({record.action.name})")
+            changed = True
+        return changed
+
+    def on_smr(self, request: MapRequest, now: float) -> list[Effect]:
+        """A Solicit-Map-Request: the sender's mapping changed; re-resolve what we cache of it."""
+        state = self.state
+        state.count("smr_received")
+        effects: list[Effect] = []
+        for rec in request.records:
+            try:
+                prefix = rec.eid_prefix
+            except LispDecodeError:
+                continue
+            if not isinstance(prefix.address, IP_TYPES):
+                continue
+            key = (prefix.instance_id, str(prefix))
+            if self._smr_seen.get(key, -math.inf) > now:
+                state.count("smr_rate_limited")
+                continue
+            self._smr_seen[key] = now + SMR_HOLD_DOWN
+            # Source-specific entries are re-resolved per host: drop them, each host's next packet asks.
+            if state.cache.remove_source_specific_within(prefix.instance_id, prefix.network):
+                effects.append(DataplaneChanged(f"SMR for {prefix}: source-specific entries dropped"))
+            entry = state.cache.lookup(prefix.instance_id, prefix.network.network_address, now)
+            if entry is None:
+                continue
+            effects += self.resolve(prefix.instance_id, prefix.network.network_address, now, smr_invoked=True)
+        return effects

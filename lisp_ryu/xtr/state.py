@@ -1,0 +1,129 @@
+"""What the parts of one xTR share: its configuration and identity, the map-cache, the work in flight, its hosts.
+
+`core.XtrCore` composes the parts (resolution, registration, mobility,
+probing); each holds this one object, so none of them imports another's
+internals or the core.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+from lisp_ryu.config import MapServerRef, XtrConfig
+from lisp_ryu.mapping.mapcache import MapCache
+from lisp_ryu.plan import LocalHost
+from lisp_ryu.wire.address import EidPrefix
+from lisp_ryu.wire.messages import Locator, MappingRecord
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IP_TYPES = (ipaddress.IPv4Address, ipaddress.IPv6Address)  # EIDs and RLOCs the data plane can use
+
+HELD_PACKETS_PER_EID = 16
+NOTIFY_TIMEOUT = 1.0  # first wait for a Map-Notify after a Map-Register; doubles per retry
+
+
+def stable_id(name: str, bits: int) -> int:
+    """A deterministic xTR-ID / site-ID from a name, so restarts keep their identity."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest(), "big") >> (256 - bits)
+
+
+@dataclass(frozen=True)
+class CachedMapping:
+    """What the map-cache holds for a prefix: the record as received and who sent it."""
+
+    record: MappingRecord
+    source: str
+
+
+@dataclass
+class Resolution:
+    """A Map-Request in flight for one destination, and the packets waiting for it."""
+
+    iid: int
+    destination: IPAddress
+    nonce: int
+    attempts: int
+    retry_at: float
+    source: IPAddress | None = None  # the host that asked, sent as the Map-Request's source EID
+    smr_invoked: bool = False
+    satisfied: bool = False  # answered by a publication before its Map-Reply came
+    mask_len: int | None = None  # ask for this prefix of `destination` rather than the host alone
+    held: deque = field(default_factory=lambda: deque(maxlen=HELD_PACKETS_PER_EID))
+
+
+@dataclass
+class Registration:
+    """Our registration state with one map-server."""
+
+    server: MapServerRef
+    due: float  # next Map-Register
+    nonce: int | None = None  # outstanding Map-Register awaiting its Map-Notify
+    retry: float = NOTIFY_TIMEOUT
+    registered: bool = False
+
+
+@dataclass(frozen=True)
+class Departure:
+    """A local EID that the mapping system now places elsewhere (the workload moved)."""
+
+    rloc: IPAddress
+    until: float  # the redirect flow for it lives until then
+
+
+class XtrState:
+    """The state every part reads; `nonce` is the core's, unique among everything awaiting an answer."""
+
+    def __init__(self, config: XtrConfig, nonce: Callable[[], int]):
+        self.config = config
+        self.nonce = nonce
+        self.xtr_id = stable_id(f"xtr:{config.name}", 128)
+        self.site_id = stable_id(f"site:{config.name}", 64)
+        self.rlocs = tuple(r.address for r in config.rlocs)
+        self.cache: MapCache[CachedMapping] = MapCache()
+        self.counters: dict[str, int] = {}
+        self.resolutions: dict[tuple[int, IPAddress], Resolution] = {}
+        self.by_nonce: dict[int, tuple[int, IPAddress]] = {}
+        self.registrations = [Registration(ms, due=0.0) for ms in config.map_servers]
+        self.dynamic_hosts: dict[tuple[int, IPAddress], LocalHost] = {}
+        self.departed: dict[tuple[int, IPAddress], Departure] = {}
+        self._local_records_cache: tuple[tuple, tuple[MappingRecord, ...]] | None = None
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + n
+
+    def local_hosts(self) -> tuple[LocalHost, ...]:
+        """Configured and learned hosts that are here now (not departed)."""
+        hosts = {(h.iid, h.ip): LocalHost(h.iid, h.ip, h.mac, h.port) for h in self.config.hosts}
+        hosts.update(self.dynamic_hosts)
+        return tuple(h for key, h in sorted(hosts.items(), key=str) if key not in self.departed)
+
+    def local_records(self) -> tuple[MappingRecord, ...]:
+        """The site's EID prefixes, plus a host route for every host here now that they do not
+        cover: learned (dynamic) EIDs, and configured hosts that moved in from elsewhere.
+
+        Every forwarded Map-Request and probe asks for these, so they are rebuilt only
+        when the hosts here change (keyed on a snapshot of them, which cannot go stale).
+        """
+        snapshot = (frozenset(self.dynamic_hosts.items()), frozenset(self.departed))
+        cached = self._local_records_cache
+        if cached is not None and cached[0] == snapshot:
+            return cached[1]
+        records = self._build_local_records()
+        self._local_records_cache = (snapshot, records)
+        return records
+
+    def _build_local_records(self) -> tuple[MappingRecord, ...]:
+        cfg = self.config
+        locators = tuple(Locator(r.address, r.priority, r.weight, local=True, reachable=True) for r in cfg.rlocs)
+        prefixes = [EidPrefix.from_network(p.prefix, p.iid) for p in cfg.eid_prefixes]
+        dynamic = set(self.dynamic_hosts)
+        host_routes = {(h.iid, h.ip) for h in self.local_hosts()
+                       if (h.iid, h.ip) in dynamic
+                       or not any(h.iid == p.iid and h.ip in p.prefix for p in cfg.eid_prefixes)}
+        prefixes += [EidPrefix(ip, ip.max_prefixlen, iid) for (iid, ip) in sorted(host_routes, key=str)]
+        return tuple(MappingRecord.for_prefix(p, locators, ttl=cfg.record_ttl_minutes, authoritative=True)
+                     for p in prefixes)
