@@ -321,7 +321,7 @@ def test_a_workload_that_comes_back_is_served_and_registered_again(xtr):
 
 def test_compiled_mobility_plan_walks_correctly(xtr):
     from lisp_ryu.flows.compiler import compile_plan
-    from lisp_ryu.flows.simulate import walk
+    from support.simulate import walk
 
     xtr.start(0.0)
     state = compile_plan(xtr.plan())
