@@ -5,8 +5,9 @@ Map of the package:
 - `errors`   LispDecodeError (peer sent garbage) / LispEncodeError (we misused the API)
 - `cursor`   bounds-checked Reader and placeholder-filling Writer
 - `address`  AFIs, the LCAF registry (RFC 8060) and EidPrefix
-- `messages` Map-Request/Reply/Register/Notify/Notify-Ack, records, locators, decode_message
+- `messages` Map-Request/Reply/Register/Notify/Notify-Ack, records, locators
 - `ecm`      Encapsulated Control Message with inner IPv4/IPv6 + UDP
+- `control`  decode_message: a control datagram (types 1-5 or an ECM) by its type
 - `auth`     HMAC-SHA-1/SHA-256 sign and constant-time verify from raw bytes
 - `data`     RFC 9300 data header and its LISP-GPE (RFC 9305) form
 """
@@ -33,6 +34,7 @@ from .address import (
     register_lcaf,
 )
 from .auth import DIGEST_LENGTHS, AuthAlgorithm, AuthResult, check_authentication, sign, verify
+from .control import decode_message
 from .data import LISP_DATA_PORT, LispDataHeader, NextProtocol
 from .ecm import LISP_CONTROL_PORT, EncapsulatedControlMessage
 from .errors import LispDecodeError, LispEncodeError
@@ -51,7 +53,6 @@ from .messages import (
     MapRequest,
     MapRequestRecord,
     MessageType,
-    decode_message,
 )
 
 __all__ = [

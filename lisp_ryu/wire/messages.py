@@ -2,7 +2,8 @@
 
 Every message is a frozen dataclass with ``encode() -> bytes`` and a
 classmethod ``decode(data)`` that returns a fully valid object or raises
-`LispDecodeError`.  `decode_message` dispatches on the type nibble.
+`LispDecodeError`.  `control.decode_message` dispatches a datagram on the
+type nibble (it needs the ECM too, which carries one of these).
 
 Flag bits that a message derives from its contents are not separate fields:
 the Map-Request M bit is "``map_reply_record`` is not None", the I bit is
@@ -734,16 +735,16 @@ _CONTROL_CLASSES: dict[int, type] = {
 }
 
 
-def decode_control(reader: Reader, allow_ecm: bool = True):  # noqa: ANN201
-    """Decode the message at ``reader.pos`` up to ``reader.end`` (used for ECM payloads too)."""
+def decode_typed(reader: Reader, classes: dict[int, type] = _CONTROL_CLASSES):  # noqa: ANN201
+    """Decode the message at ``reader.pos`` up to ``reader.end`` as the class `classes` gives its type.
+
+    The default table holds types 1-5: what an ECM may carry.  The table that
+    adds the ECM itself is `control.decode_message`'s.
+    """
     if reader.pos >= reader.end:
         raise reader.error("Type", "empty message")
     kind = reader.data[reader.pos] >> 4
-    cls = _CONTROL_CLASSES.get(kind)
-    if cls is None and kind == MessageType.ENCAPSULATED_CONTROL_MESSAGE and allow_ecm:
-        from .ecm import EncapsulatedControlMessage
-
-        cls = EncapsulatedControlMessage
+    cls = classes.get(kind)
     if cls is None:
         if kind == MessageType.ENCAPSULATED_CONTROL_MESSAGE:
             reason = "an ECM inside an ECM is not allowed"
@@ -758,11 +759,6 @@ def decode_control(reader: Reader, allow_ecm: bool = True):  # noqa: ANN201
     reader.expect_end("end of message")
     reader.context = saved
     return message
-
-
-def decode_message(data: bytes):  # noqa: ANN201 - Message
-    """Decode one LISP control message (types 1-5 and 8) from a UDP payload."""
-    return decode_control(_reader_for(data, "LISP message"))
 
 
 __all__ = [
@@ -780,5 +776,4 @@ __all__ = [
     "MESSAGE_NAMES",
     "TTL_INFINITE",
     "TTL_ONE_DAY",
-    "decode_message",
 ]

@@ -52,6 +52,7 @@ from lisp_ryu.mapping.sourcedest import SourceDestCache, SourceDestKey, record_k
 from lisp_ryu.ratelimit import RateLimiter
 from lisp_ryu.wire import auth
 from lisp_ryu.wire.address import NO_ADDRESS, EidPrefix
+from lisp_ryu.wire.control import decode_message
 from lisp_ryu.wire.ecm import EncapsulatedControlMessage
 from lisp_ryu.wire.errors import LispDecodeError
 from lisp_ryu.wire.messages import (
@@ -64,7 +65,6 @@ from lisp_ryu.wire.messages import (
     MapReply,
     MapRequest,
     MapRequestRecord,
-    decode_message,
 )
 from lisp_ryu.xtr.probing import ProbeSettings, RlocTracker
 

@@ -10,10 +10,11 @@ from lisp_ryu.effects import DataplaneChanged, PacketOut, SendControl
 from lisp_ryu.flows.compiler import RemoteAction
 from lisp_ryu.wire import auth
 from lisp_ryu.wire.address import EidPrefix
+from lisp_ryu.wire.control import decode_message
 from lisp_ryu.wire.ecm import EncapsulatedControlMessage
 from lisp_ryu.wire.messages import (
     Action, Locator, MapNotify, MapNotifyAck, MappingRecord, MapRegister, MapReply, MapRequest,
-    MapRequestRecord, decode_message,
+    MapRequestRecord,
 )
 from lisp_ryu.xtr import core as xtr_core
 from lisp_ryu.xtr.core import XtrCore
