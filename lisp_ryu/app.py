@@ -41,6 +41,7 @@ from lisp_ryu.flows.diff import diff  # noqa: E402
 from lisp_ryu.flows.model import DesiredState  # noqa: E402
 from lisp_ryu.flows.pipeline import PipelineError, Table, is_ours  # noqa: E402
 from lisp_ryu.lab.netns import open_udp_socket  # noqa: E402
+from lisp_ryu.wire import LISP_CONTROL_PORT  # noqa: E402
 from lisp_ryu.xtr.core import XtrCore  # noqa: E402
 
 LOG = logging.getLogger("lisp_ryu")
@@ -97,7 +98,7 @@ class LispApp(app_manager.RyuApp):
             from lisp_ryu.mapserver.service import MapServer
 
             ms = self.config.map_server
-            listen = ms.listen or (ipaddress.ip_address("0.0.0.0"), config_mod.LISP_CONTROL_PORT)
+            listen = ms.listen or (ipaddress.ip_address("0.0.0.0"), LISP_CONTROL_PORT)
             store = None
             if ms.data_dir:
                 from lisp_ryu.mapserver.store import FileStore
@@ -114,12 +115,12 @@ class LispApp(app_manager.RyuApp):
         for xtr in self.config.xtrs:
             core = XtrCore(xtr, nonces=nonces, rng=rng)
             rloc = xtr.rlocs[0].address
-            sock = open_udp_socket(xtr.netns, (str(rloc), config_mod.LISP_CONTROL_PORT))
+            sock = open_udp_socket(xtr.netns, (str(rloc), LISP_CONTROL_PORT))
             listeners = {rloc: sock}
             for other in xtr.rlocs[1:]:
                 family = socket.AF_INET if other.address.version == 4 else socket.AF_INET6
                 listeners[other.address] = open_udp_socket(
-                    xtr.netns, (str(other.address), config_mod.LISP_CONTROL_PORT), family)
+                    xtr.netns, (str(other.address), LISP_CONTROL_PORT), family)
             endpoint = ControlEndpoint(f"xtr {xtr.name}", sock, core, listeners=listeners)
             self.endpoints.append(endpoint)
             self.xtrs[xtr.dpid] = endpoint

@@ -17,15 +17,15 @@ from typing import Any, Callable, TypeVar
 
 import yaml
 
+from lisp_ryu.wire import LISP_CONTROL_PORT, MAX_IID, TTL_ONE_DAY, AuthAlgorithm
+
 T = TypeVar("T")
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-LISP_CONTROL_PORT = 4342
-MAX_IID = (1 << 24) - 1
 _MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 NEGATIVE_ACTIONS = ("no-action", "native-forward", "send-map-request", "drop")
-AUTH_ALGORITHMS = {"sha1": 1, "sha256": 2}  # RFC 9301 Algorithm IDs
+AUTH_ALGORITHMS = {"sha1": AuthAlgorithm.HMAC_SHA_1_96.value, "sha256": AuthAlgorithm.HMAC_SHA_256_128.value}
 
 
 class ConfigError(ValueError):
@@ -181,7 +181,7 @@ class XtrConfig:
     dynamic_eid_prefixes: tuple[EidPrefixConfig, ...] = ()
     netns: str | None = None  # namespace holding the RLOC (lab); None = this host
     register_interval: float = 60.0
-    record_ttl_minutes: int = 1440
+    record_ttl_minutes: int = TTL_ONE_DAY
     proxy_reply: bool = False
     rloc_probing: RlocProbingConfig = RlocProbingConfig()
     # Where traffic for non-LISP destinations (negative Map-Replies with action
@@ -532,7 +532,7 @@ def _xtr(node: _Node) -> XtrConfig:
         dynamic_eid_prefixes=tuple(_eid_prefix(n) for n in node.nodes("dynamic_eid_prefixes")),
         netns=node.get("netns", _str, None),
         register_interval=node.get("register_interval", _positive_float, 60.0),
-        record_ttl_minutes=node.get("record_ttl_minutes", _int_range(1, 0xFFFFFFFF), 1440),
+        record_ttl_minutes=node.get("record_ttl_minutes", _int_range(1, 0xFFFFFFFF), TTL_ONE_DAY),
         proxy_reply=node.get("proxy_reply", _bool, False),
         rloc_probing=_rloc_probing(node.node("rloc_probing")),
         petr=node.get("petr", _ip, None),

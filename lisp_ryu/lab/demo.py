@@ -16,7 +16,8 @@ from pathlib import Path
 from lisp_ryu.lab import capture, manager
 from lisp_ryu.lab import controller as lab_controller
 from lisp_ryu.lab.state import HostState, LabError, LabState
-from lisp_ryu.lab.topology import LISP_DATA_PORT, TopologyError
+from lisp_ryu.lab.topology import TopologyError
+from lisp_ryu.wire import LISP_DATA_PORT
 
 
 def program_data_plane(state: LabState) -> str:

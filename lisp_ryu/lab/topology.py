@@ -82,6 +82,7 @@ import networkx as nx
 import yaml
 
 from lisp_ryu.config import ConfigError
+from lisp_ryu.wire import MAX_IID
 
 T = TypeVar("T")
 
@@ -94,10 +95,8 @@ UPLINK_OFPORT = 1
 HOST_IFNAME = "eth0"
 MGMT_IFNAME = "mgmt0"
 HOST_MTU = 1450
-LISP_DATA_PORT = 4341
 DEFAULT_CONTROLLER_PORT = 6653
 MAX_HOSTS_PER_SITE = TUNNEL_OFPORT - 1
-MAX_IID = (1 << 24) - 1
 NAME_MAX = 10  # leaves room for the lab prefix and "m-" in a 15-character ifname
 _NAME_RE = re.compile(r"^[a-z][a-z0-9]*$")
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")

@@ -61,7 +61,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any, Iterable
 
-from lisp_ryu.wire import Locator
+from lisp_ryu.wire import TTL_ONE_DAY, Locator
 
 from .eid import MAX_IID, IPAddress, IPNetwork
 from .table import PrefixTable
@@ -270,7 +270,7 @@ class StaticMapping:
     iid: int
     prefix: IPNetwork
     rlocs: tuple[StaticRloc, ...]
-    ttl_minutes: int = 1440
+    ttl_minutes: int = TTL_ONE_DAY
 
     @classmethod
     def from_dict(cls, data: Any) -> StaticMapping:
@@ -297,7 +297,7 @@ class StaticMapping:
             iid=parse_iid(_require(data, "iid")),
             prefix=parse_prefix(_require(data, "prefix"), "prefix"),
             rlocs=tuple(rlocs),
-            ttl_minutes=_int(data.get("ttl_minutes", 1440), "ttl_minutes", 1, 0xFFFFFFFE),
+            ttl_minutes=_int(data.get("ttl_minutes", TTL_ONE_DAY), "ttl_minutes", 1, 0xFFFFFFFE),
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -87,6 +87,7 @@ def run_mapserver(args: argparse.Namespace, extra: list[str]) -> int:
 
     from lisp_ryu import config as config_mod
     from lisp_ryu.lab.netns import open_udp_socket
+    from lisp_ryu.wire import LISP_CONTROL_PORT
 
     from .server import StandaloneServer
     from .service import MapServer
@@ -105,9 +106,9 @@ def run_mapserver(args: argparse.Namespace, extra: list[str]) -> int:
         return 1
     try:
         if args.listen:
-            listen = parse_endpoint(args.listen, config_mod.LISP_CONTROL_PORT)
+            listen = parse_endpoint(args.listen, LISP_CONTROL_PORT)
         else:
-            listen = ms.listen or (ipaddress.ip_address("0.0.0.0"), config_mod.LISP_CONTROL_PORT)
+            listen = ms.listen or (ipaddress.ip_address("0.0.0.0"), LISP_CONTROL_PORT)
         http = None if args.http == "off" else parse_endpoint(args.http, 4380)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -35,7 +35,7 @@ from .address import (
 )
 from .auth import DIGEST_LENGTHS, AuthAlgorithm, AuthResult, check_authentication, sign, verify
 from .control import decode_message
-from .data import LISP_DATA_PORT, LispDataHeader, NextProtocol
+from .data import LISP_DATA_PORT, MAX_IID, LispDataHeader, NextProtocol
 from .ecm import LISP_CONTROL_PORT, EncapsulatedControlMessage
 from .errors import LispDecodeError, LispEncodeError
 from .messages import (
@@ -79,6 +79,7 @@ __all__ = [
     "LispDecodeError",
     "LispEncodeError",
     "Locator",
+    "MAX_IID",
     "MESSAGE_NAMES",
     "MacAddress",
     "MapNotify",

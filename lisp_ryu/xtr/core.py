@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from lisp_ryu.config import MapServerRef, XtrConfig
-from lisp_ryu.effects import LISP_CONTROL_PORT, DataplaneChanged, Effect, PacketOut, SendControl
+from lisp_ryu.effects import DataplaneChanged, Effect, PacketOut, SendControl
 from lisp_ryu.flows.compiler import (
     DynamicPrefix,
     Gateway,
@@ -50,7 +50,7 @@ from lisp_ryu.flows.compiler import (
 from lisp_ryu.mapping.mapcache import CacheEntry, MapCache
 from lisp_ryu.mapping.sourcedest import SourceDestCache, SourceDestKey, record_key
 from lisp_ryu.ratelimit import RateLimiter
-from lisp_ryu.wire import auth
+from lisp_ryu.wire import LISP_CONTROL_PORT, auth
 from lisp_ryu.wire.address import NO_ADDRESS, EidPrefix
 from lisp_ryu.wire.control import decode_message
 from lisp_ryu.wire.ecm import EncapsulatedControlMessage
