@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from lisp_ryu.lab import topology as topo
+from lisp_ryu.lab import topology_load
 from lisp_ryu.lab.netns import run_in_netns
 from lisp_ryu.lab.rtnetlink import InterfaceSetup, RouteSocket
 from lisp_ryu.lab.state import (
@@ -241,7 +242,7 @@ def _locked() -> Iterator[Path]:
 def up(topology_path: str | Path) -> LabState:
     """Build the lab described by the topology file; on any failure tear down
     what was built and raise the failing command with its stderr."""
-    t = topo.load(topology_path)
+    t = topology_load.load(topology_path)
     missing = [tool for tool in REQUIRED_TOOLS if shutil.which(tool) is None]
     if missing:
         raise LabError(f"missing tools: {', '.join(missing)} (install openvswitch-switch, iproute2, ethtool)")

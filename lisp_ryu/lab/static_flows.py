@@ -34,6 +34,7 @@ import logging
 from pathlib import Path
 
 from lisp_ryu.lab import topology as topo
+from lisp_ryu.lab import topology_load
 from lisp_ryu.lab.state import LabState
 
 log = logging.getLogger("lisp_ryu.lab")
@@ -99,7 +100,7 @@ def install(state: LabState | None = None) -> dict[str, int]:
     from lisp_ryu.lab import manager
 
     state = state or manager.load_state()
-    t = topo.load(Path(state.topology))
+    t = topology_load.load(Path(state.topology))
     counts = {}
     for site, flows in all_flows(t).items():
         manager.ofctl(site, "del-flows", f"cookie={STATIC_COOKIE:#x}/-1", state=state)

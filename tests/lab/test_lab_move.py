@@ -140,9 +140,9 @@ def test_monitor_lines_become_flow_events():
 
 def _planned(name: str):
     """The state a lab of the shipped topology would have (pure: nothing is built)."""
-    from lisp_ryu.lab import topology as topo
+    from lisp_ryu.lab import topology_load
 
-    t = topo.load(TOPOLOGIES / name)
+    t = topology_load.load(TOPOLOGIES / name)
     return manager.plan(t, pfx="mv-", directory=Path("/nonexistent"), topology_path=str(TOPOLOGIES / name))
 
 
