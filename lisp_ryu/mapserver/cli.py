@@ -12,6 +12,8 @@ import os
 import sys
 from typing import Any
 
+from lisp_ryu.wire import LISP_CONTROL_PORT
+
 DEFAULT_HTTP = "127.0.0.1:4380"
 DEFAULT_URL = f"http://{DEFAULT_HTTP}"
 TOKEN_ENV = "LISP_RYU_TOKEN"
@@ -87,7 +89,6 @@ def run_mapserver(args: argparse.Namespace, extra: list[str]) -> int:
 
     from lisp_ryu import config as config_mod
     from lisp_ryu.lab.netns import open_udp_socket
-    from lisp_ryu.wire import LISP_CONTROL_PORT
 
     from .server import StandaloneServer
     from .service import MapServer
