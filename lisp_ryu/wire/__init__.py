@@ -5,7 +5,8 @@ Map of the package:
 - `errors`   LispDecodeError (peer sent garbage) / LispEncodeError (we misused the API)
 - `cursor`   bounds-checked Reader and placeholder-filling Writer
 - `address`  AFIs, the LCAF registry (RFC 8060) and EidPrefix
-- `messages` Map-Request/Reply/Register/Notify/Notify-Ack, records, locators
+- `records`  mapping records, locators, the ACT field and Record TTLs
+- `messages` Map-Request/Reply/Register/Notify/Notify-Ack
 - `ecm`      Encapsulated Control Message with inner IPv4/IPv6 + UDP
 - `control`  decode_message: a control datagram (types 1-5 or an ECM) by its type
 - `auth`     HMAC-SHA-1/SHA-256 sign and constant-time verify from raw bytes
@@ -40,20 +41,15 @@ from .ecm import LISP_CONTROL_PORT, EncapsulatedControlMessage
 from .errors import LispDecodeError, LispEncodeError
 from .messages import (
     MESSAGE_NAMES,
-    TTL_INFINITE,
-    TTL_ONE_DAY,
-    Action,
     ControlMessage,
-    Locator,
     MapNotify,
     MapNotifyAck,
-    MappingRecord,
     MapRegister,
     MapReply,
     MapRequest,
-    MapRequestRecord,
     MessageType,
 )
+from .records import TTL_INFINITE, TTL_ONE_DAY, Action, Locator, MappingRecord, MapRequestRecord
 
 __all__ = [
     "Action",

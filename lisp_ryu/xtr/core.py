@@ -55,17 +55,8 @@ from lisp_ryu.wire.address import NO_ADDRESS, EidPrefix
 from lisp_ryu.wire.control import decode_message
 from lisp_ryu.wire.ecm import EncapsulatedControlMessage
 from lisp_ryu.wire.errors import LispDecodeError
-from lisp_ryu.wire.messages import (
-    Action,
-    Locator,
-    MapNotify,
-    MapNotifyAck,
-    MappingRecord,
-    MapRegister,
-    MapReply,
-    MapRequest,
-    MapRequestRecord,
-)
+from lisp_ryu.wire.messages import MapNotify, MapNotifyAck, MapRegister, MapReply, MapRequest
+from lisp_ryu.wire.records import Action, Locator, MappingRecord, MapRequestRecord
 from lisp_ryu.xtr.probing import ProbeSettings, RlocTracker
 
 LOG = logging.getLogger("lisp_ryu.xtr")

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from lisp_ryu.mapping import Action, CacheEntry, EidError, MacAddress, MapCache, PrefixNotFound
-from lisp_ryu.wire.messages import Action as WireAction
+from lisp_ryu.wire.records import Action as WireAction
 
 N = ip_network
 A = ip_address

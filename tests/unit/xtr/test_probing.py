@@ -19,9 +19,8 @@ from lisp_ryu.flows.model import GroupAction, SetField
 from lisp_ryu.flows.pipeline import Owner, Table, cookie_owner
 from lisp_ryu.wire.address import EidPrefix
 from lisp_ryu.wire.control import decode_message
-from lisp_ryu.wire.messages import (
-    Action, Locator, MappingRecord, MapReply, MapRequest, MapRequestRecord,
-)
+from lisp_ryu.wire.messages import MapReply, MapRequest
+from lisp_ryu.wire.records import Action, Locator, MappingRecord, MapRequestRecord
 from lisp_ryu.xtr.core import XtrCore
 from lisp_ryu.xtr.probing import ProbeSettings, RlocTracker
 
