@@ -4,7 +4,8 @@ Map of the package:
 
 - `errors`   LispDecodeError (peer sent garbage) / LispEncodeError (we misused the API)
 - `cursor`   bounds-checked Reader and placeholder-filling Writer
-- `address`  AFIs, the LCAF registry (RFC 8060) and EidPrefix
+- `address`  AFIs and the LCAF registry (RFC 8060)
+- `prefix`   EidPrefix: address/mask-len in an instance-ID
 - `records`  mapping records, locators, the ACT field and Record TTLs
 - `messages` Map-Request/Reply/Register/Notify/Notify-Ack
 - `ecm`      Encapsulated Control Message with inner IPv4/IPv6 + UDP
@@ -20,7 +21,6 @@ from .address import (
     AfiListAddress,
     Afi,
     DistinguishedName,
-    EidPrefix,
     ElpHop,
     ExplicitLocatorPath,
     InstanceIdAddress,
@@ -49,6 +49,7 @@ from .messages import (
     MapRequest,
     MessageType,
 )
+from .prefix import EidPrefix
 from .records import TTL_INFINITE, TTL_ONE_DAY, Action, Locator, MappingRecord, MapRequestRecord
 
 __all__ = [

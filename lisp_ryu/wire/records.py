@@ -13,7 +13,6 @@ from enum import IntEnum
 
 from .address import (
     Address,
-    EidPrefix,
     _check_decoded_mask,
     check_address,
     check_mask_len,
@@ -23,6 +22,7 @@ from .address import (
 from .checks import as_tuple, check_bool, check_uint, trusted
 from .cursor import Reader, Writer
 from .errors import LispEncodeError
+from .prefix import EidPrefix
 
 class Action(IntEnum):
     """The ACT field of a mapping record: what to do with packets for a negative mapping."""

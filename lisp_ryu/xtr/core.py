@@ -51,11 +51,12 @@ from lisp_ryu.mapping.mapcache import CacheEntry, MapCache
 from lisp_ryu.mapping.sourcedest import SourceDestCache, SourceDestKey, record_key
 from lisp_ryu.ratelimit import RateLimiter
 from lisp_ryu.wire import LISP_CONTROL_PORT, auth
-from lisp_ryu.wire.address import NO_ADDRESS, EidPrefix
+from lisp_ryu.wire.address import NO_ADDRESS
 from lisp_ryu.wire.control import decode_message
 from lisp_ryu.wire.ecm import EncapsulatedControlMessage
 from lisp_ryu.wire.errors import LispDecodeError
 from lisp_ryu.wire.messages import MapNotify, MapNotifyAck, MapRegister, MapReply, MapRequest
+from lisp_ryu.wire.prefix import EidPrefix
 from lisp_ryu.wire.records import Action, Locator, MappingRecord, MapRequestRecord
 from lisp_ryu.xtr.probing import ProbeSettings, RlocTracker
 

@@ -36,7 +36,7 @@ import random
 from dataclasses import dataclass, replace
 from typing import Callable, Mapping
 
-from lisp_ryu.wire.address import EidPrefix
+from lisp_ryu.wire.prefix import EidPrefix
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 

@@ -9,10 +9,10 @@ from lisp_ryu import config
 from lisp_ryu.effects import DataplaneChanged, PacketOut, SendControl
 from lisp_ryu.flows.compiler import RemoteAction
 from lisp_ryu.wire import auth
-from lisp_ryu.wire.address import EidPrefix
 from lisp_ryu.wire.control import decode_message
 from lisp_ryu.wire.ecm import EncapsulatedControlMessage
 from lisp_ryu.wire.messages import MapNotify, MapNotifyAck, MapRegister, MapReply, MapRequest
+from lisp_ryu.wire.prefix import EidPrefix
 from lisp_ryu.wire.records import Action, Locator, MappingRecord, MapRequestRecord
 from lisp_ryu.xtr import core as xtr_core
 from lisp_ryu.xtr.core import XtrCore

@@ -11,7 +11,7 @@ from lisp_ryu import config
 from lisp_ryu.effects import SendControl
 from lisp_ryu.flows.compiler import compile_plan
 from support.simulate import walk
-from lisp_ryu.wire.address import EidPrefix
+from lisp_ryu.wire.prefix import EidPrefix
 from lisp_ryu.wire import Locator, MappingRecord, MapReply, decode_message
 from lisp_ryu.xtr.core import XtrCore
 
