@@ -236,11 +236,6 @@ def _xtr_id(raw: Any, path: str) -> int:
     return int(raw, 16)
 
 
-def _default(cls: type, name: str) -> Any:
-    """The dataclass's own default, so a default is written once."""
-    return cls.__dataclass_fields__[name].default  # type: ignore[attr-defined]
-
-
 _str = schema.string
 _bool = schema.boolean
 _positive = schema.positive_number
@@ -292,19 +287,19 @@ def _map_server(node: Node) -> MapServerConfig:
             if bound.setdefault(xtr_id, site.name) != site.name:
                 raise InputError(f"{node.path}.sites[{i}].xtr_ids[{j}]",
                                  f"xTR-ID {xtr_id:032x} is already bound to site {bound[xtr_id]}")
-    d = MapServerConfig
+    d = MapServerConfig  # its class attributes are the field defaults, written once
     out = MapServerConfig(
         sites=sites,
         listen=node.get("listen", _endpoint, None),
         netns=node.get("netns", _str, None),
         data_dir=node.get("data_dir", _str, None),
         negative_ttl_minutes=node.get("negative_ttl_minutes", schema.int_range(0, 0xFFFFFFFF),
-                                      _default(d, "negative_ttl_minutes")),
-        negative_action=node.get("negative_action", schema.one_of(NEGATIVE_ACTIONS), _default(d, "negative_action")),
-        rate_limit_per_source=node.get("rate_limit_per_source", _positive, _default(d, "rate_limit_per_source")),
-        notify_retries=node.get("notify_retries", schema.int_range(0, 100), _default(d, "notify_retries")),
-        notify_retry_interval=node.get("notify_retry_interval", _positive, _default(d, "notify_retry_interval")),
-        registration_ttl=node.get("registration_ttl", _positive, _default(d, "registration_ttl")),
+                                      d.negative_ttl_minutes),
+        negative_action=node.get("negative_action", schema.one_of(NEGATIVE_ACTIONS), d.negative_action),
+        rate_limit_per_source=node.get("rate_limit_per_source", _positive, d.rate_limit_per_source),
+        notify_retries=node.get("notify_retries", schema.int_range(0, 100), d.notify_retries),
+        notify_retry_interval=node.get("notify_retry_interval", _positive, d.notify_retry_interval),
+        registration_ttl=node.get("registration_ttl", _positive, d.registration_ttl),
     )
     node.done()
     return out
@@ -313,8 +308,8 @@ def _map_server(node: Node) -> MapServerConfig:
 def _rloc(node: Node) -> RlocConfig:
     out = RlocConfig(
         address=node.get("address", _ip),
-        priority=node.get("priority", _byte, _default(RlocConfig, "priority")),
-        weight=node.get("weight", _byte, _default(RlocConfig, "weight")),
+        priority=node.get("priority", _byte, RlocConfig.priority),
+        weight=node.get("weight", _byte, RlocConfig.weight),
     )
     node.done()
     return out
@@ -355,7 +350,7 @@ def _map_server_ref(node: Node) -> MapServerRef:
         address=node.get("address", _ip),
         key=node.get("key", _str),
         port=node.get("port", _udp_port, LISP_CONTROL_PORT),
-        algorithm=node.get("algorithm", schema.one_of(AUTH_ALGORITHMS), _default(MapServerRef, "algorithm")),
+        algorithm=node.get("algorithm", schema.one_of(AUTH_ALGORITHMS), MapServerRef.algorithm),
     )
     node.done()
     return out
@@ -412,7 +407,7 @@ def _xtr(node: Node) -> XtrConfig:
         hosts=tuple(_host(n) for n in node.nodes("hosts")),
         dynamic_eid_prefixes=tuple(_eid_prefix(n) for n in node.nodes("dynamic_eid_prefixes")),
         netns=node.get("netns", _str, None),
-        register_interval=node.get("register_interval", _positive, _default(XtrConfig, "register_interval")),
+        register_interval=node.get("register_interval", _positive, XtrConfig.register_interval),
         record_ttl_minutes=node.get("record_ttl_minutes", schema.int_range(1, 0xFFFFFFFF), TTL_ONE_DAY),
         proxy_reply=node.get("proxy_reply", _bool, False),
         rloc_probing=_rloc_probing(node.node("rloc_probing")),

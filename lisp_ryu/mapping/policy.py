@@ -235,8 +235,8 @@ def _static_rloc(data: Any, path: str) -> StaticRloc:
     rloc = Node(data, path).expect(optional={"address", "priority", "weight"})
     return StaticRloc(
         rloc.get("address", schema.address),
-        rloc.get("priority", _byte, 1),
-        rloc.get("weight", _byte, 100),
+        rloc.get("priority", _byte, StaticRloc.priority),  # the dataclass defaults
+        rloc.get("weight", _byte, StaticRloc.weight),
     )
 
 
