@@ -70,6 +70,7 @@ from lisp_ryu.lab.processes import all_namespaces, comm, process_alive, read_pid
 from lisp_ryu.lab.running import ofctl  # noqa: E402
 from lisp_ryu.lab import state as lab_state  # noqa: E402
 from lisp_ryu.lab.state import LabState  # noqa: E402
+from lisp_ryu.lab.topology import HOST_MTU  # noqa: E402
 from bench.lablib import isolated_lab  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,7 +80,6 @@ OWN_PREFIX = "lbx-"  # namespaces of the standalone OVS instances below (not mat
 OWN_RUN_BASE = Path("/tmp/lbx-run")  # fixed, so a crashed run's daemons are found by their pid files
 MANAGEMENT_SUBNET = "198.19.241.0/24"
 MANAGEMENT_PORT = 6692
-HOST_MTU = 1450  # the lab's host MTU (lisp_ryu/lab/topology.py HOST_MTU): same packet sizes on both paths
 IPERF_PORT = 5201
 RETRANSMITS: list[int] = []  # TCP retransmissions of each iperf3 run, in order (for the detail)
 TARGETS = {"iperf3": 0.8, "packet_ins": 0.0}

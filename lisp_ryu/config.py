@@ -4,7 +4,8 @@ One file describes the embedded Map-Server (`map_server:`), the xTRs the
 controller drives (`xtrs:`) and the REST API (`rest:`).  Unknown keys are
 errors; every error names the file, the path of the bad field
 (`map_server.sites[0].eid_prefixes[1].prefix`) and what is wrong, so an
-operator can fix it without reading code.
+operator can fix it without reading code.  The field readers are the shared
+ones of `lisp_ryu.schema`; a null value counts as not given.
 """
 
 from __future__ import annotations
@@ -13,30 +14,26 @@ import dataclasses
 import ipaddress
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, TypeVar
+from typing import Any
 
-import yaml
+from lisp_ryu import schema
+from lisp_ryu.schema import InputError, Node
+from lisp_ryu.wire import LISP_CONTROL_PORT, TTL_ONE_DAY, AuthAlgorithm
 
-T = TypeVar("T")
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-LISP_CONTROL_PORT = 4342
-MAX_IID = (1 << 24) - 1
-_MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 NEGATIVE_ACTIONS = ("no-action", "native-forward", "send-map-request", "drop")
-AUTH_ALGORITHMS = {"sha1": 1, "sha256": 2}  # RFC 9301 Algorithm IDs
+AUTH_ALGORITHMS = {"sha1": AuthAlgorithm.HMAC_SHA_1_96.value, "sha256": AuthAlgorithm.HMAC_SHA_256_128.value}
 
 
-class ConfigError(ValueError):
-    """A configuration value is missing or wrong; names file and field path."""
+class ConfigError(InputError):
+    """A configuration value is missing or wrong; names file and field path.
+
+    The configuration's kind of `InputError`, built as (source, path, problem)."""
 
     def __init__(self, source: str, path: str, problem: str):
-        self.source = source
-        self.path = path
-        self.problem = problem
-        where = f"{source}: {path}" if path else source
-        super().__init__(f"{where}: {problem}")
+        super().__init__(path, problem, source)
 
 
 # --------------------------------------------------------------------------
@@ -181,7 +178,7 @@ class XtrConfig:
     dynamic_eid_prefixes: tuple[EidPrefixConfig, ...] = ()
     netns: str | None = None  # namespace holding the RLOC (lab); None = this host
     register_interval: float = 60.0
-    record_ttl_minutes: int = 1440
+    record_ttl_minutes: int = TTL_ONE_DAY
     proxy_reply: bool = False
     rloc_probing: RlocProbingConfig = RlocProbingConfig()
     # Where traffic for non-LISP destinations (negative Map-Replies with action
@@ -208,163 +205,53 @@ class Config:
 
 
 # --------------------------------------------------------------------------
-# A cursor over the YAML tree that knows where it is
+# Readers only this file needs (the shared ones are in lisp_ryu/schema.py)
 
 
-class _Node:
-    """A mapping in the YAML tree; remembers its path and which keys were read."""
-
-    def __init__(self, source: str, path: str, value: Any):
-        if not isinstance(value, dict):
-            raise ConfigError(source, path, f"expected a mapping, got {_kind(value)}")
-        self.source, self.path, self.value = source, path, value
-        self._seen: set[str] = set()
-
-    def _child_path(self, key: str) -> str:
-        return f"{self.path}.{key}" if self.path else key
-
-    def error(self, key: str, problem: str) -> ConfigError:
-        return ConfigError(self.source, self._child_path(key), problem)
-
-    def get(self, key: str, parse: Callable[[str, str, Any], T], default: Any = ...) -> T:
-        self._seen.add(key)
-        if key not in self.value or self.value[key] is None:
-            if default is ...:
-                raise self.error(key, "is required")
-            return default
-        return parse(self.source, self._child_path(key), self.value[key])
-
-    def node(self, key: str) -> "_Node | None":
-        self._seen.add(key)
-        if self.value.get(key) is None:
-            return None
-        return _Node(self.source, self._child_path(key), self.value[key])
-
-    def nodes(self, key: str, required: bool = False) -> list["_Node"]:
-        self._seen.add(key)
-        items = self.value.get(key)
-        if items is None:
-            if required:
-                raise self.error(key, "is required")
-            return []
-        if not isinstance(items, list):
-            raise self.error(key, f"expected a list, got {_kind(items)}")
-        return [_Node(self.source, f"{self._child_path(key)}[{i}]", v) for i, v in enumerate(items)]
-
-    def values(self, key: str, parse: Callable[[str, str, Any], T]) -> tuple[T, ...]:
-        self._seen.add(key)
-        items = self.value.get(key)
-        if items is None:
-            return ()
-        if not isinstance(items, list):
-            raise self.error(key, f"expected a list, got {_kind(items)}")
-        return tuple(parse(self.source, f"{self._child_path(key)}[{i}]", v) for i, v in enumerate(items))
-
-    def done(self) -> None:
-        """Reject keys nobody asked for: a typo must not be silently ignored."""
-        unknown = sorted(set(map(str, self.value)) - self._seen)
-        if unknown:
-            raise self.error(unknown[0], f"unknown key (expected one of: {', '.join(sorted(self._seen))})")
-
-
-def _kind(value: Any) -> str:
-    return type(value).__name__
-
-
-# Leaf parsers: (source, path, raw) -> value
-
-
-def _str(source: str, path: str, raw: Any) -> str:
-    if not isinstance(raw, str) or not raw:
-        raise ConfigError(source, path, f"expected a non-empty string, got {raw!r}")
-    return raw
-
-
-def _bool(source: str, path: str, raw: Any) -> bool:
-    if not isinstance(raw, bool):
-        raise ConfigError(source, path, f"expected true or false, got {raw!r}")
-    return raw
-
-
-def _int_range(lo: int, hi: int) -> Callable[[str, str, Any], int]:
-    def parse(source: str, path: str, raw: Any) -> int:
-        if isinstance(raw, bool) or not isinstance(raw, int):
-            raise ConfigError(source, path, f"expected an integer, got {raw!r}")
-        if not lo <= raw <= hi:
-            raise ConfigError(source, path, f"{raw} is out of range {lo}..{hi}")
-        return raw
-
-    return parse
-
-
-def _positive_float(source: str, path: str, raw: Any) -> float:
-    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or raw <= 0:
-        raise ConfigError(source, path, f"expected a positive number, got {raw!r}")
-    return float(raw)
-
-
-def _ip(source: str, path: str, raw: Any) -> IPAddress:
-    try:
-        return ipaddress.ip_address(str(raw))
-    except ValueError:
-        raise ConfigError(source, path, f"{raw!r} is not an IP address") from None
-
-
-def _network(source: str, path: str, raw: Any) -> IPNetwork:
-    try:
-        return ipaddress.ip_network(str(raw), strict=True)
-    except ValueError as exc:
-        raise ConfigError(source, path, f"{raw!r} is not an IP prefix ({exc})") from None
-
-
-def _mac(source: str, path: str, raw: Any) -> str:
-    if not isinstance(raw, str) or not _MAC_RE.match(raw):
-        raise ConfigError(source, path, f"{raw!r} is not a MAC address like 02:00:00:00:00:01")
-    return raw.lower()
-
-
-def _dpid(source: str, path: str, raw: Any) -> int:
+def _dpid(raw: Any, path: str) -> int:
     if isinstance(raw, str):
         try:
             raw = int(raw.replace(":", ""), 16)
         except ValueError:
-            raise ConfigError(source, path, f"{raw!r} is not a datapath id (hex)") from None
-    return _int_range(1, (1 << 64) - 1)(source, path, raw)
+            raise InputError(path, f"{raw!r} is not a datapath id (hex)") from None
+    return schema.integer(raw, path, 1, (1 << 64) - 1)
 
 
-def _endpoint(source: str, path: str, raw: Any) -> tuple[IPAddress, int]:
+def _endpoint(raw: Any, path: str) -> tuple[IPAddress, int]:
     text = str(raw)
     host, sep, port = text.rpartition(":")
     if not sep:
         host, port = text, str(LISP_CONTROL_PORT)
     host = host.strip("[]")
     try:
-        return ipaddress.ip_address(host), _int_range(1, 65535)(source, path, int(port))
+        return ipaddress.ip_address(host), schema.integer(int(port), path, 1, 65535)
     except ValueError:
-        raise ConfigError(source, path, f"{raw!r} is not ADDRESS:PORT") from None
+        raise InputError(path, f"{raw!r} is not ADDRESS:PORT") from None
 
 
-def _choice(choices: tuple[str, ...]) -> Callable[[str, str, Any], str]:
-    def parse(source: str, path: str, raw: Any) -> str:
-        if raw not in choices:
-            raise ConfigError(source, path, f"{raw!r} is not one of {', '.join(choices)}")
-        return raw
-
-    return parse
+def _xtr_id(raw: Any, path: str) -> int:
+    """A 128-bit xTR-ID as 1-32 hex digits (how the Map-Server logs them)."""
+    if not isinstance(raw, str) or not re.fullmatch(r"(0x)?[0-9a-fA-F]{1,32}", raw):
+        raise InputError(path, f"expected an xTR-ID of 1-32 hex digits, got {raw!r}")
+    return int(raw, 16)
 
 
-_action = _choice(NEGATIVE_ACTIONS)
-
-
-_iid = _int_range(0, MAX_IID)
-_port = _int_range(1, 0xFFFFFF00)
+_str = schema.string
+_bool = schema.boolean
+_positive = schema.positive_number
+_ip = schema.address
+_network = schema.prefix
+_iid = schema.iid
+_port = schema.int_range(1, 0xFFFFFF00)
+_udp_port = schema.int_range(1, 65535)
+_byte = schema.int_range(0, 255)
 
 
 # --------------------------------------------------------------------------
 # Sections
 
 
-def _eid_prefix(node: _Node) -> EidPrefixConfig:
+def _eid_prefix(node: Node) -> EidPrefixConfig:
     out = EidPrefixConfig(
         prefix=node.get("prefix", _network),
         iid=node.get("iid", _iid, 0),
@@ -374,7 +261,7 @@ def _eid_prefix(node: _Node) -> EidPrefixConfig:
     return out
 
 
-def _site(node: _Node) -> SiteConfig:
+def _site(node: Node) -> SiteConfig:
     out = SiteConfig(
         name=node.get("name", _str),
         key=node.get("key", _str),
@@ -388,56 +275,51 @@ def _site(node: _Node) -> SiteConfig:
     return out
 
 
-def _xtr_id(source: str, path: str, raw: Any) -> int:
-    """A 128-bit xTR-ID as 1-32 hex digits (how the Map-Server logs them)."""
-    if not isinstance(raw, str) or not re.fullmatch(r"(0x)?[0-9a-fA-F]{1,32}", raw):
-        raise ConfigError(source, path, f"expected an xTR-ID of 1-32 hex digits, got {raw!r}")
-    return int(raw, 16)
-
-
-def _map_server(node: _Node) -> MapServerConfig:
+def _map_server(node: Node) -> MapServerConfig:
     sites = tuple(_site(n) for n in node.nodes("sites", required=True))
     names = [s.name for s in sites]
     for i, name in enumerate(names):
         if name in names[:i]:
-            raise ConfigError(node.source, f"{node.path}.sites[{i}].name", f"duplicate site name {name!r}")
+            raise InputError(f"{node.path}.sites[{i}].name", f"duplicate site name {name!r}")
     bound: dict[int, str] = {}
     for i, site in enumerate(sites):
         for j, xtr_id in enumerate(site.xtr_ids):
             if bound.setdefault(xtr_id, site.name) != site.name:
-                raise ConfigError(node.source, f"{node.path}.sites[{i}].xtr_ids[{j}]",
-                                  f"xTR-ID {xtr_id:032x} is already bound to site {bound[xtr_id]}")
+                raise InputError(f"{node.path}.sites[{i}].xtr_ids[{j}]",
+                                 f"xTR-ID {xtr_id:032x} is already bound to site {bound[xtr_id]}")
+    d = MapServerConfig  # its class attributes are the field defaults, written once
     out = MapServerConfig(
         sites=sites,
         listen=node.get("listen", _endpoint, None),
         netns=node.get("netns", _str, None),
         data_dir=node.get("data_dir", _str, None),
-        negative_ttl_minutes=node.get("negative_ttl_minutes", _int_range(0, 0xFFFFFFFF), 15),
-        negative_action=node.get("negative_action", _action, "native-forward"),
-        rate_limit_per_source=node.get("rate_limit_per_source", _positive_float, 1000.0),
-        notify_retries=node.get("notify_retries", _int_range(0, 100), 3),
-        notify_retry_interval=node.get("notify_retry_interval", _positive_float, 1.0),
-        registration_ttl=node.get("registration_ttl", _positive_float, 180.0),
+        negative_ttl_minutes=node.get("negative_ttl_minutes", schema.int_range(0, 0xFFFFFFFF),
+                                      d.negative_ttl_minutes),
+        negative_action=node.get("negative_action", schema.one_of(NEGATIVE_ACTIONS), d.negative_action),
+        rate_limit_per_source=node.get("rate_limit_per_source", _positive, d.rate_limit_per_source),
+        notify_retries=node.get("notify_retries", schema.int_range(0, 100), d.notify_retries),
+        notify_retry_interval=node.get("notify_retry_interval", _positive, d.notify_retry_interval),
+        registration_ttl=node.get("registration_ttl", _positive, d.registration_ttl),
     )
     node.done()
     return out
 
 
-def _rloc(node: _Node) -> RlocConfig:
+def _rloc(node: Node) -> RlocConfig:
     out = RlocConfig(
         address=node.get("address", _ip),
-        priority=node.get("priority", _int_range(0, 255), 1),
-        weight=node.get("weight", _int_range(0, 255), 100),
+        priority=node.get("priority", _byte, RlocConfig.priority),
+        weight=node.get("weight", _byte, RlocConfig.weight),
     )
     node.done()
     return out
 
 
-def _gateway(node: _Node) -> GatewayConfig:
+def _gateway(node: Node) -> GatewayConfig:
     out = GatewayConfig(
         subnet=node.get("subnet", _network),
         ip=node.get("ip", _ip),
-        mac=node.get("mac", _mac),
+        mac=node.get("mac", schema.mac),
         iid=node.get("iid", _iid, 0),
     )
     node.done()
@@ -446,10 +328,10 @@ def _gateway(node: _Node) -> GatewayConfig:
     return out
 
 
-def _host(node: _Node) -> HostConfig:
+def _host(node: Node) -> HostConfig:
     out = HostConfig(
         ip=node.get("ip", _ip),
-        mac=node.get("mac", _mac),
+        mac=node.get("mac", schema.mac),
         port=node.get("port", _port),
         iid=node.get("iid", _iid, 0),
     )
@@ -457,43 +339,37 @@ def _host(node: _Node) -> HostConfig:
     return out
 
 
-def _host_port(node: _Node) -> HostPortConfig:
+def _host_port(node: Node) -> HostPortConfig:
     out = HostPortConfig(port=node.get("port", _port), iid=node.get("iid", _iid, 0))
     node.done()
     return out
 
 
-def _map_server_ref(node: _Node) -> MapServerRef:
+def _map_server_ref(node: Node) -> MapServerRef:
     out = MapServerRef(
         address=node.get("address", _ip),
         key=node.get("key", _str),
-        port=node.get("port", _int_range(1, 65535), LISP_CONTROL_PORT),
-        algorithm=node.get("algorithm", _choice(tuple(AUTH_ALGORITHMS)), "sha1"),
+        port=node.get("port", _udp_port, LISP_CONTROL_PORT),
+        algorithm=node.get("algorithm", schema.one_of(AUTH_ALGORITHMS), MapServerRef.algorithm),
     )
     node.done()
     return out
 
 
-def _fraction(source: str, path: str, raw: Any) -> float:
-    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not 0 <= raw < 1:
-        raise ConfigError(source, path, f"expected a number in [0, 1), got {raw!r}")
-    return float(raw)
-
-
-def _rloc_probing(node: _Node | None) -> RlocProbingConfig:
+def _rloc_probing(node: Node | None) -> RlocProbingConfig:
     if node is None:
         return RlocProbingConfig()
     d = RlocProbingConfig()
-    interval = node.get("interval", _positive_float, d.interval)
+    interval = node.get("interval", _positive, d.interval)
     out = RlocProbingConfig(
         enabled=node.get("enabled", _bool, d.enabled),
         interval=interval,
-        jitter=node.get("jitter", _fraction, d.jitter),
-        misses=node.get("misses", _int_range(1, 1000), d.misses),
-        timeout=node.get("timeout", _positive_float, min(d.timeout, interval / 2)),
-        answer_rate=node.get("answer_rate", _positive_float, d.answer_rate),
-        answer_burst=node.get("answer_burst", _positive_float, d.answer_burst),
-        answer_rate_total=node.get("answer_rate_total", _positive_float, d.answer_rate_total),
+        jitter=node.get("jitter", schema.fraction, d.jitter),
+        misses=node.get("misses", schema.int_range(1, 1000), d.misses),
+        timeout=node.get("timeout", _positive, min(d.timeout, interval / 2)),
+        answer_rate=node.get("answer_rate", _positive, d.answer_rate),
+        answer_burst=node.get("answer_burst", _positive, d.answer_burst),
+        answer_rate_total=node.get("answer_rate_total", _positive, d.answer_rate_total),
     )
     node.done()
     if out.timeout > out.interval * (1 - out.jitter):
@@ -502,13 +378,13 @@ def _rloc_probing(node: _Node | None) -> RlocProbingConfig:
     return out
 
 
-def _proxy(node: _Node | None) -> ProxyConfig | None:
+def _proxy(node: Node | None) -> ProxyConfig | None:
     if node is None:
         return None
     out = ProxyConfig(
         iid=node.get("iid", _iid, 0),
         prefixes=node.values("prefixes", _network),
-        next_hop_mac=node.get("next_hop_mac", _mac),
+        next_hop_mac=node.get("next_hop_mac", schema.mac),
         address=node.get("address", _ip, None),
     )
     node.done()
@@ -517,7 +393,7 @@ def _proxy(node: _Node | None) -> ProxyConfig | None:
     return out
 
 
-def _xtr(node: _Node) -> XtrConfig:
+def _xtr(node: Node) -> XtrConfig:
     out = XtrConfig(
         name=node.get("name", _str),
         dpid=node.get("dpid", _dpid),
@@ -531,8 +407,8 @@ def _xtr(node: _Node) -> XtrConfig:
         hosts=tuple(_host(n) for n in node.nodes("hosts")),
         dynamic_eid_prefixes=tuple(_eid_prefix(n) for n in node.nodes("dynamic_eid_prefixes")),
         netns=node.get("netns", _str, None),
-        register_interval=node.get("register_interval", _positive_float, 60.0),
-        record_ttl_minutes=node.get("record_ttl_minutes", _int_range(1, 0xFFFFFFFF), 1440),
+        register_interval=node.get("register_interval", _positive, XtrConfig.register_interval),
+        record_ttl_minutes=node.get("record_ttl_minutes", schema.int_range(1, 0xFFFFFFFF), TTL_ONE_DAY),
         proxy_reply=node.get("proxy_reply", _bool, False),
         rloc_probing=_rloc_probing(node.node("rloc_probing")),
         petr=node.get("petr", _ip, None),
@@ -555,20 +431,20 @@ def _xtr(node: _Node) -> XtrConfig:
     port_iid = {hp.port: hp.iid for hp in out.host_ports}
     for i, host in enumerate(out.hosts):
         if port_iid.setdefault(host.port, host.iid) != host.iid:
-            raise ConfigError(node.source, f"{node.path}.hosts[{i}].port",
-                              f"port {host.port} belongs to iid {port_iid[host.port]}, not {host.iid}")
+            raise InputError(f"{node.path}.hosts[{i}].port",
+                             f"port {host.port} belongs to iid {port_iid[host.port]}, not {host.iid}")
         # A host may sit outside the site's own prefixes if it is a workload that moved in
         # (inside a dynamic-EID prefix): it is then registered as a host route.
         if not any(host.iid == p.iid and host.ip in p.prefix for p in out.eid_prefixes + out.dynamic_eid_prefixes):
-            raise ConfigError(node.source, f"{node.path}.hosts[{i}].ip",
-                              f"{host.ip} iid {host.iid} is inside none of this xTR's eid_prefixes "
+            raise InputError(f"{node.path}.hosts[{i}].ip",
+                             f"{host.ip} iid {host.iid} is inside none of this xTR's eid_prefixes "
                               "or dynamic_eid_prefixes")
     if len(port_iid) != len(out.host_ports):
         out = dataclasses.replace(out, host_ports=tuple(HostPortConfig(p, i) for p, i in sorted(port_iid.items())))
     return out
 
 
-def _rest(node: _Node | None) -> RestConfig:
+def _rest(node: Node | None) -> RestConfig:
     if node is None:
         return RestConfig()
     out = RestConfig(token=node.get("token", _str, None), protect_reads=node.get("protect_reads", _bool, False))
@@ -578,7 +454,23 @@ def _rest(node: _Node | None) -> RestConfig:
 
 def parse(data: Any, source: str = "<config>") -> Config:
     """Validate an already-loaded YAML tree."""
-    root = _Node(source, "", data if data is not None else {})
+    try:
+        return _config(data, source)
+    except InputError as exc:
+        raise ConfigError(source, exc.path, exc.problem) from None
+
+
+def load(path: str) -> Config:
+    """Read and validate a configuration file."""
+    try:
+        data = schema.load_yaml(path)
+    except InputError as exc:
+        raise ConfigError(path, exc.path, exc.problem) from None
+    return parse(data, source=path)
+
+
+def _config(data: Any, source: str) -> Config:
+    root = Node(data if data is not None else {}, null_is_absent=True)
     ms = root.node("map_server")
     xtrs = tuple(_xtr(n) for n in root.nodes("xtrs"))
     config = Config(
@@ -591,18 +483,6 @@ def parse(data: Any, source: str = "<config>") -> Config:
     seen: dict[int, int] = {}
     for i, x in enumerate(xtrs):
         if x.dpid in seen:
-            raise ConfigError(source, f"xtrs[{i}].dpid", f"dpid {x.dpid:#x} is also xtrs[{seen[x.dpid]}]'s")
+            raise InputError(f"xtrs[{i}].dpid", f"dpid {x.dpid:#x} is also xtrs[{seen[x.dpid]}]'s")
         seen[x.dpid] = i
     return config
-
-
-def load(path: str) -> Config:
-    """Read and validate a configuration file."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
-    except OSError as exc:
-        raise ConfigError(path, "", f"cannot read: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(path, "", f"not valid YAML: {exc}") from None
-    return parse(data, source=path)

@@ -13,8 +13,6 @@ from typing import Protocol, Union
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-LISP_CONTROL_PORT = 4342
-
 
 @dataclass(frozen=True)
 class SendControl:

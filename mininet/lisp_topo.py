@@ -28,6 +28,7 @@ from mininet.net import Mininet
 from mininet.node import Host, Node
 
 from lisp_ryu.lab import processes, static_flows, topology as topo
+from lisp_ryu.lab import topology_load
 from lisp_ryu.lab.build import configure, plan
 from lisp_ryu.lab.ovs import DAEMONS
 from lisp_ryu.lab.running import ofctl
@@ -72,7 +73,7 @@ class LispSite(Node):
 def build(topology_path: str | Path) -> tuple[Mininet, LabState]:
     """Build and start the Mininet network for a topology file, with static
     flows installed.  The caller stops it with `stop(net, state)`."""
-    t = topo.load(topology_path)
+    t = topology_load.load(topology_path)
     if t.pxtr or t.internet_hosts:
         raise SystemExit(f"{topology_path}: a PxTR and internet hosts are not built under Mininet yet: "
                          "use `lisp-ryu lab up`")

@@ -1,13 +1,15 @@
-"""Flow-mod bytes straight from our flow model, without building Ryu objects.
+"""Flow-mod bytes straight from our flow model, and the flow's instructions as Ryu objects.
 
-Building an OFPFlowMod through Ryu's parser costs tens of microseconds per
-flow (field normalisation through netaddr, per-object serialisation), which
-caps a push of 10k map-cache entries far below what OVS accepts.  Flows are
-data here, so a flow-mod is a fixed header, an OXM match of a handful of
-known fields, and instruction bytes that many flows share (every entry
-tunnelling to one RLOC has identical actions), cached after Ryu serialised
-them once.  `tests/unit/flows/test_encode.py` checks that the bytes equal
-Ryu's for every flow the compiler can produce.
+Building an OFPFlowMod through Ryu's parser is slow per flow (field
+normalisation through netaddr, per-object serialisation), which would cap a
+large map-cache push far below what OVS accepts.  Flows are data here, so a
+flow-mod is a fixed header, an OXM match of a handful of known fields, and
+instruction bytes that many flows share (every entry tunnelling to one RLOC
+has identical actions), cached after Ryu serialised them once.  The
+instructions' Ryu objects are built here too (`to_instructions`), so this
+module needs nothing from `ofp13`, which builds whole Ryu messages on top of
+it.  `tests/unit/flows/test_encode.py` checks that the bytes equal Ryu's for
+every flow the compiler can produce.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ import struct
 from functools import lru_cache
 
 from ryu.ofproto import ofproto_v1_3 as ofp
+from ryu.ofproto import ofproto_v1_3_parser as parser
 
-from lisp_ryu.flows.model import Flow
+from lisp_ryu.flows.model import Action, DecTtl, Flow, GroupAction, Move, Output, SetField
 
 _FLOW_MOD = struct.Struct("!BBHIQQBBHHHIIIH2x")  # ofp_header + ofp_flow_mod up to the match
 _MATCH_HEADER = struct.Struct("!HH")
@@ -71,11 +74,49 @@ def match_bytes(match: tuple) -> bytes:
     return _MATCH_HEADER.pack(ofp.OFPMT_OXM, length) + body + bytes(-length % 8)
 
 
+SPECIAL_PORTS = {"controller": ofp.OFPP_CONTROLLER, "in_port": ofp.OFPP_IN_PORT, "table": ofp.OFPP_TABLE}
+
+
+def _port(port: int | str) -> int:
+    return SPECIAL_PORTS[port] if isinstance(port, str) else port
+
+
+def to_actions(actions: tuple[Action, ...]) -> list:
+    """Our actions as Ryu action objects."""
+    out = []
+    for a in actions:
+        if isinstance(a, Output):
+            out.append(parser.OFPActionOutput(_port(a.port), a.max_len))
+        elif isinstance(a, SetField):
+            out.append(parser.OFPActionSetField(**{a.field: a.value}))
+        elif isinstance(a, Move):
+            out.append(parser.NXActionRegMove(src_field=a.src, dst_field=a.dst, n_bits=a.n_bits))
+        elif isinstance(a, GroupAction):
+            out.append(parser.OFPActionGroup(a.group_id))
+        elif isinstance(a, DecTtl):
+            out.append(parser.OFPActionDecNwTtl())
+        else:
+            raise TypeError(f"cannot render action {a!r}")
+    return out
+
+
+def to_instructions(flow: Flow) -> list:
+    """The flow's instructions as Ryu objects, in the order OpenFlow applies them."""
+    inst = []
+    if flow.meter is not None:
+        inst.append(parser.OFPInstructionMeter(flow.meter))
+    if flow.actions:
+        inst.append(parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, to_actions(flow.actions)))
+    if flow.write_metadata is not None:
+        inst.append(parser.OFPInstructionWriteMetadata(*flow.write_metadata))
+    if flow.goto is not None:
+        inst.append(parser.OFPInstructionGotoTable(flow.goto))
+    return inst
+
+
 @lru_cache(maxsize=65536)
 def instruction_bytes(meter: int | None, actions: tuple, write_metadata: tuple | None, goto: int | None) -> bytes:
     """Serialised instructions; shared by every flow with the same ones, so computed once."""
-    from lisp_ryu.flows.ofp13 import to_instructions  # ofp13 imports this module
-
     flow = Flow(0, 0, (), actions=actions, goto=goto, write_metadata=write_metadata, meter=meter)
     buf = bytearray()
     for inst in to_instructions(flow):

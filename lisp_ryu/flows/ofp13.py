@@ -3,7 +3,9 @@
 Ryu's message classes need a datapath only to serialise (`msg.datapath`
 supplies `ofproto`), so tests build messages against a bare object carrying
 those two modules and check the serialised bytes.  `flow_from_stats` reads
-installed flows back, for reconciliation after a (re)connect.
+installed flows back, for reconciliation after a (re)connect.  Actions and
+instructions are built by `encode` (which caches their bytes); this module
+imports it, never the other way round.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from ryu.ofproto import ofproto_v1_3_parser as parser
 
 from lisp_ryu.flows import encode
 from lisp_ryu.flows.diff import AddFlow, AddGroup, AddMeter, DeleteFlow, DeleteGroup, DeleteMeter, Operation
+from lisp_ryu.flows.encode import SPECIAL_PORTS, to_actions, to_instructions
 from lisp_ryu.flows.model import (
     Action,
     Bucket,
@@ -29,46 +32,10 @@ from lisp_ryu.flows.model import (
     address_network,
 )
 
-_SPECIAL_PORTS = {"controller": ofp.OFPP_CONTROLLER, "in_port": ofp.OFPP_IN_PORT, "table": ofp.OFPP_TABLE}
-_PORT_NAMES = {v: k for k, v in _SPECIAL_PORTS.items()}
+_PORT_NAMES = {v: k for k, v in SPECIAL_PORTS.items()}
 _GROUP_TYPES = {"select": ofp.OFPGT_SELECT, "all": ofp.OFPGT_ALL, "indirect": ofp.OFPGT_INDIRECT,
                 "ff": ofp.OFPGT_FF}
 _GROUP_NAMES = {v: k for k, v in _GROUP_TYPES.items()}
-
-
-def _port(port: int | str) -> int:
-    return _SPECIAL_PORTS[port] if isinstance(port, str) else port
-
-
-def to_actions(actions: tuple[Action, ...]) -> list:
-    out = []
-    for a in actions:
-        if isinstance(a, Output):
-            out.append(parser.OFPActionOutput(_port(a.port), a.max_len))
-        elif isinstance(a, SetField):
-            out.append(parser.OFPActionSetField(**{a.field: a.value}))
-        elif isinstance(a, Move):
-            out.append(parser.NXActionRegMove(src_field=a.src, dst_field=a.dst, n_bits=a.n_bits))
-        elif isinstance(a, GroupAction):
-            out.append(parser.OFPActionGroup(a.group_id))
-        elif isinstance(a, DecTtl):
-            out.append(parser.OFPActionDecNwTtl())
-        else:
-            raise TypeError(f"cannot render action {a!r}")
-    return out
-
-
-def to_instructions(flow: Flow) -> list:
-    inst = []
-    if flow.meter is not None:
-        inst.append(parser.OFPInstructionMeter(flow.meter))
-    if flow.actions:
-        inst.append(parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, to_actions(flow.actions)))
-    if flow.write_metadata is not None:
-        inst.append(parser.OFPInstructionWriteMetadata(*flow.write_metadata))
-    if flow.goto is not None:
-        inst.append(parser.OFPInstructionGotoTable(flow.goto))
-    return inst
 
 
 def to_match(flow: Flow) -> parser.OFPMatch:

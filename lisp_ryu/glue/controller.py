@@ -34,6 +34,7 @@ from lisp_ryu.flows.diff import diff
 from lisp_ryu.flows.model import DesiredState
 from lisp_ryu.flows.pipeline import PipelineError, Table, is_ours
 from lisp_ryu.glue.netns import open_udp_socket
+from lisp_ryu.wire import LISP_CONTROL_PORT
 from lisp_ryu.mapserver.service import MapServer
 from lisp_ryu.mapserver.store import FileStore
 from lisp_ryu.xtr.core import XtrCore
@@ -94,7 +95,7 @@ class Controller:
         nonces = lambda: rng.getrandbits(64)  # noqa: E731
         if config.map_server is not None:
             ms = config.map_server
-            listen = ms.listen or (ipaddress.ip_address("0.0.0.0"), config_mod.LISP_CONTROL_PORT)
+            listen = ms.listen or (ipaddress.ip_address("0.0.0.0"), LISP_CONTROL_PORT)
             store = None
             if ms.data_dir:
                 store = FileStore(ms.data_dir)  # registrations survive a controller restart
@@ -110,12 +111,12 @@ class Controller:
         for xtr in config.xtrs:
             core = XtrCore(xtr, nonces=nonces, rng=rng)
             rloc = xtr.rlocs[0].address
-            sock = open_socket(xtr.netns, (str(rloc), config_mod.LISP_CONTROL_PORT))
+            sock = open_socket(xtr.netns, (str(rloc), LISP_CONTROL_PORT))
             receivers = {rloc: sock}
             for other in xtr.rlocs[1:]:
                 family = socket.AF_INET if other.address.version == 4 else socket.AF_INET6
                 receivers[other.address] = open_socket(
-                    xtr.netns, (str(other.address), config_mod.LISP_CONTROL_PORT), family)
+                    xtr.netns, (str(other.address), LISP_CONTROL_PORT), family)
             controller.add_endpoint(ControlEndpoint(f"xtr {xtr.name}", core, sock.sendto, clock, dpid=xtr.dpid,
                                                     receivers=receivers))
             LOG.info("xTR %s (dpid %#x) control plane on %s:4342", xtr.name, xtr.dpid, rloc)

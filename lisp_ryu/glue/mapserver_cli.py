@@ -12,6 +12,8 @@ import os
 import sys
 from typing import Any
 
+from lisp_ryu.wire import LISP_CONTROL_PORT
+
 DEFAULT_HTTP = "127.0.0.1:4380"
 DEFAULT_URL = f"http://{DEFAULT_HTTP}"
 TOKEN_ENV = "LISP_RYU_TOKEN"
@@ -105,9 +107,9 @@ def run_mapserver(args: argparse.Namespace, extra: list[str]) -> int:
         return 1
     try:
         if args.listen:
-            listen = parse_endpoint(args.listen, config_mod.LISP_CONTROL_PORT)
+            listen = parse_endpoint(args.listen, LISP_CONTROL_PORT)
         else:
-            listen = ms.listen or (ipaddress.ip_address("0.0.0.0"), config_mod.LISP_CONTROL_PORT)
+            listen = ms.listen or (ipaddress.ip_address("0.0.0.0"), LISP_CONTROL_PORT)
         http = None if args.http == "off" else parse_endpoint(args.http, 4380)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -11,8 +11,10 @@ from __future__ import annotations
 import re
 from typing import Any, Iterable
 
+from lisp_ryu.wire import MAX_IID, TTL_ONE_DAY
+
 _PREFIX = {"type": "string", "description": "an IP prefix, e.g. 10.2.0.0/16 (a bare address is a host prefix)"}
-_IID = {"type": "integer", "minimum": 0, "maximum": (1 << 24) - 1, "description": "instance-ID (tenant)"}
+_IID = {"type": "integer", "minimum": 0, "maximum": MAX_IID, "description": "instance-ID (tenant)"}
 _ID = {"type": "string", "pattern": r"^[A-Za-z0-9._-]{1,64}$"}
 
 SCHEMAS: dict[str, dict[str, Any]] = {
@@ -74,7 +76,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "properties": {
             "iid": {**_IID, "description": "required on POST; taken from the URL on PUT"},
             "prefix": {**_PREFIX, "description": "required on POST; taken from the URL on PUT"},
-            "ttl_minutes": {"type": "integer", "minimum": 1, "default": 1440},
+            "ttl_minutes": {"type": "integer", "minimum": 1, "default": TTL_ONE_DAY},
             "rlocs": {"type": "array", "minItems": 1, "maxItems": 64, "items": {
                 "type": "object", "required": ["address"], "additionalProperties": False,
                 "properties": {"address": {"type": "string"},

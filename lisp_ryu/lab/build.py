@@ -22,6 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from lisp_ryu.lab import topology as topo
+from lisp_ryu.lab import topology_load
 from lisp_ryu.lab.ovs import start_site
 from lisp_ryu.lab.processes import objects_with_prefix, run, run_in
 from lisp_ryu.lab.running import appctl, locked
@@ -112,7 +113,7 @@ def plan(t: topo.Topology, *, pfx: str, directory: Path, topology_path: str) -> 
 def up(topology_path: str | Path) -> LabState:
     """Build the lab described by the topology file; on any failure tear down
     what was built and raise the failing command with its stderr."""
-    t = topo.load(topology_path)
+    t = topology_load.load(topology_path)
     missing = [tool for tool in REQUIRED_TOOLS if shutil.which(tool) is None]
     if missing:
         raise LabError(f"missing tools: {', '.join(missing)} (install openvswitch-switch, iproute2, ethtool)")

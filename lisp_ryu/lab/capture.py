@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from lisp_ryu.lab.state import LabError
+from lisp_ryu.wire import LISP_DATA_PORT
 
 LISP_DATA_HEADER = "Locator/ID Separation Protocol (Data)"
 
@@ -81,7 +82,7 @@ class Capture:
 def decode(pcap: Path | str, *args: str) -> str:
     """tshark's decode of a pcap (`-V` unless other output options are given);
     UDP 4341 is decoded as LISP data explicitly."""
-    argv = ["tshark", "-r", str(pcap), "-n", "-d", "udp.port==4341,lisp-data", *(args or ("-V",))]
+    argv = ["tshark", "-r", str(pcap), "-n", "-d", f"udp.port=={LISP_DATA_PORT},lisp-data", *(args or ("-V",))]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     if proc.returncode != 0:
         raise LabError(f"tshark failed on {pcap}: {proc.stderr.strip()}")

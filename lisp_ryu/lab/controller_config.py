@@ -14,6 +14,7 @@ from typing import Any
 
 from lisp_ryu import config as config_mod
 from lisp_ryu.lab.state import LabState, SiteState
+from lisp_ryu.wire import LISP_CONTROL_PORT
 from lisp_ryu.xtr.state import stable_id
 
 
@@ -39,7 +40,7 @@ def build(state: LabState, *, embedded_map_server: bool = True, register_interva
     lab_prefixes = [p for site in state.sites for p in site.eid_prefixes]
     if ms_address and embedded_map_server:
         doc["map_server"] = {
-            "listen": f"{ms_address}:{config_mod.LISP_CONTROL_PORT}",
+            "listen": f"{ms_address}:{LISP_CONTROL_PORT}",
             "netns": state.map_server_namespace,
             "data_dir": f"{state.lab_dir}/{MAP_SERVER_DATA}",  # survives controller restarts
             "sites": [

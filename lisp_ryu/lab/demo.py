@@ -19,7 +19,8 @@ from lisp_ryu.lab.build import up
 from lisp_ryu.lab.running import exec_in
 from lisp_ryu.lab.state import HostState, LabError, LabState
 from lisp_ryu.lab.teardown import down
-from lisp_ryu.lab.topology import LISP_DATA_PORT, TopologyError
+from lisp_ryu.lab.topology import TopologyError
+from lisp_ryu.wire import LISP_DATA_PORT
 
 
 def program_data_plane(state: LabState) -> str:

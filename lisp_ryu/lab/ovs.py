@@ -24,6 +24,7 @@ from pathlib import Path
 from lisp_ryu.lab import topology as topo
 from lisp_ryu.lab.processes import run
 from lisp_ryu.lab.state import LabError, LabState, SiteState
+from lisp_ryu.wire import LISP_DATA_PORT
 
 log = logging.getLogger("lisp_ryu.lab")
 
@@ -69,7 +70,7 @@ def ovs_bridge_args(s: SiteState, controller: str, port: int) -> list[str]:
                 "--", "set", "interface", s.native["ifname"], f"ofport_request={s.native['ofport']}"]
     cmd += ["--", "add-port", topo.BR_INT, s.tunnel_port,
             "--", "set", "interface", s.tunnel_port, "type=vxlan", f"ofport_request={s.tunnel_ofport}",
-            "options:exts=gpe", f"options:dst_port={topo.LISP_DATA_PORT}", "options:packet_type=legacy_l3",
+            "options:exts=gpe", f"options:dst_port={LISP_DATA_PORT}", "options:packet_type=legacy_l3",
             "options:remote_ip=flow", "options:key=flow", f"options:local_ip={s.tunnel_local_ip}",
             "--", "--id=@c", "create", "controller", f"target=\"tcp:{controller}:{port}\"",
             "max_backoff=1000", "connection_mode=out-of-band",

@@ -34,6 +34,7 @@ import logging
 from pathlib import Path
 
 from lisp_ryu.lab import topology as topo
+from lisp_ryu.lab import topology_load
 from lisp_ryu.lab.running import load_state, ofctl
 from lisp_ryu.lab.state import LabState
 
@@ -98,7 +99,7 @@ def all_flows(t: topo.Topology) -> dict[str, list[str]]:
 def install(state: LabState | None = None) -> dict[str, int]:
     """Replace the static flows on every site's br-int; returns flows per site."""
     state = state or load_state()
-    t = topo.load(Path(state.topology))
+    t = topology_load.load(Path(state.topology))
     counts = {}
     for site, flows in all_flows(t).items():
         ofctl(site, "del-flows", f"cookie={STATIC_COOKIE:#x}/-1", state=state)

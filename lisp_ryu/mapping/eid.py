@@ -14,13 +14,11 @@ from __future__ import annotations
 import ipaddress
 from typing import Union
 
+from lisp_ryu.wire import MAX_IID
 from lisp_ryu.wire.address import MacAddress
 
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
-
-#: LISP instance-IDs are 24 bits on the wire (RFC 9300 §5.3, RFC 8060 §4.1).
-MAX_IID = (1 << 24) - 1
 
 
 class EidError(ValueError):

@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass
 from typing import Generic, Iterator, TypeVar
 
-from lisp_ryu.wire.messages import Action  # the Map-Reply ACT field (RFC 9301 §5.4), re-exported
+from lisp_ryu.wire.records import Action  # the Map-Reply ACT field (RFC 9301 §5.4), re-exported
 
 from .eid import Eid, EidError, IPAddress, IPNetwork, MacAddress, check_iid
 from .sourcedest import SourceDestKey

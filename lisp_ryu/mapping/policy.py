@@ -50,7 +50,8 @@ Static mappings
     prefix in an instance-ID -> RLOCs), kept in a table of its own beside
     the registrations; see the Map-Server for the precedence between them.
 
-`from_dict` constructors validate JSON input and raise `PolicyError`
+`from_dict` constructors validate JSON input with the readers of
+`lisp_ryu.schema` and raise `PolicyError` (that module's `InputError`)
 naming the bad field, so the REST layer can answer 400 with it.
 """
 
@@ -61,23 +62,21 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any, Iterable
 
-from lisp_ryu.wire import Locator
+from lisp_ryu import schema
+from lisp_ryu.schema import InputError, Node
+from lisp_ryu.wire import TTL_ONE_DAY, Locator
 
-from .eid import MAX_IID, IPAddress, IPNetwork
+from .eid import IPAddress, IPNetwork
 from .table import PrefixTable
 
 MAX_ID_LENGTH = 64
 DEFAULT_PRIORITY = 100
 MAX_LIST = 1024  # prefixes per rule field: a rule is a statement, not a table
+MAX_RLOCS = 64  # per static mapping
 
 
-class PolicyError(ValueError):
-    """A policy statement is invalid; `field` names the offending field (JSON path)."""
-
-    def __init__(self, field_name: str, problem: str) -> None:
-        super().__init__(f"{field_name}: {problem}")
-        self.field = field_name
-        self.problem = problem
+#: A policy statement is invalid; `.field` names the offending field (JSON path).
+PolicyError = InputError
 
 
 class Verdict(Enum):
@@ -85,69 +84,40 @@ class Verdict(Enum):
     DENY = "deny"
 
 
-# --------------------------------------------------------------------------- parsing helpers
+# --------------------------------------------------------------------------- reading JSON
 
 
-def _require(data: Any, name: str) -> Any:
-    if name not in data:
-        raise PolicyError(name, "is required")
-    return data[name]
-
-
-def _check_keys(data: Any, allowed: set[str], where: str = "") -> None:
-    if not isinstance(data, dict):
-        raise PolicyError(where or "body", f"must be a JSON object, got {type(data).__name__}")
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise PolicyError(f"{where}{unknown[0]}", f"unknown field (expected one of {', '.join(sorted(allowed))})")
+def _body(data: Any) -> Node:
+    return Node(data, root="body")
 
 
 def _id(value: Any, name: str = "id") -> str:
     if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH:
-        raise PolicyError(name, f"must be a non-empty string of at most {MAX_ID_LENGTH} characters")
+        raise InputError(name, f"must be a non-empty string of at most {MAX_ID_LENGTH} characters")
     if not all(c.isalnum() or c in "-_." for c in value):
-        raise PolicyError(name, "may hold only letters, digits, '-', '_' and '.'")
-    return value
-
-
-def _int(value: Any, name: str, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise PolicyError(name, f"must be an integer in {lo}..{hi}, got {value!r}")
+        raise InputError(name, "may hold only letters, digits, '-', '_' and '.'")
     return value
 
 
 def parse_iid(value: Any, name: str = "iid") -> int:
-    return _int(value, name, 0, MAX_IID)
+    return schema.iid(value, name)
 
 
 def parse_prefix(value: Any, name: str) -> IPNetwork:
     """A strict prefix ("10.1.0.0/16"; a bare address is a host prefix)."""
-    if not isinstance(value, str):
-        raise PolicyError(name, f"must be a prefix string like 10.1.0.0/16, got {value!r}")
-    try:
-        return ipaddress.ip_network(value)
-    except ValueError as exc:
-        raise PolicyError(name, f"not a valid prefix: {exc}") from None
+    return schema.prefix(value, name)
 
 
 def parse_address(value: Any, name: str) -> IPAddress:
-    if not isinstance(value, str):
-        raise PolicyError(name, f"must be an IP address string, got {value!r}")
-    try:
-        return ipaddress.ip_address(value)
-    except ValueError:
-        raise PolicyError(name, f"not a valid IP address: {value!r}") from None
+    return schema.address(value, name)
 
 
 def _prefixes(value: Any, name: str, *, required: bool) -> tuple[IPNetwork, ...]:
-    if not isinstance(value, list):
-        raise PolicyError(name, "must be a list of prefixes")
-    if required and not value:
-        raise PolicyError(name, "must name at least one prefix")
-    if len(value) > MAX_LIST:
-        raise PolicyError(name, f"at most {MAX_LIST} prefixes")
-    out = tuple(parse_prefix(item, f"{name}[{i}]") for i, item in enumerate(value))
+    out = schema.seq(value, name, schema.prefix, min_len=1 if required else 0, max_len=MAX_LIST)
     return tuple(sorted(set(out), key=lambda n: (n.version, n)))
+
+
+_byte = schema.int_range(0, 255)
 
 
 # --------------------------------------------------------------------------- values
@@ -179,24 +149,22 @@ class Rule:
 
     @classmethod
     def from_dict(cls, data: Any, rule_id: str | None = None) -> Rule:
-        _check_keys(data, {"id", "iid", "destinations", "sources", "itr_rlocs", "action", "priority",
-                           "description"})
-        if rule_id is not None and "id" in data and data["id"] != rule_id:
-            raise PolicyError("id", f"{data['id']!r} differs from the id in the URL ({rule_id!r})")
-        action = _require(data, "action")
-        if action not in ("allow", "deny"):
-            raise PolicyError("action", f"must be 'allow' or 'deny', got {action!r}")
-        description = data.get("description", "")
+        body = _body(data).expect(optional={"id", "iid", "destinations", "sources", "itr_rlocs", "action",
+                                            "priority", "description"})
+        if rule_id is not None and body.has("id") and data["id"] != rule_id:
+            raise InputError("id", f"{data['id']!r} differs from the id in the URL ({rule_id!r})")
+        action = body.get("action", schema.one_of(v.value for v in Verdict))
+        description = body.raw("description", "")
         if not isinstance(description, str) or len(description) > 256:
-            raise PolicyError("description", "must be a string of at most 256 characters")
+            raise InputError("description", "must be a string of at most 256 characters")
         return cls(
-            id=_id(rule_id if rule_id is not None else _require(data, "id")),
-            iid=parse_iid(_require(data, "iid")),
-            destinations=_prefixes(_require(data, "destinations"), "destinations", required=True),
+            id=_id(rule_id) if rule_id is not None else body.get("id", _id),
+            iid=body.get("iid", schema.iid),
+            destinations=body.get("destinations", lambda v, p: _prefixes(v, p, required=True)),
             action=Verdict(action),
-            sources=_prefixes(data.get("sources", []), "sources", required=False),
-            itr_rlocs=_prefixes(data.get("itr_rlocs", []), "itr_rlocs", required=False),
-            priority=_int(data.get("priority", DEFAULT_PRIORITY), "priority", 0, 65535),
+            sources=_prefixes(body.raw("sources", []), "sources", required=False),
+            itr_rlocs=_prefixes(body.raw("itr_rlocs", []), "itr_rlocs", required=False),
+            priority=body.get("priority", schema.int_range(0, 65535), DEFAULT_PRIORITY),
             description=description,
         )
 
@@ -225,25 +193,25 @@ class RlocOverride:
 
     @classmethod
     def from_dict(cls, data: Any, override_id: str | None = None) -> RlocOverride:
-        _check_keys(data, {"id", "rloc", "site", "priority", "weight"})
-        if override_id is not None and "id" in data and data["id"] != override_id:
-            raise PolicyError("id", f"{data['id']!r} differs from the id in the URL ({override_id!r})")
-        rloc = data.get("rloc")
-        site = data.get("site")
+        body = _body(data).expect(optional={"id", "rloc", "site", "priority", "weight"})
+        if override_id is not None and body.has("id") and data["id"] != override_id:
+            raise InputError("id", f"{data['id']!r} differs from the id in the URL ({override_id!r})")
+        rloc = body.raw("rloc")
+        site = body.raw("site")
         if (rloc is None) == (site is None):
-            raise PolicyError("rloc", "give exactly one of 'rloc' (an RLOC address) or 'site' (a site name)")
+            raise InputError("rloc", "give exactly one of 'rloc' (an RLOC address) or 'site' (a site name)")
         if site is not None and (not isinstance(site, str) or not site):
-            raise PolicyError("site", "must be a site name")
-        priority = data.get("priority")
-        weight = data.get("weight")
+            raise InputError("site", "must be a site name")
+        priority = body.raw("priority")
+        weight = body.raw("weight")
         if priority is None and weight is None:
-            raise PolicyError("weight", "give 'priority', 'weight' or both")
+            raise InputError("weight", "give 'priority', 'weight' or both")
         return cls(
-            id=_id(override_id if override_id is not None else _require(data, "id")),
-            rloc=parse_address(rloc, "rloc") if rloc is not None else None,
+            id=_id(override_id) if override_id is not None else body.get("id", _id),
+            rloc=schema.address(rloc, "rloc") if rloc is not None else None,
             site=site,
-            priority=_int(priority, "priority", 0, 255) if priority is not None else None,
-            weight=_int(weight, "weight", 0, 255) if weight is not None else None,
+            priority=_byte(priority, "priority") if priority is not None else None,
+            weight=_byte(weight, "weight") if weight is not None else None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -263,6 +231,15 @@ class StaticRloc:
     weight: int = 100
 
 
+def _static_rloc(data: Any, path: str) -> StaticRloc:
+    rloc = Node(data, path).expect(optional={"address", "priority", "weight"})
+    return StaticRloc(
+        rloc.get("address", schema.address),
+        rloc.get("priority", _byte, StaticRloc.priority),  # the dataclass defaults
+        rloc.get("weight", _byte, StaticRloc.weight),
+    )
+
+
 @dataclass(frozen=True)
 class StaticMapping:
     """A mapping stated by the operator: EID prefix in an instance-ID -> RLOCs."""
@@ -270,34 +247,19 @@ class StaticMapping:
     iid: int
     prefix: IPNetwork
     rlocs: tuple[StaticRloc, ...]
-    ttl_minutes: int = 1440
+    ttl_minutes: int = TTL_ONE_DAY
 
     @classmethod
     def from_dict(cls, data: Any) -> StaticMapping:
-        _check_keys(data, {"iid", "prefix", "rlocs", "ttl_minutes"})
-        rlocs_raw = _require(data, "rlocs")
-        if not isinstance(rlocs_raw, list) or not rlocs_raw:
-            raise PolicyError("rlocs", "must be a non-empty list of {address, priority, weight}")
-        if len(rlocs_raw) > 64:
-            raise PolicyError("rlocs", "at most 64 RLOCs")
-        rlocs = []
-        for i, raw in enumerate(rlocs_raw):
-            where = f"rlocs[{i}]."
-            _check_keys(raw, {"address", "priority", "weight"}, where)
-            if "address" not in raw:
-                raise PolicyError(f"{where}address", "is required")
-            rlocs.append(StaticRloc(
-                parse_address(raw["address"], f"{where}address"),
-                _int(raw.get("priority", 1), f"{where}priority", 0, 255),
-                _int(raw.get("weight", 100), f"{where}weight", 0, 255),
-            ))
+        body = _body(data).expect(optional={"iid", "prefix", "rlocs", "ttl_minutes"})
+        rlocs = body.get("rlocs", lambda v, p: schema.seq(v, p, _static_rloc, min_len=1, max_len=MAX_RLOCS))
         if len({r.address for r in rlocs}) != len(rlocs):
-            raise PolicyError("rlocs", "an RLOC address appears twice")
+            raise InputError("rlocs", "an RLOC address appears twice")
         return cls(
-            iid=parse_iid(_require(data, "iid")),
-            prefix=parse_prefix(_require(data, "prefix"), "prefix"),
+            iid=body.get("iid", schema.iid),
+            prefix=body.get("prefix", schema.prefix),
             rlocs=tuple(rlocs),
-            ttl_minutes=_int(data.get("ttl_minutes", 1440), "ttl_minutes", 1, 0xFFFFFFFE),
+            ttl_minutes=body.get("ttl_minutes", schema.int_range(1, 0xFFFFFFFE), TTL_ONE_DAY),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -378,7 +340,7 @@ class Policy:
                        (override.site is not None and o.site == override.site))), None)
         if clash is not None:
             target = "rloc" if override.rloc is not None else "site"
-            raise PolicyError(target, f"override {clash.id!r} already sets {getattr(override, target)}")
+            raise InputError(target, f"override {clash.id!r} already sets {getattr(override, target)}")
         return Policy(self.rules, tuple(o for o in self.overrides if o.id != override.id) + (override,))
 
     def without_override(self, override_id: str) -> Policy:

@@ -13,6 +13,8 @@ from typing import Iterable
 from lisp_ryu.wire import (
     AuthAlgorithm,
     EidPrefix,
+    LISP_CONTROL_PORT,
+    TTL_ONE_DAY,
     EncapsulatedControlMessage,
     Locator,
     MapNotifyAck,
@@ -32,7 +34,7 @@ def eid(text: str, iid: int = 0) -> EidPrefix:
     return EidPrefix.from_network(ipaddress.ip_network(text), iid)
 
 
-def record(prefix: str, rlocs: Iterable[str], iid: int = 0, ttl: int = 1440, priority: int = 1,
+def record(prefix: str, rlocs: Iterable[str], iid: int = 0, ttl: int = TTL_ONE_DAY, priority: int = 1,
            weight: int = 100) -> MappingRecord:
     locators = tuple(Locator(ipaddress.ip_address(r), priority=priority, weight=weight) for r in rlocs)
     return MappingRecord.for_prefix(eid(prefix, iid), locators, ttl=ttl)
@@ -59,7 +61,7 @@ def map_register(records: Iterable[MappingRecord], key: str, *, nonce: int = 1,
 
 
 def map_request_ecm(eid_text: str, itr_rlocs: Iterable[IPAddress | str], *, iid: int = 0, nonce: int = 1,
-                    source_port: int = 4342, map_server: str = "127.0.0.1", subscribe: bool = False,
+                    source_port: int = LISP_CONTROL_PORT, map_server: str = "127.0.0.1", subscribe: bool = False,
                     xtr_id: int | None = None, site_id: int | None = None,
                     dont_map_reply: bool = False, source_eid: str | None = None) -> bytes:
     """A Map-Request for `eid_text` inside an ECM, as an ITR sends it to a Map-Resolver.

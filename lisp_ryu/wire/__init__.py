@@ -4,9 +4,12 @@ Map of the package:
 
 - `errors`   LispDecodeError (peer sent garbage) / LispEncodeError (we misused the API)
 - `cursor`   bounds-checked Reader and placeholder-filling Writer
-- `address`  AFIs, the LCAF registry (RFC 8060) and EidPrefix
-- `messages` Map-Request/Reply/Register/Notify/Notify-Ack, records, locators, decode_message
+- `address`  AFIs and the LCAF registry (RFC 8060)
+- `prefix`   EidPrefix: address/mask-len in an instance-ID
+- `records`  mapping records, locators, the ACT field and Record TTLs
+- `messages` Map-Request/Reply/Register/Notify/Notify-Ack
 - `ecm`      Encapsulated Control Message with inner IPv4/IPv6 + UDP
+- `control`  decode_message: a control datagram (types 1-5 or an ECM) by its type
 - `auth`     HMAC-SHA-1/SHA-256 sign and constant-time verify from raw bytes
 - `data`     RFC 9300 data header and its LISP-GPE (RFC 9305) form
 """
@@ -18,7 +21,6 @@ from .address import (
     AfiListAddress,
     Afi,
     DistinguishedName,
-    EidPrefix,
     ElpHop,
     ExplicitLocatorPath,
     InstanceIdAddress,
@@ -33,26 +35,22 @@ from .address import (
     register_lcaf,
 )
 from .auth import DIGEST_LENGTHS, AuthAlgorithm, AuthResult, check_authentication, sign, verify
-from .data import LISP_DATA_PORT, LispDataHeader, NextProtocol
+from .control import decode_message
+from .data import LISP_DATA_PORT, MAX_IID, LispDataHeader, NextProtocol
 from .ecm import LISP_CONTROL_PORT, EncapsulatedControlMessage
 from .errors import LispDecodeError, LispEncodeError
 from .messages import (
     MESSAGE_NAMES,
-    TTL_INFINITE,
-    TTL_ONE_DAY,
-    Action,
     ControlMessage,
-    Locator,
     MapNotify,
     MapNotifyAck,
-    MappingRecord,
     MapRegister,
     MapReply,
     MapRequest,
-    MapRequestRecord,
     MessageType,
-    decode_message,
 )
+from .prefix import EidPrefix
+from .records import TTL_INFINITE, TTL_ONE_DAY, Action, Locator, MappingRecord, MapRequestRecord
 
 __all__ = [
     "Action",
@@ -78,6 +76,7 @@ __all__ = [
     "LispDecodeError",
     "LispEncodeError",
     "Locator",
+    "MAX_IID",
     "MESSAGE_NAMES",
     "MacAddress",
     "MapNotify",

@@ -17,6 +17,8 @@ from .cursor import Reader
 from .errors import LispEncodeError
 
 LISP_DATA_PORT = 4341
+#: LISP instance-IDs are 24 bits on the wire (RFC 9300 §5.3, RFC 8060 §4.1).
+MAX_IID = (1 << 24) - 1
 HEADER_LENGTH = 8
 
 _HEADER = struct.Struct(">II")

@@ -17,7 +17,7 @@ from typing import ClassVar
 from .checks import check_bool, check_bytes, check_uint
 from .cursor import Reader, Writer
 from .errors import LispEncodeError
-from .messages import _CONTROL_CLASSES, MessageType, _Message, decode_control
+from .messages import _CONTROL_CLASSES, MessageType, _Message, decode_typed
 
 LISP_CONTROL_PORT = 4342
 IP_PROTO_UDP = 17
@@ -236,7 +236,7 @@ class EncapsulatedControlMessage(_Message):
         ):
             raise reader.error("inner UDP checksum", "does not match the datagram", udp_start + 6)
         inner = Reader(reader.data, reader.pos, reader.end, reader.context)
-        message = decode_control(inner, allow_ecm=False)
+        message = decode_typed(inner)  # types 1-5: no ECM inside an ECM
         reader.pos = reader.end
         return cls(
             message=message,

@@ -37,7 +37,9 @@ from lisp_ryu.plan import (
 )
 from lisp_ryu.wire.ecm import EncapsulatedControlMessage
 from lisp_ryu.wire.errors import LispDecodeError
-from lisp_ryu.wire.messages import Action, MapNotify, MapNotifyAck, MappingRecord, MapReply, MapRequest, decode_message
+from lisp_ryu.wire.control import decode_message
+from lisp_ryu.wire.messages import MapNotify, MapNotifyAck, MapReply, MapRequest
+from lisp_ryu.wire.records import Action, MappingRecord
 from lisp_ryu.xtr.mobility import Learned, Mobility
 from lisp_ryu.xtr.probing import Prober, RlocTracker
 from lisp_ryu.xtr.registration import Registrar

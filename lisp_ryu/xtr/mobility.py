@@ -14,10 +14,12 @@ import ipaddress
 import logging
 from enum import Enum
 
-from lisp_ryu.effects import LISP_CONTROL_PORT, DataplaneChanged, Effect, SendControl
+from lisp_ryu.effects import DataplaneChanged, Effect, SendControl
+from lisp_ryu.wire import LISP_CONTROL_PORT
 from lisp_ryu.plan import LocalHost, RemoteEntry
-from lisp_ryu.wire.address import EidPrefix
-from lisp_ryu.wire.messages import Action, Locator, MappingRecord, MapRequest, MapRequestRecord
+from lisp_ryu.wire.prefix import EidPrefix
+from lisp_ryu.wire.messages import MapRequest
+from lisp_ryu.wire.records import Action, Locator, MappingRecord, MapRequestRecord
 from lisp_ryu.xtr.probing import Prober
 from lisp_ryu.xtr.resolution import Resolver
 from lisp_ryu.xtr.state import IP_TYPES, CachedMapping, Departure, IPAddress, XtrState

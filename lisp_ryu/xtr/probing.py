@@ -39,11 +39,13 @@ import random
 from dataclasses import dataclass, replace
 from typing import Callable, Mapping
 
-from lisp_ryu.effects import LISP_CONTROL_PORT, DataplaneChanged, Effect, SendControl
+from lisp_ryu.effects import DataplaneChanged, Effect, SendControl
+from lisp_ryu.wire import LISP_CONTROL_PORT
 from lisp_ryu.ratelimit import RateLimiter
-from lisp_ryu.wire.address import EidPrefix
+from lisp_ryu.wire.prefix import EidPrefix
 from lisp_ryu.wire.errors import LispDecodeError
-from lisp_ryu.wire.messages import Locator, MappingRecord, MapReply, MapRequest, MapRequestRecord
+from lisp_ryu.wire.messages import MapReply, MapRequest
+from lisp_ryu.wire.records import Locator, MappingRecord, MapRequestRecord
 from lisp_ryu.xtr.state import IP_TYPES, XtrState
 
 LOG = logging.getLogger("lisp_ryu.xtr")

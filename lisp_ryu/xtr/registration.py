@@ -17,7 +17,7 @@ import math
 from lisp_ryu.effects import DataplaneChanged, Effect, SendControl
 from lisp_ryu.mapping.sourcedest import record_key
 from lisp_ryu.wire import auth
-from lisp_ryu.wire.address import EidPrefix
+from lisp_ryu.wire.prefix import EidPrefix
 from lisp_ryu.wire.errors import LispDecodeError
 from lisp_ryu.wire.messages import MapNotify, MapNotifyAck, MapRegister, MapReply, MapRequest
 from lisp_ryu.xtr.mobility import Mobility

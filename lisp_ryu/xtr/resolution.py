@@ -15,13 +15,16 @@ import logging
 import math
 from collections import OrderedDict
 
-from lisp_ryu.effects import LISP_CONTROL_PORT, DataplaneChanged, Effect, PacketOut, SendControl
+from lisp_ryu.effects import DataplaneChanged, Effect, PacketOut, SendControl
+from lisp_ryu.wire import LISP_CONTROL_PORT
 from lisp_ryu.mapping.mapcache import CacheEntry
 from lisp_ryu.mapping.sourcedest import SourceDestKey, record_key
-from lisp_ryu.wire.address import NO_ADDRESS, EidPrefix
+from lisp_ryu.wire.address import NO_ADDRESS
+from lisp_ryu.wire.prefix import EidPrefix
 from lisp_ryu.wire.ecm import EncapsulatedControlMessage
 from lisp_ryu.wire.errors import LispDecodeError
-from lisp_ryu.wire.messages import MapNotify, MappingRecord, MapReply, MapRequest, MapRequestRecord
+from lisp_ryu.wire.messages import MapNotify, MapReply, MapRequest
+from lisp_ryu.wire.records import MappingRecord, MapRequestRecord
 from lisp_ryu.xtr.probing import Prober
 from lisp_ryu.xtr.state import IP_TYPES, CachedMapping, IPAddress, Resolution, XtrState
 

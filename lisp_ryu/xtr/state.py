@@ -16,8 +16,8 @@ from typing import Callable
 from lisp_ryu.config import MapServerRef, XtrConfig
 from lisp_ryu.mapping.mapcache import MapCache
 from lisp_ryu.plan import LocalHost
-from lisp_ryu.wire.address import EidPrefix
-from lisp_ryu.wire.messages import Locator, MappingRecord
+from lisp_ryu.wire.prefix import EidPrefix
+from lisp_ryu.wire.records import Locator, MappingRecord
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IP_TYPES = (ipaddress.IPv4Address, ipaddress.IPv6Address)  # EIDs and RLOCs the data plane can use

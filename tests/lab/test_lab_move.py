@@ -25,6 +25,7 @@ import pytest
 
 from lisp_ryu.flows.pipeline import Owner, cookie
 from lisp_ryu.lab import cli as lab_cli
+from lisp_ryu.lab import topology_load
 from lisp_ryu.lab import controller as lab_controller
 from lisp_ryu.lab import build, processes, rtnetlink, running, teardown
 from lisp_ryu.lab import move as lab_move
@@ -142,9 +143,7 @@ def test_monitor_lines_become_flow_events():
 
 def _planned(name: str):
     """The state a lab of the shipped topology would have (pure: nothing is built)."""
-    from lisp_ryu.lab import topology as topo
-
-    t = topo.load(TOPOLOGIES / name)
+    t = topology_load.load(TOPOLOGIES / name)
     return build.plan(t, pfx="mv-", directory=Path("/nonexistent"), topology_path=str(TOPOLOGIES / name))
 
 

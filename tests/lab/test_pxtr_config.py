@@ -4,6 +4,7 @@ from pathlib import Path
 
 from lisp_ryu import config
 from lisp_ryu.lab import build, controller_config, topology as topo
+from lisp_ryu.lab import topology_load
 from lisp_ryu.xtr.state import stable_id
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -11,7 +12,7 @@ INTERNET = ROOT / "topologies" / "internet.yaml"
 
 
 def planned():
-    t = topo.load(INTERNET)
+    t = topology_load.load(INTERNET)
     return build.plan(t, pfx="lx-", directory=Path("/nonexistent"), topology_path=str(INTERNET))
 
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from lisp_ryu.lab import static_flows, topology as topo
+from lisp_ryu.lab import static_flows, topology_load
 
 ROOT = Path(__file__).resolve().parents[2]
-TWO_DC = topo.load(ROOT / "topologies" / "two-dc.yaml")
-THREE_DC = topo.load(ROOT / "topologies" / "three-dc.yaml")
+TWO_DC = topology_load.load(ROOT / "topologies" / "two-dc.yaml")
+THREE_DC = topology_load.load(ROOT / "topologies" / "three-dc.yaml")
 COOKIE = f"cookie={static_flows.STATIC_COOKIE:#x}"
 
 

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from lisp_ryu.lab import topology as topo
+from lisp_ryu.lab import topology_load
 from lisp_ryu.lab.topology import TopologyError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,11 +24,11 @@ def two_dc_doc() -> dict:
 
 
 def load_doc(doc: dict) -> topo.Topology:
-    return topo.loads(yaml.safe_dump(doc), "t.yaml")
+    return topology_load.loads(yaml.safe_dump(doc), "t.yaml")
 
 
 def test_two_dc_loads_with_documented_numbers():
-    t = topo.load(TWO_DC)
+    t = topology_load.load(TWO_DC)
     assert [s.name for s in t.sites] == ["dc1", "dc2"]
     assert [(s.name, s.dpid) for s in t.sites] == [("dc1", 1), ("dc2", 2)]
     assert {s.key for s in t.sites} == {"lisp-lab-key"}  # inherited from map_server.key
@@ -48,7 +49,7 @@ def test_two_dc_loads_with_documented_numbers():
 
 
 def test_two_dc_graph():
-    g = topo.load(TWO_DC).graph
+    g = topology_load.load(TWO_DC).graph
     kinds = dict(g.nodes(data="kind"))
     assert kinds == {"dc1": "site", "dc2": "site", "core": "router", "ms": "map-server",
                      "h1": "host", "h2": "host", "h3": "host", "h4": "host"}
@@ -58,7 +59,7 @@ def test_two_dc_graph():
 
 
 def test_routes_of_two_dc_go_through_the_core():
-    t = topo.load(TWO_DC)
+    t = topology_load.load(TWO_DC)
     routes = {(r.node, str(r.destination)): (str(r.via), r.ifname) for r in t.routes}
     assert routes == {
         ("dc1", "198.18.0.0/24"): ("198.18.1.1", "br-phy"),
@@ -72,7 +73,7 @@ def test_routes_of_two_dc_go_through_the_core():
 
 
 def test_three_dc_multihomed_site_has_one_bridge_per_rloc():
-    t = topo.load(THREE_DC)
+    t = topology_load.load(THREE_DC)
     ports = t.rloc_ports("dc3")
     assert [(p.bridge, str(p.rloc.address), p.rloc.weight, p.uplink.ifname, p.peer.ifname) for p in ports] == [
         ("br-phy", "198.18.3.2", 50, "core", "dc3"),
@@ -248,14 +249,14 @@ def test_anycast_gateway_mac_may_repeat_across_sites():
 
 def test_unreadable_and_invalid_files(tmp_path):
     with pytest.raises(TopologyError, match="missing.yaml: cannot read"):
-        topo.load(tmp_path / "missing.yaml")
+        topology_load.load(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: [unclosed\n")
     with pytest.raises(TopologyError, match="not valid YAML"):
-        topo.load(bad)
+        topology_load.load(bad)
     bad.write_text("")
     with pytest.raises(TopologyError, match="the file is empty"):
-        topo.load(bad)
+        topology_load.load(bad)
 
 
 # --------------------------------------------------------------------------
@@ -269,7 +270,7 @@ def internet_doc() -> dict:
 
 
 def test_internet_topology_has_a_pxtr_attracting_the_eid_space():
-    t = topo.load(INTERNET)
+    t = topology_load.load(INTERNET)
     assert [s.name for s in t.lisp_sites] == ["dc1", "dc2"] and t.pxtr.name == "px"
     n = t.pxtr.native
     assert (n.router, str(n.interface), str(n.next_hop), n.iid) == ("core", "198.18.19.2/24", "198.18.19.1", 42)
@@ -283,7 +284,7 @@ def test_internet_topology_has_a_pxtr_attracting_the_eid_space():
 
 
 def test_core_routes_the_eid_space_to_the_pxtr_and_sites_get_no_native_routes():
-    t = topo.load(INTERNET)
+    t = topology_load.load(INTERNET)
     core = {str(r.destination): (str(r.via), r.ifname) for r in t.routes_of("core")}
     assert core == {"10.1.0.0/16": ("198.18.19.2", "px-n"), "10.2.0.0/16": ("198.18.19.2", "px-n")}
     for node in ("dc1", "dc2", "px", "ms"):

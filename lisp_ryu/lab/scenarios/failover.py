@@ -34,7 +34,7 @@ from typing import Callable
 
 import yaml
 
-from lisp_ryu.lab import topology as topo
+from lisp_ryu.lab import topology_load
 from lisp_ryu.lab.running import exec_in, ofctl
 from lisp_ryu.lab.scenarios.probe import FlowWatch, Probe, Prober
 from lisp_ryu.lab.state import LabError, LabState
@@ -68,7 +68,7 @@ class LinkEnd:
 
 
 def rloc_link(state: LabState, site: str, rloc: str) -> LinkEnd:
-    t = topo.load(state.topology)
+    t = topology_load.load(state.topology)
     for port in t.rloc_ports(site):
         if str(port.rloc.address) == rloc:
             return LinkEnd(port.peer.node, port.peer.ifname)

@@ -9,7 +9,7 @@ from lisp_ryu.flows import compiler as c
 from lisp_ryu.flows.model import GroupAction, Output, SetField
 from lisp_ryu.flows.pipeline import Owner, Table, cookie_owner, PipelineError, check_flow
 from lisp_ryu.flows.model import Flow, match
-from lisp_ryu.flows.simulate import walk
+from support.simulate import walk
 
 ip = ipaddress.ip_address
 net = ipaddress.ip_network

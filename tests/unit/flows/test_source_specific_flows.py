@@ -10,7 +10,7 @@ from lisp_ryu.flows.encode import flow_mod, OFPFC_ADD
 from lisp_ryu.flows.pipeline import (
     PRIO_LOCAL_HOST, PRIO_PREFIX_BASE, PRIO_PREFIX_STRIDE, Owner, Table, cookie, prefix_priority,
 )
-from lisp_ryu.flows.simulate import walk
+from support.simulate import walk
 
 ip = ipaddress.ip_address
 net = ipaddress.ip_network

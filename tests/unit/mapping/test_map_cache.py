@@ -10,7 +10,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from lisp_ryu.mapping import Action, CacheEntry, EidError, MacAddress, MapCache, PrefixNotFound
 from lisp_ryu.mapping.mapcache import EidCache
-from lisp_ryu.wire.messages import Action as WireAction
+from lisp_ryu.wire.records import Action as WireAction
 
 N = ip_network
 A = ip_address

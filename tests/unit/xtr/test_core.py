@@ -9,12 +9,11 @@ from lisp_ryu import config
 from lisp_ryu.effects import DataplaneChanged, PacketOut, SendControl
 from lisp_ryu.plan import RemoteAction, RemoteEntry, Rloc
 from lisp_ryu.wire import auth
-from lisp_ryu.wire.address import EidPrefix
+from lisp_ryu.wire.prefix import EidPrefix
 from lisp_ryu.wire.ecm import EncapsulatedControlMessage
-from lisp_ryu.wire.messages import (
-    Action, Locator, MapNotify, MapNotifyAck, MappingRecord, MapRegister, MapReply, MapRequest,
-    MapRequestRecord, decode_message,
-)
+from lisp_ryu.wire.control import decode_message
+from lisp_ryu.wire.messages import MapNotify, MapNotifyAck, MapRegister, MapReply, MapRequest
+from lisp_ryu.wire.records import Action, Locator, MappingRecord, MapRequestRecord
 from lisp_ryu.xtr import mobility as xtr_mobility
 from lisp_ryu.xtr.core import XtrCore
 
@@ -321,7 +320,7 @@ def test_a_workload_that_comes_back_is_served_and_registered_again(xtr):
 
 def test_compiled_mobility_plan_walks_correctly(xtr):
     from lisp_ryu.flows.compiler import compile_plan
-    from lisp_ryu.flows.simulate import walk
+    from support.simulate import walk
 
     xtr.start(0.0)
     state = compile_plan(xtr.plan())

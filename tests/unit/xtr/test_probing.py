@@ -17,10 +17,10 @@ from lisp_ryu.effects import DataplaneChanged, SendControl
 from lisp_ryu.flows.compiler import compile_plan
 from lisp_ryu.flows.model import GroupAction, SetField
 from lisp_ryu.flows.pipeline import Owner, Table, cookie_owner
-from lisp_ryu.wire.address import EidPrefix
-from lisp_ryu.wire.messages import (
-    Action, Locator, MappingRecord, MapReply, MapRequest, MapRequestRecord, decode_message,
-)
+from lisp_ryu.wire.control import decode_message
+from lisp_ryu.wire.messages import MapReply, MapRequest
+from lisp_ryu.wire.prefix import EidPrefix
+from lisp_ryu.wire.records import Action, Locator, MappingRecord, MapRequestRecord
 from lisp_ryu.xtr.core import XtrCore
 from lisp_ryu.xtr.probing import ProbeSettings, RlocTracker
 

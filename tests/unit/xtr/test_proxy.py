@@ -10,9 +10,9 @@ import yaml
 from lisp_ryu import config
 from lisp_ryu.effects import SendControl
 from lisp_ryu.flows.compiler import compile_plan
-from lisp_ryu.flows.simulate import walk
-from lisp_ryu.wire.address import EidPrefix
-from lisp_ryu.wire.messages import Locator, MappingRecord, MapReply, decode_message
+from support.simulate import walk
+from lisp_ryu.wire.prefix import EidPrefix
+from lisp_ryu.wire import Locator, MappingRecord, MapReply, decode_message
 from lisp_ryu.xtr.core import XtrCore
 
 ip = ipaddress.ip_address

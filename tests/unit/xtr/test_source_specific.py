@@ -16,7 +16,7 @@ from lisp_ryu.config import EidPrefixConfig, MapServerConfig, SiteConfig
 from lisp_ryu.effects import DataplaneChanged, PacketOut
 from lisp_ryu.flows.compiler import compile_plan
 from lisp_ryu.flows.pipeline import Table, prefix_priority
-from lisp_ryu.flows.simulate import walk
+from support.simulate import walk
 from lisp_ryu.glue.controller import Controller
 from lisp_ryu.mapping.policy import Rule
 from lisp_ryu.mapping.sourcedest import SourceDestKey, record_key
