@@ -16,6 +16,12 @@ network.  The classes live in lisp_ryu/lab/mininet_net.py (Python API:
 Extra CLI verbs: `move HOST SITE`, `mapcache SITE`, `registrations`,
 `lisp WHAT [ARGS]` (= `lisp-ryu show WHAT ARGS` against the controller's
 REST API); `pingall` pings between the workloads.
+
+Mininet's own runner works too (its network and CLI classes come from here):
+    mn --custom mininet/lisp_topo.py --topo lisp,topologies/two-dc.yaml [--test pingall]
+(`--topo lisp,FILE,static_flows=1`: static flows).  Careful: `mn` runs
+`mn -c`'s cleanup after any error, which kills every `ping`, `mnexec` and
+controller on the machine by name; this script never does.
 """
 
 from __future__ import annotations
@@ -77,5 +83,12 @@ def main(argv: list[str] | None = None) -> int:
         net.stop()
 
 
-if __name__ == "__main__":
+# `mn --custom mininet/lisp_topo.py --topo lisp,topologies/two-dc.yaml [--test pingall]`: mn takes
+# these names from this file (its topology and controller choices, and the network and CLI classes).
+topos = {"lisp": LispTopo}
+controllers = {"lisp": LispRyuController}
+Mininet = LispMininet
+CLI = LispCLI
+
+if __name__ == "__main__":  # not under `mn --custom`, which runs this file with no __name__ of its own
     raise SystemExit(main())

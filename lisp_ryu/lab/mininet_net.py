@@ -152,7 +152,9 @@ class LispTopo(Topo):
     core routers, the Map-Server and hosts as nodes; underlay links and host
     links with the lab's interface names and MACs."""
 
-    def build(self, topology_path: str | Path = "topologies/two-dc.yaml") -> None:
+    def build(self, topology_path: str | Path = "topologies/two-dc.yaml", static_flows: bool | str = False) -> None:
+        """`static_flows`: no controller, the lab's static flows (for `mn --topo lisp,FILE,static_flows=1`)."""
+        self.static_flows = str(static_flows).lower() not in ("", "0", "false", "no")
         t = topo.load(topology_path)
         if t.pxtr or t.internet_hosts:
             raise LabError(f"{topology_path}: a PxTR and internet hosts are not built under Mininet yet: "
@@ -185,7 +187,8 @@ class LispMininet(Mininet):
     def __init__(self, topo: LispTopo | None = None, controller=LispRyuController, static_flows: bool = False,
                  **kwargs):
         use_mininet_lab_dir()
-        self.static_flows = static_flows or controller is None
+        self.static_flows = static_flows or controller is None or getattr(topo, "static_flows", False)
+        controller = _lisp_controller(controller)
         self.lisp_state: LabState | None = None
         kwargs.setdefault("autoSetMacs", False)
         kwargs.setdefault("autoStaticArp", False)
@@ -303,6 +306,17 @@ class LispMininet(Mininet):
                 link.intf1 = new_intf
         return (f"moved {host} from {m.from_site} port {m.from_ofport} to {m.to_site} port {m.to_ofport}: "
                 f"no link for {m.swap_ms:.1f} ms")
+
+
+def _lisp_controller(controller):
+    """The lisp-ryu controller, whatever Mininet was asked for: a LispRyuController
+    (class, instance or `mn --controller lisp,rest_port=8081`) is kept, anything
+    else (mn's default, `--controller none`, ...) becomes LispRyuController: this
+    network has no other control plane (static flows are asked for explicitly)."""
+    for c in controller if isinstance(controller, (list, tuple)) else [controller]:
+        if isinstance(c, LispRyuController) or (isinstance(c, type) and issubclass(c, LispRyuController)):
+            return c
+    return LispRyuController
 
 
 def _namespaces(state: LabState) -> dict[str, str]:

@@ -5,7 +5,8 @@ name prefix, management subnet and controller port), so Mininet, the
 controller and the sites' OVS daemons come and go exactly as for a user,
 and checks that nothing of it is left afterwards.
 Labs: prefix nm-, 198.19.234.0/24, port 6686 (--no-cli); prefix nc-,
-198.19.233.0/24, port 6685 (the CLI session); prefix ns-, 198.19.232.0/24 (static flows).
+198.19.233.0/24, port 6685 (the CLI session); prefix ns-, 198.19.232.0/24 (static flows);
+prefix nr-, 198.19.231.0/24, port 6683 (`mn --custom`).
 """
 
 from __future__ import annotations
@@ -183,3 +184,30 @@ def test_cli_session_ping_mapcache_move(tmp_path):
         rc = session.close()
         assert_nothing_left("nc-", tmp_path / "run")
     assert rc == 0, session.transcript
+
+
+# `mn` runs mininet.clean.cleanup() after any error, which kills every ping, mnexec and controller
+# on the machine by name: the test runs mn with that disabled (it cleans up by its own prefix).
+MN_WITHOUT_CLEANUP = """
+import runpy, shutil, sys
+import mininet.clean
+mininet.clean.cleanup = lambda: print("mn: cleanup by name suppressed", file=sys.stderr)
+sys.argv[0] = "mn"
+runpy.run_path(shutil.which("mn"), run_name="__main__")
+"""
+
+
+@pytest.mark.skipif(shutil.which("mn") is None, reason="mn (Debian package mininet) is not installed")
+def test_mn_runner_with_the_custom_file(tmp_path):
+    topology, env = setup(tmp_path, "nr-", "198.19.231.0/24", 6683)
+    proc = subprocess.run([sys.executable, "-c", MN_WITHOUT_CLEANUP, "--custom", str(SCRIPT),
+                           "--topo", f"lisp,{topology}", "--test", "pingall"], env=env,
+                          capture_output=True, text=True, timeout=TIMEOUT)
+    out = proc.stdout + proc.stderr
+    try:
+        assert proc.returncode == 0, out
+        assert re.search(r"lisp-ryu controller pid \d+, OpenFlow 198\.19\.231\.1:6683", out), out
+        assert "Results: 0% dropped (12/12 received)" in out, out
+        assert "Caught exception" not in out, out
+    finally:
+        assert_nothing_left("nr-", tmp_path / "run")
