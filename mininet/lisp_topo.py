@@ -1,152 +1,94 @@
 #!/usr/bin/env python3
-"""The lisp-ryu lab as a Mininet network, with Mininet's CLI.
+"""The lisp-ryu lab as a Mininet network, with the real control plane and Mininet's CLI.
 
-    python mininet/lisp_topo.py topologies/two-dc.yaml      # then: h1 ping h3
+    python mininet/lisp_topo.py topologies/two-dc.yaml                 # CLI: h1 ping h3, mapcache dc1, move h1 dc2
+    python mininet/lisp_topo.py --no-cli topologies/two-dc.yaml        # ping, map-cache, move, ping; exit 0 if all good
+    python mininet/lisp_topo.py --static-flows topologies/two-dc.yaml  # no controller: the lab's static flows
 
-Same topology file, same names, MACs, port numbers and OVS layout as
-`lisp-ryu lab up` (lisp_ryu/lab/build.py shares its configuration step):
-every site is a Mininet node running its own ovsdb-server + ovs-vswitchd
-inside its namespace; routers and the Map-Server are plain nodes; hosts are
-Mininet hosts.  The sites get the lab's static LISP-GPE flows, so hosts of
-different sites reach each other without a controller.  Not yet here: the
-management network (br-int's controller target is set but unreachable).
+Same topology file, names, MACs, port numbers and OVS layout as `lisp-ryu
+lab up`: every site is a Mininet node running its own ovsdb-server +
+ovs-vswitchd inside its namespace, and the lisp-ryu controller with its
+embedded Map-Server is the network's Mininet controller (started and stopped
+by Mininet); every site's br-int connects to it over the lab's management
+network.  The classes live in lisp_ryu/lab/mininet_net.py (Python API:
+`LispMininet(topo=LispTopo(FILE), controller=LispRyuController)`).
+
+Extra CLI verbs: `move HOST SITE`, `mapcache SITE`, `registrations`,
+`lisp WHAT [ARGS]` (= `lisp-ryu show WHAT ARGS` against the controller's
+REST API); `pingall` pings between the workloads.
+
+Mininet's own runner works too (its network and CLI classes come from here):
+    mn --custom mininet/lisp_topo.py --topo lisp,topologies/two-dc.yaml [--test pingall]
+(`--topo lisp,FILE,static_flows=1`: static flows).  Careful: `mn` runs
+`mn -c`'s cleanup after any error, which kills every `ping`, `mnexec` and
+controller on the machine by name; this script never does.
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
 import signal
 import sys
-import tempfile
-import time
-from pathlib import Path
 
-from mininet.cli import CLI
 from mininet.log import info, setLogLevel
-from mininet.net import Mininet
-from mininet.node import Host, Node
 
-from lisp_ryu.lab import processes, static_flows, topology as topo
-from lisp_ryu.lab import topology_load
-from lisp_ryu.lab.build import configure, plan
-from lisp_ryu.lab.ovs import DAEMONS
-from lisp_ryu.lab.running import ofctl
-from lisp_ryu.lab.state import LabState
-
-PREFIX = "mn-"  # only used in the plan's namespace names; Mininet's namespaces are unnamed
+from lisp_ryu.lab.mininet_net import LispCLI, LispMininet, LispRyuController, LispTopo, self_check
+from lisp_ryu.lab.state import LabError
+from lisp_ryu.lab.topology import TopologyError
 
 
-class LispRouter(Node):
-    """A core router: a namespace that forwards IPv4 (set by the lab's configure step)."""
-
-
-class LispMapServer(Node):
-    """The Map-Server's place on the underlay: a namespace with one address."""
-
-
-class LispSite(Node):
-    """An xTR site: its own ovsdb-server + ovs-vswitchd run inside this node's
-    namespace (started by `start_ovs`), stopped with the node."""
-
-    run_dir: str | None = None
-
-    def start_ovs(self, argv: list[str], env: dict) -> str:
-        """Start one OVS daemon (detached) inside this node."""
-        self.run_dir = str(Path(env["OVS_RUNDIR"]))
-        out, err, rc = self.pexec(argv, env=env)
-        if rc:
-            raise processes.CommandError(argv, rc, err)
-        return out
-
-    def terminate(self) -> None:
-        if self.run_dir:
-            pids = {}
-            for daemon in DAEMONS:
-                pid = processes.read_pid(Path(self.run_dir) / f"{daemon}.pid")
-                if pid and processes.comm(pid) == daemon:
-                    pids[pid] = f"{daemon} of {self.name}"
-            processes.terminate(pids)
-        super().terminate()
-
-
-def build(topology_path: str | Path) -> tuple[Mininet, LabState]:
-    """Build and start the Mininet network for a topology file, with static
-    flows installed.  The caller stops it with `stop(net, state)`."""
-    t = topology_load.load(topology_path)
-    if t.pxtr or t.internet_hosts:
-        raise SystemExit(f"{topology_path}: a PxTR and internet hosts are not built under Mininet yet: "
-                         "use `lisp-ryu lab up`")
-    run_root = Path(tempfile.mkdtemp(prefix="lisp-ryu-mn-"))
-    state = plan(t, pfx=PREFIX, directory=run_root, topology_path=str(Path(topology_path).absolute()))
-    net = Mininet(topo=None, controller=None, build=False, autoSetMacs=False, autoStaticArp=False)
+def build(topology_path, *, static_flows: bool = False) -> LispMininet:
+    """Build and start the network (controller included unless static_flows); stop it with `net.stop()`."""
+    net = LispMininet(topo=LispTopo(topology_path), controller=None if static_flows else LispRyuController)
     try:
-        for site in t.sites:
-            net.addHost(site.name, cls=LispSite, ip=None)
-        for router in t.routers:
-            net.addHost(router.name, cls=LispRouter, ip=None)
-        if t.map_server:
-            net.addHost(t.map_server.name, cls=LispMapServer, ip=None)
-        for h in state.hosts:
-            net.addHost(h.name, cls=Host, ip=None, mac=h.mac)
-        for link in t.links:
-            net.addLink(link.a.node, link.b.node, intfName1=link.a.ifname, intfName2=link.b.ifname,
-                        addr1=link.a.mac, addr2=link.b.mac)
-        for h in state.hosts:
-            net.addLink(h.name, h.site, intfName1=topo.HOST_IFNAME, intfName2=h.name, addr1=h.mac)
-        net.build()
         net.start()
-
-        def execute(node: str, argv, env=None) -> str:
-            n = net[node]
-            if isinstance(n, LispSite) and env is not None:
-                return n.start_ovs(list(argv), env)
-            out, err, rc = n.pexec(list(argv), env=env) if env else n.pexec(list(argv))
-            if rc:
-                raise processes.CommandError(argv, rc, err)
-            return out
-
-        state = configure(t, state, execute, management=False)
-        for h in state.hosts:
-            net[h.name].defaultIntf().updateIP()  # Mininet learns the address (for `h1 ping h3`)
-        for site in t.sites:
-            flows = static_flows.site_flows(t, site.name)
-            ofctl(site.name, "add-flows", "-", input="\n".join(flows) + "\n", state=state)
     except BaseException:
-        stop(net, state)
+        net.stop()
         raise
-    return net, state
-
-
-def stop(net: Mininet, state: LabState) -> None:
-    """Stop Mininet (nodes stop their OVS daemons) and remove the run directories."""
-    net.stop()
-    shutil.rmtree(state.lab_dir, ignore_errors=True)
+    return net
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Run a lisp-ryu lab topology under Mininet, with its CLI.")
+    parser = argparse.ArgumentParser(description="Run a lisp-ryu lab topology under Mininet, with the lisp-ryu "
+                                     "controller and Mininet's CLI (extra verbs: move, mapcache, registrations, lisp).")
     parser.add_argument("topology", help="topology file, e.g. topologies/two-dc.yaml")
-    parser.add_argument("--no-cli", action="store_true", help="build, ping once between two sites, stop")
+    parser.add_argument("--no-cli", action="store_true",
+                        help="build, ping between two sites, show the map-cache, move the host, ping again, stop; "
+                        "exit 1 on any failure")
+    parser.add_argument("--static-flows", action="store_true",
+                        help="no controller: install the lab's static LISP-GPE flows instead")
     args = parser.parse_args(argv)
     setLogLevel("info")
-    net, state = build(args.topology)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # still runs stop() below
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # still runs net.stop() below
     try:
+        net = build(args.topology, static_flows=args.static_flows)
+    except (LabError, TopologyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        state = net.state
         names = ", ".join(f"{h.name} {h.ip} ({h.site})" for h in state.hosts)
-        info(f"*** lisp-ryu lab {state.name}: {names}; sites reach each other through LISP-GPE\n")
+        how = "static flows" if args.static_flows else "the lisp-ryu controller resolves through the Map-Server"
+        info(f"*** lisp-ryu lab {state.name}: {names}; {how}\n")
         if args.no_cli:
-            a = state.hosts[0]
-            b = next(h for h in state.hosts if h.site != a.site)
-            started = time.monotonic()
-            out = net[a.name].cmd(f"ping -c 1 -W 2 {b.ip}")
-            info(out)
-            return 0 if " 0% packet loss" in out and time.monotonic() - started < 10 else 1
-        CLI(net)
+            failures = self_check(net)
+            for failure in failures:
+                print(f"*** FAILED: {failure}", flush=True)
+            if not failures:
+                print("*** all checks passed", flush=True)
+            return 1 if failures else 0
+        LispCLI(net)
         return 0
     finally:
-        stop(net, state)
+        net.stop()
 
 
-if __name__ == "__main__":
+# `mn --custom mininet/lisp_topo.py --topo lisp,topologies/two-dc.yaml [--test pingall]`: mn takes
+# these names from this file (its topology and controller choices, and the network and CLI classes).
+topos = {"lisp": LispTopo}
+controllers = {"lisp": LispRyuController}
+Mininet = LispMininet
+CLI = LispCLI
+
+if __name__ == "__main__":  # not under `mn --custom`, which runs this file with no __name__ of its own
     raise SystemExit(main())

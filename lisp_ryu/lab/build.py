@@ -126,7 +126,7 @@ def up(topology_path: str | Path) -> LabState:
         leftovers = objects_with_prefix(pfx)
         if leftovers:
             raise LabError(f"objects of an earlier lab are left ({', '.join(leftovers)}): run `lisp-ryu lab down`")
-        _check_management_free(t.management)
+        check_management_free(t.management)
         state = plan(t, pfx=pfx, directory=directory, topology_path=str(Path(topology_path).absolute()))
         write_state(state)
         started = time.monotonic()
@@ -145,7 +145,7 @@ def up(topology_path: str | Path) -> LabState:
         return state
 
 
-def _check_management_free(m: topo.Management) -> None:
+def check_management_free(m: topo.Management) -> None:
     """The management subnet is the one thing the lab puts in the root
     namespace: refuse if the machine already uses any of it."""
     out = run(["ip", "-4", "-o", "addr", "show"]).stdout
@@ -158,13 +158,10 @@ def _check_management_free(m: topo.Management) -> None:
                                f"change management.subnet in the topology")
 
 
-def _build(t: topo.Topology, state: LabState) -> LabState:
-    """Create the namespaces and wires, then configure them (`configure`)."""
-    ns_of = _namespaces(state)
-    for namespace in state.namespaces:
-        run(["ip", "netns", "add", namespace])
-    # Management network: the lab bridge with the controller's address, one
-    # veth per site (the only objects in the root namespace).
+def add_management_network(t: topo.Topology, state: LabState) -> None:
+    """The management network: the lab bridge with the controller's address and
+    one veth per site, its `mgmt0` end in the site's (named) namespace: the only
+    objects in the root namespace.  The Mininet lab (lisp_ryu/lab/mininet_net.py) shares it."""
     bridge = state.management_bridge
     run(["ip", "link", "add", bridge, "type", "bridge"])
     run(["ip", "addr", "add", f"{state.controller}/{t.management.subnet.prefixlen}", "dev", bridge])
@@ -174,6 +171,14 @@ def _build(t: topo.Topology, state: LabState) -> LabState:
              "netns", s.namespace])
         run(["ip", "link", "set", s.management_veth, "master", bridge, "up"])
         run(["ethtool", "-K", s.management_veth, "tx", "off"])
+
+
+def _build(t: topo.Topology, state: LabState) -> LabState:
+    """Create the namespaces and wires, then configure them (`configure`)."""
+    ns_of = _namespaces(state)
+    for namespace in state.namespaces:
+        run(["ip", "netns", "add", namespace])
+    add_management_network(t, state)
     for link in t.links:
         run(["ip", "link", "add", link.a.ifname, "netns", ns_of[link.a.node], "type", "veth",
              "peer", "name", link.b.ifname, "netns", ns_of[link.b.node]])

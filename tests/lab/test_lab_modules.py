@@ -7,7 +7,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULES = ["processes", "ovs", "running", "teardown", "build", "move", "static_flows", "controller", "demo", "cli",
-           "scenarios.probe", "scenarios.mobility", "scenarios.failover"]
+           "scenarios.probe", "scenarios.mobility", "scenarios.failover", "mininet_net"]
 
 # Each module first, in a fresh interpreter state: a cycle shows as an ImportError
 # naming a partially initialised module.
