@@ -46,7 +46,7 @@ from lisp_ryu.lab.build import REQUIRED_TOOLS, add_management_network, check_man
 from lisp_ryu.lab.move import move_host
 from lisp_ryu.lab.ovs import DAEMONS
 from lisp_ryu.lab.running import load_state, locked, vsctl
-from lisp_ryu.lab.state import LAB_DIR_ENV, LAB_PREFIX_ENV, LabError, LabState, lab_dir, prefix, read_state, write_state
+from lisp_ryu.lab.state import LAB_DIR_ENV, LAB_PREFIX_ENV, LabError, LabState, prefix, read_state, write_state
 from lisp_ryu.lab.teardown import teardown
 
 DEFAULT_LAB_DIR = "/run/lisp-ryu-mn"
