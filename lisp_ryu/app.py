@@ -105,7 +105,15 @@ class LispApp(app_manager.RyuApp):
                 store = FileStore(ms.data_dir)  # registrations survive a controller restart
             else:
                 LOG.warning("embedded Map-Server has no data_dir: registrations are kept in memory only")
-            core = MapServer(ms, nonces=nonces, now=time.time(), store=store)
+            # Restoring makes many objects without cycles: collection passes meanwhile would only cost
+            # time.  They live until exit: the gc.freeze() below takes them out of full passes.
+            collecting = gc.isenabled()
+            gc.disable()
+            try:
+                core = MapServer(ms, nonces=nonces, now=time.time(), store=store)
+            finally:
+                if collecting:
+                    gc.enable()
             sock = open_udp_socket(ms.netns, (str(listen[0]), listen[1]))
             self.endpoints.append(ControlEndpoint("map-server", sock, core, clock=time.time))
             LOG.info("embedded Map-Server listening on %s:%d%s", listen[0], listen[1],

@@ -18,9 +18,11 @@ from lisp_ryu.flows.pipeline import Table, prefix_priority
 from lisp_ryu.flows.simulate import walk
 from lisp_ryu.mapping.policy import Rule
 from lisp_ryu.mapping.sourcedest import SourceDestKey, record_key
-from lisp_ryu.mapserver import MapServer, packets
+from lisp_ryu.mapserver import MapServer
 from lisp_ryu.wire import Action, Locator, MapNotify, MappingRecord, MapRequest, MapRequestRecord, auth
 from lisp_ryu.xtr.core import XtrCore
+
+from support import packets
 
 ip = ipaddress.ip_address
 net = ipaddress.ip_network
