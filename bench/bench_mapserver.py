@@ -14,7 +14,7 @@ the same invocation against the same generator, is a minimal Python UDP echo
 server: the most a one-threaded Python UDP server can answer on this machine.
 Each server gets 3 loads in a row (quick: 1) and the best counts, for the
 echo as for the Map-Server, as the other benchmarks take the least disturbed
-of several runs: back-to-back loads vary by about 10 %.
+of several runs (back-to-back loads vary; bench/README.md says how much).
 
 Figures: requests/s at 10k and 1M prefixes (quick: 10k and 100k) as a ratio
 of the echo ceiling (target 0.5), their p50/p99 latency against the echo's,
@@ -24,8 +24,11 @@ snapshot), how much more a request costs at the large size than at 10k
 (resident size growth from the small to the large table, against its bytes
 in the snapshot; measured just after the restore).  Last, in this process,
 how long a journal compaction stops the server with 100k registrations that
-came by Map-Register (quick: 20k), against encoding every entry again, as
-compactions did before they joined the entries encoded on arrival.
+came by Map-Register (quick: 20k), against encoding every entry again (what
+a compaction would cost without the entries encoded on arrival).
+
+The datagrams are built with the tests' packet builders (tests/support/packets.py):
+`_packets()` puts tests/ on the import path for them.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ import time
 import msgpack
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TESTS = os.path.join(REPO, "tests")
 CONFIG = """\
 map_server:
   rate_limit_per_source: 1000000000
@@ -66,11 +70,20 @@ def _eid(n: int) -> int:
     return 0x0A000000 + (n * 7919) % (1 << 24)
 
 
-def _snapshot_entries(count: int):
-    from lisp_ryu.mapserver import packets
-    from lisp_ryu.mapserver.service import _record_bytes
+def _packets():
+    """The tests' packet builders (`support.packets`), importable once tests/ is on the path."""
+    if TESTS not in sys.path:
+        sys.path.insert(0, TESTS)
+    from support import packets
 
-    template = _record_bytes(packets.record("10.0.0.1/32", ["198.18.0.1"]))
+    return packets
+
+
+def _snapshot_entries(count: int):
+    from lisp_ryu.mapserver.state import record_bytes
+
+    packets = _packets()
+    template = record_bytes(packets.record("10.0.0.1/32", ["198.18.0.1"]))
     address_at = template.index(bytes([10, 0, 0, 1]))
     base = {"t": "reg", "iid": 0, "etr": "rloc:198.18.0.1", "site": "bench", "src": "198.18.0.1", "port": 4342,
             "proxy": True, "kid": 0, "alg": 1, "at": time.time(), "exp": time.time() + 86400, "xid": None, "sid": None}
@@ -83,8 +96,8 @@ def _snapshot_entries(count: int):
 def _requests(source_port: int, count: int, distinct: int) -> list[bytes]:
     """ECM Map-Requests for registered EIDs, zero inner UDP checksum so the nonce can be patched in."""
     from lisp_ryu.wire import EncapsulatedControlMessage, MapRequest, MapRequestRecord
-    from lisp_ryu.mapserver import packets
 
+    packets = _packets()
     loopback = ipaddress.ip_address("127.0.0.1")
     out = []
     for i in range(min(distinct, count)):
@@ -241,14 +254,15 @@ def _rss_kib(pid: int) -> int:
 
 def _compaction(size: int) -> dict:
     """Seconds one compaction stops the Map-Server for, with `size` registrations that came by
-    Map-Register (so each holds its entry encoded), against encoding every entry again as a
-    compaction did before: both write the same snapshot file to the same disk."""
+    Map-Register (so each holds its entry encoded), against encoding every entry again: both
+    write the same snapshot file to the same disk."""
     import ipaddress as ip
 
     from lisp_ryu import config as config_mod
-    from lisp_ryu.mapserver import packets
     from lisp_ryu.mapserver.service import MapServer
     from lisp_ryu.mapserver.store import FileStore
+
+    packets = _packets()
 
     with tempfile.TemporaryDirectory(prefix="bench-compaction-") as tmp:
         config = os.path.join(tmp, "ms.yaml")
@@ -265,7 +279,7 @@ def _compaction(size: int) -> dict:
         if core.registration_count != size:
             raise RuntimeError(f"expected {size} registrations, have {core.registration_count}")
         timings = {}
-        for name, entries in (("joined", core._stored_state), ("encoded", core.state_entries)):
+        for name, entries in (("joined", core._journal.stored_state), ("encoded", core.state_entries)):
             started = time.perf_counter()
             store.snapshot(entries())
             timings[name] = time.perf_counter() - started
@@ -281,7 +295,7 @@ def run(quick: bool = False) -> dict[str, dict]:
     sizes = (10_000, 100_000) if quick else (10_000, 1_000_000)
     total = 20_000 if quick else 100_000  # requests measured per run (after a warm-up)
     seconds = 30.0 if quick else 90.0  # and never longer than this
-    rounds = 1 if quick else 3  # loads per server, the best one counted (runs vary by +-10 %)
+    rounds = 1 if quick else 3  # loads per server, the best one counted (back-to-back runs vary)
     echo = _echo_baseline(rounds, total, seconds)
     figures: dict[str, dict] = {}
     rates = {}

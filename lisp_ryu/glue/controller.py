@@ -17,6 +17,7 @@ never preempt one another), so the cores need no locks.
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import logging
 import random
@@ -101,7 +102,15 @@ class Controller:
                 store = FileStore(ms.data_dir)  # registrations survive a controller restart
             else:
                 LOG.warning("embedded Map-Server has no data_dir: registrations are kept in memory only")
-            core = MapServer(ms, nonces=nonces, now=wall_clock(), store=store)
+            # Restoring makes many objects without cycles: collection passes meanwhile would only cost
+            # time.  They live until exit: the app's gc.freeze() once started takes them out of full passes.
+            collecting = gc.isenabled()
+            gc.disable()
+            try:
+                core = MapServer(ms, nonces=nonces, now=wall_clock(), store=store)
+            finally:
+                if collecting:
+                    gc.enable()
             sock = open_socket(ms.netns, (str(listen[0]), listen[1]))
             controller.add_endpoint(ControlEndpoint("map-server", core, sock.sendto, clock=wall_clock,
                                                     receivers={None: sock}))

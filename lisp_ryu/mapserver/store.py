@@ -1,9 +1,9 @@
-"""Durable Map-Server state: an msgpack snapshot plus an fsynced append-only journal.
+"""The files of the durable Map-Server state: an msgpack snapshot plus an fsynced append-only journal.
 
-The core records every change of registrations and subscriptions as one
-*absolute* entry (set this key to this value / delete this key), so replaying
-a journal on top of any snapshot taken before it always ends in the state
-that was journalled last, and a replay may safely repeat entries.
+What the entries say is `journal.py`'s business; here they are opaque maps.
+Each is *absolute* (set this key to this value / delete this key), so
+replaying a journal on top of any snapshot taken before it always ends in the
+state that was journalled last, and a replay may safely repeat entries.
 
 Files in the data directory:
 

@@ -11,7 +11,8 @@ from typing import Any
 
 from lisp_ryu.wire import Locator, MappingRecord
 
-from .service import EtrRegistration, MapServer, Subscription
+from .service import MapServer
+from .state import EtrRegistration, Subscription
 
 API_PREFIX = "/lisp/v1"
 DEFAULT_LIMIT = 1000

@@ -10,10 +10,10 @@ import sys
 
 import pytest
 
-from lisp_ryu.mapserver import packets
 from lisp_ryu.wire import MapNotify, MapReply, decode_message
 
 from conftest import Client, MapServerProcess
+from support import packets
 
 pytestmark = pytest.mark.slow
 

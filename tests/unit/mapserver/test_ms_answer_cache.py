@@ -19,11 +19,12 @@ import random
 import pytest
 
 from lisp_ryu.mapping.policy import RlocOverride, Rule, StaticMapping
-from lisp_ryu.mapserver import MapServer, packets
+from lisp_ryu.mapserver import MapServer
 from lisp_ryu.mapserver.answer_cache import MISSED_SLOTS, AnswerCache
 from lisp_ryu.wire import decode_message
 
 from mapserver_helpers import DC1_KEY, DC2_KEY, ETR1, ETR1B, ETR2, ITR, T0, site_config
+from support import packets
 
 ETR2B = ipaddress.ip_address("198.18.2.2")
 SITES = {"dc1": (DC1_KEY, (ETR1, ETR1B)), "dc2": (DC2_KEY, (ETR2, ETR2B))}
@@ -117,13 +118,13 @@ def test_fast_answers_follow_every_change(seed):
         now += rng.uniform(30, 120) if kind == "time" else 0.01
         if kind == "request":
             payload, key = action
-            hits += key in fast._answers.records
+            hits += key in fast._state.answers.records
             assert ask_fast(fast, payload, now) == ask_full(full, payload, now), f"seed {seed} step {step}"
         else:
             assert sent(action(fast, now)) == sent(action(full, now)), f"seed {seed} step {step}: {kind}"
         assert fast.counters == full.counters, f"seed {seed} step {step}: {kind}"
     assert fast.counters.get("sent.map_reply", 0) > 50
-    assert fast._answers.flushes > 0 and hits > 10  # the cache was used, refilled and emptied
+    assert fast._state.answers.flushes > 0 and hits > 10  # the cache was used, refilled and emptied
 
 
 def test_a_refresh_that_changes_nothing_keeps_the_cached_answers():
@@ -132,12 +133,12 @@ def test_a_refresh_that_changes_nothing_keeps_the_cached_answers():
     server.handle_control(register, ETR1, 4342, T0)
     for nonce in (6, 7):  # in on the second miss
         ask_fast(server, packets.map_request_ecm("10.1.0.1", [ITR], nonce=nonce), T0 + 1)
-    assert len(server._answers) == 1
+    assert len(server._state.answers) == 1
     server.handle_control(register, ETR1, 4342, T0 + 60)  # the ETR's periodic refresh
-    assert len(server._answers) == 1 and server._answers.flushes == 0
+    assert len(server._state.answers) == 1 and server._state.answers.flushes == 0
     server.handle_control(packets.map_register([packets.record("10.1.0.0/16", ["198.18.1.9"])], DC1_KEY, proxy=True),
                           ETR1, 4342, T0 + 61)
-    assert len(server._answers) == 0
+    assert len(server._state.answers) == 0
     [(_, _, reply)] = ask_fast(server, packets.map_request_ecm("10.1.0.1", [ITR], nonce=8), T0 + 62)
     assert [str(loc.address) for loc in decode_message(reply).records[0].locators] == ["198.18.1.9"]
 
@@ -203,7 +204,7 @@ def test_an_etr_that_stops_asking_for_proxy_replies_gets_the_requests_again():
     for _ in range(2):
         [(to, _, _)] = ask_fast(server, request, T0 + 1)
         assert to == str(ITR)
-    assert len(server._answers) == 1
+    assert len(server._state.answers) == 1
     server.handle_control(packets.map_register([record], DC1_KEY, proxy=False), ETR1, 4342, T0 + 2)
     [(to, _, forwarded)] = ask_fast(server, request, T0 + 3)
     assert to == str(ETR1) and forwarded == request  # the same record, now answered by the ETR itself
@@ -219,7 +220,7 @@ def test_the_counters_view_shows_the_cache_and_a_rate_limited_source_fills_nothi
         ask_fast(server, packets.map_request_ecm("10.1.0.1", [ITR], nonce=nonce), T0 + 1)
     assert views.counters(server)["answer_cache"] == {"entries": 1, "capacity": 4, "hits": 3, "misses": 2,
                                                       "flushes": 0}
-    server._limiter = type(server._limiter)(rate=1.0, burst=1)
+    server.limiter = type(server.limiter)(rate=1.0, burst=1)
     for nonce in range(3):  # the first is answered, the others dropped before they are offered
         ask_fast(server, packets.map_request_ecm("10.1.0.2", [ITR], nonce=nonce), T0 + 2)
     assert server.answer_cache["misses"] == 3 and server.counters["dropped.rate_limited"] == 2

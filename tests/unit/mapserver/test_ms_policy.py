@@ -6,11 +6,12 @@ import ipaddress
 from lisp_ryu.config import EidPrefixConfig, MapServerConfig, SiteConfig
 from lisp_ryu.mapping.policy import RlocOverride, Rule, StaticMapping
 from lisp_ryu.mapping.sourcedest import record_key
-from lisp_ryu.mapserver import MemoryStore, packets
-from lisp_ryu.mapserver.service import MAX_SOURCES_PER_SUBSCRIPTION
+from lisp_ryu.mapserver import MemoryStore
+from lisp_ryu.mapserver.pubsub import MAX_SOURCES_PER_SUBSCRIPTION
 from lisp_ryu.wire import Action, EncapsulatedControlMessage, MapNotify, MapReply, decode_message
 
 from mapserver_helpers import DC1_KEY, DC2_KEY, ETR1, ETR2, ITR, T0, make_core, net, only
+from support import packets
 
 ip = ipaddress.ip_address
 XTR_A, XTR_B = 0xA, 0xB

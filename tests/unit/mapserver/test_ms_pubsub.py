@@ -2,10 +2,10 @@
 
 import ipaddress
 
-from lisp_ryu.mapserver import packets
 from lisp_ryu.wire import AuthResult, MapNotify, MapReply, check_authentication
 
 from mapserver_helpers import DC1_KEY, DC2_KEY, ETR1, ETR2, ITR, T0, decoded, make_core, net, only
+from support import packets
 
 XTR_ID = 0xFEED
 
@@ -186,9 +186,9 @@ def test_every_notification_decodes(tmp_path):
 
 
 def test_subscription_table_is_bounded(monkeypatch):
-    from lisp_ryu.mapserver import service
+    from lisp_ryu.mapserver import pubsub
 
-    monkeypatch.setattr(service, "MAX_SUBSCRIPTIONS", 2)
+    monkeypatch.setattr(pubsub, "MAX_SUBSCRIPTIONS", 2)
     core = make_core()
     for xtr_id in (1, 2, 3):
         subscribe(core, "10.1.2.3", xtr_id=xtr_id)

@@ -8,10 +8,10 @@ import yaml
 
 from lisp_ryu import config
 from lisp_ryu.config import SiteConfig
-from lisp_ryu.mapserver import packets
 from lisp_ryu.wire import AuthResult, MapNotify, check_authentication
 
 from mapserver_helpers import DC1_KEY, ETR1, ITR, T0, make_core, only, site_config
+from support import packets
 
 PX_KEY = "px-secret"
 PX_XTR_ID = 0x762F3B20149E873D2BDEFFC5C403A07E

@@ -14,10 +14,10 @@ import ipaddress
 import pytest
 
 from lisp_ryu.mapping.policy import Rule, StaticMapping
-from lisp_ryu.mapserver import packets
 from lisp_ryu.wire import MapReply, decode_message
 
 from mapserver_helpers import DC1_KEY, DC2_KEY, ETR1, ETR2, ITR, T0, make_core, site_config
+from support import packets
 
 ITR6 = ipaddress.ip_address("2001:db8:ff::9")
 REQUESTS = [  # (EID, instance-ID, ITR-RLOC, source EID)
@@ -122,7 +122,7 @@ def test_with_policy_or_a_more_specific_static_mapping_the_full_path_answers(ent
 def test_the_rate_limit_applies_to_fast_path_answers():
     quick, full = build(True), build(False)
     for core in (quick, full):
-        core._limiter = type(core._limiter)(rate=1.0, burst=3)
+        core.limiter = type(core.limiter)(rate=1.0, burst=3)
     payload = ecm("10.1.2.3", 0, ITR, None)
     answers = [through_server_loop(quick, payload, ITR, T0 + 1) for _ in range(5)]
     assert [len(a) for a in answers] == [1, 1, 1, 0, 0]

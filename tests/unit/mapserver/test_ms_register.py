@@ -4,7 +4,6 @@ import ipaddress
 
 import pytest
 
-from lisp_ryu.mapserver import packets
 from lisp_ryu.wire import (
     Action,
     AuthAlgorithm,
@@ -15,6 +14,7 @@ from lisp_ryu.wire import (
 )
 
 from mapserver_helpers import DC1_KEY, DC2_KEY, ETR1, ETR1B, ETR2, T0, decoded, make_core, net
+from support import packets
 
 
 def register(core, records, key=DC1_KEY, source=ETR1, now=T0, port=4342, **kw):

@@ -6,10 +6,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lisp_ryu.config import EidPrefixConfig, MapServerConfig, SiteConfig
-from lisp_ryu.mapserver import packets
 from lisp_ryu.wire import Action, EncapsulatedControlMessage, MapReply
 
 from mapserver_helpers import DC1_KEY, ETR1, ITR, T0, decoded, make_core, site_config
+from support import packets
 
 
 def registered_core(proxy=True):

@@ -1,5 +1,5 @@
-"""Restoring in bulk (`MapServer._restore_registrations`) gives exactly the state that replaying each stored
-registration through `_upsert` gave: the reference below is that per-entry path, as it was before.
+"""Restoring in bulk (`Journal.restore_registrations`) gives exactly the state that replaying each stored
+registration through `Registry.upsert` gives: the reference below is that per-entry path.
 
 Everything observable is compared: registrations with their ETRs, merged records and the bytes a Map-Reply
 carries, subscriptions, policy, static mappings, expiry timers, counters, lookups and answered datagrams, and
@@ -18,10 +18,11 @@ import pytest
 
 from lisp_ryu.config import EidPrefixConfig, MapServerConfig, SiteConfig
 from lisp_ryu.mapping.policy import RlocOverride, Rule, StaticMapping
-from lisp_ryu.mapserver import FileStore, MapServer, MemoryStore, packets
-from lisp_ryu.mapserver import service as service_mod
+from lisp_ryu.mapserver import FileStore, MapServer, MemoryStore
+from lisp_ryu.mapserver import journal as journal_mod
+from lisp_ryu.mapserver.journal import BAD_STORED_ENTRY, Journal, StoredRegistrations
+from lisp_ryu.mapserver.state import as_answer, record_bytes, record_from_bytes
 from lisp_ryu.mapserver.store import _as_read as as_read
-from lisp_ryu.mapserver.service import BAD_STORED_ENTRY, _as_answer, _record_bytes, _record_from_bytes, _StoredRegistrations
 from lisp_ryu.wire import (
     Action,
     EidPrefix,
@@ -32,6 +33,7 @@ from lisp_ryu.wire import (
 )
 
 from mapserver_helpers import DC1_KEY, DC2_KEY, ETR1, ETR1B, ETR2, ITR, T0, net
+from support import packets
 
 ip = ipaddress.ip_address
 DC3_KEY = "dc3-secret"
@@ -59,33 +61,37 @@ def config() -> MapServerConfig:
                            rate_limit_per_source=1e9)
 
 
-def replay_one_at_a_time(core: MapServer, entries, now: float) -> None:
-    """The reference: registrations restored as before the bulk path, one `_upsert` each."""
+def replay_one_at_a_time(journal: Journal, entries, now: float, registry) -> None:
+    """The reference: registrations restored as before the bulk path, one `Registry.upsert` each."""
+    state = registry._state
     for entry in entries:
         try:
-            reg = service_mod._registration_from_entry(entry)
+            reg = journal_mod.registration_from_entry(entry)
         except BAD_STORED_ENTRY:
-            core._count("restore.bad_entries")
+            state.count("restore.bad_entries")
             continue
-        site = core._sites.get(reg.site)
+        site = state.sites.get(reg.site)
         if reg.expires <= now:
-            core._count("restore.expired")
+            state.count("restore.expired")
             continue
-        if site is None or not core._site_allows(site, reg.iid, reg.prefix)[0]:
-            core._count("restore.no_longer_allowed")
+        if site is None or not registry.site_allows(site, reg.iid, reg.prefix)[0]:
+            state.count("restore.no_longer_allowed")
             continue
-        entry_state = core._registered.get(reg.iid, reg.prefix)
+        entry_state = state.registered.get(reg.iid, reg.prefix)
         if entry_state is not None and entry_state.site != reg.site:
-            core._count("restore.conflicting_site")
+            state.count("restore.conflicting_site")
             continue
-        core._upsert(reg, now)
+        registry.upsert(reg, now)
         if reg.xtr_id is not None:
-            core._xtr_sites[reg.xtr_id] = reg.site
-        core._count("restore.registrations")
+            state.xtr_sites[reg.xtr_id] = reg.site
+        state.count("restore.registrations")
 
 
-class ReferenceCore(MapServer):
-    _restore_registrations = replay_one_at_a_time
+def reference_core(*args, **kwargs) -> MapServer:
+    """A core whose restore replays registrations through the reference; the same core otherwise."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Journal, "restore_registrations", replay_one_at_a_time)
+        return MapServer(*args, **kwargs)
 
 
 def start(core_class, store, now=RESTART):
@@ -171,7 +177,7 @@ def populate(core: MapServer) -> None:
 def stored_entry(record, net_text=None, iid=0, site="dc1", etr="rloc:198.18.1.1", src="198.18.1.1", **fields):
     """A registration entry as the core journals one (fields overridable, to make it odd)."""
     entry = {"t": "reg", "iid": iid, "net": net_text or str(record.eid_prefix.network), "etr": etr, "site": site,
-             "rec": _record_bytes(record), "src": src, "port": 4342, "proxy": True, "kid": 0, "alg": 1,
+             "rec": record_bytes(record), "src": src, "port": 4342, "proxy": True, "kid": 0, "alg": 1,
              "at": T0 + 50, "exp": T0 + 230, "xid": None, "sid": None}
     entry.update(fields)
     return entry
@@ -186,7 +192,7 @@ def with_reserved_bit(rec: bytes, at: int, bit: int = 0x01) -> bytes:
 def odd_entries() -> list[dict]:
     """Entries the bulk reader leaves to the codec and `ipaddress`, and entries the restore must drop."""
     plain = packets.record("10.1.70.1/32", ["198.18.1.1"])
-    rec = _record_bytes(plain)
+    rec = record_bytes(plain)
     return [
         # Non-canonical prefix text: a second ETR of an existing prefix, and the same ETR again.
         stored_entry(packets.record("2001:db8:1::5/128", ["198.18.1.2"]), "2001:0db8:0001::5/128",
@@ -196,9 +202,9 @@ def odd_entries() -> list[dict]:
         # Reserved bits set: in the record head, the Map-Version word and a locator's unused flags.
         stored_entry(plain, rec=with_reserved_bit(rec, 7)),
         stored_entry(packets.record("10.1.70.2/32", ["198.18.1.1"]),
-                     rec=with_reserved_bit(_record_bytes(packets.record("10.1.70.2/32", ["198.18.1.1"])), 8, 0x10)),
+                     rec=with_reserved_bit(record_bytes(packets.record("10.1.70.2/32", ["198.18.1.1"])), 8, 0x10)),
         stored_entry(packets.record("10.1.70.3/32", ["198.18.1.1"]),
-                     rec=with_reserved_bit(_record_bytes(packets.record("10.1.70.3/32", ["198.18.1.1"])), 20)),
+                     rec=with_reserved_bit(record_bytes(packets.record("10.1.70.3/32", ["198.18.1.1"])), 20)),
         # A record naming another prefix than the entry's, host bits past the mask, an instance-ID not
         # the entry's, instance 0 in an LCAF, an instance-ID range.
         stored_entry(packets.record("10.1.71.1/32", ["198.18.1.1"]), "10.1.71.0/24"),
@@ -251,8 +257,8 @@ def probes():
 
 def observable(core: MapServer) -> dict:
     """Everything a restored core shows, or acts on later."""
-    table = [(iid, prefix, entry.site, entry.proxy, entry.record, entry.record_bytes or _record_bytes(entry.record))
-             for iid, prefix, entry in core._registered]
+    table = [(iid, prefix, entry.site, entry.proxy, entry.record, entry.record_bytes or record_bytes(entry.record))
+             for iid, prefix, entry in core._state.registered]
     requesters = (None, (ip("10.1.0.9"), ITR), (ip("10.1.0.9"), ip("198.18.9.8")))
     return {
         "registrations": list(core.registrations()),
@@ -262,8 +268,8 @@ def observable(core: MapServer) -> dict:
         "static": list(core.static_mappings()),
         "counters": dict(core.counters),
         "deadline": core.next_deadline(),
-        "timers": sorted(core._timers),
-        "xtr_sites": dict(core._xtr_sites),
+        "timers": sorted(core._state.timers),
+        "xtr_sites": dict(core._state.xtr_sites),
         "lookups": [core.lookup(iid, eid, *(who or ())) for iid, eid in probes() for who in requesters],
     }
 
@@ -290,9 +296,9 @@ def later(core: MapServer) -> list:
 
 
 def assert_same(bulk: MapServer, reference: MapServer) -> None:
-    bulk._registered.check_invariants()
-    for _, _, entry in bulk._registered:  # a stored answer is exactly the encoded merged record
-        assert entry.record_bytes in (b"", _record_bytes(entry.record))
+    bulk._state.registered.check_invariants()
+    for _, _, entry in bulk._state.registered:  # a stored answer is exactly the encoded merged record
+        assert entry.record_bytes in (b"", record_bytes(entry.record))
     want, got = observable(reference), observable(bulk)
     for name in want:
         assert got[name] == want[name], name
@@ -318,7 +324,7 @@ def lived(kind: str, tmp_path):
 def test_bulk_restore_equals_one_upsert_at_a_time_and_the_live_core(kind, tmp_path):
     live, reopen = lived(kind, tmp_path)
     bulk = start(MapServer, reopen())
-    reference = start(ReferenceCore, reopen())
+    reference = start(reference_core, reopen())
     assert bulk.counters["restore.registrations"] == 136 and bulk.counters["restore.expired"] == 1
 
     live.handle_timer(RESTART)  # what expired while the server was down
@@ -337,7 +343,7 @@ def test_bulk_restore_of_a_snapshot_plus_odd_journal_entries_equals_the_referenc
     store.append(odd_entries())
     store.append([{"t": "unreg", "iid": 0, "net": "10.1.0.2/32", "etr": "rloc:198.18.1.1"}, {"t": "what"}, [1]])
     bulk = start(MapServer, store)
-    reference = start(ReferenceCore, store)
+    reference = start(reference_core, store)
     counters = bulk.counters
     assert counters["restore.bad_entries"] == 10 and counters["restore.unknown_entries"] == 2
     assert (counters["restore.no_longer_allowed"], counters["restore.conflicting_site"]) == (5, 1)
@@ -352,10 +358,10 @@ def test_bulk_restore_of_an_unordered_snapshot_like_the_benchmark_equals_the_ref
                for eid in eids]
     write_snapshot(str(tmp_path), entries)
     bulk = start(MapServer, FileStore(str(tmp_path)))
-    reference = start(ReferenceCore, FileStore(str(tmp_path)))
+    reference = start(reference_core, FileStore(str(tmp_path)))
     assert bulk.registration_count == 3000
     # A plain record is its own answer: the stored bytes are reused, not encoded again.
-    assert all(entry.record_bytes for _, _, entry in bulk._registered)
+    assert all(entry.record_bytes for _, _, entry in bulk._state.registered)
     assert_same(bulk, reference)
 
 
@@ -364,7 +370,7 @@ def test_bulk_restore_of_an_unordered_snapshot_like_the_benchmark_equals_the_ref
 def test_entries_of_odd_types_are_counted_and_skipped_not_fatal(odd):
     store = MemoryStore()
     store.append([stored_entry(packets.record("10.1.80.1/32", ["198.18.1.1"]), **odd)])
-    bulk, reference = start(MapServer, store), start(ReferenceCore, store)
+    bulk, reference = start(MapServer, store), start(reference_core, store)
     # Counted as bad (inf is no int) or read as int() reads it (0.5 -> 0): never a failed restart.
     assert bulk.counters.get("restore.bad_entries", 0) + bulk.registration_count == 1
     assert observable(bulk) == observable(reference)
@@ -387,25 +393,25 @@ def records_to_read():
                         authoritative=authoritative, map_version=map_version)
 
 
-def test_the_bulk_reader_reads_records_as_the_codec_and_answers_as_as_answer():
-    reader = _StoredRegistrations()
+def test_the_bulk_reader_reads_records_as_the_codec_and_answers_asas_answer():
+    reader = StoredRegistrations()
     for iid, prefix, record in records_to_read():
-        rec = _record_bytes(record)
+        rec = record_bytes(record)
         network = ipaddress.ip_network(prefix)
         read = reader._read_record(rec, str(network), iid)
         assert read is not None, record
         got_prefix, got_record, answer, answer_bytes = read
         assert got_prefix == network and type(got_prefix) is type(network)
-        assert got_record == _record_from_bytes(rec)
-        assert answer == _as_answer(got_record, iid, network)
-        assert answer_bytes == _record_bytes(answer)
-        assert (answer is got_record) == (_as_answer(got_record, iid, network) is got_record)
+        assert got_record == record_from_bytes(rec)
+        assert answer == as_answer(got_record, iid, network)
+        assert answer_bytes == record_bytes(answer)
+        assert (answer is got_record) == (as_answer(got_record, iid, network) is got_record)
     assert len(reader._locators) < 20  # locator sets are read once and shared
 
 
 def test_the_bulk_reader_leaves_other_forms_to_the_codec():
-    reader = _StoredRegistrations()
-    rec = _record_bytes(packets.record("10.1.2.3/32", ["198.18.1.1"]))
+    reader = StoredRegistrations()
+    rec = record_bytes(packets.record("10.1.2.3/32", ["198.18.1.1"]))
     assert reader._read_record(rec, "10.1.2.3/32", 0) is not None
     cases = [(rec, "10.1.2.3/31", 0), (rec, "10.1.2.03/32", 0), (rec, "10.1.2.3/32", 42), (rec, b"10.1.2.3/32", 0)]
     odd_bytes = (rec[:-1], rec + b"\x00", rec[:11], rec.hex(), with_reserved_bit(rec, 7),
@@ -425,17 +431,17 @@ def test_a_compaction_stores_the_state_without_encoding_registrations_again(kind
     regs = [reg for *_, etrs in live.registrations() for reg in etrs]
     assert len(regs) > 100 and all(reg.stored for reg in regs)
     for reg in regs:
-        assert msgpack.unpackb(reg.stored, raw=False) == as_read(service_mod._registration_entry(reg))
+        assert msgpack.unpackb(reg.stored, raw=False) == as_read(journal_mod.registration_entry(reg))
     for core in (live, restored):  # the same entries (a snapshot's order means nothing)
-        assert sorted((msgpack.unpackb(b, raw=False) for b in core._stored_state()), key=repr) == sorted(
+        assert sorted((msgpack.unpackb(b, raw=False) for b in core._journal.stored_state()), key=repr) == sorted(
             (as_read(e) for e in core.state_entries()), key=repr)
 
     def encoded_again(reg):
         raise AssertionError(f"{reg.prefix} encoded again for a snapshot")
 
-    monkeypatch.setattr(service_mod, "_registration_entry", encoded_again)
+    monkeypatch.setattr(journal_mod, "registration_entry", encoded_again)
     compacted = MemoryStore()
-    compacted.snapshot(live._stored_state())
+    compacted.snapshot(live._journal.stored_state())
     monkeypatch.undo()
     again = start(MapServer, compacted)
     assert list(again.registrations()) == list(restored.registrations())

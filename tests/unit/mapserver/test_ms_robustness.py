@@ -5,12 +5,12 @@ import ipaddress
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lisp_ryu.mapserver import packets
 from lisp_ryu.ratelimit import RateLimiter
 from lisp_ryu.mapserver.service import MAX_DATAGRAM
 from lisp_ryu.wire import MapReply
 
 from mapserver_helpers import DC1_KEY, ETR1, ITR, T0, decoded, make_core, site_config
+from support import packets
 
 FLOODER = ipaddress.ip_address("203.0.113.66")
 

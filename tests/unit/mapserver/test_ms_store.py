@@ -6,10 +6,11 @@ import os
 import msgpack
 import pytest
 
-from lisp_ryu.mapserver import FileStore, MemoryStore, StoreError, packets
-from lisp_ryu.mapserver import service as service_mod
+from lisp_ryu.mapserver import FileStore, MemoryStore, StoreError
+from lisp_ryu.mapserver import journal as journal_mod
 
 from mapserver_helpers import DC1_KEY, DC2_KEY, ETR1, ETR2, ITR, T0, make_core, site_config
+from support import packets
 
 XTR_ID = 0xABC
 
@@ -111,7 +112,7 @@ def test_torn_journal_tail_is_dropped_and_appending_continues(tmp_path):
 
 
 def test_compaction_writes_a_snapshot_and_starts_a_new_journal(tmp_path, monkeypatch):
-    monkeypatch.setattr(service_mod, "COMPACT_MIN_ENTRIES", 5)
+    monkeypatch.setattr(journal_mod, "COMPACT_MIN_ENTRIES", 5)
     store = FileStore(str(tmp_path))
     core = make_core(store=store)
     for second in range(6):  # refreshes: the journal grows, the state does not

@@ -20,10 +20,12 @@ from support.simulate import walk
 from lisp_ryu.glue.controller import Controller
 from lisp_ryu.mapping.policy import Rule
 from lisp_ryu.mapping.sourcedest import SourceDestKey, record_key
-from lisp_ryu.mapserver import MapServer, packets
+from lisp_ryu.mapserver import MapServer
 from lisp_ryu.wire import Action, Locator, MapNotify, MappingRecord, MapRequest, MapRequestRecord, auth
 from lisp_ryu.xtr.core import XtrCore
 from support.underlay import Clock, Underlay, ipv4_frame
+
+from support import packets
 
 ip = ipaddress.ip_address
 net = ipaddress.ip_network

@@ -1,0 +1,323 @@
+"""Map-Register (RFC 9301 §8.2): which site may register what, and the table of registrations.
+
+Rules, and why:
+
+* **Site of a Map-Register**: the configured site whose EID prefixes contain
+  the registered prefixes and whose key verifies the HMAC (SHA-1 or SHA-256,
+  full digests on the wire).  Each record must then be one of the site's
+  prefixes, or a more-specific of one that has `accept_more_specifics`.
+  A register that fails any check changes nothing and is counted by reason.
+* **Several ETRs of one site** register the same prefix (keyed by xTR-ID, or
+  by source RLOC without the I bit): the mapping answered is the union of
+  their locators.  A *different* site registering the prefix takes it over
+  (the workload moved): the old site's registrations are dropped and its
+  ETRs get a Map-Notify with the new mapping.  So do the ETRs of a covering
+  prefix of another site when a more-specific (a host route) appears inside
+  it: the workload left the site that announced the covering prefix.
+* **Expiry**: `registration_ttl` seconds after the ETR's last Map-Register
+  (OOR's 180 s), or the Record TTL when the register sets the T bit.  A
+  record with Record TTL 0 withdraws that ETR's registration at once.
+
+Every change of a prefix's RLOC set is published (`pubsub`); every change of
+its answer drops the fast path's cached copies of it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Iterator
+
+from lisp_ryu.config import SiteConfig
+from lisp_ryu.effects import SendControl
+from lisp_ryu.mapping import EidError
+from lisp_ryu.mapserver.journal import Journal, unregistration_entry
+from lisp_ryu.mapserver.pubsub import PubSub
+from lisp_ryu.mapserver.state import (
+    EtrRegistration,
+    IPAddress,
+    IPNetwork,
+    Registered,
+    State,
+    as_answer,
+    plain_locator,
+    rlocs_text,
+)
+from lisp_ryu.wire import (
+    Action,
+    AuthResult,
+    EidPrefix,
+    LispDecodeError,
+    LispEncodeError,
+    Locator,
+    MapNotify,
+    MappingRecord,
+    MapRegister,
+    TTL_INFINITE,
+    check_authentication,
+    sign,
+)
+
+LOG = logging.getLogger("lisp_ryu.mapserver")
+
+
+class Reject(Exception):
+    """A message we decline: counted under `reason`, state untouched."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+class Registry:
+    """Map-Registers into `state.registered`: authorisation, upsert and removal, the merged record, expiry."""
+
+    def __init__(self, state: State, journal: Journal, pubsub: PubSub) -> None:
+        self._state = state
+        self._journal = journal
+        self._pubsub = pubsub
+        self._count = state.count
+        self._registered = state.registered
+        self._configured = state.configured
+        self._answers = state.answers
+
+    def on_map_register(self, payload: bytes, source: IPAddress, port: int, now: float) -> list[SendControl]:
+        message = MapRegister.decode(payload)
+        state = self._state
+        self._count("received.map_register")
+        try:
+            site, prefixes = self.authorise(payload, message)
+        except Reject as reject:
+            self._count(f"rejected.map_register.{reject.reason}")
+            state.log_throttled(f"register-{reject.reason}", logging.WARNING,
+                                "rejected Map-Register from %s: %s", source, reject.detail)
+            return []
+        etr = f"xtr:{message.xtr_id:032x}" if message.xtr_id is not None else f"rloc:{source}"
+        if message.xtr_id is not None:
+            state.xtr_sites[message.xtr_id] = site.name
+        effects: list[SendControl] = []
+        for record, (iid, net) in zip(message.records, prefixes):
+            if record.ttl == 0:
+                entry = self._registered.get(iid, net)
+                if entry is not None and etr in entry.etrs and entry.site == site.name:
+                    LOG.info("%s withdrew %s iid %d (site %s)", etr, net, iid, site.name)
+                    self._count("registrations.withdrawn")
+                    effects += self.remove_etr(iid, net, etr, now)
+                continue
+            if message.use_ttl_for_timeout and record.ttl != TTL_INFINITE:
+                lifetime = record.ttl * 60.0
+            else:
+                lifetime = state.config.registration_ttl
+            reg = EtrRegistration(
+                site=site.name,
+                etr=etr,
+                iid=iid,
+                prefix=net,
+                record=record,
+                source=source,
+                port=port,
+                proxy_reply=message.proxy_map_reply,
+                key_id=message.key_id,
+                algorithm=int(message.algorithm_id),
+                registered_at=now,
+                expires=now + lifetime,
+                xtr_id=message.xtr_id,
+                site_id=message.site_id,
+            )
+            effects += self.upsert(reg, now)
+        self._count("accepted.map_register")
+        if message.want_map_notify:
+            notify = MapNotify(
+                nonce=message.nonce,
+                records=message.records,
+                key_id=message.key_id,
+                xtr_id=message.xtr_id,
+                site_id=message.site_id,
+            )
+            signed = sign(notify, site.key, message.algorithm_id)
+            self._count("sent.map_notify")
+            # Acknowledges the register: it goes first, the changes it caused after.
+            effects.insert(0, SendControl(source, port, signed.encode(),
+                                          f"Map-Notify for {len(message.records)} record(s) of site {site.name}"))
+        return effects
+
+    def authorise(self, payload: bytes, message: MapRegister) -> tuple[SiteConfig, list[tuple[int, IPNetwork]]]:
+        """The site this register belongs to and its (iid, prefix) list, or `Reject`."""
+        if not message.records:
+            raise Reject("no-records", "no EID-records")
+        prefixes: list[tuple[int, IPNetwork]] = []
+        for record in message.records:
+            try:
+                eid = record.eid_prefix
+                net = eid.network
+            except (LispDecodeError, LispEncodeError):
+                raise Reject("unsupported-eid", f"EID {record.eid}/{record.eid_mask_len} is not an IP prefix") from None
+            prefixes.append((eid.instance_id, net))
+        candidates: list[SiteConfig] = []
+        for iid, net in prefixes:
+            for site, _ in self.configured_owners(iid, net):
+                if site not in candidates:
+                    candidates.append(site)
+        if not candidates:
+            iid, net = prefixes[0]
+            raise Reject("unknown-site", f"no configured site covers {net} iid {iid}")
+        result = AuthResult.NO_AUTHENTICATION
+        chosen = None
+        for site in candidates:
+            result = check_authentication(payload, site.key)
+            if result is AuthResult.OK:
+                chosen = site
+                break
+            if result is not AuthResult.MISMATCH:
+                break  # no authentication / unknown algorithm / bad length: no key can fix that
+        if chosen is None:
+            names = ", ".join(site.name for site in candidates)
+            raise Reject(f"auth-{result.value}", f"authentication {result.value} for site(s) {names}")
+        for iid, net in prefixes:
+            allowed, reason = self.site_allows(chosen, iid, net)
+            if not allowed:
+                raise Reject(reason, f"{net} iid {iid} is not a registrable prefix of site {chosen.name}")
+        return chosen, prefixes
+
+    def configured_owners(self, iid: int, net: IPNetwork) -> Iterator[tuple[SiteConfig, bool]]:
+        """(site, accept_more_specifics) of every configured prefix containing `net`, longest first."""
+        try:
+            hit = self._configured.covering(iid, net)
+        except EidError:
+            return
+        while hit is not None:
+            configured, owners = hit
+            for site, more in owners:
+                yield site, more if configured.prefixlen < net.prefixlen else True
+            hit = self._configured.covering(iid, configured, strict=True)
+
+    def site_allows(self, site: SiteConfig, iid: int, net: IPNetwork) -> tuple[bool, str]:
+        """Whether `site` may register `net`, and the reject reason when not."""
+        inside = False
+        for owner, allowed in self.configured_owners(iid, net):
+            if owner is site:
+                if allowed:
+                    return True, ""
+                inside = True
+        return False, "more-specific-denied" if inside else "prefix-outside"
+
+    def upsert(self, reg: EtrRegistration, now: float) -> list[SendControl]:
+        """Add or refresh one ETR's registration; publish when the prefix's RLOC set changed."""
+        iid, net = reg.iid, reg.prefix
+        restoring = self._journal.restoring
+        entry = self._registered.get(iid, net)
+        previous = entry.record if entry is not None else None
+        holders: list[EtrRegistration] = []
+        if entry is None:
+            entry = Registered(reg.site)
+            # A host route from another site inside a registered prefix: the workload left
+            # the site that registered the covering prefix, whose ETRs must hear it (they
+            # still serve it locally and would keep attracting its traffic).
+            covering = self._registered.covering(iid, net, strict=True)
+            if covering is not None and covering[1].site != reg.site and not restoring:
+                holders = list(covering[1].etrs.values())
+                LOG.info("%s iid %d moved from site %s (inside %s) to site %s", net, iid, covering[1].site,
+                         covering[0], reg.site)
+                self._count("registrations.moved_out_of_covering")
+            self._registered.insert(iid, net, entry)
+        elif entry.site != reg.site:
+            holders = list(entry.etrs.values())
+            LOG.info("%s iid %d moved from site %s to site %s", net, iid, entry.site, reg.site)
+            self._count("registrations.moved")
+            for old in holders:
+                self._journal.record(unregistration_entry(iid, net, old.etr))
+            entry.etrs.clear()
+            entry.site = reg.site
+        else:
+            holders = [other for other in entry.etrs.values() if other.etr != reg.etr]
+        is_new = reg.etr not in entry.etrs
+        reg = self._journal.record_registration(reg)  # kept encoded for the next snapshot
+        entry.etrs[reg.etr] = reg
+        self._state.schedule(reg.expires, "reg", (iid, net, reg.etr))
+        changed = self.rebuild(iid, net, entry, previous)
+        if restoring:
+            return []
+        if is_new:
+            LOG.info("registered %s iid %d -> %s (site %s, %s)", net, iid, rlocs_text(reg.record), reg.site,
+                     _etr_name(reg))
+            self._count("registrations.new")
+        else:
+            LOG.debug("refreshed %s iid %d -> %s (site %s)", net, iid, rlocs_text(reg.record), reg.site)
+        if not changed:
+            return []
+        return self._pubsub.publish(iid, net, entry.record, holders, now)
+
+    def remove_etr(self, iid: int, net: IPNetwork, etr: str, now: float, journal: bool = True) -> list[SendControl]:
+        entry = self._registered.get(iid, net)
+        if entry is None or etr not in entry.etrs:
+            return []
+        previous = entry.record
+        del entry.etrs[etr]
+        if journal:
+            self._journal.record(unregistration_entry(iid, net, etr))
+        if entry.etrs:
+            changed = self.rebuild(iid, net, entry, previous)
+            record = entry.record
+        else:
+            self._registered.remove(iid, net)
+            self._answers.forget(iid, net)
+            changed, record = True, None
+            LOG.info("%s iid %d has no registration left (site %s)", net, iid, entry.site)
+        if not changed:
+            return []
+        return self._pubsub.publish(iid, net, record, list(entry.etrs.values()), now)
+
+    def rebuild(self, iid: int, net: IPNetwork, entry: Registered, previous: MappingRecord | None) -> bool:
+        """Recompute the merged record of a prefix; True if its locator set changed."""
+        was_proxy = entry.proxy
+        if len(entry.etrs) == 1:
+            [reg] = entry.etrs.values()
+            record = as_answer(reg.record, iid, net)
+            entry.proxy = reg.proxy_reply
+        else:
+            etrs = sorted(entry.etrs.values(), key=lambda r: (-r.registered_at, r.etr))  # freshest first
+            seen: dict[object, Locator] = {}
+            for reg in etrs:
+                for locator in reg.record.locators:
+                    if locator.address not in seen:
+                        seen[locator.address] = plain_locator(locator)
+            versions = {reg.record.map_version for reg in etrs}
+            record = MappingRecord.for_prefix(
+                EidPrefix(net.network_address, net.prefixlen, iid),
+                tuple(seen.values()),
+                ttl=min(reg.record.ttl for reg in etrs),
+                action=Action.NO_ACTION,
+                map_version=versions.pop() if len(versions) == 1 else 0,
+            )
+            entry.proxy = any(reg.proxy_reply for reg in etrs)
+        # A refresh that changes nothing keeps the bytes and the cached answers.  Anything else,
+        # a new prefix included (its record was None), drops the answers it may decide.
+        if record != entry.record:
+            entry.record = record
+            entry.record_bytes = b""
+            self._answers.forget(iid, net)
+        elif entry.proxy != was_proxy:
+            self._answers.forget(iid, net)
+        return previous is None or frozenset(previous.locators) != frozenset(record.locators)
+
+    def expire(self, key: tuple, when: float, now: float) -> list[SendControl]:
+        """The "reg" timer: drop the ETR's registration if this is still its expiry."""
+        iid, net, etr = key
+        entry = self._registered.get(iid, net)
+        reg = entry.etrs.get(etr) if entry is not None else None
+        if reg is None or reg.expires != when:
+            return []
+        LOG.info("registration of %s iid %d by %s (site %s) expired", net, iid, _etr_name(reg), reg.site)
+        self._count("registrations.expired")
+        # Not journalled: the stored expiry already says it, and a mass expiry must not cost an fsync each.
+        return self.remove_etr(iid, net, etr, now, journal=False)
+
+    def registrations(self) -> Iterator[tuple[int, IPNetwork, str, MappingRecord, tuple[EtrRegistration, ...]]]:
+        """(iid, prefix, site, merged record, ETR registrations) in prefix order."""
+        for iid, net, entry in self._registered:
+            assert entry.record is not None
+            yield iid, net, entry.site, entry.record, tuple(entry.etrs.values())
+
+
+def _etr_name(reg: EtrRegistration) -> str:
+    return f"ETR {reg.source}" + (f" xTR-ID {reg.xtr_id:032x}" if reg.xtr_id is not None else "")
