@@ -60,7 +60,7 @@ class SwitchSession:
 
 @dataclass
 class ControlEndpoint:
-    """A LISP control endpoint (UDP 4342) and the core that owns it."""
+    """A LISP control endpoint (UDP LISP_CONTROL_PORT) and the core that owns it."""
 
     name: str
     core: Core
@@ -128,7 +128,7 @@ class Controller:
                     xtr.netns, (str(other.address), LISP_CONTROL_PORT), family)
             controller.add_endpoint(ControlEndpoint(f"xtr {xtr.name}", core, sock.sendto, clock, dpid=xtr.dpid,
                                                     receivers=receivers))
-            LOG.info("xTR %s (dpid %#x) control plane on %s:4342", xtr.name, xtr.dpid, rloc)
+            LOG.info("xTR %s (dpid %#x) control plane on %s:%d", xtr.name, xtr.dpid, rloc, LISP_CONTROL_PORT)
         return controller
 
     def add_endpoint(self, endpoint: ControlEndpoint) -> ControlEndpoint:

@@ -55,8 +55,8 @@ class LispApp(app_manager.RyuApp):
                 hub.spawn(self._receive_loop, endpoint, sock, local)
         hub.spawn(self._timer_loop)
         self.controller.start()
-        # Ryu, eventlet and the configuration are ~240k objects that live until exit. Out of the
-        # collector's full passes they no longer cost ~90 ms every few pushes (bench_controller).
+        # Ryu, eventlet and the configuration are objects that live until exit: frozen, the
+        # collector's full passes skip them (bench/README.md has what that saves).
         gc.freeze()
 
     # ---- OpenFlow events ----------------------------------------------------------------

@@ -129,7 +129,7 @@ def _add_probing_and_map_server(xtr: dict[str, Any], site: SiteState, ms_address
 
 
 def xtr_id_hex(name: str) -> str:
-    """The xTR-ID the controller gives the xTR called `name` (lisp_ryu.xtr.core), in hex."""
+    """The xTR-ID the controller gives the xTR called `name` (lisp_ryu.xtr.state.stable_id), in hex."""
     return f"{stable_id(f'xtr:{name}', 128):032x}"
 
 

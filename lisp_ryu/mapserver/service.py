@@ -46,8 +46,8 @@ from lisp_ryu.wire import LispDecodeError, MappingRecord
 
 LOG = logging.getLogger("lisp_ryu.mapserver")
 
-#: Larger datagrams are dropped unread: a jumbo frame, and room for a
-#: Map-Register of ~200 single-locator records.
+#: Larger datagrams are dropped unread: a jumbo frame, room for a Map-Register of a few
+#: hundred single-locator records.
 MAX_DATAGRAM = 9216
 
 
