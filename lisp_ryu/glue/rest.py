@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -163,7 +164,8 @@ class Backend:
     def load_intent(self) -> None:
         """Re-apply dynamic-EID prefixes changed over REST before the last restart.
 
-        A damaged file or entry is logged and skipped: the controller starts with what is good."""
+        A damaged file or entry is logged and skipped: the controller starts with what is good, and
+        the file is kept aside (`.damaged`) before the next change rewrites it without the damage."""
         if not self.state_file or not os.path.exists(self.state_file):
             return
         try:
@@ -173,7 +175,9 @@ class Backend:
         except (OSError, schema.InputError) as exc:
             LOG.error("%s: cannot restore REST intent (dynamic-EID prefixes keep their configured values): %s",
                       self.state_file, exc)
+            self._keep_aside()
             return
+        damaged = False
         for name in (per_xtr.value if per_xtr is not None else {}):
             handle = self.xtrs.get(name)
             if handle is None:
@@ -183,6 +187,7 @@ class Backend:
             items, path = per_xtr.value[name], per_xtr.child(name)
             if not isinstance(items, list):
                 LOG.error("%s: %s: expected a list; its dynamic-EID prefixes are ignored", self.state_file, path)
+                damaged = True
                 continue
             prefixes = []
             for i, item in enumerate(items):
@@ -190,8 +195,19 @@ class Backend:
                     prefixes.append(_dynamic_prefix(item, f"{path}[{i}]"))
                 except schema.InputError as exc:
                     LOG.error("%s: skipping a damaged dynamic-EID prefix: %s", self.state_file, exc)
+                    damaged = True
             handle.core.config = dataclasses.replace(handle.core.config, dynamic_eid_prefixes=tuple(prefixes))
             LOG.info("xTR %s: %d dynamic-EID prefixes restored from %s", name, len(prefixes), self.state_file)
+        if damaged:
+            self._keep_aside()
+
+    def _keep_aside(self) -> None:
+        aside = self.state_file + ".damaged"
+        try:
+            shutil.copyfile(self.state_file, aside)
+            LOG.error("%s: a copy as it was is kept in %s", self.state_file, aside)
+        except OSError as exc:
+            LOG.error("%s: cannot keep a copy in %s: %s", self.state_file, aside, exc.strerror)
 
     def save_intent(self) -> None:
         if not self.state_file:
