@@ -19,8 +19,15 @@ def _cmd_controller(args: argparse.Namespace, extra: list[str]) -> int:
 
     if args.config:
         os.environ[CONFIG_ENV] = os.path.abspath(args.config)
-    if not any(a.startswith("--wsapi-host") for a in extra):
-        extra = ["--wsapi-host", "127.0.0.1", *extra]  # the REST API: local only unless asked (Ryu: 0.0.0.0)
+    # The REST API and OpenFlow: local only unless asked (Ryu's default for both is 0.0.0.0).
+    for option in ("--wsapi-host", "--ofp-listen-host"):
+        if not any(a == option or a.startswith(option + "=") for a in extra):
+            extra = [option, "127.0.0.1", *extra]
+    tls = [o for o in ("--ctl-privkey", "--ctl-cert") if any(a == o or a.startswith(o + "=") for a in extra)]
+    if len(tls) == 1:
+        print("error: OpenFlow over TLS needs both --ctl-privkey and --ctl-cert (and --ca-certs to check "
+              "the switches' certificates)", file=sys.stderr)
+        return 2
     return compat.run_ryu_manager([*extra, APP_MODULE])
 
 
@@ -63,7 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Start Ryu's manager with the lisp_ryu app. Options not listed "
         "here (e.g. --wsapi-port, --ofp-tcp-listen-port, --verbose) go to ryu-manager. "
         "The REST API (/lisp/v1/, OpenAPI at /lisp/v1/openapi.json) listens on --wsapi-host "
-        "(default here 127.0.0.1) and --wsapi-port (default 8080).",
+        "(default here 127.0.0.1) and --wsapi-port (default 8080), OpenFlow on --ofp-listen-host "
+        "(default here 127.0.0.1) and --ofp-tcp-listen-port (default 6653); with --ctl-privkey, "
+        "--ctl-cert and --ca-certs, OpenFlow is TLS on --ofp-ssl-listen-port and every switch "
+        "must present a certificate signed by --ca-certs.",
     )
     p.add_argument("--config", metavar="FILE", help="lisp-ryu YAML configuration")
     p.set_defaults(func=_cmd_controller, passthrough=True)

@@ -302,3 +302,74 @@ def parse_yaml(text: str, source: str) -> Any:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise InputError("", f"not valid YAML: {exc}", source) from None
+
+
+# --------------------------------------------------------------------------- REST requests
+
+IDENTIFIER_MAX = 64
+_IDENTIFIER_RE = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def identifier(raw: Any, path: str) -> str:
+    """A name an API user gives an object: 1..64 ASCII letters, digits, '.', '_' or '-'.
+
+    It travels in URLs, logs and files, each of which would escape anything
+    else its own way; refusing the rest at creation keeps every created
+    object addressable by its URL.
+    """
+    if not isinstance(raw, str) or not 1 <= len(raw) <= IDENTIFIER_MAX or not _IDENTIFIER_RE.fullmatch(raw):
+        raise InputError(path, f"{_short(raw)} is not 1..{IDENTIFIER_MAX} ASCII letters, digits, '.', '_' or '-'")
+    return raw
+
+
+def decimal(raw: Any, path: str, lo: int, hi: int) -> int:
+    """An integer in lo..hi written in decimal digits (a URL path segment or a query parameter)."""
+    text = raw.strip() if isinstance(raw, str) else raw
+    if not isinstance(text, str) or not text.isascii() or not text.lstrip("-").isdigit() or len(text) > 20:
+        raise InputError(path, f"not an integer: {_short(raw)}")
+    value = int(text)
+    if value < lo:
+        raise InputError(path, f"must be at least {lo}")
+    if value > hi:
+        raise InputError(path, f"must be at most {hi}")
+    return value
+
+
+def json_document(raw: bytes, path: str, *, max_bytes: int, max_depth: int) -> Any:
+    """A JSON document of at most `max_bytes` bytes (UTF-8) and `max_depth` levels of nesting.
+
+    A document nested deeper than Python's recursion limit would otherwise
+    end the decoder with a RecursionError, and one just under it would
+    reach every reader (and every error message) at that depth.
+    """
+    import json  # here: the readers above are YAML's
+
+    if len(raw) > max_bytes:
+        raise InputError(path, f"larger than {max_bytes} bytes")
+    try:
+        value = json.loads(raw)
+    except RecursionError:
+        raise InputError(path, f"nested deeper than {max_depth} levels") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(path, f"not valid JSON: {_short(str(exc))}") from None
+    if _depth_exceeds(value, max_depth):
+        raise InputError(path, f"nested deeper than {max_depth} levels")
+    return value
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether `value` has containers nested more than `limit` deep (iterative: no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > limit:
+                return True
+            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return False
+
+
+def _short(raw: Any, limit: int = 80) -> str:
+    """`repr(raw)` cut to `limit` characters: an error message must not echo a megabyte back."""
+    text = repr(raw)
+    return text if len(text) <= limit else text[:limit] + "...'"

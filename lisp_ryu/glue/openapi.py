@@ -15,7 +15,7 @@ from lisp_ryu.wire import MAX_IID, TTL_ONE_DAY
 
 _PREFIX = {"type": "string", "description": "an IP prefix, e.g. 10.2.0.0/16 (a bare address is a host prefix)"}
 _IID = {"type": "integer", "minimum": 0, "maximum": MAX_IID, "description": "instance-ID (tenant)"}
-_ID = {"type": "string", "pattern": r"^[A-Za-z0-9._-]{1,64}$"}
+_ID = {"type": "string", "pattern": r"^[A-Za-z0-9._-]{1,64}$"}  # schema.identifier: what POST and PUT accept
 
 SCHEMAS: dict[str, dict[str, Any]] = {
     "Error": {

@@ -9,7 +9,13 @@ this switch") -- they never build flows.  All routes are declared once in
 
 Errors map to statuses in one place (`_status_of`): invalid input 400 with
 the field named, missing/wrong bearer token 401/403, unknown object 404,
-an object that already exists on POST 409.
+an object that already exists on POST 409.  Request bodies, path segments
+and query parameters are read with `lisp_ryu.schema`'s readers: a body is
+bounded in size and nesting, an id a client creates is refused unless it is
+of the URL-safe alphabet (`schema.identifier`), and path segments are
+decoded as UTF-8 the way they were encoded, so an object created under any
+id can be read and deleted.  401/403 are counted and logged once per source
+per interval (`glue.refusals`), not once per request.
 
 Writes need `Authorization: Bearer <rest.token>`; reads need it too when
 `rest.protect_reads` is set.  Without a configured token the API is read-only.
@@ -22,9 +28,9 @@ import functools
 import hmac
 import json
 import logging
-import math
 import os
 import re
+import shutil
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -35,6 +41,7 @@ compat.apply()
 
 from ryu.app.wsgi import ControllerBase, Response, WSGIApplication, route  # noqa: E402
 
+from lisp_ryu import schema  # noqa: E402
 from lisp_ryu.config import Config, EidPrefixConfig, RestConfig  # noqa: E402
 from lisp_ryu.flows.model import DesiredState  # noqa: E402
 from lisp_ryu.mapping.policy import (  # noqa: E402
@@ -42,20 +49,22 @@ from lisp_ryu.mapping.policy import (  # noqa: E402
     RlocOverride,
     Rule,
     StaticMapping,
-    parse_iid,
     parse_prefix,
 )
 from lisp_ryu.glue import openapi  # noqa: E402
 from lisp_ryu.glue.controller import Controller  # noqa: E402
+from lisp_ryu.glue.refusals import REFUSALS, Refusals  # noqa: E402
 from lisp_ryu.glue.routes import ROUTES, Route  # noqa: E402
 from lisp_ryu.glue.xtr_views import map_cache_view  # noqa: E402
 from lisp_ryu.mapserver import views  # noqa: E402
 from lisp_ryu.mapserver.store import _atomic_write  # noqa: E402
+from lisp_ryu.wire import MAX_IID  # noqa: E402
 
 LOG = logging.getLogger("lisp_ryu.rest")
 API = views.API_PREFIX
 STATE_FILE = "rest-intent.json"
 MAX_BODY = 1 << 20
+MAX_DEPTH = 32  # a rule is a few levels deep; deeper is an attack on the decoder
 
 
 # --------------------------------------------------------------------------- errors
@@ -116,6 +125,7 @@ class Backend:
     state_file: str | None = None  # where xTR-side intent (dynamic-EID prefixes) persists
     counters: Callable[[], dict[str, int]] = dict  # the glue's own counters
     started: float = field(default_factory=time.time)
+    refusals: Refusals = field(default_factory=lambda: REFUSALS)  # 401/403: counted, logged rate-limited
 
     @classmethod
     def from_controller(cls, controller: Controller, config: Config) -> Backend:
@@ -152,24 +162,52 @@ class Backend:
 
     # -- xTR-side intent that must survive a restart ----------------------------
     def load_intent(self) -> None:
-        """Re-apply dynamic-EID prefixes changed over REST before the last restart."""
+        """Re-apply dynamic-EID prefixes changed over REST before the last restart.
+
+        A damaged file or entry is logged and skipped: the controller starts with what is good, and
+        the file is kept aside (`.damaged`) before the next change rewrites it without the damage."""
         if not self.state_file or not os.path.exists(self.state_file):
             return
         try:
-            with open(self.state_file, encoding="utf-8") as fh:
-                data = json.load(fh)
-            for name, items in data.get("dynamic_eid_prefixes", {}).items():
-                handle = self.xtrs.get(name)
-                if handle is None:
-                    LOG.warning("%s: xTR %s is no longer configured; its dynamic-EID prefixes are ignored",
-                                self.state_file, name)
-                    continue
-                prefixes = tuple(EidPrefixConfig(parse_prefix(i["prefix"], "prefix"), parse_iid(i["iid"]))
-                                 for i in items)
-                handle.core.config = dataclasses.replace(handle.core.config, dynamic_eid_prefixes=prefixes)
-                LOG.info("xTR %s: %d dynamic-EID prefixes restored from %s", name, len(prefixes), self.state_file)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            LOG.error("%s: cannot restore REST intent: %s", self.state_file, exc)
+            with open(self.state_file, "rb") as fh:
+                data = schema.json_document(fh.read(), "", max_bytes=64 * MAX_BODY, max_depth=MAX_DEPTH)
+            per_xtr = schema.Node(data, root="the file").node("dynamic_eid_prefixes")
+        except (OSError, schema.InputError) as exc:
+            LOG.error("%s: cannot restore REST intent (dynamic-EID prefixes keep their configured values): %s",
+                      self.state_file, exc)
+            self._keep_aside()
+            return
+        damaged = False
+        for name in (per_xtr.value if per_xtr is not None else {}):
+            handle = self.xtrs.get(name)
+            if handle is None:
+                LOG.warning("%s: xTR %s is no longer configured; its dynamic-EID prefixes are ignored",
+                            self.state_file, name)
+                continue
+            items, path = per_xtr.value[name], per_xtr.child(name)
+            if not isinstance(items, list):
+                LOG.error("%s: %s: expected a list; its dynamic-EID prefixes are ignored", self.state_file, path)
+                damaged = True
+                continue
+            prefixes = []
+            for i, item in enumerate(items):
+                try:
+                    prefixes.append(_dynamic_prefix(item, f"{path}[{i}]"))
+                except schema.InputError as exc:
+                    LOG.error("%s: skipping a damaged dynamic-EID prefix: %s", self.state_file, exc)
+                    damaged = True
+            handle.core.config = dataclasses.replace(handle.core.config, dynamic_eid_prefixes=tuple(prefixes))
+            LOG.info("xTR %s: %d dynamic-EID prefixes restored from %s", name, len(prefixes), self.state_file)
+        if damaged:
+            self._keep_aside()
+
+    def _keep_aside(self) -> None:
+        aside = self.state_file + ".damaged"
+        try:
+            shutil.copyfile(self.state_file, aside)
+            LOG.error("%s: a copy as it was is kept in %s", self.state_file, aside)
+        except OSError as exc:
+            LOG.error("%s: cannot keep a copy in %s: %s", self.state_file, aside, exc.strerror)
 
     def save_intent(self) -> None:
         if not self.state_file:
@@ -220,7 +258,7 @@ class Api:
         if self.b.map_server is not None:
             out.update(views.counters(self.b.map_server))
         out["xtrs"] = {name: dict(sorted(h.core.counters.items())) for name, h in sorted(self.b.xtrs.items())}
-        out["controller"] = dict(sorted(self.b.counters().items()))
+        out["controller"] = dict(sorted({**self.b.counters(), **self.b.refusals.counters}.items()))
         return out
 
     def xtrs(self, body, **_):
@@ -261,13 +299,13 @@ class Api:
         return len(effects)
 
     def create_policy(self, body, **_):
-        rule = Rule.from_dict(body)
+        rule = Rule.from_dict(_new_id(body))
         if self.b.ms().policy.rule(rule.id) is not None:
             raise Conflict(f"rule {rule.id!r} exists: PUT {API}/policies/{rule.id} replaces it")
         return self._put_rule(rule)
 
     def put_policy(self, body, rule_id, **_):
-        return self._put_rule(Rule.from_dict(body, rule_id))
+        return self._put_rule(Rule.from_dict(body, schema.identifier(rule_id, "rule_id")))
 
     def _put_rule(self, rule: Rule):
         notified = self._ms_change(lambda ms, now: ms.set_rule(rule, now))
@@ -278,13 +316,13 @@ class Api:
         return {"deleted": rule_id, "notified_subscribers": notified}
 
     def create_override(self, body, **_):
-        override = RlocOverride.from_dict(body)
+        override = RlocOverride.from_dict(_new_id(body))
         if self.b.ms().policy.override(override.id) is not None:
             raise Conflict(f"override {override.id!r} exists: PUT {API}/rloc-overrides/{override.id} replaces it")
         return self._put_override(override)
 
     def put_override(self, body, override_id, **_):
-        return self._put_override(RlocOverride.from_dict(body, override_id))
+        return self._put_override(RlocOverride.from_dict(body, schema.identifier(override_id, "override_id")))
 
     def _put_override(self, override: RlocOverride):
         notified = self._ms_change(lambda ms, now: ms.set_override(override, now))
@@ -303,8 +341,7 @@ class Api:
 
     def put_static(self, body, iid, address, length, **_):
         iid_value, prefix = _path_prefix(iid, address, length)
-        if not isinstance(body, dict):
-            raise PolicyError("body", "must be a JSON object")
+        schema.Node(body, root="body")
         merged = {"iid": iid_value, "prefix": str(prefix), **body}
         mapping = StaticMapping.from_dict(merged)
         if (mapping.iid, mapping.prefix) != (iid_value, prefix):
@@ -323,14 +360,7 @@ class Api:
     # -- writes: dynamic-EID prefixes are xTR configuration ------------------------------------
     def create_dynamic(self, body, xtr, **_):
         handle = self.b.xtr(xtr)
-        if not isinstance(body, dict):
-            raise PolicyError("body", "must be a JSON object")
-        unknown = sorted(set(body) - {"iid", "prefix"})
-        if unknown:
-            raise PolicyError(unknown[0], "unknown field (expected iid, prefix)")
-        if "prefix" not in body:
-            raise PolicyError("prefix", "is required")
-        item = EidPrefixConfig(parse_prefix(body["prefix"], "prefix"), parse_iid(body.get("iid", 0)))
+        item = _dynamic_prefix(body, "")
         current = handle.core.config.dynamic_eid_prefixes
         if any(d.iid == item.iid and d.prefix == item.prefix for d in current):
             raise Conflict(f"xTR {xtr} already has dynamic-EID prefix [{item.iid}]{item.prefix}")
@@ -355,11 +385,20 @@ class Api:
 
 
 def _path_prefix(iid: str, address: str, length: str) -> tuple[int, Any]:
-    try:
-        iid_value = int(iid)
-    except ValueError:
-        raise PolicyError("iid", f"not an integer: {iid!r}") from None
-    return parse_iid(iid_value), parse_prefix(f"{address}/{length}", "prefix")
+    return schema.decimal(iid, "iid", 0, MAX_IID), parse_prefix(f"{address}/{length}", "prefix")
+
+
+def _dynamic_prefix(raw: Any, path: str) -> EidPrefixConfig:
+    """{"prefix": ..., "iid": ...} (iid 0 when absent), from a REST body or the intent file."""
+    node = schema.Node(raw, path, root="body").expect(required={"prefix"}, optional={"iid"})
+    return EidPrefixConfig(node.get("prefix", schema.prefix), node.get("iid", schema.iid, 0))
+
+
+def _new_id(body: Any) -> Any:
+    """A body creating an object: its id, if it names one, must be of the URL-safe alphabet."""
+    if isinstance(body, dict) and "id" in body:
+        schema.identifier(body["id"], "id")
+    return body
 
 
 # --------------------------------------------------------------------------- the Ryu controller
@@ -394,26 +433,39 @@ def _query(route_: Route, req: Any) -> dict[str, Any]:
             continue
         raw = req.GET[param.name]
         if param.schema.get("type") == "integer":
-            try:
-                values[param.name] = int(raw)
-            except ValueError:
-                raise PolicyError(param.name, f"not an integer: {raw!r}") from None
-            if values[param.name] < param.schema.get("minimum", -math.inf):
-                raise PolicyError(param.name, f"must be at least {param.schema['minimum']}")
+            values[param.name] = schema.decimal(raw, param.name, param.schema.get("minimum", 0),
+                                                param.schema.get("maximum", MAX_IID))
         else:
             values[param.name] = raw
     return values
 
 
+def _path(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Path segments as the client wrote them: the server decoded the %-escapes as Latin-1 (PEP 3333),
+    a client encodes as UTF-8 (RFC 3986)."""
+    out = {}
+    for name, value in kwargs.items():
+        try:
+            out[name] = value.encode("latin-1").decode("utf-8") if isinstance(value, str) else value
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            raise PolicyError(name, "is not UTF-8 once its %-escapes are decoded") from None
+    return out
+
+
 def _body(req: Any) -> Any:
-    if not req.body:
-        raise PolicyError("body", "a JSON body is required")
-    if len(req.body) > MAX_BODY:
+    length = req.content_length
+    if length is not None and length > MAX_BODY:  # refused before reading a byte of it
         raise PolicyError("body", f"larger than {MAX_BODY} bytes")
-    try:
-        return json.loads(req.body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise PolicyError("body", f"not valid JSON: {exc}") from None
+    raw = req.body_file.read(MAX_BODY + 1)
+    if not raw:
+        raise PolicyError("body", "a JSON body is required")
+    return schema.json_document(raw, "body", max_bytes=MAX_BODY, max_depth=MAX_DEPTH)
+
+
+def _where(req: Any) -> str:
+    """The request's path for a message, as sent (webob's `req.path` fails on a path that is not UTF-8)."""
+    return req.environ.get("RAW_PATH_INFO") or req.environ.get("PATH_INFO", "").encode("latin-1").decode(
+        "utf-8", "backslashreplace")
 
 
 def _dispatch(controller: Any, route_: Route, req: Any, kwargs: dict) -> Response:
@@ -421,7 +473,7 @@ def _dispatch(controller: Any, route_: Route, req: Any, kwargs: dict) -> Respons
     try:
         _authorise(backend.rest, req, route_.write)
         body = _body(req) if route_.body is not None else None
-        values = {**kwargs, **_query(route_, req)}
+        values = {**_path(kwargs), **_query(route_, req)}
         result = getattr(Api(backend), route_.handler)(body, **values)
         return _json(route_.status, result)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a JSON answer with a status
@@ -430,8 +482,14 @@ def _dispatch(controller: Any, route_: Route, req: Any, kwargs: dict) -> Respons
         if error.field is not None:
             payload["field"] = error.field
         headers = {"WWW-Authenticate": 'Bearer realm="lisp-ryu"'} if error.status == 401 else None
-        if error.status < 500:
-            LOG.info("REST %s %s -> %d: %s", req.method, req.path, error.status, error.message)
+        if error.status in (401, 403):
+            backend.refusals.refuse("rest.unauthorised" if error.status == 401 else "rest.forbidden",
+                                    req.remote_addr, "REST %s %s from %s refused (%d): %s", req.method, _where(req),
+                                    req.remote_addr, error.status, error.message)
+        elif error.status < 500:
+            # At INFO only for token holders: anybody can make a read fail, and a line per request is a flood.
+            LOG.log(logging.INFO if route_.write else logging.DEBUG, "REST %s %s -> %d: %s", req.method,
+                    _where(req), error.status, error.message)
         return _json(error.status, payload, headers)
 
 
@@ -468,11 +526,12 @@ class LispRestFallback(ControllerBase):
 
     @route("fallback", API + "/{rest:.*}")
     def fallback(self, req, **_):
-        allowed = sorted({method for regex, method in _ROUTE_REGEXES if regex.match(req.path)})
+        path = _where(req)
+        allowed = sorted({method for regex, method in _ROUTE_REGEXES if regex.match(req.environ.get("PATH_INFO", ""))})
         if allowed:
-            return _json(405, {"error": f"{req.method} not allowed on {req.path} (allowed: {', '.join(allowed)})"},
+            return _json(405, {"error": f"{req.method} not allowed on {path} (allowed: {', '.join(allowed)})"},
                          {"Allow": ", ".join(allowed)})
-        return _json(404, {"error": f"no such resource {req.path}", "see": f"{API}/openapi.json"})
+        return _json(404, {"error": f"no such resource {path}", "see": f"{API}/openapi.json"})
 
 
 def register(wsgi: WSGIApplication, backend: Backend) -> None:

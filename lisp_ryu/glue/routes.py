@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from lisp_ryu.mapserver import views
 
 API = views.API_PREFIX
+MAX_LIMIT = 10_000  # items in one answer: the views are built on the controller's one thread
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,8 @@ class Route:
     params: tuple[Param, ...] = ()
 
 
-_LIMIT = Param("limit", "query", {"type": "integer", "minimum": 0, "default": views.DEFAULT_LIMIT},
+_LIMIT = Param("limit", "query", {"type": "integer", "minimum": 0, "maximum": MAX_LIMIT,
+                                  "default": views.DEFAULT_LIMIT},
                "at most this many items")
 _XTR = Param("xtr", "path", {"type": "string"}, "xTR name (xtrs[].name in the configuration)")
 _RULE = Param("rule_id", "path", {"type": "string"}, "rule id")

@@ -28,6 +28,7 @@ from ryu.ofproto import ofproto_v1_3  # noqa: E402
 from lisp_ryu import config as config_mod  # noqa: E402
 from lisp_ryu.glue import rest  # noqa: E402
 from lisp_ryu.glue.controller import ControlEndpoint, Controller, IPAddress  # noqa: E402
+from lisp_ryu.glue.refusals import REFUSALS  # noqa: E402
 
 LOG = logging.getLogger("lisp_ryu")
 CONFIG_ENV = "LISP_RYU_CONFIG"
@@ -63,7 +64,16 @@ class LispApp(app_manager.RyuApp):
 
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
     def _on_features(self, ev):
-        self.controller.switch_connected(ev.msg.datapath)
+        dp = ev.msg.datapath
+        if dp.id not in self.controller.xtrs:
+            # Not ours: disconnected before it reaches MAIN_DISPATCHER, so none of its packet-ins
+            # reach the cores (dynamic-EID learning would take them for hosts).
+            peer = dp.address[0] if dp.address else "?"
+            REFUSALS.refuse("openflow.unknown_dpid", (peer, dp.id), "OpenFlow: datapath dpid %#x from %s is not in "
+                            "the configuration (xtrs[].dpid): disconnected", dp.id, peer)
+            dp.close()
+            return
+        self.controller.switch_connected(dp)
 
     def _collect(self, ev, kind: str) -> None:
         msg = ev.msg

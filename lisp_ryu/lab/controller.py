@@ -61,7 +61,9 @@ def start(state: LabState, *, extra_args: tuple[str, ...] = (), **options) -> su
     config = write_config(state, **options)
     log = open(log_path(), "ab")
     argv = [sys.executable, "-m", "lisp_ryu", "controller", "--config", str(config),
-            "--ofp-tcp-listen-port", str(state.controller_port), *extra_args]
+            # The lab's switches reach the controller on the management bridge's address; the
+            # controller listens there only (its own default is loopback).
+            "--ofp-listen-host", state.controller, "--ofp-tcp-listen-port", str(state.controller_port), *extra_args]
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             start_new_session=True)
     log.close()
