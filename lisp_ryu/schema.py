@@ -501,7 +501,7 @@ class _Loader(yaml.SafeLoader):
                                            "(refused: a document that multiplies itself through aliases)")
             return super().compose_node(parent, index)
         if len(self._paths) >= MAX_DEPTH:
-            raise InputError(path, f"nested deeper than {MAX_DEPTH} levels")
+            raise InputError(_clip(path, 60), f"nested deeper than {MAX_DEPTH} levels")
         self._paths.append(path)
         try:
             node = super().compose_node(parent, index)
