@@ -377,8 +377,8 @@ def endpoint(raw: Any, path: str, default_port: int, *, min_port: int = 1) -> tu
     try:
         addr = ipaddress.ip_address(host)
     except ValueError:
-        raise bad(f"{show(host)} is not an IP address" + (" (names are not resolved)" if "." in host else "")) \
-            from None
+        what = "not an IP address" if host == raw else f"{show(host)} is not an IP address"
+        raise bad(what + (" (names are not resolved)" if "." in host else "")) from None
     if raw.startswith("[") and addr.version != 6:
         raise bad("brackets are for IPv6 addresses; an IPv4 address is written 192.0.2.1:PORT")
     if port_text is None:
