@@ -53,7 +53,11 @@ def _cmd_check_config(args: argparse.Namespace, extra: list[str]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     sites = len(cfg.map_server.sites) if cfg.map_server else 0
-    print(f"{args.file}: ok ({sites} map-server sites, {len(cfg.xtrs)} xTRs)")
+    listen = ""
+    if cfg.map_server is not None and cfg.map_server.listen is not None:
+        host, port = cfg.map_server.listen
+        listen = f"; map-server listen {f'[{host}]' if host.version == 6 else host}:{port}"
+    print(f"{args.file}: ok ({sites} map-server sites, {len(cfg.xtrs)} xTRs{listen})")
     return 0
 
 

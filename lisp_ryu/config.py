@@ -213,26 +213,19 @@ def _dpid(raw: Any, path: str) -> int:
         try:
             raw = int(raw.replace(":", ""), 16)
         except ValueError:
-            raise InputError(path, f"{raw!r} is not a datapath id (hex)") from None
+            raise InputError(path, f"{schema.show(raw)} is not a datapath id (hex)") from None
     return schema.integer(raw, path, 1, (1 << 64) - 1)
 
 
 def _endpoint(raw: Any, path: str) -> tuple[IPAddress, int]:
-    text = str(raw)
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        host, port = text, str(LISP_CONTROL_PORT)
-    host = host.strip("[]")
-    try:
-        return ipaddress.ip_address(host), schema.integer(int(port), path, 1, 65535)
-    except ValueError:
-        raise InputError(path, f"{raw!r} is not ADDRESS:PORT") from None
+    """The Map-Server's ADDR:PORT, read as `lisp-ryu mapserver --listen` reads it."""
+    return schema.endpoint(raw, path, LISP_CONTROL_PORT)
 
 
 def _xtr_id(raw: Any, path: str) -> int:
     """A 128-bit xTR-ID as 1-32 hex digits (how the Map-Server logs them)."""
     if not isinstance(raw, str) or not re.fullmatch(r"(0x)?[0-9a-fA-F]{1,32}", raw):
-        raise InputError(path, f"expected an xTR-ID of 1-32 hex digits, got {raw!r}")
+        raise InputError(path, f"expected an xTR-ID of 1-32 hex digits, got {schema.show(raw)}")
     return int(raw, 16)
 
 

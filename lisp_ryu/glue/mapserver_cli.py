@@ -17,6 +17,7 @@ from lisp_ryu.wire import LISP_CONTROL_PORT
 DEFAULT_HTTP = "127.0.0.1:4380"
 DEFAULT_URL = f"http://{DEFAULT_HTTP}"
 TOKEN_ENV = "LISP_RYU_TOKEN"
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 SHOW_CHOICES = ["registrations", "subscriptions", "counters", "sites", "policies", "rloc-overrides",
                 "static-mappings", "health", "xtrs", "map-cache"]
 
@@ -60,20 +61,14 @@ def add_parsers(subparsers) -> None:
     p.set_defaults(func=run_show)
 
 
-def parse_endpoint(text: str, default_port: int) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]:
-    """"ADDR:PORT", "[v6]:PORT" or a bare "ADDR" -> (address, port); ValueError says what is wrong."""
-    host, sep, port = text.rpartition(":")
-    if not sep or (text.count(":") > 1 and not text.startswith("[")):
-        host, port = text, str(default_port)
-    host = host.strip("[]")
-    try:
-        address = ipaddress.ip_address(host)
-        number = int(port)
-    except ValueError:
-        raise ValueError(f"{text!r} is not ADDR:PORT") from None
-    if not 0 <= number <= 65535:
-        raise ValueError(f"port {number} out of range in {text!r}")
-    return address, number
+def parse_endpoint(text: str, default_port: int, option: str = "") -> tuple[IPAddress, int]:
+    """"ADDR:PORT", "[v6]:PORT" or a bare "ADDR" -> (address, port); ValueError says what is wrong.
+
+    The configuration's reader (`schema.endpoint`), so `--listen` and `map_server.listen` read
+    the same text the same way; port 0 (a free port) is allowed here."""
+    from lisp_ryu import schema
+
+    return schema.endpoint(text, option, default_port, min_port=0)
 
 
 # ---------------------------------------------------------------------------- mapserver
@@ -107,10 +102,10 @@ def run_mapserver(args: argparse.Namespace, extra: list[str]) -> int:
         return 1
     try:
         if args.listen:
-            listen = parse_endpoint(args.listen, LISP_CONTROL_PORT)
+            listen = parse_endpoint(args.listen, LISP_CONTROL_PORT, "--listen")
         else:
             listen = ms.listen or (ipaddress.ip_address("0.0.0.0"), LISP_CONTROL_PORT)
-        http = None if args.http == "off" else parse_endpoint(args.http, 4380)
+        http = None if args.http == "off" else parse_endpoint(args.http, 4380, "--http")
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -121,8 +116,12 @@ def run_mapserver(args: argparse.Namespace, extra: list[str]) -> int:
     if data_dir:
         try:
             store = FileStore(data_dir)
+            odd = _odd_data_file(data_dir)
         except OSError as exc:
-            print(f"error: data dir {data_dir}: {exc}", file=sys.stderr)
+            print(f"error: data dir {data_dir}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+        if odd:
+            print(f"error: data dir {data_dir}: {odd} is not a regular file", file=sys.stderr)
             return 1
     else:
         log.warning("no --data-dir: registrations live in memory only and are lost on restart")
@@ -135,6 +134,13 @@ def run_mapserver(args: argparse.Namespace, extra: list[str]) -> int:
         core = MapServer(ms, nonces=lambda: rng.getrandbits(64), now=time.time(), store=store)
     except StoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError, TypeError, OverflowError) as exc:
+        # What the store's reader does not catch yet (a snapshot field of the wrong type, an
+        # unreadable file): still a refusal to start, said in one line; the trace is for debugging.
+        log.debug("restoring from %s failed", data_dir, exc_info=True)
+        print(f"error: data dir {data_dir}: cannot restore its state: {exc} ({type(exc).__name__}); "
+              "fix or move aside the damaged file", file=sys.stderr)
         return 1
     finally:
         gc.freeze()
@@ -178,6 +184,16 @@ def run_mapserver(args: argparse.Namespace, extra: list[str]) -> int:
             store.close()
     log.info("stopped")
     return 0
+
+
+def _odd_data_file(directory: str) -> str | None:
+    """The first snapshot or journal path in `directory` that is not a regular file (a directory, a FIFO)."""
+    for name in sorted(os.listdir(directory)):
+        if name.startswith(("snapshot", "journal-")):
+            path = os.path.join(directory, name)
+            if not os.path.isfile(path):
+                return path
+    return None
 
 
 def _host(address: str) -> str:

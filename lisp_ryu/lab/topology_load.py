@@ -96,11 +96,10 @@ _RESERVED = {"lo", HOST_IFNAME, MGMT_IFNAME, TUNNEL_PORT_NAME, "mgmt"}
 
 def load(path: str | Path) -> Topology:
     """Read and validate a topology file; raise TopologyError naming the bad field."""
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise TopologyError(str(path), "", f"cannot read: {exc.strerror}") from None
-    return loads(text, str(path))
+    try:  # bytes, decoded and parsed with the limits of the shared reader
+        return _topology(schema.load_yaml(path), str(path))
+    except InputError as exc:
+        raise TopologyError(str(path), exc.path, exc.problem) from None
 
 
 def loads(text: str, source: str = "<topology>") -> Topology:
@@ -123,11 +122,11 @@ def _name(value: Any, path: str) -> str:
     if not isinstance(value, str) or not _NAME_RE.match(value) or len(value) > NAME_MAX:
         raise InputError(
             path,
-            f"{value!r} is not a valid name (lower-case letters and digits, "
+            f"{schema.show(value)} is not a valid name (lower-case letters and digits, "
             f"starting with a letter, at most {NAME_MAX} characters)",
         )
     if value in _RESERVED:
-        raise InputError(path, f"{value!r} is reserved for a lab interface name")
+        raise InputError(path, f"{schema.show(value)} is reserved for a lab interface name")
     return value
 
 
@@ -230,7 +229,7 @@ def _node_kinds(site_names, routers, ms, doc) -> dict[str, str]:
                 entries.append((h["name"], "host", f"{section}[{i}].name"))
     for name, kind, path in entries:
         if name in seen:
-            raise InputError(path, f"name {name!r} is already used by {seen[name]}")
+            raise InputError(path, f"name {schema.show(name)} is already used by {seen[name]}")
         seen[name] = path
         if kind != "host":
             nodes[name] = kind
@@ -249,7 +248,7 @@ def _links(value: Any, path: str, nodes: dict[str, str]) -> list[Link]:
             if node not in nodes:
                 raise InputError(
                     schema.join(p, str(node)),
-                    f"unknown node {node!r} (links join sites, routers and the map_server)",
+                    f"unknown node {schema.show(node)} (links join sites, routers and the map_server)",
                 )
             iface = schema.interface(addr, schema.join(p, node))
             if iface.ip in addresses:
@@ -258,7 +257,7 @@ def _links(value: Any, path: str, nodes: dict[str, str]) -> list[Link]:
             ends.append((node, iface))
         (na, ia), (nb, ib) = ends
         if na == nb:
-            raise InputError(p, f"a link from {na!r} to itself")
+            raise InputError(p, f"a link from {schema.show(na)} to itself")
         if ia.network != ib.network:
             raise InputError(p, f"{ia} and {ib} are not in the same subnet")
         made = []
@@ -291,7 +290,7 @@ def _links(value: Any, path: str, nodes: dict[str, str]) -> list[Link]:
 def _site(value: Any, path: str, ms: MapServer | None, routers: list[str]) -> Site:
     role = value.get("role", "xtr") if isinstance(value, dict) else "xtr"
     if role not in ROLES:
-        raise InputError(f"{path}.role", f"{role!r} is not a role ({', '.join(ROLES)})")
+        raise InputError(f"{path}.role", f"{schema.show(role)} is not a role ({', '.join(ROLES)})")
     if role == "pxtr":
         # A PxTR announces the other sites' EIDs and owns none: nothing to register.
         m = _mapping(value, path, {"name", "rlocs", "role", "native"}, {"dpid", "key"})
@@ -327,7 +326,7 @@ def _native(value: Any, path: str, site: str, routers: list[str]) -> Native:
     m = _mapping(value, path, {"router", "address", "next_hop"}, {"iid"})
     router = m["router"]
     if router not in routers:
-        raise InputError(f"{path}.router", f"unknown router {router!r} (routers: {', '.join(routers) or 'none'})")
+        raise InputError(f"{path}.router", f"unknown router {schema.show(router)} (routers: {', '.join(routers) or 'none'})")
     iface = schema.interface(m["address"], f"{path}.address")
     next_hop = _ipv4(m["next_hop"], f"{path}.next_hop")
     if next_hop not in iface.network or next_hop == iface.ip or next_hop in (
@@ -368,7 +367,7 @@ def _internet_host(value: Any, path: str, routers: list[str]) -> InternetHost:
     name = _name(m["name"], f"{path}.name")
     router = m["router"]
     if router not in routers:
-        raise InputError(f"{path}.router", f"unknown router {router!r} (routers: {', '.join(routers) or 'none'})")
+        raise InputError(f"{path}.router", f"unknown router {schema.show(router)} (routers: {', '.join(routers) or 'none'})")
     iface = schema.interface(m["address"], f"{path}.address")
     gateway = _ipv4(m["gateway"], f"{path}.gateway")
     if gateway not in iface.network or gateway == iface.ip or gateway in (
@@ -413,7 +412,7 @@ def _hosts(value: Any, path: str, sites: list[Site]) -> list[Host]:
         name = _name(m["name"], f"{p}.name")
         site = by_name.get(m["site"])
         if site is None:
-            raise InputError(f"{p}.site", f"unknown site {m['site']!r} (sites: {', '.join(by_name)})")
+            raise InputError(f"{p}.site", f"unknown site {schema.show(m['site'])} (sites: {', '.join(by_name)})")
         if site.is_pxtr:
             raise InputError(f"{p}.site", f"{site.name} is a PxTR: hosts belong to LISP sites "
                              "(non-LISP hosts go in internet_hosts)")

@@ -152,7 +152,7 @@ class Rule:
         body = _body(data).expect(optional={"id", "iid", "destinations", "sources", "itr_rlocs", "action",
                                             "priority", "description"})
         if rule_id is not None and body.has("id") and data["id"] != rule_id:
-            raise InputError("id", f"{data['id']!r} differs from the id in the URL ({rule_id!r})")
+            raise InputError("id", f"{schema.show(data['id'])} differs from the id in the URL ({schema.show(rule_id)})")
         action = body.get("action", schema.one_of(v.value for v in Verdict))
         description = body.raw("description", "")
         if not isinstance(description, str) or len(description) > 256:
@@ -195,7 +195,7 @@ class RlocOverride:
     def from_dict(cls, data: Any, override_id: str | None = None) -> RlocOverride:
         body = _body(data).expect(optional={"id", "rloc", "site", "priority", "weight"})
         if override_id is not None and body.has("id") and data["id"] != override_id:
-            raise InputError("id", f"{data['id']!r} differs from the id in the URL ({override_id!r})")
+            raise InputError("id", f"{schema.show(data['id'])} differs from the id in the URL ({schema.show(override_id)})")
         rloc = body.raw("rloc")
         site = body.raw("site")
         if (rloc is None) == (site is None):

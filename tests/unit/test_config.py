@@ -89,3 +89,29 @@ def test_duplicate_sites_and_dpids_are_rejected(tmp_path):
     xtr2 = XTR + XTR.replace("xtrs:\n", "").replace("name: dc1", "name: dc2")
     with pytest.raises(ConfigError, match="also xtrs"):
         config.load(write(tmp_path, xtr2))
+
+
+def test_map_server_listen_reads_like_the_cli(tmp_path):
+    """One ADDR:PORT reader: IPv6 with a port is bracketed, a bare address takes port 4342."""
+    def listen(text):
+        return config.load(write(tmp_path, ISSUE_EXAMPLE + f'  listen: "{text}"\n')).map_server.listen
+
+    assert listen("[2001:db8::1]:2") == (ipaddress.ip_address("2001:db8::1"), 2)
+    assert listen("2001:db8::1:2") == (ipaddress.ip_address("2001:db8::1:2"), 4342)
+    assert listen("192.0.2.1") == (ipaddress.ip_address("192.0.2.1"), 4342)
+    with pytest.raises(ConfigError, match=r"map_server\.listen: .*\[2001:db8::1\]:4342"):
+        listen("2001:db8::1]:2")
+
+
+@pytest.mark.parametrize("line", ["rate_limit_per_source: .nan", "registration_ttl: .inf",
+                                  "notify_retry_interval: .nan"])
+def test_map_server_numbers_are_finite(tmp_path, line):
+    with pytest.raises(ConfigError, match="only finite numbers") as info:
+        config.load(write(tmp_path, ISSUE_EXAMPLE + f"  {line}\n"))
+    assert info.value.path == f"map_server.{line.split(':')[0]}"
+
+
+def test_duplicate_keys_are_errors(tmp_path):
+    with pytest.raises(ConfigError, match="duplicate key") as info:
+        config.load(write(tmp_path, ISSUE_EXAMPLE + "  negative_action: drop\n  negative_action: no-action\n"))
+    assert info.value.path == "map_server.negative_action"

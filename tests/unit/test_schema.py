@@ -63,8 +63,11 @@ def test_numbers():
     assert schema.fraction(0, "p") == 0.0 and schema.fraction(0.5, "p") == 0.5
     for bad in (1, -0.1, False):
         error_of(schema.fraction, bad)
-    # Kept as the configuration always read them (see the re-housing report).
-    assert schema.positive_number(math.inf, "p") == math.inf
+    # Finite only: NaN passes every comparison, infinity is no rate, interval or TTL.
+    for bad in (math.nan, math.inf, -math.inf, 10 ** 400):
+        assert "finite" in error_of(schema.positive_number, bad).problem
+    assert schema.finite_number(-2, "p") == -2.0
+    error_of(schema.fraction, math.nan)
 
 
 def test_strings_booleans_enums():
@@ -96,6 +99,8 @@ def test_addresses():
         error_of(schema.address, bad)
     assert schema.address("10.0.0.1", "p", version=4) == ipaddress.IPv4Address("10.0.0.1")
     assert "IPv4" in error_of(schema.address, "2001:db8::1", version=4).problem
+    # The integer form `ipaddress` also takes is a typo in a file, never 0.0.0.1.
+    assert "IPv4" in error_of(schema.address, 1, version=4).problem
 
 
 def test_prefixes_are_strict():
@@ -105,6 +110,29 @@ def test_prefixes_are_strict():
     error_of(schema.prefix, 10)
     assert schema.prefix("10.1.0.0/16", "p", version=4) == ipaddress.IPv4Network("10.1.0.0/16")
     error_of(schema.prefix, "2001:db8::/32", version=4)
+    error_of(schema.prefix, 167772160, version=4)
+
+
+def test_endpoint_forms():
+    v6 = ipaddress.ip_address("2001:db8::1")
+    assert schema.endpoint("[2001:db8::1]:2", "p", 4342) == (v6, 2)
+    assert schema.endpoint("[2001:db8::1]", "p", 4342) == (v6, 4342)
+    assert schema.endpoint("2001:db8::1", "p", 4342) == (v6, 4342)
+    assert schema.endpoint("2001:db8::1:2", "p", 4342) == (ipaddress.ip_address("2001:db8::1:2"), 4342)
+    assert schema.endpoint("192.0.2.1:80", "p", 4342) == (ipaddress.ip_address("192.0.2.1"), 80)
+    assert schema.endpoint("192.0.2.1:0", "p", 4342, min_port=0)[1] == 0
+    for bad in ("192.0.2.1:0", "[2001:db8::1", "[192.0.2.1]:80", "192.0.2.1: 80", "192.0.2.1:+80", 62, None):
+        assert "[2001:db8::1]:4342" in error_of(schema.endpoint, bad, default_port=4342).problem
+
+
+def test_show_is_bounded():
+    assert len(schema.show("x" * 10 ** 6)) < 100
+    assert len(schema.show([[["x"] * 10 ** 5] * 10 ** 3])) < 200
+    assert schema.show(10 ** 5000) == "an integer of about 5001 digits"
+    loop: list = []
+    loop.append(loop)
+    assert len(schema.show(loop)) < 50
+    assert len(str(InputError("k" * 10 ** 5, "x" * 10 ** 5, "f.yaml"))) < 700
 
 
 def test_interface():
@@ -187,4 +215,39 @@ def test_load_yaml_names_the_file(tmp_path):
     bad.write_text("a: [unclosed\n")
     with pytest.raises(InputError, match="not valid YAML") as info:
         schema.load_yaml(bad)
-    assert str(info.value).startswith(str(bad))
+    assert str(info.value).startswith(str(bad)) and "(line 2, column 1)" in str(info.value)
+
+
+@pytest.mark.parametrize("data,words", [
+    (b"\xff\xfea\x00:\x00", "UTF-16 (it starts with a UTF-16 byte order mark)"),
+    (b"a: caf\xe9\n", "the byte at offset 6 (line 1) is 0xe9"),
+    (b"a: 1\nb: \x00\n", "a NUL byte at offset 8 (line 2"),
+])
+def test_load_yaml_reads_utf8_bytes_only(tmp_path, data, words):
+    path = tmp_path / "a.yaml"
+    path.write_bytes(data)
+    with pytest.raises(InputError) as info:
+        schema.load_yaml(path)
+    assert info.value.source == str(path) and words in info.value.problem
+    path.write_bytes(b"\xef\xbb\xbfa: caf\xc3\xa9\n")  # a UTF-8 BOM is fine
+    assert schema.load_yaml(path) == {"a": "caf\u00e9"}
+
+
+@pytest.mark.parametrize("text,path,words", [
+    ("a: 1\nb: {c: 1, c: 2}\n", "b.c", "duplicate key (first at line 2, again at line 2"),
+    ("a: 1\na: 2\n", "a", "duplicate key"),
+    ("a: &x [*x]\n", "a[0]", "contains it"),
+    ("a: " + "[" * 65 + "]" * 65, "a" + "[0]" * 19 + "[\u2026", "deeper than 64"),  # a long path cut short
+    ("a: " + "9" * 101, "a", "101 digits"),
+    ("x: &x [" + ",".join("1" * 3000) + "]\ny: [*x, *x, *x, *x]\n", "y[3]", "more than 10000 nodes"),
+])
+def test_loader_limits_name_the_path(text, path, words):
+    with pytest.raises(InputError) as info:
+        schema.parse_yaml(text, "f.yaml")
+    assert info.value.path == path and words in info.value.problem and info.value.source == "f.yaml"
+
+
+def test_loader_keeps_merge_keys_and_small_aliases():
+    tree = schema.parse_yaml("d: &d {a: 1, b: 2}\nm: {<<: *d, b: 3}\nl: [*d, *d]\n" + "a" * 64 + ": 1\n", "f")
+    assert tree["m"] == {"a": 1, "b": 3} and tree["l"] == [{"a": 1, "b": 2}] * 2
+    assert schema.parse_yaml("a: " + "[" * 63 + "]" * 63, "f")  # 64 levels with the root
