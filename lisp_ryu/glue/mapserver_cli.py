@@ -119,10 +119,10 @@ def run_mapserver(args: argparse.Namespace, extra: list[str]) -> int:
 
     store = None
     if data_dir:
-        try:
+        try:  # checks the directory is writable and removes temporary files a crash left
             store = FileStore(data_dir)
-        except OSError as exc:
-            print(f"error: data dir {data_dir}: {exc}", file=sys.stderr)
+        except StoreError as exc:
+            print(f"error: {exc}", file=sys.stderr)
             return 1
     else:
         log.warning("no --data-dir: registrations live in memory only and are lost on restart")
@@ -133,7 +133,7 @@ def run_mapserver(args: argparse.Namespace, extra: list[str]) -> int:
     gc.disable()
     try:
         core = MapServer(ms, nonces=lambda: rng.getrandbits(64), now=time.time(), store=store)
-    except StoreError as exc:
+    except (StoreError, OSError) as exc:  # damaged or orphaned files: named, never a traceback
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
