@@ -1,6 +1,7 @@
 """What the Map-Server makes durable, and how it comes back: the journal entry schema, snapshots, restore.
 
-`store.py` only handles files; this module decides what goes in them.
+`store.py` only handles files (their bytes: `store_format.py`); this module
+decides what goes in them, and `stored_records.py` reads registrations back.
 Every change one message causes is journalled as one batch (one fsync,
 `Journal.flush`) before the handler returns, so a Map-Notify acknowledging a
 change goes out only once the change survives a crash.  Expiries are not
