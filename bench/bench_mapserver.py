@@ -44,7 +44,6 @@ import sys
 import tempfile
 import time
 
-import msgpack
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.join(REPO, "tests")
@@ -207,6 +206,7 @@ def _echo_baseline(rounds: int, total: int, seconds: float) -> dict:
 
 def _mapserver(size: int, rounds: int, total: int, seconds: float, no_repeat: bool) -> dict:
     from lisp_ryu.mapserver.store import write_snapshot
+    from lisp_ryu.mapserver.store_format import read_snapshot
 
     with tempfile.TemporaryDirectory(prefix="bench-mapserver-") as tmp:
         config = os.path.join(tmp, "ms.yaml")
@@ -216,7 +216,7 @@ def _mapserver(size: int, rounds: int, total: int, seconds: float, no_repeat: bo
         write_snapshot(data_dir, _snapshot_entries(size))
         unpack_started = time.perf_counter()  # the floor of any restore: just reading the snapshot
         with open(os.path.join(data_dir, "snapshot.msgpack"), "rb") as fh:
-            msgpack.unpackb(fh.read(), raw=False)
+            read_snapshot(fh.read())  # checksum included
         unpack_s = time.perf_counter() - unpack_started
         argv = [sys.executable, "-m", "lisp_ryu", "mapserver", "--config", config, "--listen", "127.0.0.1:0",
                 "--http", "off", "--data-dir", data_dir, "--log-level", "WARNING"]

@@ -114,9 +114,12 @@ def run_mapserver(args: argparse.Namespace, extra: list[str]) -> int:
 
     store = None
     if data_dir:
-        try:
+        try:  # checks the directory is writable and removes temporary files a crash left
             store = FileStore(data_dir)
             odd = _odd_data_file(data_dir)
+        except StoreError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         except OSError as exc:
             print(f"error: data dir {data_dir}: {exc.strerror or exc}", file=sys.stderr)
             return 1
@@ -132,10 +135,10 @@ def run_mapserver(args: argparse.Namespace, extra: list[str]) -> int:
     gc.disable()
     try:
         core = MapServer(ms, nonces=lambda: rng.getrandbits(64), now=time.time(), store=store)
-    except StoreError as exc:
+    except (StoreError, OSError) as exc:  # damaged or orphaned files: named, never a traceback
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except (OSError, ValueError, TypeError, OverflowError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:
         # What the store's reader does not catch yet (a snapshot field of the wrong type, an
         # unreadable file): still a refusal to start, said in one line; the trace is for debugging.
         log.debug("restoring from %s failed", data_dir, exc_info=True)

@@ -93,10 +93,19 @@ class StandaloneServer:
             now = self.clock()
             deadline = self.core.next_deadline()
             if deadline is not None and deadline <= now:
-                self._send(self.core.handle_timer(now))
+                self._run_timers(now)
             self._reap_clients(now)
         for client in list(self._clients.values()):
             self._close(client)
+
+    def _run_timers(self, now: float) -> None:
+        try:
+            effects = self.core.handle_timer(now)
+        except Exception:  # a core bug must not stop the server (store errors are handled in the core)
+            self._count("core_exceptions")
+            LOG.exception("error running timers")
+            return
+        self._send(effects)
 
     def _receive(self) -> None:
         # The hot loop of a Map-Resolver: names bound once, plain requests answered inline.
@@ -121,6 +130,7 @@ class StandaloneServer:
                 quick = reply_quickly(payload, source, now)
                 if quick is None:
                     self._send(self.core.handle_control(payload, source, address[1], now))
+                    reply_quickly = self.core.reply_quickly  # a journal rollback replaces it
                     continue
             except Exception:  # a core bug must not stop the server; it is counted and logged
                 self._count("core_exceptions")
@@ -224,8 +234,7 @@ class StandaloneServer:
         simple = {
             "sites": views.sites, "policies": views.policies, "rloc-overrides": views.rloc_overrides,
             "static-mappings": views.static_mappings,
-            "health": lambda core: {"status": "ok", "map_server": {"registrations": core.registration_count,
-                                                                   "subscriptions": core.subscription_count}},
+            "health": views.health,
         }
         view = simple.get(path[len(views.API_PREFIX) + 1:]) if path.startswith(views.API_PREFIX + "/") else None
         if view is not None:

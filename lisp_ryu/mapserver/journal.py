@@ -1,6 +1,7 @@
 """What the Map-Server makes durable, and how it comes back: the journal entry schema, snapshots, restore.
 
-`store.py` only handles files; this module decides what goes in them.
+`store.py` only handles files (their bytes: `store_format.py`); this module
+decides what goes in them, and `stored_records.py` reads registrations back.
 Every change one message causes is journalled as one batch (one fsync,
 `Journal.flush`) before the handler returns, so a Map-Notify acknowledging a
 change goes out only once the change survives a crash.  Expiries are not
@@ -20,11 +21,11 @@ longer allows are dropped and counted.
 
 from __future__ import annotations
 
+import errno
 import heapq
 import ipaddress
 import logging
-import struct
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Callable, Iterable, Iterator, Protocol
 
 import msgpack
@@ -33,35 +34,27 @@ from lisp_ryu.config import SiteConfig
 from lisp_ryu.mapping.policy import Policy, PolicyError, RlocOverride, Rule, StaticMapping
 from lisp_ryu.mapserver.state import (
     EtrRegistration,
-    IPAddress,
     IPNetwork,
     Registered,
     State,
     Subscription,
-    plain_locator,
     record_bytes,
-    record_from_bytes,
     static_record,
 )
 from lisp_ryu.mapserver.store import Store
-from lisp_ryu.wire import (
-    Action,
-    Afi,
-    InstanceIdAddress,
-    LcafType,
-    LispDecodeError,
-    LispEncodeError,
-    Locator,
-    MappingRecord,
-)
-from lisp_ryu.wire.checks import trusted
-from lisp_ryu.wire.quick import IID_LCAF_BODY
+# registration_from_entry: read back from here too, by the schema's users.
+from lisp_ryu.mapserver.stored_records import StoredRegistrations, registration_from_entry  # noqa: F401
+from lisp_ryu.wire import LispDecodeError, LispEncodeError, MappingRecord
 
 LOG = logging.getLogger("lisp_ryu.mapserver")
 
 #: Compact the journal into a snapshot when it holds this many entries and
 #: more than twice as many as the live state.
 COMPACT_MIN_ENTRIES = 10_000
+
+#: Seconds before an unwritable journal or a failed compaction is tried again, doubled per failure up to
+#: the last: a full disk costs a few attempts an hour, and is noticed within minutes once freed.
+RETRY_FIRST, RETRY_MAX = 1.0, 120.0
 
 #: What reading a damaged stored entry raises (a float where an int belongs, inf
 #: included): the entry is counted as `restore.bad_entries` and skipped.
@@ -102,32 +95,6 @@ def registration_entry(reg: EtrRegistration) -> dict:
 
 def unregistration_entry(iid: int, net: IPNetwork, etr: str) -> dict:
     return {"t": "unreg", "iid": iid, "net": str(net), "etr": etr}
-
-
-def registration_from_entry(entry: dict, prefix: IPNetwork | None = None, record: MappingRecord | None = None,
-                            source: IPAddress | None = None) -> EtrRegistration:
-    """The registration a stored entry holds; raises KeyError, TypeError, ValueError or a codec error if it holds none.
-
-    `prefix`, `record` and `source`, when given, are what the entry's net,
-    rec and src read as (`StoredRegistrations` reads them faster).
-    """
-    xid = entry.get("xid")
-    return EtrRegistration(  # positional: cheaper than by keyword, and this runs per restored entry
-        entry["site"],  # site
-        entry["etr"],  # etr
-        int(entry["iid"]),  # iid
-        ipaddress.ip_network(entry["net"]) if prefix is None else prefix,  # prefix
-        record_from_bytes(entry["rec"]) if record is None else record,  # record
-        ipaddress.ip_address(entry["src"]) if source is None else source,  # source
-        int(entry["port"]),  # port
-        bool(entry["proxy"]),  # proxy_reply
-        int(entry["kid"]),  # key_id
-        int(entry["alg"]),  # algorithm
-        float(entry["at"]),  # registered_at
-        float(entry["exp"]),  # expires
-        int.from_bytes(xid, "big") if xid is not None else None,  # xtr_id
-        entry.get("sid"),  # site_id
-    )
 
 
 def subscription_entry(sub: Subscription) -> dict:
@@ -240,8 +207,24 @@ class PubSubPart(Protocol):
     def set_subscription(self, sub: Subscription) -> None: ...
 
 
+class JournalUnavailable(RuntimeError):
+    """The journal could not record a change: the state was rolled back (`Journal.on_failure`) to what
+    is durable, and nothing about the change may be sent (no Map-Notify acknowledges it)."""
+
+
 class Journal:
-    """Collects the entries of the message being handled, writes them in one batch, compacts, restores."""
+    """Collects the entries of the message being handled, writes them in one batch, compacts, restores.
+
+    When a batch cannot be written (disk full, quota, I/O error) the change
+    is rolled back, not served unjournalled: `on_failure` (set by the
+    service) rebuilds the tables from the store, which holds exactly the
+    acknowledged state.  Until a probe write succeeds again (`maybe_compact`,
+    on the timer path, with backoff) the journal is down: the registry
+    refuses Map-Registers before changing anything, so the rollback happens
+    once per outage, and Map-Requests are answered as before.  A failed
+    compaction changes nothing (the store removes its temporary files) and is
+    retried with the same backoff.
+    """
 
     def __init__(self, state: State, store: Store | None) -> None:
         self._state = state
@@ -250,6 +233,41 @@ class Journal:
         #: True while a restore rebuilds the tables: nothing is journalled nor told to anybody.
         self.restoring = False
         self._batch: list[dict | bytes] = []  # journal entries of the message being handled, written in one fsync
+        #: Why the journal cannot be written ("ENOSPC"), "" while it can: changes are refused meanwhile.
+        self.failure = ""
+        self.compaction_failure = ""  # why the last compaction failed, "" once one works
+        #: Rolls the tables back to what the store holds, after a batch could not be written.
+        self.on_failure: Callable[[], None] | None = None
+        self._now = 0.0  # the last time given: northbound calls come without one
+        self._retry_at = 0.0
+        self._backoff = 0.0
+        self._failed_at = 0.0
+
+    def attach(self, state: State) -> None:
+        """Work on `state` from now on (the rollback rebuilds the tables in a new one)."""
+        self._state = state
+        self._count = state.count
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @property
+    def now(self) -> float:
+        """The last time the core was given (northbound calls come without one)."""
+        return self._now
+
+    @property
+    def writable(self) -> bool:
+        return not self.failure
+
+    def health(self) -> str:
+        """"ok", or "degraded: ..." saying what the store cannot do (for the health view)."""
+        if self.failure:
+            return f"degraded: cannot write journal ({self.failure})"
+        if self.compaction_failure:
+            return f"degraded: cannot compact journal ({self.compaction_failure})"
+        return "ok"
 
     def record(self, entry: dict) -> None:
         if self.store is not None:
@@ -267,20 +285,85 @@ class Journal:
         if self.store is not None:
             self._batch.append(subscription_entry(sub))
 
-    def flush(self) -> None:
-        """Write what the message being handled changed: durable before the caller sends anything."""
-        if self._batch:
-            batch, self._batch = self._batch, []
-            self.store.append(batch)  # type: ignore[union-attr]  # only filled when there is a store
+    def flush(self, now: float | None = None) -> None:
+        """Write what the message being handled changed: durable before the caller sends anything.
 
-    def maybe_compact(self) -> None:
+        Raises `JournalUnavailable` after rolling the change back if it cannot be written."""
+        if not self._batch:
+            return
+        if now is not None:
+            self._now = now
+        batch, self._batch = self._batch, []
+        try:
+            self.store.append(batch)  # type: ignore[union-attr]  # only filled when there is a store
+        except OSError as exc:
+            reason = errno.errorcode.get(exc.errno or 0, "error")
+            self._count("store.write_errors")
+            if not self.failure:
+                self._failed_at = self._now
+                LOG.error("cannot write the journal (%s): change undone; Map-Registers refused, Map-Requests "
+                          "answered, until it can be written again", _text(exc))
+            self.failure = reason
+            if self.on_failure is not None:
+                self.on_failure()
+            self._count("store.rollbacks")
+            self._retry_later(self._now)
+            raise JournalUnavailable(f"cannot write journal ({reason})") from None
+
+    def refuse_while_down(self, what: str) -> bool:
+        """True (counted, logged throttled) when a change must be refused because the journal is down."""
+        if not self.failure:
+            return False
+        self._count(f"rejected.{what}.journal-down")
+        self._state.log_throttled(f"journal-down-{what}", logging.WARNING,
+                                  "refused %s: cannot write journal (%s)", what.replace("_", "-"), self.failure)
+        return True
+
+    def maybe_compact(self, now: float | None = None) -> None:
+        """Compact when the journal outgrew the state; while it is down, probe it (both with backoff)."""
         store, state = self.store, self._state
         if store is None:
             return
+        if now is not None:
+            self._now = now
+        now = self._now
+        if now < self._retry_at:
+            return
+        if self.failure:
+            try:
+                store.probe()
+            except OSError as exc:
+                self._count("store.probe_failures")
+                self.failure = errno.errorcode.get(exc.errno or 0, "error")
+                self._retry_later(now)
+                return
+            LOG.warning("journal writable again after %.0f s: Map-Registers accepted again", now - self._failed_at)
+            self.failure = ""
+            self._backoff = 0.0
         live = len(state.registered) + state.subscription_count + len(state.static) + len(state.policy.rules)
         if store.journal_length() >= max(COMPACT_MIN_ENTRIES, 2 * live):
-            store.snapshot(self.stored_state())
+            try:
+                store.snapshot(self.stored_state())
+            except OSError as exc:
+                self._count("store.compaction_errors")
+                if not self.compaction_failure:
+                    LOG.error("journal compaction failed (%s): nothing changed, retried with backoff", _text(exc))
+                else:
+                    state.log_throttled("compaction", logging.WARNING, "journal compaction failed again (%s)",
+                                        _text(exc))
+                self.compaction_failure = errno.errorcode.get(exc.errno or 0, "error")
+                self._retry_later(now)
+                return
+            if self.compaction_failure:
+                LOG.warning("journal compaction works again")
+                self.compaction_failure = ""
+                self._backoff = 0.0
             self._count("store.snapshots")
+
+    def _retry_later(self, now: float) -> None:
+        self._backoff = min(max(2 * self._backoff, RETRY_FIRST), RETRY_MAX)
+        self._retry_at = now + self._backoff
+        self._state.schedule(self._retry_at, "store", ())  # a wake-up: `handle_timer` ignores the kind
 
     def state_entries(self) -> Iterator[dict]:
         """The whole durable state as journal entries (what a snapshot holds)."""
@@ -319,6 +402,7 @@ class Journal:
         Sets `state.policy` and `state.static` directly: the caller refreshes what depends on them.
         """
         state, count = self._state, self._count
+        self._now = now
         registrations, subscriptions, stated = replay(entries, count)
         saved_store, self.store = self.store, None  # rebuilding must not re-journal
         self.restoring = True  # ... nor notify anybody: nothing changed for the outside world
@@ -352,6 +436,12 @@ class Journal:
         finally:
             self.store = saved_store
             self.restoring = False
+        start_error = getattr(self.store, "start_error", None)
+        if start_error is not None:  # no room at start: refuse changes until there is
+            self.store.start_error = None  # type: ignore[union-attr]  # only a FileStore has one
+            self.failure = errno.errorcode.get(start_error.errno or 0, "error")
+            self._failed_at = now
+            self._retry_later(now)
         restored = state.counters.get("restore.registrations", 0)
         if restored or state.counters.get("restore.subscriptions"):
             LOG.info("restored %d registrations and %d subscriptions from the store", restored,
@@ -445,134 +535,5 @@ class Journal:
         return allowed
 
 
-# --------------------------------------------------------------------------- the stored-record parser
-
-
-# Fixed layout of an EID-Record up to its EID address, and of an Instance-ID LCAF up to its address.
-_RECORD_HEAD = struct.Struct(">IBBHHH")  # TTL, Locator Count, EID mask-len, ACT|A|Reserved, Rsvd|Map-Version, AFI
-_AFI_IPV4, _AFI_IPV6, _AFI_LCAF = int(Afi.IPV4), int(Afi.IPV6), int(Afi.LCAF)
-_LCAF_INSTANCE_ID = int(LcafType.INSTANCE_ID)
-_ACTIONS = tuple(Action)  # by value: 0..5
-
-
-@dataclass(frozen=True, slots=True)
-class _StoredLocators:
-    """The locator part of stored records (read once per distinct RLOC set), and the same as answered."""
-
-    locators: tuple[Locator, ...]
-    answered: tuple[Locator, ...]  # L and p bits cleared (`plain_locator`); `locators` itself when none was set
-    answered_bytes: bytes  # `answered` encoded
-
-
-class StoredRegistrations:
-    """Reads stored registration entries for a restore, mostly without the codec or `ipaddress` parsing.
-
-    A stored record is `record_bytes` of a record decoded from a
-    Map-Register, so its bytes are canonical.  Its head (TTL, flags, EID)
-    is read here at fixed offsets; its locators are decoded by the codec
-    once per distinct byte string and shared after that (typically many
-    EIDs behind a few RLOC sets).  The prefix is built from the record's
-    EID, after checking that the entry's net text is exactly that prefix's
-    text.  A record or net in any other form (LCAFs other than one
-    instance-ID, reserved bits set, host bits past the mask, non-canonical
-    text, ...) is left to `registration_from_entry`, errors included.
-    """
-
-    def __init__(self) -> None:
-        self._locators: dict[tuple[int, bytes], _StoredLocators] = {}  # (Locator Count, bytes after the EID)
-        self._sources: dict[str, IPAddress] = {}
-
-    def read(self, entry: dict) -> tuple[EtrRegistration, str, MappingRecord | None, bytes]:
-        """(registration, canonical prefix text, the answer for it as the only ETR or None, that answer encoded).
-
-        Raises what `registration_from_entry` raises for an entry that holds no registration.
-        """
-        # Nothing here raises: what can raise is left to `registration_from_entry`, in its own order.
-        text, src = entry.get("net"), entry.get("src")
-        fast = self._read_record(entry.get("rec"), text, entry.get("iid"))
-        # Few ETRs register many prefixes each: parse each address text once.
-        source = self._sources.get(src) if type(src) is str else None
-        if fast is None:
-            reg = registration_from_entry(entry, source=source)
-            text = str(reg.prefix)
-            answer, answer_bytes = None, b""
-        else:
-            prefix, record, answer, answer_bytes = fast
-            reg = registration_from_entry(entry, prefix, record, source)
-        if source is None and type(src) is str:
-            self._sources[src] = reg.source
-        return reg, text, answer, answer_bytes
-
-    def _read_record(self, rec: object, text: object, iid: object) -> tuple[IPNetwork, MappingRecord, MappingRecord,
-                                                                              bytes] | None:
-        """(prefix, record, `as_answer` of it, that encoded) for a canonical record of prefix `text`, else None."""
-        if type(rec) is not bytes or len(rec) < 12:
-            return None
-        ttl, count, mask_len, act_word, version_word, afi = _RECORD_HEAD.unpack_from(rec)
-        action = act_word >> 13
-        if act_word & 0x0FFF or version_word & 0xF000 or action >= len(_ACTIONS):
-            return None  # reserved bits set (re-encoding would differ) or an undefined action
-        at, wire_iid = 12, 0
-        if afi == _AFI_LCAF:
-            if len(rec) < 24:
-                return None
-            rsvd1, flags, lcaf_type, iid_mask_len, length, wire_iid, afi = IID_LCAF_BODY.unpack_from(rec, 12)
-            # Only the form `EidPrefix.to_wire` makes: a plain instance-ID (not a range), and never instance 0.
-            if rsvd1 or flags or lcaf_type != _LCAF_INSTANCE_ID or iid_mask_len or not wire_iid:
-                return None
-            if length != 6 + (4 if afi == _AFI_IPV4 else 16):
-                return None
-            at = 24
-        if wire_iid != iid:
-            return None  # the entry's instance-ID is not the record's: `as_answer` would rewrite the EID
-        if afi == _AFI_IPV4:
-            end, bits = at + 4, 32
-        elif afi == _AFI_IPV6:
-            end, bits = at + 16, 128
-        else:
-            return None
-        if mask_len > bits or len(rec) < end:
-            return None
-        value = int.from_bytes(rec[at:end], "big")
-        if value & ((1 << (bits - mask_len)) - 1):
-            return None  # host bits past the mask: not the prefix's own EID
-        if bits == 32:
-            if text != "%d.%d.%d.%d/%d" % (rec[at], rec[at + 1], rec[at + 2], rec[at + 3], mask_len):
-                return None
-            prefix: IPNetwork = ipaddress.IPv4Network((value, mask_len))
-        else:
-            prefix = ipaddress.IPv6Network((value, mask_len))
-            if text != str(prefix):
-                return None
-        key = (count, rec[end:])
-        stored = self._locators.get(key)
-        if stored is None:
-            stored = self._read_locators(rec, end)
-            if stored is None:
-                return None  # not canonical: left to the codec (not remembered, it is never the common case)
-            self._locators[key] = stored
-        address = prefix.network_address
-        eid = address if not wire_iid else trusted(InstanceIdAddress, instance_id=wire_iid, address=address,
-                                                   iid_mask_len=0)
-        record = trusted(MappingRecord, eid=eid, eid_mask_len=mask_len, locators=stored.locators, ttl=ttl,
-                         action=_ACTIONS[action], authoritative=bool(act_word & 0x1000), map_version=version_word)
-        if act_word == 0 and stored.answered is stored.locators:
-            return prefix, record, record, rec  # already an answer (`as_answer` returns it as it is)
-        answer = trusted(MappingRecord, eid=eid, eid_mask_len=mask_len, locators=stored.answered, ttl=ttl,
-                         action=Action.NO_ACTION, authoritative=False, map_version=version_word)
-        return prefix, record, answer, rec[:6] + b"\0\0" + rec[8:end] + stored.answered_bytes
-
-    @staticmethod
-    def _read_locators(rec: bytes, end: int) -> _StoredLocators | None:
-        """The locators after offset `end` of `rec`, by the codec; None unless re-encoding gives `rec` back."""
-        try:
-            record = record_from_bytes(rec)
-            if record_bytes(record) != rec:
-                return None
-            answered = tuple(plain_locator(locator) for locator in record.locators)
-            if all(a is b for a, b in zip(answered, record.locators)):
-                answered = record.locators
-            answered_bytes = record_bytes(replace(record, locators=answered))[end:]
-        except (LispDecodeError, LispEncodeError):
-            return None  # `registration_from_entry` reports it
-        return _StoredLocators(record.locators, answered, answered_bytes)
+def _text(exc: OSError) -> str:
+    return f"{errno.errorcode.get(exc.errno or 0, 'error')}: {exc.strerror or exc}"

@@ -92,6 +92,8 @@ class Registry:
             state.log_throttled(f"register-{reject.reason}", logging.WARNING,
                                 "rejected Map-Register from %s: %s", source, reject.detail)
             return []
+        if self._journal.refuse_while_down("map_register"):  # no change the journal cannot record
+            return []
         etr = f"xtr:{message.xtr_id:032x}" if message.xtr_id is not None else f"rloc:{source}"
         if message.xtr_id is not None:
             state.xtr_sites[message.xtr_id] = site.name

@@ -34,7 +34,7 @@ from lisp_ryu.config import MapServerConfig
 from lisp_ryu.effects import SendControl
 from lisp_ryu.mapping.policy import Policy, RlocOverride, Rule, StaticMapping
 from lisp_ryu.mapserver.answer_cache import DEFAULT_CAPACITY, AnswerCache
-from lisp_ryu.mapserver.journal import Journal
+from lisp_ryu.mapserver.journal import Journal, JournalUnavailable
 from lisp_ryu.mapserver.northbound import Northbound
 from lisp_ryu.mapserver.pubsub import PubSub
 from lisp_ryu.mapserver.registry import Registry
@@ -65,10 +65,23 @@ class MapServer:
         answer_cache_size: int = DEFAULT_CAPACITY,
     ) -> None:
         self.config = config
-        state = self._state = State(config, nonces, AnswerCache(answer_cache_size))
-        self._count = state.count
+        self._nonces = nonces
+        self._answer_cache_size = answer_cache_size
+        self._store = store
         self._limiter = RateLimiter(config.rate_limit_per_source)
-        self._journal = Journal(state, store)
+        self._journal = Journal(State(config, nonces, AnswerCache(answer_cache_size)), store)
+        self._assemble(quick_path)
+        if store is not None:
+            self._journal.restore(store.load(), now, self._registry, self._pubsub)
+            self._resolver.refresh_fast_path()  # the restored policy and static mappings
+            self._journal.on_failure = self._roll_back
+
+    def _assemble(self, quick_path: bool, state: State | None = None) -> None:
+        """The parts around one state (a new one after a rollback: see `_roll_back`)."""
+        if state is not None:
+            self._journal.attach(state)
+        state = self._state = self._journal.state
+        self._count = state.count
         self._pubsub = PubSub(state, self._journal)
         self._registry = Registry(state, self._journal, self._pubsub)
         self._resolver = Resolver(state, self._pubsub, self._limiter, quick_path)
@@ -79,10 +92,24 @@ class MapServer:
         self._on_map_notify_ack = self._pubsub.on_map_notify_ack
         #: The fast path, for a server loop that sends its raw answer itself (see `Resolver.reply_quickly`):
         #: (datagram, destination as 4 or 16 bytes, port), or None: give the datagram to `handle_control`.
+        #: Replaced by a rollback: a loop that bound it re-binds it after each `handle_control`.
         self.reply_quickly = self._resolver.reply_quickly
-        if store is not None:
-            self._journal.restore(store.load(), now, self._registry, self._pubsub)
-            self._resolver.refresh_fast_path()  # the restored policy and static mappings
+
+    def _roll_back(self) -> None:
+        """After a change could not be journalled: the tables as the store holds them (the acknowledged state).
+
+        Rebuilt like a restart, in a new state (pending Map-Notify retransmissions are lost, as by a
+        restart); counters carry over.  Costs a restore, once per outage: while the journal is down
+        the registry refuses changes before making them.
+        """
+        counters = dict(self.counters)
+        state = State(self.config, self._nonces, AnswerCache(self._answer_cache_size))
+        self._assemble(self._resolver.quick_path, state)
+        assert self._store is not None
+        self._journal.restore(self._store.load(), self._journal.now, self._registry, self._pubsub)
+        self._resolver.refresh_fast_path()
+        state.counters.clear()
+        state.counters.update(counters)
 
     # ------------------------------------------------------------------ actor interface
 
@@ -95,6 +122,12 @@ class MapServer:
                 return []  # rate limited
             what = "Map-Request forwarded to the ETR" if datagram is payload else "Map-Reply"
             return [SendControl(ipaddress.ip_address(destination), to_port, datagram, what)]
+        try:
+            return self._handle(payload, source, port, now)
+        except JournalUnavailable:
+            return []  # rolled back: nothing changed, so nothing is acknowledged nor published
+
+    def _handle(self, payload: bytes, source: IPAddress, port: int, now: float) -> list[SendControl]:
         self._count("received.datagrams")
         if len(payload) > MAX_DATAGRAM:
             self._count("dropped.oversized")
@@ -124,7 +157,7 @@ class MapServer:
                                       source, port, exc)
             return []
         finally:
-            self._journal.flush()  # durable before the caller sends any Map-Notify this message caused
+            self._journal.flush(now)  # durable before the caller sends any Map-Notify this message caused
 
     def handle_timer(self, now: float) -> list[SendControl]:
         """Expire registrations and subscriptions, retransmit unacknowledged Map-Notifies."""
@@ -140,8 +173,11 @@ class MapServer:
                 retransmission = self._pubsub.retransmit(key, when, now)
                 if retransmission is not None:
                     effects.append(retransmission)
-        self._journal.flush()
-        self._journal.maybe_compact()
+        try:
+            self._journal.flush(now)
+        except JournalUnavailable:
+            effects = []
+        self._journal.maybe_compact(now)  # errors caught, counted and retried there: never raises OSError
         return effects
 
     def next_deadline(self) -> float | None:
@@ -239,6 +275,11 @@ class MapServer:
     @property
     def pending_notifications(self) -> int:
         return self._pubsub.pending_count
+
+    @property
+    def store_health(self) -> str:
+        """"ok", or "degraded: cannot write journal (ENOSPC)" and the like (for the health view)."""
+        return self._journal.health()
 
     @property
     def counters(self) -> dict[str, int]:

@@ -100,6 +100,13 @@ def counters(core: MapServer, extra: dict[str, int] | None = None) -> dict[str, 
     }
 
 
+def health(core: MapServer) -> dict[str, Any]:
+    """"ok", or "degraded: cannot write journal (ENOSPC)" while registrations are refused (answers go on)."""
+    store = core.store_health
+    return {"status": "ok" if store == "ok" else "degraded", "store": store,
+            "map_server": {"registrations": core.registration_count, "subscriptions": core.subscription_count}}
+
+
 def sites(core: MapServer) -> dict[str, Any]:
     """Configured sites (never their keys) with how many of their prefixes are registered now."""
     registered: dict[str, int] = {}

@@ -366,11 +366,10 @@ def _odd_data_dir_is_file(d: Path) -> None:
 DATA_DIR_CASES = [
     ("snapshot-is-a-directory", _odd_snapshot_dir, "snapshot.msgpack"),
     ("journal-is-a-directory", _odd_journal_dir, "journal-0.msgpack"),
-    # The store's own reader is being reworked (issue items 3-4): until it names the field, the
-    # glue refuses the restore in one line naming the data dir.
-    ("generation-text", _odd_generation("x"), "cannot restore"),
-    ("generation-nan", _odd_generation(math.nan), "cannot restore"),
-    ("generation-none", _odd_generation(None), "cannot restore"),
+    # The store's reader names the field and the file.
+    ("generation-text", _odd_generation("x"), "generation"),
+    ("generation-nan", _odd_generation(math.nan), "generation"),
+    ("generation-none", _odd_generation(None), "generation"),
     ("data-dir-is-a-file", _odd_data_dir_is_file, "File exists"),
 ]
 

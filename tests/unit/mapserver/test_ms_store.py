@@ -8,6 +8,7 @@ import pytest
 
 from lisp_ryu.mapserver import FileStore, MemoryStore, StoreError
 from lisp_ryu.mapserver import journal as journal_mod
+from lisp_ryu.mapserver import store_format
 
 from mapserver_helpers import DC1_KEY, DC2_KEY, ETR1, ETR2, ITR, T0, make_core, site_config
 from support import packets
@@ -97,7 +98,8 @@ def test_torn_journal_tail_is_dropped_and_appending_continues(tmp_path):
     store.close()
     journal = tmp_path / "journal-0.msgpack"
     whole = journal.read_bytes()
-    torn = msgpack.packb({"t": "reg", "iid": 0, "net": "10.1.0.0/16", "etr": "x", "rec": b"\x00" * 40})
+    torn = store_format.frame(msgpack.packb({"t": "reg", "iid": 0, "net": "10.1.0.0/16", "etr": "x",
+                                             "rec": b"\x00" * 40}))
     journal.write_bytes(whole + torn[: len(torn) // 2])  # killed in the middle of a write
     store = FileStore(str(tmp_path))
     again = make_core(store=store, now=T0 + 1)
@@ -120,7 +122,7 @@ def test_compaction_writes_a_snapshot_and_starts_a_new_journal(tmp_path, monkeyp
                             ETR1, 4342, T0 + second)
     core.handle_timer(T0 + 6)
     assert core.counters["store.snapshots"] == 1
-    assert sorted(os.listdir(tmp_path)) == ["snapshot.msgpack"]
+    assert sorted(os.listdir(tmp_path)) == ["journal-1.msgpack", "snapshot.msgpack"]  # made before the rename
     core.handle_control(packets.map_register([packets.record("10.2.0.0/16", ["198.18.2.1"])], DC2_KEY), ETR2, 4342,
                         T0 + 7)
     assert sorted(os.listdir(tmp_path)) == ["journal-1.msgpack", "snapshot.msgpack"]
@@ -185,4 +187,5 @@ def test_a_snapshot_of_encoded_entries_is_the_same_file_as_of_dicts(tmp_path):
     as_bytes.snapshot([msgpack.packb(e, use_bin_type=True) if e["n"] % 2 else e for e in entries])
     written = (tmp_path / "a" / "snapshot.msgpack").read_bytes()
     assert written == (tmp_path / "b" / "snapshot.msgpack").read_bytes()
-    assert written == msgpack.packb({"format": 1, "generation": 1, "entries": entries}, use_bin_type=True)
+    payload = msgpack.packb(entries, use_bin_type=True)
+    assert written == store_format.snapshot_header(1, payload) + payload
