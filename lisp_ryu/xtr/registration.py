@@ -59,7 +59,7 @@ class Registrar:
             return []
         if reg.nonce is not None and not reg.registered:
             reg.retry = min(reg.retry * 2, state.config.register_interval)  # no Map-Notify came: back off
-        nonce = state.nonce()
+        nonce = state.register_nonce(now)  # sequenced: the Map-Server can tell a replay of an older one
         message = MapRegister(
             nonce=nonce, records=records, key_id=0, proxy_map_reply=state.config.proxy_reply,
             want_map_notify=True, xtr_id=state.xtr_id, site_id=state.site_id,
