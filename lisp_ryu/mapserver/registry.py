@@ -14,6 +14,11 @@ Rules, and why:
   ETRs get a Map-Notify with the new mapping.  So do the ETRs of a covering
   prefix of another site when a more-specific (a host route) appears inside
   it: the workload left the site that announced the covering prefix.
+* **Replays** (`freshness`): an authenticated Map-Register must also be
+  current: our xTR's sequenced nonces must grow; for other ETRs a message is
+  refused when it comes from an address that is neither the registrant's nor
+  one of its RLOCs, or was superseded by a later one (varying nonces), and an
+  old message never takes a prefix back from the site it moved to.
 * **Expiry**: `registration_ttl` seconds after the ETR's last Map-Register
   (OOR's 180 s), or the Record TTL when the register sets the T bit.  A
   record with Record TTL 0 withdraws that ETR's registration at once.
@@ -114,7 +119,7 @@ class Registry:
                 entry = self._registered.get(iid, net)
                 if entry is not None and entry.site != site.name:
                     # Sent before the prefix went to the other site: an old message, not a move back.
-                    self._count("refused.map_register_record.replayed-takeover")
+                    self._count("rejected.map_register_record.replayed-takeover")
                     state.log_throttled("register-replayed-takeover", logging.WARNING,
                                         "kept %s iid %d at site %s: %s (site %s) resent a Map-Register from "
                                         "before it moved there", net, iid, entry.site, etr, site.name)

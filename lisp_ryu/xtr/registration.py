@@ -3,6 +3,8 @@
 Registers the site's EID prefixes (and the host routes of hosts here that
 they do not cover) with every map-server on start and every
 `register_interval`, retrying with back-off until a Map-Notify answers.
+Each Map-Register has a nonce greater than the last (`XtrState.register_nonce`),
+so a Map-Server can refuse a captured one resent later.
 Other authenticated Map-Notifies are publications (RFC 9437): mappings we
 subscribed to, stored and acknowledged, or news that one of our EIDs now
 lives elsewhere.  Map-Requests a Map-Server forwards to us are answered
