@@ -20,8 +20,10 @@ decided here, per ETR (its xTR-ID, or its source address without the I bit):
     is one of the RLOCs registered (the ETR renumbered), so a withdrawal or an
     old mapping from anywhere else is refused;
   - an ETR whose nonces vary: a message accepted before and superseded since
-    is refused (an ETR with a constant nonce re-sends identical bytes when it
-    flaps back, which cannot be told from a replay, so it is accepted);
+    is refused when it would change what the ETR has registered (resent as a
+    mere refresh, e.g. a retransmission, it changes nothing and is taken); an
+    ETR with a constant nonce re-sends identical bytes when it flaps back,
+    which cannot be told from a replay, so there it is accepted;
   - a message already accepted never takes a prefix over from another site
     (`is_new`): the workload moved away after it was sent.
 * **Byte-identical refreshes** from the registrant are the normal case and
@@ -90,9 +92,10 @@ class ReplayGuard:
         return history
 
     def check(self, etr: str, message: MapRegister, source: IPAddress, now: float,
-              live: EtrRegistration | None) -> tuple[str, str] | None:
+              live: EtrRegistration | None, changes: bool = True) -> tuple[str, str] | None:
         """None to accept, or (reason, detail) to refuse.  `live`: this ETR's current registration
-        of a prefix in the message, if any."""
+        of a prefix in the message, if any; `changes`: whether the message changes what this ETR
+        has registered (False: a refresh, or an old message resent that says what holds now)."""
         digest = message.authentication_data
         from_rloc = source in _rlocs(message)
         seen = self._messages.get(digest)
@@ -107,7 +110,7 @@ class ReplayGuard:
                                                                       or source != history.source)):
                 return "stale-nonce", f"nonce {nonce:#x} is not after the last accepted {history.nonce:#x}"
             return None  # only the ETR can send a nonce not sent before: from wherever it is now
-        if history.nonces_vary and digest in history.older:
+        if changes and history.nonces_vary and digest in history.older:
             return "replayed", "a message accepted before and superseded since"
         if source != history.source and not from_rloc:
             return "source-changed", (f"registered from {history.source}, this comes from an address "

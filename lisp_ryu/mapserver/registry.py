@@ -101,7 +101,7 @@ class Registry:
             return []
         etr = f"xtr:{message.xtr_id:032x}" if message.xtr_id is not None else f"rloc:{source}"
         replay = self._replay
-        refusal = replay.check(etr, message, source, now, self._live(etr, prefixes))
+        refusal = replay.check(etr, message, source, now, *self._live(etr, message, prefixes))
         if refusal is not None:
             reason, detail = refusal
             self._count(f"rejected.map_register.{reason}")
@@ -171,15 +171,22 @@ class Registry:
                                           f"Map-Notify for {len(message.records)} record(s) of site {site.name}"))
         return effects
 
-    def _live(self, etr: str, prefixes: list[tuple[int, IPNetwork]]) -> EtrRegistration | None:
-        """This ETR's latest registration of one of `prefixes`: what a replay of it would change."""
+    def _live(self, etr: str, message: MapRegister,
+              prefixes: list[tuple[int, IPNetwork]]) -> tuple[EtrRegistration | None, bool]:
+        """This ETR's latest registration of one of `prefixes` (what a replay would change), and
+        whether the message changes anything of this ETR's (False: it only refreshes)."""
         latest = None
-        for iid, net in prefixes:
+        changes = False
+        for record, (iid, net) in zip(message.records, prefixes):
             entry = self._registered.get(iid, net)
             reg = entry.etrs.get(etr) if entry is not None else None
-            if reg is not None and (latest is None or reg.registered_at > latest.registered_at):
+            if reg is None:
+                changes |= record.ttl != 0
+                continue
+            changes |= record.ttl == 0 or reg.record != record or reg.site != entry.site
+            if latest is None or reg.registered_at > latest.registered_at:
                 latest = reg
-        return latest
+        return latest, changes
 
     def authorise(self, payload: bytes, message: MapRegister) -> tuple[SiteConfig, list[tuple[int, IPNetwork]]]:
         """The site this register belongs to and its (iid, prefix) list, or `Reject`."""

@@ -376,3 +376,16 @@ def test_registrations_journalled_without_a_nonce_still_load():
     restarted.handle_control(packets.map_register([packets.record("10.1.0.0/16", [str(ETR_A2)])], KEY_A, xtr_id=7,
                                                   nonce=5), ETR_A, 4342, T0 + 60)
     assert rlocs(restarted, "10.1.0.1") == [str(ETR_A2)]
+
+
+def test_an_etr_splitting_its_prefixes_over_several_messages_may_resend_an_older_one():
+    """Random nonces, one message per prefix: resending an earlier one (a retransmission) only refreshes."""
+    ms = make_ms()
+    rng = random.Random(11)
+    one = packets.map_register([packets.record("10.1.0.0/16", [str(ETR_A)])], KEY_A, xtr_id=7,
+                               nonce=rng.getrandbits(64))
+    two = packets.map_register([packets.record("10.10.0.9/32", [str(ETR_A)], iid=42)], KEY_A, xtr_id=7,
+                               nonce=rng.getrandbits(64))
+    for message, now in ((one, T0), (two, T0 + 1), (one, T0 + 2)):
+        ms.handle_control(message, ETR_A, 4342, now)
+    assert refused(ms) == 0 and ms.registration_count == 2
