@@ -24,7 +24,7 @@ from lisp_ryu import config as lisp_config
 from lisp_ryu.config import EidPrefixConfig, MapServerConfig, SiteConfig
 from lisp_ryu.effects import SendControl
 from lisp_ryu.mapserver import MapServer
-from lisp_ryu.wire import EncapsulatedControlMessage, Locator, MapNotify, MappingRecord, MapRegister, MapReply, \
+from lisp_ryu.wire import EncapsulatedControlMessage, Locator, MapNotify, MappingRecord, MapReply, \
     MapRequest, decode_message
 from lisp_ryu.wire.prefix import EidPrefix
 from lisp_ryu.xtr.core import XtrCore
