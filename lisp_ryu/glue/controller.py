@@ -118,7 +118,7 @@ class Controller:
                      f" in netns {ms.netns}" if ms.netns else "")
 
         for xtr in config.xtrs:
-            core = XtrCore(xtr, nonces=nonces, rng=rng)
+            core = XtrCore(xtr, nonces=nonces, rng=rng, clock_offset=wall_clock() - clock())
             rloc = xtr.rlocs[0].address
             sock = open_socket(xtr.netns, (str(rloc), LISP_CONTROL_PORT))
             receivers = {rloc: sock}

@@ -90,6 +90,7 @@ def registration_entry(reg: EtrRegistration) -> dict:
         "exp": reg.expires,
         "xid": xid_bytes(reg.xtr_id),
         "sid": reg.site_id,
+        "n": reg.nonce,
     }
 
 

@@ -14,6 +14,11 @@ Rules, and why:
   ETRs get a Map-Notify with the new mapping.  So do the ETRs of a covering
   prefix of another site when a more-specific (a host route) appears inside
   it: the workload left the site that announced the covering prefix.
+* **Replays** (`freshness`): an authenticated Map-Register must also be
+  current: our xTR's sequenced nonces must grow; for other ETRs a message is
+  refused when it comes from an address that is neither the registrant's nor
+  one of its RLOCs, or was superseded by a later one (varying nonces), and an
+  old message never takes a prefix back from the site it moved to.
 * **Expiry**: `registration_ttl` seconds after the ETR's last Map-Register
   (OOR's 180 s), or the Record TTL when the register sets the T bit.  A
   record with Record TTL 0 withdraws that ETR's registration at once.
@@ -30,6 +35,7 @@ from typing import Iterator
 from lisp_ryu.config import SiteConfig
 from lisp_ryu.effects import SendControl
 from lisp_ryu.mapping import EidError
+from lisp_ryu.mapserver.freshness import ReplayGuard
 from lisp_ryu.mapserver.journal import Journal, unregistration_entry
 from lisp_ryu.mapserver.pubsub import PubSub
 from lisp_ryu.mapserver.state import (
@@ -80,6 +86,7 @@ class Registry:
         self._registered = state.registered
         self._configured = state.configured
         self._answers = state.answers
+        self._replay = ReplayGuard()
 
     def on_map_register(self, payload: bytes, source: IPAddress, port: int, now: float) -> list[SendControl]:
         message = MapRegister.decode(payload)
@@ -95,10 +102,30 @@ class Registry:
         if self._journal.refuse_while_down("map_register"):  # no change the journal cannot record
             return []
         etr = f"xtr:{message.xtr_id:032x}" if message.xtr_id is not None else f"rloc:{source}"
+        replay = self._replay
+        refusal = replay.check(etr, message, source, now, *self._live(etr, message, prefixes))
+        if refusal is not None:
+            reason, detail = refusal
+            self._count(f"rejected.map_register.{reason}")
+            state.log_throttled(f"register-{reason}", logging.WARNING,
+                                "refused Map-Register from %s (%s, site %s) as a replay: %s", source, etr,
+                                site.name, detail)
+            return []
+        new_message = replay.is_new(etr, message, now)
         if message.xtr_id is not None:
             state.xtr_sites[message.xtr_id] = site.name
         effects: list[SendControl] = []
+        until = now + state.config.registration_ttl
         for record, (iid, net) in zip(message.records, prefixes):
+            if not new_message and record.ttl != 0:
+                entry = self._registered.get(iid, net)
+                if entry is not None and entry.site != site.name:
+                    # Sent before the prefix went to the other site: an old message, not a move back.
+                    self._count("rejected.map_register_record.replayed-takeover")
+                    state.log_throttled("register-replayed-takeover", logging.WARNING,
+                                        "kept %s iid %d at site %s: %s (site %s) resent a Map-Register from "
+                                        "before it moved there", net, iid, entry.site, etr, site.name)
+                    continue
             if record.ttl == 0:
                 entry = self._registered.get(iid, net)
                 if entry is not None and etr in entry.etrs and entry.site == site.name:
@@ -125,8 +152,11 @@ class Registry:
                 expires=now + lifetime,
                 xtr_id=message.xtr_id,
                 site_id=message.site_id,
+                nonce=message.nonce,
             )
+            until = max(until, reg.expires)
             effects += self.upsert(reg, now)
+        replay.accepted(etr, message, source, until)
         self._count("accepted.map_register")
         if message.want_map_notify:
             notify = MapNotify(
@@ -142,6 +172,23 @@ class Registry:
             effects.insert(0, SendControl(source, port, signed.encode(),
                                           f"Map-Notify for {len(message.records)} record(s) of site {site.name}"))
         return effects
+
+    def _live(self, etr: str, message: MapRegister,
+              prefixes: list[tuple[int, IPNetwork]]) -> tuple[EtrRegistration | None, bool]:
+        """This ETR's latest registration of one of `prefixes` (what a replay would change), and
+        whether the message changes anything of this ETR's (False: it only refreshes)."""
+        latest = None
+        changes = False
+        for record, (iid, net) in zip(message.records, prefixes):
+            entry = self._registered.get(iid, net)
+            reg = entry.etrs.get(etr) if entry is not None else None
+            if reg is None:
+                changes |= record.ttl != 0
+                continue
+            changes |= record.ttl == 0 or reg.record != record or reg.site != entry.site
+            if latest is None or reg.registered_at > latest.registered_at:
+                latest = reg
+        return latest, changes
 
     def authorise(self, payload: bytes, message: MapRegister) -> tuple[SiteConfig, list[tuple[int, IPNetwork]]]:
         """The site this register belongs to and its (iid, prefix) list, or `Reject`."""

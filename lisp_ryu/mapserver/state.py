@@ -62,6 +62,7 @@ class EtrRegistration:
     expires: float
     xtr_id: int | None = None
     site_id: int | None = None
+    nonce: int | None = None  # of the Map-Register that made or last refreshed it (anti-replay: freshness.py)
     #: This registration as its journal entry, msgpack-encoded once when its Map-Register came:
     #: a snapshot of many of them is then a join, not as many encodings (time answering nothing).
     #: Empty when restored (encoding them would slow every restart); by the first compaction

@@ -55,6 +55,7 @@ def registration_from_entry(entry: dict, prefix: IPNetwork | None = None, record
         float(entry["exp"]),  # expires
         int.from_bytes(xid, "big") if xid is not None else None,  # xtr_id
         entry.get("sid"),  # site_id
+        None if (nonce := entry.get("n")) is None else int(nonce),  # nonce (absent from older entries)
     )
 
 

@@ -68,9 +68,11 @@ def _action_of(action: Action) -> RemoteAction:
 
 
 class XtrCore:
-    def __init__(self, config: XtrConfig, *, nonces: Callable[[], int], rng: random.Random | None = None):
+    def __init__(self, config: XtrConfig, *, nonces: Callable[[], int], rng: random.Random | None = None,
+                 clock_offset: float = 0.0):
+        """`clock_offset`: wall-clock time minus the `now` the core is given (for register nonces)."""
         self._nonces = nonces
-        self.state = state = XtrState(config, self._nonce)
+        self.state = state = XtrState(config, self._nonce, clock_offset)
         self.prober = Prober(state, rng)
         self.resolver = Resolver(state, self.prober)
         self.mobility = Mobility(state, self.resolver, self.prober)

@@ -3,6 +3,8 @@
 Registers the site's EID prefixes (and the host routes of hosts here that
 they do not cover) with every map-server on start and every
 `register_interval`, retrying with back-off until a Map-Notify answers.
+Each Map-Register has a nonce greater than the last (`XtrState.register_nonce`),
+so a Map-Server can refuse a captured one resent later.
 Other authenticated Map-Notifies are publications (RFC 9437): mappings we
 subscribed to, stored and acknowledged, or news that one of our EIDs now
 lives elsewhere.  Map-Requests a Map-Server forwards to us are answered
@@ -59,7 +61,7 @@ class Registrar:
             return []
         if reg.nonce is not None and not reg.registered:
             reg.retry = min(reg.retry * 2, state.config.register_interval)  # no Map-Notify came: back off
-        nonce = state.nonce()
+        nonce = state.register_nonce(now)  # sequenced: the Map-Server can tell a replay of an older one
         message = MapRegister(
             nonce=nonce, records=records, key_id=0, proxy_map_reply=state.config.proxy_reply,
             want_map_notify=True, xtr_id=state.xtr_id, site_id=state.site_id,

@@ -22,7 +22,7 @@ from lisp_ryu.mapping.sourcedest import SourceDestKey, record_key
 from lisp_ryu.wire.address import NO_ADDRESS
 from lisp_ryu.wire.prefix import EidPrefix
 from lisp_ryu.wire.ecm import EncapsulatedControlMessage
-from lisp_ryu.wire.errors import LispDecodeError
+from lisp_ryu.wire.errors import LispDecodeError, LispEncodeError
 from lisp_ryu.wire.messages import MapNotify, MapReply, MapRequest
 from lisp_ryu.wire.records import MappingRecord, MapRequestRecord
 from lisp_ryu.xtr.probing import Prober
@@ -183,25 +183,37 @@ class Resolver:
     # ---- answers
 
     def on_map_reply(self, reply: MapReply, source: IPAddress, now: float) -> list[Effect]:
+        """A Map-Reply: taken only from where the request went, and only for what it asked.
+
+        The request went in an ECM to a Map-Resolver, which answers itself (a
+        negative answer, a proxy reply) or has the Map-Server forward it to an
+        ETR, which answers from its own RLOC with its own mapping (RFC 9301
+        §8.1, §8.3).  So a record is taken from a configured Map-Resolver, or
+        from an address among that record's own locators; and only when its
+        EID-prefix covers the EID asked (RFC 9301 §5.4: the reply is for the
+        EID in the request; a more-specific or another prefix would let whoever
+        learnt the nonce steer traffic for EIDs never asked about).  A reply
+        with nothing acceptable leaves the request pending, so the real answer
+        still lands; what is refused is counted and logged (throttled).
+        """
         state = self.state
-        key = state.by_nonce.pop(reply.nonce, None)
+        key = state.by_nonce.get(reply.nonce)
         if key is None:
             state.count("map_reply_unknown_nonce")
             return []
-        res = state.resolutions.pop(key)
+        res = state.resolutions[key]
+        accepted = self._acceptable(reply, res, source)
+        if not accepted:
+            return []
+        del state.by_nonce[reply.nonce]
+        del state.resolutions[key]
         effects: list[Effect] = []
         changed = False
-        for record in reply.records:
-            sd_key = record_key(record)
+        for record, sd_key, prefix in accepted:
             if sd_key is not None:
                 changed |= self.cache_source_specific(record, sd_key, str(source), now)
-                continue
-            try:
-                prefix = record.eid_prefix
-            except LispDecodeError:
-                state.count("map_reply_bad_record")
-                continue
-            changed |= self.cache_record(record, prefix, str(source), now)
+            else:
+                changed |= self.cache_record(record, prefix, str(source), now)
         if changed:
             effects.append(DataplaneChanged(f"Map-Reply for [{res.iid}]{res.destination}"))
             self.prober.targets_changed()
@@ -211,6 +223,39 @@ class Resolver:
         effects += [PacketOut(port, packet) for port, packet in res.held]
         state.count("held_packets_reinjected", len(res.held))
         return effects + self.release_resolved(now)
+
+    def _acceptable(self, reply: MapReply, res: Resolution,
+                    source: IPAddress) -> list[tuple[MappingRecord, SourceDestKey | None, EidPrefix | None]]:
+        """The records of `reply` that `on_map_reply` may take, with their keys; counts the others."""
+        state = self.state
+        from_resolver = source in state.config.map_resolvers
+        accepted = []
+        for record in reply.records:
+            sd_key = record_key(record)
+            prefix = None
+            if sd_key is not None:
+                iid, covered = sd_key.iid, sd_key.dest
+            else:
+                try:
+                    prefix = record.eid_prefix
+                    iid, covered = prefix.instance_id, prefix.network
+                except (LispDecodeError, LispEncodeError):  # not an IP EID-prefix: nothing asked for it
+                    state.count("map_reply_bad_record")
+                    continue
+            if not from_resolver and source not in {loc.address for loc in record.locators}:
+                state.count("map_reply_refused_source")
+                state.log_throttled("map-reply-source", logging.WARNING,
+                                    "%s: refused a Map-Reply record for %s from %s: neither a Map-Resolver "
+                                    "nor one of its RLOCs", state.config.name, covered, source)
+                continue
+            if iid != res.iid or covered.version != res.destination.version or res.destination not in covered:
+                state.count("map_reply_refused_prefix")
+                state.log_throttled("map-reply-prefix", logging.WARNING,
+                                    "%s: refused a Map-Reply record for [%d]%s from %s: the request was for "
+                                    "[%d]%s", state.config.name, iid, covered, source, res.iid, res.destination)
+                continue
+            accepted.append((record, sd_key, prefix))
+        return accepted
 
     def release_resolved(self, now: float) -> list[Effect]:
         """Re-inject what pending resolutions hold once the map-cache covers their destination.

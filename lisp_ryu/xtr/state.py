@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import logging
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
@@ -19,10 +20,17 @@ from lisp_ryu.plan import LocalHost
 from lisp_ryu.wire.prefix import EidPrefix
 from lisp_ryu.wire.records import Locator, MappingRecord
 
+LOG = logging.getLogger("lisp_ryu.xtr")
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IP_TYPES = (ipaddress.IPv4Address, ipaddress.IPv6Address)  # EIDs and RLOCs the data plane can use
 
 HELD_PACKETS_PER_EID = 16
+#: Map-Register nonces: this tag in the top 12 bits, then a count of 1/1024 ms that only grows
+#: (`XtrState.register_nonce`).  The Map-Server refuses one not after the last it accepted from
+#: us (lisp_ryu.mapserver.freshness): a captured Map-Register cannot be replayed.
+SEQUENCE_TAG = 0x4C5
+SEQUENCE_SHIFT = 52
 NOTIFY_TIMEOUT = 1.0  # first wait for a Map-Notify after a Map-Register; doubles per retry
 
 
@@ -77,9 +85,14 @@ class Departure:
 class XtrState:
     """The state every part reads; `nonce` is the core's, unique among everything awaiting an answer."""
 
-    def __init__(self, config: XtrConfig, nonce: Callable[[], int]):
+    def __init__(self, config: XtrConfig, nonce: Callable[[], int], clock_offset: float = 0.0):
         self.config = config
         self.nonce = nonce
+        #: Added to the core's `now` to get wall-clock time, so register nonces keep growing across
+        #: restarts (the glue's monotonic clock restarts with the host).
+        self.clock_offset = clock_offset
+        self._last_register_nonce = 0
+        self._log_budget: dict[str, int] = {}
         self.xtr_id = stable_id(f"xtr:{config.name}", 128)
         self.site_id = stable_id(f"site:{config.name}", 64)
         self.rlocs = tuple(r.address for r in config.rlocs)
@@ -94,6 +107,22 @@ class XtrState:
 
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
+
+    def register_nonce(self, now: float) -> int:
+        """The nonce of our next Map-Register: tagged, and greater than any before it (1/1024 ms
+        steps of the wall clock; one step more than the last when the clock has not moved on)."""
+        stamp = max(int((now + self.clock_offset) * 1000) << 10, 0) & ((1 << SEQUENCE_SHIFT) - 1)
+        nonce = (SEQUENCE_TAG << SEQUENCE_SHIFT) | stamp
+        nonce = max(nonce, self._last_register_nonce + 1)
+        self._last_register_nonce = nonce
+        return nonce
+
+    def log_throttled(self, topic: str, level: int, message: str, *args: object) -> None:
+        """Log the 1st, 2nd, 4th, 8th ... occurrence of a topic: a flood must not flood the log."""
+        seen = self._log_budget.get(topic, 0) + 1
+        self._log_budget[topic] = seen
+        if seen & (seen - 1) == 0:
+            LOG.log(level, message + (f" ({seen} so far)" if seen > 1 else ""), *args, stacklevel=2)
 
     def local_hosts(self) -> tuple[LocalHost, ...]:
         """Configured and learned hosts that are here now (not departed)."""

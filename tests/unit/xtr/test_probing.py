@@ -181,7 +181,8 @@ def core(text=CONFIG, seed=7):
 
 
 def resolve(x, locators, now=0.0, prefix="10.3.0.0/16"):
-    (send,) = [e for e in x.handle_miss(1, 42, ip("10.1.0.10"), ip("10.3.0.10"), b"p", now)
+    asked = ipaddress.ip_network(prefix)[10]  # the reply must cover what was asked
+    (send,) = [e for e in x.handle_miss(1, 42, ip("10.1.0.10"), asked, b"p", now)
                if isinstance(e, SendControl)]
     request = decode_message(send.payload).message
     record = MappingRecord.for_prefix(EidPrefix.from_network(prefix, 42), locators, ttl=60)

@@ -61,7 +61,8 @@ class World:
         ms_config = MapServerConfig(sites=(
             SiteConfig("dc1", DC1_KEY, (EidPrefixConfig(net("10.1.0.0/16"), IID),)),
             SiteConfig("dc2", DC2_KEY, (EidPrefixConfig(net("10.2.0.0/16"), IID),)),
-        ), rate_limit_per_source=1e6, negative_ttl_minutes=15)
+        ), rate_limit_per_source=1e6, negative_ttl_minutes=15,
+            registration_ttl=3600.0)  # dc2 never refreshes: it must outlive a 15-minute jump
         counter = itertools.count(0x7000)
         self.clock = Clock(100.0)
         self.ms = MapServer(ms_config, nonces=lambda: next(counter), now=self.now)
