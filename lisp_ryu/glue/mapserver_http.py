@@ -267,14 +267,13 @@ class HttpViews:
             except ValueError as exc:
                 return _http(400, {"error": str(exc) if "after" in str(exc) else
                                    "limit must be a non-negative integer"}), None, False
-            chunked = version == "HTTP/1.1"
-            head = ("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                    + ("Transfer-Encoding: chunked\r\n" if chunked else "") + "Connection: close\r\n\r\n")
-            return head.encode(), body, chunked
+            return _streamed(body, version)
+        if name == "sites":  # counts every registration: in pieces too
+            return _streamed(views.sites_chunks(self.core), version)
         if name == "counters":
             return _http(200, views.counters(self.core, self.extra_counters())), None, False
         simple = {
-            "sites": views.sites, "policies": views.policies, "rloc-overrides": views.rloc_overrides,
+            "policies": views.policies, "rloc-overrides": views.rloc_overrides,
             "static-mappings": views.static_mappings,
             "health": lambda core: {"status": "ok", "map_server": {"registrations": core.registration_count,
                                                                    "subscriptions": core.subscription_count}},
@@ -282,8 +281,16 @@ class HttpViews:
         if name in simple:
             return _http(200, simple[name](self.core)), None, False
         return _http(404, {"error": f"no such resource {url.path}",
-                           "resources": [f"{views.API_PREFIX}/{r}" for r in (*LISTS, "counters", *simple)]}), \
+                           "resources": [f"{views.API_PREFIX}/{r}" for r in (*LISTS, "counters", "sites", *simple)]}), \
             None, False
+
+
+def _streamed(body: Iterator[bytes], version: str) -> tuple[bytes, Iterator[bytes], bool]:
+    """A 200 whose body is built piece by piece: chunked for HTTP/1.1, ended by the close for 1.0."""
+    chunked = version == "HTTP/1.1"
+    head = ("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            + ("Transfer-Encoding: chunked\r\n" if chunked else "") + "Connection: close\r\n\r\n")
+    return head.encode(), body, chunked
 
 
 def _try_send(sock: socket.socket, data: bytes) -> None:

@@ -210,9 +210,33 @@ def counters(core: MapServer, extra: dict[str, int] | None = None) -> dict[str, 
 
 def sites(core: MapServer) -> dict[str, Any]:
     """Configured sites (never their keys) with how many of their prefixes are registered now."""
-    registered: dict[str, int] = {}
-    for _iid, _net, site, _record, _etrs in core.registrations():
-        registered[site] = registered.get(site, 0) + 1
+    *_, counts = _site_counts(core, step=None)
+    return _sites(core, counts)
+
+
+def sites_chunks(core: MapServer, step: int = 2000) -> Iterator[bytes]:
+    """`sites` as JSON, counting `step` registrations per piece (b"" until the last piece)."""
+    for counts in _site_counts(core, step):
+        yield b"" if counts is None else json.dumps(_sites(core, counts), indent=1).encode()
+
+
+def _site_counts(core: MapServer, step: int | None) -> Iterator[dict[str, int] | None]:
+    """None after each `step` registrations counted (from the last key, so the table may change
+    in between), then the counts by site."""
+    counts: dict[str, int] = {}
+    after = None
+    while True:
+        seen = 0
+        for iid, net, site, _record, _etrs in islice(core.registrations(after), step):
+            counts[site] = counts.get(site, 0) + 1
+            after, seen = (iid, net), seen + 1
+        if step is None or seen < step:
+            yield counts
+            return
+        yield None
+
+
+def _sites(core: MapServer, registered: dict[str, int]) -> dict[str, Any]:
     return {"sites": [{
         "name": site.name,
         "eid_prefixes": [{"iid": p.iid, "prefix": str(p.prefix), "accept_more_specifics": p.accept_more_specifics}

@@ -71,6 +71,40 @@ def test_a_reader_that_never_reads_costs_nothing(loaded):
     assert gaps["lost"] == 0 and gaps["longest_gap_s"] < MAX_GAP_S, gaps
 
 
+def test_site_counts_do_not_stall_either(loaded):
+    """/sites counts every registration: in pieces as well, here for 8 readers at once."""
+    prober = Prober(loaded)
+    bodies: dict[socket.socket, bytearray] = {}
+    for _ in range(8):
+        sock = socket.create_connection(("127.0.0.1", loaded.http_port), timeout=10)
+        sock.sendall(b"GET /lisp/v1/sites HTTP/1.0\r\n\r\n")
+        sock.setblocking(False)
+        bodies[sock] = bytearray()
+    reading = set(bodies)
+
+    def done() -> bool:
+        for sock in list(reading):
+            try:
+                while chunk := sock.recv(65536):
+                    bodies[sock] += chunk
+                reading.discard(sock)  # closed: the whole answer is in
+            except BlockingIOError:
+                pass
+        return not reading
+
+    try:
+        gaps = prober.run(done, 30.0)
+    finally:
+        for sock in bodies:
+            sock.close()
+        prober.close()
+    print(f"\n8 GET /sites: {gaps}")
+    counted = [json.loads(bytes(b).partition(b"\r\n\r\n")[2])["sites"][0]["registered_prefixes"]
+               for b in bodies.values()]
+    assert counted == [REGISTRATIONS] * 8
+    assert gaps["lost"] == 0 and gaps["longest_gap_s"] < MAX_GAP_S, gaps
+
+
 def test_oversized_and_slow_requests_are_cut_off(loaded):
     big = socket.create_connection(("127.0.0.1", loaded.http_port), timeout=5)
     try:
