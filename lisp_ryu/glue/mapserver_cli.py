@@ -56,7 +56,9 @@ def add_parsers(subparsers) -> None:
                    "(e.g. http://127.0.0.1:8080)")
     p.add_argument("--token", default=os.environ.get(TOKEN_ENV),
                    help=f"bearer token when reads are protected (default: ${TOKEN_ENV})")
-    p.add_argument("--limit", type=int, default=1000, help="at most this many rows (default 1000)")
+    p.add_argument("--limit", type=int, default=None,
+                   help="at most this many rows (default: all registrations and subscriptions, read page by "
+                   "page; 1000 map-cache entries)")
     p.add_argument("--json", action="store_true", help="print the raw JSON instead of a table")
     p.set_defaults(func=run_show)
 
@@ -206,37 +208,85 @@ def _host(address: str) -> str:
 # ---------------------------------------------------------------------------- show
 
 
-def run_show(args: argparse.Namespace, extra: list[str]) -> int:
+#: Rows asked for per page when following `next`: the servers' cap (views.MAX_LIMIT).
+PAGE_ROWS = 1000
+PAGED = ("registrations", "subscriptions")
+
+
+class _ShowError(Exception):
+    pass
+
+
+def _fetch(url: str, token: str | None) -> dict:
     import urllib.error
     import urllib.request
 
+    request = urllib.request.Request(url)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.load(response)
+    except urllib.error.HTTPError as exc:
+        try:
+            detail = json.load(exc).get("error", exc.reason)
+        except ValueError:
+            detail = exc.reason
+        raise _ShowError(f"error: {url}: {exc.code} {detail}") from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise _ShowError(f"error: cannot read {url}: {getattr(exc, 'reason', exc)}") from None
+
+
+def run_show(args: argparse.Namespace, extra: list[str]) -> int:
     resource = args.what
     if args.what == "map-cache":
         if not args.xtr:
             print("error: map-cache needs the xTR name: lisp-ryu show map-cache NAME", file=sys.stderr)
             return 2
         resource = f"xtrs/{args.xtr}/map-cache"
-    url = f"{args.url.rstrip('/')}/lisp/v1/{resource}?limit={args.limit}"
-    request = urllib.request.Request(url)
-    if getattr(args, "token", None):
-        request.add_header("Authorization", f"Bearer {args.token}")
+    base = f"{args.url.rstrip('/')}/lisp/v1/{resource}"
+    token = getattr(args, "token", None)
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            data = json.load(response)
-    except urllib.error.HTTPError as exc:
-        try:
-            detail = json.load(exc).get("error", exc.reason)
-        except ValueError:
-            detail = exc.reason
-        print(f"error: {url}: {exc.code} {detail}", file=sys.stderr)
-        return 1
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        print(f"error: cannot read {url}: {getattr(exc, 'reason', exc)}", file=sys.stderr)
+        if args.what in PAGED:
+            return _show_pages(args, base, token)
+        data = _fetch(f"{base}?limit={args.limit if args.limit is not None else PAGE_ROWS}", token)
+    except _ShowError as exc:
+        print(exc, file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(data, indent=2))
         return 0
     print(format_table(args.what, data))
+    return 0
+
+
+def _show_pages(args: argparse.Namespace, base: str, token: str | None) -> int:
+    """Follow `next` page by page (a table is printed as its pages come), up to --limit rows."""
+    from urllib.parse import quote
+
+    wanted = args.limit
+    after, shown, widths, merged = None, 0, None, None
+    while True:
+        rows = PAGE_ROWS if wanted is None else max(0, min(PAGE_ROWS, wanted - shown))
+        data = _fetch(f"{base}?limit={rows}" + (f"&after={quote(after)}" if after else ""), token)
+        items = data[args.what][:rows]  # a server that ignores limit still shows only what was asked
+        shown += len(items)
+        if args.json:
+            merged = merged or {"total": data["total"], args.what: []}
+            merged[args.what] += items
+        else:
+            lines, widths = _page_lines(args.what, items, widths)
+            if lines:
+                print("\n".join(lines), flush=True)
+        following = data.get("next")  # absent from a server that does not page: its one page is all
+        if not following or following == after or not items or (wanted is not None and shown >= wanted):
+            break
+        after = following
+    if args.json:
+        print(json.dumps(merged, indent=2))
+        return 0
+    noun = "registered prefixes" if args.what == "registrations" else "subscriptions"
+    print(f"{shown} of {data['total']} {noun}")
     return 0
 
 
@@ -289,20 +339,37 @@ def format_table(what: str, data: dict[str, Any]) -> str:
             summary += (f"\nanswer cache: {cache['entries']} of {cache['capacity']} hosts, {cache['hits']} hits, "
                         f"{cache['misses']} misses, emptied {cache['flushes']} times")
         return _table(["counter", "value"], rows) + "\n" + summary
+    header, rows = _list_rows(what, data[what])
+    noun = "registered prefixes" if what == "registrations" else "subscriptions"
+    return _table(header, rows) + f"\n{len(data[what])} of {data['total']} {noun}"
+
+
+def _list_rows(what: str, items: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of a page of registrations (a row per ETR) or subscriptions."""
     if what == "registrations":
         rows = []
-        for reg in data["registrations"]:
+        for reg in items:
             for etr in reg["etrs"]:
-                rlocs = " ".join(f"{loc['address']}({loc['priority']}/{loc['weight']})" for loc in etr["locators"])
-                rows.append([str(reg["iid"]), reg["prefix"], reg["site"], etr["source"], rlocs,
+                rows.append([str(reg["iid"]), reg["prefix"], reg["site"], etr["source"], _rlocs(etr["locators"]),
                              "yes" if etr["proxy_reply"] else "no", f"{etr['expires_in']:.0f}s"])
-        shown = len(data["registrations"])
-        return (_table(["iid", "eid-prefix", "site", "etr", "rlocs (prio/weight)", "proxy", "expires"], rows)
-                + f"\n{shown} of {data['total']} registered prefixes")
-    rows = [[str(sub["iid"]), sub["prefix"], sub["itr_rloc"], sub["xtr_id"], f"{sub['expires_in']:.0f}s"]
-            for sub in data["subscriptions"]]
-    return (_table(["iid", "eid-prefix", "subscriber", "xtr-id", "expires"], rows)
-            + f"\n{len(rows)} of {data['total']} subscriptions")
+        return ["iid", "eid-prefix", "site", "etr", "rlocs (prio/weight)", "proxy", "expires"], rows
+    return (["iid", "eid-prefix", "subscriber", "xtr-id", "expires"],
+            [[str(sub["iid"]), sub["prefix"], sub["itr_rloc"], sub["xtr_id"], f"{sub['expires_in']:.0f}s"]
+             for sub in items])
+
+
+def _page_lines(what: str, items: list[dict], widths: list[int] | None) -> tuple[list[str], list[int]]:
+    """A page's table lines, the header only with the first page (`widths` None); and the widths
+    used, which the next pages keep or widen (a page is printed before the next is read)."""
+    header, rows = _list_rows(what, items)
+    page = [max(len(cell) for cell in column) for column in zip(header, *rows)]
+    lines = []
+    if widths is None:
+        lines.append("  ".join(cell.ljust(width) for cell, width in zip(header, page)).rstrip())
+        lines.append("  ".join("-" * width for width in page))
+    widths = [max(a, b) for a, b in zip(widths or page, page)]
+    lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    return lines, widths
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:

@@ -276,6 +276,26 @@ class _Trie:
             if node.zero is not None:
                 stack.append(node.zero)
 
+    def walk_after(self, addr: int, plen: int) -> Iterator[_Node]:
+        """Stored nodes that `walk` yields after prefix (addr, plen), whether or not it is stored.
+
+        A subtree whose whole address range lies below `addr` holds nothing later and is
+        skipped at once, so finding the place costs the depth of the trie, not the prefixes
+        before it: a cursor over a changing table (the views' pages) resumes in O(depth).
+        """
+        key, width = (addr, plen), self.width
+        stack = [self.root]
+        while stack:
+            node = stack.pop()
+            if node.addr | ((1 << (width - node.plen)) - 1) < addr:
+                continue
+            if node.stored and (node.addr, node.plen) > key:
+                yield node
+            if node.one is not None:
+                stack.append(node.one)
+            if node.zero is not None:
+                stack.append(node.zero)
+
 
 class PrefixTable(Generic[V]):
     """EID prefix -> value, with longest-prefix match, per instance-ID and family.
@@ -305,6 +325,20 @@ class PrefixTable(Generic[V]):
             trie = self._tries[(iid, _version)]
             for node in trie.walk(trie.root):
                 yield iid, node.net, node.value  # type: ignore[misc]
+
+    def items_after(self, iid: int, network: IPNetwork) -> Iterator[tuple[int, IPNetwork, V]]:
+        """What `iter` yields after (iid, network), which need not be stored: a stable cursor."""
+        check_iid(iid)
+        check_network(network)
+        start = (iid, network.version)
+        for key in sorted(self._tries):
+            if key < start:
+                continue
+            trie = self._tries[key]
+            nodes = (trie.walk_after(int(network.network_address), network.prefixlen) if key == start
+                     else trie.walk(trie.root))
+            for node in nodes:
+                yield key[0], node.net, node.value  # type: ignore[misc]
 
     def values(self) -> Iterator[V]:
         """Every stored value, in no promised order: `iter` without the sorting and, where a trie

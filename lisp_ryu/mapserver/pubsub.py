@@ -194,9 +194,18 @@ class PubSub:
         subs = self._subscriptions.get(iid, net)
         return subs.get(xtr_id) if subs is not None else None
 
-    def subscriptions(self) -> Iterator[Subscription]:
-        for _, _, subs in self._subscriptions:
-            yield from subs.values()
+    def subscriptions(self, after: tuple[int, IPNetwork, int] | None = None) -> Iterator[Subscription]:
+        """All subscriptions; with `after` (iid, prefix, xTR-ID), those after it in (iid, prefix, xTR-ID)
+        order, a cursor that holds while the table changes."""
+        if after is None:
+            for _, _, subs in self._subscriptions:
+                yield from subs.values()
+            return
+        iid, net, xtr_id = after
+        if (subs := self._subscriptions.get(iid, net)) is not None:
+            yield from (subs[x] for x in sorted(x for x in subs if x > xtr_id))
+        for _, _, subs in self._subscriptions.items_after(iid, net):
+            yield from (subs[x] for x in sorted(subs))
 
     def subscribe(self, request: MapRequest, iid: int, net: IPNetwork, rloc: IPAddress, port: int,
                   record: MappingRecord, now: float, source_eid: IPAddress | None = None) -> list[SendControl]:

@@ -361,9 +361,10 @@ class Registry:
         # Not journalled: the stored expiry already says it, and a mass expiry must not cost an fsync each.
         return self.remove_etr(iid, net, etr, now, journal=False)
 
-    def registrations(self) -> Iterator[tuple[int, IPNetwork, str, MappingRecord, tuple[EtrRegistration, ...]]]:
-        """(iid, prefix, site, merged record, ETR registrations) in prefix order."""
-        for iid, net, entry in self._registered:
+    def registrations(self, after: tuple[int, IPNetwork] | None = None
+                      ) -> Iterator[tuple[int, IPNetwork, str, MappingRecord, tuple[EtrRegistration, ...]]]:
+        """(iid, prefix, site, merged record, ETR registrations) in prefix order, from after `after`."""
+        for iid, net, entry in (self._registered if after is None else self._registered.items_after(*after)):
             assert entry.record is not None
             yield iid, net, entry.site, entry.record, tuple(entry.etrs.values())
 

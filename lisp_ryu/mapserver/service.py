@@ -253,12 +253,14 @@ class MapServer:
 
     # ------------------------------------------------------------------ introspection
 
-    def registrations(self) -> Iterator[tuple[int, IPNetwork, str, MappingRecord, tuple[EtrRegistration, ...]]]:
-        """(iid, prefix, site, merged record, ETR registrations) in prefix order."""
-        return self._registry.registrations()
+    def registrations(self, after: tuple[int, IPNetwork] | None = None
+                      ) -> Iterator[tuple[int, IPNetwork, str, MappingRecord, tuple[EtrRegistration, ...]]]:
+        """(iid, prefix, site, merged record, ETR registrations) in prefix order, from after `after`."""
+        return self._registry.registrations(after)
 
-    def subscriptions(self) -> Iterator[Subscription]:
-        return self._pubsub.subscriptions()
+    def subscriptions(self, after: tuple[int, IPNetwork, int] | None = None) -> Iterator[Subscription]:
+        """Subscriptions; with `after` (iid, prefix, xTR-ID), those after it in that order."""
+        return self._pubsub.subscriptions(after)
 
     def state_entries(self) -> Iterator[dict]:
         """The whole durable state as journal entries (what a snapshot holds)."""
