@@ -246,11 +246,11 @@ class Api:
     def sites(self, body, **_):
         return views.sites(self.b.ms())
 
-    def registrations(self, body, limit=views.DEFAULT_LIMIT, **_):
-        return views.registrations(self.b.ms(), self.b.ms_clock(), limit)
+    def registrations(self, body, limit=views.DEFAULT_LIMIT, after=None, **_):
+        return _page(views.registrations, self.b.ms(), self.b.ms_clock(), limit, after)
 
-    def subscriptions(self, body, limit=views.DEFAULT_LIMIT, **_):
-        return views.subscriptions(self.b.ms(), self.b.ms_clock(), limit)
+    def subscriptions(self, body, limit=views.DEFAULT_LIMIT, after=None, **_):
+        return _page(views.subscriptions, self.b.ms(), self.b.ms_clock(), limit, after)
 
     def counters(self, body, **_):
         # The Map-Server's shape (as the standalone server serves it) at the top, the xTRs' beside it.
@@ -424,6 +424,14 @@ def _json(status: int, payload: Any, extra_headers: dict | None = None) -> Respo
     for name, value in (extra_headers or {}).items():
         response.headers[name] = value
     return response
+
+
+def _page(view: Callable, ms: Any, now: float, limit: int, after: str | None) -> dict:
+    """One page of a list view; a cursor that does not parse is the client's error (400 naming it)."""
+    try:
+        return view(ms, now, limit, after)
+    except ValueError as exc:
+        raise PolicyError("after", str(exc)) from None
 
 
 def _query(route_: Route, req: Any) -> dict[str, Any]:

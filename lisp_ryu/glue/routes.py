@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from lisp_ryu.mapserver import views
 
 API = views.API_PREFIX
-MAX_LIMIT = 10_000  # items in one answer: the views are built on the controller's one thread
+MAX_LIMIT = 10_000  # items in one answer: the views are built on the controller's one thread (list views cap at views.MAX_LIMIT)
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,9 @@ class Route:
 _LIMIT = Param("limit", "query", {"type": "integer", "minimum": 0, "maximum": MAX_LIMIT,
                                   "default": views.DEFAULT_LIMIT},
                "at most this many items")
+_AFTER = Param("after", "query", {"type": "string"},
+               "start after this key: the `next` of the previous page ('[IID]PREFIX', for subscriptions "
+               "'[IID]PREFIX,XTR-ID')")
 _XTR = Param("xtr", "path", {"type": "string"}, "xTR name (xtrs[].name in the configuration)")
 _RULE = Param("rule_id", "path", {"type": "string"}, "rule id")
 _OVR = Param("override_id", "path", {"type": "string"}, "override id")
@@ -50,9 +53,9 @@ ROUTES: tuple[Route, ...] = (
     Route("health", "GET", f"{API}/health", "health", "Liveness, and which switches are connected", response="Health"),
     Route("sites", "GET", f"{API}/sites", "sites", "Configured Map-Server sites and their EID prefixes"),
     Route("registrations", "GET", f"{API}/registrations", "registrations",
-          "Registered EID prefixes with merged mapping and ETRs", params=(_LIMIT,)),
-    Route("subscriptions", "GET", f"{API}/subscriptions", "subscriptions", "RFC 9437 subscriptions",
-          params=(_LIMIT,)),
+          "Registered EID prefixes with merged mapping and ETRs, a page at a time", params=(_LIMIT, _AFTER)),
+    Route("subscriptions", "GET", f"{API}/subscriptions", "subscriptions", "RFC 9437 subscriptions, a page at a time",
+          params=(_LIMIT, _AFTER)),
     Route("counters", "GET", f"{API}/counters", "counters",
           "Counters: Map-Server per message type and rejects by reason, each xTR, the controller"),
     Route("xtrs", "GET", f"{API}/xtrs", "xtrs", "The xTRs this controller drives"),

@@ -335,3 +335,15 @@ def test_show_formats_every_resource_of_the_api(lab):
         text = format_table(what, data)
         assert text, what
     assert "drop-policy-denied" in format_table("map-cache", lab.call("GET", "/lisp/v1/xtrs/dc1/map-cache")[1])
+
+
+
+def test_registrations_page_with_the_same_cursor_as_the_standalone_view(lab):
+    """The controller's REST pages registrations as `lisp-ryu mapserver --http` does: `next` feeds `after`."""
+    _, first = lab.call("GET", "/lisp/v1/registrations?limit=1")
+    assert first["total"] == 2 and len(first["registrations"]) == 1 and first["next"]
+    _, second = lab.call("GET", f"/lisp/v1/registrations?limit=1&after={first['next']}")
+    assert len(second["registrations"]) == 1 and second["next"] is None
+    assert first["registrations"][0]["prefix"] != second["registrations"][0]["prefix"]
+    status, body = lab.call("GET", "/lisp/v1/registrations?after=nonsense")
+    assert status == 400 and body["field"] == "after"
