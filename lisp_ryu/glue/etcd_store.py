@@ -216,7 +216,9 @@ class EtcdStore:
                  on_change: Callable[[ChangeBatch], None] | None = None,
                  on_health: Callable[[str, dict], None] | None = None,
                  timeout: float = 1.0, probe_interval: float = 0.25,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, image: cluster.Image | None = None) -> None:
+        """`image`: a replica kept from before (a restart, a pause): the watch resumes after its
+        revision and a full read happens only if etcd compacted past it."""
         self.endpoints = list(endpoints)
         self.node_id = cluster.parse_key(cluster.named_key("node", node_id)).name
         self.marker = cluster.named_key("node", node_id)
@@ -225,7 +227,7 @@ class EtcdStore:
         self.timeout = timeout
         self.probe_interval = probe_interval
         self.clock = clock
-        self.image = cluster.Image()
+        self.image = image if image is not None else cluster.Image()
         self.health = Health()
         self.sessions = Sessions()
         self.counters: dict[str, int] = {}
@@ -314,7 +316,9 @@ class EtcdStore:
 
     def _watch_loop(self) -> None:
         client = EtcdClient(self.endpoints, self.timeout)
-        reread = True
+        reread = not self.image.loaded
+        if not reread:
+            self._loaded.set()
         backoff = 0.05
         end = prefix_end(cluster.ROOT)
         while not self._stop.is_set():
