@@ -326,8 +326,10 @@ class Watch:
         if range_end is not None:
             request["range_end"] = b64(range_end)
         try:
+            # Grpc-Metadata-Hasleader: etcd cancels the watch when its member loses the leader
+            # (a partitioned member would otherwise keep the stream open and silent).
             self._conn.request("POST", API + "watch", json.dumps({"create_request": request}).encode(),
-                               {"Content-Type": "application/json"})
+                               {"Content-Type": "application/json", "Grpc-Metadata-Hasleader": "true"})
             self._res = self._conn.getresponse()
             if self._res.status != 200:
                 raise EtcdUnavailable(f"etcd watch: HTTP {self._res.status}")

@@ -175,8 +175,8 @@ class Role:
             else:
                 self.renewed = now
             return
-        if now < self.next_try:
-            return
+        if now < self.next_try or self.store.get(self.key) is not None:
+            return  # held by another node (as the replica says): campaign when its key goes
         self.next_try = now + min(0.1, self.ttl / 10)
         lease = 0
         try:
@@ -356,7 +356,7 @@ class EtcdStore:
                 self._count("replica.watch_errors")
                 LOG.debug("node %s: watch: %s; resuming from revision %d", self.node_id, exc, self.image.revision + 1)
                 self._stop.wait(backoff)
-                backoff = min(1.0, backoff * 2)
+                backoff = min(0.5, backoff * 2)
         client.close()
 
     def _trim_overlay(self) -> None:
@@ -468,6 +468,19 @@ class EtcdStore:
             item.future.set_result(res)
 
     def _execute(self, group: list[_Commit], client: EtcdClient) -> list[CommitResult]:
+        try:
+            return self._execute_once(group, client)
+        except EtcdError as exc:
+            session = group[0].session
+            if session is None or "lease not found" not in str(exc):
+                raise
+            # The ETR's lease expired before the replica showed it: open a new session, once.
+            self._count("session.lost")
+            with self._lock:
+                self.sessions.lost(cluster.etr_key(session[0], session[1]))
+            return self._execute_once(group, client)
+
+    def _execute_once(self, group: list[_Commit], client: EtcdClient) -> list[CommitResult]:
         lease = 0
         if len(group) == 1 and group[0].session is not None:
             item = group[0]
@@ -586,7 +599,8 @@ class EtcdStore:
         while not self._stop.is_set():
             now = self.clock()
             if now >= next_probe:
-                next_probe = now + self.probe_interval
+                # Degraded: probe often, so acknowledging resumes soon after etcd does.
+                next_probe = now + (self.probe_interval if self.health.acknowledging else 0.05)
                 try:
                     client.range(probe_key, count_only=True)  # linearizable: needs a quorum
                     self._health(True)

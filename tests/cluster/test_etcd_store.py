@@ -89,6 +89,7 @@ def test_a_write_at_node_a_reaches_node_b_replica(etcd_cluster, stores):
 def test_every_acknowledged_write_survives_a_killed_member(etcd_cluster, stores):
     a = open_store(stores, etcd_cluster.endpoints, "a", timeout=0.5)
     acked: dict[bytes, bytes] = {}
+    ack_times: list[float] = []
     failed = 0
     stop = threading.Event()
 
@@ -101,6 +102,7 @@ def test_every_acknowledged_write_survives_a_killed_member(etcd_cluster, stores)
             try:
                 a.commit({k: v}).result(5)
                 acked[k] = v
+                ack_times.append(time.monotonic())
             except (NotAcknowledged, EtcdUnavailable):
                 failed += 1
                 time.sleep(0.01)
@@ -116,7 +118,9 @@ def test_every_acknowledged_write_survives_a_killed_member(etcd_cluster, stores)
     finally:
         stop.set()
         thread.join(10)
-    print(f"\nkilled member {victim} (the leader): {len(acked)} writes acknowledged, {failed} refused/failed")
+    gap = max(b - a for a, b in zip(ack_times, ack_times[1:]))
+    print(f"\nkilled member {victim} (the leader): {len(acked)} writes acknowledged, {failed} refused/failed, "
+          f"longest time without an acknowledgement {gap * 1e3:.0f} ms")
     survivors = [m.endpoint for m in etcd_cluster.members if m.alive]
     _, kvs = EtcdClient(survivors).read_prefix(cluster.map_prefix(42))
     stored = {kv.key: kv.value for kv in kvs}
