@@ -220,9 +220,16 @@ class EtcdClient:
     # --- KV
 
     def range(self, key: bytes, range_end: bytes | None = None, *, revision: int = 0, limit: int = 0,
-              serializable: bool = False, count_only: bool = False) -> tuple[int, list[KeyValue], bool]:
-        """(header revision, kvs, more) of a linearizable (default) or local read."""
+              serializable: bool = False, count_only: bool = False, keys_only: bool = False,
+              newest_first: bool = False) -> tuple[int, list[KeyValue], bool]:
+        """(header revision, kvs, more) of a linearizable (default) or local read; `newest_first`
+        sorts by mod revision, descending."""
         body: dict = {"key": b64(key)}
+        if keys_only:
+            body["keys_only"] = True
+        if newest_first:
+            body["sort_target"] = "MOD"
+            body["sort_order"] = "DESCEND"
         if range_end is not None:
             body["range_end"] = b64(range_end)
         if revision:

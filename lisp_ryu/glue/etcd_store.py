@@ -216,7 +216,8 @@ class EtcdStore:
                  on_change: Callable[[ChangeBatch], None] | None = None,
                  on_health: Callable[[str, dict], None] | None = None,
                  timeout: float = 1.0, probe_interval: float = 0.25,
-                 clock: Callable[[], float] = time.monotonic, image: cluster.Image | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, image: cluster.Image | None = None,
+                 max_lag: float = 1.0) -> None:
         """`image`: a replica kept from before (a restart, a pause): the watch resumes after its
         revision and a full read happens only if etcd compacted past it."""
         self.endpoints = list(endpoints)
@@ -226,6 +227,7 @@ class EtcdStore:
         self.on_health = on_health
         self.timeout = timeout
         self.probe_interval = probe_interval
+        self.max_lag = max_lag
         self.clock = clock
         self.image = image if image is not None else cluster.Image()
         self.health = Health()
@@ -594,7 +596,8 @@ class EtcdStore:
 
     def _maintenance_loop(self) -> None:
         client = EtcdClient(self.endpoints, self.timeout)
-        probe_key = cluster.named_key("node", self.node_id)
+        markers = b"/lisp/node/"  # every commit puts one: the newest is the newest commit
+        lag = cluster.LagCheck(self.max_lag)
         next_probe = 0.0
         while not self._stop.is_set():
             now = self.clock()
@@ -602,10 +605,16 @@ class EtcdStore:
                 # Degraded: probe often, so acknowledging resumes soon after etcd does.
                 next_probe = now + (self.probe_interval if self.health.acknowledging else 0.05)
                 try:
-                    client.range(probe_key, count_only=True)  # linearizable: needs a quorum
-                    self._health(True)
+                    # A quorum read of the newest commit marker: etcd works, and how far the replica
+                    # should be by now.
+                    _, kvs, _ = client.range(markers, prefix_end(markers), limit=1, keys_only=True,
+                                             newest_first=True)
                 except EtcdError as exc:
                     self._health(False, str(exc))
+                else:
+                    with self._lock:
+                        lagging = lag.observe(kvs[0].mod_revision if kvs else 0, self.image.revision, now)
+                    self._health(lagging is None, lagging or "")
             if self.health.acknowledging:
                 for role in self._roles:
                     role.tick(client, now)

@@ -29,6 +29,7 @@ entails, exactly once).
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping
 
@@ -370,3 +371,25 @@ class Health:
     def view(self, now: float) -> dict:
         return {"state": self.state, "reason": self.reason, "for_s": round(now - self.since, 3),
                 "acknowledging": self.acknowledging}
+
+
+@dataclass(slots=True)
+class LagCheck:
+    """Is the replica following?  Fed with the newest commit revision a quorum read saw (the
+    highest commit marker) and the image's revision: when the image has not reached a revision
+    seen committed `max_lag` seconds ago, the replica is lagging (a stalled watch) and the node
+    must not acknowledge on the strength of it."""
+
+    max_lag: float = 1.0
+    pending: deque = field(default_factory=deque)  # (revision seen committed, when), oldest first
+
+    def observe(self, committed: int, image_revision: int, now: float) -> str | None:
+        while self.pending and self.pending[0][0] <= image_revision:
+            self.pending.popleft()
+        if committed > image_revision and (not self.pending or self.pending[-1][0] < committed):
+            self.pending.append((committed, now))
+        if self.pending and now - self.pending[0][1] > self.max_lag:
+            revision, since = self.pending[0]
+            return (f"replica at revision {image_revision} has not reached revision {revision}, "
+                    f"committed {now - since:.1f} s ago")
+        return None

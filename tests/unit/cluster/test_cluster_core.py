@@ -148,3 +148,14 @@ def test_health_logs_each_transition_once():
     assert health.failure(4.0, "still") is None
     assert health.view(5.0) == {"state": "degraded", "reason": "still", "for_s": 2.0, "acknowledging": False}
     assert "again" in health.success(6.0) and health.acknowledging
+
+
+def test_a_replica_that_stops_following_is_reported_after_max_lag():
+    lag = cluster.LagCheck(max_lag=1.0)
+    assert lag.observe(10, 10, 0.0) is None
+    assert lag.observe(12, 10, 0.1) is None  # behind, but not for long
+    assert lag.observe(15, 11, 0.9) is None
+    assert "has not reached revision 12" in lag.observe(15, 11, 1.2)
+    assert lag.observe(15, 12, 1.3) is None  # caught up with 12; 15 was seen at 0.9
+    assert lag.observe(15, 14, 2.0) is not None
+    assert lag.observe(20, 20, 2.1) is None and not lag.pending
