@@ -165,6 +165,10 @@ class EtcdClient:
             self._conn.close()
             self._conn = None
 
+    def rotate(self) -> None:
+        """Use the next endpoint from now on."""
+        self._rotate()
+
     def _rotate(self) -> None:
         self.close()
         self._current = (self._current + 1) % len(self.endpoints)

@@ -242,6 +242,7 @@ class EtcdStore:
         self._roles: list[Role] = []
         self._stop = threading.Event()
         self._loaded = threading.Event()
+        self._rewatch = threading.Event()
         self._watch = None
         self._threads: list[threading.Thread] = []
         self._seq = 0
@@ -347,6 +348,12 @@ class EtcdStore:
                         batches = self.image.apply(events, 0 if events else response.revision)
                         self._trim_overlay()
                     self._deliver(batches)
+                if self._rewatch.is_set():  # closed because it stalled: resume on another member
+                    self._rewatch.clear()
+                    self._count("replica.stalled_watches")
+                    LOG.warning("node %s: the watch on %s stalled: resuming from revision %d elsewhere",
+                                self.node_id, watch.endpoint, self.image.revision + 1)
+                    client.rotate()
             except WatchCompacted as exc:
                 LOG.warning("node %s: replica fell behind the compaction (revision %d < %d): reading again",
                             self.node_id, self.image.revision, exc.compact_revision)
@@ -615,6 +622,10 @@ class EtcdStore:
                     with self._lock:
                         lagging = lag.observe(kvs[0].mod_revision if kvs else 0, self.image.revision, now)
                     self._health(lagging is None, lagging or "")
+                    watch = self._watch
+                    if lagging and watch is not None and not self._rewatch.is_set():
+                        self._rewatch.set()  # a silent stream (a frozen member): replace it
+                        watch.close()
             if self.health.acknowledging:
                 for role in self._roles:
                     role.tick(client, now)

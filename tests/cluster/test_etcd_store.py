@@ -227,3 +227,22 @@ def test_the_role_moves_when_its_holder_dies(etcd_cluster, stores):
     with pytest.raises(Conflict):  # the dead holder's fence no longer passes
         other.commit({key(2): b"stale"}, expects=[fence]).result(5)
     other.commit({key(3): b"ok"}, expects=[waiting.fence()]).result(5)
+
+
+def test_a_watch_on_a_hung_member_is_replaced(etcd_cluster, stores):
+    leader = etcd_cluster.leader()
+    hung = (leader + 1) % 3  # a follower: the cluster keeps committing
+    a = open_store(stores, rotate(etcd_cluster.endpoints, leader), "a")
+    b = open_store(stores, rotate(etcd_cluster.endpoints, hung), "b", timeout=0.5, max_lag=0.5)
+    a.commit({key(1): b"1"}).result(5)
+    assert wait_until(lambda: b.get(key(1)) == b"1")
+    etcd_cluster.pause(hung)  # b's watch (and first endpoint) hangs: open, silent
+    try:
+        t0 = time.monotonic()
+        a.commit({key(2): b"2"}).result(5)
+        assert wait_until(lambda: b.get(key(2)) == b"2", timeout=8), (b.health, b.counters)
+        print(f"\na hung member's watch replaced: the replica caught up in {time.monotonic() - t0:.2f} s")
+        assert b.counters.get("replica.stalled_watches", 0) >= 1
+        assert wait_until(lambda: b.health.acknowledging, timeout=3)
+    finally:
+        etcd_cluster.resume(hung)

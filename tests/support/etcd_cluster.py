@@ -120,6 +120,13 @@ class EtcdCluster:
             os.kill(m.proc.pid, signal.SIGKILL)
             m.proc.wait(5)
 
+    def pause(self, i: int) -> None:
+        """SIGSTOP member i: its connections stay open and say nothing (a hung member)."""
+        os.kill(self.members[i].proc.pid, signal.SIGSTOP)
+
+    def resume(self, i: int) -> None:
+        os.kill(self.members[i].proc.pid, signal.SIGCONT)
+
     def restart(self, i: int, wait: bool = True, timeout: float = 10.0) -> None:
         """Start member i again on its data directory (it rejoins with what it had)."""
         self.kill(i)
@@ -131,6 +138,7 @@ class EtcdCluster:
         for m in self.members:
             if m.proc is not None and m.proc.poll() is None:
                 try:
+                    os.kill(m.proc.pid, signal.SIGCONT)
                     os.kill(m.proc.pid, signal.SIGKILL)
                     m.proc.wait(5)
                 except (ProcessLookupError, subprocess.TimeoutExpired):
