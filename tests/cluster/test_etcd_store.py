@@ -5,10 +5,8 @@ Figures are printed (run with -s to see them): replication lag, commit latency, 
 
 from __future__ import annotations
 
-import statistics
 import threading
 import time
-from concurrent.futures import Future
 
 import pytest
 
