@@ -395,7 +395,8 @@ class EtcdStore:
             for item in group:
                 item.future.set_exception(exc)
             return
-        self._health(True)
+        # (Recovery from "degraded" is the probe's to say: a commit that went through does not
+        # show that the replica follows.)
         for item, res in zip(group, result):
             item.future.set_result(res)
 
