@@ -16,8 +16,9 @@ one more event; the loop (`mapserver_loop`) carries both:
   effect: the store finds nothing to write (compares with its replica), only keeps the ETR's
   lease alive, and completes at once — no write, no revision.
 * event in, `ReplicaChanged(batch)`: a `cluster.ChangeBatch` per etcd revision, in order,
-  for writes by every node (this one included), lease expiries (origin None) and the
-  difference after a re-read (reread=True).  The core applies it to its tables (the
+  for writes by every node (this one included), lease expiries (origin None), and a full
+  read (reread=True: the first read at start, everything; after a compaction, the difference)
+  which the core adopts as state.  The core applies it to its tables (the
   registry/resolver answer Map-Requests from memory, never waiting on etcd); it notifies
   subscribers only for batches it did not commit itself and whose origin is None, and
   only when it holds the "expiry" role (`store.role("expiry")`, `Role.holder`); away
@@ -156,7 +157,8 @@ class EtcdStore:
         self.health = Health()
         self.sessions = Sessions()
         self.counters: dict[str, int] = {}
-        self._lock = threading.Lock()  # image, overlay, sessions, health, counters
+        self._lock = threading.Lock()  # image, overlay, sessions, health
+        self._counter_lock = threading.Lock()
         #: What this node committed and has not yet seen come back on the watch: key -> (value or
         #: None, lease, revision).  Planning looks here first, so a second identical commit
         #: before the watch catches up writes nothing.
@@ -215,7 +217,8 @@ class EtcdStore:
         self.stop()
 
     def _count(self, name: str, amount: int = 1) -> None:
-        self.counters[name] = self.counters.get(name, 0) + amount
+        with self._counter_lock:  # three threads count
+            self.counters[name] = self.counters.get(name, 0) + amount
 
     # ------------------------------------------------------------------ health
 

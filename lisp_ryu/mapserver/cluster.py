@@ -141,8 +141,9 @@ class Change:
 @dataclass(frozen=True, slots=True)
 class ChangeBatch:
     """What one etcd revision changed, in order; `origin` names the node that committed it,
-    None when no node did (lease expiry or an operator) — `reread` when it is the difference
-    found by a full read after the watch fell behind the compaction."""
+    None when no node did (a lease expired, or an operator).  `reread`: a full read (the first,
+    or after the watch fell behind the compaction) — the difference from what the replica held
+    before (everything, the first time): a state to adopt, whose origin is unknown (None)."""
 
     revision: int
     changes: tuple[Change, ...]
@@ -178,21 +179,17 @@ class Image:
 
     def load(self, revision: int, kvs: Iterable[tuple[bytes, bytes, int, int]]) -> ChangeBatch | None:
         """Replace the content with a full read at `revision` ((key, value, mod_revision, lease));
-        the difference from what was held before, as one batch (None on the first load or when
-        nothing differs)."""
+        the difference from what was held before (everything, on the first load) as one batch
+        with `reread` set, None when nothing differs."""
         fresh = {k: Entry(v, m, lease) for k, v, m, lease in kvs}
         changes = []
-        if self.loaded:
-            for key in sorted(self.entries.keys() | fresh.keys()):
-                old, new = self.entries.get(key), fresh.get(key)
-                if (old and old.value) != (new and new.value) or (old is None) != (new is None):
-                    if not key.startswith(b"/lisp/node/"):
-                        changes.append(Change(key, old and old.value, new and new.value))
-        first = not self.loaded
+        for key in sorted(self.entries.keys() | fresh.keys()):
+            old, new = self.entries.get(key), fresh.get(key)
+            if (old and old.value) != (new and new.value) or (old is None) != (new is None):
+                if not key.startswith(b"/lisp/node/"):
+                    changes.append(Change(key, old and old.value, new and new.value))
         self.entries, self.revision, self.loaded = fresh, revision, True
-        if first or not changes:
-            return None
-        return ChangeBatch(revision, tuple(changes), None, reread=True)
+        return ChangeBatch(revision, tuple(changes), None, reread=True) if changes else None
 
     def apply(self, events: Iterable[RawEvent], header_revision: int = 0) -> list[ChangeBatch]:
         """Apply watch events (one response may span several revisions) in revision order;

@@ -105,7 +105,8 @@ def test_progress_notification_moves_the_revision():
 
 def test_a_reread_reports_the_difference_once():
     image = Image()
-    assert image.load(3, [(K1, b"x", 2, 0), (K2, b"y", 3, 0)]) is None
+    first = image.load(3, [(K1, b"x", 2, 0), (K2, b"y", 3, 0), (MARK_A, b"", 3, 0)])
+    assert first.reread and first.changes == (Change(K1, None, b"x"), Change(K2, None, b"y"))
     batch = image.load(10, [(K1, b"x2", 8, 0), (MARK_A, b"", 10, 0)])
     assert batch.reread and batch.origin is None and batch.revision == 10
     assert set(batch.changes) == {Change(K1, b"x", b"x2"), Change(K2, b"y", None)}
