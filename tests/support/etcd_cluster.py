@@ -32,6 +32,28 @@ from pathlib import Path
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
 
 
+PREFIX = "lisp-ryu-etcd-"
+
+
+def _remove_orphans(root: Path) -> None:
+    """Data directories left by a test run that was killed (named after its pid, now dead)."""
+    for path in root.glob(f"{PREFIX}*-*"):
+        pid = path.name[len(PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGKILL when the process that started it dies (a killed test run leaves no
+    member behind).  Linux prctl(PR_SET_PDEATHSIG); tied to the starting thread."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+    except OSError:
+        pass
+
+
 def available() -> bool:
     return os.access(ETCD, os.X_OK)
 
@@ -71,8 +93,9 @@ class EtcdCluster:
     def __init__(self, size: int = 3, base: Path | None = None) -> None:
         if not available():
             raise RuntimeError(f"no etcd binary at {ETCD} (Debian etcd-server)")
-        root = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
-        self.base = Path(tempfile.mkdtemp(prefix="lisp-ryu-etcd-", dir=base or root))
+        root = base or (Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir()))
+        _remove_orphans(root)
+        self.base = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=root))
         self.token = f"lisp-ryu-{uuid.uuid4().hex[:12]}"
         ports = _free_ports(2 * size)
         self.members = [
@@ -111,7 +134,7 @@ class EtcdCluster:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
         with open(m.log_path, "ab") as log:
             m.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                      env=env, start_new_session=True)
+                                      env=env, start_new_session=True, preexec_fn=_die_with_parent)
 
     def kill(self, i: int) -> None:
         """SIGKILL member i by its pid (no clean shutdown)."""
