@@ -19,11 +19,13 @@ one more event; the loop (`mapserver_loop`) carries both:
   for writes by every node (this one included), lease expiries (origin None), and a full
   read (reread=True: the first read at start, everything; after a compaction, the difference)
   which the core adopts as state.  The core applies it to its tables (the
-  registry/resolver answer Map-Requests from memory, never waiting on etcd); it notifies
-  subscribers only for batches it did not commit itself and whose origin is None, and
-  only when it holds the "expiry" role (`store.role("expiry")`, `Role.holder`); away
-  redirects likewise.  Role-held writes carry `role.fence()` so a deposed holder's commit
-  fails instead of acting twice.
+  registry/resolver answer Map-Requests from memory, never waiting on etcd).  Who notifies:
+  the committing node, at once, every subscriber (subscriptions are in etcd, so it knows
+  those registered at other nodes); nobody for batches with another node's origin; for
+  origin None (a lease expired) only the holder of the "expiry" role (`store.role("expiry")`,
+  `Role.holder`); away redirects likewise.  Role-held writes carry `role.fence()` so a
+  deposed holder's commit fails instead of acting twice.  Values: the journal's entry maps
+  (`journal.pack`) fit, keyed by `cluster.map_key(iid, prefix, etr)`.
 * health: `store.health.view(now)` goes into the health view; `on_health` fires on each
   transition with the log line.  Degraded: commits fail fast, answers go on from the replica.
 
@@ -31,8 +33,14 @@ Callbacks run on the store's threads (watch, commit, maintenance): the loop must
 them to itself (`Inbox` below: a queue with a wake-up descriptor for its selector), so the
 core keeps one thread and no lock.
 
-Roles live in etcd_role.py.  Threads: "watch" (the full read at R, the watch from R+1, re-read after compaction, resume
-elsewhere when a member dies), "commit" (plans against the replica plus what it committed
+Known limits: a commit of more than MAX_TXN_OPS operations is split into several
+transactions (atomic per part; a failure leaves a prefix written, and the ETR's retry
+completes it); a commit that writes nothing is acknowledged on the strength of the replica
+(stale by at most the watch delay, or `max_lag` before health says so); etcd extends every
+lease when its leader changes, so an expiry can take up to twice the hold time.
+
+Roles live in etcd_role.py.  Threads: "watch" (the full read at R, the watch from R+1,
+re-read after compaction, resume elsewhere when a member dies or its stream stalls), "commit" (plans against the replica plus what it committed
 itself and has not yet seen come back, groups queued commits into one transaction, at most
 MAX_TXN_OPS operations each), "maintenance" (health probe, lease keep-alives, roles).  Each
 thread has its own `EtcdClient`.
