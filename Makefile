@@ -4,7 +4,8 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
-APT_PACKAGES := openvswitch-switch mininet tshark iputils-ping iperf3 iproute2 ethtool tcpdump
+# etcd-server/etcd-client (3.4): the real etcd cluster of tests/cluster (members on free loopback ports).
+APT_PACKAGES := openvswitch-switch mininet tshark iputils-ping iperf3 iproute2 ethtool tcpdump etcd-server etcd-client
 STAMP_APT := $(VENV)/.apt-stamp
 STAMP_PIP := $(VENV)/.pip-stamp
 # Open Overlay Router, the third-party LISP peer of tests/interop: extracted from its Debian
@@ -22,11 +23,18 @@ install: $(STAMP_PIP)
 
 system-deps: $(STAMP_APT)
 
-$(STAMP_APT):
+# Re-checked when this file changes (a package added here reaches machines set up before).
+$(STAMP_APT): Makefile
 	@missing=""; for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "== installing Debian packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  case " $$missing " in *" etcd-server "*) \
+	    if [ -d /run/systemd/system ]; then \
+	      echo "== stopping and disabling the etcd service etcd-server installs (tests run their own members)"; \
+	      systemctl disable --now etcd.service || true; \
+	    fi;; \
+	  esac; \
 	fi
 	@mkdir -p $(VENV) && touch $@
 

@@ -1,0 +1,106 @@
+"""An exactly-once role over etcd: whoever holds /lisp/role/<name>, put under the holder's own
+lease, holds the role (the Map-Server's expiry and away redirects: one node, cluster-wide).
+
+A node campaigns only when its replica shows the key absent (a create-if-absent transaction);
+the holder renews its lease every ttl/3 and steps down when it cannot for 2/3 of the TTL, before
+the lease can lapse.  A holder that dies keeps the role until its lease expires (`ttl` seconds,
+or up to twice that across an etcd leader change, which extends leases).  `fence()` is the
+compare that a role-held commit carries, so a deposed holder's late commit fails.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Protocol
+
+from lisp_ryu.glue.etcd_client import EtcdClient, EtcdError, compare, op_put, op_range
+from lisp_ryu.mapserver import cluster
+from lisp_ryu.mapserver.cluster import Expect
+
+LOG = logging.getLogger("lisp_ryu.mapserver.etcd")
+
+
+class ReplicaView(Protocol):
+    """What a role needs of its store (`EtcdStore`): this node's name and the replica."""
+
+    node_id: str
+
+    def get(self, key: bytes) -> bytes | None: ...
+
+
+class Role:
+    """An exactly-once role: whoever holds /lisp/role/<name> (put under its own lease) holds it."""
+
+    def __init__(self, store: ReplicaView, name: str, ttl: int, on_change: Callable[[bool], None] | None) -> None:
+        self.store, self.name, self.ttl, self.on_change = store, name, max(1, ttl), on_change
+        self.key = cluster.named_key("role", name)
+        self.holder = False
+        self.lease = 0
+        self.create_revision = 0
+        self.renewed = 0.0
+        self.next_try = 0.0
+
+    def fence(self) -> Expect:
+        """Add to a role-held commit: it fails if this node no longer holds the role."""
+        return Expect(self.key, self.create_revision if self.holder else -1)
+
+    def _set(self, holder: bool, why: str) -> None:
+        if holder == self.holder:
+            return
+        self.holder = holder
+        LOG.info("role %s %s by node %s (%s)", self.name, "taken" if holder else "lost", self.store.node_id, why)
+        if self.on_change is not None:
+            try:
+                self.on_change(holder)
+            except Exception:  # noqa: BLE001 - a consumer's bug must not stop the store
+                LOG.exception("role %s callback failed", self.name)
+
+    def tick(self, client: EtcdClient, now: float) -> None:
+        if self.holder:
+            if now - self.renewed < self.ttl / 3:
+                return
+            try:
+                left = client.lease_keepalive(self.lease)
+            except EtcdError as exc:
+                if now - self.renewed >= self.ttl * 2 / 3:  # it may lapse before we can tell: step down
+                    self._set(False, f"cannot renew its lease: {exc}")
+                return
+            if left <= 0:
+                self._set(False, "its lease expired")
+            else:
+                self.renewed = now
+            return
+        if now < self.next_try or self.store.get(self.key) is not None:
+            return  # held by another node (as the replica says): campaign when its key goes
+        self.next_try = now + min(0.1, self.ttl / 10)
+        lease = 0
+        try:
+            lease, _ = client.lease_grant(self.ttl)
+            result = client.txn([compare(self.key, "CREATE", "EQUAL", 0)],
+                                [op_put(self.key, self.store.node_id.encode(), lease), op_range(self.key)],
+                                [op_range(self.key)])
+        except EtcdError:
+            if lease:
+                try:
+                    client.lease_revoke(lease)
+                except EtcdError:
+                    pass
+            return
+        if result.succeeded:
+            self.lease, self.renewed = lease, now
+            kvs = result.range_kvs(1)
+            self.create_revision = kvs[0].create_revision if kvs else result.revision
+            self._set(True, "campaign won")
+        else:
+            try:
+                client.lease_revoke(lease)
+            except EtcdError:
+                pass
+
+    def resign(self, client: EtcdClient) -> None:
+        if self.holder and self.lease:
+            try:
+                client.lease_revoke(self.lease)
+            except EtcdError:
+                pass
+        self._set(False, "resigned")
