@@ -210,8 +210,8 @@ class PubSub:
 
     def _send(self, destination: IPAddress, port: int, nonce: int,
               record: MappingRecord | tuple[MappingRecord, ...], site: SiteConfig | None, algorithm: int,
-              key_id: int | None, what: str, now: float,
-              charged: bool = False) -> tuple[SendControl | None, _Pending | None]:
+              key_id: int | None, what: str, now: float, charged: bool = False,
+              asked: int = 0) -> tuple[SendControl | None, _Pending | None]:
         """`notify`, and the entry awaiting its Ack (None when untracked); nothing when `charged` and the
         destination's byte credit is spent."""
         state = self._state
@@ -219,7 +219,7 @@ class PubSub:
         records = record if isinstance(record, tuple) else (record,)
         notify = MapNotify(nonce=nonce, records=records, key_id=key_id or 0)
         payload = sign(notify, site.key, algorithm).encode() if site is not None else notify.encode()
-        if charged and not self._may_send(destination, payload, now):
+        if charged and not self._may_send(destination, payload, now, asked):
             return None, None
         key = (nonce, destination)
         old = self._pending.get(key)
@@ -239,8 +239,9 @@ class PubSub:
         self._count("sent.map_notify")
         return SendControl(destination, port, payload, what), pending
 
-    def _may_send(self, destination: IPAddress, payload: bytes, now: float) -> bool:
-        if self.reflect is None or self.reflect.allow(destination.packed, 0, len(payload), now):
+    def _may_send(self, destination: IPAddress, payload: bytes, now: float, asked: int = 0) -> bool:
+        """Whether the byte credit of `destination` (earning `asked` bytes' worth) lets `payload` go to it."""
+        if self.reflect is None or self.reflect.allow(destination.packed, asked, len(payload), now):
             return True
         self._count("dropped.reflection_limited")
         self._state.log_throttled("reflection", logging.WARNING,
@@ -333,7 +334,8 @@ class PubSub:
             yield from subs.values()
 
     def subscribe(self, request: MapRequest, iid: int, net: IPNetwork, rloc: IPAddress, port: int,
-                  record: MappingRecord, now: float, source_eid: IPAddress | None = None) -> list[SendControl]:
+                  record: MappingRecord, now: float, source_eid: IPAddress | None = None,
+                  asked: int = 0) -> list[SendControl]:
         """Ask `rloc` to confirm subscribing (or renewing) to `net`: a Map-Notify carrying `record`."""
         assert request.xtr_id is not None and request.site_id is not None  # checked by the caller
         xtr_id = request.xtr_id
@@ -358,7 +360,7 @@ class PubSub:
             self._count("subscriptions.candidates_evicted")
         effect, pending = self._send(rloc, port, nonce, record, site, AuthAlgorithm.HMAC_SHA_1_96, None,
                                      f"Map-Notify confirming subscription of {rloc} to {net} iid {iid}", now,
-                                     charged=True)
+                                     charged=True, asked=asked)
         if effect is None:
             return []
         if pending is not None:

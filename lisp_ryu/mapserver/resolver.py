@@ -248,6 +248,7 @@ class Resolver:
             return []
         record, entry = answer.record, answer.entry
         effects: list[SendControl] = []
+        asked = len(payload)  # the byte credit this request earns its ITR-RLOC, taken by the first answer charged
         if rloc is None or request.dont_map_reply:
             pass  # nobody to answer, or the requester asked for no answer (D bit)
         elif entry is not None and not entry.proxy:
@@ -257,11 +258,12 @@ class Resolver:
                                        f"Map-Request for {eid} forwarded to ETR {target.source}"))
         elif entry is not None:
             reply = struct_reply(request.nonce.to_bytes(8, "big"), entry.record_bytes or self._encode_record(entry))
-            if self._reflect(rloc.packed, len(payload), len(reply), now):
+            if self._reflect(rloc.packed, asked, len(reply), now):
                 self._count("sent.map_reply")
                 effects.append(SendControl(rloc, port, reply, f"Map-Reply for {eid} to {rloc}"))
             else:
                 self._reflection_limited(rloc)
+            asked = 0
         else:
             if record.action is Action.DROP_POLICY_DENIED:
                 counter = "sent.map_reply_policy_denied"
@@ -274,17 +276,18 @@ class Resolver:
                 counter = "sent.map_reply_negative"
                 what = f"negative Map-Reply {eid_text(record)} to {rloc}"
             reply = MapReply(nonce=request.nonce, records=(record,)).encode()
-            if self._reflect(rloc.packed, len(payload), len(reply), now):
+            if self._reflect(rloc.packed, asked, len(reply), now):
                 self._count(counter)
                 effects.append(SendControl(rloc, port, reply, what))
             else:
                 self._reflection_limited(rloc)
+            asked = 0
         if subscribing:
             assert request.xtr_id is not None
             # Never wider than the prefix answered: what the ITR caches is all that can change for it
             # (a request for 0.0.0.0/0 answered with a /5 subscribes to the /5).
-            asked = eid.network
-            net = asked if asked.version == answer.net.version and asked.subnet_of(answer.net) else answer.net
+            named = eid.network
+            net = named if named.version == answer.net.version and named.subnet_of(answer.net) else answer.net
             if rloc is None:
                 sub = pubsub.subscription(iid, net, request.xtr_id) or pubsub.subscription(iid, eid.network,
                                                                                             request.xtr_id)
@@ -293,7 +296,7 @@ class Resolver:
                     self._count("subscriptions.withdrawn")
                     pubsub.drop_subscription(sub, now=now)
             else:
-                effects += pubsub.subscribe(request, iid, net, rloc, port, record, now, source_eid)
+                effects += pubsub.subscribe(request, iid, net, rloc, port, record, now, source_eid, asked)
         if rloc is None and not subscribing:
             self._count("dropped.map_request_no_itr_rloc")
         return effects
