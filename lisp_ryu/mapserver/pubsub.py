@@ -250,6 +250,7 @@ class PubSub:
 
     def _forget(self, key: PendingKey, pending: _Pending) -> None:
         del self._pending[key]
+        self._state.disarm("notify", key)
         if self._by_nonce.get(key[0]) == key:
             del self._by_nonce[key[0]]
         candidate = pending.candidate

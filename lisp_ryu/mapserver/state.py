@@ -167,6 +167,10 @@ class State:
             self.timers[:] = [t for t in self.timers if self.armed.get((t[2], t[3])) == t[0]]
             heapq.heapify(self.timers)
 
+    def disarm(self, kind: str, key: tuple) -> None:
+        """(kind, key) needs its timer no more: its heap entry is superseded (and goes with the next rebuild)."""
+        self.armed.pop((kind, key), None)
+
     def fired(self, when: float, kind: str, key: tuple) -> bool:
         """Whether a popped timer is its key's live one (then no longer armed); False for a superseded one."""
         slot = (kind, key)
