@@ -19,7 +19,9 @@ Rules, and why:
   only a receiver of the Notify can echo.  A candidate never acknowledged
   is dropped when its retransmissions give up; candidates are bounded
   (`MAX_CANDIDATES`, the oldest evicted first: a live ITR acknowledges
-  within a round trip, a spoofed one never).
+  within a round trip, a spoofed one never), and so is their rate
+  (`CANDIDATES_PER_SECOND`, beyond which a request is only answered: its ITR
+  subscribes with a later request).
 * A subscription lives as long as the ITR may cache the answer it got (the
   Record TTL, at least 1 minute, at most 1 day).  At most `MAX_SUBSCRIPTIONS`
   are held, `MAX_SUBSCRIPTIONS_PER_RLOC` per ITR-RLOC.  Their journal
@@ -60,7 +62,7 @@ from lisp_ryu.effects import SendControl
 from lisp_ryu.mapserver.journal import Journal, unsubscription_entry
 from lisp_ryu.mapserver.shaping import distinct, shape
 from lisp_ryu.mapserver.state import NONCE_MASK, EtrRegistration, IPAddress, IPNetwork, State, Subscription
-from lisp_ryu.ratelimit import ReflectionLimiter
+from lisp_ryu.ratelimit import RateLimiter, ReflectionLimiter
 from lisp_ryu.wire import (
     AuthAlgorithm,
     AuthResult,
@@ -82,6 +84,9 @@ MAX_SUBSCRIPTIONS = 100_000
 MAX_SUBSCRIPTIONS_PER_RLOC = 4096
 #: Subscribing requests awaiting their Ack (a live ITR acknowledges within a round trip).
 MAX_CANDIDATES = 10_000
+#: New candidates per second, in all: beyond it a subscribing request is only answered (a spoofed
+#: subscribe flood then costs the server a Map-Request's decoding, not a Notify and its timers each).
+CANDIDATES_PER_SECOND = 1000
 #: Map-Notifies awaiting an Ack that are retransmitted.
 MAX_PENDING = 100_000
 #: Hosts per subscription whose answers publications are shaped for (the most recent ones).
@@ -125,6 +130,7 @@ class PubSub:
         self._candidates: OrderedDict[SubKey, PendingKey] = OrderedDict()  # oldest first
         self._per_rloc: dict[IPAddress, int] = {}
         self._dirty: dict[SubKey, tuple[Subscription, bool]] = {}  # to journal: (subscription, still held)
+        self._candidate_budget = RateLimiter(CANDIDATES_PER_SECOND, max_sources=1)
 
     # ------------------------------------------------------------------ publications
 
@@ -342,6 +348,11 @@ class PubSub:
         xtr_id = request.xtr_id
         self._count("subscriptions.requested")
         if self.subscription(iid, net, xtr_id) is None and not self._room_for(rloc, None):
+            return []
+        if not self._candidate_budget.allow(None, now):
+            self._count("dropped.subscribe_over_budget")
+            self._state.log_throttled("subscribe-budget", logging.WARNING, "more than %d subscribing requests/s: "
+                                      "answered without subscribing (%s)", CANDIDATES_PER_SECOND, rloc)
             return []
         minutes = min(max(record.ttl, SUBSCRIPTION_MIN_MINUTES), SUBSCRIPTION_MAX_MINUTES)
         site = self._site_of(xtr_id)

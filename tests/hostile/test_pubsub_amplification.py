@@ -34,13 +34,13 @@ def test_a_spoofed_itr_rloc_is_never_subscribed_and_the_flood_does_not_lock_out_
         payload = packets.map_request_ecm("10.1.2.3", [VICTIM], nonce=i, subscribe=True, xtr_id=1_000_000 + i,
                                           site_id=3)
         sent += len(payload)
-        effects = core.handle_control(payload, ipaddress.ip_address(0x7F000000 + i), 4342, T0 + 1 + i * 1e-5)
+        effects = core.handle_control(payload, ipaddress.ip_address(0x7F000000 + i), 4342, T0 + 1 + i * 1e-3)
         received += sum(len(e.payload) for e in effects if e.destination == VICTIM)
     assert core.subscription_count == 0
     assert core.pending_subscriptions <= MAX_CANDIDATES
     assert core.counters["subscriptions.candidates_evicted"] >= MAX_CANDIDATES
-    # A live ITR subscribing in the middle of the flood is confirmed by its Ack.
-    now = T0 + 2
+    # A live ITR subscribing right after the flood (its candidates still pending) is confirmed by its Ack.
+    now = T0 + 1 + 3 * MAX_CANDIDATES * 1e-3
     ack_all(core, subscribe(core, "10.1.2.3", now), now)
     assert [sub.itr_rloc for sub in core.subscriptions()] == [ITR]
     # Unacknowledged candidates go when their retransmissions give up; nothing is left behind.
@@ -100,3 +100,14 @@ def test_subscriptions_are_journalled_in_batches():
     assert appends == [500]  # ... but all of them in one batch, a moment later
     restarted = make_core(store=store)
     assert restarted.subscription_count == 500
+
+
+def test_a_subscribe_flood_beyond_the_candidate_rate_is_only_answered():
+    core = make_core(rate_limit_per_source=1e9)
+    register(core, "10.1.0.0/16", ["198.18.1.1"], xtr_id=XTR_ID)
+    for i in range(5000):  # 5,000 in half a second
+        subscribe(core, "10.1.2.3", T0 + 1 + i * 1e-4, itr=ipaddress.ip_address(0x7F000000 + i), xtr_id=9000 + i,
+                  nonce=i)
+    assert core.counters["dropped.subscribe_over_budget"] >= 3000
+    assert core.pending_subscriptions <= 2000
+    assert core.counters["sent.map_reply"] >= 5000 - 1  # every request still answered
