@@ -499,6 +499,7 @@ class Journal:
                     merge.append(known)
                 entry_state.etrs[reg.etr] = reg
             timers.append((reg.expires, next(sequence), "reg", (reg.iid, reg.prefix, reg.etr)))
+            state.armed[("reg", (reg.iid, reg.prefix, reg.etr))] = reg.expires  # see State.schedule
             if reg.xtr_id is not None:
                 xtr_sites[reg.xtr_id] = reg.site
             restored += 1

@@ -354,7 +354,10 @@ class Registry:
         iid, net, etr = key
         entry = self._registered.get(iid, net)
         reg = entry.etrs.get(etr) if entry is not None else None
-        if reg is None or reg.expires != when:
+        if reg is None:
+            return []
+        if reg.expires != when:  # refreshed since it was armed: one timer per registration, armed again
+            self._state.schedule(reg.expires, "reg", key)
             return []
         LOG.info("registration of %s iid %d by %s (site %s) expired", net, iid, _etr_name(reg), reg.site)
         self._count("registrations.expired")

@@ -34,6 +34,7 @@ Rules, and why:
 from __future__ import annotations
 
 import ipaddress
+import logging
 from dataclasses import dataclass
 
 from lisp_ryu.effects import SendControl
@@ -51,7 +52,7 @@ from lisp_ryu.mapserver.state import (
     record_bytes,
     struct_reply,
 )
-from lisp_ryu.ratelimit import RateLimiter
+from lisp_ryu.ratelimit import RateLimiter, ReflectionLimiter
 from lisp_ryu.wire import (
     Action,
     EidPrefix,
@@ -76,17 +77,20 @@ class Answer:
 
     record: MappingRecord
     entry: Registered | None
+    net: IPNetwork  # the prefix answered for (policy may narrow the record's, never widen it)
 
 
 class Resolver:
     """Answers Map-Requests from the registrations, static mappings and policy in `state`."""
 
-    def __init__(self, state: State, pubsub: PubSub, limiter: RateLimiter, quick_path: bool = True) -> None:
+    def __init__(self, state: State, pubsub: PubSub, limiter: RateLimiter, quick_path: bool = True,
+                 reflect: ReflectionLimiter | None = None) -> None:
         self._state = state
         self._pubsub = pubsub
         self._count = state.count
         # The fast path reads these per request: held here, one attribute away.
         self.limiter = limiter
+        self._reflect = (reflect if reflect is not None else ReflectionLimiter()).allow
         self._registered = state.registered
         self._static = state.static
         self._answers = state.answers
@@ -128,8 +132,21 @@ class Resolver:
             self._answers.offer(key, record)  # (after the limit: a flooding source fills nothing)
         elif not self.limiter.allow(source, now):
             return self._rate_limited(rloc, port)
+        reply = struct_reply(nonce, record)
+        if not self._reflect(rloc, len(payload), len(reply), now):
+            self._count("received.datagrams")
+            self._count("received.map_request")
+            self._reflection_limited(rloc)
+            return b"", rloc, port
         self._quick_replies += 1
-        return struct_reply(nonce, record), rloc, port
+        return reply, rloc, port
+
+    def _reflection_limited(self, rloc: bytes | IPAddress) -> None:
+        self._count("dropped.reflection_limited")
+        if isinstance(rloc, bytes):
+            rloc = ipaddress.ip_address(rloc)
+        self._state.log_throttled("reflection", logging.WARNING, "holding back answers to %s: over its byte "
+                                  "credit (reflection limit)", rloc)
 
     def _rate_limited(self, rloc: bytes, port: int) -> tuple[bytes, bytes, int]:
         self._count("received.datagrams")
@@ -231,6 +248,7 @@ class Resolver:
             return []
         record, entry = answer.record, answer.entry
         effects: list[SendControl] = []
+        asked = len(payload)  # the byte credit this request earns its ITR-RLOC, taken by the first answer charged
         if rloc is None or request.dont_map_reply:
             pass  # nobody to answer, or the requester asked for no answer (D bit)
         elif entry is not None and not entry.proxy:
@@ -240,31 +258,45 @@ class Resolver:
                                        f"Map-Request for {eid} forwarded to ETR {target.source}"))
         elif entry is not None:
             reply = struct_reply(request.nonce.to_bytes(8, "big"), entry.record_bytes or self._encode_record(entry))
-            self._count("sent.map_reply")
-            effects.append(SendControl(rloc, port, reply, f"Map-Reply for {eid} to {rloc}"))
+            if self._reflect(rloc.packed, asked, len(reply), now):
+                self._count("sent.map_reply")
+                effects.append(SendControl(rloc, port, reply, f"Map-Reply for {eid} to {rloc}"))
+            else:
+                self._reflection_limited(rloc)
+            asked = 0
         else:
             if record.action is Action.DROP_POLICY_DENIED:
-                self._count("sent.map_reply_policy_denied")
+                counter = "sent.map_reply_policy_denied"
                 what = f"policy-denied Map-Reply {eid_text(record)} to {rloc} (source EID {source_eid})"
             elif record.locators:
-                self._count("sent.map_reply_policy" if self._static.longest_match(iid, eid.address) is None
-                            else "sent.map_reply_static")
+                counter = ("sent.map_reply_policy" if self._static.longest_match(iid, eid.address) is None
+                           else "sent.map_reply_static")
                 what = f"Map-Reply {eid_text(record)} to {rloc}"
             else:
-                self._count("sent.map_reply_negative")
+                counter = "sent.map_reply_negative"
                 what = f"negative Map-Reply {eid_text(record)} to {rloc}"
-            effects.append(SendControl(rloc, port, MapReply(nonce=request.nonce, records=(record,)).encode(), what))
+            reply = MapReply(nonce=request.nonce, records=(record,)).encode()
+            if self._reflect(rloc.packed, asked, len(reply), now):
+                self._count(counter)
+                effects.append(SendControl(rloc, port, reply, what))
+            else:
+                self._reflection_limited(rloc)
+            asked = 0
         if subscribing:
             assert request.xtr_id is not None
-            net = eid.network
+            # Never wider than the prefix answered: what the ITR caches is all that can change for it
+            # (a request for 0.0.0.0/0 answered with a /5 subscribes to the /5).
+            named = eid.network
+            net = named if named.version == answer.net.version and named.subnet_of(answer.net) else answer.net
             if rloc is None:
-                sub = pubsub.subscription(iid, net, request.xtr_id)
+                sub = pubsub.subscription(iid, net, request.xtr_id) or pubsub.subscription(iid, eid.network,
+                                                                                            request.xtr_id)
                 if sub is not None:
-                    LOG.info("xTR-ID %032x withdrew its subscription to %s iid %d", request.xtr_id, net, iid)
+                    LOG.info("xTR-ID %032x withdrew its subscription to %s iid %d", request.xtr_id, sub.prefix, iid)
                     self._count("subscriptions.withdrawn")
-                    pubsub.drop_subscription(sub)
+                    pubsub.drop_subscription(sub, now=now)
             else:
-                effects += pubsub.subscribe(request, iid, net, rloc, port, record, now, source_eid)
+                effects += pubsub.subscribe(request, iid, net, rloc, port, record, now, source_eid, asked)
         if rloc is None and not subscribing:
             self._count("dropped.map_request_no_itr_rloc")
         return effects
@@ -289,9 +321,9 @@ class Resolver:
             record = MappingRecord.for_prefix(EidPrefix(net.network_address, net.prefixlen, iid), (),
                                               ttl=ttl, action=action)
         if policy.empty:
-            return Answer(record, entry)
+            return Answer(record, entry, net)
         shaped = shape(iid, net, record, site, source, itr, address, policy, self._state.config.negative_ttl_minutes)
-        return Answer(shaped, entry if shaped is record else None)
+        return Answer(shaped, entry if shaped is record else None, net)
 
     def _negative_answer(self, iid: int, net: IPNetwork) -> tuple[IPNetwork, int, Action]:
         """Prefix, TTL (minutes) and action of the negative Map-Reply for an unregistered EID."""

@@ -20,7 +20,11 @@ rules it follows and why:
 
 Robustness: datagrams over `MAX_DATAGRAM`, undecodable ones and those over a
 source's token bucket are dropped and counted; nothing malformed reaches
-state.
+state.  What a request makes us send to the address it names (Map-Replies,
+subscription confirmations) is also charged to that address's byte credit
+(`ratelimit.ReflectionLimiter`, `REFLECTION_FACTOR` times the bytes of the
+requests naming it plus `REFLECTION_RATE` bytes/s): a spoofed source cannot
+aim our answers at a third party.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from lisp_ryu.mapserver.registry import Registry
 from lisp_ryu.mapserver.resolver import Resolver
 from lisp_ryu.mapserver.state import EtrRegistration, IPAddress, IPNetwork, State, Subscription
 from lisp_ryu.mapserver.store import Store
-from lisp_ryu.ratelimit import RateLimiter
+from lisp_ryu.ratelimit import RateLimiter, ReflectionLimiter
 from lisp_ryu.wire import LispDecodeError, MappingRecord
 
 LOG = logging.getLogger("lisp_ryu.mapserver")
@@ -49,6 +53,11 @@ LOG = logging.getLogger("lisp_ryu.mapserver")
 #: Larger datagrams are dropped unread: a jumbo frame, room for a Map-Register of a few
 #: hundred single-locator records.
 MAX_DATAGRAM = 9216
+#: The amplification an address named as ITR-RLOC may get: bytes sent to it per byte of the requests
+#: naming it, plus bytes per second and a burst (room for one large answer to an ITR that asks rarely).
+REFLECTION_FACTOR = 4.0
+REFLECTION_RATE = 256.0
+REFLECTION_BURST = 4096.0
 
 
 class MapServer:
@@ -69,6 +78,7 @@ class MapServer:
         self._answer_cache_size = answer_cache_size
         self._store = store
         self._limiter = RateLimiter(config.rate_limit_per_source)
+        self._reflect = ReflectionLimiter(REFLECTION_FACTOR, REFLECTION_RATE, REFLECTION_BURST)
         self._journal = Journal(State(config, nonces, AnswerCache(answer_cache_size)), store)
         self._assemble(quick_path)
         if store is not None:
@@ -82,9 +92,9 @@ class MapServer:
             self._journal.attach(state)
         state = self._state = self._journal.state
         self._count = state.count
-        self._pubsub = PubSub(state, self._journal)
+        self._pubsub = PubSub(state, self._journal, self._reflect)
         self._registry = Registry(state, self._journal, self._pubsub)
-        self._resolver = Resolver(state, self._pubsub, self._limiter, quick_path)
+        self._resolver = Resolver(state, self._pubsub, self._limiter, quick_path, self._reflect)
         self._northbound = Northbound(state, self._journal, self._resolver, self._pubsub)
         # Handlers bound once: handle_control runs per datagram.
         self._on_map_register = self._registry.on_map_register
@@ -145,7 +155,7 @@ class MapServer:
             if kind == 8:
                 return self._on_ecm(payload, source, now)
             if kind == 5:
-                return self._on_map_notify_ack(payload, source)
+                return self._on_map_notify_ack(payload, source, now)
             if kind == 1:
                 self._count("dropped.map_request_not_encapsulated")
                 return []
@@ -162,9 +172,12 @@ class MapServer:
     def handle_timer(self, now: float) -> list[SendControl]:
         """Expire registrations and subscriptions, retransmit unacknowledged Map-Notifies."""
         effects: list[SendControl] = []
-        timers = self._state.timers
+        state = self._state
+        timers = state.timers
         while timers and timers[0][0] <= now:
             when, _, kind, key = heapq.heappop(timers)
+            if not state.fired(when, kind, key):
+                continue
             if kind == "reg":
                 effects += self._registry.expire(key, when, now)
             elif kind == "sub":
@@ -174,6 +187,7 @@ class MapServer:
                 if retransmission is not None:
                     effects.append(retransmission)
         try:
+            self._pubsub.flush_journal()  # subscriptions changed since the last time, in one batch
             self._journal.flush(now)
         except JournalUnavailable:
             effects = []
@@ -282,6 +296,16 @@ class MapServer:
     def store_health(self) -> str:
         """"ok", or "degraded: cannot write journal (ENOSPC)" and the like (for the health view)."""
         return self._journal.health()
+
+    @property
+    def pending_subscriptions(self) -> int:
+        """Subscribing requests whose confirming Map-Notify awaits its Ack."""
+        return self._pubsub.candidate_count
+
+    @property
+    def reflection_limiter(self) -> ReflectionLimiter:
+        """The per-destination byte credits every answer to a requester-named address is charged to."""
+        return self._reflect
 
     @property
     def counters(self) -> dict[str, int]:

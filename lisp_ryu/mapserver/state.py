@@ -138,8 +138,10 @@ class State:
             self.xtr_sites.update(dict.fromkeys(site.xtr_ids, site.name))
         self.answers = answers  # the fast path's copies of hot answers; whoever changes an answer forgets it
         self.counters: dict[str, int] = {}
-        #: (when, sequence, kind, key): "reg" (iid, prefix, etr), "sub" (iid, prefix, xTR-ID), "notify" (nonce, to)
+        #: (when, sequence, kind, key): "reg" (iid, prefix, etr), "sub" (iid, prefix, xTR-ID), "notify" (nonce, to),
+        #: "journal" (): at most one live entry per (kind, key), the one `armed` names (see `schedule`).
         self.timers: list[tuple[float, int, str, tuple]] = []
+        self.armed: dict[tuple[str, tuple], float] = {}
         self.sequence = itertools.count()
         self._log_budget: dict[str, int] = {}
 
@@ -147,7 +149,36 @@ class State:
         self.counters[name] = self.counters.get(name, 0) + amount
 
     def schedule(self, when: float, kind: str, key: tuple) -> None:
+        """Have (kind, key)'s handler run at `when`, or earlier.
+
+        One live heap entry per (kind, key): a later time (a renewal, a
+        refresh) leaves the armed entry alone, and its handler, finding the
+        object's time moved, arms again for it (`fired` returns True only for
+        the live entry).  Only an earlier time pushes a new entry; the heap is
+        rebuilt when such superseded entries outnumber the live ones, so it
+        stays within twice the live timers however often anything renews.
+        """
+        slot = (kind, key)
+        armed = self.armed.get(slot)
+        if armed is not None and armed <= when:
+            return
+        self.armed[slot] = when
         heapq.heappush(self.timers, (when, next(self.sequence), kind, key))
+        if len(self.timers) > 2 * len(self.armed) + 64:
+            self.timers[:] = [t for t in self.timers if self.armed.get((t[2], t[3])) == t[0]]
+            heapq.heapify(self.timers)
+
+    def disarm(self, kind: str, key: tuple) -> None:
+        """(kind, key) needs its timer no more: its heap entry is superseded (and goes with the next rebuild)."""
+        self.armed.pop((kind, key), None)
+
+    def fired(self, when: float, kind: str, key: tuple) -> bool:
+        """Whether a popped timer is its key's live one (then no longer armed); False for a superseded one."""
+        slot = (kind, key)
+        if self.armed.get(slot) != when:
+            return False
+        del self.armed[slot]
+        return True
 
     def log_throttled(self, topic: str, level: int, message: str, *args: object) -> None:
         """Log the 1st, 2nd, 4th, 8th ... occurrence of a topic: a flood must not flood the log."""

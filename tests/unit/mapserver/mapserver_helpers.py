@@ -56,3 +56,16 @@ def decoded(effects: list[SendControl]) -> list[tuple[SendControl, object]]:
 
 def only(effects: list[SendControl], kind: type) -> list[tuple[SendControl, object]]:
     return [(e, m) for e, m in decoded(effects) if isinstance(m, kind)]
+
+
+def acked(core: MapServer, effects: list[SendControl], now: float) -> list[SendControl]:
+    """`effects`, after acknowledging each Map-Notify in them from where it went, as a live xTR does
+    (a subscription takes effect on the Ack of its confirmation), signed with the key it was signed with."""
+    from lisp_ryu.wire import AuthResult, MapNotify, check_authentication
+    from support import packets
+
+    keys = [site.key for site in core.config.sites]
+    for effect, notify in only(effects, MapNotify):
+        key = next((k for k in keys if check_authentication(effect.payload, k) is AuthResult.OK), None)
+        core.handle_control(packets.map_notify_ack(notify.nonce, notify.records, key), effect.destination, 4342, now)
+    return effects

@@ -4,7 +4,7 @@ import ipaddress
 
 from lisp_ryu.wire import AuthResult, MapNotify, MapReply, check_authentication
 
-from mapserver_helpers import DC1_KEY, DC2_KEY, ETR1, ETR2, ITR, T0, decoded, make_core, net, only
+from mapserver_helpers import DC1_KEY, DC2_KEY, ETR1, ETR2, ITR, T0, acked, decoded, make_core, net, only
 from support import packets
 
 XTR_ID = 0xFEED
@@ -15,10 +15,12 @@ def register(core, prefix, rlocs, key=DC1_KEY, source=ETR1, now=T0, iid=0, **kw)
                                source, 4342, now)
 
 
-def subscribe(core, eid, iid=0, now=T0 + 1, nonce=100, itr=ITR, xtr_id=XTR_ID, port=61000):
+def subscribe(core, eid, iid=0, now=T0 + 1, nonce=100, itr=ITR, xtr_id=XTR_ID, port=61000, confirm=True):
+    """A subscribing request, its confirmation acknowledged as the xTR does (unless `confirm` is False)."""
     payload = packets.map_request_ecm(eid, [itr], iid=iid, nonce=nonce, source_port=port, subscribe=True,
                                       xtr_id=xtr_id, site_id=3)
-    return core.handle_control(payload, itr, 4342, now)
+    effects = core.handle_control(payload, itr, 4342, now)
+    return acked(core, effects, now) if confirm else effects
 
 
 def ack(core, notify_effect, key, now, source=None):
@@ -30,11 +32,14 @@ def ack(core, notify_effect, key, now, source=None):
 def test_subscription_is_confirmed_with_a_map_notify_and_the_reply_still_goes_out():
     core = make_core()
     register(core, "10.1.0.0/16", ["198.18.1.1"])
-    effects = subscribe(core, "10.1.2.3")
+    effects = subscribe(core, "10.1.2.3", confirm=False)
     [(reply_effect, reply)] = only(effects, MapReply)
     [(notify_effect, notify)] = only(effects, MapNotify)
     assert (notify_effect.destination, notify_effect.port) == (ITR, 61000)
-    assert notify.nonce == 100  # the confirmation echoes the subscribing request's nonce
+    # Unkeyed subscriber: the confirmation carries a nonce of ours (only its receiver can echo it) ...
+    assert notify.nonce != 100
+    assert list(core.subscriptions()) == [] and core.pending_subscriptions == 1  # ... and waits for its Ack
+    acked(core, effects, T0 + 1.1)
     assert [str(loc.address) for loc in notify.records[0].locators] == ["198.18.1.1"]
     [sub] = core.subscriptions()
     assert (sub.prefix, sub.xtr_id, sub.itr_rloc, sub.port) == (net("10.1.2.3/32"), XTR_ID, ITR, 61000)
@@ -58,14 +63,15 @@ def test_a_request_without_the_n_bit_does_not_subscribe():
 def test_change_notifies_subscriber_with_next_nonce_and_retransmits_until_acked():
     core = make_core()
     register(core, "10.1.0.0/16", ["198.18.1.1"], xtr_id=1)
-    confirm = only(subscribe(core, "10.1.2.3", nonce=100), MapNotify)[0][0]
-    assert ack(core, confirm, DC1_KEY, T0 + 1.5) == []  # unsigned confirmation: any Ack with the nonce ends it
+    confirm = only(subscribe(core, "10.1.2.3", nonce=100, confirm=False), MapNotify)[0][0]
+    assert ack(core, confirm, None, T0 + 1.5) == []  # unsigned confirmation: an Ack echoing its nonce ends it
+    [sub] = core.subscriptions()
     # A second ETR of the site adds an RLOC: the mapping changed.
     effects = register(core, "10.1.0.0/16", ["198.18.1.2"], xtr_id=2, source=ipaddress.ip_address("198.18.1.2"),
                        now=T0 + 10)
     to_subscriber = [(e, m) for e, m in only(effects, MapNotify) if e.destination == ITR]
     [(notify_effect, notify)] = to_subscriber
-    assert notify.nonce == 101
+    assert notify.nonce == sub.nonce + 1
     assert sorted(str(loc.address) for loc in notify.records[0].locators) == ["198.18.1.1", "198.18.1.2"]
     # Not acknowledged: sent again after notify_retry_interval (1 s), byte for byte.
     assert core.handle_timer(T0 + 10.5) == []
@@ -80,13 +86,25 @@ def test_retransmissions_are_bounded_by_notify_retries():
     core = make_core()
     register(core, "10.1.0.0/16", ["198.18.1.1"])
     subscribe(core, "10.1.2.3", now=T0)
+    register(core, "10.1.0.0/16", ["198.18.1.9"], now=T0 + 0.5)  # a publication nobody acknowledges
     sent = 0
     for step in range(1, 20):
-        sent += len(core.handle_timer(T0 + step))
+        sent += len([e for e in core.handle_timer(T0 + step) if e.destination == ITR])
     assert sent == 3  # notify_retries
     assert core.counters["notify.unacknowledged"] == 1
     assert core.pending_notifications == 0
     assert len(list(core.subscriptions())) == 1  # the subscription stays until it expires
+
+
+def test_an_unacknowledged_confirmation_subscribes_nobody():
+    core = make_core()
+    register(core, "10.1.0.0/16", ["198.18.1.1"])
+    subscribe(core, "10.1.2.3", now=T0, confirm=False)
+    for step in range(1, 10):
+        core.handle_timer(T0 + step)
+    assert list(core.subscriptions()) == [] and core.pending_subscriptions == 0
+    assert core.counters["subscriptions.unconfirmed"] == 1
+    assert core.pending_notifications == 0
 
 
 def test_subscriber_notification_is_signed_with_the_key_of_its_own_site():
@@ -94,15 +112,17 @@ def test_subscriber_notification_is_signed_with_the_key_of_its_own_site():
     # The subscriber is dc2's xTR (it registered with xTR-ID XTR_ID): dc2's key signs what it gets.
     register(core, "10.2.0.0/16", ["198.18.2.1"], key=DC2_KEY, source=ETR2, xtr_id=XTR_ID)
     register(core, "10.1.0.0/16", ["198.18.1.1"])
-    [(confirm, _)] = only(subscribe(core, "10.1.2.3", itr=ETR2), MapNotify)
+    [(confirm, _)] = only(subscribe(core, "10.1.2.3", itr=ETR2, confirm=False), MapNotify)
     assert check_authentication(confirm.payload, DC2_KEY) is AuthResult.OK
     # An Ack that does not verify under that key does not stop the retransmissions.
     notify = MapNotify.decode(confirm.payload)
     core.handle_control(packets.map_notify_ack(notify.nonce, notify.records, DC1_KEY), ETR2, 4342, T0 + 1.1)
     assert core.counters["rejected.map_notify_ack.auth-mismatch"] == 1
     assert core.pending_notifications == 1
+    assert list(core.subscriptions()) == []  # nor does it confirm the subscription
     ack(core, confirm, DC2_KEY, T0 + 1.2)
     assert core.pending_notifications == 0
+    assert [sub.itr_rloc for sub in core.subscriptions()] == [ETR2]
 
 
 def test_workload_move_notifies_the_old_site_and_the_subscribers():
@@ -123,8 +143,9 @@ def test_expiry_notifies_subscribers_with_an_empty_record_and_ttl_zero():
     core = make_core()
     register(core, "10.1.0.0/16", ["198.18.1.1"])
     subscribe(core, "10.1.2.3")
+    [sub] = core.subscriptions()
     effects = core.handle_timer(T0 + 180)
-    gone = [m for e, m in only(effects, MapNotify) if e.destination == ITR and m.nonce == 101]
+    gone = [m for e, m in only(effects, MapNotify) if e.destination == ITR and m.nonce == sub.nonce + 1]
     [notify] = gone
     [record] = notify.records
     assert (str(record.eid_prefix), record.locators, record.ttl) == ("10.1.0.0/16", (), 0)

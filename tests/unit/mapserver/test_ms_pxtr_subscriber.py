@@ -10,7 +10,7 @@ from lisp_ryu import config
 from lisp_ryu.config import SiteConfig
 from lisp_ryu.wire import AuthResult, MapNotify, check_authentication
 
-from mapserver_helpers import DC1_KEY, ETR1, ITR, T0, make_core, only, site_config
+from mapserver_helpers import DC1_KEY, ETR1, ITR, T0, acked, make_core, only, site_config
 from support import packets
 
 PX_KEY = "px-secret"
@@ -20,7 +20,7 @@ PX_XTR_ID = 0x762F3B20149E873D2BDEFFC5C403A07E
 def subscribe(core, eid, now, nonce=100):
     payload = packets.map_request_ecm(eid, [ITR], iid=42, nonce=nonce, source_port=61000, subscribe=True,
                                       xtr_id=PX_XTR_ID, site_id=3)
-    return core.handle_control(payload, ITR, 4342, now)
+    return acked(core, core.handle_control(payload, ITR, 4342, now), now)
 
 
 @pytest.mark.parametrize("bound", [True, False])

@@ -32,7 +32,7 @@ from lisp_ryu.wire import (
     TTL_INFINITE,
 )
 
-from mapserver_helpers import DC1_KEY, DC2_KEY, ETR1, ETR1B, ETR2, ITR, T0, net
+from mapserver_helpers import DC1_KEY, DC2_KEY, ETR1, ETR1B, ETR2, ITR, T0, acked, net
 from support import packets
 
 ip = ipaddress.ip_address
@@ -162,8 +162,9 @@ def populate(core: MapServer) -> None:
     # Subscriptions, with and without a source EID.
     for eid, xtr_id, source_eid in (("10.1.0.1", 0xA, None), ("10.2.8.1", 0xB, "10.1.0.2"),
                                     ("10.1.5.1", 0xD2, None)):
-        core.handle_control(packets.map_request_ecm(eid, [ITR], subscribe=True, xtr_id=xtr_id, nonce=9,
-                                                    source_eid=source_eid), ITR, 4342, T0 + 9)
+        acked(core, core.handle_control(packets.map_request_ecm(eid, [ITR], subscribe=True, xtr_id=xtr_id, nonce=9,
+                                                                source_eid=source_eid), ITR, 4342, T0 + 9), T0 + 9)
+    core.handle_timer(T0 + 10)  # subscriptions are journalled together, a moment later
     # Policy and static mappings.
     core.set_rule(Rule.from_dict({"id": "deny", "iid": 0, "destinations": ["10.2.8.0/24"],
                                   "sources": ["10.1.0.0/24"], "action": "deny"}), T0 + 11)
@@ -268,7 +269,9 @@ def observable(core: MapServer) -> dict:
         "static": list(core.static_mappings()),
         "counters": dict(core.counters),
         "deadline": core.next_deadline(),
-        "timers": sorted(core._state.timers),
+        # What has a live timer (one per key; an entry armed before a refresh fires early and re-arms,
+        # so its time, like superseded heap entries and sequence numbers, is the heap's business).
+        "timers": sorted(repr(slot) for slot in core._state.armed),
         "xtr_sites": dict(core._state.xtr_sites),
         "lookups": [core.lookup(iid, eid, *(who or ())) for iid, eid in probes() for who in requesters],
     }

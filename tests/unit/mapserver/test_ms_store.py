@@ -10,7 +10,7 @@ from lisp_ryu.mapserver import FileStore, MemoryStore, StoreError
 from lisp_ryu.mapserver import journal as journal_mod
 from lisp_ryu.mapserver import store_format
 
-from mapserver_helpers import DC1_KEY, DC2_KEY, ETR1, ETR2, ITR, T0, make_core, site_config
+from mapserver_helpers import DC1_KEY, DC2_KEY, ETR1, ETR2, ITR, T0, acked, make_core, site_config
 from support import packets
 
 XTR_ID = 0xABC
@@ -23,8 +23,9 @@ def populate(core):
                                              xtr_id=2), ipaddress.ip_address("198.18.1.2"), 4342, T0 + 100)
     core.handle_control(packets.map_register([packets.record("10.10.0.5/32", ["198.18.2.1"], iid=42)], DC2_KEY),
                         ETR2, 4342, T0)
-    core.handle_control(packets.map_request_ecm("10.1.2.3", [ITR], subscribe=True, xtr_id=XTR_ID, nonce=9),
-                        ITR, 4342, T0)
+    acked(core, core.handle_control(packets.map_request_ecm("10.1.2.3", [ITR], subscribe=True, xtr_id=XTR_ID,
+                                                            nonce=9), ITR, 4342, T0), T0)
+    core.handle_timer(T0 + 1)  # subscriptions are journalled together, a moment later
 
 
 def answers(core):
