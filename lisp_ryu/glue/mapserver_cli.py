@@ -10,19 +10,25 @@ import ipaddress
 import json
 import os
 import sys
-from typing import Any
+from typing import Any, Callable
 
 from lisp_ryu.wire import LISP_CONTROL_PORT
 
 DEFAULT_HTTP = "127.0.0.1:4380"
 DEFAULT_URL = f"http://{DEFAULT_HTTP}"
+DEFAULT_CONTROLLER_URL = "http://127.0.0.1:8080"  # `lisp-ryu controller` without --wsapi-host/--wsapi-port
 TOKEN_ENV = "LISP_RYU_TOKEN"
+URL_ENV = "LISP_RYU_URL"
 SHOW_CHOICES = ["registrations", "subscriptions", "counters", "sites", "policies", "rloc-overrides",
                 "static-mappings", "health", "xtrs", "map-cache"]
 
 
-def add_parsers(subparsers) -> None:
-    """Add the `mapserver` and `show` subcommands (each sets func(args, extra) -> int)."""
+def add_parsers(subparsers, discover: Callable[[], list[tuple[str, str]]] = list) -> None:
+    """Add the `mapserver` and `show` subcommands (each sets func(args, extra) -> int).
+
+    `discover()` gives (URL, where it was found) of APIs running here that
+    `show` tries first without --url (the top-level command passes the lab's).
+    """
     p = subparsers.add_parser(
         "mapserver",
         help="run the standalone LISP Map-Server/Map-Resolver",
@@ -50,14 +56,15 @@ def add_parsers(subparsers) -> None:
     )
     p.add_argument("what", choices=SHOW_CHOICES)
     p.add_argument("xtr", nargs="?", help="for map-cache: the xTR name")
-    p.add_argument("--url", default=DEFAULT_URL,
-                   help=f"API base URL: the standalone server (default {DEFAULT_URL}) or the controller "
-                   "(e.g. http://127.0.0.1:8080)")
+    p.add_argument("--url", default=os.environ.get(URL_ENV),
+                   help=f"API base URL: a standalone server or the controller (default ${URL_ENV}; else the "
+                   f"running lab's controller, then {DEFAULT_URL} (standalone default), then "
+                   f"{DEFAULT_CONTROLLER_URL} (controller default), the first that answers)")
     p.add_argument("--token", default=os.environ.get(TOKEN_ENV),
                    help=f"bearer token when reads are protected (default: ${TOKEN_ENV})")
     p.add_argument("--limit", type=int, default=1000, help="at most this many rows (default 1000)")
     p.add_argument("--json", action="store_true", help="print the raw JSON instead of a table")
-    p.set_defaults(func=run_show)
+    p.set_defaults(func=run_show, discover=discover)
 
 
 def parse_endpoint(text: str, default_port: int) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]:
@@ -197,28 +204,50 @@ def run_show(args: argparse.Namespace, extra: list[str]) -> int:
             print("error: map-cache needs the xTR name: lisp-ryu show map-cache NAME", file=sys.stderr)
             return 2
         resource = f"xtrs/{args.xtr}/map-cache"
-    url = f"{args.url.rstrip('/')}/lisp/v1/{resource}?limit={args.limit}"
-    request = urllib.request.Request(url)
-    if getattr(args, "token", None):
-        request.add_header("Authorization", f"Bearer {args.token}")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            data = json.load(response)
-    except urllib.error.HTTPError as exc:
+    if args.url:
+        candidates = [(args.url, "--url" if args.url != os.environ.get(URL_ENV) else f"${URL_ENV}")]
+    else:
+        candidates = list(getattr(args, "discover", list)())
+        candidates += [(DEFAULT_URL, "the standalone Map-Server's default --http"),
+                       (DEFAULT_CONTROLLER_URL, "the controller's default --wsapi-port")]
+    tried = []
+    data = None
+    for base, where in _unique(candidates):
+        url = f"{base.rstrip('/')}/lisp/v1/{resource}?limit={args.limit}"
+        request = urllib.request.Request(url)
+        if getattr(args, "token", None):
+            request.add_header("Authorization", f"Bearer {args.token}")
         try:
-            detail = json.load(exc).get("error", exc.reason)
-        except ValueError:
-            detail = exc.reason
-        print(f"error: {url}: {exc.code} {detail}", file=sys.stderr)
-        return 1
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        print(f"error: cannot read {url}: {getattr(exc, 'reason', exc)}", file=sys.stderr)
+            with urllib.request.urlopen(request, timeout=10) as response:
+                data = json.load(response)
+            break
+        except urllib.error.HTTPError as exc:  # it answered: that is the API, and its answer is final
+            try:
+                detail = json.load(exc).get("error", exc.reason)
+            except ValueError:
+                detail = exc.reason
+            print(f"error: {url}: {exc.code} {detail}", file=sys.stderr)
+            return 1
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            tried.append(f"  {base} ({where}): {getattr(exc, 'reason', exc)}")
+    if data is None:
+        print("error: no Map-Server or controller API answered; looked at:\n" + "\n".join(tried)
+              + "\n(pass --url URL, or start one: `lisp-ryu lab up`/`make demo KEEP=1`, `lisp-ryu mapserver`)",
+              file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(data, indent=2))
         return 0
     print(format_table(args.what, data))
     return 0
+
+
+def _unique(candidates: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Each URL once (the first place it was found), in order."""
+    seen: dict[str, str] = {}
+    for url, where in candidates:
+        seen.setdefault(url.rstrip("/"), where)
+    return list(seen.items())
 
 
 def _rlocs(locators: list[dict]) -> str:

@@ -110,12 +110,25 @@ def _status(args) -> int:
     if st is None:
         print("no lab is up")
         return 1
+    from lisp_ryu.lab import controller as lab_controller
+
     s = st.state
+    health, why_not = lab_controller.health(s)
+    running = lab_controller.running_pid() is not None
+    # The controller's word on each switch: programmed as its xTR wants, or why not.
+    xtr_health = (health or {}).get("xtrs", {})
+    controller_ok = not running or (health is not None and all(x.get("healthy") for x in xtr_health.values()))
+    healthy = st.healthy and controller_ok
     if args.json:
         print(s.to_json())
-        return 0 if st.healthy else 1
-    print(f"lab {s.name} ({s.topology}): {s.status}, {'healthy' if st.healthy else 'DEGRADED'}")
+        return 0 if healthy else 1
+    print(f"lab {s.name} ({s.topology}): {s.status}, {'healthy' if healthy else 'DEGRADED'}")
     print(f"  management: {s.management_bridge} {s.controller}, sites connect to tcp:{s.controller}:{s.controller_port}")
+    if running:
+        print(f"  controller: pid {lab_controller.running_pid()}, REST {s.controller_rest}, "
+              + ("every switch programmed" if controller_ok else (why_not or "NOT every switch programmed")))
+    else:
+        print("  controller: none running (static flows, or stopped)")
     for site, ss in zip(s.sites, st.sites):
         daemons = " ".join(f"{d}={'up' if ok else 'DOWN'}" for d, ok in ss.daemons.items())
         # OVS refreshes its Controller status column only every few seconds.
@@ -124,13 +137,16 @@ def _status(args) -> int:
         rlocs = ", ".join(f"{r.address} on {r.bridge}" for r in site.rlocs)
         print(f"  site {site.name}: netns {site.namespace}{'' if ss.namespace_present else ' (MISSING)'}, "
               f"dpid {site.dpid_hex}, RLOC {rlocs}, {daemons}, controller {conn}, flows {ss.flows}")
+        x = xtr_health.get(site.name)
+        if x is not None and not x.get("healthy"):
+            print(f"    UNHEALTHY: {x.get('problem') or 'not connected to the controller'}")
     for h in s.hosts:
         print(f"  host {h.name}: {h.address} iid {h.iid} at {h.site} port {h.ofport}, mac {h.mac}")
     for n in s.nodes:
         print(f"  {n.kind} {n.name}: netns {n.namespace}, {', '.join(n.addresses)}")
     for ns in st.missing_namespaces:
         print(f"  MISSING netns {ns}")
-    return 0 if st.healthy else 1
+    return 0 if healthy else 1
 
 
 def _exec(args) -> int:
