@@ -1,4 +1,4 @@
-"""`lisp-ryu lab up|down|status|exec|static-flows|move|mobility`: the lab from the command line."""
+"""`lisp-ryu lab up|down|status|exec|static-flows|move|mobility|random-topology`: the lab from the command line."""
 
 from __future__ import annotations
 
@@ -55,6 +55,15 @@ def add_parser(subparsers, func) -> argparse.ArgumentParser:
     p.add_argument("host", metavar="HOST")
     p.add_argument("--to", required=True, metavar="SITE", dest="site")
 
+    p = sub.add_parser("random-topology", help="write the random topology of a seed (what the tests and soak build)",
+                       description="Print (or write to -o FILE) the valid random topology that SEED gives "
+                       "(lisp_ryu/lab/topology_random.py): the same seed always gives the same topology, so a "
+                       "seed that failed in `make soak` can be brought up by hand with `lisp-ryu lab up FILE`.")
+    p.add_argument("seed", type=int, metavar="SEED")
+    p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+    p.add_argument("--max-sites", type=int, default=8, metavar="N", help="at most N sites (2..8, default 8)")
+    p.add_argument("--max-hosts", type=int, default=2, metavar="N", help="at most N hosts per tenant and site")
+
     p = sub.add_parser("mobility", help="move a host back and forth under a 10 ms ping; report outages",
                        description="Ping a host from a third site every 10 ms while it moves between two "
                        "sites; report per move the outage and when each xTR changed its flows. Uses the lab "
@@ -92,6 +101,19 @@ def _up(args) -> int:
     if args.static_flows:
         counts = static_flows.install(state)
         print("static flows: " + ", ".join(f"{s} {n}" for s, n in counts.items()))
+    return 0
+
+
+def _random_topology(args) -> int:
+    from lisp_ryu.lab import topology_random
+
+    text = topology_random.dump(topology_random.generate(args.seed, max_sites=args.max_sites,
+                                                         max_hosts=args.max_hosts))
+    if args.output:
+        with open(args.output, "w") as fh:
+            fh.write(text)
+    else:
+        sys.stdout.write(text)
     return 0
 
 
@@ -194,5 +216,5 @@ def _mobility(args) -> int:
     return 0 if all(m.recovered for m in report.moves) else 1
 
 
-_COMMANDS = {"up": _up, "down": _down, "status": _status, "exec": _exec, "static-flows": _static_flows,
+_COMMANDS = {"random-topology": _random_topology, "up": _up, "down": _down, "status": _status, "exec": _exec, "static-flows": _static_flows,
              "move": _move, "mobility": _mobility}
