@@ -49,8 +49,9 @@ def add_parser(subparsers, func) -> argparse.ArgumentParser:
 
     p = sub.add_parser("move", help="move a host to another site, keeping its IP and MAC",
                        description="Re-attach HOST to SITE's xTR as a live-migrated VM: a new interface is "
-                       "plugged into the new site's br-int at the lowest free port first, then the host switches "
-                       "over to it keeping its address, MAC, routes, sockets and ARP cache, and sends a "
+                       "plugged into the new site's br-int first (at the port the lab reserved for the host "
+                       "there, which the controller's configuration names with the host's instance-ID; else the "
+                       "lowest free port), then the host switches over to it keeping its address, MAC, routes, sockets and ARP cache, and sends a "
                        "gratuitous ARP; its old interface and port go last.")
     p.add_argument("host", metavar="HOST")
     p.add_argument("--to", required=True, metavar="SITE", dest="site")
@@ -216,5 +217,5 @@ def _mobility(args) -> int:
     return 0 if all(m.recovered for m in report.moves) else 1
 
 
-_COMMANDS = {"random-topology": _random_topology, "up": _up, "down": _down, "status": _status, "exec": _exec, "static-flows": _static_flows,
-             "move": _move, "mobility": _mobility}
+_COMMANDS = {"up": _up, "down": _down, "status": _status, "exec": _exec, "static-flows": _static_flows,
+             "move": _move, "mobility": _mobility, "random-topology": _random_topology}

@@ -61,7 +61,8 @@ def move_host(host: str, site: str) -> Move:
 
     As a cloud's destination hypervisor plugs the VM's new vif before the
     switchover, the new site gets a new veth pair first: its site end joins
-    the new br-int at the lowest free OpenFlow port, up; its host end waits in
+    the new br-int at the port reserved for the host there (its tenant's in the
+    controller's configuration) or else the lowest free OpenFlow port, up; its host end waits in
     the host, down, with the MAC and MTU of the host's eth0.  The switchover
     (the outage) then works from sockets opened beforehand: eth0 goes down
     and is renamed away, the new interface becomes eth0, comes up and gets
