@@ -57,3 +57,18 @@ def test_a_move_across_routers_keeps_tenants_apart(lab):
         assert first_ping(moved, src, "10.1.0.10") or first_ping(moved, src, "10.1.0.10"), src
     assert isolation_failures(moved) == []
     assert first_ping_failures(moved) == []
+
+
+def test_lab_status_and_show_find_the_controller_without_a_url(lab):
+    import json
+    import subprocess
+    import sys
+
+    status = subprocess.run([sys.executable, "-m", "lisp_ryu", "lab", "status"], capture_output=True, text=True)
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert ", healthy" in status.stdout and f"REST http://127.0.0.1:{REST_PORT}" in status.stdout, status.stdout
+    assert "UNHEALTHY" not in status.stdout
+    show = subprocess.run([sys.executable, "-m", "lisp_ryu", "show", "health", "--json"], capture_output=True,
+                          text=True, env={k: v for k, v in __import__("os").environ.items() if k != "LISP_RYU_URL"})
+    assert show.returncode == 0, show.stderr
+    assert json.loads(show.stdout)["healthy"] is True
