@@ -16,8 +16,13 @@ OOR_DIR := .cache/oor
 STAMP_OOR := $(VENV)/.oor-stamp
 TOPO ?= topologies/two-dc.yaml
 KEEP ?= 0
+# `make soak`: random lab topologies (lisp_ryu/lab/topology_random.py) seeds 0..SEEDS-1, full size;
+# `make soak SEED=17` replays one seed (SIZE=small: the 2-3 site topologies of the normal run).
+SEEDS ?= 50
+SEED ?=
+SIZE ?= full
 
-.PHONY: install demo test test-fast bench lab-down clean system-deps oor
+.PHONY: install demo test test-fast soak bench lab-down clean system-deps oor
 
 install: $(STAMP_PIP)
 
@@ -70,6 +75,13 @@ test: install $(STAMP_OOR)
 
 test-fast: install
 	$(VENV)/bin/python -m pytest tests -m "not lab and not slow"
+
+soak: install
+	@seeds="$(if $(SEED),$(SEED),0-$$(( $(SEEDS) - 1 )))"; echo "== soak: random topologies, seeds $$seeds, size $(SIZE)"; \
+	LISP_RYU_SEEDS="$$seeds" LISP_RYU_RANDOM_SIZE=$(SIZE) $(VENV)/bin/python -m pytest \
+	  tests/lab/test_random_topologies.py -v -rf -p no:cacheprovider; rc=$$?; \
+	[ $$rc = 0 ] || echo "== some seeds failed (FAILED ...[seedN] above); replay one: make soak SEED=N$(if $(filter-out full,$(SIZE)), SIZE=$(SIZE))"; \
+	exit $$rc
 
 bench: install
 	$(VENV)/bin/python -m bench

@@ -61,6 +61,19 @@ def _cmd_check_config(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def _lab_controller_url() -> list[tuple[str, str]]:
+    """The running lab's controller REST API, as its state file records it (for `show` without --url)."""
+    from lisp_ryu.lab import state as lab_state
+
+    try:
+        state = lab_state.read_state()
+    except lab_state.LabError:
+        return []
+    if state is None or not state.controller_rest:
+        return []
+    return [(state.controller_rest, f"the lab controller's REST API, from {lab_state.state_path()}")]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lisp-ryu",
@@ -90,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     from lisp_ryu.glue import mapserver_cli
 
     lab_cli.add_parser(sub, _cmd_lab)
-    mapserver_cli.add_parsers(sub)
+    mapserver_cli.add_parsers(sub, discover=_lab_controller_url)
 
     p = sub.add_parser(
         "demo",

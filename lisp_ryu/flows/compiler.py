@@ -33,6 +33,7 @@ from lisp_ryu.flows.pipeline import (
     PRIO_DEFAULT,
     PRIO_KNOWN_HOST,
     PRIO_LEARN,
+    PRIO_LEARN_ANY_PORT,
     PRIO_LOCAL_HOST,
     PRIO_MISS,
     PRIO_TUNNEL,
@@ -134,18 +135,35 @@ def _learning(plan: XtrPlan) -> list[Flow]:
 
     Known hosts match the higher-priority per-host classification first, so
     only a host that just arrived (its first packet or gratuitous ARP) gets here.
+
+    The instance-ID of an arrival is its port's: on a configured host port,
+    only the dynamic-EID prefixes of that port's instance-ID learn (one flow
+    per port and prefix, above the port's plain classification), so two
+    tenants may reuse one prefix at one site.  A port no configuration names
+    (a workload plugged in since) learns below every host port's
+    classification, and only in prefixes no other instance-ID's dynamic-EID
+    prefix overlaps: there the source alone says which tenant it is.
     """
     out = []
+    to_controller = (Output("controller", 0xFFFF),)
     for dyn in plan.dynamic_prefixes:
         owner = cookie(Owner.INFRA, dyn.iid, f"learn {dyn.prefix}")
-        to_controller = (Output("controller", 0xFFFF),)
         eth_type, _ = _eth_type(dyn.prefix)
         src_field = "ipv4_src" if dyn.prefix.version == 4 else "ipv6_src"
-        out.append(Flow(Table.CLASSIFY, PRIO_LEARN, match(eth_type=eth_type, **{src_field: _masked(dyn.prefix)}),
-                        actions=to_controller, meter=LEARN_METER_ID, cookie=owner))
+        matches = [dict(eth_type=eth_type, **{src_field: _masked(dyn.prefix)})]
         if dyn.prefix.version == 4:
-            out.append(Flow(Table.CLASSIFY, PRIO_LEARN, match(eth_type=ETH_ARP, arp_spa=_masked(dyn.prefix)),
-                            actions=to_controller, meter=LEARN_METER_ID, cookie=owner))
+            matches.append(dict(eth_type=ETH_ARP, arp_spa=_masked(dyn.prefix)))
+        ports = sorted({hp.port for hp in plan.host_ports if hp.iid == dyn.iid})
+        for port in ports:
+            for fields in matches:
+                out.append(Flow(Table.CLASSIFY, PRIO_LEARN, match(in_port=port, **fields),
+                                actions=to_controller, meter=LEARN_METER_ID, cookie=owner))
+        shared = any(other.iid != dyn.iid and other.prefix.version == dyn.prefix.version
+                     and other.prefix.overlaps(dyn.prefix) for other in plan.dynamic_prefixes)
+        if not shared:
+            for fields in matches:
+                out.append(Flow(Table.CLASSIFY, PRIO_LEARN_ANY_PORT, match(**fields),
+                                actions=to_controller, meter=LEARN_METER_ID, cookie=owner))
     return out
 
 

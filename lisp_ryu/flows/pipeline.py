@@ -3,12 +3,24 @@
     table 0 CLASSIFY  tunnel port -> DECAP; known local host (port + source) or
                       host port -> ROUTE for IP, ARP for ARP, tagging the packet
                       with the instance-ID in metadata; an unknown source inside
-                      a dynamic-EID prefix -> controller (learn it, metered)
+                      a dynamic-EID prefix of the port's instance-ID ->
+                      controller (learn it, metered; the port names the tenant)
     table 1 ROUTE     ITR: local host -> deliver; map-cache prefix -> encapsulate
                       (a source-specific entry also matches the source prefix);
                       miss -> controller through the miss meter
     table 2 DECAP     ETR: tunnel_id (instance-ID) + local host -> deliver
     table 3 ARP       answer ARP in flows (gateway and proxy-ARP), no packet-in
+
+How the instance-ID (the tenant) travels: it enters at table 0, from the
+host port (`host_ports: [{port, iid}]`, or the known host's own entry), the
+PxTR's native port, or the packet's `tunnel_id` when it comes from the
+tunnel; host-side classification writes it into the low 24 bits of
+`metadata`, and every EID-dependent flow after that matches it (ROUTE:
+`metadata`; ARP: `metadata`; DECAP: `tunnel_id`).  Encapsulation sets
+`tunnel_id` from the entry's instance-ID, so it crosses to the ETR in the
+LISP-GPE header.  Learning (table 0, before any metadata) is per host port
+and prefix, so the port decides the tenant of an arrival; cookies carry the
+instance-ID, so two tenants' flows for one prefix have distinct owners.
 
 Priorities encode prefix length inside a band, so longest-prefix match is
 the switch's own priority order.  Cookies name the owner of a flow
@@ -92,7 +104,8 @@ def check_flow(flow: Flow) -> None:
 PRIO_MISS = 0
 PRIO_DEFAULT = 10
 PRIO_CLASSIFY = 100  # a configured host port: its instance-ID
-PRIO_LEARN = 150  # an unknown source in a dynamic-EID prefix: to the controller
+PRIO_LEARN_ANY_PORT = 50  # an unknown source in a dynamic-EID prefix on a port no config names
+PRIO_LEARN = 150  # an unknown source in a dynamic-EID prefix of its host port's instance-ID
 PRIO_KNOWN_HOST = 200  # a known local host on its port
 PRIO_TUNNEL = 300  # everything from the tunnel port is decapsulated traffic
 PRIO_PREFIX_BASE = 1000  # see prefix_priority: 1000..17769

@@ -81,6 +81,9 @@ class Controller:
         self.sessions: dict[int, SwitchSession] = {}
         self.xtrs: dict[int, ControlEndpoint] = {}
         self.endpoints: list[ControlEndpoint] = []
+        # Why a switch is not programmed as its xTR wants, by dpid: "compile" (its plan cannot be
+        # compiled or sent: the switch keeps what it had) and "install" (it refused what we sent).
+        self.problems: dict[int, dict[str, str]] = {}
 
     @classmethod
     def from_config(cls, config: config_mod.Config, wake: Callable[[], None] = lambda: None,
@@ -153,6 +156,29 @@ class Controller:
         session = self.sessions.get(dpid)
         return session.installed if session is not None else None
 
+    def problem(self, dpid: int) -> str | None:
+        """Why switch `dpid` is unhealthy (None: healthy, as far as we know)."""
+        found = self.problems.get(dpid)
+        return "; ".join(found[k] for k in sorted(found)) if found else None
+
+    def _set_problem(self, dpid: int, kind: str, reason: str, exc_info: bool = False) -> None:
+        """Record why a switch is unhealthy; log it once per distinct reason, not per retry."""
+        found = self.problems.setdefault(dpid, {})
+        if found.get(kind) != reason:
+            found[kind] = reason
+            LOG.error("%s (dpid %#x) is unhealthy: %s", self._name(dpid), dpid, reason, exc_info=exc_info)
+
+    def _clear_problem(self, dpid: int, kind: str) -> None:
+        found = self.problems.get(dpid)
+        if found and found.pop(kind, None) is not None:
+            LOG.info("%s (dpid %#x): %s problem gone", self._name(dpid), dpid, kind)
+        if found == {}:
+            self.problems.pop(dpid, None)
+
+    def _name(self, dpid: int) -> str:
+        endpoint = self.xtrs.get(dpid)
+        return endpoint.name if endpoint is not None else "switch"
+
     def request_push(self, dpid: int, reason: str) -> None:
         """The xTR's intent changed outside its core's handlers: recompile, diff and push."""
         self.run(self.xtrs[dpid], [DataplaneChanged(reason)])
@@ -208,12 +234,19 @@ class Controller:
             return  # not connected or not reconciled yet: reconciliation will push
         try:
             desired = compile_plan(endpoint.core.plan())
-        except (CompileError, PipelineError):
-            # A plan the compiler refuses is a bug: keep the switch as it is (traffic keeps
-            # flowing on the installed flows), count it and say why, rather than push half.
+        except (CompileError, PipelineError) as exc:
+            # A plan the compiler refuses: keep the switch as it is (traffic keeps flowing on
+            # the installed flows), count it and say why, rather than push half.  Other
+            # switches are not affected: each is compiled and pushed on its own.
             self.count("compile_errors")
-            LOG.exception("dpid %#x: cannot compile the data plane (%s); switch left unchanged", dpid, reason)
+            self._set_problem(dpid, "compile", f"cannot compile its flows: {exc}; switch left unchanged")
             return
+        except Exception as exc:  # a bug in plan building: the same, with the traceback (once)
+            self.count("compile_errors")
+            self._set_problem(dpid, "compile", f"cannot build its plan: {type(exc).__name__}: {exc}; "
+                              "switch left unchanged", exc_info=True)
+            return
+        self._clear_problem(dpid, "compile")
         ops = diff(session.installed, desired)
         if not ops:
             return
@@ -222,7 +255,14 @@ class Controller:
             for op in ops:
                 LOG.debug("dpid %#x: %s (was %s)", dpid, op, have.get(getattr(getattr(op, "flow", None), "key", None)))
         dp = session.datapath
-        for chunk in ofp13.encode_operations(dp, ops):
+        try:
+            chunks = list(ofp13.encode_operations(dp, ops))
+        except Exception as exc:
+            self.count("encode_errors")
+            self._set_problem(dpid, "compile", f"cannot encode its flow-mods: {type(exc).__name__}: {exc}; "
+                              "switch left unchanged", exc_info=True)
+            return
+        for chunk in chunks:
             dp.send(chunk)
         dp.send_msg(dp.ofproto_parser.OFPBarrierRequest(dp))
         session.installed = desired
@@ -238,6 +278,7 @@ class Controller:
             return False
         session = SwitchSession(dp)
         self.sessions[dp.id] = session
+        self._clear_problem(dp.id, "install")  # reconciliation reads what it really holds
         parser, ofp = dp.ofproto_parser, dp.ofproto
         # Read what the switch holds so we can keep what is right and remove what is stale.
         for request in (
@@ -286,6 +327,9 @@ class Controller:
     def openflow_error(self, dpid: int, type_: int, code: int, xid: int) -> None:
         self.count("openflow_errors")
         LOG.error("OpenFlow error from dpid %#x: type %d code %d (xid %d)", dpid, type_, code, xid)
+        # It refused something we sent, so it holds less than we believe: unhealthy until it
+        # reconnects (reconciliation then reads what it holds and pushes the rest).
+        self._set_problem(dpid, "install", f"the switch refused a message: OpenFlow error type {type_} code {code}")
 
     # ---- packets from the switch -----------------------------------------------------------------
 

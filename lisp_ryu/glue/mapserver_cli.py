@@ -10,20 +10,26 @@ import ipaddress
 import json
 import os
 import sys
-from typing import Any
+from typing import Any, Callable
 
 from lisp_ryu.wire import LISP_CONTROL_PORT
 
 DEFAULT_HTTP = "127.0.0.1:4380"
 DEFAULT_URL = f"http://{DEFAULT_HTTP}"
+DEFAULT_CONTROLLER_URL = "http://127.0.0.1:8080"  # `lisp-ryu controller` without --wsapi-host/--wsapi-port
 TOKEN_ENV = "LISP_RYU_TOKEN"
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+URL_ENV = "LISP_RYU_URL"
 SHOW_CHOICES = ["registrations", "subscriptions", "counters", "sites", "policies", "rloc-overrides",
                 "static-mappings", "health", "xtrs", "map-cache"]
 
 
-def add_parsers(subparsers) -> None:
-    """Add the `mapserver` and `show` subcommands (each sets func(args, extra) -> int)."""
+def add_parsers(subparsers, discover: Callable[[], list[tuple[str, str]]] = list) -> None:
+    """Add the `mapserver` and `show` subcommands (each sets func(args, extra) -> int).
+
+    `discover()` gives (URL, where it was found) of APIs running here that
+    `show` tries first without --url (the top-level command passes the lab's).
+    """
     p = subparsers.add_parser(
         "mapserver",
         help="run the standalone LISP Map-Server/Map-Resolver",
@@ -51,16 +57,17 @@ def add_parsers(subparsers) -> None:
     )
     p.add_argument("what", choices=SHOW_CHOICES)
     p.add_argument("xtr", nargs="?", help="for map-cache: the xTR name")
-    p.add_argument("--url", default=DEFAULT_URL,
-                   help=f"API base URL: the standalone server (default {DEFAULT_URL}) or the controller "
-                   "(e.g. http://127.0.0.1:8080)")
+    p.add_argument("--url", default=os.environ.get(URL_ENV),
+                   help=f"API base URL: a standalone server or the controller (default ${URL_ENV}; else the "
+                   f"running lab's controller, then {DEFAULT_URL} (standalone default), then "
+                   f"{DEFAULT_CONTROLLER_URL} (controller default), the first that answers)")
     p.add_argument("--token", default=os.environ.get(TOKEN_ENV),
                    help=f"bearer token when reads are protected (default: ${TOKEN_ENV})")
     p.add_argument("--limit", type=int, default=None,
                    help="at most this many rows (default: all registrations and subscriptions, read page by "
                    "page; 1000 map-cache entries)")
     p.add_argument("--json", action="store_true", help="print the raw JSON instead of a table")
-    p.set_defaults(func=run_show)
+    p.set_defaults(func=run_show, discover=discover)
 
 
 def parse_endpoint(text: str, default_port: int, option: str = "") -> tuple[IPAddress, int]:
@@ -244,7 +251,10 @@ def run_show(args: argparse.Namespace, extra: list[str]) -> int:
             print("error: map-cache needs the xTR name: lisp-ryu show map-cache NAME", file=sys.stderr)
             return 2
         resource = f"xtrs/{args.xtr}/map-cache"
-    base = f"{args.url.rstrip('/')}/lisp/v1/{resource}"
+    api = args.url or _find_api(args)
+    if api is None:
+        return 1
+    base = f"{api.rstrip('/')}/lisp/v1/{resource}"
     token = getattr(args, "token", None)
     try:
         if args.what in PAGED:
@@ -288,6 +298,41 @@ def _show_pages(args: argparse.Namespace, base: str, token: str | None) -> int:
     noun = "registered prefixes" if args.what == "registrations" else "subscriptions"
     print(f"{shown} of {data['total']} {noun}")
     return 0
+
+
+def _find_api(args: argparse.Namespace) -> str | None:
+    """The first API that answers here: the running lab's controller, then the two defaults.
+
+    Anything that answers HTTP is the API (an error it returns is its final word); when none
+    does, every place looked at is named with why it failed.
+    """
+    import urllib.error
+    import urllib.request
+
+    candidates = list(getattr(args, "discover", list)())
+    candidates += [(DEFAULT_URL, "the standalone Map-Server's default --http"),
+                   (DEFAULT_CONTROLLER_URL, "the controller's default --wsapi-port")]
+    tried = []
+    for base, where in _unique(candidates):
+        try:
+            with urllib.request.urlopen(f"{base}/lisp/v1/health", timeout=5):
+                return base
+        except urllib.error.HTTPError:
+            return base
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            tried.append(f"  {base} ({where}): {getattr(exc, 'reason', exc)}")
+    print("error: no Map-Server or controller API answered; looked at:\n" + "\n".join(tried)
+          + "\n(pass --url URL, or start one: `lisp-ryu lab up`/`make demo KEEP=1`, `lisp-ryu mapserver`)",
+          file=sys.stderr)
+    return None
+
+
+def _unique(candidates: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Each URL once (the first place it was found), in order."""
+    seen: dict[str, str] = {}
+    for url, where in candidates:
+        seen.setdefault(url.rstrip("/"), where)
+    return list(seen.items())
 
 
 def _rlocs(locators: list[dict]) -> str:

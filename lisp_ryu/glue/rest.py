@@ -110,6 +110,7 @@ class XtrHandle:
     core: Any  # lisp_ryu.xtr.core.XtrCore
     installed: Callable[[], DesiredState | None]  # None: switch not connected / not reconciled
     push: Callable[[str], None]  # recompile, diff and send (the glue's job)
+    problem: Callable[[], str | None] = lambda: None  # why its switch is not as wanted (None: healthy)
 
 
 @dataclass
@@ -135,7 +136,8 @@ class Backend:
         for dpid, endpoint in controller.xtrs.items():
             name = endpoint.core.config.name
             xtrs[name] = XtrHandle(name, dpid, endpoint.core, functools.partial(controller.installed, dpid),
-                                   functools.partial(controller.request_push, dpid))
+                                   functools.partial(controller.request_push, dpid),
+                                   functools.partial(controller.problem, dpid))
         data_dir = config.map_server.data_dir if config.map_server is not None else None
         xtr_clocks = [e.clock for e in controller.xtrs.values()]
         return cls(
@@ -234,13 +236,20 @@ class Api:
 
     def health(self, body, **_):
         ms = self.b.map_server
+        # "status" says the process answers; "healthy" whether every switch is programmed as
+        # its xTR wants (a switch that is connected but whose flows cannot be compiled or
+        # installed is not; "problem" says why).
+        xtrs = {name: {"dpid": f"{h.dpid:#x}", "connected": h.installed() is not None, "problem": h.problem()}
+                for name, h in sorted(self.b.xtrs.items())}
+        for x in xtrs.values():
+            x["healthy"] = x["connected"] and x["problem"] is None
         return {
             "status": "ok",
+            "healthy": all(x["healthy"] for x in xtrs.values()),
             "uptime_seconds": round(time.time() - self.b.started, 1),
             "map_server": None if ms is None else {"registrations": ms.registration_count,
                                                    "subscriptions": ms.subscription_count},
-            "xtrs": {name: {"dpid": f"{h.dpid:#x}", "connected": h.installed() is not None}
-                     for name, h in sorted(self.b.xtrs.items())},
+            "xtrs": xtrs,
         }
 
     def sites(self, body, **_):

@@ -71,6 +71,7 @@ def plan(t: topo.Topology, *, pfx: str, directory: Path, topology_path: str) -> 
             tunnel_local_ip=rlocs[0].address if len(rlocs) == 1 else "flow",
             rlocs=tuple(rlocs),
             host_ports={h.name: h.ofport for h in t.hosts_of(site.name)},
+            reserved_ports={} if site.is_pxtr else t.reserved_ports(site.name),
             eid_prefixes=tuple({"prefix": str(e.prefix), "iid": e.iid, "gateway": str(e.gateway),
                                 "gateway_mac": e.gateway_mac} for e in site.eid_prefixes),
             key=site.key,

@@ -1,4 +1,4 @@
-"""`lisp-ryu lab up|down|status|exec|static-flows|move|mobility`: the lab from the command line."""
+"""`lisp-ryu lab up|down|status|exec|static-flows|move|mobility|random-topology`: the lab from the command line."""
 
 from __future__ import annotations
 
@@ -49,11 +49,21 @@ def add_parser(subparsers, func) -> argparse.ArgumentParser:
 
     p = sub.add_parser("move", help="move a host to another site, keeping its IP and MAC",
                        description="Re-attach HOST to SITE's xTR as a live-migrated VM: a new interface is "
-                       "plugged into the new site's br-int at the lowest free port first, then the host switches "
-                       "over to it keeping its address, MAC, routes, sockets and ARP cache, and sends a "
+                       "plugged into the new site's br-int first (at the port the lab reserved for the host "
+                       "there, which the controller's configuration names with the host's instance-ID; else the "
+                       "lowest free port), then the host switches over to it keeping its address, MAC, routes, sockets and ARP cache, and sends a "
                        "gratuitous ARP; its old interface and port go last.")
     p.add_argument("host", metavar="HOST")
     p.add_argument("--to", required=True, metavar="SITE", dest="site")
+
+    p = sub.add_parser("random-topology", help="write the random topology of a seed (what the tests and soak build)",
+                       description="Print (or write to -o FILE) the valid random topology that SEED gives "
+                       "(lisp_ryu/lab/topology_random.py): the same seed always gives the same topology, so a "
+                       "seed that failed in `make soak` can be brought up by hand with `lisp-ryu lab up FILE`.")
+    p.add_argument("seed", type=int, metavar="SEED")
+    p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+    p.add_argument("--max-sites", type=int, default=8, metavar="N", help="at most N sites (2..8, default 8)")
+    p.add_argument("--max-hosts", type=int, default=2, metavar="N", help="at most N hosts per tenant and site")
 
     p = sub.add_parser("mobility", help="move a host back and forth under a 10 ms ping; report outages",
                        description="Ping a host from a third site every 10 ms while it moves between two "
@@ -95,6 +105,19 @@ def _up(args) -> int:
     return 0
 
 
+def _random_topology(args) -> int:
+    from lisp_ryu.lab import topology_random
+
+    text = topology_random.dump(topology_random.generate(args.seed, max_sites=args.max_sites,
+                                                         max_hosts=args.max_hosts))
+    if args.output:
+        with open(args.output, "w") as fh:
+            fh.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def _down(args) -> int:
     from lisp_ryu.lab.teardown import down
 
@@ -110,12 +133,25 @@ def _status(args) -> int:
     if st is None:
         print("no lab is up")
         return 1
+    from lisp_ryu.lab import controller as lab_controller
+
     s = st.state
+    health, why_not = lab_controller.health(s)
+    running = lab_controller.running_pid() is not None
+    # The controller's word on each switch: programmed as its xTR wants, or why not.
+    xtr_health = (health or {}).get("xtrs", {})
+    controller_ok = not running or (health is not None and all(x.get("healthy") for x in xtr_health.values()))
+    healthy = st.healthy and controller_ok
     if args.json:
         print(s.to_json())
-        return 0 if st.healthy else 1
-    print(f"lab {s.name} ({s.topology}): {s.status}, {'healthy' if st.healthy else 'DEGRADED'}")
+        return 0 if healthy else 1
+    print(f"lab {s.name} ({s.topology}): {s.status}, {'healthy' if healthy else 'DEGRADED'}")
     print(f"  management: {s.management_bridge} {s.controller}, sites connect to tcp:{s.controller}:{s.controller_port}")
+    if running:
+        print(f"  controller: pid {lab_controller.running_pid()}, REST {s.controller_rest}, "
+              + ("every switch programmed" if controller_ok else (why_not or "NOT every switch programmed")))
+    else:
+        print("  controller: none running (static flows, or stopped)")
     for site, ss in zip(s.sites, st.sites):
         daemons = " ".join(f"{d}={'up' if ok else 'DOWN'}" for d, ok in ss.daemons.items())
         # OVS refreshes its Controller status column only every few seconds.
@@ -124,13 +160,16 @@ def _status(args) -> int:
         rlocs = ", ".join(f"{r.address} on {r.bridge}" for r in site.rlocs)
         print(f"  site {site.name}: netns {site.namespace}{'' if ss.namespace_present else ' (MISSING)'}, "
               f"dpid {site.dpid_hex}, RLOC {rlocs}, {daemons}, controller {conn}, flows {ss.flows}")
+        x = xtr_health.get(site.name)
+        if x is not None and not x.get("healthy"):
+            print(f"    UNHEALTHY: {x.get('problem') or 'not connected to the controller'}")
     for h in s.hosts:
         print(f"  host {h.name}: {h.address} iid {h.iid} at {h.site} port {h.ofport}, mac {h.mac}")
     for n in s.nodes:
         print(f"  {n.kind} {n.name}: netns {n.namespace}, {', '.join(n.addresses)}")
     for ns in st.missing_namespaces:
         print(f"  MISSING netns {ns}")
-    return 0 if st.healthy else 1
+    return 0 if healthy else 1
 
 
 def _exec(args) -> int:
@@ -179,4 +218,4 @@ def _mobility(args) -> int:
 
 
 _COMMANDS = {"up": _up, "down": _down, "status": _status, "exec": _exec, "static-flows": _static_flows,
-             "move": _move, "mobility": _mobility}
+             "move": _move, "mobility": _mobility, "random-topology": _random_topology}

@@ -14,13 +14,20 @@ import sys
 import time
 from pathlib import Path
 
+import json
+import urllib.error
+import urllib.request
+from dataclasses import replace
+
 import yaml
 
 from lisp_ryu.lab import controller_config
 from lisp_ryu.lab.processes import process_alive
 from lisp_ryu.lab.running import ofctl
-from lisp_ryu.lab.state import LabError, LabState, lab_dir
+from lisp_ryu.lab.state import LabError, LabState, lab_dir, read_state, write_state
 
+DEFAULT_REST_HOST = "127.0.0.1"  # what `lisp-ryu controller` gives ryu-manager unless told otherwise
+DEFAULT_REST_PORT = 8080  # ryu-manager's --wsapi-port default
 CONFIG_FILE = "controller.yaml"
 LOG_FILE = "controller.log"
 PID_FILE = "controller.pid"
@@ -68,7 +75,44 @@ def start(state: LabState, *, extra_args: tuple[str, ...] = (), **options) -> su
                             start_new_session=True)
     log.close()
     pid_path().write_text(f"{proc.pid}\n")
+    # Where its REST API listens, in the state file: `lisp-ryu show` and `lab status` look there.
+    current = read_state() or state
+    write_state(replace(current, controller_rest=rest_url(extra_args)))
     return proc
+
+
+def rest_url(extra_args: tuple[str, ...] = ()) -> str:
+    """The REST API base URL of a controller started with ryu-manager options `extra_args`."""
+    found = {"--wsapi-host": DEFAULT_REST_HOST, "--wsapi-port": str(DEFAULT_REST_PORT)}
+    args = list(extra_args)
+    for i, arg in enumerate(args):
+        name, eq, value = arg.partition("=")
+        if name in found:
+            if eq:
+                found[name] = value
+            elif i + 1 < len(args):
+                found[name] = args[i + 1]
+    host = found["--wsapi-host"]
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{found['--wsapi-port']}"
+
+
+def health(state: LabState, timeout: float = 2.0) -> tuple[dict | None, str | None]:
+    """The running controller's /lisp/v1/health, or (None, why not)."""
+    if running_pid() is None:
+        return None, "no controller is running for this lab"
+    url = state.controller_rest
+    if not url:
+        return None, "the lab state does not record the controller's REST address"
+    try:
+        with urllib.request.urlopen(f"{url}/lisp/v1/health", timeout=timeout) as response:
+            return json.loads(response.read()), None
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return None, f"cannot read {url}/lisp/v1/health: {reason}"
 
 
 def stop(grace: float = 5.0) -> bool:

@@ -71,7 +71,9 @@ def build(state: LabState, *, embedded_map_server: bool = True, register_interva
         xtr: dict[str, Any] = {
             **_switch(site),
             "eid_prefixes": [{"prefix": p["prefix"], "iid": p["iid"]} for p in site.eid_prefixes],
-            "host_ports": [{"port": h.ofport, "iid": h.iid} for h in hosts],
+            # Its hosts' ports, and the port each other host of the lab gets when it moves in:
+            # each named with its host's instance-ID, so arrivals are learned in their tenant.
+            "host_ports": _host_ports(site, hosts, state),
             "gateways": [
                 {"subnet": p["prefix"], "ip": p["gateway"], "mac": p["gateway_mac"], "iid": p["iid"]}
                 for p in lab_prefixes
@@ -87,6 +89,14 @@ def build(state: LabState, *, embedded_map_server: bool = True, register_interva
     doc["xtrs"] = xtrs
     config_mod.parse(doc, source="<lab controller config>")  # fail here, not in the controller
     return doc
+
+
+def _host_ports(site: SiteState, hosts: list, state: LabState) -> list[dict[str, int]]:
+    iid_of = {h.name: h.iid for h in state.hosts}
+    ports = {h.ofport: h.iid for h in hosts}
+    for name, port in site.reserved_ports.items():
+        ports.setdefault(port, iid_of[name])
+    return [{"port": port, "iid": iid} for port, iid in sorted(ports.items())]
 
 
 def _pxtr(site: SiteState, ms_address: str | None, register_interval: float,

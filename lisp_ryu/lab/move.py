@@ -61,7 +61,8 @@ def move_host(host: str, site: str) -> Move:
 
     As a cloud's destination hypervisor plugs the VM's new vif before the
     switchover, the new site gets a new veth pair first: its site end joins
-    the new br-int at the lowest free OpenFlow port, up; its host end waits in
+    the new br-int at the port reserved for the host there (its tenant's in the
+    controller's configuration) or else the lowest free OpenFlow port, up; its host end waits in
     the host, down, with the MAC and MTU of the host's eth0.  The switchover
     (the outage) then works from sockets opened beforehand: eth0 goes down
     and is renamed away, the new interface becomes eth0, comes up and gets
@@ -83,7 +84,7 @@ def move_host(host: str, site: str) -> Move:
             raise LabError(f"site {site} is a PxTR: hosts move between LISP sites "
                            f"({', '.join(s.name for s in state.lisp_sites)})")
         old = state.site(h.site)
-        migration = _Migration(state, h, old, new, _free_ofport(new, state))
+        migration = _Migration(state, h, old, new, _free_ofport(new, state, host))
         try:
             try:
                 migration.plug()
@@ -207,9 +208,10 @@ class _Migration:
                 sock.close()
 
 
-def _free_ofport(site: SiteState, state: LabState) -> int:
-    """The lowest br-int port number below the tunnel's that neither the state
-    file nor the switch itself has in use."""
+def _free_ofport(site: SiteState, state: LabState, host: str | None = None) -> int:
+    """The port reserved for `host` at the site (SiteState.reserved_ports) if it
+    is free, else the lowest br-int port number below the tunnel's that neither
+    the state file nor the switch itself has in use."""
     used = set(site.host_ports.values()) | {site.tunnel_ofport}
     ports = set(vsctl(site.name, "list-ports", topo.BR_INT, state=state).split())
     out = vsctl(site.name, "--format=csv", "--data=bare", "--no-headings", "--columns=name,ofport",
@@ -218,6 +220,9 @@ def _free_ofport(site: SiteState, state: LabState) -> int:
         name, _, ofport = line.partition(",")
         if name in ports and ofport.strip().lstrip("-").isdigit():
             used.add(int(ofport))
+    reserved = site.reserved_ports.get(host) if host is not None else None
+    if reserved is not None and reserved not in used:
+        return reserved
     for number in range(1, topo.TUNNEL_OFPORT):
         if number not in used:
             return number

@@ -86,6 +86,9 @@ class SiteState:
     # A PxTR's native link: {router, address (ADDR/LEN, in its flows only), next_hop,
     # next_hop_mac, mac, ifname, router_ifname, ofport, iid, prefixes (the EID space it attracts)}
     native: dict | None = None
+    # Every lab host's port at this site (its own, or the one it gets when it moves in):
+    # Topology.reserved_ports; the controller configuration gives each its host's iid.
+    reserved_ports: dict[str, int] = field(default_factory=dict)
 
     @property
     def is_pxtr(self) -> bool:
@@ -151,6 +154,7 @@ class LabState:
     nodes: tuple[NodeState, ...]
     map_server: str | None  # the Map-Server's node name, if any
     map_server_address: str | None
+    controller_rest: str | None = None  # the running controller's REST API base URL (`lisp-ryu show` reads it)
 
     def site(self, name: str) -> SiteState:
         for s in self.sites:

@@ -260,6 +260,27 @@ class Topology:
     def hosts_of(self, site: str) -> tuple[Host, ...]:
         return tuple(h for h in self.hosts if h.site == site)
 
+    def reserved_ports(self, site: str) -> dict[str, int]:
+        """Every lab host's br-int port at `site`: its own hosts' ports, then
+        one per host of another site (file order) for when it moves in.
+
+        Fixed up front, the controller's configuration names each of them with
+        its host's instance-ID (`host_ports`), so a workload arriving on one is
+        learned in its own tenant even where tenants reuse addresses.  Hosts
+        past the port range get none (a move then takes the lowest free port,
+        learned only where its address names the tenant)."""
+        own = {h.name: h.ofport for h in self.hosts_of(site)}
+        out = dict(own)
+        number = max(own.values(), default=0)
+        for h in self.hosts:
+            if h.name in own:
+                continue
+            number += 1
+            if number >= TUNNEL_OFPORT:
+                break
+            out[h.name] = number
+        return out
+
     def links_of(self, node: str) -> tuple[Link, ...]:
         return tuple(link for link in self.links if node in (link.a.node, link.b.node))
 

@@ -49,10 +49,8 @@ class Mobility:
     def learn(self, in_port: int, source: IPAddress, mac: str) -> Learned:
         """Learn the host (IP, MAC, port) behind a packet from an unknown source; the core registers it."""
         state = self.state
-        dyn = next((d for d in state.config.dynamic_eid_prefixes
-                    if d.prefix.version == source.version and source in d.prefix), None)
+        dyn = self._dynamic_prefix(in_port, source)
         if dyn is None:
-            state.count("learn_outside_dynamic_prefixes")
             return Learned.OUTSIDE
         key = (dyn.iid, source)
         host = LocalHost(dyn.iid, source, mac, in_port)
@@ -68,6 +66,30 @@ class Mobility:
         state.count("dynamic_eid_learned")
         LOG.info("%s: dynamic EID [%d]%s (%s) arrived on port %d", state.config.name, dyn.iid, source, mac, in_port)
         return Learned.ARRIVED
+
+    def _dynamic_prefix(self, in_port: int, source: IPAddress):
+        """The dynamic-EID prefix (so the instance-ID) an arrival on `in_port` from `source` belongs to.
+
+        A configured host port names its tenant: only its instance-ID's
+        prefixes count.  On another port the source must fall in one
+        instance-ID's prefixes only (the flows learn nowhere else).
+        """
+        state = self.state
+        cfg = state.config
+        port_iid = next((hp.iid for hp in cfg.host_ports if hp.port == in_port), None)
+        covering = [d for d in cfg.dynamic_eid_prefixes if d.prefix.version == source.version and source in d.prefix]
+        if port_iid is not None:
+            covering = [d for d in covering if d.iid == port_iid]
+        if not covering:
+            state.count("learn_outside_dynamic_prefixes")
+            return None
+        if len({d.iid for d in covering}) > 1:
+            state.count("learn_instance_ambiguous")
+            LOG.warning("%s: %s on port %d is in dynamic-EID prefixes of instance-IDs %s and the port names "
+                        "none: not learned (give the port an iid in host_ports)", cfg.name, source, in_port,
+                        ", ".join(str(i) for i in sorted({d.iid for d in covering})))
+            return None
+        return max(covering, key=lambda d: d.prefix.prefixlen)
 
     def depart(self, key: tuple[int, IPAddress], record: MappingRecord, now: float) -> list[Effect]:
         """The mapping system moved one of our EIDs elsewhere: stop serving it, redirect, solicit."""

@@ -1,0 +1,65 @@
+"""What the tenant lab tests check on a running lab: first pings between same-tenant hosts, and
+which host received packets sent to an address that several tenants use.
+
+Receivers are told apart by the kernel's own ICMP counters in each host's
+namespace (`/proc/net/snmp`, Icmp InEchos: echo requests that reached that
+host), not by whether a ping was answered: a reply from the wrong tenant's
+host would make ping succeed too.
+"""
+
+from __future__ import annotations
+
+from itertools import permutations
+
+from lisp_ryu.lab import running
+from lisp_ryu.lab.state import HostState, LabState
+
+
+def echoes_received(state: LabState, host: str) -> int:
+    """ICMP echo requests that reached `host` (its namespace's Icmp InEchos counter)."""
+    text = running.exec_in(host, ["cat", "/proc/net/snmp"], state=state).stdout
+    header, values = [line.split()[1:] for line in text.splitlines() if line.startswith("Icmp:")][:2]
+    return int(dict(zip(header, values))["InEchos"])
+
+
+def first_ping(state: LabState, src: str, dst_ip: str, wait: float = 3.0) -> bool:
+    """One echo request, the first to this destination: answered or not."""
+    out = running.exec_in(src, ["ping", "-n", "-c", "1", "-W", str(wait), dst_ip], state=state, check=False)
+    return out.returncode == 0
+
+
+def same_tenant_pairs(state: LabState) -> list[tuple[HostState, HostState]]:
+    """Every ordered pair of hosts in one instance-ID (other addresses: a host does not ping itself)."""
+    return [(a, b) for a, b in permutations(state.hosts, 2) if a.iid == b.iid and a.ip != b.ip]
+
+
+def first_ping_failures(state: LabState) -> list[str]:
+    """The same-tenant pairs whose very first ping went unanswered."""
+    return [f"{a.name}({a.iid},{a.site}) -> {b.name} {b.ip} ({b.site})"
+            for a, b in same_tenant_pairs(state) if not first_ping(state, a.name, b.ip)]
+
+
+def isolation_failures(state: LabState, count: int = 3) -> list[str]:
+    """For each address used by several tenants: pings from a host of each tenant reach its tenant's
+    host only (by the receivers' counters); returns what went wrong."""
+    problems = []
+    by_ip: dict[str, list[HostState]] = {}
+    for h in state.hosts:
+        by_ip.setdefault(h.ip, []).append(h)
+    for ip, owners in sorted(by_ip.items()):
+        if len({h.iid for h in owners}) < 2:
+            continue
+        for target in owners:
+            sender = next((h for h in state.hosts if h.iid == target.iid and h.ip != ip), None)
+            if sender is None:
+                continue
+            before = {h.name: echoes_received(state, h.name) for h in owners}
+            out = running.exec_in(sender.name, ["ping", "-n", "-c", str(count), "-i", "0.05", "-W", "2", ip],
+                                  state=state, check=False)
+            after = {h.name: echoes_received(state, h.name) for h in owners}
+            got = {name: after[name] - before[name] for name in after}
+            wrong = {name: n for name, n in got.items() if name != target.name and n}
+            if out.returncode != 0 or got[target.name] < count or wrong:
+                problems.append(f"{sender.name} (iid {sender.iid}) -> {ip}: meant for {target.name}, "
+                                f"received {got} (ping rc {out.returncode})")
+    return problems
