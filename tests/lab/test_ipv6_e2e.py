@@ -29,10 +29,25 @@ pytestmark = [pytest.mark.lab]
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory, module_monkeypatch):
-    env, topo_file = private_lab(tmp_path_factory, module_monkeypatch, "ipv6", "l6-", "two-dc-dualstack.yaml",
+    env, topo_file = private_lab(tmp_path_factory, module_monkeypatch, "ipv6", "lx-", "two-dc-dualstack.yaml",
                                  "198.19.229.0/24", 6671)
     with controller_lab(env, topo_file) as state:
         yield state
+
+
+@pytest.fixture(scope="module")
+def control_capture(lab, tmp_path_factory):
+    """Every LISP control packet on both sites' uplinks, from the first test of the module to the last."""
+    directory = tmp_path_factory.mktemp("ipv6-capture")
+    caps = [capture.Capture(s.namespace, s.rlocs[0].uplink, "udp port 4342", directory / f"{s.name}.pcap",
+                            count=100000, timeout=0.5) for s in lab.sites]
+    for c in caps:
+        c.__enter__()
+    try:
+        yield caps
+    finally:
+        for c in caps:
+            c.__exit__(None, None, None)
 
 
 @pytest.fixture(autouse=True)
@@ -59,7 +74,7 @@ def packets(line: str) -> int:
     return int(re.search(r"n_packets=(\d+)", line).group(1))
 
 
-def test_first_ping6_across_sites_is_held_and_reinjected_not_lost(lab):
+def test_first_ping6_across_sites_is_held_and_reinjected_not_lost(lab, control_capture):
     out = ping6(lab, "h1", "fd00:2::10", "-c", "3", "-i", "0.2", "-W", "2")
     assert out.returncode == 0, out.stdout
     assert "icmp_seq=1 " in out.stdout, out.stdout
@@ -69,7 +84,7 @@ def test_first_ping6_across_sites_is_held_and_reinjected_not_lost(lab):
 
 def test_neighbour_discovery_is_answered_by_flows_not_the_controller(lab):
     """h1 learnt its gateway's MAC from an NA the switch built; the NS never reached the controller."""
-    neigh = running.exec_in("h1", ["ip", "-6", "neigh", "show", "fd00:1::1"], state=lab)
+    neigh = running.exec_in("h1", ["ip", "-6", "neigh", "show", "fd00:1::1"], state=lab).stdout
     assert "lladdr 02:4c:67:00:00:01" in neigh and "router" in neigh, neigh
     answered = [f for f in flows(lab, "dc1", Table.ARP) if "icmp_type=135" in f and packets(f) > 0]
     assert answered, flows(lab, "dc1", Table.ARP)
@@ -83,7 +98,7 @@ def test_neighbour_discovery_is_answered_by_flows_not_the_controller(lab):
 def test_ping6_between_hosts_at_the_same_site(lab):
     out = ping6(lab, "h1", "fd00:1::11", "-c", "2", "-i", "0.2", "-W", "2")
     assert out.returncode == 0, out.stdout
-    neigh = running.exec_in("h1", ["ip", "-6", "neigh", "show", "fd00:1::11"], state=lab)
+    neigh = running.exec_in("h1", ["ip", "-6", "neigh", "show", "fd00:1::11"], state=lab).stdout
     assert "lladdr 02:4c:67:00:00:01" in neigh, neigh  # proxy-ND: through the gateway MAC, as proxy-ARP
 
 
@@ -102,55 +117,55 @@ def test_unregistered_ipv6_eid_gets_a_negative_entry(lab):
     assert covering[0] == ipaddress.ip_network("fd00:8::/29"), covering
 
 
-def test_ping6_through_a_move_and_every_control_packet_decodes(lab, tmp_path):
-    """Capture every control packet on both sites' uplinks while h2 pings a new destination and h1 moves
-    dc1 -> dc2; the moved host answers ping6 at its new site from both sites; tshark decodes all of it."""
+def test_ping6_through_a_move(lab, control_capture, tmp_path):
+    """h1 moves dc1 -> dc2 (announcing itself with a gratuitous ARP and an unsolicited NA): it answers
+    ping6 at its new site, from both sites, and the old site stops delivering to it."""
     state = read_state()
-    dc1, dc2 = state.site("dc1"), state.site("dc2")
-    caps = [capture.Capture(s.namespace, s.rlocs[0].uplink, "udp port 4342", tmp_path / f"{s.name}.pcap",
-                            count=10000, timeout=1.0) for s in (dc1, dc2)]
-    data = capture.Capture(dc1.namespace, dc1.rlocs[0].uplink, "udp port 4341",
-                           tmp_path / "data.pcap", count=1, timeout=5.0)
-    for c in caps:
-        c.__enter__()
-    try:
-        with data:
-            out = ping6(lab, "h2", "fd00:2::11", "-c", "2", "-i", "0.2", "-W", "2")  # a new destination for dc1
-        assert out.returncode == 0 and "icmp_seq=1 " in out.stdout, out.stdout
+    dc1 = state.site("dc1")
+    data = capture.Capture(dc1.namespace, dc1.rlocs[0].uplink, "udp port 4341", tmp_path / "data.pcap",
+                           count=1, timeout=5.0)
+    with data:
+        out = ping6(lab, "h2", "fd00:2::11", "-c", "2", "-i", "0.2", "-W", "2")
+    assert out.returncode == 0 and "icmp_seq=1 " in out.stdout, out.stdout
+    # The data plane: LISP-GPE with an IPv6 inner packet over the IPv4 underlay.
+    lisp = capture.lisp_header_lines(capture.decode(data.pcap))
+    assert any(line.startswith("Internet Protocol Version 6") for line in lisp), lisp
 
-        assert ping6(lab, "h3", "fd00:1::10", "-c", "1", "-W", "2").returncode == 0  # dc2 caches h1 at dc1
-        mv = lab_move.move_host("h1", "dc2")
-        assert mv.state.host("h1").site == "dc2"
-        problems = []
-        for src in ("h3", "h2", "h4"):  # the new site, the old site, the new site again
-            out = ping6(lab, src, "fd00:1::10", "-c", "3", "-i", "0.3", "-W", "2")
-            if out.returncode != 0 or " 0% packet loss" not in out.stdout:
-                problems.append(f"{src} -> h1 (fd00:1::10) after the move: {out.stdout.splitlines()[-2:]}")
-        out = ping6(lab, "h1", "fd00:1::11", "-c", "2", "-i", "0.2", "-W", "2")  # and h1 reaches its old site
-        if out.returncode != 0:
-            problems.append(f"h1 -> h2 after the move: {out.stdout.splitlines()[-2:]}")
-        assert not problems, "\n".join(problems)
-        # The new site delivers to h1 locally, IPv6 included; the old site no longer does.
-        assert any("ipv6_dst=fd00:1::10" in f and owner(f) is Owner.LOCAL_HOST for f in flows(lab, "dc2", Table.ROUTE))
-        assert not any("ipv6_dst=fd00:1::10" in f and owner(f) is Owner.LOCAL_HOST
-                       for f in flows(lab, "dc1", Table.ROUTE))
-    finally:
-        for c in caps:
-            c.__exit__(None, None, None)
+    for target in ("fd00:1::10", "10.1.0.10"):  # dc2 caches h1 at dc1, both families
+        assert running.exec_in("h3", ["ping", "-n", "-c", "1", "-W", "2", target], state=state,
+                               check=False).returncode == 0
+    mv = lab_move.move_host("h1", "dc2")
+    assert mv.state.host("h1").site == "dc2"
+    problems = []
+    for src in ("h3", "h2", "h4"):  # the new site, the old site, the new site again
+        out = ping6(lab, src, "fd00:1::10", "-c", "3", "-i", "0.3", "-W", "2")
+        if out.returncode != 0 or " 0% packet loss" not in out.stdout:
+            problems.append(f"{src} -> h1 (fd00:1::10) after the move: {out.stdout.splitlines()[-2:]}")
+    out = ping6(lab, "h1", "fd00:1::11", "-c", "2", "-i", "0.2", "-W", "2")  # and h1 reaches its old site
+    if out.returncode != 0:
+        problems.append(f"h1 -> h2 after the move: {out.stdout.splitlines()[-2:]}")
+    assert not problems, "\n".join(problems)
+    # The new site delivers to h1 locally, IPv6 included; the old site no longer does.
+    assert any("ipv6_dst=fd00:1::10" in f and owner(f) is Owner.LOCAL_HOST for f in flows(lab, "dc2", Table.ROUTE))
+    assert not any("ipv6_dst=fd00:1::10" in f and owner(f) is Owner.LOCAL_HOST for f in flows(lab, "dc1", Table.ROUTE))
 
+
+def test_every_control_packet_of_it_decodes_in_wireshark(lab, control_capture):
+    """The capture of the whole module (ping6 across sites, a negative answer, the move) decodes cleanly."""
     seen = ""
-    for c in caps:
+    frames = 0
+    for c in control_capture:
+        c.__exit__(None, None, None)
         decoded = capture.decode(c.pcap)
         assert decoded, f"nothing captured in {c.pcap}"
         assert "Malformed" not in decoded and "Expert Info (Error" not in decoded, decoded[-3000:]
         seen += decoded
+        frames += len(capture.decode(c.pcap, "-T", "fields", "-e", "frame.number").split())
+    print(f"{frames} control packets captured on the sites' uplinks, all decoded:")
+    print(capture.decode(control_capture[0].pcap, "-T", "fields", "-e", "frame.number", "-e", "ip.src",
+                         "-e", "ip.dst", "-e", "_ws.col.Info"))
     for message in ("Map-Register", "Map-Notify", "Encapsulated Control Message", "Map-Request", "Map-Reply"):
         assert message in seen, message
-    # IPv6 EIDs in the control messages: the registration of the moved host's /128 among them.
-    assert "fd00:1::10" in seen and "fd00:2::11" in seen
-    frames = len(capture.decode(caps[0].pcap, "-T", "fields", "-e", "frame.number").split())
-    frames += len(capture.decode(caps[1].pcap, "-T", "fields", "-e", "frame.number").split())
-    print(f"{frames} control packets captured, all decoded")
-    # The data plane: LISP-GPE with an IPv6 inner packet over the IPv4 underlay.
-    lisp = capture.lisp_header_lines(capture.decode(data.pcap))
-    assert any("Internet Protocol Version 6" in line for line in lisp), lisp
+    # IPv6 EIDs in the control messages, the moved host's /128 among them.
+    for eid in ("fd00:2::10", "fd00:9::1", "fd00:1::10"):
+        assert f"Address: {eid}" in seen or f"Prefix: {eid}" in seen or eid in seen, eid
