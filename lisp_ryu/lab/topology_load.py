@@ -397,7 +397,11 @@ def _rloc(value: Any, path: str) -> Rloc:
 
 def _eid_prefix(value: Any, path: str) -> EidPrefix:
     m = _mapping(value, path, {"prefix", "iid", "gateway"}, {"gateway_mac"})
-    prefix = schema.prefix(m["prefix"], f"{path}.prefix")  # IPv4, or IPv6 for dual-stack hosts
+    raw = m["prefix"]
+    if isinstance(raw, str) and ":" in raw:  # IPv6, for dual-stack hosts
+        prefix = schema.prefix(raw, f"{path}.prefix")
+    else:
+        prefix = _network(raw, f"{path}.prefix")
     gateway = schema.address(m["gateway"], f"{path}.gateway", version=prefix.version)
     if gateway not in prefix:
         raise InputError(f"{path}.gateway", f"{gateway} is not inside {prefix}")
