@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import subprocess
+import time
 
 import pytest
 
@@ -149,6 +150,31 @@ def test_ping6_through_a_move(lab, control_capture, tmp_path):
     # The new site delivers to h1 locally, IPv6 included; the old site no longer does.
     assert any("ipv6_dst=fd00:1::10" in f and owner(f) is Owner.LOCAL_HOST for f in flows(lab, "dc2", Table.ROUTE))
     assert not any("ipv6_dst=fd00:1::10" in f and owner(f) is Owner.LOCAL_HOST for f in flows(lab, "dc1", Table.ROUTE))
+
+
+def test_a_controller_restart_keeps_the_neighbour_responder_as_it_is(lab):
+    """After a restart the controller reads the ND flows back (OVS reports their moves under NXM names and
+    the ERICOXM set-fields as such) and finds them right: none is replaced, so none restarts its clock."""
+    from lisp_ryu.lab import controller as lab_controller
+
+    state = read_state()
+    log = lab_controller.log_path()
+    before = log.read_text().count(": reconciling")
+    started = time.monotonic()
+    lab_controller.stop()
+    lab_controller.start(state)
+    lab_controller.wait_ready(state)
+    deadline = time.monotonic() + 15
+    while log.read_text().count(": reconciling") < before + 2 and time.monotonic() < deadline:
+        time.sleep(0.1)  # both switches reconnected and were read back
+    time.sleep(0.5)
+    elapsed = time.monotonic() - started
+    nd = [f for site in ("dc1", "dc2") for table in (Table.ARP, Table.ND_REPLY) for f in flows(lab, site, table)
+          if "icmp6" in f]
+    assert len(nd) == 2 * 6, nd
+    young = [f for f in nd if float(re.search(r"duration=([0-9.]+)s", f).group(1)) < elapsed]
+    assert young == [], young
+    assert ping6(lab, "h2", "fd00:2::10", "-c", "2", "-i", "0.2", "-W", "2").returncode == 0
 
 
 def test_every_control_packet_of_it_decodes_in_wireshark(lab, control_capture):
