@@ -125,7 +125,8 @@ def _status(args) -> int:
         print(f"  site {site.name}: netns {site.namespace}{'' if ss.namespace_present else ' (MISSING)'}, "
               f"dpid {site.dpid_hex}, RLOC {rlocs}, {daemons}, controller {conn}, flows {ss.flows}")
     for h in s.hosts:
-        print(f"  host {h.name}: {h.address} iid {h.iid} at {h.site} port {h.ofport}, mac {h.mac}")
+        dual = f" + {h.address6}" if h.address6 else ""
+        print(f"  host {h.name}: {h.address}{dual} iid {h.iid} at {h.site} port {h.ofport}, mac {h.mac}")
     for n in s.nodes:
         print(f"  {n.kind} {n.name}: netns {n.namespace}, {', '.join(n.addresses)}")
     for ns in st.missing_namespaces:
