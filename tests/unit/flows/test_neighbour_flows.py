@@ -128,3 +128,21 @@ def test_ipv4_only_plans_compile_exactly_as_before():
     flows = c.compile_plan(v4).flows
     assert not nd.wanted(v4) and not any(f.table == Table.ND_REPLY for f in flows)
     assert not any(f.match_dict().get("icmpv6_type") for f in flows)
+
+
+def test_adding_and_removing_an_ipv6_gateway_changes_only_the_responder():
+    from lisp_ryu.flows.diff import diff
+    from lisp_ryu.flows.pipeline import Owner, cookie_owner
+
+    with6 = c.compile_plan(plan())
+    without = c.compile_plan(plan(gateways=plan().gateways[:1]))
+    ops = diff(without, with6)
+    added = {op.flow for op in ops}
+    assert added == with6.flows - without.flows
+    responder = {f for f in added if f.match_dict().get("icmpv6_type") or cookie_owner(f.cookie) is Owner.GATEWAY}
+    # Besides the responder, only the IPv6 host's deliveries change: from the gateway's MAC, not the router MAC.
+    others = added - responder
+    assert others and all(cookie_owner(f.cookie) is Owner.LOCAL_HOST and f.match_dict().get("ipv6_dst") == "fd00:1::10"
+                          for f in others), others
+    assert diff(with6, with6) == []
+    assert c.compile_plan(plan()) == with6  # the same plan compiles to the same flows
