@@ -12,6 +12,7 @@ import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 
+from lisp_ryu.flows import neighbour
 from lisp_ryu.flows.model import (
     Action,
     Bucket,
@@ -68,6 +69,7 @@ def compile_plan(plan: XtrPlan) -> DesiredState:
     flows += _learning(plan)
     flows += _redirects(plan)
     flows += _arp(plan)
+    flows += neighbour.flows(plan)  # IPv6 neighbour discovery, answered as ARP is
     flows += _proxy(plan)
     flows.append(Flow(Table.ROUTE, PRIO_MISS, (), actions=(Output("controller", 0xFFFF),),
                       meter=MISS_METER_ID, cookie=cookie(Owner.INFRA, 0, "miss")))
@@ -220,7 +222,7 @@ def _arp(plan: XtrPlan) -> list[Flow]:
     out = []
     for gw in plan.gateways:
         if gw.subnet.version != 4:
-            continue  # IPv6 neighbour discovery is not answered in flows yet
+            continue  # IPv6: neighbour discovery, answered in flows by flows/neighbour.py
         reply = (
             Move("eth_src", "eth_dst", 48),
             SetField("eth_src", gw.mac),

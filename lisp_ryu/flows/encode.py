@@ -21,6 +21,7 @@ from functools import lru_cache
 from ryu.ofproto import ofproto_v1_3 as ofp
 from ryu.ofproto import ofproto_v1_3_parser as parser
 
+from lisp_ryu.flows import oxm_ext  # noqa: F401 - Ryu learns the OVS ND fields the responder sets
 from lisp_ryu.flows.model import Action, DecTtl, Flow, GroupAction, Move, Output, SetField
 
 _FLOW_MOD = struct.Struct("!BBHIQQBBHHHIIIH2x")  # ofp_header + ofp_flow_mod up to the match
@@ -34,14 +35,17 @@ _OXM_FIELDS = {
     "eth_type": (5, 2),
     "ipv4_src": (11, 4),
     "ipv4_dst": (12, 4),
+    "ip_proto": (10, 1),
+    "icmpv6_type": (29, 1),
     "arp_op": (21, 2),
     "arp_spa": (22, 4),
     "arp_tpa": (23, 4),
     "ipv6_src": (26, 16),
     "ipv6_dst": (27, 16),
+    "ipv6_nd_target": (31, 16),
     "tunnel_id": (38, 8),
 }
-_ADDRESS_FIELDS = {"ipv4_src", "ipv4_dst", "arp_spa", "arp_tpa", "ipv6_src", "ipv6_dst"}
+_ADDRESS_FIELDS = {"ipv4_src", "ipv4_dst", "arp_spa", "arp_tpa", "ipv6_src", "ipv6_dst", "ipv6_nd_target"}
 
 
 class NotEncodable(ValueError):

@@ -149,8 +149,13 @@ def _from_actions(actions: list) -> tuple[Action, ...]:
     return tuple(out)
 
 
+# OVS reports some moved fields by their NXM names, which Ryu names apart from the OXM ones we wrote.
+_NXM_ALIASES = {"nd_target": "ipv6_nd_target", "nd_sll": "ipv6_nd_sll", "nd_tll": "ipv6_nd_tll"}
+
+
 def _oxm_name(field: str) -> str:
-    return field[: -len("_nxm")] if field.endswith("_nxm") else field
+    field = field[: -len("_nxm")] if field.endswith("_nxm") else field
+    return _NXM_ALIASES.get(field, field)
 
 
 def flow_from_stats(stats: Any) -> Flow:

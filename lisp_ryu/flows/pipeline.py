@@ -9,7 +9,10 @@
                       (a source-specific entry also matches the source prefix);
                       miss -> controller through the miss meter
     table 2 DECAP     ETR: tunnel_id (instance-ID) + local host -> deliver
-    table 3 ARP       answer ARP in flows (gateway and proxy-ARP), no packet-in
+    table 3 ARP       answer ARP in flows (gateway and proxy-ARP), no packet-in;
+                      IPv6 Neighbor Solicitations likewise (flows/neighbour.py)
+    table 4 ND_REPLY  the second half of a Neighbor Advertisement built from a
+                      solicitation: its target link-layer address option
 
 How the instance-ID (the tenant) travels: it enters at table 0, from the
 host port (`host_ports: [{port, iid}]`, or the known host's own entry), the
@@ -43,6 +46,7 @@ class Table(IntEnum):
     ROUTE = 1
     DECAP = 2
     ARP = 3
+    ND_REPLY = 4
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,9 @@ PIPELINE: dict[Table, TableSpec] = {
     Table.CLASSIFY: TableSpec(
         Table.CLASSIFY,
         # ipv4_dst/ipv6_dst: a proxy-ITR admits from its native port only traffic for the EIDs it proxies
-        frozenset({"in_port", "eth_type", "ipv4_src", "ipv6_src", "arp_spa", "ipv4_dst", "ipv6_dst"}),
+        # ip_proto/icmpv6_type: Neighbor Solicitations go to the ARP table (flows/neighbour.py)
+        frozenset({"in_port", "eth_type", "ipv4_src", "ipv6_src", "arp_spa", "ipv4_dst", "ipv6_dst",
+                   "ip_proto", "icmpv6_type"}),
         frozenset({Table.ROUTE, Table.DECAP, Table.ARP}),
     ),
     Table.ROUTE: TableSpec(
@@ -72,7 +78,13 @@ PIPELINE: dict[Table, TableSpec] = {
     ),
     Table.ARP: TableSpec(
         Table.ARP,
-        frozenset({"metadata", "in_port", "eth_type", "arp_op", "arp_tpa", "arp_spa"}),
+        frozenset({"metadata", "in_port", "eth_type", "arp_op", "arp_tpa", "arp_spa",
+                   "ip_proto", "icmpv6_type", "ipv6_src", "ipv6_nd_target"}),
+        frozenset({Table.ND_REPLY}),
+    ),
+    Table.ND_REPLY: TableSpec(
+        Table.ND_REPLY,
+        frozenset({"eth_type", "ip_proto", "icmpv6_type"}),
         frozenset(),
     ),
 }
@@ -107,6 +119,7 @@ PRIO_CLASSIFY = 100  # a configured host port: its instance-ID
 PRIO_LEARN_ANY_PORT = 50  # an unknown source in a dynamic-EID prefix on a port no config names
 PRIO_LEARN = 150  # an unknown source in a dynamic-EID prefix of its host port's instance-ID
 PRIO_KNOWN_HOST = 200  # a known local host on its port
+PRIO_ND_SOLICIT = 250  # a Neighbor Solicitation from a host port: answered in the ARP table
 PRIO_TUNNEL = 300  # everything from the tunnel port is decapsulated traffic
 PRIO_PREFIX_BASE = 1000  # see prefix_priority: 1000..17769
 PRIO_PREFIX_STRIDE = 130  # one destination length: its plain flow + 129 source lengths (0..128)

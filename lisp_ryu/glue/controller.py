@@ -114,7 +114,7 @@ class Controller:
             finally:
                 if collecting:
                     gc.enable()
-            sock = open_socket(ms.netns, (str(listen[0]), listen[1]))
+            sock = open_socket(ms.netns, (str(listen[0]), listen[1]), _family(listen[0]))
             controller.add_endpoint(ControlEndpoint("map-server", core, sock.sendto, clock=wall_clock,
                                                     receivers={None: sock}))
             LOG.info("embedded Map-Server listening on %s:%d%s", listen[0], listen[1],
@@ -123,12 +123,11 @@ class Controller:
         for xtr in config.xtrs:
             core = XtrCore(xtr, nonces=nonces, rng=rng, clock_offset=wall_clock() - clock())
             rloc = xtr.rlocs[0].address
-            sock = open_socket(xtr.netns, (str(rloc), LISP_CONTROL_PORT))
+            sock = open_socket(xtr.netns, (str(rloc), LISP_CONTROL_PORT), _family(rloc))  # IPv6 RLOCs too
             receivers = {rloc: sock}
             for other in xtr.rlocs[1:]:
-                family = socket.AF_INET if other.address.version == 4 else socket.AF_INET6
                 receivers[other.address] = open_socket(
-                    xtr.netns, (str(other.address), LISP_CONTROL_PORT), family)
+                    xtr.netns, (str(other.address), LISP_CONTROL_PORT), _family(other.address))
             controller.add_endpoint(ControlEndpoint(f"xtr {xtr.name}", core, sock.sendto, clock, dpid=xtr.dpid,
                                                     receivers=receivers))
             LOG.info("xTR %s (dpid %#x) control plane on %s:%d", xtr.name, xtr.dpid, rloc, LISP_CONTROL_PORT)
@@ -407,6 +406,10 @@ class Controller:
                     LOG.exception("%s: error in timer", endpoint.name)
                     continue
                 self.run(endpoint, effects)
+
+
+def _family(address: IPAddress) -> int:
+    return socket.AF_INET if address.version == 4 else socket.AF_INET6
 
 
 def _sender(frame: bytes) -> tuple[IPAddress, str] | None:

@@ -86,8 +86,14 @@ def plan(t: topo.Topology, *, pfx: str, directory: Path, topology_path: str) -> 
     hosts = []
     for h in t.hosts:
         gw_mac = next(e.gateway_mac for e in t.site(h.site).eid_prefixes if e.gateway == h.gateway and e.iid == h.iid)
+        dual = {}
+        if h.interface6 is not None:
+            dual = dict(address6=str(h.interface6), gateway6=str(h.gateway6),
+                        gateway6_mac=next(e.gateway_mac for e in t.site(h.site).eid_prefixes
+                                          if e.gateway == h.gateway6 and e.iid == h.iid))
         hosts.append(HostState(name=h.name, site=h.site, namespace=ns[h.name], address=str(h.interface),
-                               mac=h.mac, gateway=str(h.gateway), gateway_mac=gw_mac, iid=h.iid, ofport=h.ofport))
+                               mac=h.mac, gateway=str(h.gateway), gateway_mac=gw_mac, iid=h.iid, ofport=h.ofport,
+                               **dual))
     nodes = [NodeState(name=r.name, kind="router", namespace=ns[r.name],
                        addresses=tuple(str(l.end(r.name).interface) for l in t.links_of(r.name))
                        + tuple(f"{s.native.next_hop}/{s.native.subnet.prefixlen}" for s in t.sites
@@ -241,6 +247,10 @@ def configure(t: topo.Topology, state: LabState, execute, *, management: bool = 
         ip(h.name, "link", "set", topo.HOST_IFNAME, "address", h.mac, "mtu", str(topo.HOST_MTU), "up")
         ip(h.name, "addr", "add", h.address, "dev", topo.HOST_IFNAME)
         ip(h.name, "route", "add", "default", "via", h.gateway)
+        if h.address6 is not None:
+            # nodad: the xTR never answers duplicate address detection, and the address is usable at once
+            ip(h.name, "-6", "addr", "add", h.address6, "dev", topo.HOST_IFNAME, "nodad")
+            ip(h.name, "-6", "route", "add", "default", "via", h.gateway6, "dev", topo.HOST_IFNAME)
         ip(h.site, "link", "set", h.name, "mtu", str(topo.HOST_MTU), "up")
         txoff(h.name, topo.HOST_IFNAME)
         txoff(h.site, h.name)

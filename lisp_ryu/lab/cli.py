@@ -164,7 +164,8 @@ def _status(args) -> int:
         if x is not None and not x.get("healthy"):
             print(f"    UNHEALTHY: {x.get('problem') or 'not connected to the controller'}")
     for h in s.hosts:
-        print(f"  host {h.name}: {h.address} iid {h.iid} at {h.site} port {h.ofport}, mac {h.mac}")
+        dual = f" + {h.address6}" if h.address6 else ""
+        print(f"  host {h.name}: {h.address}{dual} iid {h.iid} at {h.site} port {h.ofport}, mac {h.mac}")
     for n in s.nodes:
         print(f"  {n.kind} {n.name}: netns {n.namespace}, {', '.join(n.addresses)}")
     for ns in st.missing_namespaces:

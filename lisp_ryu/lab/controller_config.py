@@ -79,7 +79,8 @@ def build(state: LabState, *, embedded_map_server: bool = True, register_interva
                 for p in lab_prefixes
             ],
             "dynamic_eid_prefixes": [{"prefix": p["prefix"], "iid": p["iid"]} for p in lab_prefixes],
-            "hosts": [{"ip": h.ip, "mac": h.mac, "port": h.ofport, "iid": h.iid} for h in hosts],
+            "hosts": [{"ip": h.ip, "mac": h.mac, "port": h.ofport, "iid": h.iid} for h in hosts]
+            + [{"ip": h.ip6, "mac": h.mac, "port": h.ofport, "iid": h.iid} for h in hosts if h.ip6],  # dual-stack
             "register_interval": register_interval,
         }
         _add_probing_and_map_server(xtr, site, ms_address, rloc_probing)

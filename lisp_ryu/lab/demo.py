@@ -89,4 +89,10 @@ def _show(state: LabState) -> bool:
             print(f"   {line}")
     else:
         print(f"\n== no LISP data packet was seen on {uplink}", file=sys.stderr)
-    return ping.returncode == 0 and bool(lines)
+    ok6 = True
+    if a.ip6 and b.ip6:  # dual-stack hosts: the same across sites in IPv6
+        print(f"\n== {a.name} ({a.ip6}) -> {b.name} ({b.ip6}): ping6")
+        ping6 = exec_in(a.name, ["ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", b.ip6], state=state, check=False)
+        print(ping6.stdout.rstrip())
+        ok6 = ping6.returncode == 0
+    return ping.returncode == 0 and bool(lines) and ok6

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
+import struct
 import time
 from dataclasses import dataclass, replace
 
@@ -261,6 +262,27 @@ def gratuitous_arp(mac: str, ip: str) -> bytes:
     return (ethernet + arp).ljust(60, b"\x00")
 
 
+def unsolicited_advertisement(mac: str, ip6: str) -> bytes:
+    """An unsolicited Neighbor Advertisement (RFC 4861 §7.2.6) to all nodes, Override set, with the
+    target link-layer option: how a dual-stack host announces its IPv6 address where it now is."""
+    hw = bytes.fromhex(mac.replace(":", ""))
+    src, dst = ipaddress.IPv6Address(ip6).packed, ipaddress.IPv6Address("ff02::1").packed
+    body = bytearray(struct.pack("!BBHI", 136, 0, 0, 1 << 29) + src + bytes((2, 1)) + hw)
+    pseudo = src + dst + struct.pack("!I3xB", len(body), 58)
+    struct.pack_into("!H", body, 2, _checksum(pseudo + bytes(body)))
+    ipv6 = struct.pack("!IHBB", 6 << 28, len(body), 58, 255) + src + dst
+    return b"\x33\x33\x00\x00\x00\x01" + hw + b"\x86\xdd" + ipv6 + bytes(body)
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\x00"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
 def host_packet_socket(h: HostState, ifname: str = topo.HOST_IFNAME) -> socket.socket:
     """A raw packet socket on one of the host's interfaces, made inside its
     namespace.  It is bound to the interface, not its name: a move opens one
@@ -283,15 +305,17 @@ def host_packet_socket(h: HostState, ifname: str = topo.HOST_IFNAME) -> socket.s
 
 
 def announce(h: HostState, sock: socket.socket | None = None) -> None:
-    """Send the host's gratuitous ARP out of its eth0, or out of the interface
-    `sock` is bound to (a raw socket from inside its namespace: iputils-arping
-    is not needed)."""
+    """Send the host's gratuitous ARP (and, dual-stack, its unsolicited NA)
+    out of its eth0, or out of the interface `sock` is bound to (a raw socket
+    from inside its namespace: iputils-arping is not needed)."""
     own = sock is None
     sock = host_packet_socket(h) if own else sock
     try:
         sock.send(gratuitous_arp(h.mac, h.ip))
+        if h.ip6:
+            sock.send(unsolicited_advertisement(h.mac, h.ip6))
     except OSError as exc:
-        raise LabError(f"host {h.name}: sending its gratuitous ARP on {topo.HOST_IFNAME} failed: {exc}") from None
+        raise LabError(f"host {h.name}: sending its gratuitous ARP/NA on {topo.HOST_IFNAME} failed: {exc}") from None
     finally:
         if own:
             sock.close()

@@ -121,10 +121,17 @@ class HostState:
     gateway_mac: str
     iid: int
     ofport: int
+    address6: str | None = None  # dual-stack: ADDRESS/LEN (IPv6) on eth0
+    gateway6: str | None = None
+    gateway6_mac: str | None = None
 
     @property
     def ip(self) -> str:
         return self.address.split("/")[0]
+
+    @property
+    def ip6(self) -> str | None:
+        return None if self.address6 is None else self.address6.split("/")[0]
 
 
 @dataclass(frozen=True)

@@ -81,8 +81,8 @@ def site_flows(t: topo.Topology, site: str) -> list[str]:
                 continue
             rloc = min(other.rlocs, key=lambda r: (r.priority, -r.weight))
             for e in other.eid_prefixes:
-                if e.iid != h.iid:
-                    continue
+                if e.iid != h.iid or e.prefix.version != 4:
+                    continue  # static flows are IPv4 only
                 add(900, f"in_port={h.ofport},arp,arp_op=1,arp_tpa={e.prefix}", _ARP_REPLY.format(mac=gmac))
                 src = f"set_field:{local_src}->tun_src," if local_src else ""
                 add(100 + e.prefix.prefixlen, f"in_port={h.ofport},ip,nw_dst={e.prefix}",

@@ -115,9 +115,11 @@ class Rloc:
 
 @dataclass(frozen=True)
 class EidPrefix:
-    prefix: ipaddress.IPv4Network
+    """An EID prefix of a site and its (anycast) gateway: IPv4, or IPv6 for dual-stack hosts."""
+
+    prefix: ipaddress.IPv4Network | ipaddress.IPv6Network
     iid: int
-    gateway: ipaddress.IPv4Address
+    gateway: ipaddress.IPv4Address | ipaddress.IPv6Address
     gateway_mac: str
 
 
@@ -168,10 +170,17 @@ class Host:
     iid: int
     mac: str
     ofport: int  # its port on the site's br-int
+    # Dual-stack: an IPv6 address in an IPv6 EID prefix of the site (same instance-ID) and its gateway.
+    interface6: ipaddress.IPv6Interface | None = None
+    gateway6: ipaddress.IPv6Address | None = None
 
     @property
     def address(self) -> ipaddress.IPv4Address:
         return self.interface.ip
+
+    @property
+    def address6(self) -> ipaddress.IPv6Address | None:
+        return None if self.interface6 is None else self.interface6.ip
 
 
 @dataclass(frozen=True)
@@ -344,7 +353,7 @@ def rloc_bridge(index: int) -> str:
     return "br-phy" if index == 0 else f"br-phy{index}"
 
 
-def derived_mac(kind: int, address: ipaddress.IPv4Address) -> str:
+def derived_mac(kind: int, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
     """The MAC of an interface without an explicit one: 02:4c:KIND + its address's low 24 bits."""
     low = int(address) & 0xFFFFFF
     return f"02:4c:{kind:02x}:{low >> 16:02x}:{(low >> 8) & 0xFF:02x}:{low & 0xFF:02x}"

@@ -30,6 +30,12 @@ Schema (every key not listed is an error naming its path)::
           - {prefix: 10.1.0.0/16, iid: 42, gateway: 10.1.0.1, gateway_mac: 02:4c:67:01:00:01}
     hosts:
       - {name: h1, site: dc1, address: 10.1.0.10/16, gateway: 10.1.0.1, iid: 42, mac: ...}
+
+Dual-stack hosts: a site may list IPv6 EID prefixes beside its IPv4 ones
+(`{prefix: fd00:1::/64, iid: 42, gateway: fd00:1::1}`), and a host then
+takes `address6: fd00:1::10/64` (in an IPv6 EID prefix of its site, same
+instance-ID) and optionally `gateway6` (default: that prefix's gateway).
+The underlay, RLOCs and management stay IPv4; a PxTR attracts IPv4 only.
     internet_hosts:                    # optional: non-LISP hosts, each on its own veth to a router
       - {name: inet, router: core, address: 203.0.113.10/24, gateway: 203.0.113.1, mac: ...}
 
@@ -357,7 +363,8 @@ def _pxtr(sites: list[Site]) -> list[Site]:
             iid = iids[0]
         elif iid not in iids:
             raise InputError(f"sites[{i}].native.iid", f"no LISP site has EID prefixes in instance-ID {iid}")
-        prefixes = tuple(e.prefix for s in sites if not s.is_pxtr for e in s.eid_prefixes if e.iid == iid)
+        prefixes = tuple(e.prefix for s in sites if not s.is_pxtr for e in s.eid_prefixes
+                         if e.iid == iid and e.prefix.version == 4)  # the routers route IPv4 only
         out.append(replace(site, native=replace(site.native, iid=iid, prefixes=prefixes)))
     return out
 
@@ -389,8 +396,12 @@ def _rloc(value: Any, path: str) -> Rloc:
 
 def _eid_prefix(value: Any, path: str) -> EidPrefix:
     m = _mapping(value, path, {"prefix", "iid", "gateway"}, {"gateway_mac"})
-    prefix = _network(m["prefix"], f"{path}.prefix")
-    gateway = _ipv4(m["gateway"], f"{path}.gateway")
+    raw = m["prefix"]
+    if isinstance(raw, str) and ":" in raw:  # IPv6, for dual-stack hosts
+        prefix = schema.prefix(raw, f"{path}.prefix")
+    else:
+        prefix = _network(raw, f"{path}.prefix")
+    gateway = schema.address(m["gateway"], f"{path}.gateway", version=prefix.version)
     if gateway not in prefix:
         raise InputError(f"{path}.gateway", f"{gateway} is not inside {prefix}")
     mac = _mac(m["gateway_mac"], f"{path}.gateway_mac") if "gateway_mac" in m else derived_mac(0x67, gateway)
@@ -408,7 +419,7 @@ def _hosts(value: Any, path: str, sites: list[Site]) -> list[Host]:
     taken: dict[tuple[int, ipaddress.IPv4Address], str] = {}
 
     def host(v: Any, p: str) -> Host:
-        m = _mapping(v, p, {"name", "site", "address"}, {"gateway", "iid", "mac"})
+        m = _mapping(v, p, {"name", "site", "address"}, {"gateway", "iid", "mac", "address6", "gateway6"})
         name = _name(m["name"], f"{p}.name")
         site = by_name.get(m["site"])
         if site is None:
@@ -440,9 +451,43 @@ def _hosts(value: Any, path: str, sites: list[Site]) -> list[Host]:
         if ports[site.name] > MAX_HOSTS_PER_SITE:
             raise InputError(p, f"site {site.name} has more than {MAX_HOSTS_PER_SITE} hosts")
         mac = _mac(m["mac"], f"{p}.mac") if "mac" in m else derived_mac(0x68, iface.ip)
-        return Host(name=name, site=site.name, interface=iface, gateway=gateway, iid=eid.iid, mac=mac, ofport=ports[site.name])
+        iface6, gateway6 = _address6(m, p, site, eid.iid, name, taken)
+        return Host(name=name, site=site.name, interface=iface, gateway=gateway, iid=eid.iid, mac=mac,
+                    ofport=ports[site.name], interface6=iface6, gateway6=gateway6)
 
     return schema.seq(value, path, host)
+
+def _address6(m: dict, p: str, site: Site, iid: int, name: str,
+              taken: dict) -> tuple[ipaddress.IPv6Interface | None, ipaddress.IPv6Address | None]:
+    """A dual-stack host's IPv6 address and gateway (both None without `address6`)."""
+    if "address6" not in m:
+        if "gateway6" in m:
+            raise InputError(f"{p}.gateway6", "needs address6")
+        return None, None
+    raw = m["address6"]
+    try:
+        iface6 = ipaddress.IPv6Interface(raw) if isinstance(raw, str) and "/" in raw else None
+    except ValueError:
+        iface6 = None
+    if iface6 is None:
+        raise InputError(f"{p}.address6", f"{raw!r} is not an IPv6 ADDRESS/LENGTH")
+    if iface6.ip == iface6.network.network_address and iface6.network.prefixlen < 127:
+        raise InputError(f"{p}.address6", f"{raw} is the subnet-router anycast address of {iface6.network}")
+    eid6 = next((e for e in site.eid_prefixes if e.iid == iid and iface6.ip in e.prefix), None)
+    if eid6 is None:
+        own = ", ".join(f"{e.prefix}" for e in site.eid_prefixes if e.iid == iid and e.prefix.version == 6)
+        raise InputError(f"{p}.address6", f"{iface6.ip} is not inside an IPv6 EID prefix of site {site.name} "
+                         f"in instance-ID {iid} ({own or 'it has none'})")
+    gateway6 = schema.address(m["gateway6"], f"{p}.gateway6", version=6) if "gateway6" in m else eid6.gateway
+    if gateway6 != eid6.gateway:
+        raise InputError(f"{p}.gateway6", f"{gateway6} is not the gateway of {eid6.prefix} at {site.name} ({eid6.gateway})")
+    if gateway6 not in iface6.network or gateway6 == iface6.ip:
+        raise InputError(f"{p}.address6", f"gateway {gateway6} is not on the host's subnet {iface6.network}")
+    if (iid, iface6.ip) in taken:
+        raise InputError(f"{p}.address6", f"{iface6.ip} in instance-ID {iid} is already used by {taken[iid, iface6.ip]}")
+    taken[iid, iface6.ip] = name
+    return iface6, gateway6  # type: ignore[return-value]
+
 
 # --------------------------------------------------------------------------- cross-checks
 

@@ -11,6 +11,8 @@ the PETR or native port, or ask again).
 
 from __future__ import annotations
 
+import ipaddress
+
 import logging
 import math
 from collections import OrderedDict
@@ -112,12 +114,7 @@ class Resolver:
         source_eid = NO_ADDRESS
         if res.source is not None and res.source.version == res.destination.version:
             source_eid = EidPrefix(res.source, host_len, res.iid).to_wire()[1]
-        # The ECM's inner header goes from us to the EID asked for (RFC 9301 §5.8): from
-        # an RLOC of the EID's family, else from the asking host.
-        inner_source = next((r for r in state.rlocs if r.version == res.destination.version), res.source)
-        if inner_source is None:
-            state.count("map_request_no_inner_source")
-            return []
+        inner_source = self._inner_source(res)
         request = MapRequest(
             nonce=res.nonce,
             records=(MapRequestRecord.for_prefix(eid, notify_requested=True),),  # subscribe (RFC 9437)
@@ -138,6 +135,28 @@ class Resolver:
         )
         state.count("map_request_sent")
         return [SendControl(resolver, LISP_CONTROL_PORT, ecm.encode(), f"Map-Request for {eid}")]
+
+    def _inner_source(self, res: Resolution) -> IPAddress:
+        """The ECM's inner source: the inner header goes from us to the EID asked for (RFC 9301 §5.8).
+
+        An RLOC of the EID's family, else the asking host, else (a request no
+        packet started, such as an SMR-invoked one, for an IPv6 EID over IPv4
+        RLOCs) our own gateway address in that instance and family, else the
+        unspecified address: nothing answers to the inner source, the Map-Reply
+        goes to the ITR-RLOCs, so the family is all that must be right.
+        """
+        family = res.destination.version
+        rloc = next((r for r in self.state.rlocs if r.version == family), None)
+        if rloc is not None:
+            return rloc
+        if res.source is not None and res.source.version == family:
+            return res.source
+        gateway = next((gw.ip for gw in self.state.config.gateways if gw.iid == res.iid and gw.ip.version == family),
+                       None)
+        if gateway is not None:
+            return gateway
+        self.state.count("map_request_unspecified_inner_source")
+        return ipaddress.IPv4Address(0) if family == 4 else ipaddress.IPv6Address(0)
 
     def _retry(self, key: tuple[int, IPAddress], res: Resolution, now: float) -> list[Effect]:
         state = self.state

@@ -15,7 +15,7 @@ from typing import Any
 
 from lisp_ryu.flows.model import DesiredState, Flow, GroupAction, Move, Output, SetField, address_network
 
-_ADDRESS_FIELDS = {"ipv4_dst", "ipv4_src", "ipv6_dst", "ipv6_src", "arp_tpa", "arp_spa"}
+_ADDRESS_FIELDS = {"ipv4_dst", "ipv4_src", "ipv6_dst", "ipv6_src", "arp_tpa", "arp_spa", "ipv6_nd_target"}
 
 
 class AmbiguousMatch(AssertionError):

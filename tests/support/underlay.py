@@ -335,3 +335,11 @@ def ipv4_frame(source: str | IPAddress, destination: str | IPAddress, payload: b
     src, dst = ipaddress.IPv4Address(str(source)), ipaddress.IPv4Address(str(destination))
     ip_header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 0, 0, 64, 17, 0, src.packed, dst.packed)
     return b"\x02\x00\x00\x00\x00\x02" + src_mac + b"\x08\x00" + ip_header + payload
+
+
+def ipv6_frame(source: str | IPAddress, destination: str | IPAddress, payload: bytes = b"",
+               src_mac: bytes = b"\x02\x00\x00\x00\x00\x01", next_header: int = 58) -> bytes:
+    """An Ethernet + IPv6 frame (ICMPv6 by default), enough for the controller's packet-in parsing."""
+    src, dst = ipaddress.IPv6Address(str(source)), ipaddress.IPv6Address(str(destination))
+    ip_header = struct.pack("!IHBB16s16s", 6 << 28, len(payload), next_header, 64, src.packed, dst.packed)
+    return b"\x02\x00\x00\x00\x00\x02" + src_mac + b"\x86\xdd" + ip_header + payload

@@ -26,8 +26,11 @@ def full_plan():
     return pt.XtrPlan(
         tunnel_port=100,
         host_ports=(pt.HostPort(1, 42),),
-        hosts=(pt.LocalHost(42, ip("10.1.0.10"), "02:00:00:01:00:0a", 1),),
-        gateways=(pt.Gateway(42, ipaddress.ip_network("10.1.0.0/24"), ip("10.1.0.1"), "02:00:00:00:01:01"),),
+        hosts=(pt.LocalHost(42, ip("10.1.0.10"), "02:00:00:01:00:0a", 1),
+               pt.LocalHost(42, ip("fd00:1::10"), "02:00:00:01:00:0a", 1)),  # dual-stack
+        gateways=(pt.Gateway(42, ipaddress.ip_network("10.1.0.0/24"), ip("10.1.0.1"), "02:00:00:00:01:01"),
+                  # IPv6: the neighbour responder's flows (set-field of OVS's ERICOXM ND fields)
+                  pt.Gateway(42, ipaddress.ip_network("fd00:1::/64"), ip("fd00:1::1"), "02:00:00:00:01:02")),
         remotes=(
             pt.RemoteEntry(42, ipaddress.ip_network("10.2.0.0/16"), pt.RemoteAction.ENCAP, (pt.Rloc(ip("198.18.2.2")),)),
             pt.RemoteEntry(42, ipaddress.ip_network("10.3.0.0/16"), pt.RemoteAction.ENCAP,
@@ -88,7 +91,8 @@ def test_groups_read_back_equal_compiled_ones():
 
 def test_moves_reported_with_nxm_field_names_compare_equal():
     """OVS answers flow-stats with NXM names for fields we wrote as OXM ("eth_src_nxm")."""
-    arp = next(f for f in c.compile_plan(full_plan()).flows if any(isinstance(a, Move) for a in f.actions))
+    arp = next(f for f in c.compile_plan(full_plan()).flows
+               if any(isinstance(a, Move) for a in f.actions) and f.match_dict().get("eth_type") == 0x0806)
     reported = [ofproto_v1_3_parser.NXActionRegMove(src_field=f"{a.src}_nxm" if a.src != "reg0" else a.src,
                                                     dst_field=f"{a.dst}_nxm" if a.dst != "reg0" else a.dst,
                                                     n_bits=a.n_bits)
@@ -98,6 +102,30 @@ def test_moves_reported_with_nxm_field_names_compare_equal():
         hard_timeout=0, flags=0, cookie=arp.cookie, packet_count=0, byte_count=0, match=ofp13.to_match(arp),
         instructions=[ofproto_v1_3_parser.OFPInstructionActions(ofproto_v1_3.OFPIT_APPLY_ACTIONS, reported)])
     assert ofp13.flow_from_stats(stats) == arp
+
+
+# How OVS 3.1 names the fields of the neighbour responder's moves in flow-stats (NXM names).
+_OVS_NXM_NAMES = {"eth_src": "eth_src_nxm", "eth_dst": "eth_dst_nxm", "ipv6_src": "ipv6_src_nxm",
+                  "ipv6_dst": "ipv6_dst_nxm", "ipv6_nd_target": "nd_target", "ipv6_nd_tll": "nd_tll"}
+
+
+def test_neighbour_responder_flows_read_back_equal_compiled_ones():
+    """The ND flows' moves come back under NXM names, the ERICOXM set-fields as themselves."""
+    nd = [f for f in c.compile_plan(full_plan()).flows
+          if f.match_dict().get("eth_type") == 0x86DD and any(isinstance(a, Move) for a in f.actions)]
+    assert len(nd) == 3  # the gateway, its subnet, the link-layer option
+    for flow in nd:
+        reported = [ofproto_v1_3_parser.NXActionRegMove(src_field=_OVS_NXM_NAMES[a.src], dst_field=_OVS_NXM_NAMES[a.dst],
+                                                        n_bits=a.n_bits)
+                    if isinstance(a, Move) else ofp13.to_actions((a,))[0] for a in flow.actions]
+        mod = roundtrip(ofp13.to_message(BareDatapath(), ofp13.AddFlow(flow)))
+        instructions = [ofproto_v1_3_parser.OFPInstructionActions(ofproto_v1_3.OFPIT_APPLY_ACTIONS, reported)]
+        instructions += [i for i in mod.instructions if not isinstance(i, ofproto_v1_3_parser.OFPInstructionActions)]
+        stats = ofproto_v1_3_parser.OFPFlowStats(
+            table_id=flow.table, duration_sec=0, duration_nsec=0, priority=flow.priority, idle_timeout=0,
+            hard_timeout=0, flags=0, cookie=flow.cookie, packet_count=0, byte_count=0, match=mod.match,
+            instructions=instructions)
+        assert ofp13.flow_from_stats(stats) == flow
 
 
 def test_encoded_operations_are_the_messages_ryu_would_send_in_order():

@@ -62,8 +62,8 @@ xtrs:
 class Lab:
     """The cores behind the real controller, on the in-memory underlay, and the WSGI app in front."""
 
-    def __init__(self, tmp_path, protect_reads=False, token=TOKEN):
-        doc = yaml.safe_load(CONFIG)
+    def __init__(self, tmp_path, protect_reads=False, token=TOKEN, config_text=CONFIG):
+        doc = yaml.safe_load(config_text)
         doc["rest"] = {"token": token, "protect_reads": protect_reads} if token else {}
         doc["map_server"]["data_dir"] = str(tmp_path)  # where the REST intent persists
         cfg = config.parse(doc)
