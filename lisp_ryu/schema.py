@@ -308,7 +308,7 @@ def address(raw: Any, path: str, version: int | None = None) -> IPAddress:
         else:
             if version is None or parsed.version == version:
                 return parsed
-    raise InputError(path, f"{show(raw)} is not an {'IPv4' if version == 4 else 'IP'} address")
+    raise InputError(path, f"{show(raw)} is not an {f'IPv{version}' if version else 'IP'} address")
 
 
 def prefix(raw: Any, path: str, version: int | None = None) -> IPNetwork:

@@ -401,7 +401,7 @@ def _eid_prefix(value: Any, path: str) -> EidPrefix:
         prefix = schema.prefix(raw, f"{path}.prefix")
     else:
         prefix = _network(raw, f"{path}.prefix")
-    gateway = schema.address(m["gateway"], f"{path}.gateway", version=prefix.version)
+    gateway = schema.address(m["gateway"], f"{path}.gateway", version=4 if prefix.version == 4 else None)
     if gateway not in prefix:
         raise InputError(f"{path}.gateway", f"{gateway} is not inside {prefix}")
     mac = _mac(m["gateway_mac"], f"{path}.gateway_mac") if "gateway_mac" in m else derived_mac(0x67, gateway)

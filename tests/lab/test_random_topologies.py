@@ -17,7 +17,6 @@ import os
 import random
 
 import pytest
-import yaml
 
 from lisp_ryu.lab import controller as lab_controller
 from lisp_ryu.lab import move as lab_move
