@@ -151,11 +151,13 @@ class BfdConfig:
     """BFD on the per-peer GPE ports: OVS's `bfd:min_tx`, `bfd:min_rx` (ms) and `bfd:mult`.
 
     A peer is declared down after `mult` x the agreed interval without a BFD
-    packet: 3 x 100 ms by default, so a dead locator costs about 0.3 s.
+    packet: 3 x 75 ms by default.  A cut lands between two BFD packets (OVS
+    sends them every 75-100 % of min_tx), so a dead locator costs 0.15-0.25 s
+    of detection plus the switch's revalidation (bench/bench_failover.py).
     """
 
-    min_tx: int = 100
-    min_rx: int = 100
+    min_tx: int = 75
+    min_rx: int = 75
     mult: int = 3
 
 
