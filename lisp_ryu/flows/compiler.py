@@ -416,12 +416,15 @@ def remotes_installed(state: DesiredState) -> list[RemoteEntry]:
         buckets: list[tuple[int, tuple]] = []
         for action in flow.actions:
             if isinstance(action, GroupAction) and action.group_id in groups:
-                buckets = [(b.weight, b.actions) for b in groups[action.group_id].buckets]
+                buckets = failover.flatten_buckets(groups, action.group_id)  # through FF groups' select groups
         if not buckets and flow.actions:
             buckets = [(100, flow.actions)]
-        rlocs = tuple(dict.fromkeys(  # a fast-failover group names a locator more than once
-            Rloc(ipaddress.ip_address(a.value), 1, weight) for weight, actions in buckets for a in actions
-            if isinstance(a, SetField) and a.field in ("tun_ipv4_dst", "tun_ipv6_dst")))
+        found = {}  # a fast-failover group names a locator more than once: the first (best) bucket's weight
+        for weight, actions in buckets:
+            for a in actions:
+                if isinstance(a, SetField) and a.field in ("tun_ipv4_dst", "tun_ipv6_dst"):
+                    found.setdefault(ipaddress.ip_address(a.value), weight)
+        rlocs = tuple(Rloc(address, 1, weight) for address, weight in found.items())
         if rlocs:
             out.append(RemoteEntry(iid, prefix, RemoteAction.ENCAP, rlocs))
         elif not flow.actions:

@@ -176,3 +176,22 @@ def encap(entry: RemoteEntry, gids: tuple[int, ...], ports: tuple[tuple[IPAddres
     buckets.append(Bucket(0, last, watch_port=tunnel_port))
     groups.append(Group(top, "ff", tuple(buckets)))
     return tuple(groups), (GroupAction(top),)
+
+
+def flatten_buckets(groups: dict, group_id: int, depth: int = 0) -> list[tuple[int, tuple[Action, ...]]]:
+    """(weight, actions) of every bucket that `group_id` may use, through the groups its buckets jump to.
+
+    For reading back what a switch holds (adoption after a controller restart).
+    """
+    out: list[tuple[int, tuple[Action, ...]]] = []
+    group = groups.get(group_id)
+    if group is None or depth > 4:
+        return out
+    for bucket in group.buckets:
+        nested = [a.group_id for a in bucket.actions if isinstance(a, GroupAction)]
+        if nested:
+            for gid in nested:
+                out += flatten_buckets(groups, gid, depth + 1)
+        else:
+            out.append((bucket.weight, bucket.actions))
+    return out

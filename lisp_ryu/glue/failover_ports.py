@@ -26,6 +26,7 @@ grant triggers `changed()` so the flows follow the real number.
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import subprocess
 import zlib
@@ -76,11 +77,14 @@ class FailoverPorts:
         self._dirty = False
         self.bridge: str | None = None
         self.errors = 0
+        self._loaded = False
 
     # ---- bookkeeping (synchronous, pure but for the background write it schedules)
 
     def ports(self, peers: Iterable[IPAddress]) -> tuple[FailoverPort, ...]:
         """The ports for `peers` (every peer RLOC of the map-cache), numbers kept while wanted."""
+        if not self._loaded:
+            self._load()
         want = [(local, remote) for remote in peers for local in self.locals
                 if local.version == remote.version and local != remote]
         wanted = set(want)
@@ -100,6 +104,34 @@ class FailoverPorts:
         if self.assigned != before:
             self.sync()
         return self.current()
+
+    def _load(self) -> None:
+        """Once, before the first push: the ports an earlier controller left keep their numbers,
+        so the first flows after a restart already name the right ports."""
+        self._loaded = True
+        try:
+            found = self.existing_pairs()
+        except (OSError, subprocess.SubprocessError, ValueError) as exc:
+            self.errors += 1
+            LOG.warning("xTR %s: cannot read the BFD ports in %s: %s", self.xtr.name, self.db, exc)
+            return
+        for pair, ofport in found.items():
+            if pair[0] in self.locals and ofport > 0:
+                self.assigned[pair] = ofport
+
+    def existing_pairs(self) -> dict[Pair, int]:
+        """Our ports on the switch as (local, remote) -> OpenFlow number, from their external_ids."""
+        out = self.vsctl(self.db, ["--format=json", "--columns=ofport,external_ids", "find", "interface",
+                                   f"external_ids:{MARK}={self.xtr.name}"])
+        pairs = {}
+        for ofport, ids in (json.loads(out).get("data", []) if out.strip() else []):
+            ids = dict(ids[1]) if isinstance(ids, list) and ids and ids[0] == "map" else {}
+            try:
+                pair = (ipaddress.ip_address(ids["lisp-ryu-local"]), ipaddress.ip_address(ids["lisp-ryu-remote"]))
+            except (KeyError, ValueError):
+                continue
+            pairs[pair] = ofport if isinstance(ofport, int) else -1
+        return pairs
 
     def current(self) -> tuple[FailoverPort, ...]:
         return tuple(FailoverPort(local, remote, ofport) for (local, remote), ofport

@@ -167,3 +167,10 @@ def test_adopting_installed_failover_entries_names_each_locator_once():
     state = c.compile_plan(plan(PRIMARY_BACKUP))
     (entry,) = c.remotes_installed(DesiredState(state.flows, state.groups))
     assert sorted(r.address for r in entry.rlocs) == sorted([A, B])
+
+
+def test_adopting_an_equal_priority_failover_entry_recompiles_to_the_same_groups():
+    """After a controller restart the switch's groups are read back and adopted: nothing churns."""
+    state = c.compile_plan(plan((pt.Rloc(A, 1, 50), pt.Rloc(B, 1, 50))))
+    (entry,) = c.remotes_installed(DesiredState(state.flows, state.groups))
+    assert c.compile_plan(plan(entry.rlocs)) == state
