@@ -169,7 +169,8 @@ class XtrCore:
             native_port=cfg.native_port,
             proxy=None if cfg.proxy is None else Proxy(cfg.proxy.iid, cfg.proxy.prefixes, cfg.proxy.next_hop_mac,
                                                         cfg.proxy.address),
-            peers=tuple(sorted(peers - set(self.state.rlocs), key=lambda a: (a.version, int(a)))),
+            peers=tuple(sorted((peers | self.prober.probed_by.keys()) - set(self.state.rlocs),
+                               key=lambda a: (a.version, int(a)))),
         )
 
     @staticmethod
