@@ -138,6 +138,9 @@ class Controller:
                     changed=lambda dpid=xtr.dpid: controller.request_push(dpid, "BFD port numbers"))
                 LOG.info("xTR %s: failover in the switch: BFD ports (%d ms x %d) created in %s", xtr.name,
                          xtr.failover.bfd.min_rx, xtr.failover.bfd.mult, xtr.ovsdb)
+            else:
+                LOG.info("xTR %s: no failover in the switch (%s): a dead RLOC is noticed by probing only",
+                         xtr.name, "no ovsdb configured" if xtr.ovsdb is None else "failover.enabled is false")
             LOG.info("xTR %s (dpid %#x) control plane on %s:%d", xtr.name, xtr.dpid, rloc, LISP_CONTROL_PORT)
         return controller
 
