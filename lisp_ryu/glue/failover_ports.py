@@ -188,7 +188,8 @@ class FailoverPorts:
         # A port of ours already there keeps its number (a controller restart): adopt it.
         adopted = False
         for name, (local, remote, ofport) in want.items():
-            if name in have and have[name] > 0 and have[name] != ofport:
+            # (Only while still wanted: a push may have changed `assigned` while we waited for OVSDB.)
+            if name in have and have[name] > 0 and have[name] != ofport and (local, remote) in self.assigned:
                 self.assigned[(local, remote)] = have[name]
                 adopted = True
         args: list[str] = []
