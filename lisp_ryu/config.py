@@ -147,6 +147,34 @@ class RlocProbingConfig:
 
 
 @dataclass(frozen=True)
+class BfdConfig:
+    """BFD on the per-peer GPE ports: OVS's `bfd:min_tx`, `bfd:min_rx` (ms) and `bfd:mult`.
+
+    A peer is declared down after `mult` x the agreed interval without a BFD
+    packet: 3 x 75 ms by default.  A cut lands between two BFD packets (OVS
+    sends them every 75-100 % of min_tx), so a dead locator costs 0.15-0.25 s
+    of detection plus the switch's revalidation (bench/bench_failover.py).
+    """
+
+    min_tx: int = 75
+    min_rx: int = 75
+    mult: int = 3
+
+
+@dataclass(frozen=True)
+class FailoverConfig:
+    """Failover in the switch (lisp_ryu/flows/failover.py): BFD ports towards every peer RLOC.
+
+    Needs the xTR's `ovsdb` (the controller creates the ports there).  The
+    ports get OpenFlow numbers from `port_base` up.
+    """
+
+    enabled: bool = True
+    bfd: BfdConfig = BfdConfig()
+    port_base: int = 1000
+
+
+@dataclass(frozen=True)
 class ProxyConfig:
     """The PxTR role (RFC 6832) on `native_port`: see lisp_ryu/flows/compiler.py `Proxy`.
 
@@ -188,6 +216,11 @@ class XtrConfig:
     petr: IPAddress | None = None
     native_port: int | None = None
     proxy: ProxyConfig | None = None  # PxTR role: needs native_port
+    # The switch's OVSDB (what `ovs-vsctl --db=` takes: unix:PATH, tcp:HOST:PORT, ssl:HOST:PORT):
+    # where the controller creates the per-peer BFD ports.  None: no failover in the switch.
+    ovsdb: str | None = None
+    failover: FailoverConfig = FailoverConfig()
+    tunnel_udp_port: int = 4341  # the flow-based port's dst_port, which the BFD ports share
 
 
 @dataclass(frozen=True)
@@ -371,6 +404,23 @@ def _rloc_probing(node: Node | None) -> RlocProbingConfig:
     return out
 
 
+def _failover(node: Node | None) -> FailoverConfig:
+    if node is None:
+        return FailoverConfig()
+    d = BfdConfig()
+    bfd_node = node.node("bfd")
+    bfd = d
+    if bfd_node is not None:
+        bfd = BfdConfig(min_tx=bfd_node.get("min_tx", schema.int_range(1, 100000), d.min_tx),
+                        min_rx=bfd_node.get("min_rx", schema.int_range(1, 100000), d.min_rx),
+                        mult=bfd_node.get("mult", schema.int_range(1, 255), d.mult))
+        bfd_node.done()
+    out = FailoverConfig(enabled=node.get("enabled", _bool, True), bfd=bfd,
+                         port_base=node.get("port_base", schema.int_range(1, 0xFE00), FailoverConfig.port_base))
+    node.done()
+    return out
+
+
 def _proxy(node: Node | None) -> ProxyConfig | None:
     if node is None:
         return None
@@ -407,6 +457,9 @@ def _xtr(node: Node) -> XtrConfig:
         petr=node.get("petr", _ip, None),
         native_port=node.get("native_port", _port, None),
         proxy=_proxy(node.node("proxy")),
+        ovsdb=node.get("ovsdb", _str, None),
+        failover=_failover(node.node("failover")),
+        tunnel_udp_port=node.get("tunnel_udp_port", _udp_port, 4341),
     )
     node.done()
     if not out.rlocs:

@@ -14,6 +14,7 @@ from lisp_ryu.mapping.eid import IPAddress, IPNetwork
 
 __all__ = [
     "DynamicPrefix",
+    "FailoverPort",
     "Gateway",
     "HostPort",
     "LocalHost",
@@ -119,6 +120,20 @@ class Proxy:
 
 
 @dataclass(frozen=True)
+class FailoverPort:
+    """A fixed-remote GPE port from our RLOC `local` to the peer RLOC `remote`, running BFD.
+
+    The switch itself knows whether the peer answers (BFD): fast-failover
+    groups watch the port (lisp_ryu/flows/failover.py).  The glue creates the
+    port over OVSDB (lisp_ryu/glue/failover_ports.py) with `ofport` requested.
+    """
+
+    local: IPAddress
+    remote: IPAddress
+    ofport: int
+
+
+@dataclass(frozen=True)
 class XtrPlan:
     tunnel_port: int
     host_ports: tuple[HostPort, ...] = ()
@@ -134,3 +149,6 @@ class XtrPlan:
     router_mac: str = "02:00:00:00:00:fe"  # eth_src for hosts outside any gateway's subnet
     tunnel_source: IPAddress | None = None  # set tun_src: needed when the tunnel port's local_ip=flow
     proxy: Proxy | None = None  # PxTR role; needs native_port
+    # Every RLOC of the positive map-cache, probed down or not: the peers a BFD port is kept towards.
+    peers: tuple[IPAddress, ...] = ()
+    failover_ports: tuple[FailoverPort, ...] = ()  # the BFD ports the glue keeps (empty: no failover)

@@ -12,7 +12,7 @@ import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 
-from lisp_ryu.flows import neighbour
+from lisp_ryu.flows import failover, neighbour
 from lisp_ryu.flows.model import (
     Action,
     Bucket,
@@ -76,7 +76,9 @@ def compile_plan(plan: XtrPlan) -> DesiredState:
     flows += _unroutable()
     for flow in flows:
         check_flow(flow)
-    group_ids = _allocate_group_ids(plan.remotes)
+    ports = failover.fixed_ports(plan.tunnel_source, plan.failover_ports)
+    group_ids = (failover.allocate_group_ids(plan.remotes, ports, usable_rlocs) if ports
+                 else _allocate_group_ids(plan.remotes))
     for entry in plan.remotes:
         entry_flows, entry_groups = _remote(plan, entry, group_ids)  # checked when first compiled
         flows += entry_flows
@@ -95,6 +97,7 @@ def compile_plan(plan: XtrPlan) -> DesiredState:
 def _classify(plan: XtrPlan) -> list[Flow]:
     infra = cookie(Owner.INFRA)
     out = [Flow(Table.CLASSIFY, PRIO_TUNNEL, match(in_port=plan.tunnel_port), goto=Table.DECAP, cookie=infra)]
+    out += failover.classify_flows(plan.failover_ports, PRIO_TUNNEL, Table.DECAP, infra, Table.CLASSIFY)
     for hp in plan.host_ports:
         meta = (hp.iid, METADATA_IID_MASK)
         for eth_type, table in ((ETH_IPV4, Table.ROUTE), (ETH_IPV6, Table.ROUTE), (ETH_ARP, Table.ARP)):
@@ -176,8 +179,12 @@ def _redirects(plan: XtrPlan) -> list[Flow]:
         eth_type, dst_field = _eth_type(r.ip)
         # It came in on the tunnel port and goes out there again: OpenFlow needs IN_PORT for that.
         actions = _tunnel_actions(plan, r.iid, r.rloc, out_port="in_port")
-        out.append(Flow(Table.DECAP, PRIO_LOCAL_HOST, match(tunnel_id=r.iid, eth_type=eth_type, **{dst_field: str(r.ip)}),
-                        actions=actions, cookie=cookie(Owner.REDIRECT, r.iid, str(r.ip))))
+        flow = Flow(Table.DECAP, PRIO_LOCAL_HOST, match(tunnel_id=r.iid, eth_type=eth_type, **{dst_field: str(r.ip)}),
+                    actions=actions, cookie=cookie(Owner.REDIRECT, r.iid, str(r.ip)))
+        if plan.failover_ports:  # it may also arrive on a BFD port: leave by the flow-based port's number
+            out += failover.redirect_flows(flow, plan.tunnel_port, actions, _tunnel_actions(plan, r.iid, r.rloc))
+        else:
+            out.append(flow)
     return out
 
 
@@ -310,10 +317,12 @@ class _TunnelContext:
     tunnel_source: IPAddress | None
     petr: IPAddress | None
     native_port: int | None
+    fixed_ports: tuple = ()  # (remote RLOC, ofport) of the BFD ports: entries fail over in the switch
 
 
 def _remote(plan: XtrPlan, entry: RemoteEntry, group_ids: dict) -> tuple[list[Flow], list[Group]]:
-    context = _TunnelContext(plan.tunnel_port, plan.tunnel_source, plan.petr, plan.native_port)
+    context = _TunnelContext(plan.tunnel_port, plan.tunnel_source, plan.petr, plan.native_port,
+                             failover.fixed_ports(plan.tunnel_source, plan.failover_ports))
     flows, groups = _remote_compiled(entry, group_ids.get((entry.iid, entry.prefix, entry.source)), context)
     return list(flows), list(groups)
 
@@ -341,7 +350,7 @@ def _source_specific_misses(remotes: tuple[RemoteEntry, ...]) -> list[Flow]:
 
 
 @lru_cache(maxsize=1 << 17)
-def _remote_compiled(entry: RemoteEntry, gid: int | None, plan: _TunnelContext) -> tuple[tuple, tuple]:
+def _remote_compiled(entry: RemoteEntry, gid: int | tuple | None, plan: _TunnelContext) -> tuple[tuple, tuple]:
     """One entry's flows; memoised, since a push recompiles every entry and most never change."""
     owner = cookie(Owner.MAPPING, entry.iid, entry.name)
     eth_type, dst_field = _eth_type(entry.prefix)
@@ -356,7 +365,10 @@ def _remote_compiled(entry: RemoteEntry, gid: int | None, plan: _TunnelContext) 
     actions: tuple[Action, ...]
     if entry.action is RemoteAction.ENCAP:
         rlocs = usable_rlocs(entry.rlocs)
-        if not rlocs:
+        if isinstance(gid, tuple):  # two or more locators, BFD ports towards some: a fast-failover group
+            groups, actions = failover.encap(entry, gid, plan.fixed_ports, plan.tunnel_port, usable_rlocs,
+                                             lambda rloc: _tunnel_actions(plan, entry.iid, rloc))
+        elif not rlocs:
             actions = ()  # every locator down or unusable: drop rather than loop to the controller
         elif len(rlocs) == 1:
             actions = _tunnel_actions(plan, entry.iid, rlocs[0].address)
@@ -423,12 +435,15 @@ def remotes_installed(state: DesiredState) -> list[RemoteEntry]:
         buckets: list[tuple[int, tuple]] = []
         for action in flow.actions:
             if isinstance(action, GroupAction) and action.group_id in groups:
-                buckets = [(b.weight, b.actions) for b in groups[action.group_id].buckets]
+                buckets = failover.flatten_buckets(groups, action.group_id)  # through FF groups' select groups
         if not buckets and flow.actions:
             buckets = [(100, flow.actions)]
-        rlocs = tuple(Rloc(ipaddress.ip_address(a.value), 1, weight)
-                      for weight, actions in buckets for a in actions
-                      if isinstance(a, SetField) and a.field in ("tun_ipv4_dst", "tun_ipv6_dst"))
+        found = {}  # a fast-failover group names a locator more than once: the first (best) bucket's weight
+        for weight, actions in buckets:
+            for a in actions:
+                if isinstance(a, SetField) and a.field in ("tun_ipv4_dst", "tun_ipv6_dst"):
+                    found.setdefault(ipaddress.ip_address(a.value), weight)
+        rlocs = tuple(Rloc(address, 1, weight) for address, weight in found.items())
         if rlocs:
             out.append(RemoteEntry(iid, prefix, RemoteAction.ENCAP, rlocs))
         elif not flow.actions:

@@ -101,6 +101,10 @@ def match(**fields: MatchValue) -> tuple[tuple[str, MatchValue], ...]:
 class Bucket:
     weight: int
     actions: tuple[Action, ...]
+    # Liveness (OpenFlow 1.3 watch_port / watch_group): a fast-failover group uses the
+    # first live bucket; OVS also skips dead buckets of a select group.  None: not watched.
+    watch_port: int | None = None
+    watch_group: int | None = None
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,9 @@ def to_message(datapath: Any, op: Operation):
                                  out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY, match=to_match(f))
     if isinstance(op, AddGroup):
         g = op.group
-        buckets = [parser.OFPBucket(weight=b.weight, watch_port=ofp.OFPP_ANY, watch_group=ofp.OFPG_ANY,
+        buckets = [parser.OFPBucket(weight=b.weight,
+                                    watch_port=ofp.OFPP_ANY if b.watch_port is None else b.watch_port,
+                                    watch_group=ofp.OFPG_ANY if b.watch_group is None else b.watch_group,
                                     actions=to_actions(b.actions)) for b in g.buckets]
         command = ofp.OFPGC_MODIFY if op.modify else ofp.OFPGC_ADD
         return parser.OFPGroupMod(datapath, command, _GROUP_TYPES[g.type], g.group_id, buckets)
@@ -180,7 +182,10 @@ def flow_from_stats(stats: Any) -> Flow:
 
 def group_from_desc(desc: Any) -> Group:
     return Group(desc.group_id, _GROUP_NAMES.get(desc.type, str(desc.type)),
-                 tuple(Bucket(b.weight, _from_actions(b.actions)) for b in desc.buckets))
+                 tuple(Bucket(b.weight, _from_actions(b.actions),
+                              None if b.watch_port == ofp.OFPP_ANY else b.watch_port,
+                              None if b.watch_group == ofp.OFPG_ANY else b.watch_group)
+                       for b in desc.buckets))
 
 
 def meter_from_config(config: Any) -> Meter:

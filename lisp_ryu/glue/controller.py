@@ -24,7 +24,7 @@ import random
 import socket
 import struct
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from lisp_ryu import config as config_mod
@@ -34,6 +34,7 @@ from lisp_ryu.flows.compiler import CompileError, compile_plan, remotes_installe
 from lisp_ryu.flows.diff import diff
 from lisp_ryu.flows.model import DesiredState
 from lisp_ryu.flows.pipeline import PipelineError, Table, is_ours
+from lisp_ryu.glue.failover_ports import FailoverPorts
 from lisp_ryu.glue.netns import open_udp_socket
 from lisp_ryu.wire import LISP_CONTROL_PORT
 from lisp_ryu.mapserver.service import MapServer
@@ -70,6 +71,7 @@ class ControlEndpoint:
     # What the receive loops read: local address -> socket.  An xTR listens on every RLOC
     # (RLOC-probes arrive at each) and is told which was addressed; the Map-Server's key is None.
     receivers: dict = field(default_factory=dict)
+    failover: FailoverPorts | None = None  # the xTR's per-peer BFD ports (xtrs[].ovsdb given)
 
 
 class Controller:
@@ -88,11 +90,13 @@ class Controller:
     @classmethod
     def from_config(cls, config: config_mod.Config, wake: Callable[[], None] = lambda: None,
                     open_socket: Callable[..., Any] = open_udp_socket, clock: Callable[[], float] = time.monotonic,
-                    wall_clock: Callable[[], float] = time.time) -> Controller:
+                    wall_clock: Callable[[], float] = time.time,
+                    spawn: Callable[[Callable[[], None]], Any] | None = None) -> Controller:
         """The cores of `config` on sockets from `open_socket(netns, (host, port)[, family])`.
 
         The xTR cores run on `clock`; the Map-Server on `wall_clock`, because it
-        persists expiries across restarts.
+        persists expiries across restarts.  `spawn(fn)` runs the OVSDB writes of
+        the BFD ports in the background (synchronously if None).
         """
         controller = cls(wake)
         rng = random.SystemRandom()
@@ -128,8 +132,17 @@ class Controller:
             for other in xtr.rlocs[1:]:
                 receivers[other.address] = open_socket(
                     xtr.netns, (str(other.address), LISP_CONTROL_PORT), _family(other.address))
-            controller.add_endpoint(ControlEndpoint(f"xtr {xtr.name}", core, sock.sendto, clock, dpid=xtr.dpid,
-                                                    receivers=receivers))
+            endpoint = controller.add_endpoint(ControlEndpoint(f"xtr {xtr.name}", core, sock.sendto, clock,
+                                                               dpid=xtr.dpid, receivers=receivers))
+            if xtr.ovsdb is not None and xtr.failover.enabled:
+                endpoint.failover = FailoverPorts(
+                    xtr, spawn=spawn or (lambda fn: fn()),
+                    changed=lambda dpid=xtr.dpid: controller.request_push(dpid, "BFD port numbers"))
+                LOG.info("xTR %s: failover in the switch: BFD ports (%d ms x %d) created in %s", xtr.name,
+                         xtr.failover.bfd.min_rx, xtr.failover.bfd.mult, xtr.ovsdb)
+            else:
+                LOG.info("xTR %s: no failover in the switch (%s): a dead RLOC is noticed by probing only",
+                         xtr.name, "no ovsdb configured" if xtr.ovsdb is None else "failover.enabled is false")
             LOG.info("xTR %s (dpid %#x) control plane on %s:%d", xtr.name, xtr.dpid, rloc, LISP_CONTROL_PORT)
         return controller
 
@@ -232,7 +245,10 @@ class Controller:
         if session is None or endpoint is None or session.installed is None:
             return  # not connected or not reconciled yet: reconciliation will push
         try:
-            desired = compile_plan(endpoint.core.plan())
+            plan = endpoint.core.plan()
+            if endpoint.failover is not None:
+                plan = replace(plan, failover_ports=endpoint.failover.ports(plan.peers))
+            desired = compile_plan(plan)
         except (CompileError, PipelineError) as exc:
             # A plan the compiler refuses: keep the switch as it is (traffic keeps flowing on
             # the installed flows), count it and say why, rather than push half.  Other

@@ -22,7 +22,7 @@ MAP_SERVER_DATA = "map-server-data"
 
 
 def build(state: LabState, *, embedded_map_server: bool = True, register_interval: float = 60.0,
-          rloc_probing: dict[str, Any] | None = None) -> dict[str, Any]:
+          rloc_probing: dict[str, Any] | None = None, failover: dict[str, Any] | None = None) -> dict[str, Any]:
     """A configuration dict: one xTR per site, and the embedded Map-Server if the lab has one.
 
     A PxTR site becomes an xTR with `native_port` and a `proxy` section (it
@@ -31,6 +31,8 @@ def build(state: LabState, *, embedded_map_server: bool = True, register_interva
     embedded Map-Server's answer for space no site registers) go to it.
     `rloc_probing` (the `xtrs[].rloc_probing` section of lisp_ryu/config.py) is
     given to every xTR; failover tests shorten the probe interval with it.
+    `failover` (`xtrs[].failover`) too; every xTR gets its site's OVSDB, so
+    failover in the switch (BFD ports) is on unless `failover={"enabled": False}`.
     """
     ms_address = state.map_server_address
     doc: dict[str, Any] = {}
@@ -87,6 +89,9 @@ def build(state: LabState, *, embedded_map_server: bool = True, register_interva
         if pxtr is not None:
             xtr["petr"] = pxtr.rlocs[0].address
         xtrs.append(xtr)
+    if failover is not None:
+        for xtr in xtrs:
+            xtr["failover"] = dict(failover)
     doc["xtrs"] = xtrs
     config_mod.parse(doc, source="<lab controller config>")  # fail here, not in the controller
     return doc
@@ -128,6 +133,8 @@ def _switch(site: SiteState) -> dict[str, Any]:
         "netns": site.namespace,
         "rlocs": [{"address": r.address, "priority": r.priority, "weight": r.weight} for r in site.rlocs],
         "tunnel_port": site.tunnel_ofport,
+        # The controller creates the per-peer BFD ports of failover there (lisp_ryu/glue/failover_ports.py).
+        "ovsdb": site.db,
     }
 
 

@@ -147,13 +147,16 @@ class XtrCore:
     def plan(self) -> XtrPlan:
         cfg = self.state.config
         remotes = []
+        peers: set = set()
         for entry in self.state.cache:
             prefix = entry.value.record.eid_prefix
             if not isinstance(prefix.address, IP_TYPES):
                 continue  # MAC EIDs have no L3 flows yet
             remotes.append(self._remote_entry(entry, prefix.network))
+            peers.update(self._peer_rlocs(entry))
         for dest, entry in self.state.cache.source_specific:
             remotes.append(self._remote_entry(entry, dest, source=entry.eid))  # type: ignore[arg-type]
+            peers.update(self._peer_rlocs(entry))
         return XtrPlan(
             tunnel_port=cfg.tunnel_port,
             host_ports=tuple(HostPort(p.port, p.iid) for p in cfg.host_ports),
@@ -168,7 +171,17 @@ class XtrCore:
             native_port=cfg.native_port,
             proxy=None if cfg.proxy is None else Proxy(cfg.proxy.iid, cfg.proxy.prefixes, cfg.proxy.next_hop_mac,
                                                         cfg.proxy.address),
+            peers=tuple(sorted((peers | self.prober.probed_by.keys()) - set(self.state.rlocs),
+                               key=lambda a: (a.version, int(a)))),
         )
+
+    @staticmethod
+    def _peer_rlocs(entry: CacheEntry[CachedMapping]) -> tuple[IPAddress, ...]:
+        """The RLOCs a positive entry may tunnel to, whatever probing says of them (BFD watches them too)."""
+        if entry.negative:
+            return ()
+        return tuple(loc.address for loc in entry.value.record.locators
+                     if loc.reachable and loc.priority != 255 and isinstance(loc.address, IP_TYPES))
 
     def _remote_entry(self, entry: CacheEntry[CachedMapping], prefix: ipaddress.IPv4Network | ipaddress.IPv6Network,
                       source: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None) -> RemoteEntry:

@@ -218,8 +218,17 @@ class RlocTracker:
         return Transition(rloc, True, now, "probe answered")
 
 
+MAX_PROBERS = 1024  # ITRs we keep a BFD port towards because they probe us (bounded: anyone may probe)
+
+
 class Prober:
-    """The xTR's RLOC probing: probe the RLOCs the map-cache uses, and answer probes of ours."""
+    """The xTR's RLOC probing: probe the RLOCs the map-cache uses, and answer probes of ours.
+
+    It also remembers which ITRs probed us (`probed_by`, answered probes only,
+    forgotten after three of their intervals): an ITR that sends to us may be
+    one we never send to, and its BFD session to us needs a port back from
+    us (lisp_ryu/flows/failover.py), so they are peers of ours too.
+    """
 
     def __init__(self, state: XtrState, rng: random.Random | None = None):
         self.state = state
@@ -230,6 +239,8 @@ class Prober:
         self._targets_stale = True
         self._answers = RateLimiter(probing.answer_rate, probing.answer_burst, max_sources=4096)
         self._answers_total = RateLimiter(probing.answer_rate_total, probing.answer_rate_total)
+        self.probed_by: dict[IPAddress, float] = {}  # ITR RLOC -> when we last answered its probe
+        self._probed_by_ttl = max(3 * probing.interval * (1 + probing.jitter), 60.0)
 
     def targets_changed(self) -> None:
         """The map-cache changed: recompute the tracked RLOCs at the next `sync`."""
@@ -266,10 +277,15 @@ class Prober:
         """Send the probes that are due; recompile when an RLOC went down or came back."""
         state = self.state
         self.sync(now)
-        if not state.config.rloc_probing.enabled:
-            return []
-        transitions, probes = self.health.poll(now, state.nonce)
         effects: list[Effect] = []
+        gone = [rloc for rloc, seen in self.probed_by.items() if now - seen > self._probed_by_ttl]
+        for rloc in gone:
+            del self.probed_by[rloc]
+        if gone:
+            effects.append(DataplaneChanged(f"no longer probed by {', '.join(map(str, gone))}"))
+        if not state.config.rloc_probing.enabled:
+            return effects
+        transitions, probes = self.health.poll(now, state.nonce)
         for probe in probes:
             request = MapRequest(nonce=probe.nonce, probe=True, records=(MapRequestRecord.for_prefix(probe.eid),),
                                  itr_rlocs=state.rlocs)
@@ -335,5 +351,11 @@ class Prober:
             return []
         reply = MapReply(nonce=request.nonce, records=tuple(records), probe=True)
         state.count("probe_answered")
-        return [SendControl(source, reply_port, reply.encode(), f"RLOC-probe reply for {records[0].eid_prefix}")]
+        effects: list[Effect] = [SendControl(source, reply_port, reply.encode(),
+                                             f"RLOC-probe reply for {records[0].eid_prefix}")]
+        if source in self.probed_by or len(self.probed_by) < MAX_PROBERS:
+            if source not in self.probed_by:
+                effects.append(DataplaneChanged(f"probed by {source}: a BFD peer"))
+            self.probed_by[source] = now
+        return effects
 

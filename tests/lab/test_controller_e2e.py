@@ -62,8 +62,10 @@ def test_first_packet_is_held_and_reinjected_not_lost(lab):
 def test_multihomed_site_gets_a_weighted_select_group(lab):
     assert ping(lab, "h1", "10.3.0.10", "-c", "2", "-i", "0.2", "-W", "2").returncode == 0
     groups = running.ofctl("dc1", "dump-groups", state=lab)
-    assert "type=select" in groups, groups
-    assert groups.count("weight:50") == 2, groups
+    # With failover in the switch there are two: over the BFD ports (in the FF group) and over the
+    # flow-based port (its last bucket); each splits 50/50.
+    selects = [line for line in groups.splitlines() if "type=select" in line]
+    assert selects and all(line.count("weight:50") == 2 for line in selects), groups
     assert "198.18.3.2->tun_dst" in groups and "198.18.4.2->tun_dst" in groups, groups
 
 
@@ -83,7 +85,13 @@ def test_select_group_spreads_tcp_flows_over_both_rlocs(lab):
     OVS's default select-group hash (dp_hash over the symmetric 5-tuple)
     includes the ports of TCP and SCTP only, so UDP flows between one pair of
     hosts all take one bucket; that is OVS's choice, not ours (see README).
+    While the BFD sessions come up (about a second after the first packet to
+    dc3) one may be up before the other, and the select group over the BFD
+    ports then sends everything to that one: wait for both.
     """
+    from lisp_ryu.lab.scenarios import failover
+
+    failover.wait_for(lambda: failover.armed(lab), 15, "every BFD session up")
     before = dc3_rloc_rx(lab)
     sender = ("import socket\n"
               "for port in range(20000, 20064):\n"
@@ -100,6 +108,55 @@ def test_select_group_spreads_tcp_flows_over_both_rlocs(lab):
     # The uplink counters also see control traffic (an RLOC probe, an ARP): one stray packet on an
     # idle RLOC is no spread.  50/50 weights over 64 flows put about 32 on each; ask for 5.
     assert sum(deltas) >= 64 and all(d >= 5 for d in deltas), f"packets per dc3 RLOC: {deltas}"
+
+
+def spray_tcp(lab) -> tuple[int, list[int]]:
+    """64 TCP SYNs h1 -> h5 on as many ports: how many were answered (a reset), and the packets
+    each of dc3's RLOC uplinks received meanwhile."""
+    before = dc3_rloc_rx(lab)
+    sender = ("import socket\n"
+              "answered = 0\n"
+              "for port in range(21000, 21064):\n"
+              "    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)\n"
+              "    s.settimeout(0.3)\n"
+              "    try:\n"
+              "        s.connect(('10.3.0.10', port))\n"
+              "    except ConnectionRefusedError:\n"
+              "        answered += 1\n"
+              "    except OSError:\n"
+              "        pass\n"
+              "    s.close()\n"
+              "print(answered)\n")
+    answered = int(running.exec_in("h1", ["python3", "-c", sender], state=lab).stdout.split()[-1])
+    return answered, [a - b for a, b in zip(dc3_rloc_rx(lab), before)]
+
+
+def test_select_group_over_bfd_ports_skips_a_dead_rloc_without_the_controller(lab):
+    """Same-priority RLOCs: OVS's select group hashes over the buckets whose BFD port is live.
+
+    The core's end of 198.18.4.2's link goes down: within BFD's detection
+    time every flow h1 -> h5 is answered through 198.18.3.2 (they used both),
+    and after the restore both carry traffic again.  Probing (30 s) has no
+    time to notice: this is the switch.
+    """
+    from lisp_ryu.lab.scenarios import failover
+
+    assert ping(lab, "h1", "10.3.0.10", "-c", "1", "-W", "2").returncode == 0
+    failover.wait_for(lambda: failover.armed(lab), 15, "every BFD session up")
+    end = failover.rloc_link(lab, "dc3", "198.18.4.2")
+    failover.set_link(lab, end, up=False)
+    try:
+        time.sleep(0.6)
+        answered, cut = spray_tcp(lab)
+        print("answered", answered, "per dc3 RLOC with 198.18.4.2 cut:", cut,
+              running.ofctl("dc1", "dump-groups", state=lab))
+    finally:
+        failover.set_link(lab, end, up=True)
+    assert answered == 64 and cut[1] <= 2, f"answered {answered}/64, packets per dc3 RLOC: {cut}"
+    failover.wait_for(lambda: failover.armed(lab), 15, "every BFD session up again")
+    answered, back = spray_tcp(lab)
+    assert answered == 64 and all(d >= 5 for d in back), f"answered {answered}/64, per dc3 RLOC: {back}"
+    assert "RLOC 198.18.4.2 is down" not in lab_controller.log_path().read_text(errors="replace")
 
 
 def test_unregistered_destination_gets_a_negative_entry(lab):

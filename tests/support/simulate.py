@@ -5,6 +5,13 @@ a switch: the answer is the port(s) and the rewritten header fields.  It
 implements just what the compiler emits (exact/masked matches, set-field,
 reg-move, write-metadata, goto, groups, output) and refuses ambiguity (two
 equal-priority flows matching one packet), which OpenFlow leaves undefined.
+
+Groups: "select" and "all" deliver through every bucket (a select's with its
+weight, so a test sees the split), "ff" through its first live bucket.
+Liveness is `live_ports` (None: every port is live): a bucket watching a port
+is live if the port is; watching a group, if that group has a live bucket; a
+bucket that watches nothing is live.  A select group skips dead buckets, as
+OVS does; with no live bucket a group drops the packet.
 """
 
 from __future__ import annotations
@@ -60,8 +67,11 @@ def matches(flow: Flow, packet: dict[str, Any]) -> bool:
     return all(_field_matches(name, want, packet) for name, want in flow.match)
 
 
-def walk(state: DesiredState, packet: dict[str, Any], start_table: int = 0) -> Trace:
-    """Run `packet` (header fields, in Ryu names, plus in_port) through `state`."""
+def walk(state: DesiredState, packet: dict[str, Any], start_table: int = 0,
+         live_ports: set[int] | frozenset[int] | None = None) -> Trace:
+    """Run `packet` (header fields, in Ryu names, plus in_port) through `state`.
+
+    `live_ports`: the ports whose liveness is up (None: all), for watched buckets."""
     trace = Trace()
     pkt = dict(packet)
     pkt.setdefault("metadata", 0)
@@ -79,7 +89,7 @@ def walk(state: DesiredState, packet: dict[str, Any], start_table: int = 0) -> T
         trace.flows.append(flow)
         if flow.meter is not None:
             trace.meters.append(flow.meter)
-        _apply(flow.actions, pkt, pkt.get("in_port"), groups, trace, 1)
+        _apply(flow.actions, pkt, pkt.get("in_port"), groups, trace, 1, live_ports)
         if flow.write_metadata is not None:
             value, mask = flow.write_metadata
             pkt["metadata"] = (pkt["metadata"] & ~mask) | (value & mask)
@@ -87,7 +97,22 @@ def walk(state: DesiredState, packet: dict[str, Any], start_table: int = 0) -> T
     return trace
 
 
-def _apply(actions, pkt, in_port, groups, trace: Trace, weight: int) -> None:
+def _bucket_live(bucket, groups, live_ports, depth: int = 0) -> bool:
+    if depth > 8:
+        raise AssertionError("groups watch each other in a loop")
+    if bucket.watch_port is None and bucket.watch_group is None:
+        return True
+    if bucket.watch_port is not None and (live_ports is None or bucket.watch_port in live_ports):
+        return True
+    if bucket.watch_group is not None:
+        group = groups.get(bucket.watch_group)
+        if group is None:
+            raise AssertionError(f"bucket watches missing group {bucket.watch_group}")
+        return any(_bucket_live(b, groups, live_ports, depth + 1) for b in group.buckets)
+    return False
+
+
+def _apply(actions, pkt, in_port, groups, trace: Trace, weight: int, live_ports=None) -> None:
     for action in actions:
         if isinstance(action, SetField):
             pkt[action.field] = action.value
@@ -100,5 +125,8 @@ def _apply(actions, pkt, in_port, groups, trace: Trace, weight: int) -> None:
             group = groups.get(action.group_id)
             if group is None:
                 raise AssertionError(f"flow points at missing group {action.group_id}")
-            for bucket in group.buckets:
-                _apply(bucket.actions, dict(pkt), in_port, groups, trace, bucket.weight)
+            live = [b for b in group.buckets if _bucket_live(b, groups, live_ports)]
+            if group.type == "ff":
+                live = live[:1]
+            for bucket in live:
+                _apply(bucket.actions, dict(pkt), in_port, groups, trace, bucket.weight, live_ports)

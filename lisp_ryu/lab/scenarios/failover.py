@@ -1,26 +1,30 @@
-"""RLOC failover under a continuous ping: cut a multihomed site's best RLOC and time the recovery.
+"""RLOC failover under a 1 ms prober: cut a multihomed site's best RLOC and time the recovery.
 
 The scenario: site dc3 has two RLOCs; `failover_topology` makes one of them
 (`PRIMARY`, 198.18.4.2 on br-phy1) priority 1 and the other priority 2, so
-every ITR tunnels to the primary.  A host of another site pings a dc3 host
-every 10 ms (`probe.Prober`, exact send and receive times) while the
-lab cuts the primary's underlay link: `ip link set <if> down` on the core
-router's end, inside its namespace.  The ITR's probes to the primary go
-unanswered, the RLOC is declared down after `misses` probes, the encap flow
-moves to the priority-2 RLOC and the ping recovers.  Then the link comes
-back, the next probe is answered and the flow returns to the primary.
+every ITR tunnels to the primary.  A host of another site sends an ICMP echo
+every 1 ms (`probe.Prober`, exact send and receive times, the rate kept
+while replies are missing) to a dc3 host while the lab cuts the primary's
+underlay link: `ip link set <if> down` on the core router's end, inside its
+namespace.  With failover in the switch (the default: BFD ports and
+fast-failover groups, lisp_ryu/flows/failover.py) the ITR's BFD session to
+the primary times out and its FF group moves to the priority-2 RLOC, with
+no controller involved; with `failover={"enabled": False}` RLOC probing has
+to notice (misses x interval) and the controller rewrites the flow.  Then
+the link comes back and traffic returns to the primary.
 
 Why the primary is the site's *second* link: the lab routes everything a
 site sends through its first link (see lisp_ryu/lab/topology.py), so
 cutting the first link would also cut dc3's replies and its control
 traffic; cutting the second one breaks exactly the path towards the
-primary RLOC, which is what probing must detect.
+primary RLOC, which is what BFD (or probing) must detect.
 
 Per cycle the outcome gives the outage (from the cut to the send time of
-the first answered ping after it; the ping interval bounds its error), the
-time until the ITR's switch reported its encap flow changed (an OpenFlow
-flow monitor: detection + reprogramming, with no ping granularity), and
-the same for the return after the link is restored.
+the first answered probe after it: the reply gap, at 1 ms), when the ITR's
+data plane chose another RLOC (`ovs-appctl ofproto/trace` of a packet of
+the ping, polled: it follows FF bucket liveness as forwarding does), and
+the same for the return after the link is restored.  `leftovers` dumps
+every site's flows, groups and ports afterwards and names anything stale.
 """
 
 from __future__ import annotations
@@ -34,16 +38,19 @@ from typing import Callable
 
 import yaml
 
+from lisp_ryu.glue.failover_ports import MARK
 from lisp_ryu.lab import topology_load
-from lisp_ryu.lab.running import exec_in, ofctl
-from lisp_ryu.lab.scenarios.probe import FlowWatch, Probe, Prober
+from lisp_ryu.lab.running import appctl, exec_in, ofctl, vsctl
+from lisp_ryu.lab.scenarios.probe import Probe, Prober
 from lisp_ryu.lab.state import LabError, LabState
 
 SITE = "dc3"
 PRIMARY = "198.18.4.2"
-# Short enough for a test, long enough that a loaded 2-CPU machine answers every probe in time.
+# RLOC probing for a run without failover in the switch (the old way; the figures' baseline):
+# short enough for a test, long enough that a loaded 2-CPU machine answers every probe in time.
 PROBING = {"interval": 0.5, "jitter": 0.1, "misses": 3, "timeout": 0.2}
-INTERVAL = 0.01
+INTERVAL = 0.001
+POLL = 0.02
 
 
 def failover_topology(src: Path, dest: Path, *, site: str = SITE, primary: str = PRIMARY) -> Path:
@@ -81,21 +88,49 @@ def set_link(state: LabState, end: LinkEnd, up: bool) -> float:
     return time.time()
 
 
-def encap_rloc(state: LabState, itr: str, prefix: str) -> str | None:
-    """The RLOC the ITR's encap flow for `prefix` tunnels to now (single-RLOC flows only)."""
-    for line in ofctl(itr, "dump-flows", "table=1", state=state).splitlines():
-        if f"nw_dst={prefix}" in line:
-            m = re.search(r"set_field:([0-9.]+)->tun_dst", line)
-            return m.group(1) if m else None
-    return None
+_TUNNEL_DST = re.compile(r"tnl_push\(.*?ipv[46]\(src=[^,]+,dst=([0-9a-fA-F.:]+)")
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+def active_rloc(state: LabState, pinger: str, target_ip: str) -> str | None:
+    """The RLOC the pinger's xTR tunnels a packet to `target_ip` to now, as its datapath would.
+
+    `ofproto/trace` runs the packet through the OpenFlow tables, groups
+    included, with the liveness of every watched port as forwarding sees it,
+    and prints the datapath actions: the tunnel header's destination is the RLOC.
+    """
+    host = state.host(pinger)
+    packet = (f"in_port={host.ofport},ip,dl_src={host.mac},dl_dst={host.gateway_mac},"
+              f"nw_src={host.ip},nw_dst={target_ip},nw_ttl=64")
+    out = appctl(host.site, "ofproto/trace", "br-int", packet, state=state)
+    actions = next((line for line in out.splitlines() if line.startswith("Datapath actions:")), "")
+    m = _TUNNEL_DST.search(actions)
+    return m.group(1) if m else None
+
+
+def bfd_ports(state: LabState) -> dict[str, str]:
+    """Every BFD port the controller made, "site/port" -> its bfd_status (ovs-vsctl's words)."""
+    out = {}
+    for site in state.sites:
+        listing = vsctl(site.name, "--bare", "--format=csv", "--no-headings", "--columns=name,bfd_status",
+                        "find", "interface", f"external_ids:{MARK}={site.name}", state=state)
+        for line in listing.splitlines():
+            name, _, status = line.partition(",")
+            out[f"{site.name}/{name}"] = status
+    return out
+
+
+def armed(state: LabState) -> bool:
+    """Failover in the switch is ready: every BFD port's session is up (True if there are none)."""
+    return all(re.search(r"(?<![_a-z])state=up", status) for status in bfd_ports(state).values())
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> float:
+    """Poll until `predicate()`; returns when (time.time()) it was first seen true."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
-            return
-        time.sleep(0.05)
+            return time.time()
+        time.sleep(POLL)
     raise LabError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
@@ -103,81 +138,128 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
 class FailoverOutcome:
     cut_at: float
     restored_at: float
-    outage_ms: float | None  # cut -> first answered ping sent after it; None: never recovered
-    lost: int  # pings sent after the cut that got no reply
-    flow_moved_ms: float | None  # cut -> the ITR's switch reports its encap flow changed
-    flow_back_ms: float | None  # restore -> the encap flow changed back
-    lost_after_restore: int  # pings lost between the restore and the end of the cycle
+    outage_ms: float | None  # cut -> first answered probe sent after it (the reply gap); None: never recovered
+    lost: int  # probes sent after the cut that got no reply before the first answered one
+    moved_ms: float | None  # cut -> the ITR's datapath tunnels to another RLOC (ofproto/trace, polled)
+    back_ms: float | None  # restore -> it tunnels to the primary again
+    lost_after_restore: int  # probes lost between the restore and the end of the cycle
     answered_after_restore: int
 
 
-def _first_flow_change(events, site: str, since: float) -> float | None:
-    times = [e.at for e in events if e.site == site and e.at >= since and e.table == 1
-             and e.per_eid and e.event in ("ADDED", "MODIFIED") and "tun_dst" in e.flow]
-    return min(times) if times else None
-
-
-def outcome(probes: tuple[Probe, ...], events, itr: str, cut_at: float, restored_at: float,
-            end: float) -> FailoverOutcome:
-    """What one cut/restore cycle did to the ping and to the ITR's flows."""
+def outcome(probes: tuple[Probe, ...], cut_at: float, moved_at: float | None, restored_at: float,
+            back_at: float | None, end: float) -> FailoverOutcome:
+    """What one cut/restore cycle did to the probes and to the ITR's choice of RLOC."""
     after_cut = [p for p in probes if cut_at <= p.sent < restored_at]
     first = next((p for p in after_cut if p.received is not None), None)
     after_restore = [p for p in probes if restored_at <= p.sent < end]
-    moved = _first_flow_change(events, itr, cut_at)
-    back = _first_flow_change(events, itr, restored_at)
     return FailoverOutcome(
         cut_at=cut_at, restored_at=restored_at,
         outage_ms=None if first is None else (first.sent - cut_at) * 1000.0,
         lost=sum(1 for p in after_cut if p.received is None and (first is None or p.sent < first.sent)),
-        flow_moved_ms=None if moved is None or moved > restored_at else (moved - cut_at) * 1000.0,
-        flow_back_ms=None if back is None else (back - restored_at) * 1000.0,
+        moved_ms=None if moved_at is None else (moved_at - cut_at) * 1000.0,
+        back_ms=None if back_at is None else (back_at - restored_at) * 1000.0,
         lost_after_restore=sum(1 for p in after_restore if p.received is None),
         answered_after_restore=sum(1 for p in after_restore if p.received is not None),
     )
 
 
 def run(state: LabState, *, cycles: int = 1, pinger: str = "h1", target: str = "h5", site: str = SITE,
-        primary: str = PRIMARY, prefix: str = "10.3.0.0/16", timeout: float = 20.0,
-        settle: float = 1.0) -> list[FailoverOutcome]:
-    """Cut and restore `site`'s primary RLOC link `cycles` times under a ping from `pinger` to `target`.
+        primary: str = PRIMARY, timeout: float = 20.0, settle: float = 1.0,
+        phase: float = 0.1) -> list[FailoverOutcome]:
+    """Cut and restore `site`'s primary RLOC link `cycles` times under a 1 ms prober from `pinger` to `target`.
 
-    The controller must be running with probing on (see PROBING).  Each cycle
-    waits until the ITR's flow moved away from the primary (or `timeout`),
-    lets the ping run `settle` s on the backup, restores the link, waits for
-    the flow to come back and lets the ping run `settle` s more.
+    Each cycle waits a random fraction of `phase` (so cuts land at every
+    point of the BFD or probe schedule), cuts, waits until the ITR tunnels
+    elsewhere (or `timeout`), lets the probes run `settle` s on the backup,
+    restores the link, waits until the ITR tunnels to the primary again and
+    lets the probes run `settle` s more.
     """
-    itr = state.host(pinger).site
     end = rloc_link(state, site, primary)
+    target_ip = state.host(target).ip
     outcomes = []
-    watch = FlowWatch(state.site(itr))
-    watch.start()
-    prober = Prober(state.host(pinger).namespace, state.host(target).ip, INTERVAL)
+    prober = Prober(state.host(pinger).namespace, target_ip, INTERVAL)
     try:
         prober.start()
         if not prober.wait_reply(timeout):
             raise LabError(f"{pinger} gets no reply from {target} before any cut")
-        wait_for(lambda: encap_rloc(state, itr, prefix) == primary, timeout,
-                 f"{itr} to tunnel {prefix} to the primary RLOC {primary}")
+        wait_for(lambda: active_rloc(state, pinger, target_ip) == primary, timeout,
+                 f"{pinger}'s xTR to tunnel to {target} through the primary RLOC {primary}")
+        # The BFD sessions come up about a second after their ports: until then the FF group's
+        # last bucket (the flow-based port) carries the traffic and a cut would find nothing armed.
+        wait_for(lambda: armed(state), timeout, f"every BFD session up ({bfd_ports(state)})")
         time.sleep(settle)
         marks = []
         for _ in range(cycles):
-            # The flow came back right after a probe: without this, every cut would land at the
-            # same phase of the probe schedule and the measured detection time would be biased.
-            time.sleep(random.uniform(0.0, PROBING["interval"]))
+            time.sleep(random.uniform(0.0, phase))
             cut_at = set_link(state, end, up=False)
             try:
-                wait_for(lambda: encap_rloc(state, itr, prefix) not in (primary, None), timeout,
-                         f"{itr} to move {prefix} off {primary} after the cut")
+                moved_at = wait_for(lambda: active_rloc(state, pinger, target_ip) not in (primary, None), timeout,
+                                    f"{pinger}'s xTR to tunnel off {primary} after the cut")
                 time.sleep(settle)
             finally:
                 restored_at = set_link(state, end, up=True)
-            wait_for(lambda: encap_rloc(state, itr, prefix) == primary, timeout,
-                     f"{itr} to move {prefix} back to {primary} after the restore")
+            back_at = wait_for(lambda: active_rloc(state, pinger, target_ip) == primary, timeout,
+                               f"{pinger}'s xTR to tunnel to {primary} again after the restore")
+            wait_for(lambda: armed(state), timeout, "every BFD session up again after the restore")
             time.sleep(settle)
-            marks.append((cut_at, restored_at, time.time()))
+            marks.append((cut_at, moved_at, restored_at, back_at, time.time()))
     finally:
         probes = prober.stop()
-        events = watch.stop()
-    for cut_at, restored_at, stop in marks:
-        outcomes.append(outcome(probes, events, itr, cut_at, restored_at, stop))
+    for cut_at, moved_at, restored_at, back_at, stop in marks:
+        outcomes.append(outcome(probes, cut_at, moved_at, restored_at, back_at, stop))
     return outcomes
+
+
+# --------------------------------------------------------------------------
+# Nothing stale: every site's tables and ports after a scenario
+
+
+_PORT_DESC = re.compile(r"^\s*(\d+)\(([^)]+)\):", re.M)
+_PORT_REFS = re.compile(r"(?:in_port=|output:|watch_port:)(\d+)")
+_GROUP_REFS = re.compile(r"(?:group:|watch_group:)(\d+)")
+_TUN_DSTS = re.compile(r"set_field:([0-9a-fA-F.:]+)->tun_(?:ipv6_)?dst")
+
+
+def leftovers(state: LabState) -> list[str]:
+    """What is stale or dangling on any site, one line each; empty when all is clean.
+
+    Per site: a flow or bucket naming a port the bridge does not have, a
+    flow or group naming a missing group, a group nothing uses, a BFD port of
+    ours towards an RLOC no flow or group of the site tunnels to, a BFD port
+    whose session is not up (the scenario ends with every link up) or that
+    OVS could not open.
+    """
+    problems = []
+    for site in state.sites:
+        name = site.name
+        ports = {int(n) for n, _ in _PORT_DESC.findall(ofctl(name, "dump-ports-desc", state=state))}
+        flows = [line for line in ofctl(name, "dump-flows", state=state).splitlines() if "actions=" in line]
+        groups = {}
+        for line in ofctl(name, "dump-groups", state=state).splitlines():
+            m = re.search(r"group_id=(\d+)", line)
+            if m:
+                groups[int(m.group(1))] = line
+        for text in flows + list(groups.values()):
+            for port in _PORT_REFS.findall(text):
+                if int(port) not in ports:
+                    problems.append(f"{name}: port {port} does not exist: {text.strip()}")
+        used: set[int] = set()
+        for text in flows:
+            used.update(int(g) for g in _GROUP_REFS.findall(text))
+        for gid, text in groups.items():
+            used.update(int(g) for g in _GROUP_REFS.findall(text.split("group_id=")[1].split(",", 1)[1]))
+        for gid in used - groups.keys():
+            problems.append(f"{name}: group {gid} is used but missing")
+        for gid in groups.keys() - used:
+            problems.append(f"{name}: group {gid} is used by nothing: {groups[gid]}")
+        destinations = set(_TUN_DSTS.findall("\n".join(flows + list(groups.values()))))
+        bfd = vsctl(name, "--bare", "--format=csv", "--no-headings", "--columns=name,options,bfd_status,error",
+                    "find", "interface", f"external_ids:{MARK}={name}", state=state)
+        for line in bfd.splitlines():
+            port = line.split(",", 1)[0]
+            remote = re.search(r"remote_ip=([0-9a-fA-F.:]+)", line)
+            if remote is None or remote.group(1) not in destinations:
+                problems.append(f"{name}: BFD port {port} leads to an RLOC no flow uses: {line}")
+            if not re.search(r"(?<![_a-z])state=up", line):
+                problems.append(f"{name}: BFD port {port} is not up: {line}")
+    return problems

@@ -374,7 +374,8 @@ def test_two_cores_probe_each_other_through_real_bytes_and_stay_up():
         for e in itr.handle_timer(deadline):
             if isinstance(e, SendControl) and e.what.startswith("RLOC-probe"):
                 sent += 1
-                for reply in etr.handle_control(e.payload, OWN, 4342, deadline, destination=e.destination):
+                for reply in [r for r in etr.handle_control(e.payload, OWN, 4342, deadline, destination=e.destination)
+                              if not isinstance(r, DataplaneChanged)]:  # the prober became a BFD peer
                     assert isinstance(reply, SendControl) and reply.destination == OWN
                     itr.handle_control(reply.payload, e.destination, 4342, deadline + 0.001, destination=OWN)
     assert sent >= 20 and itr.health.down() == frozenset()
@@ -420,3 +421,22 @@ def test_petr_and_native_port_are_checked_against_the_xtrs_own_rlocs_and_ports()
         core(CONFIG + "    petr: 198.18.1.2\n")
     with pytest.raises(config.ConfigError, match=r"xtrs\[0\]\.native_port"):
         core(CONFIG + "    native_port: 100\n")
+
+
+def test_an_itr_that_probes_us_becomes_a_bfd_peer_until_it_stops():
+    """Its BFD session to us needs a port back from us, even if we never send to it."""
+    x = core()
+    effects = x.handle_control(probe(), ITR, 4342, 0.0, destination=OWN)
+    assert any(isinstance(e, DataplaneChanged) for e in effects)
+    assert ITR in x.plan().peers
+    effects = x.handle_control(probe(nonce=10), ITR, 4342, 1.0, destination=OWN)
+    assert not any(isinstance(e, DataplaneChanged) for e in effects)  # known already: no push
+    ttl = x.prober._probed_by_ttl
+    assert any(isinstance(e, DataplaneChanged) for e in x.prober.poll(1.0 + ttl + 1))
+    assert ITR not in x.plan().peers
+
+
+def test_a_probe_that_is_not_answered_makes_no_peer():
+    x = core()
+    x.handle_control(probe("10.2.0.0/16"), ITR, 4342, 0.0, destination=OWN)
+    assert ITR not in x.plan().peers

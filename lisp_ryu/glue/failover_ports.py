@@ -1,0 +1,224 @@
+"""The per-peer BFD ports of one xTR switch, kept in step with its map-cache over OVSDB.
+
+OpenFlow cannot create ports, and the peers are learned at run time (every
+RLOC the map-cache holds), so the controller writes them into the switch's
+OVSDB (`xtrs[].ovsdb`, what `ovs-vsctl --db=` takes) with `ovs-vsctl`, which
+ships wherever OVS does.  A real deployment needs the same reach that OVN or
+OpenDaylight need: the switch's ovsdb-server listening on a socket the
+controller can open (`ptcp:`/`pssl:`, or a unix socket on the same host).
+
+One port per (our RLOC, peer RLOC) of the same family: a fixed-remote
+LISP-GPE port (`exts=gpe dst_port=4341 packet_type=legacy_l3 key=flow`,
+`local_ip` and `remote_ip` fixed) running BFD, named `lf` + 8 hex digits of a
+hash of the pair, numbered from `failover.port_base` (ofport_request, so the
+flows can name a port before OVS made it), and marked in external_ids
+(`lisp-ryu-xtr`, `lisp-ryu-local`, `lisp-ryu-remote`) so the controller
+finds and removes exactly its own ports, also after a restart.  Both ends of
+a BFD session need a port towards each other (DESIGN.md §9): every xTR keeps
+one towards every RLOC in its map-cache, so two sites that talk have both.
+
+`ports(peers)` is bookkeeping only and returns at once (the flows are pushed
+against the numbers it returns); OVSDB is written in the background
+(`spawn`), one transaction per change, and a port whose number OVS did not
+grant triggers `changed()` so the flows follow the real number.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import subprocess
+import zlib
+from typing import Callable, Iterable, Sequence
+
+from lisp_ryu.config import XtrConfig
+from lisp_ryu.plan import FailoverPort
+
+LOG = logging.getLogger("lisp_ryu")
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+MARK = "lisp-ryu-xtr"
+Pair = tuple[IPAddress, IPAddress]
+
+
+def port_name(local: IPAddress, remote: IPAddress) -> str:
+    """At most 15 characters (an interface name), stable for the pair."""
+    return f"lf{zlib.crc32(f'{local}>{remote}'.encode()):08x}"
+
+
+def run_vsctl(db: str, args: Sequence[str], timeout: float = 10.0) -> str:
+    out = subprocess.run(["ovs-vsctl", f"--db={db}", f"--timeout={int(timeout)}", *args], capture_output=True,
+                         text=True, timeout=timeout + 5, stdin=subprocess.DEVNULL)
+    if out.returncode != 0:
+        raise OSError(f"ovs-vsctl {' '.join(args[:3])}...: {out.stderr.strip() or out.returncode}")
+    return out.stdout
+
+
+class FailoverPorts:
+    """What BFD ports one xTR's switch should have, and the background writer that makes it so."""
+
+    def __init__(self, xtr: XtrConfig, *, spawn: Callable[[Callable[[], None]], object] = lambda f: f(),
+                 changed: Callable[[], None] = lambda: None,
+                 vsctl: Callable[[str, Sequence[str]], str] = run_vsctl):
+        if xtr.ovsdb is None:
+            raise ValueError(f"xTR {xtr.name}: failover needs its ovsdb")
+        self.xtr = xtr
+        self.db = xtr.ovsdb
+        self.spawn = spawn
+        self.changed = changed
+        self.vsctl = vsctl
+        self.locals = tuple(r.address for r in xtr.rlocs)
+        taken = {xtr.tunnel_port, *(p.port for p in xtr.host_ports), *(h.port for h in xtr.hosts)}
+        if xtr.native_port is not None:
+            taken.add(xtr.native_port)
+        self._reserved = frozenset(taken)
+        self.assigned: dict[Pair, int] = {}  # the ports we want, with their OpenFlow numbers
+        self._busy = False
+        self._dirty = False
+        self.bridge: str | None = None
+        self.errors = 0
+        self._loaded = False
+
+    # ---- bookkeeping (synchronous, pure but for the background write it schedules)
+
+    def ports(self, peers: Iterable[IPAddress]) -> tuple[FailoverPort, ...]:
+        """The ports for `peers` (every peer RLOC of the map-cache), numbers kept while wanted."""
+        if not self._loaded:
+            self._load()
+        want = [(local, remote) for remote in peers for local in self.locals
+                if local.version == remote.version and local != remote]
+        wanted = set(want)
+        before = dict(self.assigned)
+        for pair in list(self.assigned):
+            if pair not in wanted:
+                del self.assigned[pair]
+        used = set(self.assigned.values()) | self._reserved
+        number = self.xtr.failover.port_base
+        for pair in want:
+            if pair in self.assigned:
+                continue
+            while number in used:
+                number += 1
+            self.assigned[pair] = number
+            used.add(number)
+        if self.assigned != before:
+            self.sync()
+        return self.current()
+
+    def _load(self) -> None:
+        """Once, before the first push: the ports an earlier controller left keep their numbers,
+        so the first flows after a restart already name the right ports."""
+        self._loaded = True
+        try:
+            found = self.existing_pairs()
+        except (OSError, subprocess.SubprocessError, ValueError) as exc:
+            self.errors += 1
+            LOG.warning("xTR %s: cannot read the BFD ports in %s: %s", self.xtr.name, self.db, exc)
+            return
+        for pair, ofport in found.items():
+            if pair[0] in self.locals and ofport > 0:
+                self.assigned[pair] = ofport
+
+    def existing_pairs(self) -> dict[Pair, int]:
+        """Our ports on the switch as (local, remote) -> OpenFlow number, from their external_ids."""
+        out = self.vsctl(self.db, ["--format=json", "--columns=ofport,external_ids", "find", "interface",
+                                   f"external_ids:{MARK}={self.xtr.name}"])
+        pairs = {}
+        for ofport, ids in (json.loads(out).get("data", []) if out.strip() else []):
+            ids = dict(ids[1]) if isinstance(ids, list) and ids and ids[0] == "map" else {}
+            try:
+                pair = (ipaddress.ip_address(ids["lisp-ryu-local"]), ipaddress.ip_address(ids["lisp-ryu-remote"]))
+            except (KeyError, ValueError):
+                continue
+            pairs[pair] = ofport if isinstance(ofport, int) else -1
+        return pairs
+
+    def current(self) -> tuple[FailoverPort, ...]:
+        return tuple(FailoverPort(local, remote, ofport) for (local, remote), ofport
+                     in sorted(self.assigned.items(), key=lambda kv: kv[1]))
+
+    # ---- writing OVSDB (in the background)
+
+    def sync(self) -> None:
+        """Bring the switch's ports in line with `assigned`, soon; one writer at a time."""
+        if self._busy:
+            self._dirty = True
+            return
+        self._busy = True
+        self.spawn(self._sync_loop)
+
+    def _sync_loop(self) -> None:
+        try:
+            while True:
+                self._dirty = False
+                try:
+                    self._sync_once()
+                except (OSError, subprocess.SubprocessError, ValueError) as exc:
+                    self.errors += 1
+                    LOG.warning("xTR %s: cannot update the BFD ports in %s: %s", self.xtr.name, self.db, exc)
+                if not self._dirty:
+                    return
+        finally:
+            self._busy = False
+
+    def _bridge(self) -> str:
+        if self.bridge is None:
+            found = self.vsctl(self.db, ["--bare", "--columns=name", "find", "bridge",
+                                         f"datapath_id={self.xtr.dpid:016x}"]).split()
+            if len(found) != 1:
+                raise ValueError(f"no single bridge with datapath_id {self.xtr.dpid:016x} (found {found})")
+            self.bridge = found[0]
+        return self.bridge
+
+    def existing(self) -> dict[str, int]:
+        """Our ports on the switch: name -> OpenFlow number (-1 while OVS has not numbered it)."""
+        out = self.vsctl(self.db, ["--bare", "--columns=name,ofport", "--format=csv", "--no-headings",
+                                   "find", "interface", f"external_ids:{MARK}={self.xtr.name}"])
+        ports = {}
+        for line in out.splitlines():
+            name, _, ofport = line.partition(",")
+            if name:
+                ports[name.strip()] = int(ofport.strip() or -1) if ofport.strip().lstrip("-").isdigit() else -1
+        return ports
+
+    def _sync_once(self) -> None:
+        bridge = self._bridge()
+        have = self.existing()
+        want = {port_name(local, remote): (local, remote, ofport) for (local, remote), ofport in self.assigned.items()}
+        # A port of ours already there keeps its number (a controller restart): adopt it.
+        adopted = False
+        for name, (local, remote, ofport) in want.items():
+            # (Only while still wanted: a push may have changed `assigned` while we waited for OVSDB.)
+            if name in have and have[name] > 0 and have[name] != ofport and (local, remote) in self.assigned:
+                self.assigned[(local, remote)] = have[name]
+                adopted = True
+        args: list[str] = []
+        for name in sorted(have.keys() - want.keys()):
+            args += ["--", "--if-exists", "del-port", bridge, name]
+        bfd = self.xtr.failover.bfd
+        for name, (local, remote, ofport) in sorted(want.items()):
+            if name in have:
+                continue
+            args += ["--", "add-port", bridge, name, "--", "set", "interface", name, "type=vxlan",
+                     f"ofport_request={ofport}", "options:exts=gpe", f"options:dst_port={self.xtr.tunnel_udp_port}",
+                     "options:packet_type=legacy_l3", "options:key=flow", f"options:local_ip={local}",
+                     f"options:remote_ip={remote}", "bfd:enable=true", f"bfd:min_tx={bfd.min_tx}",
+                     f"bfd:min_rx={bfd.min_rx}", f"bfd:mult={bfd.mult}",
+                     f"external_ids:{MARK}={self.xtr.name}", f"external_ids:lisp-ryu-local={local}",
+                     f"external_ids:lisp-ryu-remote={remote}"]
+        if args:
+            self.vsctl(self.db, args)
+            added = sum(1 for n in want if n not in have)
+            removed = len(have.keys() - want.keys())
+            LOG.info("xTR %s: BFD ports: %d added, %d removed (%s)", self.xtr.name, added, removed,
+                     ", ".join(f"{r}:{p}" for (_, r), p in sorted(self.assigned.items(), key=lambda kv: kv[1])))
+            # OVS may not grant a requested number (taken by a port we do not know): follow what it gave.
+            have = self.existing()
+            for name, (local, remote, ofport) in want.items():
+                got = have.get(name, -1)
+                if got > 0 and got != ofport and (local, remote) in self.assigned:
+                    LOG.warning("xTR %s: BFD port %s got OpenFlow port %d, not %d", self.xtr.name, name, got, ofport)
+                    self.assigned[(local, remote)] = got
+                    adopted = True
+        if adopted:
+            self.changed()

@@ -1,0 +1,51 @@
+"""`failover.leftovers` on canned dumps (the formats ovs-ofctl 3.1 and ovs-vsctl print): no lab needed."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from lisp_ryu.lab.scenarios import failover
+
+PORTS = """OFPST_PORT_DESC reply (OF1.3) (xid=0x2):
+ 1(h1): addr:02:4c:68:01:00:0a
+ 100(lisp0): addr:aa:bb:cc:dd:ee:ff
+ 1000(lf6c97f8fe): addr:aa:bb:cc:dd:ee:01
+ 1001(lf095a523e): addr:aa:bb:cc:dd:ee:02
+ LOCAL(br-int): addr:aa:bb:cc:dd:ee:03
+"""
+FLOWS = """ cookie=0x1, duration=1s, table=0, n_packets=0, n_bytes=0, priority=300,in_port=1000 actions=goto_table:2
+ cookie=0x4, duration=1s, table=1, n_packets=0, n_bytes=0, priority=3080,ip,metadata=0x2a/0xffffff,nw_dst=10.3.0.0/16 actions=group:7
+"""
+GROUPS = """OFPST_GROUP_DESC reply (OF1.3) (xid=0x2):
+ group_id=7,type=ff,bucket=watch_port:1001,actions=set_field:0x2a->tun_id,set_field:198.18.4.2->tun_dst,output:1001,bucket=watch_port:1000,actions=set_field:0x2a->tun_id,set_field:198.18.3.2->tun_dst,output:1000,bucket=watch_port:100,actions=set_field:0x2a->tun_id,set_field:198.18.4.2->tun_dst,output:100
+"""
+BFD = ('lf6c97f8fe,"dst_port=4341 exts=gpe key=flow local_ip=198.18.1.2 packet_type=legacy_l3 remote_ip=198.18.3.2",'
+       '"diagnostic=""No Diagnostic"" flap_count=1 forwarding=true remote_state=up state=up",\n'
+       'lf095a523e,"dst_port=4341 exts=gpe key=flow local_ip=198.18.1.2 packet_type=legacy_l3 remote_ip=198.18.4.2",'
+       '"diagnostic=""No Diagnostic"" flap_count=1 forwarding=true remote_state=up state=up",\n')
+
+
+def lab(monkeypatch, flows=FLOWS, groups=GROUPS, bfd=BFD):
+    dumps = {"dump-ports-desc": PORTS, "dump-flows": flows, "dump-groups": groups}
+    monkeypatch.setattr(failover, "ofctl", lambda site, command, *a, **k: dumps[command])
+    monkeypatch.setattr(failover, "vsctl", lambda site, *a, **k: bfd)
+    return SimpleNamespace(sites=[SimpleNamespace(name="dc1")])
+
+
+def test_a_clean_site_has_no_leftovers(monkeypatch):
+    assert failover.leftovers(lab(monkeypatch)) == []
+
+
+def test_dangling_ports_and_groups_and_orphans_are_named(monkeypatch):
+    flows = FLOWS.replace("group:7", "group:8") + FLOWS.splitlines()[0].replace("1000", "1005") + "\n"
+    problems = failover.leftovers(lab(monkeypatch, flows=flows))
+    assert any("port 1005 does not exist" in p for p in problems)
+    assert any("group 8 is used but missing" in p for p in problems)
+    assert any("group 7 is used by nothing" in p for p in problems)
+
+
+def test_a_bfd_port_nothing_uses_or_that_is_down_is_named(monkeypatch):
+    bfd = BFD.replace("198.18.4.2\"", "198.18.9.9\"").replace("remote_state=up state=up", "remote_state=down state=down", 1)
+    problems = failover.leftovers(lab(monkeypatch, bfd=bfd))
+    assert any("lf095a523e leads to an RLOC no flow uses" in p for p in problems)
+    assert any("lf6c97f8fe is not up" in p for p in problems)

@@ -1,0 +1,129 @@
+"""The per-peer BFD ports: numbers kept while wanted, one OVSDB transaction per change, adoption."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+
+import pytest
+
+from lisp_ryu import config
+from lisp_ryu.glue.failover_ports import MARK, FailoverPorts, port_name
+
+ip = ipaddress.ip_address
+
+XTR = {
+    "name": "dc1", "dpid": 1, "tunnel_port": 100,
+    "rlocs": [{"address": "198.18.1.2"}, {"address": "198.18.5.2"}, {"address": "2001:db8::1"}],
+    "map_servers": [{"address": "198.18.0.2", "key": "k"}],
+    "hosts": [{"ip": "10.1.0.10", "mac": "02:00:00:01:00:0a", "port": 1000, "iid": 42}],
+    "eid_prefixes": [{"prefix": "10.1.0.0/16", "iid": 42}],
+    "ovsdb": "unix:/nowhere/db.sock",
+}
+
+
+class FakeOvsdb:
+    """ovs-vsctl against a dict of our interfaces: name -> ofport (and name -> (local, remote))."""
+
+    def __init__(self, existing=None):
+        self.ports = {name: v[0] for name, v in (existing or {}).items()}
+        self.pairs = {name: v[1:] for name, v in (existing or {}).items()}
+        self.calls: list[list[str]] = []
+
+    def __call__(self, db, args):
+        self.calls.append(list(args))
+        if args[:4] == ["--bare", "--columns=name", "find", "bridge"]:
+            return "br-int\n"
+        if "--format=json" in args:
+            return json.dumps({"data": [[ofport, ["map", [["lisp-ryu-local", self.pairs[n][0]],
+                                                           ["lisp-ryu-remote", self.pairs[n][1]]]]]
+                                        for n, ofport in self.ports.items()]})
+        if "find" in args and any(a.startswith(f"external_ids:{MARK}=") for a in args):
+            return "".join(f"{name},{ofport}\n" for name, ofport in self.ports.items())
+        cmds = " ".join(args).split(" -- ")
+        for cmd in cmds:
+            words = cmd.replace("--", "", 1).split() if cmd.startswith("--") else cmd.split()
+            if "add-port" in words:
+                name = words[words.index("add-port") + 2]
+                request = next(int(w.split("=")[1]) for w in cmds[cmds.index(cmd) + 1].split()
+                               if w.startswith("ofport_request="))
+                self.ports[name] = request
+                ids = dict(w.split(":", 1)[1].split("=", 1) for w in cmds[cmds.index(cmd) + 1].split()
+                           if w.startswith("external_ids:"))
+                self.pairs[name] = (ids["lisp-ryu-local"], ids["lisp-ryu-remote"])
+            if "del-port" in words:
+                self.ports.pop(words[-1], None)
+        return ""
+
+
+def manager(fake, **kw):
+    xtr = config.parse({"xtrs": [XTR]}).xtrs[0]
+    return FailoverPorts(xtr, vsctl=fake, **kw)
+
+
+def test_a_port_per_local_rloc_of_the_peers_family_numbered_past_the_configured_ports():
+    fake = FakeOvsdb()
+    m = manager(fake)
+    got = m.ports([ip("198.18.3.2"), ip("2001:db8::9")])
+    assert [(str(p.local), str(p.remote), p.ofport) for p in got] == [
+        ("198.18.1.2", "198.18.3.2", 1001),  # 1000 is a host port
+        ("198.18.5.2", "198.18.3.2", 1002),
+        ("2001:db8::1", "2001:db8::9", 1003)]
+    assert set(fake.ports) == {port_name(p.local, p.remote) for p in got}
+    add = " ".join(fake.calls[-2])
+    for option in ("type=vxlan", "options:exts=gpe", "options:dst_port=4341", "options:packet_type=legacy_l3",
+                   "options:key=flow", "options:local_ip=198.18.1.2", "options:remote_ip=198.18.3.2",
+                   "bfd:enable=true", "bfd:min_tx=75", "bfd:min_rx=75", "bfd:mult=3", f"external_ids:{MARK}=dc1"):
+        assert option in add
+
+
+def test_numbers_stay_while_wanted_and_ports_go_with_their_peer():
+    fake = FakeOvsdb()
+    m = manager(fake)
+    first = {p.remote: p.ofport for p in m.ports([ip("198.18.3.2"), ip("198.18.4.2")]) if p.local == ip("198.18.1.2")}
+    calls = len(fake.calls)
+    m.ports([ip("198.18.4.2"), ip("198.18.3.2")])
+    assert len(fake.calls) == calls  # nothing changed: no OVSDB transaction
+    kept = m.ports([ip("198.18.4.2")])
+    assert {p.remote: p.ofport for p in kept if p.local == ip("198.18.1.2")} == {ip("198.18.4.2"): first[ip("198.18.4.2")]}
+    assert len(fake.ports) == 2 and port_name(ip("198.18.1.2"), ip("198.18.3.2")) not in fake.ports
+
+
+def test_ports_left_by_an_earlier_controller_are_adopted_with_their_numbers():
+    name = port_name(ip("198.18.1.2"), ip("198.18.3.2"))
+    fake = FakeOvsdb({name: (1500, "198.18.1.2", "198.18.3.2"), "lfdeadbeef": (1600, "198.18.1.2", "198.18.7.7")})
+    m = manager(fake)
+    # Read before the first push: the first flows already name port 1500.
+    first = m.ports([ip("198.18.3.2")])
+    assert {p.remote: p.ofport for p in first if p.local == ip("198.18.1.2")} == {ip("198.18.3.2"): 1500}
+    assert {p.remote: p.ofport for p in m.current() if p.local == ip("198.18.1.2")} == {ip("198.18.3.2"): 1500}
+    assert "lfdeadbeef" not in fake.ports  # ours (marked), for a peer no longer wanted
+
+
+def test_an_unreachable_ovsdb_is_counted_and_does_not_stop_the_flows():
+    def broken(db, args):
+        raise OSError("connection refused")
+
+    m = manager(broken)
+    assert len(m.ports([ip("198.18.3.2")])) == 2
+    assert m.errors == 2  # the first read, and the write
+
+
+def test_a_write_while_one_is_running_is_done_after_it():
+    fake = FakeOvsdb()
+    queued = []
+    m = manager(fake, spawn=queued.append)
+    m.ports([ip("198.18.3.2")])
+    m.ports([ip("198.18.3.2"), ip("198.18.4.2")])
+    assert len(queued) == 1
+    queued[0]()
+    assert len(fake.ports) == 4
+
+
+def test_config_defaults_and_bounds():
+    xtr = config.parse({"xtrs": [XTR]}).xtrs[0]
+    assert (xtr.failover.enabled, xtr.failover.bfd.min_rx, xtr.failover.bfd.mult) == (True, 75, 3)
+    with pytest.raises(config.ConfigError, match=r"failover\.bfd\.mult"):
+        config.parse({"xtrs": [{**XTR, "failover": {"bfd": {"mult": 0}}}]})
+    with pytest.raises(config.ConfigError, match=r"failover\.bfd\.min_rxx"):
+        config.parse({"xtrs": [{**XTR, "failover": {"bfd": {"min_rxx": 5}}}]})
