@@ -153,8 +153,19 @@ def _run_server(tmp: str):
     return proc, int(match.group(1))
 
 
-def measure(kinds=KINDS, seconds: float = 4.0) -> dict[str, float]:
-    """{"none": share answered without a flood, kind: share answered under that flood}."""
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process `pid` so far (Linux /proc), else None."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def measure(kinds=KINDS, seconds: float = 4.0, cpu: dict[str, float] | None = None) -> dict[str, float]:
+    """{"none": share answered without a flood, kind: share answered under that flood}; `cpu` gets the
+    server's CPU use (cores) over each legitimate run."""
     shares = {}
     context = multiprocessing.get_context("fork")
     for kind in ("none", *kinds):
@@ -169,7 +180,11 @@ def measure(kinds=KINDS, seconds: float = 4.0) -> dict[str, float]:
                     flooder.start()
                     ready.wait(30)
                     time.sleep(0.5)  # the flood is on before the first legitimate request
+                used, started = _cpu_seconds(proc.pid), time.monotonic()
                 shares[kind] = _legit(port, seconds)
+                after = _cpu_seconds(proc.pid)
+                if cpu is not None and used is not None and after is not None:
+                    cpu[kind] = (after - used) / (time.monotonic() - started)
                 if flooder is not None:
                     flooder.join(10)
             finally:
@@ -179,15 +194,19 @@ def measure(kinds=KINDS, seconds: float = 4.0) -> dict[str, float]:
 
 
 def run(quick: bool = False) -> dict[str, dict]:
-    shares = measure(seconds=2.0 if quick else 4.0)
+    cpu: dict[str, float] = {}
+    shares = measure(seconds=2.0 if quick else 4.0, cpu=cpu)
     base = shares["none"]
     return {f"mapserver.legit_answered_under_flood.{kind}": {
         "value": shares[kind], "unit": "share", "baseline": base, "ratio": shares[kind] / base if base else 0.0,
         "target": 0.9, "flood": f"{FLOOD_RATE} datagrams/s from {SOURCES} spoofed 127.1/16 sources",
-        "legitimate": f"{LEGIT_RATE} requests/s"} for kind in KINDS}
+        "legitimate": f"{LEGIT_RATE} requests/s", "server_cpu_cores": cpu.get(kind),
+        "server_cpu_cores_without_flood": cpu.get("none")} for kind in KINDS}
 
 
 if __name__ == "__main__":
     sys.path.insert(0, REPO)
     for name, figure in run(quick="--quick" in sys.argv).items():
-        print(f"{name}: {figure['value']:.3f} (without flood {figure['baseline']:.3f})")
+        load = figure["server_cpu_cores"]
+        print(f"{name}: {figure['value']:.3f} (without flood {figure['baseline']:.3f})"
+              + (f", server CPU {load:.2f} cores" if load is not None else ""))

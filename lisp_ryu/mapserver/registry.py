@@ -95,6 +95,7 @@ class Registry:
         self._configured = state.configured
         self._answers = state.answers
         self._replay = ReplayGuard()
+        self._owners: dict[tuple[int, IPNetwork], tuple[SiteConfig, ...]] = {}  # see _precheck
 
     def on_map_register(self, payload: bytes, source: IPAddress, port: int, now: float) -> list[SendControl]:
         state = self._state
@@ -205,24 +206,28 @@ class Registry:
         if first is None:
             return  # a shape the full path reads (and says what is wrong with)
         count, iid, address, mask_len = first
-        try:
-            net = ipaddress.ip_network((ipaddress.ip_address(address), mask_len), strict=False)
-        except ValueError:
+        configured = self._configured
+        hit = configured.longest_match_packed(iid, address)
+        while hit is not None and hit[0].prefixlen > mask_len:  # inside the record's prefix: not an owner
+            hit = configured.covering(iid, hit[0], strict=True)
+        if hit is None:
+            if count == 1:  # else a later record may name the candidates, as in `authorise`
+                raise Reject("unknown-site", f"no configured site covers {ipaddress.ip_address(address)}/{mask_len}"
+                             f" iid {iid}")
             return
-        owners = [site for site, _ in self.configured_owners(iid, net)]
-        if not owners:
-            if count == 1:  # else a later record names the candidates, as in `authorise`
-                raise Reject("unknown-site", f"no configured site covers {net} iid {iid}")
-            return
+        owners = self._owners.get((iid, hit[0]))
+        if owners is None:  # the configured prefixes are fixed: one list per prefix, made once
+            owners = self._owners[(iid, hit[0])] = tuple(dict.fromkeys(site for site, _ in
+                                                                     self.configured_owners(iid, hit[0])))
         result = AuthResult.NO_AUTHENTICATION
-        for site in dict.fromkeys(owners):
+        for site in owners:
             result = check_authentication(payload, site.key)
             if result is AuthResult.OK:
                 return
             if result is not AuthResult.MISMATCH:
                 break
-        names = ", ".join(site.name for site in dict.fromkeys(owners))
-        raise Reject(f"auth-{result.value}", f"authentication {result.value} for site(s) {names}")
+        raise Reject(f"auth-{result.value}", f"authentication {result.value} for site(s) "
+                     f"{', '.join(site.name for site in owners)}")
 
     def authorise(self, payload: bytes, message: MapRegister) -> tuple[SiteConfig, list[tuple[int, IPNetwork]]]:
         """The site this register belongs to and its (iid, prefix) list, or `Reject`."""
