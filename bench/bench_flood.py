@@ -9,6 +9,7 @@ whole 127/8 is local on Linux: nothing leaves the host), each inside the
 default per-source rate limit, of one kind per run:
 
     map_request   plain Map-Requests (the fast path)
+    negative      plain Map-Requests for EIDs nobody registered (the full path each)
     subscribe     subscribing Map-Requests, a new xTR-ID each (a journal write each, before)
     register      Map-Registers that fail authentication
     notify_ack    Map-Notify-Acks matching nothing
@@ -40,7 +41,7 @@ map_server:
       eid_prefixes:
         - {{prefix: 10.0.0.0/8, accept_more_specifics: true}}
 """
-KINDS = ("map_request", "subscribe", "register", "notify_ack")
+KINDS = ("map_request", "negative", "subscribe", "register", "notify_ack")
 LEGIT_RATE = 200
 FLOOD_RATE = 10_000
 SOURCES = 1000
@@ -60,6 +61,8 @@ def _flood_datagrams(kind: str, source: str, index: int) -> bytes:
     eid = f"10.0.{index % EIDS}.1"
     if kind == "map_request":
         return packets.map_request_ecm(eid, [source], nonce=index)
+    if kind == "negative":  # inside the site's configured prefix, never registered: a computed negative answer
+        return packets.map_request_ecm(f"10.77.{index % 250}.{index // 250 % 250 + 1}", [source], nonce=index)
     if kind == "subscribe":
         return packets.map_request_ecm(eid, [source], nonce=index, subscribe=True, xtr_id=(1 << 100) + index,
                                        site_id=1)

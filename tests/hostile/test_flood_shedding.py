@@ -124,3 +124,43 @@ def test_renewals_ride_out_the_flood_unchanged():
     register(core, "10.1.0.0/16", ["198.18.1.1"], xtr_id=XTR_ID)
     effects = subscribe(core, "10.1.2.3", T0 + 1, xtr_id=0xABC, nonce=1)
     assert len(notifies(effects)) == 1 and any(e.destination == ITR for e in effects)
+
+
+def test_the_loop_answers_plain_requests_behind_a_flood_of_costly_ones(monkeypatch):
+    """A full batch (the loop is behind): plain requests and registers in it are served, the costly
+    Map-Requests beyond the budget dropped and counted; the next, partial batch is served whole."""
+    import socket
+    import time
+
+    from lisp_ryu.glue import mapserver_loop
+    from lisp_ryu.glue.mapserver_loop import UDP_BATCH, StandaloneServer
+
+    monkeypatch.setattr(mapserver_loop, "SLOW_BUDGET", -1.0)  # no time at all for them while behind
+    core = make_core(rate_limit_per_source=1e9)
+    register(core, "10.1.0.0/16", ["198.18.1.1"], xtr_id=XTR_ID)
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        udp.bind(("127.0.0.1", 0))
+        client.bind(("127.0.0.1", 0))
+        client.settimeout(2.0)
+        server = StandaloneServer(core, udp, clock=lambda: T0 + 1)
+        port = client.getsockname()[1]
+        costly = [packets.map_request_ecm("10.1.2.0/24", ["127.0.0.1"], nonce=1000 + i, source_port=port)
+                  for i in range(UDP_BATCH + 40)]
+        plain = packets.map_request_ecm("10.1.2.3", ["127.0.0.1"], nonce=7, source_port=port)
+        etr = packets.map_register([packets.record("10.10.7.0/24", ["198.18.1.1"])], KEY, nonce=99)
+        for payload in costly[:100] + [plain, etr] + costly[100:]:
+            client.sendto(payload, udp.getsockname())
+        time.sleep(0.05)
+        server._receive()  # a full batch: the loop is behind
+        assert server.counters["shed_map_requests"] == UDP_BATCH - 2
+        assert core.counters["accepted.map_register"] == 2  # the register in the batch was handled
+        assert client.recv(65535)[4:12] == (7).to_bytes(8, "big")  # the plain request answered
+        server._receive()  # the rest: not behind, served whole
+        assert server.counters["shed_map_requests"] == UDP_BATCH - 2
+        answered = {client.recv(65535)[4:12] for _ in range(len(costly) - (UDP_BATCH - 2))}
+        assert len(answered) == len(costly) - (UDP_BATCH - 2)
+    finally:
+        udp.close()
+        client.close()
