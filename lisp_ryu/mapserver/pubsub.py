@@ -400,9 +400,10 @@ class PubSub:
     def admits(self, xtr_id: int, now: float) -> bool:
         """Whether a subscribing request of `xtr_id` is worth decoding: a known subscriber always, a
         new one while the budget has room.  Takes no token: `subscribe` takes it, after the decode."""
-        return xtr_id in self._per_xtr or xtr_id in self._state.xtr_sites or self._candidate_budget.ready(None, now)
+        return self._known(xtr_id) or self._candidate_budget.ready(None, now)
 
     def _known(self, xtr_id: int) -> bool:
+        """A live subscriber, or the xTR-ID of an ETR that registered with a site's key."""
         return xtr_id in self._per_xtr or xtr_id in self._state.xtr_sites
 
     def shed(self, whom: IPAddress | bytes, answered: bool) -> None:
