@@ -4,7 +4,8 @@ The loop owns the clock and the sockets: it feeds each datagram to
 `MapServer.handle_control`, calls `handle_timer` when `next_deadline` is due,
 sends the effects, and gives the introspection HTTP endpoint
 (`mapserver_http`) a bounded turn, from the same thread, so the core needs no
-lock.
+lock. Its resources have the same JSON shapes as the Ryu app's REST API (both
+come from `views`), so `lisp-ryu show --url` reads either.
 
 Reads come in batches: the fast path answers what it can as it is read, the
 rest is handled after the batch.  While the loop is behind (a full batch:
@@ -13,8 +14,7 @@ most `SLOW_BUDGET` seconds per batch and the others are dropped, counted
 (`shed_map_requests`): a flood of costly requests then cannot keep the loop
 from reading, so plain requests behind it in the socket buffer are still
 answered, instead of the kernel dropping whatever arrives while the buffer
-is full.  Map-Registers and Map-Notify-Acks are always handled. Its resources have the same JSON shapes as the Ryu app's REST API (both
-come from `views`), so `lisp-ryu show --url` reads either.
+is full.  Map-Registers and Map-Notify-Acks are always handled.
 """
 
 from __future__ import annotations
