@@ -14,6 +14,12 @@ Rules, and why:
   ETRs get a Map-Notify with the new mapping.  So do the ETRs of a covering
   prefix of another site when a more-specific (a host route) appears inside
   it: the workload left the site that announced the covering prefix.
+* **Refused before decoding**: a Map-Register whose HMAC verifies under
+  the key of no site owning its first record (read at fixed offsets) is
+  refused before the full decode, with the reason the full path would give
+  (its chosen site must own every record, the first included; only a
+  register with a non-IP EID in a later record is counted differently): a
+  flood under a wrong key costs an HMAC each, not a decode.
 * **Replays** (`freshness`): an authenticated Map-Register must also be
   current: our xTR's sequenced nonces must grow; for other ETRs a message is
   refused when it comes from an address that is neither the registrant's nor
@@ -29,6 +35,7 @@ its answer drops the fast path's cached copies of it.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from typing import Iterator
 
@@ -62,6 +69,7 @@ from lisp_ryu.wire import (
     check_authentication,
     sign,
 )
+from lisp_ryu.wire.quick import read_register_eid
 
 LOG = logging.getLogger("lisp_ryu.mapserver")
 
@@ -87,12 +95,14 @@ class Registry:
         self._configured = state.configured
         self._answers = state.answers
         self._replay = ReplayGuard()
+        self._owners: dict[tuple[int, IPNetwork], tuple[SiteConfig, ...]] = {}  # see _precheck
 
     def on_map_register(self, payload: bytes, source: IPAddress, port: int, now: float) -> list[SendControl]:
-        message = MapRegister.decode(payload)
         state = self._state
         self._count("received.map_register")
         try:
+            self._precheck(payload)  # a wrong key costs an HMAC, not a decode
+            message = MapRegister.decode(payload)
             site, prefixes = self.authorise(payload, message)
         except Reject as reject:
             self._count(f"rejected.map_register.{reject.reason}")
@@ -189,6 +199,35 @@ class Registry:
             if latest is None or reg.registered_at > latest.registered_at:
                 latest = reg
         return latest, changes
+
+    def _precheck(self, payload: bytes) -> None:
+        """`Reject` a register no owner of its first record signed, before its decode; else nothing."""
+        first = read_register_eid(payload)
+        if first is None:
+            return  # a shape the full path reads (and says what is wrong with)
+        count, iid, address, mask_len = first
+        configured = self._configured
+        hit = configured.longest_match_packed(iid, address)
+        while hit is not None and hit[0].prefixlen > mask_len:  # inside the record's prefix: not an owner
+            hit = configured.covering(iid, hit[0], strict=True)
+        if hit is None:
+            if count == 1:  # else a later record may name the candidates, as in `authorise`
+                raise Reject("unknown-site", f"no configured site covers {ipaddress.ip_address(address)}/{mask_len}"
+                             f" iid {iid}")
+            return
+        owners = self._owners.get((iid, hit[0]))
+        if owners is None:  # the configured prefixes are fixed: one list per prefix, made once
+            owners = self._owners[(iid, hit[0])] = tuple(dict.fromkeys(site for site, _ in
+                                                                     self.configured_owners(iid, hit[0])))
+        result = AuthResult.NO_AUTHENTICATION
+        for site in owners:
+            result = check_authentication(payload, site.key)
+            if result is AuthResult.OK:
+                return
+            if result is not AuthResult.MISMATCH:
+                break
+        raise Reject(f"auth-{result.value}", f"authentication {result.value} for site(s) "
+                     f"{', '.join(site.name for site in owners)}")
 
     def authorise(self, payload: bytes, message: MapRegister) -> tuple[SiteConfig, list[tuple[int, IPNetwork]]]:
         """The site this register belongs to and its (iid, prefix) list, or `Reject`."""
