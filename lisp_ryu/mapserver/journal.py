@@ -282,6 +282,13 @@ class Journal:
         self._batch.append(reg.stored)
         return reg
 
+    def record_entry(self, entry: dict) -> bytes:
+        """Journal `entry` (only with a store) and return it encoded."""
+        packed = pack(entry)
+        if self.store is not None:
+            self._batch.append(packed)
+        return packed
+
     def record_subscription(self, sub: Subscription) -> None:
         if self.store is not None:
             self._batch.append(subscription_entry(sub))

@@ -30,13 +30,14 @@ its answer drops the fast path's cached copies of it.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Iterator
 
 from lisp_ryu.config import SiteConfig
 from lisp_ryu.effects import SendControl
 from lisp_ryu.mapping import EidError
 from lisp_ryu.mapserver.freshness import ReplayGuard
-from lisp_ryu.mapserver.journal import Journal, unregistration_entry
+from lisp_ryu.mapserver.journal import Journal, registration_entry, unregistration_entry
 from lisp_ryu.mapserver.pubsub import PubSub
 from lisp_ryu.mapserver.state import (
     EtrRegistration,
@@ -62,8 +63,30 @@ from lisp_ryu.wire import (
     check_authentication,
     sign,
 )
+from lisp_ryu.wire.auth import compute_digest
 
 LOG = logging.getLogger("lisp_ryu.mapserver")
+
+#: Map-Registers remembered for the refresh shortcut (the least recently handled in full forgotten first).
+REFRESH_CAPACITY = 1 << 18
+
+_set = object.__setattr__  # `Registry.refresh` moves a live registration's expiry on in place
+
+
+@dataclass(frozen=True, slots=True)
+class _Refresh:
+    """What a Map-Register handled in full registered, for `Registry.refresh` of its identical successors."""
+
+    site: SiteConfig
+    etr: str
+    source: IPAddress
+    port: int
+    xtr_id: int | None
+    made: tuple[tuple[Registered, EtrRegistration], ...]  # per record: the prefix's entry, this ETR's registration
+    lifetimes: tuple[float, ...]  # per record
+    rlocs: frozenset  # the RLOC addresses the message registers (anti-replay: `freshness`)
+    notify: bytes  # the Map-Notify it asks for, with a zero nonce and unsigned; b"" when it asks for none
+    records: int
 
 
 class Reject(Exception):
@@ -87,8 +110,22 @@ class Registry:
         self._configured = state.configured
         self._answers = state.answers
         self._replay = ReplayGuard()
+        #: Map-Registers handled in full, by everything but their nonce and authentication data: an identical
+        #: one (a periodic refresh) takes `refresh`.  False: every Map-Register takes the full path (tests).
+        self._refreshes: dict[bytes, _Refresh] = {}
+        self.refresh_shortcut = True
 
     def on_map_register(self, payload: bytes, source: IPAddress, port: int, now: float) -> list[SendControl]:
+        if self.refresh_shortcut and len(payload) >= 16:
+            # Everything but the nonce and the authentication data: what the registrations depend on.
+            key = payload[:4] + payload[12:16] + payload[16 + int.from_bytes(payload[14:16], "big"):]
+            known = self._refreshes.get(key)
+            if known is not None and known.source == source and known.port == port:
+                effects = self.refresh(key, known, payload, now)
+                if effects is not None:
+                    return effects
+        else:
+            key = b""
         message = MapRegister.decode(payload)
         state = self._state
         self._count("received.map_register")
@@ -116,6 +153,7 @@ class Registry:
             state.xtr_sites[message.xtr_id] = site.name
         effects: list[SendControl] = []
         until = now + state.config.registration_ttl
+        made: list[tuple[Registered, EtrRegistration]] = []  # for the refresh shortcut
         for record, (iid, net) in zip(message.records, prefixes):
             if not new_message and record.ttl != 0:
                 entry = self._registered.get(iid, net)
@@ -156,8 +194,14 @@ class Registry:
             )
             until = max(until, reg.expires)
             effects += self.upsert(reg, now)
+            if key:
+                entry = self._registered.get(iid, net)
+                if entry is not None:
+                    made.append((entry, entry.etrs[etr]))
         replay.accepted(etr, message, source, until)
         self._count("accepted.map_register")
+        if key and len(made) == len(message.records):  # every record registered: its refreshes can skip all this
+            self._remember(key, message, site, etr, source, port, made)
         if message.want_map_notify:
             notify = MapNotify(
                 nonce=message.nonce,
@@ -172,6 +216,92 @@ class Registry:
             effects.insert(0, SendControl(source, port, signed.encode(),
                                           f"Map-Notify for {len(message.records)} record(s) of site {site.name}"))
         return effects
+
+    # ------------------------------------------------------------------ the refresh shortcut
+
+    def _remember(self, key: bytes, message: MapRegister, site: SiteConfig, etr: str, source: IPAddress, port: int,
+                  made: list[tuple[Registered, EtrRegistration]]) -> None:
+        """Keep what an identical Map-Register (another nonce, so other authentication data) needs to
+        refresh what this one registered without being decoded: see `refresh`."""
+        refreshes = self._refreshes
+        refreshes.pop(key, None)
+        while len(refreshes) >= REFRESH_CAPACITY:  # the oldest first (dicts keep insertion order)
+            del refreshes[next(iter(refreshes))]
+        notify = b""
+        if message.want_map_notify:
+            notify = MapNotify(nonce=0, records=message.records, key_id=message.key_id,
+                               algorithm_id=message.algorithm_id,
+                               authentication_data=bytes(len(message.authentication_data)),
+                               xtr_id=message.xtr_id, site_id=message.site_id).encode()
+        lifetimes = tuple(record.ttl * 60.0 if message.use_ttl_for_timeout and record.ttl != TTL_INFINITE
+                          else self._state.config.registration_ttl for record in message.records)
+        refreshes[key] = _Refresh(site, etr, source, port, message.xtr_id, tuple(made), lifetimes,
+                                  frozenset(_rlocs(message)), notify, len(message.records))
+
+    def refresh(self, key: bytes, known: _Refresh, payload: bytes, now: float) -> list[SendControl] | None:
+        """A Map-Register identical to one handled in full (`known`) but for its nonce: authenticated,
+        checked for freshness, then the expiries of what it registered moved on in place.
+
+        None when it cannot be taken this way (authentication fails, the journal is down, one of its
+        registrations has changed or gone since): the full path then decides, and counts.
+        Nothing is decoded, nothing long-lived allocated, and nothing journalled, unless a
+        registration's stored expiry would lapse within a third of its lifetime: then its entry is
+        journalled again, so that a restart keeps every registration whose ETR refreshes it at
+        least three times per lifetime (RFC 9301's 60 s in 180 s).
+        """
+        site = known.site
+        if check_authentication(payload, site.key) is not AuthResult.OK or self._journal.failure:
+            return None
+        etr = known.etr
+        latest = None
+        for entry, reg in known.made:
+            if entry.etrs.get(etr) is not reg or entry.site != site.name:
+                del self._refreshes[key]
+                return None  # changed since (by another message, a withdrawal, an expiry, a move)
+            if latest is None or reg.registered_at > latest.registered_at:
+                latest = reg
+        nonce = int.from_bytes(payload[4:12], "big")
+        auth_end = 16 + int.from_bytes(payload[14:16], "big")
+        digest = payload[16:auth_end]
+        refusal = self._replay.check_fields(etr, nonce, digest, known.source, known.rlocs, now, latest, False)
+        if refusal is not None:
+            reason, detail = refusal
+            self._count("received.map_register")
+            self._count(f"rejected.map_register.{reason}")
+            self._state.log_throttled(f"register-{reason}", logging.WARNING,
+                                      "refused Map-Register from %s (%s, site %s) as a replay: %s", known.source,
+                                      etr, site.name, detail)
+            return []
+        state = self._state
+        if known.xtr_id is not None:
+            state.xtr_sites[known.xtr_id] = site.name
+        until = now + state.config.registration_ttl
+        journal = self._journal
+        journalled = journal.store is not None
+        for (entry, reg), lifetime in zip(known.made, known.lifetimes):
+            expires = now + lifetime
+            _set(reg, "registered_at", now)
+            _set(reg, "expires", expires)
+            _set(reg, "nonce", nonce)
+            if expires > until:
+                until = expires
+            if journalled and reg.durable - now < lifetime / 3:
+                _set(reg, "stored", journal.record_entry(registration_entry(reg)))
+                _set(reg, "durable", expires)
+            if len(entry.etrs) > 1:  # the freshest ETR's locators come first in the merged record
+                self.rebuild(reg.iid, reg.prefix, entry, entry.record)
+        self._replay.accepted_fields(etr, nonce, digest, known.source, until)
+        self._count("received.map_register")
+        self._count("accepted.map_register")
+        self._count("refreshed.map_register")
+        if not known.notify:
+            return []
+        self._count("sent.map_notify")
+        notify = known.notify
+        unsigned = notify[:4] + payload[4:12] + notify[12:]
+        signed = unsigned[:16] + compute_digest(unsigned, site.key, payload[13]) + unsigned[auth_end:]
+        return [SendControl(known.source, known.port, signed,
+                            f"Map-Notify for {known.records} record(s) of site {site.name}")]
 
     def _live(self, etr: str, message: MapRegister,
               prefixes: list[tuple[int, IPNetwork]]) -> tuple[EtrRegistration | None, bool]:
@@ -281,6 +411,8 @@ class Registry:
             holders = [other for other in entry.etrs.values() if other.etr != reg.etr]
         is_new = reg.etr not in entry.etrs
         reg = self._journal.record_registration(reg)  # kept encoded for the next snapshot
+        _set(reg, "armed", reg.expires)
+        _set(reg, "durable", reg.expires if reg.stored else float("inf"))
         entry.etrs[reg.etr] = reg
         self._state.schedule(reg.expires, "reg", (iid, net, reg.etr))
         changed = self.rebuild(iid, net, entry, previous)
@@ -354,7 +486,12 @@ class Registry:
         iid, net, etr = key
         entry = self._registered.get(iid, net)
         reg = entry.etrs.get(etr) if entry is not None else None
-        if reg is None or reg.expires != when:
+        if reg is None:
+            return []
+        if reg.expires != when:
+            if reg.expires > when and reg.armed == when:  # its timer, and a refresh moved its expiry on since
+                _set(reg, "armed", reg.expires)
+                self._state.schedule(reg.expires, "reg", key)
             return []
         LOG.info("registration of %s iid %d by %s (site %s) expired", net, iid, _etr_name(reg), reg.site)
         self._count("registrations.expired")
@@ -367,6 +504,10 @@ class Registry:
         for iid, net, entry in (self._registered if after is None else self._registered.items_after(*after)):
             assert entry.record is not None
             yield iid, net, entry.site, entry.record, tuple(entry.etrs.values())
+
+
+def _rlocs(message: MapRegister) -> set:
+    return {locator.address for record in message.records for locator in record.locators}
 
 
 def _etr_name(reg: EtrRegistration) -> str:

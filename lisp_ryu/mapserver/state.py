@@ -68,6 +68,11 @@ class EtrRegistration:
     #: Empty when restored (encoding them would slow every restart); by the first compaction
     #: after a restart the ETRs have mostly registered again.
     stored: bytes = field(default=b"", compare=False, repr=False)
+    #: Kept by the registry alone (`Registry.refresh`), which moves `registered_at`, `expires` and `nonce`
+    #: of a live registration on in place when an identical Map-Register refreshes it: when its expiry
+    #: timer is due (`armed`), and the expiry its journal entry `stored` says (`durable`).
+    armed: float = field(default=0.0, compare=False, repr=False)
+    durable: float = field(default=0.0, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
