@@ -278,30 +278,38 @@ class Registry:
         until = now + state.config.registration_ttl
         journal = self._journal
         journalled = journal.store is not None
+        published: list[SendControl] = []
+        sequence = state.sequence
         for (entry, reg), lifetime in zip(known.made, known.lifetimes):
             expires = now + lifetime
             _set(reg, "registered_at", now)
             _set(reg, "expires", expires)
             _set(reg, "nonce", nonce)
+            _set(reg, "turn", next(sequence))  # as `upsert` would schedule it now
             if expires > until:
                 until = expires
             if journalled and reg.durable - now < lifetime / 3:
                 _set(reg, "stored", journal.record_entry(registration_entry(reg)))
                 _set(reg, "durable", expires)
-            if len(entry.etrs) > 1:  # the freshest ETR's locators come first in the merged record
-                self.rebuild(reg.iid, reg.prefix, entry, entry.record)
+            if len(entry.etrs) > 1:
+                # The freshest ETR's locators come first in the merged record, and win for an RLOC that
+                # several ETRs register: the merged record may change, as `upsert` would change it.
+                previous = entry.record
+                if self.rebuild(reg.iid, reg.prefix, entry, previous):
+                    holders = [other for other in entry.etrs.values() if other is not reg]
+                    published += self._pubsub.publish(reg.iid, reg.prefix, entry.record, holders, now)
         self._replay.accepted_fields(etr, nonce, digest, known.source, until)
         self._count("received.map_register")
         self._count("accepted.map_register")
         self._count("refreshed.map_register")
         if not known.notify:
-            return []
+            return published
         self._count("sent.map_notify")
         notify = known.notify
         unsigned = notify[:4] + payload[4:12] + notify[12:]
         signed = unsigned[:16] + compute_digest(unsigned, site.key, payload[13]) + unsigned[auth_end:]
         return [SendControl(known.source, known.port, signed,
-                            f"Map-Notify for {known.records} record(s) of site {site.name}")]
+                            f"Map-Notify for {known.records} record(s) of site {site.name}"), *published]
 
     def _live(self, etr: str, message: MapRegister,
               prefixes: list[tuple[int, IPNetwork]]) -> tuple[EtrRegistration | None, bool]:
@@ -414,7 +422,7 @@ class Registry:
         _set(reg, "armed", reg.expires)
         _set(reg, "durable", reg.expires if reg.stored else float("inf"))
         entry.etrs[reg.etr] = reg
-        self._state.schedule(reg.expires, "reg", (iid, net, reg.etr))
+        _set(reg, "turn", self._state.schedule(reg.expires, "reg", (iid, net, reg.etr)))
         changed = self.rebuild(iid, net, entry, previous)
         if restoring:
             return []
@@ -491,7 +499,7 @@ class Registry:
         if reg.expires != when:
             if reg.expires > when and reg.armed == when:  # its timer, and a refresh moved its expiry on since
                 _set(reg, "armed", reg.expires)
-                self._state.schedule(reg.expires, "reg", key)
+                self._state.schedule(reg.expires, "reg", key, reg.turn)
             return []
         LOG.info("registration of %s iid %d by %s (site %s) expired", net, iid, _etr_name(reg), reg.site)
         self._count("registrations.expired")

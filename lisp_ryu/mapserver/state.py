@@ -70,8 +70,11 @@ class EtrRegistration:
     stored: bytes = field(default=b"", compare=False, repr=False)
     #: Kept by the registry alone (`Registry.refresh`), which moves `registered_at`, `expires` and `nonce`
     #: of a live registration on in place when an identical Map-Register refreshes it: when its expiry
-    #: timer is due (`armed`), and the expiry its journal entry `stored` says (`durable`).
+    #: timer is due (`armed`), the sequence number its timer at `expires` takes (`turn`: drawn when the
+    #: Map-Register came, so that registrations expiring together go in the order they were refreshed),
+    #: and the expiry its journal entry `stored` says (`durable`).
     armed: float = field(default=0.0, compare=False, repr=False)
+    turn: int = field(default=0, compare=False, repr=False)
     durable: float = field(default=0.0, compare=False, repr=False)
 
 
@@ -151,8 +154,13 @@ class State:
     def count(self, name: str, amount: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + amount
 
-    def schedule(self, when: float, kind: str, key: tuple) -> None:
-        heapq.heappush(self.timers, (when, next(self.sequence), kind, key))
+    def schedule(self, when: float, kind: str, key: tuple, turn: int | None = None) -> int:
+        """Run (kind, key) at `when`; timers due together run in the order of their `turn` (by default
+        the order they were scheduled in).  Returns the turn."""
+        if turn is None:
+            turn = next(self.sequence)
+        heapq.heappush(self.timers, (when, turn, kind, key))
+        return turn
 
     def log_throttled(self, topic: str, level: int, message: str, *args: object) -> None:
         """Log the 1st, 2nd, 4th, 8th ... occurrence of a topic: a flood must not flood the log."""
