@@ -278,8 +278,9 @@ class Journal:
         """`reg` journalled, carrying its entry encoded for the next snapshot (`reg` itself without a store)."""
         if self.store is None:
             return reg
-        reg = replace(reg, stored=pack(registration_entry(reg)))
-        self._batch.append(reg.stored)
+        stored = pack(registration_entry(reg))
+        object.__setattr__(reg, "stored", stored)  # not `replace`: `reg` is new, and this runs per registration
+        self._batch.append(stored)
         return reg
 
     def record_entry(self, entry: dict) -> bytes:

@@ -201,38 +201,25 @@ class Registry:
         replay.accepted(etr, message, source, until)
         self._count("accepted.map_register")
         if key and len(made) == len(message.records):  # every record registered: its refreshes can skip all this
-            self._remember(key, message, site, etr, source, port, made)
+            self._remember(key, payload, message, site, etr, source, port, made)
         if message.want_map_notify:
-            notify = MapNotify(
-                nonce=message.nonce,
-                records=message.records,
-                key_id=message.key_id,
-                xtr_id=message.xtr_id,
-                site_id=message.site_id,
-            )
-            signed = sign(notify, site.key, message.algorithm_id)
             self._count("sent.map_notify")
             # Acknowledges the register: it goes first, the changes it caused after.
-            effects.insert(0, SendControl(source, port, signed.encode(),
+            effects.insert(0, SendControl(source, port, signed_notify(unsigned_notify(payload), payload, site.key),
                                           f"Map-Notify for {len(message.records)} record(s) of site {site.name}"))
         return effects
 
     # ------------------------------------------------------------------ the refresh shortcut
 
-    def _remember(self, key: bytes, message: MapRegister, site: SiteConfig, etr: str, source: IPAddress, port: int,
-                  made: list[tuple[Registered, EtrRegistration]]) -> None:
+    def _remember(self, key: bytes, payload: bytes, message: MapRegister, site: SiteConfig, etr: str,
+                  source: IPAddress, port: int, made: list[tuple[Registered, EtrRegistration]]) -> None:
         """Keep what an identical Map-Register (another nonce, so other authentication data) needs to
         refresh what this one registered without being decoded: see `refresh`."""
         refreshes = self._refreshes
         refreshes.pop(key, None)
         while len(refreshes) >= REFRESH_CAPACITY:  # the oldest first (dicts keep insertion order)
             del refreshes[next(iter(refreshes))]
-        notify = b""
-        if message.want_map_notify:
-            notify = MapNotify(nonce=0, records=message.records, key_id=message.key_id,
-                               algorithm_id=message.algorithm_id,
-                               authentication_data=bytes(len(message.authentication_data)),
-                               xtr_id=message.xtr_id, site_id=message.site_id).encode()
+        notify = unsigned_notify(payload) if message.want_map_notify else b""
         lifetimes = tuple(record.ttl * 60.0 if message.use_ttl_for_timeout and record.ttl != TTL_INFINITE
                           else self._state.config.registration_ttl for record in message.records)
         refreshes[key] = _Refresh(site, etr, source, port, message.xtr_id, tuple(made), lifetimes,
@@ -305,10 +292,7 @@ class Registry:
         if not known.notify:
             return published
         self._count("sent.map_notify")
-        notify = known.notify
-        unsigned = notify[:4] + payload[4:12] + notify[12:]
-        signed = unsigned[:16] + compute_digest(unsigned, site.key, payload[13]) + unsigned[auth_end:]
-        return [SendControl(known.source, known.port, signed,
+        return [SendControl(known.source, known.port, signed_notify(known.notify, payload, site.key),
                             f"Map-Notify for {known.records} record(s) of site {site.name}"), *published]
 
     def _live(self, etr: str, message: MapRegister,
@@ -427,10 +411,11 @@ class Registry:
         if restoring:
             return []
         if is_new:
-            LOG.info("registered %s iid %d -> %s (site %s, %s)", net, iid, rlocs_text(reg.record), reg.site,
-                     _etr_name(reg))
+            if LOG.isEnabledFor(logging.INFO):  # (the arguments cost more than the rest of a registration)
+                LOG.info("registered %s iid %d -> %s (site %s, %s)", net, iid, rlocs_text(reg.record), reg.site,
+                         _etr_name(reg))
             self._count("registrations.new")
-        else:
+        elif LOG.isEnabledFor(logging.DEBUG):
             LOG.debug("refreshed %s iid %d -> %s (site %s)", net, iid, rlocs_text(reg.record), reg.site)
         if not changed:
             return []
@@ -512,6 +497,23 @@ class Registry:
         for iid, net, entry in (self._registered if after is None else self._registered.items_after(*after)):
             assert entry.record is not None
             yield iid, net, entry.site, entry.record, tuple(entry.etrs.values())
+
+
+def unsigned_notify(register: bytes) -> bytes:
+    """The Map-Notify acknowledging a (decoded, so well-formed) Map-Register: its records and xTR-ID/site-ID
+    as received, its key and algorithm, a zero nonce and zero authentication data (`signed_notify` fills both).
+
+    The records are echoed as they came rather than encoded again, as an ETR checks them against what it sent."""
+    auth_end = 16 + int.from_bytes(register[14:16], "big")
+    first = (4 << 28) | (register[0] >> 1 & 1) << 27 | register[3]  # the I bit moves from bit 6 to bit 4
+    return first.to_bytes(4, "big") + bytes(8) + register[12:16] + bytes(auth_end - 16) + register[auth_end:]
+
+
+def signed_notify(unsigned: bytes, register: bytes, key: str) -> bytes:
+    """`unsigned` (`unsigned_notify`) with the nonce of `register` and signed as `register` is."""
+    data = unsigned[:4] + register[4:12] + unsigned[12:]
+    auth_end = 16 + int.from_bytes(register[14:16], "big")
+    return data[:16] + compute_digest(data, key, register[13]) + data[auth_end:]
 
 
 def _rlocs(message: MapRegister) -> set:
