@@ -113,6 +113,7 @@ class Registry:
         #: Map-Registers handled in full, by everything but their nonce and authentication data: an identical
         #: one (a periodic refresh) takes `refresh`.  False: every Map-Register takes the full path (tests).
         self._refreshes: dict[bytes, _Refresh] = {}
+        self._owner_memo: dict[tuple, tuple[tuple[SiteConfig, bool], ...]] = {}  # see `_owners`
         self.refresh_shortcut = True
 
     def on_map_register(self, payload: bytes, source: IPAddress, port: int, now: float) -> list[SendControl]:
@@ -326,7 +327,7 @@ class Registry:
             prefixes.append((eid.instance_id, net))
         candidates: list[SiteConfig] = []
         for iid, net in prefixes:
-            for site, _ in self.configured_owners(iid, net):
+            for site, _ in self._owners(iid, net):
                 if site not in candidates:
                     candidates.append(site)
         if not candidates:
@@ -362,10 +363,26 @@ class Registry:
                 yield site, more if configured.prefixlen < net.prefixlen else True
             hit = self._configured.covering(iid, configured, strict=True)
 
+    def _owners(self, iid: int, net: IPNetwork) -> tuple[tuple[SiteConfig, bool], ...]:
+        """`configured_owners(iid, net)`, remembered: it depends only on the longest configured prefix
+        around `net` and on whether `net` is that prefix itself, and many registered prefixes (host
+        routes) share a handful of configured ones."""
+        try:
+            hit = self._configured.longest_match_packed(iid, net.network_address.packed)
+        except (EidError, TypeError, ValueError):
+            hit = None
+        if hit is None or hit[0].prefixlen > net.prefixlen:  # none, or one inside `net`: not the covering one
+            return tuple(self.configured_owners(iid, net))
+        key = (iid, hit[0], hit[0].prefixlen == net.prefixlen)
+        owners = self._owner_memo.get(key)
+        if owners is None:
+            owners = self._owner_memo[key] = tuple(self.configured_owners(iid, net))
+        return owners
+
     def site_allows(self, site: SiteConfig, iid: int, net: IPNetwork) -> tuple[bool, str]:
         """Whether `site` may register `net`, and the reject reason when not."""
         inside = False
-        for owner, allowed in self.configured_owners(iid, net):
+        for owner, allowed in self._owners(iid, net):
             if owner is site:
                 if allowed:
                     return True, ""
