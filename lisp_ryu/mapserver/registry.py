@@ -67,6 +67,9 @@ from lisp_ryu.wire.auth import compute_digest
 
 LOG = logging.getLogger("lisp_ryu.mapserver")
 
+#: Distinct locator sets shared between registrations (forgotten all at once past this: a bound, not an LRU).
+LOCATOR_SETS = 1 << 16
+
 #: Map-Registers remembered for the refresh shortcut (the least recently handled in full forgotten first).
 REFRESH_CAPACITY = 1 << 18
 
@@ -114,6 +117,7 @@ class Registry:
         #: one (a periodic refresh) takes `refresh`.  False: every Map-Register takes the full path (tests).
         self._refreshes: dict[bytes, _Refresh] = {}
         self._owner_memo: dict[tuple, tuple[tuple[SiteConfig, bool], ...]] = {}  # see `_owners`
+        self._locator_sets: dict[tuple[Locator, ...], tuple[Locator, ...]] = {}  # see `_share_locators`
         self.refresh_shortcut = True
 
     def on_map_register(self, payload: bytes, source: IPAddress, port: int, now: float) -> list[SendControl]:
@@ -128,6 +132,7 @@ class Registry:
         else:
             key = b""
         message = MapRegister.decode(payload)
+        self._share_locators(message)
         state = self._state
         self._count("received.map_register")
         try:
@@ -209,6 +214,21 @@ class Registry:
             effects.insert(0, SendControl(source, port, signed_notify(unsigned_notify(payload), payload, site.key),
                                           f"Map-Notify for {len(message.records)} record(s) of site {site.name}"))
         return effects
+
+    def _share_locators(self, message: MapRegister) -> None:
+        """Give records with equal locators one tuple of them: many EIDs are registered behind a few RLOC
+        sets, and each decoded locator (an object, its dict and its address) costs ~350 bytes that would
+        otherwise live as long as each registration.  Only freshly decoded records are touched."""
+        shared = self._locator_sets
+        for record in message.records:
+            locators = record.locators
+            same = shared.get(locators)
+            if same is None:
+                if len(shared) >= LOCATOR_SETS:
+                    shared.clear()
+                shared[locators] = locators
+            elif same is not locators:
+                record.__dict__["locators"] = same  # equal and immutable: the record is the same value
 
     # ------------------------------------------------------------------ the refresh shortcut
 
