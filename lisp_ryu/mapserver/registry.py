@@ -342,6 +342,10 @@ class Registry:
             try:
                 eid = record.eid_prefix
                 net = eid.network
+                # `ipaddress` gives every /32 and /128 its own `hosts` closure (200 bytes that would live as
+                # long as the registration) and every /31 and /127 a bound method that makes a reference
+                # cycle: without them `hosts()` is the class's, which nothing here calls.
+                net.__dict__.pop("hosts", None)
             except (LispDecodeError, LispEncodeError):
                 raise Reject("unsupported-eid", f"EID {record.eid}/{record.eid_mask_len} is not an IP prefix") from None
             prefixes.append((eid.instance_id, net))
