@@ -25,7 +25,6 @@ import errno
 import heapq
 import ipaddress
 import logging
-from dataclasses import replace
 from typing import Callable, Iterable, Iterator, Protocol
 
 import msgpack
@@ -278,9 +277,17 @@ class Journal:
         """`reg` journalled, carrying its entry encoded for the next snapshot (`reg` itself without a store)."""
         if self.store is None:
             return reg
-        reg = replace(reg, stored=pack(registration_entry(reg)))
-        self._batch.append(reg.stored)
+        stored = pack(registration_entry(reg))
+        object.__setattr__(reg, "stored", stored)  # not `replace`: `reg` is new, and this runs per registration
+        self._batch.append(stored)
         return reg
+
+    def record_entry(self, entry: dict) -> bytes:
+        """Journal `entry` (only with a store) and return it encoded."""
+        packed = pack(entry)
+        if self.store is not None:
+            self._batch.append(packed)
+        return packed
 
     def record_subscription(self, sub: Subscription) -> None:
         if self.store is not None:
