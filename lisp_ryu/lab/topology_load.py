@@ -16,6 +16,10 @@ Schema (every key not listed is an error naming its path)::
       name: ms                         # its own namespace, attached by an underlay link
       address: 198.18.0.2              # must be its end of a link
       key: lisp-lab-key                # default authentication key of every site
+      # or, instead of name and address, a clustered mapping system (issue 17): standalone
+      # `lisp-ryu mapserver` processes, each in its own namespace with its own underlay link;
+      # every xTR registers with all of them and resolves through one at a time
+      # nodes: [{name: ms1, address: 198.18.10.2}, {name: ms2, address: 198.18.11.2}, ...]
     underlay:
       routers: [{name: core}]          # namespaces that forward IPv4
       links:                           # each link: exactly two {node: address/len}
@@ -84,6 +88,7 @@ from lisp_ryu.lab.topology import (
     LinkEnd,
     Management,
     MapServer,
+    MapServerNode,
     Native,
     Rloc,
     Router,
@@ -170,8 +175,11 @@ def _topology(doc: Any, source: str) -> Topology:
     sites = schema.seq(m["sites"], "sites", lambda v, p: _site(v, p, ms, router_names), min_len=1)
     nodes = _node_kinds([s.name for s in sites], routers, ms, m)
     links = _links(u["links"], "underlay.links", nodes)
-    if ms and not any(link.end(ms.name).interface.ip == ms.address for link in links if ms.name in (link.a.node, link.b.node)):
-        raise InputError("map_server.address", f"{ms.address} is not its end of any underlay link")
+    for i, node in enumerate(ms.all_nodes if ms else ()):
+        if not any(link.end(node.name).interface.ip == node.address for link in links
+                   if node.name in (link.a.node, link.b.node)):
+            where = f"map_server.nodes[{i}].address" if ms.clustered else "map_server.address"
+            raise InputError(where, f"{node.address} is not its end of any underlay link")
     _check_management(management, sites, links)
     sites = _pxtr(sites)
     hosts = _hosts(m["hosts"], "hosts", sites)
@@ -206,12 +214,26 @@ def _management(value: Any, path: str) -> Management:
 
 
 def _map_server(value: Any, path: str) -> MapServer:
+    if isinstance(value, dict) and "nodes" in value:
+        m = _mapping(value, path, {"key", "nodes"}, set())
+        nodes = schema.seq(m["nodes"], f"{path}.nodes", _map_server_node, min_len=2)
+        names = [n.name for n in nodes]
+        for i, n in enumerate(nodes):
+            if names.index(n.name) != i:
+                raise InputError(f"{path}.nodes[{i}].name", f"name {schema.show(n.name)} is used twice")
+        return MapServer(name=nodes[0].name, address=nodes[0].address,
+                         key=schema.string(m["key"], f"{path}.key"), nodes=tuple(nodes))
     m = _mapping(value, path, {"name", "address", "key"}, set())
     return MapServer(
         name=_name(m["name"], f"{path}.name"),
         address=_ipv4(m["address"], f"{path}.address"),
         key=schema.string(m["key"], f"{path}.key"),
     )
+
+
+def _map_server_node(value: Any, path: str) -> MapServerNode:
+    m = _mapping(value, path, {"name", "address"}, set())
+    return MapServerNode(name=_name(m["name"], f"{path}.name"), address=_ipv4(m["address"], f"{path}.address"))
 
 
 def _router(value: Any, path: str) -> Router:
@@ -227,7 +249,8 @@ def _node_kinds(site_names, routers, ms, doc) -> dict[str, str]:
     entries = [(n, "site", f"sites[{i}].name") for i, n in enumerate(site_names)]
     entries += [(r.name, "router", f"underlay.routers[{i}].name") for i, r in enumerate(routers)]
     if ms:
-        entries.append((ms.name, "map-server", "map_server.name"))
+        entries += [(n.name, "map-server", f"map_server.nodes[{i}].name" if ms.clustered else "map_server.name")
+                    for i, n in enumerate(ms.all_nodes)]
     for section in ("hosts", "internet_hosts"):
         hosts = doc.get(section) if isinstance(doc.get(section), list) else []
         for i, h in enumerate(hosts):
