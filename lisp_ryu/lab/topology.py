@@ -116,6 +116,10 @@ class Link:
     def subnet(self) -> ipaddress.IPv4Network:
         return self.a.interface.network
 
+    @property
+    def nodes(self) -> tuple[str, str]:
+        return (self.a.node, self.b.node)
+
     def end(self, node: str) -> LinkEnd:
         return self.a if self.a.node == node else self.b
 

@@ -16,10 +16,7 @@ Schema (every key not listed is an error naming its path)::
       name: ms                         # its own namespace, attached by an underlay link
       address: 198.18.0.2              # must be its end of a link
       key: lisp-lab-key                # default authentication key of every site
-      # or, instead of name and address, a clustered mapping system (issue 17): standalone
-      # `lisp-ryu mapserver` processes, each in its own namespace with its own underlay link;
-      # every xTR registers with all of them and resolves through one at a time
-      # nodes: [{name: ms1, address: 198.18.10.2}, {name: ms2, address: 198.18.11.2}, ...]
+      # or instead of name/address a cluster (lab/cluster.py): nodes: [{name: ms1, address: ..}, ..]
     underlay:
       routers: [{name: core}]          # namespaces that forward IPv4
       links:                           # each link: exactly two {node: address/len}
@@ -168,7 +165,7 @@ def _topology(doc: Any, source: str) -> Topology:
     )
     name = schema.string(m["name"], "name")
     management = _management(m["management"], "management")
-    ms = _map_server(m["map_server"], "map_server") if "map_server" in m else None
+    ms = _map_server(m["map_server"], "map_server") if "map_server" in m else None  # or a cluster
     u = _mapping(m["underlay"], "underlay", {"links"}, {"routers"})
     routers = schema.seq(u.get("routers", []), "underlay.routers", _router)
     router_names = [r.name for r in routers]
@@ -176,10 +173,9 @@ def _topology(doc: Any, source: str) -> Topology:
     nodes = _node_kinds([s.name for s in sites], routers, ms, m)
     links = _links(u["links"], "underlay.links", nodes)
     for i, node in enumerate(ms.all_nodes if ms else ()):
-        if not any(link.end(node.name).interface.ip == node.address for link in links
-                   if node.name in (link.a.node, link.b.node)):
-            where = f"map_server.nodes[{i}].address" if ms.clustered else "map_server.address"
-            raise InputError(where, f"{node.address} is not its end of any underlay link")
+        if not any(link.end(node.name).interface.ip == node.address for link in links if node.name in link.nodes):
+            raise InputError(f"map_server.nodes[{i}].address" if ms.clustered else "map_server.address",
+                             f"{node.address} is not its end of any underlay link")
     _check_management(management, sites, links)
     sites = _pxtr(sites)
     hosts = _hosts(m["hosts"], "hosts", sites)
@@ -214,26 +210,16 @@ def _management(value: Any, path: str) -> Management:
 
 
 def _map_server(value: Any, path: str) -> MapServer:
-    if isinstance(value, dict) and "nodes" in value:
+    if isinstance(value, dict) and "nodes" in value:  # a cluster; _node_kinds checks names unique
         m = _mapping(value, path, {"key", "nodes"}, set())
-        nodes = schema.seq(m["nodes"], f"{path}.nodes", _map_server_node, min_len=2)
-        names = [n.name for n in nodes]
-        for i, n in enumerate(nodes):
-            if names.index(n.name) != i:
-                raise InputError(f"{path}.nodes[{i}].name", f"name {schema.show(n.name)} is used twice")
+        nodes = schema.seq(m["nodes"], f"{path}.nodes", lambda v, p: MapServerNode(
+            name=_name(_mapping(v, p, {"name", "address"}, set())["name"], f"{p}.name"),
+            address=_ipv4(v["address"], f"{p}.address")), min_len=2)
         return MapServer(name=nodes[0].name, address=nodes[0].address,
                          key=schema.string(m["key"], f"{path}.key"), nodes=tuple(nodes))
     m = _mapping(value, path, {"name", "address", "key"}, set())
-    return MapServer(
-        name=_name(m["name"], f"{path}.name"),
-        address=_ipv4(m["address"], f"{path}.address"),
-        key=schema.string(m["key"], f"{path}.key"),
-    )
-
-
-def _map_server_node(value: Any, path: str) -> MapServerNode:
-    m = _mapping(value, path, {"name", "address"}, set())
-    return MapServerNode(name=_name(m["name"], f"{path}.name"), address=_ipv4(m["address"], f"{path}.address"))
+    return MapServer(name=_name(m["name"], f"{path}.name"), address=_ipv4(m["address"], f"{path}.address"),
+                     key=schema.string(m["key"], f"{path}.key"))
 
 
 def _router(value: Any, path: str) -> Router:
