@@ -22,6 +22,7 @@ import pytest
 from conftest import controller_lab, dump_lab_on_failure, private_lab
 from lisp_ryu.lab import cluster
 from lisp_ryu.lab import move as lab_move
+from lisp_ryu.lab.state import read_state
 
 pytestmark = pytest.mark.lab
 
@@ -66,7 +67,7 @@ def lab(tmp_path_factory, module_monkeypatch):
 
 
 def test_kill_a_map_server_node_under_load(lab, request):
-    state = lab
+    state = read_state()  # with the controller's REST address
     try:
         _run(state)
     finally:
