@@ -50,8 +50,11 @@ class StandaloneServer:
     """Runs a `MapServer` on a UDP socket, with an optional HTTP introspection socket."""
 
     def __init__(self, core: MapServer, udp: socket.socket, http: socket.socket | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, replica=None) -> None:
         self.core = core
+        #: `mapserver_replica.ReplicatedStore` with `--store etcd://`: holds the effects of a change
+        #: until it is committed, brings other nodes' changes in.
+        self.replica = replica
         self.udp = udp
         self.http = http
         self.clock = clock
@@ -69,6 +72,8 @@ class StandaloneServer:
         except OSError:
             pass
         self._selector.register(udp, selectors.EVENT_READ, "udp")
+        if replica is not None:
+            self._selector.register(replica, selectors.EVENT_READ, "replica")
         self._http = None if http is None else HttpViews(
             core, http, self._selector, clock, self.counters,
             lambda: {f"server.{k}": v for k, v in self.counters.items()})
@@ -89,6 +94,8 @@ class StandaloneServer:
             for key, events in self._selector.select(wait):
                 if key.data == "udp":
                     self._receive()
+                elif key.data == "replica":
+                    self._send(self.replica.drain(self.clock()))
                 else:
                     self._http.ready(key, events)
             now = self.clock()
@@ -122,6 +129,8 @@ class StandaloneServer:
     def _run_timers(self, now: float) -> None:
         try:
             effects = self.core.handle_timer(now)
+            if self.replica is not None:
+                effects = self.replica.hold(effects)
         except Exception:  # a core bug must not stop the server (store errors are handled in the core)
             self._count("core_exceptions")
             LOG.exception("error running timers")
@@ -185,7 +194,10 @@ class StandaloneServer:
                 shed += 1
                 continue
             try:
-                self._send(self.core.handle_control(payload, source, address[1], self.clock()))
+                effects = self.core.handle_control(payload, source, address[1], self.clock())
+                if self.replica is not None:
+                    effects = self.replica.hold(effects)  # a change: sent once it is committed
+                self._send(effects)
             except Exception:  # a core bug must not stop the server; it is counted and logged
                 self._count("core_exceptions")
                 LOG.exception("error handling a datagram from %s:%d", address[0], address[1])

@@ -242,6 +242,14 @@ class Journal:
         self._retry_at = 0.0
         self._backoff = 0.0
         self._failed_at = 0.0
+        #: Replicated mode (`replica.ReplicaLink`): the registering ETR's session goes to the store too.
+        self._note_session = getattr(store, "note_session", None)
+        self.replicated = bool(getattr(store, "replicated", False))
+
+    def note_session(self, site: str, etr: str, hold_time: float) -> None:
+        """The ETR whose accepted Map-Register is being handled (its lease, in replicated mode)."""
+        if self._note_session is not None:
+            self._note_session(site, etr, hold_time)
 
     def attach(self, state: State) -> None:
         """Work on `state` from now on (the rollback rebuilds the tables in a new one)."""
@@ -263,6 +271,9 @@ class Journal:
 
     def health(self) -> str:
         """"ok", or "degraded: ..." saying what the store cannot do (for the health view)."""
+        describe = getattr(self.store, "describe", None)
+        if describe is not None:  # replicated: the etcd store says
+            return describe()
         if self.failure:
             return f"degraded: cannot write journal ({self.failure})"
         if self.compaction_failure:

@@ -213,6 +213,7 @@ class Registry:
                 if entry is not None:
                     made.append((entry, entry.etrs[etr]))
         replay.accepted(etr, message, source, until)
+        self._journal.note_session(site.name, etr, until - now)
         self._count("accepted.map_register")
         if key and len(made) == len(message.records):  # every record registered: its refreshes can skip all this
             self._remember(key, payload, message, site, etr, source, port, made)
@@ -315,6 +316,7 @@ class Registry:
                     holders = [other for other in entry.etrs.values() if other is not reg]
                     published += self._pubsub.publish(reg.iid, reg.prefix, entry.record, holders, now)
         self._replay.accepted_fields(etr, nonce, digest, known.source, until)
+        journal.note_session(site.name, etr, until - now)
         self._count("received.map_register")
         self._count("accepted.map_register")
         self._count("refreshed.map_register")
@@ -541,8 +543,7 @@ class Registry:
                 map_version=versions.pop() if len(versions) == 1 else 0,
             )
             entry.proxy = any(reg.proxy_reply for reg in etrs)
-        # A refresh that changes nothing keeps the bytes and the cached answers.  Anything else,
-        # a new prefix included (its record was None), drops the answers it may decide.
+        # An unchanged refresh keeps bytes and cached answers; else (a new prefix too) its answers go.
         if record != entry.record:
             entry.record = record
             entry.record_bytes = b""
