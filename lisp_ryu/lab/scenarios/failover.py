@@ -34,7 +34,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import yaml
 
@@ -123,6 +123,24 @@ def bfd_ports(state: LabState) -> dict[str, str]:
 def armed(state: LabState) -> bool:
     """Failover in the switch is ready: every BFD port's session is up (True if there are none)."""
     return all(re.search(r"(?<![_a-z])state=up", status) for status in bfd_ports(state).values())
+
+
+def bfd_remotes(state: LabState, site: str) -> set[str]:
+    """The RLOCs `site` has a BFD port of ours towards (whatever their sessions' state)."""
+    listing = vsctl(site, "--bare", "--format=csv", "--no-headings", "--columns=options",
+                    "find", "interface", f"external_ids:{MARK}={site}", state=state)
+    return set(re.findall(r"remote_ip=([0-9a-fA-F.:]+)", listing))
+
+
+def armed_towards(state: LabState, site: str, rlocs: Iterable[str]) -> bool:
+    """`site` has a BFD port towards each of `rlocs` and every BFD session of the lab is up.
+
+    `armed` alone only speaks of the ports that exist: the controller makes a
+    site's ports towards a peer shortly after its map-cache entry, so just
+    after the first packet `armed` can be true of the older ports (another
+    peer's) while the ones a cut is about to test are not even there yet.
+    """
+    return set(rlocs) <= bfd_remotes(state, site) and armed(state)
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> float:
