@@ -12,7 +12,7 @@ import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 
-from lisp_ryu.flows import failover, neighbour
+from lisp_ryu.flows import failover, neighbour, replicate
 from lisp_ryu.flows.model import (
     Action,
     Bucket,
@@ -84,6 +84,10 @@ def compile_plan(plan: XtrPlan) -> DesiredState:
         flows += entry_flows
         groups += entry_groups
     flows += _source_specific_misses(plan.remotes)
+    if plan.replicates or plan.expected:  # planned moves (flows/replicate.py)
+        moving, moving_groups = replicate.replicate(plan.replicates, lambda iid, rloc: _tunnel_actions(plan, iid, rloc))
+        flows += moving + replicate.hold(plan.expected, {(h.iid, h.ip) for h in plan.hosts})
+        groups += moving_groups
     keys = [f.key for f in flows]
     if len(set(keys)) != len(keys):
         dup = next(k for k in keys if keys.count(k) > 1)

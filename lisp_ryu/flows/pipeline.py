@@ -124,6 +124,7 @@ PRIO_TUNNEL = 300  # everything from the tunnel port is decapsulated traffic
 PRIO_PREFIX_BASE = 1000  # see prefix_priority: 1000..17769
 PRIO_PREFIX_STRIDE = 130  # one destination length: its plain flow + 129 source lengths (0..128)
 PRIO_LOCAL_HOST = 20000  # local delivery beats any remote prefix
+PRIO_PLANNED_MOVE = PRIO_LOCAL_HOST - 1  # above every map-cache prefix, below a host that is here
 PRIO_ARP_PROXY = 100
 PRIO_ARP_SELF = 300  # a host probing its own address (gratuitous ARP / DAD)
 
@@ -155,6 +156,7 @@ class Owner(IntEnum):
     GATEWAY = 3  # ARP answers for a gateway / proxy-ARP for a subnet
     MAPPING = 4  # a map-cache entry: encap, negative action
     REDIRECT = 5  # a host that moved away: tunnel what still arrives for it to its new RLOC
+    PLANNED_MOVE = 6  # a planned move: replicate to the old and new RLOC (ITR), hold arrivals (new site)
 
 
 COOKIE_OWNER_SHIFT = 56

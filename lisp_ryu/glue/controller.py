@@ -232,6 +232,11 @@ class Controller:
             return
         dp = session.datapath
         parser, ofp = dp.ofproto_parser, dp.ofproto
+        if effect.out_port is not None:  # delivered as it is (a planned move's held packets)
+            dp.send_msg(parser.OFPPacketOut(dp, buffer_id=ofp.OFP_NO_BUFFER, in_port=ofp.OFPP_CONTROLLER,
+                                            actions=[parser.OFPActionOutput(effect.out_port)], data=effect.data))
+            self.count("packets_delivered")
+            return
         dp.send_msg(parser.OFPPacketOut(dp, buffer_id=ofp.OFP_NO_BUFFER, in_port=effect.in_port,
                                         actions=[parser.OFPActionOutput(ofp.OFPP_TABLE)], data=effect.data))
         self.count("packets_reinjected")
@@ -348,8 +353,10 @@ class Controller:
 
     # ---- packets from the switch -----------------------------------------------------------------
 
-    def packet_in(self, dpid: int, table_id: int, in_port: int, metadata: int, data: bytes) -> None:
-        """A packet the flows sent us: a miss to resolve, or a new host in a dynamic-EID prefix."""
+    def packet_in(self, dpid: int, table_id: int, in_port: int, metadata: int, data: bytes,
+                  tunnel_id: int = 0) -> None:
+        """A packet the flows sent us: a miss to resolve, a new host in a dynamic-EID prefix, or
+        traffic for a workload a planned move brings here (held until it arrives)."""
         endpoint = self.xtrs.get(dpid)
         if endpoint is None:
             return
@@ -362,6 +369,9 @@ class Controller:
             self.count("packet_in_not_ip")
             return
         src, dst = addresses
+        if table_id == Table.DECAP:
+            endpoint.core.hold(tunnel_id & 0xFFFFFF, dst, data, endpoint.clock())
+            return
         if dst.is_multicast or dst.is_link_local or dst.is_unspecified or dst.is_loopback:
             self.count("packet_in_not_routable")  # e.g. IPv6 router solicitations: no mapping to ask for
             return
@@ -403,6 +413,40 @@ class Controller:
             LOG.exception("%s: error handling a datagram from %s:%d", endpoint.name, host, port)
             return
         self.run(endpoint, effects)
+
+    def planned_move(self, iid: int, eid: IPAddress, to_site: str, timeout: float | None = None) -> dict:
+        """Prepare a planned move of `eid` to the xTR named `to_site` (draft-ietf-lisp-predictive-rlocs).
+
+        The destination holds the EID's traffic until the workload appears there and resolves
+        beforehand what its old site talks to; every other xTR this controller drives replicates
+        the EID's traffic to the old and the new RLOC until its map-cache follows the move.
+        Raises KeyError (no such site, or no site holds the EID) and ValueError (already there).
+        """
+        dest = next((e for e in self.xtrs.values() if e.core.config.name == to_site), None)
+        if dest is None:
+            raise KeyError(f"no xTR named {to_site!r}")
+        key = (iid, eid)
+        old = next((e for e in self.xtrs.values()
+                    if any((h.iid, h.ip) == key for h in e.core.local_hosts())), None)
+        if old is None:
+            raise KeyError(f"no site of this controller holds [{iid}]{eid}")
+        if old is dest:
+            raise ValueError(f"[{iid}]{eid} is already at {to_site}")
+        old_rloc, new_rloc = old.core.state.rlocs[0], dest.core.state.rlocs[0]
+        prefetch = tuple((entry.iid, entry.value.record.eid_prefix.network) for entry in old.core.cache
+                         if not entry.negative)
+        self.run(dest, dest.core.expect(iid, eid, dest.clock(), timeout, prefetch=prefetch))
+        itrs = []
+        for endpoint in self.xtrs.values():
+            if endpoint is dest or endpoint is old:
+                continue
+            self.run(endpoint, endpoint.core.replicate(iid, eid, old_rloc, new_rloc, endpoint.clock(), timeout))
+            itrs.append(endpoint.core.config.name)
+        self.count("planned_moves")
+        LOG.info("planned move of [%d]%s: %s (%s) -> %s (%s); replicating at %s", iid, eid, old.core.config.name,
+                 old_rloc, to_site, new_rloc, ", ".join(itrs) or "no other xTR")
+        return {"iid": iid, "eid": str(eid), "from_site": old.core.config.name, "to_site": to_site,
+                "old_rloc": str(old_rloc), "new_rloc": str(new_rloc), "replicating_at": itrs}
 
     def next_wait(self) -> float:
         """Seconds until the earliest deadline of any core (at most MAX_WAIT)."""

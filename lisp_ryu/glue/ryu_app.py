@@ -105,7 +105,7 @@ class LispApp(app_manager.RyuApp):
     def _on_packet_in(self, ev):
         msg = ev.msg
         self.controller.packet_in(msg.datapath.id, msg.table_id, msg.match.get("in_port", 0),
-                                  msg.match.get("metadata", 0), bytes(msg.data))
+                                  msg.match.get("metadata", 0), bytes(msg.data), msg.match.get("tunnel_id", 0))
 
     # ---- sockets and timers ---------------------------------------------------------------
 
