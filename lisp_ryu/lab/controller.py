@@ -115,6 +115,23 @@ def health(state: LabState, timeout: float = 2.0) -> tuple[dict | None, str | No
         return None, f"cannot read {url}/lisp/v1/health: {reason}"
 
 
+def planned_move(state: LabState, iid: int, eid: str, to_site: str, timeout: float | None = None) -> dict:
+    """POST /lisp/v1/moves to the lab's controller: announce a planned move (LabError if refused)."""
+    if not state.controller_rest:
+        raise LabError("the lab state does not record the controller's REST address: is a controller running?")
+    body = {"iid": iid, "eid": eid, "to_site": to_site, **({} if timeout is None else {"timeout": timeout})}
+    request = urllib.request.Request(f"{state.controller_rest}/lisp/v1/moves", data=json.dumps(body).encode(),
+                                     method="POST", headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=5.0) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        raise LabError(f"the controller refused the planned move of {eid} to {to_site}: {exc.code} "
+                       f"{exc.read().decode(errors='replace')}") from exc
+    except OSError as exc:
+        raise LabError(f"cannot reach the controller at {state.controller_rest}: {exc}") from exc
+
+
 def stop(grace: float = 5.0) -> bool:
     """Stop the lab's controller if one runs; True if one was stopped."""
     pid = running_pid()
