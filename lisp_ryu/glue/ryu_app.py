@@ -46,7 +46,7 @@ class LispApp(app_manager.RyuApp):
             raise RuntimeError(f"no configuration: start with `lisp-ryu controller --config FILE` ({CONFIG_ENV} unset)")
         self.config = config_mod.load(path)
         self._wake = hub.Event()
-        self.controller = Controller.from_config(self.config, wake=self._wake.set, spawn=hub.spawn)
+        self.controller = Controller.from_config(self.config, wake=self._wake.set, spawn=hub.spawn, fast_lane=True)
 
         if kwargs.get("wsgi") is not None:
             rest.register(kwargs["wsgi"], rest.Backend.from_controller(self.controller, self.config))  # before start: it may restore intent

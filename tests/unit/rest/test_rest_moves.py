@@ -118,3 +118,30 @@ def test_bad_moves(lab, body, status, field):
 
 def test_moves_need_the_token(lab):
     assert lab.call("POST", "/lisp/v1/moves", {"iid": 42, "eid": EID, "to_site": "dc2"}, token=None)[0] == 401
+
+
+def test_fast_lane_runs_a_whole_move_before_anything_else_and_drops_the_wire_copies(tmp_path):
+    """An unplanned move with the fast lane on: the learn, the Map-Register, the Map-Server's
+    Notify and publications and every xTR's flows all happen within the packet-in's handling;
+    the datagrams still cross the wire, and their copies are recognised and dropped."""
+    doc = yaml.safe_load(CONFIG)
+    doc["xtrs"].insert(1, DC2_XTR)
+    for site in doc["map_server"]["sites"]:
+        if site["name"] == "dc2":
+            site["eid_prefixes"] = [{"prefix": "10.0.0.0/8", "iid": 42, "accept_more_specifics": True}]
+    lab = Lab(tmp_path, config_text=yaml.safe_dump(doc))
+    lab.controller.fast_lane = True
+    lab.start()
+    lab.miss("dc3", "10.3.0.10", EID)
+    lab.underlay.settle()
+    registers = lab.ms.counters.get("map_register", 0) if hasattr(lab.ms, "counters") else None
+    lab.switches[2].packet_in(lab.controller, 5, ipv4_frame(EID, "10.3.0.10", src_mac=bytes.fromhex("02000001000a")),
+                              table=Table.CLASSIFY)
+    # before the wire delivers anything: dc3 already tunnels to dc2
+    assert [d.packet["tun_ipv4_dst"] for d in to_eid(lab, "dc3").deliveries] == [DC2]
+    assert lab.controller.counters["fast_lane_handed"] >= 3
+    lab.underlay.settle()
+    assert lab.controller.counters.get("fast_lane_wire_copies_dropped", 0) >= 3
+    if registers is not None:
+        assert lab.ms.counters.get("map_register", 0) - registers <= 2  # handled once, not twice
+    assert [d.packet["tun_ipv4_dst"] for d in to_eid(lab, "dc3").deliveries] == [DC2]
