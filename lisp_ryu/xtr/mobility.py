@@ -173,6 +173,9 @@ class Mobility:
     def hold(self, iid: int, ip: IPAddress, packet: bytes, now: float) -> bool:
         """A decapsulated packet for an expected workload not here yet (False: not expected, dropped)."""
         move = self.state.expected.get((iid, ip))
+        if move is None:  # the switch may not report the tunnel_id: the address alone, if unambiguous
+            found = [m for (i, a), m in self.state.expected.items() if a == ip]
+            move = found[0] if len(found) == 1 else None
         if move is None:
             self.state.count("planned_move_not_expected")
             return False
