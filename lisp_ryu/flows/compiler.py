@@ -86,7 +86,8 @@ def compile_plan(plan: XtrPlan) -> DesiredState:
     flows += _source_specific_misses(plan.remotes)
     if plan.replicates or plan.expected:  # planned moves (flows/replicate.py)
         moving, moving_groups = replicate.replicate(plan.replicates, lambda iid, rloc: _tunnel_actions(plan, iid, rloc))
-        flows += moving + replicate.hold(plan.expected, {(h.iid, h.ip) for h in plan.hosts})
+        flows += moving + replicate.hold(plan.expected, {(h.iid, h.ip) for h in plan.hosts}
+                                                 | {(r.iid, r.ip) for r in plan.redirects})
         groups += moving_groups
     keys = [f.key for f in flows]
     if len(set(keys)) != len(keys):
