@@ -41,7 +41,8 @@ Figures:
   Duplicated replies during the window are expected and are not losses.
 
 Runs as root.  Everything lives in its own lab: prefix ``mo-``, a private
-lab directory, management subnet 198.19.246.0/24, controller port 6693; torn
+lab directory, management subnet 198.19.246.0/24, controller port 6693, one
+controller for both runs with its REST API on 127.0.0.1:18693; torn
 down on every exit path.  Probes go only between the lab's namespaces.
 
 `python bench/bench_mobility.py [--quick]` prints the per-move table.
@@ -52,6 +53,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import time
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -59,6 +61,8 @@ if __package__ in (None, ""):
 
 
 from lisp_ryu.lab.scenarios import mobility  # noqa: E402
+from lisp_ryu.lab import controller as lab_controller  # noqa: E402
+from lisp_ryu.lab.state import read_state  # noqa: E402
 from bench.lablib import isolated_lab  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -72,18 +76,36 @@ PAUSE = 2.0
 TARGET_OUTAGE_MS = 50.0
 
 
+REST_PORT = 18693  # the controller's --wsapi-port in this bench
 PLANNED_INTERVAL = 0.001
 PLANNED_PAUSE = 1.0
 PLANNED = {}  # the planned-move report of the last measure()
 
 
 def measure(quick: bool = False, progress=lambda line: None) -> mobility.MobilityReport:
-    with isolated_lab(TOPOLOGY, LAB_PREFIX, MANAGEMENT_SUBNET, MANAGEMENT_PORT):
+    with isolated_lab(TOPOLOGY, LAB_PREFIX, MANAGEMENT_SUBNET, MANAGEMENT_PORT) as state:
+        # One controller for both runs (mobility.run leaves a running one alone), its REST API on
+        # a port of the bench's own: the planned moves POST to it, and no other lab's 8080 is in the way.
+        lab_controller.start(state, extra_args=("--wsapi-port", str(REST_PORT)))
+        lab_controller.wait_ready(state)
+        _wait_rest(time.monotonic() + 20.0)
         report = mobility.run(moves=4 if quick else 10, pause=PAUSE, interval=INTERVAL, host="h1", to="dc2",
                               pinger="h5", progress=progress)
         PLANNED["report"] = mobility.run(moves=4 if quick else 10, pause=PLANNED_PAUSE, interval=PLANNED_INTERVAL,
                                          host="h1", to="dc2", pinger="h5", progress=progress, planned=True)
         return report
+
+
+def _wait_rest(deadline: float) -> None:
+    """Until the controller's REST API answers (it comes up after the switches are taken over)."""
+    why = None
+    while time.monotonic() < deadline:
+        state = read_state()
+        health, why = lab_controller.health(state) if state is not None else (None, "no lab state")
+        if health is not None:
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"the controller's REST API did not come up: {why}")
 
 
 def figures(report: mobility.MobilityReport) -> dict[str, dict]:
