@@ -61,3 +61,13 @@ def test_group_ids_are_stable_and_distinct():
     ids = group_ids(reps)
     assert len(set(ids.values())) == 300 and all(0x80000000 <= g < 0xC0000000 for g in ids.values())
     assert group_ids(tuple(reversed(reps))) == ids
+
+
+def test_an_expected_workload_with_a_redirect_left_compiles_and_the_redirect_wins():
+    """The flows never clash (the core also ends the redirect when the workload is expected back)."""
+    from lisp_ryu.plan import Redirect
+
+    plan = XtrPlan(**{**BASE.__dict__, "expected": (Expected(42, EID),), "redirects": (Redirect(42, EID, OLD),),
+                      "failover_ports": ()})
+    state = compile_plan(plan)
+    assert not [f for f in state.flows if cookie_owner(f.cookie) is Owner.PLANNED_MOVE]
