@@ -86,8 +86,7 @@ def compile_plan(plan: XtrPlan) -> DesiredState:
     flows += _source_specific_misses(plan.remotes)
     if plan.replicates or plan.expected:  # planned moves (flows/replicate.py)
         moving, moving_groups = replicate.replicate(plan.replicates, lambda iid, rloc: _tunnel_actions(plan, iid, rloc))
-        flows += moving + replicate.hold(plan.expected, {(h.iid, h.ip) for h in plan.hosts}
-                                                 | {(r.iid, r.ip) for r in plan.redirects})
+        flows += moving + replicate.hold(plan.expected, {(h.iid, h.ip) for h in plan.hosts})
         groups += moving_groups
     keys = [f.key for f in flows]
     if len(set(keys)) != len(keys):
@@ -180,7 +179,13 @@ def _learning(plan: XtrPlan) -> list[Flow]:
 def _redirects(plan: XtrPlan) -> list[Flow]:
     """Traffic that still arrives for a departed EID is tunnelled on to its new RLOC."""
     out = []
+    # A departed EID announced back here (a planned move): its traffic is held, not sent on to
+    # the site it is leaving (the ITRs replicate to both); the departure itself stays until it
+    # arrives, so a configured host is not taken for here too early.
+    coming_back = {(e.iid, e.ip) for e in plan.expected}
     for r in plan.redirects:
+        if (r.iid, r.ip) in coming_back:
+            continue
         eth_type, dst_field = _eth_type(r.ip)
         # It came in on the tunnel port and goes out there again: OpenFlow needs IN_PORT for that.
         actions = _tunnel_actions(plan, r.iid, r.rloc, out_port="in_port")

@@ -164,10 +164,6 @@ class Mobility:
     def expect(self, iid: int, ip: IPAddress, now: float, timeout: float = PLANNED_MOVE_TIMEOUT) -> list[Effect]:
         """As the destination: hold the EID's traffic until the workload is learned here."""
         key = (iid, ip)
-        # It left us earlier and comes back: its redirect ends now (holding it beats sending the
-        # copies the ITRs replicate to us on to the site it is leaving; both flows would share a priority).
-        if self.state.departed.pop(key, None) is not None:
-            LOG.info("%s: redirect for [%d]%s ended: it comes back", self.state.config.name, iid, ip)
         self.state.expected[key] = PlannedMove(None, now + timeout)
         self.state.count("planned_move_expected")
         LOG.info("%s: planned move of [%d]%s towards us: holding its traffic until it arrives",

@@ -63,11 +63,13 @@ def test_group_ids_are_stable_and_distinct():
     assert group_ids(tuple(reversed(reps))) == ids
 
 
-def test_an_expected_workload_with_a_redirect_left_compiles_and_the_redirect_wins():
-    """The flows never clash (the core also ends the redirect when the workload is expected back)."""
+def test_a_departed_workload_announced_back_is_held_not_redirected():
+    """Its redirect and its hold flow would clash (same priority and match): the hold wins."""
     from lisp_ryu.plan import Redirect
 
     plan = XtrPlan(**{**BASE.__dict__, "expected": (Expected(42, EID),), "redirects": (Redirect(42, EID, OLD),),
                       "failover_ports": ()})
     state = compile_plan(plan)
-    assert not [f for f in state.flows if cookie_owner(f.cookie) is Owner.PLANNED_MOVE]
+    decap = {"in_port": 100, "tunnel_id": 42, "eth_type": 0x0800, "ipv4_dst": str(EID)}
+    assert walk(state, decap).ports == ["controller"]
+    assert not [f for f in state.flows if cookie_owner(f.cookie) is Owner.REDIRECT]
