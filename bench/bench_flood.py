@@ -9,6 +9,7 @@ whole 127/8 is local on Linux: nothing leaves the host), each inside the
 default per-source rate limit, of one kind per run:
 
     map_request   plain Map-Requests (the fast path)
+    negative      plain Map-Requests for EIDs nobody registered (the full path each)
     subscribe     subscribing Map-Requests, a new xTR-ID each (a journal write each, before)
     register      Map-Registers that fail authentication
     notify_ack    Map-Notify-Acks matching nothing
@@ -40,7 +41,7 @@ map_server:
       eid_prefixes:
         - {{prefix: 10.0.0.0/8, accept_more_specifics: true}}
 """
-KINDS = ("map_request", "subscribe", "register", "notify_ack")
+KINDS = ("map_request", "negative", "subscribe", "register", "notify_ack")
 LEGIT_RATE = 200
 FLOOD_RATE = 10_000
 SOURCES = 1000
@@ -60,6 +61,8 @@ def _flood_datagrams(kind: str, source: str, index: int) -> bytes:
     eid = f"10.0.{index % EIDS}.1"
     if kind == "map_request":
         return packets.map_request_ecm(eid, [source], nonce=index)
+    if kind == "negative":  # inside the site's configured prefix, never registered: a computed negative answer
+        return packets.map_request_ecm(f"10.77.{index % 250}.{index // 250 % 250 + 1}", [source], nonce=index)
     if kind == "subscribe":
         return packets.map_request_ecm(eid, [source], nonce=index, subscribe=True, xtr_id=(1 << 100) + index,
                                        site_id=1)
@@ -153,8 +156,19 @@ def _run_server(tmp: str):
     return proc, int(match.group(1))
 
 
-def measure(kinds=KINDS, seconds: float = 4.0) -> dict[str, float]:
-    """{"none": share answered without a flood, kind: share answered under that flood}."""
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process `pid` so far (Linux /proc), else None."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def measure(kinds=KINDS, seconds: float = 4.0, cpu: dict[str, float] | None = None) -> dict[str, float]:
+    """{"none": share answered without a flood, kind: share answered under that flood}; `cpu` gets the
+    server's CPU use (cores) over each legitimate run."""
     shares = {}
     context = multiprocessing.get_context("fork")
     for kind in ("none", *kinds):
@@ -169,7 +183,11 @@ def measure(kinds=KINDS, seconds: float = 4.0) -> dict[str, float]:
                     flooder.start()
                     ready.wait(30)
                     time.sleep(0.5)  # the flood is on before the first legitimate request
+                used, started = _cpu_seconds(proc.pid), time.monotonic()
                 shares[kind] = _legit(port, seconds)
+                after = _cpu_seconds(proc.pid)
+                if cpu is not None and used is not None and after is not None:
+                    cpu[kind] = (after - used) / (time.monotonic() - started)
                 if flooder is not None:
                     flooder.join(10)
             finally:
@@ -179,15 +197,19 @@ def measure(kinds=KINDS, seconds: float = 4.0) -> dict[str, float]:
 
 
 def run(quick: bool = False) -> dict[str, dict]:
-    shares = measure(seconds=2.0 if quick else 4.0)
+    cpu: dict[str, float] = {}
+    shares = measure(seconds=2.0 if quick else 4.0, cpu=cpu)
     base = shares["none"]
     return {f"mapserver.legit_answered_under_flood.{kind}": {
         "value": shares[kind], "unit": "share", "baseline": base, "ratio": shares[kind] / base if base else 0.0,
         "target": 0.9, "flood": f"{FLOOD_RATE} datagrams/s from {SOURCES} spoofed 127.1/16 sources",
-        "legitimate": f"{LEGIT_RATE} requests/s"} for kind in KINDS}
+        "legitimate": f"{LEGIT_RATE} requests/s", "server_cpu_cores": cpu.get(kind),
+        "server_cpu_cores_without_flood": cpu.get("none")} for kind in KINDS}
 
 
 if __name__ == "__main__":
     sys.path.insert(0, REPO)
     for name, figure in run(quick="--quick" in sys.argv).items():
-        print(f"{name}: {figure['value']:.3f} (without flood {figure['baseline']:.3f})")
+        load = figure["server_cpu_cores"]
+        print(f"{name}: {figure['value']:.3f} (without flood {figure['baseline']:.3f})"
+              + (f", server CPU {load:.2f} cores" if load is not None else ""))

@@ -70,6 +70,8 @@ class MapServerConfig:
     listen: tuple[IPAddress, int] | None = None
     netns: str | None = None
     data_dir: str | None = None
+    #: "etcd://HOST:PORT[,HOST:PORT...]": registrations replicated in etcd (issue 17); exclusive with data_dir.
+    store: str | None = None
     negative_ttl_minutes: int = 15
     negative_action: str = "native-forward"
     rate_limit_per_source: float = 1000.0  # messages per second, token bucket
@@ -319,6 +321,7 @@ def _map_server(node: Node) -> MapServerConfig:
         listen=node.get("listen", _endpoint, None),
         netns=node.get("netns", _str, None),
         data_dir=node.get("data_dir", _str, None),
+        store=node.get("store", _store_url, None),
         negative_ttl_minutes=node.get("negative_ttl_minutes", schema.int_range(0, 0xFFFFFFFF),
                                       d.negative_ttl_minutes),
         negative_action=node.get("negative_action", schema.one_of(NEGATIVE_ACTIONS), d.negative_action),
@@ -328,7 +331,18 @@ def _map_server(node: Node) -> MapServerConfig:
         registration_ttl=node.get("registration_ttl", _positive, d.registration_ttl),
     )
     node.done()
+    if out.store is not None and out.data_dir is not None:
+        raise InputError(f"{node.path}.store", "store and data_dir are exclusive: etcd holds the state")
     return out
+
+
+def _store_url(raw: object, path: str) -> str:
+    text = _str(raw, path)
+    rest = text[len("etcd://"):] if text.startswith("etcd://") else ""
+    endpoints = [e for e in rest.strip("/").split(",") if e]
+    if not endpoints or not all(e.rpartition(":")[0] and e.rpartition(":")[2].isdigit() for e in endpoints):
+        raise InputError(path, f"expected etcd://HOST:PORT[,HOST:PORT...], got {text!r}")
+    return text
 
 
 def _rloc(node: Node) -> RlocConfig:

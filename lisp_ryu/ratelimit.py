@@ -45,6 +45,15 @@ class RateLimiter:
             return True
         return False
 
+    def ready(self, source: Hashable, now: float) -> bool:
+        """Whether `allow` would let a datagram of `source` through now, taking nothing: a cheap
+        question before costly work, whose token the work's own `allow` then takes."""
+        bucket = self._buckets.get(source)
+        if bucket is None:
+            return self.burst >= 1.0
+        elapsed = now - bucket[1]
+        return bucket[0] + (elapsed * self.rate if elapsed > 0 else 0.0) >= 1.0
+
     def _forget_oldest(self) -> None:
         """Drop the least recently seen quarter of the sources: one pass pays for many new ones."""
         oldest = heapq.nsmallest(max(1, len(self._buckets) // 4), self._buckets.items(), key=lambda kv: kv[1][1])

@@ -43,6 +43,11 @@ def add_parsers(subparsers, discover: Callable[[], list[tuple[str, str]]] = list
                    "port 0 picks a free port)")
     p.add_argument("--data-dir", metavar="DIR",
                    help="where registrations persist (default: map_server.data_dir; none = memory only)")
+    p.add_argument("--store", metavar="etcd://HOST:PORT[,...]",
+                   help="replicate registrations in etcd with the other Map-Servers using it (default: "
+                   "map_server.store; exclusive with --data-dir)")
+    p.add_argument("--node-id", metavar="NAME",
+                   help="this node's name in the etcd store (default: HOSTNAME-UDPPORT)")
     p.add_argument("--http", metavar="ADDR:PORT", default=DEFAULT_HTTP,
                    help=f"introspection HTTP endpoint (default {DEFAULT_HTTP}; 'off' disables it)")
     p.add_argument("--netns", metavar="NAME", help="bind the UDP socket inside this network namespace")
@@ -95,7 +100,9 @@ def run_mapserver(args: argparse.Namespace, extra: list[str]) -> int:
     from lisp_ryu.glue.netns import open_udp_socket
 
     from lisp_ryu.glue.mapserver_loop import StandaloneServer
+    from lisp_ryu.glue.mapserver_replica import ReplicatedStore, parse_store_url
     from lisp_ryu.mapserver.service import MapServer
+    from lisp_ryu.mapserver.replica import ReplicaLink
     from lisp_ryu.mapserver.store import FileStore, StoreError
 
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -119,10 +126,23 @@ def run_mapserver(args: argparse.Namespace, extra: list[str]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     netns = args.netns or ms.netns
-    data_dir = args.data_dir or ms.data_dir
+    store_url = args.store or (None if args.data_dir else ms.store)
+    data_dir = args.data_dir or (None if store_url else ms.data_dir)
+    endpoints: list[str] = []
+    if store_url:
+        if args.data_dir:
+            print("error: --store and --data-dir are exclusive", file=sys.stderr)
+            return 2
+        try:
+            endpoints = parse_store_url(store_url)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
 
     store = None
-    if data_dir:
+    if endpoints:
+        store = ReplicaLink()
+    elif data_dir:
         try:  # checks the directory is writable and removes temporary files a crash left
             store = FileStore(data_dir)
             odd = _odd_data_file(data_dir)
@@ -174,7 +194,14 @@ def run_mapserver(args: argparse.Namespace, extra: list[str]) -> int:
             return 1
         http_sock.listen(64)
 
-    server = StandaloneServer(core, udp, http_sock)
+    replicated = None
+    if endpoints:
+        node_id = (args.node_id or f"{socket.gethostname()}-{udp.getsockname()[1]}").replace("/", "_")
+        replicated = ReplicatedStore(endpoints, node_id, store)
+        replicated.start(core)
+        log.info("node %s: registrations replicated in etcd %s (revision %d, %d registrations)", node_id,
+                 ",".join(endpoints), replicated.store.revision, core.registration_count)
+    server = StandaloneServer(core, udp, http_sock, replica=replicated)
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
     signal.signal(signal.SIGINT, lambda *_: server.stop())
     udp_at = udp.getsockname()
@@ -192,6 +219,8 @@ def run_mapserver(args: argparse.Namespace, extra: list[str]) -> int:
         udp.close()
         if http_sock is not None:
             http_sock.close()
+        if replicated is not None:
+            replicated.stop()
         if store is not None:
             store.close()
     log.info("stopped")

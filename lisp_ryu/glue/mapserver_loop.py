@@ -6,10 +6,20 @@ sends the effects, and gives the introspection HTTP endpoint
 (`mapserver_http`) a bounded turn, from the same thread, so the core needs no
 lock. Its resources have the same JSON shapes as the Ryu app's REST API (both
 come from `views`), so `lisp-ryu show --url` reads either.
+
+Reads come in batches: the fast path answers what it can as it is read, the
+rest is handled after the batch.  While the loop is behind (a full batch:
+more is waiting in the socket), Map-Requests outside the fast path get at
+most `SLOW_BUDGET` seconds per batch and the others are dropped, counted
+(`shed_map_requests`): a flood of costly requests then cannot keep the loop
+from reading, so plain requests behind it in the socket buffer are still
+answered, instead of the kernel dropping whatever arrives while the buffer
+is full.  Map-Registers and Map-Notify-Acks are always handled.
 """
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import logging
 import selectors
@@ -28,28 +38,42 @@ UDP_BATCH = 256
 MAX_WAIT = 1.0
 RCVBUF = 4 << 20
 SOURCE_CACHE = 4096
+#: Seconds per batch for Map-Requests outside the fast path while the loop is behind (a batch takes a
+#: few ms to read and answer from the fast path: costly requests then get most of the time, not all).
+SLOW_BUDGET = 0.005
+_ECM = 8  # the type nibble of an Encapsulated Control Message (a Map-Request to a Map-Resolver)
+#: Seconds between looks at whether objects went to the collector's oldest generation (see `_freeze`).
+FREEZE_INTERVAL = 1.0
 
 
 class StandaloneServer:
     """Runs a `MapServer` on a UDP socket, with an optional HTTP introspection socket."""
 
     def __init__(self, core: MapServer, udp: socket.socket, http: socket.socket | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, replica=None) -> None:
         self.core = core
+        #: `mapserver_replica.ReplicatedStore` with `--store etcd://`: holds the effects of a change
+        #: until it is committed, brings other nodes' changes in.
+        self.replica = replica
         self.udp = udp
         self.http = http
         self.clock = clock
         self.counters: dict[str, int] = {}  # the loop's own: send errors, HTTP requests
         self._selector = selectors.DefaultSelector()
         self._stopping = False
+        self._freeze_at = 0.0
+        self._young_passes = -1  # the collector's generation-1 passes when `_freeze` last froze
         self._sources: dict[str, ipaddress.IPv4Address | ipaddress.IPv6Address] = {}  # parsed peer addresses
         self._rloc_texts: dict[bytes, str] = {}  # ITR-RLOCs of fast-path replies, as sendto wants them
+        self._shed_batches = 0  # batches that dropped Map-Requests (see _receive_slow)
         udp.setblocking(False)
         try:  # room for a burst of registrations while a snapshot or an fsync runs
             udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
         except OSError:
             pass
         self._selector.register(udp, selectors.EVENT_READ, "udp")
+        if replica is not None:
+            self._selector.register(replica, selectors.EVENT_READ, "replica")
         self._http = None if http is None else HttpViews(
             core, http, self._selector, clock, self.counters,
             lambda: {f"server.{k}": v for k, v in self.counters.items()})
@@ -70,6 +94,8 @@ class StandaloneServer:
             for key, events in self._selector.select(wait):
                 if key.data == "udp":
                     self._receive()
+                elif key.data == "replica":
+                    self._send(self.replica.drain(self.clock()))
                 else:
                     self._http.ready(key, events)
             now = self.clock()
@@ -78,12 +104,33 @@ class StandaloneServer:
                 self._run_timers(now)
             if self._http is not None:
                 self._http.turn()
+            if now >= self._freeze_at:
+                self._freeze(now)
         if self._http is not None:
             self._http.close()
+
+    def _freeze(self, now: float) -> None:
+        """Move what survived the collector's young passes since the last look into its permanent generation.
+
+        What survives them here is, overwhelmingly, registrations (and their timers) that live until
+        they expire.  Left in the oldest generation, each full pass of the collector would walk every
+        one of them (a second at a million registrations, answering nothing meanwhile); frozen, a full
+        pass walks only what came since.  `gc.freeze` is O(1) (it relinks lists).  The state is acyclic,
+        so what is frozen is still freed by reference counting when it goes; a frozen object that later
+        ended up in a reference cycle would never be collected: the cost of this policy, and why it
+        freezes only once a young pass promoted something, at most once per FREEZE_INTERVAL.
+        """
+        self._freeze_at = now + FREEZE_INTERVAL
+        passes = gc.get_stats()[1]["collections"]
+        if passes != self._young_passes:
+            gc.freeze()
+            self._young_passes = passes
 
     def _run_timers(self, now: float) -> None:
         try:
             effects = self.core.handle_timer(now)
+            if self.replica is not None:
+                effects = self.replica.hold(effects)
         except Exception:  # a core bug must not stop the server (store errors are handled in the core)
             self._count("core_exceptions")
             LOG.exception("error running timers")
@@ -91,33 +138,35 @@ class StandaloneServer:
         self._send(effects)
 
     def _receive(self) -> None:
-        # The hot loop of a Map-Resolver: names bound once, plain requests answered inline.
+        # The hot loop of a Map-Resolver: names bound once, plain requests answered inline as they are read.
         recvfrom, sendto, clock = self.udp.recvfrom, self.udp.sendto, self.clock
         reply_quickly, sources, rloc_texts = self.core.reply_quickly, self._sources, self._rloc_texts
-        for _ in range(UDP_BATCH):
+        slow: list[tuple[bytes, ipaddress.IPv4Address | ipaddress.IPv6Address, tuple]] = []
+        read = 0
+        for read in range(1, UDP_BATCH + 1):
             try:
                 payload, address = recvfrom(RECV_BUFFER)
             except (BlockingIOError, InterruptedError):
-                return
+                read -= 1
+                break
             except OSError as exc:  # e.g. ICMP port unreachable reported on the socket
                 self._count("receive_errors")
                 LOG.debug("receive error: %s", exc)
-                return
+                read -= 1
+                break
             source = sources.get(address[0])
             if source is None:
                 if len(sources) >= SOURCE_CACHE:
                     sources.clear()
                 source = sources[address[0]] = ipaddress.ip_address(address[0].split("%")[0])
-            now = clock()
             try:
-                quick = reply_quickly(payload, source, now)
-                if quick is None:
-                    self._send(self.core.handle_control(payload, source, address[1], now))
-                    reply_quickly = self.core.reply_quickly  # a journal rollback replaces it
-                    continue
+                quick = reply_quickly(payload, source, clock())
             except Exception:  # a core bug must not stop the server; it is counted and logged
                 self._count("core_exceptions")
                 LOG.exception("error handling a datagram from %s:%d", address[0], address[1])
+                continue
+            if quick is None:
+                slow.append((payload, source, address))
                 continue
             reply, rloc, port = quick
             if not reply:  # the source's rate limit dropped it
@@ -133,6 +182,31 @@ class StandaloneServer:
             except OSError as exc:
                 self._count("send_errors")
                 LOG.warning("cannot send Map-Reply to %s:%d: %s", host, port, exc)
+        if slow:
+            self._receive_slow(slow, behind=read == UDP_BATCH)
+
+    def _receive_slow(self, slow: list, behind: bool) -> None:
+        """The datagrams of a batch the fast path declined; while `behind`, Map-Requests within the budget."""
+        until = time.perf_counter() + SLOW_BUDGET if behind else None
+        shed = 0
+        for payload, source, address in slow:
+            if until is not None and payload[:1] and payload[0] >> 4 == _ECM and time.perf_counter() > until:
+                shed += 1
+                continue
+            try:
+                effects = self.core.handle_control(payload, source, address[1], self.clock())
+                if self.replica is not None:
+                    effects = self.replica.hold(effects)  # a change: sent once it is committed
+                self._send(effects)
+            except Exception:  # a core bug must not stop the server; it is counted and logged
+                self._count("core_exceptions")
+                LOG.exception("error handling a datagram from %s:%d", address[0], address[1])
+        if shed:
+            self.counters["shed_map_requests"] = self.counters.get("shed_map_requests", 0) + shed
+            self._shed_batches += 1
+            if self._shed_batches & (self._shed_batches - 1) == 0:  # 1st, 2nd, 4th ... time: a flood logs little
+                LOG.warning("behind: dropped %d Map-Requests outside the fast path unread (%d so far, %d batches)",
+                            shed, self.counters["shed_map_requests"], self._shed_batches)
 
     def _send(self, effects) -> None:
         for effect in effects:

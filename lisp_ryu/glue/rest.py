@@ -55,7 +55,7 @@ from lisp_ryu.glue import openapi  # noqa: E402
 from lisp_ryu.glue.controller import Controller  # noqa: E402
 from lisp_ryu.glue.refusals import REFUSALS, Refusals  # noqa: E402
 from lisp_ryu.glue.routes import ROUTES, Route  # noqa: E402
-from lisp_ryu.glue.xtr_views import map_cache_view  # noqa: E402
+from lisp_ryu.glue.xtr_views import map_cache_view, mapping_system_view  # noqa: E402
 from lisp_ryu.mapserver import views  # noqa: E402
 from lisp_ryu.mapserver.store import _atomic_write  # noqa: E402
 from lisp_ryu.wire import MAX_IID  # noqa: E402
@@ -242,7 +242,11 @@ class Api:
         # "status" says the process answers; "healthy" whether every switch is programmed as
         # its xTR wants (a switch that is connected but whose flows cannot be compiled or
         # installed is not; "problem" says why).
-        xtrs = {name: {"dpid": f"{h.dpid:#x}", "connected": h.installed() is not None, "problem": h.problem()}
+        # The mapping system as each xTR sees it (map-servers registered with, map-resolver used) is
+        # reported beside, not folded into "healthy": an xTR with one map-server down still works.
+        now = self.b.xtr_clock()
+        xtrs = {name: {"dpid": f"{h.dpid:#x}", "connected": h.installed() is not None, "problem": h.problem(),
+                       "mapping_system": mapping_system_view(h.core, now)}
                 for name, h in sorted(self.b.xtrs.items())}
         for x in xtrs.values():
             x["healthy"] = x["connected"] and x["problem"] is None

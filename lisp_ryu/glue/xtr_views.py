@@ -55,6 +55,24 @@ def map_cache_view(core: Any, now: float, installed: DesiredState | None, limit:
             "entries": entries}
 
 
+def mapping_system_view(core: Any, now: float) -> dict:
+    """Each map-server (registered? answering?) and map-resolver (up, down, recovering; which is used).
+
+    `unreachable` lists the addresses of both kinds that do not answer now.
+    """
+    servers = [{"address": str(r.server.address), "registered": r.registered, "reachable": r.reachable,
+                "unanswered_registers": r.unanswered,
+                "last_notify_ago": None if r.last_notify is None else round(now - r.last_notify, 3)}
+               for r in getattr(core, "registrations", ())]  # test doubles of a core may have none
+    state = getattr(core, "state", None)
+    resolvers = [] if state is None else [{"address": str(r.address), "state": r.state, "active": i == state.active_resolver and r.up,
+                  "timeouts": r.timeouts, "since_s": None if r.up and r.since == 0.0 else round(now - r.since, 3)}
+                 for i, r in enumerate(state.resolvers)]
+    unreachable = sorted({s["address"] for s in servers if not s["reachable"]}
+                         | {r["address"] for r in resolvers if r["state"] != "up"})
+    return {"map_servers": servers, "map_resolvers": resolvers, "unreachable": unreachable}
+
+
 def _actions(actions: tuple) -> str:
     parts = []
     for a in actions:

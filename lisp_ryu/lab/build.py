@@ -48,7 +48,7 @@ def plan(t: topo.Topology, *, pfx: str, directory: Path, topology_path: str) -> 
     """Everything `up` will create, named and numbered, before creating any of it."""
     ns = {name: pfx + name for name in
           [*(s.name for s in t.sites), *(h.name for h in t.hosts), *(r.name for r in t.routers),
-           *([t.map_server.name] if t.map_server else []), *(h.name for h in t.internet_hosts)]}
+           *(n.name for n in (t.map_server.all_nodes if t.map_server else ())), *(h.name for h in t.internet_hosts)]}
     sites = []
     for site in t.sites:
         ports = t.rloc_ports(site.name)
@@ -100,9 +100,9 @@ def plan(t: topo.Topology, *, pfx: str, directory: Path, topology_path: str) -> 
                                if s.native and s.native.router == r.name)
                        + tuple(f"{h.gateway}/{h.subnet.prefixlen}" for h in t.internet_hosts if h.router == r.name))
              for r in t.routers]
-    if t.map_server:
-        nodes.append(NodeState(name=t.map_server.name, kind="map-server", namespace=ns[t.map_server.name],
-                               addresses=tuple(str(l.end(t.map_server.name).interface) for l in t.links_of(t.map_server.name))))
+    for ms in (t.map_server.all_nodes if t.map_server else ()):
+        nodes.append(NodeState(name=ms.name, kind="map-server", namespace=ns[ms.name],
+                               addresses=tuple(str(l.end(ms.name).interface) for l in t.links_of(ms.name))))
     nodes += [NodeState(name=h.name, kind="internet-host", namespace=ns[h.name], addresses=(str(h.interface),))
               for h in t.internet_hosts]
     bridge = f"{pfx}mgmt"
@@ -114,6 +114,8 @@ def plan(t: topo.Topology, *, pfx: str, directory: Path, topology_path: str) -> 
         sites=tuple(sites), hosts=tuple(hosts), nodes=tuple(nodes),
         map_server=t.map_server.name if t.map_server else None,
         map_server_address=str(t.map_server.address) if t.map_server else None,
+        map_server_nodes=tuple({"name": n.name, "address": str(n.address)} for n in t.map_server.nodes)
+        if t.map_server else (),
     )
 
 
@@ -140,6 +142,10 @@ def up(topology_path: str | Path) -> LabState:
         try:
             state = _build(t, state)
             write_state(state)
+            if state.map_server_nodes:
+                from lisp_ryu.lab import cluster
+
+                cluster.start_all(state)
         except BaseException as exc:
             log.error("lab %s: up failed, tearing down: %s", t.name, exc)
             try:

@@ -1,4 +1,4 @@
-"""`lisp-ryu lab up|down|status|exec|static-flows|move|mobility|random-topology`: the lab from the command line."""
+"""`lisp-ryu lab up|down|status|exec|kill|revive|static-flows|move|mobility|random-topology`: the lab from the command line."""
 
 from __future__ import annotations
 
@@ -43,6 +43,13 @@ def add_parser(subparsers, func) -> argparse.ArgumentParser:
                        "map-server), e.g. `lisp-ryu lab exec h1 -- ping 10.2.0.10`.")
     p.add_argument("node", metavar="NODE")
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ...")
+
+    for verb, text in (("kill", "fail a Map-Server node of a clustered mapping system (SIGKILL)"),
+                       ("revive", "start a killed Map-Server node (or etcd member) again")):
+        p = sub.add_parser(verb, help=text, description=f"{text[0].upper()}{text[1:]}: NODE is one of the "
+                           "topology's map_server.nodes (see `lab status`); --etcd for its etcd member instead.")
+        p.add_argument("node", metavar="NODE")
+        p.add_argument("--etcd", action="store_true", help="the node's etcd member rather than its Map-Server")
 
     sub.add_parser("static-flows", help="install static LISP-GPE flows (no controller needed)",
                    description="Replace the lab's static flows on every site (cookie 0x4c41420000000001).")
@@ -145,6 +152,12 @@ def _status(args) -> int:
     xtr_health = (health or {}).get("xtrs", {})
     controller_ok = not running or (health is not None and all(x.get("healthy") for x in xtr_health.values()))
     healthy = st.healthy and controller_ok
+    cluster_nodes = {}
+    if s.map_server_nodes:  # a clustered mapping system: is every node's Map-Server running?
+        from lisp_ryu.lab import cluster
+
+        cluster_nodes = {c.name: c for c in cluster.status(s)}
+        healthy = healthy and all(c.map_server_pid is not None for c in cluster_nodes.values())
     if args.json:
         print(s.to_json())
         return 0 if healthy else 1
@@ -170,7 +183,16 @@ def _status(args) -> int:
         dual = f" + {h.address6}" if h.address6 else ""
         print(f"  host {h.name}: {h.address}{dual} iid {h.iid} at {h.site} port {h.ofport}, mac {h.mac}")
     for n in s.nodes:
-        print(f"  {n.kind} {n.name}: netns {n.namespace}, {', '.join(n.addresses)}")
+        extra = ""
+        c = cluster_nodes.get(n.name)
+        if c is not None:
+            extra = (f", mapserver {'pid ' + str(c.map_server_pid) if c.map_server_pid else 'DOWN'}"
+                     f", etcd {'pid ' + str(c.etcd_pid) if c.etcd_pid else 'DOWN'}")
+        print(f"  {n.kind} {n.name}: netns {n.namespace}, {', '.join(n.addresses)}{extra}")
+    for name, x in sorted(xtr_health.items()):
+        unreachable = (x.get("mapping_system") or {}).get("unreachable")
+        if unreachable:
+            print(f"  xTR {name}: mapping system unreachable: {', '.join(unreachable)}")
     for ns in st.missing_namespaces:
         print(f"  MISSING netns {ns}")
     return 0 if healthy else 1
@@ -186,6 +208,22 @@ def _exec(args) -> int:
         print("error: no command given: lisp-ryu lab exec NODE -- CMD ...", file=sys.stderr)
         return 2
     return exec_in(args.node, cmd, capture=False, check=False, timeout=None).returncode
+
+
+def _kill(args) -> int:
+    from lisp_ryu.lab import cluster
+
+    pid = cluster.kill(args.node, etcd=args.etcd)
+    print(f"{args.node}: {'etcd member' if args.etcd else 'Map-Server'} (pid {pid}) killed")
+    return 0
+
+
+def _revive(args) -> int:
+    from lisp_ryu.lab import cluster
+
+    pid = cluster.revive(args.node, etcd=args.etcd)
+    print(f"{args.node}: {'etcd member' if args.etcd else 'Map-Server'} running again (pid {pid})")
+    return 0
 
 
 def _static_flows(args) -> int:
@@ -222,4 +260,4 @@ def _mobility(args) -> int:
 
 
 _COMMANDS = {"up": _up, "down": _down, "status": _status, "exec": _exec, "static-flows": _static_flows,
-             "move": _move, "mobility": _mobility, "random-topology": _random_topology}
+             "move": _move, "kill": _kill, "revive": _revive, "mobility": _mobility, "random-topology": _random_topology}

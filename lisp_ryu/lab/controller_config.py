@@ -40,34 +40,13 @@ def build(state: LabState, *, embedded_map_server: bool = True, register_interva
     # of them (the gateway MAC follows from the gateway IP, so it is the same at every
     # site) and learns any of their hosts that turns up on its ports (mobility).
     lab_prefixes = [p for site in state.sites for p in site.eid_prefixes]
-    if ms_address and embedded_map_server:
-        doc["map_server"] = {
-            "listen": f"{ms_address}:{LISP_CONTROL_PORT}",
-            "netns": state.map_server_namespace,
-            "data_dir": f"{state.lab_dir}/{MAP_SERVER_DATA}",  # survives controller restarts
-            "sites": [
-                {
-                    "name": site.name,
-                    "key": site_key(site),
-                    # Its own prefixes, then host routes anywhere in the lab (workloads that move in).
-                    "eid_prefixes": [{"prefix": p["prefix"], "iid": p["iid"], "accept_more_specifics": True}
-                                     for p in site.eid_prefixes]
-                    + [{"prefix": p["prefix"], "iid": p["iid"], "accept_more_specifics": True}
-                       for p in lab_prefixes if p not in site.eid_prefixes],
-                }
-                for site in state.lisp_sites
-            ],
-        }
-        if state.pxtr is not None:
-            # The PxTR registers nothing, yet subscribes to what it resolves: bind its
-            # xTR-ID to a key so the Map-Server can sign the publications it sends it.
-            doc["map_server"]["sites"].append({"name": state.pxtr.name, "key": site_key(state.pxtr),
-                                               "xtr_ids": [xtr_id_hex(state.pxtr.name)]})
+    if ms_address and embedded_map_server and not state.map_server_nodes:
+        doc["map_server"] = map_server_section(state)
     pxtr = state.pxtr
     xtrs = []
     for site in state.sites:
         if site.is_pxtr:
-            xtrs.append(_pxtr(site, ms_address, register_interval, rloc_probing))
+            xtrs.append(_pxtr(site, state, register_interval, rloc_probing))
             continue
         hosts = [h for h in state.hosts if h.site == site.name]
         xtr: dict[str, Any] = {
@@ -85,7 +64,7 @@ def build(state: LabState, *, embedded_map_server: bool = True, register_interva
             + [{"ip": h.ip6, "mac": h.mac, "port": h.ofport, "iid": h.iid} for h in hosts if h.ip6],  # dual-stack
             "register_interval": register_interval,
         }
-        _add_probing_and_map_server(xtr, site, ms_address, rloc_probing)
+        _add_probing_and_map_server(xtr, site, state, rloc_probing)
         if pxtr is not None:
             xtr["petr"] = pxtr.rlocs[0].address
         xtrs.append(xtr)
@@ -97,6 +76,41 @@ def build(state: LabState, *, embedded_map_server: bool = True, register_interva
     return doc
 
 
+def map_server_section(state: LabState, node: dict | None = None) -> dict[str, Any]:
+    """The `map_server:` section: the embedded Map-Server's, or (`node`) that of one standalone
+    node of a clustered mapping system (lisp_ryu/lab/cluster.py), each with its own data_dir."""
+    lab_prefixes = [p for site in state.sites for p in site.eid_prefixes]
+    if node is None:
+        section: dict[str, Any] = {
+            "listen": f"{state.map_server_address}:{LISP_CONTROL_PORT}",
+            "netns": state.map_server_namespace,
+            "data_dir": f"{state.lab_dir}/{MAP_SERVER_DATA}",  # survives controller restarts
+        }
+    else:
+        section = {"listen": f"{node['address']}:{LISP_CONTROL_PORT}",
+                   "data_dir": f"{state.lab_dir}/{node['name']}/{MAP_SERVER_DATA}"}  # survives kill -9
+    section.update({
+        "sites": [
+            {
+                "name": site.name,
+                "key": site_key(site),
+                # Its own prefixes, then host routes anywhere in the lab (workloads that move in).
+                "eid_prefixes": [{"prefix": p["prefix"], "iid": p["iid"], "accept_more_specifics": True}
+                                 for p in site.eid_prefixes]
+                + [{"prefix": p["prefix"], "iid": p["iid"], "accept_more_specifics": True}
+                   for p in lab_prefixes if p not in site.eid_prefixes],
+            }
+            for site in state.lisp_sites
+        ],
+    })
+    if state.pxtr is not None:
+        # The PxTR registers nothing, yet subscribes to what it resolves: bind its
+        # xTR-ID to a key so the Map-Server can sign the publications it sends it.
+        section["sites"].append({"name": state.pxtr.name, "key": site_key(state.pxtr),
+                                 "xtr_ids": [xtr_id_hex(state.pxtr.name)]})
+    return section
+
+
 def _host_ports(site: SiteState, hosts: list, state: LabState) -> list[dict[str, int]]:
     iid_of = {h.name: h.iid for h in state.hosts}
     ports = {h.ofport: h.iid for h in hosts}
@@ -105,7 +119,7 @@ def _host_ports(site: SiteState, hosts: list, state: LabState) -> list[dict[str,
     return [{"port": port, "iid": iid} for port, iid in sorted(ports.items())]
 
 
-def _pxtr(site: SiteState, ms_address: str | None, register_interval: float,
+def _pxtr(site: SiteState, state: LabState, register_interval: float,
           rloc_probing: dict[str, Any] | None) -> dict[str, Any]:
     """The PxTR's xTR: no EIDs or hosts; its native port, and the EID space it proxies."""
     native = site.native
@@ -121,7 +135,7 @@ def _pxtr(site: SiteState, ms_address: str | None, register_interval: float,
         "register_interval": register_interval,
     }
     # For a PxTR the Map-Server is its Map-Resolver and where its subscriptions are (it registers nothing).
-    _add_probing_and_map_server(xtr, site, ms_address, rloc_probing)
+    _add_probing_and_map_server(xtr, site, state, rloc_probing)
     return xtr
 
 
@@ -138,12 +152,16 @@ def _switch(site: SiteState) -> dict[str, Any]:
     }
 
 
-def _add_probing_and_map_server(xtr: dict[str, Any], site: SiteState, ms_address: str | None,
+def _add_probing_and_map_server(xtr: dict[str, Any], site: SiteState, state: LabState,
                                 rloc_probing: dict[str, Any] | None) -> None:
     if rloc_probing is not None:
         xtr["rloc_probing"] = dict(rloc_probing)
-    if ms_address:
-        xtr["map_servers"] = [{"address": ms_address, "key": site_key(site)}]
+    if state.map_server_nodes:
+        # A clustered mapping system: register with every node, resolve through them in this order.
+        xtr["map_servers"] = [{"address": n["address"], "key": site_key(site)} for n in state.map_server_nodes]
+        xtr["map_resolvers"] = [n["address"] for n in state.map_server_nodes]
+    elif state.map_server_address:
+        xtr["map_servers"] = [{"address": state.map_server_address, "key": site_key(site)}]
 
 
 def xtr_id_hex(name: str) -> str:

@@ -162,6 +162,9 @@ class LabState:
     map_server: str | None  # the Map-Server's node name, if any
     map_server_address: str | None
     controller_rest: str | None = None  # the running controller's REST API base URL (`lisp-ryu show` reads it)
+    # A clustered mapping system (topology map_server.nodes): [{name, address}], each a standalone
+    # `lisp-ryu mapserver` in its node's namespace (lisp_ryu/lab/cluster.py); () = the embedded one.
+    map_server_nodes: tuple[dict, ...] = ()
 
     def site(self, name: str) -> SiteState:
         for s in self.sites:
@@ -215,6 +218,7 @@ class LabState:
         d["nodes"] = tuple(NodeState(**{**n, "addresses": tuple(n["addresses"])}) for n in d["nodes"])
         d["namespaces"] = tuple(d["namespaces"])
         d["root_interfaces"] = tuple(d["root_interfaces"])
+        d["map_server_nodes"] = tuple(d.get("map_server_nodes", ()))
         return cls(**d)
 
 

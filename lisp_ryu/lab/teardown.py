@@ -47,6 +47,8 @@ def teardown(state: LabState | None, pfx: str, directory: Path) -> list[str]:
     run_dirs = {Path(s.run_dir) for s in state.sites} if state else set()
     run_dirs |= {p.parent for p in directory.glob("*/ovs-vswitchd.pid")}
     run_dirs |= {p.parent for p in directory.glob("*/ovsdb-server.pid")}
+    # Clustered mapping system nodes (lisp_ryu/lab/cluster.py): their config, data, logs, pids.
+    run_dirs |= {p.parent for p in directory.glob("*/mapserver.pid")}
     run_dirs |= {p.parent for p in directory.glob("*/conf.db")}
     namespaces = set(state.namespaces if state else ()) | set(namespaces_with_prefix(pfx))
     namespaces &= set(all_namespaces())

@@ -67,10 +67,30 @@ class Management:
 
 
 @dataclass(frozen=True)
+class MapServerNode:
+    """One node of a clustered mapping system: a standalone `lisp-ryu mapserver` in its namespace."""
+
+    name: str
+    address: ipaddress.IPv4Address
+
+
+@dataclass(frozen=True)
 class MapServer:
+    """The lab's mapping system: the controller's embedded Map-Server in the namespace `name`, or
+    (`nodes` set) a cluster of standalone Map-Servers, `name`/`address` being the first node's."""
+
     name: str
     address: ipaddress.IPv4Address
     key: str
+    nodes: tuple[MapServerNode, ...] = ()
+
+    @property
+    def clustered(self) -> bool:
+        return bool(self.nodes)
+
+    @property
+    def all_nodes(self) -> tuple[MapServerNode, ...]:
+        return self.nodes or (MapServerNode(self.name, self.address),)
 
 
 @dataclass(frozen=True)
@@ -95,6 +115,10 @@ class Link:
     @property
     def subnet(self) -> ipaddress.IPv4Network:
         return self.a.interface.network
+
+    @property
+    def nodes(self) -> tuple[str, str]:
+        return (self.a.node, self.b.node)
 
     def end(self, node: str) -> LinkEnd:
         return self.a if self.a.node == node else self.b
@@ -333,7 +357,8 @@ class Topology:
         for router in self.routers:
             g.add_node(router.name, kind="router", router=router)
         if self.map_server:
-            g.add_node(self.map_server.name, kind="map-server", map_server=self.map_server)
+            for node in self.map_server.all_nodes:
+                g.add_node(node.name, kind="map-server", map_server=self.map_server)
         for link in self.links:
             g.add_edge(link.a.node, link.b.node, key=link.index, kind="underlay", link=link)
         for host in self.hosts:

@@ -16,6 +16,7 @@ Schema (every key not listed is an error naming its path)::
       name: ms                         # its own namespace, attached by an underlay link
       address: 198.18.0.2              # must be its end of a link
       key: lisp-lab-key                # default authentication key of every site
+      # or instead of name/address a cluster (lab/cluster.py): nodes: [{name: ms1, address: ..}, ..]
     underlay:
       routers: [{name: core}]          # namespaces that forward IPv4
       links:                           # each link: exactly two {node: address/len}
@@ -84,6 +85,7 @@ from lisp_ryu.lab.topology import (
     LinkEnd,
     Management,
     MapServer,
+    MapServerNode,
     Native,
     Rloc,
     Router,
@@ -163,15 +165,17 @@ def _topology(doc: Any, source: str) -> Topology:
     )
     name = schema.string(m["name"], "name")
     management = _management(m["management"], "management")
-    ms = _map_server(m["map_server"], "map_server") if "map_server" in m else None
+    ms = _map_server(m["map_server"], "map_server") if "map_server" in m else None  # or a cluster
     u = _mapping(m["underlay"], "underlay", {"links"}, {"routers"})
     routers = schema.seq(u.get("routers", []), "underlay.routers", _router)
     router_names = [r.name for r in routers]
     sites = schema.seq(m["sites"], "sites", lambda v, p: _site(v, p, ms, router_names), min_len=1)
     nodes = _node_kinds([s.name for s in sites], routers, ms, m)
     links = _links(u["links"], "underlay.links", nodes)
-    if ms and not any(link.end(ms.name).interface.ip == ms.address for link in links if ms.name in (link.a.node, link.b.node)):
-        raise InputError("map_server.address", f"{ms.address} is not its end of any underlay link")
+    for i, node in enumerate(ms.all_nodes if ms else ()):
+        if not any(link.end(node.name).interface.ip == node.address for link in links if node.name in link.nodes):
+            raise InputError(f"map_server.nodes[{i}].address" if ms.clustered else "map_server.address",
+                             f"{node.address} is not its end of any underlay link")
     _check_management(management, sites, links)
     sites = _pxtr(sites)
     hosts = _hosts(m["hosts"], "hosts", sites)
@@ -206,12 +210,16 @@ def _management(value: Any, path: str) -> Management:
 
 
 def _map_server(value: Any, path: str) -> MapServer:
+    if isinstance(value, dict) and "nodes" in value:  # a cluster; _node_kinds checks names unique
+        m = _mapping(value, path, {"key", "nodes"}, set())
+        nodes = schema.seq(m["nodes"], f"{path}.nodes", lambda v, p: MapServerNode(
+            name=_name(_mapping(v, p, {"name", "address"}, set())["name"], f"{p}.name"),
+            address=_ipv4(v["address"], f"{p}.address")), min_len=2)
+        return MapServer(name=nodes[0].name, address=nodes[0].address,
+                         key=schema.string(m["key"], f"{path}.key"), nodes=tuple(nodes))
     m = _mapping(value, path, {"name", "address", "key"}, set())
-    return MapServer(
-        name=_name(m["name"], f"{path}.name"),
-        address=_ipv4(m["address"], f"{path}.address"),
-        key=schema.string(m["key"], f"{path}.key"),
-    )
+    return MapServer(name=_name(m["name"], f"{path}.name"), address=_ipv4(m["address"], f"{path}.address"),
+                     key=schema.string(m["key"], f"{path}.key"))
 
 
 def _router(value: Any, path: str) -> Router:
@@ -227,7 +235,8 @@ def _node_kinds(site_names, routers, ms, doc) -> dict[str, str]:
     entries = [(n, "site", f"sites[{i}].name") for i, n in enumerate(site_names)]
     entries += [(r.name, "router", f"underlay.routers[{i}].name") for i, r in enumerate(routers)]
     if ms:
-        entries.append((ms.name, "map-server", "map_server.name"))
+        entries += [(n.name, "map-server", f"map_server.nodes[{i}].name" if ms.clustered else "map_server.name")
+                    for i, n in enumerate(ms.all_nodes)]
     for section in ("hosts", "internet_hosts"):
         hosts = doc.get(section) if isinstance(doc.get(section), list) else []
         for i, h in enumerate(hosts):

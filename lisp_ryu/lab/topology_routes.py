@@ -64,8 +64,10 @@ def routes(nodes: dict[str, str], links: list[Link], sites: list[Site], ms: MapS
             )
             reach[node].add(link.subnet)
     for i, site in enumerate(sites):
-        if ms and not any(ms.address in net for net in reach[site.name]):
-            raise InputError(f"sites[{i}]", f"site {site.name} cannot reach the Map-Server {ms.address} through the underlay routers")
+        for node in (ms.all_nodes if ms else ()):
+            if not any(node.address in net for net in reach[site.name]):
+                raise InputError(f"sites[{i}]", f"site {site.name} cannot reach the Map-Server {node.address} "
+                                 "through the underlay routers")
         for other in sites:
             if other is site:
                 continue

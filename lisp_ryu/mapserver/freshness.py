@@ -96,15 +96,20 @@ class ReplayGuard:
         """None to accept, or (reason, detail) to refuse.  `live`: this ETR's current registration
         of a prefix in the message, if any; `changes`: whether the message changes what this ETR
         has registered (False: a refresh, or an old message resent that says what holds now)."""
-        digest = message.authentication_data
-        from_rloc = source in _rlocs(message)
+        return self.check_fields(etr, message.nonce, message.authentication_data, source, _rlocs(message), now,
+                                 live, changes)
+
+    def check_fields(self, etr: str, nonce: int, digest: bytes, source: IPAddress, rlocs: set | frozenset,
+                     now: float, live: EtrRegistration | None, changes: bool = True) -> tuple[str, str] | None:
+        """`check` from the message's fields: its nonce, authentication data and registered RLOC addresses
+        (what the registry's refresh shortcut has without decoding the message)."""
+        from_rloc = source in rlocs
         seen = self._messages.get(digest)
         if seen is not None and seen[1] > now and seen[0] != source and not from_rloc:
             return "replayed-elsewhere", f"a message accepted from {seen[0]}, resent from another address"
         history = self._history(etr, now, live)
         if history is None:
             return None
-        nonce = message.nonce
         if sequenced(nonce) and sequenced(history.nonce):
             if nonce < history.nonce or (nonce == history.nonce and (digest != history.digest
                                                                       or source != history.source)):
@@ -124,7 +129,10 @@ class ReplayGuard:
         return history is None or (digest != history.digest and digest not in history.older)
 
     def accepted(self, etr: str, message: MapRegister, source: IPAddress, until: float) -> None:
-        digest, nonce = message.authentication_data, message.nonce
+        self.accepted_fields(etr, message.nonce, message.authentication_data, source, until)
+
+    def accepted_fields(self, etr: str, nonce: int, digest: bytes, source: IPAddress, until: float) -> None:
+        """`accepted` from the message's nonce and authentication data."""
         history = self._etrs.get(etr)
         if history is None:
             self._etrs[etr] = EtrHistory(nonce, digest, source, until)

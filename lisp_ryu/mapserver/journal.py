@@ -25,7 +25,6 @@ import errno
 import heapq
 import ipaddress
 import logging
-from dataclasses import replace
 from typing import Callable, Iterable, Iterator, Protocol
 
 import msgpack
@@ -243,6 +242,14 @@ class Journal:
         self._retry_at = 0.0
         self._backoff = 0.0
         self._failed_at = 0.0
+        #: Replicated mode (`replica.ReplicaLink`): the registering ETR's session goes to the store too.
+        self._note_session = getattr(store, "note_session", None)
+        self.replicated = bool(getattr(store, "replicated", False))
+
+    def note_session(self, site: str, etr: str, hold_time: float) -> None:
+        """The ETR whose accepted Map-Register is being handled (its lease, in replicated mode)."""
+        if self._note_session is not None:
+            self._note_session(site, etr, hold_time)
 
     def attach(self, state: State) -> None:
         """Work on `state` from now on (the rollback rebuilds the tables in a new one)."""
@@ -264,6 +271,9 @@ class Journal:
 
     def health(self) -> str:
         """"ok", or "degraded: ..." saying what the store cannot do (for the health view)."""
+        describe = getattr(self.store, "describe", None)
+        if describe is not None:  # replicated: the etcd store says
+            return describe()
         if self.failure:
             return f"degraded: cannot write journal ({self.failure})"
         if self.compaction_failure:
@@ -278,9 +288,17 @@ class Journal:
         """`reg` journalled, carrying its entry encoded for the next snapshot (`reg` itself without a store)."""
         if self.store is None:
             return reg
-        reg = replace(reg, stored=pack(registration_entry(reg)))
-        self._batch.append(reg.stored)
+        stored = pack(registration_entry(reg))
+        object.__setattr__(reg, "stored", stored)  # not `replace`: `reg` is new, and this runs per registration
+        self._batch.append(stored)
         return reg
+
+    def record_entry(self, entry: dict) -> bytes:
+        """Journal `entry` (only with a store) and return it encoded."""
+        packed = pack(entry)
+        if self.store is not None:
+            self._batch.append(packed)
+        return packed
 
     def record_subscription(self, sub: Subscription) -> None:
         if self.store is not None:

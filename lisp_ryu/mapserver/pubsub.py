@@ -20,8 +20,14 @@ Rules, and why:
   is dropped when its retransmissions give up; candidates are bounded
   (`MAX_CANDIDATES`, the oldest evicted first: a live ITR acknowledges
   within a round trip, a spoofed one never), and so is their rate
-  (`CANDIDATES_PER_SECOND`, beyond which a request is only answered: its ITR
-  subscribes with a later request).
+  (`CANDIDATES_PER_SECOND` new xTR-IDs, beyond which a request is only
+  answered: its ITR subscribes with a later request).  The resolver asks
+  `admits` before decoding a subscribing request, so a flood of new
+  xTR-IDs beyond the budget costs a fixed-offset read each, not a full
+  decode.  An xTR-ID with a live subscription, or one an ETR of a site
+  registered, is not new: its renewals and new prefixes go through whatever
+  the flood (a spoofer must first learn one, and then costs what any
+  Map-Request outside the fast path costs).
 * A subscription lives as long as the ITR may cache the answer it got (the
   Record TTL, at least 1 minute, at most 1 day).  At most `MAX_SUBSCRIPTIONS`
   are held, `MAX_SUBSCRIPTIONS_PER_RLOC` per ITR-RLOC.  Their journal
@@ -52,6 +58,7 @@ Rules, and why:
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, replace
@@ -84,8 +91,8 @@ MAX_SUBSCRIPTIONS = 100_000
 MAX_SUBSCRIPTIONS_PER_RLOC = 4096
 #: Subscribing requests awaiting their Ack (a live ITR acknowledges within a round trip).
 MAX_CANDIDATES = 10_000
-#: New candidates per second, in all: beyond it a subscribing request is only answered (a spoofed
-#: subscribe flood then costs the server a Map-Request's decoding, not a Notify and its timers each).
+#: Candidates of new xTR-IDs per second, in all: beyond it a subscribing request is only answered (a
+#: spoofed subscribe flood then costs the fast path's read, not a decode, a Notify and its timers each).
 CANDIDATES_PER_SECOND = 1000
 #: Map-Notifies awaiting an Ack that are retransmitted.
 MAX_PENDING = 100_000
@@ -129,6 +136,7 @@ class PubSub:
         self._by_nonce: dict[int, PendingKey] = {}  # the latest Notify of each nonce, for Acks from behind a NAT
         self._candidates: OrderedDict[SubKey, PendingKey] = OrderedDict()  # oldest first
         self._per_rloc: dict[IPAddress, int] = {}
+        self._per_xtr: dict[int, int] = {}  # live subscriptions per xTR-ID (known subscribers skip the budget)
         self._dirty: dict[SubKey, tuple[Subscription, bool]] = {}  # to journal: (subscription, still held)
         self._candidate_budget = RateLimiter(CANDIDATES_PER_SECOND, max_sources=1)
 
@@ -358,9 +366,9 @@ class PubSub:
         self._count("subscriptions.requested")
         if self.subscription(iid, net, xtr_id) is None and not self._room_for(rloc, None):
             return []
-        if not self._candidate_budget.allow(None, now):
+        if not self._known(xtr_id) and not self._candidate_budget.allow(None, now):
             self._count("dropped.subscribe_over_budget")
-            self._state.log_throttled("subscribe-budget", logging.WARNING, "more than %d subscribing requests/s: "
+            self._state.log_throttled("subscribe-budget", logging.WARNING, "more than %d new subscribers/s: "
                                       "answered without subscribing (%s)", CANDIDATES_PER_SECOND, rloc)
             return []
         minutes = min(max(record.ttl, SUBSCRIPTION_MIN_MINUTES), SUBSCRIPTION_MAX_MINUTES)
@@ -388,6 +396,30 @@ class PubSub:
             pending.candidate = candidate
             self._candidates[ckey] = (nonce, rloc)
         return [effect]
+
+    def admits(self, xtr_id: int, now: float) -> bool:
+        """Whether a subscribing request of `xtr_id` is worth decoding: a known subscriber always, a
+        new one while the budget has room.  Takes no token: `subscribe` takes it, after the decode."""
+        return self._known(xtr_id) or self._candidate_budget.ready(None, now)
+
+    def _known(self, xtr_id: int) -> bool:
+        """A live subscriber, or the xTR-ID of an ETR that registered with a site's key."""
+        return xtr_id in self._per_xtr or xtr_id in self._state.xtr_sites
+
+    def shed(self, whom: IPAddress | bytes, answered: bool) -> None:
+        """Count a subscribing request refused by `admits` before its decode: answered by the fast path
+        without subscribing, or (when only the full path could answer it) dropped."""
+        self._count("subscriptions.requested")
+        self._count("dropped.subscribe_over_budget")
+        if isinstance(whom, bytes):
+            whom = ipaddress.ip_address(whom)
+        if answered:
+            self._state.log_throttled("subscribe-budget", logging.WARNING, "more than %d new subscribers/s: "
+                                      "answered without subscribing (%s)", CANDIDATES_PER_SECOND, whom)
+        else:
+            self._count("dropped.map_request_shed")
+            self._state.log_throttled("subscribe-shed", logging.WARNING, "more than %d new subscribers/s: dropped "
+                                      "a subscribing request from %s unread", CANDIDATES_PER_SECOND, whom)
 
     def _room_for(self, rloc: IPAddress, moving_from: IPAddress | None) -> bool:
         """Whether one more subscription at `rloc` fits (counted and logged when not)."""
@@ -426,6 +458,7 @@ class PubSub:
         old = subs.get(sub.xtr_id)
         if old is None:
             self._state.subscription_count += 1
+            self._per_xtr[sub.xtr_id] = self._per_xtr.get(sub.xtr_id, 0) + 1
         if old is None or old.itr_rloc != sub.itr_rloc:
             self._per_rloc[sub.itr_rloc] = self._per_rloc.get(sub.itr_rloc, 0) + 1
             if old is not None:
@@ -473,6 +506,11 @@ class PubSub:
             return
         held = subs.pop(sub.xtr_id)
         self._state.subscription_count -= 1
+        left = self._per_xtr[sub.xtr_id] - 1
+        if left:
+            self._per_xtr[sub.xtr_id] = left
+        else:
+            del self._per_xtr[sub.xtr_id]
         self._uncount_rloc(held.itr_rloc)
         if not subs:
             self._subscriptions.remove(sub.iid, sub.prefix)

@@ -29,6 +29,13 @@ Rules, and why:
   (tests/unit/mapserver/test_ms_quick_path.py); everything else takes the
   full path.  `reply_quickly` is its one entry, for the server loop and for
   `MapServer.handle_control` alike.
+* **Shedding subscribe floods**: a subscribing request (I and N bits) goes
+  to the full path, which decodes it and makes a subscription candidate,
+  only when `PubSub.admits` its xTR-ID (known, or within the budget of new
+  ones).  Otherwise the fast path answers it without subscribing when it
+  can, and the full path drops it before decoding when not (a negative or
+  policy-shaped answer costs the decode the budget exists to spare): a
+  spoofed flood of new xTR-IDs costs a fixed-offset read per request.
 """
 
 from __future__ import annotations
@@ -64,7 +71,7 @@ from lisp_ryu.wire import (
     MapReply,
     MapRequest,
 )
-from lisp_ryu.wire.quick import read_plain_request
+from lisp_ryu.wire.quick import read_plain_request, read_subscriber
 
 #: RFC 9301 §8.2: a configured EID prefix with no registration answers
 #: Natively-Forward for one minute.
@@ -117,12 +124,14 @@ class Resolver:
         request = read_plain_request(payload)
         if request is None:
             return None
-        nonce, iid, eid, rloc, port = request
+        nonce, iid, eid, rloc, port, subscriber = request
         key = (iid, eid)
         record = self._answers.records.get(key)
         if record is None:
             entry = self._plain_entry(iid, eid)
             if entry is None:
+                return None
+            if subscriber is not None and self._subscribes(subscriber, rloc, now):
                 return None
             if not entry.proxy:
                 return self._forward(payload, source, now, entry, rloc, port)
@@ -130,6 +139,8 @@ class Resolver:
             if not self.limiter.allow(source, now):
                 return self._rate_limited(rloc, port)
             self._answers.offer(key, record)  # (after the limit: a flooding source fills nothing)
+        elif subscriber is not None and self._subscribes(subscriber, rloc, now):
+            return None
         elif not self.limiter.allow(source, now):
             return self._rate_limited(rloc, port)
         reply = struct_reply(nonce, record)
@@ -140,6 +151,13 @@ class Resolver:
             return b"", rloc, port
         self._quick_replies += 1
         return reply, rloc, port
+
+    def _subscribes(self, xtr_id: int, rloc: bytes, now: float) -> bool:
+        """True: the full path makes this subscription; False: the fast path answers without (counted)."""
+        if self._pubsub.admits(xtr_id, now):
+            return True
+        self._pubsub.shed(rloc, answered=True)
+        return False
 
     def _reflection_limited(self, rloc: bytes | IPAddress) -> None:
         self._count("dropped.reflection_limited")
@@ -217,6 +235,11 @@ class Resolver:
     # ------------------------------------------------------------------ the full path
 
     def on_ecm(self, payload: bytes, source: IPAddress, now: float) -> list[SendControl]:
+        subscriber = read_subscriber(payload)
+        if subscriber is not None and not self._pubsub.admits(subscriber, now):
+            self._count("received.map_request")
+            self._pubsub.shed(source, answered=False)
+            return []
         ecm = EncapsulatedControlMessage.decode(payload)
         request = ecm.message
         if not isinstance(request, MapRequest):

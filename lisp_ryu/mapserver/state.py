@@ -68,6 +68,13 @@ class EtrRegistration:
     #: Empty when restored (encoding them would slow every restart); by the first compaction
     #: after a restart the ETRs have mostly registered again.
     stored: bytes = field(default=b"", compare=False, repr=False)
+    #: Kept by the registry alone (`Registry.refresh`), which moves `registered_at`, `expires` and `nonce`
+    #: of a live registration on in place when an identical Map-Register refreshes it: the sequence
+    #: number its timer at `expires` takes (`turn`: drawn when the Map-Register came, so that
+    #: registrations expiring together go in the order they were refreshed), and the expiry its journal
+    #: entry `stored` says (`durable`).  Its timer is armed once and re-arms itself when it fires early.
+    turn: int = field(default=0, compare=False, repr=False)
+    durable: float = field(default=0.0, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,8 +155,11 @@ class State:
     def count(self, name: str, amount: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + amount
 
-    def schedule(self, when: float, kind: str, key: tuple) -> None:
-        """Have (kind, key)'s handler run at `when`, or earlier.
+    def schedule(self, when: float, kind: str, key: tuple, turn: int | None = None) -> int:
+        """Have (kind, key)'s handler run at `when`, or earlier; returns its turn.
+
+        Timers due together run in the order of their `turn` (by default the
+        order they were scheduled in).
 
         One live heap entry per (kind, key): a later time (a renewal, a
         refresh) leaves the armed entry alone, and its handler, finding the
@@ -158,15 +168,18 @@ class State:
         rebuilt when such superseded entries outnumber the live ones, so it
         stays within twice the live timers however often anything renews.
         """
+        if turn is None:
+            turn = next(self.sequence)
         slot = (kind, key)
         armed = self.armed.get(slot)
         if armed is not None and armed <= when:
-            return
+            return turn
         self.armed[slot] = when
-        heapq.heappush(self.timers, (when, next(self.sequence), kind, key))
+        heapq.heappush(self.timers, (when, turn, kind, key))
         if len(self.timers) > 2 * len(self.armed) + 64:
             self.timers[:] = [t for t in self.timers if self.armed.get((t[2], t[3])) == t[0]]
             heapq.heapify(self.timers)
+        return turn
 
     def disarm(self, kind: str, key: tuple) -> None:
         """(kind, key) needs its timer no more: its heap entry is superseded (and goes with the next rebuild)."""

@@ -1,12 +1,14 @@
-"""The one Map-Request shape ITRs nearly always send, read at fixed offsets.
+"""The shapes a Map-Server receives most, read at fixed offsets.
 
 A Map-Resolver answers more Map-Requests than anything else, and almost all
 of them look alike: an ECM without flags around an IPv4 (no options, not
-fragmented) or IPv6 UDP datagram, holding a Map-Request without the M, P, I
-or D bit, with one ITR-RLOC and one EID-record naming a single host address,
-either as a plain AFI or inside an Instance-ID LCAF.  `read_plain_request`
-recognises that shape with a few struct reads and returns only what an
-answer needs; the full decoder builds a dozen objects for the same bytes.
+fragmented) or IPv6 UDP datagram, holding a Map-Request without the M, P or
+D bit, with one ITR-RLOC and one EID-record naming a single host address,
+either as a plain AFI or inside an Instance-ID LCAF, and with or without an
+xTR-ID (I bit).  `read_plain_request` recognises that shape with a few
+struct reads and returns only what an answer needs, and the xTR-ID when the
+request subscribes (I bit, and the N bit on its record); the full decoder
+builds a dozen objects for the same bytes.
 
 It returns None for every other datagram, and the caller falls back to the
 full decoder, which handles the rest and says what is wrong.  It never
@@ -14,6 +16,14 @@ accepts what the full decoder would reject or read differently: it checks
 the same lengths and checksums, and tests/wire/test_wire_quick.py holds it to
 agreement with `EncapsulatedControlMessage.decode` on generated and mutated
 datagrams.
+
+Two peeks serve a Map-Server under a flood, to refuse work before the full
+decode: `read_subscriber` (the xTR-ID of any subscribing ECM Map-Request)
+and `read_register_eid` (the first EID of a Map-Register, whose owners' keys
+can check its HMAC).  They only walk lengths and check no checksum: what
+they return steers a refusal, never an answer, and a datagram they misread
+is one the full decoder would refuse anyway (tests/wire/test_wire_quick.py
+holds them to the full decoder on what it accepts).
 """
 
 from __future__ import annotations
@@ -23,12 +33,12 @@ import struct
 from .address import Afi, LcafType
 from .messages import MessageType
 
-__all__ = ["IID_LCAF_BODY", "PlainRequest", "read_plain_request"]
+__all__ = ["IID_LCAF_BODY", "PlainRequest", "read_plain_request", "read_register_eid", "read_subscriber"]
 
 #: (nonce as its 8 bytes, instance-ID, EID address bytes, ITR-RLOC bytes, inner UDP
-#: source port).  A byte string of 4 is IPv4, of 16 IPv6; the Map-Reply goes to
-#: (ITR-RLOC, port) and echoes the nonce.
-PlainRequest = tuple[bytes, int, bytes, bytes, int]
+#: source port, xTR-ID of a subscribing request or None).  A byte string of 4 is IPv4,
+#: of 16 IPv6; the Map-Reply goes to (ITR-RLOC, port) and echoes the nonce.
+PlainRequest = tuple[bytes, int, bytes, bytes, int, "int | None"]
 
 _ECM_WITHOUT_FLAGS = bytes([MessageType.ENCAPSULATED_CONTROL_MESSAGE << 4, 0, 0, 0])
 # Inner IP and UDP headers and the Map-Request up to its Source-EID-AFI, in one read:
@@ -47,11 +57,15 @@ _AFI_LCAF = int(Afi.LCAF)  # plain ints: compared and hashed per request
 _LCAF_INSTANCE_ID = int(LcafType.INSTANCE_ID)
 _ADDRESS_BYTES = {int(Afi.IPV4): 4, int(Afi.IPV6): 16}  # AFI -> address length
 _SOURCE_EID_BYTES = {int(Afi.NONE): 0, **_ADDRESS_BYTES}  # the Source EID is skipped, not read
-# The word of a plain request: type 1, IRC 0, one record; the M, P, I and D
+# The word of a plain request: type 1, IRC 0, one record; the M, P and D
 # bits clear (they change what is answered).  The others (A, S, p, s, L and
-# the reserved bits) change nothing a Map-Resolver does, as in the full path.
-_WORD_MASK = (0xF << 28) | (1 << 26) | (1 << 25) | (1 << 20) | (1 << 13) | (0x1F << 8) | 0xFF
+# the reserved bits) change nothing a Map-Resolver does, as in the full path;
+# the I bit adds the xTR-ID and site-ID at the end (`_TRAILER` bytes).
+_WORD_MASK = (0xF << 28) | (1 << 26) | (1 << 25) | (1 << 13) | (0x1F << 8) | 0xFF
 _WORD_PLAIN = (MessageType.MAP_REQUEST << 28) | 1
+_I_BIT = 1 << 20
+_N_BIT = 0x80  # of an EID-record's first byte
+_TRAILER = 24  # xTR-ID (16 bytes) and site-ID (8)
 
 
 def read_plain_request(payload: bytes) -> PlainRequest | None:
@@ -106,6 +120,7 @@ def read_plain_request(payload: bytes) -> PlainRequest | None:
     at += 2 + rloc_bytes
     if size < at + 4:  # record: N bit / reserved, EID mask-len, EID-Prefix-AFI
         return None
+    notify = payload[at] & _N_BIT
     mask_len = payload[at + 1]
     afi = (payload[at + 2] << 8) | payload[at + 3]
     at += 4
@@ -120,9 +135,17 @@ def read_plain_request(payload: bytes) -> PlainRequest | None:
         eid_bytes = _ADDRESS_BYTES.get(afi)
         if eid_bytes is None:
             return None
-    if mask_len != 8 * eid_bytes or size != at + eid_bytes:
+    end = at + eid_bytes
+    if mask_len != 8 * eid_bytes:
         return None
-    return nonce, instance_id, payload[at:], rloc, port
+    if word & _I_BIT:  # an xTR-ID: the N bit asks to subscribe (without the I bit it is ignored)
+        if size != end + _TRAILER:
+            return None
+        return nonce, instance_id, payload[at:end], rloc, port, \
+            int.from_bytes(payload[end:end + 16], "big") if notify else None
+    if size != end:
+        return None
+    return nonce, instance_id, payload[at:], rloc, port, None
 
 
 def _instance_id_lcaf(payload: bytes, at: int) -> tuple[int, int] | None:
@@ -136,3 +159,87 @@ def _instance_id_lcaf(payload: bytes, at: int) -> tuple[int, int] | None:
             or length != 6 + address_bytes:
         return None
     return instance_id, address_bytes
+
+
+# ---------------------------------------------------------------------------- peeks for shedding
+
+_AFI_LENGTHS = {0: 0, **_ADDRESS_BYTES}  # AFI -> address bytes after it; LCAFs carry their own length
+
+
+def _skip_address(payload: bytes, at: int) -> int:
+    """The offset after the AFI-prefixed address at `at`, or -1 when its length is not known here."""
+    if len(payload) < at + 2:
+        return -1
+    afi = (payload[at] << 8) | payload[at + 1]
+    length = _AFI_LENGTHS.get(afi)
+    if length is not None:
+        return at + 2 + length
+    if afi == _AFI_LCAF and len(payload) >= at + 8:
+        return at + 8 + ((payload[at + 6] << 8) | payload[at + 7])
+    return -1
+
+
+def read_subscriber(payload: bytes) -> int | None:
+    """The xTR-ID of an ECM Map-Request that asks to subscribe (I bit, and the N bit on its first
+    EID-record), or None for anything else or anything this walk cannot follow.
+
+    The xTR-ID and site-ID end the Map-Request, and the full decoder holds the
+    inner IP and UDP lengths to the end of the datagram: they are its last 24
+    bytes, whatever the records hold.
+    """
+    size = len(payload)
+    if size < 4 + 20 + 8 + 12 + _TRAILER or payload[0] >> 4 != MessageType.ENCAPSULATED_CONTROL_MESSAGE:
+        return None
+    version = payload[4] >> 4
+    if version == 4:
+        at = 4 + (payload[4] & 0x0F) * 4 + 8
+    elif version == 6 and payload[10] == _UDP:
+        at = 4 + 40 + 8
+    else:
+        return None
+    if size < at + 12 + _TRAILER:
+        return None
+    word = int.from_bytes(payload[at:at + 4], "big")
+    if word >> 28 != MessageType.MAP_REQUEST or not word & _I_BIT or not word & 0xFF:
+        return None
+    at += 12
+    for _ in range(((word >> 8) & 0x1F) + 2):  # the Source-EID, then the ITR-RLOCs
+        at = _skip_address(payload, at)
+        if at < 0:
+            return None
+    if at + 4 > size - _TRAILER or not payload[at] & _N_BIT:
+        return None
+    return int.from_bytes(payload[size - _TRAILER:size - 8], "big")
+
+
+#: A Map-Register up to its Authentication Data: type word, nonce, Key ID, Algorithm ID, its length.
+_REGISTER_HEAD = struct.Struct("!I8xBBH")
+#: An EID-record up to its EID: Record TTL, Locator Count, EID mask-len, ACT/A, Map-Version, EID-Prefix-AFI.
+_RECORD_HEAD = struct.Struct("!IBBHHH")
+
+
+def read_register_eid(payload: bytes) -> tuple[int, int, bytes, int] | None:
+    """(Record Count, instance-ID, address bytes, mask length) of a Map-Register's first EID-record,
+    as a plain AFI or in an Instance-ID LCAF, or None for anything else."""
+    if len(payload) < 16 or payload[0] >> 4 != MessageType.MAP_REGISTER:
+        return None
+    word, _, _, auth_length = _REGISTER_HEAD.unpack_from(payload)
+    at = 16 + auth_length
+    if not word & 0xFF or len(payload) < at + _RECORD_HEAD.size:
+        return None
+    _, _, mask_len, _, _, afi = _RECORD_HEAD.unpack_from(payload, at)
+    at += _RECORD_HEAD.size
+    instance_id = 0
+    if afi == _AFI_LCAF:
+        lcaf = _instance_id_lcaf(payload, at)
+        if lcaf is None:
+            return None
+        instance_id, address_bytes = lcaf
+        at += 12
+    else:
+        address_bytes = _ADDRESS_BYTES.get(afi)
+        if address_bytes is None:
+            return None
+    if mask_len > 8 * address_bytes or len(payload) < at + address_bytes:
+        return None
+    return word & 0xFF, instance_id, payload[at:at + address_bytes], mask_len

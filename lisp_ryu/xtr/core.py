@@ -140,6 +140,7 @@ class XtrCore:
         state = self.state
         nonce = self._nonces()
         while (nonce in state.by_nonce or any(r.nonce == nonce for r in state.registrations)
+               or any(r.probe_nonce == nonce for r in state.resolvers)
                or nonce in self.prober.health.outstanding()):
             nonce = self._nonces()
         return nonce
@@ -232,6 +233,9 @@ class XtrCore:
         deadlines += [r.retry_at for r in state.resolutions.values()]
         deadlines += [d.until for d in state.departed.values()]
         deadlines += [m.until for table in (state.replicating, state.expected) for m in table.values()]
+        resolver_deadline = self.resolver.resolver_deadline()
+        if resolver_deadline is not None:
+            deadlines.append(resolver_deadline)
         probe_deadline = self.prober.health.next_deadline()
         if probe_deadline is not None:
             deadlines.append(probe_deadline)

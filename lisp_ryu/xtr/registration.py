@@ -25,9 +25,11 @@ from lisp_ryu.wire.messages import MapNotify, MapNotifyAck, MapRegister, MapRepl
 from lisp_ryu.xtr.mobility import Mobility
 from lisp_ryu.xtr.probing import Prober
 from lisp_ryu.xtr.resolution import Resolver
-from lisp_ryu.xtr.state import IP_TYPES, NOTIFY_TIMEOUT, IPAddress, Registration, XtrState
+from lisp_ryu.xtr.state import IP_TYPES, NOTIFY_TIMEOUT, REGISTER_RETRY_MAX, IPAddress, Registration, XtrState
 
 LOG = logging.getLogger("lisp_ryu.xtr")
+
+UNREACHABLE_AFTER = 2  # Map-Registers in a row without a Map-Notify before a map-server is called unreachable
 
 
 class Registrar:
@@ -60,7 +62,20 @@ class Registrar:
             reg.due = math.inf
             return []
         if reg.nonce is not None and not reg.registered:
-            reg.retry = min(reg.retry * 2, state.config.register_interval)  # no Map-Notify came: back off
+            # No Map-Notify came: back off, but not beyond REGISTER_RETRY_MAX, so a Map-Server that
+            # comes back (a restarted cluster node) has our registration within seconds.
+            reg.retry = min(reg.retry * 2, state.config.register_interval, REGISTER_RETRY_MAX)
+            reg.unanswered += 1
+            state.count("map_register_unanswered")
+            if reg.reachable and reg.unanswered >= UNREACHABLE_AFTER:
+                reg.reachable = False
+                reg.since = now
+                state.count("map_server_unreachable")
+                LOG.warning("%s: Map-Server %s unreachable: no Map-Notify for our Map-Register "
+                            "(retrying every %g s at most; registered with %d of %d map-servers)",
+                            state.config.name, reg.server.address, min(state.config.register_interval,
+                                                                       REGISTER_RETRY_MAX),
+                            sum(r.registered for r in state.registrations), len(state.registrations))
         nonce = state.register_nonce(now)  # sequenced: the Map-Server can tell a replay of an older one
         message = MapRegister(
             nonce=nonce, records=records, key_id=0, proxy_map_reply=state.config.proxy_reply,
@@ -75,6 +90,16 @@ class Registrar:
         return [SendControl(reg.server.address, reg.server.port, message.encode(), what)]
 
     def _on_register_notify(self, reg: Registration, notify: MapNotify, now: float) -> None:
+        state = self.state
+        if not reg.reachable:
+            state.count("map_server_reachable_again")
+            LOG.warning("%s: Map-Server %s answers again (Map-Notify after %d unanswered Map-Registers, "
+                        "%.1f s after it was called unreachable)", state.config.name, reg.server.address, reg.unanswered,
+                        now - reg.since)
+            reg.reachable = True
+            reg.since = now
+        reg.unanswered = 0
+        reg.last_notify = now
         reg.registered = True
         reg.nonce = None
         reg.retry = NOTIFY_TIMEOUT

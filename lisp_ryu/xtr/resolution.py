@@ -28,7 +28,7 @@ from lisp_ryu.wire.errors import LispDecodeError, LispEncodeError
 from lisp_ryu.wire.messages import MapNotify, MapReply, MapRequest
 from lisp_ryu.wire.records import MappingRecord, MapRequestRecord
 from lisp_ryu.xtr.probing import Prober
-from lisp_ryu.xtr.state import IP_TYPES, CachedMapping, IPAddress, Resolution, XtrState
+from lisp_ryu.xtr.state import IP_TYPES, CachedMapping, IPAddress, Resolution, ResolverState, XtrState
 
 LOG = logging.getLogger("lisp_ryu.xtr")
 
@@ -37,6 +37,16 @@ REQUEST_ATTEMPTS = 3
 FAILED_HOLD_DOWN = 5.0  # after a resolution gave up, misses for it are dropped this long
 MAX_PENDING = 4096  # resolutions in flight; beyond this, misses are dropped and counted
 SMR_HOLD_DOWN = 1.0  # at most one re-resolution per entry per second, however many SMRs arrive
+#: Map-Resolver failover: Map-Requests go to one map-resolver at a time, the first of the list
+#: that is up.  One whose Map-Request went unanswered for REQUEST_TIMEOUT is down: the retry and
+#: every later request go to the next one at once, and the silent one gets a probe (a Map-Request
+#: for our own EID, answered by it or through it by us) every RESOLVER_PROBE_INTERVAL.  It is up
+#: again at its first answered probe if no probe had failed (the silence was an ETR's, not its),
+#: else after answering probes for RESOLVER_HOLD_DOWN (a restarted node is used again only once
+#: the ETRs have re-registered with it: longer than state.REGISTER_RETRY_MAX).
+RESOLVER_PROBE_INTERVAL = 1.0
+RESOLVER_PROBE_TIMEOUT = 1.0
+RESOLVER_HOLD_DOWN = 5.0
 
 
 class Resolver:
@@ -50,6 +60,7 @@ class Resolver:
         self._request_nonces: OrderedDict[int, None] = OrderedDict()
         self._failed: dict[tuple[int, IPAddress], float] = {}
         self._smr_seen: dict[tuple[int, str], float] = {}
+        self._probes: dict[int, ResolverState] = {}  # liveness probes of map-resolvers in flight, by nonce
 
     def lookup(self, iid: int, source: IPAddress | None, destination: IPAddress,
                now: float) -> CacheEntry[CachedMapping] | None:
@@ -128,13 +139,130 @@ class Resolver:
         self._request_nonces[res.nonce] = None
         while len(self._request_nonces) > MAX_PENDING:
             self._request_nonces.popitem(last=False)
-        resolver = config.map_resolvers[(res.attempts - 1) % len(config.map_resolvers)]
+        resolver = self._pick_resolver(res)
+        res.resolver = resolver
         ecm = EncapsulatedControlMessage(
             message=request, inner_source=inner_source, inner_destination=res.destination,
             inner_source_port=LISP_CONTROL_PORT,
         )
         state.count("map_request_sent")
         return [SendControl(resolver, LISP_CONTROL_PORT, ecm.encode(), f"Map-Request for {eid}")]
+
+    # ---- map-resolvers: one at a time, failover on silence, back after a hold-down
+
+    def _pick_resolver(self, res: Resolution) -> IPAddress:
+        """The active map-resolver; when every one is down, each attempt tries the next in turn."""
+        state = self.state
+        resolvers = state.resolvers
+        active = resolvers[state.active_resolver]
+        if active.up:
+            return active.address
+        return resolvers[(state.active_resolver + res.attempts - 1) % len(resolvers)].address
+
+    def _resolver(self, address: IPAddress | None) -> ResolverState | None:
+        return next((r for r in self.state.resolvers if r.address == address), None)
+
+    def _choose_active(self, now: float) -> None:
+        """Make the first map-resolver that is up the active one (log when that changes)."""
+        state = self.state
+        up = [i for i, r in enumerate(state.resolvers) if r.up]
+        if not up:
+            LOG.error("%s: no map-resolver answers (%s): Map-Requests try each in turn",
+                      state.config.name, ", ".join(str(r.address) for r in state.resolvers))
+            state.count("map_resolver_none_up")
+            return
+        chosen = up[0]
+        if chosen != state.active_resolver:
+            previous = state.resolvers[state.active_resolver]
+            state.active_resolver = chosen
+            state.count("map_resolver_switch")
+            LOG.warning("%s: Map-Requests now go to Map-Resolver %s (was %s, %s)", state.config.name,
+                        state.resolvers[chosen].address, previous.address, previous.state)
+
+    def _resolver_timed_out(self, address: IPAddress | None, now: float) -> None:
+        """A Map-Request to `address` went unanswered: it is down, the next one takes over at once."""
+        rs = self._resolver(address)
+        if rs is None:
+            return
+        rs.timeouts += 1
+        self.state.count("map_resolver_timeout")
+        if not rs.up:
+            return
+        rs.up = False
+        rs.since = now
+        rs.probe_failed = False
+        rs.answering_since = None
+        rs.probe_due = now  # probe it at once: was it the resolver, or the ETR it forwarded to?
+        self.state.count("map_resolver_down")
+        LOG.warning("%s: Map-Resolver %s unreachable: no answer to a Map-Request in %g s",
+                    self.state.config.name, rs.address, REQUEST_TIMEOUT)
+        self._choose_active(now)
+
+    def _resolver_answered(self, rs: ResolverState, now: float) -> None:
+        """`rs` answered (a probe, or a Map-Request sent before it went down)."""
+        if rs.up:
+            return
+        if rs.answering_since is None:
+            rs.answering_since = now
+        if rs.probe_failed and now - rs.answering_since < RESOLVER_HOLD_DOWN:
+            return
+        LOG.warning("%s: Map-Resolver %s answers again (down %.1f s)", self.state.config.name, rs.address,
+                    now - rs.since)
+        rs.up = True
+        rs.since = now
+        rs.answering_since = None
+        rs.probe_due = math.inf
+        if rs.probe_nonce is not None:
+            self._probes.pop(rs.probe_nonce, None)
+            rs.probe_nonce = None
+        self.state.count("map_resolver_up")
+        self._choose_active(now)
+
+    def _probe_resolvers(self, now: float) -> list[Effect]:
+        effects: list[Effect] = []
+        for rs in self.state.resolvers:
+            if rs.up:
+                continue
+            if rs.probe_nonce is not None and now >= rs.probe_sent_at + RESOLVER_PROBE_TIMEOUT:
+                self._probes.pop(rs.probe_nonce, None)
+                rs.probe_nonce = None
+                rs.probe_failed = True
+                rs.answering_since = None
+                self.state.count("map_resolver_probe_unanswered")
+            if rs.probe_nonce is None and rs.probe_due <= now:
+                effects += self._send_probe(rs, now)
+        return effects
+
+    def _send_probe(self, rs: ResolverState, now: float) -> list[Effect]:
+        """A Map-Request for our own EID (or what we proxy): the resolver answers it itself, or
+        forwards it to the ETR that registered it, us; either way the answer carries this nonce."""
+        state = self.state
+        prefixes = [EidPrefix.from_network(p.prefix, p.iid) for p in state.config.eid_prefixes]
+        if not prefixes and state.config.proxy is not None:
+            prefixes = [EidPrefix.from_network(p, state.config.proxy.iid) for p in state.config.proxy.prefixes]
+        if prefixes:
+            asked = prefixes[0]
+            eid = EidPrefix(asked.address, asked.address.max_prefixlen, asked.instance_id)
+        else:
+            eid = EidPrefix(ipaddress.IPv4Address(0), 32, 0)
+        inner_source = next((r for r in state.rlocs if r.version == eid.address.version), state.rlocs[0])
+        rs.probe_nonce = state.nonce()
+        rs.probe_sent_at = now
+        rs.probe_due = now + RESOLVER_PROBE_INTERVAL
+        self._probes[rs.probe_nonce] = rs
+        request = MapRequest(nonce=rs.probe_nonce, records=(MapRequestRecord.for_prefix(eid),),
+                             itr_rlocs=state.rlocs, xtr_id=state.xtr_id, site_id=state.site_id)
+        ecm = EncapsulatedControlMessage(message=request, inner_source=inner_source, inner_destination=eid.address,
+                                         inner_source_port=LISP_CONTROL_PORT)
+        state.count("map_resolver_probe_sent")
+        return [SendControl(rs.address, LISP_CONTROL_PORT, ecm.encode(), f"Map-Resolver probe for {eid}")]
+
+    def resolver_deadline(self) -> float | None:
+        """When the map-resolver probes next need the timer."""
+        times = [min(rs.probe_due, rs.probe_sent_at + RESOLVER_PROBE_TIMEOUT if rs.probe_nonce is not None
+                     else math.inf) for rs in self.state.resolvers if not rs.up]
+        times = [t for t in times if t != math.inf]
+        return min(times) if times else None
 
     def _inner_source(self, res: Resolution) -> IPAddress:
         """The ECM's inner source: the inner header goes from us to the EID asked for (RFC 9301 §5.8).
@@ -164,6 +292,7 @@ class Resolver:
             del state.resolutions[key]
             state.by_nonce.pop(res.nonce, None)
             return []
+        self._resolver_timed_out(res.resolver, now)
         if res.attempts >= REQUEST_ATTEMPTS:
             del state.resolutions[key]
             state.by_nonce.pop(res.nonce, None)
@@ -183,6 +312,7 @@ class Resolver:
         for key, res in list(state.resolutions.items()):
             if res.retry_at <= now:
                 effects += self._retry(key, res, now)
+        effects += self._probe_resolvers(now)
         expired = state.cache.expire(now)
         for entry in expired:
             if entry.dest is None:
@@ -216,6 +346,12 @@ class Resolver:
         still lands; what is refused is counted and logged (throttled).
         """
         state = self.state
+        probed = self._probes.pop(reply.nonce, None)
+        if probed is not None:
+            probed.probe_nonce = None
+            state.count("map_resolver_probe_answered")
+            self._resolver_answered(probed, now)
+            return []
         key = state.by_nonce.get(reply.nonce)
         if key is None:
             state.count("map_reply_unknown_nonce")
@@ -226,6 +362,9 @@ class Resolver:
             return []
         del state.by_nonce[reply.nonce]
         del state.resolutions[key]
+        answered_by = self._resolver(res.resolver)
+        if answered_by is not None and not answered_by.up:
+            self._resolver_answered(answered_by, now)
         effects: list[Effect] = []
         changed = False
         for record, sd_key, prefix in accepted:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import logging
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
@@ -32,6 +33,9 @@ HELD_PACKETS_PER_EID = 16
 SEQUENCE_TAG = 0x4C5
 SEQUENCE_SHIFT = 52
 NOTIFY_TIMEOUT = 1.0  # first wait for a Map-Notify after a Map-Register; doubles per retry
+#: The longest wait between Map-Registers to a map-server that does not answer (the back-off stops
+#: here, or at `register_interval` if shorter): a restarted Map-Server hears from us within this.
+REGISTER_RETRY_MAX = 4.0
 
 
 def stable_id(name: str, bits: int) -> int:
@@ -58,6 +62,7 @@ class Resolution:
     retry_at: float
     source: IPAddress | None = None  # the host that asked, sent as the Map-Request's source EID
     smr_invoked: bool = False
+    resolver: IPAddress | None = None  # where the last Map-Request for it went
     satisfied: bool = False  # answered by a publication before its Map-Reply came
     mask_len: int | None = None  # ask for this prefix of `destination` rather than the host alone
     held: deque = field(default_factory=lambda: deque(maxlen=HELD_PACKETS_PER_EID))
@@ -72,6 +77,37 @@ class Registration:
     nonce: int | None = None  # outstanding Map-Register awaiting its Map-Notify
     retry: float = NOTIFY_TIMEOUT
     registered: bool = False
+    reachable: bool = True  # False from the first Map-Register left unanswered until a Map-Notify comes
+    unanswered: int = 0  # Map-Registers in a row without a Map-Notify
+    last_notify: float | None = None  # when the last Map-Notify for a registration came (the core's clock)
+    since: float = 0.0  # when `reachable` last changed
+
+
+@dataclass
+class ResolverState:
+    """What we know of one map-resolver: whether it answers, and its liveness probes while it does not.
+
+    A resolver is down from the first Map-Request it left unanswered; it is
+    then probed (`lisp_ryu.xtr.resolution`) and is up again when a probe is
+    answered: at once if no probe ever failed (the silence was a forwarded
+    request's ETR, not the resolver), else after answering for a hold-down.
+    """
+
+    address: IPAddress
+    up: bool = True
+    since: float = 0.0  # when `up` last changed
+    timeouts: int = 0  # Map-Requests to it that went unanswered, in all
+    probe_failed: bool = False  # a probe went unanswered since it went down
+    answering_since: float | None = None  # first answered probe of the current run of answers
+    probe_nonce: int | None = None  # the probe in flight
+    probe_sent_at: float = 0.0
+    probe_due: float = math.inf
+
+    @property
+    def state(self) -> str:
+        if self.up:
+            return "up"
+        return "recovering" if self.answering_since is not None else "down"
 
 
 @dataclass(frozen=True)
@@ -116,6 +152,9 @@ class XtrState:
         self.resolutions: dict[tuple[int, IPAddress], Resolution] = {}
         self.by_nonce: dict[int, tuple[int, IPAddress]] = {}
         self.registrations = [Registration(ms, due=0.0) for ms in config.map_servers]
+        #: The map-resolvers in order of preference; Map-Requests go to `resolvers[active_resolver]`.
+        self.resolvers = [ResolverState(address) for address in config.map_resolvers]
+        self.active_resolver = 0
         self.dynamic_hosts: dict[tuple[int, IPAddress], LocalHost] = {}
         self.departed: dict[tuple[int, IPAddress], Departure] = {}
         self.replicating: dict[tuple[int, IPAddress], PlannedMove] = {}  # planned moves, as an ITR

@@ -80,8 +80,8 @@ def test_full_disk_during_compaction_is_caught_counted_retried_and_leaves_no_tem
     server = h.core(store)
     for n in range(3):
         assert h.register(server, n)
-    for second in range(6):  # refreshes: the journal grows past the compaction threshold
-        assert h.register(server, 0, now=h.T0 + second)
+    for second in range(6):  # changes: the journal grows past the compaction threshold (refreshes journal nothing)
+        h.change(server, 0, second, now=h.T0 + second)
     real_write = os.write
     monkeypatch.setattr(os, "write", lambda fd, data: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full"))
                         if len(data) > 200 else real_write(fd, data))  # the snapshot is the big write
@@ -107,7 +107,9 @@ def test_fd_exhaustion_during_compaction_is_caught_and_registrations_continue(tm
     disk = Disk(monkeypatch, errno.EMFILE)
     store = FileStore(str(tmp_path))
     server = h.core(store)
-    for second in range(8):
+    for second in range(6):  # changes, journalled (identical refreshes are not)
+        h.change(server, second % 2, second, now=h.T0 + second)
+    for second in range(6, 8):
         assert h.register(server, second % 2, now=h.T0 + second)
     disk.full = True  # every open fails: EMFILE
     server.handle_timer(h.T0 + 10)

@@ -69,6 +69,9 @@ def test_multihomed_site_gets_a_weighted_select_group(lab):
     assert "198.18.3.2->tun_dst" in groups and "198.18.4.2->tun_dst" in groups, groups
 
 
+DC3_RLOCS = ("198.18.3.2", "198.18.4.2")
+
+
 def dc3_rloc_rx(lab) -> list[int]:
     """Packets received on dc3's two underlay uplinks (one per RLOC)."""
     counts = []
@@ -91,7 +94,8 @@ def test_select_group_spreads_tcp_flows_over_both_rlocs(lab):
     """
     from lisp_ryu.lab.scenarios import failover
 
-    failover.wait_for(lambda: failover.armed(lab), 15, "every BFD session up")
+    failover.wait_for(lambda: failover.armed_towards(lab, "dc1", DC3_RLOCS), 15,
+                      "dc1's BFD ports to both dc3 RLOCs and every BFD session up")
     before = dc3_rloc_rx(lab)
     sender = ("import socket\n"
               "for port in range(20000, 20064):\n"
@@ -142,7 +146,11 @@ def test_select_group_over_bfd_ports_skips_a_dead_rloc_without_the_controller(la
     from lisp_ryu.lab.scenarios import failover
 
     assert ping(lab, "h1", "10.3.0.10", "-c", "1", "-W", "2").returncode == 0
-    failover.wait_for(lambda: failover.armed(lab), 15, "every BFD session up")
+    # Not just `armed`: right after the ping dc1's ports towards dc3 may not exist yet (the controller
+    # makes them after the map-cache entry), and a cut then meets the flow-based select group,
+    # which still hashes flows to the dead RLOC.
+    failover.wait_for(lambda: failover.armed_towards(lab, "dc1", DC3_RLOCS), 15,
+                      "dc1's BFD ports to both dc3 RLOCs and every BFD session up")
     end = failover.rloc_link(lab, "dc3", "198.18.4.2")
     failover.set_link(lab, end, up=False)
     try:
@@ -153,7 +161,7 @@ def test_select_group_over_bfd_ports_skips_a_dead_rloc_without_the_controller(la
     finally:
         failover.set_link(lab, end, up=True)
     assert answered == 64 and cut[1] <= 2, f"answered {answered}/64, packets per dc3 RLOC: {cut}"
-    failover.wait_for(lambda: failover.armed(lab), 15, "every BFD session up again")
+    failover.wait_for(lambda: failover.armed_towards(lab, "dc1", DC3_RLOCS), 15, "every BFD session up again")
     answered, back = spray_tcp(lab)
     assert answered == 64 and all(d >= 5 for d in back), f"answered {answered}/64, per dc3 RLOC: {back}"
     assert "RLOC 198.18.4.2 is down" not in lab_controller.log_path().read_text(errors="replace")

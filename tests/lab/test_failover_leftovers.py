@@ -25,11 +25,20 @@ BFD = ('lf6c97f8fe,"dst_port=4341 exts=gpe key=flow local_ip=198.18.1.2 packet_t
        '"diagnostic=""No Diagnostic"" flap_count=1 forwarding=true remote_state=up state=up",\n')
 
 
+# Port 1 holds h1; ports 2-4 are reserved for hosts of other sites (configured host ports, nothing plugged).
+RESERVED = {"h1": 1, "h3": 2, "h5": 3, "h6": 4}
+# What the pipeline installs on a reserved port before a host moves in (INFRA cookies, as ovs-ofctl prints them).
+DORMANT = """ cookie=0x100002add7dd9ee, duration=12.084s, table=0, n_packets=0, n_bytes=0, priority=150,ip,in_port=4,nw_src=10.1.0.0/16 actions=meter:2,CONTROLLER:65535
+ cookie=0x100002a00000000, duration=12.084s, table=0, n_packets=0, n_bytes=0, priority=100,ip,in_port=4 actions=write_metadata:0x2a/0xffffff,goto_table:1
+ cookie=0x10000002c4b1c2e, duration=12.084s, table=0, n_packets=0, n_bytes=0, priority=120,icmp6,in_port=3,icmp_type=135 actions=write_metadata:0x2a/0xffffff,goto_table:3
+"""
+
+
 def lab(monkeypatch, flows=FLOWS, groups=GROUPS, bfd=BFD):
     dumps = {"dump-ports-desc": PORTS, "dump-flows": flows, "dump-groups": groups}
     monkeypatch.setattr(failover, "ofctl", lambda site, command, *a, **k: dumps[command])
     monkeypatch.setattr(failover, "vsctl", lambda site, *a, **k: bfd)
-    return SimpleNamespace(sites=[SimpleNamespace(name="dc1")])
+    return SimpleNamespace(sites=[SimpleNamespace(name="dc1", host_ports={"h1": 1}, reserved_ports=RESERVED)])
 
 
 def test_a_clean_site_has_no_leftovers(monkeypatch):
@@ -49,3 +58,26 @@ def test_a_bfd_port_nothing_uses_or_that_is_down_is_named(monkeypatch):
     problems = failover.leftovers(lab(monkeypatch, bfd=bfd))
     assert any("lf095a523e leads to an RLOC no flow uses" in p for p in problems)
     assert any("lf6c97f8fe is not up" in p for p in problems)
+
+
+def test_flows_waiting_on_a_configured_but_unplugged_host_port_are_not_leftovers(monkeypatch):
+    assert failover.leftovers(lab(monkeypatch, flows=FLOWS + DORMANT)) == []
+
+
+def test_real_stale_flows_on_missing_ports_are_still_named(monkeypatch):
+    stale = (
+        # a host's own flow (LOCAL_HOST) left on a reserved port it no longer has
+        " cookie=0x200002a12345678, duration=1s, table=0, n_packets=0, n_bytes=0, "
+        "priority=200,ip,in_port=4,nw_src=10.1.0.10 actions=goto_table:1\n"
+        # delivery to a reserved port nothing is plugged into
+        " cookie=0x100002a00000001, duration=1s, table=1, n_packets=0, n_bytes=0, "
+        "priority=3000,ip,metadata=0x2a/0xffffff,nw_dst=10.1.0.11 actions=output:3\n"
+        # the pipeline's flow on a missing port the configuration does not name
+        " cookie=0x100002add7dd9ee, duration=1s, table=0, n_packets=0, n_bytes=0, "
+        "priority=150,ip,in_port=9,nw_src=10.1.0.0/16 actions=meter:2,CONTROLLER:65535\n"
+    )
+    problems = failover.leftovers(lab(monkeypatch, flows=FLOWS + DORMANT + stale))
+    assert len(problems) == 3, problems
+    assert any("port 4 does not exist" in p and "0x200002a12345678" in p for p in problems)
+    assert any("port 3 does not exist" in p and "output:3" in p for p in problems)
+    assert any("port 9 does not exist" in p for p in problems)

@@ -124,8 +124,9 @@ def test_ping6_through_a_move(lab, control_capture, tmp_path):
     ping6 at its new site, from both sites, and the old site stops delivering to it."""
     state = read_state()
     dc1 = state.site("dc1")
-    data = capture.Capture(dc1.namespace, dc1.rlocs[0].uplink, "udp port 4341", tmp_path / "data.pcap",
-                           count=1, timeout=5.0)
+    # LISP-GPE carrying IPv6 only: BFD (IID 0, inner IPv4) shares UDP 4341 with the data.
+    data = capture.Capture(dc1.namespace, dc1.rlocs[0].uplink, f"udp port 4341 and {capture.GPE_INNER_IPV6}",
+                           tmp_path / "data.pcap", count=1, timeout=5.0)
     with data:
         out = ping6(lab, "h2", "fd00:2::11", "-c", "2", "-i", "0.2", "-W", "2")
     assert out.returncode == 0 and "icmp_seq=1 " in out.stdout, out.stdout

@@ -43,6 +43,12 @@ def register(server: MapServer, n: int, now: float = T0) -> bool:
     return any(isinstance(decode_message(e.payload), MapNotify) for e in effects)
 
 
+def change(server: MapServer, n: int, version: int, now: float = T0) -> None:
+    """Register EID number `n` at another RLOC (`version`): a change, journalled (an identical refresh is not)."""
+    payload = packets.map_register([packets.record(eid(n), [rloc(1000 + version)])], KEY, nonce=version + 1)
+    server.handle_control(payload, ETR, 4342, now)
+
+
 def registered(server: MapServer, count: int) -> int:
     """How many of EIDs 0..count-1 are answered with their own RLOC."""
     found = 0

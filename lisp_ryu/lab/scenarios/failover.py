@@ -34,10 +34,11 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import yaml
 
+from lisp_ryu.flows.pipeline import Owner, cookie_owner
 from lisp_ryu.glue.failover_ports import MARK
 from lisp_ryu.lab import topology_load
 from lisp_ryu.lab.running import appctl, exec_in, ofctl, vsctl
@@ -122,6 +123,24 @@ def bfd_ports(state: LabState) -> dict[str, str]:
 def armed(state: LabState) -> bool:
     """Failover in the switch is ready: every BFD port's session is up (True if there are none)."""
     return all(re.search(r"(?<![_a-z])state=up", status) for status in bfd_ports(state).values())
+
+
+def bfd_remotes(state: LabState, site: str) -> set[str]:
+    """The RLOCs `site` has a BFD port of ours towards (whatever their sessions' state)."""
+    listing = vsctl(site, "--bare", "--format=csv", "--no-headings", "--columns=options",
+                    "find", "interface", f"external_ids:{MARK}={site}", state=state)
+    return set(re.findall(r"remote_ip=([0-9a-fA-F.:]+)", listing))
+
+
+def armed_towards(state: LabState, site: str, rlocs: Iterable[str]) -> bool:
+    """`site` has a BFD port towards each of `rlocs` and every BFD session of the lab is up.
+
+    `armed` alone only speaks of the ports that exist: the controller makes a
+    site's ports towards a peer shortly after its map-cache entry, so just
+    after the first packet `armed` can be true of the older ports (another
+    peer's) while the ones a cut is about to test are not even there yet.
+    """
+    return set(rlocs) <= bfd_remotes(state, site) and armed(state)
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> float:
@@ -216,6 +235,27 @@ def run(state: LabState, *, cycles: int = 1, pinger: str = "h1", target: str = "
 
 _PORT_DESC = re.compile(r"^\s*(\d+)\(([^)]+)\):", re.M)
 _PORT_REFS = re.compile(r"(?:in_port=|output:|watch_port:)(\d+)")
+_IN_PORT = re.compile(r"(?<![_a-z])in_port=(\d+)")
+_COOKIE = re.compile(r"cookie=(0x[0-9a-fA-F]+)")
+
+
+def _dormant(text: str, port: int, configured: set[int]) -> bool:
+    """A flow that only waits for a configured host port that is not plugged (yet): fine.
+
+    The controller's configuration names a host port for every lab host at
+    every site (`host_ports`, SiteState.reserved_ports), so a host can move
+    in and be learned in its tenant; the pipeline's own (INFRA) flows
+    classify and learn on each of them before anything is plugged there.
+    Such a flow matches the port (in_port=) and never sends to it.  A flow of
+    any other owner on a missing port (a host's own flows left behind), one
+    that outputs to or watches a missing port, or any flow on a missing port
+    the configuration does not name, is stale.
+    """
+    m = _COOKIE.search(text)
+    if port not in configured or m is None or cookie_owner(int(m.group(1), 16)) is not Owner.INFRA:
+        return False
+    refs = _PORT_REFS.findall(text)
+    return refs.count(str(port)) == 1 and str(port) in _IN_PORT.findall(text)
 _GROUP_REFS = re.compile(r"(?:group:|watch_group:)(\d+)")
 _TUN_DSTS = re.compile(r"set_field:([0-9a-fA-F.:]+)->tun_(?:ipv6_)?dst")
 
@@ -223,7 +263,9 @@ _TUN_DSTS = re.compile(r"set_field:([0-9a-fA-F.:]+)->tun_(?:ipv6_)?dst")
 def leftovers(state: LabState) -> list[str]:
     """What is stale or dangling on any site, one line each; empty when all is clean.
 
-    Per site: a flow or bucket naming a port the bridge does not have, a
+    Per site: a flow or bucket naming a port the bridge does not have
+    (except the pipeline's flows for a configured host port that nothing
+    is plugged into: `_dormant`), a
     flow or group naming a missing group, a group nothing uses, a BFD port of
     ours towards an RLOC no flow or group of the site tunnels to, a BFD port
     whose session is not up (the scenario ends with every link up) or that
@@ -232,6 +274,7 @@ def leftovers(state: LabState) -> list[str]:
     problems = []
     for site in state.sites:
         name = site.name
+        configured = set(site.reserved_ports.values()) | set(site.host_ports.values())
         ports = {int(n) for n, _ in _PORT_DESC.findall(ofctl(name, "dump-ports-desc", state=state))}
         flows = [line for line in ofctl(name, "dump-flows", state=state).splitlines() if "actions=" in line]
         groups = {}
@@ -241,7 +284,7 @@ def leftovers(state: LabState) -> list[str]:
                 groups[int(m.group(1))] = line
         for text in flows + list(groups.values()):
             for port in _PORT_REFS.findall(text):
-                if int(port) not in ports:
+                if int(port) not in ports and not _dormant(text, int(port), configured):
                     problems.append(f"{name}: port {port} does not exist: {text.strip()}")
         used: set[int] = set()
         for text in flows:

@@ -118,8 +118,9 @@ def test_compaction_writes_a_snapshot_and_starts_a_new_journal(tmp_path, monkeyp
     monkeypatch.setattr(journal_mod, "COMPACT_MIN_ENTRIES", 5)
     store = FileStore(str(tmp_path))
     core = make_core(store=store)
-    for second in range(6):  # refreshes: the journal grows, the state does not
-        core.handle_control(packets.map_register([packets.record("10.1.0.0/16", ["198.18.1.1"])], DC1_KEY),
+    for second in range(6):  # changes of one registration: the journal grows, the state does not
+        rloc = "198.18.1.1" if second % 2 else "198.18.1.2"  # (identical refreshes would journal nothing)
+        core.handle_control(packets.map_register([packets.record("10.1.0.0/16", [rloc])], DC1_KEY),
                             ETR1, 4342, T0 + second)
     core.handle_timer(T0 + 6)
     assert core.counters["store.snapshots"] == 1
