@@ -34,6 +34,7 @@ from lisp_ryu.flows.pipeline import (
     PRIO_DEFAULT,
     PRIO_KNOWN_HOST,
     PRIO_LEARN,
+    PRIO_TUNNEL_ANY_PORT,
     PRIO_LEARN_ANY_PORT,
     PRIO_LOCAL_HOST,
     PRIO_MISS,
@@ -154,6 +155,7 @@ def _learning(plan: XtrPlan) -> list[Flow]:
     prefix overlaps: there the source alone says which tenant it is.
     """
     out = []
+    tunnelled: set[int] = set()
     to_controller = (Output("controller", 0xFFFF),)
     for dyn in plan.dynamic_prefixes:
         owner = cookie(Owner.INFRA, dyn.iid, f"learn {dyn.prefix}")
@@ -170,6 +172,13 @@ def _learning(plan: XtrPlan) -> list[Flow]:
         shared = any(other.iid != dyn.iid and other.prefix.version == dyn.prefix.version
                      and other.prefix.overlaps(dyn.prefix) for other in plan.dynamic_prefixes)
         if not shared:
+            # Decapsulated traffic on a tunnel port no CLASSIFY flow names yet (a BFD port
+            # that OVS created before the controller learnt its number) carries its
+            # instance-ID as tunnel_id: it is decapsulated, never learned as a host here.
+            if dyn.iid and dyn.iid not in tunnelled:
+                tunnelled.add(dyn.iid)
+                out.append(Flow(Table.CLASSIFY, PRIO_TUNNEL_ANY_PORT, match(tunnel_id=dyn.iid), goto=Table.DECAP,
+                                cookie=cookie(Owner.INFRA, dyn.iid, "decap any port")))
             for fields in matches:
                 out.append(Flow(Table.CLASSIFY, PRIO_LEARN_ANY_PORT, match(**fields),
                                 actions=to_controller, meter=LEARN_METER_ID, cookie=owner))

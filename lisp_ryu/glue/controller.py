@@ -416,6 +416,9 @@ class Controller:
             return
         self.count("packet_in")
         if table_id == Table.CLASSIFY:
+            if tunnel_id:  # decapsulated, from another site: not a host of ours (whatever port it came on)
+                self.count("learn_from_tunnel_ignored")
+                return
             self._host_seen(endpoint, in_port, data)
             return
         addresses = _ip_addresses(data)
