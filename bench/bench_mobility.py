@@ -32,8 +32,17 @@ Figures:
   No target.  A role that never changed in any move has the value NaN and
   ``moves_without_change`` says how often.
 
+* ``mobility.planned.lost_packets``: the same lab, h1 moved 10 times (quick:
+  4) as planned moves (`lisp-ryu lab move --planned`, POST /lisp/v1/moves
+  first: the ITRs replicate to both sites, the destination holds traffic
+  until the host appears) under a 1 ms ping: probes never answered, summed
+  over the moves.  Target 0.  Baseline: the same count for the unplanned
+  moves at 10 ms (their lost probes), so the ratio is 0 when nothing is lost.
+  Duplicated replies during the window are expected and are not losses.
+
 Runs as root.  Everything lives in its own lab: prefix ``mo-``, a private
-lab directory, management subnet 198.19.246.0/24, controller port 6693; torn
+lab directory, management subnet 198.19.246.0/24, controller port 6693, one
+controller for both runs with its REST API on 127.0.0.1:18693; torn
 down on every exit path.  Probes go only between the lab's namespaces.
 
 `python bench/bench_mobility.py [--quick]` prints the per-move table.
@@ -44,6 +53,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import time
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -51,6 +61,8 @@ if __package__ in (None, ""):
 
 
 from lisp_ryu.lab.scenarios import mobility  # noqa: E402
+from lisp_ryu.lab import controller as lab_controller  # noqa: E402
+from lisp_ryu.lab.state import read_state  # noqa: E402
 from bench.lablib import isolated_lab  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -64,10 +76,36 @@ PAUSE = 2.0
 TARGET_OUTAGE_MS = 50.0
 
 
+REST_PORT = 18693  # the controller's --wsapi-port in this bench
+PLANNED_INTERVAL = 0.001
+PLANNED_PAUSE = 1.0
+PLANNED = {}  # the planned-move report of the last measure()
+
+
 def measure(quick: bool = False, progress=lambda line: None) -> mobility.MobilityReport:
-    with isolated_lab(TOPOLOGY, LAB_PREFIX, MANAGEMENT_SUBNET, MANAGEMENT_PORT):
-        return mobility.run(moves=4 if quick else 10, pause=PAUSE, interval=INTERVAL, host="h1", to="dc2",
-                            pinger="h5", progress=progress)
+    with isolated_lab(TOPOLOGY, LAB_PREFIX, MANAGEMENT_SUBNET, MANAGEMENT_PORT) as state:
+        # One controller for both runs (mobility.run leaves a running one alone), its REST API on
+        # a port of the bench's own: the planned moves POST to it, and no other lab's 8080 is in the way.
+        lab_controller.start(state, extra_args=("--wsapi-port", str(REST_PORT)))
+        lab_controller.wait_ready(state)
+        _wait_rest(time.monotonic() + 20.0)
+        report = mobility.run(moves=4 if quick else 10, pause=PAUSE, interval=INTERVAL, host="h1", to="dc2",
+                              pinger="h5", progress=progress)
+        PLANNED["report"] = mobility.run(moves=4 if quick else 10, pause=PLANNED_PAUSE, interval=PLANNED_INTERVAL,
+                                         host="h1", to="dc2", pinger="h5", progress=progress, planned=True)
+        return report
+
+
+def _wait_rest(deadline: float) -> None:
+    """Until the controller's REST API answers (it comes up after the switches are taken over)."""
+    why = None
+    while time.monotonic() < deadline:
+        state = read_state()
+        health, why = lab_controller.health(state) if state is not None else (None, "no lab state")
+        if health is not None:
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"the controller's REST API did not come up: {why}")
 
 
 def figures(report: mobility.MobilityReport) -> dict[str, dict]:
@@ -87,6 +125,18 @@ def figures(report: mobility.MobilityReport) -> dict[str, dict]:
             "ratio": s["outage_ms"]["max"] / interval_ms, "target": None, **common,
         },
     }
+    planned = PLANNED.get("report")
+    if planned is not None:
+        lost = sum(m.lost for m in planned.moves)
+        unplanned_lost = sum(m.lost for m in report.moves)
+        out["mobility.planned.lost_packets"] = {
+            "value": lost, "unit": "probes", "baseline": unplanned_lost,
+            "ratio": lost / unplanned_lost if unplanned_lost else float(lost), "target": 0, "target_is_max": True,
+            "moves": len(planned.moves), "interval_ms": PLANNED_INTERVAL * 1000.0,
+            "recovered": sum(m.recovered for m in planned.moves),
+            "lost_per_move": [m.lost for m in planned.moves],
+            "outage_ms_median": planned.summary()["outage_ms"]["median"],
+        }
     for role in mobility.ROLES:
         first = s["first_flow_change_ms"][role]
         value = math.nan if first["median"] is None else first["median"]
@@ -107,6 +157,9 @@ def run(quick: bool = False) -> dict[str, dict]:
 if __name__ == "__main__":
     report = measure("--quick" in sys.argv[1:], progress=lambda line: print(f"== {line}", flush=True))
     print(mobility.format_table(report))
+    if "report" in PLANNED:
+        print("planned moves:")
+        print(mobility.format_table(PLANNED["report"]))
     print(f"timeline: {mobility.plot(report, PLOT)}")
     for name, f in figures(report).items():
         target = "" if f["target"] is None else f" (target ratio <= {f['target']:g})"

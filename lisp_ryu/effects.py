@@ -26,10 +26,12 @@ class SendControl:
 
 @dataclass(frozen=True)
 class PacketOut:
-    """Re-inject a held packet into the switch pipeline (from table 0, as if from in_port)."""
+    """Re-inject a held packet into the switch pipeline (from table 0, as if from in_port), or,
+    with `out_port`, send it out of that port as it is."""
 
     in_port: int
     data: bytes
+    out_port: int | None = None
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ __all__ = [
     "LocalHost",
     "Proxy",
     "Redirect",
+    "Expected",
+    "Replicate",
     "RemoteAction",
     "RemoteEntry",
     "Rloc",
@@ -103,6 +105,26 @@ class Redirect:
 
 
 @dataclass(frozen=True)
+class Replicate:
+    """A planned move in progress (draft-ietf-lisp-predictive-rlocs): traffic to this EID goes to
+    every RLOC in `rlocs` (the old site's and the new one's) until the workload is seen at the new
+    site; an OpenFlow group of type ALL (lisp_ryu/flows/replicate.py)."""
+
+    iid: int
+    ip: IPAddress
+    rlocs: tuple[IPAddress, ...]
+
+
+@dataclass(frozen=True)
+class Expected:
+    """A workload announced to arrive here (a planned move): decapsulated traffic for it goes to
+    the controller, which holds it until the host is learned and then delivers it."""
+
+    iid: int
+    ip: IPAddress
+
+
+@dataclass(frozen=True)
 class Proxy:
     """The PxTR role (RFC 6832): this switch joins LISP sites to a non-LISP network on `native_port`.
 
@@ -152,3 +174,5 @@ class XtrPlan:
     # Every RLOC of the positive map-cache, probed down or not: the peers a BFD port is kept towards.
     peers: tuple[IPAddress, ...] = ()
     failover_ports: tuple[FailoverPort, ...] = ()  # the BFD ports the glue keeps (empty: no failover)
+    replicates: tuple[Replicate, ...] = ()  # planned moves seen from an ITR: send to both RLOCs
+    expected: tuple[Expected, ...] = ()  # planned moves towards this site: hold their traffic

@@ -12,7 +12,7 @@ import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 
-from lisp_ryu.flows import failover, neighbour
+from lisp_ryu.flows import failover, neighbour, replicate
 from lisp_ryu.flows.model import (
     Action,
     Bucket,
@@ -34,6 +34,7 @@ from lisp_ryu.flows.pipeline import (
     PRIO_DEFAULT,
     PRIO_KNOWN_HOST,
     PRIO_LEARN,
+    PRIO_TUNNEL_ANY_PORT,
     PRIO_LEARN_ANY_PORT,
     PRIO_LOCAL_HOST,
     PRIO_MISS,
@@ -84,6 +85,10 @@ def compile_plan(plan: XtrPlan) -> DesiredState:
         flows += entry_flows
         groups += entry_groups
     flows += _source_specific_misses(plan.remotes)
+    if plan.replicates or plan.expected:  # planned moves (flows/replicate.py)
+        moving, moving_groups = replicate.replicate(plan.replicates, lambda iid, rloc: _tunnel_actions(plan, iid, rloc))
+        flows += moving + replicate.hold(plan.expected, {(h.iid, h.ip) for h in plan.hosts})
+        groups += moving_groups
     keys = [f.key for f in flows]
     if len(set(keys)) != len(keys):
         dup = next(k for k in keys if keys.count(k) > 1)
@@ -150,6 +155,7 @@ def _learning(plan: XtrPlan) -> list[Flow]:
     prefix overlaps: there the source alone says which tenant it is.
     """
     out = []
+    tunnelled: set[int] = set()
     to_controller = (Output("controller", 0xFFFF),)
     for dyn in plan.dynamic_prefixes:
         owner = cookie(Owner.INFRA, dyn.iid, f"learn {dyn.prefix}")
@@ -166,6 +172,13 @@ def _learning(plan: XtrPlan) -> list[Flow]:
         shared = any(other.iid != dyn.iid and other.prefix.version == dyn.prefix.version
                      and other.prefix.overlaps(dyn.prefix) for other in plan.dynamic_prefixes)
         if not shared:
+            # Decapsulated traffic on a tunnel port no CLASSIFY flow names yet (a BFD port
+            # that OVS created before the controller learnt its number) carries its
+            # instance-ID as tunnel_id: it is decapsulated, never learned as a host here.
+            if dyn.iid and dyn.iid not in tunnelled:
+                tunnelled.add(dyn.iid)
+                out.append(Flow(Table.CLASSIFY, PRIO_TUNNEL_ANY_PORT, match(tunnel_id=dyn.iid), goto=Table.DECAP,
+                                cookie=cookie(Owner.INFRA, dyn.iid, "decap any port")))
             for fields in matches:
                 out.append(Flow(Table.CLASSIFY, PRIO_LEARN_ANY_PORT, match(**fields),
                                 actions=to_controller, meter=LEARN_METER_ID, cookie=owner))
@@ -175,7 +188,13 @@ def _learning(plan: XtrPlan) -> list[Flow]:
 def _redirects(plan: XtrPlan) -> list[Flow]:
     """Traffic that still arrives for a departed EID is tunnelled on to its new RLOC."""
     out = []
+    # A departed EID announced back here (a planned move): its traffic is held, not sent on to
+    # the site it is leaving (the ITRs replicate to both); the departure itself stays until it
+    # arrives, so a configured host is not taken for here too early.
+    coming_back = {(e.iid, e.ip) for e in plan.expected}
     for r in plan.redirects:
+        if (r.iid, r.ip) in coming_back:
+            continue
         eth_type, dst_field = _eth_type(r.ip)
         # It came in on the tunnel port and goes out there again: OpenFlow needs IN_PORT for that.
         actions = _tunnel_actions(plan, r.iid, r.rloc, out_port="in_port")

@@ -61,8 +61,9 @@ PIPELINE: dict[Table, TableSpec] = {
         Table.CLASSIFY,
         # ipv4_dst/ipv6_dst: a proxy-ITR admits from its native port only traffic for the EIDs it proxies
         # ip_proto/icmpv6_type: Neighbor Solicitations go to the ARP table (flows/neighbour.py)
+        # tunnel_id: decapsulated traffic on a tunnel port no flow names yet (a BFD port just added)
         frozenset({"in_port", "eth_type", "ipv4_src", "ipv6_src", "arp_spa", "ipv4_dst", "ipv6_dst",
-                   "ip_proto", "icmpv6_type"}),
+                   "ip_proto", "icmpv6_type", "tunnel_id"}),
         frozenset({Table.ROUTE, Table.DECAP, Table.ARP}),
     ),
     Table.ROUTE: TableSpec(
@@ -117,6 +118,7 @@ PRIO_MISS = 0
 PRIO_DEFAULT = 10
 PRIO_CLASSIFY = 100  # a configured host port: its instance-ID
 PRIO_LEARN_ANY_PORT = 50  # an unknown source in a dynamic-EID prefix on a port no config names
+PRIO_TUNNEL_ANY_PORT = 60  # decapsulated traffic (tunnel_id = an instance-ID) on a port no flow names: never learned
 PRIO_LEARN = 150  # an unknown source in a dynamic-EID prefix of its host port's instance-ID
 PRIO_KNOWN_HOST = 200  # a known local host on its port
 PRIO_ND_SOLICIT = 250  # a Neighbor Solicitation from a host port: answered in the ARP table
@@ -124,6 +126,7 @@ PRIO_TUNNEL = 300  # everything from the tunnel port is decapsulated traffic
 PRIO_PREFIX_BASE = 1000  # see prefix_priority: 1000..17769
 PRIO_PREFIX_STRIDE = 130  # one destination length: its plain flow + 129 source lengths (0..128)
 PRIO_LOCAL_HOST = 20000  # local delivery beats any remote prefix
+PRIO_PLANNED_MOVE = PRIO_LOCAL_HOST - 1  # above every map-cache prefix, below a host that is here
 PRIO_ARP_PROXY = 100
 PRIO_ARP_SELF = 300  # a host probing its own address (gratuitous ARP / DAD)
 
@@ -155,6 +158,7 @@ class Owner(IntEnum):
     GATEWAY = 3  # ARP answers for a gateway / proxy-ARP for a subnet
     MAPPING = 4  # a map-cache entry: encap, negative action
     REDIRECT = 5  # a host that moved away: tunnel what still arrives for it to its new RLOC
+    PLANNED_MOVE = 6  # a planned move: replicate to the old and new RLOC (ITR), hold arrivals (new site)
 
 
 COOKIE_OWNER_SHIFT = 56

@@ -77,8 +77,19 @@ class ControlEndpoint:
 class Controller:
     """Sessions with the switches and the control endpoints of the cores, driven by events."""
 
-    def __init__(self, wake: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, wake: Callable[[], None] = lambda: None, fast_lane: bool = False) -> None:
         self.wake = wake
+        # The fast lane (issue 20): a datagram from one of our cores to another (an xTR's
+        # Map-Register to the embedded Map-Server, its Map-Notifies and publications to our
+        # xTRs) still goes on the wire, but is also handed over at once, after the sender's
+        # flows are pushed and before anything else queued on the thread (timers, REST,
+        # other sockets); the wire copy is then recognised and dropped.  A move's whole
+        # control path (learn, register, notify, every xTR's flows) runs in one go.
+        self.fast_lane = fast_lane
+        self._local: dict[tuple[str, int], tuple[ControlEndpoint, IPAddress | None]] = {}
+        self._lane: list[tuple[ControlEndpoint, bytes, str, IPAddress | None, str]] = []
+        self._handed: dict[tuple[str, bytes], int] = {}  # wire copies to drop, by (receiver, payload)
+        self._draining = False
         self.counters: dict[str, int] = {}
         self.sessions: dict[int, SwitchSession] = {}
         self.xtrs: dict[int, ControlEndpoint] = {}
@@ -91,14 +102,14 @@ class Controller:
     def from_config(cls, config: config_mod.Config, wake: Callable[[], None] = lambda: None,
                     open_socket: Callable[..., Any] = open_udp_socket, clock: Callable[[], float] = time.monotonic,
                     wall_clock: Callable[[], float] = time.time,
-                    spawn: Callable[[Callable[[], None]], Any] | None = None) -> Controller:
+                    spawn: Callable[[Callable[[], None]], Any] | None = None, fast_lane: bool = False) -> Controller:
         """The cores of `config` on sockets from `open_socket(netns, (host, port)[, family])`.
 
         The xTR cores run on `clock`; the Map-Server on `wall_clock`, because it
         persists expiries across restarts.  `spawn(fn)` runs the OVSDB writes of
         the BFD ports in the background (synchronously if None).
         """
-        controller = cls(wake)
+        controller = cls(wake, fast_lane=fast_lane)
         rng = random.SystemRandom()
         nonces = lambda: rng.getrandbits(64)  # noqa: E731
         if config.map_server is not None:
@@ -148,6 +159,16 @@ class Controller:
 
     def add_endpoint(self, endpoint: ControlEndpoint) -> ControlEndpoint:
         self.endpoints.append(endpoint)
+        for local, sock in endpoint.receivers.items():
+            address = local
+            if address is None:
+                try:
+                    address = ipaddress.ip_address(sock.getsockname()[0])
+                except (AttributeError, OSError, ValueError):
+                    continue
+                if address.is_unspecified:
+                    continue  # a wildcard listener: which address reaches it is not ours to say
+            self._local[(str(address), LISP_CONTROL_PORT)] = (endpoint, local)
         if endpoint.dpid is not None:
             self.xtrs[endpoint.dpid] = endpoint
         return endpoint
@@ -213,6 +234,11 @@ class Controller:
                 try:
                     endpoint.send(effect.payload, (str(effect.destination), effect.port))
                     self.count("control_sent")
+                    if self.fast_lane:
+                        receiver = self._local.get((str(effect.destination), effect.port))
+                        if receiver is not None and receiver[0] is not endpoint:
+                            self._lane.append((receiver[0], effect.payload, self._source_of(endpoint, effect),
+                                               receiver[1], endpoint.name))
                 except OSError as exc:
                     self.count("control_send_errors")
                     LOG.warning("%s: cannot send %s to %s:%d: %s", endpoint.name, effect.what or "datagram",
@@ -224,7 +250,35 @@ class Controller:
             for effect in effects:
                 if isinstance(effect, PacketOut):
                     self._packet_out(dpid, effect)
+        if self._lane and not self._draining:
+            self._drain()
         self.wake()
+
+    def _source_of(self, endpoint: ControlEndpoint, effect: SendControl) -> str:
+        """The address a datagram of `endpoint`'s leaves from: its socket's (an xTR's first RLOC)."""
+        for local, sock in endpoint.receivers.items():
+            if local is not None and local.version == effect.destination.version:
+                return str(local)
+            try:
+                return sock.getsockname()[0]
+            except (AttributeError, OSError):
+                break
+        return "0.0.0.0"
+
+    def _drain(self) -> None:
+        """Hand over the datagrams between our own cores, and those they cause, in order."""
+        self._draining = True
+        try:
+            while self._lane:
+                receiver, payload, source, local, _sender = self._lane.pop(0)
+                key = (receiver.name, payload)
+                self._handed[key] = self._handed.get(key, 0) + 1
+                if len(self._handed) > 4096:  # wire copies that never came (lost): forget the oldest
+                    self._handed.pop(next(iter(self._handed)))
+                self.count("fast_lane_handed")
+                self._handle_datagram(receiver, payload, source, LISP_CONTROL_PORT, local)
+        finally:
+            self._draining = False
 
     def _packet_out(self, dpid: int, effect: PacketOut) -> None:
         session = self.sessions.get(dpid)
@@ -232,6 +286,11 @@ class Controller:
             return
         dp = session.datapath
         parser, ofp = dp.ofproto_parser, dp.ofproto
+        if effect.out_port is not None:  # delivered as it is (a planned move's held packets)
+            dp.send_msg(parser.OFPPacketOut(dp, buffer_id=ofp.OFP_NO_BUFFER, in_port=ofp.OFPP_CONTROLLER,
+                                            actions=[parser.OFPActionOutput(effect.out_port)], data=effect.data))
+            self.count("packets_delivered")
+            return
         dp.send_msg(parser.OFPPacketOut(dp, buffer_id=ofp.OFP_NO_BUFFER, in_port=effect.in_port,
                                         actions=[parser.OFPActionOutput(ofp.OFPP_TABLE)], data=effect.data))
         self.count("packets_reinjected")
@@ -348,13 +407,18 @@ class Controller:
 
     # ---- packets from the switch -----------------------------------------------------------------
 
-    def packet_in(self, dpid: int, table_id: int, in_port: int, metadata: int, data: bytes) -> None:
-        """A packet the flows sent us: a miss to resolve, or a new host in a dynamic-EID prefix."""
+    def packet_in(self, dpid: int, table_id: int, in_port: int, metadata: int, data: bytes,
+                  tunnel_id: int = 0) -> None:
+        """A packet the flows sent us: a miss to resolve, a new host in a dynamic-EID prefix, or
+        traffic for a workload a planned move brings here (held until it arrives)."""
         endpoint = self.xtrs.get(dpid)
         if endpoint is None:
             return
         self.count("packet_in")
         if table_id == Table.CLASSIFY:
+            if tunnel_id:  # decapsulated, from another site: not a host of ours (whatever port it came on)
+                self.count("learn_from_tunnel_ignored")
+                return
             self._host_seen(endpoint, in_port, data)
             return
         addresses = _ip_addresses(data)
@@ -362,6 +426,9 @@ class Controller:
             self.count("packet_in_not_ip")
             return
         src, dst = addresses
+        if table_id == Table.DECAP:
+            endpoint.core.hold(tunnel_id & 0xFFFFFF, dst, data, endpoint.clock())
+            return
         if dst.is_multicast or dst.is_link_local or dst.is_unspecified or dst.is_loopback:
             self.count("packet_in_not_routable")  # e.g. IPv6 router solicitations: no mapping to ask for
             return
@@ -394,6 +461,20 @@ class Controller:
     def datagram(self, endpoint: ControlEndpoint, payload: bytes, host: str, port: int,
                  local: IPAddress | None = None) -> None:
         """A datagram from `host`:`port`; an xTR core is told which of its RLOCs (`local`) was addressed."""
+        if self._handed:
+            key = (endpoint.name, payload)
+            seen = self._handed.get(key)
+            if seen:  # the wire copy of what the fast lane handed over already
+                if seen == 1:
+                    del self._handed[key]
+                else:
+                    self._handed[key] = seen - 1
+                self.count("fast_lane_wire_copies_dropped")
+                return
+        self._handle_datagram(endpoint, payload, host, port, local)
+
+    def _handle_datagram(self, endpoint: ControlEndpoint, payload: bytes, host: str, port: int,
+                         local: IPAddress | None = None) -> None:
         where = {} if local is None else {"destination": local}
         try:
             effects = endpoint.core.handle_control(payload, ipaddress.ip_address(host), port, endpoint.clock(),
@@ -403,6 +484,40 @@ class Controller:
             LOG.exception("%s: error handling a datagram from %s:%d", endpoint.name, host, port)
             return
         self.run(endpoint, effects)
+
+    def planned_move(self, iid: int, eid: IPAddress, to_site: str, timeout: float | None = None) -> dict:
+        """Prepare a planned move of `eid` to the xTR named `to_site` (draft-ietf-lisp-predictive-rlocs).
+
+        The destination holds the EID's traffic until the workload appears there and resolves
+        beforehand what its old site talks to; every other xTR this controller drives replicates
+        the EID's traffic to the old and the new RLOC until its map-cache follows the move.
+        Raises KeyError (no such site, or no site holds the EID) and ValueError (already there).
+        """
+        dest = next((e for e in self.xtrs.values() if e.core.config.name == to_site), None)
+        if dest is None:
+            raise KeyError(f"no xTR named {to_site!r}")
+        key = (iid, eid)
+        old = next((e for e in self.xtrs.values()
+                    if any((h.iid, h.ip) == key for h in e.core.local_hosts())), None)
+        if old is None:
+            raise KeyError(f"no site of this controller holds [{iid}]{eid}")
+        if old is dest:
+            raise ValueError(f"[{iid}]{eid} is already at {to_site}")
+        old_rloc, new_rloc = old.core.state.rlocs[0], dest.core.state.rlocs[0]
+        prefetch = tuple((entry.iid, entry.value.record.eid_prefix.network) for entry in old.core.cache
+                         if not entry.negative)
+        self.run(dest, dest.core.expect(iid, eid, dest.clock(), timeout, prefetch=prefetch))
+        itrs = []
+        for endpoint in self.xtrs.values():
+            if endpoint is dest or endpoint is old:
+                continue
+            self.run(endpoint, endpoint.core.replicate(iid, eid, old_rloc, new_rloc, endpoint.clock(), timeout))
+            itrs.append(endpoint.core.config.name)
+        self.count("planned_moves")
+        LOG.info("planned move of [%d]%s: %s (%s) -> %s (%s); replicating at %s", iid, eid, old.core.config.name,
+                 old_rloc, to_site, new_rloc, ", ".join(itrs) or "no other xTR")
+        return {"iid": iid, "eid": str(eid), "from_site": old.core.config.name, "to_site": to_site,
+                "old_rloc": str(old_rloc), "new_rloc": str(new_rloc), "replicating_at": itrs}
 
     def next_wait(self) -> float:
         """Seconds until the earliest deadline of any core (at most MAX_WAIT)."""

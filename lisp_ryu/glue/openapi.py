@@ -86,6 +86,17 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "example": {"iid": 42, "prefix": "192.0.2.0/24", "rlocs": [{"address": "198.18.1.2", "priority": 1,
                                                                      "weight": 100}]},
     },
+    "Move": {
+        "type": "object",
+        "required": ["eid", "to_site"],
+        "additionalProperties": False,
+        "properties": {"iid": {**_IID, "default": 0},
+                       "eid": {"type": "string", "description": "the workload's address (an EID host route)"},
+                       "to_site": {"type": "string", "description": "the xTR it moves to (xtrs[].name)"},
+                       "timeout": {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": 3600, "default": 10,
+                                   "description": "seconds the window lasts if the workload is not seen there"}},
+        "example": {"iid": 42, "eid": "10.1.0.10", "to_site": "dc3"},
+    },
     "DynamicEidPrefix": {
         "type": "object",
         "required": ["prefix"],

@@ -125,6 +125,8 @@ class Backend:
     xtr_clock: Callable[[], float] = time.monotonic  # the xTR cores run on the monotonic clock
     state_file: str | None = None  # where xTR-side intent (dynamic-EID prefixes) persists
     counters: Callable[[], dict[str, int]] = dict  # the glue's own counters
+    # Controller.planned_move(iid, eid, to_site, timeout) -> summary (KeyError: 404, ValueError: 409)
+    planned_move: Callable[..., dict] | None = None
     started: float = field(default_factory=time.time)
     refusals: Refusals = field(default_factory=lambda: REFUSALS)  # 401/403: counted, logged rate-limited
 
@@ -149,6 +151,7 @@ class Backend:
             xtr_clock=xtr_clocks[0] if xtr_clocks else time.monotonic,
             state_file=os.path.join(data_dir, STATE_FILE) if data_dir else None,
             counters=lambda: dict(controller.counters),
+            planned_move=controller.planned_move,
         )
 
     def ms(self) -> Any:
@@ -390,11 +393,32 @@ class Api:
         self._set_dynamic(handle, kept, f"dynamic-EID prefix [{iid_value}]{prefix} removed")
         return {"deleted": {"xtr": xtr, "iid": iid_value, "prefix": str(prefix)}}
 
+    def create_move(self, body, **_):
+        """A planned move: the destination prepares, the ITRs replicate until the workload is seen there."""
+        node = schema.Node(body, "", root="body").expect(required={"eid", "to_site"}, optional={"iid", "timeout"})
+        iid = node.get("iid", schema.iid, 0)
+        eid = node.get("eid", schema.address)
+        to_site = node.get("to_site", schema.string)
+        timeout = node.get("timeout", _timeout, None)
+        if self.b.planned_move is None:
+            raise ApiError(404, "planned moves need the controller that drives the xTRs")
+        self.b.xtr(to_site)  # 404 naming the known xTRs
+        try:
+            return self.b.planned_move(iid, eid, to_site, timeout)
+        except ValueError as exc:
+            raise Conflict(str(exc)) from None
+
     def _set_dynamic(self, handle: XtrHandle, prefixes: tuple, reason: str) -> None:
         handle.core.config = dataclasses.replace(handle.core.config, dynamic_eid_prefixes=prefixes)
         self.b.save_intent()
         LOG.info("xTR %s: %s (REST)", handle.name, reason)
         handle.push(reason)  # the learning flows follow at once
+
+
+def _timeout(value: Any, path: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 3600:
+        raise schema.InputError(path, f"a number of seconds in (0, 3600], not {value!r}")
+    return float(value)
 
 
 def _path_prefix(iid: str, address: str, length: str) -> tuple[int, Any]:

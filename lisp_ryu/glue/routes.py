@@ -88,6 +88,10 @@ ROUTES: tuple[Route, ...] = (
     Route("create_dynamic", "POST", f"{API}/xtrs/{{xtr}}/dynamic-eid-prefixes", "create_dynamic",
           "Add a dynamic-EID prefix (409 if present)", write=True, body="DynamicEidPrefix", status=201,
           params=(_XTR,)),
+    Route("create_move", "POST", f"{API}/moves", "create_move",
+          "A planned move (draft-ietf-lisp-predictive-rlocs): the destination site holds the workload's traffic "
+          "until it arrives there, every other xTR sends it to the old and the new RLOC until its map-cache follows "
+          "(404: no such site or EID, 409: already there)", write=True, body="Move", status=202),
     Route("delete_dynamic", "DELETE", f"{API}/xtrs/{{xtr}}/dynamic-eid-prefixes/{_PREFIX_PATH}", "delete_dynamic",
           "Remove a dynamic-EID prefix", write=True, params=(_XTR, *_PREFIX)),
 )

@@ -46,7 +46,11 @@ class LispApp(app_manager.RyuApp):
             raise RuntimeError(f"no configuration: start with `lisp-ryu controller --config FILE` ({CONFIG_ENV} unset)")
         self.config = config_mod.load(path)
         self._wake = hub.Event()
-        self.controller = Controller.from_config(self.config, wake=self._wake.set, spawn=hub.spawn)
+        # The fast lane is off: it hands every datagram between our cores over in memory,
+        # RLOC probes and SMRs between xTRs included, so a cut underlay link goes unseen by
+        # probing and registrations.  LISP_RYU_FAST_LANE=1 turns it on (measurements only).
+        self.controller = Controller.from_config(self.config, wake=self._wake.set, spawn=hub.spawn,
+                                                 fast_lane=os.environ.get("LISP_RYU_FAST_LANE") == "1")
 
         if kwargs.get("wsgi") is not None:
             rest.register(kwargs["wsgi"], rest.Backend.from_controller(self.controller, self.config))  # before start: it may restore intent
@@ -105,7 +109,7 @@ class LispApp(app_manager.RyuApp):
     def _on_packet_in(self, ev):
         msg = ev.msg
         self.controller.packet_in(msg.datapath.id, msg.table_id, msg.match.get("in_port", 0),
-                                  msg.match.get("metadata", 0), bytes(msg.data))
+                                  msg.match.get("metadata", 0), bytes(msg.data), msg.match.get("tunnel_id", 0))
 
     # ---- sockets and timers ---------------------------------------------------------------
 

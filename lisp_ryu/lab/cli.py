@@ -62,6 +62,9 @@ def add_parser(subparsers, func) -> argparse.ArgumentParser:
                        "gratuitous ARP; its old interface and port go last.")
     p.add_argument("host", metavar="HOST")
     p.add_argument("--to", required=True, metavar="SITE", dest="site")
+    p.add_argument("--planned", action="store_true",
+                   help="announce the move to the controller first (POST /lisp/v1/moves): the new site holds the "
+                   "host's traffic until it arrives and the other xTRs send to both sites meanwhile")
 
     p = sub.add_parser("random-topology", help="write the random topology of a seed (what the tests and soak build)",
                        description="Print (or write to -o FILE) the valid random topology that SEED gives "
@@ -234,7 +237,7 @@ def _static_flows(args) -> int:
 def _move(args) -> int:
     from lisp_ryu.lab.move import move_host
 
-    mv = move_host(args.host, args.site)
+    mv = move_host(args.host, args.site, planned=args.planned)
     print(f"{mv.host} moved from {mv.from_site} (port {mv.from_ofport}) to {mv.to_site} (port {mv.to_ofport}): "
           f"no link for {mv.swap_ms:.1f} ms, gratuitous ARP sent")
     return 0

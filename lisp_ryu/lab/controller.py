@@ -8,6 +8,7 @@ start it by hand (`lisp-ryu controller --config FILE`), as its own process.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -47,9 +48,22 @@ def pid_path() -> Path:
 
 def write_config(state: LabState, **options) -> Path:
     path = config_path()
+    doc = controller_config.build(state, **options)
+    # The lab's own writes (planned moves) need a REST token: one per lab, in this root-only file.
+    doc.setdefault("rest", {"token": secrets.token_hex(16)})
+    path.touch(mode=0o600)
     path.write_text("# written by lisp-ryu lab from the lab state; schema: lisp_ryu/config.py\n"
-                    + yaml.safe_dump(controller_config.build(state, **options), sort_keys=False))
+                    + yaml.safe_dump(doc, sort_keys=False))
     return path
+
+
+def rest_token() -> str | None:
+    """The REST token of the lab's controller (from the configuration the lab wrote)."""
+    try:
+        doc = yaml.safe_load(config_path().read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    return ((doc.get("rest") or {}).get("token")) if isinstance(doc, dict) else None
 
 
 def running_pid() -> int | None:
@@ -113,6 +127,27 @@ def health(state: LabState, timeout: float = 2.0) -> tuple[dict | None, str | No
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         return None, f"cannot read {url}/lisp/v1/health: {reason}"
+
+
+def planned_move(state: LabState, iid: int, eid: str, to_site: str, timeout: float | None = None) -> dict:
+    """POST /lisp/v1/moves to the lab's controller: announce a planned move (LabError if refused)."""
+    if not state.controller_rest:
+        raise LabError("the lab state does not record the controller's REST address: is a controller running?")
+    body = {"iid": iid, "eid": eid, "to_site": to_site, **({} if timeout is None else {"timeout": timeout})}
+    headers = {"Content-Type": "application/json"}
+    token = rest_token()
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(f"{state.controller_rest}/lisp/v1/moves", data=json.dumps(body).encode(),
+                                     method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=5.0) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        raise LabError(f"the controller refused the planned move of {eid} to {to_site}: {exc.code} "
+                       f"{exc.read().decode(errors='replace')}") from exc
+    except OSError as exc:
+        raise LabError(f"cannot reach the controller at {state.controller_rest}: {exc}") from exc
 
 
 def stop(grace: float = 5.0) -> bool:

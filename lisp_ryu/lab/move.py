@@ -57,7 +57,7 @@ def move(host: str, site: str) -> LabState:
     return move_host(host, site).state
 
 
-def move_host(host: str, site: str) -> Move:
+def move_host(host: str, site: str, planned: bool = False) -> Move:
     """Move a host to another site as a live-migrated VM moves, and time it.
 
     As a cloud's destination hypervisor plugs the VM's new vif before the
@@ -72,6 +72,10 @@ def move_host(host: str, site: str) -> Move:
     migration.  The host's sockets live on (its address never left the
     namespace).  Only then does the old site lose its port and the old pair
     go.  A move that fails half-way puts the host back.
+
+    `planned`: the orchestrator tells the controller first (POST /lisp/v1/moves):
+    the new site holds the host's traffic until it appears there and every other
+    xTR sends it to both sites meanwhile (draft-ietf-lisp-predictive-rlocs).
     """
     with locked():
         state = load_state()
@@ -85,6 +89,12 @@ def move_host(host: str, site: str) -> Move:
             raise LabError(f"site {site} is a PxTR: hosts move between LISP sites "
                            f"({', '.join(s.name for s in state.lisp_sites)})")
         old = state.site(h.site)
+        if planned:
+            from lisp_ryu.lab import controller as lab_controller
+
+            answer = lab_controller.planned_move(state, h.iid, h.ip, new.name)
+            log.info("planned move of %s announced: replicating at %s", host,
+                     ", ".join(answer.get("replicating_at", [])) or "no other xTR")
         migration = _Migration(state, h, old, new, _free_ofport(new, state, host))
         try:
             try:

@@ -27,9 +27,11 @@ from lisp_ryu.plan import (
     DynamicPrefix,
     Gateway,
     HostPort,
+    Expected,
     LocalHost,
     Proxy,
     Redirect,
+    Replicate,
     RemoteAction,
     RemoteEntry,
     Rloc,
@@ -174,6 +176,9 @@ class XtrCore:
                                                         cfg.proxy.address),
             peers=tuple(sorted((peers | self.prober.probed_by.keys()) - set(self.state.rlocs),
                                key=lambda a: (a.version, int(a)))),
+            replicates=tuple(Replicate(iid, ip, m.rlocs) for (iid, ip), m in sorted(self.state.replicating.items(),
+                                                                                   key=str)),
+            expected=tuple(Expected(iid, ip) for (iid, ip) in sorted(self.state.expected, key=str)),
         )
 
     @staticmethod
@@ -227,6 +232,7 @@ class XtrCore:
         deadlines = [r.due for r in state.registrations]
         deadlines += [r.retry_at for r in state.resolutions.values()]
         deadlines += [d.until for d in state.departed.values()]
+        deadlines += [m.until for table in (state.replicating, state.expected) for m in table.values()]
         resolver_deadline = self.resolver.resolver_deadline()
         if resolver_deadline is not None:
             deadlines.append(resolver_deadline)
@@ -272,7 +278,33 @@ class XtrCore:
         effects: list[Effect] = [DataplaneChanged(f"dynamic EID {source} arrived")]
         effects += self.registrar.register_all(now)
         effects.append(PacketOut(in_port, packet))
+        for key in [k for k in self.state.expected if k[1] == source and k in self.state.dynamic_hosts]:
+            effects += self.mobility.arrived(key, self.state.dynamic_hosts[key], now)  # a planned move's end
         return effects
+
+    # ---- planned moves (draft-ietf-lisp-predictive-rlocs; lisp_ryu/flows/replicate.py)
+
+    def replicate(self, iid: int, ip: IPAddress, old_rloc: IPAddress, new_rloc: IPAddress, now: float,
+                  timeout: float | None = None) -> list[Effect]:
+        """As an ITR: traffic for `ip` goes to both RLOCs until the mapping moves it (or the timeout)."""
+        extra = {} if timeout is None else {"timeout": timeout}
+        return self.mobility.replicate(iid, ip, old_rloc, new_rloc, now, **extra)
+
+    def expect(self, iid: int, ip: IPAddress, now: float, timeout: float | None = None,
+               prefetch: tuple = ()) -> list[Effect]:
+        """As the destination: hold `ip`'s traffic until it is learned here; resolve beforehand the
+        prefixes (`prefetch`: (iid, network)) its old site talks to, so its replies find mappings."""
+        extra = {} if timeout is None else {"timeout": timeout}
+        effects = self.mobility.expect(iid, ip, now, **extra)
+        for p_iid, network in prefetch:
+            if self.state.cache.get(p_iid, network) is None and not any(
+                    h.iid == p_iid and h.ip in network for h in self.local_hosts()):
+                effects += self.resolver.resolve(p_iid, network.network_address, now, mask_len=network.prefixlen)
+        return effects
+
+    def hold(self, iid: int, ip: IPAddress, packet: bytes, now: float) -> bool:
+        """A decapsulated packet for a workload expected here (False: none expected: dropped)."""
+        return self.mobility.hold(iid, ip, packet, now)
 
     def adopt(self, entries: list[RemoteEntry], now: float) -> list[Effect]:
         """Take over mappings the switch still forwards with (after a controller restart)."""
@@ -283,6 +315,13 @@ class XtrCore:
     def handle_control(self, payload: bytes, source: IPAddress, port: int, now: float,
                        destination: IPAddress | None = None) -> list[Effect]:
         """A datagram from `source`:`port`; `destination` is the local address it was sent to."""
+        effects = self._handle_control(payload, source, port, now, destination)
+        if self.state.replicating:  # a mapping that moved ends a planned move's replication
+            effects = effects + self.mobility.end_replications(self.lookup, now)
+        return effects
+
+    def _handle_control(self, payload: bytes, source: IPAddress, port: int, now: float,
+                        destination: IPAddress | None = None) -> list[Effect]:
         try:
             message = decode_message(payload)
         except LispDecodeError as exc:

@@ -14,7 +14,7 @@ import ipaddress
 import logging
 from enum import Enum
 
-from lisp_ryu.effects import DataplaneChanged, Effect, SendControl
+from lisp_ryu.effects import DataplaneChanged, Effect, PacketOut, SendControl
 from lisp_ryu.wire import LISP_CONTROL_PORT
 from lisp_ryu.plan import LocalHost, RemoteEntry
 from lisp_ryu.wire.prefix import EidPrefix
@@ -22,12 +22,16 @@ from lisp_ryu.wire.messages import MapRequest
 from lisp_ryu.wire.records import Action, Locator, MappingRecord, MapRequestRecord
 from lisp_ryu.xtr.probing import Prober
 from lisp_ryu.xtr.resolution import Resolver
-from lisp_ryu.xtr.state import IP_TYPES, CachedMapping, Departure, IPAddress, XtrState
+from lisp_ryu.xtr.state import IP_TYPES, CachedMapping, Departure, IPAddress, PlannedMove, XtrState
 
 LOG = logging.getLogger("lisp_ryu.xtr")
 
 ADOPTED_TTL = 60.0  # how long a mapping read back from the switch lives unless re-resolved
 REDIRECT_LIFETIME = 60.0  # how long a departed EID's traffic is tunnelled on from its old site
+PLANNED_MOVE_TIMEOUT = 10.0  # a planned move's window ends then if the workload was not seen at its new site
+HOLD_AGE = 0.05  # held packets older than this when the workload arrives are not delivered (the old site did)
+HOLD_MAX = 512  # packets held per expected workload
+ROUTER_MAC = "02:00:00:00:00:fe"  # as XtrPlan.router_mac: eth_src for hosts outside any gateway's subnet
 
 
 class Learned(Enum):
@@ -59,6 +63,8 @@ class Mobility:
             return Learned.KNOWN
         state.departed.pop(key, None)
         state.dynamic_hosts[key] = host
+        if state.replicating.pop(key, None) is not None:
+            state.count("planned_move_replication_ended")
         host_route = ipaddress.ip_network(source)
         if state.cache.get(dyn.iid, host_route) is not None:
             state.cache.remove(dyn.iid, host_route)  # what we knew of it while it was away
@@ -126,13 +132,89 @@ class Mobility:
         return effects
 
     def on_timer(self, now: float) -> list[Effect]:
-        """End the redirects whose time is up."""
+        """End the redirects and planned-move windows whose time is up."""
         state = self.state
         ended = [key for key, d in state.departed.items() if d.until <= now]
         for key in ended:
             del state.departed[key]
             LOG.info("%s: redirect for [%d]%s ended", state.config.name, *key)
-        return [DataplaneChanged(f"{len(ended)} redirects ended")] if ended else []
+        effects: list[Effect] = [DataplaneChanged(f"{len(ended)} redirects ended")] if ended else []
+        timed_out = [key for table in (state.replicating, state.expected) for key, m in table.items()
+                     if m.until <= now]
+        for key in timed_out:
+            state.replicating.pop(key, None)
+            if state.expected.pop(key, None) is not None:
+                state.count("planned_move_expect_timeouts")
+            LOG.info("%s: planned move of [%d]%s: window ended (timeout)", state.config.name, *key)
+        if timed_out:
+            effects.append(DataplaneChanged(f"{len(timed_out)} planned-move windows ended"))
+        return effects
+
+    # ---- planned moves (draft-ietf-lisp-predictive-rlocs)
+
+    def replicate(self, iid: int, ip: IPAddress, old_rloc: IPAddress, new_rloc: IPAddress, now: float,
+                  timeout: float = PLANNED_MOVE_TIMEOUT) -> list[Effect]:
+        """As an ITR: send traffic for the EID to both RLOCs until the mapping places it at `new_rloc`."""
+        self.state.replicating[(iid, ip)] = PlannedMove(new_rloc, now + timeout, rlocs=(old_rloc, new_rloc))
+        self.state.count("planned_move_replications")
+        LOG.info("%s: planned move of [%d]%s: replicating to %s and %s", self.state.config.name, iid, ip,
+                 old_rloc, new_rloc)
+        return [DataplaneChanged(f"planned move of {ip}: replicate")]
+
+    def expect(self, iid: int, ip: IPAddress, now: float, timeout: float = PLANNED_MOVE_TIMEOUT) -> list[Effect]:
+        """As the destination: hold the EID's traffic until the workload is learned here."""
+        key = (iid, ip)
+        self.state.expected[key] = PlannedMove(None, now + timeout)
+        self.state.count("planned_move_expected")
+        LOG.info("%s: planned move of [%d]%s towards us: holding its traffic until it arrives",
+                 self.state.config.name, iid, ip)
+        return [DataplaneChanged(f"planned move of {ip}: expect")]
+
+    def hold(self, iid: int, ip: IPAddress, packet: bytes, now: float) -> bool:
+        """A decapsulated packet for an expected workload not here yet (False: not expected, dropped)."""
+        move = self.state.expected.get((iid, ip))
+        if move is None:  # the switch may not report the tunnel_id: the address alone, if unambiguous
+            found = [m for (i, a), m in self.state.expected.items() if a == ip]
+            move = found[0] if len(found) == 1 else None
+        if move is None:
+            self.state.count("planned_move_not_expected")
+            return False
+        if len(move.held) >= HOLD_MAX:
+            del move.held[0]
+        move.held.append((now, packet))
+        self.state.count("planned_move_held")
+        return True
+
+    def arrived(self, key: tuple[int, IPAddress], host, now: float) -> list[Effect]:
+        """The expected workload is here: its window ends; the recent held packets are delivered to it."""
+        move = self.state.expected.pop(key, None)
+        if move is None:
+            return []
+        mac = next((g.mac for g in self.state.config.gateways if g.iid == host.iid and host.ip in g.subnet),
+                   ROUTER_MAC)
+        header = bytes.fromhex(host.mac.replace(":", "")) + bytes.fromhex(mac.replace(":", ""))
+        fresh = [p for at, p in move.held if now - at <= HOLD_AGE and len(p) >= 14]
+        self.state.count("planned_move_delivered", len(fresh))
+        LOG.info("%s: planned move of [%d]%s: arrived; %d held packets delivered (%d older dropped)",
+                 self.state.config.name, *key, len(fresh), len(move.held) - len(fresh))
+        return [PacketOut(0, header + p[12:], out_port=host.port) for p in fresh]
+
+    def end_replications(self, lookup, now: float) -> list[Effect]:
+        """ITR: a replication ends once the map-cache places the EID at the new RLOC."""
+        state = self.state
+        done = []
+        for key, move in state.replicating.items():
+            entry = lookup(key[0], None, key[1], now)
+            if entry is None or entry.negative:
+                continue
+            rlocs = {loc.address for loc in entry.value.record.locators if loc.reachable and loc.priority != 255}
+            if move.new_rloc in rlocs and not (set(move.rlocs) - {move.new_rloc}) & rlocs:
+                done.append(key)
+        for key in done:
+            del state.replicating[key]
+            state.count("planned_move_replication_ended")
+            LOG.info("%s: planned move of [%d]%s: the mapping moved, replication ended", state.config.name, *key)
+        return [DataplaneChanged(f"{len(done)} planned-move replications ended")] if done else []
 
     def adopt(self, entries: list[RemoteEntry], now: float) -> list[Effect]:
         """Take over mappings the switch still forwards with (after a controller restart).

@@ -118,6 +118,21 @@ class Departure:
     until: float  # the redirect flow for it lives until then
 
 
+@dataclass
+class PlannedMove:
+    """A planned move as one xTR takes part in it (draft-ietf-lisp-predictive-rlocs).
+
+    As an ITR (`rlocs` set): send to the old and the new RLOC until the map-cache places the
+    EID at `new_rloc` or `until`.  As the destination (`rlocs` empty): hold the EID's
+    decapsulated traffic (`held`: (arrival, packet)) until the workload is learned here or `until`.
+    """
+
+    new_rloc: IPAddress | None
+    until: float
+    rlocs: tuple = ()
+    held: list = field(default_factory=list)
+
+
 class XtrState:
     """The state every part reads; `nonce` is the core's, unique among everything awaiting an answer."""
 
@@ -142,6 +157,8 @@ class XtrState:
         self.active_resolver = 0
         self.dynamic_hosts: dict[tuple[int, IPAddress], LocalHost] = {}
         self.departed: dict[tuple[int, IPAddress], Departure] = {}
+        self.replicating: dict[tuple[int, IPAddress], PlannedMove] = {}  # planned moves, as an ITR
+        self.expected: dict[tuple[int, IPAddress], PlannedMove] = {}  # planned moves towards us
         self._local_records_cache: tuple[tuple, tuple[MappingRecord, ...]] | None = None
 
     def count(self, name: str, n: int = 1) -> None:

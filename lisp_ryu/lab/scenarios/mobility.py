@@ -224,7 +224,8 @@ def choose(state: LabState, host: str | None = None, to: str | None = None, ping
 
 def run(*, moves: int = MOVES, pause: float = PAUSE, interval: float = INTERVAL, host: str | None = None,
         to: str | None = None, pinger: str | None = None, topology: str | Path = DEFAULT_TOPOLOGY,
-        warmup_timeout: float = 20.0, progress: Callable[[str], None] = lambda line: None) -> MobilityReport:
+        warmup_timeout: float = 20.0, progress: Callable[[str], None] = lambda line: None,
+        planned: bool = False) -> MobilityReport:
     """Run the scenario on the lab that is up, or bring `topology` up for it
     (and down afterwards); start the controller if none runs (and stop it)."""
     if moves < 1:
@@ -242,7 +243,7 @@ def run(*, moves: int = MOVES, pause: float = PAUSE, interval: float = INTERVAL,
         try:
             lab_controller.wait_ready(state)
             return _record(state, choose(state, host, to, pinger), moves=moves, pause=pause, interval=interval,
-                           warmup_timeout=warmup_timeout, progress=progress)
+                           warmup_timeout=warmup_timeout, progress=progress, planned=planned)
         finally:
             if own_controller:
                 lab_controller.stop()
@@ -252,7 +253,7 @@ def run(*, moves: int = MOVES, pause: float = PAUSE, interval: float = INTERVAL,
 
 
 def _record(state: LabState, cast: Cast, *, moves: int, pause: float, interval: float, warmup_timeout: float,
-            progress: Callable[[str], None]) -> MobilityReport:
+            progress: Callable[[str], None], planned: bool = False) -> MobilityReport:
     watches = [FlowWatch(s) for s in state.sites]
     done: list[Move] = []
     prober = Prober(cast.pinger.namespace, cast.mover.ip, interval)
@@ -269,7 +270,7 @@ def _record(state: LabState, cast: Cast, *, moves: int, pause: float, interval: 
         time.sleep(min(1.0, pause))  # a stretch of undisturbed pings to compare with
         for i in range(moves):
             dest = cast.away if i % 2 == 0 else cast.home
-            mv = move_host(cast.mover.name, dest)
+            mv = move_host(cast.mover.name, dest, planned=planned)
             done.append(mv)
             progress(f"move {i + 1}/{moves}: {mv.host} {mv.from_site} -> {mv.to_site} "
                      f"(port {mv.to_ofport}, no link for {mv.swap_ms:.1f} ms)")

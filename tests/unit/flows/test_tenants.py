@@ -165,3 +165,15 @@ def test_the_core_learns_an_arrival_in_its_ports_tenant_and_registers_it_there()
     # On a port no configuration names, an address both tenants use cannot be placed: not learned.
     assert core.handle_host_seen(9, ip("10.2.0.11"), "02:4c:68:2a:02:0b", b"x", 2.0) == []
     assert core.counters["learn_instance_ambiguous"] == 1
+
+
+def test_decapsulated_traffic_on_a_port_no_flow_names_is_decapsulated_not_learned():
+    # A BFD port OVS created before the controller knew its number: the peer's traffic lands
+    # there with its instance-ID as tunnel_id.  It must reach DECAP (delivery or redirect),
+    # never the learn-any-port flow (the site would register a remote host as its own).
+    own = two_tenants(dynamic_prefixes=two_tenants().dynamic_prefixes + (pt.DynamicPrefix(7, net("10.7.0.0/16")),))
+    state = c.compile_plan(own)
+    packet = {**from_tunnel(7, "10.1.0.10"), "in_port": 9, "ipv4_src": "10.7.0.5"}
+    assert walk(state, packet).ports == [2]
+    host = from_host(9, "10.7.0.5", "10.2.0.20", "02:00:00:00:00:75")  # a host packet carries no tunnel_id
+    assert walk(state, host).ports == ["controller"]

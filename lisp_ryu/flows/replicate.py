@@ -1,0 +1,94 @@
+"""Planned moves in the data plane: replicate to both RLOCs, hold at the destination.
+
+draft-ietf-lisp-predictive-rlocs: while a workload is known to be moving,
+an ITR sends its traffic to the RLOCs of both the site it leaves and the
+site it goes to, so whichever site holds the workload when a packet arrives
+delivers it.  In OpenFlow that is a group of type ALL, one bucket per RLOC
+(each bucket encapsulates its own copy), and one ROUTE flow for the EID's
+host route above every map-cache prefix (`PRIO_PLANNED_MOVE`) and below a
+host that is here:
+
+    ROUTE  metadata=iid, ipv4_dst=EID  -> group ALL
+             bucket: tunnel_id=iid, tun_dst=old RLOC, output tunnel port
+             bucket: tunnel_id=iid, tun_dst=new RLOC, output tunnel port
+
+The destination site, before the workload is there, cannot deliver: it
+does not know the port yet.  Its DECAP table sends the EID's traffic to the
+controller (not metered: the window is short and every packet counts),
+which holds it until the host's first packet teaches the port, then
+delivers it (the receiver sees duplicates of what the old site delivered
+meanwhile: expected, the price of losing nothing).
+
+Both end by themselves: the ITR's when its map-cache places the EID at the
+new RLOC (the publication that follows the registration at the new site) or
+at the move's deadline; the destination's when the host is learned.  A
+diff then removes the flows and groups (make-before-break as everywhere).
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Callable
+
+from lisp_ryu.flows.model import Action, Bucket, Flow, Group, GroupAction, Output, match
+from lisp_ryu.flows.pipeline import PRIO_PLANNED_MOVE, Owner, Table, cookie
+from lisp_ryu.plan import Expected, Replicate
+
+# Group ids of replication groups: their own range, above the map-cache's (< 0x7FFFFFFF).
+GROUP_BASE = 0x80000000
+GROUP_SPACE = 0x3FFFFFFF
+METADATA_IID_MASK = 0xFFFFFF
+
+
+def _eth(ip) -> tuple[int, str]:
+    return (0x0800, "ipv4_dst") if ip.version == 4 else (0x86DD, "ipv6_dst")
+
+
+def group_ids(replicates: tuple[Replicate, ...]) -> dict[tuple, int]:
+    """Stable ids: a hash of (iid, EID), probed on collision in a fixed order."""
+    ids: dict[tuple, int] = {}
+    used: set[int] = set()
+    for r in sorted(replicates, key=lambda r: (r.iid, r.ip.version, int(r.ip))):
+        gid = GROUP_BASE + (zlib.crc32(f"{r.iid}/{r.ip}".encode()) & GROUP_SPACE)
+        while gid in used:
+            gid = GROUP_BASE + ((gid - GROUP_BASE + 1) & GROUP_SPACE)
+        used.add(gid)
+        ids[(r.iid, r.ip)] = gid
+    return ids
+
+
+def replicate(replicates: tuple[Replicate, ...],
+              tunnel_actions: Callable[[int, object], tuple[Action, ...]]) -> tuple[list[Flow], list[Group]]:
+    """ITR side: one ALL group and one ROUTE flow per EID in a planned move."""
+    flows: list[Flow] = []
+    groups: list[Group] = []
+    ids = group_ids(replicates)
+    for r in replicates:
+        rlocs = tuple(dict.fromkeys(r.rlocs))
+        if not rlocs:
+            continue
+        eth_type, dst_field = _eth(r.ip)
+        owner = cookie(Owner.PLANNED_MOVE, r.iid, f"replicate {r.ip}")
+        flow_match = match(metadata=(r.iid, METADATA_IID_MASK), eth_type=eth_type, **{dst_field: str(r.ip)})
+        if len(rlocs) == 1:
+            flows.append(Flow(Table.ROUTE, PRIO_PLANNED_MOVE, flow_match, actions=tunnel_actions(r.iid, rlocs[0]),
+                              cookie=owner))
+            continue
+        gid = ids[(r.iid, r.ip)]
+        groups.append(Group(gid, "all", tuple(Bucket(0, tunnel_actions(r.iid, rloc)) for rloc in rlocs)))
+        flows.append(Flow(Table.ROUTE, PRIO_PLANNED_MOVE, flow_match, actions=(GroupAction(gid),), cookie=owner))
+    return flows, groups
+
+
+def hold(expected: tuple[Expected, ...], local: set) -> list[Flow]:
+    """Destination side: decapsulated traffic for an announced workload not here yet goes to the controller."""
+    out = []
+    for e in expected:
+        if (e.iid, e.ip) in local:
+            continue  # already here: its own delivery flow serves it
+        eth_type, dst_field = _eth(e.ip)
+        out.append(Flow(Table.DECAP, PRIO_PLANNED_MOVE,
+                        match(tunnel_id=e.iid, eth_type=eth_type, **{dst_field: str(e.ip)}),
+                        actions=(Output("controller", 0xFFFF),),
+                        cookie=cookie(Owner.PLANNED_MOVE, e.iid, f"expect {e.ip}")))
+    return out

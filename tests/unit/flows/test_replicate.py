@@ -1,0 +1,75 @@
+"""Planned moves in the flows (lisp_ryu/flows/replicate.py), walked through the pipeline model."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from lisp_ryu.flows.compiler import compile_plan
+from lisp_ryu.flows.diff import diff
+from lisp_ryu.flows.model import DesiredState
+from lisp_ryu.flows.pipeline import Owner, cookie_owner
+from lisp_ryu.plan import Expected, LocalHost, RemoteAction, RemoteEntry, Replicate, Rloc, XtrPlan, HostPort
+from support.simulate import walk
+
+ip = ipaddress.ip_address
+net = ipaddress.ip_network
+OLD, NEW = ip("198.18.1.2"), ip("198.18.2.2")
+EID = ip("10.1.0.10")
+BASE = XtrPlan(tunnel_port=100, host_ports=(HostPort(1, 42),), tunnel_source=ip("198.18.3.2"),
+               remotes=(RemoteEntry(42, net("10.1.0.0/16"), RemoteAction.ENCAP, (Rloc(OLD),)),))
+FROM_HOST = {"in_port": 1, "eth_type": 0x0800, "ipv4_src": "10.3.0.10", "ipv4_dst": str(EID)}
+
+
+def test_replicate_sends_a_copy_to_each_rloc_through_a_group_all():
+    state = compile_plan(XtrPlan(**{**BASE.__dict__, "replicates": (Replicate(42, EID, (OLD, NEW)),)}))
+    trace = walk(state, FROM_HOST)
+    assert sorted((d.port, d.packet["tun_ipv4_dst"], d.packet["tunnel_id"]) for d in trace.deliveries) == \
+        [(100, str(OLD), 42), (100, str(NEW), 42)]
+    assert [g.type for g in state.groups] == ["all"]
+    # other hosts of the prefix and other tenants are untouched
+    assert walk(state, {**FROM_HOST, "ipv4_dst": "10.1.0.11"}).ports == [100]
+    other = walk(state, {**FROM_HOST, "in_port": 7})
+    assert not any(d.packet.get("tun_ipv4_dst") == str(NEW) for d in other.deliveries)
+
+
+def test_a_local_host_beats_a_replication_and_the_end_removes_everything():
+    plan = XtrPlan(**{**BASE.__dict__, "replicates": (Replicate(42, EID, (OLD, NEW)),)})
+    here = XtrPlan(**{**plan.__dict__, "hosts": (LocalHost(42, EID, "02:00:00:01:00:0a", 5),)})
+    assert walk(compile_plan(here), FROM_HOST).ports == [5]
+    during, after = compile_plan(plan), compile_plan(BASE)
+    ops = diff(during, after)
+    assert ops and diff(after, during)
+    assert not [f for f in after.flows if cookie_owner(f.cookie) is Owner.PLANNED_MOVE] and not after.groups
+
+
+def test_expected_workload_is_held_until_it_is_here():
+    plan = XtrPlan(**{**BASE.__dict__, "expected": (Expected(42, EID),)})
+    decap = {"in_port": 100, "tunnel_id": 42, "eth_type": 0x0800, "ipv4_dst": str(EID)}
+    trace = walk(compile_plan(plan), decap)
+    assert trace.ports == ["controller"] and not trace.meters
+    arrived = XtrPlan(**{**plan.__dict__, "hosts": (LocalHost(42, EID, "02:00:00:01:00:0a", 5),)})
+    state = compile_plan(arrived)
+    assert walk(state, decap).ports == [5]
+    assert not [f for f in state.flows if cookie_owner(f.cookie) is Owner.PLANNED_MOVE]
+    assert walk(compile_plan(plan), {**decap, "tunnel_id": 7}).ports != ["controller"]  # another tenant
+
+
+def test_group_ids_are_stable_and_distinct():
+    from lisp_ryu.flows.replicate import group_ids
+
+    reps = tuple(Replicate(42, ip(f"10.1.{i // 256}.{i % 256}"), (OLD, NEW)) for i in range(300))
+    ids = group_ids(reps)
+    assert len(set(ids.values())) == 300 and all(0x80000000 <= g < 0xC0000000 for g in ids.values())
+    assert group_ids(tuple(reversed(reps))) == ids
+
+
+def test_a_departed_workload_announced_back_is_held_not_redirected():
+    """Its redirect and its hold flow would clash (same priority and match): the hold wins."""
+    from lisp_ryu.plan import Redirect
+
+    plan = XtrPlan(**{**BASE.__dict__, "expected": (Expected(42, EID),), "redirects": (Redirect(42, EID, OLD),),
+                      "failover_ports": ()})
+    state = compile_plan(plan)
+    decap = {"in_port": 100, "tunnel_id": 42, "eth_type": 0x0800, "ipv4_dst": str(EID)}
+    assert walk(state, decap).ports == ["controller"]
+    assert not [f for f in state.flows if cookie_owner(f.cookie) is Owner.REDIRECT]

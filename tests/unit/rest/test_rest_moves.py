@@ -1,0 +1,147 @@
+"""POST /lisp/v1/moves: a planned move (draft-ietf-lisp-predictive-rlocs) driven through the REST API.
+
+Three xTRs on the in-memory underlay: dc1 holds 10.1.0.10, dc2 learns hosts
+(dynamic EIDs), dc3 talks to 10.1.0.10.  The move to dc2 makes dc3 send to
+both RLOCs (a group of type ALL), dc2 hold what arrives for the EID until the
+workload shows up, then deliver it; the window closes by itself.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+import yaml
+
+from lisp_ryu.flows.pipeline import Owner, Table, cookie_owner
+from support.simulate import walk
+from support.underlay import ipv4_frame
+from unit.rest.test_rest_api import CONFIG, Lab
+
+EID = "10.1.0.10"
+DC1, DC2 = "198.18.1.2", "198.18.2.2"
+DC2_XTR = {"name": "dc2", "dpid": 2, "rlocs": [{"address": DC2}], "tunnel_port": 100,
+           "eid_prefixes": [{"prefix": "10.2.0.0/16", "iid": 42}],
+           "dynamic_eid_prefixes": [{"prefix": "10.0.0.0/8", "iid": 42}],
+           "host_ports": [{"port": 5, "iid": 42}],
+           "map_servers": [{"address": "198.18.0.2", "key": "k2"}], "map_resolvers": ["198.18.0.2"]}
+
+
+@pytest.fixture
+def lab(tmp_path):
+    doc = yaml.safe_load(CONFIG)
+    doc["xtrs"].insert(1, DC2_XTR)
+    # dc2 registers hosts that arrive from anywhere in 10/8 (the site must allow them)
+    for site in doc["map_server"]["sites"]:
+        if site["name"] == "dc2":
+            site["eid_prefixes"] = [{"prefix": "10.0.0.0/8", "iid": 42, "accept_more_specifics": True}]
+    lab = Lab(tmp_path, config_text=yaml.safe_dump(doc))
+    lab.start()
+    return lab
+
+
+def held(lab, name):
+    return lab.switches[lab.cores[name].config.dpid].held()
+
+
+def to_eid(lab, xtr):
+    """Where a packet from xTR's local host to the EID goes."""
+    return walk(held(lab, xtr), {"in_port": 1, "eth_type": 0x0800, "ipv4_src": "10.3.0.10", "ipv4_dst": EID})
+
+
+def planned_flows(state):
+    return [f for f in state.flows if cookie_owner(f.cookie) is Owner.PLANNED_MOVE]
+
+
+def test_planned_move_replicates_holds_delivers_and_ends(lab):
+    lab.miss("dc3", "10.3.0.10", EID)  # dc3 talks to the EID: it has a mapping (and a subscription)
+    assert [d.packet["tun_ipv4_dst"] for d in to_eid(lab, "dc3").deliveries] == [DC1]
+
+    status, answer = lab.call("POST", "/lisp/v1/moves", {"iid": 42, "eid": EID, "to_site": "dc2"})
+    assert status == 202, answer
+    assert answer["from_site"] == "dc1" and answer["new_rloc"] == DC2 and answer["replicating_at"] == ["dc3"]
+
+    # The ITR sends every packet to both sites: a group of type ALL.
+    trace = to_eid(lab, "dc3")
+    assert sorted(d.packet["tun_ipv4_dst"] for d in trace.deliveries) == [DC1, DC2]
+    assert [g.type for g in held(lab, "dc3").groups if len(g.buckets) == 2 and g.group_id >= 0x80000000] == ["all"]
+    # The destination sends the EID's decapsulated traffic to the controller (held), unmetered.
+    decap = walk(held(lab, "dc2"), {"in_port": 100, "tunnel_id": 42, "eth_type": 0x0800, "ipv4_dst": EID})
+    assert decap.ports == ["controller"] and not decap.meters
+
+    # A copy reaches dc2 before the workload: held; then the workload appears on port 5.
+    dc2 = lab.controller.xtrs[2]
+    lab.controller.packet_in(2, Table.DECAP, 100, 0, ipv4_frame("10.3.0.10", EID), tunnel_id=42)
+    assert dc2.core.counters["planned_move_held"] == 1
+    switch = lab.switches[2]
+    before = len(switch.messages)
+    switch.packet_in(lab.controller, 5, ipv4_frame(EID, "10.3.0.10", src_mac=bytes.fromhex("02000001000a")),
+                     table=Table.CLASSIFY)
+    lab.underlay.settle()
+    delivered = [m for m in switch.messages[before:] if type(m).__name__ == "PacketOutMsg"
+                 and any(getattr(a, "port", None) == 5 for a in m.actions)]
+    assert len(delivered) == 1 and delivered[0].data[:6] == bytes.fromhex("02000001000a")  # to the host's MAC
+
+    # The registration moved dc3's mapping to dc2: replication over, no planned-move flow or group anywhere.
+    assert [d.packet["tun_ipv4_dst"] for d in to_eid(lab, "dc3").deliveries] == [DC2]
+    for name in ("dc1", "dc2", "dc3"):
+        assert planned_flows(held(lab, name)) == [], name
+        assert not [g for g in held(lab, name).groups if g.group_id >= 0x80000000], name
+
+
+def test_planned_move_times_out(lab):
+    lab.miss("dc3", "10.3.0.10", EID)
+    assert lab.call("POST", "/lisp/v1/moves", {"iid": 42, "eid": EID, "to_site": "dc2", "timeout": 2})[0] == 202
+    assert planned_flows(held(lab, "dc3")) and planned_flows(held(lab, "dc2"))
+    lab.clock.advance(3)
+    lab.controller.run_timers()
+    lab.underlay.settle()
+    assert not planned_flows(held(lab, "dc3")) and not planned_flows(held(lab, "dc2"))
+    assert [d.packet["tun_ipv4_dst"] for d in to_eid(lab, "dc3").deliveries] == [DC1]  # nothing moved
+
+
+@pytest.mark.parametrize("body, status, field", [
+    ({"iid": 42, "eid": EID, "to_site": "nowhere"}, 404, None),
+    ({"iid": 42, "eid": "10.9.9.9", "to_site": "dc2"}, 404, None),
+    ({"iid": 42, "eid": EID, "to_site": "dc1"}, 409, None),
+    ({"iid": 42, "eid": "not-an-ip", "to_site": "dc2"}, 400, "eid"),
+    ({"iid": 42, "eid": EID}, 400, None),
+    ({"iid": 42, "eid": EID, "to_site": "dc2", "timeout": 0}, 400, "timeout"),
+    ({"iid": 42, "eid": EID, "to_site": "dc2", "when": "now"}, 400, None),
+])
+def test_bad_moves(lab, body, status, field):
+    got, answer = lab.call("POST", "/lisp/v1/moves", body)
+    assert got == status, answer
+    if field is not None:
+        assert answer.get("field") == field
+
+
+def test_moves_need_the_token(lab):
+    assert lab.call("POST", "/lisp/v1/moves", {"iid": 42, "eid": EID, "to_site": "dc2"}, token=None)[0] == 401
+
+
+def test_fast_lane_runs_a_whole_move_before_anything_else_and_drops_the_wire_copies(tmp_path):
+    """An unplanned move with the fast lane on: the learn, the Map-Register, the Map-Server's
+    Notify and publications and every xTR's flows all happen within the packet-in's handling;
+    the datagrams still cross the wire, and their copies are recognised and dropped."""
+    doc = yaml.safe_load(CONFIG)
+    doc["xtrs"].insert(1, DC2_XTR)
+    for site in doc["map_server"]["sites"]:
+        if site["name"] == "dc2":
+            site["eid_prefixes"] = [{"prefix": "10.0.0.0/8", "iid": 42, "accept_more_specifics": True}]
+    lab = Lab(tmp_path, config_text=yaml.safe_dump(doc))
+    lab.controller.fast_lane = True
+    lab.start()
+    lab.miss("dc3", "10.3.0.10", EID)
+    lab.underlay.settle()
+    registers = lab.ms.counters.get("map_register", 0) if hasattr(lab.ms, "counters") else None
+    lab.switches[2].packet_in(lab.controller, 5, ipv4_frame(EID, "10.3.0.10", src_mac=bytes.fromhex("02000001000a")),
+                              table=Table.CLASSIFY)
+    # before the wire delivers anything: dc3 already tunnels to dc2
+    assert [d.packet["tun_ipv4_dst"] for d in to_eid(lab, "dc3").deliveries] == [DC2]
+    assert lab.controller.counters["fast_lane_handed"] >= 3
+    lab.underlay.settle()
+    assert lab.controller.counters.get("fast_lane_wire_copies_dropped", 0) >= 3
+    if registers is not None:
+        assert lab.ms.counters.get("map_register", 0) - registers <= 2  # handled once, not twice
+    assert [d.packet["tun_ipv4_dst"] for d in to_eid(lab, "dc3").deliveries] == [DC2]
