@@ -6,7 +6,6 @@ import ipaddress
 
 from lisp_ryu.flows.compiler import compile_plan
 from lisp_ryu.flows.diff import diff
-from lisp_ryu.flows.model import DesiredState
 from lisp_ryu.flows.pipeline import Owner, cookie_owner
 from lisp_ryu.plan import Expected, LocalHost, RemoteAction, RemoteEntry, Replicate, Rloc, XtrPlan, HostPort
 from support.simulate import walk

@@ -8,7 +8,6 @@ workload shows up, then deliver it; the window closes by itself.
 
 from __future__ import annotations
 
-import ipaddress
 
 import pytest
 import yaml
