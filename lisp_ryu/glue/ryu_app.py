@@ -27,12 +27,57 @@ from ryu.ofproto import ofproto_v1_3  # noqa: E402
 
 from lisp_ryu import config as config_mod  # noqa: E402
 from lisp_ryu.glue import rest  # noqa: E402
-from lisp_ryu.glue.controller import ControlEndpoint, Controller, IPAddress  # noqa: E402
+from lisp_ryu.glue.controller import Controller  # noqa: E402
 from lisp_ryu.glue.refusals import REFUSALS  # noqa: E402
 
 LOG = logging.getLogger("lisp_ryu")
 CONFIG_ENV = "LISP_RYU_CONFIG"
 MAX_DATAGRAM = 65535
+DATAGRAM_BACKLOG = 64  # datagrams read but not yet handled; when full, the readers wait (the kernel buffers)
+
+
+class DatagramPump:
+    """Control datagrams from every socket, handled one at a time by one worker that lets the
+    hub run between them.
+
+    Why: Ryu writes OpenFlow messages from a green thread per switch that
+    the hub wakes with a timer, and the hub fires timers only once it has
+    served every socket that poll() found readable.  When each socket had
+    its own loop calling the controller inline, a burst of datagrams (a
+    Map-Server publishing a move to every xTR, each push recompiling a
+    plan) was handled in full before the first switch got its flow-mods:
+    seven xTRs held their old flows for 230 ms after their Map-Notify, and
+    the first packet after a move went to the old site (soak seed 20).
+    Here the readers only queue; the worker handles one datagram, then
+    sleeps 0, so the switches' send loops (woken earlier) write what that
+    datagram pushed before the next one is handled.  The bounded queue's
+    waiting readers are woken in turn, so one flooded socket does not shut
+    the others out.
+    """
+
+    def __init__(self, handle, *, backlog: int = DATAGRAM_BACKLOG):
+        self.handle = handle  # handle(endpoint, payload, host, port, local)
+        self.queue = hub.Queue(backlog)
+
+    def receive_loop(self, endpoint, sock: socket.socket, local) -> None:
+        """Datagrams from one socket, queued for the worker."""
+        while True:
+            try:
+                payload, (host, port, *_) = sock.recvfrom(MAX_DATAGRAM)
+            except OSError as exc:
+                LOG.error("%s: receive failed: %s", getattr(endpoint, "name", endpoint), exc)
+                hub.sleep(1)
+                continue
+            self.queue.put((endpoint, payload, host, port, local))
+
+    def work_loop(self) -> None:
+        while True:
+            item = self.queue.get()
+            try:
+                self.handle(*item)
+            except Exception:  # the controller counts its own errors; this loop must not die
+                LOG.exception("error handling a datagram")
+            hub.sleep(0)  # the send loops first: what this datagram pushed leaves now
 
 
 class LispApp(app_manager.RyuApp):
@@ -55,9 +100,11 @@ class LispApp(app_manager.RyuApp):
         if kwargs.get("wsgi") is not None:
             rest.register(kwargs["wsgi"], rest.Backend.from_controller(self.controller, self.config))  # before start: it may restore intent
 
+        self._datagrams = DatagramPump(self.controller.datagram)
         for endpoint in self.controller.endpoints:
             for local, sock in endpoint.receivers.items():
-                hub.spawn(self._receive_loop, endpoint, sock, local)
+                hub.spawn(self._datagrams.receive_loop, endpoint, sock, local)
+        hub.spawn(self._datagrams.work_loop)
         hub.spawn(self._timer_loop)
         self.controller.start()
         # Ryu, eventlet and the configuration are objects that live until exit: frozen, the
@@ -110,19 +157,9 @@ class LispApp(app_manager.RyuApp):
         msg = ev.msg
         self.controller.packet_in(msg.datapath.id, msg.table_id, msg.match.get("in_port", 0),
                                   msg.match.get("metadata", 0), bytes(msg.data), msg.match.get("tunnel_id", 0))
+        hub.sleep(0)  # as DatagramPump.work_loop: the flows this pushed leave before the next event is handled
 
     # ---- sockets and timers ---------------------------------------------------------------
-
-    def _receive_loop(self, endpoint: ControlEndpoint, sock: socket.socket, local: IPAddress | None) -> None:
-        """Datagrams from one socket, handed to the controller."""
-        while True:
-            try:
-                payload, (host, port, *_) = sock.recvfrom(MAX_DATAGRAM)
-            except OSError as exc:
-                LOG.error("%s: receive failed: %s", endpoint.name, exc)
-                hub.sleep(1)
-                continue
-            self.controller.datagram(endpoint, payload, host, port, local)
 
     def _timer_loop(self) -> None:
         while True:

@@ -74,6 +74,9 @@ def add_parser(subparsers, func) -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
     p.add_argument("--max-sites", type=int, default=8, metavar="N", help="at most N sites (2..8, default 8)")
     p.add_argument("--max-hosts", type=int, default=2, metavar="N", help="at most N hosts per tenant and site")
+    p.add_argument("--ipv6", action="store_true",
+                   help="dual-stack hosts too: an IPv6 EID prefix per site and tenant, most hosts with an IPv6 "
+                   "address (the random-topology test and soak use it)")
 
     p = sub.add_parser("mobility", help="move a host back and forth under a 10 ms ping; report outages",
                        description="Ping a host from a third site every 10 ms while it moves between two "
@@ -119,7 +122,7 @@ def _random_topology(args) -> int:
     from lisp_ryu.lab import topology_random
 
     text = topology_random.dump(topology_random.generate(args.seed, max_sites=args.max_sites,
-                                                         max_hosts=args.max_hosts))
+                                                         max_hosts=args.max_hosts, ipv6_hosts=args.ipv6))
     if args.output:
         with open(args.output, "w") as fh:
             fh.write(text)

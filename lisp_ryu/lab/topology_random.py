@@ -14,10 +14,12 @@ What a seed chooses (networkx builds the router graph):
     holds 10.i.0.0/16 in every tenant present there, each tenant at two sites
     at least, with 1 or 2 hosts per tenant and site at the same addresses
     (10.i.0.10, 10.i.0.11) as the other tenants' hosts there, each with its own MAC;
-  * a Map-Server on the first router.
-
-`ipv6_hosts` is the switch for dual-stack hosts, off until the lab's topology
-schema carries IPv6 host addresses.
+  * a Map-Server on the first router;
+  * with `ipv6_hosts`: every site also holds fd00:i::/64 in every tenant present
+    there (gateway fd00:i::1, reused by the tenants as the IPv4 plan is), and
+    most hosts are dual-stack (fd00:i::10, fd00:i::11 beside their IPv4
+    address), some stay IPv4-only.  Those choices come from a second random
+    stream, so a seed's IPv4 topology is the same with and without IPv6.
 """
 
 from __future__ import annotations
@@ -30,15 +32,15 @@ import yaml
 
 TENANT_IIDS = (42, 7, 1001)
 MANAGEMENT_SUBNET = "198.19.0.0/24"
+IPV6_SHARE = 0.75  # with ipv6_hosts: the share of hosts that are dual-stack (the others IPv4 only)
 
 
 def generate(seed: int, *, max_sites: int = 8, max_routers: int = 3, max_tenants: int = 3,
              max_hosts: int = 2, multihome_share: float = 0.3, ipv6_hosts: bool = False,
              management_subnet: str = MANAGEMENT_SUBNET, controller_port: int = 6653) -> dict[str, Any]:
     """A topology document (the schema of lisp_ryu/lab/topology_load.py) for `seed`."""
-    if ipv6_hosts:
-        raise NotImplementedError("IPv6 hosts: the lab topology schema has no IPv6 host addresses yet")
     rng = random.Random(seed)
+    rng6 = random.Random(f"{seed}/ipv6")  # IPv6 choices only: the IPv4 topology is the seed's either way
     n_sites = rng.randint(2, max(2, max_sites))
     n_routers = rng.randint(1, max(1, max_routers))
     routers = [f"r{i + 1}" for i in range(n_routers)]
@@ -78,16 +80,21 @@ def generate(seed: int, *, max_sites: int = 8, max_routers: int = 3, max_tenants
         if not tenants_here:  # every site has EIDs: give it the first tenant
             tenants_here = [iids[0]]
             where[iids[0]].append(i)
-        sites.append({"name": name, "rlocs": rlocs,
-                      "eid_prefixes": [{"prefix": prefix, "iid": iid, "gateway": f"10.{i + 1}.0.1"}
-                                       for iid in tenants_here]})
+        eid_prefixes = [{"prefix": prefix, "iid": iid, "gateway": f"10.{i + 1}.0.1"} for iid in tenants_here]
+        if ipv6_hosts:
+            eid_prefixes += [{"prefix": f"fd00:{i + 1:x}::/64", "iid": iid, "gateway": f"fd00:{i + 1:x}::1"}
+                             for iid in tenants_here]
+        sites.append({"name": name, "rlocs": rlocs, "eid_prefixes": eid_prefixes})
         for t, iid in enumerate(iids):
             if iid not in tenants_here:
                 continue
             for k in range(rng.randint(1, max(1, max_hosts))):
-                hosts.append({"name": f"h{i + 1}{'abc'[t]}{k}", "site": name,
-                              "address": f"10.{i + 1}.0.{10 + k}/16", "iid": iid,
-                              "mac": f"02:4c:68:{t + 1:02x}:{i + 1:02x}:{10 + k:02x}"})
+                host = {"name": f"h{i + 1}{'abc'[t]}{k}", "site": name,
+                        "address": f"10.{i + 1}.0.{10 + k}/16", "iid": iid,
+                        "mac": f"02:4c:68:{t + 1:02x}:{i + 1:02x}:{10 + k:02x}"}
+                if ipv6_hosts and rng6.random() < IPV6_SHARE:
+                    host["address6"] = f"fd00:{i + 1:x}::{10 + k}/64"
+                hosts.append(host)
 
     net = management_subnet.split("/")[0].rsplit(".", 1)[0]
     return {
@@ -105,8 +112,9 @@ def describe(doc: dict[str, Any]) -> str:
     routers = len(doc["underlay"]["routers"])
     multihomed = sum(1 for s in doc["sites"] if len(s["rlocs"]) > 1)
     iids = sorted({h["iid"] for h in doc["hosts"]})
+    dual = sum(1 for h in doc["hosts"] if "address6" in h)
     return (f"{doc['name']}: {len(doc['sites'])} sites ({multihomed} multihomed), {routers} routers, "
-            f"tenants {iids}, {len(doc['hosts'])} hosts")
+            f"tenants {iids}, {len(doc['hosts'])} hosts" + (f" ({dual} dual-stack)" if dual else ""))
 
 
 def dump(doc: dict[str, Any]) -> str:

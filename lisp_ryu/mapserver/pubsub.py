@@ -163,6 +163,17 @@ class PubSub:
                                       policy, state.config.negative_ttl_minutes)
                                 for source in sub.source_eids or (None,))
             groups.setdefault((sub.itr_rloc, sub.port, state.xtr_sites.get(sub.xtr_id)), []).append((sub, told))
+        # Former holders first: until it hears, the old site still delivers the workload to a port
+        # that is gone (its own hosts' traffic and whatever ITRs still send it is lost there), while a
+        # subscriber that hears late only sends to the old site, which redirects once it knows.
+        former: list[SendControl] = []
+        for reg in holders:
+            site = state.sites.get(reg.site)
+            former.append(self.notify(reg.source, reg.port, state.nonces() & NONCE_MASK, record, site,
+                                      reg.algorithm or AuthAlgorithm.HMAC_SHA_1_96, reg.key_id,
+                                      f"Map-Notify for {net} iid {iid} to former holder {reg.source} "
+                                      f"(site {reg.site})", now))
+            self._count("notify.former_holders")
         effects: list[SendControl] = []
         for (rloc, port, _), members in groups.items():
             site = self.subscriber_site(members[0][0])
@@ -181,14 +192,7 @@ class PubSub:
                 effects.append(self.notify(rloc, port, part_nonce, records[start:start + MAX_RECORDS_PER_NOTIFY],
                                            site, AuthAlgorithm.HMAC_SHA_1_96, None, what, now))
             self._count("notify.subscribers")
-        for reg in holders:
-            site = state.sites.get(reg.site)
-            effects.append(self.notify(reg.source, reg.port, state.nonces() & NONCE_MASK, record, site,
-                                       reg.algorithm or AuthAlgorithm.HMAC_SHA_1_96, reg.key_id,
-                                       f"Map-Notify for {net} iid {iid} to former holder {reg.source} "
-                                       f"(site {reg.site})", now))
-            self._count("notify.former_holders")
-        return effects
+        return former + effects
 
     def _overlapping_subscriptions(self, iid: int, net: IPNetwork) -> list[Subscription]:
         found: list[Subscription] = []

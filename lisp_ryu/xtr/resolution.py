@@ -515,8 +515,15 @@ class Resolver:
             # Source-specific entries are re-resolved per host: drop them, each host's next packet asks.
             if state.cache.remove_source_specific_within(prefix.instance_id, prefix.network):
                 effects.append(DataplaneChanged(f"SMR for {prefix}: source-specific entries dropped"))
-            entry = state.cache.lookup(prefix.instance_id, prefix.network.network_address, now)
+            address = prefix.network.network_address
+            if prefix.network.prefixlen == address.max_prefixlen and any(
+                    h.iid == prefix.instance_id and h.ip == address for h in state.local_hosts()):
+                # One of our own hosts (a workload that just arrived, solicited by its old site):
+                # we deliver it locally, a mapping of it would only point back at us.
+                state.count("smr_for_local_host")
+                continue
+            entry = state.cache.lookup(prefix.instance_id, address, now)
             if entry is None:
                 continue
-            effects += self.resolve(prefix.instance_id, prefix.network.network_address, now, smr_invoked=True)
+            effects += self.resolve(prefix.instance_id, address, now, smr_invoked=True)
         return effects

@@ -1,13 +1,15 @@
 """Random topologies (lisp_ryu/lab/topology_random.py), each brought up with the real controller.
 
-Per seed: every same-tenant pair answers its first ping; packets for an address several
-tenants use reach the sender's tenant's host only (counted in the receivers' namespaces);
-a random host moves to a random other site and both checks hold again; the controller
-reports every switch healthy; teardown leaves nothing.
+Per seed: every same-tenant pair answers its first ping, and its first ping6 where both
+are dual-stack; packets for an address several tenants use (IPv4 or IPv6) reach the
+sender's tenant's host only (counted in the receivers' namespaces); a random host moves
+to a random other site and all checks hold again; the controller reports every switch
+healthy; teardown leaves nothing.
 
 Which seeds: $LISP_RYU_SEEDS ("3", "0-49", "1,5,9"; default: three seeds, small
 topologies for the normal run), and $LISP_RYU_RANDOM_SIZE ("small": 2-3 sites and one
-host per tenant and site; "full": 2-8 sites, 1-2 hosts).  `make soak` runs many at full
+host per tenant and site; "full": 2-8 sites, 1-2 hosts); $LISP_RYU_RANDOM_IPV6=0 leaves
+the hosts IPv4-only (default: dual-stack hosts, `ipv6_hosts` of the generator).  `make soak` runs many at full
 size; a failure names its seed and the command that replays it.
 """
 
@@ -44,19 +46,23 @@ def seeds(text: str) -> list[int]:
 
 
 SIZE = os.environ.get("LISP_RYU_RANDOM_SIZE", "small")
+IPV6 = os.environ.get("LISP_RYU_RANDOM_IPV6", "1") != "0"
+FAMILIES = (4, 6) if IPV6 else (4,)
 
 
 def replay(seed: int) -> str:
     return (f"make soak SEED={seed}" + ("" if SIZE == "full" else f" SIZE={SIZE}")
             + f"   (the topology: lisp-ryu lab random-topology {seed}"
-            + f" --max-sites {SIZES[SIZE]['max_sites']} --max-hosts {SIZES[SIZE]['max_hosts']})")
+            + f" --max-sites {SIZES[SIZE]['max_sites']} --max-hosts {SIZES[SIZE]['max_hosts']}"
+            + (" --ipv6)" if IPV6 else ")"))
 
 
 @pytest.mark.parametrize("seed", seeds(os.environ.get("LISP_RYU_SEEDS", DEFAULT_SEEDS)), ids=lambda s: f"seed{s}")
 def test_random_topology(seed, tmp_path, monkeypatch):
     if lab_unavailable():
         pytest.skip(lab_unavailable())
-    doc = topology_random.generate(seed, management_subnet=MANAGEMENT, controller_port=OF_PORT, **SIZES[SIZE])
+    doc = topology_random.generate(seed, management_subnet=MANAGEMENT, controller_port=OF_PORT, ipv6_hosts=IPV6,
+                                   **SIZES[SIZE])
     path = tmp_path / f"random-{seed}.yaml"
     path.write_text(topology_random.dump(doc))
     print(f"seed {seed}: {topology_random.describe(doc)}\nreplay: {replay(seed)}")
@@ -64,20 +70,27 @@ def test_random_topology(seed, tmp_path, monkeypatch):
     where = f"seed {seed} ({topology_random.describe(doc)}); replay: {replay(seed)}"
     with controller_lab(env, path, extra_args=("--wsapi-port", str(REST_PORT))) as state:
         try:
-            assert first_ping_failures(state) == [], f"first pings failed, {where}"
-            assert isolation_failures(state) == [], f"tenants not kept apart, {where}"
+            check(state, "", where)
             rng = random.Random(seed)
             host = rng.choice(state.hosts)
             to = rng.choice([s for s in state.lisp_sites if s.name != host.site])
             moved = lab_move.move(host.name, to.name)
             print(f"moved {host.name} ({host.ip} iid {host.iid}) from {host.site} to {to.name}")
-            assert first_ping_failures(moved) == [], f"first pings failed after {host.name} moved to {to.name}, {where}"
-            assert isolation_failures(moved) == [], f"tenants not kept apart after moving {host.name}, {where}"
+            check(moved, f" after {host.name} moved to {to.name}", where)
             health, why = lab_controller.health(moved)
             assert health is not None and health["healthy"], f"controller health {health or why}, {where}"
         except BaseException:
             dump(state)
             raise
+
+
+def check(state, when: str, where: str) -> None:
+    """First pings (then first ping6s) of every same-tenant pair, then isolation in each family."""
+    for family in FAMILIES:
+        ping = "ping" if family == 4 else "ping6"
+        assert first_ping_failures(state, family) == [], f"first {ping}s failed{when}, {where}"
+    for family in FAMILIES:
+        assert isolation_failures(state, family=family) == [], f"tenants not kept apart (IPv{family}){when}, {where}"
 
 
 def dump(state) -> None:

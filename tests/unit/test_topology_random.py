@@ -33,9 +33,22 @@ def test_every_seed_gives_a_valid_topology_and_the_same_one_again(size):
     assert seen["multihomed"] and seen["ring"] and seen["shared_ip"]
 
 
-def test_ipv6_hosts_wait_for_the_lab_to_carry_them():
-    with pytest.raises(NotImplementedError):
-        topology_random.generate(1, ipv6_hosts=True)
+def test_ipv6_hosts_are_dual_stack_hosts_in_prefixes_the_tenants_reuse():
+    shared6 = ipv4_only = 0
+    for seed in range(100):
+        doc = topology_random.generate(seed, ipv6_hosts=True)
+        t = topology_load.loads(topology_random.dump(doc), f"seed {seed}")
+        for site in t.sites:  # an IPv6 prefix beside each IPv4 one, same tenants
+            v4 = sorted(e.iid for e in site.eid_prefixes if e.prefix.version == 4)
+            assert sorted(e.iid for e in site.eid_prefixes if e.prefix.version == 6) == v4
+        ips6 = [(h.site, h.address6) for h in t.hosts if h.address6 is not None]
+        shared6 += len(ips6) != len(set(ips6))
+        ipv4_only += any(h.address6 is None for h in t.hosts)
+        # The IPv6 choices do not change the seed's IPv4 topology.
+        plain = topology_random.generate(seed)
+        assert [{k: v for k, v in h.items() if k != "address6"} for h in doc["hosts"]] == plain["hosts"]
+        assert doc["underlay"] == plain["underlay"]
+    assert shared6 and ipv4_only
 
 
 def test_dump_is_yaml_with_a_describing_comment():

@@ -177,3 +177,93 @@ def test_decapsulated_traffic_on_a_port_no_flow_names_is_decapsulated_not_learne
     assert walk(state, packet).ports == [2]
     host = from_host(9, "10.7.0.5", "10.2.0.20", "02:00:00:00:00:75")  # a host packet carries no tunnel_id
     assert walk(state, host).ports == ["controller"]
+
+
+# ---- IPv6: the two tenants are dual-stack and reuse one IPv6 prefix, addresses included ----
+
+HOME6, OTHER6 = net("fd00:1::/64"), net("fd00:2::/64")
+GW6_MAC = "02:4c:67:00:00:01"  # the anycast IPv6 gateway MAC, the same for both tenants
+B42, B7 = "02:4c:68:2a:00:0b", "02:4c:68:07:00:0b"  # a second host of each tenant, same address in both
+
+
+def dual_stack_tenants():
+    """Ports 1 (42) and 2 (7) hold fd00:1::10 each, ports 3 (42) and 4 (7) fd00:1::11 each."""
+    v4 = two_tenants()
+    hosts6 = (pt.LocalHost(42, ip("fd00:1::10"), A42, 1), pt.LocalHost(7, ip("fd00:1::10"), A7, 2),
+              pt.LocalHost(42, ip("fd00:1::11"), B42, 3), pt.LocalHost(7, ip("fd00:1::11"), B7, 4))
+    gateways6 = tuple(pt.Gateway(iid, p, p.network_address + 1, GW6_MAC) for iid in (42, 7) for p in (HOME6, OTHER6))
+    return two_tenants(
+        hosts=v4.hosts + hosts6,
+        gateways=v4.gateways + gateways6,
+        dynamic_prefixes=v4.dynamic_prefixes + tuple(pt.DynamicPrefix(iid, p) for iid in (42, 7) for p in (HOME6, OTHER6)),
+        remotes=v4.remotes + (pt.RemoteEntry(42, OTHER6, pt.RemoteAction.ENCAP, (pt.Rloc(ip("198.18.2.2")),)),
+                              pt.RemoteEntry(7, OTHER6, pt.RemoteAction.ENCAP, (pt.Rloc(ip("198.18.3.2")),))),
+        redirects=v4.redirects + (pt.Redirect(42, ip("fd00:1::20"), ip("198.18.4.2")),),
+    )
+
+
+def solicit6(in_port, mac, src, target):
+    return {"in_port": in_port, "eth_type": 0x86DD, "eth_src": mac, "eth_dst": "33:33:ff:00:00:01",
+            "ipv6_src": src, "ipv6_dst": "ff02::1:ff00:1", "ip_proto": 58, "icmpv6_type": 135, "icmpv6_code": 0,
+            "ipv6_nd_target": target, "ipv6_nd_sll": mac, "nd_reserved": 0, "nd_options_type": 1}
+
+
+def ping6(in_port, mac, src, dst):
+    return {"in_port": in_port, "eth_type": 0x86DD, "eth_src": mac, "eth_dst": GW6_MAC, "ipv6_src": src,
+            "ipv6_dst": dst, "ip_proto": 58, "icmpv6_type": 128}
+
+
+def from_tunnel6(iid, dst):
+    return {"in_port": TUN, "tunnel_id": iid, "eth_type": 0x86DD, "ipv6_src": "fd00:2::10", "ipv6_dst": dst,
+            "ip_proto": 58, "icmpv6_type": 128}
+
+
+def test_dual_stack_tenants_reusing_an_ipv6_prefix_compile():
+    state = c.compile_plan(dual_stack_tenants())
+    keys = [f.key for f in state.flows]
+    assert len(keys) == len(set(keys))
+    nd_answers = [f for f in state.flows if f.table == Table.ARP and f.match_dict().get("icmpv6_type") == 135
+                  and "metadata" in f.match_dict()]
+    assert {f.match_dict()["metadata"][0] for f in nd_answers} == {42, 7}  # each answer is scoped
+
+
+@pytest.mark.parametrize("port, mac, src", [(1, A42, "fd00:1::10"), (2, A7, "fd00:1::10"),
+                                            (3, B42, "fd00:1::11"), (4, B7, "fd00:1::11")])
+def test_neighbour_solicitations_are_answered_to_the_asking_host_only(port, mac, src):
+    """For the gateway, a same-site host of the tenant and a remote EID: out of the asking port, nowhere else."""
+    state = c.compile_plan(dual_stack_tenants())
+    other = "fd00:1::11" if src == "fd00:1::10" else "fd00:1::10"
+    for target in ("fd00:1::1", other, "fd00:2::10"):
+        (d,) = walk(state, solicit6(port, mac, src, target)).deliveries
+        assert (d.port, d.packet["eth_dst"], d.packet["ipv6_dst"]) == (port, mac, src)
+        assert (d.packet["icmpv6_type"], d.packet["ipv6_nd_tll"]) == (136, GW6_MAC)
+
+
+@pytest.mark.parametrize("port, mac, iid, rloc", [(1, A42, 42, "198.18.2.2"), (2, A7, 7, "198.18.3.2")])
+def test_ipv6_encapsulation_uses_the_tenants_mapping_and_iid(port, mac, iid, rloc):
+    (d,) = walk(c.compile_plan(dual_stack_tenants()), ping6(port, mac, "fd00:1::10", "fd00:2::10")).deliveries
+    assert (d.port, d.packet["tunnel_id"], d.packet["tun_ipv4_dst"]) == (TUN, iid, rloc)
+
+
+def test_ipv6_addresses_both_tenants_use_reach_their_tenants_host_only():
+    state = c.compile_plan(dual_stack_tenants())
+    # From the tunnel: the instance-ID picks the host.
+    for iid, port, mac in ((42, 1, A42), (7, 2, A7)):
+        (d,) = walk(state, from_tunnel6(iid, "fd00:1::10")).deliveries
+        assert (d.port, d.packet["eth_dst"], d.packet["eth_src"]) == (port, mac, GW6_MAC)
+    assert walk(state, from_tunnel6(99, "fd00:1::10")).dropped
+    # At the site: each tenant's fd00:1::11 reaches its own tenant's fd00:1::10.
+    assert walk(state, ping6(3, B42, "fd00:1::11", "fd00:1::10")).ports == [1]
+    assert walk(state, ping6(4, B7, "fd00:1::11", "fd00:1::10")).ports == [2]
+    # A redirect of tenant 42's fd00:1::20 leaves tenant 7's fd00:1::20 alone.
+    (d,) = walk(state, from_tunnel6(42, "fd00:1::20")).deliveries
+    assert (d.packet["tun_ipv4_dst"], d.packet["tunnel_id"]) == ("198.18.4.2", 42)
+    assert walk(state, from_tunnel6(7, "fd00:1::20")).dropped
+
+
+def test_an_ipv6_arrival_is_learned_on_its_ports_tenant_only():
+    state = c.compile_plan(dual_stack_tenants())
+    trace = walk(state, ping6(3, "02:00:00:00:00:99", "fd00:1::99", "fd00:2::10"))
+    assert trace.ports == ["controller"] and (trace.flows[0].cookie >> 32) & 0xFFFFFF == 42
+    trace = walk(state, ping6(4, "02:00:00:00:00:98", "fd00:1::99", "fd00:2::10"))
+    assert trace.ports == ["controller"] and (trace.flows[0].cookie >> 32) & 0xFFFFFF == 7

@@ -233,3 +233,14 @@ def test_host_route_from_another_site_tells_the_site_of_the_covering_prefix():
     # The same site refining its own prefix tells nobody.
     again = register(core, "10.10.0.9/32", ["198.18.1.1"], iid=42, now=T0 + 6)
     assert [e for e, m in only(again, MapNotify) if e.destination == ETR1 and m.nonce != 1] == []
+
+
+def test_a_move_tells_the_old_site_before_any_subscriber():
+    """The old site still delivers the workload to a port that is gone until it hears (soak seeds 2, 20)."""
+    core = make_core()
+    register(core, "10.10.0.5/32", ["198.18.1.1"], iid=42, want_notify=True)
+    for n, itr in enumerate(ipaddress.ip_address(f"198.18.9.{i}") for i in (8, 9, 10)):  # three other ITRs
+        subscribe(core, "10.10.0.5", iid=42, itr=itr, xtr_id=XTR_ID + n, nonce=100 + n)
+    effects = register(core, "10.10.0.5/32", ["198.18.2.1"], iid=42, key=DC2_KEY, source=ETR2, now=T0 + 20)
+    order = [e.destination for e, _ in only(effects, MapNotify) if e.destination != ETR2]
+    assert order[0] == ETR1 and len(order) == 4, order

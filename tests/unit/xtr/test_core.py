@@ -361,3 +361,20 @@ def test_configured_host_outside_own_prefixes_is_registered_as_a_host_route():
     cfg = config.parse(yaml.safe_load(text)).xtrs[0]
     (send,) = sends(XtrCore(cfg, nonces=itertools.count(1).__next__).start(0.0))
     assert [str(r.eid_prefix) for r in decode_message(send.payload).records] == ["[42]10.1.0.0/16", "[42]10.2.0.77/32"]
+
+
+def test_an_smr_from_the_old_site_for_a_workload_that_arrived_here_is_not_re_resolved(xtr):
+    """Soak seed 20: the old site solicits every xTR in its map-cache, the new site included; the new
+    site must not ask for (and subscribe to, and cache) a mapping of its own host pointing back at it."""
+    xtr.start(0.0)
+    (send,) = sends(miss(xtr))  # the covering 10.2.0.0/16 of the old site is cached here
+    xtr.handle_control(reply_for(request_of(send)[1]), MS, 4342, 0.0)
+    xtr.handle_host_seen(5, VISITOR, "02:00:00:02:00:4d", b"garp", 3.0)
+    smr = MapRequest(nonce=1, smr=True, itr_rlocs=(DC2,),
+                     records=(MapRequestRecord.for_prefix(EidPrefix.from_network(f"{VISITOR}/32", 42)),))
+    assert requests(xtr.handle_control(smr.encode(), DC2, 4342, 3.1)) == []
+    assert xtr.counters["smr_for_local_host"] == 1
+    # Another EID of the old site is still re-resolved.
+    smr = MapRequest(nonce=2, smr=True, itr_rlocs=(DC2,),
+                     records=(MapRequestRecord.for_prefix(EidPrefix.from_network("10.2.0.78/32", 42)),))
+    assert len(requests(xtr.handle_control(smr.encode(), DC2, 4342, 3.2))) == 1
