@@ -42,7 +42,6 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TESTS = os.path.join(REPO, "tests")
 OOR_ROOT = os.environ.get("LISP_RYU_OOR_ROOT", os.path.join(REPO, ".cache", "oor", "root"))  # as tests/interop
 KEY = "bench-key"
 CONFIG = """\
@@ -69,23 +68,14 @@ lisp-site {{
 RECORDS_PER_MESSAGE = 100
 REGISTER_WINDOW = 8
 REQUEST_WINDOW = 16
-HOT_EIDS = 4096
 STEADY_S = 5.0  # quick: 2
 OURS_PORT, OOR_PORT = 4343, 4342  # OOR binds 0.0.0.0:4342 whatever it is told
 READY = re.compile(r"udp 127\.0\.0\.1:(\d+)")
-NONCE_AT_ECM = 4 + 20 + 8 + 4
 
-
-def _eid(n: int) -> int:
-    return 0x0A000000 + (n * 7919) % (1 << 24)
-
-
-def _packets():
-    if TESTS not in sys.path:
-        sys.path.insert(0, TESTS)
-    from support import packets
-
-    return packets
+if __package__ in (None, ""):  # run as a script: the repository root holds the `bench` package
+    sys.path.insert(0, REPO)
+# The same registered EIDs and the same Map-Requests for them as the Map-Server bench.
+from bench.bench_mapserver import HOT_EIDS, NONCE_AT_ECM, _eid, _packets, _requests  # noqa: E402
 
 
 def _oor_binary() -> tuple[str, str] | None:
@@ -237,28 +227,12 @@ def _register(sock: socket.socket, port: int, messages: list[bytes]) -> dict:
             "started": started, "finished": started + elapsed}
 
 
-def _requests(port: int, registered: int) -> list[bytes]:
-    from lisp_ryu.wire import EncapsulatedControlMessage, MapRequest, MapRequestRecord
-
-    packets = _packets()
-    loopback = ipaddress.ip_address("127.0.0.1")
-    out = []
-    for i in range(min(HOT_EIDS, registered)):
-        eid = ipaddress.IPv4Address(_eid((i * 104729) % registered))
-        request = MapRequest(nonce=0, records=(MapRequestRecord.for_prefix(packets.eid(f"{eid}/32")),),
-                             itr_rlocs=(loopback,))
-        ecm = EncapsulatedControlMessage(message=request, inner_source=loopback, inner_destination=eid,
-                                         inner_source_port=port, zero_udp_checksum=True)
-        out.append(ecm.encode())
-    return out
-
-
 def _ask(netns: str | None, port: int, registered: int, stop, out) -> None:
     """Closed-loop Map-Request client (a child process): the time of every answer, until `stop` is set."""
     sock = _socket(netns)
     sock.bind(("127.0.0.1", 0))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
-    payloads = _requests(sock.getsockname()[1], registered)
+    payloads = _requests(sock.getsockname()[1], registered, HOT_EIDS)
     sock.setblocking(False)
     target = ("127.0.0.1", port)
     in_flight: dict[int, float] = {}
