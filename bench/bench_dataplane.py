@@ -62,7 +62,6 @@ from typing import Iterator, Sequence
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import yaml  # noqa: E402
 
 from lisp_ryu.lab import controller as lab_controller  # noqa: E402
 from lisp_ryu.lab.ovs import DAEMONS, OVS_SCHEMA, ovs_daemon_argvs  # noqa: E402
@@ -244,20 +243,7 @@ def start_controller(state: LabState, config: dict | None = None, timeout: float
     """Start `lisp-ryu controller` for the lab exactly as `lisp_ryu.lab.controller.start`
     does (same argv, log, pid file, so `lab down` stops it), optionally on an edited
     configuration; then wait until every site registered and holds its flows."""
-    if config is None:
-        proc = lab_controller.start(state)
-    else:
-        from lisp_ryu import config as config_mod
-
-        config_mod.parse(config, source="<bench controller config>")
-        path = lab_controller.config_path()
-        path.write_text("# written by bench/ from the lab state\n" + yaml.safe_dump(config, sort_keys=False))
-        with open(lab_controller.log_path(), "ab") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "lisp_ryu", "controller", "--config", str(path),
-                 "--ofp-tcp-listen-port", str(state.controller_port)],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        lab_controller.pid_path().write_text(f"{proc.pid}\n")
+    proc = lab_controller.start(state, doc=config)
     # Poll our own child as well, so that a controller that dies at start
     # fails the benchmark at once, with its log, not after the timeout.
     deadline = time.monotonic() + timeout

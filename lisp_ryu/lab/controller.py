@@ -22,6 +22,7 @@ from dataclasses import replace
 
 import yaml
 
+from lisp_ryu import config as config_mod
 from lisp_ryu.lab import controller_config
 from lisp_ryu.lab.processes import process_alive
 from lisp_ryu.lab.running import ofctl
@@ -46,9 +47,14 @@ def pid_path() -> Path:
     return lab_dir() / PID_FILE
 
 
-def write_config(state: LabState, **options) -> Path:
+def write_config(state: LabState, doc: dict | None = None, **options) -> Path:
+    """Write the controller's configuration: the lab's own (`options` go to the builder), or
+    `doc`, an edited one (the benches add hosts and EIDs), checked as `lisp-ryu controller` will."""
     path = config_path()
-    doc = controller_config.build(state, **options)
+    if doc is None:
+        doc = controller_config.build(state, **options)
+    else:
+        config_mod.parse(doc, source="<edited lab controller config>")
     # The lab's own writes (planned moves) need a REST token: one per lab, in this root-only file.
     doc.setdefault("rest", {"token": secrets.token_hex(16)})
     path.touch(mode=0o600)
@@ -74,12 +80,14 @@ def running_pid() -> int | None:
     return pid if process_alive(pid) else None  # a crashed child is a zombie: gone, not running
 
 
-def start(state: LabState, *, extra_args: tuple[str, ...] = (), **options) -> subprocess.Popen:
-    """Start the controller listening where the lab's switches connect; returns the process."""
+def start(state: LabState, *, extra_args: tuple[str, ...] = (), doc: dict | None = None,
+          **options) -> subprocess.Popen:
+    """Start the controller listening where the lab's switches connect, on the lab's
+    configuration or on `doc`; returns the process."""
     if running_pid() is not None:
         raise LabError(f"a controller is already running for this lab (pid {running_pid()}): "
                        "`lisp-ryu lab controller stop` first")
-    config = write_config(state, **options)
+    config = write_config(state, doc, **options)
     log = open(log_path(), "ab")
     argv = [sys.executable, "-m", "lisp_ryu", "controller", "--config", str(config),
             # The lab's switches reach the controller on the management bridge's address; the
