@@ -65,8 +65,8 @@ def reach(state, src, dst, within: float) -> float | None:
 def lab(tmp_path_factory, module_monkeypatch):
     if not cluster.etcd_available():
         pytest.skip("no etcd binary (Debian etcd-server): the lab's nodes would not share a store")
-    env, copy = private_lab(tmp_path_factory, module_monkeypatch, "clusterfail", "lf-", "three-dc-cluster.yaml",
-                            "198.19.245.0/24", port=6695)
+    env, copy = private_lab(tmp_path_factory, module_monkeypatch, "clusterfail", "lk-", "three-dc-cluster.yaml",
+                            "198.19.236.0/24", port=6676)
     with controller_lab(env, copy, extra_args=("--wsapi-port", str(REST_PORT))) as state:
         yield state
 
