@@ -156,13 +156,21 @@ def _status(args) -> int:
     controller_ok = not running or (health is not None and all(x.get("healthy") for x in xtr_health.values()))
     healthy = st.healthy and controller_ok
     cluster_nodes = {}
-    if s.map_server_nodes:  # a clustered mapping system: is every node's Map-Server running?
+    if s.map_server_nodes:  # a clustered mapping system: is every node's Map-Server and etcd member well?
         from lisp_ryu.lab import cluster
 
         cluster_nodes = {c.name: c for c in cluster.status(s)}
-        healthy = healthy and all(c.map_server_pid is not None for c in cluster_nodes.values())
+        healthy = healthy and all(c.healthy for c in cluster_nodes.values())
     if args.json:
-        print(s.to_json())
+        if not cluster_nodes:
+            print(s.to_json())
+            return 0 if healthy else 1
+        import dataclasses
+        import json
+
+        doc = json.loads(s.to_json())
+        doc["map_server_node_status"] = [dataclasses.asdict(c) for c in cluster_nodes.values()]
+        print(json.dumps(doc, indent=2))
         return 0 if healthy else 1
     print(f"lab {s.name} ({s.topology}): {s.status}, {'healthy' if healthy else 'DEGRADED'}")
     print(f"  management: {s.management_bridge} {s.controller}, sites connect to tcp:{s.controller}:{s.controller_port}")
@@ -190,8 +198,12 @@ def _status(args) -> int:
         c = cluster_nodes.get(n.name)
         if c is not None:
             extra = (f", mapserver {'pid ' + str(c.map_server_pid) if c.map_server_pid else 'DOWN'}"
-                     f", etcd {'pid ' + str(c.etcd_pid) if c.etcd_pid else 'DOWN'}")
+                     f" ({c.map_server_health})")
+            extra += (f", etcd {'pid ' + str(c.etcd_pid) if c.etcd_pid else 'DOWN'} ({c.etcd_health})"
+                      if c.etcd_health else ", no etcd")
         print(f"  {n.kind} {n.name}: netns {n.namespace}, {', '.join(n.addresses)}{extra}")
+        if c is not None:
+            print(f"    store {c.store}")
     for name, x in sorted(xtr_health.items()):
         unreachable = (x.get("mapping_system") or {}).get("unreachable")
         if unreachable:

@@ -76,9 +76,10 @@ def build(state: LabState, *, embedded_map_server: bool = True, register_interva
     return doc
 
 
-def map_server_section(state: LabState, node: dict | None = None) -> dict[str, Any]:
+def map_server_section(state: LabState, node: dict | None = None, store: str | None = None) -> dict[str, Any]:
     """The `map_server:` section: the embedded Map-Server's, or (`node`) that of one standalone
-    node of a clustered mapping system (lisp_ryu/lab/cluster.py), each with its own data_dir."""
+    node of a clustered mapping system (lisp_ryu/lab/cluster.py): on the lab's etcd cluster
+    (`store`, etcd://...), else with its own data_dir."""
     lab_prefixes = [p for site in state.sites for p in site.eid_prefixes]
     if node is None:
         section: dict[str, Any] = {
@@ -87,8 +88,11 @@ def map_server_section(state: LabState, node: dict | None = None) -> dict[str, A
             "data_dir": f"{state.lab_dir}/{MAP_SERVER_DATA}",  # survives controller restarts
         }
     else:
-        section = {"listen": f"{node['address']}:{LISP_CONTROL_PORT}",
-                   "data_dir": f"{state.lab_dir}/{node['name']}/{MAP_SERVER_DATA}"}  # survives kill -9
+        section = {"listen": f"{node['address']}:{LISP_CONTROL_PORT}"}
+        if store:
+            section["store"] = store  # etcd holds the state: a node killed -9 comes back from its replica
+        else:
+            section["data_dir"] = f"{state.lab_dir}/{node['name']}/{MAP_SERVER_DATA}"  # survives kill -9
     section.update({
         "sites": [
             {

@@ -44,6 +44,13 @@ SMR_HOLD_DOWN = 1.0  # at most one re-resolution per entry per second, however m
 #: again at its first answered probe if no probe had failed (the silence was an ETR's, not its),
 #: else after answering probes for RESOLVER_HOLD_DOWN (a restarted node is used again only once
 #: the ETRs have re-registered with it: longer than state.REGISTER_RETRY_MAX).
+#: With another map-resolver up to move to, the request moves after the time this one's answers
+#: take (smoothed, plus four deviations, as TCP's RTO) rather than after REQUEST_TIMEOUT: a dead
+#: node costs a client a fraction of a second, not the 1 s retransmission interval of RFC 9301
+#: (which stays the pace of retries to the same resolver).  Never below FAILOVER_MIN: a busy
+#: resolver that answers late is not taken down for jitter (and one that is comes back at its
+#: first answered probe).
+FAILOVER_MIN = 0.25
 RESOLVER_PROBE_INTERVAL = 1.0
 RESOLVER_PROBE_TIMEOUT = 1.0
 RESOLVER_HOLD_DOWN = 5.0
@@ -119,7 +126,6 @@ class Resolver:
         if not config.map_resolvers:
             return []
         res.attempts += 1
-        res.retry_at = now + REQUEST_TIMEOUT
         host_len = 32 if res.destination.version == 4 else 128
         eid = EidPrefix(res.destination, host_len if res.mask_len is None else res.mask_len, res.iid)
         source_eid = NO_ADDRESS
@@ -141,6 +147,8 @@ class Resolver:
             self._request_nonces.popitem(last=False)
         resolver = self._pick_resolver(res)
         res.resolver = resolver
+        res.sent_at = now
+        res.retry_at = now + self._wait_for(resolver)
         ecm = EncapsulatedControlMessage(
             message=request, inner_source=inner_source, inner_destination=res.destination,
             inner_source_port=LISP_CONTROL_PORT,
@@ -158,6 +166,25 @@ class Resolver:
         if active.up:
             return active.address
         return resolvers[(state.active_resolver + res.attempts - 1) % len(resolvers)].address
+
+    def _wait_for(self, address: IPAddress) -> float:
+        """How long a Map-Request to `address` waits for its answer (see FAILOVER_MIN)."""
+        rs = self._resolver(address)
+        if rs is None or rs.srtt is None or not any(r.up and r is not rs for r in self.state.resolvers):
+            return REQUEST_TIMEOUT
+        return min(REQUEST_TIMEOUT, max(FAILOVER_MIN, rs.srtt + 4 * rs.rttvar))
+
+    def _answer_time(self, rs: ResolverState, res: Resolution, now: float) -> None:
+        """A sample of `rs`'s answer time, from a request answered at its first attempt (a
+        retried one could be answering either send: Karn's rule)."""
+        if res.attempts != 1:
+            return
+        sample = max(0.0, now - res.sent_at)
+        if rs.srtt is None:
+            rs.srtt, rs.rttvar = sample, sample / 2
+        else:
+            rs.rttvar = 0.75 * rs.rttvar + 0.25 * abs(rs.srtt - sample)
+            rs.srtt = 0.875 * rs.srtt + 0.125 * sample
 
     def _resolver(self, address: IPAddress | None) -> ResolverState | None:
         return next((r for r in self.state.resolvers if r.address == address), None)
@@ -179,7 +206,7 @@ class Resolver:
             LOG.warning("%s: Map-Requests now go to Map-Resolver %s (was %s, %s)", state.config.name,
                         state.resolvers[chosen].address, previous.address, previous.state)
 
-    def _resolver_timed_out(self, address: IPAddress | None, now: float) -> None:
+    def _resolver_timed_out(self, address: IPAddress | None, now: float, waited: float = REQUEST_TIMEOUT) -> None:
         """A Map-Request to `address` went unanswered: it is down, the next one takes over at once."""
         rs = self._resolver(address)
         if rs is None:
@@ -194,8 +221,8 @@ class Resolver:
         rs.answering_since = None
         rs.probe_due = now  # probe it at once: was it the resolver, or the ETR it forwarded to?
         self.state.count("map_resolver_down")
-        LOG.warning("%s: Map-Resolver %s unreachable: no answer to a Map-Request in %g s",
-                    self.state.config.name, rs.address, REQUEST_TIMEOUT)
+        LOG.warning("%s: Map-Resolver %s unreachable: no answer to a Map-Request in %.2f s",
+                    self.state.config.name, rs.address, waited)
         self._choose_active(now)
 
     def _resolver_answered(self, rs: ResolverState, now: float) -> None:
@@ -292,7 +319,7 @@ class Resolver:
             del state.resolutions[key]
             state.by_nonce.pop(res.nonce, None)
             return []
-        self._resolver_timed_out(res.resolver, now)
+        self._resolver_timed_out(res.resolver, now, now - res.sent_at)
         if res.attempts >= REQUEST_ATTEMPTS:
             del state.resolutions[key]
             state.by_nonce.pop(res.nonce, None)
@@ -363,8 +390,10 @@ class Resolver:
         del state.by_nonce[reply.nonce]
         del state.resolutions[key]
         answered_by = self._resolver(res.resolver)
-        if answered_by is not None and not answered_by.up:
-            self._resolver_answered(answered_by, now)
+        if answered_by is not None:
+            self._answer_time(answered_by, res, now)
+            if not answered_by.up:
+                self._resolver_answered(answered_by, now)
         effects: list[Effect] = []
         changed = False
         for record, sd_key, prefix in accepted:

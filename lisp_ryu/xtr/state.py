@@ -63,6 +63,7 @@ class Resolution:
     source: IPAddress | None = None  # the host that asked, sent as the Map-Request's source EID
     smr_invoked: bool = False
     resolver: IPAddress | None = None  # where the last Map-Request for it went
+    sent_at: float = 0.0  # when
     satisfied: bool = False  # answered by a publication before its Map-Reply came
     mask_len: int | None = None  # ask for this prefix of `destination` rather than the host alone
     held: deque = field(default_factory=lambda: deque(maxlen=HELD_PACKETS_PER_EID))
@@ -102,6 +103,8 @@ class ResolverState:
     probe_nonce: int | None = None  # the probe in flight
     probe_sent_at: float = 0.0
     probe_due: float = math.inf
+    srtt: float | None = None  # smoothed time its answers took (RFC 6298's estimator); None: no sample yet
+    rttvar: float = 0.0
 
     @property
     def state(self) -> str:

@@ -229,3 +229,42 @@ def test_every_resolver_silent_tries_each_in_turn_then_gives_up():
     # Still probing each, and a new miss still goes out.
     assert {p.destination for p in probes(xtr.handle_timer(xtr.next_deadline()))} <= set(MS)
     assert len(requests(miss(xtr, "10.9.0.1", 10.0))) == 1
+
+
+def answered_in(xtr, dst, sent, took):
+    (request,) = requests(miss(xtr, dst, sent))
+    xtr.handle_control(reply_for(request_in(request), dst.rsplit(".", 2)[0] + ".0.0/16"), request.destination,
+                       4342, sent + took)
+    return request
+
+
+def test_a_resolver_that_answers_fast_is_left_for_the_next_after_failover_min_not_a_second():
+    xtr = make()
+    for i in range(8):  # MS[0] answers in 10 ms
+        answered_in(xtr, f"10.{10 + i}.0.20", float(i), 0.01)
+    (silent,) = requests(miss(xtr, "10.3.0.20", 10.0))
+    assert silent.destination == MS[0]
+    assert requests(xtr.handle_timer(10.0 + resolution.FAILOVER_MIN - 0.01)) == []
+    (moved,) = requests(xtr.handle_timer(10.0 + resolution.FAILOVER_MIN))
+    assert moved.destination == MS[1] and request_in(moved).nonce == request_in(silent).nonce
+    assert xtr.counters["map_resolver_down"] == 1
+    # MS[1] has no answer time yet: its request waits the full retransmission interval.
+    assert requests(xtr.handle_timer(10.0 + resolution.FAILOVER_MIN + resolution.REQUEST_TIMEOUT - 0.01)) == []
+
+
+def test_a_slow_resolver_gets_the_time_its_answers_take():
+    xtr = make()
+    for i in range(8):
+        answered_in(xtr, f"10.{10 + i}.0.20", float(i), 0.5 + 0.05 * (i % 2))
+    requests(miss(xtr, "10.3.0.20", 10.0))
+    assert requests(xtr.handle_timer(10.6)) == []  # its answers take 0.5-0.55 s: still waiting
+    assert [r.destination for r in requests(xtr.handle_timer(11.0))] == [MS[1]]
+
+
+def test_with_one_resolver_retries_keep_the_rfc_interval():
+    xtr = make("    map_resolvers: [198.18.0.2]\n")
+    for i in range(8):
+        answered_in(xtr, f"10.{10 + i}.0.20", float(i), 0.01)
+    requests(miss(xtr, "10.3.0.20", 10.0))
+    assert requests(xtr.handle_timer(10.0 + resolution.REQUEST_TIMEOUT - 0.01)) == []
+    assert [r.destination for r in requests(xtr.handle_timer(10.0 + resolution.REQUEST_TIMEOUT))] == [MS[0]]
