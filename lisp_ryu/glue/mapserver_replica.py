@@ -415,6 +415,10 @@ class ReplicatedStore:
         self.link.down = down
         self.core.set_store_down(down)
 
+    def all_counters(self) -> dict[str, int]:
+        """This side's counters and the store's (commits, sessions, the replica), for the counters view."""
+        return {**self.counters, **self.store.counters, "expiry.holder": int(self.holder)}
+
     def health(self, now: float) -> dict:
         return {**self.store.health.view(now), "revision": self.store.revision, "held": len(self._held),
                 "expiry_role": self.holder, "counters": {**self.counters, **self.store.counters}}

@@ -168,3 +168,56 @@ def test_a_restarted_node_reads_everything_again(nodes, etcd_cluster):
     assert etr.register(again, "10.6.0.1/32", "192.0.2.16", nonce=4)
     heard = itr.wait_for(lambda h: rlocs_of(h[2]) == ["192.0.2.16"], timeout=3)
     assert list(publications(heard, ["192.0.2.16"]).values()) == [again.port]
+
+
+def test_http_writes_at_one_node_shape_every_node(nodes):
+    a, b = nodes("a", "b")
+    etr, itr, watcher = Client(), Client(), Subscriber()
+    assert etr.register(b, "10.8.0.1/32", "192.0.2.8", nonce=1)
+    watcher.subscribe(b, "10.8.0.1", nonce=2)
+    assert wait_until(lambda: a.core.subscription_count == 1 and a.core.registration_count == 1)
+    status, body = a.write("POST", "/policies", {"id": "deny-8", "iid": 0, "destinations": ["10.8.0.0/16"],
+                                                 "action": "deny"})
+    assert status == 201 and body["notified_subscribers"] == 1, body
+    # Answered once committed: B (and its subscriber, told by A) follow within the replication lag.
+    assert wait_until(lambda: not itr.resolve(b, "10.8.0.1", 3), timeout=2), "B still answers what A denied"
+    heard = watcher.wait_for(lambda h: True, timeout=3)
+    assert list(publications(heard).values()) == [a.port]
+    assert b.write("DELETE", "/policies/deny-8")[0] == 200
+    assert wait_until(lambda: itr.resolve(a, "10.8.0.1", 4) == ["192.0.2.8"], timeout=2)
+    status, body = b.write("PUT", "/static-mappings/0/10.9.0.0/16", {"rlocs": [{"address": "192.0.2.99"}]})
+    assert status == 200
+    assert wait_until(lambda: itr.resolve(a, "10.9.5.5", 5) == ["192.0.2.99"], timeout=2)
+    assert a.write("POST", "/static-mappings", {"iid": 0, "prefix": "10.9.0.0/16",
+                                                "rlocs": [{"address": "192.0.2.1"}]})[0] == 409
+
+
+def test_etcd_down_refuses_writes_and_changes_nothing(nodes, etcd_cluster):
+    a, b = nodes("a", "b")
+    etcd_cluster.kill(1)
+    etcd_cluster.kill(2)
+    assert wait_until(lambda: a.health() != "ok", timeout=5)
+    status, body = a.write("PUT", "/rloc-overrides/x", {"rloc": "192.0.2.1", "weight": 0})
+    assert status == 503, body
+    assert a.core.policy.override("x") is None and b.core.policy.override("x") is None
+
+
+def test_lapsed_subscription_is_deleted_once_by_the_holder(nodes, etcd_cluster):
+    import msgpack
+
+    from lisp_ryu.glue.etcd_client import EtcdClient
+    from lisp_ryu.mapserver import cluster
+
+    a, b = nodes("a", "b")
+    assert wait_until(lambda: a.holder or b.holder)
+    key = cluster.sub_key(0, "10.10.0.0/16", f"{0xabc:032x}")
+    entry = {"t": "sub", "iid": 0, "net": "10.10.0.0/16", "xid": (0xabc).to_bytes(16, "big"), "sid": 0,
+             "rloc": "127.0.0.1", "port": 9, "nonce": 5, "at": time.time(), "exp": time.time() + 1.0, "seids": []}
+    client = EtcdClient(etcd_cluster.endpoints)
+    client.put(key, msgpack.packb(entry, use_bin_type=True))  # as if an ITR subscribed a while ago
+    assert wait_until(lambda: a.core.subscription_count == 1 and b.core.subscription_count == 1)
+    assert wait_until(lambda: client.range(key)[1] == [], timeout=5), "the lapsed subscription stayed in etcd"
+    client.close()
+    assert a.core.subscription_count == 0 and b.core.subscription_count == 0
+    holder, other = (a, b) if a.holder else (b, a)
+    assert holder.counter("subscriptions.lapsed_deleted") == 1 and other.counter("subscriptions.lapsed_deleted") == 0

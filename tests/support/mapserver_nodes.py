@@ -10,9 +10,12 @@ time, and a held role, alive until its lease lapses).
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
+import urllib.error
+import urllib.request
 
 import yaml
 
@@ -25,6 +28,7 @@ from lisp_ryu.wire import MapNotify, MapReply, decode_message
 from support import packets
 
 KEY = "dc1-secret"
+TOKEN = "cluster-token"
 CONFIG = """\
 map_server:
   rate_limit_per_source: 1000000
@@ -50,7 +54,11 @@ class Node:
         udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         udp.bind(("127.0.0.1", 0))
         self.port = udp.getsockname()[1]
-        self.server = StandaloneServer(self.core, udp, replica=self.replica)
+        self.http = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.http.bind(("127.0.0.1", 0))
+        self.http.listen(16)
+        self.url = f"http://127.0.0.1:{self.http.getsockname()[1]}/lisp/v1"
+        self.server = StandaloneServer(self.core, udp, self.http, replica=self.replica, token=TOKEN)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
@@ -58,15 +66,30 @@ class Node:
         """Gone without a word: the loop stops, the store's threads stop, nothing resigned."""
         self.server.stop()
         self.replica.stop(resign=False)
+        self._end()
+
+    def _end(self) -> None:
+        self.server.udp.sendto(b"", ("127.0.0.1", self.port))  # wakes the loop up
         self.thread.join(3)
         self.server.udp.close()
+        self.http.close()
 
     def stop(self) -> None:
         if self.thread.is_alive():
             self.server.stop()
-            self.thread.join(3)
-            self.server.udp.close()
+            self._end()
         self.replica.stop()
+
+    def write(self, method: str, path: str, body=None, token: str = TOKEN) -> tuple[int, dict]:
+        """An HTTP write of the northbound (policies, rloc-overrides, static-mappings) at this node."""
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data=data, method=method,
+                                         headers={"Authorization": f"Bearer {token}"})
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return response.status, json.load(response)
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.load(exc)
 
     def health(self) -> str:
         return self.core.store_health
