@@ -60,6 +60,9 @@ EXPIRY_ROLE = "expiry"
 HANDLED_KEY = cluster.named_key("role", f"{EXPIRY_ROLE}.handled")
 #: Batches nobody committed, kept for a holder that takes over (trimmed as holders say they handled them).
 EXPIRY_LOG = 100_000
+#: Revisions a holder lets pass before storing them as handled when it had nothing to act on (so
+#: that a successor reads at most about this much of etcd's history; the write is one revision).
+HANDLED_STRIDE = 1000
 #: Lapsed subscriptions deleted per transaction.
 SWEEP_BATCH = 100
 SUB_PREFIX = b"/lisp/sub/"
@@ -112,6 +115,7 @@ class ReplicatedStore:
         self._expiries: deque[tuple[int, tuple, int]] = deque(maxlen=EXPIRY_LOG)  # (revision, prefixes, keys)
         self._handled = 0  # acted on up to here (this node, or a holder whose HANDLED_KEY came by)
         self._handled_target = 0  # to store in HANDLED_KEY
+        self._seen = 0  # the newest revision the loop has taken in
         self._handled_writing = False
         self._history_pending = False
         self._lapses: list[tuple[float, bytes]] = []  # (expiry, subscription key), a heap
@@ -245,6 +249,7 @@ class ReplicatedStore:
 
     def _apply(self, batch: ChangeBatch, now: float) -> list:
         self._count("replica.batches")
+        self._seen = max(self._seen, batch.revision)
         self._note_lapses(batch)
         if batch.origin == self.store.node_id and not batch.reread:
             return []  # this node's own commit: applied when its message was handled
@@ -298,7 +303,7 @@ class ReplicatedStore:
         if stored is not None and stored < self._first_revision:
             self._read_history(stored + 1, self._first_revision)
         effects = self._act(pending, now)
-        self._handled_target = max(self._handled_target, self._handled, self._first_revision)
+        self._handled_target = max(self._handled_target, self._handled, self._first_revision, self._seen)
         self._write_handled()
         return effects
 
@@ -378,6 +383,9 @@ class ReplicatedStore:
     def _on_tick(self, now: float) -> None:
         if not self.holder:
             return
+        stored = _handled_revision(self.store.get(HANDLED_KEY)) or 0
+        if self._seen - stored >= HANDLED_STRIDE and not self._history_pending:
+            self._handled_target = max(self._handled_target, self._seen)  # every batch taken in was acted on
         self._write_handled()
         if self._sweeping:
             return
