@@ -11,9 +11,10 @@ compare that a role-held commit carries, so a deposed holder's late commit fails
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Callable, Protocol
 
-from lisp_ryu.glue.etcd_client import EtcdClient, EtcdError, compare, op_put, op_range
+from lisp_ryu.glue.etcd_client import EtcdClient, EtcdError, compare, op_put, op_range, prefix_end
 from lisp_ryu.mapserver import cluster
 from lisp_ryu.mapserver.cluster import Expect
 
@@ -104,3 +105,41 @@ class Role:
             except EtcdError:
                 pass
         self._set(False, "resigned")
+
+
+def read_history(client: EtcdClient, start: int, until: int, timeout: float = 5.0, idle: float = 0.3
+                 ) -> list[tuple[int, str | None, tuple[bytes, ...]]]:
+    """What etcd's history says of revisions `start`..`until` under /lisp/: (revision, origin, keys
+    changed) each, origin the committing node (its commit marker) or None.  For a role holder that
+    must act on what happened before its own replica began (`WatchCompacted` when etcd no longer
+    has it).  etcd sends the history at once: the read ends at `until`, after `idle` seconds
+    without a response (nothing more under /lisp/ up to `until`), or after `timeout`."""
+    watch = client.watch(cluster.ROOT, prefix_end(cluster.ROOT), start)
+    deadline = threading.Timer(timeout, watch.close)
+    deadline.start()
+    quiet = [threading.Timer(idle, watch.close)]
+    quiet[0].start()
+    revisions: dict[int, tuple[list[str | None], list[bytes]]] = {}
+    try:
+        for response in watch.responses():
+            quiet[0].cancel()
+            last = 0
+            for event in response.events:
+                last = event.kv.mod_revision
+                if last > until:
+                    break
+                origin, keys = revisions.setdefault(last, ([None], []))
+                if event.kv.key.startswith(b"/lisp/node/"):
+                    if event.type != "DELETE":
+                        origin[0] = event.kv.key[len(b"/lisp/node/"):].decode(errors="replace")
+                else:
+                    keys.append(event.kv.key)
+            if last >= until:
+                break
+            quiet[0] = threading.Timer(idle, watch.close)
+            quiet[0].start()
+    finally:
+        deadline.cancel()
+        quiet[0].cancel()
+        watch.close()
+    return [(rev, origin[0], tuple(keys)) for rev, (origin, keys) in sorted(revisions.items())]

@@ -321,6 +321,11 @@ class EtcdStore:
             entry = self.image.get(key)
         return None if entry is None else entry.value
 
+    def entry(self, key: bytes) -> cluster.Entry | None:
+        """The replica's entry of `key` (value, mod revision, lease)."""
+        with self._lock:
+            return self.image.get(key)
+
     @property
     def revision(self) -> int:
         return self.image.revision
@@ -340,7 +345,7 @@ class EtcdStore:
         alive (at most every ttl/3)."""
         ttl = cluster.session_ttl(hold_time)
         item = _Commit(dict(writes), {}, (), Future(), session=(site, etr, ttl),
-                       map_keys=tuple(k for k, v in writes.items() if v is not None))
+                       map_keys=tuple(k for k, v in writes.items() if v is not None and k.startswith(b"/lisp/map/")))
         return self._submit(item, callback)
 
     def _submit(self, item: _Commit, callback: Callable[[Future], None] | None) -> Future:

@@ -34,8 +34,10 @@ def add_parsers(subparsers, discover: Callable[[], list[tuple[str, str]]] = list
         "mapserver",
         help="run the standalone LISP Map-Server/Map-Resolver",
         description="Run a LISP Map-Server and Map-Resolver (RFC 9301, with RFC 9437 publish/subscribe) "
-        "for the sites in the map_server: section of FILE. Registrations and subscriptions are kept in "
-        "--data-dir and survive restarts. Introspection JSON is served on --http.",
+        "for the sites in the map_server: section of FILE. Registrations, subscriptions, policies and static "
+        "mappings are kept in --data-dir and survive restarts, or with --store in etcd, shared by every "
+        "Map-Server using it. Introspection JSON is served on --http, and writes of policies, RLOC "
+        "overrides and static mappings with --token.",
     )
     p.add_argument("--config", metavar="FILE", required=True, help="lisp-ryu YAML configuration")
     p.add_argument("--listen", metavar="ADDR:PORT",
@@ -44,12 +46,17 @@ def add_parsers(subparsers, discover: Callable[[], list[tuple[str, str]]] = list
     p.add_argument("--data-dir", metavar="DIR",
                    help="where registrations persist (default: map_server.data_dir; none = memory only)")
     p.add_argument("--store", metavar="etcd://HOST:PORT[,...]",
-                   help="replicate registrations in etcd with the other Map-Servers using it (default: "
+                   help="share registrations, subscriptions, policies and static mappings in etcd with the other "
+                   "Map-Servers using it (default: "
                    "map_server.store; exclusive with --data-dir)")
     p.add_argument("--node-id", metavar="NAME",
                    help="this node's name in the etcd store (default: HOSTNAME-UDPPORT)")
     p.add_argument("--http", metavar="ADDR:PORT", default=DEFAULT_HTTP,
                    help=f"introspection HTTP endpoint (default {DEFAULT_HTTP}; 'off' disables it)")
+    p.add_argument("--token", default=os.environ.get(TOKEN_ENV),
+                   help="bearer token that HTTP writes of policies, RLOC overrides and static mappings need "
+                   f"(default: ${TOKEN_ENV}; none: the HTTP endpoint is read-only). With --store, a write "
+                   "at any node shapes every node's answers")
     p.add_argument("--netns", metavar="NAME", help="bind the UDP socket inside this network namespace")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.set_defaults(func=run_mapserver)
@@ -199,9 +206,11 @@ def run_mapserver(args: argparse.Namespace, extra: list[str]) -> int:
         node_id = (args.node_id or f"{socket.gethostname()}-{udp.getsockname()[1]}").replace("/", "_")
         replicated = ReplicatedStore(endpoints, node_id, store)
         replicated.start(core)
-        log.info("node %s: registrations replicated in etcd %s (revision %d, %d registrations)", node_id,
-                 ",".join(endpoints), replicated.store.revision, core.registration_count)
-    server = StandaloneServer(core, udp, http_sock, replica=replicated)
+        log.info("node %s: mapping state replicated in etcd %s (revision %d, %d registrations, %d subscriptions, "
+                 "%d policy rules, %d static mappings)", node_id, ",".join(endpoints), replicated.store.revision,
+                 core.registration_count, core.subscription_count, len(core.policy.rules),
+                 sum(1 for _ in core.static_mappings()))
+    server = StandaloneServer(core, udp, http_sock, replica=replicated, token=args.token)
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
     signal.signal(signal.SIGINT, lambda *_: server.stop())
     udp_at = udp.getsockname()

@@ -12,8 +12,11 @@ reader that takes nothing for `STALL_TIMEOUT` is dropped, at most
 `MAX_CLIENTS` at once (the oldest one still sending its request makes room
 for a new one; when all are being answered, the new one gets a 503).
 
-GET only, one request per connection.  What is refused is counted (the
-`server.http_*` counters) and logged, at most at powers of two per kind.
+One request per connection.  GET reads; POST/PUT/DELETE of policies, RLOC overrides and
+static mappings change them (`mapserver_writes`: with a bearer token, answered once the change
+is durable — with `--store etcd://`, committed to etcd, which can take a few milliseconds:
+the client waits without holding the loop).  What is refused is counted (the `server.http_*`
+counters) and logged, at most at powers of two per kind.
 """
 
 from __future__ import annotations
@@ -25,9 +28,11 @@ import logging
 import selectors
 import socket
 import time
+from concurrent.futures import Future
 from typing import Callable, Iterator
 from urllib.parse import parse_qs, urlsplit
 
+from lisp_ryu.glue import mapserver_writes as writes
 from lisp_ryu.mapserver import views
 from lisp_ryu.mapserver.service import MapServer
 
@@ -49,7 +54,7 @@ LISTS = ("registrations", "subscriptions")
 
 
 class _Client:
-    __slots__ = ("sock", "inbox", "outbox", "body", "chunked", "opened", "progress", "answering")
+    __slots__ = ("sock", "inbox", "outbox", "body", "chunked", "opened", "progress", "answering", "waiting")
 
     def __init__(self, sock: socket.socket, now: float) -> None:
         self.sock = sock
@@ -60,6 +65,7 @@ class _Client:
         self.opened = now
         self.progress = now  # the last time the client took bytes
         self.answering = False
+        self.waiting: tuple | None = None  # a write's (future, answer, status) until it is durable
 
 
 class HttpViews:
@@ -67,7 +73,8 @@ class HttpViews:
 
     def __init__(self, core: MapServer, listener: socket.socket, selector: selectors.BaseSelector,
                  clock: Callable[[], float], counters: dict[str, int],
-                 extra_counters: Callable[[], dict[str, int]]) -> None:
+                 extra_counters: Callable[[], dict[str, int]], token: str | None = None,
+                 submit: Callable[[writes.Change], Future] | None = None) -> None:
         self.core = core
         self.listener = listener
         self.selector = selector
@@ -78,6 +85,10 @@ class HttpViews:
         self._building: collections.deque[_Client] = collections.deque()
         self._next_reap = 0.0
         self._logged: dict[str, int] = {}
+        self.token = token
+        #: Runs a write's change in the loop: a future of the Map-Notifies it sent, done once it is durable.
+        self.submit = submit
+        self._waiting: list[_Client] = []
         listener.setblocking(False)
         selector.register(listener, selectors.EVENT_READ, self)
 
@@ -145,14 +156,30 @@ class HttpViews:
                 return
             if chunk and not client.answering:
                 client.inbox += chunk
-                if b"\r\n\r\n" in client.inbox or len(client.inbox) > MAX_REQUEST:
+                if self._complete(client.inbox):
                     self._answer(client)
         if events & selectors.EVENT_WRITE:
             self._flush(client)
 
+    def _complete(self, inbox: bytes) -> bool:
+        """Whether the request is all here: its head, and the body a write announces."""
+        end = inbox.find(b"\r\n\r\n")
+        if end < 0:
+            return len(inbox) > MAX_REQUEST
+        if inbox.split(b" ", 1)[0].decode("latin-1") not in writes.WRITE_METHODS:
+            return True
+        try:
+            length = writes.body_length(inbox[:end].decode("latin-1"))
+        except writes.WriteError:
+            return True  # answered with the error
+        return length > writes.MAX_BODY or len(inbox) >= end + 4 + length
+
     def _answer(self, client: _Client) -> None:
         client.answering = True
         client.progress = time.monotonic()
+        if client.inbox.split(b" ", 1)[0].decode("latin-1") in writes.WRITE_METHODS:
+            self._write(client)
+            return
         head, client.body, client.chunked = self._respond(client.inbox)
         client.inbox = b""
         client.outbox = memoryview(head)
@@ -176,9 +203,63 @@ class HttpViews:
         if not client.outbox and client.body is None:
             self._close(client)
 
+    def _write(self, client: _Client) -> None:
+        """A POST/PUT/DELETE: checked, then its change submitted; answered in `turn` once durable."""
+        self.counters["http_writes"] = self.counters.get("http_writes", 0) + 1
+        request, client.inbox = client.inbox, b""
+        end = request.find(b"\r\n\r\n")
+        head = request[:end].decode("latin-1", "replace")
+        method, target = (head.split("\r\n", 1)[0].split() + ["", ""])[:2]
+        try:
+            path = urlsplit(target).path.rstrip("/")
+            writes.check_resource(method, path)
+            writes.authorise(self.token, head)
+            if self.submit is None:
+                raise writes.WriteError(405, "this endpoint is read-only")
+            length = writes.body_length(head)
+            if length > writes.MAX_BODY:
+                raise writes.WriteError(413, f"request body larger than {writes.MAX_BODY} bytes")
+            change, answer, status = writes.plan(method, path, request[end + 4:end + 4 + length])
+        except writes.WriteError as error:
+            if error.status in (401, 403):
+                self._refuse("http_refused.unauthorised", "refused %s %s: %s", method, target, error.message)
+            self._reply(client, _http(error.status, error.body()))
+            return
+        client.waiting = (self.submit(change), answer, status)
+        self._waiting.append(client)
+        if client.waiting[0].done():  # made durable already (the file journal): answered now
+            self._answer_writes()
+
+    def _reply(self, client: _Client, response: bytes) -> None:
+        client.outbox = memoryview(response)
+        self.selector.modify(client.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, client)
+        self._flush(client)
+
+    def _answer_writes(self) -> None:
+        still = []
+        for client in self._waiting:
+            if client.sock.fileno() < 0:
+                continue  # closed meanwhile
+            future, answer, status = client.waiting
+            if not future.done():
+                still.append(client)
+                continue
+            client.waiting = None
+            error = future.exception()
+            if error is None:
+                self._reply(client, _http(status, answer(future.result())))
+            else:
+                failed = writes.failure(error)
+                if failed.status >= 500:
+                    self._refuse("http_writes_failed", "a write was not made durable: %s", failed.message)
+                self._reply(client, _http(failed.status, failed.body()))
+        self._waiting = still
+
     # ---- the loop's turn -----------------------------------------------------------------
     def turn(self) -> None:
         """Build pieces for at most TURN_BUDGET seconds, one per client per round; drop stuck clients."""
+        if self._waiting:
+            self._answer_writes()
         started = time.perf_counter()
         building = self._building
         progressed = True
@@ -253,7 +334,7 @@ class HttpViews:
             return _http(400, {"error": "bad request line"}), None, False
         method, target, version = line
         if method != "GET":
-            return _http(405, {"error": f"{method} not allowed; this endpoint is read-only"}), None, False
+            return _http(405, {"error": f"{method} not allowed here"}), None, False
         url = urlsplit(target)
         query = parse_qs(url.query)
         path = url.path.rstrip("/")
@@ -299,8 +380,9 @@ def _try_send(sock: socket.socket, data: bytes) -> None:
         pass
 
 
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-            431: "Request Header Fields Too Large", 503: "Service Unavailable"}
+_REASONS = {200: "OK", 201: "Created", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+            405: "Method Not Allowed", 409: "Conflict", 413: "Content Too Large",
+            431: "Request Header Fields Too Large", 500: "Internal Server Error", 503: "Service Unavailable"}
 
 
 def _http(status: int, body: dict) -> bytes:

@@ -25,6 +25,7 @@ import logging
 import selectors
 import socket
 import time
+from concurrent.futures import Future
 from typing import Callable
 
 from lisp_ryu.glue.mapserver_http import HttpViews
@@ -50,7 +51,7 @@ class StandaloneServer:
     """Runs a `MapServer` on a UDP socket, with an optional HTTP introspection socket."""
 
     def __init__(self, core: MapServer, udp: socket.socket, http: socket.socket | None = None,
-                 clock: Callable[[], float] = time.time, replica=None) -> None:
+                 clock: Callable[[], float] = time.time, replica=None, token: str | None = None) -> None:
         self.core = core
         #: `mapserver_replica.ReplicatedStore` with `--store etcd://`: holds the effects of a change
         #: until it is committed, brings other nodes' changes in.
@@ -76,7 +77,21 @@ class StandaloneServer:
             self._selector.register(replica, selectors.EVENT_READ, "replica")
         self._http = None if http is None else HttpViews(
             core, http, self._selector, clock, self.counters,
-            lambda: {f"server.{k}": v for k, v in self.counters.items()})
+            lambda: {**{f"server.{k}": v for k, v in self.counters.items()},
+                     **({f"cluster.{k}": v for k, v in replica.all_counters().items()} if replica else {})},
+            token, replica.call if replica is not None else self._change_now)
+
+    def _change_now(self, change: Callable) -> Future:
+        """A northbound write without a replicated store: journalled by the core before it returns."""
+        future: Future = Future()
+        try:
+            effects = change(self.core, self.clock())
+        except Exception as exc:  # noqa: BLE001 - the writer's answer (a bad rule, an unknown id, the journal down)
+            future.set_exception(exc)
+            return future
+        self._send(effects)
+        future.set_result(len(effects))
+        return future
 
     def stop(self) -> None:
         """Ask the loop to return after the current iteration (safe from a signal handler)."""

@@ -102,6 +102,11 @@ class Northbound:
         for _, _, (mapping, _record) in self._state.static:
             yield mapping
 
+    def quietly(self, apply: Callable[[], object]) -> None:
+        """Apply a change another node committed and notified for (replicated mode): no journal, no Map-Notify."""
+        apply()
+        self._resolver.refresh_fast_path()
+
     def set_policy(self, policy: Policy) -> None:
         self._state.policy = policy
         self._resolver.refresh_fast_path()

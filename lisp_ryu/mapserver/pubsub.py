@@ -139,12 +139,18 @@ class PubSub:
         self._per_xtr: dict[int, int] = {}  # live subscriptions per xTR-ID (known subscribers skip the budget)
         self._dirty: dict[SubKey, tuple[Subscription, bool]] = {}  # to journal: (subscription, still held)
         self._candidate_budget = RateLimiter(CANDIDATES_PER_SECOND, max_sources=1)
+        #: Replicated mode, while a change another node committed is applied: the prefixes a publication
+        #: would name go here instead (that node told the subscribers; see `replica.Applier`).
+        self.held: list[tuple[int, IPNetwork]] | None = None
 
     # ------------------------------------------------------------------ publications
 
     def publish(self, iid: int, net: IPNetwork, record: MappingRecord | None,
                 holders: list[EtrRegistration], now: float) -> list[SendControl]:
         """Tell subscribers of overlapping prefixes and former holders that `net` changed."""
+        if self.held is not None:
+            self.held.append((iid, net))
+            return []
         state = self._state
         policy = state.policy
         shaped = record is not None and not policy.empty
@@ -276,6 +282,19 @@ class PubSub:
             ckey = (candidate.iid, candidate.prefix, candidate.xtr_id)
             if self._candidates.get(ckey) == key:
                 del self._candidates[ckey]
+
+    def unsend(self, effects: list[SendControl]) -> int:
+        """Forget the Map-Notifies among `effects` that were never sent (their change was not committed:
+        replicated mode), so none is retransmitted; how many."""
+        dropped = 0
+        for effect in effects:
+            key = (int.from_bytes(effect.payload[4:12], "big"), effect.destination) if len(effect.payload) >= 12 \
+                else None
+            pending = self._pending.get(key) if key is not None else None
+            if pending is not None and pending.payload is effect.payload:
+                self._forget(key, pending)
+                dropped += 1
+        return dropped
 
     def retransmit(self, key: tuple, when: float, now: float) -> SendControl | None:
         """The "notify" timer: send an unacknowledged Map-Notify again, or give up on it."""
@@ -483,7 +502,9 @@ class PubSub:
         """Journal this subscription (or its end) with the others of the next `JOURNAL_DELAY`."""
         if self._journal.store is None:  # no store, or a restore rebuilding the tables
             return
-        if now is None:  # a caller outside the message path (REST): journalled with its own batch
+        if now is None or self._journal.replicated:
+            # A caller outside the message path (REST): journalled with its own batch.  Replicated: with
+            # the message's commit, so the node that notifies next continues from this nonce.
             self._dirty.pop(key, None)
             if held:
                 self._journal.record_subscription(sub)

@@ -39,14 +39,13 @@ from lisp_ryu.effects import SendControl
 from lisp_ryu.mapping.policy import Policy, RlocOverride, Rule, StaticMapping
 from lisp_ryu.mapserver.answer_cache import DEFAULT_CAPACITY, AnswerCache
 from lisp_ryu.mapserver import replica
-from lisp_ryu.mapserver.journal import BAD_STORED_ENTRY, Journal, JournalUnavailable
+from lisp_ryu.mapserver.journal import Journal, JournalUnavailable
 from lisp_ryu.mapserver.northbound import Northbound
 from lisp_ryu.mapserver.pubsub import PubSub
 from lisp_ryu.mapserver.registry import Registry
 from lisp_ryu.mapserver.resolver import Resolver
 from lisp_ryu.mapserver.state import EtrRegistration, IPAddress, IPNetwork, State, Subscription
 from lisp_ryu.mapserver.store import Store
-from lisp_ryu.mapserver.stored_records import registration_from_entry
 from lisp_ryu.ratelimit import RateLimiter, ReflectionLimiter
 from lisp_ryu.wire import LispDecodeError, MappingRecord
 
@@ -204,46 +203,28 @@ class MapServer:
 
     # ------------------------------------------------------------------ replicated store (issue 17)
 
-    def apply_replica(self, changes: list[tuple[bytes, bytes | None]], now: float) -> list[SendControl]:
-        """Registrations the replicated store changed (other nodes' commits, lease expiries, the
-        full read, a rollback to what the store holds): (key, value or None) in order.  Applied
-        like a Map-Register or a withdrawal, without recording anything; publications to this
-        node's subscribers come back to be sent now (the change is committed already)."""
+    def apply_replica(self, changes: list[tuple[bytes, bytes | None]], now: float) -> list[tuple[int, IPNetwork]]:
+        """What the replicated store changed (other nodes' commits, lease expiries, the full read, a
+        rollback to what the store holds): (key, value or None) in order, applied without recording
+        or telling anything (`replica.Applier`).  Returns the prefixes whose answer changed, for
+        `publish_current` when this node must notify for the change (a lease expiry, by the holder
+        of the expiry role)."""
+        return replica.Applier(self._state, self._journal, self._registry, self._pubsub,
+                               self._northbound).apply(changes, now)
+
+    def publish_current(self, prefixes: list[tuple[int, IPNetwork]], now: float) -> list[SendControl]:
+        """Map-Notify the subscribers of each prefix (and its ETRs) with its answer as it is now."""
         effects: list[SendControl] = []
-        journal, registry, state = self._journal, self._registry, self._state
-        saved, journal.store = journal.store, None  # nothing of this goes back to the store
-        try:
-            for key, value in changes:
-                try:
-                    if value is None:
-                        removal = replica.removal_of(key)
-                        if removal is not None:
-                            effects += registry.remove_etr(*removal, now, journal=False)
-                            self._count("replica.removed")
-                        continue
-                    entry = replica.registration_fields(key, value, now)
-                    if entry is None:
-                        continue
-                    reg = registration_from_entry(entry)
-                except BAD_STORED_ENTRY:
-                    self._count("replica.bad_entries")
-                    continue
-                site = state.sites.get(reg.site)
-                if site is None or not registry.site_allows(site, reg.iid, reg.prefix)[0]:
-                    self._count("replica.not_allowed")
-                    continue
-                held = state.registered.get(reg.iid, reg.prefix)
-                mine = held.etrs.get(reg.etr) if held is not None and held.site == reg.site else None
-                if mine is not None and (mine.record, mine.source, mine.port, mine.proxy_reply, mine.xtr_id) == (
-                        reg.record, reg.source, reg.port, reg.proxy_reply, reg.xtr_id):
-                    continue  # already so here (this node's own change)
-                if reg.xtr_id is not None:
-                    state.xtr_sites[reg.xtr_id] = reg.site
-                effects += registry.upsert(reg, now)
-                self._count("replica.applied")
-        finally:
-            journal.store = saved
+        for iid, net in dict.fromkeys(prefixes):
+            entry = self._state.registered.get(iid, net)
+            effects += self._pubsub.publish(iid, net, entry.record if entry else None,
+                                            list(entry.etrs.values()) if entry else [], now)
         return effects
+
+    def unsend(self, effects: list[SendControl]) -> int:
+        """Replicated mode: `effects` will not be sent (their change was not committed): none of their
+        Map-Notifies is retransmitted later."""
+        return self._pubsub.unsend(effects)
 
     def set_store_down(self, reason: str) -> None:
         """Replicated mode: while `reason` is not "", Map-Registers are refused before changing anything."""

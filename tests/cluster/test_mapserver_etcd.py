@@ -1,103 +1,19 @@
 """Map-Servers sharing registrations through a real 3-member etcd (issue 17).
 
-Each node is the real server loop (`StandaloneServer`) around a real core and the real
-`ReplicatedStore`/`EtcdStore`, on its own loopback UDP port, in a thread of the test process:
-the ETRs and ITRs are UDP sockets.  In-process rather than `lisp-ryu mapserver` processes:
-three nodes then cost no interpreter start-ups on the 2 shared cores, and a node "dies" by its
-loop and store stopping without resigning anything (what kill -9 leaves in etcd: the ETRs'
-leases, alive until their hold time).  The CLI wiring has its own process test below.
+Nodes, ETRs and ITRs: tests/support/mapserver_nodes.py (real server loops, cores and stores
+in threads of the test process, real UDP on loopback).
 """
 
 from __future__ import annotations
 
-import socket
 import statistics
-import threading
 import time
 
 import pytest
 
-import yaml
-
-from lisp_ryu.config import parse
-from lisp_ryu.glue.mapserver_loop import StandaloneServer
-from lisp_ryu.glue.mapserver_replica import ReplicatedStore
-from lisp_ryu.mapserver.replica import ReplicaLink
-from lisp_ryu.mapserver.service import MapServer
-from lisp_ryu.wire import MapNotify, MapReply, decode_message
-from support import packets
+from support.mapserver_nodes import Client, Node
 
 pytestmark = pytest.mark.etcd
-
-CONFIG = """\
-map_server:
-  rate_limit_per_source: 1000000
-  sites:
-    - name: dc1
-      key: dc1-secret
-      eid_prefixes:
-        - {prefix: 10.0.0.0/8, accept_more_specifics: true}
-"""
-
-
-class Node:
-    def __init__(self, endpoints: list[str], name: str) -> None:
-        self.name = name
-        config = parse(yaml.safe_load(CONFIG)).map_server
-        self.link = ReplicaLink()
-        self.core = MapServer(config, nonces=iter(range(1, 1 << 62)).__next__, now=time.time(), store=self.link)
-        self.replica = ReplicatedStore(endpoints, name, self.link, timeout=0.5)
-        self.replica.start(self.core)
-        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        udp.bind(("127.0.0.1", 0))
-        self.port = udp.getsockname()[1]
-        self.server = StandaloneServer(self.core, udp, replica=self.replica)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def crash(self) -> None:
-        """Gone without a word: the loop stops, the store's threads stop, nothing resigned."""
-        self.server.stop()
-        self.replica.store.stop(resign=False)
-        self.thread.join(3)
-        self.server.udp.close()
-
-    def stop(self) -> None:
-        if self.thread.is_alive():
-            self.server.stop()
-            self.thread.join(3)
-            self.server.udp.close()
-        self.replica.stop()
-
-    def health(self) -> str:
-        return self.core.store_health
-
-
-class Client:
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-
-    def ask(self, node: Node, payload: bytes, timeout: float = 1.0):
-        self.sock.sendto(payload, ("127.0.0.1", node.port))
-        self.sock.settimeout(timeout)
-        try:
-            return decode_message(self.sock.recv(65535))
-        except socket.timeout:
-            return None
-
-    def register(self, node: Node, eid: str, rloc: str, nonce: int, timeout: float = 1.0):
-        reply = self.ask(node, packets.map_register([packets.record(eid, [rloc])], "dc1-secret", nonce=nonce, proxy=True,
-                                                    want_notify=True, xtr_id=0xE7 + self.port), timeout)
-        return isinstance(reply, MapNotify) and reply.nonce == nonce
-
-    def resolve(self, node: Node, eid: str, nonce: int, timeout: float = 1.0) -> list[str]:
-        reply = self.ask(node, packets.map_request_ecm(eid, ["127.0.0.1"], nonce=nonce, source_port=self.port),
-                         timeout)
-        if not isinstance(reply, MapReply) or reply.nonce != nonce:
-            return []
-        return [str(loc.address) for loc in reply.records[0].locators]
 
 
 @pytest.fixture
