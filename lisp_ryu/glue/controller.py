@@ -57,7 +57,7 @@ class SwitchSession:
     groups: list = field(default_factory=list)
     meters: list = field(default_factory=list)
     waiting: set = field(default_factory=set)  # xids of outstanding multipart requests
-    pushed_at: float = float("-inf")  # when the last push ended (time.monotonic())
+    pushed_at: float = float("-inf")  # when the last push ended (its xTR's clock)
     push_cost: float = 0.0  # how long it took
     deferred: list = field(default_factory=list)  # reasons of changes waiting for the next push
 
@@ -308,16 +308,17 @@ class Controller:
         if session is None or session.installed is None:
             return  # not connected or not reconciled yet: reconciliation will push
         session.deferred.append(reason)
-        if time.monotonic() >= session.pushed_at + session.push_cost:
+        if self.xtrs[dpid].clock() >= session.pushed_at + session.push_cost:
             self._push_deferred(dpid, session)
         else:
             self.count("pushes_deferred")
             self.wake()
 
     def _push_deferred(self, dpid: int, session: SwitchSession) -> None:
-        reasons, session.deferred, started = session.deferred, [], time.monotonic()
+        clock = self.xtrs[dpid].clock  # the xTR's: tests drive it
+        reasons, session.deferred, started = session.deferred, [], clock()
         self.push(dpid, "; ".join(reasons) if len(reasons) < 4 else f"{len(reasons)} changes: {reasons[0]} ...")
-        session.pushed_at = time.monotonic()
+        session.pushed_at = clock()
         session.push_cost = session.pushed_at - started
 
     def push(self, dpid: int, reason: str) -> None:
@@ -545,14 +546,13 @@ class Controller:
     def next_wait(self) -> float:
         """Seconds until the earliest deadline of any core (at most MAX_WAIT)."""
         waits = [d - e.clock() for e in self.endpoints if (d := e.core.next_deadline()) is not None]
-        now = time.monotonic()
-        waits += [s.pushed_at + s.push_cost - now for s in self.sessions.values() if s.deferred]
+        waits += [s.pushed_at + s.push_cost - self.xtrs[d].clock() for d, s in self.sessions.items() if s.deferred]
         return max(0.0, min([MAX_WAIT, *waits]))
 
     def run_timers(self) -> None:
         """Let every core whose deadline has come do its timed work; push what waited."""
         for dpid, session in list(self.sessions.items()):
-            if session.deferred and time.monotonic() >= session.pushed_at + session.push_cost:
+            if session.deferred and self.xtrs[dpid].clock() >= session.pushed_at + session.push_cost:
                 self._push_deferred(dpid, session)
         for endpoint in self.endpoints:
             deadline = endpoint.core.next_deadline()

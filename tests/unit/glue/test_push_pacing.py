@@ -8,9 +8,8 @@ import yaml
 
 from lisp_ryu import config
 from lisp_ryu.flows.compiler import compile_plan
-from lisp_ryu.glue import controller as controller_mod
 from lisp_ryu.glue.controller import Controller
-from support.underlay import Underlay
+from support.underlay import Clock, Underlay
 
 CONFIG = """
 map_server:
@@ -29,19 +28,10 @@ xtrs:
 """
 
 
-class Monotonic:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def lab(monkeypatch):
-    clock = Monotonic()
-    monkeypatch.setattr(controller_mod.time, "monotonic", clock)
-    underlay = Underlay()
+    clock = Clock(100.0)
+    underlay = Underlay(clock)
     ctl = underlay.bind(Controller.from_config(config.parse(yaml.safe_load(CONFIG)), open_socket=underlay.open_socket,
                                                clock=underlay.clock, wall_clock=underlay.clock))
     switch = underlay.connect(ctl, 1)
@@ -53,7 +43,7 @@ def lab(monkeypatch):
     def push(dpid, reason):  # each push takes 50 ms of the (fake) clock
         pushes.append(reason)
         real_push(dpid, reason)
-        clock.now += 0.05
+        clock.advance(0.05)
 
     monkeypatch.setattr(ctl, "push", push)
     return ctl, switch, clock, pushes
@@ -72,17 +62,17 @@ def test_a_burst_is_pushed_once_per_hold_off_and_a_lone_change_at_once(lab):
     arrive(ctl, 0)
     assert len(pushes) == 1  # the first leaves at once
     for k in range(1, 6):
-        clock.now += 0.001
+        clock.advance(0.001)
         arrive(ctl, k)
     assert len(pushes) == 1 and ctl.counters["pushes_deferred"] == 5
     assert ctl.next_wait() == pytest.approx(0.045)
     ctl.run_timers()  # not yet: the hold-off is one push's duration
     assert len(pushes) == 1
-    clock.now += 0.05
+    clock.advance(0.05)
     ctl.run_timers()
     assert len(pushes) == 2 and pushes[1].startswith("5 changes")
     assert switch.held() == compile_plan(ctl.xtrs[1].core.plan())
     assert {h.port for h in ctl.xtrs[1].core.plan().hosts} >= {10, 11, 12, 13, 14, 15}
-    clock.now += 1.0  # a quiet spell: the next change leaves at once
+    clock.advance(1.0)  # a quiet spell: the next change leaves at once
     arrive(ctl, 6)
     assert len(pushes) == 3 and switch.held() == compile_plan(ctl.xtrs[1].core.plan())
