@@ -55,6 +55,10 @@ ETH_IPV4, ETH_IPV6, ETH_ARP = 0x0800, 0x86DD, 0x0806
 METADATA_IID_MASK = 0xFFFFFF
 MISS_METER_ID = 1
 LEARN_METER_ID = 2
+# Arrivals come in bursts (a rack evacuated: hundreds of gratuitous ARPs within a
+# second); a learning packet the meter drops leaves its workload unreachable until
+# it happens to send again.  The rate still bounds a sustained flood.
+LEARN_BURST = 1000
 RLOC_UNUSABLE_PRIORITY = 255  # RFC 9300: priority 255 means "do not use for unicast"
 
 
@@ -95,7 +99,7 @@ def compile_plan(plan: XtrPlan) -> DesiredState:
         raise CompileError(f"two flows share table/priority/match {dup}")
     meters = {Meter(MISS_METER_ID, plan.miss_rate_pps, burst=plan.miss_rate_pps)}
     if plan.dynamic_prefixes:
-        meters.add(Meter(LEARN_METER_ID, plan.learn_rate_pps, burst=plan.learn_rate_pps))
+        meters.add(Meter(LEARN_METER_ID, plan.learn_rate_pps, burst=max(plan.learn_rate_pps, LEARN_BURST)))
     return DesiredState(flows=frozenset(flows), groups=frozenset(groups), meters=frozenset(meters))
 
 

@@ -57,6 +57,9 @@ class SwitchSession:
     groups: list = field(default_factory=list)
     meters: list = field(default_factory=list)
     waiting: set = field(default_factory=set)  # xids of outstanding multipart requests
+    pushed_at: float = float("-inf")  # when the last push ended (its xTR's clock)
+    push_cost: float = 0.0  # how long it took
+    deferred: list = field(default_factory=list)  # reasons of changes waiting for the next push
 
 
 @dataclass
@@ -246,7 +249,7 @@ class Controller:
         dpid = endpoint.dpid
         if dpid is not None:
             if any(isinstance(e, DataplaneChanged) for e in effects):
-                self.push(dpid, "; ".join(e.reason for e in effects if isinstance(e, DataplaneChanged)))
+                self._push_soon(dpid, "; ".join(e.reason for e in effects if isinstance(e, DataplaneChanged)))
             for effect in effects:
                 if isinstance(effect, PacketOut):
                     self._packet_out(dpid, effect)
@@ -296,6 +299,27 @@ class Controller:
         self.count("packets_reinjected")
 
     # ---- pushing desired state -----------------------------------------------------------
+
+    def _push_soon(self, dpid: int, reason: str) -> None:
+        """Push now, unless the last push to this switch ended less than its own duration ago:
+        then the change waits (`run_timers`) and leaves with those that follow.  A burst (an
+        evacuation) costs a push per hold-off, not a compile and diff per event; a lone one leaves at once."""
+        session = self.sessions.get(dpid)
+        if session is None or session.installed is None:
+            return  # not connected or not reconciled yet: reconciliation will push
+        session.deferred.append(reason)
+        if self.xtrs[dpid].clock() >= session.pushed_at + session.push_cost:
+            self._push_deferred(dpid, session)
+        else:
+            self.count("pushes_deferred")
+            self.wake()
+
+    def _push_deferred(self, dpid: int, session: SwitchSession) -> None:
+        clock = self.xtrs[dpid].clock  # the xTR's: tests drive it
+        reasons, session.deferred, started = session.deferred, [], clock()
+        self.push(dpid, "; ".join(reasons) if len(reasons) < 4 else f"{len(reasons)} changes: {reasons[0]} ...")
+        session.pushed_at = clock()
+        session.push_cost = session.pushed_at - started
 
     def push(self, dpid: int, reason: str) -> None:
         """Compile the xTR's plan, diff it against what the switch holds, send the difference."""
@@ -522,10 +546,14 @@ class Controller:
     def next_wait(self) -> float:
         """Seconds until the earliest deadline of any core (at most MAX_WAIT)."""
         waits = [d - e.clock() for e in self.endpoints if (d := e.core.next_deadline()) is not None]
+        waits += [s.pushed_at + s.push_cost - self.xtrs[d].clock() for d, s in self.sessions.items() if s.deferred]
         return max(0.0, min([MAX_WAIT, *waits]))
 
     def run_timers(self) -> None:
-        """Let every core whose deadline has come do its timed work."""
+        """Let every core whose deadline has come do its timed work; push what waited."""
+        for dpid, session in list(self.sessions.items()):
+            if session.deferred and self.xtrs[dpid].clock() >= session.pushed_at + session.push_cost:
+                self._push_deferred(dpid, session)
         for endpoint in self.endpoints:
             deadline = endpoint.core.next_deadline()
             now = endpoint.clock()

@@ -74,6 +74,9 @@ def run_in_netns(netns: str | None, fn: Callable[[], T]) -> T:
     return result["value"]
 
 
+RCVBUF = 4 << 20
+
+
 def open_udp_socket(netns: str | None, bind: tuple[str, int], family: int = socket.AF_INET) -> socket.socket:
     """A UDP socket created in `netns` and bound to `bind` (address, port)."""
 
@@ -81,6 +84,10 @@ def open_udp_socket(netns: str | None, bind: tuple[str, int], family: int = sock
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:  # a burst (an evacuation: a Map-Notify per moved EID) waits here while the thread pushes flows
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+            except OSError:
+                pass  # the kernel's default, capped by net.core.rmem_max
             sock.bind(bind)
         except OSError as exc:
             sock.close()

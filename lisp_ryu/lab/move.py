@@ -221,7 +221,7 @@ class _Migration:
 
 def _free_ofport(site: SiteState, state: LabState, host: str | None = None) -> int:
     """The port reserved for `host` at the site (SiteState.reserved_ports) if it
-    is free, else the lowest br-int port number below the tunnel's that neither
+    is free, else the lowest br-int host port number (`topo.host_ofport`) that neither
     the state file nor the switch itself has in use."""
     used = set(site.host_ports.values()) | {site.tunnel_ofport}
     ports = set(vsctl(site.name, "list-ports", topo.BR_INT, state=state).split())
@@ -234,10 +234,10 @@ def _free_ofport(site: SiteState, state: LabState, host: str | None = None) -> i
     reserved = site.reserved_ports.get(host) if host is not None else None
     if reserved is not None and reserved not in used:
         return reserved
-    for number in range(1, topo.TUNNEL_OFPORT):
+    for number in map(topo.host_ofport, range(1, topo.MAX_HOSTS_PER_SITE + 1)):
         if number not in used:
             return number
-    raise LabError(f"site {site.name}: no free br-int port in 1..{topo.TUNNEL_OFPORT - 1}")
+    raise LabError(f"site {site.name}: no free br-int host port below {topo.HOST_OFPORT_LIMIT}")
 
 
 def _check_host_port(site: SiteState, host: str, ofport: int, state: LabState) -> None:

@@ -10,7 +10,9 @@ interface names) is fixed here, so the lab, the static flows and the
 controller configuration agree on it.
 
 Fixed numbers (documented here because flows and tests depend on them):
-  * br-int OpenFlow ports: hosts of a site get 1, 2, ... in file order;
+  * br-int OpenFlow ports: hosts of a site get 1, 2, ... in file order,
+    stepping over 100 and 101 (`host_ofport`) and staying below the BFD
+    ports of failover (numbered from 1000);
     the LISP-GPE tunnel port `lisp0` is `TUNNEL_OFPORT` (100); a PxTR's
     native link is `NATIVE_OFPORT` (101), named `<router>-n` in the PxTR's
     namespace and `<pxtr>-n` in the router's.
@@ -44,7 +46,17 @@ HOST_IFNAME = "eth0"
 MGMT_IFNAME = "mgmt0"
 HOST_MTU = 1450
 DEFAULT_CONTROLLER_PORT = 6653
-MAX_HOSTS_PER_SITE = TUNNEL_OFPORT - 1
+# The controller's failover ports are numbered from its default `failover.port_base`.
+HOST_OFPORT_LIMIT = 1000
+MAX_HOSTS_PER_SITE = HOST_OFPORT_LIMIT - 3  # 1..999 less the tunnel and native ports
+
+
+def host_ofport(n: int) -> int:
+    """The br-int port of a site's n-th host port (1-based): the tunnel and
+    native ports keep their numbers whatever the number of hosts."""
+    if n < 1 or n > MAX_HOSTS_PER_SITE:
+        raise ValueError(f"host port index {n} outside 1..{MAX_HOSTS_PER_SITE}")
+    return n if n < TUNNEL_OFPORT else n + (NATIVE_OFPORT - TUNNEL_OFPORT + 1)
 
 
 class TopologyError(ConfigError):
@@ -304,14 +316,14 @@ class Topology:
         learned only where its address names the tenant)."""
         own = {h.name: h.ofport for h in self.hosts_of(site)}
         out = dict(own)
-        number = max(own.values(), default=0)
+        index = len(own)
         for h in self.hosts:
             if h.name in own:
                 continue
-            number += 1
-            if number >= TUNNEL_OFPORT:
+            index += 1
+            if index > MAX_HOSTS_PER_SITE:
                 break
-            out[h.name] = number
+            out[h.name] = host_ofport(index)
         return out
 
     def links_of(self, node: str) -> tuple[Link, ...]:

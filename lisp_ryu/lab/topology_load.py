@@ -75,6 +75,7 @@ from lisp_ryu.lab.topology import (
     DEFAULT_CONTROLLER_PORT,
     HOST_IFNAME,
     MAX_HOSTS_PER_SITE,
+    host_ofport,
     MGMT_IFNAME,
     ROLES,
     TUNNEL_PORT_NAME,
@@ -462,7 +463,7 @@ def _hosts(value: Any, path: str, sites: list[Site]) -> list[Host]:
         mac = _mac(m["mac"], f"{p}.mac") if "mac" in m else derived_mac(0x68, iface.ip)
         iface6, gateway6 = _address6(m, p, site, eid.iid, name, taken)
         return Host(name=name, site=site.name, interface=iface, gateway=gateway, iid=eid.iid, mac=mac,
-                    ofport=ports[site.name], interface6=iface6, gateway6=gateway6)
+                    ofport=host_ofport(ports[site.name]), interface6=iface6, gateway6=gateway6)
 
     return schema.seq(value, path, host)
 

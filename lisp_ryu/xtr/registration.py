@@ -49,9 +49,18 @@ class Registrar:
         return effects
 
     def register_all(self, now: float) -> list[Effect]:
-        """Register at once with every map-server (the hosts here changed)."""
+        """Register at once with every map-server (the hosts here changed).
+
+        One Map-Register in flight per map-server: while one awaits its
+        Map-Notify, further changes wait for it and leave together in the
+        next, so a burst of arrivals (an evacuation) costs a few registers
+        of many records, not one register of all records per arrival, and
+        each Map-Notify still matches the nonce it answers."""
         effects: list[Effect] = []
         for reg in self.state.registrations:
+            if reg.nonce is not None and not reg.registered and now - reg.sent < reg.retry:
+                reg.pending = True
+                continue
             effects += self.register(reg, now)
         return effects
 
@@ -84,6 +93,8 @@ class Registrar:
         message = auth.sign(message, reg.server.key, reg.server.algorithm_id)
         reg.nonce = nonce
         reg.registered = False
+        reg.pending = False
+        reg.sent = now
         reg.due = now + reg.retry
         state.count("map_register_sent")
         what = f"Map-Register of {', '.join(str(r.eid_prefix) for r in records)}"
@@ -125,7 +136,7 @@ class Registrar:
             return []
         if notify.nonce == reg.nonce:
             self._on_register_notify(reg, notify, now)
-            return []
+            return self.register(reg, now) if reg.pending else []
         # A publication (RFC 9437) for EIDs we asked for, or news that one of ours moved away.
         state.count("map_notify_publication")
         resolver = self.resolver

@@ -82,6 +82,8 @@ class Registration:
     unanswered: int = 0  # Map-Registers in a row without a Map-Notify
     last_notify: float | None = None  # when the last Map-Notify for a registration came (the core's clock)
     since: float = 0.0  # when `reachable` last changed
+    sent: float = 0.0  # when the outstanding Map-Register left
+    pending: bool = False  # hosts changed while a Map-Register was outstanding: register again on its Map-Notify
 
 
 @dataclass

@@ -1,0 +1,91 @@
+"""A burst of arrivals (an evacuation) is registered in a few Map-Registers, one in flight per map-server."""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+
+import pytest
+import yaml
+
+from lisp_ryu import config
+from lisp_ryu.effects import SendControl
+from lisp_ryu.wire import auth
+from lisp_ryu.wire.control import decode_message
+from lisp_ryu.wire.messages import MapNotify
+from lisp_ryu.xtr.core import XtrCore
+
+MS = ipaddress.ip_address("198.18.0.2")
+KEY = "s3cret"
+CONFIG = """
+xtrs:
+  - name: dc2
+    dpid: 2
+    rlocs: [{address: 198.18.2.2}]
+    tunnel_port: 100
+    eid_prefixes: [{prefix: 10.2.0.0/16, iid: 42}]
+    map_servers: [{address: 198.18.0.2, key: s3cret}]
+    gateways: [{subnet: 10.1.0.0/16, ip: 10.1.0.1, mac: "02:00:00:00:01:01", iid: 42}]
+    dynamic_eid_prefixes: [{prefix: 10.1.0.0/16, iid: 42}]
+"""
+
+
+@pytest.fixture
+def xtr():
+    cfg = config.parse(yaml.safe_load(CONFIG)).xtrs[0]
+    counter = itertools.count(1000)
+    return XtrCore(cfg, nonces=lambda: next(counter))
+
+
+def registers(effects):
+    return [e for e in effects if isinstance(e, SendControl) and e.what.startswith("Map-Register")]
+
+
+def notify_for(payload):
+    reg = decode_message(payload)
+    return auth.sign(MapNotify(nonce=reg.nonce, records=reg.records, xtr_id=reg.xtr_id, site_id=reg.site_id),
+                     KEY, 1).encode()
+
+
+def host_routes(send):
+    return sorted(str(r.eid_prefix) for r in decode_message(send.payload).records if r.eid_prefix.mask_len == 32)
+
+
+def arrive(xtr, k, now):
+    return xtr.handle_host_seen(10 + k, ipaddress.ip_address(f"10.1.0.{10 + k}"), f"02:00:00:01:00:{k:02x}",
+                                b"garp", now)
+
+
+def registered(xtr, now=0.0):
+    (first,) = registers(xtr.start(now))
+    assert xtr.handle_control(notify_for(first.payload), MS, 4342, now + 0.01) == []
+
+
+def test_arrivals_while_a_register_is_in_flight_leave_together_on_its_map_notify(xtr):
+    registered(xtr)
+    (first,) = registers(arrive(xtr, 0, 10.0))
+    assert host_routes(first) == ["[42]10.1.0.10/32"]
+    for k in range(1, 6):  # a burst: each arrival is learned at once, its registration waits
+        assert registers(arrive(xtr, k, 10.0 + k * 0.001)) == []
+    (second,) = registers(xtr.handle_control(notify_for(first.payload), MS, 4342, 10.02))
+    assert host_routes(second) == [f"[42]10.1.0.{10 + k}/32" for k in range(6)]
+    assert xtr.handle_control(notify_for(second.payload), MS, 4342, 10.03) == []
+    reg = xtr.registrations[0]
+    assert reg.registered and reg.reachable and not reg.pending
+    assert xtr.counters.get("map_register_unanswered", 0) == 0
+
+
+def test_a_lost_map_notify_still_sends_the_waiting_arrivals_on_the_retry(xtr):
+    registered(xtr)
+    registers(arrive(xtr, 0, 10.0))
+    assert registers(arrive(xtr, 1, 10.1)) == []
+    assert xtr.next_deadline() == pytest.approx(11.0)
+    (retry,) = registers(xtr.handle_timer(11.0))
+    assert host_routes(retry) == ["[42]10.1.0.10/32", "[42]10.1.0.11/32"]
+
+
+def test_an_arrival_after_the_wait_for_the_map_notify_registers_at_once(xtr):
+    registered(xtr)
+    registers(arrive(xtr, 0, 10.0))
+    (again,) = registers(arrive(xtr, 1, 11.5))  # the first one's Map-Notify is overdue: no waiting for it
+    assert host_routes(again) == ["[42]10.1.0.10/32", "[42]10.1.0.11/32"]
