@@ -30,30 +30,26 @@ pytricia quirks this module works around (checked with pytricia 1.3.0):
   (IPv6 ones in the old IPv4-compatible form, "::0.1.0.0/112"): the shape
   index answers those questions instead.
 
-MAC EIDs (AFI 16389) have no prefixes, so `MacTable` is a sibling dict with the
-same method names (longest match there is exact match): one code path in
-callers such as the map-cache, no fake mask lengths in the trie.
+MAC EIDs (AFI 16389) have no prefixes: `mactable.MacTable` is their sibling.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from typing import Generic, Iterator, TypeVar
+from typing import Generic, Iterable, Iterator, TypeVar
 
 import pytricia
 
-from .sortedkeys import SortedKeys
 from .eid import (
     AddressCovered,
-    EidError,
     IPAddress,
     IPNetwork,
-    MacAddress,
     PrefixNotFound,
     check_address,
     check_iid,
     check_network,
 )
+from .sortedkeys import SortedKeys
 
 V = TypeVar("V")
 
@@ -436,6 +432,32 @@ class PrefixTable(Generic[V]):
             self._len += 1
         return replaced
 
+    def insert_packed(self, items: Iterable[tuple[int, bytes, int, V]]) -> None:
+        """`insert` many (iid, packed address, mask length, value), e.g. a restore's: host routes go
+        in their dict, and their sorted index is built once at the end rather than key by key."""
+        fresh: dict[_Trie, list[bytes]] = {}
+        for iid, packed, plen, value in items:
+            width = 8 * len(packed)
+            if plen != width or type(iid) is not int or width not in _NETWORK_CLASS:
+                self.insert(iid, _NETWORK_CLASS.get(width, _NETWORK_CLASS[32])((packed, plen)), value)
+                continue
+            trie = self._tries.get((iid, 4 if width == 32 else 6))
+            if trie is None:
+                check_iid(iid)
+                trie = self._tries[(iid, 4 if width == 32 else 6)] = _Trie(width)
+            if packed in trie.hosts:
+                trie.hosts[packed] = value
+                continue
+            trie.hosts[packed] = value
+            trie.count += 1
+            self._len += 1
+            if trie.order:
+                trie.order.add(packed)
+            else:
+                fresh.setdefault(trie, []).append(packed)
+        for trie, keys in fresh.items():
+            trie.order = SortedKeys(keys)
+
     def remove(self, iid: int, network: IPNetwork) -> V:
         """Remove an exact prefix and return its value; PrefixNotFound if absent."""
         trie = self._trie(iid, network)
@@ -545,56 +567,3 @@ class PrefixTable(Generic[V]):
         length = trie.widest_negative_length(addr, packed)
         width = trie.width
         return cls((addr >> (width - length) << (width - length), length))
-
-
-class MacTable(Generic[V]):
-    """MAC EID -> value per instance-ID: exact match only, same method names as PrefixTable.
-
-    MACs have no hierarchy to match on, so a dict is both simpler and faster
-    than pretending they are /48 prefixes in a trie.
-    """
-
-    def __init__(self) -> None:
-        self._map: dict[tuple[int, int], tuple[MacAddress, V]] = {}
-
-    def __len__(self) -> int:
-        return len(self._map)
-
-    def __contains__(self, key: object) -> bool:
-        if not (isinstance(key, tuple) and len(key) == 2 and isinstance(key[1], MacAddress)):
-            return False
-        return (key[0], int(key[1])) in self._map
-
-    def __iter__(self) -> Iterator[tuple[int, MacAddress, V]]:
-        """(iid, mac, value) sorted by instance-ID then MAC."""
-        for (iid, _), (mac, value) in sorted(self._map.items(), key=lambda kv: kv[0]):
-            yield iid, mac, value
-
-    @staticmethod
-    def _key(iid: int, mac: MacAddress) -> tuple[int, int]:
-        check_iid(iid)
-        if not isinstance(mac, MacAddress):
-            raise EidError(f"expected a MacAddress, got {type(mac).__name__} {mac!r}")
-        return (iid, int(mac))
-
-    def insert(self, iid: int, mac: MacAddress, value: V) -> bool:
-        """Store or replace; True if it replaced an entry."""
-        key = self._key(iid, mac)
-        replaced = key in self._map
-        self._map[key] = (mac, value)
-        return replaced
-
-    def remove(self, iid: int, mac: MacAddress) -> V:
-        """Remove and return the value; PrefixNotFound if absent."""
-        try:
-            return self._map.pop(self._key(iid, mac))[1]
-        except KeyError:
-            raise PrefixNotFound(f"MAC [{iid}]{mac} is not in the table") from None
-
-    def get(self, iid: int, mac: MacAddress, default: V | None = None) -> V | None:
-        item = self._map.get(self._key(iid, mac))
-        return default if item is None else item[1]
-
-    def longest_match(self, iid: int, mac: MacAddress) -> tuple[MacAddress, V] | None:
-        """Exact match, under PrefixTable's name so callers need no special case."""
-        return self._map.get(self._key(iid, mac))

@@ -8,9 +8,10 @@ change goes out only once the change survives a crash.  Expiries are not
 journalled: the stored expiry times already say when an entry ends, so a
 restart drops what expired meanwhile and a mass expiry costs no writes.
 Pending Map-Notify retransmissions are not persisted.  When the journal
-outgrows twice the live state it is compacted into a snapshot, which joins
-each registration's entry as it was encoded on arrival instead of encoding
-every registration again while the server answers nothing.
+outgrows twice the live state it is compacted into a snapshot: a
+registration's entry is encoded then from its compact form
+(`registration_bytes`: the part its ETR's message shares with its other
+records encoded once per message, `EtrContext`), not kept encoded in memory.
 
 Entries are absolute (set this key / delete this key), so replaying a
 journal on top of any older snapshot ends in the state journalled last.
@@ -22,7 +23,6 @@ longer allows are dropped and counted.
 from __future__ import annotations
 
 import errno
-import heapq
 import ipaddress
 import logging
 from typing import Callable, Iterable, Iterator, Protocol
@@ -32,12 +32,14 @@ import msgpack
 from lisp_ryu.config import SiteConfig
 from lisp_ryu.mapping.policy import Policy, PolicyError, RlocOverride, Rule, StaticMapping
 from lisp_ryu.mapserver.state import (
+    EtrContext,
     EtrRegistration,
     IPNetwork,
     Registered,
     State,
     Subscription,
-    record_bytes,
+    key_prefix,
+    prefix_text,
     static_record,
 )
 from lisp_ryu.mapserver.store import Store
@@ -73,24 +75,53 @@ def xid_bytes(xtr_id: int | None) -> bytes | None:
 
 
 def registration_entry(reg: EtrRegistration) -> dict:
+    context = reg.context
     return {
         "t": "reg",
         "iid": reg.iid,
-        "net": str(reg.prefix),
-        "etr": reg.etr,
-        "site": reg.site,
-        "rec": record_bytes(reg.record),
-        "src": str(reg.source),
-        "port": reg.port,
-        "proxy": reg.proxy_reply,
-        "kid": reg.key_id,
-        "alg": reg.algorithm,
+        "net": prefix_text(reg.key),
+        "etr": context.etr,
+        "site": context.site,
+        "rec": reg.rec,
+        "src": str(context.source),
+        "port": context.port,
+        "proxy": context.proxy_reply,
+        "kid": context.key_id,
+        "alg": context.algorithm,
         "at": reg.registered_at,
         "exp": reg.expires,
-        "xid": xid_bytes(reg.xtr_id),
-        "sid": reg.site_id,
+        "xid": xid_bytes(context.xtr_id),
+        "sid": context.site_id,
         "n": reg.nonce,
     }
+
+
+#: The entry keys `registration_entry` takes from the context, in its order.
+_CONTEXT_KEYS = ("t", "etr", "site", "src", "port", "proxy", "kid", "alg", "xid", "sid")
+_MAP16 = b"\xde" + (len(_CONTEXT_KEYS) + 6).to_bytes(2, "big")  # msgpack map header: context keys + 6
+
+
+class EntryEncoder:
+    """`pack(registration_entry(reg))`, decoded alike, for a snapshot of many: the keys a registration
+    shares with the other records of its ETR's message encoded once per `EtrContext` (msgpack map
+    entries are concatenated pairs, so the parts join), the six of its own by one small pack."""
+
+    def __init__(self) -> None:
+        self._contexts: dict[EtrContext, bytes] = {}
+        self._packer = msgpack.Packer(use_bin_type=True)
+
+    def encode(self, reg: EtrRegistration) -> bytes:
+        context = reg.context
+        shared = self._contexts.get(context)
+        if shared is None:
+            if len(self._contexts) >= 1 << 16:
+                self._contexts.clear()
+            entry = registration_entry(reg)
+            packed = self._packer.pack({k: entry[k] for k in _CONTEXT_KEYS})
+            shared = self._contexts[context] = _MAP16 + packed[1:]  # (a fixmap of 10: one header byte)
+        own = self._packer.pack({"iid": reg.iid, "net": prefix_text(reg.key), "rec": reg.rec,
+                                 "at": reg.registered_at, "exp": reg.expires, "n": reg.nonce})
+        return shared + own[1:]  # (a fixmap of 6)
 
 
 def unregistration_entry(iid: int, net: IPNetwork, etr: str) -> dict:
@@ -198,7 +229,8 @@ class RegistryPart(Protocol):
 
     def site_allows(self, site: SiteConfig, iid: int, net: IPNetwork) -> tuple[bool, str]: ...
 
-    def rebuild(self, iid: int, net: IPNetwork, entry: Registered, previous: MappingRecord | None) -> bool: ...
+    def rebuild(self, iid: int, net: IPNetwork, entry: Registered, previous: bytes | None,
+                record: MappingRecord | None = None) -> bool: ...
 
 
 class PubSubPart(Protocol):
@@ -284,14 +316,9 @@ class Journal:
         if self.store is not None:
             self._batch.append(entry)
 
-    def record_registration(self, reg: EtrRegistration) -> EtrRegistration:
-        """`reg` journalled, carrying its entry encoded for the next snapshot (`reg` itself without a store)."""
-        if self.store is None:
-            return reg
-        stored = pack(registration_entry(reg))
-        object.__setattr__(reg, "stored", stored)  # not `replace`: `reg` is new, and this runs per registration
-        self._batch.append(stored)
-        return reg
+    def record_registration(self, reg: EtrRegistration) -> None:
+        if self.store is not None:
+            self._batch.append(registration_entry(reg))
 
     def record_entry(self, entry: dict) -> bytes:
         """Journal `entry` (only with a store) and return it encoded."""
@@ -387,16 +414,16 @@ class Journal:
     def state_entries(self) -> Iterator[dict]:
         """The whole durable state as journal entries (what a snapshot holds)."""
         for _, _, entry in self._state.registered:
-            for reg in entry.etrs.values():
+            for reg in entry.regs():
                 yield registration_entry(reg)
         yield from self._stated_entries()
 
     def stored_state(self) -> Iterator[bytes]:
-        """`state_entries`, msgpack-encoded, for a snapshot: registrations as they were encoded
-        when they came (encoding them all again would stall the server)."""
+        """`state_entries`, msgpack-encoded, for a snapshot (registrations by `EntryEncoder`)."""
+        encode = EntryEncoder().encode
         for entry in self._state.registered.values():
-            for reg in entry.etrs.values():
-                yield reg.stored or pack(registration_entry(reg))
+            for reg in entry.regs():
+                yield encode(reg)
         for entry in self._stated_entries():
             yield pack(entry)
 
@@ -475,83 +502,93 @@ class Journal:
         prefix table until every prefix is inserted once at the end, a
         prefix's merged record is computed once all its ETRs are in (and not
         at all for a single ETR: `StoredRegistrations` hands over its
-        answer, encoded), and the expiry timers are heapified once.  Entries
-        are checked in the same order, and counted under the same names, as
-        one `upsert` at a time.
+        answer, encoded), and nothing is decoded that a canonical entry
+        does not need.  Entries are checked in the same order, and counted
+        under the same names, as one `upsert` at a time.
         """
         state = self._state
         sites, xtr_sites = state.sites, state.xtr_sites
-        reader = StoredRegistrations()
+        read = StoredRegistrations().read
         verdicts: dict[tuple, bool] = {}  # see _still_allows
-        prefixes: dict[tuple[int, str], tuple[int, IPNetwork, Registered]] = {}  # key: (iid, prefix text)
-        merge: list[tuple[int, IPNetwork, Registered]] = []  # record left None: `rebuild` computes it
-        timers, sequence = state.timers, state.sequence
-        bad = expired = disallowed = conflicting = restored = 0
+        prefixes: dict[tuple[int, str], tuple[int, IPNetwork | None, Registered]] = {}  # key: (iid, prefix text)
+        merge: list[tuple[int, str]] = []  # record left unknown: `rebuild` computes it
+        regs: list[EtrRegistration] = []
+        bad = expired = disallowed = conflicting = 0
         for entry in entries:
             try:
-                reg, text, answer, answer_bytes = reader.read(entry)
+                reg, text, answer_bytes = read(entry)
             except BAD_STORED_ENTRY:
                 bad += 1
                 continue
             if reg.expires <= now:
                 expired += 1
                 continue
-            site = sites.get(reg.site)
-            if site is None or not self._still_allows(registry, site, reg.iid, reg.prefix, verdicts):
-                disallowed += 1
-                continue
+            context = reg.context
             key = (reg.iid, text)
             known = prefixes.get(key)
             if known is None:
-                known = prefixes[key] = (reg.iid, reg.prefix,
-                                         Registered(reg.site, {reg.etr: reg}, answer, answer_bytes, reg.proxy_reply))
-                if answer is None:
-                    merge.append(known)
-            elif known[2].site != reg.site:
-                conflicting += 1
+                site = sites.get(context.site)
+                if site is None or not self._still_allows(registry, site, reg.iid, reg.key, verdicts):
+                    disallowed += 1
+                    continue
+                prefixes[key] = (reg.iid, None, Registered(context.site, reg, answer_bytes, context.proxy_reply))
+                if not answer_bytes:
+                    merge.append(key)
+            elif known[2].site != context.site:
+                site = sites.get(context.site)
+                if site is None or not self._still_allows(registry, site, reg.iid, reg.key, verdicts):
+                    disallowed += 1
+                else:
+                    conflicting += 1
                 continue
             else:
                 entry_state = known[2]
-                if entry_state.record is not None:  # a second ETR: the answer is their merge now
-                    entry_state.record = None
-                    merge.append(known)
-                entry_state.etrs[reg.etr] = reg
-            timers.append((reg.expires, next(sequence), "reg", (reg.iid, reg.prefix, reg.etr)))
-            state.armed[("reg", (reg.iid, reg.prefix, reg.etr))] = reg.expires  # see State.schedule
-            if reg.xtr_id is not None:
-                xtr_sites[reg.xtr_id] = reg.site
-            restored += 1
-        for iid, net, entry_state in merge:
-            registry.rebuild(iid, net, entry_state, None)
+                if entry_state.record_bytes:  # a second ETR: the answer is their merge now
+                    entry_state.record_bytes = b""
+                    merge.append(key)
+                entry_state.put(reg)
+            object.__setattr__(reg, "durable", reg.expires)
+            regs.append(reg)
+            if context.xtr_id is not None:
+                xtr_sites[context.xtr_id] = context.site
+        for key in merge:
+            iid, _, entry_state = prefixes[key]
+            if entry_state.record_bytes:
+                continue  # (listed twice)
+            registry.rebuild(iid, entry_state.regs()[0].prefix, entry_state, None)
         # All at the end rather than as they come: faster overall (probably because the trie's
         # nodes then sit together in memory, not scattered among the registrations).
-        for iid, net, entry_state in prefixes.values():
-            state.registered.insert(iid, net, entry_state)
-        heapq.heapify(timers)  # pops in the same (time, sequence) order as pushing them one by one
+        state.registered.insert_packed((iid, key[:-1], key[-1], entry_state) for iid, key, entry_state in
+                                       ((iid, entry_state.regs()[0].key, entry_state)
+                                        for iid, _, entry_state in prefixes.values()))
+        if not self.replicated:
+            state.expiry.add_many(regs)
         for name, amount in (("bad_entries", bad), ("expired", expired), ("no_longer_allowed", disallowed),
-                             ("conflicting_site", conflicting), ("registrations", restored)):
+                             ("conflicting_site", conflicting), ("registrations", len(regs))):
             if amount:
                 self._count(f"restore.{name}", amount)
 
-    def _still_allows(self, registry: RegistryPart, site: SiteConfig, iid: int, net: IPNetwork,
+    def _still_allows(self, registry: RegistryPart, site: SiteConfig, iid: int, key: bytes,
                       verdicts: dict[tuple, bool]) -> bool:
-        """`registry.site_allows(site, iid, net)` for a restore, remembered per configured prefix.
+        """`registry.site_allows(site, iid, net)` for a restore (`key`: the net's `prefix_key`),
+        remembered per configured prefix.
 
         The verdict depends only on the longest configured prefix around
         `net` and on whether `net` is that prefix itself (see
         `Registry.configured_owners`), and many restored prefixes share a
         handful of configured ones.
         """
-        hit = self._state.configured.longest_match_packed(iid, net.network_address.packed)
+        plen = key[-1]
+        hit = self._state.configured.longest_match_packed(iid, key[:-1])
         if hit is None:
             return False  # no configured prefix holds even its first address (or no such instance-ID)
         configured = hit[0]
-        if configured.prefixlen > net.prefixlen:  # a configured prefix inside `net`: not the covering one
-            return registry.site_allows(site, iid, net)[0]
-        key = (site.name, iid, configured, configured.prefixlen == net.prefixlen)
-        allowed = verdicts.get(key)
+        if configured.prefixlen > plen:  # a configured prefix inside `net`: not the covering one
+            return registry.site_allows(site, iid, key_prefix(key))[0]
+        verdict = (site.name, iid, configured, configured.prefixlen == plen)
+        allowed = verdicts.get(verdict)
         if allowed is None:
-            allowed = verdicts[key] = registry.site_allows(site, iid, net)[0]
+            allowed = verdicts[verdict] = registry.site_allows(site, iid, key_prefix(key))[0]
         return allowed
 
 

@@ -11,52 +11,60 @@ import struct
 from dataclasses import dataclass, replace
 
 from lisp_ryu.mapserver.state import (
+    EtrContext,
     EtrRegistration,
-    IPAddress,
-    IPNetwork,
     plain_locator,
+    prefix_key,
     record_bytes,
     record_from_bytes,
+    share_context,
 )
-from lisp_ryu.wire import (
-    Action,
-    Afi,
-    InstanceIdAddress,
-    LcafType,
-    LispDecodeError,
-    LispEncodeError,
-    Locator,
-    MappingRecord,
-)
-from lisp_ryu.wire.checks import trusted
+from lisp_ryu.wire import Action, Afi, LcafType, LispDecodeError, LispEncodeError
 from lisp_ryu.wire.quick import IID_LCAF_BODY
 
 
-def registration_from_entry(entry: dict, prefix: IPNetwork | None = None, record: MappingRecord | None = None,
-                            source: IPAddress | None = None) -> EtrRegistration:
+def registration_from_entry(entry: dict, key: bytes | None = None, rec: bytes | None = None,
+                            context: EtrContext | None = None) -> EtrRegistration:
     """The registration a stored entry holds; raises KeyError, TypeError, ValueError or a codec error if it holds none.
 
-    `prefix`, `record` and `source`, when given, are what the entry's net,
-    rec and src read as (`StoredRegistrations` reads them faster).
+    `key`, `rec` and `context`, when given, are what the entry's net, rec and
+    the fields its ETR's message shared read as (`StoredRegistrations` reads
+    them faster); else the record is decoded (checked) and kept as encoded again.
     """
-    xid = entry.get("xid")
+    if context is None:
+        context = entry_context(entry)
+    if key is None:
+        key = prefix_key(ipaddress.ip_network(entry["net"]))
+    if rec is None:
+        rec = record_bytes(record_from_bytes(entry["rec"]))
+    expires = float(entry["exp"])
     return EtrRegistration(  # positional: cheaper than by keyword, and this runs per restored entry
-        entry["site"],  # site
-        entry["etr"],  # etr
+        context,
         int(entry["iid"]),  # iid
-        ipaddress.ip_network(entry["net"]) if prefix is None else prefix,  # prefix
-        record_from_bytes(entry["rec"]) if record is None else record,  # record
-        ipaddress.ip_address(entry["src"]) if source is None else source,  # source
-        int(entry["port"]),  # port
-        bool(entry["proxy"]),  # proxy_reply
-        int(entry["kid"]),  # key_id
-        int(entry["alg"]),  # algorithm
+        key,
+        rec,
         float(entry["at"]),  # registered_at
-        float(entry["exp"]),  # expires
-        int.from_bytes(xid, "big") if xid is not None else None,  # xtr_id
-        entry.get("sid"),  # site_id
+        expires,
         None if (nonce := entry.get("n")) is None else int(nonce),  # nonce (absent from older entries)
+        expires,  # armed (until the expiry wheel takes it)
+        expires,  # durable: what the entry says
     )
+
+
+def entry_context(entry: dict) -> EtrContext:
+    """The shared part of a stored registration entry (see `EtrContext`)."""
+    xid = entry.get("xid")
+    return share_context(EtrContext(
+        str(entry["site"]),
+        str(entry["etr"]),
+        ipaddress.ip_address(entry["src"]),
+        int(entry["port"]),
+        bool(entry["proxy"]),
+        int(entry["kid"]),
+        int(entry["alg"]),
+        int.from_bytes(xid, "big") if xid is not None else None,
+        None if (sid := entry.get("sid")) is None else int(sid),
+    ))
 
 
 # --------------------------------------------------------------------------- the stored-record parser
@@ -73,9 +81,8 @@ _ACTIONS = tuple(Action)  # by value: 0..5
 class _StoredLocators:
     """The locator part of stored records (read once per distinct RLOC set), and the same as answered."""
 
-    locators: tuple[Locator, ...]
-    answered: tuple[Locator, ...]  # L and p bits cleared (`plain_locator`); `locators` itself when none was set
-    answered_bytes: bytes  # `answered` encoded
+    answered: bool  # no L or p bit set: the record's locators are already as answered
+    answered_bytes: bytes  # the locators as answered (`plain_locator`), encoded
 
 
 class StoredRegistrations:
@@ -85,7 +92,7 @@ class StoredRegistrations:
     Map-Register, so its bytes are canonical.  Its head (TTL, flags, EID)
     is read here at fixed offsets; its locators are decoded by the codec
     once per distinct byte string and shared after that (typically many
-    EIDs behind a few RLOC sets).  The prefix is built from the record's
+    EIDs behind a few RLOC sets).  The prefix is read from the record's
     EID, after checking that the entry's net text is exactly that prefix's
     text.  A record or net in any other form (LCAFs other than one
     instance-ID, reserved bits set, host bits past the mask, non-canonical
@@ -94,32 +101,36 @@ class StoredRegistrations:
 
     def __init__(self) -> None:
         self._locators: dict[tuple[int, bytes], _StoredLocators] = {}  # (Locator Count, bytes after the EID)
-        self._sources: dict[str, IPAddress] = {}
+        self._contexts: dict[tuple, EtrContext] = {}  # the entry's shared fields as stored -> their context
 
-    def read(self, entry: dict) -> tuple[EtrRegistration, str, MappingRecord | None, bytes]:
-        """(registration, canonical prefix text, the answer for it as the only ETR or None, that answer encoded).
+    def read(self, entry: dict) -> tuple[EtrRegistration, str, bytes]:
+        """(registration, canonical prefix text, its answer as the only ETR encoded, or b"" if not read here).
 
         Raises what `registration_from_entry` raises for an entry that holds no registration.
         """
         # Nothing here raises: what can raise is left to `registration_from_entry`, in its own order.
-        text, src = entry.get("net"), entry.get("src")
-        fast = self._read_record(entry.get("rec"), text, entry.get("iid"))
-        # Few ETRs register many prefixes each: parse each address text once.
-        source = self._sources.get(src) if type(src) is str else None
+        get = entry.get
+        text = get("net")
+        fast = self._read_record(get("rec"), text, get("iid"))
+        # Few ETRs register many prefixes each: read their shared fields once.
+        shared = (get("site"), get("etr"), get("src"), get("port"), get("proxy"), get("kid"), get("alg"),
+                  get("xid"), get("sid"))
+        try:
+            context = self._contexts.get(shared)
+        except TypeError:  # unhashable: a damaged entry, reported by `registration_from_entry`
+            context = None
+        if context is None:
+            context = entry_context(entry)
+            if len(self._contexts) < 1 << 16:
+                self._contexts[shared] = context
         if fast is None:
-            reg = registration_from_entry(entry, source=source)
-            text = str(reg.prefix)
-            answer, answer_bytes = None, b""
-        else:
-            prefix, record, answer, answer_bytes = fast
-            reg = registration_from_entry(entry, prefix, record, source)
-        if source is None and type(src) is str:
-            self._sources[src] = reg.source
-        return reg, text, answer, answer_bytes
+            reg = registration_from_entry(entry, context=context)
+            return reg, str(reg.prefix), b""
+        key, answer_bytes = fast
+        return registration_from_entry(entry, key, entry["rec"], context), text, answer_bytes  # type: ignore[return-value]
 
-    def _read_record(self, rec: object, text: object, iid: object) -> tuple[IPNetwork, MappingRecord, MappingRecord,
-                                                                              bytes] | None:
-        """(prefix, record, `as_answer` of it, that encoded) for a canonical record of prefix `text`, else None."""
+    def _read_record(self, rec: object, text: object, iid: object) -> tuple[bytes, bytes] | None:
+        """(`prefix_key`, the record as answered, encoded) for a canonical record of prefix `text`, else None."""
         if type(rec) is not bytes or len(rec) < 12:
             return None
         ttl, count, mask_len, act_word, version_word, afi = _RECORD_HEAD.unpack_from(rec)
@@ -147,17 +158,15 @@ class StoredRegistrations:
             return None
         if mask_len > bits or len(rec) < end:
             return None
-        value = int.from_bytes(rec[at:end], "big")
+        packed = rec[at:end]
+        value = int.from_bytes(packed, "big")
         if value & ((1 << (bits - mask_len)) - 1):
             return None  # host bits past the mask: not the prefix's own EID
         if bits == 32:
             if text != "%d.%d.%d.%d/%d" % (rec[at], rec[at + 1], rec[at + 2], rec[at + 3], mask_len):
                 return None
-            prefix: IPNetwork = ipaddress.IPv4Network((value, mask_len))
-        else:
-            prefix = ipaddress.IPv6Network((value, mask_len))
-            if text != str(prefix):
-                return None
+        elif text != str(ipaddress.IPv6Network((value, mask_len))):
+            return None
         key = (count, rec[end:])
         stored = self._locators.get(key)
         if stored is None:
@@ -165,16 +174,9 @@ class StoredRegistrations:
             if stored is None:
                 return None  # not canonical: left to the codec (not remembered, it is never the common case)
             self._locators[key] = stored
-        address = prefix.network_address
-        eid = address if not wire_iid else trusted(InstanceIdAddress, instance_id=wire_iid, address=address,
-                                                   iid_mask_len=0)
-        record = trusted(MappingRecord, eid=eid, eid_mask_len=mask_len, locators=stored.locators, ttl=ttl,
-                         action=_ACTIONS[action], authoritative=bool(act_word & 0x1000), map_version=version_word)
-        if act_word == 0 and stored.answered is stored.locators:
-            return prefix, record, record, rec  # already an answer (`as_answer` returns it as it is)
-        answer = trusted(MappingRecord, eid=eid, eid_mask_len=mask_len, locators=stored.answered, ttl=ttl,
-                         action=Action.NO_ACTION, authoritative=False, map_version=version_word)
-        return prefix, record, answer, rec[:6] + b"\0\0" + rec[8:end] + stored.answered_bytes
+        if act_word == 0 and stored.answered:
+            return packed + bytes((mask_len,)), rec  # already an answer (`as_answer` returns it as it is)
+        return packed + bytes((mask_len,)), rec[:6] + b"\0\0" + rec[8:end] + stored.answered_bytes
 
     @staticmethod
     def _read_locators(rec: bytes, end: int) -> _StoredLocators | None:
@@ -184,9 +186,8 @@ class StoredRegistrations:
             if record_bytes(record) != rec:
                 return None
             answered = tuple(plain_locator(locator) for locator in record.locators)
-            if all(a is b for a, b in zip(answered, record.locators)):
-                answered = record.locators
+            same = all(a is b for a, b in zip(answered, record.locators))
             answered_bytes = record_bytes(replace(record, locators=answered))[end:]
         except (LispDecodeError, LispEncodeError):
             return None  # `registration_from_entry` reports it
-        return _StoredLocators(record.locators, answered, answered_bytes)
+        return _StoredLocators(same, answered_bytes)
