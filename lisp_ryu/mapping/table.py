@@ -432,31 +432,37 @@ class PrefixTable(Generic[V]):
             self._len += 1
         return replaced
 
-    def insert_packed(self, items: Iterable[tuple[int, bytes, int, V]]) -> None:
-        """`insert` many (iid, packed address, mask length, value), e.g. a restore's: host routes go
-        in their dict, and their sorted index is built once at the end rather than key by key."""
-        fresh: dict[_Trie, list[bytes]] = {}
-        for iid, packed, plen, value in items:
+    def insert_packed(self, items: Iterable[tuple[int, bytes, V]]) -> None:
+        """`insert` many (iid, key, value), a key being a prefix's packed address then its mask length
+        (one byte), e.g. a restore's: host routes go in their dict, and their sorted index is built
+        once at the end rather than key by key."""
+        tries, fresh = self._tries, {}
+        last, hosts, added = None, {}, []
+        for iid, key, value in items:
+            packed, plen = key[:-1], key[-1]
             width = 8 * len(packed)
             if plen != width or type(iid) is not int or width not in _NETWORK_CLASS:
                 self.insert(iid, _NETWORK_CLASS.get(width, _NETWORK_CLASS[32])((packed, plen)), value)
                 continue
-            trie = self._tries.get((iid, 4 if width == 32 else 6))
-            if trie is None:
-                check_iid(iid)
-                trie = self._tries[(iid, 4 if width == 32 else 6)] = _Trie(width)
-            if packed in trie.hosts:
-                trie.hosts[packed] = value
-                continue
-            trie.hosts[packed] = value
-            trie.count += 1
-            self._len += 1
-            if trie.order:
-                trie.order.add(packed)
-            else:
-                fresh.setdefault(trie, []).append(packed)
+            slot = (iid, 4 if width == 32 else 6)
+            if slot != last:
+                trie = tries.get(slot)
+                if trie is None:
+                    check_iid(iid)
+                    trie = tries[slot] = _Trie(width)
+                last, hosts = slot, trie.hosts
+                added = fresh.setdefault(trie, [])
+            if packed not in hosts:
+                added.append(packed)
+            hosts[packed] = value
         for trie, keys in fresh.items():
-            trie.order = SortedKeys(keys)
+            trie.count += len(keys)
+            self._len += len(keys)
+            if trie.order:
+                for packed in keys:
+                    trie.order.add(packed)
+            else:
+                trie.order = SortedKeys(keys)
 
     def remove(self, iid: int, network: IPNetwork) -> V:
         """Remove an exact prefix and return its value; PrefixNotFound if absent."""

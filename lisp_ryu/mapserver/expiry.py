@@ -74,8 +74,31 @@ class ExpiryWheel:
         self._schedule(when, "reg", (index,), turn)  # arms only an earlier time than the armed one
 
     def add_many(self, regs: Iterable[Timed]) -> None:
+        """`add` each of `regs` (a restore's), their `armed` and `armed_turn` already set: one timer per
+        bucket rather than one `State.schedule` per registration."""
+        buckets = self._buckets
+        touched: set[int] = set()
+        last, slots = None, []
         for reg in regs:
-            self.add(reg)
+            when = reg.armed
+            if when != last:  # (a run of equal expiries: the same bucket)
+                if when == math.inf:
+                    continue
+                index = int(when // GRAIN)
+                bucket = buckets.get(index)
+                if bucket is None:
+                    bucket = buckets[index] = _Bucket()
+                    bucket.ordered = False
+                last, slots = when, bucket.regs
+                touched.add(index)
+            slots.append(reg)
+        for index in touched:
+            bucket = buckets[index]
+            if not bucket.ordered:
+                bucket.regs[bucket.done:] = sorted(bucket.regs[bucket.done:], key=_ORDER)
+                bucket.ordered = True
+            head = bucket.regs[bucket.done]
+            self._schedule(head.armed, "reg", (index,), head.armed_turn)
 
     def due(self, key: tuple, now: float, expire: Callable[[Timed], object]) -> None:
         """The bucket `key` fired at `now`: the registrations at its head (one expiry and turn: the

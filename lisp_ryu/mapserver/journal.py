@@ -510,9 +510,10 @@ class Journal:
         sites, xtr_sites = state.sites, state.xtr_sites
         read = StoredRegistrations().read
         verdicts: dict[tuple, bool] = {}  # see _still_allows
-        prefixes: dict[tuple[int, str], tuple[int, IPNetwork | None, Registered]] = {}  # key: (iid, prefix text)
-        merge: list[tuple[int, str]] = []  # record left unknown: `rebuild` computes it
+        prefixes: dict[tuple[int, str], Registered] = {}  # key: (iid, prefix text)
+        merge: list[Registered] = []  # record left unknown: `rebuild` computes it
         regs: list[EtrRegistration] = []
+        fresh: list[tuple[int, bytes, Registered]] = []  # per prefix, in the order they came
         bad = expired = disallowed = conflicting = 0
         for entry in entries:
             try:
@@ -531,10 +532,11 @@ class Journal:
                 if site is None or not self._still_allows(registry, site, reg.iid, reg.key, verdicts):
                     disallowed += 1
                     continue
-                prefixes[key] = (reg.iid, None, Registered(context.site, reg, answer_bytes, context.proxy_reply))
+                known = prefixes[key] = Registered(context.site, reg, answer_bytes, context.proxy_reply)
+                fresh.append((reg.iid, reg.key, known))
                 if not answer_bytes:
-                    merge.append(key)
-            elif known[2].site != context.site:
+                    merge.append(known)
+            elif known.site != context.site:
                 site = sites.get(context.site)
                 if site is None or not self._still_allows(registry, site, reg.iid, reg.key, verdicts):
                     disallowed += 1
@@ -542,25 +544,20 @@ class Journal:
                     conflicting += 1
                 continue
             else:
-                entry_state = known[2]
-                if entry_state.record_bytes:  # a second ETR: the answer is their merge now
-                    entry_state.record_bytes = b""
-                    merge.append(key)
-                entry_state.put(reg)
-            object.__setattr__(reg, "durable", reg.expires)
+                if known.record_bytes:  # a second ETR: the answer is their merge now
+                    known.record_bytes = b""
+                    merge.append(known)
+                known.put(reg)
             regs.append(reg)
             if context.xtr_id is not None:
                 xtr_sites[context.xtr_id] = context.site
-        for key in merge:
-            iid, _, entry_state = prefixes[key]
-            if entry_state.record_bytes:
-                continue  # (listed twice)
-            registry.rebuild(iid, entry_state.regs()[0].prefix, entry_state, None)
-        # All at the end rather than as they come: faster overall (probably because the trie's
-        # nodes then sit together in memory, not scattered among the registrations).
-        state.registered.insert_packed((iid, key[:-1], key[-1], entry_state) for iid, key, entry_state in
-                                       ((iid, entry_state.regs()[0].key, entry_state)
-                                        for iid, _, entry_state in prefixes.values()))
+        for entry_state in merge:
+            if not entry_state.record_bytes:  # (else listed twice)
+                first = entry_state.regs()[0]
+                registry.rebuild(first.iid, first.prefix, entry_state, None)
+        # All at the end rather than as they come: faster overall (the trie's nodes then sit together
+        # in memory, not scattered among the registrations; the hosts' sorted index is built at once).
+        state.registered.insert_packed(fresh)
         if not self.replicated:
             state.expiry.add_many(regs)
         for name, amount in (("bad_entries", bad), ("expired", expired), ("no_longer_allowed", disallowed),
@@ -578,17 +575,27 @@ class Journal:
         `Registry.configured_owners`), and many restored prefixes share a
         handful of configured ones.
         """
-        plen = key[-1]
-        hit = self._state.configured.longest_match_packed(iid, key[:-1])
+        plen, packed = key[-1], key[:-1]
+        width = 8 * len(packed)
+        value = int.from_bytes(packed, "big")
+        # The last configured prefix seen for this site, when nothing is configured inside it: every
+        # longer prefix inside it has the same verdict (most of a restore is one such run).
+        span = verdicts.get((site.name, iid, width))
+        if span is not None and plen > span[1] and value >> (width - span[1]) == span[0]:
+            return span[2]
+        hit = self._state.configured.longest_match_packed(iid, packed)
         if hit is None:
             return False  # no configured prefix holds even its first address (or no such instance-ID)
         configured = hit[0]
         if configured.prefixlen > plen:  # a configured prefix inside `net`: not the covering one
             return registry.site_allows(site, iid, key_prefix(key))[0]
-        verdict = (site.name, iid, configured, configured.prefixlen == plen)
+        verdict = (site.name, iid, id(hit), configured.prefixlen == plen)  # (the configured table is fixed)
         allowed = verdicts.get(verdict)
         if allowed is None:
             allowed = verdicts[verdict] = registry.site_allows(site, iid, key_prefix(key))[0]
+        if plen > configured.prefixlen and not self._state.inner_configured.get((iid, configured)):
+            verdicts[(site.name, iid, width)] = (value >> (width - configured.prefixlen), configured.prefixlen,
+                                                 allowed)
         return allowed
 
 

@@ -94,7 +94,7 @@ def prefix_text(key: bytes) -> str:
     return str(key_prefix(key))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class EtrRegistration:
     """One ETR's registration of one EID prefix, as its last Map-Register stated it.
 
@@ -103,6 +103,9 @@ class EtrRegistration:
     a Map-Reply carries (`rec`, canonical: `record_bytes` of a decoded
     record), decoded only when a view or a merge of several ETRs asks
     (`record`).  Times and nonces are shared by the records of one message.
+    A value to all but the registry, which alone moves a live one's times,
+    nonce and turn on (not frozen: a restore makes a million, and a frozen
+    dataclass's constructor costs three times as much).
     """
 
     context: EtrContext

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ipaddress
 import struct
+from operator import itemgetter
+from socket import inet_ntoa
 from dataclasses import dataclass, replace
 
 from lisp_ryu.mapserver.state import (
@@ -75,6 +77,12 @@ _RECORD_HEAD = struct.Struct(">IBBHHH")  # TTL, Locator Count, EID mask-len, ACT
 _AFI_IPV4, _AFI_IPV6, _AFI_LCAF = int(Afi.IPV4), int(Afi.IPV6), int(Afi.LCAF)
 _LCAF_INSTANCE_ID = int(LcafType.INSTANCE_ID)
 _ACTIONS = tuple(Action)  # by value: 0..5
+_MASKS = tuple(f"/{n}" for n in range(129))
+_MASK_BYTES = tuple(bytes((n,)) for n in range(129))
+_LCAF_AFI_BYTES = _AFI_LCAF.to_bytes(2, "big")
+_SHARED = itemgetter("site", "etr", "src", "port", "proxy", "kid", "alg", "xid", "sid")
+_OWN = itemgetter("iid", "net", "rec", "at", "exp")
+_Registration = EtrRegistration
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,70 +110,68 @@ class StoredRegistrations:
     def __init__(self) -> None:
         self._locators: dict[tuple[int, bytes], _StoredLocators] = {}  # (Locator Count, bytes after the EID)
         self._contexts: dict[tuple, EtrContext] = {}  # the entry's shared fields as stored -> their context
+        self._heads: dict[bytes, tuple | bool] = {}  # see `_read_record`
 
     def read(self, entry: dict) -> tuple[EtrRegistration, str, bytes]:
         """(registration, canonical prefix text, its answer as the only ETR encoded, or b"" if not read here).
 
         Raises what `registration_from_entry` raises for an entry that holds no registration.
         """
-        # Nothing here raises: what can raise is left to `registration_from_entry`, in its own order.
-        get = entry.get
-        text = get("net")
-        fast = self._read_record(get("rec"), text, get("iid"))
+        # Nothing here raises but `registration_from_entry`, which says what is wrong, in its own order.
+        try:
+            shared = _SHARED(entry)  # every key there, as `registration_entry` writes them
+            iid, text, rec, at, exp = _OWN(entry)
+            nonce = entry.get("n")  # (absent from older entries)
+        except KeyError:
+            return self._read_slowly(entry)
         # Few ETRs register many prefixes each: read their shared fields once.
-        shared = (get("site"), get("etr"), get("src"), get("port"), get("proxy"), get("kid"), get("alg"),
-                  get("xid"), get("sid"))
         try:
             context = self._contexts.get(shared)
-        except TypeError:  # unhashable: a damaged entry, reported by `registration_from_entry`
-            context = None
+        except TypeError:  # unhashable: a damaged entry
+            return self._read_slowly(entry)
         if context is None:
             context = entry_context(entry)
             if len(self._contexts) < 1 << 16:
                 self._contexts[shared] = context
-        if fast is None:
+        fast = self._read_record(rec, text, iid)
+        if fast is None or type(iid) is not int or type(at) is not float or type(exp) is not float or (nonce is not None
+                                                                               and type(nonce) is not int):
             reg = registration_from_entry(entry, context=context)
             return reg, str(reg.prefix), b""
         key, answer_bytes = fast
-        return registration_from_entry(entry, key, entry["rec"], context), text, answer_bytes  # type: ignore[return-value]
+        # As `registration_from_entry` makes it, its checks done above.
+        return _Registration(context, iid, key, rec, at, exp, nonce, exp, exp), text, answer_bytes
+
+    def _read_slowly(self, entry: dict) -> tuple[EtrRegistration, str, bytes]:
+        reg = registration_from_entry(entry)
+        return reg, str(reg.prefix), b""
 
     def _read_record(self, rec: object, text: object, iid: object) -> tuple[bytes, bytes] | None:
         """(`prefix_key`, the record as answered, encoded) for a canonical record of prefix `text`, else None."""
         if type(rec) is not bytes or len(rec) < 12:
             return None
-        ttl, count, mask_len, act_word, version_word, afi = _RECORD_HEAD.unpack_from(rec)
-        action = act_word >> 13
-        if act_word & 0x0FFF or version_word & 0xF000 or action >= len(_ACTIONS):
-            return None  # reserved bits set (re-encoding would differ) or an undefined action
-        at, wire_iid = 12, 0
-        if afi == _AFI_LCAF:
-            if len(rec) < 24:
-                return None
-            rsvd1, flags, lcaf_type, iid_mask_len, length, wire_iid, afi = IID_LCAF_BODY.unpack_from(rec, 12)
-            # Only the form `EidPrefix.to_wire` makes: a plain instance-ID (not a range), and never instance 0.
-            if rsvd1 or flags or lcaf_type != _LCAF_INSTANCE_ID or iid_mask_len or not wire_iid:
-                return None
-            if length != 6 + (4 if afi == _AFI_IPV4 else 16):
-                return None
-            at = 24
-        if wire_iid != iid:
+        # The head (up to the EID address) is the same for every record of one TTL, mask length and
+        # instance-ID: read once per distinct head.
+        head = rec[:24] if rec[10:12] == _LCAF_AFI_BYTES else rec[:12]
+        shape = self._heads.get(head)
+        if shape is None:
+            shape = self._read_head(head)
+            if len(self._heads) < 1 << 12:
+                self._heads[head] = shape
+        if not shape:
+            return None
+        at, end, bits, mask_len, wire_iid, count, plain = shape
+        if wire_iid != iid or len(rec) < end:
             return None  # the entry's instance-ID is not the record's: `as_answer` would rewrite the EID
-        if afi == _AFI_IPV4:
-            end, bits = at + 4, 32
-        elif afi == _AFI_IPV6:
-            end, bits = at + 16, 128
-        else:
-            return None
-        if mask_len > bits or len(rec) < end:
-            return None
         packed = rec[at:end]
-        value = int.from_bytes(packed, "big")
-        if value & ((1 << (bits - mask_len)) - 1):
-            return None  # host bits past the mask: not the prefix's own EID
+        if mask_len != bits:
+            value = int.from_bytes(packed, "big")
+            if value & ((1 << (bits - mask_len)) - 1):
+                return None  # host bits past the mask: not the prefix's own EID
         if bits == 32:
-            if text != "%d.%d.%d.%d/%d" % (rec[at], rec[at + 1], rec[at + 2], rec[at + 3], mask_len):
+            if text != inet_ntoa(packed) + _MASKS[mask_len]:
                 return None
-        elif text != str(ipaddress.IPv6Network((value, mask_len))):
+        elif text != str(ipaddress.IPv6Network((packed, mask_len))):
             return None
         key = (count, rec[end:])
         stored = self._locators.get(key)
@@ -174,9 +180,39 @@ class StoredRegistrations:
             if stored is None:
                 return None  # not canonical: left to the codec (not remembered, it is never the common case)
             self._locators[key] = stored
-        if act_word == 0 and stored.answered:
-            return packed + bytes((mask_len,)), rec  # already an answer (`as_answer` returns it as it is)
-        return packed + bytes((mask_len,)), rec[:6] + b"\0\0" + rec[8:end] + stored.answered_bytes
+        if plain and stored.answered:
+            return packed + _MASK_BYTES[mask_len], rec  # already an answer (`as_answer` returns it as it is)
+        return packed + _MASK_BYTES[mask_len], rec[:6] + b"\0\0" + rec[8:end] + stored.answered_bytes
+
+    @staticmethod
+    def _read_head(head: bytes) -> tuple | bool:
+        """(EID offset, its end, address bits, mask length, instance-ID, Locator Count, no action or A bit)
+        of a record head (its first 12 bytes, 24 with an instance-ID LCAF) in the form `record_bytes`
+        makes; False for any other form."""
+        ttl, count, mask_len, act_word, version_word, afi = _RECORD_HEAD.unpack_from(head)
+        action = act_word >> 13
+        if act_word & 0x0FFF or version_word & 0xF000 or action >= len(_ACTIONS):
+            return False  # reserved bits set (re-encoding would differ) or an undefined action
+        at, wire_iid = 12, 0
+        if afi == _AFI_LCAF:
+            if len(head) < 24:
+                return False
+            rsvd1, flags, lcaf_type, iid_mask_len, length, wire_iid, afi = IID_LCAF_BODY.unpack_from(head, 12)
+            # Only the form `EidPrefix.to_wire` makes: a plain instance-ID (not a range), and never instance 0.
+            if rsvd1 or flags or lcaf_type != _LCAF_INSTANCE_ID or iid_mask_len or not wire_iid:
+                return False
+            if length != 6 + (4 if afi == _AFI_IPV4 else 16):
+                return False
+            at = 24
+        if afi == _AFI_IPV4:
+            end, bits = at + 4, 32
+        elif afi == _AFI_IPV6:
+            end, bits = at + 16, 128
+        else:
+            return False
+        if mask_len > bits:
+            return False
+        return at, end, bits, mask_len, wire_iid, count, act_word == 0
 
     @staticmethod
     def _read_locators(rec: bytes, end: int) -> _StoredLocators | None:
