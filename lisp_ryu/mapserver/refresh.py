@@ -36,6 +36,7 @@ class Owner(Protocol):
     replay: ReplayGuard
     pubsub: PubSub
     registration_ttl: float
+    built: object  # the merged record `rebuild` made last
 
     def rebuild(self, iid: int, net: IPNetwork, entry: Registered, previous: bytes | None,
                 record: object = None) -> bool: ...
@@ -153,7 +154,7 @@ class Refreshes:
                 net = reg.prefix
                 if registry.rebuild(reg.iid, net, entry, entry.record_bytes):
                     holders = [other for other in entry.regs() if other is not reg]
-                    published += registry.pubsub.publish(reg.iid, net, entry.record, holders, now)
+                    published += registry.pubsub.publish(reg.iid, net, registry.built, holders, now)
         registry.replay.accepted_fields(etr, nonce, digest, known.source, until)
         journal.note_session(site.name, etr, until - now)
         state.count("received.map_register")

@@ -108,6 +108,8 @@ class Registry:
         self._refreshes = Refreshes(self)
         self._owner_memo: dict[tuple, tuple[tuple[SiteConfig, bool], ...]] = {}  # see `_owners`
         self.refresh_shortcut = True
+        #: The merged record `rebuild` made last, decoded (what the entry holds encoded): to publish it.
+        self.built: MappingRecord | None = None
 
     def on_map_register(self, payload: bytes, source: IPAddress, port: int, now: float) -> list[SendControl]:
         if self.refresh_shortcut and len(payload) >= 16:
@@ -372,7 +374,7 @@ class Registry:
             LOG.debug("refreshed %s iid %d -> %s (site %s)", net, iid, rlocs_text(reg.record), reg.site)
         if not changed:
             return []
-        return self._pubsub.publish(iid, net, entry.record, holders, now)
+        return self._pubsub.publish(iid, net, self.built, holders, now)
 
     def remove_etr(self, iid: int, net: IPNetwork, etr: str, now: float, journal: bool = True) -> list[SendControl]:
         entry = self._registered.get(iid, net)
@@ -384,7 +386,7 @@ class Registry:
             self._journal.record(unregistration_entry(iid, net, etr))
         if len(entry):
             changed = self.rebuild(iid, net, entry, previous)
-            record = entry.record
+            record = self.built
         else:
             self._registered.remove(iid, net)
             self._answers.forget(iid, net)
@@ -407,6 +409,7 @@ class Registry:
             answer = as_answer(record, iid, net)
             answer_bytes = reg.rec if answer is record else record_bytes(answer)  # the same bytes, shared
             entry.proxy = reg.proxy_reply
+            self.built = answer
         else:
             etrs = sorted(regs, key=lambda r: (-r.registered_at, r.etr))  # freshest first
             records = [reg.record for reg in etrs]
@@ -416,13 +419,14 @@ class Registry:
                     if locator.address not in seen:
                         seen[locator.address] = plain_locator(locator)
             versions = {one.map_version for one in records}
-            answer_bytes = record_bytes(MappingRecord.for_prefix(
+            self.built = MappingRecord.for_prefix(
                 EidPrefix(net.network_address, net.prefixlen, iid),
                 tuple(seen.values()),
                 ttl=min(one.ttl for one in records),
                 action=Action.NO_ACTION,
                 map_version=versions.pop() if len(versions) == 1 else 0,
-            ))
+            )
+            answer_bytes = record_bytes(self.built)
             entry.proxy = any(reg.proxy_reply for reg in etrs)
         # An unchanged refresh keeps cached answers; else (a new prefix too) its answers go.
         if answer_bytes != entry.record_bytes:
