@@ -9,9 +9,10 @@ journalled: the stored expiry times already say when an entry ends, so a
 restart drops what expired meanwhile and a mass expiry costs no writes.
 Pending Map-Notify retransmissions are not persisted.  When the journal
 outgrows twice the live state it is compacted into a snapshot: a
-registration's entry is encoded then from its compact form
-(`registration_bytes`: the part its ETR's message shares with its other
-records encoded once per message, `EtrContext`), not kept encoded in memory.
+registration's entry is joined then from parts (`EntryEncoder`): what its
+ETR's message shares with its other records, encoded once per message
+(`EtrContext`), what is its own, encoded when it was journalled, and its
+record as kept; a restored registration's own part is encoded then.
 
 Entries are absolute (set this key / delete this key), so replaying a
 journal on top of any older snapshot ends in the state journalled last.
@@ -99,16 +100,23 @@ def registration_entry(reg: EtrRegistration) -> dict:
 #: The entry keys `registration_entry` takes from the context, in its order.
 _CONTEXT_KEYS = ("t", "etr", "site", "src", "port", "proxy", "kid", "alg", "xid", "sid")
 _MAP16 = b"\xde" + (len(_CONTEXT_KEYS) + 6).to_bytes(2, "big")  # msgpack map header: context keys + 6
+_SIZES = tuple(bytes((n,)) for n in range(256))
 
 
 class EntryEncoder:
-    """`pack(registration_entry(reg))`, decoded alike, for a snapshot of many: the keys a registration
-    shares with the other records of its ETR's message encoded once per `EtrContext` (msgpack map
-    entries are concatenated pairs, so the parts join), the six of its own by one small pack."""
+    """`pack(registration_entry(reg))`, decoded alike, in parts that join (msgpack map entries are
+    concatenated pairs): the keys a registration shares with the other records of its ETR's message,
+    encoded once per `EtrContext`; the five of its own but its record (`own`, kept by a journalled
+    registration, so that a snapshot of a million is a join, not a million encodings while the
+    server answers nothing); its record, as kept."""
 
     def __init__(self) -> None:
         self._contexts: dict[EtrContext, bytes] = {}
         self._packer = msgpack.Packer(use_bin_type=True)
+
+    def own(self, reg: EtrRegistration) -> bytes:
+        return self._packer.pack({"iid": reg.iid, "net": prefix_text(reg.key), "at": reg.registered_at,
+                                  "exp": reg.expires, "n": reg.nonce})
 
     def encode(self, reg: EtrRegistration) -> bytes:
         context = reg.context
@@ -119,9 +127,11 @@ class EntryEncoder:
             entry = registration_entry(reg)
             packed = self._packer.pack({k: entry[k] for k in _CONTEXT_KEYS})
             shared = self._contexts[context] = _MAP16 + packed[1:]  # (a fixmap of 10: one header byte)
-        own = self._packer.pack({"iid": reg.iid, "net": prefix_text(reg.key), "rec": reg.rec,
-                                 "at": reg.registered_at, "exp": reg.expires, "n": reg.nonce})
-        return shared + own[1:]  # (a fixmap of 6)
+        own = reg.own or self.own(reg)  # (a fixmap of 5: one header byte)
+        rec = reg.rec
+        size = len(rec)
+        head = b"\xa3rec\xc4" + _SIZES[size] if size < 256 else b"\xa3rec\xc5" + size.to_bytes(2, "big")
+        return b"".join((shared, own[1:], head, rec))
 
 
 def unregistration_entry(iid: int, net: IPNetwork, etr: str) -> dict:
@@ -265,6 +275,7 @@ class Journal:
         #: True while a restore rebuilds the tables: nothing is journalled nor told to anybody.
         self.restoring = False
         self._batch: list[dict | bytes] = []  # journal entries of the message being handled, written in one fsync
+        self._encoder = EntryEncoder()
         #: Why the journal cannot be written ("ENOSPC"), "" while it can: changes are refused meanwhile.
         self.failure = ""
         self.compaction_failure = ""  # why the last compaction failed, "" once one works
@@ -317,8 +328,11 @@ class Journal:
             self._batch.append(entry)
 
     def record_registration(self, reg: EtrRegistration) -> None:
+        """Journal `reg`, which keeps the part of its entry a snapshot needs encoded (`EntryEncoder`)."""
         if self.store is not None:
-            self._batch.append(registration_entry(reg))
+            encoder = self._encoder
+            reg.own = encoder.own(reg)
+            self._batch.append(encoder.encode(reg))
 
     def record_entry(self, entry: dict) -> bytes:
         """Journal `entry` (only with a store) and return it encoded."""
@@ -420,7 +434,7 @@ class Journal:
 
     def stored_state(self) -> Iterator[bytes]:
         """`state_entries`, msgpack-encoded, for a snapshot (registrations by `EntryEncoder`)."""
-        encode = EntryEncoder().encode
+        encode = self._encoder.encode
         for entry in self._state.registered.values():
             for reg in entry.regs():
                 yield encode(reg)

@@ -16,7 +16,7 @@ from typing import Protocol
 from lisp_ryu.config import SiteConfig
 from lisp_ryu.effects import SendControl
 from lisp_ryu.mapserver.freshness import ReplayGuard
-from lisp_ryu.mapserver.journal import Journal, registration_entry
+from lisp_ryu.mapserver.journal import Journal
 from lisp_ryu.mapserver.pubsub import PubSub
 from lisp_ryu.mapserver.state import EtrRegistration, IPAddress, IPNetwork, Registered, State
 from lisp_ryu.wire import AuthResult, MapRegister, TTL_INFINITE, check_authentication
@@ -146,7 +146,7 @@ class Refreshes:
             if expires > until:
                 until = expires
             if journalled and reg.durable - now < lifetime / 3:
-                journal.record_entry(registration_entry(reg))
+                journal.record_registration(reg)
                 _set(reg, "durable", expires)
             if len(entry) > 1:
                 # The freshest ETR's locators come first in the merged record, and win for an RLOC that
