@@ -30,23 +30,25 @@ from typing import Callable, Iterable, Iterator, Protocol
 
 import msgpack
 
-from lisp_ryu.config import SiteConfig
 from lisp_ryu.mapping.policy import Policy, PolicyError, RlocOverride, Rule, StaticMapping
 from lisp_ryu.mapserver.state import (
     EtrContext,
     EtrRegistration,
     IPNetwork,
-    Registered,
     State,
     Subscription,
-    key_prefix,
     prefix_text,
     static_record,
 )
 from lisp_ryu.mapserver.store import Store
-# registration_from_entry: read back from here too, by the schema's users.
-from lisp_ryu.mapserver.stored_records import StoredRegistrations, registration_from_entry  # noqa: F401
-from lisp_ryu.wire import LispDecodeError, LispEncodeError, MappingRecord
+# StoredRegistrations, registration_from_entry: read back from here too, by the schema's users.
+from lisp_ryu.mapserver.stored_records import (  # noqa: F401
+    BAD_STORED_ENTRY,
+    RegistryPart,
+    StoredRegistrations,
+    registration_from_entry,
+    restore_registrations,
+)
 
 LOG = logging.getLogger("lisp_ryu.mapserver")
 
@@ -58,9 +60,6 @@ COMPACT_MIN_ENTRIES = 10_000
 #: the last: a full disk costs a few attempts an hour, and is noticed within minutes once freed.
 RETRY_FIRST, RETRY_MAX = 1.0, 120.0
 
-#: What reading a damaged stored entry raises (a float where an int belongs, inf
-#: included): the entry is counted as `restore.bad_entries` and skipped.
-BAD_STORED_ENTRY = (KeyError, TypeError, ValueError, OverflowError, LispDecodeError, LispEncodeError)
 
 
 # --------------------------------------------------------------------------- the entry schema
@@ -232,15 +231,6 @@ def replay(entries: Iterable[dict], count: Callable[[str], None]) -> tuple[dict,
 
 
 # --------------------------------------------------------------------------- the journal
-
-
-class RegistryPart(Protocol):
-    """What a restore needs of the registry (`registry.Registry`)."""
-
-    def site_allows(self, site: SiteConfig, iid: int, net: IPNetwork) -> tuple[bool, str]: ...
-
-    def rebuild(self, iid: int, net: IPNetwork, entry: Registered, previous: bytes | None,
-                record: MappingRecord | None = None) -> bool: ...
 
 
 class PubSubPart(Protocol):
@@ -508,109 +498,8 @@ class Journal:
                      state.counters.get("restore.subscriptions", 0))
 
     def restore_registrations(self, entries: Iterable[dict], now: float, registry: RegistryPart) -> None:
-        """Rebuild the stored registrations: the state replaying each through `Registry.upsert` gives, faster.
-
-        A restart answers nothing until this is done.  Restoring runs on an
-        empty core and tells nobody anything, so most of `upsert` has
-        nothing to do: here a dict keyed by prefix text stands in for the
-        prefix table until every prefix is inserted once at the end, a
-        prefix's merged record is computed once all its ETRs are in (and not
-        at all for a single ETR: `StoredRegistrations` hands over its
-        answer, encoded), and nothing is decoded that a canonical entry
-        does not need.  Entries are checked in the same order, and counted
-        under the same names, as one `upsert` at a time.
-        """
-        state = self._state
-        sites, xtr_sites = state.sites, state.xtr_sites
-        read = StoredRegistrations().read
-        verdicts: dict[tuple, bool] = {}  # see _still_allows
-        prefixes: dict[tuple[int, str], Registered] = {}  # key: (iid, prefix text)
-        merge: list[Registered] = []  # record left unknown: `rebuild` computes it
-        regs: list[EtrRegistration] = []
-        fresh: list[tuple[int, bytes, Registered]] = []  # per prefix, in the order they came
-        bad = expired = disallowed = conflicting = 0
-        for entry in entries:
-            try:
-                reg, text, answer_bytes = read(entry)
-            except BAD_STORED_ENTRY:
-                bad += 1
-                continue
-            if reg.expires <= now:
-                expired += 1
-                continue
-            context = reg.context
-            key = (reg.iid, text)
-            known = prefixes.get(key)
-            if known is None:
-                site = sites.get(context.site)
-                if site is None or not self._still_allows(registry, site, reg.iid, reg.key, verdicts):
-                    disallowed += 1
-                    continue
-                known = prefixes[key] = Registered(context.site, reg, answer_bytes, context.proxy_reply)
-                fresh.append((reg.iid, reg.key, known))
-                if not answer_bytes:
-                    merge.append(known)
-            elif known.site != context.site:
-                site = sites.get(context.site)
-                if site is None or not self._still_allows(registry, site, reg.iid, reg.key, verdicts):
-                    disallowed += 1
-                else:
-                    conflicting += 1
-                continue
-            else:
-                if known.record_bytes:  # a second ETR: the answer is their merge now
-                    known.record_bytes = b""
-                    merge.append(known)
-                known.put(reg)
-            regs.append(reg)
-            if context.xtr_id is not None:
-                xtr_sites[context.xtr_id] = context.site
-        for entry_state in merge:
-            if not entry_state.record_bytes:  # (else listed twice)
-                first = entry_state.regs()[0]
-                registry.rebuild(first.iid, first.prefix, entry_state, None)
-        # All at the end rather than as they come: faster overall (the trie's nodes then sit together
-        # in memory, not scattered among the registrations; the hosts' sorted index is built at once).
-        state.registered.insert_packed(fresh)
-        if not self.replicated:
-            state.expiry.add_many(regs)
-        for name, amount in (("bad_entries", bad), ("expired", expired), ("no_longer_allowed", disallowed),
-                             ("conflicting_site", conflicting), ("registrations", len(regs))):
-            if amount:
-                self._count(f"restore.{name}", amount)
-
-    def _still_allows(self, registry: RegistryPart, site: SiteConfig, iid: int, key: bytes,
-                      verdicts: dict[tuple, bool]) -> bool:
-        """`registry.site_allows(site, iid, net)` for a restore (`key`: the net's `prefix_key`),
-        remembered per configured prefix.
-
-        The verdict depends only on the longest configured prefix around
-        `net` and on whether `net` is that prefix itself (see
-        `Registry.configured_owners`), and many restored prefixes share a
-        handful of configured ones.
-        """
-        plen, packed = key[-1], key[:-1]
-        width = 8 * len(packed)
-        value = int.from_bytes(packed, "big")
-        # The last configured prefix seen for this site, when nothing is configured inside it: every
-        # longer prefix inside it has the same verdict (most of a restore is one such run).
-        span = verdicts.get((site.name, iid, width))
-        if span is not None and plen > span[1] and value >> (width - span[1]) == span[0]:
-            return span[2]
-        hit = self._state.configured.longest_match_packed(iid, packed)
-        if hit is None:
-            return False  # no configured prefix holds even its first address (or no such instance-ID)
-        configured = hit[0]
-        if configured.prefixlen > plen:  # a configured prefix inside `net`: not the covering one
-            return registry.site_allows(site, iid, key_prefix(key))[0]
-        verdict = (site.name, iid, id(hit), configured.prefixlen == plen)  # (the configured table is fixed)
-        allowed = verdicts.get(verdict)
-        if allowed is None:
-            allowed = verdicts[verdict] = registry.site_allows(site, iid, key_prefix(key))[0]
-        if plen > configured.prefixlen and not self._state.inner_configured.get((iid, configured)):
-            verdicts[(site.name, iid, width)] = (value >> (width - configured.prefixlen), configured.prefixlen,
-                                                 allowed)
-        return allowed
+        """Rebuild the stored registrations (`stored_records.restore_registrations`)."""
+        restore_registrations(self._state, entries, now, registry, self.replicated)
 
 
 def _text(exc: OSError) -> str:
