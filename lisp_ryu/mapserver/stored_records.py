@@ -106,6 +106,10 @@ _OWN = itemgetter("iid", "net", "rec", "at", "exp")
 _Registration = EtrRegistration
 
 
+def _copy(data: bytes) -> bytes:
+    return memoryview(data).tobytes()
+
+
 @dataclass(frozen=True, slots=True)
 class _StoredLocators:
     """The locator part of stored records (read once per distinct RLOC set), and the same as answered."""
@@ -160,8 +164,15 @@ class StoredRegistrations:
             reg = registration_from_entry(entry, context=context)
             return reg, str(reg.prefix), b""
         key, answer_bytes = fast
+        # Copies of what it keeps of the entry: the entries (a million small objects) are freed once
+        # the restore is done, and the allocator can give their memory back only if no survivor sits
+        # among them (else the resident size stays ~1 kB per registration higher).
+        kept = _copy(rec)
+        if answer_bytes is rec:
+            answer_bytes = kept
+        exp += 0.0
         # As `registration_from_entry` makes it, its checks done above.
-        return _Registration(context, iid, key, rec, at, exp, nonce, exp, exp), text, answer_bytes
+        return _Registration(context, iid, key, kept, at + 0.0, exp, nonce, exp, exp), text, answer_bytes
 
     def _read_slowly(self, entry: dict) -> tuple[EtrRegistration, str, bytes]:
         reg = registration_from_entry(entry)
