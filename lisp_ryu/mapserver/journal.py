@@ -110,7 +110,7 @@ class EntryEncoder:
     server answers nothing); its record, as kept."""
 
     def __init__(self) -> None:
-        self._contexts: dict[EtrContext, bytes] = {}
+        self._contexts: dict[int, tuple[EtrContext, bytes]] = {}
         self._packer = msgpack.Packer(use_bin_type=True)
 
     def own(self, reg: EtrRegistration) -> bytes:
@@ -119,13 +119,18 @@ class EntryEncoder:
 
     def encode(self, reg: EtrRegistration) -> bytes:
         context = reg.context
-        shared = self._contexts.get(context)
-        if shared is None:
+        # By identity (a context's hash is nine fields' every time); the context is kept with its
+        # bytes, so its id cannot be another's meanwhile.
+        known = self._contexts.get(id(context))
+        if known is not None and known[0] is context:
+            shared = known[1]
+        else:
             if len(self._contexts) >= 1 << 16:
                 self._contexts.clear()
             entry = registration_entry(reg)
             packed = self._packer.pack({k: entry[k] for k in _CONTEXT_KEYS})
-            shared = self._contexts[context] = _MAP16 + packed[1:]  # (a fixmap of 10: one header byte)
+            shared = _MAP16 + packed[1:]  # (a fixmap of 10: one header byte)
+            self._contexts[id(context)] = (context, shared)
         own = reg.own or self.own(reg)  # (a fixmap of 5: one header byte)
         rec = reg.rec
         size = len(rec)
