@@ -21,7 +21,9 @@ counts, as in the other benchmarks.  Per round and server:
    by Map-Register and refreshed once.
 
 Goals (issue 18) that are absolute, not ratios, are in each figure's detail
-(`goal`).  Without root (no namespace) or without OOR the figures of our
+(`goal`).  `make bench` runs 100k; the 1M figures (`bench/bench_registration.py
+--quick --size 1000000`: one round, ~2 minutes of Map-Registers per server)
+are opt-in.  Without root (no namespace) or without OOR the figures of our
 server alone are reported, baselines NaN, with a line saying why.
 """
 
@@ -380,7 +382,13 @@ def _figures(size: int, results: dict[str, list[dict]], why_not: str | None) -> 
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, REPO)
-    from bench.__main__ import main
+    import argparse
 
-    raise SystemExit(main([*sys.argv[1:], "bench_registration"]))
+    sys.path.insert(0, REPO)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one round, 20k registrations unless --size")
+    parser.add_argument("--size", type=int, help="registrations (1000000: the 1M figures, minutes per round)")
+    args = parser.parse_args()
+    from bench.__main__ import print_table
+
+    print_table(run(quick=args.quick, size=args.size))

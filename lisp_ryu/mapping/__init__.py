@@ -20,7 +20,8 @@ from .eid import (
     parse_network,
 )
 from .mapcache import Action, CacheEntry, MapCache
-from .table import MacTable, PrefixTable
+from .mactable import MacTable
+from .table import PrefixTable
 
 __all__ = [
     "MAX_IID",

@@ -21,7 +21,8 @@ from lisp_ryu.wire.records import Action  # the Map-Reply ACT field (RFC 9301 §
 
 from .eid import Eid, EidError, IPAddress, IPNetwork, MacAddress, check_iid
 from .sourcedest import SourceDestKey
-from .table import MacTable, PrefixTable
+from .mactable import MacTable
+from .table import PrefixTable
 
 V = TypeVar("V")
 

@@ -11,11 +11,14 @@ lands on the deepest node around any address or prefix in one call, so
 * `more_specifics` visits only the answer's subtree,
 * insert and remove touch O(1) nodes after that lookup.
 
-Full-length prefixes (host routes: /32, /128) are also kept in a dict by
-address: such a prefix is the longest match of its address whenever stored,
-and a dict finds it in one or two memory accesses where the trie walks some
-twenty nodes.  At a million registered workloads (each a /32, the mobility
-case) the walk's cache misses were most of a Map-Request's cost.
+Full-length prefixes (host routes: /32, /128) are not in the tries but in a
+dict by packed address plus a sorted index of those (`SortedKeys`): such a
+prefix is the longest match of its address whenever stored, a dict finds it
+in one or two memory accesses where the trie walks twenty nodes, and a trie
+node, two pytricia entries and a network object per host cost several times
+the dict entry (a Map-Server holds a million workloads, each a /32).  Their
+networks are made when asked for; the widest negative prefix also keeps
+clear of the nearest host on either side of the address.
 
 pytricia quirks this module works around (checked with pytricia 1.3.0):
 * it keeps host bits ("10.1.2.3/8" is stored as such) and silently clamps a
@@ -27,31 +30,30 @@ pytricia quirks this module works around (checked with pytricia 1.3.0):
   (IPv6 ones in the old IPv4-compatible form, "::0.1.0.0/112"): the shape
   index answers those questions instead.
 
-MAC EIDs (AFI 16389) have no prefixes, so `MacTable` is a sibling dict with the
-same method names (longest match there is exact match): one code path in
-callers such as the map-cache, no fake mask lengths in the trie.
+MAC EIDs (AFI 16389) have no prefixes: `mactable.MacTable` is their sibling.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from typing import Generic, Iterator, TypeVar
+from typing import Generic, Iterable, Iterator, TypeVar
 
 import pytricia
 
 from .eid import (
     AddressCovered,
-    EidError,
     IPAddress,
     IPNetwork,
-    MacAddress,
     PrefixNotFound,
     check_address,
     check_iid,
     check_network,
 )
+from .sortedkeys import SortedKeys
 
 V = TypeVar("V")
+
+_ABSENT = object()  # a host route's value may be anything, None included
 
 _NETWORK_CLASS = {32: ipaddress.IPv4Network, 128: ipaddress.IPv6Network}
 
@@ -78,7 +80,7 @@ class _Node:
 class _Trie:
     """Prefixes of one (instance-ID, family): the C LPM trie plus the shape index."""
 
-    __slots__ = ("width", "stored", "shape", "root", "count", "hosts")
+    __slots__ = ("width", "stored", "shape", "root", "count", "hosts", "order")
 
     def __init__(self, width: int) -> None:
         self.width = width
@@ -90,7 +92,9 @@ class _Trie:
         self.root = _Node(0, 0, None, None, False)
         self.shape.insert(bytes(width // 8), 0, self.root)
         self.count = 0
-        self.hosts: dict[bytes, tuple] = {}  # full-length prefixes: packed address -> the stored pair
+        # Full-length prefixes, not in `stored` nor `shape`: packed address -> value, and those addresses sorted.
+        self.hosts: dict[bytes, object] = {}
+        self.order = SortedKeys()
 
     # -- helpers -----------------------------------------------------------
     def _bit(self, addr: int, pos: int) -> int:
@@ -108,6 +112,25 @@ class _Trie:
         """An `ipaddress` network for (addr, plen): the prefix key form pytricia accepts."""
         shift = self.width - plen
         return _NETWORK_CLASS[self.width]((addr >> shift << shift, plen))
+
+    def host_network(self, packed: bytes) -> IPNetwork:
+        """The network of a stored host route (made when asked for: the table keeps none)."""
+        return _NETWORK_CLASS[self.width]((int.from_bytes(packed, "big"), self.width))
+
+    def merged(self, nodes: Iterator[_Node], hosts: Iterator[bytes]) -> Iterator[tuple[IPNetwork, object]]:
+        """(network, value) of trie nodes and host routes, both in order, merged in (address, length) order."""
+        values = self.hosts
+        host = next(hosts, None)
+        at = -1 if host is None else int.from_bytes(host, "big")
+        for node in nodes:
+            while host is not None and at < node.addr:  # (equal address: the node is shorter, so first)
+                yield self.host_network(host), values[host]
+                host = next(hosts, None)
+                at = -1 if host is None else int.from_bytes(host, "big")
+            yield node.net, node.value  # type: ignore[misc]
+        while host is not None:
+            yield self.host_network(host), values[host]
+            host = next(hosts, None)
 
     def _key(self, node: _Node) -> IPNetwork:
         """A prefix key pytricia accepts for exact operations on `node`."""
@@ -130,11 +153,19 @@ class _Trie:
     def insert(self, net: IPNetwork, value: object) -> bool:
         """Store `net` -> `value`; return True if it replaced a stored prefix."""
         addr, plen = int(net.network_address), net.prefixlen
+        if plen == self.width:
+            packed = net.network_address.packed
+            replaced = packed in self.hosts
+            self.hosts[packed] = value
+            if not replaced:
+                self.order.add(packed)
+                self.count += 1
+            return replaced
         above: _Node = self.shape.get(net)  # deepest node containing net (the root at worst)
         if above.plen == plen:  # net is already a node: a stored prefix or a branch point
             replaced = above.stored
             above.net, above.value, above.stored = net, value, True
-            self._store(net.network_address.packed, plen, (net, value))
+            self.stored.insert(net, (net, value))
             if not replaced:
                 self.count += 1
             return replaced
@@ -157,24 +188,26 @@ class _Trie:
             self.shape.insert(branch_addr.to_bytes(self.width // 8, "big"), split, branch)
         packed = net.network_address.packed
         self.shape.insert(packed, plen, node)
-        self._store(packed, plen, (net, value))
+        self.stored.insert(packed, plen, (net, value))
         self.count += 1
         return False
 
-    def _store(self, packed: bytes, plen: int, pair: tuple) -> None:
-        self.stored.insert(packed, plen, pair)
-        if plen == self.width:
-            self.hosts[packed] = pair
-
     def remove(self, net: IPNetwork) -> object:
         """Forget `net` and return its value; PrefixNotFound if it is not stored."""
+        if net.prefixlen == self.width:
+            packed = net.network_address.packed
+            try:
+                value = self.hosts.pop(packed)
+            except KeyError:
+                raise PrefixNotFound(f"prefix {net} is not in the table") from None
+            self.order.discard(packed)
+            self.count -= 1
+            return value
         node: _Node = self.shape.get(net)
         if node.plen != net.prefixlen or not node.stored:
             raise PrefixNotFound(f"prefix {net} is not in the table")
         value = node.value
         self.stored.delete(net)
-        if node.plen == self.width:
-            del self.hosts[net.network_address.packed]
         self.count -= 1
         node.stored, node.value = False, None
         if node is self.root:
@@ -222,8 +255,13 @@ class _Trie:
         above: _Node = self.shape.get(packed)
         below = above.one if self._bit(addr, above.plen) else above.zero
         if below is None:  # only the root can lack a child
-            return above.plen + 1
-        return self.width - (addr ^ below.addr).bit_length() + 1
+            length = above.plen + 1
+        else:
+            length = self.width - (addr ^ below.addr).bit_length() + 1
+        if self.hosts:  # and clear of the hosts: the nearest on each side is the one sharing most bits
+            for host in filter(None, self.order.neighbours(packed)):
+                length = max(length, self.width - (addr ^ int.from_bytes(host, "big")).bit_length() + 1)
+        return length
 
     def check(self) -> None:
         """Verify the shape index against the trie it describes (for tests).
@@ -248,16 +286,17 @@ class _Trie:
                 stack.append(kid)
         # pytricia prints some IPv6 keys in the old IPv4-compatible form ("::0.1.0.0/112"):
         # compare parsed networks, not strings.
-        hosts = {n.net.network_address.packed: n.net for n in seen if n.stored and n.plen == self.width}
-        if {k: pair[0] for k, pair in self.hosts.items()} != hosts:
-            raise RuntimeError(f"host index {sorted(self.hosts)} != stored host routes {sorted(hosts)}")
-        if any(pair is not self.stored.get(packed) for packed, pair in self.hosts.items()):
-            raise RuntimeError("host index and trie hold different (network, value) pairs")
+        if any(n.plen == self.width for n in seen):
+            raise RuntimeError("a host route is in the trie")
+        self.order.check()
+        if set(self.order) != set(self.hosts) or any(len(k) != self.width // 8 for k in self.hosts):
+            raise RuntimeError(f"host index {list(self.order)} != host routes {sorted(self.hosts)}")
         shape_keys = sorted(self._key(n) for n in seen)
         if shape_keys != sorted(ipaddress.ip_network(k) for k in self.shape.keys()):
             raise RuntimeError(f"shape index {sorted(self.shape.keys())} != trie nodes {shape_keys}")
         stored_keys = sorted(n.net for n in seen if n.stored)  # type: ignore[type-var]
-        if stored_keys != sorted(ipaddress.ip_network(k) for k in self.stored.keys()) or len(stored_keys) != self.count:
+        if (stored_keys != sorted(ipaddress.ip_network(k) for k in self.stored.keys())
+                or len(stored_keys) + len(self.hosts) != self.count):
             raise RuntimeError("stored index out of step with the trie")
         for n in seen:
             pair = self.stored.get(n.net) if n.stored else None
@@ -317,14 +356,17 @@ class PrefixTable(Generic[V]):
         if not (isinstance(key, tuple) and len(key) == 2):
             return False
         iid, network = key
+        trie = self._trie(iid, network)
+        if trie is not None and network.prefixlen == trie.width:
+            return network.network_address.packed in trie.hosts
         return self._exact(iid, network) is not None
 
     def __iter__(self) -> Iterator[tuple[int, IPNetwork, V]]:
         """(iid, network, value) sorted by instance-ID, family, address, then length."""
         for (iid, _version) in sorted(self._tries):
             trie = self._tries[(iid, _version)]
-            for node in trie.walk(trie.root):
-                yield iid, node.net, node.value  # type: ignore[misc]
+            for net, value in trie.merged(trie.walk(trie.root), iter(trie.order)):
+                yield iid, net, value  # type: ignore[misc]
 
     def items_after(self, iid: int, network: IPNetwork) -> Iterator[tuple[int, IPNetwork, V]]:
         """What `iter` yields after (iid, network), which need not be stored: a stable cursor."""
@@ -335,19 +377,20 @@ class PrefixTable(Generic[V]):
             if key < start:
                 continue
             trie = self._tries[key]
-            nodes = (trie.walk_after(int(network.network_address), network.prefixlen) if key == start
-                     else trie.walk(trie.root))
-            for node in nodes:
-                yield key[0], node.net, node.value  # type: ignore[misc]
+            if key == start:  # hosts after (address, length): a greater address, or this one if shorter
+                nodes = trie.walk_after(int(network.network_address), network.prefixlen)
+                hosts = trie.order.from_key(network.network_address.packed, network.prefixlen < trie.width)
+            else:
+                nodes, hosts = trie.walk(trie.root), iter(trie.order)
+            for net, value in trie.merged(nodes, hosts):
+                yield key[0], net, value  # type: ignore[misc]
 
     def values(self) -> Iterator[V]:
         """Every stored value, in no promised order: `iter` without the sorting and, where a trie
         holds host routes only (a Map-Server's usual million), without walking it."""
         for trie in self._tries.values():
-            if len(trie.hosts) == trie.count:
-                for _net, value in trie.hosts.values():
-                    yield value
-            else:
+            yield from trie.hosts.values()  # type: ignore[misc]
+            if len(trie.hosts) != trie.count:
                 for node in trie.walk(trie.root):
                     yield node.value  # type: ignore[misc]
 
@@ -389,6 +432,38 @@ class PrefixTable(Generic[V]):
             self._len += 1
         return replaced
 
+    def insert_packed(self, items: Iterable[tuple[int, bytes, V]]) -> None:
+        """`insert` many (iid, key, value), a key being a prefix's packed address then its mask length
+        (one byte), e.g. a restore's: host routes go in their dict, and their sorted index is built
+        once at the end rather than key by key."""
+        tries, fresh = self._tries, {}
+        last, hosts, added = None, {}, []
+        for iid, key, value in items:
+            packed, plen = key[:-1], key[-1]
+            width = 8 * len(packed)
+            if plen != width or type(iid) is not int or width not in _NETWORK_CLASS:
+                self.insert(iid, _NETWORK_CLASS.get(width, _NETWORK_CLASS[32])((packed, plen)), value)
+                continue
+            slot = (iid, 4 if width == 32 else 6)
+            if slot != last:
+                trie = tries.get(slot)
+                if trie is None:
+                    check_iid(iid)
+                    trie = tries[slot] = _Trie(width)
+                last, hosts = slot, trie.hosts
+                added = fresh.setdefault(trie, [])
+            if packed not in hosts:
+                added.append(packed)
+            hosts[packed] = value
+        for trie, keys in fresh.items():
+            trie.count += len(keys)
+            self._len += len(keys)
+            if trie.order:
+                for packed in keys:
+                    trie.order.add(packed)
+            else:
+                trie.order = SortedKeys(keys)
+
     def remove(self, iid: int, network: IPNetwork) -> V:
         """Remove an exact prefix and return its value; PrefixNotFound if absent."""
         trie = self._trie(iid, network)
@@ -405,6 +480,9 @@ class PrefixTable(Generic[V]):
 
     def get(self, iid: int, network: IPNetwork, default: V | None = None) -> V | None:
         """Value stored for exactly this prefix, else `default` (no longest match)."""
+        trie = self._trie(iid, network)
+        if trie is not None and network.prefixlen == trie.width:
+            return trie.hosts.get(network.network_address.packed, default)  # type: ignore[return-value]
         node = self._exact(iid, network)
         return default if node is None else node.value  # type: ignore[return-value]
 
@@ -414,7 +492,8 @@ class PrefixTable(Generic[V]):
             trie = self._tries.get((iid, address.version)) if type(iid) is int else None
             if trie is not None:
                 packed = address.packed
-                return trie.hosts.get(packed) or trie.stored.get(packed)
+                value = trie.hosts.get(packed, _ABSENT)
+                return trie.stored.get(packed) if value is _ABSENT else (trie.host_network(packed), value)
         except AttributeError:
             pass  # not an address: reported below
         check_iid(iid)
@@ -424,7 +503,21 @@ class PrefixTable(Generic[V]):
     def longest_match_packed(self, iid: int, packed: bytes) -> tuple[IPNetwork, V] | None:
         """`longest_match` for an address given as its 4 or 16 network-order bytes (the hot path)."""
         trie = self._tries.get((iid, 4 if len(packed) == 4 else 6))
-        return None if trie is None else trie.hosts.get(packed) or trie.stored.get(packed)
+        if trie is None:
+            return None
+        value = trie.hosts.get(packed, _ABSENT)
+        return trie.stored.get(packed) if value is _ABSENT else (trie.host_network(packed), value)
+
+    def longest_match_length_packed(self, iid: int, packed: bytes) -> tuple[int, V] | None:
+        """(mask length, value) of `longest_match_packed`, without making a network: the hot path."""
+        trie = self._tries.get((iid, 4 if len(packed) == 4 else 6))
+        if trie is None:
+            return None
+        value = trie.hosts.get(packed, _ABSENT)
+        if value is not _ABSENT:
+            return trie.width, value  # type: ignore[return-value]
+        pair = trie.stored.get(packed)
+        return None if pair is None else (pair[0].prefixlen, pair[1])
 
     def covering(self, iid: int, network: IPNetwork, *, strict: bool = False) -> tuple[IPNetwork, V] | None:
         """The longest stored prefix that contains `network` (itself included unless `strict`)."""
@@ -436,6 +529,10 @@ class PrefixTable(Generic[V]):
             if network.prefixlen == 0:
                 return None
             network = network.supernet()
+        elif network.prefixlen == trie.width:
+            value = trie.hosts.get(network.network_address.packed, _ABSENT)
+            if value is not _ABSENT:
+                return network, value  # type: ignore[return-value]
         return trie.stored.get(network)
 
     def more_specifics(self, iid: int, network: IPNetwork, *, strict: bool = False) -> list[tuple[IPNetwork, V]]:
@@ -444,11 +541,12 @@ class PrefixTable(Generic[V]):
         if trie is None:
             return []
         plen = network.prefixlen
-        return [
-            (node.net, node.value)  # type: ignore[misc]
-            for node in trie.walk(trie.top_inside(network))
-            if not (strict and node.plen == plen)
-        ]
+        if plen == trie.width:
+            value = trie.hosts.get(network.network_address.packed, _ABSENT)
+            return [] if strict or value is _ABSENT else [(network, value)]  # type: ignore[list-item]
+        nodes = (node for node in trie.walk(trie.top_inside(network)) if not (strict and node.plen == plen))
+        hosts = trie.order.between(network.network_address.packed, network.broadcast_address.packed)
+        return list(trie.merged(nodes, hosts))  # type: ignore[arg-type]
 
     def widest_negative(self, iid: int, address: IPAddress) -> IPNetwork:
         """The least-specific prefix around `address` that overlaps no stored prefix.
@@ -466,6 +564,8 @@ class PrefixTable(Generic[V]):
         if trie is None:
             return cls((0, 0))
         packed = address.packed
+        if packed in trie.hosts:
+            raise AddressCovered(iid, address, trie.host_network(packed))
         hit = trie.stored.get(packed)
         if hit is not None:
             raise AddressCovered(iid, address, hit[0])
@@ -473,56 +573,3 @@ class PrefixTable(Generic[V]):
         length = trie.widest_negative_length(addr, packed)
         width = trie.width
         return cls((addr >> (width - length) << (width - length), length))
-
-
-class MacTable(Generic[V]):
-    """MAC EID -> value per instance-ID: exact match only, same method names as PrefixTable.
-
-    MACs have no hierarchy to match on, so a dict is both simpler and faster
-    than pretending they are /48 prefixes in a trie.
-    """
-
-    def __init__(self) -> None:
-        self._map: dict[tuple[int, int], tuple[MacAddress, V]] = {}
-
-    def __len__(self) -> int:
-        return len(self._map)
-
-    def __contains__(self, key: object) -> bool:
-        if not (isinstance(key, tuple) and len(key) == 2 and isinstance(key[1], MacAddress)):
-            return False
-        return (key[0], int(key[1])) in self._map
-
-    def __iter__(self) -> Iterator[tuple[int, MacAddress, V]]:
-        """(iid, mac, value) sorted by instance-ID then MAC."""
-        for (iid, _), (mac, value) in sorted(self._map.items(), key=lambda kv: kv[0]):
-            yield iid, mac, value
-
-    @staticmethod
-    def _key(iid: int, mac: MacAddress) -> tuple[int, int]:
-        check_iid(iid)
-        if not isinstance(mac, MacAddress):
-            raise EidError(f"expected a MacAddress, got {type(mac).__name__} {mac!r}")
-        return (iid, int(mac))
-
-    def insert(self, iid: int, mac: MacAddress, value: V) -> bool:
-        """Store or replace; True if it replaced an entry."""
-        key = self._key(iid, mac)
-        replaced = key in self._map
-        self._map[key] = (mac, value)
-        return replaced
-
-    def remove(self, iid: int, mac: MacAddress) -> V:
-        """Remove and return the value; PrefixNotFound if absent."""
-        try:
-            return self._map.pop(self._key(iid, mac))[1]
-        except KeyError:
-            raise PrefixNotFound(f"MAC [{iid}]{mac} is not in the table") from None
-
-    def get(self, iid: int, mac: MacAddress, default: V | None = None) -> V | None:
-        item = self._map.get(self._key(iid, mac))
-        return default if item is None else item[1]
-
-    def longest_match(self, iid: int, mac: MacAddress) -> tuple[MacAddress, V] | None:
-        """Exact match, under PrefixTable's name so callers need no special case."""
-        return self._map.get(self._key(iid, mac))

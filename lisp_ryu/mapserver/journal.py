@@ -8,9 +8,11 @@ change goes out only once the change survives a crash.  Expiries are not
 journalled: the stored expiry times already say when an entry ends, so a
 restart drops what expired meanwhile and a mass expiry costs no writes.
 Pending Map-Notify retransmissions are not persisted.  When the journal
-outgrows twice the live state it is compacted into a snapshot, which joins
-each registration's entry as it was encoded on arrival instead of encoding
-every registration again while the server answers nothing.
+outgrows twice the live state it is compacted into a snapshot: a
+registration's entry is joined then from parts (`EntryEncoder`): what its
+ETR's message shares with its other records, encoded once per message
+(`EtrContext`), what is its own, encoded when it was journalled, and its
+record as kept; a restored registration's own part is encoded then.
 
 Entries are absolute (set this key / delete this key), so replaying a
 journal on top of any older snapshot ends in the state journalled last.
@@ -22,28 +24,31 @@ longer allows are dropped and counted.
 from __future__ import annotations
 
 import errno
-import heapq
 import ipaddress
 import logging
 from typing import Callable, Iterable, Iterator, Protocol
 
 import msgpack
 
-from lisp_ryu.config import SiteConfig
 from lisp_ryu.mapping.policy import Policy, PolicyError, RlocOverride, Rule, StaticMapping
 from lisp_ryu.mapserver.state import (
+    EtrContext,
     EtrRegistration,
     IPNetwork,
-    Registered,
     State,
     Subscription,
-    record_bytes,
+    prefix_text,
     static_record,
 )
 from lisp_ryu.mapserver.store import Store
-# registration_from_entry: read back from here too, by the schema's users.
-from lisp_ryu.mapserver.stored_records import StoredRegistrations, registration_from_entry  # noqa: F401
-from lisp_ryu.wire import LispDecodeError, LispEncodeError, MappingRecord
+# StoredRegistrations, registration_from_entry: read back from here too, by the schema's users.
+from lisp_ryu.mapserver.stored_records import (  # noqa: F401
+    BAD_STORED_ENTRY,
+    RegistryPart,
+    StoredRegistrations,
+    registration_from_entry,
+    restore_registrations,
+)
 
 LOG = logging.getLogger("lisp_ryu.mapserver")
 
@@ -55,9 +60,6 @@ COMPACT_MIN_ENTRIES = 10_000
 #: the last: a full disk costs a few attempts an hour, and is noticed within minutes once freed.
 RETRY_FIRST, RETRY_MAX = 1.0, 120.0
 
-#: What reading a damaged stored entry raises (a float where an int belongs, inf
-#: included): the entry is counted as `restore.bad_entries` and skipped.
-BAD_STORED_ENTRY = (KeyError, TypeError, ValueError, OverflowError, LispDecodeError, LispEncodeError)
 
 
 # --------------------------------------------------------------------------- the entry schema
@@ -73,24 +75,67 @@ def xid_bytes(xtr_id: int | None) -> bytes | None:
 
 
 def registration_entry(reg: EtrRegistration) -> dict:
+    context = reg.context
     return {
         "t": "reg",
         "iid": reg.iid,
-        "net": str(reg.prefix),
-        "etr": reg.etr,
-        "site": reg.site,
-        "rec": record_bytes(reg.record),
-        "src": str(reg.source),
-        "port": reg.port,
-        "proxy": reg.proxy_reply,
-        "kid": reg.key_id,
-        "alg": reg.algorithm,
+        "net": prefix_text(reg.key),
+        "etr": context.etr,
+        "site": context.site,
+        "rec": reg.rec,
+        "src": str(context.source),
+        "port": context.port,
+        "proxy": context.proxy_reply,
+        "kid": context.key_id,
+        "alg": context.algorithm,
         "at": reg.registered_at,
         "exp": reg.expires,
-        "xid": xid_bytes(reg.xtr_id),
-        "sid": reg.site_id,
+        "xid": xid_bytes(context.xtr_id),
+        "sid": context.site_id,
         "n": reg.nonce,
     }
+
+
+#: The entry keys `registration_entry` takes from the context, in its order.
+_CONTEXT_KEYS = ("t", "etr", "site", "src", "port", "proxy", "kid", "alg", "xid", "sid")
+_MAP16 = b"\xde" + (len(_CONTEXT_KEYS) + 6).to_bytes(2, "big")  # msgpack map header: context keys + 6
+_SIZES = tuple(bytes((n,)) for n in range(256))
+
+
+class EntryEncoder:
+    """`pack(registration_entry(reg))`, decoded alike, in parts that join (msgpack map entries are
+    concatenated pairs): the keys a registration shares with the other records of its ETR's message,
+    encoded once per `EtrContext`; the five of its own but its record (`own`, kept by a journalled
+    registration, so that a snapshot of a million is a join, not a million encodings while the
+    server answers nothing); its record, as kept."""
+
+    def __init__(self) -> None:
+        self._contexts: dict[int, tuple[EtrContext, bytes]] = {}
+        self._packer = msgpack.Packer(use_bin_type=True)
+
+    def own(self, reg: EtrRegistration) -> bytes:
+        return self._packer.pack({"iid": reg.iid, "net": prefix_text(reg.key), "at": reg.registered_at,
+                                  "exp": reg.expires, "n": reg.nonce})
+
+    def encode(self, reg: EtrRegistration) -> bytes:
+        context = reg.context
+        # By identity (a context's hash is nine fields' every time); the context is kept with its
+        # bytes, so its id cannot be another's meanwhile.
+        known = self._contexts.get(id(context))
+        if known is not None and known[0] is context:
+            shared = known[1]
+        else:
+            if len(self._contexts) >= 1 << 16:
+                self._contexts.clear()
+            entry = registration_entry(reg)
+            packed = self._packer.pack({k: entry[k] for k in _CONTEXT_KEYS})
+            shared = _MAP16 + packed[1:]  # (a fixmap of 10: one header byte)
+            self._contexts[id(context)] = (context, shared)
+        own = reg.own or self.own(reg)  # (a fixmap of 5: one header byte)
+        rec = reg.rec
+        size = len(rec)
+        head = b"\xa3rec\xc4" + _SIZES[size] if size < 256 else b"\xa3rec\xc5" + size.to_bytes(2, "big")
+        return b"".join((shared, own[1:], head, rec))
 
 
 def unregistration_entry(iid: int, net: IPNetwork, etr: str) -> dict:
@@ -193,14 +238,6 @@ def replay(entries: Iterable[dict], count: Callable[[str], None]) -> tuple[dict,
 # --------------------------------------------------------------------------- the journal
 
 
-class RegistryPart(Protocol):
-    """What a restore needs of the registry (`registry.Registry`)."""
-
-    def site_allows(self, site: SiteConfig, iid: int, net: IPNetwork) -> tuple[bool, str]: ...
-
-    def rebuild(self, iid: int, net: IPNetwork, entry: Registered, previous: MappingRecord | None) -> bool: ...
-
-
 class PubSubPart(Protocol):
     """What a restore needs of the subscriptions part (`pubsub.PubSub`)."""
 
@@ -233,6 +270,7 @@ class Journal:
         #: True while a restore rebuilds the tables: nothing is journalled nor told to anybody.
         self.restoring = False
         self._batch: list[dict | bytes] = []  # journal entries of the message being handled, written in one fsync
+        self._encoder = EntryEncoder()
         #: Why the journal cannot be written ("ENOSPC"), "" while it can: changes are refused meanwhile.
         self.failure = ""
         self.compaction_failure = ""  # why the last compaction failed, "" once one works
@@ -284,14 +322,12 @@ class Journal:
         if self.store is not None:
             self._batch.append(entry)
 
-    def record_registration(self, reg: EtrRegistration) -> EtrRegistration:
-        """`reg` journalled, carrying its entry encoded for the next snapshot (`reg` itself without a store)."""
-        if self.store is None:
-            return reg
-        stored = pack(registration_entry(reg))
-        object.__setattr__(reg, "stored", stored)  # not `replace`: `reg` is new, and this runs per registration
-        self._batch.append(stored)
-        return reg
+    def record_registration(self, reg: EtrRegistration) -> None:
+        """Journal `reg`, which keeps the part of its entry a snapshot needs encoded (`EntryEncoder`)."""
+        if self.store is not None:
+            encoder = self._encoder
+            reg.own = encoder.own(reg)
+            self._batch.append(encoder.encode(reg))
 
     def record_entry(self, entry: dict) -> bytes:
         """Journal `entry` (only with a store) and return it encoded."""
@@ -387,16 +423,16 @@ class Journal:
     def state_entries(self) -> Iterator[dict]:
         """The whole durable state as journal entries (what a snapshot holds)."""
         for _, _, entry in self._state.registered:
-            for reg in entry.etrs.values():
+            for reg in entry.regs():
                 yield registration_entry(reg)
         yield from self._stated_entries()
 
     def stored_state(self) -> Iterator[bytes]:
-        """`state_entries`, msgpack-encoded, for a snapshot: registrations as they were encoded
-        when they came (encoding them all again would stall the server)."""
+        """`state_entries`, msgpack-encoded, for a snapshot (registrations by `EntryEncoder`)."""
+        encode = self._encoder.encode
         for entry in self._state.registered.values():
-            for reg in entry.etrs.values():
-                yield reg.stored or pack(registration_entry(reg))
+            for reg in entry.regs():
+                yield encode(reg)
         for entry in self._stated_entries():
             yield pack(entry)
 
@@ -467,92 +503,8 @@ class Journal:
                      state.counters.get("restore.subscriptions", 0))
 
     def restore_registrations(self, entries: Iterable[dict], now: float, registry: RegistryPart) -> None:
-        """Rebuild the stored registrations: the state replaying each through `Registry.upsert` gives, faster.
-
-        A restart answers nothing until this is done.  Restoring runs on an
-        empty core and tells nobody anything, so most of `upsert` has
-        nothing to do: here a dict keyed by prefix text stands in for the
-        prefix table until every prefix is inserted once at the end, a
-        prefix's merged record is computed once all its ETRs are in (and not
-        at all for a single ETR: `StoredRegistrations` hands over its
-        answer, encoded), and the expiry timers are heapified once.  Entries
-        are checked in the same order, and counted under the same names, as
-        one `upsert` at a time.
-        """
-        state = self._state
-        sites, xtr_sites = state.sites, state.xtr_sites
-        reader = StoredRegistrations()
-        verdicts: dict[tuple, bool] = {}  # see _still_allows
-        prefixes: dict[tuple[int, str], tuple[int, IPNetwork, Registered]] = {}  # key: (iid, prefix text)
-        merge: list[tuple[int, IPNetwork, Registered]] = []  # record left None: `rebuild` computes it
-        timers, sequence = state.timers, state.sequence
-        bad = expired = disallowed = conflicting = restored = 0
-        for entry in entries:
-            try:
-                reg, text, answer, answer_bytes = reader.read(entry)
-            except BAD_STORED_ENTRY:
-                bad += 1
-                continue
-            if reg.expires <= now:
-                expired += 1
-                continue
-            site = sites.get(reg.site)
-            if site is None or not self._still_allows(registry, site, reg.iid, reg.prefix, verdicts):
-                disallowed += 1
-                continue
-            key = (reg.iid, text)
-            known = prefixes.get(key)
-            if known is None:
-                known = prefixes[key] = (reg.iid, reg.prefix,
-                                         Registered(reg.site, {reg.etr: reg}, answer, answer_bytes, reg.proxy_reply))
-                if answer is None:
-                    merge.append(known)
-            elif known[2].site != reg.site:
-                conflicting += 1
-                continue
-            else:
-                entry_state = known[2]
-                if entry_state.record is not None:  # a second ETR: the answer is their merge now
-                    entry_state.record = None
-                    merge.append(known)
-                entry_state.etrs[reg.etr] = reg
-            timers.append((reg.expires, next(sequence), "reg", (reg.iid, reg.prefix, reg.etr)))
-            state.armed[("reg", (reg.iid, reg.prefix, reg.etr))] = reg.expires  # see State.schedule
-            if reg.xtr_id is not None:
-                xtr_sites[reg.xtr_id] = reg.site
-            restored += 1
-        for iid, net, entry_state in merge:
-            registry.rebuild(iid, net, entry_state, None)
-        # All at the end rather than as they come: faster overall (probably because the trie's
-        # nodes then sit together in memory, not scattered among the registrations).
-        for iid, net, entry_state in prefixes.values():
-            state.registered.insert(iid, net, entry_state)
-        heapq.heapify(timers)  # pops in the same (time, sequence) order as pushing them one by one
-        for name, amount in (("bad_entries", bad), ("expired", expired), ("no_longer_allowed", disallowed),
-                             ("conflicting_site", conflicting), ("registrations", restored)):
-            if amount:
-                self._count(f"restore.{name}", amount)
-
-    def _still_allows(self, registry: RegistryPart, site: SiteConfig, iid: int, net: IPNetwork,
-                      verdicts: dict[tuple, bool]) -> bool:
-        """`registry.site_allows(site, iid, net)` for a restore, remembered per configured prefix.
-
-        The verdict depends only on the longest configured prefix around
-        `net` and on whether `net` is that prefix itself (see
-        `Registry.configured_owners`), and many restored prefixes share a
-        handful of configured ones.
-        """
-        hit = self._state.configured.longest_match_packed(iid, net.network_address.packed)
-        if hit is None:
-            return False  # no configured prefix holds even its first address (or no such instance-ID)
-        configured = hit[0]
-        if configured.prefixlen > net.prefixlen:  # a configured prefix inside `net`: not the covering one
-            return registry.site_allows(site, iid, net)[0]
-        key = (site.name, iid, configured, configured.prefixlen == net.prefixlen)
-        allowed = verdicts.get(key)
-        if allowed is None:
-            allowed = verdicts[key] = registry.site_allows(site, iid, net)[0]
-        return allowed
+        """Rebuild the stored registrations (`stored_records.restore_registrations`)."""
+        restore_registrations(self._state, entries, now, registry, self.replicated)
 
 
 def _text(exc: OSError) -> str:

@@ -37,16 +37,17 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from dataclasses import dataclass
 from typing import Iterator
 
 from lisp_ryu.config import SiteConfig
 from lisp_ryu.effects import SendControl
 from lisp_ryu.mapping import EidError
 from lisp_ryu.mapserver.freshness import ReplayGuard
-from lisp_ryu.mapserver.journal import Journal, registration_entry, unregistration_entry
+from lisp_ryu.mapserver.journal import Journal, unregistration_entry
 from lisp_ryu.mapserver.pubsub import PubSub
+from lisp_ryu.mapserver.refresh import Refreshes, refresh_key, signed_notify, unsigned_notify
 from lisp_ryu.mapserver.state import (
+    EtrContext,
     EtrRegistration,
     IPAddress,
     IPNetwork,
@@ -54,7 +55,11 @@ from lisp_ryu.mapserver.state import (
     State,
     as_answer,
     plain_locator,
+    prefix_key,
+    record_bytes,
+    record_from_bytes,
     rlocs_text,
+    share_context,
 )
 from lisp_ryu.wire import (
     Action,
@@ -68,34 +73,11 @@ from lisp_ryu.wire import (
     TTL_INFINITE,
     check_authentication,
 )
-from lisp_ryu.wire.auth import compute_digest
 from lisp_ryu.wire.quick import read_register_eid
 
 LOG = logging.getLogger("lisp_ryu.mapserver")
 
-#: Distinct locator sets shared between registrations (forgotten all at once past this: a bound, not an LRU).
-LOCATOR_SETS = 1 << 16
-
-#: Map-Registers remembered for the refresh shortcut (the least recently handled in full forgotten first).
-REFRESH_CAPACITY = 1 << 18
-
-_set = object.__setattr__  # `Registry.refresh` moves a live registration's expiry on in place
-
-
-@dataclass(frozen=True, slots=True)
-class _Refresh:
-    """What a Map-Register handled in full registered, for `Registry.refresh` of its identical successors."""
-
-    site: SiteConfig
-    etr: str
-    source: IPAddress
-    port: int
-    xtr_id: int | None
-    made: tuple[tuple[Registered, EtrRegistration], ...]  # per record: the prefix's entry, this ETR's registration
-    lifetimes: tuple[float, ...]  # per record
-    rlocs: frozenset  # the RLOC addresses the message registers (anti-replay: `freshness`)
-    notify: bytes  # the Map-Notify it asks for, with a zero nonce and unsigned; b"" when it asks for none
-    records: int
+_set = object.__setattr__  # a registration's bookkeeping fields (`durable`) are set once it is made
 
 
 class Reject(Exception):
@@ -111,29 +93,30 @@ class Registry:
     """Map-Registers into `state.registered`: authorisation, upsert and removal, the merged record, expiry."""
 
     def __init__(self, state: State, journal: Journal, pubsub: PubSub) -> None:
-        self._state = state
-        self._journal = journal
-        self._pubsub = pubsub
+        self._state = self.state = state
+        self._journal = self.journal = journal
+        self._pubsub = self.pubsub = pubsub
+        self.registration_ttl = state.config.registration_ttl
         self._count = state.count
         self._registered = state.registered
         self._configured = state.configured
         self._answers = state.answers
-        self._replay = ReplayGuard()
+        self._replay = self.replay = ReplayGuard()
         self._precheck_owners: dict[tuple[int, IPNetwork], tuple[SiteConfig, ...]] = {}  # see _precheck
         #: Map-Registers handled in full, by everything but their nonce and authentication data: an identical
-        #: one (a periodic refresh) takes `refresh`.  False: every Map-Register takes the full path (tests).
-        self._refreshes: dict[bytes, _Refresh] = {}
+        #: one (a periodic refresh) takes `Refreshes.refresh`.  False: every Map-Register takes the full path (tests).
+        self._refreshes = Refreshes(self)
         self._owner_memo: dict[tuple, tuple[tuple[SiteConfig, bool], ...]] = {}  # see `_owners`
-        self._locator_sets: dict[tuple[Locator, ...], tuple[Locator, ...]] = {}  # see `_share_locators`
         self.refresh_shortcut = True
+        #: The merged record `rebuild` made last, decoded (what the entry holds encoded): to publish it.
+        self.built: MappingRecord | None = None
 
     def on_map_register(self, payload: bytes, source: IPAddress, port: int, now: float) -> list[SendControl]:
         if self.refresh_shortcut and len(payload) >= 16:
-            # Everything but the nonce and the authentication data: what the registrations depend on.
-            key = payload[:4] + payload[12:16] + payload[16 + int.from_bytes(payload[14:16], "big"):]
-            known = self._refreshes.get(key)
-            if known is not None and known.source == source and known.port == port:
-                effects = self.refresh(key, known, payload, now)
+            key = refresh_key(payload)
+            known = self._refreshes.get(key, source, port)
+            if known is not None:
+                effects = self._refreshes.refresh(key, known, payload, now)
                 if effects is not None:
                     return effects
         else:
@@ -143,7 +126,6 @@ class Registry:
         try:
             self._precheck(payload)  # a wrong key costs an HMAC, not a decode
             message = MapRegister.decode(payload)
-            self._share_locators(message)
             site, prefixes = self.authorise(payload, message)
         except Reject as reject:
             self._count(f"rejected.map_register.{reject.reason}")
@@ -153,8 +135,9 @@ class Registry:
         if self._journal.refuse_while_down("map_register"):  # no change the journal cannot record
             return []
         etr = f"xtr:{message.xtr_id:032x}" if message.xtr_id is not None else f"rloc:{source}"
+        recs = [record_bytes(record) for record in message.records]  # what the registrations keep
         replay = self._replay
-        refusal = replay.check(etr, message, source, now, *self._live(etr, message, prefixes))
+        refusal = replay.check(etr, message, source, now, *self._live(etr, message, prefixes, recs))
         if refusal is not None:
             reason, detail = refusal
             self._count(f"rejected.map_register.{reason}")
@@ -168,7 +151,11 @@ class Registry:
         effects: list[SendControl] = []
         until = now + state.config.registration_ttl
         made: list[tuple[Registered, EtrRegistration]] = []  # for the refresh shortcut
-        for record, (iid, net) in zip(message.records, prefixes):
+        context = share_context(EtrContext(site.name, etr, source, port, message.proxy_map_reply, message.key_id,
+                                           int(message.algorithm_id), message.xtr_id, message.site_id))
+        expiries: dict[float, float] = {}  # lifetime -> expiry: one float for the records of a message
+        turn = next(state.sequence)  # (see `EtrRegistration.turn`)
+        for record, rec, (iid, net) in zip(message.records, recs, prefixes):
             if not new_message and record.ttl != 0:
                 entry = self._registered.get(iid, net)
                 if entry is not None and entry.site != site.name:
@@ -180,7 +167,7 @@ class Registry:
                     continue
             if record.ttl == 0:
                 entry = self._registered.get(iid, net)
-                if entry is not None and etr in entry.etrs and entry.site == site.name:
+                if entry is not None and entry.etr(etr) is not None and entry.site == site.name:
                     LOG.info("%s withdrew %s iid %d (site %s)", etr, net, iid, site.name)
                     self._count("registrations.withdrawn")
                     effects += self.remove_etr(iid, net, etr, now)
@@ -189,34 +176,21 @@ class Registry:
                 lifetime = record.ttl * 60.0
             else:
                 lifetime = state.config.registration_ttl
-            reg = EtrRegistration(
-                site=site.name,
-                etr=etr,
-                iid=iid,
-                prefix=net,
-                record=record,
-                source=source,
-                port=port,
-                proxy_reply=message.proxy_map_reply,
-                key_id=message.key_id,
-                algorithm=int(message.algorithm_id),
-                registered_at=now,
-                expires=now + lifetime,
-                xtr_id=message.xtr_id,
-                site_id=message.site_id,
-                nonce=message.nonce,
-            )
+            expires = expiries.get(lifetime)
+            if expires is None:
+                expires = expiries[lifetime] = now + lifetime
+            reg = EtrRegistration(context, iid, prefix_key(net), rec, now, expires, message.nonce, turn=turn)
             until = max(until, reg.expires)
-            effects += self.upsert(reg, now)
+            effects += self.upsert(reg, now, record, net)
             if key:
                 entry = self._registered.get(iid, net)
                 if entry is not None:
-                    made.append((entry, entry.etrs[etr]))
+                    made.append((entry, entry.etr(etr)))  # type: ignore[arg-type]
         replay.accepted(etr, message, source, until)
         self._journal.note_session(site.name, etr, until - now)
         self._count("accepted.map_register")
         if key and len(made) == len(message.records):  # every record registered: its refreshes can skip all this
-            self._remember(key, payload, message, site, etr, source, port, made)
+            self._refreshes.remember(key, payload, message, site, etr, source, port, made)
         if message.want_map_notify:
             self._count("sent.map_notify")
             # Acknowledges the register: it goes first, the changes it caused after.
@@ -224,121 +198,19 @@ class Registry:
                                           f"Map-Notify for {len(message.records)} record(s) of site {site.name}"))
         return effects
 
-    def _share_locators(self, message: MapRegister) -> None:
-        """Give records with equal locators one tuple of them: many EIDs are registered behind a few RLOC
-        sets, and each decoded locator (an object, its dict and its address) costs ~350 bytes that would
-        otherwise live as long as each registration.  Only freshly decoded records are touched."""
-        shared = self._locator_sets
-        for record in message.records:
-            locators = record.locators
-            same = shared.get(locators)
-            if same is None:
-                if len(shared) >= LOCATOR_SETS:
-                    shared.clear()
-                shared[locators] = locators
-            elif same is not locators:
-                record.__dict__["locators"] = same  # equal and immutable: the record is the same value
-
-    # ------------------------------------------------------------------ the refresh shortcut
-
-    def _remember(self, key: bytes, payload: bytes, message: MapRegister, site: SiteConfig, etr: str,
-                  source: IPAddress, port: int, made: list[tuple[Registered, EtrRegistration]]) -> None:
-        """Keep what an identical Map-Register (another nonce, so other authentication data) needs to
-        refresh what this one registered without being decoded: see `refresh`."""
-        refreshes = self._refreshes
-        refreshes.pop(key, None)
-        while len(refreshes) >= REFRESH_CAPACITY:  # the oldest first (dicts keep insertion order)
-            del refreshes[next(iter(refreshes))]
-        notify = unsigned_notify(payload) if message.want_map_notify else b""
-        lifetimes = tuple(record.ttl * 60.0 if message.use_ttl_for_timeout and record.ttl != TTL_INFINITE
-                          else self._state.config.registration_ttl for record in message.records)
-        refreshes[key] = _Refresh(site, etr, source, port, message.xtr_id, tuple(made), lifetimes,
-                                  frozenset(_rlocs(message)), notify, len(message.records))
-
-    def refresh(self, key: bytes, known: _Refresh, payload: bytes, now: float) -> list[SendControl] | None:
-        """A Map-Register identical to one handled in full (`known`) but for its nonce: authenticated,
-        checked for freshness, then the expiries of what it registered moved on in place.
-
-        None when it cannot be taken this way (authentication fails, the journal is down, one of its
-        registrations has changed or gone since): the full path then decides, and counts.
-        Nothing is decoded, nothing long-lived allocated, and nothing journalled, unless a
-        registration's stored expiry would lapse within a third of its lifetime: then its entry is
-        journalled again, so that a restart keeps every registration whose ETR refreshes it at
-        least three times per lifetime (RFC 9301's 60 s in 180 s).
-        """
-        site = known.site
-        if check_authentication(payload, site.key) is not AuthResult.OK or self._journal.failure:
-            return None
-        etr = known.etr
-        latest = None
-        for entry, reg in known.made:
-            if entry.etrs.get(etr) is not reg or entry.site != site.name:
-                del self._refreshes[key]
-                return None  # changed since (by another message, a withdrawal, an expiry, a move)
-            if latest is None or reg.registered_at > latest.registered_at:
-                latest = reg
-        nonce = int.from_bytes(payload[4:12], "big")
-        auth_end = 16 + int.from_bytes(payload[14:16], "big")
-        digest = payload[16:auth_end]
-        refusal = self._replay.check_fields(etr, nonce, digest, known.source, known.rlocs, now, latest, False)
-        if refusal is not None:
-            reason, detail = refusal
-            self._count("received.map_register")
-            self._count(f"rejected.map_register.{reason}")
-            self._state.log_throttled(f"register-{reason}", logging.WARNING,
-                                      "refused Map-Register from %s (%s, site %s) as a replay: %s", known.source,
-                                      etr, site.name, detail)
-            return []
-        state = self._state
-        if known.xtr_id is not None:
-            state.xtr_sites[known.xtr_id] = site.name
-        until = now + state.config.registration_ttl
-        journal = self._journal
-        journalled = journal.store is not None
-        published: list[SendControl] = []
-        sequence = state.sequence
-        for (entry, reg), lifetime in zip(known.made, known.lifetimes):
-            expires = now + lifetime
-            _set(reg, "registered_at", now)
-            _set(reg, "expires", expires)
-            _set(reg, "nonce", nonce)
-            _set(reg, "turn", next(sequence))  # as `upsert` would schedule it now
-            if expires > until:
-                until = expires
-            if journalled and reg.durable - now < lifetime / 3:
-                _set(reg, "stored", journal.record_entry(registration_entry(reg)))
-                _set(reg, "durable", expires)
-            if len(entry.etrs) > 1:
-                # The freshest ETR's locators come first in the merged record, and win for an RLOC that
-                # several ETRs register: the merged record may change, as `upsert` would change it.
-                previous = entry.record
-                if self.rebuild(reg.iid, reg.prefix, entry, previous):
-                    holders = [other for other in entry.etrs.values() if other is not reg]
-                    published += self._pubsub.publish(reg.iid, reg.prefix, entry.record, holders, now)
-        self._replay.accepted_fields(etr, nonce, digest, known.source, until)
-        journal.note_session(site.name, etr, until - now)
-        self._count("received.map_register")
-        self._count("accepted.map_register")
-        self._count("refreshed.map_register")
-        if not known.notify:
-            return published
-        self._count("sent.map_notify")
-        return [SendControl(known.source, known.port, signed_notify(known.notify, payload, site.key),
-                            f"Map-Notify for {known.records} record(s) of site {site.name}"), *published]
-
-    def _live(self, etr: str, message: MapRegister,
-              prefixes: list[tuple[int, IPNetwork]]) -> tuple[EtrRegistration | None, bool]:
+    def _live(self, etr: str, message: MapRegister, prefixes: list[tuple[int, IPNetwork]],
+              recs: list[bytes]) -> tuple[EtrRegistration | None, bool]:
         """This ETR's latest registration of one of `prefixes` (what a replay would change), and
         whether the message changes anything of this ETR's (False: it only refreshes)."""
         latest = None
         changes = False
-        for record, (iid, net) in zip(message.records, prefixes):
+        for record, rec, (iid, net) in zip(message.records, recs, prefixes):
             entry = self._registered.get(iid, net)
-            reg = entry.etrs.get(etr) if entry is not None else None
+            reg = entry.etr(etr) if entry is not None else None
             if reg is None:
                 changes |= record.ttl != 0
                 continue
-            changes |= record.ttl == 0 or reg.record != record or reg.site != entry.site
+            changes |= record.ttl == 0 or reg.rec != rec or reg.site != entry.site
             if latest is None or reg.registered_at > latest.registered_at:
                 latest = reg
         return latest, changes
@@ -381,10 +253,6 @@ class Registry:
             try:
                 eid = record.eid_prefix
                 net = eid.network
-                # `ipaddress` gives every /32 and /128 its own `hosts` closure (200 bytes that would live as
-                # long as the registration) and every /31 and /127 a bound method that makes a reference
-                # cycle: without them `hosts()` is the class's, which nothing here calls.
-                net.__dict__.pop("hosts", None)
             except (LispDecodeError, LispEncodeError):
                 raise Reject("unsupported-eid", f"EID {record.eid}/{record.eid_mask_len} is not an IP prefix") from None
             prefixes.append((eid.instance_id, net))
@@ -452,12 +320,17 @@ class Registry:
                 inside = True
         return False, "more-specific-denied" if inside else "prefix-outside"
 
-    def upsert(self, reg: EtrRegistration, now: float) -> list[SendControl]:
-        """Add or refresh one ETR's registration; publish when the prefix's RLOC set changed."""
-        iid, net = reg.iid, reg.prefix
+    def upsert(self, reg: EtrRegistration, now: float, record: MappingRecord | None = None,
+               net: IPNetwork | None = None) -> list[SendControl]:
+        """Add or refresh one ETR's registration; publish when the prefix's RLOC set changed.
+
+        `record` and `net`, when given, are `reg.record` and `reg.prefix` (the caller decoded them)."""
+        iid = reg.iid
+        if net is None:
+            net = reg.prefix
         restoring = self._journal.restoring
         entry = self._registered.get(iid, net)
-        previous = entry.record if entry is not None else None
+        previous = entry.record_bytes if entry is not None else None
         holders: list[EtrRegistration] = []
         if entry is None:
             entry = Registered(reg.site)
@@ -466,27 +339,30 @@ class Registry:
             # still serve it locally and would keep attracting its traffic).
             covering = self._registered.covering(iid, net, strict=True)
             if covering is not None and covering[1].site != reg.site and not restoring:
-                holders = list(covering[1].etrs.values())
+                holders = list(covering[1].regs())
                 LOG.info("%s iid %d moved from site %s (inside %s) to site %s", net, iid, covering[1].site,
                          covering[0], reg.site)
                 self._count("registrations.moved_out_of_covering")
             self._registered.insert(iid, net, entry)
         elif entry.site != reg.site:
-            holders = list(entry.etrs.values())
+            holders = list(entry.regs())
             LOG.info("%s iid %d moved from site %s to site %s", net, iid, entry.site, reg.site)
             self._count("registrations.moved")
             for old in holders:
                 self._journal.record(unregistration_entry(iid, net, old.etr))
-            entry.etrs.clear()
+            entry.clear()
             entry.site = reg.site
         else:
-            holders = [other for other in entry.etrs.values() if other.etr != reg.etr]
-        is_new = reg.etr not in entry.etrs
-        reg = self._journal.record_registration(reg)  # kept encoded for the next snapshot
-        _set(reg, "durable", reg.expires if reg.stored else float("inf"))
-        entry.etrs[reg.etr] = reg
-        _set(reg, "turn", self._state.schedule(reg.expires, "reg", (iid, net, reg.etr)))
-        changed = self.rebuild(iid, net, entry, previous)
+            holders = [other for other in entry.regs() if other.context.etr != reg.context.etr]
+        is_new = entry.etr(reg.context.etr) is None
+        self._journal.record_registration(reg)
+        _set(reg, "durable", reg.expires)  # what its journal entry says (`Refreshes.refresh`)
+        if not reg.turn:  # (one drawn per Map-Register by `on_map_register`)
+            _set(reg, "turn", next(self._state.sequence))
+        entry.put(reg)
+        if not self._journal.replicated:  # else the ETR's session lease expires it, on every node
+            self._state.expiry.add(reg)
+        changed = self.rebuild(iid, net, entry, previous, record)
         if restoring:
             return []
         if is_new:
@@ -498,19 +374,19 @@ class Registry:
             LOG.debug("refreshed %s iid %d -> %s (site %s)", net, iid, rlocs_text(reg.record), reg.site)
         if not changed:
             return []
-        return self._pubsub.publish(iid, net, entry.record, holders, now)
+        return self._pubsub.publish(iid, net, self.built, holders, now)
 
     def remove_etr(self, iid: int, net: IPNetwork, etr: str, now: float, journal: bool = True) -> list[SendControl]:
         entry = self._registered.get(iid, net)
-        if entry is None or etr not in entry.etrs:
+        if entry is None or entry.etr(etr) is None:
             return []
-        previous = entry.record
-        del entry.etrs[etr]
+        previous = entry.record_bytes
+        entry.drop(etr)
         if journal:
             self._journal.record(unregistration_entry(iid, net, etr))
-        if entry.etrs:
+        if len(entry):
             changed = self.rebuild(iid, net, entry, previous)
-            record = entry.record
+            record = self.built
         else:
             self._registered.remove(iid, net)
             self._answers.forget(iid, net)
@@ -518,82 +394,77 @@ class Registry:
             LOG.info("%s iid %d has no registration left (site %s)", net, iid, entry.site)
         if not changed:
             return []
-        return self._pubsub.publish(iid, net, record, list(entry.etrs.values()), now)
+        return self._pubsub.publish(iid, net, record, list(entry.regs()), now)
 
-    def rebuild(self, iid: int, net: IPNetwork, entry: Registered, previous: MappingRecord | None) -> bool:
-        """Recompute the merged record of a prefix; True if its locator set changed."""
+    def rebuild(self, iid: int, net: IPNetwork, entry: Registered, previous: bytes | None,
+                record: MappingRecord | None = None) -> bool:
+        """Recompute the merged record of a prefix (`previous`: its bytes before, None for a new prefix);
+        True if its locator set changed.  `record`: the only ETR's record decoded, when the caller has it."""
         was_proxy = entry.proxy
-        if len(entry.etrs) == 1:
-            [reg] = entry.etrs.values()
-            record = as_answer(reg.record, iid, net)
+        regs = entry.regs()
+        if len(regs) == 1:
+            [reg] = regs
+            if record is None:
+                record = reg.record
+            answer = as_answer(record, iid, net)
+            answer_bytes = reg.rec if answer is record else record_bytes(answer)  # the same bytes, shared
             entry.proxy = reg.proxy_reply
+            self.built = answer
         else:
-            etrs = sorted(entry.etrs.values(), key=lambda r: (-r.registered_at, r.etr))  # freshest first
+            etrs = sorted(regs, key=lambda r: (-r.registered_at, r.etr))  # freshest first
+            records = [reg.record for reg in etrs]
             seen: dict[object, Locator] = {}
-            for reg in etrs:
-                for locator in reg.record.locators:
+            for one in records:
+                for locator in one.locators:
                     if locator.address not in seen:
                         seen[locator.address] = plain_locator(locator)
-            versions = {reg.record.map_version for reg in etrs}
-            record = MappingRecord.for_prefix(
+            versions = {one.map_version for one in records}
+            self.built = MappingRecord.for_prefix(
                 EidPrefix(net.network_address, net.prefixlen, iid),
                 tuple(seen.values()),
-                ttl=min(reg.record.ttl for reg in etrs),
+                ttl=min(one.ttl for one in records),
                 action=Action.NO_ACTION,
                 map_version=versions.pop() if len(versions) == 1 else 0,
             )
+            answer_bytes = record_bytes(self.built)
             entry.proxy = any(reg.proxy_reply for reg in etrs)
-        # An unchanged refresh keeps bytes and cached answers; else (a new prefix too) its answers go.
-        if record != entry.record:
-            entry.record = record
-            entry.record_bytes = b""
+        # An unchanged refresh keeps cached answers; else (a new prefix too) its answers go.
+        if answer_bytes != entry.record_bytes:
+            entry.record_bytes = answer_bytes
             self._answers.forget(iid, net)
         elif entry.proxy != was_proxy:
             self._answers.forget(iid, net)
-        return previous is None or frozenset(previous.locators) != frozenset(record.locators)
+        if previous is None or not previous:
+            return True
+        if previous == answer_bytes:
+            return False
+        return frozenset(record_from_bytes(previous).locators) != frozenset(record_from_bytes(answer_bytes).locators)
 
     def expire(self, key: tuple, when: float, now: float) -> list[SendControl]:
-        """The "reg" timer: drop the ETR's registration if this is still its expiry."""
-        iid, net, etr = key
-        entry = self._registered.get(iid, net)
-        reg = entry.etrs.get(etr) if entry is not None else None
-        if reg is None:
-            return []
-        if reg.expires != when:  # refreshed since it was armed: one timer per registration, armed again
-            self._state.schedule(reg.expires, "reg", key, reg.turn)
-            return []
-        LOG.info("registration of %s iid %d by %s (site %s) expired", net, iid, _etr_name(reg), reg.site)
-        self._count("registrations.expired")
-        # Not journalled: the stored expiry already says it, and a mass expiry must not cost an fsync each.
-        return self.remove_etr(iid, net, etr, now, journal=False)
+        """The "reg" timer of a bucket of the expiry wheel: drop the registrations due whose ETRs did
+        not refresh them."""
+        effects: list[SendControl] = []
+
+        def due(reg: EtrRegistration) -> None:
+            iid, net, etr = reg.iid, reg.prefix, reg.context.etr
+            entry = self._registered.get(iid, net)
+            if entry is None or entry.etr(etr) is not reg:
+                return  # replaced or removed since it took its slot
+            LOG.info("registration of %s iid %d by %s (site %s) expired", net, iid, _etr_name(reg), reg.site)
+            self._count("registrations.expired")
+            # Not journalled: the stored expiry already says it, and a mass expiry must not cost an fsync each.
+            effects.extend(self.remove_etr(iid, net, etr, now, journal=False))
+
+        self._state.expiry.due(key, now, due)
+        return effects
 
     def registrations(self, after: tuple[int, IPNetwork] | None = None
                       ) -> Iterator[tuple[int, IPNetwork, str, MappingRecord, tuple[EtrRegistration, ...]]]:
         """(iid, prefix, site, merged record, ETR registrations) in prefix order, from after `after`."""
         for iid, net, entry in (self._registered if after is None else self._registered.items_after(*after)):
-            assert entry.record is not None
-            yield iid, net, entry.site, entry.record, tuple(entry.etrs.values())
-
-
-def unsigned_notify(register: bytes) -> bytes:
-    """The Map-Notify acknowledging a (decoded, so well-formed) Map-Register: its records and xTR-ID/site-ID
-    as received, its key and algorithm, a zero nonce and zero authentication data (`signed_notify` fills both).
-
-    The records are echoed as they came rather than encoded again, as an ETR checks them against what it sent."""
-    auth_end = 16 + int.from_bytes(register[14:16], "big")
-    first = (4 << 28) | (register[0] >> 1 & 1) << 27 | register[3]  # the I bit moves from bit 6 to bit 4
-    return first.to_bytes(4, "big") + bytes(8) + register[12:16] + bytes(auth_end - 16) + register[auth_end:]
-
-
-def signed_notify(unsigned: bytes, register: bytes, key: str) -> bytes:
-    """`unsigned` (`unsigned_notify`) with the nonce of `register` and signed as `register` is."""
-    data = unsigned[:4] + register[4:12] + unsigned[12:]
-    auth_end = 16 + int.from_bytes(register[14:16], "big")
-    return data[:16] + compute_digest(data, key, register[13]) + data[auth_end:]
-
-
-def _rlocs(message: MapRegister) -> set:
-    return {locator.address for record in message.records for locator in record.locators}
+            record = entry.record
+            assert record is not None
+            yield iid, net, entry.site, record, tuple(entry.regs())
 
 
 def _etr_name(reg: EtrRegistration) -> str:

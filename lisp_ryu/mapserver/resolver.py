@@ -184,12 +184,12 @@ class Resolver:
 
     def _plain_entry(self, iid: int, eid: bytes) -> Registered | None:
         """The registration that alone answers for the host `eid` (packed) in `iid`, else None."""
-        match = self._registered.longest_match_packed(iid, eid)
+        match = self._registered.longest_match_length_packed(iid, eid)  # (a host route's network is not kept)
         if match is None:
             return None
         if self._static_in_use:
-            static = self._static.longest_match_packed(iid, eid)
-            if static is not None and static[0].prefixlen > match[0].prefixlen:
+            static = self._static.longest_match_length_packed(iid, eid)
+            if static is not None and static[0] > match[0]:
                 return None
         return match[1]
 

@@ -22,6 +22,7 @@ from lisp_ryu.config import MapServerConfig, SiteConfig
 from lisp_ryu.mapping import PrefixTable
 from lisp_ryu.mapping.policy import Policy, StaticMapping
 from lisp_ryu.mapserver.answer_cache import AnswerCache
+from lisp_ryu.mapserver.expiry import ExpiryWheel
 from lisp_ryu.wire import Action, EidPrefix, Locator, MappingRecord, MapReply
 
 LOG = logging.getLogger("lisp_ryu.mapserver")
@@ -45,36 +46,131 @@ _REPLY_HEAD = ((2 << 28) | 1).to_bytes(4, "big")  # Map-Reply, one record
 
 
 @dataclass(frozen=True, slots=True)
-class EtrRegistration:
-    """One ETR's registration of one EID prefix, as its last Map-Register stated it."""
+class EtrContext:
+    """What one ETR's Map-Register says of every record in it: one object shared by the registrations
+    it makes (`share_context`), rather than nine fields in each of a million of them."""
 
     site: str
     etr: str  # "xtr:<hex>" with the I bit, else "rloc:<address>"
-    iid: int
-    prefix: IPNetwork
-    record: MappingRecord
     source: IPAddress  # where the Map-Register came from: Map-Notify and forwarded requests go there
     port: int
     proxy_reply: bool
     key_id: int
     algorithm: int
-    registered_at: float  # last Map-Register
-    expires: float
     xtr_id: int | None = None
     site_id: int | None = None
+
+
+_CONTEXTS: dict[EtrContext, EtrContext] = {}
+#: Distinct contexts shared (forgotten all at once past this: a bound, not an LRU; equal values either way).
+CONTEXTS = 1 << 16
+
+
+def share_context(context: EtrContext) -> EtrContext:
+    """The one shared object equal to `context`."""
+    same = _CONTEXTS.get(context)
+    if same is None:
+        if len(_CONTEXTS) >= CONTEXTS:
+            _CONTEXTS.clear()
+        same = _CONTEXTS[context] = context
+    return same
+
+
+def prefix_key(net: IPNetwork) -> bytes:
+    """A prefix as a registration keeps it: its packed address, then its mask length (one byte)."""
+    return net.network_address.packed + bytes((net.prefixlen,))
+
+
+def key_prefix(key: bytes) -> IPNetwork:
+    """The network of a `prefix_key`."""
+    cls = ipaddress.IPv4Network if len(key) == 5 else ipaddress.IPv6Network
+    return cls((int.from_bytes(key[:-1], "big"), key[-1]))
+
+
+def prefix_text(key: bytes) -> str:
+    """str() of the network of a `prefix_key`, without making it for IPv4 (a snapshot writes one per entry)."""
+    if len(key) == 5:
+        return "%d.%d.%d.%d/%d" % (key[0], key[1], key[2], key[3], key[4])
+    return str(key_prefix(key))
+
+
+@dataclass(slots=True)
+class EtrRegistration:
+    """One ETR's registration of one EID prefix, as its last Map-Register stated it.
+
+    Compact, as a Map-Server holds a million: the message's fields shared
+    (`context`), the prefix as bytes (`prefix_key`), the record as the bytes
+    a Map-Reply carries (`rec`, canonical: `record_bytes` of a decoded
+    record), decoded only when a view or a merge of several ETRs asks
+    (`record`).  Times and nonces are shared by the records of one message.
+    A value to all but the registry, which alone moves a live one's times,
+    nonce and turn on (not frozen: a restore makes a million, and a frozen
+    dataclass's constructor costs three times as much).
+    """
+
+    context: EtrContext
+    iid: int
+    key: bytes  # `prefix_key` of the prefix
+    rec: bytes  # the record, encoded
+    registered_at: float  # last Map-Register
+    expires: float
     nonce: int | None = None  # of the Map-Register that made or last refreshed it (anti-replay: freshness.py)
-    #: This registration as its journal entry, msgpack-encoded once when its Map-Register came:
-    #: a snapshot of many of them is then a join, not as many encodings (time answering nothing).
-    #: Empty when restored (encoding them would slow every restart); by the first compaction
-    #: after a restart the ETRs have mostly registered again.
-    stored: bytes = field(default=b"", compare=False, repr=False)
-    #: Kept by the registry alone (`Registry.refresh`), which moves `registered_at`, `expires` and `nonce`
-    #: of a live registration on in place when an identical Map-Register refreshes it: the sequence
-    #: number its timer at `expires` takes (`turn`: drawn when the Map-Register came, so that
-    #: registrations expiring together go in the order they were refreshed), and the expiry its journal
-    #: entry `stored` says (`durable`).  Its timer is armed once and re-arms itself when it fires early.
-    turn: int = field(default=0, compare=False, repr=False)
+    #: Kept by the registry alone: the expiry its slot in the expiry wheel was taken for (`expiry.py`;
+    #: the registry's refresh moves `registered_at`, `expires`, `nonce` and `turn` on in place, and the
+    #: slot re-arms itself when it comes early), and the expiry its journal entry says (`durable`).
+    armed: float = field(default=0.0, compare=False, repr=False)
     durable: float = field(default=0.0, compare=False, repr=False)
+    #: Orders registrations due at the same moment: drawn from `State.sequence` once per Map-Register that
+    #: made or refreshed it (shared by its records), so they expire in the order their ETRs refreshed them.
+    turn: int = field(default=0, compare=False, repr=False)
+    armed_turn: int = field(default=0, compare=False, repr=False)  # `turn` when its slot was taken
+    #: Its journal entry's own fields but the record, encoded when journalled (`journal.EntryEncoder`),
+    #: for the next snapshot; b"" when restored or without a store.
+    own: bytes = field(default=b"", compare=False, repr=False)
+
+    @property
+    def site(self) -> str:
+        return self.context.site
+
+    @property
+    def etr(self) -> str:
+        return self.context.etr
+
+    @property
+    def source(self) -> IPAddress:
+        return self.context.source
+
+    @property
+    def port(self) -> int:
+        return self.context.port
+
+    @property
+    def proxy_reply(self) -> bool:
+        return self.context.proxy_reply
+
+    @property
+    def key_id(self) -> int:
+        return self.context.key_id
+
+    @property
+    def algorithm(self) -> int:
+        return self.context.algorithm
+
+    @property
+    def xtr_id(self) -> int | None:
+        return self.context.xtr_id
+
+    @property
+    def site_id(self) -> int | None:
+        return self.context.site_id
+
+    @property
+    def prefix(self) -> IPNetwork:
+        return key_prefix(self.key)
+
+    @property
+    def record(self) -> MappingRecord:
+        return record_from_bytes(self.rec)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,15 +190,76 @@ class Subscription:
     source_eids: tuple[IPAddress, ...] = ()
 
 
-@dataclass(slots=True)
 class Registered:
-    """A registered prefix: its owning site, its ETRs, and the merged record answered for it."""
+    """A registered prefix: its owning site, its ETRs, and the merged record answered for it, encoded.
 
-    site: str
-    etrs: dict[str, EtrRegistration] = field(default_factory=dict)
-    record: MappingRecord | None = None
-    record_bytes: bytes = b""  # encoded `record`, made by the first Map-Reply and reused by the next
-    proxy: bool = False
+    One ETR (the usual case) is held as itself, several in a dict: `etrs` is
+    a read-only view of either, and the registry changes them through `put`,
+    `drop` and `clear`.  The answer is kept as the bytes a Map-Reply carries
+    (for one ETR often its registration's own `rec`), decoded on demand.
+    """
+
+    __slots__ = ("site", "_etrs", "record_bytes", "proxy")
+
+    def __init__(self, site: str, etrs: EtrRegistration | dict[str, EtrRegistration] | None = None,
+                 record_bytes: bytes = b"", proxy: bool = False) -> None:
+        self.site = site
+        self._etrs = etrs
+        self.record_bytes = record_bytes  # `record_bytes(as_answer(...))` of the merged record; b"" until known
+        self.proxy = proxy
+
+    def __repr__(self) -> str:
+        return f"Registered(site={self.site!r}, etrs={self.etrs!r}, proxy={self.proxy!r})"
+
+    @property
+    def record(self) -> MappingRecord | None:
+        return record_from_bytes(self.record_bytes) if self.record_bytes else None
+
+    @property
+    def etrs(self) -> dict[str, EtrRegistration]:
+        """ETR -> its registration (a copy when one ETR registers: read, do not change)."""
+        etrs = self._etrs
+        if etrs is None:
+            return {}
+        return {etrs.context.etr: etrs} if type(etrs) is EtrRegistration else etrs  # type: ignore[return-value]
+
+    def regs(self) -> tuple[EtrRegistration, ...] | list[EtrRegistration]:
+        etrs = self._etrs
+        if etrs is None:
+            return ()
+        return (etrs,) if type(etrs) is EtrRegistration else list(etrs.values())  # type: ignore[union-attr]
+
+    def __len__(self) -> int:
+        etrs = self._etrs
+        return 0 if etrs is None else 1 if type(etrs) is EtrRegistration else len(etrs)  # type: ignore[arg-type]
+
+    def etr(self, name: str) -> EtrRegistration | None:
+        etrs = self._etrs
+        if type(etrs) is EtrRegistration:
+            return etrs if etrs.context.etr == name else None
+        return None if etrs is None else etrs.get(name)  # type: ignore[union-attr]
+
+    def put(self, reg: EtrRegistration) -> None:
+        etrs = self._etrs
+        if etrs is None or (type(etrs) is EtrRegistration and etrs.context.etr == reg.context.etr):
+            self._etrs = reg
+        elif type(etrs) is EtrRegistration:
+            self._etrs = {etrs.context.etr: etrs, reg.context.etr: reg}
+        else:
+            etrs[reg.context.etr] = reg  # type: ignore[index]
+
+    def drop(self, name: str) -> None:
+        etrs = self._etrs
+        if type(etrs) is EtrRegistration:
+            if etrs.context.etr == name:
+                self._etrs = None
+        elif etrs is not None:
+            etrs.pop(name, None)  # type: ignore[union-attr]
+            if len(etrs) == 1:  # type: ignore[arg-type]
+                [self._etrs] = etrs.values()  # type: ignore[union-attr]
+
+    def clear(self) -> None:
+        self._etrs = None
 
 
 # --------------------------------------------------------------------------- the shared state
@@ -145,11 +302,12 @@ class State:
             self.xtr_sites.update(dict.fromkeys(site.xtr_ids, site.name))
         self.answers = answers  # the fast path's copies of hot answers; whoever changes an answer forgets it
         self.counters: dict[str, int] = {}
-        #: (when, sequence, kind, key): "reg" (iid, prefix, etr), "sub" (iid, prefix, xTR-ID), "notify" (nonce, to),
+        #: (when, sequence, kind, key): "reg" (bucket,) of `expiry`, "sub" (iid, prefix, xTR-ID), "notify" (nonce, to),
         #: "journal" (): at most one live entry per (kind, key), the one `armed` names (see `schedule`).
         self.timers: list[tuple[float, int, str, tuple]] = []
         self.armed: dict[tuple[str, tuple], float] = {}
-        self.sequence = itertools.count()
+        self.sequence = itertools.count(1)
+        self.expiry = ExpiryWheel(self.schedule)  # the registrations' timers: one "reg" timer per bucket
         self._log_budget: dict[str, int] = {}
 
     def count(self, name: str, amount: int = 1) -> None:

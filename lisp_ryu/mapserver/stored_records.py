@@ -1,4 +1,5 @@
-"""Reading stored registration entries back, for a restore: the entry reader and its fast record parser.
+"""Reading stored registration entries back, for a restore: the entry reader, its fast record parser,
+and the rebuild of the registrations from them.
 
 Split from `journal.py` (which writes the entries and drives the restore):
 this is the per-entry hot loop of a restart.
@@ -8,55 +9,85 @@ from __future__ import annotations
 
 import ipaddress
 import struct
+from operator import itemgetter
+from typing import Iterable, Protocol
+from socket import inet_ntoa
 from dataclasses import dataclass, replace
 
+from lisp_ryu.config import SiteConfig
 from lisp_ryu.mapserver.state import (
+    EtrContext,
     EtrRegistration,
-    IPAddress,
     IPNetwork,
+    Registered,
+    State,
+    key_prefix,
     plain_locator,
+    prefix_key,
     record_bytes,
     record_from_bytes,
+    share_context,
 )
-from lisp_ryu.wire import (
-    Action,
-    Afi,
-    InstanceIdAddress,
-    LcafType,
-    LispDecodeError,
-    LispEncodeError,
-    Locator,
-    MappingRecord,
-)
-from lisp_ryu.wire.checks import trusted
+from lisp_ryu.wire import Action, Afi, LcafType, LispDecodeError, LispEncodeError, MappingRecord
 from lisp_ryu.wire.quick import IID_LCAF_BODY
 
 
-def registration_from_entry(entry: dict, prefix: IPNetwork | None = None, record: MappingRecord | None = None,
-                            source: IPAddress | None = None) -> EtrRegistration:
+#: What reading a damaged stored entry raises (a float where an int belongs, inf
+#: included): the entry is counted as `restore.bad_entries` and skipped.
+BAD_STORED_ENTRY = (KeyError, TypeError, ValueError, OverflowError, LispDecodeError, LispEncodeError)
+
+
+class RegistryPart(Protocol):
+    """What a restore needs of the registry (`registry.Registry`)."""
+
+    def site_allows(self, site: SiteConfig, iid: int, net: IPNetwork) -> tuple[bool, str]: ...
+
+    def rebuild(self, iid: int, net: IPNetwork, entry: Registered, previous: bytes | None,
+                record: MappingRecord | None = None) -> bool: ...
+
+
+def registration_from_entry(entry: dict, key: bytes | None = None, rec: bytes | None = None,
+                            context: EtrContext | None = None) -> EtrRegistration:
     """The registration a stored entry holds; raises KeyError, TypeError, ValueError or a codec error if it holds none.
 
-    `prefix`, `record` and `source`, when given, are what the entry's net,
-    rec and src read as (`StoredRegistrations` reads them faster).
+    `key`, `rec` and `context`, when given, are what the entry's net, rec and
+    the fields its ETR's message shared read as (`StoredRegistrations` reads
+    them faster); else the record is decoded (checked) and kept as encoded again.
     """
-    xid = entry.get("xid")
+    if context is None:
+        context = entry_context(entry)
+    if key is None:
+        key = prefix_key(ipaddress.ip_network(entry["net"]))
+    if rec is None:
+        rec = record_bytes(record_from_bytes(entry["rec"]))
+    expires = float(entry["exp"])
     return EtrRegistration(  # positional: cheaper than by keyword, and this runs per restored entry
-        entry["site"],  # site
-        entry["etr"],  # etr
+        context,
         int(entry["iid"]),  # iid
-        ipaddress.ip_network(entry["net"]) if prefix is None else prefix,  # prefix
-        record_from_bytes(entry["rec"]) if record is None else record,  # record
-        ipaddress.ip_address(entry["src"]) if source is None else source,  # source
-        int(entry["port"]),  # port
-        bool(entry["proxy"]),  # proxy_reply
-        int(entry["kid"]),  # key_id
-        int(entry["alg"]),  # algorithm
+        key,
+        rec,
         float(entry["at"]),  # registered_at
-        float(entry["exp"]),  # expires
-        int.from_bytes(xid, "big") if xid is not None else None,  # xtr_id
-        entry.get("sid"),  # site_id
+        expires,
         None if (nonce := entry.get("n")) is None else int(nonce),  # nonce (absent from older entries)
+        expires,  # armed (until the expiry wheel takes it)
+        expires,  # durable: what the entry says
     )
+
+
+def entry_context(entry: dict) -> EtrContext:
+    """The shared part of a stored registration entry (see `EtrContext`)."""
+    xid = entry.get("xid")
+    return share_context(EtrContext(
+        str(entry["site"]),
+        str(entry["etr"]),
+        ipaddress.ip_address(entry["src"]),
+        int(entry["port"]),
+        bool(entry["proxy"]),
+        int(entry["kid"]),
+        int(entry["alg"]),
+        int.from_bytes(xid, "big") if xid is not None else None,
+        None if (sid := entry.get("sid")) is None else int(sid),
+    ))
 
 
 # --------------------------------------------------------------------------- the stored-record parser
@@ -67,15 +98,24 @@ _RECORD_HEAD = struct.Struct(">IBBHHH")  # TTL, Locator Count, EID mask-len, ACT
 _AFI_IPV4, _AFI_IPV6, _AFI_LCAF = int(Afi.IPV4), int(Afi.IPV6), int(Afi.LCAF)
 _LCAF_INSTANCE_ID = int(LcafType.INSTANCE_ID)
 _ACTIONS = tuple(Action)  # by value: 0..5
+_MASKS = tuple(f"/{n}" for n in range(129))
+_MASK_BYTES = tuple(bytes((n,)) for n in range(129))
+_LCAF_AFI_BYTES = _AFI_LCAF.to_bytes(2, "big")
+_SHARED = itemgetter("site", "etr", "src", "port", "proxy", "kid", "alg", "xid", "sid")
+_OWN = itemgetter("iid", "net", "rec", "at", "exp")
+_Registration = EtrRegistration
+
+
+def _copy(data: bytes) -> bytes:
+    return memoryview(data).tobytes()
 
 
 @dataclass(frozen=True, slots=True)
 class _StoredLocators:
     """The locator part of stored records (read once per distinct RLOC set), and the same as answered."""
 
-    locators: tuple[Locator, ...]
-    answered: tuple[Locator, ...]  # L and p bits cleared (`plain_locator`); `locators` itself when none was set
-    answered_bytes: bytes  # `answered` encoded
+    answered: bool  # no L or p bit set: the record's locators are already as answered
+    answered_bytes: bytes  # the locators as answered (`plain_locator`), encoded
 
 
 class StoredRegistrations:
@@ -85,7 +125,7 @@ class StoredRegistrations:
     Map-Register, so its bytes are canonical.  Its head (TTL, flags, EID)
     is read here at fixed offsets; its locators are decoded by the codec
     once per distinct byte string and shared after that (typically many
-    EIDs behind a few RLOC sets).  The prefix is built from the record's
+    EIDs behind a few RLOC sets).  The prefix is read from the record's
     EID, after checking that the entry's net text is exactly that prefix's
     text.  A record or net in any other form (LCAFs other than one
     instance-ID, reserved bits set, host bits past the mask, non-canonical
@@ -94,70 +134,77 @@ class StoredRegistrations:
 
     def __init__(self) -> None:
         self._locators: dict[tuple[int, bytes], _StoredLocators] = {}  # (Locator Count, bytes after the EID)
-        self._sources: dict[str, IPAddress] = {}
+        self._contexts: dict[tuple, EtrContext] = {}  # the entry's shared fields as stored -> their context
+        self._heads: dict[bytes, tuple | bool] = {}  # see `_read_record`
 
-    def read(self, entry: dict) -> tuple[EtrRegistration, str, MappingRecord | None, bytes]:
-        """(registration, canonical prefix text, the answer for it as the only ETR or None, that answer encoded).
+    def read(self, entry: dict) -> tuple[EtrRegistration, str, bytes]:
+        """(registration, canonical prefix text, its answer as the only ETR encoded, or b"" if not read here).
 
         Raises what `registration_from_entry` raises for an entry that holds no registration.
         """
-        # Nothing here raises: what can raise is left to `registration_from_entry`, in its own order.
-        text, src = entry.get("net"), entry.get("src")
-        fast = self._read_record(entry.get("rec"), text, entry.get("iid"))
-        # Few ETRs register many prefixes each: parse each address text once.
-        source = self._sources.get(src) if type(src) is str else None
-        if fast is None:
-            reg = registration_from_entry(entry, source=source)
-            text = str(reg.prefix)
-            answer, answer_bytes = None, b""
-        else:
-            prefix, record, answer, answer_bytes = fast
-            reg = registration_from_entry(entry, prefix, record, source)
-        if source is None and type(src) is str:
-            self._sources[src] = reg.source
-        return reg, text, answer, answer_bytes
+        # Nothing here raises but `registration_from_entry`, which says what is wrong, in its own order.
+        try:
+            shared = _SHARED(entry)  # every key there, as `registration_entry` writes them
+            iid, text, rec, at, exp = _OWN(entry)
+            nonce = entry.get("n")  # (absent from older entries)
+        except KeyError:
+            return self._read_slowly(entry)
+        # Few ETRs register many prefixes each: read their shared fields once.
+        try:
+            context = self._contexts.get(shared)
+        except TypeError:  # unhashable: a damaged entry
+            return self._read_slowly(entry)
+        if context is None:
+            context = entry_context(entry)
+            if len(self._contexts) < 1 << 16:
+                self._contexts[shared] = context
+        fast = self._read_record(rec, text, iid)
+        if fast is None or type(iid) is not int or type(at) is not float or type(exp) is not float or (nonce is not None
+                                                                               and type(nonce) is not int):
+            reg = registration_from_entry(entry, context=context)
+            return reg, str(reg.prefix), b""
+        key, answer_bytes = fast
+        # Copies of what it keeps of the entry: the entries (a million small objects) are freed once
+        # the restore is done, and the allocator can give their memory back only if no survivor sits
+        # among them (else the resident size stays ~1 kB per registration higher).
+        kept = _copy(rec)
+        if answer_bytes is rec:
+            answer_bytes = kept
+        exp += 0.0
+        # As `registration_from_entry` makes it, its checks done above.
+        return _Registration(context, iid, key, kept, at + 0.0, exp, nonce, exp, exp), text, answer_bytes
 
-    def _read_record(self, rec: object, text: object, iid: object) -> tuple[IPNetwork, MappingRecord, MappingRecord,
-                                                                              bytes] | None:
-        """(prefix, record, `as_answer` of it, that encoded) for a canonical record of prefix `text`, else None."""
+    def _read_slowly(self, entry: dict) -> tuple[EtrRegistration, str, bytes]:
+        reg = registration_from_entry(entry)
+        return reg, str(reg.prefix), b""
+
+    def _read_record(self, rec: object, text: object, iid: object) -> tuple[bytes, bytes] | None:
+        """(`prefix_key`, the record as answered, encoded) for a canonical record of prefix `text`, else None."""
         if type(rec) is not bytes or len(rec) < 12:
             return None
-        ttl, count, mask_len, act_word, version_word, afi = _RECORD_HEAD.unpack_from(rec)
-        action = act_word >> 13
-        if act_word & 0x0FFF or version_word & 0xF000 or action >= len(_ACTIONS):
-            return None  # reserved bits set (re-encoding would differ) or an undefined action
-        at, wire_iid = 12, 0
-        if afi == _AFI_LCAF:
-            if len(rec) < 24:
-                return None
-            rsvd1, flags, lcaf_type, iid_mask_len, length, wire_iid, afi = IID_LCAF_BODY.unpack_from(rec, 12)
-            # Only the form `EidPrefix.to_wire` makes: a plain instance-ID (not a range), and never instance 0.
-            if rsvd1 or flags or lcaf_type != _LCAF_INSTANCE_ID or iid_mask_len or not wire_iid:
-                return None
-            if length != 6 + (4 if afi == _AFI_IPV4 else 16):
-                return None
-            at = 24
-        if wire_iid != iid:
+        # The head (up to the EID address) is the same for every record of one TTL, mask length and
+        # instance-ID: read once per distinct head.
+        head = rec[:24] if rec[10:12] == _LCAF_AFI_BYTES else rec[:12]
+        shape = self._heads.get(head)
+        if shape is None:
+            shape = self._read_head(head)
+            if len(self._heads) < 1 << 12:
+                self._heads[head] = shape
+        if not shape:
+            return None
+        at, end, bits, mask_len, wire_iid, count, plain = shape
+        if wire_iid != iid or len(rec) < end:
             return None  # the entry's instance-ID is not the record's: `as_answer` would rewrite the EID
-        if afi == _AFI_IPV4:
-            end, bits = at + 4, 32
-        elif afi == _AFI_IPV6:
-            end, bits = at + 16, 128
-        else:
-            return None
-        if mask_len > bits or len(rec) < end:
-            return None
-        value = int.from_bytes(rec[at:end], "big")
-        if value & ((1 << (bits - mask_len)) - 1):
-            return None  # host bits past the mask: not the prefix's own EID
+        packed = rec[at:end]
+        if mask_len != bits:
+            value = int.from_bytes(packed, "big")
+            if value & ((1 << (bits - mask_len)) - 1):
+                return None  # host bits past the mask: not the prefix's own EID
         if bits == 32:
-            if text != "%d.%d.%d.%d/%d" % (rec[at], rec[at + 1], rec[at + 2], rec[at + 3], mask_len):
+            if text != inet_ntoa(packed) + _MASKS[mask_len]:
                 return None
-            prefix: IPNetwork = ipaddress.IPv4Network((value, mask_len))
-        else:
-            prefix = ipaddress.IPv6Network((value, mask_len))
-            if text != str(prefix):
-                return None
+        elif text != str(ipaddress.IPv6Network((packed, mask_len))):
+            return None
         key = (count, rec[end:])
         stored = self._locators.get(key)
         if stored is None:
@@ -165,16 +212,39 @@ class StoredRegistrations:
             if stored is None:
                 return None  # not canonical: left to the codec (not remembered, it is never the common case)
             self._locators[key] = stored
-        address = prefix.network_address
-        eid = address if not wire_iid else trusted(InstanceIdAddress, instance_id=wire_iid, address=address,
-                                                   iid_mask_len=0)
-        record = trusted(MappingRecord, eid=eid, eid_mask_len=mask_len, locators=stored.locators, ttl=ttl,
-                         action=_ACTIONS[action], authoritative=bool(act_word & 0x1000), map_version=version_word)
-        if act_word == 0 and stored.answered is stored.locators:
-            return prefix, record, record, rec  # already an answer (`as_answer` returns it as it is)
-        answer = trusted(MappingRecord, eid=eid, eid_mask_len=mask_len, locators=stored.answered, ttl=ttl,
-                         action=Action.NO_ACTION, authoritative=False, map_version=version_word)
-        return prefix, record, answer, rec[:6] + b"\0\0" + rec[8:end] + stored.answered_bytes
+        if plain and stored.answered:
+            return packed + _MASK_BYTES[mask_len], rec  # already an answer (`as_answer` returns it as it is)
+        return packed + _MASK_BYTES[mask_len], rec[:6] + b"\0\0" + rec[8:end] + stored.answered_bytes
+
+    @staticmethod
+    def _read_head(head: bytes) -> tuple | bool:
+        """(EID offset, its end, address bits, mask length, instance-ID, Locator Count, no action or A bit)
+        of a record head (its first 12 bytes, 24 with an instance-ID LCAF) in the form `record_bytes`
+        makes; False for any other form."""
+        ttl, count, mask_len, act_word, version_word, afi = _RECORD_HEAD.unpack_from(head)
+        action = act_word >> 13
+        if act_word & 0x0FFF or version_word & 0xF000 or action >= len(_ACTIONS):
+            return False  # reserved bits set (re-encoding would differ) or an undefined action
+        at, wire_iid = 12, 0
+        if afi == _AFI_LCAF:
+            if len(head) < 24:
+                return False
+            rsvd1, flags, lcaf_type, iid_mask_len, length, wire_iid, afi = IID_LCAF_BODY.unpack_from(head, 12)
+            # Only the form `EidPrefix.to_wire` makes: a plain instance-ID (not a range), and never instance 0.
+            if rsvd1 or flags or lcaf_type != _LCAF_INSTANCE_ID or iid_mask_len or not wire_iid:
+                return False
+            if length != 6 + (4 if afi == _AFI_IPV4 else 16):
+                return False
+            at = 24
+        if afi == _AFI_IPV4:
+            end, bits = at + 4, 32
+        elif afi == _AFI_IPV6:
+            end, bits = at + 16, 128
+        else:
+            return False
+        if mask_len > bits:
+            return False
+        return at, end, bits, mask_len, wire_iid, count, act_word == 0
 
     @staticmethod
     def _read_locators(rec: bytes, end: int) -> _StoredLocators | None:
@@ -184,9 +254,117 @@ class StoredRegistrations:
             if record_bytes(record) != rec:
                 return None
             answered = tuple(plain_locator(locator) for locator in record.locators)
-            if all(a is b for a, b in zip(answered, record.locators)):
-                answered = record.locators
+            same = all(a is b for a, b in zip(answered, record.locators))
             answered_bytes = record_bytes(replace(record, locators=answered))[end:]
         except (LispDecodeError, LispEncodeError):
             return None  # `registration_from_entry` reports it
-        return _StoredLocators(record.locators, answered, answered_bytes)
+        return _StoredLocators(same, answered_bytes)
+
+
+# --------------------------------------------------------------------------- the restore
+
+
+def restore_registrations(state: State, entries: Iterable[dict], now: float, registry: RegistryPart,
+                      replicated: bool) -> None:
+    """Rebuild the stored registrations: the state replaying each through `Registry.upsert` gives, faster.
+
+    A restart answers nothing until this is done.  Restoring runs on an
+    empty core and tells nobody anything, so most of `upsert` has
+    nothing to do: here a dict keyed by prefix text stands in for the
+    prefix table until every prefix is inserted once at the end, a
+    prefix's merged record is computed once all its ETRs are in (and not
+    at all for a single ETR: `StoredRegistrations` hands over its
+    answer, encoded), and nothing is decoded that a canonical entry
+    does not need.  Entries are checked in the same order, and counted
+    under the same names, as one `upsert` at a time.
+    """
+    sites, xtr_sites = state.sites, state.xtr_sites
+    read = StoredRegistrations().read
+    verdicts: dict[tuple, bool] = {}  # see _still_allows
+    prefixes: dict[tuple[int, str], Registered] = {}  # key: (iid, prefix text)
+    merge: list[Registered] = []  # record left unknown: `rebuild` computes it
+    regs: list[EtrRegistration] = []
+    fresh: list[tuple[int, bytes, Registered]] = []  # per prefix, in the order they came
+    bad = expired = disallowed = conflicting = 0
+    for entry in entries:
+        try:
+            reg, text, answer_bytes = read(entry)
+        except BAD_STORED_ENTRY:
+            bad += 1
+            continue
+        if reg.expires <= now:
+            expired += 1
+            continue
+        context = reg.context
+        key = (reg.iid, text)
+        known = prefixes.get(key)
+        if known is None:
+            site = sites.get(context.site)
+            if site is None or not _still_allows(state, registry, site, reg.iid, reg.key, verdicts):
+                disallowed += 1
+                continue
+            known = prefixes[key] = Registered(context.site, reg, answer_bytes, context.proxy_reply)
+            fresh.append((reg.iid, reg.key, known))
+            if not answer_bytes:
+                merge.append(known)
+        elif known.site != context.site:
+            site = sites.get(context.site)
+            if site is None or not _still_allows(state, registry, site, reg.iid, reg.key, verdicts):
+                disallowed += 1
+            else:
+                conflicting += 1
+            continue
+        else:
+            if known.record_bytes:  # a second ETR: the answer is their merge now
+                known.record_bytes = b""
+                merge.append(known)
+            known.put(reg)
+        regs.append(reg)
+        if context.xtr_id is not None:
+            xtr_sites[context.xtr_id] = context.site
+    for entry_state in merge:
+        if not entry_state.record_bytes:  # (else listed twice)
+            first = entry_state.regs()[0]
+            registry.rebuild(first.iid, first.prefix, entry_state, None)
+    # All at the end rather than as they come: faster overall (the trie's nodes then sit together
+    # in memory, not scattered among the registrations; the hosts' sorted index is built at once).
+    state.registered.insert_packed(fresh)
+    if not replicated:
+        state.expiry.add_many(regs)
+    for name, amount in (("bad_entries", bad), ("expired", expired), ("no_longer_allowed", disallowed),
+                         ("conflicting_site", conflicting), ("registrations", len(regs))):
+        if amount:
+            state.count(f"restore.{name}", amount)
+
+def _still_allows(state: State, registry: RegistryPart, site: SiteConfig, iid: int, key: bytes,
+              verdicts: dict[tuple, bool]) -> bool:
+    """`registry.site_allows(site, iid, net)` for a restore (`key`: the net's `prefix_key`),
+    remembered per configured prefix.
+
+    The verdict depends only on the longest configured prefix around
+    `net` and on whether `net` is that prefix itself (see
+    `Registry.configured_owners`), and many restored prefixes share a
+    handful of configured ones.
+    """
+    plen, packed = key[-1], key[:-1]
+    width = 8 * len(packed)
+    value = int.from_bytes(packed, "big")
+    # The last configured prefix seen for this site, when nothing is configured inside it: every
+    # longer prefix inside it has the same verdict (most of a restore is one such run).
+    span = verdicts.get((site.name, iid, width))
+    if span is not None and plen > span[1] and value >> (width - span[1]) == span[0]:
+        return span[2]
+    hit = state.configured.longest_match_packed(iid, packed)
+    if hit is None:
+        return False  # no configured prefix holds even its first address (or no such instance-ID)
+    configured = hit[0]
+    if configured.prefixlen > plen:  # a configured prefix inside `net`: not the covering one
+        return registry.site_allows(site, iid, key_prefix(key))[0]
+    verdict = (site.name, iid, id(hit), configured.prefixlen == plen)  # (the configured table is fixed)
+    allowed = verdicts.get(verdict)
+    if allowed is None:
+        allowed = verdicts[verdict] = registry.site_allows(site, iid, key_prefix(key))[0]
+    if plen > configured.prefixlen and not state.inner_configured.get((iid, configured)):
+        verdicts[(site.name, iid, width)] = (value >> (width - configured.prefixlen), configured.prefixlen,
+                                             allowed)
+    return allowed

@@ -34,14 +34,15 @@ def locator(loc: Locator) -> dict[str, Any]:
 
 
 def _etr(reg: EtrRegistration, now: float) -> dict[str, Any]:
+    record = reg.record  # (kept encoded: decoded once per row)
     return {
         "etr": reg.etr,
         "source": f"{reg.source}:{reg.port}",
         "xtr_id": f"{reg.xtr_id:032x}" if reg.xtr_id is not None else None,
         "site_id": reg.site_id,
         "proxy_reply": reg.proxy_reply,
-        "record_ttl_minutes": reg.record.ttl,
-        "locators": [locator(loc) for loc in reg.record.locators],
+        "record_ttl_minutes": record.ttl,
+        "locators": [locator(loc) for loc in record.locators],
         "registered_at": reg.registered_at,
         "expires_in": round(reg.expires - now, 3),
     }

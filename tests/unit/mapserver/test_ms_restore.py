@@ -21,7 +21,7 @@ from lisp_ryu.mapping.policy import RlocOverride, Rule, StaticMapping
 from lisp_ryu.mapserver import FileStore, MapServer, MemoryStore
 from lisp_ryu.mapserver import journal as journal_mod
 from lisp_ryu.mapserver.journal import BAD_STORED_ENTRY, Journal, StoredRegistrations
-from lisp_ryu.mapserver.state import as_answer, record_bytes, record_from_bytes
+from lisp_ryu.mapserver.state import as_answer, key_prefix, prefix_key, record_bytes, record_from_bytes
 from lisp_ryu.mapserver.store import _as_read as as_read
 from lisp_ryu.wire import (
     Action,
@@ -403,12 +403,12 @@ def test_the_bulk_reader_reads_records_as_the_codec_and_answers_asas_answer():
         network = ipaddress.ip_network(prefix)
         read = reader._read_record(rec, str(network), iid)
         assert read is not None, record
-        got_prefix, got_record, answer, answer_bytes = read
-        assert got_prefix == network and type(got_prefix) is type(network)
-        assert got_record == record_from_bytes(rec)
-        assert answer == as_answer(got_record, iid, network)
+        key, answer_bytes = read
+        assert key == prefix_key(network) and key_prefix(key) == network
+        decoded = record_from_bytes(rec)
+        answer = as_answer(decoded, iid, network)
         assert answer_bytes == record_bytes(answer)
-        assert (answer is got_record) == (as_answer(got_record, iid, network) is got_record)
+        assert (answer_bytes is rec) == (answer is decoded)  # an answer already: the same bytes, shared
     assert len(reader._locators) < 20  # locator sets are read once and shared
 
 
@@ -425,27 +425,33 @@ def test_the_bulk_reader_leaves_other_forms_to_the_codec():
 
 
 @pytest.mark.parametrize("kind", ["memory", "file"])
-def test_a_compaction_stores_the_state_without_encoding_registrations_again(kind, tmp_path, monkeypatch):
-    """Each registration keeps its entry encoded (`stored`) from its Map-Register; a snapshot joins
-    those bytes, which must read back as exactly what `state_entries` says.  Restored ones are
-    encoded when a snapshot needs them."""
+def test_a_compaction_encodes_registrations_from_their_compact_form(kind, tmp_path, monkeypatch):
+    """Registrations keep no encoded entry; a snapshot encodes each from its compact form, what its
+    ETR's message shared once per message (`EntryEncoder`), and must read back as exactly what
+    `state_entries` says, for registrations made by Map-Register and restored ones alike."""
     live, reopen = lived(kind, tmp_path)
     restored = start(MapServer, reopen())
     regs = [reg for *_, etrs in live.registrations() for reg in etrs]
-    assert len(regs) > 100 and all(reg.stored for reg in regs)
+    assert len(regs) > 100
+    encoder = journal_mod.EntryEncoder()
     for reg in regs:
-        assert msgpack.unpackb(reg.stored, raw=False) == as_read(journal_mod.registration_entry(reg))
+        assert msgpack.unpackb(encoder.encode(reg), raw=False) == as_read(journal_mod.registration_entry(reg))
     for core in (live, restored):  # the same entries (a snapshot's order means nothing)
-        assert sorted((msgpack.unpackb(b, raw=False) for b in core._journal.stored_state()), key=repr) == sorted(
-            (as_read(e) for e in core.state_entries()), key=repr)
+        assert sorted((msgpack.unpackb(b, raw=False) for b in core._journal.stored_state()),
+                      key=lambda e: repr(sorted(e.items()))) == sorted(
+            (as_read(e) for e in core.state_entries()), key=lambda e: repr(sorted(e.items())))
+    contexts = {reg.context for reg in regs}
+    original, whole = journal_mod.registration_entry, []
 
-    def encoded_again(reg):
-        raise AssertionError(f"{reg.prefix} encoded again for a snapshot")
+    def counted(reg):
+        whole.append(reg)
+        return original(reg)
 
-    monkeypatch.setattr(journal_mod, "registration_entry", encoded_again)
+    monkeypatch.setattr(journal_mod, "registration_entry", counted)
     compacted = MemoryStore()
     compacted.snapshot(live._journal.stored_state())
     monkeypatch.undo()
+    assert len(whole) <= len(contexts) < len(regs)  # a whole entry only per message's shared part
     again = start(MapServer, compacted)
     assert list(again.registrations()) == list(restored.registrations())
     assert list(again.subscriptions()) == list(restored.subscriptions())
