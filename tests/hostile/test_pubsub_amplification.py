@@ -59,13 +59,10 @@ def test_one_change_sends_one_map_notify_per_itr_not_per_subscription():
         host = f"10.10.{i // 250}.{i % 250 + 1}"
         ack_all(core, subscribe(core, host, T0 + 1 + i * 1e-3, nonce=i), T0 + 1 + i * 1e-3)
     assert core.subscription_count == 2000
-    started = time.perf_counter()
     effects = register(core, "10.10.0.0/16", ["198.18.1.2"], now=T0 + 10, xtr_id=XTR_ID)
-    elapsed = time.perf_counter() - started
     to_itr = [e for e, _ in notifies(effects) if e.destination == ITR]
     assert len(to_itr) == 1, len(to_itr)  # was 2000
     assert core.counters["notify.coalesced"] == 1999
-    assert elapsed < 1.0
 
 
 def test_an_unmatched_ack_is_found_in_one_lookup():
