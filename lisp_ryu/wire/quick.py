@@ -66,6 +66,12 @@ _WORD_PLAIN = (MessageType.MAP_REQUEST << 28) | 1
 _I_BIT = 1 << 20
 _N_BIT = 0x80  # of an EID-record's first byte
 _TRAILER = 24  # xTR-ID (16 bytes) and site-ID (8)
+_AFI_IPV4 = int(Afi.IPV4)
+#: The request most ITRs send, whole: ECM word, inner IPv4 header without options, UDP header, the
+#: Map-Request word and nonce, no Source EID (AFI 0), one IPv4 ITR-RLOC, one record for an IPv4
+#: host (N bit and reserved skipped: without the I bit they change nothing), no xTR-ID.
+_V4_HOST = struct.Struct("!4sBxHxxHxBxx4s4sHxxHHI8sHH4sxBH4s")
+_HOST_WORD_MASK = _WORD_MASK | _I_BIT  # that shape has no xTR-ID: the I bit clear
 
 
 def read_plain_request(payload: bytes) -> PlainRequest | None:
@@ -75,6 +81,17 @@ def read_plain_request(payload: bytes) -> PlainRequest | None:
     valid ones'-complement sum (0xffff) is a multiple of 0xffff.
     """
     size = len(payload)
+    if size == _V4_HOST.size:  # the commonest shape of all, in one read (the general walk below agrees)
+        ecm, vihl, total, fragment, protocol, source, destination, port, udp_length, checksum, word, nonce, \
+            source_afi, rloc_afi, rloc, mask_len, afi, eid = _V4_HOST.unpack(payload)
+        if ecm == _ECM_WITHOUT_FLAGS and vihl == 0x45 and total == 56 and protocol == _UDP and not fragment & 0x3FFF \
+                and udp_length == 36 and word & _HOST_WORD_MASK == _WORD_PLAIN and source_afi == 0 \
+                and rloc_afi == _AFI_IPV4 and mask_len == 32 and afi == _AFI_IPV4 \
+                and not int.from_bytes(payload[4:24], "big") % 0xFFFF:
+            if not checksum or not int.from_bytes(source + destination + _PSEUDO_V4_PROTOCOL + payload[28:30]
+                                                  + payload[24:], "big") % 0xFFFF:
+                return nonce, 0, eid, rloc, port, None
+            return None
     if size < 46 or not payload.startswith(_ECM_WITHOUT_FLAGS):
         return None
     version = payload[4]
