@@ -46,6 +46,38 @@ _ECM = 8  # the type nibble of an Encapsulated Control Message (a Map-Request to
 FREEZE_INTERVAL = 1.0
 
 
+class _Peer4(ipaddress.IPv4Address):
+    """A peer's address as the loop hands it to the core, its hash computed once: the core's per-source
+    rate limit looks the sender up per datagram, and `ipaddress` hashes by formatting the address anew."""
+
+    __slots__ = ("_hash",)
+
+    def __init__(self, address: str) -> None:
+        super().__init__(address)
+        self._hash = ipaddress.IPv4Address.__hash__(self)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+
+class _Peer6(ipaddress.IPv6Address):
+    """As `_Peer4`, for IPv6 peers."""
+
+    __slots__ = ("_hash",)
+
+    def __init__(self, address: str) -> None:
+        super().__init__(address)
+        self._hash = ipaddress.IPv6Address.__hash__(self)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+
+def peer_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """The address of a datagram's sender (equal to, and hashed as, `ipaddress.ip_address(text)`)."""
+    return _Peer6(text) if ":" in text else _Peer4(text)
+
+
 class StandaloneServer:
     """Runs a `MapServer` on a UDP socket, with an optional HTTP introspection socket."""
 
@@ -158,7 +190,7 @@ class StandaloneServer:
             if source is None:
                 if len(sources) >= SOURCE_CACHE:
                     sources.clear()
-                source = sources[address[0]] = ipaddress.ip_address(address[0].split("%")[0])
+                source = sources[address[0]] = peer_address(address[0].split("%")[0])
             try:
                 quick = reply_quickly(payload, source, clock())
             except Exception:  # a core bug must not stop the server; it is counted and logged
