@@ -71,7 +71,7 @@ from lisp_ryu.wire import (
     MapReply,
     MapRequest,
 )
-from lisp_ryu.wire.quick import read_plain_request, read_subscriber
+from lisp_ryu.wire.quick import PlainRequests, read_subscriber
 
 _REPLY_HEAD = struct_reply(b"", b"")  # what `struct_reply` puts before the nonce
 
@@ -104,6 +104,7 @@ class Resolver:
         self._static = state.static
         self._answers = state.answers
         self._quick_path = quick_path
+        self._read_request = PlainRequests().read  # an ITR's repeated requests are read once
         self._fast_path_open = self._static_in_use = False  # see refresh_fast_path
         self._quick_replies = 0  # fast-path Map-Replies not yet added to the counters (one add, not three)
         self._fast_replies = 0  # fast-path Map-Replies counted so far
@@ -123,7 +124,7 @@ class Resolver:
         """
         if not self._fast_path_open:
             return None
-        request = read_plain_request(payload)
+        request = self._read_request(payload)
         if request is None:
             return None
         nonce, iid, eid, rloc, port, subscriber = request
