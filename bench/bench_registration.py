@@ -13,6 +13,8 @@ counts, as in the other benchmarks.  Per round and server:
    flight, 4096 registered EIDs over and over) runs for 5 s (quick: 2): requests/s
    (`requests_per_s_vs_oor`).  Every answer is checked (a Map-Reply mapping the EID
    asked for to the RLOC registered): wrong and lost ones are counted per server.
+   The server's CPU time per answer over the same window is reported too
+   (`cpu_us_per_request`): steadier than the rate when the machine is busy.
 3. It keeps running while every registration is refreshed by the same
    Map-Registers with new nonces, as ETRs do every minute:
    records/s (`registers_per_s.*.refresh`), and the longest time the
@@ -173,6 +175,12 @@ class Server:
                     raise RuntimeError("OOR is not the process started")
         return self
 
+    def cpu_s(self) -> float:
+        """CPU time the server has used (user and system): a rate that a busy machine cannot bend much."""
+        with open(f"/proc/{self.proc.pid}/stat") as fh:  # type: ignore[union-attr]
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def rss_kib(self) -> int:
         with open(f"/proc/{self.proc.pid}/status") as fh:  # type: ignore[union-attr]
             return next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:"))
@@ -305,9 +313,9 @@ def _one(server: Server, netns: str | None, size: int, fresh: list[bytes], refre
         asker.start()
         try:
             time.sleep(0.5)  # warm-up
-            steady_from = time.monotonic()
+            steady_from, cpu_from = time.monotonic(), server.cpu_s()
             time.sleep(steady_s)
-            steady_to = time.monotonic()
+            steady_to, cpu_to = time.monotonic(), server.cpu_s()
             refreshed = _register(etr, server.port, refresh)
             time.sleep(0.3)
             stop.set()
@@ -321,7 +329,8 @@ def _one(server: Server, netns: str | None, size: int, fresh: list[bytes], refre
     finally:
         server.stop()
     answers = asked["answers"]
-    steady = sum(1 for t in answers if steady_from <= t < steady_to) / (steady_to - steady_from)
+    answered = sum(1 for t in answers if steady_from <= t < steady_to)
+    steady = answered / (steady_to - steady_from)
     # The longest gap between answers while the refresh ran (and across its start and end).
     start, end = refreshed["started"], refreshed["finished"]
     times = [t for t in answers if start <= t <= end]
@@ -333,7 +342,7 @@ def _one(server: Server, netns: str | None, size: int, fresh: list[bytes], refre
         "fresh": registered["records_per_s"], "refresh": refreshed["records_per_s"],
         "refresh_s": refreshed["seconds"], "lost_registers": registered["lost_messages"] + refreshed["lost_messages"],
         "requests_per_s": steady, "silence_ms": 1000 * silence, "lost_requests": asked["lost"],
-        "wrong_answers": asked["wrong"],
+        "wrong_answers": asked["wrong"], "cpu_us_per_request": 1e6 * (cpu_to - cpu_from) / max(answered, 1),
         "bytes_per_registration": 1024 * (rss_after - rss_before) / size,
     }
 
@@ -405,7 +414,9 @@ def _figures(size: int, results: dict[str, list[dict]], why_not: str | None) -> 
         f"mapserver.requests_per_s_vs_oor.{label}": figure(
             "requests_per_s", "req/s", False, 1.0, wrong_answers=[r["wrong_answers"] for r in ours],
             oor_wrong_answers=[r["wrong_answers"] for r in oor], lost_requests=[r["lost_requests"] for r in ours],
-            oor_lost_requests=[r["lost_requests"] for r in oor]),
+            oor_lost_requests=[r["lost_requests"] for r in oor],
+            cpu_us_per_request=[round(r["cpu_us_per_request"], 2) for r in ours],
+            oor_cpu_us_per_request=[round(r["cpu_us_per_request"], 2) for r in oor]),
         f"mapserver.memory_bytes_per_live_registration.{label}": figure(
             "bytes_per_registration", "B", True, None, goal="<= 1024 B (absolute)"),
     }
