@@ -23,7 +23,8 @@ Rules, and why:
   knows better; static entries serve destinations that do not register).
 * **Fast path**: a plain Map-Request (`lisp_ryu.wire.quick`) for a
   registered EID, while no policy is set and no static mapping is more
-  specific, is answered from fixed-offset reads and the record encoded once
+  specific, is answered from fixed-offset reads (remembered for the same
+  request under another nonce: `PlainRequests`) and the record encoded once
   per change (or its copy in the answer cache), without decoding it in full.
   Its answers and counters are those of the full path, byte for byte
   (tests/unit/mapserver/test_ms_quick_path.py); everything else takes the
