@@ -11,7 +11,10 @@ counts, as in the other benchmarks.  Per round and server:
    Map-Notify: records/s (`registers_per_s.*.fresh`).
 2. A closed-loop Map-Request client (the one of `bench_mapserver`, 16 in
    flight, 4096 registered EIDs over and over) runs for 5 s (quick: 2): requests/s
-   (`requests_per_s_vs_oor`).
+   (`requests_per_s_vs_oor`).  Every answer is checked (a Map-Reply mapping the EID
+   asked for to the RLOC registered): wrong and lost ones are counted per server.
+   The server's CPU time per answer over the same window is reported too
+   (`cpu_us_per_request`): steadier than the rate when the machine is busy.
 3. It keeps running while every registration is refreshed by the same
    Map-Registers with new nonces, as ETRs do every minute:
    records/s (`registers_per_s.*.refresh`), and the longest time the
@@ -174,6 +177,12 @@ class Server:
                     raise RuntimeError("OOR is not the process started")
         return self
 
+    def cpu_s(self) -> float:
+        """CPU time the server has used (user and system): a rate that a busy machine cannot bend much."""
+        with open(f"/proc/{self.proc.pid}/stat") as fh:  # type: ignore[union-attr]
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def rss_kib(self) -> int:
         with open(f"/proc/{self.proc.pid}/status") as fh:  # type: ignore[union-attr]
             return next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:"))
@@ -239,6 +248,9 @@ def _ask(netns: str | None, port: int, registered: int, stop, out) -> None:
     target = ("127.0.0.1", port)
     in_flight: dict[int, float] = {}
     answers: list[float] = []
+    # Every distinct answer per request (the reply without its nonce), counted: checked after the run.
+    replies: dict[tuple[int, bytes], int] = {}
+    count = len(payloads)
     sent = lost = 0
     monotonic = time.monotonic
     while not stop.is_set():
@@ -257,9 +269,33 @@ def _ask(netns: str | None, port: int, registered: int, stop, out) -> None:
                 data = sock.recv(65535)
             except BlockingIOError:
                 break
-            if in_flight.pop(int.from_bytes(data[4:12], "big"), None) is not None:
+            nonce = int.from_bytes(data[4:12], "big")
+            if in_flight.pop(nonce, None) is not None:
                 answers.append(monotonic())
-    out.put({"answers": answers, "lost": lost})
+                key = (nonce % count, data[:4] + data[12:])
+                replies[key] = replies.get(key, 0) + 1
+    out.put({"answers": answers, "lost": lost, "wrong": _wrong_answers(replies, registered)})
+
+
+def _wrong_answers(replies: dict[tuple[int, bytes], int], registered: int) -> int:
+    """Answers that are not a Map-Reply mapping the EID asked for (as `_requests` chose it) to the one
+    RLOC it was registered with: each distinct reply decoded once, counted as often as it came."""
+    from lisp_ryu.wire import LispDecodeError, MapReply, decode_message
+
+    expected_rloc = ipaddress.ip_address("198.18.0.1")
+    wrong = 0
+    for (index, reply), times in replies.items():
+        eid = ipaddress.IPv4Address(_eid((index * 104729) % registered))  # as `_requests` picks it
+        try:
+            message = decode_message(reply[:4] + bytes(8) + reply[4:])
+        except LispDecodeError:
+            wrong += times
+            continue
+        good = (isinstance(message, MapReply) and len(message.records) == 1
+                and message.records[0].eid_prefix.address == eid
+                and [loc.address for loc in message.records[0].locators] == [expected_rloc])
+        wrong += 0 if good else times
+    return wrong
 
 
 def _one(server: Server, netns: str | None, size: int, fresh: list[bytes], refresh: list[bytes],
@@ -279,9 +315,9 @@ def _one(server: Server, netns: str | None, size: int, fresh: list[bytes], refre
         asker.start()
         try:
             time.sleep(0.5)  # warm-up
-            steady_from = time.monotonic()
+            steady_from, cpu_from = time.monotonic(), server.cpu_s()
             time.sleep(steady_s)
-            steady_to = time.monotonic()
+            steady_to, cpu_to = time.monotonic(), server.cpu_s()
             refreshed = _register(etr, server.port, refresh)
             time.sleep(0.3)
             stop.set()
@@ -295,7 +331,8 @@ def _one(server: Server, netns: str | None, size: int, fresh: list[bytes], refre
     finally:
         server.stop()
     answers = asked["answers"]
-    steady = sum(1 for t in answers if steady_from <= t < steady_to) / (steady_to - steady_from)
+    answered = sum(1 for t in answers if steady_from <= t < steady_to)
+    steady = answered / (steady_to - steady_from)
     # The longest gap between answers while the refresh ran (and across its start and end).
     start, end = refreshed["started"], refreshed["finished"]
     times = [t for t in answers if start <= t <= end]
@@ -307,6 +344,7 @@ def _one(server: Server, netns: str | None, size: int, fresh: list[bytes], refre
         "fresh": registered["records_per_s"], "refresh": refreshed["records_per_s"],
         "refresh_s": refreshed["seconds"], "lost_registers": registered["lost_messages"] + refreshed["lost_messages"],
         "requests_per_s": steady, "silence_ms": 1000 * silence, "lost_requests": asked["lost"],
+        "wrong_answers": asked["wrong"], "cpu_us_per_request": 1e6 * (cpu_to - cpu_from) / max(answered, 1),
         "bytes_per_registration": 1024 * (rss_after - rss_before) / size,
     }
 
@@ -375,7 +413,12 @@ def _figures(size: int, results: dict[str, list[dict]], why_not: str | None) -> 
             lost_requests=[r["lost_requests"] for r in ours]),
         f"mapserver.registers_per_s.{label}.fresh": figure("fresh", "records/s", False, None),
         f"mapserver.registers_per_s.{label}.refresh": figure("refresh", "records/s", False, 0.5),
-        f"mapserver.requests_per_s_vs_oor.{label}": figure("requests_per_s", "req/s", False, 1.0),
+        f"mapserver.requests_per_s_vs_oor.{label}": figure(
+            "requests_per_s", "req/s", False, 1.0, wrong_answers=[r["wrong_answers"] for r in ours],
+            oor_wrong_answers=[r["wrong_answers"] for r in oor], lost_requests=[r["lost_requests"] for r in ours],
+            oor_lost_requests=[r["lost_requests"] for r in oor],
+            cpu_us_per_request=[round(r["cpu_us_per_request"], 2) for r in ours],
+            oor_cpu_us_per_request=[round(r["cpu_us_per_request"], 2) for r in oor]),
         f"mapserver.memory_bytes_per_live_registration.{label}": figure(
             "bytes_per_registration", "B", True, None, goal="<= 1024 B (absolute)"),
     }

@@ -23,7 +23,8 @@ Rules, and why:
   knows better; static entries serve destinations that do not register).
 * **Fast path**: a plain Map-Request (`lisp_ryu.wire.quick`) for a
   registered EID, while no policy is set and no static mapping is more
-  specific, is answered from fixed-offset reads and the record encoded once
+  specific, is answered from fixed-offset reads (remembered for the same
+  request under another nonce: `PlainRequests`) and the record encoded once
   per change (or its copy in the answer cache), without decoding it in full.
   Its answers and counters are those of the full path, byte for byte
   (tests/unit/mapserver/test_ms_quick_path.py); everything else takes the
@@ -71,7 +72,9 @@ from lisp_ryu.wire import (
     MapReply,
     MapRequest,
 )
-from lisp_ryu.wire.quick import read_plain_request, read_subscriber
+from lisp_ryu.wire.quick import PlainRequests, read_subscriber
+
+_REPLY_HEAD = struct_reply(b"", b"")  # what `struct_reply` puts before the nonce
 
 #: RFC 9301 §8.2: a configured EID prefix with no registration answers
 #: Natively-Forward for one minute.
@@ -96,12 +99,13 @@ class Resolver:
         self._pubsub = pubsub
         self._count = state.count
         # The fast path reads these per request: held here, one attribute away.
-        self.limiter = limiter
+        self.limiter = limiter  # (binds `_allow`, its method the fast path calls)
         self._reflect = (reflect if reflect is not None else ReflectionLimiter()).allow
         self._registered = state.registered
         self._static = state.static
         self._answers = state.answers
         self._quick_path = quick_path
+        self._read_request = PlainRequests().read  # an ITR's repeated requests are read once
         self._fast_path_open = self._static_in_use = False  # see refresh_fast_path
         self._quick_replies = 0  # fast-path Map-Replies not yet added to the counters (one add, not three)
         self._fast_replies = 0  # fast-path Map-Replies counted so far
@@ -121,12 +125,11 @@ class Resolver:
         """
         if not self._fast_path_open:
             return None
-        request = read_plain_request(payload)
+        request = self._read_request(payload)
         if request is None:
             return None
         nonce, iid, eid, rloc, port, subscriber = request
-        key = (iid, eid)
-        record = self._answers.records.get(key)
+        record = self._answers.records.get((iid, eid))
         if record is None:
             entry = self._plain_entry(iid, eid)
             if entry is None:
@@ -136,14 +139,14 @@ class Resolver:
             if not entry.proxy:
                 return self._forward(payload, source, now, entry, rloc, port)
             record = entry.record_bytes or self._encode_record(entry)
-            if not self.limiter.allow(source, now):
+            if not self._allow(source, now):
                 return self._rate_limited(rloc, port)
-            self._answers.offer(key, record)  # (after the limit: a flooding source fills nothing)
+            self._answers.offer((iid, eid), record)  # (after the limit: a flooding source fills nothing)
         elif subscriber is not None and self._subscribes(subscriber, rloc, now):
             return None
-        elif not self.limiter.allow(source, now):
+        elif not self._allow(source, now):
             return self._rate_limited(rloc, port)
-        reply = struct_reply(nonce, record)
+        reply = _REPLY_HEAD + nonce + record  # `struct_reply`, inline
         if not self._reflect(rloc, len(payload), len(reply), now):
             self._count("received.datagrams")
             self._count("received.map_request")
@@ -174,7 +177,7 @@ class Resolver:
     def _forward(self, payload: bytes, source: IPAddress, now: float, entry: Registered, rloc: bytes,
                  port: int) -> tuple[bytes, bytes, int]:
         """The request itself, to the ETR: it answers for itself (no P bit)."""
-        if not self.limiter.allow(source, now):
+        if not self._allow(source, now):
             return self._rate_limited(rloc, port)
         target = _forward_target(entry)
         self._count("received.datagrams")
@@ -199,6 +202,16 @@ class Resolver:
         assert entry.record is not None  # every stored prefix has at least one ETR
         entry.record_bytes = record_bytes(entry.record)
         return entry.record_bytes
+
+    @property
+    def limiter(self) -> RateLimiter:
+        """The per-source token buckets every datagram is charged to (shared with `MapServer`)."""
+        return self._limiter
+
+    @limiter.setter
+    def limiter(self, limiter: RateLimiter) -> None:
+        self._limiter = limiter
+        self._allow = limiter.allow
 
     @property
     def quick_path(self) -> bool:

@@ -124,8 +124,13 @@ class MapServer:
 
     # ------------------------------------------------------------------ actor interface
 
-    def handle_control(self, payload: bytes, source: IPAddress, port: int, now: float) -> list[SendControl]:
-        """One datagram received on the control socket from (source, port)."""
+    def handle_control(self, payload: bytes, source: IPAddress, port: int, now: float,
+                       flush: bool = True) -> list[SendControl]:
+        """One datagram received on the control socket from (source, port).
+
+        With `flush` False what it changed is written by the next `flush_journal` (or the next message
+        handled with `flush`), so that a burst of Map-Registers costs one write and one fsync: the
+        caller sends what it returned only once `flush_journal` said it is durable."""
         quick = self.reply_quickly(payload, source, now)  # None unless the fast path is open and fits
         if quick is not None:
             datagram, destination, to_port = quick
@@ -134,11 +139,21 @@ class MapServer:
             what = "Map-Request forwarded to the ETR" if datagram is payload else "Map-Reply"
             return [SendControl(ipaddress.ip_address(destination), to_port, datagram, what)]
         try:
-            return self._handle(payload, source, port, now)
+            return self._handle(payload, source, port, now, flush)
         except JournalUnavailable:
             return []  # rolled back: nothing changed, so nothing is acknowledged nor published
 
-    def _handle(self, payload: bytes, source: IPAddress, port: int, now: float) -> list[SendControl]:
+    def flush_journal(self, now: float) -> bool:
+        """Write what messages handled without `flush` changed.  True: durable, send what they returned;
+        False: it could not be written and every one of them was rolled back, send none of it."""
+        try:
+            self._journal.flush(now)
+        except JournalUnavailable:
+            return False
+        return True
+
+    def _handle(self, payload: bytes, source: IPAddress, port: int, now: float,
+                flush: bool = True) -> list[SendControl]:
         self._count("received.datagrams")
         if len(payload) > MAX_DATAGRAM:
             self._count("dropped.oversized")
@@ -168,7 +183,8 @@ class MapServer:
                                       source, port, exc)
             return []
         finally:
-            self._journal.flush(now)  # durable before the caller sends any Map-Notify this message caused
+            if flush:
+                self._journal.flush(now)  # durable before the caller sends any Map-Notify this message caused
 
     def handle_timer(self, now: float) -> list[SendControl]:
         """Expire registrations and subscriptions, retransmit unacknowledged Map-Notifies."""

@@ -33,7 +33,8 @@ import struct
 from .address import Afi, LcafType
 from .messages import MessageType
 
-__all__ = ["IID_LCAF_BODY", "PlainRequest", "read_plain_request", "read_register_eid", "read_subscriber"]
+__all__ = ["IID_LCAF_BODY", "PlainRequest", "PlainRequests", "read_plain_request", "read_register_eid",
+           "read_subscriber"]
 
 #: (nonce as its 8 bytes, instance-ID, EID address bytes, ITR-RLOC bytes, inner UDP
 #: source port, xTR-ID of a subscribing request or None).  A byte string of 4 is IPv4,
@@ -66,6 +67,12 @@ _WORD_PLAIN = (MessageType.MAP_REQUEST << 28) | 1
 _I_BIT = 1 << 20
 _N_BIT = 0x80  # of an EID-record's first byte
 _TRAILER = 24  # xTR-ID (16 bytes) and site-ID (8)
+_AFI_IPV4 = int(Afi.IPV4)
+#: The request most ITRs send, whole: ECM word, inner IPv4 header without options, UDP header, the
+#: Map-Request word and nonce, no Source EID (AFI 0), one IPv4 ITR-RLOC, one record for an IPv4
+#: host (N bit and reserved skipped: without the I bit they change nothing), no xTR-ID.
+_V4_HOST = struct.Struct("!4sBxHxxHxBxx4s4sHxxHHI8sHH4sxBH4s")
+_HOST_WORD_MASK = _WORD_MASK | _I_BIT  # that shape has no xTR-ID: the I bit clear
 
 
 def read_plain_request(payload: bytes) -> PlainRequest | None:
@@ -75,6 +82,17 @@ def read_plain_request(payload: bytes) -> PlainRequest | None:
     valid ones'-complement sum (0xffff) is a multiple of 0xffff.
     """
     size = len(payload)
+    if size == _V4_HOST.size:  # the commonest shape of all, in one read (the general walk below agrees)
+        ecm, vihl, total, fragment, protocol, source, destination, port, udp_length, checksum, word, nonce, \
+            source_afi, rloc_afi, rloc, mask_len, afi, eid = _V4_HOST.unpack(payload)
+        if ecm == _ECM_WITHOUT_FLAGS and vihl == 0x45 and total == 56 and protocol == _UDP and not fragment & 0x3FFF \
+                and udp_length == 36 and word & _HOST_WORD_MASK == _WORD_PLAIN and source_afi == 0 \
+                and rloc_afi == _AFI_IPV4 and mask_len == 32 and afi == _AFI_IPV4 \
+                and not int.from_bytes(payload[4:24], "big") % 0xFFFF:
+            if not checksum or not int.from_bytes(source + destination + _PSEUDO_V4_PROTOCOL + payload[28:30]
+                                                  + payload[24:], "big") % 0xFFFF:
+                return nonce, 0, eid, rloc, port, None
+            return None
     if size < 46 or not payload.startswith(_ECM_WITHOUT_FLAGS):
         return None
     version = payload[4]
@@ -146,6 +164,74 @@ def read_plain_request(payload: bytes) -> PlainRequest | None:
     if size != end:
         return None
     return nonce, instance_id, payload[at:], rloc, port, None
+
+
+class PlainRequests:
+    """`read_plain_request`, remembering what it read from requests that differ only by their nonce.
+
+    An ITR asks for the same destinations again and again, and its requests
+    differ only by the nonce and, with it, the inner UDP checksum.  What the
+    reader returns, and whether it accepts, depends on every other byte, on
+    the IP header checksum (made of those bytes) and on the UDP checksum,
+    which is summed again from the remembered sum of the rest, the new
+    nonce and the new checksum: every answer is `read_plain_request`'s.
+    Bounded: emptied when full (one refill).
+    """
+
+    __slots__ = ("capacity", "_known")
+
+    def __init__(self, capacity: int = 16384) -> None:
+        self.capacity = capacity
+        # request without nonce and UDP checksum -> (instance-ID, EID, ITR-RLOC, port, xTR-ID or None,
+        # ones'-complement sum of the rest of what the UDP checksum covers, None until needed)
+        self._known: dict[bytes, tuple] = {}
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+    def read(self, payload: bytes) -> PlainRequest | None:
+        if len(payload) < 46:
+            return None
+        version = payload[4]
+        if version == 0x45:
+            check_at, nonce_at = 30, 36
+        elif version >> 4 == 6:
+            check_at, nonce_at = 50, 56
+        else:
+            return None
+        key = payload[:check_at] + payload[check_at + 2:nonce_at] + payload[nonce_at + 8:]
+        known = self._known.get(key)
+        if known is None:
+            request = read_plain_request(payload)
+            if request is not None:
+                if len(self._known) >= self.capacity:
+                    self._known = {}
+                self._known[key] = (*request[1:], None)
+            return request
+        iid, eid, rloc, port, subscriber, rest = known
+        nonce = payload[nonce_at:nonce_at + 8]
+        check = payload[check_at:check_at + 2]
+        if check != b"\0\0":  # else no checksum, accepted as the full reader accepts it
+            if rest is None:  # the sum of the rest, from this request (so: checked in full once)
+                total = _udp_sum(payload, version == 0x45)
+                if total:
+                    return None
+                rest = (-int.from_bytes(check, "big") - int.from_bytes(nonce, "big")) % 0xFFFF
+                self._known[key] = (iid, eid, rloc, port, subscriber, rest)
+            elif (rest + int.from_bytes(check, "big") + int.from_bytes(nonce, "big")) % 0xFFFF:
+                return None
+        return nonce, iid, eid, rloc, port, subscriber
+
+
+def _udp_sum(payload: bytes, ipv4: bool) -> int:
+    """The ones'-complement sum (mod 0xffff) of the inner UDP datagram and its pseudo-header: 0 when valid.
+
+    The nonce and the checksum field sit at even offsets of it, so each adds its value mod 0xffff."""
+    if ipv4:
+        pseudo = payload[16:24] + _PSEUDO_V4_PROTOCOL + payload[28:30] + payload[24:]
+    else:
+        pseudo = payload[12:44] + (len(payload) - 44).to_bytes(4, "big") + _PSEUDO_V6_PROTOCOL + payload[44:]
+    return int.from_bytes(pseudo if len(pseudo) % 2 == 0 else pseudo + b"\0", "big") % 0xFFFF
 
 
 def _instance_id_lcaf(payload: bytes, at: int) -> tuple[int, int] | None:

@@ -147,3 +147,21 @@ def test_a_restored_server_knows_its_policy_and_static_mappings_before_answering
     for eid, rlocs in (("10.1.2.3", ["198.18.7.7"]), ("10.1.3.3", denied), ("10.1.4.4", ["198.18.1.1"])):
         [(_, _, payload)] = through_server_loop(restored, ecm(eid, 0, ITR, None), ITR, T0 + 1)
         assert [str(loc.address) for loc in decode_message(payload).records[0].locators] == rlocs, eid
+
+
+def test_the_loop_peer_addresses_are_the_addresses_the_core_knows():
+    """The server loop hands the core senders hashed once (`peer_address`): equal to, and hashed as,
+    `ipaddress` addresses, so a sender's rate-limit bucket is one whichever path charged it."""
+    from lisp_ryu.glue.mapserver_loop import peer_address
+
+    for text in ("198.18.1.9", "127.0.0.1", "2001:db8:ff::9", "::1"):
+        peer, plain = peer_address(text), ipaddress.ip_address(text)
+        assert peer == plain and hash(peer) == hash(plain) and str(peer) == text and peer.packed == plain.packed
+        assert {plain: 1}[peer] == 1 and {peer: 1}[plain] == 1
+    core = build(True)
+    core.limiter = type(core.limiter)(rate=1.0, burst=3)
+    payload = ecm("10.1.2.3", 0, ITR, None)
+    assert through_handle_control(core, payload, ITR, T0 + 1)  # charged to ITR as `ipaddress` makes it
+    peer = peer_address(str(ITR))
+    answers = [through_server_loop(core, payload, peer, T0 + 1) for _ in range(3)]
+    assert [len(a) for a in answers] == [1, 1, 0]  # the same bucket: 3 tokens in all
