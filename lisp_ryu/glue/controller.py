@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from lisp_ryu import config as config_mod
-from lisp_ryu.effects import Core, DataplaneChanged, PacketOut, SendControl
+from lisp_ryu.effects import Core, DataplaneChanged, HostArrived, PacketOut, SendControl
 from lisp_ryu.flows import ofp13
 from lisp_ryu.flows.compiler import CompileError, compile_plan, remotes_installed
 from lisp_ryu.flows.diff import diff
@@ -250,9 +250,30 @@ class Controller:
             for effect in effects:
                 if isinstance(effect, PacketOut):
                     self._packet_out(dpid, effect)
+            for effect in effects:
+                if isinstance(effect, HostArrived):
+                    self._host_arrived(endpoint, effect.record)
         if self._lane and not self._draining:
             self._drain()
         self.wake()
+
+    def _host_arrived(self, here: ControlEndpoint, record) -> None:
+        """A workload appeared at `here`: the xTR it left (if we drive it) redirects at once, `here`
+        gets the mappings that xTR held, and our ITRs sending to it follow; each switch's flows
+        leave as soon as they are known, not after the Map-Server's round trip (issue 20).  The
+        mapping system still hears the registration and publishes the move: it confirms, and
+        tells the xTRs of others (Map-Notify, SMR)."""
+        prefix = record.eid_prefix
+        where = here.core.config.name
+        others = [e for e in self.xtrs.values() if e is not here]
+        left = [e for e in others if e.core.is_here(prefix.instance_id, prefix.address)]
+        for endpoint in left:  # the old site first: its redirect makes every ITR's path work again
+            self.run(endpoint, endpoint.core.moved_elsewhere(record, where, endpoint.clock()))
+        for endpoint in left:  # the replies of the workload, from its new site
+            self.run(here, here.core.seed(list(endpoint.core.cache), endpoint.core.config.name, here.clock()))
+        for endpoint in others:
+            if endpoint not in left:
+                self.run(endpoint, endpoint.core.moved_elsewhere(record, where, endpoint.clock()))
 
     def _source_of(self, endpoint: ControlEndpoint, effect: SendControl) -> str:
         """The address a datagram of `endpoint`'s leaves from: its socket's (an xTR's first RLOC)."""

@@ -12,7 +12,9 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import queue
 import socket
+from collections import deque
 
 from lisp_ryu.glue import compat
 
@@ -29,16 +31,18 @@ from lisp_ryu import config as config_mod  # noqa: E402
 from lisp_ryu.glue import rest  # noqa: E402
 from lisp_ryu.glue.controller import Controller  # noqa: E402
 from lisp_ryu.glue.refusals import REFUSALS  # noqa: E402
+from lisp_ryu.wire.messages import MessageType  # noqa: E402
 
 LOG = logging.getLogger("lisp_ryu")
 CONFIG_ENV = "LISP_RYU_CONFIG"
 MAX_DATAGRAM = 65535
 DATAGRAM_BACKLOG = 64  # datagrams read but not yet handled; when full, the readers wait (the kernel buffers)
+_URGENT = frozenset((MessageType.MAP_REGISTER, MessageType.MAP_NOTIFY))
 
 
 class DatagramPump:
     """Control datagrams from every socket, handled one at a time by one worker that lets the
-    hub run between them.
+    hub run between them, a move's first.
 
     Why: Ryu writes OpenFlow messages from a green thread per switch that
     the hub wakes with a timer, and the hub fires timers only once it has
@@ -53,11 +57,23 @@ class DatagramPump:
     datagram pushed before the next one is handled.  The bounded queue's
     waiting readers are woken in turn, so one flooded socket does not shut
     the others out.
+
+    Of what has been read, Map-Registers and Map-Notifies go first (`urgent`): they
+    carry moves and registrations, whose every millisecond is an outage, while
+    Map-Requests, their answers, RLOC probes and acknowledgements can wait for them.
     """
 
     def __init__(self, handle, *, backlog: int = DATAGRAM_BACKLOG):
         self.handle = handle  # handle(endpoint, payload, host, port, local)
+        self.backlog = backlog
         self.queue = hub.Queue(backlog)
+        self._urgent: deque = deque()
+        self._other: deque = deque()
+
+    @staticmethod
+    def urgent(payload: bytes) -> bool:
+        """A Map-Register or a Map-Notify (RFC 9301 type 3 or 4), by its first byte."""
+        return bool(payload) and payload[0] >> 4 in _URGENT
 
     def receive_loop(self, endpoint, sock: socket.socket, local) -> None:
         """Datagrams from one socket, queued for the worker."""
@@ -70,9 +86,23 @@ class DatagramPump:
                 continue
             self.queue.put((endpoint, payload, host, port, local))
 
+    def next_item(self):
+        """The next datagram to handle: sorts what is queued (up to the backlog), urgent first."""
+        if not self._urgent and not self._other:
+            self._sort(self.queue.get())
+        while len(self._urgent) + len(self._other) < self.backlog:
+            try:
+                self._sort(self.queue.get_nowait())
+            except queue.Empty:
+                break
+        return (self._urgent or self._other).popleft()
+
+    def _sort(self, item) -> None:
+        (self._urgent if self.urgent(item[1]) else self._other).append(item)
+
     def work_loop(self) -> None:
         while True:
-            item = self.queue.get()
+            item = self.next_item()
             try:
                 self.handle(*item)
             except Exception:  # the controller counts its own errors; this loop must not die
