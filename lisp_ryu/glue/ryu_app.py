@@ -124,7 +124,7 @@ class LispApp(app_manager.RyuApp):
         # The fast lane is off: it hands every datagram between our cores over in memory,
         # RLOC probes and SMRs between xTRs included, so a cut underlay link goes unseen by
         # probing and registrations.  LISP_RYU_FAST_LANE=1 turns it on (measurements only).
-        self.controller = Controller.from_config(self.config, wake=self._wake.set, spawn=hub.spawn,
+        self.controller = Controller.from_config(self.config, wake=self._wake.set, spawn=hub.spawn, defer=hub.spawn,
                                                  fast_lane=os.environ.get("LISP_RYU_FAST_LANE") == "1")
 
         if kwargs.get("wsgi") is not None:
