@@ -124,3 +124,27 @@ def test_the_worker_holds_no_more_than_the_backlog(sockets):
             break
     pump.next_item()
     assert len(pump._urgent) + len(pump._other) <= 4
+
+
+def test_deferred_steps_run_before_datagrams_and_wake_a_waiting_worker(sockets):
+    log: list = []
+    switch = Switch("s1", log)
+
+    def handle(endpoint, payload, host, port, local):
+        log.append(("handled", payload.decode()))
+
+    sock, sender = sockets(), sockets()
+    pump = DatagramPump(handle)
+    threads = [eventlet.spawn(pump.receive_loop, "x", sock, None), eventlet.spawn(pump.work_loop)]
+    eventlet.sleep(0.02)  # the worker waits on an empty queue
+    pump.defer(lambda: switch.send("old site"))
+    eventlet.sleep(0.02)
+    assert log == [("sent", "s1", "old site")]
+    # Datagrams read, then two steps deferred: the steps first, each one's flows out before the next.
+    pump.queue.put(("x", b"notify", "h", 1, None))  # wakes the worker, which has not run yet
+    pump.defer(lambda: switch.send("itr a"))
+    pump.defer(lambda: switch.send("itr b"))
+    eventlet.sleep(0.05)
+    for t in threads:
+        t.kill()
+    assert log[1:] == [("sent", "s1", "itr a"), ("sent", "s1", "itr b"), ("handled", "notify")]
