@@ -438,7 +438,7 @@ class Controller:
             return
         src, dst = addresses
         if table_id == Table.DECAP:
-            endpoint.core.hold(tunnel_id & 0xFFFFFF, dst, data, endpoint.clock())
+            self.run(endpoint, endpoint.core.hold(tunnel_id & 0xFFFFFF, dst, data, endpoint.clock()))
             return
         if dst.is_multicast or dst.is_link_local or dst.is_unspecified or dst.is_loopback:
             self.count("packet_in_not_routable")  # e.g. IPv6 router solicitations: no mapping to ask for

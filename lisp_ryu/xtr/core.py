@@ -305,8 +305,8 @@ class XtrCore:
                 effects += self.resolver.resolve(p_iid, network.network_address, now, mask_len=network.prefixlen)
         return effects
 
-    def hold(self, iid: int, ip: IPAddress, packet: bytes, now: float) -> bool:
-        """A decapsulated packet for a workload expected here (False: none expected: dropped)."""
+    def hold(self, iid: int, ip: IPAddress, packet: bytes, now: float) -> list[Effect]:
+        """A decapsulated packet for a workload expected here: held, or delivered if it just arrived."""
         return self.mobility.hold(iid, ip, packet, now)
 
     def is_here(self, iid: int, ip: IPAddress) -> bool:

@@ -30,7 +30,7 @@ LOG = logging.getLogger("lisp_ryu.xtr")
 ADOPTED_TTL = 60.0  # how long a mapping read back from the switch lives unless re-resolved
 REDIRECT_LIFETIME = 60.0  # how long a departed EID's traffic is tunnelled on from its old site
 PLANNED_MOVE_TIMEOUT = 10.0  # a planned move's window ends then if the workload was not seen at its new site
-HOLD_AGE = 0.05  # held packets older than this when the workload arrives are not delivered (the old site did)
+HOLD_AGE = 0.1  # held packets older than this when the workload arrives are not delivered (the old site did)
 HOLD_MAX = 512  # packets held per expected workload
 ROUTER_MAC = "02:00:00:00:00:fe"  # as XtrPlan.router_mac: eth_src for hosts outside any gateway's subnet
 
@@ -249,34 +249,46 @@ class Mobility:
                  self.state.config.name, iid, ip)
         return [DataplaneChanged(f"planned move of {ip}: expect")]
 
-    def hold(self, iid: int, ip: IPAddress, packet: bytes, now: float) -> bool:
-        """A decapsulated packet for an expected workload not here yet (False: not expected, dropped)."""
+    def hold(self, iid: int, ip: IPAddress, packet: bytes, now: float) -> list[Effect]:
+        """A decapsulated packet the switch sent us for a workload a planned move brings here: held
+        until it arrives; if it has arrived (its flows are on their way), delivered now."""
         move = self.state.expected.get((iid, ip))
         if move is None:  # the switch may not report the tunnel_id: the address alone, if unambiguous
             found = [m for (i, a), m in self.state.expected.items() if a == ip]
             move = found[0] if len(found) == 1 else None
         if move is None:
+            host = self.state.dynamic_hosts.get((iid, ip))
+            if host is None:
+                found = [h for (i, a), h in self.state.dynamic_hosts.items() if a == ip]
+                host = found[0] if len(found) == 1 else None
+            if host is not None and self.is_here((host.iid, host.ip)) and len(packet) >= 14:
+                self.state.count("planned_move_delivered_late")
+                return [self._deliver(host, packet)]
             self.state.count("planned_move_not_expected")
-            return False
+            return []
         if len(move.held) >= HOLD_MAX:
             del move.held[0]
         move.held.append((now, packet))
         self.state.count("planned_move_held")
-        return True
+        return []
+
+    def _deliver(self, host: LocalHost, packet: bytes) -> PacketOut:
+        """A decapsulated packet (its Ethernet addresses of no use) sent out of the host's port."""
+        mac = next((g.mac for g in self.state.config.gateways if g.iid == host.iid and host.ip in g.subnet),
+                   ROUTER_MAC)
+        header = bytes.fromhex(host.mac.replace(":", "")) + bytes.fromhex(mac.replace(":", ""))
+        return PacketOut(0, header + packet[12:], out_port=host.port)
 
     def arrived(self, key: tuple[int, IPAddress], host, now: float) -> list[Effect]:
         """The expected workload is here: its window ends; the recent held packets are delivered to it."""
         move = self.state.expected.pop(key, None)
         if move is None:
             return []
-        mac = next((g.mac for g in self.state.config.gateways if g.iid == host.iid and host.ip in g.subnet),
-                   ROUTER_MAC)
-        header = bytes.fromhex(host.mac.replace(":", "")) + bytes.fromhex(mac.replace(":", ""))
         fresh = [p for at, p in move.held if now - at <= HOLD_AGE and len(p) >= 14]
         self.state.count("planned_move_delivered", len(fresh))
         LOG.info("%s: planned move of [%d]%s: arrived; %d held packets delivered (%d older dropped)",
                  self.state.config.name, *key, len(fresh), len(move.held) - len(fresh))
-        return [PacketOut(0, header + p[12:], out_port=host.port) for p in fresh]
+        return [self._deliver(host, p) for p in fresh]
 
     def end_replications(self, lookup, now: float) -> list[Effect]:
         """ITR: a replication ends once the map-cache places the EID at the new RLOC."""

@@ -53,7 +53,7 @@ def planned_leftovers(state) -> list[str]:
     return out
 
 
-MAX_LOST = 40  # probes at 1 ms: the goal is 0 (see the module docstring)
+MAX_LOST = 0  # probes at 1 ms
 
 
 def test_planned_moves_recover_with_bounded_loss_at_1ms(lab):
