@@ -2,7 +2,7 @@
 unreachable, and how fast each xTR reacts to the move.
 
 The scenario (`run`, `lisp-ryu lab mobility`): the lisp-ryu controller drives
-the lab; a host of a third site pings the mover every 10 ms; the mover goes
+the lab; a host of a third site pings the mover (every 10 ms unless told); the mover goes
 dc1 -> dc2 -> dc1 ... (`move_host`) with a pause after each move, while a
 `Prober` and a `FlowWatch` per site (scenarios/probe.py) record.
 
@@ -13,7 +13,10 @@ host's arrival at its new port to the first reply (the control plane's
 share), and for each xTR role (the new site, the old site, the pinging ITR)
 the time from the move to its first and last change of per-EID flows
 (cookie owner LOCAL_HOST, MAPPING or any other owner that is not the
-pipeline skeleton).  `plot` draws the ping timeline as a PNG.
+pipeline skeleton).  With `tcp`, a paced TCP stream from the pinger to the
+mover runs through the moves and the report says how TCP fared
+(scenarios/tcpstream.py: retransmission timeouts, tail-loss probes, the
+longest stall).  `plot` draws the ping timeline as a PNG.
 """
 
 from __future__ import annotations
