@@ -133,7 +133,7 @@ def test_deferred_steps_run_before_datagrams_and_wake_a_waiting_worker(sockets):
     def handle(endpoint, payload, host, port, local):
         log.append(("handled", payload.decode()))
 
-    sock, sender = sockets(), sockets()
+    sock = sockets()
     pump = DatagramPump(handle)
     threads = [eventlet.spawn(pump.receive_loop, "x", sock, None), eventlet.spawn(pump.work_loop)]
     eventlet.sleep(0.02)  # the worker waits on an empty queue
