@@ -11,6 +11,8 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Protocol, Union
 
+from lisp_ryu.wire.records import MappingRecord
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
@@ -41,7 +43,16 @@ class DataplaneChanged:
     reason: str
 
 
-Effect = Union[SendControl, PacketOut, DataplaneChanged]
+@dataclass(frozen=True)
+class HostArrived:
+    """A workload appeared at this xTR (a dynamic EID learned here): `record` is its mapping as
+    registered.  A glue that drives other xTRs too tells the one it left at once, instead of
+    after the Map-Server's round trip (the publication that follows confirms it)."""
+
+    record: MappingRecord
+
+
+Effect = Union[SendControl, PacketOut, DataplaneChanged, HostArrived]
 
 
 class Core(Protocol):

@@ -28,12 +28,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from lisp_ryu import config as config_mod
-from lisp_ryu.effects import Core, DataplaneChanged, PacketOut, SendControl
+from lisp_ryu.effects import Core, DataplaneChanged, HostArrived, PacketOut, SendControl
 from lisp_ryu.flows import ofp13
 from lisp_ryu.flows.compiler import CompileError, compile_plan, remotes_installed
 from lisp_ryu.flows.diff import diff
 from lisp_ryu.flows.model import DesiredState
 from lisp_ryu.flows.pipeline import PipelineError, Table, is_ours
+from lisp_ryu.glue import moves
 from lisp_ryu.glue.failover_ports import FailoverPorts
 from lisp_ryu.glue.netns import open_udp_socket
 from lisp_ryu.wire import LISP_CONTROL_PORT
@@ -80,8 +81,11 @@ class ControlEndpoint:
 class Controller:
     """Sessions with the switches and the control endpoints of the cores, driven by events."""
 
-    def __init__(self, wake: Callable[[], None] = lambda: None, fast_lane: bool = False) -> None:
+    def __init__(self, wake: Callable[[], None] = lambda: None, fast_lane: bool = False,
+                 defer: Callable[[Callable[[], None]], Any] | None = None) -> None:
         self.wake = wake
+        # defer(fn): run fn once what is sent now has left (Ryu: hub.spawn); None: at once.
+        self.defer = defer or (lambda fn: fn())
         # The fast lane (issue 20): a datagram from one of our cores to another (an xTR's
         # Map-Register to the embedded Map-Server, its Map-Notifies and publications to our
         # xTRs) still goes on the wire, but is also handed over at once, after the sender's
@@ -105,14 +109,15 @@ class Controller:
     def from_config(cls, config: config_mod.Config, wake: Callable[[], None] = lambda: None,
                     open_socket: Callable[..., Any] = open_udp_socket, clock: Callable[[], float] = time.monotonic,
                     wall_clock: Callable[[], float] = time.time,
-                    spawn: Callable[[Callable[[], None]], Any] | None = None, fast_lane: bool = False) -> Controller:
+                    spawn: Callable[[Callable[[], None]], Any] | None = None, fast_lane: bool = False,
+                    defer: Callable[[Callable[[], None]], Any] | None = None) -> Controller:
         """The cores of `config` on sockets from `open_socket(netns, (host, port)[, family])`.
 
         The xTR cores run on `clock`; the Map-Server on `wall_clock`, because it
         persists expiries across restarts.  `spawn(fn)` runs the OVSDB writes of
         the BFD ports in the background (synchronously if None).
         """
-        controller = cls(wake, fast_lane=fast_lane)
+        controller = cls(wake, fast_lane=fast_lane, defer=defer)
         rng = random.SystemRandom()
         nonces = lambda: rng.getrandbits(64)  # noqa: E731
         if config.map_server is not None:
@@ -253,9 +258,15 @@ class Controller:
             for effect in effects:
                 if isinstance(effect, PacketOut):
                     self._packet_out(dpid, effect)
+            for effect in effects:
+                if isinstance(effect, HostArrived):
+                    self._host_arrived(endpoint, effect.record)
         if self._lane and not self._draining:
             self._drain()
         self.wake()
+
+    def _host_arrived(self, here: ControlEndpoint, record) -> None:
+        moves.host_arrived(self, here, record)
 
     def _source_of(self, endpoint: ControlEndpoint, effect: SendControl) -> str:
         """The address a datagram of `endpoint`'s leaves from: its socket's (an xTR's first RLOC)."""
@@ -451,7 +462,7 @@ class Controller:
             return
         src, dst = addresses
         if table_id == Table.DECAP:
-            endpoint.core.hold(tunnel_id & 0xFFFFFF, dst, data, endpoint.clock())
+            self.run(endpoint, endpoint.core.hold(tunnel_id & 0xFFFFFF, dst, data, endpoint.clock()))
             return
         if dst.is_multicast or dst.is_link_local or dst.is_unspecified or dst.is_loopback:
             self.count("packet_in_not_routable")  # e.g. IPv6 router solicitations: no mapping to ask for
@@ -510,38 +521,8 @@ class Controller:
         self.run(endpoint, effects)
 
     def planned_move(self, iid: int, eid: IPAddress, to_site: str, timeout: float | None = None) -> dict:
-        """Prepare a planned move of `eid` to the xTR named `to_site` (draft-ietf-lisp-predictive-rlocs).
-
-        The destination holds the EID's traffic until the workload appears there and resolves
-        beforehand what its old site talks to; every other xTR this controller drives replicates
-        the EID's traffic to the old and the new RLOC until its map-cache follows the move.
-        Raises KeyError (no such site, or no site holds the EID) and ValueError (already there).
-        """
-        dest = next((e for e in self.xtrs.values() if e.core.config.name == to_site), None)
-        if dest is None:
-            raise KeyError(f"no xTR named {to_site!r}")
-        key = (iid, eid)
-        old = next((e for e in self.xtrs.values()
-                    if any((h.iid, h.ip) == key for h in e.core.local_hosts())), None)
-        if old is None:
-            raise KeyError(f"no site of this controller holds [{iid}]{eid}")
-        if old is dest:
-            raise ValueError(f"[{iid}]{eid} is already at {to_site}")
-        old_rloc, new_rloc = old.core.state.rlocs[0], dest.core.state.rlocs[0]
-        prefetch = tuple((entry.iid, entry.value.record.eid_prefix.network) for entry in old.core.cache
-                         if not entry.negative)
-        self.run(dest, dest.core.expect(iid, eid, dest.clock(), timeout, prefetch=prefetch))
-        itrs = []
-        for endpoint in self.xtrs.values():
-            if endpoint is dest or endpoint is old:
-                continue
-            self.run(endpoint, endpoint.core.replicate(iid, eid, old_rloc, new_rloc, endpoint.clock(), timeout))
-            itrs.append(endpoint.core.config.name)
-        self.count("planned_moves")
-        LOG.info("planned move of [%d]%s: %s (%s) -> %s (%s); replicating at %s", iid, eid, old.core.config.name,
-                 old_rloc, to_site, new_rloc, ", ".join(itrs) or "no other xTR")
-        return {"iid": iid, "eid": str(eid), "from_site": old.core.config.name, "to_site": to_site,
-                "old_rloc": str(old_rloc), "new_rloc": str(new_rloc), "replicating_at": itrs}
+        """Prepare a planned move of `eid` to the xTR named `to_site` (glue.moves.planned_move)."""
+        return moves.planned_move(self, iid, eid, to_site, timeout)
 
     def next_wait(self) -> float:
         """Seconds until the earliest deadline of any core (at most MAX_WAIT)."""

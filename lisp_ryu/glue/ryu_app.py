@@ -12,7 +12,9 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import queue
 import socket
+from collections import deque
 
 from lisp_ryu.glue import compat
 
@@ -29,16 +31,19 @@ from lisp_ryu import config as config_mod  # noqa: E402
 from lisp_ryu.glue import rest  # noqa: E402
 from lisp_ryu.glue.controller import Controller  # noqa: E402
 from lisp_ryu.glue.refusals import REFUSALS  # noqa: E402
+from lisp_ryu.wire.messages import MessageType  # noqa: E402
 
 LOG = logging.getLogger("lisp_ryu")
 CONFIG_ENV = "LISP_RYU_CONFIG"
 MAX_DATAGRAM = 65535
 DATAGRAM_BACKLOG = 64  # datagrams read but not yet handled; when full, the readers wait (the kernel buffers)
+_URGENT = frozenset((MessageType.MAP_REGISTER, MessageType.MAP_NOTIFY))
+_WAKE = object()  # queued to wake the worker for a deferred step
 
 
 class DatagramPump:
     """Control datagrams from every socket, handled one at a time by one worker that lets the
-    hub run between them.
+    hub run between them, a move's first.
 
     Why: Ryu writes OpenFlow messages from a green thread per switch that
     the hub wakes with a timer, and the hub fires timers only once it has
@@ -53,11 +58,28 @@ class DatagramPump:
     datagram pushed before the next one is handled.  The bounded queue's
     waiting readers are woken in turn, so one flooded socket does not shut
     the others out.
+
+    Of what has been read, Map-Registers and Map-Notifies go first (`urgent`): they
+    carry moves and registrations, whose every millisecond is an outage, while
+    Map-Requests, their answers, RLOC probes and acknowledgements can wait for them.
+    Before any datagram come the steps `defer`red to it (each xTR's part of a move the
+    controller saw, glue.moves): a datagram's handling can block for a while (the
+    Map-Server commits a registration to disk before it answers).
     """
 
     def __init__(self, handle, *, backlog: int = DATAGRAM_BACKLOG):
         self.handle = handle  # handle(endpoint, payload, host, port, local)
+        self.backlog = backlog
         self.queue = hub.Queue(backlog)
+        self._urgent: deque = deque()
+        self._other: deque = deque()
+        self._steps: deque = deque()
+        self._waiting = False  # the worker is blocked on the queue
+
+    @staticmethod
+    def urgent(payload: bytes) -> bool:
+        """A Map-Register or a Map-Notify (RFC 9301 type 3 or 4), by its first byte."""
+        return bool(payload) and payload[0] >> 4 in _URGENT
 
     def receive_loop(self, endpoint, sock: socket.socket, local) -> None:
         """Datagrams from one socket, queued for the worker."""
@@ -70,9 +92,50 @@ class DatagramPump:
                 continue
             self.queue.put((endpoint, payload, host, port, local))
 
+    def defer(self, step) -> None:
+        """Run `step()` in the worker before the next datagram (after what was sent has left)."""
+        self._steps.append(step)
+        if self._waiting:
+            try:
+                self.queue.put_nowait(_WAKE)
+            except queue.Full:
+                pass  # not waiting after all: it looks at the steps before its next datagram
+
+    def next_item(self):
+        """The next datagram to handle: sorts what is queued (up to the backlog), urgent first;
+        None when woken for a deferred step."""
+        if not self._urgent and not self._other:
+            self._waiting = True
+            try:
+                self._sort(self.queue.get())
+            finally:
+                self._waiting = False
+        while len(self._urgent) + len(self._other) < self.backlog:
+            try:
+                self._sort(self.queue.get_nowait())
+            except queue.Empty:
+                break
+        if self._steps or (not self._urgent and not self._other):
+            return None
+        return (self._urgent or self._other).popleft()
+
+    def _sort(self, item) -> None:
+        if item is not _WAKE:
+            (self._urgent if self.urgent(item[1]) else self._other).append(item)
+
     def work_loop(self) -> None:
         while True:
-            item = self.queue.get()
+            if self._steps:
+                step = self._steps.popleft()
+                try:
+                    step()
+                except Exception:
+                    LOG.exception("error in a deferred step")
+                hub.sleep(0)  # what the step pushed leaves before the next
+                continue
+            item = self.next_item()
+            if item is None:
+                continue
             try:
                 self.handle(*item)
             except Exception:  # the controller counts its own errors; this loop must not die
@@ -94,13 +157,14 @@ class LispApp(app_manager.RyuApp):
         # The fast lane is off: it hands every datagram between our cores over in memory,
         # RLOC probes and SMRs between xTRs included, so a cut underlay link goes unseen by
         # probing and registrations.  LISP_RYU_FAST_LANE=1 turns it on (measurements only).
+        self._datagrams = DatagramPump(lambda *item: self.controller.datagram(*item))
         self.controller = Controller.from_config(self.config, wake=self._wake.set, spawn=hub.spawn,
+                                                 defer=self._datagrams.defer,
                                                  fast_lane=os.environ.get("LISP_RYU_FAST_LANE") == "1")
 
         if kwargs.get("wsgi") is not None:
             rest.register(kwargs["wsgi"], rest.Backend.from_controller(self.controller, self.config))  # before start: it may restore intent
 
-        self._datagrams = DatagramPump(self.controller.datagram)
         for endpoint in self.controller.endpoints:
             for local, sock in endpoint.receivers.items():
                 hub.spawn(self._datagrams.receive_loop, endpoint, sock, local)

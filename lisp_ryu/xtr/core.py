@@ -21,7 +21,7 @@ import random
 from typing import Callable
 
 from lisp_ryu.config import XtrConfig
-from lisp_ryu.effects import DataplaneChanged, Effect, PacketOut
+from lisp_ryu.effects import DataplaneChanged, Effect, HostArrived, PacketOut
 from lisp_ryu.mapping.mapcache import CacheEntry, MapCache, SourceDestCache
 from lisp_ryu.plan import (
     DynamicPrefix,
@@ -270,13 +270,16 @@ class XtrCore:
         Learn it (IP, MAC, port), install its local flows, register it as a
         host route with every map-server at once, and re-inject the packet.
         """
-        learned = self.mobility.learn(in_port, source, mac)
+        learned, key = self.mobility.learn(in_port, source, mac)
         if learned is Learned.OUTSIDE:
             return []
         if learned is Learned.KNOWN:
             return [PacketOut(in_port, packet)]
         effects: list[Effect] = [DataplaneChanged(f"dynamic EID {source} arrived")]
         effects += self.registrar.register_all(now)
+        record = self.mobility.arrival_record(key)
+        if record is not None:
+            effects.append(HostArrived(record))
         effects.append(PacketOut(in_port, packet))
         for key in [k for k in self.state.expected if k[1] == source and k in self.state.dynamic_hosts]:
             effects += self.mobility.arrived(key, self.state.dynamic_hosts[key], now)  # a planned move's end
@@ -302,9 +305,21 @@ class XtrCore:
                 effects += self.resolver.resolve(p_iid, network.network_address, now, mask_len=network.prefixlen)
         return effects
 
-    def hold(self, iid: int, ip: IPAddress, packet: bytes, now: float) -> bool:
-        """A decapsulated packet for a workload expected here (False: none expected: dropped)."""
+    def hold(self, iid: int, ip: IPAddress, packet: bytes, now: float) -> list[Effect]:
+        """A decapsulated packet for a workload expected here: held, or delivered if it just arrived."""
         return self.mobility.hold(iid, ip, packet, now)
+
+    def is_here(self, iid: int, ip: IPAddress) -> bool:
+        """The host is here now (learned or configured, not departed)."""
+        return self.mobility.is_here((iid, ip))
+
+    def moved_elsewhere(self, record: MappingRecord, where: str, now: float) -> list[Effect]:
+        """Another xTR this glue drives learned the workload of `record`: depart or follow it now."""
+        return self.mobility.moved_elsewhere(record, where, now)
+
+    def seed(self, entries, where: str, now: float) -> list[Effect]:
+        """A workload arrived from `where`: copy (and re-resolve) the mappings its old site held."""
+        return self.mobility.seed(entries, where, now)
 
     def adopt(self, entries: list[RemoteEntry], now: float) -> list[Effect]:
         """Take over mappings the switch still forwards with (after a controller restart)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from dataclasses import replace
 from enum import Enum
 
 from lisp_ryu.effects import DataplaneChanged, Effect, PacketOut, SendControl
@@ -29,7 +30,7 @@ LOG = logging.getLogger("lisp_ryu.xtr")
 ADOPTED_TTL = 60.0  # how long a mapping read back from the switch lives unless re-resolved
 REDIRECT_LIFETIME = 60.0  # how long a departed EID's traffic is tunnelled on from its old site
 PLANNED_MOVE_TIMEOUT = 10.0  # a planned move's window ends then if the workload was not seen at its new site
-HOLD_AGE = 0.05  # held packets older than this when the workload arrives are not delivered (the old site did)
+HOLD_AGE = 0.1  # held packets older than this when the workload arrives are not delivered (the old site did)
 HOLD_MAX = 512  # packets held per expected workload
 ROUTER_MAC = "02:00:00:00:00:fe"  # as XtrPlan.router_mac: eth_src for hosts outside any gateway's subnet
 
@@ -50,17 +51,18 @@ class Mobility:
         self.resolver = resolver
         self.prober = prober
 
-    def learn(self, in_port: int, source: IPAddress, mac: str) -> Learned:
-        """Learn the host (IP, MAC, port) behind a packet from an unknown source; the core registers it."""
+    def learn(self, in_port: int, source: IPAddress, mac: str) -> tuple[Learned, tuple[int, IPAddress] | None]:
+        """Learn the host (IP, MAC, port) behind a packet from an unknown source; the core registers it.
+        Returns what was learned and the host's (iid, address)."""
         state = self.state
         dyn = self._dynamic_prefix(in_port, source)
         if dyn is None:
-            return Learned.OUTSIDE
+            return Learned.OUTSIDE, None
         key = (dyn.iid, source)
         host = LocalHost(dyn.iid, source, mac, in_port)
         if state.dynamic_hosts.get(key) == host and key not in state.departed:
             state.count("learn_already_known")
-            return Learned.KNOWN
+            return Learned.KNOWN, key
         state.departed.pop(key, None)
         state.dynamic_hosts[key] = host
         if state.replicating.pop(key, None) is not None:
@@ -71,7 +73,84 @@ class Mobility:
             self.prober.targets_changed()
         state.count("dynamic_eid_learned")
         LOG.info("%s: dynamic EID [%d]%s (%s) arrived on port %d", state.config.name, dyn.iid, source, mac, in_port)
-        return Learned.ARRIVED
+        return Learned.ARRIVED, key
+
+    def arrival_record(self, key: tuple[int, IPAddress]) -> MappingRecord | None:
+        """The mapping a host that just arrived is registered with (its host route), as others cache it."""
+        iid, ip = key
+        record = next((r for r in self.state.local_records() if r.eid_prefix.instance_id == iid
+                       and r.eid_prefix.address == ip and r.eid_prefix.mask_len == ip.max_prefixlen), None)
+        if record is None:
+            return None
+        return replace(record, locators=tuple(replace(loc, local=False) for loc in record.locators))
+
+    def is_here(self, key: tuple[int, IPAddress]) -> bool:
+        """The host (iid, address) is here now: learned or configured, and not departed."""
+        state = self.state
+        if key in state.departed:
+            return False
+        return key in state.dynamic_hosts or any((h.iid, h.ip) == key for h in state.config.hosts)
+
+    def moved_elsewhere(self, record: MappingRecord, where: str, now: float) -> list[Effect]:
+        """Another xTR of the same controller learned a workload (`record`, its new mapping) before
+        the mapping system could tell us.  If it was here, it departed: redirect what still
+        arrives for it and solicit our ITRs, as a publication would have made us do.  If we
+        send to it, follow it now, on a copy that lives only a minute unless the mapping
+        system's publication or answer (the truth) replaces it."""
+        state = self.state
+        prefix = record.eid_prefix
+        if not isinstance(prefix.address, IP_TYPES):
+            return []
+        key = (prefix.instance_id, prefix.address)
+        if self.is_here(key):
+            effects: list[Effect] = [DataplaneChanged(f"{prefix.address} moved to {where}")]
+            effects += self.depart(key, record, now)
+            self.resolver.cache_record(replace(record, ttl=1), prefix, where, now)
+            state.count("moves_told_directly")
+        else:
+            entry = self.resolver.lookup(prefix.instance_id, None, prefix.address, now)
+            if entry is None or entry.negative:
+                return []  # we do not send to it: nothing to follow
+            new = {loc.address for loc in record.locators}
+            if {loc.address for loc in entry.value.record.locators} == new:
+                return []
+            if not self.resolver.cache_record(replace(record, ttl=1), prefix, where, now):
+                return []
+            state.count("moves_followed_directly")
+            effects = [DataplaneChanged(f"{prefix.address} moved to {where}")]
+            if state.replicating:
+                effects += self.end_replications(self.resolver.lookup, now)
+        self.prober.targets_changed()
+        self.prober.sync(now)
+        return effects
+
+    def seed(self, entries, where: str, now: float) -> list[Effect]:
+        """A workload arrived from `where`: copy what its old site's map-cache holds and we lack,
+        so its first replies find mappings, and ask the mapping system for each at once
+        (its answers replace the copies; a copy nobody confirms lives ADOPTED_TTL)."""
+        state = self.state
+        local = {(h.iid, h.ip) for h in state.local_hosts()}
+        effects: list[Effect] = []
+        copied = 0
+        for entry in entries:
+            if entry.negative or entry.expired(now):
+                continue
+            record = entry.value.record
+            network = record.eid_prefix.network
+            if state.cache.get(entry.iid, network) is not None:
+                continue
+            if any(iid == entry.iid and ip in network for iid, ip in local):
+                continue  # our own hosts: never via the map-cache
+            state.cache.insert(entry.iid, network, CachedMapping(record, f"copied from {where}"), now=now,
+                               ttl=ADOPTED_TTL)
+            copied += 1
+            effects += self.resolver.resolve(entry.iid, network.network_address, now, mask_len=network.prefixlen)
+        if copied:
+            state.count("map_cache_seeded", copied)
+            self.prober.targets_changed()
+            self.prober.sync(now)
+            effects.insert(0, DataplaneChanged(f"{copied} mappings copied from {where}"))
+        return effects
 
     def _dynamic_prefix(self, in_port: int, source: IPAddress):
         """The dynamic-EID prefix (so the instance-ID) an arrival on `in_port` from `source` belongs to.
@@ -170,34 +249,46 @@ class Mobility:
                  self.state.config.name, iid, ip)
         return [DataplaneChanged(f"planned move of {ip}: expect")]
 
-    def hold(self, iid: int, ip: IPAddress, packet: bytes, now: float) -> bool:
-        """A decapsulated packet for an expected workload not here yet (False: not expected, dropped)."""
+    def hold(self, iid: int, ip: IPAddress, packet: bytes, now: float) -> list[Effect]:
+        """A decapsulated packet the switch sent us for a workload a planned move brings here: held
+        until it arrives; if it has arrived (its flows are on their way), delivered now."""
         move = self.state.expected.get((iid, ip))
         if move is None:  # the switch may not report the tunnel_id: the address alone, if unambiguous
             found = [m for (i, a), m in self.state.expected.items() if a == ip]
             move = found[0] if len(found) == 1 else None
         if move is None:
+            host = self.state.dynamic_hosts.get((iid, ip))
+            if host is None:
+                found = [h for (i, a), h in self.state.dynamic_hosts.items() if a == ip]
+                host = found[0] if len(found) == 1 else None
+            if host is not None and self.is_here((host.iid, host.ip)) and len(packet) >= 14:
+                self.state.count("planned_move_delivered_late")
+                return [self._deliver(host, packet)]
             self.state.count("planned_move_not_expected")
-            return False
+            return []
         if len(move.held) >= HOLD_MAX:
             del move.held[0]
         move.held.append((now, packet))
         self.state.count("planned_move_held")
-        return True
+        return []
+
+    def _deliver(self, host: LocalHost, packet: bytes) -> PacketOut:
+        """A decapsulated packet (its Ethernet addresses of no use) sent out of the host's port."""
+        mac = next((g.mac for g in self.state.config.gateways if g.iid == host.iid and host.ip in g.subnet),
+                   ROUTER_MAC)
+        header = bytes.fromhex(host.mac.replace(":", "")) + bytes.fromhex(mac.replace(":", ""))
+        return PacketOut(0, header + packet[12:], out_port=host.port)
 
     def arrived(self, key: tuple[int, IPAddress], host, now: float) -> list[Effect]:
         """The expected workload is here: its window ends; the recent held packets are delivered to it."""
         move = self.state.expected.pop(key, None)
         if move is None:
             return []
-        mac = next((g.mac for g in self.state.config.gateways if g.iid == host.iid and host.ip in g.subnet),
-                   ROUTER_MAC)
-        header = bytes.fromhex(host.mac.replace(":", "")) + bytes.fromhex(mac.replace(":", ""))
         fresh = [p for at, p in move.held if now - at <= HOLD_AGE and len(p) >= 14]
         self.state.count("planned_move_delivered", len(fresh))
         LOG.info("%s: planned move of [%d]%s: arrived; %d held packets delivered (%d older dropped)",
                  self.state.config.name, *key, len(fresh), len(move.held) - len(fresh))
-        return [PacketOut(0, header + p[12:], out_port=host.port) for p in fresh]
+        return [self._deliver(host, p) for p in fresh]
 
     def end_replications(self, lookup, now: float) -> list[Effect]:
         """ITR: a replication ends once the map-cache places the EID at the new RLOC."""

@@ -1,17 +1,15 @@
-"""End to end: planned moves (POST /lisp/v1/moves, `lisp-ryu lab move --planned`) under a 1 ms ping.
+"""End to end: moves under a 1 ms ping and a TCP stream, planned (POST /lisp/v1/moves,
+`lisp-ryu lab move --planned`) and unplanned.
 
 Lab: prefix pm-, management 198.19.227.0/24, controller port 6677.  h5 (dc3)
-pings h1 every 1 ms while h1 moves dc1 -> dc2 -> dc1 -> dc2, each move
-announced first: dc3 replicates to both sites (a group of type ALL), dc2
-holds h1's traffic until h1 appears there.  Duplicated replies are expected
-during the window and are not losses.  Afterwards no planned-move flow or
-group is left anywhere, and nothing dangles (`failover.leftovers`).
-
-The goal is no lost ping; what holds today is a bounded loss: 0-13 probes per move were
-lost in the runs so far (a gap of 10-45 ms, no worse than an unplanned move), and where
-they go is not yet found (the held probes delivered on arrival, or h1's first replies).
-The bound below catches a move that stalls (one that fell back to the redirect path lost
-about a second).
+pings h1 every 1 ms and streams TCP to it while h1 moves dc1 -> dc2 -> dc1 -> dc2.
+Planned, each move announced first: dc3 replicates to both sites (a group of
+type ALL), dc2 holds h1's traffic until h1 appears there, and a packet that
+reaches the controller after h1 arrived is delivered.  Duplicated replies are
+expected during the window and are not losses.  Afterwards no planned-move flow
+or group is left anywhere, and nothing dangles (`failover.leftovers`).
+Unplanned: the controller tells the old site, the new site and the ITR at the
+host's arrival (glue/moves.py); the TCP stream gets through with every byte.
 """
 
 from __future__ import annotations
@@ -53,14 +51,22 @@ def planned_leftovers(state) -> list[str]:
     return out
 
 
-MAX_LOST = 40  # probes at 1 ms: the goal is 0 (see the module docstring)
+MAX_LOST = 0  # probes at 1 ms
+# Retransmission timeouts of the TCP stream over 4 moves.  The goal is 0; seen: 0 over 6
+# unplanned moves, and 1 over 4 planned ones, the first, whose learn at the new site came
+# 141 ms late (a 230 ms stall, load average 5 on 2 cores): during a planned move every
+# packet for the workload reaches the new site's controller to be held (1 ms pings and
+# 1 KiB every 1 ms here), and the host's first packet waits behind them.
+MAX_RTOS = 1
 
 
-def test_planned_moves_recover_with_bounded_loss_at_1ms(lab):
-    report = mobility.run(moves=4, pause=1.0, interval=0.001, host="h1", to="dc2", pinger="h5", planned=True)
+def test_planned_moves_lose_nothing_at_1ms(lab):
+    report = mobility.run(moves=4, pause=1.0, interval=0.001, host="h1", to="dc2", pinger="h5", planned=True,
+                          tcp=True)
     print(mobility.format_table(report))
     assert all(m.recovered for m in report.moves), mobility.format_table(report)
     assert max(m.lost for m in report.moves) <= MAX_LOST, mobility.format_table(report)
+    assert report.tcp.intact and report.tcp.rto_events <= MAX_RTOS, mobility.format_table(report)
     assert planned_leftovers(lab) == []
     # Known gap (issue 20 note): right after these moves the BFD ports lag behind the mappings: a
     # port towards a peer that has none back (its session never comes up; its fast-failover bucket
@@ -68,3 +74,11 @@ def test_planned_moves_recover_with_bounded_loss_at_1ms(lab):
     # more (kept while its peer's probes are remembered).  Nothing is lost by either.  Every flow
     # or group the leftovers check finds is still a failure.
     assert [item for item in failover.leftovers(lab) if "BFD port" not in item] == []
+
+
+def test_unplanned_moves_keep_a_tcp_stream(lab):
+    report = mobility.run(moves=4, pause=1.0, interval=0.001, host="h1", to="dc2", pinger="h5", tcp=True)
+    print(mobility.format_table(report))
+    assert all(m.recovered for m in report.moves), mobility.format_table(report)
+    assert report.tcp.intact, mobility.format_table(report)
+    assert report.tcp.rto_events <= MAX_RTOS, mobility.format_table(report)

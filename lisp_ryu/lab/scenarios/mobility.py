@@ -2,7 +2,7 @@
 unreachable, and how fast each xTR reacts to the move.
 
 The scenario (`run`, `lisp-ryu lab mobility`): the lisp-ryu controller drives
-the lab; a host of a third site pings the mover every 10 ms; the mover goes
+the lab; a host of a third site pings the mover (every 10 ms unless told); the mover goes
 dc1 -> dc2 -> dc1 ... (`move_host`) with a pause after each move, while a
 `Prober` and a `FlowWatch` per site (scenarios/probe.py) record.
 
@@ -13,7 +13,10 @@ host's arrival at its new port to the first reply (the control plane's
 share), and for each xTR role (the new site, the old site, the pinging ITR)
 the time from the move to its first and last change of per-EID flows
 (cookie owner LOCAL_HOST, MAPPING or any other owner that is not the
-pipeline skeleton).  `plot` draws the ping timeline as a PNG.
+pipeline skeleton).  With `tcp`, a paced TCP stream from the pinger to the
+mover runs through the moves and the report says how TCP fared
+(scenarios/tcpstream.py: retransmission timeouts, tail-loss probes, the
+longest stall).  `plot` draws the ping timeline as a PNG.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from lisp_ryu.lab import controller as lab_controller
 from lisp_ryu.lab.build import up
 from lisp_ryu.lab.move import Move, move_host
 from lisp_ryu.lab.scenarios.probe import INTERVAL, FlowEvent, FlowWatch, Probe, Prober
+from lisp_ryu.lab.scenarios.tcpstream import TcpOutcome, TcpStream
 from lisp_ryu.lab.state import HostState, LabError, LabState, read_state
 from lisp_ryu.lab.teardown import down
 
@@ -101,6 +105,7 @@ class MobilityReport:
     probes: tuple[Probe, ...]
     events: tuple[FlowEvent, ...]
     lost_before_moves: int  # after the first reply, before the first move: the path's own loss
+    tcp: TcpOutcome | None = None  # a TCP stream from the pinger to the mover through the moves
 
     def summary(self) -> dict:
         """Medians and maxima over the moves (None where nothing was measured)."""
@@ -115,6 +120,7 @@ class MobilityReport:
             "first_flow_change_ms": {},
             "last_flow_change_ms": {},
             "lost_before_moves": self.lost_before_moves,
+            "tcp": None if self.tcp is None else {**asdict(self.tcp), "intact": self.tcp.intact},
         }
         for role in ROLES:
             firsts = [m.reaction(role).first_change_ms for m in self.moves]
@@ -225,9 +231,10 @@ def choose(state: LabState, host: str | None = None, to: str | None = None, ping
 def run(*, moves: int = MOVES, pause: float = PAUSE, interval: float = INTERVAL, host: str | None = None,
         to: str | None = None, pinger: str | None = None, topology: str | Path = DEFAULT_TOPOLOGY,
         warmup_timeout: float = 20.0, progress: Callable[[str], None] = lambda line: None,
-        planned: bool = False) -> MobilityReport:
+        planned: bool = False, tcp: bool = False) -> MobilityReport:
     """Run the scenario on the lab that is up, or bring `topology` up for it
-    (and down afterwards); start the controller if none runs (and stop it)."""
+    (and down afterwards); start the controller if none runs (and stop it).
+    `tcp`: a paced TCP stream from the pinger to the mover runs through the moves too."""
     if moves < 1:
         raise LabError(f"--moves must be at least 1, not {moves}")
     state = read_state()
@@ -243,7 +250,7 @@ def run(*, moves: int = MOVES, pause: float = PAUSE, interval: float = INTERVAL,
         try:
             lab_controller.wait_ready(state)
             return _record(state, choose(state, host, to, pinger), moves=moves, pause=pause, interval=interval,
-                           warmup_timeout=warmup_timeout, progress=progress, planned=planned)
+                           warmup_timeout=warmup_timeout, progress=progress, planned=planned, tcp=tcp)
         finally:
             if own_controller:
                 lab_controller.stop()
@@ -253,10 +260,12 @@ def run(*, moves: int = MOVES, pause: float = PAUSE, interval: float = INTERVAL,
 
 
 def _record(state: LabState, cast: Cast, *, moves: int, pause: float, interval: float, warmup_timeout: float,
-            progress: Callable[[str], None], planned: bool = False) -> MobilityReport:
+            progress: Callable[[str], None], planned: bool = False, tcp: bool = False) -> MobilityReport:
     watches = [FlowWatch(s) for s in state.sites]
     done: list[Move] = []
     prober = Prober(cast.pinger.namespace, cast.mover.ip, interval)
+    stream = TcpStream(cast.pinger.namespace, cast.mover.namespace, cast.mover.ip) if tcp else None
+    outcome = None
     try:
         for w in watches:
             w.start()
@@ -267,6 +276,8 @@ def _record(state: LabState, cast: Cast, *, moves: int, pause: float, interval: 
             raise LabError(f"no reply from {cast.mover.name} ({cast.mover.ip}) to {cast.pinger.name} within "
                            f"{warmup_timeout:.0f} s before any move: is the controller driving the lab? "
                            f"Its log ({log}) ends with:\n{tail}")
+        if stream is not None:
+            stream.start()
         time.sleep(min(1.0, pause))  # a stretch of undisturbed pings to compare with
         for i in range(moves):
             dest = cast.away if i % 2 == 0 else cast.home
@@ -275,15 +286,20 @@ def _record(state: LabState, cast: Cast, *, moves: int, pause: float, interval: 
             progress(f"move {i + 1}/{moves}: {mv.host} {mv.from_site} -> {mv.to_site} "
                      f"(port {mv.to_ofport}, no link for {mv.swap_ms:.1f} ms)")
             time.sleep(pause)
+        if stream is not None:
+            outcome = stream.stop()
+            stream = None
         probes = prober.stop()
     finally:
+        if stream is not None:
+            stream.stop(timeout=1.0)
         prober.stop(linger=0)
         events = tuple(e for w in watches for e in w.stop())
     outcomes, lost_before = analyse(done, probes, events, interval=interval, pinger_site=cast.pinger.site)
     return MobilityReport(lab=state.name, host=cast.mover.name, target=cast.mover.ip, pinger=cast.pinger.name,
                           pinger_site=cast.pinger.site, interval=interval, pause=pause, moves=outcomes,
                           probes=probes, events=tuple(sorted(events, key=lambda e: e.at)),
-                          lost_before_moves=lost_before)
+                          lost_before_moves=lost_before, tcp=outcome)
 
 
 # --------------------------------------------------------------------------
@@ -314,6 +330,12 @@ def format_table(report: MobilityReport) -> str:
                   f"{r} {ms(s['first_flow_change_ms'][r]['median'])} ms" for r in ROLES),
               f"pings came back after {s['recovered']} of {s['moves']} moves; "
               f"{report.lost_before_moves} probes lost before the first move"]
+    if report.tcp is not None:
+        t = report.tcp
+        lines.append(f"TCP stream through the moves: {t.received_bytes} of {t.sent_bytes} bytes"
+                     f"{' (' + t.error + ')' if t.error else ''}; {t.rto_events} retransmission timeouts, "
+                     f"{t.loss_probes} tail-loss probes, {t.retransmitted_segments} segments retransmitted, "
+                     f"longest stall {t.longest_stall_ms:.1f} ms")
     return "\n".join(lines)
 
 

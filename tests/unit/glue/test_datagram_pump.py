@@ -92,3 +92,59 @@ def test_a_handler_error_does_not_stop_the_worker(sockets):
     for t in threads:
         t.kill()
     assert seen == [b"bad", b"good"]
+
+
+def test_map_registers_and_notifies_are_handled_before_what_was_read_with_them(sockets):
+    seen = []
+
+    def handle(endpoint, payload, host, port, local):
+        seen.append(payload[0] >> 4)
+
+    sock, sender = sockets(), sockets()
+    # Map-Request, Map-Reply, Map-Notify-Ack, ECM, then a Map-Notify and a Map-Register: all read at once.
+    for kind in (1, 2, 5, 8, 4, 3):
+        sender.sendto(bytes((kind << 4,)) + b"\x00" * 11, sock.getsockname())
+    eventlet.sleep(0.05)
+    pump = DatagramPump(handle)
+    reader = eventlet.spawn(pump.receive_loop, "x", sock, None)
+    eventlet.sleep(0.05)  # everything queued before the worker starts
+    worker = eventlet.spawn(pump.work_loop)
+    eventlet.sleep(0.1)
+    for t in (reader, worker):
+        t.kill()
+    assert seen == [4, 3, 1, 2, 5, 8]
+
+
+def test_the_worker_holds_no_more_than_the_backlog(sockets):
+    pump = DatagramPump(lambda *a: None, backlog=4)
+    for i in range(10):
+        try:
+            pump.queue.put_nowait(("x", bytes((1 << 4,)), "h", 1, None))
+        except Exception:
+            break
+    pump.next_item()
+    assert len(pump._urgent) + len(pump._other) <= 4
+
+
+def test_deferred_steps_run_before_datagrams_and_wake_a_waiting_worker(sockets):
+    log: list = []
+    switch = Switch("s1", log)
+
+    def handle(endpoint, payload, host, port, local):
+        log.append(("handled", payload.decode()))
+
+    sock = sockets()
+    pump = DatagramPump(handle)
+    threads = [eventlet.spawn(pump.receive_loop, "x", sock, None), eventlet.spawn(pump.work_loop)]
+    eventlet.sleep(0.02)  # the worker waits on an empty queue
+    pump.defer(lambda: switch.send("old site"))
+    eventlet.sleep(0.02)
+    assert log == [("sent", "s1", "old site")]
+    # Datagrams read, then two steps deferred: the steps first, each one's flows out before the next.
+    pump.queue.put(("x", b"notify", "h", 1, None))  # wakes the worker, which has not run yet
+    pump.defer(lambda: switch.send("itr a"))
+    pump.defer(lambda: switch.send("itr b"))
+    eventlet.sleep(0.05)
+    for t in threads:
+        t.kill()
+    assert log[1:] == [("sent", "s1", "itr a"), ("sent", "s1", "itr b"), ("handled", "notify")]

@@ -1,0 +1,98 @@
+"""An unplanned move between xTRs one controller drives: every xTR's flows change at once,
+before the Map-Server's round trip (lisp_ryu/glue/moves.py), and the mapping system confirms.
+
+Three xTRs on the in-memory underlay, as in test_rest_moves: dc1 holds 10.1.0.10,
+dc2 learns hosts (dynamic EIDs), dc3 talks to 10.1.0.10.  The workload appears at
+dc2; nothing is delivered on the underlay until the test settles it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+import yaml
+
+from lisp_ryu.flows.pipeline import Owner, Table, cookie_owner
+from support.simulate import walk
+from support.underlay import ipv4_frame
+from unit.rest.test_rest_api import CONFIG, Lab
+from unit.rest.test_rest_moves import DC1, DC2, DC2_XTR, EID, held, to_eid
+
+MOVER_MAC = bytes.fromhex("02000001000a")
+
+
+@pytest.fixture
+def lab(tmp_path):
+    doc = yaml.safe_load(CONFIG)
+    doc["xtrs"].insert(1, DC2_XTR)
+    for site in doc["map_server"]["sites"]:
+        if site["name"] == "dc2":
+            site["eid_prefixes"] = [{"prefix": "10.0.0.0/8", "iid": 42, "accept_more_specifics": True}]
+    lab = Lab(tmp_path, config_text=yaml.safe_dump(doc))
+    lab.start()
+    lab.miss("dc3", "10.3.0.10", EID)  # dc3 sends to the EID (dc1)
+    lab.miss("dc1", EID, "10.3.0.10")  # and the EID to dc3: dc1 has a mapping dc2 lacks
+    return lab
+
+
+def arrive(lab):
+    lab.switches[2].packet_in(lab.controller, 5, ipv4_frame(EID, "10.3.0.10", src_mac=MOVER_MAC),
+                              table=Table.CLASSIFY)
+
+
+def from_tunnel(lab, xtr):
+    return walk(held(lab, xtr), {"in_port": 100, "tunnel_id": 42, "eth_type": 0x0800, "ipv4_src": "10.3.0.10",
+                                 "ipv4_dst": EID})
+
+
+def test_every_xtr_follows_a_move_before_the_map_server_answers(lab):
+    assert [d.packet["tun_ipv4_dst"] for d in to_eid(lab, "dc3").deliveries] == [DC1]
+    assert lab.cores["dc2"].cache.get(42, ipaddress.ip_network("10.3.0.0/16")) is None
+    arrive(lab)  # nothing crossed the underlay yet: no Map-Register reached the Map-Server
+    # The ITR tunnels to the new site, the old site sends on what still arrives there,
+    # and the new site has the mapping the workload's replies need.
+    assert [d.packet["tun_ipv4_dst"] for d in to_eid(lab, "dc3").deliveries] == [DC2]
+    assert [d.packet["tun_ipv4_dst"] for d in from_tunnel(lab, "dc1").deliveries] == [DC2]
+    back = walk(held(lab, "dc2"), {"in_port": 5, "eth_type": 0x0800, "ipv4_src": EID, "ipv4_dst": "10.3.0.10"})
+    assert back.deliveries and {d.packet["tun_ipv4_dst"] for d in back.deliveries} <= {"198.18.3.2", "198.18.4.2"}
+    assert lab.cores["dc1"].counters["moves_told_directly"] == 1
+    assert lab.cores["dc3"].counters["moves_followed_directly"] == 1
+    assert lab.cores["dc2"].counters["map_cache_seeded"] >= 1
+    # The copies are short-lived until the mapping system confirms them.
+    entry = lab.cores["dc3"].cache.get(42, ipaddress.ip_network(f"{EID}/32"))
+    assert entry.expires_at - entry.inserted_at == 60.0
+
+    lab.underlay.settle()  # the Map-Register, the Map-Server's publications, the SMRs, the answers
+    entry = lab.cores["dc3"].cache.get(42, ipaddress.ip_network(f"{EID}/32"))
+    assert entry.expires_at - entry.inserted_at > 60.0  # the publication replaced the copy
+    assert [d.packet["tun_ipv4_dst"] for d in to_eid(lab, "dc3").deliveries] == [DC2]
+    assert [d.packet["tun_ipv4_dst"] for d in from_tunnel(lab, "dc1").deliveries] == [DC2]
+    assert lab.controller.counters.get("core_exceptions", 0) == 0
+    redirects = [f for f in held(lab, "dc1").flows if cookie_owner(f.cookie) is Owner.REDIRECT]
+    assert len(redirects) == 1
+
+
+def test_a_host_seen_again_where_it_is_tells_nobody(lab):
+    arrive(lab)
+    lab.underlay.settle()
+    before = {name: dict(core.counters) for name, core in lab.cores.items()}
+    arrive(lab)  # the same host on the same port: known
+    lab.underlay.settle()
+    for name, core in lab.cores.items():
+        for counter in ("moves_told_directly", "moves_followed_directly", "map_cache_seeded"):
+            assert core.counters.get(counter, 0) == before[name].get(counter, 0), (name, counter)
+
+
+def test_deferred_steps_run_in_order_after_the_new_site(lab):
+    steps = []
+    lab.controller.defer = steps.append
+    pushes_before = len(lab.pushes)
+    arrive(lab)
+    assert len(steps) == 3  # the old site, the seed of the new site, the ITR
+    assert [f for f in held(lab, "dc1").flows if cookie_owner(f.cookie) is Owner.REDIRECT] == []
+    for step in steps:
+        step()
+    assert [f for f in held(lab, "dc1").flows if cookie_owner(f.cookie) is Owner.REDIRECT]
+    assert [d.packet["tun_ipv4_dst"] for d in to_eid(lab, "dc3").deliveries] == [DC2]
+    assert len(lab.pushes) >= pushes_before
