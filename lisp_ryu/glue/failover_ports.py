@@ -8,9 +8,12 @@ OpenDaylight need: the switch's ovsdb-server listening on a socket the
 controller can open (`ptcp:`/`pssl:`, or a unix socket on the same host).
 
 One port per (our RLOC, peer RLOC) of the same family: a fixed-remote
-LISP-GPE port (`exts=gpe dst_port=4341 packet_type=legacy_l3 key=flow`,
-`local_ip` and `remote_ip` fixed) running BFD, named `lf` + 8 hex digits of a
-hash of the pair, numbered from `failover.port_base` (ofport_request, so the
+LISP-GPE port (`exts=gpe dst_port=4341 packet_type=legacy_l3`, `local_ip`
+and `remote_ip` fixed, `key` the fixed VNI `BFD_KEY` so the peer's data,
+which carries its instance-ID, keeps arriving on the flow-based port: why,
+in lisp_ryu/flows/failover.py) running BFD, named `lf` + 8 hex digits of a
+hash of the pair and key (a port of another kind left by an older
+controller is replaced), numbered from `failover.port_base` (ofport_request, so the
 flows can name a port before OVS made it), and marked in external_ids
 (`lisp-ryu-xtr`, `lisp-ryu-local`, `lisp-ryu-remote`) so the controller
 finds and removes exactly its own ports, also after a restart.  Both ends of
@@ -33,6 +36,7 @@ import zlib
 from typing import Callable, Iterable, Sequence
 
 from lisp_ryu.config import XtrConfig
+from lisp_ryu.flows.failover import BFD_KEY
 from lisp_ryu.plan import FailoverPort
 
 LOG = logging.getLogger("lisp_ryu")
@@ -43,7 +47,7 @@ Pair = tuple[IPAddress, IPAddress]
 
 def port_name(local: IPAddress, remote: IPAddress) -> str:
     """At most 15 characters (an interface name), stable for the pair."""
-    return f"lf{zlib.crc32(f'{local}>{remote}'.encode()):08x}"
+    return f"lf{zlib.crc32(f'{local}>{remote}/{BFD_KEY}'.encode()):08x}"
 
 
 def run_vsctl(db: str, args: Sequence[str], timeout: float = 10.0) -> str:
@@ -201,7 +205,7 @@ class FailoverPorts:
                 continue
             args += ["--", "add-port", bridge, name, "--", "set", "interface", name, "type=vxlan",
                      f"ofport_request={ofport}", "options:exts=gpe", f"options:dst_port={self.xtr.tunnel_udp_port}",
-                     "options:packet_type=legacy_l3", "options:key=flow", f"options:local_ip={local}",
+                     "options:packet_type=legacy_l3", f"options:key={BFD_KEY}", f"options:local_ip={local}",
                      f"options:remote_ip={remote}", "bfd:enable=true", f"bfd:min_tx={bfd.min_tx}",
                      f"bfd:min_rx={bfd.min_rx}", f"bfd:mult={bfd.mult}",
                      f"external_ids:{MARK}={self.xtr.name}", f"external_ids:lisp-ryu-local={local}",

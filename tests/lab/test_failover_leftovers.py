@@ -17,11 +17,11 @@ FLOWS = """ cookie=0x1, duration=1s, table=0, n_packets=0, n_bytes=0, priority=3
  cookie=0x4, duration=1s, table=1, n_packets=0, n_bytes=0, priority=3080,ip,metadata=0x2a/0xffffff,nw_dst=10.3.0.0/16 actions=group:7
 """
 GROUPS = """OFPST_GROUP_DESC reply (OF1.3) (xid=0x2):
- group_id=7,type=ff,bucket=watch_port:1001,actions=set_field:0x2a->tun_id,set_field:198.18.4.2->tun_dst,output:1001,bucket=watch_port:1000,actions=set_field:0x2a->tun_id,set_field:198.18.3.2->tun_dst,output:1000,bucket=watch_port:100,actions=set_field:0x2a->tun_id,set_field:198.18.4.2->tun_dst,output:100
+ group_id=7,type=ff,bucket=watch_port:1001,actions=set_field:0x2a->tun_id,set_field:198.18.4.2->tun_dst,output:100,bucket=watch_port:1000,actions=set_field:0x2a->tun_id,set_field:198.18.3.2->tun_dst,output:100,bucket=watch_port:100,actions=set_field:0x2a->tun_id,set_field:198.18.4.2->tun_dst,output:100
 """
-BFD = ('lf6c97f8fe,"dst_port=4341 exts=gpe key=flow local_ip=198.18.1.2 packet_type=legacy_l3 remote_ip=198.18.3.2",'
+BFD = ('lf6c97f8fe,"dst_port=4341 exts=gpe key=16777215 local_ip=198.18.1.2 packet_type=legacy_l3 remote_ip=198.18.3.2",'
        '"diagnostic=""No Diagnostic"" flap_count=1 forwarding=true remote_state=up state=up",\n'
-       'lf095a523e,"dst_port=4341 exts=gpe key=flow local_ip=198.18.1.2 packet_type=legacy_l3 remote_ip=198.18.4.2",'
+       'lf095a523e,"dst_port=4341 exts=gpe key=16777215 local_ip=198.18.1.2 packet_type=legacy_l3 remote_ip=198.18.4.2",'
        '"diagnostic=""No Diagnostic"" flap_count=1 forwarding=true remote_state=up state=up",\n')
 
 

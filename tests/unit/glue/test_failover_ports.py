@@ -8,6 +8,7 @@ import json
 import pytest
 
 from lisp_ryu import config
+from lisp_ryu.flows.failover import BFD_KEY
 from lisp_ryu.glue.failover_ports import MARK, FailoverPorts, port_name
 
 ip = ipaddress.ip_address
@@ -72,7 +73,7 @@ def test_a_port_per_local_rloc_of_the_peers_family_numbered_past_the_configured_
     assert set(fake.ports) == {port_name(p.local, p.remote) for p in got}
     add = " ".join(fake.calls[-2])
     for option in ("type=vxlan", "options:exts=gpe", "options:dst_port=4341", "options:packet_type=legacy_l3",
-                   "options:key=flow", "options:local_ip=198.18.1.2", "options:remote_ip=198.18.3.2",
+                   f"options:key={BFD_KEY}", "options:local_ip=198.18.1.2", "options:remote_ip=198.18.3.2",
                    "bfd:enable=true", "bfd:min_tx=75", "bfd:min_rx=75", "bfd:mult=3", f"external_ids:{MARK}=dc1"):
         assert option in add
 
