@@ -58,6 +58,18 @@ def run_vsctl(db: str, args: Sequence[str], timeout: float = 10.0) -> str:
     return out.stdout
 
 
+def add_port_args(xtr: XtrConfig, bridge: str, local: IPAddress, remote: IPAddress, ofport: int) -> list[str]:
+    """The ovs-vsctl words that add the BFD port (local, remote) to `bridge`, numbered `ofport`."""
+    name, bfd = port_name(local, remote), xtr.failover.bfd
+    return ["--", "add-port", bridge, name, "--", "set", "interface", name, "type=vxlan",
+            f"ofport_request={ofport}", "options:exts=gpe", f"options:dst_port={xtr.tunnel_udp_port}",
+            "options:packet_type=legacy_l3", f"options:key={BFD_KEY}", f"options:local_ip={local}",
+            f"options:remote_ip={remote}", "bfd:enable=true", f"bfd:min_tx={bfd.min_tx}",
+            f"bfd:min_rx={bfd.min_rx}", f"bfd:mult={bfd.mult}",
+            f"external_ids:{MARK}={xtr.name}", f"external_ids:lisp-ryu-local={local}",
+            f"external_ids:lisp-ryu-remote={remote}"]
+
+
 class FailoverPorts:
     """What BFD ports one xTR's switch should have, and the background writer that makes it so."""
 
@@ -199,17 +211,10 @@ class FailoverPorts:
         args: list[str] = []
         for name in sorted(have.keys() - want.keys()):
             args += ["--", "--if-exists", "del-port", bridge, name]
-        bfd = self.xtr.failover.bfd
         for name, (local, remote, ofport) in sorted(want.items()):
             if name in have:
                 continue
-            args += ["--", "add-port", bridge, name, "--", "set", "interface", name, "type=vxlan",
-                     f"ofport_request={ofport}", "options:exts=gpe", f"options:dst_port={self.xtr.tunnel_udp_port}",
-                     "options:packet_type=legacy_l3", f"options:key={BFD_KEY}", f"options:local_ip={local}",
-                     f"options:remote_ip={remote}", "bfd:enable=true", f"bfd:min_tx={bfd.min_tx}",
-                     f"bfd:min_rx={bfd.min_rx}", f"bfd:mult={bfd.mult}",
-                     f"external_ids:{MARK}={self.xtr.name}", f"external_ids:lisp-ryu-local={local}",
-                     f"external_ids:lisp-ryu-remote={remote}"]
+            args += add_port_args(self.xtr, bridge, local, remote, ofport)
         if args:
             self.vsctl(self.db, args)
             added = sum(1 for n in want if n not in have)
