@@ -51,7 +51,7 @@ import ipaddress
 import zlib
 from typing import Callable, Iterable
 
-from lisp_ryu.flows.model import Action, Bucket, Flow, Group, GroupAction, Output, SetField, match
+from lisp_ryu.flows.model import Action, Bucket, Flow, Group, GroupAction, match
 from lisp_ryu.plan import FailoverPort, RemoteAction, RemoteEntry, Rloc
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
