@@ -16,9 +16,18 @@ hash of the pair and key (a port of another kind left by an older
 controller is replaced), numbered from `failover.port_base` (ofport_request, so the
 flows can name a port before OVS made it), and marked in external_ids
 (`lisp-ryu-xtr`, `lisp-ryu-local`, `lisp-ryu-remote`) so the controller
-finds and removes exactly its own ports, also after a restart.  Both ends of
-a BFD session need a port towards each other (DESIGN.md §9): every xTR keeps
-one towards every RLOC in its map-cache, so two sites that talk have both.
+finds and removes exactly its own ports, also after a restart.
+
+Which ports: both ends of a BFD session need a port towards each other
+(DESIGN.md §9).  An xTR needs one towards every RLOC of its map-cache and
+towards every ITR that probes it (a foreign lisp-ryu xTR that sends to us
+but to which we never send).  Between the xTRs one controller drives
+(`BfdMesh`), a port is made at both ends as soon as either end needs it, so a
+session never waits for the reverse traffic.  A port no longer needed stays
+`failover.grace` seconds (a mapping that flaps keeps its session), then goes.
+A port towards a peer that runs no BFD never comes up: its fast-failover
+bucket is dead and traffic takes the last bucket, the flow-based port that
+probing governs, as without failover.
 
 `ports(peers)` is bookkeeping only and returns at once (the flows are pushed
 against the numbers it returns); OVSDB is written in the background
@@ -33,6 +42,7 @@ import json
 import logging
 import subprocess
 import zlib
+import time
 from typing import Callable, Iterable, Sequence
 
 from lisp_ryu.config import XtrConfig
@@ -70,12 +80,32 @@ def add_port_args(xtr: XtrConfig, bridge: str, local: IPAddress, remote: IPAddre
             f"external_ids:lisp-ryu-remote={remote}"]
 
 
+class BfdMesh:
+    """The xTRs of one controller: a port between two of them is made at both ends when either needs it."""
+
+    def __init__(self) -> None:
+        self.members: list[FailoverPorts] = []
+
+    def reciprocal(self, member: FailoverPorts) -> set[Pair]:
+        """The ports `member` keeps because another of our xTRs needs one towards it."""
+        return {(remote, local) for other in self.members if other is not member
+                for (local, remote) in other.needed if remote in member.locals}
+
+    def needs_changed(self, member: FailoverPorts, pairs: set[Pair]) -> None:
+        """`member` started or stopped needing `pairs`: the xTRs at their far ends recompute theirs."""
+        remotes = {remote for _, remote in pairs}
+        for other in self.members:
+            if other is not member and remotes & set(other.locals):
+                other.spawn(other.changed)
+
+
 class FailoverPorts:
     """What BFD ports one xTR's switch should have, and the background writer that makes it so."""
 
     def __init__(self, xtr: XtrConfig, *, spawn: Callable[[Callable[[], None]], object] = lambda f: f(),
                  changed: Callable[[], None] = lambda: None,
-                 vsctl: Callable[[str, Sequence[str]], str] = run_vsctl):
+                 vsctl: Callable[[str, Sequence[str]], str] = run_vsctl,
+                 mesh: BfdMesh | None = None, clock: Callable[[], float] = time.monotonic):
         if xtr.ovsdb is None:
             raise ValueError(f"xTR {xtr.name}: failover needs its ovsdb")
         self.xtr = xtr
@@ -89,6 +119,14 @@ class FailoverPorts:
             taken.add(xtr.native_port)
         self._reserved = frozenset(taken)
         self.assigned: dict[Pair, int] = {}  # the ports we want, with their OpenFlow numbers
+        self.needed: set[Pair] = set()  # what our own map-cache and probers need (not the mesh's)
+        self.last_needed: dict[Pair, float] = {}  # when each wanted port was last needed
+        self._kept: set[Pair] = set()  # needed at the last `ports` (the others are in their grace)
+        self.grace = xtr.failover.grace
+        self.clock = clock
+        self.mesh = mesh
+        if mesh is not None:
+            mesh.members.append(self)
         self._busy = False
         self._dirty = False
         self.bridge: str | None = None
@@ -97,16 +135,26 @@ class FailoverPorts:
 
     # ---- bookkeeping (synchronous, pure but for the background write it schedules)
 
-    def ports(self, peers: Iterable[IPAddress]) -> tuple[FailoverPort, ...]:
-        """The ports for `peers` (every peer RLOC of the map-cache), numbers kept while wanted."""
+    def ports(self, peers: Iterable[IPAddress], now: float | None = None) -> tuple[FailoverPort, ...]:
+        """The ports for `peers` (the plan's: map-cache RLOCs and probers), the mesh's, and those
+        in their grace; numbers kept while wanted."""
         if not self._loaded:
             self._load()
-        want = [(local, remote) for remote in peers for local in self.locals
-                if local.version == remote.version and local != remote]
-        wanted = set(want)
+        now = self.clock() if now is None else now
+        own = {(local, remote) for remote in peers for local in self.locals
+               if local.version == remote.version and local != remote}
+        moved, self.needed = own ^ self.needed, own
+        self._kept = own | (self.mesh.reciprocal(self) if self.mesh is not None else set())
+        for pair in self._kept:
+            self.last_needed[pair] = now
+        for pair, since in list(self.last_needed.items()):
+            if pair not in self._kept and now - since >= self.grace:
+                del self.last_needed[pair]
+        order = {local: i for i, local in enumerate(self.locals)}
+        want = sorted(self.last_needed, key=lambda p: (p[1].version, int(p[1]), order.get(p[0], len(order))))
         before = dict(self.assigned)
         for pair in list(self.assigned):
-            if pair not in wanted:
+            if pair not in self.last_needed:
                 del self.assigned[pair]
         used = set(self.assigned.values()) | self._reserved
         number = self.xtr.failover.port_base
@@ -119,7 +167,20 @@ class FailoverPorts:
             used.add(number)
         if self.assigned != before:
             self.sync()
+        if moved and self.mesh is not None:
+            self.mesh.needs_changed(self, moved)
         return self.current()
+
+    def expire(self, now: float | None = None) -> bool:
+        """Drop the ports whose grace is over (the needs as at the last `ports`): True if any went."""
+        before = set(self.assigned)
+        self.ports({remote for _, remote in self.needed}, now)
+        return set(self.assigned) != before
+
+    def next_expiry(self) -> float | None:
+        """When (on `clock`) a port kept only by its grace should go: the next push then drops it."""
+        return min((since + self.grace for pair, since in self.last_needed.items() if pair not in self._kept),
+                   default=None)
 
     def _load(self) -> None:
         """Once, before the first push: the ports an earlier controller left keep their numbers,
@@ -134,6 +195,7 @@ class FailoverPorts:
         for pair, ofport in found.items():
             if pair[0] in self.locals and ofport > 0:
                 self.assigned[pair] = ofport
+                self.last_needed[pair] = self.clock()  # a grace, while the map-cache fills again
 
     def existing_pairs(self) -> dict[Pair, int]:
         """Our ports on the switch as (local, remote) -> OpenFlow number, from their external_ids."""
