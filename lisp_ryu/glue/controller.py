@@ -307,7 +307,7 @@ class Controller:
         try:
             plan = endpoint.core.plan()
             if endpoint.failover is not None:
-                plan = replace(plan, failover_ports=endpoint.failover.ports(plan.peers))
+                plan = replace(plan, failover_ports=endpoint.failover.ports(plan.peers, probers=plan.probers))
             desired = compile_plan(plan)
         except (CompileError, PipelineError) as exc:
             # A plan the compiler refuses: keep the switch as it is (traffic keeps flowing on

@@ -86,6 +86,9 @@ class BfdMesh:
     def __init__(self) -> None:
         self.members: list[FailoverPorts] = []
 
+    def rlocs(self) -> set[IPAddress]:
+        return {local for member in self.members for local in member.locals}
+
     def reciprocal(self, member: FailoverPorts) -> set[Pair]:
         """The ports `member` keeps because another of our xTRs needs one towards it."""
         return {(remote, local) for other in self.members if other is not member
@@ -135,13 +138,18 @@ class FailoverPorts:
 
     # ---- bookkeeping (synchronous, pure but for the background write it schedules)
 
-    def ports(self, peers: Iterable[IPAddress], now: float | None = None) -> tuple[FailoverPort, ...]:
+    def ports(self, peers: Iterable[IPAddress], now: float | None = None,
+              probers: Iterable[IPAddress] = ()) -> tuple[FailoverPort, ...]:
         """The ports for `peers` (the plan's: map-cache RLOCs and probers), the mesh's, and those
-        in their grace; numbers kept while wanted."""
+        in their grace; numbers kept while wanted.  A peer among `probers` (there only because it
+        probes us) that is one of our own xTRs needs nothing of its own: the mesh gives it the
+        port back exactly while it needs one."""
         if not self._loaded:
             self._load()
         now = self.clock() if now is None else now
-        own = {(local, remote) for remote in peers for local in self.locals
+        ours = self.mesh.rlocs() if self.mesh is not None else set()
+        skip = {p for p in probers if p in ours}
+        own = {(local, remote) for remote in peers if remote not in skip for local in self.locals
                if local.version == remote.version and local != remote}
         moved, self.needed = own ^ self.needed, own
         self._kept = own | (self.mesh.reciprocal(self) if self.mesh is not None else set())

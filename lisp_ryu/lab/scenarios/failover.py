@@ -265,44 +265,65 @@ def leftovers(state: LabState) -> list[str]:
 
     Per site: a flow or bucket naming a port the bridge does not have
     (except the pipeline's flows for a configured host port that nothing
-    is plugged into: `_dormant`), a
-    flow or group naming a missing group, a group nothing uses, a BFD port of
-    ours towards an RLOC no flow or group of the site tunnels to, a BFD port
-    whose session is not up (the scenario ends with every link up) or that
-    OVS could not open.
+    is plugged into: `_dormant`), a flow or group naming a missing group, a
+    group nothing uses; a BFD port of ours that neither end uses (no flow or
+    group of the site tunnels to its remote RLOC, nor does the lab site that
+    holds that RLOC tunnel back to its local one: run this after
+    `failover.grace`), a BFD port towards a lab site that has no port back,
+    a BFD port whose session is not up (the scenario ends with every link up)
+    or that OVS could not open.
     """
     problems = []
+    owner = {r.address: site.name for site in state.sites for r in site.rlocs}
+    destinations: dict[str, set[str]] = {}
+    ports: dict[str, list[tuple[str, str | None, str | None, str]]] = {}
     for site in state.sites:
-        name = site.name
-        configured = set(site.reserved_ports.values()) | set(site.host_ports.values())
-        ports = {int(n) for n, _ in _PORT_DESC.findall(ofctl(name, "dump-ports-desc", state=state))}
-        flows = [line for line in ofctl(name, "dump-flows", state=state).splitlines() if "actions=" in line]
-        groups = {}
-        for line in ofctl(name, "dump-groups", state=state).splitlines():
-            m = re.search(r"group_id=(\d+)", line)
-            if m:
-                groups[int(m.group(1))] = line
-        for text in flows + list(groups.values()):
-            for port in _PORT_REFS.findall(text):
-                if int(port) not in ports and not _dormant(text, int(port), configured):
-                    problems.append(f"{name}: port {port} does not exist: {text.strip()}")
-        used: set[int] = set()
-        for text in flows:
-            used.update(int(g) for g in _GROUP_REFS.findall(text))
-        for gid, text in groups.items():
-            used.update(int(g) for g in _GROUP_REFS.findall(text.split("group_id=")[1].split(",", 1)[1]))
-        for gid in used - groups.keys():
-            problems.append(f"{name}: group {gid} is used but missing")
-        for gid in groups.keys() - used:
-            problems.append(f"{name}: group {gid} is used by nothing: {groups[gid]}")
-        destinations = set(_TUN_DSTS.findall("\n".join(flows + list(groups.values()))))
-        bfd = vsctl(name, "--bare", "--format=csv", "--no-headings", "--columns=name,options,bfd_status,error",
-                    "find", "interface", f"external_ids:{MARK}={name}", state=state)
+        problems += _site_leftovers(state, site, destinations)
+        bfd = vsctl(site.name, "--bare", "--format=csv", "--no-headings", "--columns=name,options,bfd_status,error",
+                    "find", "interface", f"external_ids:{MARK}={site.name}", state=state)
+        ports[site.name] = []
         for line in bfd.splitlines():
-            port = line.split(",", 1)[0]
+            local = re.search(r"local_ip=([0-9a-fA-F.:]+)", line)
             remote = re.search(r"remote_ip=([0-9a-fA-F.:]+)", line)
-            if remote is None or remote.group(1) not in destinations:
-                problems.append(f"{name}: BFD port {port} leads to an RLOC no flow uses: {line}")
+            ports[site.name].append((line.split(",", 1)[0], local and local.group(1), remote and remote.group(1), line))
+    pairs = {(name, local, remote) for name, listed in ports.items() for _, local, remote, _ in listed}
+    for name, listed in ports.items():
+        for port, local, remote, line in listed:
+            far = owner.get(remote or "")
+            used = remote in destinations[name] or (far is not None and local in destinations.get(far, set()))
+            if not used:
+                problems.append(f"{name}: BFD port {port} leads to an RLOC no flow uses at either end: {line}")
+            if far is not None and (far, remote, local) not in pairs:
+                problems.append(f"{name}: BFD port {port} has no port back from {far}: {line}")
             if not re.search(r"(?<![_a-z])state=up", line):
                 problems.append(f"{name}: BFD port {port} is not up: {line}")
+    return problems
+
+
+def _site_leftovers(state: LabState, site, destinations: dict[str, set[str]]) -> list[str]:
+    """A site's dangling ports and groups; records the RLOCs its flows and groups tunnel to."""
+    problems = []
+    name = site.name
+    configured = set(site.reserved_ports.values()) | set(site.host_ports.values())
+    ports = {int(n) for n, _ in _PORT_DESC.findall(ofctl(name, "dump-ports-desc", state=state))}
+    flows = [line for line in ofctl(name, "dump-flows", state=state).splitlines() if "actions=" in line]
+    groups = {}
+    for line in ofctl(name, "dump-groups", state=state).splitlines():
+        m = re.search(r"group_id=(\d+)", line)
+        if m:
+            groups[int(m.group(1))] = line
+    for text in flows + list(groups.values()):
+        for port in _PORT_REFS.findall(text):
+            if int(port) not in ports and not _dormant(text, int(port), configured):
+                problems.append(f"{name}: port {port} does not exist: {text.strip()}")
+    used: set[int] = set()
+    for text in flows:
+        used.update(int(g) for g in _GROUP_REFS.findall(text))
+    for gid, text in groups.items():
+        used.update(int(g) for g in _GROUP_REFS.findall(text.split("group_id=")[1].split(",", 1)[1]))
+    for gid in used - groups.keys():
+        problems.append(f"{name}: group {gid} is used but missing")
+    for gid in groups.keys() - used:
+        problems.append(f"{name}: group {gid} is used by nothing: {groups[gid]}")
+    destinations[name] = set(_TUN_DSTS.findall("\n".join(flows + list(groups.values()))))
     return problems

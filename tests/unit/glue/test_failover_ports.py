@@ -197,3 +197,23 @@ def test_config_defaults_and_bounds():
         config.parse({"xtrs": [{**XTR, "failover": {"bfd": {"mult": 0}}}]})
     with pytest.raises(config.ConfigError, match=r"failover\.bfd\.min_rxx"):
         config.parse({"xtrs": [{**XTR, "failover": {"bfd": {"min_rxx": 5}}}]})
+
+
+def test_an_itr_that_probes_us_gets_a_port_back_unless_it_is_ours_and_no_longer_needs_it():
+    mesh = BfdMesh()
+    clock = Clock()
+    dc1 = manager(FakeOvsdb(), mesh=mesh, clock=clock)
+    dc3 = manager(FakeOvsdb(), DC3, mesh=mesh, clock=clock)
+    # A foreign ITR probes dc3: dc3 keeps a port towards it (its session needs one back).
+    assert ("198.18.3.2", "203.0.113.9") in pairs_of(dc3.ports([ip("203.0.113.9")], probers=[ip("203.0.113.9")]))
+    # dc1 (ours) probed dc3 while it sent there; now it no longer does: only the grace keeps dc3's port.
+    dc1.ports([])
+    dc3.ports([ip("198.18.1.2")], probers=[ip("198.18.1.2")])
+    assert not any(r == ip("198.18.1.2") for _, r in dc3.needed)
+    clock.now += dc3.grace
+    dc3.ports([ip("198.18.1.2")], probers=[ip("198.18.1.2")])
+    assert not any(r == "198.18.1.2" for _, r in pairs(dc3))
+
+
+def pairs_of(ports):
+    return {(str(p.local), str(p.remote)) for p in ports}
