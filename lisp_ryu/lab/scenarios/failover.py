@@ -120,6 +120,13 @@ def bfd_ports(state: LabState) -> dict[str, str]:
     return out
 
 
+def bfd_up(state: LabState, site: str, remote: str) -> bool:
+    """`site`'s BFD session(s) towards `remote` are up."""
+    listing = vsctl(site, "--bare", "--format=csv", "--no-headings", "--columns=bfd_status", "find", "interface",
+                    f"external_ids:{MARK}={site}", f"external_ids:lisp-ryu-remote={remote}", state=state)
+    return bool(listing.strip()) and all(re.search(r"(?<![_a-z])state=up", line) for line in listing.splitlines())
+
+
 def armed(state: LabState) -> bool:
     """Failover in the switch is ready: every BFD port's session is up (True if there are none)."""
     return all(re.search(r"(?<![_a-z])state=up", status) for status in bfd_ports(state).values())
@@ -161,12 +168,13 @@ class FailoverOutcome:
     lost: int  # probes sent after the cut that got no reply before the first answered one
     moved_ms: float | None  # cut -> the ITR's datapath tunnels to another RLOC (ofproto/trace, polled)
     back_ms: float | None  # restore -> it tunnels to the primary again
+    bfd_up_ms: float | None  # restore -> the ITR's BFD session to the primary is up (what `back_ms` follows)
     lost_after_restore: int  # probes lost between the restore and the end of the cycle
     answered_after_restore: int
 
 
 def outcome(probes: tuple[Probe, ...], cut_at: float, moved_at: float | None, restored_at: float,
-            back_at: float | None, end: float) -> FailoverOutcome:
+            back_at: float | None, end: float, bfd_up_at: float | None = None) -> FailoverOutcome:
     """What one cut/restore cycle did to the probes and to the ITR's choice of RLOC."""
     after_cut = [p for p in probes if cut_at <= p.sent < restored_at]
     first = next((p for p in after_cut if p.received is not None), None)
@@ -177,6 +185,7 @@ def outcome(probes: tuple[Probe, ...], cut_at: float, moved_at: float | None, re
         lost=sum(1 for p in after_cut if p.received is None and (first is None or p.sent < first.sent)),
         moved_ms=None if moved_at is None else (moved_at - cut_at) * 1000.0,
         back_ms=None if back_at is None else (back_at - restored_at) * 1000.0,
+        bfd_up_ms=None if bfd_up_at is None else (bfd_up_at - restored_at) * 1000.0,
         lost_after_restore=sum(1 for p in after_restore if p.received is None),
         answered_after_restore=sum(1 for p in after_restore if p.received is not None),
     )
@@ -217,15 +226,24 @@ def run(state: LabState, *, cycles: int = 1, pinger: str = "h1", target: str = "
                 time.sleep(settle)
             finally:
                 restored_at = set_link(state, end, up=True)
-            back_at = wait_for(lambda: active_rloc(state, pinger, target_ip) == primary, timeout,
-                               f"{pinger}'s xTR to tunnel to {primary} again after the restore")
+            seen: dict[str, float] = {}
+
+            def back() -> bool:  # the return, and the ITR's BFD session to the primary, whichever first
+                now = time.time()
+                if "bfd" not in seen and bfd_up(state, state.host(pinger).site, primary):
+                    seen["bfd"] = now
+                if "back" not in seen and active_rloc(state, pinger, target_ip) == primary:
+                    seen["back"] = now
+                return len(seen) == 2
+
+            wait_for(back, timeout, f"{pinger}'s xTR to tunnel to {primary} again after the restore")
             wait_for(lambda: armed(state), timeout, "every BFD session up again after the restore")
             time.sleep(settle)
-            marks.append((cut_at, moved_at, restored_at, back_at, time.time()))
+            marks.append((cut_at, moved_at, restored_at, seen["back"], time.time(), seen["bfd"]))
     finally:
         probes = prober.stop()
-    for cut_at, moved_at, restored_at, back_at, stop in marks:
-        outcomes.append(outcome(probes, cut_at, moved_at, restored_at, back_at, stop))
+    for cut_at, moved_at, restored_at, back_at, stop, bfd_at in marks:
+        outcomes.append(outcome(probes, cut_at, moved_at, restored_at, back_at, stop, bfd_at))
     return outcomes
 
 
