@@ -14,7 +14,10 @@ ITR's switch fails over by itself, the link comes back and traffic returns.
 * ``failover.moved_ms.median``: from the cut until `ofproto/trace` of the
   ping's packet at the ITR shows another RLOC (polled every ~20 ms).
 * ``failover.back_ms.median``: from restoring the link until it shows the
-  primary again (BFD's return: its slow 1 s rate while down, then up).
+  primary again; ``failover.bfd_up_ms.median``: until the ITR's BFD session
+  to the primary is up.  The return follows BFD, and BFD is slow to come up:
+  while a session is not up OVS sends at most one packet a second (RFC 5880
+  6.8.3, `bfd_min_tx`), and the three-way handshake needs one from each end.
 
 Baseline: BFD's detection time min_rx x mult (300 ms) from the settings the
 run used; ratio = measured / bound.  A cut lands at a random point between
@@ -83,6 +86,7 @@ def figures(cycles: list[failover.FailoverOutcome], stale: list[str]) -> dict[st
     outages = [c.outage_ms for c in cycles if c.outage_ms is not None]
     moved = [c.moved_ms for c in cycles if c.moved_ms is not None]
     back = [c.back_ms for c in cycles if c.back_ms is not None]
+    bfd_up = [c.bfd_up_ms for c in cycles if c.bfd_up_ms is not None]
     common = {"cycles": len(cycles), "recovered": len(outages), "bfd": asdict(bfd),
               "lost_after_restore": sum(c.lost_after_restore for c in cycles), "stale": len(stale)}
     nan = float("nan")
@@ -100,6 +104,7 @@ def figures(cycles: list[failover.FailoverOutcome], stale: list[str]) -> dict[st
         "failover.outage_ms.max": figure(outages, max, bound_ms, None),
         "failover.moved_ms.median": figure(moved, statistics.median, bound_ms, None),
         "failover.back_ms.median": figure(back, statistics.median, bound_ms, None),
+        "failover.bfd_up_ms.median": figure(bfd_up, statistics.median, bound_ms, None),
     }
 
 

@@ -168,12 +168,15 @@ class FailoverConfig:
     """Failover in the switch (lisp_ryu/flows/failover.py): BFD ports towards every peer RLOC.
 
     Needs the xTR's `ovsdb` (the controller creates the ports there).  The
-    ports get OpenFlow numbers from `port_base` up.
+    ports get OpenFlow numbers from `port_base` up.  A port outlives its last
+    use by `grace` seconds, so a mapping that flaps (a move and back) does not
+    restart its BFD session, which takes a second or more to come up.
     """
 
     enabled: bool = True
     bfd: BfdConfig = BfdConfig()
     port_base: int = 1000
+    grace: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -430,7 +433,10 @@ def _failover(node: Node | None) -> FailoverConfig:
                         mult=bfd_node.get("mult", schema.int_range(1, 255), d.mult))
         bfd_node.done()
     out = FailoverConfig(enabled=node.get("enabled", _bool, True), bfd=bfd,
-                         port_base=node.get("port_base", schema.int_range(1, 0xFE00), FailoverConfig.port_base))
+                         port_base=node.get("port_base", schema.int_range(1, 0xFE00), FailoverConfig.port_base),
+                         grace=node.get("grace", schema.finite_number, FailoverConfig.grace))
+    if out.grace < 0:
+        raise node.error("grace", f"must be >= 0 (seconds), got {out.grace}")
     node.done()
     return out
 

@@ -171,8 +171,10 @@ class XtrPlan:
     router_mac: str = "02:00:00:00:00:fe"  # eth_src for hosts outside any gateway's subnet
     tunnel_source: IPAddress | None = None  # set tun_src: needed when the tunnel port's local_ip=flow
     proxy: Proxy | None = None  # PxTR role; needs native_port
-    # Every RLOC of the positive map-cache, probed down or not: the peers a BFD port is kept towards.
+    # Every RLOC of the positive map-cache, probed down or not, and the ITRs that probe us:
+    # the peers a BFD port is kept towards; `probers`: those among them only because they probe us.
     peers: tuple[IPAddress, ...] = ()
+    probers: tuple[IPAddress, ...] = ()
     failover_ports: tuple[FailoverPort, ...] = ()  # the BFD ports the glue keeps (empty: no failover)
     replicates: tuple[Replicate, ...] = ()  # planned moves seen from an ITR: send to both RLOCs
     expected: tuple[Expected, ...] = ()  # planned moves towards this site: hold their traffic

@@ -12,13 +12,25 @@ A map-cache entry with two or more usable locators compiles to:
 
     ROUTE flow -> FF group
       bucket per priority level, best first:
-        one locator:     watch_port=<BFD port to it>, output to that port
+        one locator:     watch_port=<BFD port to it>, tunnel to it
         several:         watch_group=<select group>, group action; the select
                          group's buckets (weights) each watch their BFD port,
                          and OVS hashes over the live ones only
       last bucket:       watch_port=<the flow-based port> (always live): what
                          the entry compiled to without failover (tun_dst on the
                          flow-based port, or the weighted select group over it)
+
+Every bucket sends through the flow-based port (tun_dst, tun_src): a BFD
+port is a liveness signal only, never a data path.  Its key (VNI) is
+`BFD_KEY`, not the instance-ID, so a peer's data never lands on it either:
+OVS maps a received tunnel packet to the port with the most specific match,
+and a port that matched data would make a packet that needs an upcall
+while OVS adds that port get dropped (the tunnel is known to the receive
+map before the port is known to translation: `datapath_drop_upcall_error`),
+which is exactly when a brand-new peer's first packets arrive.  Data with
+instance-ID `BFD_KEY` would still land on the BFD ports, so they stay
+decapsulation entry points (`classify_flows`) and a redirect arriving on one
+leaves by the flow-based port's number (`redirect_flows`).
 
 Why FF of select groups rather than one FF group per locator with the
 controller re-balancing: the weights keep holding among the survivors of a
@@ -30,10 +42,7 @@ BFD (a third-party ETR, an xTR without OVSDB access), or the BFD path is
 broken while data still flows (then probing decides, as before).
 
 Ports: one per (local RLOC, remote RLOC), named and numbered by the glue
-(`lisp_ryu.glue.failover_ports`).  A receiver picks the fixed port that
-points back at the sender when there is one, so every port is also a
-decapsulation entry point (`classify_flows`), and a redirect that hairpins
-must leave by the flow-based port by number (`redirect_flows`).
+(`lisp_ryu.glue.failover_ports`).
 """
 
 from __future__ import annotations
@@ -42,11 +51,12 @@ import ipaddress
 import zlib
 from typing import Callable, Iterable
 
-from lisp_ryu.flows.model import Action, Bucket, Flow, Group, GroupAction, Output, SetField, match
+from lisp_ryu.flows.model import Action, Bucket, Flow, Group, GroupAction, match
 from lisp_ryu.plan import FailoverPort, RemoteAction, RemoteEntry, Rloc
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 RLOC_UNUSABLE_PRIORITY = 255
+BFD_KEY = 0xFFFFFF  # the BFD ports' VNI: the last 24-bit instance-ID, so no data lands on them
 GROUP_ID_SPACE = 0x7FFFFFFE
 
 
@@ -138,9 +148,9 @@ def encap(entry: RemoteEntry, gids: tuple[int, ...], ports: tuple[tuple[IPAddres
           tunnel: Callable[[IPAddress], tuple[Action, ...]]) -> tuple[tuple[Group, ...], tuple[Action, ...]]:
     """The groups of a failover entry and the ROUTE flow's actions (a jump to the FF group).
 
-    `tunnel(rloc)` is the encapsulation through the flow-based port (what the
-    entry compiles to without failover); `usable` is the compiler's choice of
-    locators for it.
+    `tunnel(rloc)` is the encapsulation through the flow-based port (every
+    bucket's, the watched BFD port only says whether the path is alive);
+    `usable` is the compiler's choice of locators for the last bucket.
     """
     port_of = dict(ports)
     ids = iter(gids)
@@ -148,21 +158,15 @@ def encap(entry: RemoteEntry, gids: tuple[int, ...], ports: tuple[tuple[IPAddres
     groups: list[Group] = []
     buckets: list[Bucket] = []
 
-    def through_port(rloc: Rloc) -> tuple[Action, ...]:
-        # The fixed port ignores tun_dst; it is set anyway so dump-flows and adoption read the RLOC.
-        family = "ipv4" if rloc.address.version == 4 else "ipv6"
-        return (SetField("tunnel_id", entry.iid), SetField(f"tun_{family}_dst", str(rloc.address)),
-                Output(port_of[rloc.address]))
-
     for level in _bfd_levels(entry, port_of):
         if len(level) == 1:
             r = level[0]
-            buckets.append(Bucket(0, through_port(r), watch_port=port_of[r.address]))
+            buckets.append(Bucket(0, tunnel(r.address), watch_port=port_of[r.address]))
             continue
         sid = next(ids)
         equal = all(r.weight == 0 for r in level)
         groups.append(Group(sid, "select", tuple(
-            Bucket(1 if equal else r.weight, through_port(r), watch_port=port_of[r.address]) for r in level)))
+            Bucket(1 if equal else r.weight, tunnel(r.address), watch_port=port_of[r.address]) for r in level)))
         buckets.append(Bucket(0, (GroupAction(sid),), watch_group=sid))
     fallback = usable(entry.rlocs)
     if len(fallback) == 1:

@@ -35,7 +35,7 @@ from lisp_ryu.flows.diff import diff
 from lisp_ryu.flows.model import DesiredState
 from lisp_ryu.flows.pipeline import PipelineError, Table, is_ours
 from lisp_ryu.glue import moves
-from lisp_ryu.glue.failover_ports import FailoverPorts
+from lisp_ryu.glue.failover_ports import BfdMesh, FailoverPorts
 from lisp_ryu.glue.netns import open_udp_socket
 from lisp_ryu.wire import LISP_CONTROL_PORT
 from lisp_ryu.mapserver.service import MapServer
@@ -143,6 +143,7 @@ class Controller:
             LOG.info("embedded Map-Server listening on %s:%d%s", listen[0], listen[1],
                      f" in netns {ms.netns}" if ms.netns else "")
 
+        mesh = BfdMesh()  # our xTRs make their BFD ports towards each other at both ends at once
         for xtr in config.xtrs:
             core = XtrCore(xtr, nonces=nonces, rng=rng, clock_offset=wall_clock() - clock())
             rloc = xtr.rlocs[0].address
@@ -155,8 +156,8 @@ class Controller:
                                                                dpid=xtr.dpid, receivers=receivers))
             if xtr.ovsdb is not None and xtr.failover.enabled:
                 endpoint.failover = FailoverPorts(
-                    xtr, spawn=spawn or (lambda fn: fn()),
-                    changed=lambda dpid=xtr.dpid: controller.request_push(dpid, "BFD port numbers"))
+                    xtr, spawn=spawn or (lambda fn: fn()), mesh=mesh, clock=clock,
+                    changed=lambda dpid=xtr.dpid: controller.request_push(dpid, "BFD ports"))
                 LOG.info("xTR %s: failover in the switch: BFD ports (%d ms x %d) created in %s", xtr.name,
                          xtr.failover.bfd.min_rx, xtr.failover.bfd.mult, xtr.ovsdb)
             else:
@@ -341,7 +342,7 @@ class Controller:
         try:
             plan = endpoint.core.plan()
             if endpoint.failover is not None:
-                plan = replace(plan, failover_ports=endpoint.failover.ports(plan.peers))
+                plan = replace(plan, failover_ports=endpoint.failover.ports(plan.peers, probers=plan.probers))
             desired = compile_plan(plan)
         except (CompileError, PipelineError) as exc:
             # A plan the compiler refuses: keep the switch as it is (traffic keeps flowing on
@@ -528,6 +529,8 @@ class Controller:
         """Seconds until the earliest deadline of any core (at most MAX_WAIT)."""
         waits = [d - e.clock() for e in self.endpoints if (d := e.core.next_deadline()) is not None]
         waits += [s.pushed_at + s.push_cost - self.xtrs[d].clock() for d, s in self.sessions.items() if s.deferred]
+        waits += [d - e.failover.clock() for e in self.xtrs.values()
+                  if e.failover is not None and (d := e.failover.next_expiry()) is not None]
         return max(0.0, min([MAX_WAIT, *waits]))
 
     def run_timers(self) -> None:
@@ -546,6 +549,10 @@ class Controller:
                     LOG.exception("%s: error in timer", endpoint.name)
                     continue
                 self.run(endpoint, effects)
+        for dpid, endpoint in list(self.xtrs.items()):  # BFD ports past their grace go
+            ports = endpoint.failover
+            if ports is not None and (d := ports.next_expiry()) is not None and d <= ports.clock() and ports.expire():
+                self.request_push(dpid, "BFD ports past their grace")
 
 
 def _family(address: IPAddress) -> int:

@@ -8,14 +8,26 @@ OpenDaylight need: the switch's ovsdb-server listening on a socket the
 controller can open (`ptcp:`/`pssl:`, or a unix socket on the same host).
 
 One port per (our RLOC, peer RLOC) of the same family: a fixed-remote
-LISP-GPE port (`exts=gpe dst_port=4341 packet_type=legacy_l3 key=flow`,
-`local_ip` and `remote_ip` fixed) running BFD, named `lf` + 8 hex digits of a
-hash of the pair, numbered from `failover.port_base` (ofport_request, so the
+LISP-GPE port (`exts=gpe dst_port=4341 packet_type=legacy_l3`, `local_ip`
+and `remote_ip` fixed, `key` the fixed VNI `BFD_KEY` so the peer's data,
+which carries its instance-ID, keeps arriving on the flow-based port: why,
+in lisp_ryu/flows/failover.py) running BFD, named `lf` + 8 hex digits of a
+hash of the pair and key (a port of another kind left by an older
+controller is replaced), numbered from `failover.port_base` (ofport_request, so the
 flows can name a port before OVS made it), and marked in external_ids
 (`lisp-ryu-xtr`, `lisp-ryu-local`, `lisp-ryu-remote`) so the controller
-finds and removes exactly its own ports, also after a restart.  Both ends of
-a BFD session need a port towards each other (DESIGN.md §9): every xTR keeps
-one towards every RLOC in its map-cache, so two sites that talk have both.
+finds and removes exactly its own ports, also after a restart.
+
+Which ports: both ends of a BFD session need a port towards each other
+(DESIGN.md §9).  An xTR needs one towards every RLOC of its map-cache and
+towards every ITR that probes it (a foreign lisp-ryu xTR that sends to us
+but to which we never send).  Between the xTRs one controller drives
+(`BfdMesh`), a port is made at both ends as soon as either end needs it, so a
+session never waits for the reverse traffic.  A port no longer needed stays
+`failover.grace` seconds (a mapping that flaps keeps its session), then goes.
+A port towards a peer that runs no BFD never comes up: its fast-failover
+bucket is dead and traffic takes the last bucket, the flow-based port that
+probing governs, as without failover.
 
 `ports(peers)` is bookkeeping only and returns at once (the flows are pushed
 against the numbers it returns); OVSDB is written in the background
@@ -30,9 +42,11 @@ import json
 import logging
 import subprocess
 import zlib
+import time
 from typing import Callable, Iterable, Sequence
 
 from lisp_ryu.config import XtrConfig
+from lisp_ryu.flows.failover import BFD_KEY
 from lisp_ryu.plan import FailoverPort
 
 LOG = logging.getLogger("lisp_ryu")
@@ -43,7 +57,7 @@ Pair = tuple[IPAddress, IPAddress]
 
 def port_name(local: IPAddress, remote: IPAddress) -> str:
     """At most 15 characters (an interface name), stable for the pair."""
-    return f"lf{zlib.crc32(f'{local}>{remote}'.encode()):08x}"
+    return f"lf{zlib.crc32(f'{local}>{remote}/{BFD_KEY}'.encode()):08x}"
 
 
 def run_vsctl(db: str, args: Sequence[str], timeout: float = 10.0) -> str:
@@ -54,12 +68,47 @@ def run_vsctl(db: str, args: Sequence[str], timeout: float = 10.0) -> str:
     return out.stdout
 
 
+def add_port_args(xtr: XtrConfig, bridge: str, local: IPAddress, remote: IPAddress, ofport: int) -> list[str]:
+    """The ovs-vsctl words that add the BFD port (local, remote) to `bridge`, numbered `ofport`."""
+    name, bfd = port_name(local, remote), xtr.failover.bfd
+    return ["--", "add-port", bridge, name, "--", "set", "interface", name, "type=vxlan",
+            f"ofport_request={ofport}", "options:exts=gpe", f"options:dst_port={xtr.tunnel_udp_port}",
+            "options:packet_type=legacy_l3", f"options:key={BFD_KEY}", f"options:local_ip={local}",
+            f"options:remote_ip={remote}", "bfd:enable=true", f"bfd:min_tx={bfd.min_tx}",
+            f"bfd:min_rx={bfd.min_rx}", f"bfd:mult={bfd.mult}",
+            f"external_ids:{MARK}={xtr.name}", f"external_ids:lisp-ryu-local={local}",
+            f"external_ids:lisp-ryu-remote={remote}"]
+
+
+class BfdMesh:
+    """The xTRs of one controller: a port between two of them is made at both ends when either needs it."""
+
+    def __init__(self) -> None:
+        self.members: list[FailoverPorts] = []
+
+    def rlocs(self) -> set[IPAddress]:
+        return {local for member in self.members for local in member.locals}
+
+    def reciprocal(self, member: FailoverPorts) -> set[Pair]:
+        """The ports `member` keeps because another of our xTRs needs one towards it."""
+        return {(remote, local) for other in self.members if other is not member
+                for (local, remote) in other.needed if remote in member.locals}
+
+    def needs_changed(self, member: FailoverPorts, pairs: set[Pair]) -> None:
+        """`member` started or stopped needing `pairs`: the xTRs at their far ends recompute theirs."""
+        remotes = {remote for _, remote in pairs}
+        for other in self.members:
+            if other is not member and remotes & set(other.locals):
+                other.spawn(other.changed)
+
+
 class FailoverPorts:
     """What BFD ports one xTR's switch should have, and the background writer that makes it so."""
 
     def __init__(self, xtr: XtrConfig, *, spawn: Callable[[Callable[[], None]], object] = lambda f: f(),
                  changed: Callable[[], None] = lambda: None,
-                 vsctl: Callable[[str, Sequence[str]], str] = run_vsctl):
+                 vsctl: Callable[[str, Sequence[str]], str] = run_vsctl,
+                 mesh: BfdMesh | None = None, clock: Callable[[], float] = time.monotonic):
         if xtr.ovsdb is None:
             raise ValueError(f"xTR {xtr.name}: failover needs its ovsdb")
         self.xtr = xtr
@@ -73,6 +122,14 @@ class FailoverPorts:
             taken.add(xtr.native_port)
         self._reserved = frozenset(taken)
         self.assigned: dict[Pair, int] = {}  # the ports we want, with their OpenFlow numbers
+        self.needed: set[Pair] = set()  # what our own map-cache and probers need (not the mesh's)
+        self.last_needed: dict[Pair, float] = {}  # when each wanted port was last needed
+        self._kept: set[Pair] = set()  # needed at the last `ports` (the others are in their grace)
+        self.grace = xtr.failover.grace
+        self.clock = clock
+        self.mesh = mesh
+        if mesh is not None:
+            mesh.members.append(self)
         self._busy = False
         self._dirty = False
         self.bridge: str | None = None
@@ -81,16 +138,31 @@ class FailoverPorts:
 
     # ---- bookkeeping (synchronous, pure but for the background write it schedules)
 
-    def ports(self, peers: Iterable[IPAddress]) -> tuple[FailoverPort, ...]:
-        """The ports for `peers` (every peer RLOC of the map-cache), numbers kept while wanted."""
+    def ports(self, peers: Iterable[IPAddress], now: float | None = None,
+              probers: Iterable[IPAddress] = ()) -> tuple[FailoverPort, ...]:
+        """The ports for `peers` (the plan's: map-cache RLOCs and probers), the mesh's, and those
+        in their grace; numbers kept while wanted.  A peer among `probers` (there only because it
+        probes us) that is one of our own xTRs needs nothing of its own: the mesh gives it the
+        port back exactly while it needs one."""
         if not self._loaded:
             self._load()
-        want = [(local, remote) for remote in peers for local in self.locals
-                if local.version == remote.version and local != remote]
-        wanted = set(want)
+        now = self.clock() if now is None else now
+        ours = self.mesh.rlocs() if self.mesh is not None else set()
+        skip = {p for p in probers if p in ours}
+        own = {(local, remote) for remote in peers if remote not in skip for local in self.locals
+               if local.version == remote.version and local != remote}
+        moved, self.needed = own ^ self.needed, own
+        self._kept = own | (self.mesh.reciprocal(self) if self.mesh is not None else set())
+        for pair in self._kept:
+            self.last_needed[pair] = now
+        for pair, since in list(self.last_needed.items()):
+            if pair not in self._kept and now - since >= self.grace:
+                del self.last_needed[pair]
+        order = {local: i for i, local in enumerate(self.locals)}
+        want = sorted(self.last_needed, key=lambda p: (p[1].version, int(p[1]), order.get(p[0], len(order))))
         before = dict(self.assigned)
         for pair in list(self.assigned):
-            if pair not in wanted:
+            if pair not in self.last_needed:
                 del self.assigned[pair]
         used = set(self.assigned.values()) | self._reserved
         number = self.xtr.failover.port_base
@@ -103,7 +175,20 @@ class FailoverPorts:
             used.add(number)
         if self.assigned != before:
             self.sync()
+        if moved and self.mesh is not None:
+            self.mesh.needs_changed(self, moved)
         return self.current()
+
+    def expire(self, now: float | None = None) -> bool:
+        """Drop the ports whose grace is over (the needs as at the last `ports`): True if any went."""
+        before = set(self.assigned)
+        self.ports({remote for _, remote in self.needed}, now)
+        return set(self.assigned) != before
+
+    def next_expiry(self) -> float | None:
+        """When (on `clock`) a port kept only by its grace should go: the next push then drops it."""
+        return min((since + self.grace for pair, since in self.last_needed.items() if pair not in self._kept),
+                   default=None)
 
     def _load(self) -> None:
         """Once, before the first push: the ports an earlier controller left keep their numbers,
@@ -118,6 +203,7 @@ class FailoverPorts:
         for pair, ofport in found.items():
             if pair[0] in self.locals and ofport > 0:
                 self.assigned[pair] = ofport
+                self.last_needed[pair] = self.clock()  # a grace, while the map-cache fills again
 
     def existing_pairs(self) -> dict[Pair, int]:
         """Our ports on the switch as (local, remote) -> OpenFlow number, from their external_ids."""
@@ -195,17 +281,10 @@ class FailoverPorts:
         args: list[str] = []
         for name in sorted(have.keys() - want.keys()):
             args += ["--", "--if-exists", "del-port", bridge, name]
-        bfd = self.xtr.failover.bfd
         for name, (local, remote, ofport) in sorted(want.items()):
             if name in have:
                 continue
-            args += ["--", "add-port", bridge, name, "--", "set", "interface", name, "type=vxlan",
-                     f"ofport_request={ofport}", "options:exts=gpe", f"options:dst_port={self.xtr.tunnel_udp_port}",
-                     "options:packet_type=legacy_l3", "options:key=flow", f"options:local_ip={local}",
-                     f"options:remote_ip={remote}", "bfd:enable=true", f"bfd:min_tx={bfd.min_tx}",
-                     f"bfd:min_rx={bfd.min_rx}", f"bfd:mult={bfd.mult}",
-                     f"external_ids:{MARK}={self.xtr.name}", f"external_ids:lisp-ryu-local={local}",
-                     f"external_ids:lisp-ryu-remote={remote}"]
+            args += add_port_args(self.xtr, bridge, local, remote, ofport)
         if args:
             self.vsctl(self.db, args)
             added = sum(1 for n in want if n not in have)

@@ -176,6 +176,8 @@ class XtrCore:
                                                         cfg.proxy.address),
             peers=tuple(sorted((peers | self.prober.probed_by.keys()) - set(self.state.rlocs),
                                key=lambda a: (a.version, int(a)))),
+            probers=tuple(sorted(self.prober.probed_by.keys() - peers - set(self.state.rlocs),
+                                 key=lambda a: (a.version, int(a)))),
             replicates=tuple(Replicate(iid, ip, m.rlocs) for (iid, ip), m in sorted(self.state.replicating.items(),
                                                                                    key=str)),
             expected=tuple(Expected(iid, ip) for (iid, ip) in sorted(self.state.expected, key=str)),

@@ -17,11 +17,11 @@ FLOWS = """ cookie=0x1, duration=1s, table=0, n_packets=0, n_bytes=0, priority=3
  cookie=0x4, duration=1s, table=1, n_packets=0, n_bytes=0, priority=3080,ip,metadata=0x2a/0xffffff,nw_dst=10.3.0.0/16 actions=group:7
 """
 GROUPS = """OFPST_GROUP_DESC reply (OF1.3) (xid=0x2):
- group_id=7,type=ff,bucket=watch_port:1001,actions=set_field:0x2a->tun_id,set_field:198.18.4.2->tun_dst,output:1001,bucket=watch_port:1000,actions=set_field:0x2a->tun_id,set_field:198.18.3.2->tun_dst,output:1000,bucket=watch_port:100,actions=set_field:0x2a->tun_id,set_field:198.18.4.2->tun_dst,output:100
+ group_id=7,type=ff,bucket=watch_port:1001,actions=set_field:0x2a->tun_id,set_field:198.18.4.2->tun_dst,output:100,bucket=watch_port:1000,actions=set_field:0x2a->tun_id,set_field:198.18.3.2->tun_dst,output:100,bucket=watch_port:100,actions=set_field:0x2a->tun_id,set_field:198.18.4.2->tun_dst,output:100
 """
-BFD = ('lf6c97f8fe,"dst_port=4341 exts=gpe key=flow local_ip=198.18.1.2 packet_type=legacy_l3 remote_ip=198.18.3.2",'
+BFD = ('lf6c97f8fe,"dst_port=4341 exts=gpe key=16777215 local_ip=198.18.1.2 packet_type=legacy_l3 remote_ip=198.18.3.2",'
        '"diagnostic=""No Diagnostic"" flap_count=1 forwarding=true remote_state=up state=up",\n'
-       'lf095a523e,"dst_port=4341 exts=gpe key=flow local_ip=198.18.1.2 packet_type=legacy_l3 remote_ip=198.18.4.2",'
+       'lf095a523e,"dst_port=4341 exts=gpe key=16777215 local_ip=198.18.1.2 packet_type=legacy_l3 remote_ip=198.18.4.2",'
        '"diagnostic=""No Diagnostic"" flap_count=1 forwarding=true remote_state=up state=up",\n')
 
 
@@ -38,7 +38,36 @@ def lab(monkeypatch, flows=FLOWS, groups=GROUPS, bfd=BFD):
     dumps = {"dump-ports-desc": PORTS, "dump-flows": flows, "dump-groups": groups}
     monkeypatch.setattr(failover, "ofctl", lambda site, command, *a, **k: dumps[command])
     monkeypatch.setattr(failover, "vsctl", lambda site, *a, **k: bfd)
-    return SimpleNamespace(sites=[SimpleNamespace(name="dc1", host_ports={"h1": 1}, reserved_ports=RESERVED)])
+    return SimpleNamespace(sites=[SimpleNamespace(name="dc1", host_ports={"h1": 1}, reserved_ports=RESERVED,
+                                                  rlocs=[SimpleNamespace(address="198.18.1.2")])])
+
+
+def two_sites(monkeypatch, dc1_flows, dc3_bfd):
+    """dc1 (198.18.1.2) with a BFD port to dc3 (198.18.3.2); dc3 with `dc3_bfd` and no flows to dc1."""
+    dc1_bfd = BFD.splitlines()[0] + "\n"
+    dumps = {"dc1": {"dump-ports-desc": PORTS, "dump-flows": dc1_flows, "dump-groups": ""},
+             "dc3": {"dump-ports-desc": PORTS, "dump-flows": "", "dump-groups": ""}}
+    monkeypatch.setattr(failover, "ofctl", lambda site, command, *a, **k: dumps[site][command])
+    monkeypatch.setattr(failover, "vsctl", lambda site, *a, **k: dc1_bfd if site == "dc1" else dc3_bfd)
+    return SimpleNamespace(sites=[
+        SimpleNamespace(name="dc1", host_ports={"h1": 1}, reserved_ports=RESERVED,
+                        rlocs=[SimpleNamespace(address="198.18.1.2")]),
+        SimpleNamespace(name="dc3", host_ports={}, reserved_ports={}, rlocs=[SimpleNamespace(address="198.18.3.2")])])
+
+
+TO_DC3 = (" cookie=0x4, duration=1s, table=1, n_packets=0, n_bytes=0, priority=3080,ip,metadata=0x2a/0xffffff,"
+          "nw_dst=10.3.0.0/16 actions=set_field:0x2a->tun_id,set_field:198.18.3.2->tun_dst,output:100\n")
+BACK = ('lf11111111,"dst_port=4341 exts=gpe key=16777215 local_ip=198.18.3.2 packet_type=legacy_l3 '
+        'remote_ip=198.18.1.2","diagnostic=""No Diagnostic"" flap_count=1 forwarding=true remote_state=up state=up",\n')
+
+
+def test_a_port_only_the_far_end_sends_through_is_kept_and_needs_its_port_back(monkeypatch):
+    # dc3 never sends to dc1: its port back is there for dc1's session, not stale.
+    assert failover.leftovers(two_sites(monkeypatch, TO_DC3, BACK)) == []
+    problems = failover.leftovers(two_sites(monkeypatch, TO_DC3, ""))
+    assert len(problems) == 1 and "lf6c97f8fe has no port back from dc3" in problems[0]
+    problems = failover.leftovers(two_sites(monkeypatch, "", BACK))  # neither end tunnels to the other
+    assert sorted(p.split(":")[0] for p in problems if "no flow uses at either end" in p) == ["dc1", "dc3"]
 
 
 def test_a_clean_site_has_no_leftovers(monkeypatch):

@@ -68,11 +68,7 @@ def test_random_topology(seed, tmp_path, monkeypatch):
     print(f"seed {seed}: {topology_random.describe(doc)}\nreplay: {replay(seed)}")
     env = LabEnv(monkeypatch, tmp_path / "run", "lz-")
     where = f"seed {seed} ({topology_random.describe(doc)}); replay: {replay(seed)}"
-    # Failover in the switch off: creating BFD ports towards a brand-new peer can lose the packet
-    # arriving at that moment (open in issue 20; soak seeds 15, 24, 48), and this test is about
-    # first packets, tenants and moves on random topologies.
-    with controller_lab(env, path, failover={"enabled": False},
-                        extra_args=("--wsapi-port", str(REST_PORT))) as state:
+    with controller_lab(env, path, extra_args=("--wsapi-port", str(REST_PORT))) as state:
         try:
             check(state, "", where)
             rng = random.Random(seed)

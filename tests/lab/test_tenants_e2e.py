@@ -24,10 +24,7 @@ REST_PORT = 8241
 def lab(tmp_path_factory, module_monkeypatch):
     env, topo_file = private_lab(tmp_path_factory, module_monkeypatch, "tenants", "ln-", "six-dc-two-tenants.yaml",
                                  "198.19.240.0/24", 6711)
-    # Failover in the switch off: creating BFD ports towards a brand-new peer can lose the packet
-    # arriving at that moment (open in issue 20), and this test is about first packets and tenants.
-    with controller_lab(env, topo_file, failover={"enabled": False},
-                        extra_args=("--wsapi-port", str(REST_PORT))) as state:
+    with controller_lab(env, topo_file, extra_args=("--wsapi-port", str(REST_PORT))) as state:
         yield state
 
 

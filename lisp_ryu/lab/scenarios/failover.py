@@ -120,6 +120,13 @@ def bfd_ports(state: LabState) -> dict[str, str]:
     return out
 
 
+def bfd_up(state: LabState, site: str, remote: str) -> bool:
+    """`site`'s BFD session(s) towards `remote` are up."""
+    listing = vsctl(site, "--bare", "--format=csv", "--no-headings", "--columns=bfd_status", "find", "interface",
+                    f"external_ids:{MARK}={site}", f"external_ids:lisp-ryu-remote={remote}", state=state)
+    return bool(listing.strip()) and all(re.search(r"(?<![_a-z])state=up", line) for line in listing.splitlines())
+
+
 def armed(state: LabState) -> bool:
     """Failover in the switch is ready: every BFD port's session is up (True if there are none)."""
     return all(re.search(r"(?<![_a-z])state=up", status) for status in bfd_ports(state).values())
@@ -161,12 +168,13 @@ class FailoverOutcome:
     lost: int  # probes sent after the cut that got no reply before the first answered one
     moved_ms: float | None  # cut -> the ITR's datapath tunnels to another RLOC (ofproto/trace, polled)
     back_ms: float | None  # restore -> it tunnels to the primary again
+    bfd_up_ms: float | None  # restore -> the ITR's BFD session to the primary is up (what `back_ms` follows)
     lost_after_restore: int  # probes lost between the restore and the end of the cycle
     answered_after_restore: int
 
 
 def outcome(probes: tuple[Probe, ...], cut_at: float, moved_at: float | None, restored_at: float,
-            back_at: float | None, end: float) -> FailoverOutcome:
+            back_at: float | None, end: float, bfd_up_at: float | None = None) -> FailoverOutcome:
     """What one cut/restore cycle did to the probes and to the ITR's choice of RLOC."""
     after_cut = [p for p in probes if cut_at <= p.sent < restored_at]
     first = next((p for p in after_cut if p.received is not None), None)
@@ -177,6 +185,7 @@ def outcome(probes: tuple[Probe, ...], cut_at: float, moved_at: float | None, re
         lost=sum(1 for p in after_cut if p.received is None and (first is None or p.sent < first.sent)),
         moved_ms=None if moved_at is None else (moved_at - cut_at) * 1000.0,
         back_ms=None if back_at is None else (back_at - restored_at) * 1000.0,
+        bfd_up_ms=None if bfd_up_at is None else (bfd_up_at - restored_at) * 1000.0,
         lost_after_restore=sum(1 for p in after_restore if p.received is None),
         answered_after_restore=sum(1 for p in after_restore if p.received is not None),
     )
@@ -217,15 +226,24 @@ def run(state: LabState, *, cycles: int = 1, pinger: str = "h1", target: str = "
                 time.sleep(settle)
             finally:
                 restored_at = set_link(state, end, up=True)
-            back_at = wait_for(lambda: active_rloc(state, pinger, target_ip) == primary, timeout,
-                               f"{pinger}'s xTR to tunnel to {primary} again after the restore")
+            seen: dict[str, float] = {}
+
+            def back() -> bool:  # the return, and the ITR's BFD session to the primary, whichever first
+                now = time.time()
+                if "bfd" not in seen and bfd_up(state, state.host(pinger).site, primary):
+                    seen["bfd"] = now
+                if "back" not in seen and active_rloc(state, pinger, target_ip) == primary:
+                    seen["back"] = now
+                return len(seen) == 2
+
+            wait_for(back, timeout, f"{pinger}'s xTR to tunnel to {primary} again after the restore")
             wait_for(lambda: armed(state), timeout, "every BFD session up again after the restore")
             time.sleep(settle)
-            marks.append((cut_at, moved_at, restored_at, back_at, time.time()))
+            marks.append((cut_at, moved_at, restored_at, seen["back"], time.time(), seen["bfd"]))
     finally:
         probes = prober.stop()
-    for cut_at, moved_at, restored_at, back_at, stop in marks:
-        outcomes.append(outcome(probes, cut_at, moved_at, restored_at, back_at, stop))
+    for cut_at, moved_at, restored_at, back_at, stop, bfd_at in marks:
+        outcomes.append(outcome(probes, cut_at, moved_at, restored_at, back_at, stop, bfd_at))
     return outcomes
 
 
@@ -265,44 +283,65 @@ def leftovers(state: LabState) -> list[str]:
 
     Per site: a flow or bucket naming a port the bridge does not have
     (except the pipeline's flows for a configured host port that nothing
-    is plugged into: `_dormant`), a
-    flow or group naming a missing group, a group nothing uses, a BFD port of
-    ours towards an RLOC no flow or group of the site tunnels to, a BFD port
-    whose session is not up (the scenario ends with every link up) or that
-    OVS could not open.
+    is plugged into: `_dormant`), a flow or group naming a missing group, a
+    group nothing uses; a BFD port of ours that neither end uses (no flow or
+    group of the site tunnels to its remote RLOC, nor does the lab site that
+    holds that RLOC tunnel back to its local one: run this after
+    `failover.grace`), a BFD port towards a lab site that has no port back,
+    a BFD port whose session is not up (the scenario ends with every link up)
+    or that OVS could not open.
     """
     problems = []
+    owner = {r.address: site.name for site in state.sites for r in site.rlocs}
+    destinations: dict[str, set[str]] = {}
+    ports: dict[str, list[tuple[str, str | None, str | None, str]]] = {}
     for site in state.sites:
-        name = site.name
-        configured = set(site.reserved_ports.values()) | set(site.host_ports.values())
-        ports = {int(n) for n, _ in _PORT_DESC.findall(ofctl(name, "dump-ports-desc", state=state))}
-        flows = [line for line in ofctl(name, "dump-flows", state=state).splitlines() if "actions=" in line]
-        groups = {}
-        for line in ofctl(name, "dump-groups", state=state).splitlines():
-            m = re.search(r"group_id=(\d+)", line)
-            if m:
-                groups[int(m.group(1))] = line
-        for text in flows + list(groups.values()):
-            for port in _PORT_REFS.findall(text):
-                if int(port) not in ports and not _dormant(text, int(port), configured):
-                    problems.append(f"{name}: port {port} does not exist: {text.strip()}")
-        used: set[int] = set()
-        for text in flows:
-            used.update(int(g) for g in _GROUP_REFS.findall(text))
-        for gid, text in groups.items():
-            used.update(int(g) for g in _GROUP_REFS.findall(text.split("group_id=")[1].split(",", 1)[1]))
-        for gid in used - groups.keys():
-            problems.append(f"{name}: group {gid} is used but missing")
-        for gid in groups.keys() - used:
-            problems.append(f"{name}: group {gid} is used by nothing: {groups[gid]}")
-        destinations = set(_TUN_DSTS.findall("\n".join(flows + list(groups.values()))))
-        bfd = vsctl(name, "--bare", "--format=csv", "--no-headings", "--columns=name,options,bfd_status,error",
-                    "find", "interface", f"external_ids:{MARK}={name}", state=state)
+        problems += _site_leftovers(state, site, destinations)
+        bfd = vsctl(site.name, "--bare", "--format=csv", "--no-headings", "--columns=name,options,bfd_status,error",
+                    "find", "interface", f"external_ids:{MARK}={site.name}", state=state)
+        ports[site.name] = []
         for line in bfd.splitlines():
-            port = line.split(",", 1)[0]
+            local = re.search(r"local_ip=([0-9a-fA-F.:]+)", line)
             remote = re.search(r"remote_ip=([0-9a-fA-F.:]+)", line)
-            if remote is None or remote.group(1) not in destinations:
-                problems.append(f"{name}: BFD port {port} leads to an RLOC no flow uses: {line}")
+            ports[site.name].append((line.split(",", 1)[0], local and local.group(1), remote and remote.group(1), line))
+    pairs = {(name, local, remote) for name, listed in ports.items() for _, local, remote, _ in listed}
+    for name, listed in ports.items():
+        for port, local, remote, line in listed:
+            far = owner.get(remote or "")
+            used = remote in destinations[name] or (far is not None and local in destinations.get(far, set()))
+            if not used:
+                problems.append(f"{name}: BFD port {port} leads to an RLOC no flow uses at either end: {line}")
+            if far is not None and (far, remote, local) not in pairs:
+                problems.append(f"{name}: BFD port {port} has no port back from {far}: {line}")
             if not re.search(r"(?<![_a-z])state=up", line):
                 problems.append(f"{name}: BFD port {port} is not up: {line}")
+    return problems
+
+
+def _site_leftovers(state: LabState, site, destinations: dict[str, set[str]]) -> list[str]:
+    """A site's dangling ports and groups; records the RLOCs its flows and groups tunnel to."""
+    problems = []
+    name = site.name
+    configured = set(site.reserved_ports.values()) | set(site.host_ports.values())
+    ports = {int(n) for n, _ in _PORT_DESC.findall(ofctl(name, "dump-ports-desc", state=state))}
+    flows = [line for line in ofctl(name, "dump-flows", state=state).splitlines() if "actions=" in line]
+    groups = {}
+    for line in ofctl(name, "dump-groups", state=state).splitlines():
+        m = re.search(r"group_id=(\d+)", line)
+        if m:
+            groups[int(m.group(1))] = line
+    for text in flows + list(groups.values()):
+        for port in _PORT_REFS.findall(text):
+            if int(port) not in ports and not _dormant(text, int(port), configured):
+                problems.append(f"{name}: port {port} does not exist: {text.strip()}")
+    used: set[int] = set()
+    for text in flows:
+        used.update(int(g) for g in _GROUP_REFS.findall(text))
+    for gid, text in groups.items():
+        used.update(int(g) for g in _GROUP_REFS.findall(text.split("group_id=")[1].split(",", 1)[1]))
+    for gid in used - groups.keys():
+        problems.append(f"{name}: group {gid} is used but missing")
+    for gid in groups.keys() - used:
+        problems.append(f"{name}: group {gid} is used by nothing: {groups[gid]}")
+    destinations[name] = set(_TUN_DSTS.findall("\n".join(flows + list(groups.values()))))
     return problems

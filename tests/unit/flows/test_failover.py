@@ -8,7 +8,7 @@ from lisp_ryu import plan as pt
 from lisp_ryu.flows import compiler as c
 from lisp_ryu.flows import ofp13
 from lisp_ryu.flows.diff import AddGroup, apply, diff
-from lisp_ryu.flows.model import DesiredState, GroupAction
+from lisp_ryu.flows.model import DesiredState, GroupAction, Output, SetField
 from lisp_ryu.flows.pipeline import Table
 from support.simulate import walk
 
@@ -65,8 +65,8 @@ def test_priorities_become_a_fast_failover_group_best_first_then_the_flow_based_
 
 def test_the_switch_fails_over_by_port_liveness_alone():
     state = c.compile_plan(plan(PRIMARY_BACKUP))
-    assert where(send(state)) == [(PORT[B], str(B), 0)]
-    assert where(send(state, EVERY_PORT - {PORT[B]})) == [(PORT[A], str(A), 0)]
+    assert where(send(state)) == [(TUN, str(B), 0)]
+    assert where(send(state, EVERY_PORT - {PORT[B]})) == [(TUN, str(A), 0)]
     # Neither BFD session up (not yet, or a peer without BFD): the flow-based port to the best RLOC,
     # with the source RLOC set, as without failover.
     (d,) = send(state, EVERY_PORT - {PORT[A], PORT[B]}).deliveries
@@ -77,11 +77,29 @@ def test_the_switch_fails_over_by_port_liveness_alone():
 def test_same_priority_weights_hold_among_the_live_and_a_dead_level_falls_through():
     rlocs = (pt.Rloc(A, 1, 30), pt.Rloc(B, 1, 70), pt.Rloc(C, 2, 100))
     state = c.compile_plan(plan(rlocs))
-    assert where(send(state)) == [(PORT[A], str(A), 30), (PORT[B], str(B), 70)]
-    assert where(send(state, EVERY_PORT - {PORT[A]})) == [(PORT[B], str(B), 70)]
-    assert where(send(state, EVERY_PORT - {PORT[A], PORT[B]})) == [(PORT[C], str(C), 0)]
+    assert where(send(state)) == [(TUN, str(A), 30), (TUN, str(B), 70)]
+    assert where(send(state, EVERY_PORT - {PORT[A]})) == [(TUN, str(B), 70)]
+    assert where(send(state, EVERY_PORT - {PORT[A], PORT[B]})) == [(TUN, str(C), 0)]
     # Nothing live over BFD: the weighted select group over the flow-based port, as without failover.
     assert where(send(state, frozenset({1, 2, TUN}))) == [(TUN, str(A), 30), (TUN, str(B), 70)]
+
+
+def test_bfd_ports_are_watched_only_every_bucket_tunnels_through_the_flow_based_port():
+    """A BFD port never carries data (its key is not an instance-ID): data to and from the peer
+    stays on the flow-based port, with the instance-ID and our source RLOC set."""
+    state = c.compile_plan(plan((pt.Rloc(A, 1, 30), pt.Rloc(B, 1, 70), pt.Rloc(C, 2, 100))))
+    for group in state.groups:
+        for bucket in group.buckets:
+            outputs = [a.port for a in bucket.actions if isinstance(a, Output)]
+            assert outputs in ([TUN], []), group  # [] : a jump to a select group
+            if outputs:
+                fields = {a.field: a.value for a in bucket.actions if isinstance(a, SetField)}
+                assert fields["tunnel_id"] == 42 and fields["tun_ipv4_src"] == str(LOCAL)
+    watched = {b.watch_port for g in state.groups for b in g.buckets} - {None, TUN}
+    assert watched == set(PORT.values())
+    for live in (EVERY_PORT, EVERY_PORT - {PORT[A]}, EVERY_PORT - {PORT[A], PORT[B]}, frozenset({1, 2, TUN})):
+        assert all(d.packet["tunnel_id"] == 42 and d.packet["tun_ipv4_src"] == str(LOCAL)
+                   for d in send(state, live).deliveries)
 
 
 def test_a_locator_without_a_bfd_port_is_served_by_the_last_bucket_only():

@@ -8,7 +8,8 @@ import json
 import pytest
 
 from lisp_ryu import config
-from lisp_ryu.glue.failover_ports import MARK, FailoverPorts, port_name
+from lisp_ryu.flows.failover import BFD_KEY
+from lisp_ryu.glue.failover_ports import MARK, BfdMesh, FailoverPorts, port_name
 
 ip = ipaddress.ip_address
 
@@ -56,9 +57,21 @@ class FakeOvsdb:
         return ""
 
 
-def manager(fake, **kw):
-    xtr = config.parse({"xtrs": [XTR]}).xtrs[0]
-    return FailoverPorts(xtr, vsctl=fake, **kw)
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def manager(fake, xtr=XTR, **kw):
+    kw.setdefault("clock", Clock())
+    return FailoverPorts(config.parse({"xtrs": [xtr]}).xtrs[0], vsctl=fake, **kw)
+
+
+def pairs(m):
+    return {(str(p.local), str(p.remote)) for p in m.current()}
 
 
 def test_a_port_per_local_rloc_of_the_peers_family_numbered_past_the_configured_ports():
@@ -72,7 +85,7 @@ def test_a_port_per_local_rloc_of_the_peers_family_numbered_past_the_configured_
     assert set(fake.ports) == {port_name(p.local, p.remote) for p in got}
     add = " ".join(fake.calls[-2])
     for option in ("type=vxlan", "options:exts=gpe", "options:dst_port=4341", "options:packet_type=legacy_l3",
-                   "options:key=flow", "options:local_ip=198.18.1.2", "options:remote_ip=198.18.3.2",
+                   f"options:key={BFD_KEY}", "options:local_ip=198.18.1.2", "options:remote_ip=198.18.3.2",
                    "bfd:enable=true", "bfd:min_tx=75", "bfd:min_rx=75", "bfd:mult=3", f"external_ids:{MARK}=dc1"):
         assert option in add
 
@@ -84,9 +97,20 @@ def test_numbers_stay_while_wanted_and_ports_go_with_their_peer():
     calls = len(fake.calls)
     m.ports([ip("198.18.4.2"), ip("198.18.3.2")])
     assert len(fake.calls) == calls  # nothing changed: no OVSDB transaction
-    kept = m.ports([ip("198.18.4.2")])
+    m.ports([ip("198.18.4.2")])
+    assert len(fake.calls) == calls and m.next_expiry() == 100.0 + m.grace  # kept for its grace
+    m.clock.now += m.grace - 1
+    kept = m.ports([ip("198.18.4.2"), ip("198.18.3.2")])  # back in time: nothing changed, the grace restarts
+    assert len(fake.calls) == calls and m.next_expiry() is None
+    m.ports([ip("198.18.4.2")])
+    m.clock.now += m.grace / 2
+    assert not m.expire()
+    m.clock.now += m.grace / 2
+    assert m.expire()  # past its grace: gone
+    kept = m.current()
     assert {p.remote: p.ofport for p in kept if p.local == ip("198.18.1.2")} == {ip("198.18.4.2"): first[ip("198.18.4.2")]}
     assert len(fake.ports) == 2 and port_name(ip("198.18.1.2"), ip("198.18.3.2")) not in fake.ports
+    assert m.next_expiry() is None
 
 
 def test_ports_left_by_an_earlier_controller_are_adopted_with_their_numbers():
@@ -95,9 +119,55 @@ def test_ports_left_by_an_earlier_controller_are_adopted_with_their_numbers():
     m = manager(fake)
     # Read before the first push: the first flows already name port 1500.
     first = m.ports([ip("198.18.3.2")])
-    assert {p.remote: p.ofport for p in first if p.local == ip("198.18.1.2")} == {ip("198.18.3.2"): 1500}
-    assert {p.remote: p.ofport for p in m.current() if p.local == ip("198.18.1.2")} == {ip("198.18.3.2"): 1500}
-    assert "lfdeadbeef" not in fake.ports  # ours (marked), for a peer no longer wanted
+    assert {p.remote: p.ofport for p in first if p.local == ip("198.18.1.2")}[ip("198.18.3.2")] == 1500
+    assert {p.remote: p.ofport for p in m.current() if p.local == ip("198.18.1.2")}[ip("198.18.3.2")] == 1500
+    # Ours (marked) for a peer not wanted (yet): kept for a grace while the map-cache fills again, then gone.
+    assert pairs(m) == {("198.18.1.2", "198.18.3.2"), ("198.18.5.2", "198.18.3.2"), ("198.18.1.2", "198.18.7.7")}
+    m.clock.now += m.grace
+    assert m.expire() and ("198.18.1.2", "198.18.7.7") not in pairs(m)
+    assert not any(p == ("198.18.1.2", "198.18.7.7") for p in fake.pairs.values() if p in fake.ports)
+    assert all(name.startswith("lf") and name != "lfdeadbeef" for name in fake.ports)
+
+
+DC3 = {**XTR, "name": "dc3", "dpid": 3, "rlocs": [{"address": "198.18.3.2"}, {"address": "198.18.4.2"}],
+       "hosts": [], "eid_prefixes": [{"prefix": "10.3.0.0/16", "iid": 42}]}
+
+
+def test_between_our_own_xtrs_a_port_is_made_at_both_ends_when_either_needs_it():
+    """dc1 resolves dc3: dc3 gets its ports back to dc1 at once (told to recompute), though dc3
+    has never sent to dc1; when dc1 stops needing them, both ends keep them for the grace only."""
+    mesh = BfdMesh()
+    clock = Clock()
+    pushed = []
+    dc1 = manager(FakeOvsdb(), mesh=mesh, clock=clock, changed=lambda: pushed.append("dc1"))
+    dc3 = manager(FakeOvsdb(), DC3, mesh=mesh, clock=clock, changed=lambda: pushed.append("dc3"))
+    dc3.ports([])
+    dc1.ports([ip("198.18.3.2")])
+    assert pushed == ["dc3"]  # the far end recomputes (the controller pushes it)
+    # Back from the RLOC dc1 sends to, towards each RLOC of dc1 (its ports leave from each).
+    assert {(str(p.local), str(p.remote)) for p in dc3.ports([])} == {("198.18.3.2", "198.18.1.2"),
+                                                                    ("198.18.3.2", "198.18.5.2")}
+    dc1.ports([])
+    assert pushed == ["dc3", "dc3"]
+    clock.now += dc1.grace
+    assert dc1.expire() and dc3.expire()
+    assert pairs(dc1) == pairs(dc3) == set()
+
+
+def test_a_port_the_far_end_needs_does_not_keep_ours_alive_by_itself():
+    """Reciprocity follows what each end needs of its own, so two ends never keep each other's ports forever."""
+    mesh = BfdMesh()
+    clock = Clock()
+    dc1 = manager(FakeOvsdb(), mesh=mesh, clock=clock)
+    dc3 = manager(FakeOvsdb(), DC3, mesh=mesh, clock=clock)
+    dc1.ports([ip("198.18.3.2")])
+    dc3.ports([ip("198.18.1.2")])
+    dc1.ports([])
+    dc3.ports([])
+    clock.now += dc1.grace
+    dc1.expire()
+    dc3.expire()
+    assert pairs(dc1) == pairs(dc3) == set()
 
 
 def test_an_unreachable_ovsdb_is_counted_and_does_not_stop_the_flows():
@@ -127,3 +197,23 @@ def test_config_defaults_and_bounds():
         config.parse({"xtrs": [{**XTR, "failover": {"bfd": {"mult": 0}}}]})
     with pytest.raises(config.ConfigError, match=r"failover\.bfd\.min_rxx"):
         config.parse({"xtrs": [{**XTR, "failover": {"bfd": {"min_rxx": 5}}}]})
+
+
+def test_an_itr_that_probes_us_gets_a_port_back_unless_it_is_ours_and_no_longer_needs_it():
+    mesh = BfdMesh()
+    clock = Clock()
+    dc1 = manager(FakeOvsdb(), mesh=mesh, clock=clock)
+    dc3 = manager(FakeOvsdb(), DC3, mesh=mesh, clock=clock)
+    # A foreign ITR probes dc3: dc3 keeps a port towards it (its session needs one back).
+    assert ("198.18.3.2", "203.0.113.9") in pairs_of(dc3.ports([ip("203.0.113.9")], probers=[ip("203.0.113.9")]))
+    # dc1 (ours) probed dc3 while it sent there; now it no longer does: only the grace keeps dc3's port.
+    dc1.ports([])
+    dc3.ports([ip("198.18.1.2")], probers=[ip("198.18.1.2")])
+    assert not any(r == ip("198.18.1.2") for _, r in dc3.needed)
+    clock.now += dc3.grace
+    dc3.ports([ip("198.18.1.2")], probers=[ip("198.18.1.2")])
+    assert not any(r == "198.18.1.2" for _, r in pairs(dc3))
+
+
+def pairs_of(ports):
+    return {(str(p.local), str(p.remote)) for p in ports}
