@@ -96,8 +96,10 @@ class Member:
 
 
 class EtcdCluster:
-    def __init__(self, size: int = 3, base: Path | None = None, hosts: list[str] | None = None) -> None:
+    def __init__(self, size: int = 3, base: Path | None = None, hosts: list[str] | None = None,
+                 heartbeat_ms: int = 50, election_ms: int = 500) -> None:
         """`hosts`: one loopback address per member (default: all on 127.0.0.1)."""
+        self.heartbeat_ms, self.election_ms = heartbeat_ms, election_ms
         if not available():
             raise RuntimeError(f"no etcd binary at {ETCD} (Debian etcd-server)")
         root = base or (Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir()))
@@ -136,7 +138,7 @@ class EtcdCluster:
             "--initial-cluster", self.initial_cluster,
             "--initial-cluster-token", self.token,
             "--initial-cluster-state", state,
-            "--heartbeat-interval", "50", "--election-timeout", "500",
+            "--heartbeat-interval", str(self.heartbeat_ms), "--election-timeout", str(self.election_ms),
             "--logger", "zap", "--log-level", "warn",
         ]
         # etcd reads ETCD_* variables as flags: start from a clean environment.
