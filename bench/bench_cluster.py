@@ -552,6 +552,8 @@ def run(quick: bool = False) -> dict[str, dict]:
             "server_cores_3nodes": three["server_cores"], "server_cores_1node": one["server_cores"],
             "generator_cores_3nodes": three["client_cores"], "generator_cores_1node": one["client_cores"],
             "per_generator_3nodes": three["per_generator"], "lost": three["lost"] + one["lost"],
+            "per_server_core_3nodes": round(three["rate"] / max(0.01, sum(three["server_cores"].values()))),
+            "per_server_core_1node": round(one["rate"] / max(0.01, sum(one["server_cores"].values()))),
             "note": f"{len(NODES)} load generators, one per node, against all {len(NODES)} at node n0; "
                     "with fewer cores than servers + generators the sum is CPU-bound (bench/README.md)"},
     }
