@@ -501,10 +501,19 @@ def _failover(cluster: Cluster, before: float, after: float) -> dict:
 # ---------------------------------------------------------------- the exactly-once role
 
 
-def _role_failover(etcd: EtcdCluster) -> float:
+def _role_failover(etcd: EtcdCluster) -> tuple[float, float]:
+    """(ms until the waiting node holds the role, ms of the lease etcd grants for a 1 s TTL: it raises
+    short TTLs to 1.5 election timeouts)."""
+    from lisp_ryu.glue.etcd_client import EtcdClient
     from lisp_ryu.glue.etcd_store import EtcdStore
 
     ends = etcd.endpoints
+    client = EtcdClient(ends)
+    try:
+        lease, granted = client.lease_grant(1)
+        client.lease_revoke(lease)
+    finally:
+        client.close()
     a = EtcdStore(ends, "bench-a").start()
     b = EtcdStore(ends[1:] + ends[:1], "bench-b").start()
     try:
@@ -517,7 +526,7 @@ def _role_failover(etcd: EtcdCluster) -> float:
         t0 = time.monotonic()
         while not waiting.holder and time.monotonic() - t0 < 5:
             time.sleep(0.005)
-        return (time.monotonic() - t0) * 1e3
+        return (time.monotonic() - t0) * 1e3, granted * 1e3
     finally:
         a.stop()
         b.stop()
@@ -590,10 +599,12 @@ def run(quick: bool = False) -> dict[str, dict]:
         "idle_writes_per_s": round(ref["idle_writes_per_s"], 2),
         "note": "etcd_mvcc_put_total + delete_total (member m0) per unchanged Map-Register of 10 EIDs "
                 "(sent to each node); baseline: writes of the first, changing round"}
+    role_ms, lease_ms = r["role_ms"]
     figures["mapserver.cluster.role_failover_ms"] = {
-        "value": r["role_ms"], "unit": "ms", "baseline": 1000.0, "ratio": r["role_ms"] / 1000.0,
-        "target": 2.0, "target_is_max": True,
-        "note": "holder killed (no resignation) -> the other node holds the role; baseline: lease TTL"}
+        "value": role_ms, "unit": "ms", "baseline": lease_ms, "ratio": role_ms / lease_ms,
+        "target": 1.5, "target_is_max": True,
+        "note": "holder killed (no resignation) -> the other node holds the role; baseline: the lease TTL "
+                "etcd granted for the role's 1 s"}
     return figures
 
 
