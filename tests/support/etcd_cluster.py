@@ -1,6 +1,7 @@
 """A real N-member etcd cluster on loopback, for the tests of the replicated mapping store.
 
-Each member is Debian's `etcd` 3.4 on free loopback ports (client and peer), its data
+Each member is Debian's `etcd` 3.4 on free loopback ports (client and peer; on 127.0.0.1, or
+each on its own loopback address with `hosts`, as the benchmark puts them), its data
 directory on tmpfs (/dev/shm) when there is one, with short Raft timers
 (`--heartbeat-interval 50 --election-timeout 500`) so that a cluster is up in about a
 second and a lost leader is replaced within one.  Members are killed (SIGKILL) and
@@ -58,12 +59,12 @@ def available() -> bool:
     return os.access(ETCD, os.X_OK)
 
 
-def _free_ports(n: int) -> list[int]:
+def _free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
     socks = []
     try:
         for _ in range(n):
             s = socket.socket()
-            s.bind(("127.0.0.1", 0))
+            s.bind((host, 0))
             socks.append(s)
         return [s.getsockname()[1] for s in socks]
     finally:
@@ -78,11 +79,16 @@ class Member:
     peer_port: int
     data_dir: Path
     log_path: Path
+    host: str = "127.0.0.1"
     proc: subprocess.Popen | None = None
 
     @property
     def endpoint(self) -> str:
-        return f"127.0.0.1:{self.client_port}"
+        return f"{self.host}:{self.client_port}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://{self.host}:{self.peer_port}"
 
     @property
     def alive(self) -> bool:
@@ -90,19 +96,24 @@ class Member:
 
 
 class EtcdCluster:
-    def __init__(self, size: int = 3, base: Path | None = None) -> None:
+    def __init__(self, size: int = 3, base: Path | None = None, hosts: list[str] | None = None,
+                 heartbeat_ms: int = 50, election_ms: int = 500) -> None:
+        """`hosts`: one loopback address per member (default: all on 127.0.0.1)."""
+        self.heartbeat_ms, self.election_ms = heartbeat_ms, election_ms
         if not available():
             raise RuntimeError(f"no etcd binary at {ETCD} (Debian etcd-server)")
         root = base or (Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir()))
         _remove_orphans(root)
         self.base = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=root))
         self.token = f"lisp-ryu-{uuid.uuid4().hex[:12]}"
-        ports = _free_ports(2 * size)
-        self.members = [
-            Member(f"m{i}", ports[2 * i], ports[2 * i + 1], self.base / f"m{i}", self.base / f"m{i}.log")
-            for i in range(size)
-        ]
-        self.initial_cluster = ",".join(f"{m.name}=http://127.0.0.1:{m.peer_port}" for m in self.members)
+        hosts = list(hosts or ["127.0.0.1"] * size)
+        if len(hosts) != size:
+            raise ValueError(f"{size} members, {len(hosts)} hosts")
+        self.members = []
+        for i, host in enumerate(hosts):
+            client, peer = _free_ports(2, host)
+            self.members.append(Member(f"m{i}", client, peer, self.base / f"m{i}", self.base / f"m{i}.log", host))
+        self.initial_cluster = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -120,14 +131,14 @@ class EtcdCluster:
         m = self.members[i]
         argv = [
             ETCD, "--name", m.name, "--data-dir", str(m.data_dir),
-            "--listen-client-urls", f"http://127.0.0.1:{m.client_port}",
-            "--advertise-client-urls", f"http://127.0.0.1:{m.client_port}",
-            "--listen-peer-urls", f"http://127.0.0.1:{m.peer_port}",
-            "--initial-advertise-peer-urls", f"http://127.0.0.1:{m.peer_port}",
+            "--listen-client-urls", f"http://{m.endpoint}",
+            "--advertise-client-urls", f"http://{m.endpoint}",
+            "--listen-peer-urls", m.peer_url,
+            "--initial-advertise-peer-urls", m.peer_url,
             "--initial-cluster", self.initial_cluster,
             "--initial-cluster-token", self.token,
             "--initial-cluster-state", state,
-            "--heartbeat-interval", "50", "--election-timeout", "500",
+            "--heartbeat-interval", str(self.heartbeat_ms), "--election-timeout", str(self.election_ms),
             "--logger", "zap", "--log-level", "warn",
         ]
         # etcd reads ETCD_* variables as flags: start from a clean environment.
@@ -224,6 +235,21 @@ class EtcdCluster:
             if leader_id and leader_id == status.get("header", {}).get("member_id"):
                 return i
         return None
+
+    def metrics(self, i: int, timeout: float = 2.0) -> dict[str, float]:
+        """Member i's Prometheus metrics (/metrics): name{labels} -> value, for counting etcd's own
+        writes (etcd_mvcc_put_total, etcd_mvcc_delete_total, etcd_mvcc_txn_total ...)."""
+        with urllib.request.urlopen(f"http://{self.members[i].endpoint}/metrics", timeout=timeout) as res:
+            text = res.read().decode()
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                try:
+                    out[name] = float(value)
+                except ValueError:
+                    continue
+        return out
 
     def log(self, i: int) -> str:
         try:
