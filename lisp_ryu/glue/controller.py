@@ -86,6 +86,7 @@ class Controller:
         self.wake = wake
         # defer(fn): run fn once what is sent now has left (Ryu: hub.spawn); None: at once.
         self.defer = defer or (lambda fn: fn())
+        self.arrivals = moves.Arrivals(self)  # workloads learned here, told to the other xTRs in batches
         # The fast lane (issue 20): a datagram from one of our cores to another (an xTR's
         # Map-Register to the embedded Map-Server, its Map-Notifies and publications to our
         # xTRs) still goes on the wire, but is also handed over at once, after the sender's
@@ -266,7 +267,7 @@ class Controller:
         self.wake()
 
     def _host_arrived(self, here: ControlEndpoint, record) -> None:
-        moves.host_arrived(self, here, record)
+        self.arrivals.add(here, record)
 
     def _source_of(self, endpoint: ControlEndpoint, effect: SendControl) -> str:
         """The address a datagram of `endpoint`'s leaves from: its socket's (an xTR's first RLOC)."""
