@@ -46,6 +46,8 @@ LOG = logging.getLogger("lisp_ryu")
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 ETH_HEADER = 14
 MAX_WAIT = 1.0  # the timer loop looks at the deadlines at least this often
+PUSH_MAX_WAIT = 0.1  # a push waits at most this long for queued input (`Controller.busy`) to be handled first
+BUSY_POLL = 0.005
 
 
 @dataclass
@@ -61,6 +63,7 @@ class SwitchSession:
     pushed_at: float = float("-inf")  # when the last push ended (its xTR's clock)
     push_cost: float = 0.0  # how long it took
     deferred: list = field(default_factory=list)  # reasons of changes waiting for the next push
+    deferred_at: float = 0.0  # when the first of them came
 
 
 @dataclass
@@ -87,6 +90,8 @@ class Controller:
         # defer(fn): run fn once what is sent now has left (Ryu: hub.spawn); None: at once.
         self.defer = defer or (lambda fn: fn())
         self.arrivals = moves.Arrivals(self)  # workloads learned here, told to the other xTRs in batches
+        # busy(): input is queued (datagrams, switch events): a push waits for it, see `_push_soon`.
+        self.busy: Callable[[], bool] = lambda: False
         # The fast lane (issue 20): a datagram from one of our cores to another (an xTR's
         # Map-Register to the embedded Map-Server, its Map-Notifies and publications to our
         # xTRs) still goes on the wire, but is also handed over at once, after the sender's
@@ -313,18 +318,27 @@ class Controller:
     # ---- pushing desired state -----------------------------------------------------------
 
     def _push_soon(self, dpid: int, reason: str) -> None:
-        """Push now, unless the last push to this switch ended less than its own duration ago:
-        then the change waits (`run_timers`) and leaves with those that follow.  A burst (an
-        evacuation) costs a push per hold-off, not a compile and diff per event; a lone one leaves at once."""
+        """Push now, unless the last push to this switch ended less than its own duration ago, or
+        input is queued (`busy`, for at most PUSH_MAX_WAIT): then the change waits (`run_timers`)
+        and leaves with those that follow.  A burst (an evacuation) costs a push per hold-off, not a
+        compile and diff per event, and the events queued behind it are read (and join it) before
+        it; a lone one leaves at once."""
         session = self.sessions.get(dpid)
         if session is None or session.installed is None:
             return  # not connected or not reconciled yet: reconciliation will push
+        if not session.deferred:
+            session.deferred_at = self.xtrs[dpid].clock()
         session.deferred.append(reason)
-        if self.xtrs[dpid].clock() >= session.pushed_at + session.push_cost:
+        if self._may_push(dpid, session):
             self._push_deferred(dpid, session)
         else:
             self.count("pushes_deferred")
             self.wake()
+
+    def _may_push(self, dpid: int, session: SwitchSession) -> bool:
+        now = self.xtrs[dpid].clock()
+        return now >= session.pushed_at + session.push_cost and (
+            now >= session.deferred_at + PUSH_MAX_WAIT or not self.busy())
 
     def _push_deferred(self, dpid: int, session: SwitchSession) -> None:
         clock = self.xtrs[dpid].clock  # the xTR's: tests drive it
@@ -528,13 +542,17 @@ class Controller:
     def next_wait(self) -> float:
         """Seconds until the earliest deadline of any core (at most MAX_WAIT)."""
         waits = [d - e.clock() for e in self.endpoints if (d := e.core.next_deadline()) is not None]
-        waits += [s.pushed_at + s.push_cost - self.xtrs[d].clock() for d, s in self.sessions.items() if s.deferred]
+        for d, s in self.sessions.items():
+            if s.deferred:  # its hold-off; while input is queued, another look every BUSY_POLL
+                now = self.xtrs[d].clock()
+                waits.append(max(s.pushed_at + s.push_cost, min(now + BUSY_POLL, s.deferred_at + PUSH_MAX_WAIT)
+                                 if self.busy() else now) - now)
         return max(0.0, min([MAX_WAIT, *waits]))
 
     def run_timers(self) -> None:
         """Let every core whose deadline has come do its timed work; push what waited."""
         for dpid, session in list(self.sessions.items()):
-            if session.deferred and self.xtrs[dpid].clock() >= session.pushed_at + session.push_cost:
+            if session.deferred and self._may_push(dpid, session):
                 self._push_deferred(dpid, session)
         for endpoint in self.endpoints:
             deadline = endpoint.core.next_deadline()

@@ -92,6 +92,10 @@ class DatagramPump:
                 continue
             self.queue.put((endpoint, payload, host, port, local))
 
+    def pending(self) -> bool:
+        """Datagrams read or waiting to be, or deferred steps, not yet handled."""
+        return bool(self._steps or self._urgent or self._other) or self.queue.qsize() > 0
+
     def defer(self, step) -> None:
         """Run `step()` in the worker before the next datagram (after what was sent has left)."""
         self._steps.append(step)
@@ -161,6 +165,9 @@ class LispApp(app_manager.RyuApp):
         self.controller = Controller.from_config(self.config, wake=self._wake.set, spawn=hub.spawn,
                                                  defer=self._datagrams.defer,
                                                  fast_lane=os.environ.get("LISP_RYU_FAST_LANE") == "1")
+        # A push (tens of ms per switch) waits while datagrams or switch events are queued, so
+        # those read meanwhile join it rather than each costing one (glue.controller._push_soon).
+        self.controller.busy = lambda: self._datagrams.pending() or self.events.qsize() > 0
 
         if kwargs.get("wsgi") is not None:
             rest.register(kwargs["wsgi"], rest.Backend.from_controller(self.controller, self.config))  # before start: it may restore intent
