@@ -336,9 +336,9 @@ class Controller:
             self.wake()
 
     def _may_push(self, dpid: int, session: SwitchSession) -> bool:
-        now = self.xtrs[dpid].clock()
-        return now >= session.pushed_at + session.push_cost and (
-            now >= session.deferred_at + PUSH_MAX_WAIT or not self.busy())
+        now, costs = self.xtrs[dpid].clock(), sum(s.push_cost for s in self.sessions.values())
+        return now >= session.pushed_at + session.push_cost and (  # busy: pushes take a third at most
+            now >= session.deferred_at + max(PUSH_MAX_WAIT, 2 * costs) or not self.busy())
 
     def _push_deferred(self, dpid: int, session: SwitchSession) -> None:
         clock = self.xtrs[dpid].clock  # the xTR's: tests drive it

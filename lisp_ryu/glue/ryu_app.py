@@ -37,7 +37,7 @@ LOG = logging.getLogger("lisp_ryu")
 CONFIG_ENV = "LISP_RYU_CONFIG"
 MAX_DATAGRAM = 65535
 DATAGRAM_BACKLOG = 64  # datagrams read but not yet handled; when full, the readers wait (the kernel buffers)
-_URGENT = frozenset((MessageType.MAP_REGISTER, MessageType.MAP_NOTIFY))
+_URGENT = frozenset((MessageType.MAP_REGISTER, MessageType.MAP_NOTIFY, MessageType.MAP_NOTIFY_ACK))
 _WAKE = object()  # queued to wake the worker for a deferred step
 
 
@@ -59,9 +59,10 @@ class DatagramPump:
     waiting readers are woken in turn, so one flooded socket does not shut
     the others out.
 
-    Of what has been read, Map-Registers and Map-Notifies go first (`urgent`): they
-    carry moves and registrations, whose every millisecond is an outage, while
-    Map-Requests, their answers, RLOC probes and acknowledgements can wait for them.
+    Of what has been read, Map-Registers, Map-Notifies and their Acks go first (`urgent`):
+    they carry moves and registrations, whose every millisecond is an outage, and an Ack
+    left unread behind them makes its Map-Server retransmit (work for both ends, which
+    grows the queue further), while Map-Requests, their answers and RLOC probes can wait.
     Before any datagram come the steps `defer`red to it (each xTR's part of a move the
     controller saw, glue.moves): a datagram's handling can block for a while (the
     Map-Server commits a registration to disk before it answers).
