@@ -22,7 +22,6 @@ import ipaddress
 import logging
 import random
 import socket
-import struct
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
@@ -36,6 +35,7 @@ from lisp_ryu.flows.model import DesiredState
 from lisp_ryu.flows.pipeline import PipelineError, Table, is_ours
 from lisp_ryu.glue import moves
 from lisp_ryu.glue.failover_ports import BfdMesh, FailoverPorts
+from lisp_ryu.glue.frames import ip_addresses, sender
 from lisp_ryu.glue.netns import open_udp_socket
 from lisp_ryu.wire import LISP_CONTROL_PORT
 from lisp_ryu.mapserver.service import MapServer
@@ -44,8 +44,9 @@ from lisp_ryu.xtr.core import XtrCore
 
 LOG = logging.getLogger("lisp_ryu")
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-ETH_HEADER = 14
 MAX_WAIT = 1.0  # the timer loop looks at the deadlines at least this often
+PUSH_MAX_WAIT = 0.1  # a push waits at most this long for queued input (`Controller.busy`) to be handled first
+BUSY_POLL = 0.005
 
 
 @dataclass
@@ -61,6 +62,7 @@ class SwitchSession:
     pushed_at: float = float("-inf")  # when the last push ended (its xTR's clock)
     push_cost: float = 0.0  # how long it took
     deferred: list = field(default_factory=list)  # reasons of changes waiting for the next push
+    deferred_at: float = 0.0  # when the first of them came
 
 
 @dataclass
@@ -86,6 +88,9 @@ class Controller:
         self.wake = wake
         # defer(fn): run fn once what is sent now has left (Ryu: hub.spawn); None: at once.
         self.defer = defer or (lambda fn: fn())
+        self.arrivals = moves.Arrivals(self)  # workloads learned here, told to the other xTRs in batches
+        # busy(): input is queued (datagrams, switch events): a push waits for it, see `_push_soon`.
+        self.busy: Callable[[], bool] = lambda: False
         # The fast lane (issue 20): a datagram from one of our cores to another (an xTR's
         # Map-Register to the embedded Map-Server, its Map-Notifies and publications to our
         # xTRs) still goes on the wire, but is also handed over at once, after the sender's
@@ -267,7 +272,7 @@ class Controller:
         self.wake()
 
     def _host_arrived(self, here: ControlEndpoint, record) -> None:
-        moves.host_arrived(self, here, record)
+        self.arrivals.add(here, record)
 
     def _source_of(self, endpoint: ControlEndpoint, effect: SendControl) -> str:
         """The address a datagram of `endpoint`'s leaves from: its socket's (an xTR's first RLOC)."""
@@ -313,18 +318,27 @@ class Controller:
     # ---- pushing desired state -----------------------------------------------------------
 
     def _push_soon(self, dpid: int, reason: str) -> None:
-        """Push now, unless the last push to this switch ended less than its own duration ago:
-        then the change waits (`run_timers`) and leaves with those that follow.  A burst (an
-        evacuation) costs a push per hold-off, not a compile and diff per event; a lone one leaves at once."""
+        """Push now, unless the last push to this switch ended less than its own duration ago, or
+        input is queued (`busy`, for at most PUSH_MAX_WAIT): then the change waits (`run_timers`)
+        and leaves with those that follow.  A burst (an evacuation) costs a push per hold-off, not a
+        compile and diff per event, and the events queued behind it are read (and join it) before
+        it; a lone one leaves at once."""
         session = self.sessions.get(dpid)
         if session is None or session.installed is None:
             return  # not connected or not reconciled yet: reconciliation will push
+        if not session.deferred:
+            session.deferred_at = self.xtrs[dpid].clock()
         session.deferred.append(reason)
-        if self.xtrs[dpid].clock() >= session.pushed_at + session.push_cost:
+        if self._may_push(dpid, session):
             self._push_deferred(dpid, session)
         else:
             self.count("pushes_deferred")
             self.wake()
+
+    def _may_push(self, dpid: int, session: SwitchSession) -> bool:
+        now, costs = self.xtrs[dpid].clock(), sum(s.push_cost for s in self.sessions.values())
+        return now >= session.pushed_at + session.push_cost and (  # busy: pushes take a third at most
+            now >= session.deferred_at + max(PUSH_MAX_WAIT, 2 * costs) or not self.busy())
 
     def _push_deferred(self, dpid: int, session: SwitchSession) -> None:
         clock = self.xtrs[dpid].clock  # the xTR's: tests drive it
@@ -457,7 +471,7 @@ class Controller:
                 return
             self._host_seen(endpoint, in_port, data)
             return
-        addresses = _ip_addresses(data)
+        addresses = ip_addresses(data)
         if addresses is None:
             self.count("packet_in_not_ip")
             return
@@ -479,7 +493,7 @@ class Controller:
 
     def _host_seen(self, endpoint: ControlEndpoint, in_port: int, data: bytes) -> None:
         """The learning flow sent us a packet from an unknown host in a dynamic-EID prefix."""
-        host = _sender(data)
+        host = sender(data)
         if host is None:
             self.count("learn_not_ip_or_arp")
             return
@@ -528,7 +542,11 @@ class Controller:
     def next_wait(self) -> float:
         """Seconds until the earliest deadline of any core (at most MAX_WAIT)."""
         waits = [d - e.clock() for e in self.endpoints if (d := e.core.next_deadline()) is not None]
-        waits += [s.pushed_at + s.push_cost - self.xtrs[d].clock() for d, s in self.sessions.items() if s.deferred]
+        for d, s in self.sessions.items():
+            if s.deferred:  # its hold-off; while input is queued, another look every BUSY_POLL
+                now = self.xtrs[d].clock()
+                waits.append(max(s.pushed_at + s.push_cost, min(now + BUSY_POLL, s.deferred_at + PUSH_MAX_WAIT)
+                                 if self.busy() else now) - now)
         waits += [d - e.failover.clock() for e in self.xtrs.values()
                   if e.failover is not None and (d := e.failover.next_expiry()) is not None]
         return max(0.0, min([MAX_WAIT, *waits]))
@@ -536,7 +554,7 @@ class Controller:
     def run_timers(self) -> None:
         """Let every core whose deadline has come do its timed work; push what waited."""
         for dpid, session in list(self.sessions.items()):
-            if session.deferred and self.xtrs[dpid].clock() >= session.pushed_at + session.push_cost:
+            if session.deferred and self._may_push(dpid, session):
                 self._push_deferred(dpid, session)
         for endpoint in self.endpoints:
             deadline = endpoint.core.next_deadline()
@@ -557,31 +575,3 @@ class Controller:
 
 def _family(address: IPAddress) -> int:
     return socket.AF_INET if address.version == 4 else socket.AF_INET6
-
-
-def _sender(frame: bytes) -> tuple[IPAddress, str] | None:
-    """(source IP, source MAC) of an IPv4/IPv6 packet or an ARP message (sender fields)."""
-    if len(frame) < ETH_HEADER:
-        return None
-    (eth_type,) = struct.unpack_from("!H", frame, 12)
-    if eth_type == 0x0806 and len(frame) >= ETH_HEADER + 28:
-        sha, spa = frame[ETH_HEADER + 8:ETH_HEADER + 14], frame[ETH_HEADER + 14:ETH_HEADER + 18]
-        return ipaddress.IPv4Address(spa), ":".join(f"{b:02x}" for b in sha)
-    addresses = _ip_addresses(frame)
-    if addresses is None:
-        return None
-    return addresses[0], ":".join(f"{b:02x}" for b in frame[6:12])
-
-
-def _ip_addresses(frame: bytes) -> tuple[IPAddress, IPAddress] | None:
-    """(source, destination) of an Ethernet frame from a host port (no VLANs on host ports)."""
-    if len(frame) < ETH_HEADER + 20:
-        return None
-    (eth_type,) = struct.unpack_from("!H", frame, 12)
-    if eth_type == 0x0800:
-        return (ipaddress.IPv4Address(frame[ETH_HEADER + 12:ETH_HEADER + 16]),
-                ipaddress.IPv4Address(frame[ETH_HEADER + 16:ETH_HEADER + 20]))
-    if eth_type == 0x86DD and len(frame) >= ETH_HEADER + 40:
-        return (ipaddress.IPv6Address(frame[ETH_HEADER + 8:ETH_HEADER + 24]),
-                ipaddress.IPv6Address(frame[ETH_HEADER + 24:ETH_HEADER + 40]))
-    return None

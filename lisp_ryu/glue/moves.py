@@ -22,41 +22,92 @@ Controller = ControlEndpoint = IPAddress = Any
 LOG = logging.getLogger("lisp_ryu")
 
 
-def host_arrived(controller: "Controller", here: "ControlEndpoint", record) -> None:
-    """A workload (`record`: its new mapping) appeared at `here`: the xTR it left redirects at
-    once, `here` gets the mappings that xTR held (the workload's replies), and the ITRs sending
-    to it follow (issue 20).
+class Arrivals:
+    """Workloads learned at one xTR of this controller, told to the others in batches.
 
-    Each step is deferred (`controller.defer`, the hub's spawn under Ryu) so that what the
-    step before it pushed, the new site's flows first, leaves before the next is compiled."""
-    prefix = record.eid_prefix
-    where = here.core.config.name
-    others = [e for e in controller.xtrs.values() if e is not here]
-    left = [e for e in others if e.core.is_here(prefix.instance_id, prefix.address)]
+    Telling an xTR costs a compile and diff of its switch (tens of ms at a few
+    thousand flows), the same for one move or many.  So what arrives while the
+    last batch waits for its turn joins it: a burst of arrivals (an
+    evacuation) costs a push per xTR per batch, not one per arrival and xTR,
+    and a lone move still goes at once."""
 
-    def follow(endpoint: "ControlEndpoint") -> None:
-        _guarded(controller, endpoint, lambda: endpoint.core.moved_elsewhere(record, where, endpoint.clock()))
+    def __init__(self, controller: "Controller") -> None:
+        self.controller = controller
+        self.pending: list[tuple["ControlEndpoint", Any, list]] = []  # (here, record, the xTRs it left)
 
-    def seed(old: "ControlEndpoint") -> None:
-        _guarded(controller, here, lambda: here.core.seed(list(old.core.cache), old.core.config.name, here.clock()))
+    def add(self, here: "ControlEndpoint", record) -> None:
+        """A workload (`record`: its new mapping) appeared at `here`: the xTR it left redirects at
+        once, `here` gets the mappings that xTR held (the workload's replies), and the ITRs sending
+        to it follow (issue 20).
 
-    for endpoint in left:  # the old site first: its redirect makes every ITR's path work again
-        controller.defer(lambda e=endpoint: follow(e))
-    for endpoint in left:  # the replies of the workload, from its new site
-        controller.defer(lambda e=endpoint: seed(e))
-    for endpoint in others:
-        if endpoint not in left:
-            controller.defer(lambda e=endpoint: follow(e))
+        Three steps, each deferred (`controller.defer`, the datagram pump's turn under Ryu) so that
+        what the one before pushed, the new site's flows first, leaves before the next compiles."""
+        prefix = record.eid_prefix
+        left = [e for e in self.controller.xtrs.values()
+                if e is not here and e.core.is_here(prefix.instance_id, prefix.address)]
+        self.pending.append((here, record, left))
+        if len(self.pending) == 1:
+            self.controller.defer(self._tell_old_sites)
+
+    def _tell_old_sites(self) -> None:
+        """The old sites first: their redirects make every ITR's path work again."""
+        batch, self.pending = self.pending, []
+        controller = self.controller
+        for endpoint in _unique(e for _, _, left in batch for e in left):
+            _follow(controller, endpoint, [(here, record) for here, record, left in batch if endpoint in left])
+        controller.defer(lambda: self._seed_new_sites(batch))
+
+    def _seed_new_sites(self, batch: list) -> None:
+        """The replies of the workloads, from their new sites: what their old sites' map-caches held."""
+        controller = self.controller
+        for here in _unique(h for h, _, _ in batch):
+            olds = _unique(e for h, _, left in batch if h is here for e in left)
+
+            def step(here=here, olds=olds) -> list:
+                effects: list = []
+                for old in olds:
+                    effects += here.core.seed(list(old.core.cache), old.core.config.name, here.clock())
+                return effects
+
+            _guarded(controller, here, step)
+        controller.defer(lambda: self._tell_itrs(batch))
+
+    def _tell_itrs(self, batch: list) -> None:
+        """Every other xTR sending to the workloads follows them."""
+        controller = self.controller
+        for endpoint in controller.xtrs.values():
+            moved = [(here, record) for here, record, left in batch if endpoint is not here and endpoint not in left]
+            if moved:
+                _follow(controller, endpoint, moved)
 
 
-def _guarded(controller: "Controller", endpoint: "ControlEndpoint", step: Callable[[], list]) -> None:
+def _unique(endpoints) -> list:
+    return list({id(e): e for e in endpoints}.values())
+
+
+def _follow(controller: "Controller", endpoint: "ControlEndpoint", moved: list) -> None:
+    """`endpoint` departs or follows each (here, record) of `moved`; its switch is pushed once."""
+    effects: list = []
+    for here, record in moved:
+        where = here.core.config.name
+        _guarded(controller, endpoint, lambda: endpoint.core.moved_elsewhere(record, where, endpoint.clock()),
+                 effects)
+    controller.run(endpoint, effects)
+
+
+def _guarded(controller: "Controller", endpoint: "ControlEndpoint", step: Callable[[], list],
+             into: list | None = None) -> None:
+    """Run `step` (a core call); its effects are carried out, or added to `into`."""
     try:
         effects = step()
     except Exception:  # a core bug: counted and logged, the other steps still run
         controller.count("core_exceptions")
         LOG.exception("%s: error following a move", endpoint.name)
         return
-    controller.run(endpoint, effects)
+    if into is not None:
+        into += effects
+    else:
+        controller.run(endpoint, effects)
 
 
 def planned_move(controller: "Controller", iid: int, eid: "IPAddress", to_site: str,

@@ -37,7 +37,7 @@ LOG = logging.getLogger("lisp_ryu")
 CONFIG_ENV = "LISP_RYU_CONFIG"
 MAX_DATAGRAM = 65535
 DATAGRAM_BACKLOG = 64  # datagrams read but not yet handled; when full, the readers wait (the kernel buffers)
-_URGENT = frozenset((MessageType.MAP_REGISTER, MessageType.MAP_NOTIFY))
+_URGENT = frozenset((MessageType.MAP_REGISTER, MessageType.MAP_NOTIFY, MessageType.MAP_NOTIFY_ACK))
 _WAKE = object()  # queued to wake the worker for a deferred step
 
 
@@ -59,9 +59,10 @@ class DatagramPump:
     waiting readers are woken in turn, so one flooded socket does not shut
     the others out.
 
-    Of what has been read, Map-Registers and Map-Notifies go first (`urgent`): they
-    carry moves and registrations, whose every millisecond is an outage, while
-    Map-Requests, their answers, RLOC probes and acknowledgements can wait for them.
+    Of what has been read, Map-Registers, Map-Notifies and their Acks go first (`urgent`):
+    they carry moves and registrations, whose every millisecond is an outage, and an Ack
+    left unread behind them makes its Map-Server retransmit (work for both ends, which
+    grows the queue further), while Map-Requests, their answers and RLOC probes can wait.
     Before any datagram come the steps `defer`red to it (each xTR's part of a move the
     controller saw, glue.moves): a datagram's handling can block for a while (the
     Map-Server commits a registration to disk before it answers).
@@ -91,6 +92,10 @@ class DatagramPump:
                 hub.sleep(1)
                 continue
             self.queue.put((endpoint, payload, host, port, local))
+
+    def pending(self) -> bool:
+        """Datagrams read or waiting to be, or deferred steps, not yet handled."""
+        return bool(self._steps or self._urgent or self._other) or self.queue.qsize() > 0
 
     def defer(self, step) -> None:
         """Run `step()` in the worker before the next datagram (after what was sent has left)."""
@@ -161,6 +166,9 @@ class LispApp(app_manager.RyuApp):
         self.controller = Controller.from_config(self.config, wake=self._wake.set, spawn=hub.spawn,
                                                  defer=self._datagrams.defer,
                                                  fast_lane=os.environ.get("LISP_RYU_FAST_LANE") == "1")
+        # A push (tens of ms per switch) waits while datagrams or switch events are queued, so
+        # those read meanwhile join it rather than each costing one (glue.controller._push_soon).
+        self.controller.busy = lambda: self._datagrams.pending() or self.events.qsize() > 0
 
         if kwargs.get("wsgi") is not None:
             rest.register(kwargs["wsgi"], rest.Backend.from_controller(self.controller, self.config))  # before start: it may restore intent

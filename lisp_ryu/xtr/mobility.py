@@ -189,19 +189,21 @@ class Mobility:
         state.count("dynamic_eid_departed")
         LOG.info("%s: EID [%d]%s moved to %s: redirecting for %.0f s", state.config.name, iid, ip, rlocs[0],
                  REDIRECT_LIFETIME)
-        return self._solicit(EidPrefix(ip, ip.max_prefixlen, iid))
+        return self._solicit(EidPrefix(ip, ip.max_prefixlen, iid), holders=rlocs)
 
-    def _solicit(self, eid: EidPrefix) -> list[Effect]:
+    def _solicit(self, eid: EidPrefix, holders=()) -> list[Effect]:
         """Solicit-Map-Requests to every ITR we talk to, so those without a subscription re-resolve.
 
         The ITRs sending to a workload are, for two-way traffic, the RLOCs our
         own map-cache holds (RFC 9301 §6.1: SMRs go to the locators in the map-cache).
+        Not to the new `holders` of the EID: they serve it now and send it nothing.
         """
         state = self.state
+        skip = {*state.rlocs, *holders}
         targets = sorted({loc.address for entry in state.cache if not entry.negative
                           for loc in entry.value.record.locators
                           if isinstance(loc.address, IP_TYPES)
-                          and loc.address not in state.rlocs}, key=str)
+                          and loc.address not in skip}, key=str)
         effects: list[Effect] = []
         for rloc in targets:
             smr = MapRequest(nonce=state.nonce(), smr=True, records=(MapRequestRecord.for_prefix(eid),),

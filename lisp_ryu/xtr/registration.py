@@ -40,6 +40,7 @@ class Registrar:
         self.resolver = resolver
         self.mobility = mobility
         self.prober = prober
+        self._index: tuple[tuple, dict, tuple[int, ...]] | None = None  # see `_ours`
 
     def on_timer(self, now: float) -> list[Effect]:
         effects: list[Effect] = []
@@ -187,7 +188,7 @@ class Registrar:
             except LispDecodeError:
                 state.count("map_request_bad_record")
                 continue
-            mine = next((r for r in state.local_records() if _covers(r.eid_prefix, asked)), None)
+            mine = self._ours(asked)
             if mine is not None:
                 records.append(mine)
         if not records:
@@ -201,6 +202,30 @@ class Registrar:
         reply = MapReply(nonce=request.nonce, records=tuple(records))
         state.count("map_request_answered")
         return [SendControl(itr, reply_port, reply.encode(), f"Map-Reply for {records[0].eid_prefix}")]
+
+
+    def _ours(self, asked: EidPrefix):
+        """The first of our records (in `local_records` order) that covers `asked`, or None.
+
+        Found by the prefix lengths our records have, in a dict of them: a burst of forwarded
+        Map-Requests (an evacuation, each ITR asking for every workload) costs a few lookups
+        each, not a walk of every host route here."""
+        records = self.state.local_records()
+        if self._index is None or self._index[0] is not records:
+            index: dict = {}
+            for position, record in enumerate(records):
+                prefix = record.eid_prefix
+                if isinstance(prefix.address, IP_TYPES):
+                    index.setdefault((prefix.instance_id, prefix.network), position)
+            lengths = tuple(sorted({net.prefixlen for _, net in index}, reverse=True))
+            self._index = (records, index, lengths)
+        _, index, lengths = self._index
+        if not isinstance(asked.address, IP_TYPES):
+            return next((r for r in records if _covers(r.eid_prefix, asked)), None)
+        network = asked.network
+        found = [index[key] for length in lengths if length <= network.prefixlen
+                 and (key := (asked.instance_id, network.supernet(new_prefix=length))) in index]
+        return records[min(found)] if found else None
 
 
 def _covers(outer: EidPrefix, inner: EidPrefix) -> bool:

@@ -480,7 +480,8 @@ class Resolver:
         ttl = math.inf if record.ttl == 0xFFFFFFFF else record.ttl * 60.0
         action = None if record.locators else record.action
         cache.insert(iid, network, CachedMapping(record, source), now=now, ttl=ttl, action=action)
-        if old is None or old.value.record != record:
+        if (old is None or old.expired(now) or old.negative != (action is not None)
+                or not _same_forwarding(old.value.record, record)):
             LOG.info("%s: map-cache %s -> %s", state.config.name, prefix,
                      ", ".join(f"{l.address} p{l.priority} w{l.weight}" for l in record.locators)
                      or f"negative ({record.action.name})")
@@ -556,3 +557,10 @@ class Resolver:
                 continue
             effects += self.resolve(prefix.instance_id, address, now, smr_invoked=True)
         return effects
+
+
+def _same_forwarding(a: MappingRecord, b: MappingRecord) -> bool:
+    """Whether the flows of `a` and `b` are the same: a renewed TTL (the mapping system confirming
+    a copy a controller made, a burst of publications repeating what a direct move did) changes
+    no flow, and a push per record would cost a compile and diff each."""
+    return a.locators == b.locators and (bool(a.locators) or a.action == b.action)

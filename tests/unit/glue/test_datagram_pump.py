@@ -94,7 +94,7 @@ def test_a_handler_error_does_not_stop_the_worker(sockets):
     assert seen == [b"bad", b"good"]
 
 
-def test_map_registers_and_notifies_are_handled_before_what_was_read_with_them(sockets):
+def test_map_registers_notifies_and_acks_are_handled_before_what_was_read_with_them(sockets):
     seen = []
 
     def handle(endpoint, payload, host, port, local):
@@ -112,7 +112,7 @@ def test_map_registers_and_notifies_are_handled_before_what_was_read_with_them(s
     eventlet.sleep(0.1)
     for t in (reader, worker):
         t.kill()
-    assert seen == [4, 3, 1, 2, 5, 8]
+    assert seen == [5, 4, 3, 1, 2, 8]  # an Ack left unread makes its Map-Server retransmit
 
 
 def test_the_worker_holds_no_more_than_the_backlog(sockets):
