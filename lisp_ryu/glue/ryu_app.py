@@ -37,6 +37,7 @@ LOG = logging.getLogger("lisp_ryu")
 CONFIG_ENV = "LISP_RYU_CONFIG"
 MAX_DATAGRAM = 65535
 DATAGRAM_BACKLOG = 64  # datagrams read but not yet handled; when full, the readers wait (the kernel buffers)
+BURST_BACKLOG = 16  # queued datagrams or switch events beyond which pushes wait for them (a burst)
 _URGENT = frozenset((MessageType.MAP_REGISTER, MessageType.MAP_NOTIFY, MessageType.MAP_NOTIFY_ACK))
 _WAKE = object()  # queued to wake the worker for a deferred step
 
@@ -96,6 +97,10 @@ class DatagramPump:
     def pending(self) -> bool:
         """Datagrams read or waiting to be, or deferred steps, not yet handled."""
         return bool(self._steps or self._urgent or self._other) or self.queue.qsize() > 0
+
+    def queued(self) -> int:
+        """Datagrams read or waiting to be read, not yet handled (deferred steps not counted)."""
+        return len(self._urgent) + len(self._other) + self.queue.qsize()
 
     def defer(self, step) -> None:
         """Run `step()` in the worker before the next datagram (after what was sent has left)."""
@@ -166,9 +171,12 @@ class LispApp(app_manager.RyuApp):
         self.controller = Controller.from_config(self.config, wake=self._wake.set, spawn=hub.spawn,
                                                  defer=self._datagrams.defer,
                                                  fast_lane=os.environ.get("LISP_RYU_FAST_LANE") == "1")
-        # A push (tens of ms per switch) waits while datagrams or switch events are queued, so
-        # those read meanwhile join it rather than each costing one (glue.controller._push_soon).
-        self.controller.busy = lambda: self._datagrams.pending() or self.events.qsize() > 0
+        # In a burst (an evacuation: a backlog of datagrams or switch events), a push (tens of ms
+        # per switch) waits so that those queued join it rather than each costing one
+        # (glue.controller._push_soon).  A move's own few packet-ins and its next deferred steps
+        # are no burst: its pushes must leave at once, or a TCP stream through it times out.
+        self.controller.busy = lambda: (self._datagrams.queued() > BURST_BACKLOG
+                                        or self.events.qsize() > BURST_BACKLOG)
 
         if kwargs.get("wsgi") is not None:
             rest.register(kwargs["wsgi"], rest.Backend.from_controller(self.controller, self.config))  # before start: it may restore intent
