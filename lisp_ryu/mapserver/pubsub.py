@@ -37,8 +37,10 @@ Rules, and why:
 * When the RLOC set of a registered prefix changes (new, changed, moved,
   expired or withdrawn), every subscriber whose prefix overlaps it and every
   ETR that held it before gets a Map-Notify with the new record (no locators
-  and TTL 0 when it is gone), retransmitted every `notify_retry_interval`
-  until a Map-Notify-Ack, at most `notify_retries` times.  Subscribers at
+  and TTL 0 when it is gone), retransmitted after `notify_retry_interval`,
+  then twice as long each time (RFC 9301 §5.7), until a Map-Notify-Ack, at
+  most `notify_retries` times.  The changes of one Map-Register go to each
+  destination in one Map-Notify (`begin`/`end`), acknowledged as one.  Subscribers at
   the same ITR-RLOC, port and key get one Map-Notify between them (a change
   costs one datagram per ITR, not one per subscription); a lone subscriber's
   uses its last nonce + 1.
@@ -67,13 +69,13 @@ from typing import Iterator
 from lisp_ryu.config import SiteConfig
 from lisp_ryu.effects import SendControl
 from lisp_ryu.mapserver.journal import Journal, unsubscription_entry
-from lisp_ryu.mapserver.shaping import distinct, shape
+from lisp_ryu.mapserver.publication import Batch, about, notify_parts
+from lisp_ryu.mapserver.shaping import distinct
 from lisp_ryu.mapserver.state import NONCE_MASK, EtrRegistration, IPAddress, IPNetwork, State, Subscription
 from lisp_ryu.ratelimit import RateLimiter, ReflectionLimiter
 from lisp_ryu.wire import (
     AuthAlgorithm,
     AuthResult,
-    EidPrefix,
     MapNotify,
     MapNotifyAck,
     MappingRecord,
@@ -98,8 +100,6 @@ CANDIDATES_PER_SECOND = 1000
 MAX_PENDING = 100_000
 #: Hosts per subscription whose answers publications are shaped for (the most recent ones).
 MAX_SOURCES_PER_SUBSCRIPTION = 32
-#: Records per Map-Notify of a publication (more go in further Map-Notifies).
-MAX_RECORDS_PER_NOTIFY = 32
 #: Seconds subscription changes wait to be journalled together.
 JOURNAL_DELAY = 1.0
 
@@ -119,6 +119,7 @@ class _Pending:
     key: str | None  # the key the Notify was signed with (the Ack must verify under it)
     retries_left: int
     next_at: float
+    interval: float  # until the next retransmission: doubled at each one, so a slow peer is not buried
     candidate: Subscription | None = None  # the subscription its Ack confirms
     charged: bool = False  # sent to an address a request named: retransmissions draw on its byte credit
 
@@ -142,63 +143,70 @@ class PubSub:
         #: Replicated mode, while a change another node committed is applied: the prefixes a publication
         #: would name go here instead (that node told the subscribers; see `replica.Applier`).
         self.held: list[tuple[int, IPNetwork]] | None = None
+        #: Between `begin` and `end`: the publications collected, (former holders, subscribers) by destination.
+        self._batch: Batch | None = None
 
     # ------------------------------------------------------------------ publications
 
+    def begin(self) -> None:
+        """Collect the publications of one message until `end`: each destination then gets one Map-Notify
+        with every record the message changed for it, not one per record (a burst of moves would
+        otherwise cost a datagram, a timer and an Ack per record and per peer).  A batch an exception
+        left open is dropped with the message it belonged to (rolled back: nothing to tell)."""
+        self._batch = Batch()
+
+    def end(self, now: float) -> list[SendControl]:
+        """The Map-Notifies of the publications since `begin`, former holders first."""
+        batch, self._batch = self._batch, None
+        return self._flush(batch, now) if batch is not None else []
+
+    def discard(self) -> None:
+        """Forget the open batch: its message was rolled back, nothing it would tell changed."""
+        self._batch = None
+
     def publish(self, iid: int, net: IPNetwork, record: MappingRecord | None,
                 holders: list[EtrRegistration], now: float) -> list[SendControl]:
-        """Tell subscribers of overlapping prefixes and former holders that `net` changed."""
+        """Tell subscribers of overlapping prefixes and former holders that `net` changed (at `end`
+        when a batch is open)."""
         if self.held is not None:
             self.held.append((iid, net))
             return []
+        batch = self._batch if self._batch is not None else Batch()
+        batch.add(self._state, iid, net, record, holders, self._overlapping_subscriptions(iid, net))
+        return [] if self._batch is not None else self._flush(batch, now)
+
+    def _flush(self, batch: Batch, now: float) -> list[SendControl]:
         state = self._state
-        policy = state.policy
-        shaped = record is not None and not policy.empty
-        if record is None:
-            record = MappingRecord.for_prefix(EidPrefix(net.network_address, net.prefixlen, iid), (), ttl=0,
-                                              action=state.negative_action)
-        entry = state.registered.get(iid, net) if shaped else None
-        # One Map-Notify per (ITR-RLOC, port, key): what one change sends is bounded by the ITRs, not
-        # by how many prefixes each of them subscribed to.
-        groups: dict[tuple, list[tuple[Subscription, tuple[MappingRecord, ...]]]] = {}
-        for sub in self._overlapping_subscriptions(iid, net):
-            told: tuple[MappingRecord, ...] = (record,)
-            if shaped:  # what each of this subscriber's hosts may see of the new record
-                probe = sub.prefix.network_address if sub.prefix.subnet_of(net) else net.network_address
-                told = distinct(shape(iid, net, record, entry.site if entry else None, source, sub.itr_rloc, probe,
-                                      policy, state.config.negative_ttl_minutes)
-                                for source in sub.source_eids or (None,))
-            groups.setdefault((sub.itr_rloc, sub.port, state.xtr_sites.get(sub.xtr_id)), []).append((sub, told))
+        former, subscribers = batch.former, batch.subscribers
         # Former holders first: until it hears, the old site still delivers the workload to a port
         # that is gone (its own hosts' traffic and whatever ITRs still send it is lost there), while a
         # subscriber that hears late only sends to the old site, which redirects once it knows.
-        former: list[SendControl] = []
-        for reg in holders:
-            site = state.sites.get(reg.site)
-            former.append(self.notify(reg.source, reg.port, state.nonces() & NONCE_MASK, record, site,
-                                      reg.algorithm or AuthAlgorithm.HMAC_SHA_1_96, reg.key_id,
-                                      f"Map-Notify for {net} iid {iid} to former holder {reg.source} "
-                                      f"(site {reg.site})", now))
-            self._count("notify.former_holders")
         effects: list[SendControl] = []
-        for (rloc, port, _), members in groups.items():
-            site = self.subscriber_site(members[0][0])
-            records = distinct(r for _, told in members for r in told)
-            if len(members) == 1:
-                nonce = (members[0][0].nonce + 1) & NONCE_MASK
+        for (source, port, name, algorithm, key_id), (records, nets) in former.items():
+            site = state.sites.get(name)
+            for part in notify_parts(distinct(records)):
+                effects.append(self.notify(source, port, state.nonces() & NONCE_MASK, part, site,
+                                           algorithm or AuthAlgorithm.HMAC_SHA_1_96, key_id,
+                                           f"{about(nets)} to former holder {source} (site {name})", now))
+            self._count("notify.former_holders")
+        for (rloc, port, _), (members, records, nets) in subscribers.items():
+            subs = list(members.values())
+            site = self.subscriber_site(subs[0])
+            # One subscription: its last nonce + 1 (RFC 9437).  Several share one Notify, so no one
+            # sequence can be followed: a fresh nonce, kept by each of them for its next one.
+            if len(subs) == 1:
+                nonce = (subs[0].nonce + 1) & NONCE_MASK
             else:
                 nonce = state.nonces() & NONCE_MASK
-                self._count("notify.coalesced", len(members) - 1)
-            for sub, _ in members:
+                self._count("notify.coalesced", len(subs) - 1)
+            for sub in subs:
                 self._set_nonce(sub, nonce, now)
-            what = f"Map-Notify for {net} iid {iid} to subscriber {rloc}" + (
-                f" ({len(members)} subscriptions)" if len(members) > 1 else "")
-            for start in range(0, len(records), MAX_RECORDS_PER_NOTIFY):
-                part_nonce = nonce if start == 0 else state.nonces() & NONCE_MASK
-                effects.append(self.notify(rloc, port, part_nonce, records[start:start + MAX_RECORDS_PER_NOTIFY],
+            what = f"{about(nets)} to subscriber {rloc}" + (f" ({len(subs)} subscriptions)" if len(subs) > 1 else "")
+            for n, part in enumerate(notify_parts(distinct(records))):
+                effects.append(self.notify(rloc, port, nonce if n == 0 else state.nonces() & NONCE_MASK, part,
                                            site, AuthAlgorithm.HMAC_SHA_1_96, None, what, now))
             self._count("notify.subscribers")
-        return former + effects
+        return effects
 
     def _overlapping_subscriptions(self, iid: int, net: IPNetwork) -> list[Subscription]:
         found: list[Subscription] = []
@@ -252,7 +260,8 @@ class PubSub:
         pending = None
         if len(self._pending) < MAX_PENDING:
             pending = _Pending(destination, port, nonce, payload, what, site.key if site else None,
-                               config.notify_retries, now + config.notify_retry_interval, charged=charged)
+                               config.notify_retries, now + config.notify_retry_interval,
+                               config.notify_retry_interval, charged=charged)
             self._pending[key] = pending
             self._by_nonce[nonce] = key
             state.schedule(pending.next_at, "notify", key)
@@ -321,7 +330,8 @@ class PubSub:
                                           pending.what, pending.destination, config.notify_retries)
             return None
         pending.retries_left -= 1
-        pending.next_at = now + config.notify_retry_interval
+        pending.interval *= 2
+        pending.next_at = now + pending.interval
         self._state.schedule(pending.next_at, "notify", key)
         if pending.charged and not self._may_send(pending.destination, pending.payload, now):
             return None
@@ -557,3 +567,4 @@ class PubSub:
         LOG.info("subscription of %s (xTR-ID %032x) to %s iid %d expired", sub.itr_rloc, xtr_id, net, iid)
         self._count("subscriptions.expired")
         self.drop_subscription(sub, journal=False)
+

@@ -135,6 +135,7 @@ class Refreshes:
         published: list[SendControl] = []
         expiries: dict[float, float] = {}  # lifetime -> expiry: one float for the records of a message
         turn = next(state.sequence)  # (see `EtrRegistration.turn`)
+        registry.pubsub.begin()  # as the full path: one Map-Notify per destination
         for entry, reg, lifetime in zip(known.entries, known.regs, known.lifetimes):
             expires = expiries.get(lifetime)
             if expires is None:
@@ -155,6 +156,7 @@ class Refreshes:
                 if registry.rebuild(reg.iid, net, entry, entry.record_bytes):
                     holders = [other for other in entry.regs() if other is not reg]
                     published += registry.pubsub.publish(reg.iid, net, registry.built, holders, now)
+        published += registry.pubsub.end(now)
         registry.replay.accepted_fields(etr, nonce, digest, known.source, until)
         journal.note_session(site.name, etr, until - now)
         state.count("received.map_register")

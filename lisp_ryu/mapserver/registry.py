@@ -155,6 +155,7 @@ class Registry:
                                            int(message.algorithm_id), message.xtr_id, message.site_id))
         expiries: dict[float, float] = {}  # lifetime -> expiry: one float for the records of a message
         turn = next(state.sequence)  # (see `EtrRegistration.turn`)
+        self._pubsub.begin()  # one Map-Notify per destination for all the records this message changes
         for record, rec, (iid, net) in zip(message.records, recs, prefixes):
             if not new_message and record.ttl != 0:
                 entry = self._registered.get(iid, net)
@@ -186,6 +187,7 @@ class Registry:
                 entry = self._registered.get(iid, net)
                 if entry is not None:
                     made.append((entry, entry.etr(etr)))  # type: ignore[arg-type]
+        effects += self._pubsub.end(now)
         replay.accepted(etr, message, source, until)
         self._journal.note_session(site.name, etr, until - now)
         self._count("accepted.map_register")

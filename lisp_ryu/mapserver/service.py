@@ -141,6 +141,7 @@ class MapServer:
         try:
             return self._handle(payload, source, port, now, flush)
         except JournalUnavailable:
+            self._pubsub.discard()  # what the message would have published, rolled back with it
             return []  # rolled back: nothing changed, so nothing is acknowledged nor published
 
     def flush_journal(self, now: float) -> bool:

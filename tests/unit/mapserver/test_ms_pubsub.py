@@ -100,7 +100,7 @@ def test_an_unacknowledged_confirmation_subscribes_nobody():
     core = make_core()
     register(core, "10.1.0.0/16", ["198.18.1.1"])
     subscribe(core, "10.1.2.3", now=T0, confirm=False)
-    for step in range(1, 10):
+    for step in range(1, 20):  # 1 + 2 + 4 s of back-off, then 8 s to give up
         core.handle_timer(T0 + step)
     assert list(core.subscriptions()) == [] and core.pending_subscriptions == 0
     assert core.counters["subscriptions.unconfirmed"] == 1
