@@ -44,6 +44,7 @@ from lisp_ryu.effects import SendControl
 from lisp_ryu.mapping import EidError
 from lisp_ryu.mapserver.freshness import ReplayGuard
 from lisp_ryu.mapserver.journal import Journal, unregistration_entry
+from lisp_ryu.mapserver.stored_records import StoredRegistrations
 from lisp_ryu.mapserver.pubsub import PubSub
 from lisp_ryu.mapserver.refresh import Refreshes, refresh_key, signed_notify, unsigned_notify
 from lisp_ryu.mapserver.state import (
@@ -107,6 +108,7 @@ class Registry:
         #: one (a periodic refresh) takes `Refreshes.refresh`.  False: every Map-Register takes the full path (tests).
         self._refreshes = Refreshes(self)
         self._owner_memo: dict[tuple, tuple[tuple[SiteConfig, bool], ...]] = {}  # see `_owners`
+        self._forms = StoredRegistrations()  # record forms seen (heads, locator sets): see `_recs`
         self.refresh_shortcut = True
         #: The merged record `rebuild` made last, decoded (what the entry holds encoded): to publish it.
         self.built: MappingRecord | None = None
@@ -135,7 +137,7 @@ class Registry:
         if self._journal.refuse_while_down("map_register"):  # no change the journal cannot record
             return []
         etr = f"xtr:{message.xtr_id:032x}" if message.xtr_id is not None else f"rloc:{source}"
-        recs = [record_bytes(record) for record in message.records]  # what the registrations keep
+        recs = self._recs(payload, message, prefixes)  # what the registrations keep
         replay = self._replay
         refusal = replay.check(etr, message, source, now, *self._live(etr, message, prefixes, recs))
         if refusal is not None:
@@ -197,6 +199,17 @@ class Registry:
             effects.insert(0, SendControl(source, port, signed_notify(unsigned_notify(payload), payload, site.key),
                                           f"Map-Notify for {len(message.records)} record(s) of site {site.name}"))
         return effects
+
+    def _recs(self, payload: bytes, message: MapRegister, prefixes: list[tuple[int, IPNetwork]]) -> list[bytes]:
+        """`record_bytes` of each record: its bytes in `payload` where they are already in that form
+        (checked with the head and locator forms seen before), else encoded again."""
+        records = message.records
+        sliced = self._forms.register_records(payload, len(records))
+        if sliced is None:
+            return [record_bytes(record) for record in records]
+        read = self._forms.read_row
+        return [rec if read(rec, prefix_key(net), iid) is not None else record_bytes(record)
+                for record, rec, (iid, net) in zip(records, sliced, prefixes)]
 
     def _live(self, etr: str, message: MapRegister, prefixes: list[tuple[int, IPNetwork]],
               recs: list[bytes]) -> tuple[EtrRegistration | None, bool]:
@@ -404,10 +417,14 @@ class Registry:
         regs = entry.regs()
         if len(regs) == 1:
             [reg] = regs
-            if record is None:
-                record = reg.record
-            answer = as_answer(record, iid, net)
-            answer_bytes = reg.rec if answer is record else record_bytes(answer)  # the same bytes, shared
+            # A record already in the form answered is answered as it is (`as_answer`), read from its bytes.
+            if record is not None and self._forms.read_row(reg.rec, reg.key, iid) is reg.rec:
+                answer, answer_bytes = record, reg.rec
+            else:
+                if record is None:
+                    record = reg.record
+                answer = as_answer(record, iid, net)
+                answer_bytes = reg.rec if answer is record else record_bytes(answer)  # the same bytes, shared
             entry.proxy = reg.proxy_reply
             self.built = answer
         else:

@@ -214,10 +214,43 @@ class StoredRegistrations:
             stored = self._read_locators(rec, end)
             if stored is None:
                 return None
+            if len(self._locators) >= 1 << 16:  # (a bound: a live registry reads with it too)
+                self._locators.clear()
             self._locators[locators] = stored
         if plain and stored.answered:
             return rec
         return rec[:6] + b"\0\0" + rec[8:end] + stored.answered_bytes
+
+    def register_records(self, payload: bytes, count: int) -> list[bytes] | None:
+        """The bytes of the `count` EID-records of a Map-Register, sliced from `payload` where each is
+        in the form `record_bytes` makes (the caller checks each with `read_row`); None where any
+        locator is not a plain IPv4 or IPv6 address (then the codec encodes them)."""
+        at = 16 + int.from_bytes(payload[14:16], "big")
+        out = []
+        heads = self._heads
+        for _ in range(count):
+            head = payload[at:at + 24] if payload[at + 10:at + 12] == _LCAF_AFI_BYTES else payload[at:at + 12]
+            shape = heads.get(head)
+            if shape is None:
+                shape = self._read_head(head) if len(head) >= 12 else False
+                if len(heads) < 1 << 12:
+                    heads[head] = shape
+            if not shape:
+                return None
+            end = at + shape[1]
+            for _ in range(shape[5]):  # locators: 6 bytes, an AFI, its address
+                afi = payload[end + 6:end + 8]
+                if afi == b"\x00\x01":
+                    end += 12
+                elif afi == b"\x00\x02":
+                    end += 24
+                else:
+                    return None
+            if end > len(payload):
+                return None
+            out.append(payload[at:end])
+            at = end
+        return out
 
     def _read_slowly(self, entry: dict) -> tuple[EtrRegistration, str, bytes]:
         reg = registration_from_entry(entry)

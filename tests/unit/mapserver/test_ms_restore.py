@@ -542,3 +542,45 @@ def test_rows_odd_or_damaged_and_journal_entries_over_them_restore_as_the_refere
     # The good row of a cut group; rows of other types read as entries of those types are.
     assert etrs["10.1.90.1/32"] == [context["etr"], "int-times", "float-iid"]
     assert_same(bulk, reference)
+
+
+def test_a_map_registers_records_are_kept_as_the_codec_encodes_them_and_answered_as_as_answer():
+    """The registry keeps a record's bytes sliced from the Map-Register where they are already in the
+    form `record_bytes` makes (else encodes it again), and answers a record that is its own answer
+    with its bytes, both read with the record forms seen before: the same bytes as the codec's."""
+    from lisp_ryu.wire import MapRegister
+
+    core = start(MapServer, MemoryStore(), now=T0)
+    registry = core._registry
+    forms = list(records_to_read())
+    for n, (iid, prefix, record) in enumerate(forms):
+        payload = packets.map_register([record], DC2_KEY if iid == 7 else DC1_KEY, nonce=n + 1)
+        message = MapRegister.decode(payload)
+        prefixes = [(iid, record.eid_prefix.network)]
+        assert registry._recs(payload, message, prefixes) == [record_bytes(record)]
+        at = payload.index(record_bytes(record))
+        for odd in (7, 8, 20):  # a reserved bit set in the message: the record is encoded again, without it
+            if len(record.locators) or odd != 20:
+                changed = with_reserved_bit(payload, at + odd, 0x10 if odd == 8 else 0x01)
+                assert registry._recs(changed, message, prefixes) == [record_bytes(record)]
+                assert registry._recs(changed, message, prefixes)[0] != changed[at:at + len(record_bytes(record))]
+        if prefix in ("0.0.0.0/0",):
+            continue  # no site may register it
+        core.handle_control(payload, ETR1, 4342, T0 + 1)
+        entry = core._state.registered.get(iid, ipaddress.ip_network(prefix))
+        assert entry is not None, prefix
+        answer = as_answer(record, iid, ipaddress.ip_network(prefix))
+        assert entry.record_bytes == record_bytes(answer)
+        assert (entry.record_bytes is entry.regs()[0].rec) == (answer is record)
+    # Several records in one message, and the same again with a locator the slicer does not read.
+    records = [packets.record(f"10.1.3.{n}/32", ["198.18.1.1", "2001:db8:ff::2"]) for n in range(1, 6)]
+    payload = packets.map_register(records, DC1_KEY, nonce=999)
+    message = MapRegister.decode(payload)
+    prefixes = [(0, r.eid_prefix.network) for r in records]
+    assert registry._recs(payload, message, prefixes) == [record_bytes(r) for r in records]
+    assert registry._forms.register_records(payload, len(records)) is not None
+    locator = Locator(InstanceIdAddress(5, ip("198.18.1.1"), 32))
+    odd = [replace(records[0], locators=(locator,)), *records[1:]]
+    payload = packets.map_register(odd, DC1_KEY, nonce=1000)
+    assert registry._forms.register_records(payload, len(odd)) is None
+    assert registry._recs(payload, MapRegister.decode(payload), prefixes) == [record_bytes(r) for r in odd]
