@@ -525,9 +525,11 @@ class PrefixTable(Generic[V]):
         if trie is None:
             return None
         if strict:
-            # Whatever strictly contains a prefix contains its one-bit-shorter supernet.
             if network.prefixlen == 0:
                 return None
+            if network.prefixlen == trie.width:  # a host: what contains it but itself is in the trie
+                return trie.stored.get(network.network_address.packed)
+            # Whatever strictly contains a prefix contains its one-bit-shorter supernet.
             network = network.supernet()
         elif network.prefixlen == trie.width:
             value = trie.hosts.get(network.network_address.packed, _ABSENT)

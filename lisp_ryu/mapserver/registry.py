@@ -81,6 +81,9 @@ LOG = logging.getLogger("lisp_ryu.mapserver")
 _set = object.__setattr__  # a registration's bookkeeping fields (`durable`) are set once it is made
 
 
+_NETWORKS = {ipaddress.IPv4Address: ipaddress.IPv4Network, ipaddress.IPv6Address: ipaddress.IPv6Network}
+
+
 class Reject(Exception):
     """A message we decline: counted under `reason`, state untouched."""
 
@@ -265,8 +268,10 @@ class Registry:
         for record in message.records:
             try:
                 eid = record.eid_prefix
-                net = eid.network
-            except (LispDecodeError, LispEncodeError):
+                address = eid.address
+                # From the address's integer: `eid.network` would parse its text (no host bits: checked).
+                net = _NETWORKS[type(address)]((int(address), eid.mask_len))  # type: ignore[arg-type]
+            except (LispDecodeError, LispEncodeError, KeyError):
                 raise Reject("unsupported-eid", f"EID {record.eid}/{record.eid_mask_len} is not an IP prefix") from None
             prefixes.append((eid.instance_id, net))
         candidates: list[SiteConfig] = []

@@ -55,6 +55,9 @@ def test_queries_answer_as_a_brute_force_model(seed):
         around = [n for n in model if q.subnet_of(n)]
         covering = table.covering(5, q)
         assert (covering and covering[0]) == (max(around, key=lambda n: n.prefixlen) if around else None)
+        strict = [n for n in around if n != q]
+        covering = table.covering(5, q, strict=True)
+        assert covering == ((lambda n: (n, model[n]))(max(strict, key=lambda n: n.prefixlen)) if strict else None)
         assert [(n, v) for _, n, v in table.items_after(5, q)] == [(n, model[n]) for n in ordered
                                                                    if _order(n) > _order(q)]
         address = q.network_address
