@@ -84,6 +84,17 @@ _set = object.__setattr__  # a registration's bookkeeping fields (`durable`) are
 _NETWORKS = {ipaddress.IPv4Address: ipaddress.IPv4Network, ipaddress.IPv6Address: ipaddress.IPv6Network}
 
 
+def _allows(site: SiteConfig, owners: tuple[tuple[SiteConfig, bool], ...]) -> tuple[bool, str]:
+    """`Registry.site_allows` from the owners of the prefix (`Registry._owners`)."""
+    inside = False
+    for owner, allowed in owners:
+        if owner is site:
+            if allowed:
+                return True, ""
+            inside = True
+    return False, "more-specific-denied" if inside else "prefix-outside"
+
+
 class Reject(Exception):
     """A message we decline: counted under `reason`, state untouched."""
 
@@ -115,6 +126,7 @@ class Registry:
         self.refresh_shortcut = True
         #: The merged record `rebuild` made last, decoded (what the entry holds encoded): to publish it.
         self.built: MappingRecord | None = None
+        self.placed: Registered | None = None  # the prefix `upsert` put its registration in last
 
     def on_map_register(self, payload: bytes, source: IPAddress, port: int, now: float) -> list[SendControl]:
         if self.refresh_shortcut and len(payload) >= 16:
@@ -188,9 +200,7 @@ class Registry:
             until = max(until, reg.expires)
             effects += self.upsert(reg, now, record, net)
             if key:
-                entry = self._registered.get(iid, net)
-                if entry is not None:
-                    made.append((entry, entry.etr(etr)))  # type: ignore[arg-type]
+                made.append((self.placed, reg))  # type: ignore[arg-type]
         replay.accepted(etr, message, source, until)
         self._journal.note_session(site.name, etr, until - now)
         self._count("accepted.map_register")
@@ -275,8 +285,9 @@ class Registry:
                 raise Reject("unsupported-eid", f"EID {record.eid}/{record.eid_mask_len} is not an IP prefix") from None
             prefixes.append((eid.instance_id, net))
         candidates: list[SiteConfig] = []
-        for iid, net in prefixes:
-            for site, _ in self._owners(iid, net):
+        owners_of = [self._owners(iid, net) for iid, net in prefixes]
+        for owners in owners_of:
+            for site, _ in owners:
                 if site not in candidates:
                     candidates.append(site)
         if not candidates:
@@ -294,8 +305,8 @@ class Registry:
         if chosen is None:
             names = ", ".join(site.name for site in candidates)
             raise Reject(f"auth-{result.value}", f"authentication {result.value} for site(s) {names}")
-        for iid, net in prefixes:
-            allowed, reason = self.site_allows(chosen, iid, net)
+        for (iid, net), owners in zip(prefixes, owners_of):
+            allowed, reason = _allows(chosen, owners)
             if not allowed:
                 raise Reject(reason, f"{net} iid {iid} is not a registrable prefix of site {chosen.name}")
         return chosen, prefixes
@@ -330,13 +341,7 @@ class Registry:
 
     def site_allows(self, site: SiteConfig, iid: int, net: IPNetwork) -> tuple[bool, str]:
         """Whether `site` may register `net`, and the reject reason when not."""
-        inside = False
-        for owner, allowed in self._owners(iid, net):
-            if owner is site:
-                if allowed:
-                    return True, ""
-                inside = True
-        return False, "more-specific-denied" if inside else "prefix-outside"
+        return _allows(site, self._owners(iid, net))
 
     def upsert(self, reg: EtrRegistration, now: float, record: MappingRecord | None = None,
                net: IPNetwork | None = None) -> list[SendControl]:
@@ -378,6 +383,7 @@ class Registry:
         if not reg.turn:  # (one drawn per Map-Register by `on_map_register`)
             _set(reg, "turn", next(self._state.sequence))
         entry.put(reg)
+        self.placed = entry
         if not self._journal.replicated:  # else the ETR's session lease expires it, on every node
             self._state.expiry.add(reg)
         changed = self.rebuild(iid, net, entry, previous, record)
