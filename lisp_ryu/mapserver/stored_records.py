@@ -498,8 +498,8 @@ def _restore_group(group: dict, stored: StoredSet, used: set, now: float, reader
     replaced, withdrawn, entries = stored.replaced, stored.withdrawn, stored.entries
     taken = len(regs)
     expired = 0
-    span = None  # the last verdict span (see _still_allows) and the instance-ID it is for
-    span_iid = -1
+    span = None  # the last verdict span (see _still_allows) and the instance-ID and key length it is for
+    span_for = None
     it = iter(rows)
     for iid, key, rec, at, exp, nonce in zip(it, it, it, it, it, it):
         if look:
@@ -527,12 +527,12 @@ def _restore_group(group: dict, stored: StoredSet, used: set, now: float, reader
                 continue
             # Most rows of a group fall in the span of the verdict before: checked here, without a call.
             plen = key[-1]
-            if (span is not None and span_iid == iid and plen > span[1]
+            if (span is not None and plen > span[1] and span_for == (iid, len(key))
                     and int.from_bytes(key, "big") >> (8 * len(key) - span[1]) == span[0]):
                 allowed = span[2]
             else:
                 allowed = _still_allows(state, registry, site, iid, key, verdicts)
-                span, span_iid = verdicts.get((site_name, iid, 8 * len(key) - 8)), iid
+                span, span_for = verdicts.get((site_name, iid, 8 * len(key) - 8)), (iid, len(key))
             if not allowed:
                 counts[2] += 1
                 continue

@@ -584,3 +584,20 @@ def test_a_map_registers_records_are_kept_as_the_codec_encodes_them_and_answered
     payload = packets.map_register(odd, DC1_KEY, nonce=1000)
     assert registry._forms.register_records(payload, len(odd)) is None
     assert registry._recs(payload, MapRegister.decode(payload), prefixes) == [record_bytes(r) for r in odd]
+
+
+def test_rows_of_both_families_in_one_group_are_each_judged_in_their_own():
+    """An IPv6 prefix whose first bits spell an allowed IPv4 prefix (0a01:: and 10.1.0.0/16) is not
+    allowed by it, nor the reverse: the verdict a row reuses is of its own family and instance-ID."""
+    entries = [stored_entry(packets.record(prefix, ["198.18.1.1"], iid=iid)) | {"iid": iid}
+               for prefix, iid in (("10.1.0.1/32", 0), ("10.1.0.2/32", 0), ("a01::1/128", 0), ("a01::2/128", 0),
+                                   ("2001:db8:1::1/128", 0), ("32.1.13.184/32", 0), ("10.10.0.1/32", 42),
+                                   ("10.1.0.3/32", 42), ("10.1.0.4/32", 0))]
+    store = MemoryStore()
+    store.snapshot(snapshot_rows.grouped(entries))
+    assert len(store.snapshot_entries) == 1  # one group: the same context
+    bulk, reference = start(MapServer, store), start(reference_core, store)
+    assert [(iid, str(prefix)) for iid, prefix, *_ in bulk.registrations()] == [
+        (0, "10.1.0.1/32"), (0, "10.1.0.2/32"), (0, "10.1.0.4/32"), (0, "2001:db8:1::1/128"), (42, "10.10.0.1/32")]
+    assert bulk.counters["restore.no_longer_allowed"] == 4
+    assert_same(bulk, reference)
