@@ -452,7 +452,7 @@ class Journal:
     def stored_state(self) -> Iterator[bytes]:
         """`state_entries`, msgpack-encoded, for a snapshot: registrations in rows per context
         (`snapshot_rows`), then the rest."""
-        yield from encode_groups(reg for entry in self._state.registered.values() for reg in entry.regs())
+        yield from encode_groups(reg for entry in self._state.registered.values_by_address() for reg in entry.regs())
         for entry in self._stated_entries():
             yield pack(entry)
 

@@ -50,14 +50,18 @@ def encode_groups(regs: Iterable[EtrRegistration]) -> Iterator[bytes]:
 
 def grouped(entries: Iterable[dict]) -> Iterator[dict]:
     """Entries as a snapshot holds them now: registration entries (those with a canonical prefix text)
-    as groups, first; every other entry after them, as it is."""
+    as groups, first, their rows in address order as a compaction writes them
+    (`PrefixTable.values_by_address`); every other entry after them, as it is."""
     groups: dict[tuple, list] = {}
-    rest = []
+    rest, keyed = [], []
     for entry in entries:
         key = canonical_key(entry.get("net")) if entry.get("t") == "reg" else None
         if key is None:
             rest.append(entry)
-            continue
+        else:
+            keyed.append((entry.get("iid") if type(entry.get("iid")) is int else -1, len(key), key, entry))
+    keyed.sort(key=lambda item: item[:3])
+    for *_, key, entry in keyed:
         try:
             rows = groups.setdefault(tuple(entry.get(k) for k in CONTEXT_KEYS), [])
         except TypeError:  # an unhashable field: left as the entry it is
