@@ -205,6 +205,7 @@ def _echo_baseline(rounds: int, total: int, seconds: float) -> dict:
 
 
 def _mapserver(size: int, rounds: int, total: int, seconds: float, no_repeat: bool) -> dict:
+    from lisp_ryu.mapserver.snapshot_rows import grouped
     from lisp_ryu.mapserver.store import write_snapshot
     from lisp_ryu.mapserver.store_format import read_snapshot
 
@@ -213,7 +214,7 @@ def _mapserver(size: int, rounds: int, total: int, seconds: float, no_repeat: bo
         with open(config, "w") as fh:
             fh.write(CONFIG)
         data_dir = os.path.join(tmp, "data")
-        write_snapshot(data_dir, _snapshot_entries(size))
+        write_snapshot(data_dir, grouped(_snapshot_entries(size)))  # as a compaction writes them: in rows
         unpack_started = time.perf_counter()  # the floor of any restore: just reading the snapshot
         with open(os.path.join(data_dir, "snapshot.msgpack"), "rb") as fh:
             read_snapshot(fh.read())  # checksum included

@@ -25,8 +25,9 @@ class SortedKeys:
 
     __slots__ = ("_chunks", "_lasts", "_len")
 
-    def __init__(self, keys: Iterable[bytes] = ()) -> None:
-        ordered = sorted(set(keys))
+    def __init__(self, keys: Iterable[bytes] = (), unique: bool = False) -> None:
+        """`unique`: the caller knows `keys` holds each key once (a restore's million need no set)."""
+        ordered = sorted(keys if unique else set(keys))
         self._chunks: list[list[bytes]] = [ordered[i:i + LOAD] for i in range(0, len(ordered), LOAD)]
         self._lasts: list[bytes] = [chunk[-1] for chunk in self._chunks]
         self._len = len(ordered)

@@ -394,6 +394,18 @@ class PrefixTable(Generic[V]):
                 for node in trie.walk(trie.root):
                     yield node.value  # type: ignore[misc]
 
+    def values_by_address(self) -> Iterator[V]:
+        """Every stored value, host routes in address order per instance-ID and family, then the
+        others: what a snapshot writes, so that a restore's `insert_packed` sorts a run already in order."""
+        for slot in sorted(self._tries):
+            trie = self._tries[slot]
+            hosts = trie.hosts
+            if hosts:
+                yield from map(hosts.__getitem__, trie.order)  # type: ignore[misc]
+            if len(hosts) != trie.count:
+                for node in trie.walk(trie.root):
+                    yield node.value  # type: ignore[misc]
+
     def check_invariants(self) -> None:
         """Raise RuntimeError if any internal index disagrees with another (for tests)."""
         total = 0
@@ -462,7 +474,7 @@ class PrefixTable(Generic[V]):
                 for packed in keys:
                     trie.order.add(packed)
             else:
-                trie.order = SortedKeys(keys)
+                trie.order = SortedKeys(keys, unique=True)
 
     def remove(self, iid: int, network: IPNetwork) -> V:
         """Remove an exact prefix and return its value; PrefixNotFound if absent."""
@@ -525,9 +537,11 @@ class PrefixTable(Generic[V]):
         if trie is None:
             return None
         if strict:
-            # Whatever strictly contains a prefix contains its one-bit-shorter supernet.
             if network.prefixlen == 0:
                 return None
+            if network.prefixlen == trie.width:  # a host: what contains it but itself is in the trie
+                return trie.stored.get(network.network_address.packed)
+            # Whatever strictly contains a prefix contains its one-bit-shorter supernet.
             network = network.supernet()
         elif network.prefixlen == trie.width:
             value = trie.hosts.get(network.network_address.packed, _ABSENT)

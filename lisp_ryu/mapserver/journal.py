@@ -8,11 +8,11 @@ change goes out only once the change survives a crash.  Expiries are not
 journalled: the stored expiry times already say when an entry ends, so a
 restart drops what expired meanwhile and a mass expiry costs no writes.
 Pending Map-Notify retransmissions are not persisted.  When the journal
-outgrows twice the live state it is compacted into a snapshot: a
-registration's entry is joined then from parts (`EntryEncoder`): what its
-ETR's message shares with its other records, encoded once per message
-(`EtrContext`), what is its own, encoded when it was journalled, and its
-record as kept; a restored registration's own part is encoded then.
+outgrows twice the live state it is compacted into a snapshot, which holds
+the registrations as rows per ETR context (`snapshot_rows`): a restart then
+unpacks arrays of plain values rather than a map per registration.  A
+journal entry is joined from parts (`EntryEncoder`): what its ETR's message
+shares with its other records, encoded once per message (`EtrContext`).
 
 Entries are absolute (set this key / delete this key), so replaying a
 journal on top of any older snapshot ends in the state journalled last.
@@ -47,8 +47,10 @@ from lisp_ryu.mapserver.stored_records import (  # noqa: F401
     RegistryPart,
     StoredRegistrations,
     registration_from_entry,
+    StoredSet,
     restore_registrations,
 )
+from lisp_ryu.mapserver.snapshot_rows import GROUP, canonical_key, encode_groups, expand
 
 LOG = logging.getLogger("lisp_ryu.mapserver")
 
@@ -105,9 +107,7 @@ _SIZES = tuple(bytes((n,)) for n in range(256))
 class EntryEncoder:
     """`pack(registration_entry(reg))`, decoded alike, in parts that join (msgpack map entries are
     concatenated pairs): the keys a registration shares with the other records of its ETR's message,
-    encoded once per `EtrContext`; the five of its own but its record (`own`, kept by a journalled
-    registration, so that a snapshot of a million is a join, not a million encodings while the
-    server answers nothing); its record, as kept."""
+    encoded once per `EtrContext`; the five of its own but its record (`own`); its record, as kept."""
 
     def __init__(self) -> None:
         self._contexts: dict[int, tuple[EtrContext, bytes]] = {}
@@ -131,7 +131,7 @@ class EntryEncoder:
             packed = self._packer.pack({k: entry[k] for k in _CONTEXT_KEYS})
             shared = _MAP16 + packed[1:]  # (a fixmap of 10: one header byte)
             self._contexts[id(context)] = (context, shared)
-        own = reg.own or self.own(reg)  # (a fixmap of 5: one header byte)
+        own = self.own(reg)  # (a fixmap of 5: one header byte)
         rec = reg.rec
         size = len(rec)
         head = b"\xa3rec\xc4" + _SIZES[size] if size < 256 else b"\xa3rec\xc5" + size.to_bytes(2, "big")
@@ -203,19 +203,43 @@ def unstatic_entry(iid: int, prefix: IPNetwork) -> dict:
     return {"t": "unstatic", "iid": iid, "net": str(prefix)}
 
 
-def replay(entries: Iterable[dict], count: Callable[[str], None]) -> tuple[dict, dict, dict]:
+def replay(entries: Iterable[dict], count: Callable[[str], None]) -> tuple[StoredSet, dict, dict]:
     """The entries still in force after replaying `entries` in order: (registrations, subscriptions,
-    stated), each keyed by what an entry sets; stated are policy rules, RLOC overrides and static mappings."""
+    stated), each keyed by what an entry sets; stated are policy rules, RLOC overrides and static mappings.
+
+    A snapshot's groups of rows come before any registration entry and stay
+    rows (`StoredSet`): a later entry for a row's key replaces it in place, a
+    withdrawal drops it, as replaying one entry per row would."""
+    groups: list[dict] = []
     registrations: dict[tuple[int, str, str], dict] = {}
+    replaced: dict[tuple, tuple] = {}  # a row's (iid, prefix_key, ETR) -> the entry's key in `registrations`
+    withdrawn: set[tuple] = set()
     subscriptions: dict[tuple[int, str, bytes], dict] = {}
     stated: dict[tuple, dict] = {}
     for entry in entries:
         kind = entry.get("t") if isinstance(entry, dict) else None
         try:
-            if kind == "reg":
-                registrations[(entry["iid"], entry["net"], entry["etr"])] = entry
-            elif kind == "unreg":
-                registrations.pop((entry["iid"], entry["net"], entry["etr"]), None)
+            if kind == "reg" or kind == "unreg":
+                name = (entry["iid"], entry["net"], entry["etr"])
+                if groups and (kind == "unreg" or name not in registrations):
+                    row = (name[0], canonical_key(name[1]), name[2])
+                    if row[1] is None:
+                        pass  # not a row's key: as a replay of one entry each, another key
+                    elif kind == "unreg":
+                        withdrawn.add(row)
+                        replaced.pop(row, None)
+                    elif row not in withdrawn and row not in replaced:
+                        replaced[row] = name
+                if kind == "reg":
+                    registrations[name] = entry
+                else:
+                    registrations.pop(name, None)
+            elif kind == GROUP:
+                if registrations or withdrawn:  # (never written so: read as the entries it holds)
+                    for one in expand(entry):
+                        registrations[(one["iid"], one["net"], one["etr"])] = one
+                else:
+                    groups.append(entry)
             elif kind == "sub":
                 subscriptions[(entry["iid"], entry["net"], entry["xid"])] = entry
             elif kind == "unsub":
@@ -232,7 +256,7 @@ def replay(entries: Iterable[dict], count: Callable[[str], None]) -> tuple[dict,
                 count("restore.unknown_entries")
         except (KeyError, TypeError):
             count("restore.bad_entries")
-    return registrations, subscriptions, stated
+    return StoredSet(groups, registrations, replaced, withdrawn), subscriptions, stated
 
 
 # --------------------------------------------------------------------------- the journal
@@ -323,11 +347,9 @@ class Journal:
             self._batch.append(entry)
 
     def record_registration(self, reg: EtrRegistration) -> None:
-        """Journal `reg`, which keeps the part of its entry a snapshot needs encoded (`EntryEncoder`)."""
+        """Journal `reg` (its entry joined from parts: `EntryEncoder`)."""
         if self.store is not None:
-            encoder = self._encoder
-            reg.own = encoder.own(reg)
-            self._batch.append(encoder.encode(reg))
+            self._batch.append(self._encoder.encode(reg))
 
     def record_entry(self, entry: dict) -> bytes:
         """Journal `entry` (only with a store) and return it encoded."""
@@ -428,11 +450,9 @@ class Journal:
         yield from self._stated_entries()
 
     def stored_state(self) -> Iterator[bytes]:
-        """`state_entries`, msgpack-encoded, for a snapshot (registrations by `EntryEncoder`)."""
-        encode = self._encoder.encode
-        for entry in self._state.registered.values():
-            for reg in entry.regs():
-                yield encode(reg)
+        """`state_entries`, msgpack-encoded, for a snapshot: registrations in rows per context
+        (`snapshot_rows`), then the rest."""
+        yield from encode_groups(reg for entry in self._state.registered.values_by_address() for reg in entry.regs())
         for entry in self._stated_entries():
             yield pack(entry)
 
@@ -476,7 +496,7 @@ class Journal:
                 except (KeyError, TypeError, PolicyError):
                     count("restore.bad_entries")
             state.policy = policy
-            self.restore_registrations(registrations.values(), now, registry)
+            self.restore_registrations(registrations, now, registry)
             for entry in subscriptions.values():
                 try:
                     sub = subscription_from_entry(entry)
@@ -502,8 +522,9 @@ class Journal:
             LOG.info("restored %d registrations and %d subscriptions from the store", restored,
                      state.counters.get("restore.subscriptions", 0))
 
-    def restore_registrations(self, entries: Iterable[dict], now: float, registry: RegistryPart) -> None:
-        """Rebuild the stored registrations (`stored_records.restore_registrations`)."""
+    def restore_registrations(self, entries: StoredSet | Iterable[dict], now: float, registry: RegistryPart) -> None:
+        """Rebuild the stored registrations (`stored_records.restore_registrations`; iterating a
+        `StoredSet` gives its registration entries in order)."""
         restore_registrations(self._state, entries, now, registry, self.replicated)
 
 

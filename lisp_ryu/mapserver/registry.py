@@ -44,6 +44,7 @@ from lisp_ryu.effects import SendControl
 from lisp_ryu.mapping import EidError
 from lisp_ryu.mapserver.freshness import ReplayGuard
 from lisp_ryu.mapserver.journal import Journal, unregistration_entry
+from lisp_ryu.mapserver.stored_records import StoredRegistrations
 from lisp_ryu.mapserver.pubsub import PubSub
 from lisp_ryu.mapserver.refresh import Refreshes, refresh_key, signed_notify, unsigned_notify
 from lisp_ryu.mapserver.state import (
@@ -80,6 +81,20 @@ LOG = logging.getLogger("lisp_ryu.mapserver")
 _set = object.__setattr__  # a registration's bookkeeping fields (`durable`) are set once it is made
 
 
+_NETWORKS = {ipaddress.IPv4Address: ipaddress.IPv4Network, ipaddress.IPv6Address: ipaddress.IPv6Network}
+
+
+def _allows(site: SiteConfig, owners: tuple[tuple[SiteConfig, bool], ...]) -> tuple[bool, str]:
+    """`Registry.site_allows` from the owners of the prefix (`Registry._owners`)."""
+    inside = False
+    for owner, allowed in owners:
+        if owner is site:
+            if allowed:
+                return True, ""
+            inside = True
+    return False, "more-specific-denied" if inside else "prefix-outside"
+
+
 class Reject(Exception):
     """A message we decline: counted under `reason`, state untouched."""
 
@@ -107,9 +122,11 @@ class Registry:
         #: one (a periodic refresh) takes `Refreshes.refresh`.  False: every Map-Register takes the full path (tests).
         self._refreshes = Refreshes(self)
         self._owner_memo: dict[tuple, tuple[tuple[SiteConfig, bool], ...]] = {}  # see `_owners`
+        self._forms = StoredRegistrations()  # record forms seen (heads, locator sets): see `_recs`
         self.refresh_shortcut = True
         #: The merged record `rebuild` made last, decoded (what the entry holds encoded): to publish it.
         self.built: MappingRecord | None = None
+        self.placed: Registered | None = None  # the prefix `upsert` put its registration in last
 
     def on_map_register(self, payload: bytes, source: IPAddress, port: int, now: float) -> list[SendControl]:
         if self.refresh_shortcut and len(payload) >= 16:
@@ -135,7 +152,7 @@ class Registry:
         if self._journal.refuse_while_down("map_register"):  # no change the journal cannot record
             return []
         etr = f"xtr:{message.xtr_id:032x}" if message.xtr_id is not None else f"rloc:{source}"
-        recs = [record_bytes(record) for record in message.records]  # what the registrations keep
+        recs = self._recs(payload, message, prefixes)  # what the registrations keep
         replay = self._replay
         refusal = replay.check(etr, message, source, now, *self._live(etr, message, prefixes, recs))
         if refusal is not None:
@@ -184,9 +201,7 @@ class Registry:
             until = max(until, reg.expires)
             effects += self.upsert(reg, now, record, net)
             if key:
-                entry = self._registered.get(iid, net)
-                if entry is not None:
-                    made.append((entry, entry.etr(etr)))  # type: ignore[arg-type]
+                made.append((self.placed, reg))  # type: ignore[arg-type]
         effects += self._pubsub.end(now)
         replay.accepted(etr, message, source, until)
         self._journal.note_session(site.name, etr, until - now)
@@ -199,6 +214,17 @@ class Registry:
             effects.insert(0, SendControl(source, port, signed_notify(unsigned_notify(payload), payload, site.key),
                                           f"Map-Notify for {len(message.records)} record(s) of site {site.name}"))
         return effects
+
+    def _recs(self, payload: bytes, message: MapRegister, prefixes: list[tuple[int, IPNetwork]]) -> list[bytes]:
+        """`record_bytes` of each record: its bytes in `payload` where they are already in that form
+        (checked with the head and locator forms seen before), else encoded again."""
+        records = message.records
+        sliced = self._forms.register_records(payload, len(records))
+        if sliced is None:
+            return [record_bytes(record) for record in records]
+        read = self._forms.read_row
+        return [rec if read(rec, prefix_key(net), iid) is not None else record_bytes(record)
+                for record, rec, (iid, net) in zip(records, sliced, prefixes)]
 
     def _live(self, etr: str, message: MapRegister, prefixes: list[tuple[int, IPNetwork]],
               recs: list[bytes]) -> tuple[EtrRegistration | None, bool]:
@@ -254,13 +280,16 @@ class Registry:
         for record in message.records:
             try:
                 eid = record.eid_prefix
-                net = eid.network
-            except (LispDecodeError, LispEncodeError):
+                address = eid.address
+                # From the address's integer: `eid.network` would parse its text (no host bits: checked).
+                net = _NETWORKS[type(address)]((int(address), eid.mask_len))  # type: ignore[arg-type]
+            except (LispDecodeError, LispEncodeError, KeyError):
                 raise Reject("unsupported-eid", f"EID {record.eid}/{record.eid_mask_len} is not an IP prefix") from None
             prefixes.append((eid.instance_id, net))
         candidates: list[SiteConfig] = []
-        for iid, net in prefixes:
-            for site, _ in self._owners(iid, net):
+        owners_of = [self._owners(iid, net) for iid, net in prefixes]
+        for owners in owners_of:
+            for site, _ in owners:
                 if site not in candidates:
                     candidates.append(site)
         if not candidates:
@@ -278,8 +307,8 @@ class Registry:
         if chosen is None:
             names = ", ".join(site.name for site in candidates)
             raise Reject(f"auth-{result.value}", f"authentication {result.value} for site(s) {names}")
-        for iid, net in prefixes:
-            allowed, reason = self.site_allows(chosen, iid, net)
+        for (iid, net), owners in zip(prefixes, owners_of):
+            allowed, reason = _allows(chosen, owners)
             if not allowed:
                 raise Reject(reason, f"{net} iid {iid} is not a registrable prefix of site {chosen.name}")
         return chosen, prefixes
@@ -314,13 +343,7 @@ class Registry:
 
     def site_allows(self, site: SiteConfig, iid: int, net: IPNetwork) -> tuple[bool, str]:
         """Whether `site` may register `net`, and the reject reason when not."""
-        inside = False
-        for owner, allowed in self._owners(iid, net):
-            if owner is site:
-                if allowed:
-                    return True, ""
-                inside = True
-        return False, "more-specific-denied" if inside else "prefix-outside"
+        return _allows(site, self._owners(iid, net))
 
     def upsert(self, reg: EtrRegistration, now: float, record: MappingRecord | None = None,
                net: IPNetwork | None = None) -> list[SendControl]:
@@ -362,6 +385,7 @@ class Registry:
         if not reg.turn:  # (one drawn per Map-Register by `on_map_register`)
             _set(reg, "turn", next(self._state.sequence))
         entry.put(reg)
+        self.placed = entry
         if not self._journal.replicated:  # else the ETR's session lease expires it, on every node
             self._state.expiry.add(reg)
         changed = self.rebuild(iid, net, entry, previous, record)
@@ -406,10 +430,14 @@ class Registry:
         regs = entry.regs()
         if len(regs) == 1:
             [reg] = regs
-            if record is None:
-                record = reg.record
-            answer = as_answer(record, iid, net)
-            answer_bytes = reg.rec if answer is record else record_bytes(answer)  # the same bytes, shared
+            # A record already in the form answered is answered as it is (`as_answer`), read from its bytes.
+            if record is not None and self._forms.read_row(reg.rec, reg.key, iid) is reg.rec:
+                answer, answer_bytes = record, reg.rec
+            else:
+                if record is None:
+                    record = reg.record
+                answer = as_answer(record, iid, net)
+                answer_bytes = reg.rec if answer is record else record_bytes(answer)  # the same bytes, shared
             entry.proxy = reg.proxy_reply
             self.built = answer
         else:

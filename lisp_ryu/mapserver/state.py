@@ -124,9 +124,6 @@ class EtrRegistration:
     #: made or refreshed it (shared by its records), so they expire in the order their ETRs refreshed them.
     turn: int = field(default=0, compare=False, repr=False)
     armed_turn: int = field(default=0, compare=False, repr=False)  # `turn` when its slot was taken
-    #: Its journal entry's own fields but the record, encoded when journalled (`journal.EntryEncoder`),
-    #: for the next snapshot; b"" when restored or without a store.
-    own: bytes = field(default=b"", compare=False, repr=False)
 
     @property
     def site(self) -> str:

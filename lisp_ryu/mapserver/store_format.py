@@ -4,6 +4,11 @@ A snapshot is one header then one msgpack array of entries:
 
     magic "LRS\\x02" | version u32 | generation u64 | payload length u64 | CRC-32 of the payload u32
 
+Version 3 holds registrations as groups of rows (`snapshot_rows`), which
+version 2 did not; both are read, 3 is written, and code that knows only
+version 2 refuses a version 3 file rather than start without its
+registrations.
+
 A journal is one header, then one frame per batch (everything one message changed):
 
     header  magic "LRJ\\x02" | version u32 | generation u64 | CRC-32 of these 16 bytes u32
@@ -30,7 +35,9 @@ from dataclasses import dataclass
 
 import msgpack
 
-VERSION = 2
+VERSION = 2  # of the journal
+SNAPSHOT_VERSION = 3
+SNAPSHOT_VERSIONS = (2, 3)
 SNAPSHOT_MAGIC = b"LRS\x02"
 JOURNAL_MAGIC = b"LRJ\x02"
 _SNAPSHOT_HEAD = struct.Struct(">4sIQQI")
@@ -56,7 +63,7 @@ def crc(data: bytes | memoryview, start: int = 0) -> int:
 
 
 def snapshot_header(generation: int, payload: bytes | memoryview) -> bytes:
-    return _SNAPSHOT_HEAD.pack(SNAPSHOT_MAGIC, VERSION, generation, len(payload), crc(payload))
+    return _SNAPSHOT_HEAD.pack(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, generation, len(payload), crc(payload))
 
 
 def read_snapshot(data: bytes) -> tuple[int, list, int]:
@@ -65,7 +72,7 @@ def read_snapshot(data: bytes) -> tuple[int, list, int]:
         if len(data) < _SNAPSHOT_HEAD.size:
             raise FormatError(f"header cut short ({len(data)} bytes)")
         _magic, version, generation, length, checksum = _SNAPSHOT_HEAD.unpack_from(data)
-        if version != VERSION:
+        if version not in SNAPSHOT_VERSIONS:
             raise FormatError(f"unknown snapshot version {version}")
         payload = memoryview(data)[_SNAPSHOT_HEAD.size:]
         if len(payload) != length:
@@ -78,7 +85,7 @@ def read_snapshot(data: bytes) -> tuple[int, list, int]:
             raise FormatError(f"checksum matches but entries unreadable ({exc})") from None
         if not isinstance(entries, list):
             raise FormatError("entries are not a list")
-        return generation, entries, VERSION
+        return generation, entries, version
     try:
         old = msgpack.unpackb(data, raw=False)
     except (ValueError, msgpack.UnpackException) as exc:

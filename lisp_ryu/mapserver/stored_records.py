@@ -10,11 +10,12 @@ from __future__ import annotations
 import ipaddress
 import struct
 from operator import itemgetter
-from typing import Iterable, Protocol
+from typing import Iterable, Iterator, Protocol
 from socket import inet_ntoa
 from dataclasses import dataclass, replace
 
 from lisp_ryu.config import SiteConfig
+from lisp_ryu.mapserver.snapshot_rows import WIDTH, expand
 from lisp_ryu.mapserver.state import (
     EtrContext,
     EtrRegistration,
@@ -174,6 +175,83 @@ class StoredRegistrations:
         # As `registration_from_entry` makes it, its checks done above.
         return _Registration(context, iid, key, kept, at + 0.0, exp, nonce, exp, exp), text, answer_bytes
 
+    def group_context(self, group: dict) -> EtrContext | None:
+        """The context of a group of rows; None if its fields hold none."""
+        try:
+            shared = _SHARED(group)
+            context = self._contexts.get(shared)
+            if context is None:
+                context = entry_context(group)
+                if len(self._contexts) < 1 << 16:
+                    self._contexts[shared] = context
+        except BAD_STORED_ENTRY:
+            return None
+        return context
+
+    def read_row(self, rec: object, key: object, iid: int) -> bytes | None:
+        """The answer of a row's record (itself when it is one), if it is canonical and of prefix `key`
+        (a `prefix_key`) in instance `iid`; else None."""
+        if type(rec) is not bytes or type(key) is not bytes or len(rec) < 12:
+            return None
+        head = rec[:24] if rec[10:12] == _LCAF_AFI_BYTES else rec[:12]
+        shape = self._heads.get(head)
+        if shape is None:
+            shape = self._read_head(head)
+            if len(self._heads) < 1 << 12:
+                self._heads[head] = shape
+        if not shape:
+            return None
+        at, end, bits, mask_len, wire_iid, count, plain = shape
+        if wire_iid != iid or len(rec) < end or len(key) != end - at + 1 or key[-1] != mask_len:
+            return None
+        if not key.startswith(rec[at:end]):
+            return None
+        if mask_len != bits and int.from_bytes(key, "big") & ((1 << (bits - mask_len + 8)) - 1) != mask_len:
+            return None  # host bits past the mask: not the prefix's own EID
+        locators = (count, rec[end:])
+        stored = self._locators.get(locators)
+        if stored is None:
+            stored = self._read_locators(rec, end)
+            if stored is None:
+                return None
+            if len(self._locators) >= 1 << 16:  # (a bound: a live registry reads with it too)
+                self._locators.clear()
+            self._locators[locators] = stored
+        if plain and stored.answered:
+            return rec
+        return rec[:6] + b"\0\0" + rec[8:end] + stored.answered_bytes
+
+    def register_records(self, payload: bytes, count: int) -> list[bytes] | None:
+        """The bytes of the `count` EID-records of a Map-Register, sliced from `payload` where each is
+        in the form `record_bytes` makes (the caller checks each with `read_row`); None where any
+        locator is not a plain IPv4 or IPv6 address (then the codec encodes them)."""
+        at = 16 + int.from_bytes(payload[14:16], "big")
+        out = []
+        heads = self._heads
+        for _ in range(count):
+            head = payload[at:at + 24] if payload[at + 10:at + 12] == _LCAF_AFI_BYTES else payload[at:at + 12]
+            shape = heads.get(head)
+            if shape is None:
+                shape = self._read_head(head) if len(head) >= 12 else False
+                if len(heads) < 1 << 12:
+                    heads[head] = shape
+            if not shape:
+                return None
+            end = at + shape[1]
+            for _ in range(shape[5]):  # locators: 6 bytes, an AFI, its address
+                afi = payload[end + 6:end + 8]
+                if afi == b"\x00\x01":
+                    end += 12
+                elif afi == b"\x00\x02":
+                    end += 24
+                else:
+                    return None
+            if end > len(payload):
+                return None
+            out.append(payload[at:end])
+            at = end
+        return out
+
     def _read_slowly(self, entry: dict) -> tuple[EtrRegistration, str, bytes]:
         reg = registration_from_entry(entry)
         return reg, str(reg.prefix), b""
@@ -264,56 +342,97 @@ class StoredRegistrations:
 # --------------------------------------------------------------------------- the restore
 
 
-def restore_registrations(state: State, entries: Iterable[dict], now: float, registry: RegistryPart,
-                      replicated: bool) -> None:
+class StoredSet:
+    """The stored registrations a replay leaves: a snapshot's groups of rows (`snapshot_rows`), then the
+    journal's entries, some of which take the place of a row (same instance-ID, prefix and ETR).
+
+    Iterating gives every registration entry in the order a replay of one
+    entry each would leave them (a row's entry where the row is, replaced
+    in place by a later journal entry for the same key, dropped if a later
+    entry withdrew it): what `restore_registrations` reads, faster.
+    """
+
+    def __init__(self, groups: list[dict], entries: dict, replaced: dict, withdrawn: set) -> None:
+        self.groups = groups
+        self.entries = entries  # (iid, prefix text, ETR) -> the journal's last entry for it, in replay order
+        #: (iid, `prefix_key`, ETR) of a row -> the key in `entries` of the entry that replaces it in place
+        #: (none when the row was withdrawn: `withdrawn` holds it, and the entry, if any, comes after).
+        self.replaced = {key: name for key, name in replaced.items() if name in entries}
+        self.withdrawn = withdrawn
+        self.etrs = {key[2] for key in (*replaced, *withdrawn)}  # the ETRs whose rows need a look
+
+    def __iter__(self) -> Iterator[dict]:
+        used = set()
+        for group in self.groups:
+            for entry, key in zip(expand(group), row_keys(group)):
+                name = self.replaced.get(key)
+                if name is not None:
+                    used.add(name)
+                    yield self.entries[name]
+                elif key not in self.withdrawn:
+                    yield entry
+        for name, entry in self.entries.items():
+            if name not in used:
+                yield entry
+
+
+def row_keys(group: dict) -> Iterator[tuple]:
+    """(iid, key, ETR) of each row `expand` reads, as `StoredSet` names a row."""
+    rows, etr = group.get("rows"), group.get("etr")
+    if not isinstance(rows, list):
+        yield (None, None, None)
+        return
+    for at in range(0, len(rows) - len(rows) % WIDTH, WIDTH):
+        yield (rows[at], rows[at + 1], etr)
+    if len(rows) % WIDTH:
+        yield (None, None, None)
+
+
+def restore_registrations(state: State, stored: Iterable[dict], now: float, registry: RegistryPart,
+                          replicated: bool) -> None:
     """Rebuild the stored registrations: the state replaying each through `Registry.upsert` gives, faster.
 
     A restart answers nothing until this is done.  Restoring runs on an
     empty core and tells nobody anything, so most of `upsert` has
-    nothing to do: here a dict keyed by prefix text stands in for the
-    prefix table until every prefix is inserted once at the end, a
-    prefix's merged record is computed once all its ETRs are in (and not
-    at all for a single ETR: `StoredRegistrations` hands over its
-    answer, encoded), and nothing is decoded that a canonical entry
-    does not need.  Entries are checked in the same order, and counted
-    under the same names, as one `upsert` at a time.
+    nothing to do: here a dict keyed by prefix stands in for the prefix
+    table until every prefix is inserted once at the end, a prefix's
+    merged record is computed once all its ETRs are in (and not at all
+    for a single ETR: the reader hands over its answer, encoded), and
+    nothing is decoded that a canonical entry does not need.  A snapshot's
+    rows (`StoredSet`) are read in a loop of their own, their context once
+    per group.  Entries are checked in the same order, and counted under
+    the same names, as one `upsert` at a time.
     """
     sites, xtr_sites = state.sites, state.xtr_sites
-    read = StoredRegistrations().read
-    verdicts: dict[tuple, bool] = {}  # see _still_allows
-    prefixes: dict[tuple[int, str], Registered] = {}  # key: (iid, prefix text)
+    reader = StoredRegistrations()
+    read, read_row = reader.read, reader.read_row
+    verdicts: dict[tuple, object] = {}  # see _still_allows
+    prefixes: dict[tuple[int, bytes], Registered] = {}  # key: (iid, prefix_key)
     merge: list[Registered] = []  # record left unknown: `rebuild` computes it
     regs: list[EtrRegistration] = []
     fresh: list[tuple[int, bytes, Registered]] = []  # per prefix, in the order they came
-    bad = expired = disallowed = conflicting = 0
-    for entry in entries:
-        try:
-            reg, text, answer_bytes = read(entry)
-        except BAD_STORED_ENTRY:
-            bad += 1
-            continue
+    counts = [0, 0, 0, 0]  # bad, expired, disallowed, conflicting
+
+    def place(reg: EtrRegistration, answer_bytes: bytes) -> None:
+        """Take one registration read, as the rows' loop does inline."""
         if reg.expires <= now:
-            expired += 1
-            continue
+            counts[1] += 1
+            return
         context = reg.context
-        key = (reg.iid, text)
+        key = (reg.iid, reg.key)
         known = prefixes.get(key)
-        if known is None:
+        if known is None or known.site != context.site:
             site = sites.get(context.site)
             if site is None or not _still_allows(state, registry, site, reg.iid, reg.key, verdicts):
-                disallowed += 1
-                continue
+                counts[2] += 1
+                return
+            if known is not None:
+                counts[3] += 1
+                return
             known = prefixes[key] = Registered(context.site, reg, answer_bytes, context.proxy_reply)
             fresh.append((reg.iid, reg.key, known))
             if not answer_bytes:
                 merge.append(known)
-        elif known.site != context.site:
-            site = sites.get(context.site)
-            if site is None or not _still_allows(state, registry, site, reg.iid, reg.key, verdicts):
-                disallowed += 1
-            else:
-                conflicting += 1
-            continue
         else:
             if known.record_bytes:  # a second ETR: the answer is their merge now
                 known.record_bytes = b""
@@ -322,6 +441,26 @@ def restore_registrations(state: State, entries: Iterable[dict], now: float, reg
         regs.append(reg)
         if context.xtr_id is not None:
             xtr_sites[context.xtr_id] = context.site
+
+    def place_entry(entry: dict) -> None:
+        try:
+            reg, _text, answer_bytes = read(entry)
+        except BAD_STORED_ENTRY:
+            counts[0] += 1
+            return
+        place(reg, answer_bytes)
+
+    if isinstance(stored, StoredSet):
+        used: set[tuple] = set()  # entries that took a row's place
+        for group in stored.groups:
+            _restore_group(group, stored, used, now, reader, read_row, place, place_entry, state, registry,
+                           verdicts, prefixes, fresh, regs, counts)
+        for name, entry in stored.entries.items():
+            if name not in used:
+                place_entry(entry)
+    else:
+        for entry in stored:
+            place_entry(entry)
     for entry_state in merge:
         if not entry_state.record_bytes:  # (else listed twice)
             first = entry_state.regs()[0]
@@ -331,10 +470,81 @@ def restore_registrations(state: State, entries: Iterable[dict], now: float, reg
     state.registered.insert_packed(fresh)
     if not replicated:
         state.expiry.add_many(regs)
+    bad, expired, disallowed, conflicting = counts
     for name, amount in (("bad_entries", bad), ("expired", expired), ("no_longer_allowed", disallowed),
                          ("conflicting_site", conflicting), ("registrations", len(regs))):
         if amount:
             state.count(f"restore.{name}", amount)
+
+
+def _restore_group(group: dict, stored: StoredSet, used: set, now: float, reader: StoredRegistrations, read_row, place,
+                   place_entry, state: State, registry: RegistryPart, verdicts: dict, prefixes: dict,
+                   fresh: list, regs: list, counts: list) -> None:
+    """The rows of one group, as `place` would take each (inline: this is the loop of a restart)."""
+    rows = group.get("rows")
+    context = reader.group_context(group)
+    if context is None or type(rows) is not list or len(rows) % WIDTH:
+        for entry, key in zip(expand(group), row_keys(group)):  # damaged: judged entry by entry
+            name = stored.replaced.get(key)
+            if name is not None:
+                used.add(name)
+                place_entry(stored.entries[name])
+            elif key not in stored.withdrawn:
+                place_entry(entry)
+        return
+    site_name, etr, proxy = context.site, context.etr, context.proxy_reply
+    site = state.sites.get(site_name)
+    look = etr in stored.etrs  # rows a journal entry replaced or withdrew
+    replaced, withdrawn, entries = stored.replaced, stored.withdrawn, stored.entries
+    taken = len(regs)
+    expired = 0
+    span = None  # the last verdict span (see _still_allows) and the instance-ID and key length it is for
+    span_for = None
+    it = iter(rows)
+    for iid, key, rec, at, exp, nonce in zip(it, it, it, it, it, it):
+        if look:
+            name = replaced.get((iid, key, etr))
+            if name is not None:
+                used.add(name)
+                place_entry(entries[name])
+                continue
+            if (iid, key, etr) in withdrawn:
+                continue
+        answer = read_row(rec, key, iid) if type(iid) is int else None
+        if answer is None or type(at) is not float or type(exp) is not float or (
+                nonce is not None and type(nonce) is not int):
+            place_entry(next(expand({**group, "rows": [iid, key, rec, at, exp, nonce]})))
+            continue
+        if exp <= now:
+            expired += 1
+            continue
+        reg = _Registration(context, iid, key, rec, at, exp, nonce, exp, exp)
+        slot = (iid, key)
+        known = prefixes.get(slot)
+        if known is None:
+            if site is None:
+                counts[2] += 1
+                continue
+            # Most rows of a group fall in the span of the verdict before: checked here, without a call.
+            plen = key[-1]
+            if (span is not None and plen > span[1] and span_for == (iid, len(key))
+                    and int.from_bytes(key, "big") >> (8 * len(key) - span[1]) == span[0]):
+                allowed = span[2]
+            else:
+                allowed = _still_allows(state, registry, site, iid, key, verdicts)
+                span, span_for = verdicts.get((site_name, iid, 8 * len(key) - 8)), (iid, len(key))
+            if not allowed:
+                counts[2] += 1
+                continue
+            known = prefixes[slot] = Registered(site_name, reg, answer, proxy)
+            fresh.append((iid, key, known))
+            regs.append(reg)
+        else:
+            place(reg, answer)  # a second ETR, or another site's prefix
+    counts[1] += expired
+    if len(regs) > taken and context.xtr_id is not None:
+        state.xtr_sites[context.xtr_id] = site_name
+
 
 def _still_allows(state: State, registry: RegistryPart, site: SiteConfig, iid: int, key: bytes,
               verdicts: dict[tuple, bool]) -> bool:

@@ -47,6 +47,10 @@ def test_queries_answer_as_a_brute_force_model(seed):
         assert len(table) == len(model)
         assert [(n, v) for _, n, v in table] == [(n, model[n]) for n in ordered]
         assert sorted(table.values()) == sorted(model.values())
+        hosts = sorted((n for n in model if n.prefixlen == width), key=_order)
+        by_address = list(table.values_by_address())
+        assert by_address[:len(hosts)] == [model[n] for n in hosts]
+        assert sorted(by_address) == sorted(model.values())
         q = _random_network(rng, width, bits)
         assert table.get(5, q) == model.get(q) and ((5, q) in table) == (q in model)
         assert table.more_specifics(5, q) == [(n, model[n]) for n in ordered if n.subnet_of(q)]
@@ -55,6 +59,9 @@ def test_queries_answer_as_a_brute_force_model(seed):
         around = [n for n in model if q.subnet_of(n)]
         covering = table.covering(5, q)
         assert (covering and covering[0]) == (max(around, key=lambda n: n.prefixlen) if around else None)
+        strict = [n for n in around if n != q]
+        covering = table.covering(5, q, strict=True)
+        assert covering == ((lambda n: (n, model[n]))(max(strict, key=lambda n: n.prefixlen)) if strict else None)
         assert [(n, v) for _, n, v in table.items_after(5, q)] == [(n, model[n]) for n in ordered
                                                                    if _order(n) > _order(q)]
         address = q.network_address

@@ -198,3 +198,15 @@ def test_register_without_records_is_rejected():
     core = make_core()
     assert core.handle_control(b"\x30" + bytes(15), ETR1, 4342, T0) == []  # well-formed, zero records
     assert core.counters["rejected.map_register.no-records"] == 1
+
+
+def test_a_map_register_of_a_non_ip_eid_is_rejected_as_unsupported():
+    from lisp_ryu.wire import EidPrefix, Locator, MacAddress, MappingRecord
+
+    core = make_core()
+    mac = MappingRecord.for_prefix(EidPrefix(MacAddress.parse("00:11:22:33:44:55"), 48),
+                                   (Locator(ipaddress.ip_address("198.18.1.1")),))
+    for records in ([mac], [packets.record("10.1.0.1/32", ["198.18.1.1"]), mac]):
+        assert core.handle_control(packets.map_register(records, DC1_KEY, want_notify=True), ETR1, 4342, T0) == []
+    assert core.counters["rejected.map_register.unsupported-eid"] == 2
+    assert core.registration_count == 0

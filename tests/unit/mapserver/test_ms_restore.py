@@ -9,8 +9,12 @@ EIDs, bad or disallowed entries) go through the journal too.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import itertools
+import os
+import shutil
+import struct
 from dataclasses import replace
 
 import msgpack
@@ -20,6 +24,7 @@ from lisp_ryu.config import EidPrefixConfig, MapServerConfig, SiteConfig
 from lisp_ryu.mapping.policy import RlocOverride, Rule, StaticMapping
 from lisp_ryu.mapserver import FileStore, MapServer, MemoryStore
 from lisp_ryu.mapserver import journal as journal_mod
+from lisp_ryu.mapserver import snapshot_rows
 from lisp_ryu.mapserver.journal import BAD_STORED_ENTRY, Journal, StoredRegistrations
 from lisp_ryu.mapserver.state import as_answer, key_prefix, prefix_key, record_bytes, record_from_bytes
 from lisp_ryu.mapserver.store import _as_read as as_read
@@ -424,11 +429,21 @@ def test_the_bulk_reader_leaves_other_forms_to_the_codec():
         assert reader._read_record(odd_rec, text, iid) is None, (odd_rec, text, iid)
 
 
+def expanded(items):
+    """Snapshot items as entries: a group of rows as the registration entries it holds."""
+    for item in items:
+        entry = msgpack.unpackb(item, raw=False) if isinstance(item, bytes) else item
+        if entry.get("t") == snapshot_rows.GROUP:
+            yield from snapshot_rows.expand(entry)
+        else:
+            yield entry
+
+
 @pytest.mark.parametrize("kind", ["memory", "file"])
-def test_a_compaction_encodes_registrations_from_their_compact_form(kind, tmp_path, monkeypatch):
-    """Registrations keep no encoded entry; a snapshot encodes each from its compact form, what its
-    ETR's message shared once per message (`EntryEncoder`), and must read back as exactly what
-    `state_entries` says, for registrations made by Map-Register and restored ones alike."""
+def test_a_compaction_writes_registrations_as_rows_per_context(kind, tmp_path):
+    """A snapshot holds registrations as rows, one group per ETR context (the message's shared fields
+    once), and a journal entry is joined from parts (`EntryEncoder`); both must read back as exactly
+    what `state_entries` says, for registrations made by Map-Register and restored ones alike."""
     live, reopen = lived(kind, tmp_path)
     restored = start(MapServer, reopen())
     regs = [reg for *_, etrs in live.registrations() for reg in etrs]
@@ -437,21 +452,152 @@ def test_a_compaction_encodes_registrations_from_their_compact_form(kind, tmp_pa
     for reg in regs:
         assert msgpack.unpackb(encoder.encode(reg), raw=False) == as_read(journal_mod.registration_entry(reg))
     for core in (live, restored):  # the same entries (a snapshot's order means nothing)
-        assert sorted((msgpack.unpackb(b, raw=False) for b in core._journal.stored_state()),
-                      key=lambda e: repr(sorted(e.items()))) == sorted(
+        items = list(core._journal.stored_state())
+        groups = [e for e in map(msgpack.unpackb, items) if e["t"] == snapshot_rows.GROUP]
+        held = [reg for *_, etrs in core.registrations() for reg in etrs]
+        assert len(groups) == len({id(reg.context) for reg in held}) < len(held)
+        assert sum(len(g["rows"]) for g in groups) == snapshot_rows.WIDTH * len(held)
+        assert sorted(expanded(items), key=lambda e: repr(sorted(e.items()))) == sorted(
             (as_read(e) for e in core.state_entries()), key=lambda e: repr(sorted(e.items())))
-    contexts = {reg.context for reg in regs}
-    original, whole = journal_mod.registration_entry, []
-
-    def counted(reg):
-        whole.append(reg)
-        return original(reg)
-
-    monkeypatch.setattr(journal_mod, "registration_entry", counted)
     compacted = MemoryStore()
     compacted.snapshot(live._journal.stored_state())
-    monkeypatch.undo()
-    assert len(whole) <= len(contexts) < len(regs)  # a whole entry only per message's shared part
     again = start(MapServer, compacted)
     assert list(again.registrations()) == list(restored.registrations())
     assert list(again.subscriptions()) == list(restored.subscriptions())
+    assert_same(again, start(reference_core, compacted))
+
+
+OLD_STORE = os.path.join(os.path.dirname(__file__), "fixtures", "old_store")
+
+
+def expected_text(core: MapServer) -> str:
+    """The counters and a digest of everything else `observable` shows, as fixtures/old_store keeps them."""
+    seen = observable(core)
+    seen["counters"] = sorted(seen["counters"].items())
+    text = "".join(f"{name}: {seen[name]!r}\n" for name in sorted(seen))
+    return f"counters: {seen['counters']!r}\nsha256: {hashlib.sha256(text.encode()).hexdigest()}\n"
+
+
+def test_a_store_written_before_rows_restores_as_then_and_is_rewritten_in_rows(tmp_path):
+    """fixtures/old_store was written by the store before snapshots held rows (a snapshot of one map per
+    registration, then a journal with odd entries: fixtures/make_old_store.py.txt), and
+    expected.txt is what restoring it showed then.  It restores the same now, and once compacted into
+    rows, restores the same again (but the counts of what the compaction left out)."""
+    directory, old = str(tmp_path / "data"), str(tmp_path / "old")
+    for copy in (directory, old):
+        shutil.copytree(OLD_STORE, copy, ignore=shutil.ignore_patterns("expected.txt"))
+    with open(os.path.join(directory, "snapshot.msgpack"), "rb") as fh:
+        assert struct.unpack_from(">4sI", fh.read(8)) == (b"LRS\x02", 2)
+    store = FileStore(directory)
+    core = start(MapServer, store)
+    with open(os.path.join(OLD_STORE, "expected.txt")) as fh:
+        assert expected_text(core) == fh.read()
+    store.snapshot(core._journal.stored_state())
+    store.close()
+    assert_same(core, start(reference_core, FileStore(old)))
+    with open(os.path.join(directory, "snapshot.msgpack"), "rb") as fh:
+        assert struct.unpack_from(">4sI", fh.read(8)) == (b"LRS\x02", 3)
+    again = start(MapServer, FileStore(directory))
+    want, got = observable(start(MapServer, FileStore(old))), observable(again)
+    live = sum(len(etrs) for *_, etrs in again.registrations())  # (148 restored: one replaced another)
+    assert got.pop("counters")["restore.registrations"] == live == 147
+    want.pop("counters")
+    assert got == want
+    assert_same(again, start(reference_core, FileStore(directory)))
+
+
+def test_rows_odd_or_damaged_and_journal_entries_over_them_restore_as_the_reference():
+    """A snapshot in rows with odd and damaged groups, then journal entries that replace a row in place,
+    withdraw rows, withdraw one and register it again (it then comes last), and add an ETR to a row's
+    prefix: the same state as one `upsert` per registration in that order."""
+    store = MemoryStore()
+    live = start(MapServer, store, now=T0)
+    populate(live)
+    plain = packets.record("10.1.90.1/32", ["198.18.1.1"])
+    context = {k: v for k, v in stored_entry(plain).items() if k in snapshot_rows.CONTEXT_KEYS}
+    row = [0, prefix_key(net("10.1.90.1/32")), record_bytes(plain), T0 + 50, T0 + 230, 7]
+    damaged = [
+        {"t": "regs", **context, "rows": row + row[:4]},  # a cut row
+        {"t": "regs", **context, "rows": "not rows"},
+        {"t": "regs", **{**context, "src": "nowhere"}, "rows": row},
+        {"t": "regs", **context, "etr": "bad-key", "rows": [0, b"\x0a\x01\x5a\x01\x21", *row[2:]]},
+        {"t": "regs", **context, "etr": "bad-mask", "rows": [0, b"\x0a\x01\x5a\x00\x18", *row[2:]]},
+        {"t": "regs", **context, "etr": "int-times", "rows": [0, row[1], row[2], int(T0 + 50), int(T0 + 230), 7]},
+        {"t": "regs", **context, "etr": "float-iid", "rows": [0.0, *row[1:]]},
+    ]
+    # (Groups after an entry, as those of `grouped` are, would be read as the entries they hold.)
+    store.snapshot([*live._journal.stored_state(), *damaged, *snapshot_rows.grouped(odd_entries())])
+    assert len(store.snapshot_entries) > 10
+    register(live, [packets.record("10.1.0.1/32", ["198.18.1.3"])], DC1_KEY, ETR1, T0 + 40, proxy=True)
+    store.append([{"t": "unreg", "iid": 0, "net": "10.1.0.2/32", "etr": "rloc:198.18.1.1"},
+                  {"t": "unreg", "iid": 0, "net": "10.1.0.3/32", "etr": "rloc:198.18.1.1"},
+                  stored_entry(packets.record("10.1.0.3/32", ["198.18.1.4"]), at=T0 + 60),
+                  stored_entry(packets.record("10.1.0.4/32", ["198.18.1.5"]), etr="rloc:198.18.1.5",
+                               src="198.18.1.5")])
+    bulk = start(MapServer, store)
+    reference = start(reference_core, store)
+    assert bulk.counters["restore.bad_entries"] == 10 + 4  # odd_entries' and: cut, not rows, src, key
+    etrs = {str(prefix): [r.etr for r in regs] for _, prefix, _, _, regs in bulk.registrations()}
+    assert "10.1.0.2/32" not in etrs and etrs["10.1.0.4/32"] == ["rloc:198.18.1.1", "rloc:198.18.1.5"]
+    # The good row of a cut group; rows of other types read as entries of those types are.
+    assert etrs["10.1.90.1/32"] == [context["etr"], "int-times", "float-iid"]
+    assert_same(bulk, reference)
+
+
+def test_a_map_registers_records_are_kept_as_the_codec_encodes_them_and_answered_as_as_answer():
+    """The registry keeps a record's bytes sliced from the Map-Register where they are already in the
+    form `record_bytes` makes (else encodes it again), and answers a record that is its own answer
+    with its bytes, both read with the record forms seen before: the same bytes as the codec's."""
+    from lisp_ryu.wire import MapRegister
+
+    core = start(MapServer, MemoryStore(), now=T0)
+    registry = core._registry
+    forms = list(records_to_read())
+    for n, (iid, prefix, record) in enumerate(forms):
+        payload = packets.map_register([record], DC2_KEY if iid == 7 else DC1_KEY, nonce=n + 1)
+        message = MapRegister.decode(payload)
+        prefixes = [(iid, record.eid_prefix.network)]
+        assert registry._recs(payload, message, prefixes) == [record_bytes(record)]
+        at = payload.index(record_bytes(record))
+        for odd in (7, 8, 20):  # a reserved bit set in the message: the record is encoded again, without it
+            if len(record.locators) or odd != 20:
+                changed = with_reserved_bit(payload, at + odd, 0x10 if odd == 8 else 0x01)
+                assert registry._recs(changed, message, prefixes) == [record_bytes(record)]
+                assert registry._recs(changed, message, prefixes)[0] != changed[at:at + len(record_bytes(record))]
+        if prefix in ("0.0.0.0/0",):
+            continue  # no site may register it
+        core.handle_control(payload, ETR1, 4342, T0 + 1)
+        entry = core._state.registered.get(iid, ipaddress.ip_network(prefix))
+        assert entry is not None, prefix
+        answer = as_answer(record, iid, ipaddress.ip_network(prefix))
+        assert entry.record_bytes == record_bytes(answer)
+        assert (entry.record_bytes is entry.regs()[0].rec) == (answer is record)
+    # Several records in one message, and the same again with a locator the slicer does not read.
+    records = [packets.record(f"10.1.3.{n}/32", ["198.18.1.1", "2001:db8:ff::2"]) for n in range(1, 6)]
+    payload = packets.map_register(records, DC1_KEY, nonce=999)
+    message = MapRegister.decode(payload)
+    prefixes = [(0, r.eid_prefix.network) for r in records]
+    assert registry._recs(payload, message, prefixes) == [record_bytes(r) for r in records]
+    assert registry._forms.register_records(payload, len(records)) is not None
+    locator = Locator(InstanceIdAddress(5, ip("198.18.1.1"), 32))
+    odd = [replace(records[0], locators=(locator,)), *records[1:]]
+    payload = packets.map_register(odd, DC1_KEY, nonce=1000)
+    assert registry._forms.register_records(payload, len(odd)) is None
+    assert registry._recs(payload, MapRegister.decode(payload), prefixes) == [record_bytes(r) for r in odd]
+
+
+def test_rows_of_both_families_in_one_group_are_each_judged_in_their_own():
+    """An IPv6 prefix whose first bits spell an allowed IPv4 prefix (0a01:: and 10.1.0.0/16) is not
+    allowed by it, nor the reverse: the verdict a row reuses is of its own family and instance-ID."""
+    entries = [stored_entry(packets.record(prefix, ["198.18.1.1"], iid=iid)) | {"iid": iid}
+               for prefix, iid in (("10.1.0.1/32", 0), ("10.1.0.2/32", 0), ("a01::1/128", 0), ("a01::2/128", 0),
+                                   ("2001:db8:1::1/128", 0), ("32.1.13.184/32", 0), ("10.10.0.1/32", 42),
+                                   ("10.1.0.3/32", 42), ("10.1.0.4/32", 0))]
+    store = MemoryStore()
+    store.snapshot(snapshot_rows.grouped(entries))
+    assert len(store.snapshot_entries) == 1  # one group: the same context
+    bulk, reference = start(MapServer, store), start(reference_core, store)
+    assert [(iid, str(prefix)) for iid, prefix, *_ in bulk.registrations()] == [
+        (0, "10.1.0.1/32"), (0, "10.1.0.2/32"), (0, "10.1.0.4/32"), (0, "2001:db8:1::1/128"), (42, "10.10.0.1/32")]
+    assert bulk.counters["restore.no_longer_allowed"] == 4
+    assert_same(bulk, reference)
