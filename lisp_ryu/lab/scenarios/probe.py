@@ -58,6 +58,16 @@ def _checksum(data: bytes) -> int:
     return ~total & 0xFFFF
 
 
+
+def received_at(ancillary: list) -> float:
+    """When the kernel took the packet in (SO_TIMESTAMPNS), else now: a reply's time that does
+    not include how long the prober's thread waited for the GIL."""
+    for level, kind, value in ancillary:
+        if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(value) >= 16:
+            sec, nsec = struct.unpack("qq", value[:16])
+            return sec + nsec / 1e9
+    return time.time()
+
 def echo_request(ident: int, seq: int, payload: bytes) -> bytes:
     header = struct.pack("!BBHHH", _ICMP_ECHO_REQUEST, 0, 0, ident, seq & 0xFFFF)
     return struct.pack("!BBHHH", _ICMP_ECHO_REQUEST, 0, _checksum(header + payload), ident, seq & 0xFFFF) + payload
@@ -149,11 +159,7 @@ class Prober:
                 continue
             except OSError:
                 return  # closed
-            at = time.time()
-            for level, kind, value in ancillary:
-                if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(value) >= 16:
-                    sec, nsec = struct.unpack("qq", value[:16])
-                    at = sec + nsec / 1e9
+            at = received_at(ancillary)
             icmp = data[(data[0] & 0x0F) * 4:]
             if source[0] != self.target or len(icmp) < 8 or icmp[0] != _ICMP_ECHO_REPLY:
                 continue

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 
 from lisp_ryu.glue.netns import run_in_netns
-from lisp_ryu.lab.scenarios.probe import _ICMP_ECHO_REPLY, _SO_TIMESTAMPNS, Probe, echo_request
+from lisp_ryu.lab.scenarios.probe import _ICMP_ECHO_REPLY, _SO_TIMESTAMPNS, Probe, echo_request, received_at
 
 RECEIVE_BUFFER = 8 << 20  # replies of a whole burst must not drop at our own socket
 
@@ -109,11 +109,7 @@ class SweepProber:
                 continue
             except OSError:
                 return  # closed
-            at = time.time()
-            for level, kind, value in ancillary:
-                if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(value) >= 16:
-                    sec, nsec = struct.unpack("qq", value[:16])
-                    at = sec + nsec / 1e9
+            at = received_at(ancillary)
             i = self._index.get(source[0])
             icmp = data[(data[0] & 0x0F) * 4:]
             if i is None or len(icmp) < 8 or icmp[0] != _ICMP_ECHO_REPLY:
