@@ -25,21 +25,14 @@ import pytest
 
 from lisp_ryu.lab import cluster_load
 from support.etcd_cluster import EtcdCluster, available
-from test_oor import KEY, READY, START_TIMEOUT, Link, Oor, _assert_torn_down, _namespaces, _unavailable
+from test_oor import KEY, OUR_MS_CONFIG, READY, START_TIMEOUT, Link, Oor, _assert_torn_down, _namespaces, _unavailable
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow, pytest.mark.etcd]
 
 NODES = {"msa": "198.18.201.10", "msb": "198.18.201.11"}
 ITR = "198.18.201.12"
 OOR_RLOC = "198.18.201.2"
-CONFIG = f"""\
-map_server:
-  sites:
-    - name: oor
-      key: {KEY}
-      eid_prefixes:
-        - {{prefix: 10.81.0.0/16}}
-"""
+CONFIG = OUR_MS_CONFIG  # the same site (key, 10.81.0.0/16) as the single-node interop test
 OOR_CONFIG = """\
 debug = 2
 map-request-retries = 2
