@@ -188,17 +188,23 @@ class StoredRegistrations:
             return None
         return context
 
-    def read_row(self, rec: object, key: object, iid: int) -> bytes | None:
-        """The answer of a row's record (itself when it is one), if it is canonical and of prefix `key`
-        (a `prefix_key`) in instance `iid`; else None."""
-        if type(rec) is not bytes or type(key) is not bytes or len(rec) < 12:
-            return None
+    def _shape(self, rec: bytes) -> tuple | bool:
+        """What `_read_head` says of a record's head (up to the EID address): the same for every record
+        of one TTL, mask length and instance-ID, so read once per distinct head (a bounded cache)."""
         head = rec[:24] if rec[10:12] == _LCAF_AFI_BYTES else rec[:12]
         shape = self._heads.get(head)
         if shape is None:
             shape = self._read_head(head)
             if len(self._heads) < 1 << 12:
                 self._heads[head] = shape
+        return shape
+
+    def read_row(self, rec: object, key: object, iid: int) -> bytes | None:
+        """The answer of a row's record (itself when it is one), if it is canonical and of prefix `key`
+        (a `prefix_key`) in instance `iid`; else None."""
+        if type(rec) is not bytes or type(key) is not bytes or len(rec) < 12:
+            return None
+        shape = self._shape(rec)
         if not shape:
             return None
         at, end, bits, mask_len, wire_iid, count, plain = shape
@@ -260,14 +266,7 @@ class StoredRegistrations:
         """(`prefix_key`, the record as answered, encoded) for a canonical record of prefix `text`, else None."""
         if type(rec) is not bytes or len(rec) < 12:
             return None
-        # The head (up to the EID address) is the same for every record of one TTL, mask length and
-        # instance-ID: read once per distinct head.
-        head = rec[:24] if rec[10:12] == _LCAF_AFI_BYTES else rec[:12]
-        shape = self._heads.get(head)
-        if shape is None:
-            shape = self._read_head(head)
-            if len(self._heads) < 1 << 12:
-                self._heads[head] = shape
+        shape = self._shape(rec)
         if not shape:
             return None
         at, end, bits, mask_len, wire_iid, count, plain = shape
