@@ -59,6 +59,16 @@ def _checksum(data: bytes) -> int:
 
 
 
+
+def icmp_socket(receive_buffer: int | None = None) -> socket.socket:
+    """A raw ICMP socket with kernel receive times (`received_at`), in the calling namespace."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+    if receive_buffer is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.settimeout(0.1)
+    return sock
+
 def received_at(ancillary: list) -> float:
     """When the kernel took the packet in (SO_TIMESTAMPNS), else now: a reply's time that does
     not include how long the prober's thread waited for the GIL."""
@@ -97,13 +107,7 @@ class Prober:
         self.send_errors = 0
 
     def start(self) -> None:
-        def make() -> socket.socket:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-            sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
-            sock.settimeout(0.1)
-            return sock
-
-        self._sock = run_in_netns(self.namespace, make)
+        self._sock = run_in_netns(self.namespace, icmp_socket)
         self._threads = [threading.Thread(target=self._receive, name="probe-rx", daemon=True),
                          threading.Thread(target=self._send, name="probe-tx", daemon=True)]
         for t in self._threads:

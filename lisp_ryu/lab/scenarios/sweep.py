@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 
 from lisp_ryu.glue.netns import run_in_netns
-from lisp_ryu.lab.scenarios.probe import _ICMP_ECHO_REPLY, _SO_TIMESTAMPNS, Probe, echo_request, received_at
+from lisp_ryu.lab.scenarios.probe import _ICMP_ECHO_REPLY, Probe, echo_request, icmp_socket, received_at
 
 RECEIVE_BUFFER = 8 << 20  # replies of a whole burst must not drop at our own socket
 
@@ -46,14 +46,7 @@ class SweepProber:
         self.send_errors = 0
 
     def start(self) -> None:
-        def make() -> socket.socket:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-            sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
-            sock.settimeout(0.1)
-            return sock
-
-        self._sock = run_in_netns(self.namespace, make)
+        self._sock = run_in_netns(self.namespace, lambda: icmp_socket(RECEIVE_BUFFER))
         self._threads = [threading.Thread(target=self._receive, name="sweep-rx", daemon=True),
                          threading.Thread(target=self._send, name="sweep-tx", daemon=True)]
         for t in self._threads:
