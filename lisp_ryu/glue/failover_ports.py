@@ -95,10 +95,13 @@ class BfdMesh:
                 for (local, remote) in other.needed if remote in member.locals}
 
     def needs_changed(self, member: FailoverPorts, pairs: set[Pair]) -> None:
-        """`member` started or stopped needing `pairs`: the xTRs at their far ends recompute theirs."""
+        """`member` started or stopped needing `pairs`: an xTR at their far end that lacks a port
+        back is told to recompute (a push).  One that has it already, or that is losing a
+        need, waits for its next push: a port no longer needed stays its grace anyway, and a
+        move, whose every millisecond is an outage, must not pay for pushes that change nothing."""
         remotes = {remote for _, remote in pairs}
         for other in self.members:
-            if other is not member and remotes & set(other.locals):
+            if other is not member and remotes & set(other.locals) and self.reciprocal(other) - other.assigned.keys():
                 other.spawn(other.changed)
 
 
