@@ -241,8 +241,12 @@ class Controller:
         Datagrams go first because they start round trips (a Map-Register for a
         workload that just arrived is what redirects every other site), while
         pushing flows takes milliseconds; held packets go last, so they meet
-        their flows.
+        their flows.  A workload that arrived brings its old sites' mappings (glue.moves):
+        they join this push, and the other xTRs are told after it.
         """
+        arrived = [e.record for e in effects if isinstance(e, HostArrived)] if endpoint.dpid is not None else []
+        if arrived:
+            effects = [*effects, *self.arrivals.seed(endpoint, arrived)]
         for effect in effects:
             if isinstance(effect, SendControl):
                 try:
@@ -264,15 +268,11 @@ class Controller:
             for effect in effects:
                 if isinstance(effect, PacketOut):
                     self._packet_out(dpid, effect)
-            for effect in effects:
-                if isinstance(effect, HostArrived):
-                    self._host_arrived(endpoint, effect.record)
+            for record in arrived:
+                self.arrivals.add(endpoint, record)
         if self._lane and not self._draining:
             self._drain()
         self.wake()
-
-    def _host_arrived(self, here: ControlEndpoint, record) -> None:
-        self.arrivals.add(here, record)
 
     def _source_of(self, endpoint: ControlEndpoint, effect: SendControl) -> str:
         """The address a datagram of `endpoint`'s leaves from: its socket's (an xTR's first RLOC)."""

@@ -35,17 +35,29 @@ class Arrivals:
         self.controller = controller
         self.pending: list[tuple["ControlEndpoint", Any, list]] = []  # (here, record, the xTRs it left)
 
-    def add(self, here: "ControlEndpoint", record) -> None:
-        """A workload (`record`: its new mapping) appeared at `here`: the xTR it left redirects at
-        once, `here` gets the mappings that xTR held (the workload's replies), and the ITRs sending
-        to it follow (issue 20).
+    def seed(self, here: "ControlEndpoint", records) -> list:
+        """Workloads (`records`) just appeared at `here`: the mappings their old sites' map-caches
+        held, copied into `here`'s (the workloads' replies find them), as effects that join the
+        arrival's own push: the new site's flows leave once, complete."""
+        effects: list = []
+        for old in _unique(e for record in records for e in self.left(here, record)):
+            _guarded(self.controller, here, lambda old=old: here.core.seed(list(old.core.cache), old.core.config.name,
+                                                                          here.clock()), effects)
+        return effects
 
-        Three steps, each deferred (`controller.defer`, the datagram pump's turn under Ryu) so that
-        what the one before pushed, the new site's flows first, leaves before the next compiles."""
+    def left(self, here: "ControlEndpoint", record) -> list:
+        """The other xTRs of this controller that still hold the workload as their own."""
         prefix = record.eid_prefix
-        left = [e for e in self.controller.xtrs.values()
+        return [e for e in self.controller.xtrs.values()
                 if e is not here and e.core.is_here(prefix.instance_id, prefix.address)]
-        self.pending.append((here, record, left))
+
+    def add(self, here: "ControlEndpoint", record) -> None:
+        """A workload (`record`: its new mapping) appeared at `here` (seeded already): the xTR it
+        left redirects at once and the ITRs sending to it follow (issue 20).
+
+        Two steps, each deferred (`controller.defer`, the datagram pump's turn under Ryu) so that
+        what the one before pushed, the new site's flows first, leaves before the next compiles."""
+        self.pending.append((here, record, self.left(here, record)))
         if len(self.pending) == 1:
             self.controller.defer(self._tell_old_sites)
 
@@ -55,21 +67,6 @@ class Arrivals:
         controller = self.controller
         for endpoint in _unique(e for _, _, left in batch for e in left):
             _follow(controller, endpoint, [(here, record) for here, record, left in batch if endpoint in left])
-        controller.defer(lambda: self._seed_new_sites(batch))
-
-    def _seed_new_sites(self, batch: list) -> None:
-        """The replies of the workloads, from their new sites: what their old sites' map-caches held."""
-        controller = self.controller
-        for here in _unique(h for h, _, _ in batch):
-            olds = _unique(e for h, _, left in batch if h is here for e in left)
-
-            def step(here=here, olds=olds) -> list:
-                effects: list = []
-                for old in olds:
-                    effects += here.core.seed(list(old.core.cache), old.core.config.name, here.clock())
-                return effects
-
-            _guarded(controller, here, step)
         controller.defer(lambda: self._tell_itrs(batch))
 
     def _tell_itrs(self, batch: list) -> None:
