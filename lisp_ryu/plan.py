@@ -26,7 +26,32 @@ __all__ = [
     "RemoteEntry",
     "Rloc",
     "XtrPlan",
+    "cached_hash",
 ]
+
+
+def cached_hash(cls):
+    """A frozen dataclass whose hash is computed once per object, not at every set or dict lookup.
+
+    A push hashes every flow and map-cache entry of a switch several times (the
+    memoised compiler's keys, the desired state's sets, the diff), and the
+    fields' hashes are deep: tuples of matches, addresses whose own hash is
+    Python code.  Equality stays the dataclass's; the cache is kept out of
+    pickles, where string hashes (randomised per process) would be stale."""
+    compute = cls.__hash__
+
+    def __hash__(self):
+        found = self.__dict__.get("_hash")
+        if found is None:
+            found = self.__dict__["_hash"] = compute(self)
+        return found
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "_hash"}
+
+    cls.__hash__ = __hash__
+    cls.__getstate__ = __getstate__
+    return cls
 
 
 class RemoteAction(Enum):
@@ -67,6 +92,7 @@ class Rloc:
     weight: int = 100
 
 
+@cached_hash
 @dataclass(frozen=True)
 class RemoteEntry:
     """A map-cache entry as the data plane needs it (RLOCs already filtered to reachable).

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from lisp_ryu.flows import failover, neighbour, replicate
@@ -46,7 +46,7 @@ from lisp_ryu.flows.pipeline import (
     cookie_owner,
     prefix_priority,
 )
-from lisp_ryu.plan import RemoteAction, RemoteEntry, Rloc, XtrPlan
+from lisp_ryu.plan import LocalHost, RemoteAction, RemoteEntry, Rloc, XtrPlan, cached_hash
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -67,25 +67,24 @@ class CompileError(ValueError):
 
 
 def compile_plan(plan: XtrPlan) -> DesiredState:
-    flows: list[Flow] = []
     groups: list[Group] = []
-    flows += _classify(plan)
-    flows += _local_hosts(plan)
-    flows += _learning(plan)
-    flows += _redirects(plan)
-    flows += _arp(plan)
-    flows += neighbour.flows(plan)  # IPv6 neighbour discovery, answered as ARP is
-    flows += _proxy(plan)
-    flows.append(Flow(Table.ROUTE, PRIO_MISS, (), actions=(Output("controller", 0xFFFF),),
-                      meter=MISS_METER_ID, cookie=cookie(Owner.INFRA, 0, "miss")))
-    flows += _unroutable()
-    for flow in flows:
+    # What changes with the site's configuration only, memoised on the plan's fields it reads:
+    # a push after a move or a Map-Reply recompiles only what moved.
+    flows: list[Flow] = list(_infrastructure(replace(plan, hosts=(), remotes=(), redirects=(), peers=(), probers=(),
+                                                     replicates=(), expected=(), petr=None, tunnel_source=None,
+                                                     miss_rate_pps=0, learn_rate_pps=0)))
+    redirects = _redirects(plan)
+    for flow in redirects:
         check_flow(flow)
+    flows += redirects
+    flows += _local_hosts(plan)  # memoised per host, checked when first compiled
     ports = failover.fixed_ports(plan.tunnel_source, plan.failover_ports)
     group_ids = (failover.allocate_group_ids(plan.remotes, ports, usable_rlocs) if ports
                  else _allocate_group_ids(plan.remotes))
-    for entry in plan.remotes:
-        entry_flows, entry_groups = _remote(plan, entry, group_ids)  # checked when first compiled
+    context = _context(plan.tunnel_port, plan.tunnel_source, plan.petr, plan.native_port, ports)
+    for entry in plan.remotes:  # each entry's flows are memoised, checked when first compiled
+        gid = group_ids.get((entry.iid, entry.prefix, entry.source)) if len(entry.rlocs) > 1 else None
+        entry_flows, entry_groups = _remote_compiled(entry, gid, context)
         flows += entry_flows
         groups += entry_groups
     flows += _source_specific_misses(plan.remotes)
@@ -101,6 +100,19 @@ def compile_plan(plan: XtrPlan) -> DesiredState:
     if plan.dynamic_prefixes:
         meters.add(Meter(LEARN_METER_ID, plan.learn_rate_pps, burst=max(plan.learn_rate_pps, LEARN_BURST)))
     return DesiredState(flows=frozenset(flows), groups=frozenset(groups), meters=frozenset(meters))
+
+
+@lru_cache(maxsize=16)
+def _infrastructure(plan: XtrPlan) -> tuple[Flow, ...]:
+    """The flows of the ports, learning, ARP and neighbour answers, the PxTR and the misses:
+    `plan` holds only what they read (its hosts, map-cache and moves are empty)."""
+    flows = _classify(plan) + _learning(plan) + _arp(plan) + neighbour.flows(plan) + _proxy(plan)
+    flows.append(Flow(Table.ROUTE, PRIO_MISS, (), actions=(Output("controller", 0xFFFF),),
+                      meter=MISS_METER_ID, cookie=cookie(Owner.INFRA, 0, "miss")))
+    flows += _unroutable()
+    for flow in flows:
+        check_flow(flow)
+    return tuple(flows)
 
 
 def _classify(plan: XtrPlan) -> list[Flow]:
@@ -214,32 +226,41 @@ def _redirects(plan: XtrPlan) -> list[Flow]:
 def _local_hosts(plan: XtrPlan) -> list[Flow]:
     out = []
     for host in plan.hosts:
-        owner = cookie(Owner.LOCAL_HOST, host.iid, str(host.ip))
-        eth_type, dst_field = _eth_type(host.ip)
-        src_field = "ipv4_src" if host.ip.version == 4 else "ipv6_src"
-        meta = (host.iid, METADATA_IID_MASK)
-        out.append(Flow(Table.CLASSIFY, PRIO_KNOWN_HOST,
-                        match(in_port=host.port, eth_type=eth_type, **{src_field: str(host.ip)}),
-                        goto=Table.ROUTE, write_metadata=meta, cookie=owner))
-        if host.ip.version == 4:
-            out.append(Flow(Table.CLASSIFY, PRIO_KNOWN_HOST,
-                            match(in_port=host.port, eth_type=ETH_ARP, arp_spa=str(host.ip)),
-                            goto=Table.ARP, write_metadata=meta, cookie=owner))
-        deliver = (SetField("eth_src", _gateway_mac(plan, host.iid, host.ip)),
-                   SetField("eth_dst", host.mac), Output(host.port))
-        out.append(Flow(Table.ROUTE, PRIO_LOCAL_HOST,
-                        match(metadata=(host.iid, METADATA_IID_MASK), eth_type=eth_type, **{dst_field: str(host.ip)}),
-                        actions=deliver, cookie=owner))
-        out.append(Flow(Table.DECAP, PRIO_LOCAL_HOST,
-                        match(tunnel_id=host.iid, eth_type=eth_type, **{dst_field: str(host.ip)}),
-                        actions=deliver, cookie=owner))
-        if host.ip.version == 4:
-            # A host asking for its own address (gratuitous ARP, duplicate
-            # detection) must not get the proxy answer below.
-            out.append(Flow(Table.ARP, PRIO_ARP_SELF,
-                            match(in_port=host.port, eth_type=ETH_ARP, arp_op=1, arp_tpa=str(host.ip)),
-                            cookie=owner))
+        out += _host_flows(host, _gateway_mac(plan, host.iid, host.ip))
     return out
+
+
+@lru_cache(maxsize=1 << 16)
+def _host_flows(host: LocalHost, gateway_mac: str) -> tuple[Flow, ...]:
+    """One local host's flows; memoised, as the map-cache entries' are: most never change."""
+    out = []
+    owner = cookie(Owner.LOCAL_HOST, host.iid, str(host.ip))
+    eth_type, dst_field = _eth_type(host.ip)
+    src_field = "ipv4_src" if host.ip.version == 4 else "ipv6_src"
+    meta = (host.iid, METADATA_IID_MASK)
+    out.append(Flow(Table.CLASSIFY, PRIO_KNOWN_HOST,
+                    match(in_port=host.port, eth_type=eth_type, **{src_field: str(host.ip)}),
+                    goto=Table.ROUTE, write_metadata=meta, cookie=owner))
+    if host.ip.version == 4:
+        out.append(Flow(Table.CLASSIFY, PRIO_KNOWN_HOST,
+                        match(in_port=host.port, eth_type=ETH_ARP, arp_spa=str(host.ip)),
+                        goto=Table.ARP, write_metadata=meta, cookie=owner))
+    deliver = (SetField("eth_src", gateway_mac), SetField("eth_dst", host.mac), Output(host.port))
+    out.append(Flow(Table.ROUTE, PRIO_LOCAL_HOST,
+                    match(metadata=(host.iid, METADATA_IID_MASK), eth_type=eth_type, **{dst_field: str(host.ip)}),
+                    actions=deliver, cookie=owner))
+    out.append(Flow(Table.DECAP, PRIO_LOCAL_HOST,
+                    match(tunnel_id=host.iid, eth_type=eth_type, **{dst_field: str(host.ip)}),
+                    actions=deliver, cookie=owner))
+    if host.ip.version == 4:
+        # A host asking for its own address (gratuitous ARP, duplicate
+        # detection) must not get the proxy answer below.
+        out.append(Flow(Table.ARP, PRIO_ARP_SELF,
+                        match(in_port=host.port, eth_type=ETH_ARP, arp_op=1, arp_tpa=str(host.ip)),
+                        cookie=owner))
+    for flow in out:
+        check_flow(flow)
+    return tuple(out)
 
 
 def _arp(plan: XtrPlan) -> list[Flow]:
@@ -332,6 +353,7 @@ def _tunnel_actions(plan: XtrPlan | _TunnelContext, iid: int, rloc: IPAddress,
     return (SetField("tunnel_id", iid), *source, SetField(f"tun_{family}_dst", str(rloc)), Output(port))
 
 
+@cached_hash
 @dataclass(frozen=True)
 class _TunnelContext:
     """The parts of a plan that a map-cache entry's flows depend on besides the entry itself."""
@@ -343,11 +365,10 @@ class _TunnelContext:
     fixed_ports: tuple = ()  # (remote RLOC, ofport) of the BFD ports: entries fail over in the switch
 
 
-def _remote(plan: XtrPlan, entry: RemoteEntry, group_ids: dict) -> tuple[list[Flow], list[Group]]:
-    context = _TunnelContext(plan.tunnel_port, plan.tunnel_source, plan.petr, plan.native_port,
-                             failover.fixed_ports(plan.tunnel_source, plan.failover_ports))
-    flows, groups = _remote_compiled(entry, group_ids.get((entry.iid, entry.prefix, entry.source)), context)
-    return list(flows), list(groups)
+@lru_cache(maxsize=64)
+def _context(*parts) -> _TunnelContext:
+    """The same object for the same parts: the memoised entries' keys then compare by identity."""
+    return _TunnelContext(*parts)
 
 
 def _source_specific_misses(remotes: tuple[RemoteEntry, ...]) -> list[Flow]:
@@ -358,6 +379,8 @@ def _source_specific_misses(remotes: tuple[RemoteEntry, ...]) -> list[Flow]:
     Map-Request is what lets the Map-Server decide for it.  Same priority as
     a plain entry of that destination, which replaces it when there is one.
     """
+    if all(e.source is None for e in remotes):
+        return []
     plain = {(e.iid, e.prefix) for e in remotes if e.source is None}
     out = []
     for iid, prefix in sorted({(e.iid, e.prefix) for e in remotes if e.source is not None} - plain,

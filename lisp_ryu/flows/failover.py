@@ -108,7 +108,7 @@ def _bfd_levels(entry: RemoteEntry, ports: dict) -> list[list[Rloc]]:
 def groups_needed(entry: RemoteEntry, ports: tuple[tuple[IPAddress, int], ...],
                   usable: Callable[[tuple[Rloc, ...]], tuple[Rloc, ...]]) -> int:
     """How many group ids `entry` takes with failover: 0 when it does not fail over in the data plane."""
-    if entry.action is not RemoteAction.ENCAP:
+    if entry.action is not RemoteAction.ENCAP or len(entry.rlocs) < 2:
         return 0
     port_of = dict(ports)
     levels = _bfd_levels(entry, port_of)
@@ -130,10 +130,13 @@ def allocate_group_ids(remotes: tuple[RemoteEntry, ...], ports: tuple[tuple[IPAd
         used.add(gid)
         return gid
 
-    for entry in sorted(remotes, key=lambda e: (e.iid, e.prefix.version, e.prefix, e.source is not None,
+    # Only entries of two or more locators take ids (a select or a failover group), so only
+    # they are sorted: a map-cache of single-locator /32s costs no sort.
+    grouped = [e for e in remotes if e.action is RemoteAction.ENCAP and len(e.rlocs) > 1]
+    for entry in sorted(grouped, key=lambda e: (e.iid, e.prefix.version, e.prefix, e.source is not None,
                                                 e.source or e.prefix)):
         count = groups_needed(entry, ports, usable)
-        plain = entry.action is RemoteAction.ENCAP and len(usable(entry.rlocs)) > 1
+        plain = len(usable(entry.rlocs)) > 1
         if not count and not plain:
             continue
         base = (zlib.crc32(f"{entry.iid}/{entry.name}".encode()) & GROUP_ID_SPACE) or 1

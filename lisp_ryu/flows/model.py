@@ -14,6 +14,8 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+from lisp_ryu.plan import cached_hash
+
 MatchValue = Union[int, str, tuple]  # masked values are (value, mask)
 
 
@@ -57,6 +59,7 @@ Action = Union[Output, SetField, Move, GroupAction, DecTtl]
 # ---- flows ---------------------------------------------------------------
 
 
+@cached_hash
 @dataclass(frozen=True)
 class Flow:
     """One flow entry.  (table, priority, match) is its identity on the switch."""
@@ -97,6 +100,7 @@ def match(**fields: MatchValue) -> tuple[tuple[str, MatchValue], ...]:
     return tuple(sorted(fields.items()))
 
 
+@cached_hash
 @dataclass(frozen=True)
 class Bucket:
     weight: int
@@ -107,6 +111,7 @@ class Bucket:
     watch_group: int | None = None
 
 
+@cached_hash
 @dataclass(frozen=True)
 class Group:
     group_id: int
