@@ -25,8 +25,8 @@ LOG = logging.getLogger("lisp_ryu")
 class Arrivals:
     """Workloads learned at one xTR of this controller, told to the others in batches.
 
-    Telling an xTR costs a compile and diff of its switch (tens of ms at a few
-    thousand flows), the same for one move or many.  So what arrives while the
+    Telling an xTR costs a compile and diff of its switch (a few ms at a few
+    thousand flows) and its flow-mods, about the same for one move or many.  So what arrives while the
     last batch waits for its turn joins it: a burst of arrivals (an
     evacuation) costs a push per xTR per batch, not one per arrival and xTR,
     and a lone move still goes at once."""
@@ -52,26 +52,30 @@ class Arrivals:
                 if e is not here and e.core.is_here(prefix.instance_id, prefix.address)]
 
     def add(self, here: "ControlEndpoint", record) -> None:
-        """A workload (`record`: its new mapping) appeared at `here` (seeded already): the xTR it
-        left redirects at once and the ITRs sending to it follow (issue 20).
+        """A workload (`record`: its new mapping) appeared at `here` (seeded and pushed already):
+        the xTR it left redirects and the ITRs sending to it follow (issue 20).
 
-        Two steps, each deferred (`controller.defer`, the datagram pump's turn under Ryu) so that
-        what the one before pushed, the new site's flows first, leaves before the next compiles."""
+        A lone move is told at once, before anything else runs: a yield to the hub here
+        cost 2-5 ms of outage on a loaded host (the switches' replies, other processes' turns),
+        while the others' compiles cost well under one.  While input is queued (a burst, an
+        evacuation: `controller.busy`), it is deferred (`controller.defer`, the datagram
+        pump's turn under Ryu) and the arrivals that come meanwhile join it."""
         self.pending.append((here, record, self.left(here, record)))
         if len(self.pending) == 1:
-            self.controller.defer(self._tell_old_sites)
+            if self.controller.busy():
+                self.controller.defer(self._tell_others)
+            else:
+                self._tell_others()
 
-    def _tell_old_sites(self) -> None:
-        """The old sites first: their redirects make every ITR's path work again."""
+    def _tell_others(self) -> None:
+        """The old sites first (their redirects make every ITR's path work again, ours and
+        other implementations'), then every other xTR sending to the workloads, without a
+        yield between: a move is over only when both are in place, and whatever else the hub
+        runs in a yield (the switches' replies, other processes' turns) would only delay it."""
         batch, self.pending = self.pending, []
         controller = self.controller
         for endpoint in _unique(e for _, _, left in batch for e in left):
             _follow(controller, endpoint, [(here, record) for here, record, left in batch if endpoint in left])
-        controller.defer(lambda: self._tell_itrs(batch))
-
-    def _tell_itrs(self, batch: list) -> None:
-        """Every other xTR sending to the workloads follows them."""
-        controller = self.controller
         for endpoint in controller.xtrs.values():
             moved = [(here, record) for here, record, left in batch if endpoint is not here and endpoint not in left]
             if moved:
