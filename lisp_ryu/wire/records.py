@@ -8,6 +8,7 @@ message around them.
 from __future__ import annotations
 
 import struct
+from functools import cached_property
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -166,8 +167,9 @@ class MappingRecord:
         mask_len, eid = prefix.to_wire()
         return cls(eid, mask_len, locators, **fields)  # type: ignore[arg-type]
 
-    @property
+    @cached_property
     def eid_prefix(self) -> EidPrefix:
+        """Computed once per record: map-caches and registries read it on every lookup and sweep."""
         return EidPrefix.from_wire(self.eid_mask_len, self.eid)
 
     def _encode(self, writer: Writer) -> None:
@@ -233,8 +235,9 @@ class MapRequestRecord:
         mask_len, eid = prefix.to_wire()
         return cls(eid, mask_len, notify_requested)
 
-    @property
+    @cached_property
     def eid_prefix(self) -> EidPrefix:
+        """Computed once per record: map-caches and registries read it on every lookup and sweep."""
         return EidPrefix.from_wire(self.eid_mask_len, self.eid)
 
     def _encode(self, writer: Writer) -> None:

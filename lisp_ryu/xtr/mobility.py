@@ -78,8 +78,12 @@ class Mobility:
     def arrival_record(self, key: tuple[int, IPAddress]) -> MappingRecord | None:
         """The mapping a host that just arrived is registered with (its host route), as others cache it."""
         iid, ip = key
-        record = next((r for r in self.state.local_records() if r.eid_prefix.instance_id == iid
-                       and r.eid_prefix.address == ip and r.eid_prefix.mask_len == ip.max_prefixlen), None)
+        state = self.state
+        if key in state.dynamic_hosts and key not in state.departed:
+            record = state.host_record(iid, ip)  # a learned host is always a host route of its own
+        else:
+            record = next((r for r in state.local_records() if r.eid_prefix.instance_id == iid
+                           and r.eid_prefix.address == ip and r.eid_prefix.mask_len == ip.max_prefixlen), None)
         if record is None:
             return None
         return replace(record, locators=tuple(replace(loc, local=False) for loc in record.locators))
@@ -120,8 +124,7 @@ class Mobility:
             effects = [DataplaneChanged(f"{prefix.address} moved to {where}")]
             if state.replicating:
                 effects += self.end_replications(self.resolver.lookup, now)
-        self.prober.targets_changed()
-        self.prober.sync(now)
+        self.prober.sync_for(record, now)
         return effects
 
     def seed(self, entries, where: str, now: float) -> list[Effect]:

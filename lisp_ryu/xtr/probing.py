@@ -246,6 +246,17 @@ class Prober:
         """The map-cache changed: recompute the tracked RLOCs at the next `sync`."""
         self._targets_stale = True
 
+    def sync_for(self, record, now: float) -> None:
+        """The map-cache changed by `record`: a locator of it not watched yet is watched at once;
+        otherwise the full recount (O(map-cache)) waits for the next `poll`, which does it
+        before any probe leaves.  A burst of moves (an evacuation) would pay one recount per
+        move, and the moved workloads' new RLOCs are watched already."""
+        self._targets_stale = True
+        if any(loc.address not in self.health for loc in record.locators
+               if loc.reachable and loc.priority != 255 and loc.address not in self.state.rlocs
+               and isinstance(loc.address, IP_TYPES)):
+            self.sync(now)
+
     def sync(self, now: float) -> None:
         """Watch the remote RLOCs the map-cache uses, each with a prefix it serves."""
         if not self._targets_stale:

@@ -206,9 +206,18 @@ class XtrState:
         self._local_records_cache = (snapshot, records)
         return records
 
+    def host_record(self, iid: int, ip: IPAddress) -> MappingRecord:
+        """The host route a learned host is registered with, as `local_records` holds it, built
+        alone: a burst of arrivals must not rebuild every record once per arrival."""
+        return MappingRecord.for_prefix(EidPrefix(ip, ip.max_prefixlen, iid), self._local_locators(),
+                                        ttl=self.config.record_ttl_minutes, authoritative=True)
+
+    def _local_locators(self) -> tuple[Locator, ...]:
+        return tuple(Locator(r.address, r.priority, r.weight, local=True, reachable=True) for r in self.config.rlocs)
+
     def _build_local_records(self) -> tuple[MappingRecord, ...]:
         cfg = self.config
-        locators = tuple(Locator(r.address, r.priority, r.weight, local=True, reachable=True) for r in cfg.rlocs)
+        locators = self._local_locators()
         prefixes = [EidPrefix.from_network(p.prefix, p.iid) for p in cfg.eid_prefixes]
         dynamic = set(self.dynamic_hosts)
         host_routes = {(h.iid, h.ip) for h in self.local_hosts()

@@ -233,6 +233,24 @@ def test_core_probes_the_rlocs_of_its_map_cache_directly_with_the_p_bit_and_the_
         assert request.itr_rlocs == (ip("198.18.1.2"),)
 
 
+def test_a_move_told_directly_watches_a_new_rloc_at_once_and_recounts_known_ones_at_the_next_poll():
+    """moved_elsewhere (the controller telling an ITR of a move) must not recount the whole
+    map-cache per move (an evacuation is hundreds), yet a locator never seen is probed."""
+    x = core()
+    resolve(x, (Locator(A),))
+    resolve(x, (Locator(B),), prefix="10.4.0.0/16")
+    host = EidPrefix.from_network("10.3.0.10/32", 42)
+    moved = MappingRecord.for_prefix(host, (Locator(B),), ttl=1)
+    x.moved_elsewhere(moved, "dc4", 0.1)  # B is watched already: no recount yet
+    assert x.prober._targets_stale and A in x.health and B in x.health
+    x.moved_elsewhere(MappingRecord.for_prefix(host, (Locator(C),), ttl=1), "dc5", 0.2)
+    assert C in x.health and not x.prober._targets_stale  # a new locator: recounted at once
+    x.moved_elsewhere(moved, "dc4", 0.3)
+    assert x.prober._targets_stale
+    probes = probes_in(x.handle_timer(1.5))  # the poll recounts before probing
+    assert not x.prober._targets_stale and {rloc for rloc, _ in probes} <= {A, B, C}
+
+
 def test_best_priority_rloc_down_moves_traffic_to_the_next_priority_and_back():
     x = core()
     resolve(x, (Locator(A, priority=1), Locator(B, priority=2)))
