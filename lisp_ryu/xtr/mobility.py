@@ -132,7 +132,7 @@ class Mobility:
         so its first replies find mappings, and ask the mapping system for each at once
         (its answers replace the copies; a copy nobody confirms lives ADOPTED_TTL)."""
         state = self.state
-        local = {(h.iid, h.ip) for h in state.local_hosts()}
+        local = None  # our hosts, once an entry is missing here (a burst's later arrivals find none)
         effects: list[Effect] = []
         copied = 0
         for entry in entries:
@@ -142,6 +142,8 @@ class Mobility:
             network = record.eid_prefix.network
             if state.cache.get(entry.iid, network) is not None:
                 continue
+            if local is None:
+                local = {(h.iid, h.ip) for h in state.local_hosts()}
             if any(iid == entry.iid and ip in network for iid, ip in local):
                 continue  # our own hosts: never via the map-cache
             state.cache.insert(entry.iid, network, CachedMapping(record, f"copied from {where}"), now=now,

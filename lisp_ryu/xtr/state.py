@@ -138,6 +138,12 @@ class PlannedMove:
     held: list = field(default_factory=list)
 
 
+
+def _host_order(item: tuple) -> tuple:
+    """(iid, address) -> a sort key: by instance-ID, family, then address, without formatting."""
+    (iid, ip), _ = item
+    return (iid, ip.version, int(ip))
+
 class XtrState:
     """The state every part reads; `nonce` is the core's, unique among everything awaiting an answer."""
 
@@ -165,6 +171,7 @@ class XtrState:
         self.replicating: dict[tuple[int, IPAddress], PlannedMove] = {}  # planned moves, as an ITR
         self.expected: dict[tuple[int, IPAddress], PlannedMove] = {}  # planned moves towards us
         self._local_records_cache: tuple[tuple, tuple[MappingRecord, ...]] | None = None
+        self._local_hosts_cache: tuple[tuple, tuple[LocalHost, ...]] | None = None
 
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
@@ -186,10 +193,19 @@ class XtrState:
             LOG.log(level, message + (f" ({seen} so far)" if seen > 1 else ""), *args, stacklevel=2)
 
     def local_hosts(self) -> tuple[LocalHost, ...]:
-        """Configured and learned hosts that are here now (not departed)."""
+        """Configured and learned hosts that are here now (not departed), in address order.
+
+        Rebuilt only when the hosts here change (a snapshot of them is the key, as for
+        `local_records`): a burst of arrivals asks for them once per arrival."""
+        snapshot = (id(self.config), frozenset(self.dynamic_hosts.items()), frozenset(self.departed))
+        cached = self._local_hosts_cache
+        if cached is not None and cached[0] == snapshot:
+            return cached[1]
         hosts = {(h.iid, h.ip): LocalHost(h.iid, h.ip, h.mac, h.port) for h in self.config.hosts}
         hosts.update(self.dynamic_hosts)
-        return tuple(h for key, h in sorted(hosts.items(), key=str) if key not in self.departed)
+        result = tuple(h for key, h in sorted(hosts.items(), key=_host_order) if key not in self.departed)
+        self._local_hosts_cache = (snapshot, result)
+        return result
 
     def local_records(self) -> tuple[MappingRecord, ...]:
         """The site's EID prefixes, plus a host route for every host here now that they do not
