@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from lisp_ryu.lab import topology as topo
-from lisp_ryu.lab.move import INCOMING_IFNAME, Move, _Migration, _state_after_move, host_packet_socket
+from lisp_ryu.lab.move import INCOMING_IFNAME, Move, _Migration, _state_after_move, host_packet_socket, reannounce
 from lisp_ryu.lab.processes import CommandError, root_interfaces_with_prefix, run, run_in
 from lisp_ryu.lab.rtnetlink import RouteSocket
 from lisp_ryu.lab.running import load_state, locked, vsctl
@@ -85,6 +85,7 @@ def evacuate(from_site: str, to_site: str, hosts: list[str] | None = None, *, pl
                 moved = _state_after_move(moved, m.h.name, old.name, new.name, m.ofport)
             write_state(moved)
             problems += _unplug_all(moved, old, [m for m, _ in done])
+            reannounce([(m.h, m.packet_socket, o[2]) for m, o in done])
         finally:
             for m in migrations:
                 m.close()

@@ -69,7 +69,7 @@ def move_host(host: str, site: str, planned: bool = False) -> Move:
     and is renamed away, the new interface becomes eth0, comes up and gets
     the old one's addresses, routes and neighbour (ARP) entries, and the host
     announces itself with a gratuitous ARP, as a hypervisor does after a
-    migration.  The host's sockets live on (its address never left the
+    migration, and again in rounds (`REANNOUNCE_AFTER`) as QEMU does.  The host's sockets live on (its address never left the
     namespace).  Only then does the old site lose its port and the old pair
     go.  A move that fails half-way puts the host back.
 
@@ -116,6 +116,7 @@ def move_host(host: str, site: str, planned: bool = False) -> Move:
             except LabError as exc:
                 raise LabError(f"{host} moved from {old.name} to {site} (port {migration.ofport}), but removing "
                                f"its old port at {old.name} failed: {exc}\n`lisp-ryu lab down` removes the lab") from exc
+            reannounce([(h, migration.packet_socket, announced)])
         finally:
             migration.close()
     result = Move(host=host, from_site=old.name, to_site=new.name, from_ofport=h.ofport, to_ofport=migration.ofport,
@@ -312,6 +313,28 @@ def host_packet_socket(h: HostState, ifname: str = topo.HOST_IFNAME) -> socket.s
         return run_in_netns(h.namespace, make)
     except OSError as exc:
         raise LabError(f"host {h.name}: cannot open a packet socket on {ifname}: {exc}") from None
+
+
+# After its first announcement at the switchover, a migrated host announces itself again
+# this long after it (seconds), as QEMU does (5 rounds from 50 ms, 100 ms apart): one
+# gratuitous ARP lost on the way to the controller (a burst of arrivals) must not leave
+# a silent workload unlearned.
+REANNOUNCE_AFTER = (0.05, 0.15, 0.35)
+
+
+def reannounce(moved: list[tuple[HostState, socket.socket, float]]) -> None:
+    """Each (host, its packet socket, when it first announced) announces itself again at
+    REANNOUNCE_AFTER; returns after the last round.  A failure is logged, not raised:
+    the move itself is done."""
+    for delay in REANNOUNCE_AFTER:
+        for h, sock, first in moved:
+            wait = first + delay - time.time()
+            if wait > 0:
+                time.sleep(wait)
+            try:
+                announce(h, sock)
+            except LabError as exc:
+                log.warning("%s", exc)
 
 
 def announce(h: HostState, sock: socket.socket | None = None) -> None:

@@ -11,7 +11,11 @@ every RLOC would be local and tunnels would leave by the wrong bridge.
   * `br-int` (netdev, OpenFlow13, fail_mode=secure, fixed datapath-id):
     host ports 1..N, a PxTR's native port (101) and the flow-based
     VXLAN-GPE port `lisp0` (100), which is LISP-GPE on UDP 4341; its
-    controller is tcp:<management address>:<port> with max_backoff=1000.
+    controller is tcp:<management address>:<port> with max_backoff=1000 and
+    controller_queue_size=512 (OVS's most; its default, 100, drops the
+    packet-ins of a burst of arrivals, an evacuation's gratuitous ARPs, while
+    the controller catches up, and a workload whose only announcement was
+    dropped stays unlearned until it sends again).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from lisp_ryu.lab.processes import run
 from lisp_ryu.lab.state import LabError, LabState, SiteState
 from lisp_ryu.wire import LISP_DATA_PORT
 
+CONTROLLER_QUEUE = 512  # packet-ins OVS queues for the controller (see the module docstring)
 log = logging.getLogger("lisp_ryu.lab")
 
 OVS_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
@@ -73,7 +78,7 @@ def ovs_bridge_args(s: SiteState, controller: str, port: int) -> list[str]:
             "options:exts=gpe", f"options:dst_port={LISP_DATA_PORT}", "options:packet_type=legacy_l3",
             "options:remote_ip=flow", "options:key=flow", f"options:local_ip={s.tunnel_local_ip}",
             "--", "--id=@c", "create", "controller", f"target=\"tcp:{controller}:{port}\"",
-            "max_backoff=1000", "connection_mode=out-of-band",
+            "max_backoff=1000", "connection_mode=out-of-band", f"controller_queue_size={CONTROLLER_QUEUE}",
             "--", "set", "bridge", topo.BR_INT, "controller=@c"]
     return cmd
 

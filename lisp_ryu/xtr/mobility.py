@@ -124,7 +124,7 @@ class Mobility:
             effects = [DataplaneChanged(f"{prefix.address} moved to {where}")]
             if state.replicating:
                 effects += self.end_replications(self.resolver.lookup, now)
-        self.prober.sync_for(record, now)
+        self.prober.sync_for((record,), now)
         return effects
 
     def seed(self, entries, where: str, now: float) -> list[Effect]:
@@ -134,7 +134,7 @@ class Mobility:
         state = self.state
         local = None  # our hosts, once an entry is missing here (a burst's later arrivals find none)
         effects: list[Effect] = []
-        copied = 0
+        copied: list = []
         for entry in entries:
             if entry.negative or entry.expired(now):
                 continue
@@ -144,17 +144,19 @@ class Mobility:
                 continue
             if local is None:
                 local = {(h.iid, h.ip) for h in state.local_hosts()}
-            if any(iid == entry.iid and ip in network for iid, ip in local):
-                continue  # our own hosts: never via the map-cache
+            if network.prefixlen == network.max_prefixlen:
+                if (entry.iid, network.network_address) in local:
+                    continue  # one of our own hosts (it came from there): never via the map-cache
+            elif any(iid == entry.iid and ip in network for iid, ip in local):
+                continue  # a prefix over our own hosts
             state.cache.insert(entry.iid, network, CachedMapping(record, f"copied from {where}"), now=now,
                                ttl=ADOPTED_TTL)
-            copied += 1
+            copied.append(record)
             effects += self.resolver.resolve(entry.iid, network.network_address, now, mask_len=network.prefixlen)
         if copied:
-            state.count("map_cache_seeded", copied)
-            self.prober.targets_changed()
-            self.prober.sync(now)
-            effects.insert(0, DataplaneChanged(f"{copied} mappings copied from {where}"))
+            state.count("map_cache_seeded", len(copied))
+            self.prober.sync_for(copied, now)
+            effects.insert(0, DataplaneChanged(f"{len(copied)} mappings copied from {where}"))
         return effects
 
     def _dynamic_prefix(self, in_port: int, source: IPAddress):

@@ -246,14 +246,15 @@ class Prober:
         """The map-cache changed: recompute the tracked RLOCs at the next `sync`."""
         self._targets_stale = True
 
-    def sync_for(self, record, now: float) -> None:
-        """The map-cache changed by `record`: a locator of it not watched yet is watched at once;
-        otherwise the full recount (O(map-cache)) waits for the next `poll`, which does it
-        before any probe leaves.  A burst of moves (an evacuation) would pay one recount per
-        move, and the moved workloads' new RLOCs are watched already."""
+    def sync_for(self, records, now: float) -> None:
+        """The map-cache changed by `records`: a locator of theirs not watched yet is watched at
+        once; otherwise the full recount (O(map-cache)) waits for the next `poll`, which does
+        it before any probe leaves.  A burst of moves, publications or answers (an
+        evacuation) would pay one recount each, and their locators are mostly watched already."""
         self._targets_stale = True
-        if any(loc.address not in self.health for loc in record.locators
-               if loc.reachable and loc.priority != 255 and loc.address not in self.state.rlocs
+        rlocs = self.state.rlocs
+        if any(loc.address not in self.health for record in records for loc in record.locators
+               if loc.reachable and loc.priority != 255 and loc.address not in rlocs
                and isinstance(loc.address, IP_TYPES)):
             self.sync(now)
 

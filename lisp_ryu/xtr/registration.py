@@ -173,8 +173,7 @@ class Registrar:
         effects.insert(0, SendControl(source, port, ack.encode(), "Map-Notify-Ack"))
         if changed:
             effects.insert(0, DataplaneChanged("Map-Notify publication"))
-            self.prober.targets_changed()
-            self.prober.sync(now)
+            self.prober.sync_for(notify.records, now)
             effects += resolver.release_resolved(now)
         return effects
 

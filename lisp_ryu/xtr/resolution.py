@@ -403,8 +403,7 @@ class Resolver:
                 changed |= self.cache_record(record, prefix, str(source), now)
         if changed:
             effects.append(DataplaneChanged(f"Map-Reply for [{res.iid}]{res.destination}"))
-            self.prober.targets_changed()
-            self.prober.sync(now)
+            self.prober.sync_for((record for record, _, _ in accepted), now)
         state.count("map_reply_received")
         # Held packets go back after the flows (the glue applies DataplaneChanged first).
         effects += [PacketOut(port, packet) for port, packet in res.held]

@@ -106,6 +106,8 @@ def test_site_switch_is_configured_as_documented(two_dc):
         target = running.vsctl(site.name, "get", "controller", "br-int", "target", state=st).strip()
         assert target == f'"tcp:{st.controller}:{st.controller_port}"'
         assert running.vsctl(site.name, "get", "controller", "br-int", "max_backoff", state=st).strip() == "1000"
+        assert running.vsctl(site.name, "get", "controller", "br-int", "controller_queue_size",
+                             state=st).strip() == "512"
         opts = running.vsctl(site.name, "get", "interface", site.tunnel_port, "options", state=st)
         for kv in ("exts=gpe", 'dst_port="4341"', "packet_type=legacy_l3", "remote_ip=flow", "key=flow",
                    f'local_ip="{site.rlocs[0].address}"'):
