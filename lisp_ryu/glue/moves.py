@@ -20,6 +20,10 @@ from typing import Any, Callable
 Controller = ControlEndpoint = IPAddress = Any
 
 LOG = logging.getLogger("lisp_ryu")
+# In a burst of arrivals (input queued), a site is seeded from the same old site at most once
+# this often (seconds): each seed walks the old site's whole map-cache, and between two
+# arrivals of a burst it gains only the host routes of the workloads leaving it.
+SEED_AGAIN = 1.0
 
 
 class Arrivals:
@@ -34,15 +38,21 @@ class Arrivals:
     def __init__(self, controller: "Controller") -> None:
         self.controller = controller
         self.pending: list[tuple["ControlEndpoint", Any, list]] = []  # (here, record, the xTRs it left)
+        self.seeded: dict[tuple[int, int], float] = {}  # (id(here), id(old)) -> when here was last seeded from old
 
     def seed(self, here: "ControlEndpoint", records) -> list:
         """Workloads (`records`) just appeared at `here`: the mappings their old sites' map-caches
         held, copied into `here`'s (the workloads' replies find them), as effects that join the
         arrival's own push: the new site's flows leave once, complete."""
         effects: list = []
+        burst = self.controller.busy()
         for old in _unique(e for record in records for e in self.left(here, record)):
+            pair, now = (id(here), id(old)), here.clock()
+            if burst and now - self.seeded.get(pair, -SEED_AGAIN) < SEED_AGAIN:
+                continue  # a burst from the same site: seeded moments ago (what old learned since is its leavers)
+            self.seeded[pair] = now
             _guarded(self.controller, here, lambda old=old: here.core.seed(list(old.core.cache), old.core.config.name,
-                                                                          here.clock()), effects)
+                                                                          now), effects)
         return effects
 
     def left(self, here: "ControlEndpoint", record) -> list:

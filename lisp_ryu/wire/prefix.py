@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from functools import cached_property
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Union
 
@@ -80,9 +81,9 @@ class EidPrefix:
             raise LispEncodeError(f"not an IPv4/IPv6/MAC EID prefix: {text!r}") from None
         return cls(address, int(length), instance_id)
 
-    @property
+    @cached_property
     def network(self) -> IPv4Network | IPv6Network:
-        """The ``ipaddress`` network (IP EIDs only)."""
+        """The ``ipaddress`` network (IP EIDs only); made once per prefix, as map-cache sweeps read it often."""
         if isinstance(self.address, (IPv4Address, IPv6Address)):
             return ipaddress.ip_network((self.address, self.mask_len))
         raise LispEncodeError(f"EID prefix {self} is not an IP prefix")

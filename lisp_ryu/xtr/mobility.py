@@ -93,7 +93,7 @@ class Mobility:
         state = self.state
         if key in state.departed:
             return False
-        return key in state.dynamic_hosts or any((h.iid, h.ip) == key for h in state.config.hosts)
+        return key in state.dynamic_hosts or key in state.configured_hosts()
 
     def moved_elsewhere(self, record: MappingRecord, where: str, now: float) -> list[Effect]:
         """Another xTR of the same controller learned a workload (`record`, its new mapping) before

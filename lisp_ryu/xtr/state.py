@@ -172,6 +172,7 @@ class XtrState:
         self.expected: dict[tuple[int, IPAddress], PlannedMove] = {}  # planned moves towards us
         self._local_records_cache: tuple[tuple, tuple[MappingRecord, ...]] | None = None
         self._local_hosts_cache: tuple[tuple, tuple[LocalHost, ...]] | None = None
+        self._configured_cache: tuple | None = None
 
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
@@ -191,6 +192,13 @@ class XtrState:
         self._log_budget[topic] = seen
         if seen & (seen - 1) == 0:
             LOG.log(level, message + (f" ({seen} so far)" if seen > 1 else ""), *args, stacklevel=2)
+
+    def configured_hosts(self) -> frozenset[tuple[int, IPAddress]]:
+        """(iid, address) of the configuration's hosts, here or departed; made once per configuration."""
+        cached = self._configured_cache
+        if cached is None or cached[0] is not self.config:
+            cached = self._configured_cache = (self.config, frozenset((h.iid, h.ip) for h in self.config.hosts))
+        return cached[1]
 
     def local_hosts(self) -> tuple[LocalHost, ...]:
         """Configured and learned hosts that are here now (not departed), in address order.
