@@ -95,6 +95,12 @@ class EidCache(Generic[V]):
         for _iid, _mac, entry in self._macs:
             yield entry
 
+    def values(self) -> Iterator[CacheEntry[V]]:
+        """All entries, expired or not, in no particular order (cheaper than iterating)."""
+        yield from self._prefixes.values()
+        for _iid, _mac, entry in self._macs:
+            yield entry
+
     def _table(self, eid: object) -> PrefixTable[CacheEntry[V]] | MacTable[CacheEntry[V]]:
         return self._macs if isinstance(eid, MacAddress) else self._prefixes
 
@@ -279,6 +285,9 @@ class MapCache(Generic[V]):
     def __init__(self) -> None:
         self._plain: EidCache[V] = EidCache()
         self._sd: SourceDestCache[V] = SourceDestCache()
+        # Bumped by every change (entries are never changed in place): lets a reader keep
+        # what it derived from the whole cache until the cache changes.
+        self.changes = 0
 
     def __len__(self) -> int:
         return len(self._plain)
@@ -286,6 +295,10 @@ class MapCache(Generic[V]):
     def __iter__(self) -> Iterator[CacheEntry[V]]:
         """All plain entries, expired or not (prefixes in address order, then MACs)."""
         return iter(self._plain)
+
+    def values(self) -> Iterator[CacheEntry[V]]:
+        """All plain entries, expired or not, in no particular order: for sweeps that need no order."""
+        return self._plain.values()
 
     @property
     def source_specific(self) -> SourceDestCache[V]:
@@ -301,10 +314,12 @@ class MapCache(Generic[V]):
         `ttl` may be math.inf for an entry that never expires.  Map-Reply TTLs
         are in minutes on the wire: the caller converts.
         """
+        self.changes += 1
         return self._plain.insert(iid, eid, value, now=now, ttl=ttl, action=action)
 
     def remove(self, iid: int, eid: IPNetwork | MacAddress) -> CacheEntry[V]:
         """Drop the entry for exactly (iid, eid) and return it; PrefixNotFound if absent."""
+        self.changes += 1
         return self._plain.remove(iid, eid)
 
     def get(self, iid: int, eid: IPNetwork | MacAddress) -> CacheEntry[V] | None:
@@ -319,6 +334,7 @@ class MapCache(Generic[V]):
 
     def insert_source_specific(self, key: SourceDestKey, value: V, *, now: float, ttl: float,
                                action: Action | None = None) -> CacheEntry[V]:
+        self.changes += 1
         return self._sd.insert(key, value, now=now, ttl=ttl, action=action)
 
     def get_source_specific(self, key: SourceDestKey) -> CacheEntry[V] | None:
@@ -326,12 +342,14 @@ class MapCache(Generic[V]):
 
     def remove_source_specific(self, key: SourceDestKey) -> CacheEntry[V] | None:
         """Drop exactly `key`; None if absent."""
+        self.changes += 1
         return self._sd.remove(key)
 
     def remove_source_specific_within(self, iid: int, network: IPNetwork) -> list[CacheEntry[V]]:
         """Drop every source-specific entry whose destination lies inside `network`."""
         if not self._sd:
             return []
+        self.changes += 1
         return [entry for _dest, entry in self._sd.remove_within(iid, network)]
 
     # ---- both kinds
@@ -362,7 +380,10 @@ class MapCache(Generic[V]):
 
     def expire(self, now: float) -> list[CacheEntry[V]]:
         """Remove and return every entry expired at `now`: plain ones soonest first, then source-specific."""
-        return self._plain.expire(now) + [entry for _dest, entry in self._sd.expire(now)]
+        gone = self._plain.expire(now) + [entry for _dest, entry in self._sd.expire(now)]
+        if gone:
+            self.changes += 1
+        return gone
 
     def next_deadline(self) -> float | None:
         """When the next live entry expires (None if none will): the glue's timer."""

@@ -50,6 +50,7 @@ class Mobility:
         self.state = state
         self.resolver = resolver
         self.prober = prober
+        self._rlocs_seen: tuple[int, frozenset] | None = None  # (cache.changes, the map-cache's locators)
 
     def learn(self, in_port: int, source: IPAddress, mac: str) -> tuple[Learned, tuple[int, IPAddress] | None]:
         """Learn the host (IP, MAC, port) behind a packet from an unknown source; the core registers it.
@@ -198,6 +199,16 @@ class Mobility:
                  REDIRECT_LIFETIME)
         return self._solicit(EidPrefix(ip, ip.max_prefixlen, iid), holders=rlocs)
 
+    def _cache_rlocs(self) -> frozenset:
+        """Every IP locator of the positive map-cache; kept until the cache changes (a burst of
+        departures solicits once per departure, from an unchanged cache)."""
+        cache = self.state.cache
+        if self._rlocs_seen is None or self._rlocs_seen[0] != cache.changes:
+            self._rlocs_seen = (cache.changes, frozenset(
+                loc.address for entry in cache.values() if not entry.negative for loc in entry.value.record.locators
+                if isinstance(loc.address, IP_TYPES)))
+        return self._rlocs_seen[1]
+
     def _solicit(self, eid: EidPrefix, holders=()) -> list[Effect]:
         """Solicit-Map-Requests to every ITR we talk to, so those without a subscription re-resolve.
 
@@ -207,10 +218,7 @@ class Mobility:
         """
         state = self.state
         skip = {*state.rlocs, *holders}
-        targets = sorted({loc.address for entry in state.cache if not entry.negative
-                          for loc in entry.value.record.locators
-                          if isinstance(loc.address, IP_TYPES)
-                          and loc.address not in skip}, key=str)
+        targets = sorted(self._cache_rlocs() - skip, key=str)
         effects: list[Effect] = []
         for rloc in targets:
             smr = MapRequest(nonce=state.nonce(), smr=True, records=(MapRequestRecord.for_prefix(eid),),
