@@ -75,3 +75,29 @@ def test_from_empty_switch_everything_is_added_and_removal_deletes_all():
     back = diff(desired, DesiredState())
     assert {type(op) for op in back} <= {DeleteFlow, DeleteGroup, type(back[-1])}
     assert apply(desired, back) == DesiredState()
+
+
+def test_flows_and_entries_keep_their_equality_through_a_cached_hash_and_a_pickle():
+    """Hashes are cached per object (plan.cached_hash); equal objects made apart still compare
+    and hash equal, and a pickle (string hashes differ between processes) carries no hash."""
+    import pickle
+
+    entry = pt.RemoteEntry(42, ipaddress.ip_network("10.3.0.0/16"), pt.RemoteAction.ENCAP, (pt.Rloc(RLOCS[0]),))
+    twin = pt.RemoteEntry(42, ipaddress.ip_network("10.3.0.0/16"), pt.RemoteAction.ENCAP, (pt.Rloc(RLOCS[0]),))
+    assert hash(entry) == hash(twin) and entry == twin and len({entry, twin}) == 1
+    flows = c.compile_plan(pt.XtrPlan(tunnel_port=100, remotes=(entry,))).flows
+    again = pickle.loads(pickle.dumps(flows))
+    assert again == flows and {hash(f) for f in again} == {hash(f) for f in flows}
+    assert all("_hash" not in pickle.loads(pickle.dumps(f)).__dict__ for f in flows)
+
+
+@settings(max_examples=60, deadline=None)
+@given(plans(), plans())
+def test_a_memoised_compile_after_any_change_equals_a_fresh_one(before, after):
+    """The compiler memoises per entry, host and configuration: compiling `after` once `before`
+    was compiled gives what compiling it in a fresh process would (the caches cleared)."""
+    c.compile_plan(before)
+    memoised = c.compile_plan(after)
+    for cache in (c._remote_compiled, c._host_flows, c._infrastructure, c._context):
+        cache.cache_clear()
+    assert memoised == c.compile_plan(after)

@@ -234,3 +234,19 @@ class MapCacheMachine(RuleBasedStateMachine):
 MapCacheMachine.TestCase.settings = settings(
     max_examples=60, stateful_step_count=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 TestMapCacheAgainstModel = MapCacheMachine.TestCase
+
+
+def test_changes_count_every_change_and_values_sweep_every_entry_without_order():
+    c = MapCache()
+    seen = c.changes
+    c.insert(1, N("10.1.0.0/16"), "a", now=0, ttl=10)
+    c.insert(1, N("10.1.0.7/32"), "host", now=0, ttl=100)
+    c.insert(2, N("2001:db8::/32"), "v6", now=0, ttl=100)
+    assert c.changes == seen + 3
+    assert sorted(e.value for e in c.values()) == sorted(e.value for e in c) == ["a", "host", "v6"]
+    c.lookup(1, A("10.1.0.7"), now=1)
+    assert c.changes == seen + 3  # reading changes nothing
+    c.expire(20)
+    assert c.changes == seen + 4 and sorted(e.value for e in c.values()) == ["host", "v6"]
+    c.remove(1, N("10.1.0.7/32"))
+    assert c.changes == seen + 5 and [e.value for e in c.values()] == ["v6"]
