@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from functools import cached_property
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Union
 
@@ -81,12 +80,16 @@ class EidPrefix:
             raise LispEncodeError(f"not an IPv4/IPv6/MAC EID prefix: {text!r}") from None
         return cls(address, int(length), instance_id)
 
-    @cached_property
+    @property
     def network(self) -> IPv4Network | IPv6Network:
-        """The ``ipaddress`` network (IP EIDs only); made once per prefix, as map-cache sweeps read it often."""
-        if isinstance(self.address, (IPv4Address, IPv6Address)):
-            return ipaddress.ip_network((self.address, self.mask_len))
-        raise LispEncodeError(f"EID prefix {self} is not an IP prefix")
+        """The ``ipaddress`` network (IP EIDs only); made once per prefix (kept by hand, as
+        `MappingRecord.eid_prefix` is), as map-cache sweeps read it often."""
+        found = self.__dict__.get("_network")
+        if found is None:
+            if not isinstance(self.address, (IPv4Address, IPv6Address)):
+                raise LispEncodeError(f"EID prefix {self} is not an IP prefix")
+            found = self.__dict__["_network"] = ipaddress.ip_network((self.address, self.mask_len))
+        return found
 
     @property
     def afi(self) -> int:

@@ -8,7 +8,6 @@ message around them.
 from __future__ import annotations
 
 import struct
-from functools import cached_property
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -167,10 +166,15 @@ class MappingRecord:
         mask_len, eid = prefix.to_wire()
         return cls(eid, mask_len, locators, **fields)  # type: ignore[arg-type]
 
-    @cached_property
+    @property
     def eid_prefix(self) -> EidPrefix:
-        """Computed once per record: map-caches and registries read it on every lookup and sweep."""
-        return EidPrefix.from_wire(self.eid_mask_len, self.eid)
+        """Computed once per record: map-caches and registries read it on every lookup and sweep.
+        (Kept in the instance's __dict__ by hand: functools.cached_property takes a lock on
+        Python 3.11, which a Map-Server restoring a million records pays a million times.)"""
+        found = self.__dict__.get("_eid_prefix")
+        if found is None:
+            found = self.__dict__["_eid_prefix"] = EidPrefix.from_wire(self.eid_mask_len, self.eid)
+        return found
 
     def _encode(self, writer: Writer) -> None:
         writer.raw(
@@ -235,10 +239,15 @@ class MapRequestRecord:
         mask_len, eid = prefix.to_wire()
         return cls(eid, mask_len, notify_requested)
 
-    @cached_property
+    @property
     def eid_prefix(self) -> EidPrefix:
-        """Computed once per record: map-caches and registries read it on every lookup and sweep."""
-        return EidPrefix.from_wire(self.eid_mask_len, self.eid)
+        """Computed once per record: map-caches and registries read it on every lookup and sweep.
+        (Kept in the instance's __dict__ by hand: functools.cached_property takes a lock on
+        Python 3.11, which a Map-Server restoring a million records pays a million times.)"""
+        found = self.__dict__.get("_eid_prefix")
+        if found is None:
+            found = self.__dict__["_eid_prefix"] = EidPrefix.from_wire(self.eid_mask_len, self.eid)
+        return found
 
     def _encode(self, writer: Writer) -> None:
         writer.u8(0x80 if self.notify_requested else 0)
