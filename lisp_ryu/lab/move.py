@@ -69,7 +69,7 @@ def move_host(host: str, site: str, planned: bool = False) -> Move:
     and is renamed away, the new interface becomes eth0, comes up and gets
     the old one's addresses, routes and neighbour (ARP) entries, and the host
     announces itself with a gratuitous ARP, as a hypervisor does after a
-    migration, and again in rounds (`REANNOUNCE_AFTER`) as QEMU does.  The host's sockets live on (its address never left the
+    migration, and again in rounds (`REANNOUNCE_AFTER`) as hypervisors do.  The host's sockets live on (its address never left the
     namespace).  Only then does the old site lose its port and the old pair
     go.  A move that fails half-way puts the host back.
 
@@ -316,9 +316,10 @@ def host_packet_socket(h: HostState, ifname: str = topo.HOST_IFNAME) -> socket.s
 
 
 # After its first announcement at the switchover, a migrated host announces itself again
-# this long after it (seconds), as QEMU does (5 rounds from 50 ms, 100 ms apart): one
-# gratuitous ARP lost on the way to the controller (a burst of arrivals) must not leave
-# a silent workload unlearned.
+# this long after it (seconds), as a hypervisor does (QEMU by default announces 5 times,
+# the gaps growing from 50 ms by 100 ms; here 3 more within 350 ms): one gratuitous ARP
+# lost on the way to the controller (a burst of arrivals) must not leave a silent
+# workload unlearned.
 REANNOUNCE_AFTER = (0.05, 0.15, 0.35)
 
 
