@@ -222,7 +222,8 @@ class XtrConfig:
     native_port: int | None = None
     proxy: ProxyConfig | None = None  # PxTR role: needs native_port
     # The switch's OVSDB (what `ovs-vsctl --db=` takes: unix:PATH, tcp:HOST:PORT, ssl:HOST:PORT):
-    # where the controller creates the per-peer BFD ports.  None: no failover in the switch.
+    # where the controller creates the per-peer BFD ports and raises the switch's packet-in queue
+    # to 512 (glue/failover_ports.py).  None: no failover in the switch, OVS's queue of 100.
     ovsdb: str | None = None
     failover: FailoverConfig = FailoverConfig()
     tunnel_udp_port: int = 4341  # the flow-based port's dst_port, which the BFD ports share

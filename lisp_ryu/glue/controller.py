@@ -34,7 +34,7 @@ from lisp_ryu.flows.diff import diff
 from lisp_ryu.flows.model import DesiredState
 from lisp_ryu.flows.pipeline import PipelineError, Table, is_ours
 from lisp_ryu.glue import moves
-from lisp_ryu.glue.failover_ports import BfdMesh, FailoverPorts
+from lisp_ryu.glue.failover_ports import BfdMesh, FailoverPorts, raise_packet_in_queue
 from lisp_ryu.glue.frames import ip_addresses, sender
 from lisp_ryu.glue.netns import open_udp_socket
 from lisp_ryu.wire import LISP_CONTROL_PORT
@@ -159,6 +159,8 @@ class Controller:
                     xtr.netns, (str(other.address), LISP_CONTROL_PORT), _family(other.address))
             endpoint = controller.add_endpoint(ControlEndpoint(f"xtr {xtr.name}", core, sock.sendto, clock,
                                                                dpid=xtr.dpid, receivers=receivers))
+            if xtr.ovsdb is not None:
+                (spawn or (lambda fn: fn()))(lambda xtr=xtr: raise_packet_in_queue(xtr))
             if xtr.ovsdb is not None and xtr.failover.enabled:
                 endpoint.failover = FailoverPorts(
                     xtr, spawn=spawn or (lambda fn: fn()), mesh=mesh, clock=clock,

@@ -68,6 +68,35 @@ def run_vsctl(db: str, args: Sequence[str], timeout: float = 10.0) -> str:
     return out.stdout
 
 
+def bridge_of(xtr: XtrConfig, vsctl: Callable[[str, Sequence[str]], str]) -> str:
+    """The name of the bridge with the xTR's datapath-id in its OVSDB (ValueError: none, or several)."""
+    found = vsctl(xtr.ovsdb, ["--bare", "--columns=name", "find", "bridge", f"datapath_id={xtr.dpid:016x}"]).split()
+    if len(found) != 1:
+        raise ValueError(f"no single bridge with datapath_id {xtr.dpid:016x} (found {found})")
+    return found[0]
+
+
+PACKET_IN_QUEUE = 512  # OVS's most (Controller.controller_queue_size); its default is 100
+
+
+def raise_packet_in_queue(xtr: XtrConfig, vsctl: Callable[[str, Sequence[str]], str] = run_vsctl) -> bool:
+    """Let the switch queue PACKET_IN_QUEUE packet-ins for its controllers (OVS's default, 100,
+    drops the gratuitous ARPs of a burst of arrivals, a rack evacuated, while the controller
+    catches up: a workload whose only announcement was dropped stays unlearned until it sends
+    again).  Once per switch at start, where the controller may write the switch's OVSDB
+    (`xtrs[].ovsdb`); False, with a warning, when it cannot."""
+    if xtr.ovsdb is None:
+        return False
+    try:
+        vsctl(xtr.ovsdb, ["set", "controller", bridge_of(xtr, vsctl), f"controller_queue_size={PACKET_IN_QUEUE}"])
+    except (OSError, subprocess.SubprocessError, ValueError) as exc:
+        LOG.warning("xTR %s: cannot raise the switch's packet-in queue to %d in %s: %s", xtr.name,
+                    PACKET_IN_QUEUE, xtr.ovsdb, exc)
+        return False
+    LOG.info("xTR %s: the switch queues up to %d packet-ins for its controller", xtr.name, PACKET_IN_QUEUE)
+    return True
+
+
 def add_port_args(xtr: XtrConfig, bridge: str, local: IPAddress, remote: IPAddress, ofport: int) -> list[str]:
     """The ovs-vsctl words that add the BFD port (local, remote) to `bridge`, numbered `ofport`."""
     name, bfd = port_name(local, remote), xtr.failover.bfd
@@ -252,11 +281,7 @@ class FailoverPorts:
 
     def _bridge(self) -> str:
         if self.bridge is None:
-            found = self.vsctl(self.db, ["--bare", "--columns=name", "find", "bridge",
-                                         f"datapath_id={self.xtr.dpid:016x}"]).split()
-            if len(found) != 1:
-                raise ValueError(f"no single bridge with datapath_id {self.xtr.dpid:016x} (found {found})")
-            self.bridge = found[0]
+            self.bridge = bridge_of(self.xtr, self.vsctl)
         return self.bridge
 
     def existing(self) -> dict[str, int]:

@@ -167,6 +167,17 @@ def test_select_group_over_bfd_ports_skips_a_dead_rloc_without_the_controller(la
     assert "RLOC 198.18.4.2 is down" not in lab_controller.log_path().read_text(errors="replace")
 
 
+def test_the_controller_raises_every_switchs_packet_in_queue(lab):
+    """Where it may write a switch's OVSDB, the controller makes it queue 512 packet-ins (OVS's
+    default, 100, drops a burst of arrivals' gratuitous ARPs); the lab sets the same for switches
+    a controller does not drive, so the log says who did it."""
+    log = lab_controller.log_path().read_text(errors="replace")
+    for site in lab.lisp_sites:
+        assert f"xTR {site.name}: the switch queues up to 512 packet-ins" in log
+        assert running.vsctl(site.name, "get", "controller", "br-int", "controller_queue_size",
+                             state=lab).strip() == "512"
+
+
 def test_unregistered_destination_gets_a_negative_entry(lab):
     out = ping(lab, "h1", "10.9.0.1", "-c", "2", "-i", "0.2", "-W", "1")
     assert out.returncode != 0

@@ -9,7 +9,7 @@ import pytest
 
 from lisp_ryu import config
 from lisp_ryu.flows.failover import BFD_KEY
-from lisp_ryu.glue.failover_ports import MARK, BfdMesh, FailoverPorts, port_name
+from lisp_ryu.glue.failover_ports import MARK, PACKET_IN_QUEUE, BfdMesh, FailoverPorts, port_name, raise_packet_in_queue
 
 ip = ipaddress.ip_address
 
@@ -222,3 +222,18 @@ def test_an_itr_that_probes_us_gets_a_port_back_unless_it_is_ours_and_no_longer_
 
 def pairs_of(ports):
     return {(str(p.local), str(p.remote)) for p in ports}
+
+
+def test_the_controller_raises_the_switchs_packet_in_queue_where_it_may_write_ovsdb():
+    """OVS's default queue of 100 packet-ins drops a burst of arrivals' gratuitous ARPs."""
+    fake = FakeOvsdb()
+    xtr = config.parse({"xtrs": [XTR]}).xtrs[0]
+    assert raise_packet_in_queue(xtr, fake)
+    assert ["set", "controller", "br-int", f"controller_queue_size={PACKET_IN_QUEUE}"] in fake.calls
+
+    def broken(db, args):
+        raise OSError("connection refused")
+
+    assert not raise_packet_in_queue(xtr, broken)  # a warning, not a crash
+    no_db = config.parse({"xtrs": [{k: v for k, v in XTR.items() if k != "ovsdb"}]}).xtrs[0]
+    assert not raise_packet_in_queue(no_db, fake)
