@@ -241,13 +241,7 @@ class MapRequestRecord:
 
     @property
     def eid_prefix(self) -> EidPrefix:
-        """Computed once per record: map-caches and registries read it on every lookup and sweep.
-        (Kept in the instance's __dict__ by hand: functools.cached_property takes a lock on
-        Python 3.11, which a Map-Server restoring a million records pays a million times.)"""
-        found = self.__dict__.get("_eid_prefix")
-        if found is None:
-            found = self.__dict__["_eid_prefix"] = EidPrefix.from_wire(self.eid_mask_len, self.eid)
-        return found
+        return EidPrefix.from_wire(self.eid_mask_len, self.eid)
 
     def _encode(self, writer: Writer) -> None:
         writer.u8(0x80 if self.notify_requested else 0)
