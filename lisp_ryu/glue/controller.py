@@ -148,6 +148,7 @@ class Controller:
             LOG.info("embedded Map-Server listening on %s:%d%s", listen[0], listen[1],
                      f" in netns {ms.netns}" if ms.netns else "")
 
+        in_background = spawn or (lambda fn: fn())  # the OVSDB writes
         mesh = BfdMesh()  # our xTRs make their BFD ports towards each other at both ends at once
         for xtr in config.xtrs:
             core = XtrCore(xtr, nonces=nonces, rng=rng, clock_offset=wall_clock() - clock())
@@ -160,10 +161,10 @@ class Controller:
             endpoint = controller.add_endpoint(ControlEndpoint(f"xtr {xtr.name}", core, sock.sendto, clock,
                                                                dpid=xtr.dpid, receivers=receivers))
             if xtr.ovsdb is not None:
-                (spawn or (lambda fn: fn()))(lambda xtr=xtr: raise_packet_in_queue(xtr))
+                in_background(lambda xtr=xtr: raise_packet_in_queue(xtr))
             if xtr.ovsdb is not None and xtr.failover.enabled:
                 endpoint.failover = FailoverPorts(
-                    xtr, spawn=spawn or (lambda fn: fn()), mesh=mesh, clock=clock,
+                    xtr, spawn=in_background, mesh=mesh, clock=clock,
                     changed=lambda dpid=xtr.dpid: controller.request_push(dpid, "BFD ports"))
                 LOG.info("xTR %s: failover in the switch: BFD ports (%d ms x %d) created in %s", xtr.name,
                          xtr.failover.bfd.min_rx, xtr.failover.bfd.mult, xtr.ovsdb)

@@ -30,10 +30,10 @@ class Arrivals:
     """Workloads learned at one xTR of this controller, told to the others in batches.
 
     Telling an xTR costs a compile and diff of its switch (a few ms at a few
-    thousand flows) and its flow-mods, about the same for one move or many.  So what arrives while the
-    last batch waits for its turn joins it: a burst of arrivals (an
-    evacuation) costs a push per xTR per batch, not one per arrival and xTR,
-    and a lone move still goes at once."""
+    thousand flows) and its flow-mods, about the same for one move or many.
+    So what arrives while the last batch waits for its turn joins it: a burst
+    of arrivals (an evacuation) costs a push per xTR per batch, not one per
+    arrival and xTR, and a lone move still goes at once."""
 
     def __init__(self, controller: "Controller") -> None:
         self.controller = controller

@@ -138,11 +138,11 @@ class PlannedMove:
     held: list = field(default_factory=list)
 
 
-
 def _host_order(item: tuple) -> tuple:
     """(iid, address) -> a sort key: by instance-ID, family, then address, without formatting."""
     (iid, ip), _ = item
     return (iid, ip.version, int(ip))
+
 
 class XtrState:
     """The state every part reads; `nonce` is the core's, unique among everything awaiting an answer."""
@@ -200,12 +200,17 @@ class XtrState:
             cached = self._configured_cache = (self.config, frozenset((h.iid, h.ip) for h in self.config.hosts))
         return cached[1]
 
+    def _hosts_here(self) -> tuple:
+        """A snapshot of what decides the hosts here (configuration, learned, departed): the key
+        under which `local_hosts` and `local_records` keep what they built, which cannot go stale."""
+        return (id(self.config), frozenset(self.dynamic_hosts.items()), frozenset(self.departed))
+
     def local_hosts(self) -> tuple[LocalHost, ...]:
         """Configured and learned hosts that are here now (not departed), in address order.
 
         Rebuilt only when the hosts here change (a snapshot of them is the key, as for
         `local_records`): a burst of arrivals asks for them once per arrival."""
-        snapshot = (id(self.config), frozenset(self.dynamic_hosts.items()), frozenset(self.departed))
+        snapshot = self._hosts_here()
         cached = self._local_hosts_cache
         if cached is not None and cached[0] == snapshot:
             return cached[1]
@@ -222,7 +227,7 @@ class XtrState:
         Every forwarded Map-Request and probe asks for these, so they are rebuilt only
         when the hosts here change (keyed on a snapshot of them, which cannot go stale).
         """
-        snapshot = (frozenset(self.dynamic_hosts.items()), frozenset(self.departed))
+        snapshot = self._hosts_here()
         cached = self._local_records_cache
         if cached is not None and cached[0] == snapshot:
             return cached[1]
