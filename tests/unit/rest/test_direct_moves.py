@@ -11,26 +11,18 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
-import yaml
 
 from lisp_ryu.flows.pipeline import Owner, Table, cookie_owner
 from support.simulate import walk
 from support.underlay import ipv4_frame
-from unit.rest.test_rest_api import CONFIG, Lab
-from unit.rest.test_rest_moves import DC1, DC2, DC2_XTR, EID, held, to_eid
+from unit.rest.test_rest_moves import DC1, DC2, EID, held, three_site_lab, to_eid
 
 MOVER_MAC = bytes.fromhex("02000001000a")
 
 
 @pytest.fixture
 def lab(tmp_path):
-    doc = yaml.safe_load(CONFIG)
-    doc["xtrs"].insert(1, DC2_XTR)
-    for site in doc["map_server"]["sites"]:
-        if site["name"] == "dc2":
-            site["eid_prefixes"] = [{"prefix": "10.0.0.0/8", "iid": 42, "accept_more_specifics": True}]
-    lab = Lab(tmp_path, config_text=yaml.safe_dump(doc))
-    lab.start()
+    lab = three_site_lab(tmp_path)
     lab.miss("dc3", "10.3.0.10", EID)  # dc3 sends to the EID (dc1)
     lab.miss("dc1", EID, "10.3.0.10")  # and the EID to dc3: dc1 has a mapping dc2 lacks
     return lab

@@ -26,8 +26,8 @@ DC2_XTR = {"name": "dc2", "dpid": 2, "rlocs": [{"address": DC2}], "tunnel_port":
            "map_servers": [{"address": "198.18.0.2", "key": "k2"}], "map_resolvers": ["198.18.0.2"]}
 
 
-@pytest.fixture
-def lab(tmp_path):
+def three_site_lab(tmp_path) -> Lab:
+    """dc1 and dc3 of the REST tests' configuration, and dc2 between them learning hosts."""
     doc = yaml.safe_load(CONFIG)
     doc["xtrs"].insert(1, DC2_XTR)
     # dc2 registers hosts that arrive from anywhere in 10/8 (the site must allow them)
@@ -37,6 +37,11 @@ def lab(tmp_path):
     lab = Lab(tmp_path, config_text=yaml.safe_dump(doc))
     lab.start()
     return lab
+
+
+@pytest.fixture
+def lab(tmp_path):
+    return three_site_lab(tmp_path)
 
 
 def held(lab, name):
