@@ -18,7 +18,9 @@ from pathlib import Path
 import json
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import replace
+from typing import Callable, Iterator
 
 import yaml
 
@@ -193,6 +195,22 @@ def wait_ready(state: LabState, timeout: float = 30.0) -> None:
         time.sleep(0.2)
     raise LabError(f"the controller did not take over {', '.join(waiting)} within {timeout:.0f} s; "
                    f"its log ({log_path()}) ends with:\n{_tail(log_path().read_text(errors='replace'))}")
+
+
+@contextmanager
+def driving(state: LabState, progress: Callable[[str], object] = lambda line: None) -> Iterator[None]:
+    """The lab driven by a ready controller for the block: the one running, or one started for
+    it (and stopped after it), as the scenarios need."""
+    own = running_pid() is None
+    if own:
+        progress(f"starting the controller (log {log_path()})")
+        start(state)
+    try:
+        wait_ready(state)
+        yield
+    finally:
+        if own:
+            stop()
 
 
 def _tail(text: str, lines: int = 15) -> str:

@@ -179,19 +179,11 @@ def run(*, workloads: int | None = None, interval: float | None = None, single_m
         state = up(topology_file)
         progress(f"lab up in {time.monotonic() - started:.1f} s: {len(state.hosts)} hosts")
     try:
-        own_controller = lab_controller.running_pid() is None
-        if own_controller:
-            progress(f"starting the controller (log {lab_controller.log_path()})")
-            lab_controller.start(state)
-        try:
-            lab_controller.wait_ready(state)
+        with lab_controller.driving(state, progress):
             return _record(read_state() or state, from_site=from_site, to_site=to_site, prober=prober,
                            interval=interval, single_moves=single_moves, planned=planned,
                            recovery_timeout=recovery_timeout, settle=settle, warmup_timeout=warmup_timeout,
                            progress=progress)
-        finally:
-            if own_controller:
-                lab_controller.stop()
     finally:
         if own_lab:
             down()

@@ -243,17 +243,9 @@ def run(*, moves: int = MOVES, pause: float = PAUSE, interval: float = INTERVAL,
         progress(f"bringing up {topology}")
         state = up(topology)
     try:
-        own_controller = lab_controller.running_pid() is None
-        if own_controller:
-            progress(f"starting the controller (log {lab_controller.log_path()})")
-            lab_controller.start(state)
-        try:
-            lab_controller.wait_ready(state)
+        with lab_controller.driving(state, progress):
             return _record(state, choose(state, host, to, pinger), moves=moves, pause=pause, interval=interval,
                            warmup_timeout=warmup_timeout, progress=progress, planned=planned, tcp=tcp)
-        finally:
-            if own_controller:
-                lab_controller.stop()
     finally:
         if own_lab:
             down()
