@@ -19,6 +19,7 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
+from typing import Iterator
 
 from lisp_ryu.flows.pipeline import Owner, cookie_owner
 from lisp_ryu.lab import topology as topo
@@ -58,8 +59,6 @@ def _checksum(data: bytes) -> int:
     return ~total & 0xFFFF
 
 
-
-
 def icmp_socket(receive_buffer: int | None = None) -> socket.socket:
     """A raw ICMP socket with kernel receive times (`received_at`), in the calling namespace."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
@@ -69,6 +68,7 @@ def icmp_socket(receive_buffer: int | None = None) -> socket.socket:
     sock.settimeout(0.1)
     return sock
 
+
 def received_at(ancillary: list) -> float:
     """When the kernel took the packet in (SO_TIMESTAMPNS), else now: a reply's time that does
     not include how long the prober's thread waited for the GIL."""
@@ -77,6 +77,32 @@ def received_at(ancillary: list) -> float:
             sec, nsec = struct.unpack("qq", value[:16])
             return sec + nsec / 1e9
     return time.time()
+
+
+def echo_replies(sock: socket.socket, stop: threading.Event, ident: int) -> Iterator[tuple[str, float, int]]:
+    """(source address, kernel receive time, 16-bit sequence number) of each echo reply to our
+    `ident` read from `sock` (an `icmp_socket`), until `stop` is set or the socket is closed."""
+    while not stop.is_set():
+        try:
+            data, ancillary, _, source = sock.recvmsg(2048, socket.CMSG_SPACE(16))
+        except (socket.timeout, BlockingIOError):
+            continue
+        except OSError:
+            return  # closed
+        at = received_at(ancillary)
+        icmp = data[(data[0] & 0x0F) * 4:]
+        if len(icmp) < 8 or icmp[0] != _ICMP_ECHO_REPLY:
+            continue
+        reply_ident, seq16 = struct.unpack("!HH", icmp[4:8])
+        if reply_ident == ident:
+            yield source[0], at, seq16
+
+
+def probe_index(sent: int, seq16: int) -> int:
+    """The latest of `sent` probes (numbered from 0) with this 16-bit sequence number; -1: none."""
+    last = sent - 1
+    return last - ((last - seq16) & 0xFFFF)
+
 
 def echo_request(ident: int, seq: int, payload: bytes) -> bytes:
     header = struct.pack("!BBHHH", _ICMP_ECHO_REQUEST, 0, 0, ident, seq & 0xFFFF)
@@ -156,23 +182,9 @@ class Prober:
             slot = max(slot + 1, int((time.monotonic() - start) / self.interval) + 1)
 
     def _receive(self) -> None:
-        while not self._stop_receiving.is_set():
-            try:
-                data, ancillary, _, source = self._sock.recvmsg(2048, socket.CMSG_SPACE(16))
-            except (socket.timeout, BlockingIOError):
-                continue
-            except OSError:
-                return  # closed
-            at = received_at(ancillary)
-            icmp = data[(data[0] & 0x0F) * 4:]
-            if source[0] != self.target or len(icmp) < 8 or icmp[0] != _ICMP_ECHO_REPLY:
-                continue
-            ident, seq16 = struct.unpack("!HH", icmp[4:8])
-            if ident != self.ident:
-                continue
-            last = len(self._sent) - 1
-            index = last - ((last - seq16) & 0xFFFF)  # the latest probe with this 16-bit sequence number
-            if index >= 0:
+        for source, at, seq16 in echo_replies(self._sock, self._stop_receiving, self.ident):
+            index = probe_index(len(self._sent), seq16)
+            if source == self.target and index >= 0:
                 self._received.setdefault(index, at)
                 self._first_reply.set()
 

@@ -14,13 +14,12 @@ from __future__ import annotations
 import math
 import random
 import socket
-import struct
 import threading
 import time
 from dataclasses import dataclass
 
 from lisp_ryu.glue.netns import run_in_netns
-from lisp_ryu.lab.scenarios.probe import _ICMP_ECHO_REPLY, Probe, echo_request, icmp_socket, received_at
+from lisp_ryu.lab.scenarios.probe import Probe, echo_replies, echo_request, icmp_socket, probe_index
 
 RECEIVE_BUFFER = 8 << 20  # replies of a whole burst must not drop at our own socket
 
@@ -95,23 +94,11 @@ class SweepProber:
                 self._stop_sending.wait(delay)
 
     def _receive(self) -> None:
-        while not self._stop_receiving.is_set():
-            try:
-                data, ancillary, _, source = self._sock.recvmsg(2048, socket.CMSG_SPACE(16))
-            except (socket.timeout, BlockingIOError):
+        for source, at, seq16 in echo_replies(self._sock, self._stop_receiving, self.ident):
+            i = self._index.get(source)
+            if i is None:
                 continue
-            except OSError:
-                return  # closed
-            at = received_at(ancillary)
-            i = self._index.get(source[0])
-            icmp = data[(data[0] & 0x0F) * 4:]
-            if i is None or len(icmp) < 8 or icmp[0] != _ICMP_ECHO_REPLY:
-                continue
-            ident, seq16 = struct.unpack("!HH", icmp[4:8])
-            if ident != self.ident:
-                continue
-            last = len(self._sent[i]) - 1
-            index = last - ((last - seq16) & 0xFFFF)
+            index = probe_index(len(self._sent[i]), seq16)
             if index >= 0:
                 self._received[i].setdefault(index, at)
 
