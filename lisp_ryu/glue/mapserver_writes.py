@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hmac
 import json
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from lisp_ryu import schema
@@ -89,36 +90,44 @@ def plan(method: str, path: str, body: bytes) -> tuple[Change, Callable[[int], d
         raise WriteError(400, str(exc), getattr(exc, "path", None)) from None
 
 
+@dataclass(frozen=True)
+class _Named:
+    """A kind of object named by an id (policy rules, RLOC overrides): how it is read from JSON,
+    asked of the policy (`core.policy.<word>(id)`, also what a 409 calls it), answered and
+    changed (`core.<set>(obj, now)`, `core.<remove>(id, now)`)."""
+
+    kind: Any  # Rule, RlocOverride: from_dict(data[, id])
+    url_id: str  # the URL's id, as a 400 names it
+    word: str
+    answer: str
+    set: str
+    remove: str
+
+
+_NAMED = {
+    "policies": _Named(Rule, "rule_id", "rule", "rule", "set_rule", "remove_rule"),
+    "rloc-overrides": _Named(RlocOverride, "override_id", "override", "rloc_override", "set_override",
+                             "remove_override"),
+}
+
+
 def _plan(method: str, parts: list[str], data: Any) -> tuple[Change, Callable[[int], dict], int]:
     kind, rest = parts[0], parts[1:]
-    if kind == "policies":
+    named = _NAMED.get(kind)
+    if named is not None:
         if method == "POST" and not rest:
-            rule = Rule.from_dict(_named(data))
-            return _create(lambda core: core.policy.rule(rule.id), f"rule {rule.id!r}",
-                           lambda core, now: core.set_rule(rule, now)), \
-                lambda n: {"rule": rule.to_dict(), "notified_subscribers": n}, 201
+            obj = named.kind.from_dict(_named(data))
+            return _create(lambda core: getattr(core.policy, named.word)(obj.id), f"{named.word} {obj.id!r}",
+                           lambda core, now: getattr(core, named.set)(obj, now)), \
+                lambda n: {named.answer: obj.to_dict(), "notified_subscribers": n}, 201
         if len(rest) == 1 and method == "PUT":
-            rule = Rule.from_dict(data, schema.identifier(rest[0], "rule_id"))
-            return lambda core, now: core.set_rule(rule, now), \
-                lambda n: {"rule": rule.to_dict(), "notified_subscribers": n}, 200
+            obj = named.kind.from_dict(data, schema.identifier(rest[0], named.url_id))
+            return lambda core, now: getattr(core, named.set)(obj, now), \
+                lambda n: {named.answer: obj.to_dict(), "notified_subscribers": n}, 200
         if len(rest) == 1 and method == "DELETE":
-            rule_id = rest[0]
-            return lambda core, now: core.remove_rule(rule_id, now), \
-                lambda n: {"deleted": rule_id, "notified_subscribers": n}, 200
-    elif kind == "rloc-overrides":
-        if method == "POST" and not rest:
-            override = RlocOverride.from_dict(_named(data))
-            return _create(lambda core: core.policy.override(override.id), f"override {override.id!r}",
-                           lambda core, now: core.set_override(override, now)), \
-                lambda n: {"rloc_override": override.to_dict(), "notified_subscribers": n}, 201
-        if len(rest) == 1 and method == "PUT":
-            override = RlocOverride.from_dict(data, schema.identifier(rest[0], "override_id"))
-            return lambda core, now: core.set_override(override, now), \
-                lambda n: {"rloc_override": override.to_dict(), "notified_subscribers": n}, 200
-        if len(rest) == 1 and method == "DELETE":
-            override_id = rest[0]
-            return lambda core, now: core.remove_override(override_id, now), \
-                lambda n: {"deleted": override_id, "notified_subscribers": n}, 200
+            obj_id = rest[0]
+            return lambda core, now: getattr(core, named.remove)(obj_id, now), \
+                lambda n: {"deleted": obj_id, "notified_subscribers": n}, 200
     else:
         if method == "POST" and not rest:
             mapping = StaticMapping.from_dict(data)
