@@ -528,25 +528,35 @@ rloc-probing {{
 }}
 nat_traversal_support = off
 map-resolver = {{
-    {ms}
+{resolvers}
 }}
-map-server {{
-    address = {ms}
-    key-type = 1
-    key = {key}
-    proxy-reply = {proxy}
-}}
-database-mapping {{
+{servers}database-mapping {{
     eid-prefix = 10.81.0.0/16
     iid = 0
     rloc-iface {{
-        interface = lo-x0
+        interface = {iface}
         ip_version = 4
         priority = 1
         weight = 100
     }}
 }}
 """
+OOR_MAP_SERVER = """\
+map-server {{
+    address = {ms}
+    key-type = 1
+    key = {key}
+    proxy-reply = {proxy}
+}}
+"""
+
+
+def oor_xtr_config(map_servers: list[str], *, proxy: bool, iface: str) -> str:
+    """An OOR xTR that registers 10.81.0.0/16 (its RLOC on `iface`) with each of `map_servers`
+    under KEY and resolves through them, in that order."""
+    return OOR_XTR_CONFIG.format(
+        resolvers=",\n".join(f"    {ms}" for ms in map_servers), iface=iface,
+        servers="".join(OOR_MAP_SERVER.format(ms=ms, key=KEY, proxy="on" if proxy else "off") for ms in map_servers))
 
 
 class OurMapServer:
@@ -600,7 +610,7 @@ def oor_xtr_lab(tmp_path):
         driver = Driver(link.left)
 
         def start(proxy: bool) -> Oor:
-            config = OOR_XTR_CONFIG.format(ms=OUR_MS, key=KEY, proxy="on" if proxy else "off")
+            config = oor_xtr_config([OUR_MS], proxy=proxy, iface="lo-x0")
             oors.append(Oor(link.right, tmp_path / "oor-xtr", config))
             return oors[-1].start("Starting xTR")
 

@@ -25,7 +25,8 @@ import pytest
 
 from lisp_ryu.lab import cluster_load
 from support.etcd_cluster import EtcdCluster, available
-from test_oor import KEY, OUR_MS_CONFIG, READY, START_TIMEOUT, Link, Oor, _assert_torn_down, _namespaces, _unavailable
+from test_oor import (OUR_MS_CONFIG, READY, START_TIMEOUT, Link, Oor, _assert_torn_down, _namespaces, _unavailable,
+                      oor_xtr_config)
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow, pytest.mark.etcd]
 
@@ -33,44 +34,6 @@ NODES = {"msa": "198.18.201.10", "msb": "198.18.201.11"}
 ITR = "198.18.201.12"
 OOR_RLOC = "198.18.201.2"
 CONFIG = OUR_MS_CONFIG  # the same site (key, 10.81.0.0/16) as the single-node interop test
-OOR_CONFIG = """\
-debug = 2
-map-request-retries = 2
-operating-mode = xTR
-encapsulation = LISP
-rloc-probing {{
-    rloc-probe-interval = 0
-    rloc-probe-retries = 0
-    rloc-probe-retries-interval = 1
-}}
-nat_traversal_support = off
-map-resolver = {{
-    {ms_a},
-    {ms_b}
-}}
-map-server {{
-    address = {ms_a}
-    key-type = 1
-    key = {key}
-    proxy-reply = on
-}}
-map-server {{
-    address = {ms_b}
-    key-type = 1
-    key = {key}
-    proxy-reply = on
-}}
-database-mapping {{
-    eid-prefix = 10.81.0.0/16
-    iid = 0
-    rloc-iface {{
-        interface = lo-o0
-        ip_version = 4
-        priority = 1
-        weight = 100
-    }}
-}}
-"""
 
 
 @pytest.fixture(autouse=True)
@@ -140,7 +103,7 @@ def cluster_and_oor(tmp_path):
         link.__enter__()
         for name, address in NODES.items():
             nodes.append(ClusterNode(name, address, link.left, etcd.endpoints, tmp_path / name))
-        oor = Oor(link.right, tmp_path / "oor", OOR_CONFIG.format(ms_a=NODES["msa"], ms_b=NODES["msb"], key=KEY))
+        oor = Oor(link.right, tmp_path / "oor", oor_xtr_config([NODES["msa"], NODES["msb"]], proxy=True, iface="lo-o0"))
         oor.start("Starting xTR")
         yield link, nodes, oor
     finally:
