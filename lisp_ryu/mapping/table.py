@@ -361,14 +361,6 @@ class PrefixTable(Generic[V]):
             return network.network_address.packed in trie.hosts
         return self._exact(iid, network) is not None
 
-    def values(self) -> Iterator[V]:
-        """Every value, in no particular order: a sweep that needs no prefixes makes none (a
-        host route's network is made only when asked for)."""
-        for trie in self._tries.values():
-            yield from trie.hosts.values()  # type: ignore[misc]
-            for node in trie.walk(trie.root):
-                yield node.value  # type: ignore[misc]
-
     def __iter__(self) -> Iterator[tuple[int, IPNetwork, V]]:
         """(iid, network, value) sorted by instance-ID, family, address, then length."""
         for (iid, _version) in sorted(self._tries):
