@@ -1,5 +1,5 @@
 """Pushes under a burst of events: a lone change is pushed at once; changes that come
-less than one push's duration after the last push wait and leave together."""
+less than one push's planning time (compile and diff) after the last push wait and leave together."""
 
 from __future__ import annotations
 
@@ -40,10 +40,11 @@ def lab(monkeypatch):
     pushes = []
     real_push = ctl.push
 
-    def push(dpid, reason):  # each push takes 50 ms of the (fake) clock
+    def push(dpid, reason, timer=None):  # each push's compile and diff take 50 ms of the (fake) clock
         pushes.append(reason)
-        real_push(dpid, reason)
+        real_push(dpid, reason, timer)
         clock.advance(0.05)
+        return 0.05
 
     monkeypatch.setattr(ctl, "push", push)
     return ctl, switch, clock, pushes
