@@ -234,6 +234,7 @@ class XtrCore:
         deadlines = [r.due for r in state.registrations]
         deadlines += [r.retry_at for r in state.resolutions.values()]
         deadlines += [d.until for d in state.departed.values()]
+        deadlines += [at for at, _ in state.solicit_later.values()]
         deadlines += [m.until for table in (state.replicating, state.expected) for m in table.values()]
         resolver_deadline = self.resolver.resolver_deadline()
         if resolver_deadline is not None:

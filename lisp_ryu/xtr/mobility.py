@@ -29,6 +29,9 @@ LOG = logging.getLogger("lisp_ryu.xtr")
 
 ADOPTED_TTL = 60.0  # how long a mapping read back from the switch lives unless re-resolved
 REDIRECT_LIFETIME = 60.0  # how long a departed EID's traffic is tunnelled on from its old site
+# A departure told directly (glue.moves) solicits our ITRs once the mapping system has the move
+# (its Map-Notify to us, the former holder), or after this long if it never says (seconds).
+SOLICIT_FALLBACK = 3.0
 PLANNED_MOVE_TIMEOUT = 10.0  # a planned move's window ends then if the workload was not seen at its new site
 HOLD_AGE = 0.1  # held packets older than this when the workload arrives are not delivered (the old site did)
 HOLD_MAX = 512  # packets held per expected workload
@@ -65,6 +68,7 @@ class Mobility:
             state.count("learn_already_known")
             return Learned.KNOWN, key
         state.departed.pop(key, None)
+        state.solicit_later.pop(key, None)
         state.dynamic_hosts[key] = host
         if state.replicating.pop(key, None) is not None:
             state.count("planned_move_replication_ended")
@@ -109,7 +113,7 @@ class Mobility:
         key = (prefix.instance_id, prefix.address)
         if self.is_here(key):
             effects: list[Effect] = [DataplaneChanged(f"{prefix.address} moved to {where}")]
-            effects += self.depart(key, record, now)
+            effects += self.depart(key, record, now, told_directly=True)
             self.resolver.cache_record(replace(record, ttl=1), prefix, where, now)
             state.count("moves_told_directly")
         else:
@@ -184,8 +188,14 @@ class Mobility:
             return None
         return max(covering, key=lambda d: d.prefix.prefixlen)
 
-    def depart(self, key: tuple[int, IPAddress], record: MappingRecord, now: float) -> list[Effect]:
-        """The mapping system moved one of our EIDs elsewhere: stop serving it, redirect, solicit."""
+    def depart(self, key: tuple[int, IPAddress], record: MappingRecord, now: float,
+               told_directly: bool = False) -> list[Effect]:
+        """The mapping system moved one of our EIDs elsewhere: stop serving it, redirect, solicit.
+
+        `told_directly`: the controller saw the workload arrive elsewhere before the mapping
+        system could know.  The SMRs then wait for it (`confirm_departure`): an ITR solicited
+        now would ask a Map-Server that still names us, get our non-answer or the old
+        mapping, and retry a second later (a capture showed exactly that)."""
         state = self.state
         rlocs = [loc.address for loc in record.locators if loc.reachable and loc.priority != 255
                  and isinstance(loc.address, IP_TYPES)]
@@ -197,7 +207,19 @@ class Mobility:
         state.count("dynamic_eid_departed")
         LOG.info("%s: EID [%d]%s moved to %s: redirecting for %.0f s", state.config.name, iid, ip, rlocs[0],
                  REDIRECT_LIFETIME)
+        if told_directly:
+            state.solicit_later[key] = (now + SOLICIT_FALLBACK, tuple(rlocs))
+            return []
+        state.solicit_later.pop(key, None)
         return self._solicit(EidPrefix(ip, ip.max_prefixlen, iid), holders=rlocs)
+
+    def confirm_departure(self, key: tuple[int, IPAddress], now: float) -> list[Effect]:
+        """The mapping system places a departed EID elsewhere too: the SMRs that waited for it go."""
+        waiting = self.state.solicit_later.pop(key, None)
+        if waiting is None:
+            return []
+        iid, ip = key
+        return self._solicit(EidPrefix(ip, ip.max_prefixlen, iid), holders=waiting[1])
 
     def _cache_rlocs(self) -> frozenset:
         """Every IP locator of the positive map-cache; kept until the cache changes (a burst of
@@ -235,6 +257,11 @@ class Mobility:
             del state.departed[key]
             LOG.info("%s: redirect for [%d]%s ended", state.config.name, *key)
         effects: list[Effect] = [DataplaneChanged(f"{len(ended)} redirects ended")] if ended else []
+        unconfirmed = [key for key, (at, _) in state.solicit_later.items() if at <= now]
+        for key in unconfirmed:  # the mapping system never told us: solicit anyway
+            state.count("smr_without_confirmation")
+            _, holders = state.solicit_later.pop(key)
+            effects += self._solicit(EidPrefix(key[1], key[1].max_prefixlen, key[0]), holders=holders)
         timed_out = [key for table in (state.replicating, state.expected) for key, m in table.items()
                      if m.until <= now]
         for key in timed_out:

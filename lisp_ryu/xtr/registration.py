@@ -165,6 +165,8 @@ class Registrar:
             if prefix.mask_len == prefix.address.max_prefixlen and key in local:
                 effects += self.mobility.depart(key, record, now)
                 changed = True
+            elif key in state.solicit_later:
+                effects += self.mobility.confirm_departure(key, now)
             changed |= resolver.cache_record(record, prefix, str(source), now)
         ack = MapNotifyAck(nonce=notify.nonce, records=notify.records, key_id=notify.key_id,
                            xtr_id=notify.xtr_id, site_id=notify.site_id)

@@ -168,6 +168,9 @@ class XtrState:
         self.active_resolver = 0
         self.dynamic_hosts: dict[tuple[int, IPAddress], LocalHost] = {}
         self.departed: dict[tuple[int, IPAddress], Departure] = {}
+        #: Departures told directly (a controller driving both sites) whose SMRs wait for the mapping
+        #: system to have the move: (when they go regardless, the new holders not to solicit).
+        self.solicit_later: dict[tuple[int, IPAddress], tuple[float, tuple[IPAddress, ...]]] = {}
         self.replicating: dict[tuple[int, IPAddress], PlannedMove] = {}  # planned moves, as an ITR
         self.expected: dict[tuple[int, IPAddress], PlannedMove] = {}  # planned moves towards us
         self._local_records_cache: tuple[tuple, tuple[MappingRecord, ...]] | None = None

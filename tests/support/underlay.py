@@ -123,12 +123,23 @@ class Underlay:
         return switch
 
     # ---- the wire --------------------------------------------------------------------------
-    def settle(self, limit: int = 10_000) -> int:
-        """Deliver datagrams until none is in flight (those they cause included); how many were delivered."""
+    def settle(self, limit: int = 10_000, late: Callable[[bytes], bool] | None = None) -> int:
+        """Deliver datagrams until none is in flight (those they cause included); how many were delivered.
+
+        `late(payload)`: those datagrams wait until nothing else is in flight, then go in
+        order (a receiver that reads them late, e.g. a busy Map-Server's Map-Registers)."""
         delivered = 0
-        while self.in_flight:
+        waiting: deque = deque()
+        while self.in_flight or waiting:
             assert delivered < limit, "message loop on the underlay"
+            if not self.in_flight:
+                self.in_flight.extend(waiting)
+                waiting.clear()
+                late = None
             sender, payload, (host, port) = self.in_flight.popleft()
+            if late is not None and late(payload):
+                waiting.append((sender, payload, (host, port)))
+                continue
             target = self.sockets.get((ipaddress.ip_address(host), port))
             owner = self.owners.get(target) if target is not None else None
             if owner is None:

@@ -22,7 +22,7 @@ MOVER_MAC = bytes.fromhex("02000001000a")
 
 @pytest.fixture
 def lab(tmp_path):
-    lab = three_site_lab(tmp_path)
+    lab = three_site_lab(tmp_path, dc1_learns=True)
     lab.miss("dc3", "10.3.0.10", EID)  # dc3 sends to the EID (dc1)
     lab.miss("dc1", EID, "10.3.0.10")  # and the EID to dc3: dc1 has a mapping dc2 lacks
     return lab
@@ -99,3 +99,51 @@ def test_a_lone_move_is_told_at_once_and_a_burst_in_one_deferred_step(lab):
     assert [f for f in held(lab, "dc1").flows if cookie_owner(f.cookie) is Owner.REDIRECT]
     assert [d.packet["tun_ipv4_dst"] for d in to_eid(lab, "dc3").deliveries] == [DC2]
     assert len(lab.pushes) >= pushes_before
+
+def is_map_register(payload: bytes) -> bool:
+    return payload[0] >> 4 == 3
+
+
+def test_the_old_site_solicits_only_once_the_map_server_has_the_move(lab):
+    """The old site's SMRs wait for the Map-Server's Map-Notify to it, the former holder.  Sent
+    at once, with the Map-Server reading its Map-Registers late (a burst), they made the ITR's
+    Map-Request reach the Map-Server first: it was forwarded to the old site, which no longer
+    answers for the EID, and the ITR retried a second later (a lab capture showed exactly that).
+    The workload goes to dc2 and back: dc2, its old site then, has no prefix covering it."""
+    arrive(lab)
+    lab.underlay.settle()
+    lab.clock.advance(2.0)  # the workload stays a while (the ITR's SMR hold-down ends)
+    lab.controller.run_timers()
+    lab.underlay.settle()
+    dc2, dc3 = lab.cores["dc2"], lab.cores["dc3"]
+    sent_before, received_before = dc2.counters.get("smr_sent", 0), dc3.counters.get("smr_received", 0)
+    lab.switches[1].packet_in(lab.controller, 1, ipv4_frame(EID, "10.3.0.10", src_mac=MOVER_MAC),
+                              table=Table.CLASSIFY)  # back at dc1
+    assert dc2.counters["moves_told_directly"] == 1
+    assert dc2.counters.get("smr_sent", 0) == sent_before
+    lab.underlay.settle(late=is_map_register)
+    assert dc2.counters["smr_sent"] > sent_before and dc3.counters["smr_received"] > received_before
+    assert dc2.counters.get("map_request_not_ours", 0) == 0
+    # The ITR's answer is the mapping at dc1: nothing left to retry.
+    assert dc3.state.resolutions == {}
+    assert [d.packet["tun_ipv4_dst"] for d in to_eid(lab, "dc3").deliveries] == [DC1]
+    lab.clock.advance(5.0)
+    lab.controller.run_timers()
+    lab.underlay.settle()
+    assert dc2.counters.get("smr_without_confirmation", 0) == 0 and dc3.counters.get("map_request_retry", 0) == 0
+
+
+def test_without_word_from_the_mapping_system_the_old_site_solicits_anyway(lab):
+    """A Map-Server that does not notify former holders: the SMRs go after SOLICIT_FALLBACK."""
+    from lisp_ryu.xtr.mobility import SOLICIT_FALLBACK
+
+    dc1 = lab.cores["dc1"]
+    arrive(lab)
+    lab.underlay.in_flight.clear()  # nothing reaches the Map-Server: it never tells dc1
+    lab.clock.advance(SOLICIT_FALLBACK / 2)
+    lab.controller.run_timers()
+    assert dc1.counters.get("smr_sent", 0) == 0
+    lab.clock.advance(SOLICIT_FALLBACK / 2)
+    lab.controller.run_timers()
+    assert dc1.counters["smr_without_confirmation"] == 1 and dc1.counters["smr_sent"] >= 1
+    assert dc1.state.solicit_later == {}

@@ -26,15 +26,19 @@ DC2_XTR = {"name": "dc2", "dpid": 2, "rlocs": [{"address": DC2}], "tunnel_port":
            "map_servers": [{"address": "198.18.0.2", "key": "k2"}], "map_resolvers": ["198.18.0.2"]}
 
 
-def three_site_lab(tmp_path) -> Lab:
-    """dc1 and dc3 of the REST tests' configuration, and dc2 between them learning hosts."""
+def three_site_lab(tmp_path, dc1_learns: bool = False, fast_lane: bool = False) -> Lab:
+    """dc1 and dc3 of the REST tests' configuration, and dc2 between them learning hosts
+    (dc1 too if `dc1_learns`: a workload can come back); the controller's fast lane on if asked."""
     doc = yaml.safe_load(CONFIG)
     doc["xtrs"].insert(1, DC2_XTR)
+    if dc1_learns:
+        doc["xtrs"][0]["dynamic_eid_prefixes"] = [{"prefix": "10.1.0.0/16", "iid": 42}]
     # dc2 registers hosts that arrive from anywhere in 10/8 (the site must allow them)
     for site in doc["map_server"]["sites"]:
-        if site["name"] == "dc2":
+        if site["name"] == "dc2" or (dc1_learns and site["name"] == "dc1"):
             site["eid_prefixes"] = [{"prefix": "10.0.0.0/8", "iid": 42, "accept_more_specifics": True}]
     lab = Lab(tmp_path, config_text=yaml.safe_dump(doc))
+    lab.controller.fast_lane = fast_lane
     lab.start()
     return lab
 
@@ -128,14 +132,7 @@ def test_fast_lane_runs_a_whole_move_before_anything_else_and_drops_the_wire_cop
     """An unplanned move with the fast lane on: the learn, the Map-Register, the Map-Server's
     Notify and publications and every xTR's flows all happen within the packet-in's handling;
     the datagrams still cross the wire, and their copies are recognised and dropped."""
-    doc = yaml.safe_load(CONFIG)
-    doc["xtrs"].insert(1, DC2_XTR)
-    for site in doc["map_server"]["sites"]:
-        if site["name"] == "dc2":
-            site["eid_prefixes"] = [{"prefix": "10.0.0.0/8", "iid": 42, "accept_more_specifics": True}]
-    lab = Lab(tmp_path, config_text=yaml.safe_dump(doc))
-    lab.controller.fast_lane = True
-    lab.start()
+    lab = three_site_lab(tmp_path, fast_lane=True)
     lab.miss("dc3", "10.3.0.10", EID)
     lab.underlay.settle()
     registers = lab.ms.counters.get("map_register", 0) if hasattr(lab.ms, "counters") else None
