@@ -415,6 +415,13 @@ class Controller:
         self.sessions[dp.id] = session
         self._clear_problem(dp.id, "install")  # reconciliation reads what it really holds
         parser, ofp = dp.ofproto_parser, dp.ofproto
+        # Packet-ins as the switch sends them by default (no match, action), but no port-status
+        # messages: nothing here acts on them, and hosts coming and going (an evacuation's
+        # hundreds of ports) made the switch send, and Ryu parse, one per port change.
+        packet_in = 1 << ofp.OFPR_NO_MATCH | 1 << ofp.OFPR_ACTION
+        flow_removed = (1 << ofp.OFPRR_IDLE_TIMEOUT | 1 << ofp.OFPRR_HARD_TIMEOUT | 1 << ofp.OFPRR_DELETE
+                        | 1 << ofp.OFPRR_GROUP_DELETE)
+        dp.send_msg(parser.OFPSetAsync(dp, [packet_in, 0], [0, 0], [flow_removed, 0]))
         # Read what the switch holds so we can keep what is right and remove what is stale.
         for request in (
             parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, 0, 0, parser.OFPMatch()),

@@ -165,6 +165,7 @@ class FakeSwitch:
         self.groups: dict[int, Any] = {}
         self.meters: dict[int, Any] = {}
         self._answered: set[int] = set()
+        self.async_config: AsyncConfig | None = None  # the switch's defaults until the controller sets them
         if holds is not None:
             for data in ofp13.encode_operations(_Scratch(), diff(DesiredState(), holds)):
                 self._receive(data, record=False)
@@ -214,6 +215,8 @@ class FakeSwitch:
                 self.meters.pop(msg.meter_id, None)
             else:
                 self.meters[msg.meter_id] = msg
+        elif isinstance(msg, AsyncConfig):
+            self.async_config = msg
 
     def held(self) -> DesiredState:
         """What the switch holds, in the flow model."""
@@ -296,6 +299,16 @@ class Barrier:
     xid: int
 
 
+@dataclass
+class AsyncConfig:
+    """OFPT_SET_ASYNC: which asynchronous messages the switch sends, [master/equal, slave] bitmaps."""
+
+    xid: int
+    packet_in: list
+    port_status: list
+    flow_removed: list
+
+
 def _parse(dp: Any, version: int, msg_type: int, length: int, xid: int, buf: bytes) -> Any:
     assert version == OFP.OFP_VERSION and length == len(buf) >= 8, (version, length, len(buf))
     if msg_type == OFP.OFPT_FLOW_MOD:
@@ -329,6 +342,9 @@ def _parse(dp: Any, version: int, msg_type: int, length: int, xid: int, buf: byt
         return MeterMod(xid, command, flags, meter_id, bands)
     if msg_type == OFP.OFPT_BARRIER_REQUEST:
         return Barrier(xid)
+    if msg_type == OFP.OFPT_SET_ASYNC:
+        packet_in, port_status, flow_removed = (list(m) for m in zip(*[iter(struct.unpack_from("!6I", buf, 8))] * 2))
+        return AsyncConfig(xid, packet_in, port_status, flow_removed)
     raise AssertionError(f"the controller sent an unexpected OpenFlow message type {msg_type}")
 
 

@@ -11,6 +11,7 @@ import ipaddress
 
 import pytest
 import yaml
+from ryu.ofproto import ofproto_v1_3
 
 from lisp_ryu import config
 from lisp_ryu.flows.compiler import compile_plan
@@ -96,6 +97,19 @@ def test_connect_reads_the_tables_then_push_installs_the_compiled_plan(site):
         assert isinstance(switch.messages[-1], Barrier)  # every push ends with a barrier
         assert site.controller.installed(dpid) == switch.held()
     assert site.core(1).registrations[0].registered and site.core(2).registrations[0].registered
+
+
+def test_a_connected_switch_sends_packet_ins_but_no_port_status(site):
+    """Nothing acts on port-status messages; an evacuation's hundreds of port changes made the
+    switch send, and Ryu parse, one each.  Packet-ins keep the switch's default reasons."""
+    ofp = ofproto_v1_3
+    for switch in site.switches.values():
+        config = switch.async_config
+        assert config is not None and switch.messages.index(config) < min(
+            i for i, m in enumerate(switch.messages) if isinstance(m, StatsRequest))
+        assert config.port_status == [0, 0]
+        assert config.packet_in == [1 << ofp.OFPR_NO_MATCH | 1 << ofp.OFPR_ACTION, 0]
+        assert config.flow_removed[0] == 0b1111 and config.flow_removed[1] == 0
 
 
 def test_a_change_pushes_only_the_difference(site):
