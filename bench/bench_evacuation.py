@@ -26,6 +26,11 @@ Figures:
   again; baseline the number of workloads (the ratio is the share lost); target 0.
   Alongside: probes lost, stale flows, the time until every workload answered,
   the preparation time and the spread of the switchovers.
+* ``mobility.evacuation_200.bystander_outage_ms``: the longest reply gap of b1,
+  a workload that stays at the old site, from the first switchover on.  It
+  moves nothing and no mapping of it changes, so it is what the lab's own
+  switches cost meanwhile (the old site's userspace OVS handling 200 ports
+  going down and away); baseline the same single-move median.
 
 Runs as root.  Everything lives in its own lab: prefix ``eb-``, a private lab
 directory, management subnet 198.19.222.0/24, controller port 6662, REST API on
@@ -85,6 +90,10 @@ def figures(report: evacuation.EvacuationReport) -> dict[str, dict]:
             "target": None, **detail}
     p99 = out[f"{name}.outage_ms.p99"]
     p99.update(target=TARGET_P99_MS / base if base else None, target_is_max=True, target_ms=TARGET_P99_MS)
+    if s["bystander_ms"] is not None:  # no move of its own: what the lab's switches cost it meanwhile
+        out[f"{name}.bystander_outage_ms"] = {"value": s["bystander_ms"], "unit": "ms", "baseline": base,
+                                             "ratio": s["bystander_ms"] / base if base else float("nan"),
+                                             "target": None}
     out[f"{name}.lost_workloads"] = {"value": s["lost_workloads"], "unit": "workloads", "baseline": n,
                                      "ratio": s["lost_workloads"] / n, "target": 0, "target_is_max": True,
                                      "stale_flows": s["stale_flows"]}

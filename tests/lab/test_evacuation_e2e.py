@@ -33,14 +33,14 @@ def test_generated_topology_loads_with_host_ports_past_the_tunnel_port(tmp_path)
     path = evacuation.write_topology(150, tmp_path / "t.yaml")
     t = topology_load.load(path)
     ports = [h.ofport for h in t.hosts_of("dc1")]
-    assert len(ports) == 150 and len(set(ports)) == 150
+    assert len(ports) == 151 and len(set(ports)) == 151  # the workloads and the bystander
     assert topo.TUNNEL_OFPORT not in ports and topo.NATIVE_OFPORT not in ports
     assert max(ports) < topo.HOST_OFPORT_LIMIT
     # Every workload has a port reserved at the destination, none of them the tunnel's.
     reserved = t.reserved_ports("dc2")
     assert all(reserved[h.name] not in (topo.TUNNEL_OFPORT, topo.NATIVE_OFPORT) for h in t.hosts_of("dc1"))
     assert len(set(reserved.values())) == len(reserved) == len(t.hosts)
-    assert {h.site for h in t.hosts if not h.name.startswith("w")} == {"dc2", "dc3"}
+    assert {h.name: h.site for h in t.hosts if not h.name.startswith("w")} == {"b1": "dc1", "r2": "dc2", "p3": "dc3"}
 
 
 def test_host_ports_step_over_the_tunnel_and_native_ports():
@@ -170,9 +170,13 @@ def test_every_workload_answers_again_after_an_evacuation_and_no_flow_is_stale(l
     text = evacuation.format_report(report)
     print(text)
     assert len(report.outages) == WORKLOADS, text
+    # The bystander stayed at dc1 and was probed throughout: it answers, and the report says what it lost.
+    assert report.bystander is not None and report.bystander.host == "b1" and report.bystander.recovered, text
+    assert "b1, staying at dc1" in text
     assert [o.host for o in report.outages if not o.recovered] == [], text
     assert report.stale == (), text
     # Every workload is where the lab says, and the lab says dc2.
     from lisp_ryu.lab.state import read_state
 
     assert {h.site for h in read_state().hosts if h.name.startswith("w")} == {"dc2"}
+    assert read_state().host("b1").site == "dc1"

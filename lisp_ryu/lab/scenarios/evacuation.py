@@ -2,8 +2,9 @@
 for maintenance), probed all the while from a third site.
 
 The topology is generated (`topology`): three sites around a core router
-and the Map-Server, N workloads at the source site, one resident host at
-the destination and the prober at the third.  `run` (`lisp-ryu lab
+and the Map-Server, N workloads at the source site and a bystander (b1)
+that stays there, one resident host at the destination and the prober at
+the third.  `run` (`lisp-ryu lab
 evacuation`) drives it with the lisp-ryu controller and its embedded
 Map-Server: the prober (scenarios/sweep.py) pings every workload once per
 interval; first a few single moves of one workload (there and back: the
@@ -11,6 +12,10 @@ baseline, one move's outage under the same probing), then every workload
 of the source site moves at once (lisp_ryu/lab/evacuate.py); when each has
 answered again, every switch's flows are checked for stale entries
 (scenarios/stale.py) until clean or `settle` runs out.
+
+The bystander is probed too: what it loses moved nothing and involved no
+mapping change, so it is what the lab's own switches cost while the others
+move (the old site's OVS handles hundreds of ports going down and away).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from lisp_ryu.lab.teardown import down
 
 SOURCE, DESTINATION, PROBER_SITE = "dc1", "dc2", "dc3"
 PROBER = "p3"
+BYSTANDER = "b1"  # stays at the source site: the evacuation's cost to a workload that does not move
 SINGLE_MOVES = 2  # there and back: the workload is home again for the evacuation
 PAUSE = 1.5
 RECOVERY_TIMEOUT = 30.0
@@ -49,7 +55,8 @@ def interval_for(workloads: int) -> float:
 
 def topology(workloads: int, *, name: str = "evacuation", management_subnet: str = "198.19.0.0/24",
              port: int = 6653) -> dict:
-    """A three-site topology with `workloads` hosts (w1, w2, ...) at dc1, one at dc2 (r2) and the prober (p3) at dc3."""
+    """A three-site topology with `workloads` hosts (w1, w2, ...) and the bystander (b1) at dc1, one at
+    dc2 (r2) and the prober (p3) at dc3."""
     if workloads < 1:
         raise LabError(f"an evacuation needs at least one workload, not {workloads}")
     net = ipaddress.ip_network(management_subnet)
@@ -67,7 +74,8 @@ def topology(workloads: int, *, name: str = "evacuation", management_subnet: str
                    "eid_prefixes": [{"prefix": f"10.{i}.0.0/16", "iid": 42, "gateway": f"10.{i}.0.1"}]}
                   for i in (1, 2, 3)],
         "hosts": [{"name": f"w{k + 1}", "site": SOURCE, "address": f"{first + k}/16"} for k in range(workloads)]
-        + [{"name": "r2", "site": DESTINATION, "address": "10.2.0.10/16"},
+        + [{"name": BYSTANDER, "site": SOURCE, "address": f"{first + workloads}/16"},
+           {"name": "r2", "site": DESTINATION, "address": "10.2.0.10/16"},
            {"name": PROBER, "site": PROBER_SITE, "address": "10.3.0.10/16"}],
     }
 
@@ -100,6 +108,7 @@ class EvacuationReport:
     clean_after_s: float | None  # from the end of probing until the tables were clean; None: not within settle
     notes: tuple[str, ...]  # what the leftovers check found that is not a stale flow (BFD ports)
     lost_probes_before: int  # probes unanswered before the first move, after every workload answered once
+    bystander: Outage | None = None  # the workload that stays at the source site, from the evacuation's start
 
     def summary(self) -> dict:
         outages = [o.outage_ms for o in self.outages]
@@ -120,6 +129,7 @@ class EvacuationReport:
             "stale_flows": len(self.stale),
             "clean_after_s": self.clean_after_s,
             "lost_probes_before": self.lost_probes_before,
+            "bystander_ms": self.bystander.outage_ms if self.bystander is not None else None,
         }
 
     def to_json(self) -> str:
@@ -147,6 +157,9 @@ def format_report(report: EvacuationReport) -> str:
              f"  stale flows: {s['stale_flows']}" + (f" (clean {report.clean_after_s:.1f} s after probing ended)"
                                                     if report.clean_after_s is not None else "")]
     lines += [f"    {line}" for line in report.stale[:20]]
+    if report.bystander is not None:
+        lines.append(f"  {report.bystander.host}, staying at {report.from_site}: longest gap {ms(s['bystander_ms'])} ms "
+                     f"(no move, no mapping change: what the lab's switches cost meanwhile)")
     worst = sorted(report.outages, key=lambda x: -x.outage_ms)[:5]
     lines.append("  longest: " + ", ".join(f"{x.host} {ms(x.outage_ms)} ms" + ("" if x.recovered else " (lost)")
                                            for x in worst))
@@ -192,22 +205,24 @@ def run(*, workloads: int | None = None, interval: float | None = None, single_m
 def _record(state: LabState, *, from_site: str, to_site: str, prober: str, interval: float | None,
             single_moves: int, planned: bool, recovery_timeout: float, settle: float, warmup_timeout: float,
             progress: Callable[[str], None]) -> EvacuationReport:
-    movers = [h for h in state.hosts if h.site == from_site]
+    movers = [h for h in state.hosts if h.site == from_site and h.name != BYSTANDER]
+    bystander = next((h for h in state.hosts if h.site == from_site and h.name == BYSTANDER), None)
     p = state.host(prober)
     if not movers:
         raise LabError(f"site {from_site} has no hosts to evacuate")
     if p.site in (from_site, to_site):
         raise LabError(f"the prober {p.name} is at {p.site}: it must be at a third site")
     interval = interval or interval_for(len(movers))
-    sweep = SweepProber(p.namespace, [h.ip for h in movers], interval)
+    watched = movers + ([bystander] if bystander is not None else [])
+    sweep = SweepProber(p.namespace, [h.ip for h in watched], interval)
     sweep.start()
     try:
         began = time.time()
         deadline = time.monotonic() + warmup_timeout
         while not all(sweep.replied_since(began)):
             if time.monotonic() > deadline:
-                silent = [h.name for h, ok in zip(movers, sweep.replied_since(began)) if not ok]
-                raise LabError(f"{len(silent)} of {len(movers)} workloads never answered {p.name} within "
+                silent = [h.name for h, ok in zip(watched, sweep.replied_since(began)) if not ok]
+                raise LabError(f"{len(silent)} of {len(watched)} workloads never answered {p.name} within "
                                f"{warmup_timeout:.0f} s before any move ({', '.join(silent[:10])}): is the "
                                f"controller driving the lab? (log {lab_controller.log_path()})")
             time.sleep(0.1)
@@ -227,7 +242,7 @@ def _record(state: LabState, *, from_site: str, to_site: str, prober: str, inter
         else:
             movers_now = movers
         first_move = singles[0].started if singles else time.time()
-        lost_before = sum(pr.received is None for i in range(len(movers)) for pr in sweep.probes(i)
+        lost_before = sum(pr.received is None for i in range(len(watched)) for pr in sweep.probes(i)
                           if quiet_since <= pr.sent < first_move - interval)
         progress(f"evacuating {len(movers_now)} workloads {from_site} -> {to_site}"
                  + (" (planned)" if planned else ""))
@@ -247,11 +262,12 @@ def _record(state: LabState, *, from_site: str, to_site: str, prober: str, inter
                      for k, mv in enumerate(singles))
     outages = tuple(outage(mv.host, sweep.probes(index[mv.host]), mv.started, interval=interval)
                     for mv in ev.moves)
+    stayed = None if bystander is None else outage(bystander.name, sweep.probes(len(movers)), start, interval=interval)
     return EvacuationReport(
         lab=state.name, from_site=from_site, to_site=to_site, prober=p.name, interval=interval, baseline=baseline,
         outages=outages, prepared_s=ev.prepared_s, spread_ms=ev.spread_ms,
         recovered_after_s=None if recovered_at is None else recovered_at - start, stale=tuple(problems),
-        clean_after_s=clean_after, notes=tuple(notes), lost_probes_before=lost_before)
+        clean_after_s=clean_after, notes=tuple(notes), lost_probes_before=lost_before, bystander=stayed)
 
 
 def _wait_recovered(sweep: SweepProber, indices: list[int], moves, timeout: float) -> float | None:
