@@ -69,3 +69,31 @@ def test_both_rlocs_of_the_multihomed_site_answer_probes(lab):
                            check=False).returncode == 0
     log = lab_controller.log_path().read_text(errors="replace")
     assert "RLOC 198.18.3.2 is down" not in log
+
+
+BFD_SHOW = """---- lfb9e1be1f ----
+  Forwarding: true
+  Detect Multiplier: 3
+  TX Interval: Approx 75ms
+  RX Interval: Approx 75ms
+  Detect Time: now +192ms
+  Local Session State: up
+---- lfcd795790 ----
+  Forwarding: true
+  Detect Multiplier: 3
+  TX Interval: Approx 75ms
+  RX Interval: Approx 75ms
+  Detect Time: now +2795ms
+  Local Session State: up
+---- lf00000001 ----
+  Forwarding: false
+  Detect Time: now +2661ms
+  Local Session State: down
+"""
+
+
+def test_a_session_just_up_on_the_peers_slow_interval_is_not_armed():
+    """Right after coming up a session still runs on the peer's pre-up interval (1 s x 3): a cut
+    then took 2.9 s to notice.  Only up sessions count; a down one is `armed`'s other test."""
+    assert failover.slow_sessions(BFD_SHOW) == ["lfcd795790"]
+    assert failover.slow_sessions(BFD_SHOW.replace("+2795ms", "+180ms")) == []
