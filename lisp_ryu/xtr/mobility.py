@@ -211,15 +211,16 @@ class Mobility:
             state.solicit_later[key] = (now + SOLICIT_FALLBACK, tuple(rlocs))
             return []
         state.solicit_later.pop(key, None)
-        return self._solicit(EidPrefix(ip, ip.max_prefixlen, iid), holders=rlocs)
+        return self._solicit_host(key, rlocs)
 
     def confirm_departure(self, key: tuple[int, IPAddress], now: float) -> list[Effect]:
         """The mapping system places a departed EID elsewhere too: the SMRs that waited for it go."""
         waiting = self.state.solicit_later.pop(key, None)
-        if waiting is None:
-            return []
+        return [] if waiting is None else self._solicit_host(key, waiting[1])
+
+    def _solicit_host(self, key: tuple[int, IPAddress], holders) -> list[Effect]:
         iid, ip = key
-        return self._solicit(EidPrefix(ip, ip.max_prefixlen, iid), holders=waiting[1])
+        return self._solicit(EidPrefix(ip, ip.max_prefixlen, iid), holders=holders)
 
     def _cache_rlocs(self) -> frozenset:
         """Every IP locator of the positive map-cache; kept until the cache changes (a burst of
@@ -260,8 +261,7 @@ class Mobility:
         unconfirmed = [key for key, (at, _) in state.solicit_later.items() if at <= now]
         for key in unconfirmed:  # the mapping system never told us: solicit anyway
             state.count("smr_without_confirmation")
-            _, holders = state.solicit_later.pop(key)
-            effects += self._solicit(EidPrefix(key[1], key[1].max_prefixlen, key[0]), holders=holders)
+            effects += self._solicit_host(key, state.solicit_later.pop(key)[1])
         timed_out = [key for table in (state.replicating, state.expected) for key, m in table.items()
                      if m.until <= now]
         for key in timed_out:
