@@ -59,11 +59,6 @@ def evacuate(from_site: str, to_site: str, hosts: list[str] | None = None, *, pl
                 raise LabError(f"site {s.name} is a PxTR: hosts move between LISP sites "
                                f"({', '.join(x.name for x in state.lisp_sites)})")
         movers = _movers(state, old, hosts)
-        if planned:
-            from lisp_ryu.lab import controller as lab_controller
-
-            for h in movers:
-                lab_controller.planned_move(state, h.iid, h.ip, new.name)
         ports = _allocate_ports(new, movers, state)
         migrations = [_Migration(state, h, old, new, ports[h.name]) for h in movers]
         try:
@@ -72,6 +67,17 @@ def evacuate(from_site: str, to_site: str, hosts: list[str] | None = None, *, pl
             failures = _put_back(migrations)
             raise LabError(f"evacuating {old.name} to {new.name} failed before any switchover; every host stays at "
                            f"{old.name}: {exc}" + "".join(f"\n{f}" for f in failures)) from exc
+        if planned:  # announced once the new ports are there, as an orchestrator does just before
+            # the switchovers: plugging 200 takes ~9 s, and a planned move's window lasts 10 s
+            from lisp_ryu.lab import controller as lab_controller
+
+            try:
+                for h in movers:
+                    lab_controller.planned_move(state, h.iid, h.ip, new.name)
+            except LabError as exc:
+                failures = _put_back(migrations)
+                raise LabError(f"announcing the planned moves to {new.name} failed before any switchover; every host "
+                               f"stays at {old.name}: {exc}" + "".join(f"\n{f}" for f in failures)) from exc
         prepared = time.monotonic() - began
         try:
             with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="switchover") as pool:

@@ -180,3 +180,16 @@ def test_every_workload_answers_again_after_an_evacuation_and_no_flow_is_stale(l
 
     assert {h.site for h in read_state().hosts if h.name.startswith("w")} == {"dc2"}
     assert read_state().host("b1").site == "dc1"
+
+
+@pytest.mark.lab
+def test_a_planned_evacuation_back_loses_no_workload_and_leaves_no_planned_move_flow(lab):
+    """The workloads go back dc2 -> dc1, each move announced first (POST /lisp/v1/moves), as an
+    orchestrator draining a rack would: announced once the new ports are plugged in, so no
+    window (10 s) runs out while 24 (or 200) interfaces are prepared."""
+    report = evacuation.run(single_moves=0, settle=10.0, planned=True, from_site="dc2", to_site="dc1")
+    text = evacuation.format_report(report)
+    print(text)
+    assert len(report.outages) == WORKLOADS + 1, text  # r2, dc2's resident host, goes too
+    assert [o.host for o in report.outages if not o.recovered] == [], text
+    assert report.stale == (), text
