@@ -37,7 +37,6 @@ LOG = logging.getLogger("lisp_ryu")
 CONFIG_ENV = "LISP_RYU_CONFIG"
 MAX_DATAGRAM = 65535
 DATAGRAM_BACKLOG = 64  # datagrams read but not yet handled; when full, the readers wait (the kernel buffers)
-TIMER_GAP = 0.005  # seconds between two passes of the timer loop, at least
 BURST_BACKLOG = 16  # queued datagrams or switch events beyond which pushes wait for them (a burst)
 _URGENT = frozenset((MessageType.MAP_REGISTER, MessageType.MAP_NOTIFY, MessageType.MAP_NOTIFY_ACK))
 _WAKE = object()  # queued to wake the worker for a deferred step
@@ -248,7 +247,3 @@ class LispApp(app_manager.RyuApp):
             self._wake.clear()
             self._wake.wait(timeout=wait)
             self.controller.run_timers()
-            # Every handled datagram or event wakes this loop (a deadline may have moved); in a
-            # burst that was a pass over every core's deadlines per message.  Passes at most
-            # TIMER_GAP apart: no deadline here needs finer than that.
-            hub.sleep(TIMER_GAP)
