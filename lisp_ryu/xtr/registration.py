@@ -117,11 +117,11 @@ class Registrar:
         reg.retry = NOTIFY_TIMEOUT
         reg.due = now + self.state.config.register_interval
         self.state.count("map_notify_for_register")
-        confirmed = {str(r.eid_prefix): ", ".join(str(loc.address) for loc in r.locators) for r in notify.records}
+        confirmed = {r.eid_prefix: tuple(loc.address for loc in r.locators) for r in notify.records}
         for prefix, locators in confirmed.items():
             if reg.confirmed.get(prefix) != locators:
-                LOG.info("%s: registered %s -> %s with %s", self.state.config.name, prefix, locators,
-                         reg.server.address)
+                LOG.info("%s: registered %s -> %s with %s", self.state.config.name, prefix,
+                         ", ".join(map(str, locators)), reg.server.address)
         reg.confirmed = confirmed
 
     def _server_for(self, source: IPAddress) -> Registration | None:

@@ -84,7 +84,7 @@ class Registration:
     since: float = 0.0  # when `reachable` last changed
     sent: float = 0.0  # when the outstanding Map-Register left
     pending: bool = False  # hosts changed while a Map-Register was outstanding: register again on its Map-Notify
-    # What the map-server last confirmed, EID-prefix -> locators (text): a Map-Notify logs only
+    # What the map-server last confirmed, EID-prefix -> locator addresses: a Map-Notify logs only
     # what differs, not every record of every periodic registration.
     confirmed: dict = field(default_factory=dict)
 
