@@ -70,8 +70,9 @@ def move_host(host: str, site: str, planned: bool = False) -> Move:
     the old one's addresses, routes and neighbour (ARP) entries, and the host
     announces itself with a gratuitous ARP, as a hypervisor does after a
     migration, and again in rounds (`REANNOUNCE_AFTER`).  The host's sockets
-    live on (its address never left the namespace).  Only then does the old site lose its port and the old pair
-    go.  A move that fails half-way puts the host back.
+    live on (its address never left the namespace).  Only then does the old
+    site lose its port and the old pair go.  A move that fails half-way puts
+    the host back.
 
     `planned`: the orchestrator tells the controller first (POST /lisp/v1/moves):
     the new site holds the host's traffic until it appears there and every other

@@ -4,10 +4,9 @@ for maintenance), probed all the while from a third site.
 The topology is generated (`topology`): three sites around a core router
 and the Map-Server, N workloads at the source site and a bystander (b1)
 that stays there, one resident host at the destination and the prober at
-the third.  `run` (`lisp-ryu lab
-evacuation`) drives it with the lisp-ryu controller and its embedded
-Map-Server: the prober (scenarios/sweep.py) pings every workload once per
-interval; first a few single moves of one workload (there and back: the
+the third.  `run` (`lisp-ryu lab evacuation`) drives it with the lisp-ryu
+controller and its embedded Map-Server: the prober (scenarios/sweep.py)
+pings every workload once per interval; first a few single moves of one workload (there and back: the
 baseline, one move's outage under the same probing), then every workload
 of the source site moves at once (lisp_ryu/lab/evacuate.py); when each has
 answered again, every switch's flows are checked for stale entries
@@ -205,8 +204,9 @@ def run(*, workloads: int | None = None, interval: float | None = None, single_m
 def _record(state: LabState, *, from_site: str, to_site: str, prober: str, interval: float | None,
             single_moves: int, planned: bool, recovery_timeout: float, settle: float, warmup_timeout: float,
             progress: Callable[[str], None]) -> EvacuationReport:
-    movers = [h for h in state.hosts if h.site == from_site and h.name != BYSTANDER]
-    bystander = next((h for h in state.hosts if h.site == from_site and h.name == BYSTANDER), None)
+    at_source = [h for h in state.hosts if h.site == from_site]
+    movers = [h for h in at_source if h.name != BYSTANDER]
+    bystander = next((h for h in at_source if h.name == BYSTANDER), None)
     p = state.host(prober)
     if not movers:
         raise LabError(f"site {from_site} has no hosts to evacuate")
