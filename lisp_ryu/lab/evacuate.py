@@ -90,7 +90,7 @@ def evacuate(from_site: str, to_site: str, hosts: list[str] | None = None, *, pl
             for m, _ in done:
                 moved = _state_after_move(moved, m.h.name, old.name, new.name, m.ofport)
             write_state(moved)
-            problems += _unplug_all(moved, old, [m for m, _ in done])
+            problems += _unplug_all(moved, old, [m for m, _ in done], workers)
             reannounce([(m.h, m.packet_socket, o[2]) for m, o in done])
         finally:
             for m in migrations:
@@ -199,6 +199,7 @@ def _plug_all(state: LabState, old: SiteState, new: SiteState, migrations: list[
         m.incoming = m.net.link(a).index
         m.net.rename(m.incoming, INCOMING_IFNAME, f"naming the new interface {INCOMING_IFNAME}")
         m.packet_socket = host_packet_socket(m.h, INCOMING_IFNAME)
+        m.prepare_switchover()
 
     # Entering a namespace waits for an RCU grace period: many at once overlap them.
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="plug") as pool:
@@ -244,8 +245,10 @@ def _put_back(migrations: list[_Migration]) -> list[str]:
     return problems
 
 
-def _unplug_all(state: LabState, old: SiteState, migrations: list[_Migration]) -> list[str]:
-    """The old ports in one transaction, then each old pair; what failed, one line each."""
+def _unplug_all(state: LabState, old: SiteState, migrations: list[_Migration], workers: int = WORKERS) -> list[str]:
+    """The old ports in one transaction, then the old pairs from a pool of
+    threads (each deletion waits for RCU grace periods: many at once overlap
+    them); what failed, one line each."""
     if not migrations:
         return []
     transaction = []
@@ -255,10 +258,13 @@ def _unplug_all(state: LabState, old: SiteState, migrations: list[_Migration]) -
         vsctl(old.name, *transaction, state=state)
     except LabError as exc:
         return [f"removing the old ports at {old.name} failed: {exc}"]
-    problems = []
-    for m in migrations:
+
+    def remove(m: _Migration) -> str | None:
         try:
-            m.net.delete_link(m.outgoing, f"deleting {m.h.name}'s old {topo.HOST_IFNAME} and its pair")
+            m.remove_old_link()
         except LabError as exc:
-            problems.append(f"{m.h.name}: {exc}")
-    return problems
+            return f"{m.h.name}: {exc}"
+        return None
+
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="unplug") as pool:
+        return [problem for problem in pool.map(remove, migrations) if problem is not None]

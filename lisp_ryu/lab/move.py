@@ -8,6 +8,7 @@ go last.  A move that fails half-way puts the host back.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
 import socket
@@ -18,7 +19,7 @@ from dataclasses import dataclass, replace
 from lisp_ryu.lab import topology as topo
 from lisp_ryu.glue.netns import run_in_netns
 from lisp_ryu.lab.processes import run, run_in
-from lisp_ryu.lab.rtnetlink import InterfaceSetup, RouteSocket
+from lisp_ryu.lab.rtnetlink import InterfaceSetup, NetlinkError, RouteSocket
 from lisp_ryu.lab.running import load_state, locked, vsctl
 from lisp_ryu.lab.state import HostState, LabError, LabState, SiteState, write_state
 
@@ -50,6 +51,22 @@ class Move:
 # host has an eth0 already), the old one leaves under another.
 INCOMING_IFNAME = f"{topo.HOST_IFNAME}-incoming"
 OUTGOING_IFNAME = f"{topo.HOST_IFNAME}-outgoing"
+# A bridge kept down in the host during a move: the old eth0, made its port at the
+# switchover, swallows what the old site still sends, as a paused VM's vif does.
+LIMBO_IFNAME = "limbo"
+
+
+def _rename_live(net: RouteSocket, index: int, name: str, what: str) -> None:
+    """Rename a link that is up (Linux >= 6.2 allows it); an older kernel
+    refuses (EBUSY), and the link is renamed down and brought up again."""
+    try:
+        net.rename(index, name, what)
+    except NetlinkError as exc:
+        if exc.errno != errno.EBUSY:
+            raise
+        net.set_up(index, False, what)
+        net.rename(index, name, what)
+        net.set_up(index, True, what)
 
 
 def move(host: str, site: str) -> LabState:
@@ -64,10 +81,11 @@ def move_host(host: str, site: str, planned: bool = False) -> Move:
     switchover, the new site gets a new veth pair first: its site end joins
     the new br-int at the port reserved for the host there (its tenant's in the
     controller's configuration) or else the lowest free OpenFlow port, up; its host end waits in
-    the host, down, with the MAC and MTU of the host's eth0.  The switchover
-    (the outage) then works from sockets opened beforehand: eth0 goes down
-    and is renamed away, the new interface becomes eth0, comes up and gets
-    the old one's addresses, routes and neighbour (ARP) entries, and the host
+    the host, up but silent, with the MAC and MTU of the host's eth0.  The
+    switchover (the outage) then works from sockets opened beforehand: eth0
+    is paused (it swallows what it receives, its carrier stays) and renamed
+    away, the new interface becomes eth0 and gets the old one's addresses,
+    routes and neighbour (ARP) entries, and the host
     announces itself with a gratuitous ARP, as a hypervisor does after a
     migration, and again in rounds (`REANNOUNCE_AFTER`).  The host's sockets
     live on (its address never left the namespace).  Only then does the old
@@ -138,10 +156,14 @@ class _Migration:
         self.incoming: int | None = None  # its replacement
         self.carried: InterfaceSetup | None = None  # what eth0 held at the switchover
         self.packet_socket: socket.socket | None = None
+        self.limbo: int | None = None  # the host's down bridge, if the kernel has bridges (`prepare_switchover`)
+        self.paused = False  # the old eth0 is a port of the limbo bridge
+        self.incoming_up = False  # the new interface is up before the switchover (`prepare_switchover`)
 
     def plug(self) -> None:
         """The new veth pair, its site end in the new br-int and up, its host
-        end down in the host; and the sockets the switchover needs (entering
+        end in the host (up and silent, see `prepare_switchover`); and the
+        sockets the switchover needs (entering
         a namespace waits for an RCU grace period: none of that happens during it)."""
         h, new = self.h, self.new
         self.net = RouteSocket(h.namespace)
@@ -153,6 +175,7 @@ class _Migration:
         self.incoming = self.net.link(INCOMING_IFNAME).index
         run_in(h.namespace, ["ethtool", "-K", INCOMING_IFNAME, "tx", "off"])
         run_in(new.namespace, ["ethtool", "-K", h.name, "tx", "off"])
+        self.prepare_switchover()
         run_in(new.namespace, ["ip", "link", "set", h.name, "up"])
         # Waits until the new ovs-vswitchd has the port: from the switchover on it forwards.
         vsctl(new.name, "add-port", topo.BR_INT, h.name,
@@ -160,21 +183,59 @@ class _Migration:
         _check_host_port(new, h.name, self.ofport, self.state)
         self.packet_socket = host_packet_socket(h, INCOMING_IFNAME)
 
+    def prepare_switchover(self) -> None:
+        """So that neither switch sees a port change at the switchover, as
+        neither does for a live-migrated VM (both vifs are up throughout):
+        the host's limbo bridge (down) to pause the old eth0 in, and the new
+        interface up already, silent (no IPv6 link-local address of its own:
+        it gets the old eth0's).  Where the kernel cannot (no bridges, no
+        IPv6), the old eth0 goes down and the new one comes up at the
+        switchover instead, and the switches see their carriers change."""
+        try:
+            self.limbo = self.net.bridge(LIMBO_IFNAME, f"making the {LIMBO_IFNAME} bridge").index
+        except LabError as exc:
+            log.warning("%s: the old %s will go down at the switchover instead of pausing: %s",
+                        self.h.name, topo.HOST_IFNAME, exc)
+            self.limbo = None
+        try:
+            self.net.no_link_local(self.incoming, f"keeping {INCOMING_IFNAME} silent")
+            self.net.set_up(self.incoming, True, f"bringing {INCOMING_IFNAME} up")
+            self.incoming_up = True
+        except LabError as exc:
+            log.warning("%s: the new %s will come up at the switchover: %s", self.h.name, topo.HOST_IFNAME, exc)
+
     def switch_over(self) -> tuple[float, float, float]:
         """The outage: old eth0 down and away, the new one eth0 and up with
         what the old one held, the gratuitous ARP.  Returns when the link
         went, came back and the host announced itself (`time.time()`).
 
+        The old eth0 is paused as a migrated VM's vif is: it becomes a port
+        of the host's limbo bridge, which is down, so it swallows every
+        frame the old site still sends it, and loses its addresses and
+        routes; its carrier stays, as a paused VM's tap keeps it, so the
+        old site's switch sees no port change until the port is removed
+        (a userspace OVS handles each carrier change in the thread that
+        forwards, and 200 of them in a burst stall every port of the switch).
+
         The host needs no telling to keep the copied ARP cache
         (arp_evict_nocarrier): the new eth0 never loses carrier, its peer
         being up before it is."""
         net, eth0, incoming = self.net, self.outgoing, self.incoming
-        self.carried = net.setup_of(eth0)
+        self.carried = net.setup_of(eth0, link_local=self.incoming_up)
         started = time.time()
-        net.set_up(eth0, False, f"taking {topo.HOST_IFNAME} down")
-        net.rename(eth0, OUTGOING_IFNAME, f"renaming {topo.HOST_IFNAME} to {OUTGOING_IFNAME}")
-        net.rename(incoming, topo.HOST_IFNAME, f"renaming {INCOMING_IFNAME} to {topo.HOST_IFNAME}")
-        net.set_up(incoming, True, f"bringing the new {topo.HOST_IFNAME} up")
+        if self.limbo is not None:
+            net.set_master(eth0, self.limbo, f"pausing {topo.HOST_IFNAME} in the {LIMBO_IFNAME} bridge")
+            self.paused = True
+            net.remove(eth0, self.carried, topo.HOST_IFNAME)
+            _rename_live(net, eth0, OUTGOING_IFNAME, f"renaming {topo.HOST_IFNAME} to {OUTGOING_IFNAME}")
+        else:
+            net.set_up(eth0, False, f"taking {topo.HOST_IFNAME} down")
+            net.rename(eth0, OUTGOING_IFNAME, f"renaming {topo.HOST_IFNAME} to {OUTGOING_IFNAME}")
+        if self.incoming_up:
+            _rename_live(net, incoming, topo.HOST_IFNAME, f"renaming {INCOMING_IFNAME} to {topo.HOST_IFNAME}")
+        else:
+            net.rename(incoming, topo.HOST_IFNAME, f"renaming {INCOMING_IFNAME} to {topo.HOST_IFNAME}")
+            net.set_up(incoming, True, f"bringing the new {topo.HOST_IFNAME} up")
         net.apply(incoming, self.carried, f"the new {topo.HOST_IFNAME}")
         attached = time.time()
         announce(self.h, self.packet_socket)
@@ -183,7 +244,17 @@ class _Migration:
     def unplug_old(self) -> None:
         """The old site's port goes, then the old pair (its site end with it)."""
         vsctl(self.old.name, "del-port", topo.BR_INT, self.h.name, state=self.state)
+        self.remove_old_link()
+
+    def remove_old_link(self) -> None:
+        """The old pair (its site end with it), once its port is gone; then the limbo bridge."""
         self.net.delete_link(self.outgoing, f"deleting the old {topo.HOST_IFNAME} ({OUTGOING_IFNAME}) and its pair")
+        self._remove_limbo()
+
+    def _remove_limbo(self) -> None:
+        if self.limbo is not None:
+            self.net.delete_link(self.limbo, f"deleting the {LIMBO_IFNAME} bridge")
+            self.limbo = None
 
     def put_back(self) -> None:
         """Undo a half-done move, whatever step it failed at: the new pair and
@@ -198,12 +269,17 @@ class _Migration:
                 self.net.delete_link(incoming, f"deleting the new interface (#{incoming}) and its pair")
             if self.outgoing is not None:
                 eth0 = self.net.link_at(self.outgoing)
+                if self.paused:
+                    self.net.set_master(eth0.index, 0, f"releasing {eth0.name} from the {LIMBO_IFNAME} bridge")
+                    self.paused = False
                 if eth0.name != topo.HOST_IFNAME:
-                    self.net.rename(eth0.index, topo.HOST_IFNAME, f"renaming {eth0.name} back to {topo.HOST_IFNAME}")
+                    _rename_live(self.net, eth0.index, topo.HOST_IFNAME,
+                                 f"renaming {eth0.name} back to {topo.HOST_IFNAME}")
                 if not eth0.up:
                     self.net.set_up(eth0.index, True, f"bringing {topo.HOST_IFNAME} back up")
-                if self.carried is not None:  # down, eth0 lost its routes and neighbours
+                if self.carried is not None:  # down or paused, eth0 lost its routes and neighbours
                     self.net.apply(eth0.index, self.carried, topo.HOST_IFNAME)
+            self._remove_limbo()
         vsctl(self.new.name, "--if-exists", "del-port", topo.BR_INT, h.name, state=self.state)
         _check_host_port(self.old, h.name, h.ofport, self.state)
 

@@ -25,11 +25,12 @@ _NLMSG_HEADER = struct.Struct("=IHHII")  # length, type, flags, sequence, port i
 _NLMSG_ERROR, _NLMSG_DONE = 2, 3
 _NLM_F_REQUEST, _NLM_F_ACK = 0x1, 0x4
 _NLM_F_DUMP = 0x300
-_NLM_F_REPLACE, _NLM_F_CREATE = 0x100, 0x400
+_NLM_F_REPLACE, _NLM_F_EXCL, _NLM_F_CREATE = 0x100, 0x200, 0x400
+_NLA_F_NESTED = 0x8000
 # <linux/rtnetlink.h>
 _RTM_NEWLINK, _RTM_DELLINK, _RTM_GETLINK = 16, 17, 18
-_RTM_NEWADDR, _RTM_GETADDR = 20, 22
-_RTM_NEWROUTE, _RTM_GETROUTE = 24, 26
+_RTM_NEWADDR, _RTM_DELADDR, _RTM_GETADDR = 20, 21, 22
+_RTM_NEWROUTE, _RTM_DELROUTE, _RTM_GETROUTE = 24, 25, 26
 _RTM_NEWNEIGH, _RTM_GETNEIGH = 28, 30
 # Family headers: ifinfomsg, ifaddrmsg, rtmsg, ndmsg.
 _IFINFO = struct.Struct("=BxHiII")  # family, type, index, flags, change
@@ -37,7 +38,9 @@ _IFADDR = struct.Struct("=BBBBI")  # family, prefix length, flags, scope, index
 _RTMSG = struct.Struct("=BBBBBBBBI")  # family, dst len, src len, tos, table, protocol, scope, type, flags
 _NDMSG = struct.Struct("=BxxxiHBB")  # family, index, state, flags, type
 _IFF_UP = 0x1
-_IFLA_ADDRESS, _IFLA_IFNAME, _IFLA_MTU = 1, 3, 4
+_IFLA_ADDRESS, _IFLA_IFNAME, _IFLA_MTU, _IFLA_MASTER, _IFLA_LINKINFO = 1, 3, 4, 10, 18
+_IFLA_INFO_KIND = 1
+_IFLA_AF_SPEC, _IFLA_INET6_ADDR_GEN_MODE, _IN6_ADDR_GEN_MODE_NONE = 26, 8, 1
 _IFA_FLAGS, _IFA_F_NODAD = 8, 0x02
 _RT_SCOPE_LINK = 253
 _RT_TABLE_LOCAL = 255
@@ -211,18 +214,45 @@ class RouteSocket:
         body = _IFINFO.pack(socket.AF_UNSPEC, 0, index, 0, 0) + _attribute(_IFLA_IFNAME, name.encode() + b"\0")
         self._request(_RTM_NEWLINK, body, what)
 
+    def set_master(self, index: int, master: int, what: str) -> None:
+        """Enslave a link to `master` (0: release it).  A port of a bridge
+        that is down swallows every frame it receives and keeps its carrier."""
+        body = _IFINFO.pack(socket.AF_UNSPEC, 0, index, 0, 0) + _attribute(_IFLA_MASTER, struct.pack("=I", master))
+        self._request(_RTM_NEWLINK, body, what)
+
+    def no_link_local(self, index: int, what: str) -> None:
+        """Let the kernel make no IPv6 link-local address on this link (and
+        so send nothing from it: no duplicate detection, no router
+        solicitation) when it comes up."""
+        inet6 = _attribute(_IFLA_INET6_ADDR_GEN_MODE, bytes((_IN6_ADDR_GEN_MODE_NONE,)))
+        spec = _attribute(socket.AF_INET6 | _NLA_F_NESTED, inet6)
+        body = _IFINFO.pack(socket.AF_UNSPEC, 0, index, 0, 0) + _attribute(_IFLA_AF_SPEC | _NLA_F_NESTED, spec)
+        self._request(_RTM_NEWLINK, body, what)
+
+    def bridge(self, name: str, what: str) -> Link:
+        """The bridge called `name`, made (down) if there is none."""
+        found = self.find_link(name)
+        if found is not None:
+            return found
+        info = _attribute(_IFLA_INFO_KIND, b"bridge")
+        body = (_IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + _attribute(_IFLA_IFNAME, name.encode() + b"\0")
+                + _attribute(_IFLA_LINKINFO | _NLA_F_NESTED, info))
+        self._request(_RTM_NEWLINK, body, what, _NLM_F_CREATE | _NLM_F_EXCL)
+        return self.link(name)
+
     def delete_link(self, index: int, what: str) -> None:
         """Delete a link (a veth takes its peer along, wherever that is)."""
         self._request(_RTM_DELLINK, _IFINFO.pack(socket.AF_UNSPEC, 0, index, 0, 0), what)
 
     # ---- what an interface carries --------------------------------------------------
 
-    def setup_of(self, index: int) -> InterfaceSetup:
+    def setup_of(self, index: int, link_local: bool = False) -> InterfaceSetup:
         """The addresses, routes and neighbour entries of one interface, as
         requests that re-create them (on any interface: see `apply`).
 
         Left out, as the kernel makes them again by itself: IPv6 link-local
-        addresses (from the MAC), routes it made for an address (protocol
+        addresses (from the MAC; `link_local` keeps them, for an interface
+        the kernel makes none on), routes it made for an address (protocol
         kernel) and its local table, incomplete or failed neighbours.  Also
         left out: multipath routes (their next hops name interfaces in
         RTA_MULTIPATH, not RTA_OIF); the lab's hosts have none.
@@ -230,7 +260,8 @@ class RouteSocket:
         addresses = []
         for m in self._dump(_RTM_GETADDR, _IFADDR.pack(socket.AF_UNSPEC, 0, 0, 0, 0), "listing addresses"):
             family, _, _, scope, where = _IFADDR.unpack(m.header)
-            if m.kind != _RTM_NEWADDR or where != index or (family == socket.AF_INET6 and scope == _RT_SCOPE_LINK):
+            if m.kind != _RTM_NEWADDR or where != index or (
+                    family == socket.AF_INET6 and scope == _RT_SCOPE_LINK and not link_local):
                 continue
             addresses.append(replace(m, attributes=tuple(a for a in m.attributes if a[0] in _ADDRESS_ATTRIBUTES)))
         routes = []
@@ -255,6 +286,25 @@ class RouteSocket:
             header = _NDMSG.pack(family, where, state, flags & _NTF_ROUTER, kind)
             neighbours.append(Message(m.kind, header, tuple(a for a in m.attributes if a[0] in _NEIGHBOUR_ATTRIBUTES)))
         return InterfaceSetup(tuple(addresses), tuple(routes), tuple(neighbours))
+
+    def remove(self, index: int, setup: InterfaceSetup, device: str) -> None:
+        """Take `setup`'s routes, then its addresses, off interface `index`
+        (what `apply` gave it), leaving the link itself as it is."""
+        for m in setup.routes:
+            body = Message(m.kind, m.header, (*m.attributes, (_RTA_OIF, struct.pack("=i", index)))).encode()
+            try:
+                self._request(_RTM_DELROUTE, body, f"removing route {describe(m)} from {device}")
+            except NetlinkError as exc:
+                if exc.errno != errno.ESRCH:  # gone already
+                    raise
+        for m in setup.addresses:
+            family, prefixlen, flags, scope, _ = _IFADDR.unpack(m.header)
+            body = Message(m.kind, _IFADDR.pack(family, prefixlen, flags, scope, index), m.attributes).encode()
+            try:
+                self._request(_RTM_DELADDR, body, f"removing address {describe(m)} from {device}")
+            except NetlinkError as exc:
+                if exc.errno != errno.EADDRNOTAVAIL:  # gone already
+                    raise
 
     def apply(self, index: int, setup: InterfaceSetup, device: str) -> None:
         """Give interface `index` (called `device` in messages) the addresses,

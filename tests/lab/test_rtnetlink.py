@@ -87,3 +87,83 @@ def test_apply_copies_addresses_routes_and_neighbours_of_both_families(namespace
     # The copy is usable at once: no duplicate address detection holds the IPv6 address back.
     [line] = [line for line in ip("-6", "addr", "show", "dev", "new0").splitlines() if "2001:db8:9::2" in line]
     assert "tentative" not in line
+
+
+def _arp_answered(namespace: str, peer: str, target: str, mac: str) -> bool:
+    """Send an ARP request for `target` into `peer` (the far end of the host's veth) and say
+    whether an answer comes back out of it within 0.3 s."""
+    import socket
+    import struct
+
+    from lisp_ryu.glue.netns import run_in_netns
+
+    def make() -> socket.socket:
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
+        sock.bind((peer, 0))
+        return sock
+
+    sock = run_in_netns(namespace, make)
+    try:
+        asker = bytes.fromhex("020000000009")
+        request = (b"\xff" * 6 + asker + b"\x08\x06" + b"\x00\x01\x08\x00\x06\x04\x00\x01" + asker
+                   + socket.inet_aton("10.9.0.9") + b"\x00" * 6 + socket.inet_aton(target))
+        sock.send(request.ljust(60, b"\x00"))
+        sock.settimeout(0.05)
+        deadline = time.monotonic() + 0.3
+        while time.monotonic() < deadline:
+            try:
+                frame = sock.recv(2048)
+            except socket.timeout:
+                continue
+            if frame[12:14] == b"\x08\x06" and struct.unpack("!H", frame[20:22])[0] == 2 \
+                    and frame[6:12] == bytes.fromhex(mac.replace(":", "")):
+                return True
+        return False
+    finally:
+        sock.close()
+
+
+def carrier(device: str) -> bool:
+    return "LOWER_UP" in ip("link", "show", "dev", device)
+
+
+def test_a_paused_interface_swallows_frames_and_keeps_its_carrier(namespace):
+    """A switchover pauses the old interface as a migrated VM's vif is paused: a port of a bridge
+    that is down, without addresses or routes, renamed while up.  Its peer (the old site's port)
+    keeps its carrier, and what it receives is swallowed: the host does not answer through it
+    for the address it now has on the new interface (it would, through any interface, unpaused)."""
+    net = rtnetlink.RouteSocket(namespace)
+    try:
+        old, new = net.link("old0"), net.link("new0")
+        assert _arp_answered(namespace, "oldpeer", "10.9.0.2", old.mac), "the control: unpaused, old0 answers"
+        setup = net.setup_of(old.index, link_local=True)
+        limbo = net.bridge("limbo", "making limbo")
+        assert net.bridge("limbo", "again").index == limbo.index  # made once
+        net.set_master(old.index, limbo.index, "pausing old0")
+        net.remove(old.index, setup, "old0")
+        net.rename(old.index, "gone0", "renaming old0 while it is up")
+        net.apply(new.index, setup, "new0")
+    finally:
+        net.close()
+    assert carrier("oldpeer") and carrier("gone0")
+    paused = shown("gone0")
+    assert paused["addresses"] == [] and paused["routes"] == []  # (IPv6 neighbour entries stay, unused)
+    assert shown("new0")["addresses"] == ["10.9.0.2/24", "2001:db8:9::2/64"]
+    assert not _arp_answered(namespace, "oldpeer", "10.9.0.2", old.mac)
+    assert _arp_answered(namespace, "newpeer", "10.9.0.2", new.mac)
+
+
+def test_an_interface_without_link_local_comes_up_silent_and_takes_the_old_ones(namespace):
+    net = rtnetlink.RouteSocket(namespace)
+    try:
+        old, new = net.link("old0"), net.link("new0")
+        net.set_up(new.index, False, "taking new0 down")
+        net.no_link_local(new.index, "no link-local on new0")
+        net.set_up(new.index, True, "bringing new0 up")
+        time.sleep(0.2)
+        assert "fe80" not in ip("-6", "addr", "show", "dev", "new0")
+        [old_ll] = re.findall(r"inet6 (fe80\S+)", ip("-6", "addr", "show", "dev", "old0"))
+        net.apply(new.index, net.setup_of(old.index, link_local=True), "new0")
+    finally:
+        net.close()
+    assert re.findall(r"inet6 (fe80\S+)", ip("-6", "addr", "show", "dev", "new0")) == [old_ll]
