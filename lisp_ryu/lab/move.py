@@ -36,8 +36,8 @@ class Move:
     to_site: str
     from_ofport: int
     to_ofport: int
-    started: float  # the host's eth0 goes down: its link is gone
-    attached: float  # its new eth0 is up with the old one's addresses, routes and ARP cache
+    started: float  # the host's eth0 is paused (or goes down): its link is gone
+    attached: float  # its new eth0 has the old one's addresses, routes and ARP cache
     announced: float  # its gratuitous ARP is sent
     state: LabState  # the lab after the move (also written to the state file)
 
@@ -205,17 +205,24 @@ class _Migration:
             log.warning("%s: the new %s will come up at the switchover: %s", self.h.name, topo.HOST_IFNAME, exc)
 
     def switch_over(self) -> tuple[float, float, float]:
-        """The outage: old eth0 down and away, the new one eth0 and up with
-        what the old one held, the gratuitous ARP.  Returns when the link
-        went, came back and the host announced itself (`time.time()`).
+        """The outage: old eth0 paused (or down) and away, the new one eth0
+        with what the old one held, the gratuitous ARP.  Returns when the
+        link went, came back and the host announced itself (`time.time()`).
 
         The old eth0 is paused as a migrated VM's vif is: it becomes a port
         of the host's limbo bridge, which is down, so it swallows every
-        frame the old site still sends it, and loses its addresses and
-        routes; its carrier stays, as a paused VM's tap keeps it, so the
-        old site's switch sees no port change until the port is removed
-        (a userspace OVS handles each carrier change in the thread that
-        forwards, and 200 of them in a burst stall every port of the switch).
+        frame the old site still sends it; its carrier stays, as a paused
+        VM's tap keeps it, so the old site's switch sees no port change
+        until the port is removed (a userspace OVS handles each carrier
+        change in the thread that forwards, and 200 of them in a burst
+        stall every port of the switch).  Without a limbo bridge, eth0 goes
+        down.
+
+        The announcement comes last, once the new eth0 has the addresses:
+        sent before, the packets the controller holds for the host and
+        re-injects the moment it learns it (a millisecond or two later)
+        reached a host without its address and were lost (tried: the
+        1 ms prober lost a median 7 probes a move instead of 0).
 
         The host needs no telling to keep the copied ARP cache
         (arp_evict_nocarrier): the new eth0 never loses carrier, its peer
