@@ -90,7 +90,7 @@ def evacuate(from_site: str, to_site: str, hosts: list[str] | None = None, *, pl
             for m, _ in done:
                 moved = _state_after_move(moved, m.h.name, old.name, new.name, m.ofport)
             write_state(moved)
-            problems += _unplug_all(moved, old, [m for m, _ in done], workers)
+            problems += _unplug_all(moved, old, [m for m, _ in done])
             reannounce([(m.h, m.packet_socket, o[2]) for m, o in done])
         finally:
             for m in migrations:
@@ -245,10 +245,12 @@ def _put_back(migrations: list[_Migration]) -> list[str]:
     return problems
 
 
-def _unplug_all(state: LabState, old: SiteState, migrations: list[_Migration], workers: int = WORKERS) -> list[str]:
-    """The old ports in one transaction, then the old pairs from a pool of
-    threads (each deletion waits for RCU grace periods: many at once overlap
-    them); what failed, one line each."""
+def _unplug_all(state: LabState, old: SiteState, migrations: list[_Migration]) -> list[str]:
+    """The old ports in one transaction, then each old pair, one after the
+    other: a veth's deletion holds the kernel's rtnl lock through RCU grace
+    periods, and 32 at once (tried) held it so long that every switch's
+    netdev queries waited and the lab stopped forwarding for seconds.  What
+    failed, one line each."""
     if not migrations:
         return []
     transaction = []
@@ -258,13 +260,10 @@ def _unplug_all(state: LabState, old: SiteState, migrations: list[_Migration], w
         vsctl(old.name, *transaction, state=state)
     except LabError as exc:
         return [f"removing the old ports at {old.name} failed: {exc}"]
-
-    def remove(m: _Migration) -> str | None:
+    problems = []
+    for m in migrations:
         try:
             m.remove_old_link()
         except LabError as exc:
-            return f"{m.h.name}: {exc}"
-        return None
-
-    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="unplug") as pool:
-        return [problem for problem in pool.map(remove, migrations) if problem is not None]
+            problems.append(f"{m.h.name}: {exc}")
+    return problems

@@ -271,13 +271,15 @@ def _record(state: LabState, *, from_site: str, to_site: str, prober: str, inter
 
 
 def _wait_recovered(sweep: SweepProber, indices: list[int], moves, timeout: float) -> float | None:
-    """Until every moved workload has answered since its move (time.time()), or None on timeout."""
+    """Until every moved workload has answered since its own move; returns
+    when the last of them first did (time.time()), or None on timeout.  (The
+    lab's evacuation returns seconds after the switchovers, once the old
+    pairs are deleted: when this looks is not when they recovered.)"""
     deadline = time.monotonic() + timeout
-    since = min(m.started for m in moves)
     while time.monotonic() < deadline:
-        answered = sweep.replied_since(since)
-        if all(answered[i] for i in indices):
-            return time.time()
+        firsts = [sweep.first_reply_after(i, m.started) for i, m in zip(indices, moves)]
+        if all(t is not None for t in firsts):
+            return max(firsts)
         time.sleep(0.05)
     return None
 

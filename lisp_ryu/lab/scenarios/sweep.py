@@ -66,6 +66,10 @@ class SweepProber:
         received = self._received[target]
         return tuple(Probe(i, t, received.get(i)) for i, t in enumerate(sent))
 
+    def first_reply_after(self, target: int, since: float) -> float | None:
+        """When the first reply from `target` after `since` arrived (time.time()), or None."""
+        return min((t for t in list(self._received[target].values()) if t > since), default=None)
+
     def replied_since(self, since: float) -> list[bool]:
         """Per target: has a reply arrived after `since` (time.time())?"""
         return [any(t > since for t in list(r.values())) for r in self._received]
