@@ -176,7 +176,8 @@ class LispApp(app_manager.RyuApp):
         # (glue.controller._push_soon).  A move's own few packet-ins and its next deferred steps
         # are no burst: its pushes must leave at once, or a TCP stream through it times out.
         self.controller.busy = lambda: (self._datagrams.queued() > BURST_BACKLOG
-                                        or self.events.qsize() > BURST_BACKLOG)
+                                        or self.events.qsize() > BURST_BACKLOG
+                                        or self.controller.arrivals.in_burst())
 
         if kwargs.get("wsgi") is not None:
             rest.register(kwargs["wsgi"], rest.Backend.from_controller(self.controller, self.config))  # before start: it may restore intent

@@ -147,3 +147,34 @@ def test_without_word_from_the_mapping_system_the_old_site_solicits_anyway(lab):
     lab.controller.run_timers()
     assert dc1.counters["smr_without_confirmation"] == 1 and dc1.counters["smr_sent"] >= 1
     assert dc1.state.solicit_later == {}
+
+
+def test_the_second_arrival_within_the_burst_window_starts_a_burst(lab):
+    """One move is told at once; workloads arriving BURST_ARRIVALS within BURST_WINDOW are a burst
+    (an evacuation): the controller's pushes then wait and leave together, before a backlog
+    the controller can see has built up behind one-by-one handling."""
+    from lisp_ryu.glue.moves import BURST_ARRIVALS, BURST_WINDOW
+
+    assert BURST_ARRIVALS == 2
+    arrivals = lab.controller.arrivals
+    arrivals.clock = lab.clock
+    lab.controller.busy = arrivals.in_burst  # as the Ryu app wires it (besides queued input)
+    arrive(lab)
+    assert not arrivals.in_burst()
+    assert lab.cores["dc1"].counters["moves_told_directly"] == 1  # at once
+    lab.clock.advance(BURST_WINDOW / 4)
+    deferred = lab.controller.counters.get("pushes_deferred", 0)
+    lab.switches[2].packet_in(lab.controller, 6, ipv4_frame("10.1.0.77", "10.3.0.10",
+                                                            src_mac=bytes.fromhex("02000001004d")),
+                              table=Table.CLASSIFY)
+    assert arrivals.in_burst()
+    lab.switches[2].packet_in(lab.controller, 7, ipv4_frame("10.1.0.78", "10.3.0.10",
+                                                            src_mac=bytes.fromhex("02000001004e")),
+                              table=Table.CLASSIFY)
+    assert lab.controller.counters.get("pushes_deferred", 0) > deferred  # the third waits for company
+    lab.clock.advance(BURST_WINDOW * 1.5)
+    assert not arrivals.in_burst()  # the burst is over: what waited leaves on the next timer
+    lab.controller.run_timers()
+    back = walk(held(lab, "dc2"), {"in_port": 7, "eth_type": 0x0800, "ipv4_src": "10.1.0.78",
+                                   "ipv4_dst": "10.3.0.10"})
+    assert back.deliveries
