@@ -254,8 +254,13 @@ class _Migration:
         self.remove_old_link()
 
     def remove_old_link(self) -> None:
-        """The old pair (its site end with it), once its port is gone; then the limbo bridge."""
-        self.net.delete_link(self.outgoing, f"deleting the old {topo.HOST_IFNAME} ({OUTGOING_IFNAME}) and its pair")
+        """The old pair (its site end with it), once its port is gone, unless it went already
+        (an evacuation deletes them together); then the limbo bridge."""
+        try:
+            self.net.delete_link(self.outgoing, f"deleting the old {topo.HOST_IFNAME} ({OUTGOING_IFNAME}) and its pair")
+        except NetlinkError as exc:
+            if exc.errno != errno.ENODEV:
+                raise
         self._remove_limbo()
 
     def _remove_limbo(self) -> None:

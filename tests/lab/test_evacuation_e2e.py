@@ -180,6 +180,17 @@ def test_every_workload_answers_again_after_an_evacuation_and_no_flow_is_stale(l
 
     assert {h.site for h in read_state().hosts if h.name.startswith("w")} == {"dc2"}
     assert read_state().host("b1").site == "dc1"
+    # Nothing of the old attachments is left: no old pair at dc1 (deleted together), no interface
+    # in a workload but its eth0 (the old one and its limbo bridge are gone).
+    from lisp_ryu.lab import processes
+
+    state = read_state()
+    at_dc1 = processes.run_in(state.site("dc1").namespace, ["ip", "-o", "link", "show"]).stdout
+    names = {line.split(":")[1].strip().split("@")[0] for line in at_dc1.splitlines()}
+    assert not {h.name for h in state.hosts if h.name.startswith("w")} & names, names
+    for h in state.hosts:
+        links = processes.run_in(h.namespace, ["ip", "-o", "link", "show"]).stdout
+        assert sorted(line.split(":")[1].strip().split("@")[0] for line in links.splitlines()) == ["eth0", "lo"], h.name
 
 
 @pytest.mark.lab
