@@ -57,8 +57,9 @@ LIMBO_IFNAME = "limbo"
 
 
 def _rename_live(net: RouteSocket, index: int, name: str, what: str) -> None:
-    """Rename a link that is up (Linux >= 6.2 allows it); an older kernel
-    refuses (EBUSY), and the link is renamed down and brought up again."""
+    """Rename a link, up or down (Linux >= 6.2 renames one that is up); an
+    older kernel refuses an up one (EBUSY), and it is renamed down and
+    brought up again."""
     try:
         net.rename(index, name, what)
     except NetlinkError as exc:
@@ -234,14 +235,11 @@ class _Migration:
             net.set_master(eth0, self.limbo, f"pausing {topo.HOST_IFNAME} in the {LIMBO_IFNAME} bridge")
             self.paused = True
             net.remove(eth0, self.carried, topo.HOST_IFNAME)
-            _rename_live(net, eth0, OUTGOING_IFNAME, f"renaming {topo.HOST_IFNAME} to {OUTGOING_IFNAME}")
         else:
             net.set_up(eth0, False, f"taking {topo.HOST_IFNAME} down")
-            net.rename(eth0, OUTGOING_IFNAME, f"renaming {topo.HOST_IFNAME} to {OUTGOING_IFNAME}")
-        if self.incoming_up:
-            _rename_live(net, incoming, topo.HOST_IFNAME, f"renaming {INCOMING_IFNAME} to {topo.HOST_IFNAME}")
-        else:
-            net.rename(incoming, topo.HOST_IFNAME, f"renaming {INCOMING_IFNAME} to {topo.HOST_IFNAME}")
+        _rename_live(net, eth0, OUTGOING_IFNAME, f"renaming {topo.HOST_IFNAME} to {OUTGOING_IFNAME}")
+        _rename_live(net, incoming, topo.HOST_IFNAME, f"renaming {INCOMING_IFNAME} to {topo.HOST_IFNAME}")
+        if not self.incoming_up:
             net.set_up(incoming, True, f"bringing the new {topo.HOST_IFNAME} up")
         net.apply(incoming, self.carried, f"the new {topo.HOST_IFNAME}")
         attached = time.time()

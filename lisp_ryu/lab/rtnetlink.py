@@ -291,7 +291,7 @@ class RouteSocket:
         """Take `setup`'s routes, then its addresses, off interface `index`
         (what `apply` gave it), leaving the link itself as it is."""
         for m in setup.routes:
-            body = Message(m.kind, m.header, (*m.attributes, (_RTA_OIF, struct.pack("=i", index)))).encode()
+            body = _route_through(m, index)
             try:
                 self._request(_RTM_DELROUTE, body, f"removing route {describe(m)} from {device}")
             except NetlinkError as exc:
@@ -322,12 +322,17 @@ class RouteSocket:
             body = Message(m.kind, _IFADDR.pack(family, prefixlen, flags, scope, index), attributes).encode()
             self._request(_RTM_NEWADDR, body, f"adding address {describe(m)} to {device}", write)
         for m in setup.routes:
-            body = Message(m.kind, m.header, (*m.attributes, (_RTA_OIF, struct.pack("=i", index)))).encode()
+            body = _route_through(m, index)
             self._request(_RTM_NEWROUTE, body, f"adding route {describe(m)} on {device}", write)
         for m in setup.neighbours:
             family, _, state, flags, kind = _NDMSG.unpack(m.header)
             body = Message(m.kind, _NDMSG.pack(family, index, state, flags, kind), m.attributes).encode()
             self._request(_RTM_NEWNEIGH, body, f"adding neighbour {describe(m)} on {device}", write)
+
+
+def _route_through(m: Message, index: int) -> bytes:
+    """A route request (`setup_of`'s) naming interface `index` as the one it goes out of."""
+    return Message(m.kind, m.header, (*m.attributes, (_RTA_OIF, struct.pack("=i", index)))).encode()
 
 
 _HEADER_SIZES = {_RTM_NEWLINK: _IFINFO.size, _RTM_NEWADDR: _IFADDR.size, _RTM_NEWROUTE: _RTMSG.size,
