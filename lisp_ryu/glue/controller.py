@@ -401,7 +401,8 @@ class Controller:
         dp.send_msg(dp.ofproto_parser.OFPBarrierRequest(dp))
         session.installed = desired
         self.counters["flow_ops"] = self.counters.get("flow_ops", 0) + len(ops)
-        LOG.info("dpid %#x: %d flow/group/meter changes (%s)", dpid, len(ops), reason)
+        LOG.info("dpid %#x: %d flow/group/meter changes of %d flows in %.1f ms (%s)", dpid, len(ops),
+                 len(desired.flows), (clock() - started) * 1000.0, reason)
         return planning
 
     # ---- switch sessions and reconciliation ---------------------------------------------------

@@ -233,8 +233,9 @@ class XtrCore:
         state = self.state
         deadlines = [r.due for r in state.registrations]
         deadlines += [r.retry_at for r in state.resolutions.values()]
-        deadlines += [d.until for d in state.departed.values()]
-        deadlines += [at for at, _ in state.solicit_later.values()]
+        departures = state.earliest_departure_deadline()
+        if departures is not None:
+            deadlines.append(departures)
         deadlines += [m.until for table in (state.replicating, state.expected) for m in table.values()]
         resolver_deadline = self.resolver.resolver_deadline()
         if resolver_deadline is not None:

@@ -204,6 +204,9 @@ class Mobility:
         iid, ip = key
         state.departed[key] = Departure(rlocs[0], now + REDIRECT_LIFETIME)
         state.dynamic_hosts.pop(key, None)
+        host_route = EidPrefix(ip, ip.max_prefixlen, iid)
+        for reg in state.registrations:  # the map-server has it elsewhere now: if it comes back, register it
+            reg.confirmed.pop(host_route, None)
         state.count("dynamic_eid_departed")
         LOG.info("%s: EID [%d]%s moved to %s: redirecting for %.0f s", state.config.name, iid, ip, rlocs[0],
                  REDIRECT_LIFETIME)

@@ -84,9 +84,11 @@ class Registration:
     since: float = 0.0  # when `reachable` last changed
     sent: float = 0.0  # when the outstanding Map-Register left
     pending: bool = False  # hosts changed while a Map-Register was outstanding: register again on its Map-Notify
-    # What the map-server last confirmed, EID-prefix -> locator addresses: a Map-Notify logs only
-    # what differs, not every record of every periodic registration.
+    # What the map-server confirmed, EID-prefix -> locator addresses: a Map-Notify logs only what
+    # differs, and a change of hosts registers only what it lacks (a departure takes its host out).
     confirmed: dict = field(default_factory=dict)
+    partial: bool = False  # the outstanding Map-Register carries only changes (its Map-Notify adds to `confirmed`)
+    refresh_due: float = 0.0  # the next periodic Map-Register of every record
 
 
 @dataclass
@@ -141,6 +143,50 @@ class PlannedMove:
     held: list = field(default_factory=list)
 
 
+class CountedDict(dict):
+    """A dict that counts its changes (`version`), so what is built from it (the hosts here,
+    the earliest deadline) is rebuilt when it changed, without an O(n) snapshot per question:
+    a burst of 200 arrivals asks a few of them per arrival."""
+
+    __slots__ = ("version",)
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.version = 0
+
+    def __setitem__(self, key, value) -> None:
+        super().__setitem__(key, value)
+        self.version += 1
+
+    def __delitem__(self, key) -> None:
+        super().__delitem__(key)
+        self.version += 1
+
+    def pop(self, *args):
+        self.version += 1
+        return super().pop(*args)
+
+    def popitem(self):
+        self.version += 1
+        return super().popitem()
+
+    def setdefault(self, key, default=None):
+        self.version += 1
+        return super().setdefault(key, default)
+
+    def update(self, *args, **kwargs) -> None:
+        super().update(*args, **kwargs)
+        self.version += 1
+
+    def clear(self) -> None:
+        super().clear()
+        self.version += 1
+
+    def __ior__(self, other):
+        self.update(other)
+        return self
+
+
 def _host_order(item: tuple) -> tuple:
     """(iid, address) -> a sort key: by instance-ID, family, then address, without formatting."""
     (iid, ip), _ = item
@@ -169,16 +215,18 @@ class XtrState:
         #: The map-resolvers in order of preference; Map-Requests go to `resolvers[active_resolver]`.
         self.resolvers = [ResolverState(address) for address in config.map_resolvers]
         self.active_resolver = 0
-        self.dynamic_hosts: dict[tuple[int, IPAddress], LocalHost] = {}
-        self.departed: dict[tuple[int, IPAddress], Departure] = {}
+        self.dynamic_hosts: CountedDict[tuple[int, IPAddress], LocalHost] = CountedDict()
+        self.departed: CountedDict[tuple[int, IPAddress], Departure] = CountedDict()
         #: Departures told directly (a controller driving both sites) whose SMRs wait for the mapping
         #: system to have the move: (when they go regardless, the new holders not to solicit).
-        self.solicit_later: dict[tuple[int, IPAddress], tuple[float, tuple[IPAddress, ...]]] = {}
+        self.solicit_later: CountedDict[tuple[int, IPAddress], tuple[float, tuple[IPAddress, ...]]] = CountedDict()
+        self._earliest: dict[int, tuple[int, float | None]] = {}  # see `earliest`
         self.replicating: dict[tuple[int, IPAddress], PlannedMove] = {}  # planned moves, as an ITR
         self.expected: dict[tuple[int, IPAddress], PlannedMove] = {}  # planned moves towards us
         self._local_records_cache: tuple[tuple, tuple[MappingRecord, ...]] | None = None
         self._local_hosts_cache: tuple[tuple, tuple[LocalHost, ...]] | None = None
         self._configured_cache: tuple | None = None
+        self._host_records: tuple[XtrConfig | None, dict] = (None, {})  # see `host_record`
 
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
@@ -207,14 +255,28 @@ class XtrState:
         return cached[1]
 
     def _hosts_here(self) -> tuple:
-        """A snapshot of what decides the hosts here (configuration, learned, departed): the key
-        under which `local_hosts` and `local_records` keep what they built, which cannot go stale."""
-        return (id(self.config), frozenset(self.dynamic_hosts.items()), frozenset(self.departed))
+        """What decides the hosts here (the configuration, the learned and departed tables' versions):
+        the key under which `local_hosts` and `local_records` keep what they built.  The key holds
+        the configuration itself, so a new one cannot reuse the old one's id."""
+        return (self.config, self.dynamic_hosts.version, self.departed.version)
+
+    def earliest_departure_deadline(self) -> float | None:
+        """The first of the redirects' ends and the waiting SMRs' fallbacks (None: none), kept
+        until either table changes: the timer loop asks after every event."""
+        departed, waiting = self.departed, self.solicit_later
+        version = (departed.version, waiting.version)
+        cached = self._earliest.get(0)
+        if cached is None or cached[0] != version:
+            found = min((d.until for d in departed.values()), default=None)
+            fallback = min((at for at, _ in waiting.values()), default=None)
+            cached = self._earliest[0] = (version, fallback if found is None else
+                                          found if fallback is None else min(found, fallback))
+        return cached[1]
 
     def local_hosts(self) -> tuple[LocalHost, ...]:
         """Configured and learned hosts that are here now (not departed), in address order.
 
-        Rebuilt only when the hosts here change (a snapshot of them is the key, as for
+        Rebuilt only when the hosts here change (`_hosts_here` is the key, as for
         `local_records`): a burst of arrivals asks for them once per arrival."""
         snapshot = self._hosts_here()
         cached = self._local_hosts_cache
@@ -231,7 +293,7 @@ class XtrState:
         cover: learned (dynamic) EIDs, and configured hosts that moved in from elsewhere.
 
         Every forwarded Map-Request and probe asks for these, so they are rebuilt only
-        when the hosts here change (keyed on a snapshot of them, which cannot go stale).
+        when the hosts here change (keyed on `_hosts_here`).
         """
         snapshot = self._hosts_here()
         cached = self._local_records_cache
@@ -242,10 +304,19 @@ class XtrState:
         return records
 
     def host_record(self, iid: int, ip: IPAddress) -> MappingRecord:
-        """The host route a learned host is registered with, as `local_records` holds it, built
-        alone: a burst of arrivals must not rebuild every record once per arrival."""
-        return MappingRecord.for_prefix(EidPrefix(ip, ip.max_prefixlen, iid), self._local_locators(),
-                                        ttl=self.config.record_ttl_minutes, authoritative=True)
+        """The host route a learned host is registered with, as `local_records` holds it: made
+        once per host and configuration, so a burst of arrivals does not rebuild every record
+        once per arrival."""
+        config, made = self._host_records
+        if config is not self.config:
+            made = {}
+            self._host_records = (self.config, made)
+        record = made.get((iid, ip))
+        if record is None:
+            record = made[(iid, ip)] = MappingRecord.for_prefix(
+                EidPrefix(ip, ip.max_prefixlen, iid), self._local_locators(), ttl=self.config.record_ttl_minutes,
+                authoritative=True)
+        return record
 
     def _local_locators(self) -> tuple[Locator, ...]:
         return tuple(Locator(r.address, r.priority, r.weight, local=True, reachable=True) for r in self.config.rlocs)
@@ -253,11 +324,15 @@ class XtrState:
     def _build_local_records(self) -> tuple[MappingRecord, ...]:
         cfg = self.config
         locators = self._local_locators()
-        prefixes = [EidPrefix.from_network(p.prefix, p.iid) for p in cfg.eid_prefixes]
-        dynamic = set(self.dynamic_hosts)
-        host_routes = {(h.iid, h.ip) for h in self.local_hosts()
+        records = [MappingRecord.for_prefix(EidPrefix.from_network(p.prefix, p.iid), locators,
+                                            ttl=cfg.record_ttl_minutes, authoritative=True) for p in cfg.eid_prefixes]
+        dynamic = self.dynamic_hosts
+        host_routes = [(h.iid, h.ip) for h in self.local_hosts()  # (in address order)
                        if (h.iid, h.ip) in dynamic
-                       or not any(h.iid == p.iid and h.ip in p.prefix for p in cfg.eid_prefixes)}
-        prefixes += [EidPrefix(ip, ip.max_prefixlen, iid) for (iid, ip) in sorted(host_routes, key=str)]
-        return tuple(MappingRecord.for_prefix(p, locators, ttl=cfg.record_ttl_minutes, authoritative=True)
-                     for p in prefixes)
+                       or not any(h.iid == p.iid and h.ip in p.prefix for p in cfg.eid_prefixes)]
+        records += [self.host_record(iid, ip) for iid, ip in host_routes]
+        config, made = self._host_records
+        if len(made) > 2 * len(host_routes) + 64:  # hosts long gone: keep what is here
+            kept = set(host_routes)
+            self._host_records = (config, {k: r for k, r in made.items() if k in kept})
+        return tuple(records)

@@ -13,6 +13,8 @@ from lisp_ryu.effects import SendControl
 from lisp_ryu.wire import auth
 from lisp_ryu.wire.control import decode_message
 from lisp_ryu.wire.messages import MapNotify
+from lisp_ryu.wire.prefix import EidPrefix
+from lisp_ryu.wire.records import Locator, MappingRecord
 from lisp_ryu.xtr.core import XtrCore
 
 MS = ipaddress.ip_address("198.18.0.2")
@@ -51,6 +53,10 @@ def host_routes(send):
     return sorted(str(r.eid_prefix) for r in decode_message(send.payload).records if r.eid_prefix.mask_len == 32)
 
 
+def all_routes(send):
+    return sorted(str(r.eid_prefix) for r in decode_message(send.payload).records)
+
+
 def arrive(xtr, k, now):
     return xtr.handle_host_seen(10 + k, ipaddress.ip_address(f"10.1.0.{10 + k}"), f"02:00:00:01:00:{k:02x}",
                                 b"garp", now)
@@ -64,11 +70,11 @@ def registered(xtr, now=0.0):
 def test_arrivals_while_a_register_is_in_flight_leave_together_on_its_map_notify(xtr):
     registered(xtr)
     (first,) = registers(arrive(xtr, 0, 10.0))
-    assert host_routes(first) == ["[42]10.1.0.10/32"]
+    assert all_routes(first) == ["[42]10.1.0.10/32"]  # what changed only: not the site's prefix again
     for k in range(1, 6):  # a burst: each arrival is learned at once, its registration waits
         assert registers(arrive(xtr, k, 10.0 + k * 0.001)) == []
     (second,) = registers(xtr.handle_control(notify_for(first.payload), MS, 4342, 10.02))
-    assert host_routes(second) == [f"[42]10.1.0.{10 + k}/32" for k in range(6)]
+    assert host_routes(second) == [f"[42]10.1.0.{10 + k}/32" for k in range(1, 6)]  # 10.1.0.10 is confirmed
     assert xtr.handle_control(notify_for(second.payload), MS, 4342, 10.03) == []
     reg = xtr.registrations[0]
     assert reg.registered and reg.reachable and not reg.pending
@@ -107,3 +113,39 @@ def test_a_map_notify_logs_only_what_changed_since_the_last_one(xtr, caplog):
     (refresh,) = registers(xtr.handle_timer(10.0 + xtr.config.register_interval + 1))  # the periodic one
     xtr.handle_control(notify_for(refresh.payload), MS, 4342, 10.0 + xtr.config.register_interval + 1.01)
     assert [r.getMessage() for r in caplog.records if ": registered " in r.getMessage()] == []
+
+
+def test_the_periodic_register_carries_every_record_an_interval_after_the_last_one(xtr):
+    """Registers of changes only do not postpone the periodic one: it is what keeps every
+    record from expiring at the map-server."""
+    registered(xtr)
+    interval = xtr.config.register_interval
+    (first,) = registers(arrive(xtr, 0, 10.0))
+    xtr.handle_control(notify_for(first.payload), MS, 4342, 10.01)
+    assert xtr.next_deadline() == pytest.approx(interval + 0.01)  # from the first full one's Map-Notify
+    (periodic,) = registers(xtr.handle_timer(interval + 0.01))
+    assert all_routes(periodic) == ["[42]10.1.0.10/32", "[42]10.2.0.0/16"]
+    xtr.handle_control(notify_for(periodic.payload), MS, 4342, interval + 0.02)
+    assert xtr.next_deadline() == pytest.approx(2 * interval + 0.02)
+    assert registers(xtr.handle_timer(2 * interval)) == []
+
+
+def test_a_workload_that_left_and_came_back_is_registered_again(xtr):
+    """The map-server filed it under its other site meanwhile: what it confirmed before no longer holds."""
+    registered(xtr)
+    (first,) = registers(arrive(xtr, 0, 10.0))
+    xtr.handle_control(notify_for(first.payload), MS, 4342, 10.01)
+    elsewhere = auth.sign(MapNotify(nonce=77, records=(MappingRecord.for_prefix(
+        EidPrefix(ipaddress.ip_address("10.1.0.10"), 32, 42), (Locator(ipaddress.ip_address("198.18.9.2")),)),)),
+        KEY, 1).encode()
+    xtr.handle_control(elsewhere, MS, 4342, 11.0)  # the former holder hears of the move
+    assert xtr.counters["dynamic_eid_departed"] == 1
+    (again,) = registers(arrive(xtr, 0, 12.0))
+    assert all_routes(again) == ["[42]10.1.0.10/32"]
+
+
+def test_a_register_that_changes_nothing_is_not_sent(xtr):
+    registered(xtr)
+    (first,) = registers(arrive(xtr, 0, 10.0))
+    xtr.handle_control(notify_for(first.payload), MS, 4342, 10.01)
+    assert registers(xtr.registrar.register_all(10.5)) == []
