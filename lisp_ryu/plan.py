@@ -121,6 +121,7 @@ class DynamicPrefix:
     prefix: IPNetwork
 
 
+@cached_hash
 @dataclass(frozen=True)
 class Redirect:
     """A local EID that moved to `rloc`: tunnel traffic still arriving for it onwards."""

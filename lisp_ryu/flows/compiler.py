@@ -46,7 +46,7 @@ from lisp_ryu.flows.pipeline import (
     cookie_owner,
     prefix_priority,
 )
-from lisp_ryu.plan import LocalHost, RemoteAction, RemoteEntry, Rloc, XtrPlan, cached_hash
+from lisp_ryu.plan import LocalHost, Redirect, RemoteAction, RemoteEntry, Rloc, XtrPlan, cached_hash
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -73,15 +73,12 @@ def compile_plan(plan: XtrPlan) -> DesiredState:
     flows: list[Flow] = list(_infrastructure(replace(plan, hosts=(), remotes=(), redirects=(), peers=(), probers=(),
                                                      replicates=(), expected=(), petr=None, tunnel_source=None,
                                                      miss_rate_pps=0, learn_rate_pps=0)))
-    redirects = _redirects(plan)
-    for flow in redirects:
-        check_flow(flow)
-    flows += redirects
-    flows += _local_hosts(plan)  # memoised per host, checked when first compiled
     ports = failover.fixed_ports(plan.tunnel_source, plan.failover_ports)
+    context = _context(plan.tunnel_port, plan.tunnel_source, plan.petr, plan.native_port, ports)
+    flows += _redirects(plan, context)  # memoised per redirect, checked when first compiled
+    flows += _local_hosts(plan)  # memoised per host, checked when first compiled
     group_ids = (failover.allocate_group_ids(plan.remotes, ports, usable_rlocs) if ports
                  else _allocate_group_ids(plan.remotes))
-    context = _context(plan.tunnel_port, plan.tunnel_source, plan.petr, plan.native_port, ports)
     for entry in plan.remotes:  # each entry's flows are memoised, checked when first compiled
         gid = group_ids.get((entry.iid, entry.prefix, entry.source)) if len(entry.rlocs) > 1 else None
         entry_flows, entry_groups = _remote_compiled(entry, gid, context)
@@ -201,26 +198,34 @@ def _learning(plan: XtrPlan) -> list[Flow]:
     return out
 
 
-def _redirects(plan: XtrPlan) -> list[Flow]:
+def _redirects(plan: XtrPlan, context: _TunnelContext) -> list[Flow]:
     """Traffic that still arrives for a departed EID is tunnelled on to its new RLOC."""
     out = []
     # A departed EID announced back here (a planned move): its traffic is held, not sent on to
     # the site it is leaving (the ITRs replicate to both); the departure itself stays until it
     # arrives, so a configured host is not taken for here too early.
     coming_back = {(e.iid, e.ip) for e in plan.expected}
+    with_fixed_ports = bool(plan.failover_ports)
     for r in plan.redirects:
-        if (r.iid, r.ip) in coming_back:
-            continue
-        eth_type, dst_field = _eth_type(r.ip)
-        # It came in on the tunnel port and goes out there again: OpenFlow needs IN_PORT for that.
-        actions = _tunnel_actions(plan, r.iid, r.rloc, out_port="in_port")
-        flow = Flow(Table.DECAP, PRIO_LOCAL_HOST, match(tunnel_id=r.iid, eth_type=eth_type, **{dst_field: str(r.ip)}),
-                    actions=actions, cookie=cookie(Owner.REDIRECT, r.iid, str(r.ip)))
-        if plan.failover_ports:  # it may also arrive on a BFD port: leave by the flow-based port's number
-            out += failover.redirect_flows(flow, plan.tunnel_port, actions, _tunnel_actions(plan, r.iid, r.rloc))
-        else:
-            out.append(flow)
+        if (r.iid, r.ip) not in coming_back:
+            out += _redirect_flows(r, context, with_fixed_ports)
     return out
+
+
+@lru_cache(maxsize=1 << 16)
+def _redirect_flows(r: Redirect, context: _TunnelContext, with_fixed_ports: bool) -> tuple[Flow, ...]:
+    """One redirect's flows, made and checked once (an old site's push after an evacuation has 200)."""
+    eth_type, dst_field = _eth_type(r.ip)
+    # It came in on the tunnel port and goes out there again: OpenFlow needs IN_PORT for that.
+    actions = _tunnel_actions(context, r.iid, r.rloc, out_port="in_port")
+    flow = Flow(Table.DECAP, PRIO_LOCAL_HOST, match(tunnel_id=r.iid, eth_type=eth_type, **{dst_field: str(r.ip)}),
+                actions=actions, cookie=cookie(Owner.REDIRECT, r.iid, str(r.ip)))
+    # It may also arrive on a BFD port: leave by the flow-based port's number.
+    flows = (failover.redirect_flows(flow, context.tunnel_port, actions, _tunnel_actions(context, r.iid, r.rloc))
+             if with_fixed_ports else [flow])
+    for f in flows:
+        check_flow(f)
+    return tuple(flows)
 
 
 def _local_hosts(plan: XtrPlan) -> list[Flow]:
@@ -445,7 +450,8 @@ def _allocate_group_ids(remotes: tuple[RemoteEntry, ...]) -> dict:
     """Stable group ids: a hash of the entry, probed on collision in a fixed order."""
     ids: dict = {}
     used: set[int] = set()
-    grouped = [e for e in remotes if e.action is RemoteAction.ENCAP and len(usable_rlocs(e.rlocs)) > 1]
+    grouped = [e for e in remotes if e.action is RemoteAction.ENCAP and len(e.rlocs) > 1  # (most have one)
+               and len(usable_rlocs(e.rlocs)) > 1]
     for entry in sorted(grouped, key=lambda e: (e.iid, e.prefix.version, e.prefix, e.source is not None,
                                                 e.source or e.prefix)):
         gid = (zlib.crc32(f"{entry.iid}/{entry.name}".encode()) & 0x7FFFFFFE) or 1

@@ -59,6 +59,11 @@ from lisp_ryu.xtr.state import (
 LOG = logging.getLogger("lisp_ryu.xtr")
 
 
+def _departure_order(item: tuple) -> tuple:
+    (iid, ip), _ = item
+    return (iid, ip.version, int(ip))
+
+
 def _action_of(action: Action) -> RemoteAction:
     if action == Action.NATIVELY_FORWARD:
         return RemoteAction.NATIVE_FORWARD
@@ -79,6 +84,8 @@ class XtrCore:
         self.resolver = Resolver(state, self.prober)
         self.mobility = Mobility(state, self.resolver, self.prober)
         self.registrar = Registrar(state, self.resolver, self.mobility, self.prober)
+        self._redirects_made: tuple[int, tuple[Redirect, ...]] | None = None  # see `_redirects`
+        self._remotes_made: tuple | None = None  # see `_remotes`
 
     # ---- the state callers read
 
@@ -149,26 +156,15 @@ class XtrCore:
 
     def plan(self) -> XtrPlan:
         cfg = self.state.config
-        remotes = []
-        peers: set = set()
-        for entry in self.state.cache:
-            prefix = entry.value.record.eid_prefix
-            if not isinstance(prefix.address, IP_TYPES):
-                continue  # MAC EIDs have no L3 flows yet
-            remotes.append(self._remote_entry(entry, prefix.network))
-            peers.update(self._peer_rlocs(entry))
-        for dest, entry in self.state.cache.source_specific:
-            remotes.append(self._remote_entry(entry, dest, source=entry.eid))  # type: ignore[arg-type]
-            peers.update(self._peer_rlocs(entry))
+        remotes, peers = self._remotes()
         return XtrPlan(
             tunnel_port=cfg.tunnel_port,
             host_ports=tuple(HostPort(p.port, p.iid) for p in cfg.host_ports),
             hosts=self.local_hosts(),
             gateways=tuple(Gateway(g.iid, g.subnet, g.ip, g.mac) for g in cfg.gateways),
-            remotes=tuple(remotes),
+            remotes=remotes,
             dynamic_prefixes=tuple(DynamicPrefix(d.iid, d.prefix) for d in cfg.dynamic_eid_prefixes),
-            redirects=tuple(Redirect(iid, ip, d.rloc)
-                            for (iid, ip), d in sorted(self.state.departed.items(), key=str)),
+            redirects=self._redirects(),
             tunnel_source=self.state.rlocs[0],
             petr=cfg.petr,
             native_port=cfg.native_port,
@@ -182,6 +178,38 @@ class XtrCore:
                                                                                    key=str)),
             expected=tuple(Expected(iid, ip) for (iid, ip) in sorted(self.state.expected, key=str)),
         )
+
+    def _remotes(self) -> tuple[tuple[RemoteEntry, ...], frozenset]:
+        """The map-cache as the plan's entries, and the RLOCs they may tunnel to; made again only
+        when the cache or an RLOC's health changed (every push asks; a burst of moves pushes a
+        switch of hundreds of entries several times a second)."""
+        cache, down = self.state.cache, self.prober.health.down()
+        made = self._remotes_made
+        if made is not None and made[0] == cache.changes and made[1] == down:
+            return made[2], made[3]
+        remotes = []
+        peers: set = set()
+        for entry in cache:
+            prefix = entry.value.record.eid_prefix
+            if not isinstance(prefix.address, IP_TYPES):
+                continue  # MAC EIDs have no L3 flows yet
+            remotes.append(self._remote_entry(entry, prefix.network))
+            peers.update(self._peer_rlocs(entry))
+        for dest, entry in cache.source_specific:
+            remotes.append(self._remote_entry(entry, dest, source=entry.eid))  # type: ignore[arg-type]
+            peers.update(self._peer_rlocs(entry))
+        self._remotes_made = (cache.changes, down, tuple(remotes), frozenset(peers))
+        return self._remotes_made[2], self._remotes_made[3]
+
+    def _redirects(self) -> tuple[Redirect, ...]:
+        """The departures as the plan's redirects, in address order; made again only when they
+        changed (every push of an old site asks, 200 of them after an evacuation)."""
+        departed = self.state.departed
+        made = self._redirects_made
+        if made is None or made[0] != departed.version:
+            made = self._redirects_made = (departed.version, tuple(
+                Redirect(iid, ip, d.rloc) for (iid, ip), d in sorted(departed.items(), key=_departure_order)))
+        return made[1]
 
     @staticmethod
     def _peer_rlocs(entry: CacheEntry[CachedMapping]) -> tuple[IPAddress, ...]:
