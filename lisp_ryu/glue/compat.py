@@ -18,7 +18,7 @@ The log: Ryu logs to stderr with no format (no time, no level) and a write
 and flush per line; a burst of moves logs a few lines per workload, so the
 controller's one thread spent a tenth of its time in write system calls.
 Here lines carry time and level, and are written in batches: at once from
-WARNING up, else at least every LOG_FLUSH_INTERVAL (and at exit).
+WARNING up, else at least every LOG_FLUSH_INTERVAL, at exit and on SIGTERM.
 
 The OpenFlow TLS listener: Ryu builds its SSL context on the first
 connection and pops the certificate arguments while doing so; the second
@@ -30,6 +30,8 @@ when --ca-certs is given), and a handshake has a deadline.
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import ssl
 import sys
 
@@ -243,8 +245,23 @@ def _batched_log() -> None:
                 batched.append(replacement)
         if batched:
             hub.spawn(_flush_every, batched, LOG_FLUSH_INTERVAL)
+            if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+                signal.signal(signal.SIGTERM, flush_then_terminate(batched))
 
     ryu_log.init_log = init_log
+
+
+def flush_then_terminate(handlers: list[logging.Handler]):
+    """A SIGTERM handler: write what the batched handlers hold, then die of SIGTERM as before
+    (the default action, which runs no Python exit code and would lose the last lines)."""
+
+    def on_sigterm(signum, frame) -> None:
+        for handler in handlers:
+            handler.flush()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    return on_sigterm
 
 
 def _flush_every(handlers: list[logging.Handler], interval: float) -> None:

@@ -75,3 +75,31 @@ def test_the_controller_logs_time_and_level_and_its_lines_come_out_without_an_ev
         assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO ", line) for line in lines), lines
     finally:
         ryu.stop()
+
+
+def test_sigterm_writes_the_waiting_lines_then_terminates_as_before(monkeypatch):
+    """SIGTERM's default action runs no Python code: the lines waiting for the flush would be lost."""
+    import signal
+
+    from lisp_ryu.glue import compat
+
+    stream, handler, logger = handler_and_logger()
+    logger.info("the last line before the stop")
+    calls = []
+    monkeypatch.setattr(compat.signal, "signal", lambda signum, action: calls.append(("signal", signum, action)))
+    monkeypatch.setattr(compat.os, "kill", lambda pid, signum: calls.append(("kill", pid, signum)))
+    compat.flush_then_terminate([handler])(signal.SIGTERM, None)
+    assert stream.getvalue().endswith("the last line before the stop\n")
+    assert calls == [("signal", signal.SIGTERM, signal.SIG_DFL), ("kill", compat.os.getpid(), signal.SIGTERM)]
+
+
+def test_the_controller_stopped_by_sigterm_still_dies_of_it(tmp_path):
+    import signal
+
+    ryu = RyuProcess(tmp_path, "rest: {token: t0ken}\n")
+    try:
+        ryu.wait_listening(ryu.rest_port)
+        ryu.proc.send_signal(signal.SIGTERM)
+        assert ryu.proc.wait(timeout=10) == -signal.SIGTERM
+    finally:
+        ryu.stop()
