@@ -78,9 +78,9 @@ class Registrar:
         if changes_only:
             confirmed = reg.confirmed
             changed = tuple(r for r in records if confirmed.get(r.eid_prefix) != _addresses(r))
-            if not changed:
-                return []  # the map-server holds all of it (a departure withdraws nothing: the new holder's
-                # registration replaces ours there)
+            if not changed:  # the map-server holds all of it (a departure withdraws nothing: the new
+                reg.pending = False  # holder's registration replaces ours there)
+                return []
             reg.partial = len(changed) < len(records)
             records = changed
         else:

@@ -149,3 +149,16 @@ def test_a_register_that_changes_nothing_is_not_sent(xtr):
     (first,) = registers(arrive(xtr, 0, 10.0))
     xtr.handle_control(notify_for(first.payload), MS, 4342, 10.01)
     assert registers(xtr.registrar.register_all(10.5)) == []
+
+
+def test_a_wait_for_the_map_notify_that_ends_with_nothing_new_leaves_nothing_pending(xtr):
+    """B arrives while A's register is in flight, then leaves again before its Map-Notify:
+    nothing is left to register, and nothing stays pending."""
+    registered(xtr)
+    (first,) = registers(arrive(xtr, 0, 10.0))
+    assert registers(arrive(xtr, 1, 10.001)) == [] and xtr.registrations[0].pending
+    b = MappingRecord.for_prefix(EidPrefix(ipaddress.ip_address("10.1.0.11"), 32, 42),
+                                 (Locator(ipaddress.ip_address("198.18.9.2")),))
+    xtr.moved_elsewhere(b, "dc9", 10.005)
+    assert registers(xtr.handle_control(notify_for(first.payload), MS, 4342, 10.02)) == []
+    assert not xtr.registrations[0].pending
