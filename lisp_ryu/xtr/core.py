@@ -54,14 +54,10 @@ from lisp_ryu.xtr.state import (
     Registration,
     Resolution,
     XtrState,
+    by_address,
 )
 
 LOG = logging.getLogger("lisp_ryu.xtr")
-
-
-def _departure_order(item: tuple) -> tuple:
-    (iid, ip), _ = item
-    return (iid, ip.version, int(ip))
 
 
 def _action_of(action: Action) -> RemoteAction:
@@ -208,7 +204,7 @@ class XtrCore:
         made = self._redirects_made
         if made is None or made[0] != departed.version:
             made = self._redirects_made = (departed.version, tuple(
-                Redirect(iid, ip, d.rloc) for (iid, ip), d in sorted(departed.items(), key=_departure_order)))
+                Redirect(iid, ip, d.rloc) for (iid, ip), d in sorted(departed.items(), key=by_address)))
         return made[1]
 
     @staticmethod

@@ -13,6 +13,7 @@ import logging
 import math
 from collections import deque
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Callable
 
 from lisp_ryu.config import MapServerRef, XtrConfig
@@ -187,8 +188,8 @@ class CountedDict(dict):
         return self
 
 
-def _host_order(item: tuple) -> tuple:
-    """(iid, address) -> a sort key: by instance-ID, family, then address, without formatting."""
+def by_address(item: tuple) -> tuple:
+    """((iid, address), value) -> a sort key: by instance-ID, family, then address, without formatting."""
     (iid, ip), _ = item
     return (iid, ip.version, int(ip))
 
@@ -220,7 +221,7 @@ class XtrState:
         #: Departures told directly (a controller driving both sites) whose SMRs wait for the mapping
         #: system to have the move: (when they go regardless, the new holders not to solicit).
         self.solicit_later: CountedDict[tuple[int, IPAddress], tuple[float, tuple[IPAddress, ...]]] = CountedDict()
-        self._earliest: dict[int, tuple[int, float | None]] = {}  # see `earliest`
+        self._earliest_departure: tuple[tuple[int, int], float | None] | None = None  # see its method
         self.replicating: dict[tuple[int, IPAddress], PlannedMove] = {}  # planned moves, as an ITR
         self.expected: dict[tuple[int, IPAddress], PlannedMove] = {}  # planned moves towards us
         self._local_records_cache: tuple[tuple, tuple[MappingRecord, ...]] | None = None
@@ -265,12 +266,10 @@ class XtrState:
         until either table changes: the timer loop asks after every event."""
         departed, waiting = self.departed, self.solicit_later
         version = (departed.version, waiting.version)
-        cached = self._earliest.get(0)
+        cached = self._earliest_departure
         if cached is None or cached[0] != version:
-            found = min((d.until for d in departed.values()), default=None)
-            fallback = min((at for at, _ in waiting.values()), default=None)
-            cached = self._earliest[0] = (version, fallback if found is None else
-                                          found if fallback is None else min(found, fallback))
+            cached = self._earliest_departure = (version, min(
+                chain((d.until for d in departed.values()), (at for at, _ in waiting.values())), default=None))
         return cached[1]
 
     def local_hosts(self) -> tuple[LocalHost, ...]:
@@ -284,7 +283,7 @@ class XtrState:
             return cached[1]
         hosts = {(h.iid, h.ip): LocalHost(h.iid, h.ip, h.mac, h.port) for h in self.config.hosts}
         hosts.update(self.dynamic_hosts)
-        result = tuple(h for key, h in sorted(hosts.items(), key=_host_order) if key not in self.departed)
+        result = tuple(h for key, h in sorted(hosts.items(), key=by_address) if key not in self.departed)
         self._local_hosts_cache = (snapshot, result)
         return result
 
