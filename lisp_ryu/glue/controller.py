@@ -35,6 +35,7 @@ from lisp_ryu.flows.model import DesiredState
 from lisp_ryu.flows.pipeline import PipelineError, Table, is_ours
 from lisp_ryu.glue import moves
 from lisp_ryu.glue.failover_ports import BfdMesh, FailoverPorts, raise_packet_in_queue
+from lisp_ryu.glue.fast_lane import FastLane
 from lisp_ryu.glue.frames import ip_addresses, sender
 from lisp_ryu.glue.netns import open_udp_socket
 from lisp_ryu.wire import LISP_CONTROL_PORT
@@ -47,6 +48,9 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 MAX_WAIT = 1.0  # the timer loop looks at the deadlines at least this often
 PUSH_MAX_WAIT = 0.1  # a push waits at most this long for queued input (`Controller.busy`) to be handled first
 BUSY_POLL = 0.005
+# Re-injections waiting for a deferred push, per switch.  A burst holds each for one hold-off
+# (PUSH_MAX_WAIT) at most, so this bounds memory only against a flood of them.
+MAX_HELD_REINJECTIONS = 4096
 
 
 @dataclass
@@ -63,6 +67,10 @@ class SwitchSession:
     push_cost: float = 0.0  # how long its planning (compile and diff) took: what waiting saves
     deferred: list = field(default_factory=list)  # reasons of changes waiting for the next push
     deferred_at: float = 0.0  # when the first of them came
+    # Packets to re-inject once the deferred push has left: re-injected now, they would miss the
+    # flows that push brings and come straight back (a learned host's packets in an evacuation
+    # did, four times each on average, until its push went).
+    reinject: list = field(default_factory=list)
 
 
 @dataclass
@@ -91,18 +99,10 @@ class Controller:
         self.arrivals = moves.Arrivals(self)  # workloads learned here, told to the other xTRs in batches
         # busy(): input is queued (datagrams, switch events): a push waits for it, see `_push_soon`.
         self.busy: Callable[[], bool] = lambda: False
-        # The fast lane (issue 20): a datagram from one of our cores to another (an xTR's
-        # Map-Register to the embedded Map-Server, its Map-Notifies and publications to our
-        # xTRs) still goes on the wire, but is also handed over at once, after the sender's
-        # flows are pushed and before anything else queued on the thread (timers, REST,
-        # other sockets); the wire copy is then recognised and dropped.  A move's whole
-        # control path (learn, register, notify, every xTR's flows) runs in one go.
+        # Datagrams from one of our cores to another are also handed over at once (glue.fast_lane).
         self.fast_lane = fast_lane
-        self._local: dict[tuple[str, int], tuple[ControlEndpoint, IPAddress | None]] = {}
-        self._lane: list[tuple[ControlEndpoint, bytes, str, IPAddress | None, str]] = []
-        self._handed: dict[tuple[str, bytes], int] = {}  # wire copies to drop, by (receiver, payload)
-        self._draining = False
         self.counters: dict[str, int] = {}
+        self._lane = FastLane(self._handle_datagram, self.count)
         self.sessions: dict[int, SwitchSession] = {}
         self.xtrs: dict[int, ControlEndpoint] = {}
         self.endpoints: list[ControlEndpoint] = []
@@ -176,16 +176,7 @@ class Controller:
 
     def add_endpoint(self, endpoint: ControlEndpoint) -> ControlEndpoint:
         self.endpoints.append(endpoint)
-        for local, sock in endpoint.receivers.items():
-            address = local
-            if address is None:
-                try:
-                    address = ipaddress.ip_address(sock.getsockname()[0])
-                except (AttributeError, OSError, ValueError):
-                    continue
-                if address.is_unspecified:
-                    continue  # a wildcard listener: which address reaches it is not ours to say
-            self._local[(str(address), LISP_CONTROL_PORT)] = (endpoint, local)
+        self._lane.listen(endpoint)
         if endpoint.dpid is not None:
             self.xtrs[endpoint.dpid] = endpoint
         return endpoint
@@ -256,10 +247,8 @@ class Controller:
                     endpoint.send(effect.payload, (str(effect.destination), effect.port))
                     self.count("control_sent")
                     if self.fast_lane:
-                        receiver = self._local.get((str(effect.destination), effect.port))
-                        if receiver is not None and receiver[0] is not endpoint:
-                            self._lane.append((receiver[0], effect.payload, self._source_of(endpoint, effect),
-                                               receiver[1], endpoint.name))
+                        self._lane.sent(endpoint, effect.payload, (str(effect.destination), effect.port),
+                                        effect.destination.version)
                 except OSError as exc:
                     self.count("control_send_errors")
                     LOG.warning("%s: cannot send %s to %s:%d: %s", endpoint.name, effect.what or "datagram",
@@ -270,38 +259,22 @@ class Controller:
                 self._push_soon(dpid, "; ".join(e.reason for e in effects if isinstance(e, DataplaneChanged)))
             for effect in effects:
                 if isinstance(effect, PacketOut):
-                    self._packet_out(dpid, effect)
+                    self._packet_out_after_push(dpid, effect)
             for record in arrived:
                 self.arrivals.add(endpoint, record)
-        if self._lane and not self._draining:
-            self._drain()
+        self._lane.drain()
         self.wake()
 
-    def _source_of(self, endpoint: ControlEndpoint, effect: SendControl) -> str:
-        """The address a datagram of `endpoint`'s leaves from: its socket's (an xTR's first RLOC)."""
-        for local, sock in endpoint.receivers.items():
-            if local is not None and local.version == effect.destination.version:
-                return str(local)
-            try:
-                return sock.getsockname()[0]
-            except (AttributeError, OSError):
-                break
-        return "0.0.0.0"
-
-    def _drain(self) -> None:
-        """Hand over the datagrams between our own cores, and those they cause, in order."""
-        self._draining = True
-        try:
-            while self._lane:
-                receiver, payload, source, local, _sender = self._lane.pop(0)
-                key = (receiver.name, payload)
-                self._handed[key] = self._handed.get(key, 0) + 1
-                if len(self._handed) > 4096:  # wire copies that never came (lost): forget the oldest
-                    self._handed.pop(next(iter(self._handed)))
-                self.count("fast_lane_handed")
-                self._handle_datagram(receiver, payload, source, LISP_CONTROL_PORT, local)
-        finally:
-            self._draining = False
+    def _packet_out_after_push(self, dpid: int, effect: PacketOut) -> None:
+        """Re-inject now, or after the deferred push if one is waiting (it may be what the packet needs)."""
+        session = self.sessions.get(dpid)
+        if session is None or effect.out_port is not None or not session.deferred:
+            self._packet_out(dpid, effect)
+        elif len(session.reinject) < MAX_HELD_REINJECTIONS:
+            session.reinject.append(effect)
+            self.count("packets_held_for_push")
+        else:
+            self.count("packets_held_for_push_dropped")
 
     def _packet_out(self, dpid: int, effect: PacketOut) -> None:
         session = self.sessions.get(dpid)
@@ -349,6 +322,9 @@ class Controller:
         session.push_cost = self.push(dpid, "; ".join(reasons) if len(reasons) < 4
                                       else f"{len(reasons)} changes: {reasons[0]} ...", clock)
         session.pushed_at = clock()
+        held, session.reinject = session.reinject, []
+        for effect in held:  # behind the push's flow-mods on the same connection: they meet them
+            self._packet_out(dpid, effect)
 
     def push(self, dpid: int, reason: str, clock: Callable[[], float] | None = None) -> float:
         """Compile the xTR's plan, diff it against what the switch holds, send the difference.
@@ -530,16 +506,8 @@ class Controller:
     def datagram(self, endpoint: ControlEndpoint, payload: bytes, host: str, port: int,
                  local: IPAddress | None = None) -> None:
         """A datagram from `host`:`port`; an xTR core is told which of its RLOCs (`local`) was addressed."""
-        if self._handed:
-            key = (endpoint.name, payload)
-            seen = self._handed.get(key)
-            if seen:  # the wire copy of what the fast lane handed over already
-                if seen == 1:
-                    del self._handed[key]
-                else:
-                    self._handed[key] = seen - 1
-                self.count("fast_lane_wire_copies_dropped")
-                return
+        if self._lane.is_wire_copy(endpoint.name, payload):
+            return
         self._handle_datagram(endpoint, payload, host, port, local)
 
     def _handle_datagram(self, endpoint: ControlEndpoint, payload: bytes, host: str, port: int,

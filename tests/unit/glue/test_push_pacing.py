@@ -77,3 +77,41 @@ def test_a_burst_is_pushed_once_per_hold_off_and_a_lone_change_at_once(lab):
     clock.advance(1.0)  # a quiet spell: the next change leaves at once
     arrive(ctl, 6)
     assert len(pushes) == 3 and switch.held() == compile_plan(ctl.xtrs[1].core.plan())
+
+
+def test_a_packet_reinjected_while_its_push_waits_leaves_after_that_push(lab):
+    """Re-injected before its host's flows, a packet meets the learning flow again and comes
+    straight back; so it waits for the deferred push and follows its flow-mods."""
+    ctl, switch, clock, pushes = lab
+    arrive(ctl, 0)
+    assert len(switch.packet_outs) == 1  # a lone arrival: pushed, then re-injected at once
+    clock.advance(0.001)
+    switch.clear()
+    arrive(ctl, 1)  # deferred: its push waits, and so does its packet
+    arrive(ctl, 1)  # the host's next packet: known now, its flows still missing
+    assert len(pushes) == 1 and switch.packet_outs == []
+    assert ctl.counters["packets_held_for_push"] == 2
+    clock.advance(0.1)
+    ctl.run_timers()
+    assert len(pushes) == 2
+    kinds = [type(m).__name__ for m in switch.messages]
+    first_out = kinds.index("PacketOutMsg")
+    assert "OFPFlowMod" in kinds[:first_out] and "OFPFlowMod" not in kinds[first_out:]
+    assert [p.in_port for p in switch.packet_outs] == [11, 11]
+    assert any(dict(f.match).get("in_port") == 11 for f in switch.held().flows)  # what they now meet
+
+
+def test_reinjections_held_for_a_push_are_bounded(lab, monkeypatch):
+    from lisp_ryu.glue import controller as controller_mod
+    monkeypatch.setattr(controller_mod, "MAX_HELD_REINJECTIONS", 3)
+    ctl, switch, clock, pushes = lab
+    arrive(ctl, 0)
+    clock.advance(0.001)
+    for _ in range(5):
+        arrive(ctl, 1)
+    assert ctl.counters["packets_held_for_push"] == 3
+    assert ctl.counters["packets_held_for_push_dropped"] == 2
+    clock.advance(0.1)
+    ctl.run_timers()
+    assert len([p for p in switch.packet_outs if p.in_port == 11]) == 3
+    assert ctl.sessions[1].reinject == []
