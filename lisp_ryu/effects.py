@@ -47,9 +47,11 @@ class DataplaneChanged:
 class HostArrived:
     """A workload appeared at this xTR (a dynamic EID learned here): `record` is its mapping as
     registered.  A glue that drives other xTRs too tells the one it left at once, instead of
-    after the Map-Server's round trip (the publication that follows confirms it)."""
+    after the Map-Server's round trip (the publication that follows confirms it).  `workload`
+    names the machine (its MAC): a dual-stack workload arrives once per address."""
 
     record: MappingRecord
+    workload: str = ""
 
 
 Effect = Union[SendControl, PacketOut, DataplaneChanged, HostArrived]

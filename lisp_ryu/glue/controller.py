@@ -238,9 +238,9 @@ class Controller:
         their flows.  A workload that arrived brings its old sites' mappings (glue.moves):
         they join this push, and the other xTRs are told after it.
         """
-        arrived = [e.record for e in effects if isinstance(e, HostArrived)] if endpoint.dpid is not None else []
+        arrived = [e for e in effects if isinstance(e, HostArrived)] if endpoint.dpid is not None else []
         if arrived:
-            effects = [*effects, *self.arrivals.seed(endpoint, arrived)]
+            effects = [*effects, *self.arrivals.seed(endpoint, [e.record for e in arrived])]
         for effect in effects:
             if isinstance(effect, SendControl):
                 try:
@@ -260,8 +260,8 @@ class Controller:
             for effect in effects:
                 if isinstance(effect, PacketOut):
                     self._packet_out_after_push(dpid, effect)
-            for record in arrived:
-                self.arrivals.add(endpoint, record)
+            for e in arrived:
+                self.arrivals.add(endpoint, e.record, e.workload)
         self._lane.drain()
         self.wake()
 

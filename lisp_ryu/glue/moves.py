@@ -28,9 +28,14 @@ LOG = logging.getLogger("lisp_ryu")
 SEED_AGAIN = 1.0
 # Workloads arriving within BURST_WINDOW seconds of each other, BURST_ARRIVALS or more: a burst
 # (an evacuation), whose pushes wait and leave together (`Arrivals.in_burst`).  One move is one
-# arrival: its pushes leave at once.
+# arrival, whatever addresses the workload has (a dual-stack one's IPv4 and IPv6 EIDs are learned
+# one after the other): its pushes leave at once.
 BURST_WINDOW = 0.1
 BURST_ARRIVALS = 2
+
+
+class NotReady(Exception):
+    """What was asked needs a switch that is not connected and reconciled (503: retry later)."""
 
 
 class Arrivals:
@@ -47,7 +52,8 @@ class Arrivals:
         self.pending: list[tuple["ControlEndpoint", Any, list]] = []  # (here, record, the xTRs it left)
         self.seeded: dict[tuple[int, int], float] = {}  # (id(here), id(old)) -> when here was last seeded from old
         self.clock = clock
-        self._recent: deque[float] = deque()  # when the last arrivals were added, at most BURST_WINDOW ago
+        # (when, which workload) of the arrivals at most BURST_WINDOW ago
+        self._recent: deque[tuple[float, tuple]] = deque()
 
     def in_burst(self) -> bool:
         """Workloads are arriving in a burst: BURST_ARRIVALS or more within BURST_WINDOW.
@@ -58,9 +64,9 @@ class Arrivals:
         the controller can see grows by one or two an arrival (measured: the first 22 of an
         evacuation's 200 handled one by one over 240 ms while the rest queued)."""
         now, recent = self.clock(), self._recent
-        while recent and recent[0] < now - BURST_WINDOW:
+        while recent and recent[0][0] < now - BURST_WINDOW:
             recent.popleft()
-        return len(recent) >= BURST_ARRIVALS
+        return len(recent) >= BURST_ARRIVALS and len({w for _, w in recent}) >= BURST_ARRIVALS
 
     def seed(self, here: "ControlEndpoint", records) -> list:
         """Workloads (`records`) just appeared at `here`: the mappings their old sites' map-caches
@@ -83,9 +89,10 @@ class Arrivals:
         return [e for e in self.controller.xtrs.values()
                 if e is not here and e.core.is_here(prefix.instance_id, prefix.address)]
 
-    def add(self, here: "ControlEndpoint", record) -> None:
-        """A workload (`record`: its new mapping) appeared at `here` (seeded and pushed already):
-        the xTR it left redirects and the ITRs sending to it follow (issue 20).
+    def add(self, here: "ControlEndpoint", record, workload: str = "") -> None:
+        """A workload (`record`: its new mapping; `workload`: its MAC, the same for each of its
+        addresses) appeared at `here` (seeded and pushed already): the xTR it left redirects
+        and the ITRs sending to it follow (issue 20).
 
         A lone move is told at once, before anything else runs: a yield to the hub here
         cost 2-5 ms of outage on a loaded host (the switches' replies, other processes' turns),
@@ -93,7 +100,7 @@ class Arrivals:
         evacuation: `controller.busy`), it is deferred (`controller.defer`, the datagram
         pump's turn under Ryu) and the arrivals that come meanwhile join it."""
         self.pending.append((here, record, self.left(here, record)))
-        self._recent.append(self.clock())
+        self._recent.append((self.clock(), (id(here), workload or id(record))))
         if len(self.pending) == 1:
             if self.controller.busy():
                 self.controller.defer(self._tell_others)
@@ -151,7 +158,10 @@ def planned_move(controller: "Controller", iid: int, eid: "IPAddress", to_site: 
     The destination holds the EID's traffic until the workload appears there and resolves
     beforehand what its old site talks to; every other xTR this controller drives replicates
     the EID's traffic to the old and the new RLOC until its map-cache follows the move.
-    Raises KeyError (no such site, or no site holds the EID) and ValueError (already there).
+    Raises KeyError (no such site, or no site holds the EID), ValueError (already there) and
+    NotReady (the destination's switch is not connected and reconciled: nothing could be held
+    there, so the orchestrator must not start the migration yet).  An ITR whose switch is
+    away replicates once it is back (reconciliation pushes it); the answer names it.
     """
     xtrs = controller.xtrs.values()
     dest = next((e for e in xtrs if e.core.config.name == to_site), None)
@@ -162,18 +172,28 @@ def planned_move(controller: "Controller", iid: int, eid: "IPAddress", to_site: 
         raise KeyError(f"no site of this controller holds [{iid}]{eid}")
     if old is dest:
         raise ValueError(f"[{iid}]{eid} is already at {to_site}")
+    if controller.installed(dest.dpid) is None:
+        raise NotReady(f"the switch of {to_site} (dpid {dest.dpid:#x}) is not connected and reconciled yet: "
+                       "the move cannot be prepared there; retry when GET /lisp/v1/health says it is connected")
     old_rloc, new_rloc = old.core.state.rlocs[0], dest.core.state.rlocs[0]
     prefetch = tuple((entry.iid, entry.value.record.eid_prefix.network) for entry in old.core.cache
                      if not entry.negative)
     controller.run(dest, dest.core.expect(iid, eid, dest.clock(), timeout, prefetch=prefetch))
-    itrs = []
+    itrs, away = [], []
     for endpoint in xtrs:
         if endpoint is dest or endpoint is old:
             continue
         controller.run(endpoint, endpoint.core.replicate(iid, eid, old_rloc, new_rloc, endpoint.clock(), timeout))
         itrs.append(endpoint.core.config.name)
+        if controller.installed(endpoint.dpid) is None:
+            away.append(endpoint.core.config.name)
     controller.count("planned_moves")
     LOG.info("planned move of [%d]%s: %s (%s) -> %s (%s); replicating at %s", iid, eid, old.core.config.name,
              old_rloc, to_site, new_rloc, ", ".join(itrs) or "no other xTR")
+    if away:
+        LOG.warning("planned move of [%d]%s: the switches of %s are not connected: they replicate once back",
+                    iid, eid, ", ".join(away))
     return {"iid": iid, "eid": str(eid), "from_site": old.core.config.name, "to_site": to_site,
-            "old_rloc": str(old_rloc), "new_rloc": str(new_rloc), "replicating_at": itrs}
+            "old_rloc": str(old_rloc), "new_rloc": str(new_rloc), "replicating_at": itrs,
+            "not_connected": away}
+

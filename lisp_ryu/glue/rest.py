@@ -53,6 +53,7 @@ from lisp_ryu.mapping.policy import (  # noqa: E402
 )
 from lisp_ryu.glue import openapi  # noqa: E402
 from lisp_ryu.glue.controller import Controller  # noqa: E402
+from lisp_ryu.glue.moves import NotReady  # noqa: E402
 from lisp_ryu.glue.refusals import REFUSALS, Refusals  # noqa: E402
 from lisp_ryu.glue.routes import ROUTES, Route  # noqa: E402
 from lisp_ryu.glue.xtr_views import map_cache_view, mapping_system_view  # noqa: E402
@@ -92,6 +93,8 @@ def _status_of(exc: Exception) -> ApiError:
         return ApiError(400, str(exc), exc.field)
     if isinstance(exc, Conflict):
         return ApiError(409, str(exc))
+    if isinstance(exc, NotReady):
+        return ApiError(503, str(exc))
     if isinstance(exc, KeyError):
         return ApiError(404, f"no such object: {exc.args[0]}")
     LOG.exception("REST handler failed")

@@ -91,7 +91,8 @@ ROUTES: tuple[Route, ...] = (
     Route("create_move", "POST", f"{API}/moves", "create_move",
           "A planned move (draft-ietf-lisp-predictive-rlocs): the destination site holds the workload's traffic "
           "until it arrives there, every other xTR sends it to the old and the new RLOC until its map-cache follows "
-          "(404: no such site or EID, 409: already there)", write=True, body="Move", status=202),
+          "(404: no such site or EID, 409: already there, 503: the destination's switch is not connected yet)",
+          write=True, body="Move", status=202),
     Route("delete_dynamic", "DELETE", f"{API}/xtrs/{{xtr}}/dynamic-eid-prefixes/{_PREFIX_PATH}", "delete_dynamic",
           "Remove a dynamic-EID prefix", write=True, params=(_XTR, *_PREFIX)),
 )

@@ -307,7 +307,7 @@ class XtrCore:
         effects += self.registrar.register_all(now)
         record = self.mobility.arrival_record(key)
         if record is not None:
-            effects.append(HostArrived(record))
+            effects.append(HostArrived(record, workload=mac))
         effects.append(PacketOut(in_port, packet))
         for key in [k for k in self.state.expected if k[1] == source and k in self.state.dynamic_hosts]:
             effects += self.mobility.arrived(key, self.state.dynamic_hosts[key], now)  # a planned move's end

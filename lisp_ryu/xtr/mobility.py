@@ -117,19 +117,37 @@ class Mobility:
             self.resolver.cache_record(replace(record, ttl=1), prefix, where, now)
             state.count("moves_told_directly")
         else:
-            entry = self.resolver.lookup(prefix.instance_id, None, prefix.address, now)
-            if entry is None or entry.negative:
-                return []  # we do not send to it: nothing to follow
-            new = {loc.address for loc in record.locators}
-            if {loc.address for loc in entry.value.record.locators} == new:
+            effects = self._follow(record, where, now)
+            if not effects and key not in state.replicating:
                 return []
-            if not self.resolver.cache_record(replace(record, ttl=1), prefix, where, now):
-                return []
-            state.count("moves_followed_directly")
-            effects = [DataplaneChanged(f"{prefix.address} moved to {where}")]
-            if state.replicating:
-                effects += self.end_replications(self.resolver.lookup, now)
+            move = state.replicating.get(key)
+            if move is not None and move.new_rloc in {loc.address for loc in record.locators}:
+                # The workload is at the new site: a planned move's replication is over even where
+                # no mapping follows it (an ITR that never sent to this EID: a dual-stack workload's
+                # other address), or it would last until its timeout.
+                del state.replicating[key]
+                state.count("planned_move_replication_ended")
+                LOG.info("%s: planned move of [%d]%s: it arrived at %s, replication ended", state.config.name,
+                         *key, where)
+                effects.append(DataplaneChanged("1 planned-move replications ended"))
         self.prober.sync_for((record,), now)
+        return effects
+
+    def _follow(self, record: MappingRecord, where: str, now: float) -> list[Effect]:
+        """If we send to the workload, our map-cache follows it (a short-lived copy)."""
+        prefix = record.eid_prefix
+        entry = self.resolver.lookup(prefix.instance_id, None, prefix.address, now)
+        if entry is None or entry.negative:
+            return []  # we do not send to it: nothing to follow
+        new = {loc.address for loc in record.locators}
+        if {loc.address for loc in entry.value.record.locators} == new:
+            return []
+        if not self.resolver.cache_record(replace(record, ttl=1), prefix, where, now):
+            return []
+        self.state.count("moves_followed_directly")
+        effects: list[Effect] = [DataplaneChanged(f"{prefix.address} moved to {where}")]
+        if self.state.replicating:
+            effects += self.end_replications(self.resolver.lookup, now)
         return effects
 
     def seed(self, entries, where: str, now: float) -> list[Effect]:

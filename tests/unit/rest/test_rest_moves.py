@@ -97,6 +97,22 @@ def test_planned_move_replicates_holds_delivers_and_ends(lab):
         assert not [g for g in held(lab, name).groups if g.group_id >= 0x80000000], name
 
 
+def test_an_itr_that_never_sent_to_the_eid_stops_replicating_when_the_workload_arrives(lab):
+    """No mapping of the EID at dc3 (a dual-stack workload's other address, say): no answer or
+    publication will ever move one there, yet the replication ends with the move, not the timeout."""
+    status, answer = lab.call("POST", "/lisp/v1/moves", {"iid": 42, "eid": EID, "to_site": "dc2"})
+    assert status == 202 and answer["replicating_at"] == ["dc3"], answer
+    assert planned_flows(held(lab, "dc3"))
+    lab.switches[2].packet_in(lab.controller, 5, ipv4_frame(EID, "10.3.0.10", src_mac=bytes.fromhex("02000001000a")),
+                              table=Table.CLASSIFY)
+    lab.underlay.settle()
+    assert lab.cores["dc3"].state.replicating == {}
+    assert lab.cores["dc3"].counters["planned_move_replication_ended"] == 1
+    for name in ("dc1", "dc2", "dc3"):
+        assert planned_flows(held(lab, name)) == [], name
+        assert not [g for g in held(lab, name).groups if g.group_id >= 0x80000000], name
+
+
 def test_planned_move_times_out(lab):
     lab.miss("dc3", "10.3.0.10", EID)
     assert lab.call("POST", "/lisp/v1/moves", {"iid": 42, "eid": EID, "to_site": "dc2", "timeout": 2})[0] == 202
@@ -106,6 +122,32 @@ def test_planned_move_times_out(lab):
     lab.underlay.settle()
     assert not planned_flows(held(lab, "dc3")) and not planned_flows(held(lab, "dc2"))
     assert [d.packet["tun_ipv4_dst"] for d in to_eid(lab, "dc3").deliveries] == [DC1]  # nothing moved
+
+
+def test_a_move_to_a_site_whose_switch_is_away_is_refused_and_prepares_nothing(lab):
+    """Nothing can be held at a destination whose switch is not connected: the orchestrator hears
+    503 (retry), not 202 for a move that would lose the traffic; no xTR is left replicating."""
+    lab.miss("dc3", "10.3.0.10", EID)
+    lab.controller.switch_disconnected(2)
+    status, answer = lab.call("POST", "/lisp/v1/moves", {"iid": 42, "eid": EID, "to_site": "dc2"})
+    assert status == 503 and "dc2" in answer["error"] and "not connected" in answer["error"], answer
+    assert lab.cores["dc2"].state.expected == {} and lab.cores["dc3"].state.replicating == {}
+    assert not planned_flows(held(lab, "dc3"))
+    lab.switches[2] = lab.underlay.connect(lab.controller, 2)  # back: reconciled, the move can be prepared
+    lab.underlay.settle()
+    status, answer = lab.call("POST", "/lisp/v1/moves", {"iid": 42, "eid": EID, "to_site": "dc2"})
+    assert status == 202 and answer["not_connected"] == [], answer
+    assert planned_flows(held(lab, "dc2")) and planned_flows(held(lab, "dc3"))
+
+
+def test_an_itr_whose_switch_is_away_is_named_and_replicates_once_back(lab):
+    lab.miss("dc3", "10.3.0.10", EID)
+    lab.controller.switch_disconnected(3)
+    status, answer = lab.call("POST", "/lisp/v1/moves", {"iid": 42, "eid": EID, "to_site": "dc2"})
+    assert status == 202 and answer["replicating_at"] == ["dc3"] and answer["not_connected"] == ["dc3"], answer
+    lab.switches[3] = lab.underlay.connect(lab.controller, 3)
+    lab.underlay.settle()
+    assert sorted(d.packet["tun_ipv4_dst"] for d in to_eid(lab, "dc3").deliveries) == [DC1, DC2]
 
 
 @pytest.mark.parametrize("body, status, field", [
