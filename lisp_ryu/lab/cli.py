@@ -113,6 +113,11 @@ def add_parser(subparsers, func) -> argparse.ArgumentParser:
     p.add_argument("--to", metavar="SITE", help="the site it moves to and back from (default: the next site)")
     p.add_argument("--pinger", metavar="HOST", help="the host that pings it (default: one at a third site)")
     p.add_argument("--topology", metavar="FILE", help="topology to bring up if no lab is up (default three-dc)")
+    p.add_argument("--planned", action="store_true",
+                   help="announce each move first (POST /lisp/v1/moves): replicate, hold, lose nothing")
+    p.add_argument("--tcp", action="store_true", help="a paced TCP stream to the host runs through the moves too")
+    p.add_argument("--ipv6", action="store_true",
+                   help="probe the host's IPv6 address (dual-stack hosts: topologies/three-dc-dualstack.yaml)")
     p.add_argument("--plot", metavar="FILE", help="draw the ping timeline into this PNG")
     p.add_argument("--json", metavar="FILE", help="write the summary and per-move figures as JSON")
     return lab
@@ -309,7 +314,8 @@ def _mobility(args) -> int:
 
     options = {"topology": args.topology} if args.topology else {}
     report = mobility.run(moves=args.moves, pause=args.pause, interval=args.interval, host=args.host, to=args.to,
-                          pinger=args.pinger, progress=lambda line: print(f"== {line}", flush=True), **options)
+                          pinger=args.pinger, planned=args.planned, tcp=args.tcp, ipv6=args.ipv6,
+                          progress=lambda line: print(f"== {line}", flush=True), **options)
     print(mobility.format_table(report))
     if args.plot:
         print(f"timeline: {mobility.plot(report, args.plot)}")

@@ -194,22 +194,49 @@ def stop(grace: float = 5.0) -> bool:
 
 
 def wait_ready(state: LabState, timeout: float = 30.0) -> None:
-    """Until every site has registered and every switch holds the controller's flows
-    (a PxTR registers nothing: its flows are the sign)."""
+    """Until this controller has every switch connected and reconciled, every xTR registered
+    with a map-server (a PxTR registers nothing) and every switch holds the controller's flows.
+
+    Asked of the controller itself (GET /lisp/v1/health): a lab driven before keeps the last
+    controller's flows in its switches and its lines in the log, so those said "ready" while
+    a restarted controller had no switch yet (a planned move announced then was prepared
+    nowhere).  A controller without a REST address in the lab state is judged by its log."""
     deadline = time.monotonic() + timeout
     waiting = [s.name for s in state.sites]
+    rest = (read_state() or state).controller_rest
     while time.monotonic() < deadline:
-        log = log_path().read_text(errors="replace") if log_path().exists() else ""
         if running_pid() is None:
+            log = log_path().read_text(errors="replace") if log_path().exists() else ""
             raise LabError(f"the controller exited; its log ({log_path()}) ends with:\n{_tail(log)}")
-        waiting = [s.name for s in state.sites
-                   if (not s.is_pxtr and f"{s.name}: registered" not in log)
-                   or "CONTROLLER" not in ofctl(s.name, "dump-flows", "table=1", state=state)]
+        waiting = _not_ready(state, rest)
+        if not waiting:
+            waiting = [s.name for s in state.sites
+                       if "CONTROLLER" not in ofctl(s.name, "dump-flows", "table=1", state=state)]
         if not waiting:
             return
         time.sleep(0.2)
     raise LabError(f"the controller did not take over {', '.join(waiting)} within {timeout:.0f} s; "
                    f"its log ({log_path()}) ends with:\n{_tail(log_path().read_text(errors='replace'))}")
+
+
+def _not_ready(state: LabState, rest: str | None) -> list[str]:
+    """The sites whose xTR is not connected, reconciled and registered yet (as the controller says)."""
+    if rest is None:
+        log = log_path().read_text(errors="replace") if log_path().exists() else ""
+        return [s.name for s in state.sites if not s.is_pxtr and f"{s.name}: registered" not in log]
+    try:
+        with urllib.request.urlopen(f"{rest}/lisp/v1/health", timeout=2.0) as response:
+            health = json.loads(response.read())
+    except (OSError, ValueError):
+        return [s.name for s in state.sites]  # not listening yet
+    xtrs = health.get("xtrs", {})
+    out = []
+    for s in state.sites:
+        x = xtrs.get(s.name)
+        servers = [] if s.is_pxtr else (x or {}).get("mapping_system", {}).get("map_servers", [])
+        if x is None or not x.get("connected") or (servers and not any(m.get("registered") for m in servers)):
+            out.append(s.name)
+    return out
 
 
 @contextmanager

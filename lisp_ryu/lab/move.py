@@ -93,9 +93,10 @@ def move_host(host: str, site: str, planned: bool = False) -> Move:
     site lose its port and the old pair go.  A move that fails half-way puts
     the host back.
 
-    `planned`: the orchestrator tells the controller first (POST /lisp/v1/moves):
-    the new site holds the host's traffic until it appears there and every other
-    xTR sends it to both sites meanwhile (draft-ietf-lisp-predictive-rlocs).
+    `planned`: the orchestrator tells the controller first (POST /lisp/v1/moves,
+    one per EID: a dual-stack host's IPv6 address too): the new site holds the
+    host's traffic until it appears there and every other xTR sends it to both
+    sites meanwhile (draft-ietf-lisp-predictive-rlocs).
     """
     with locked():
         state = load_state()
@@ -112,9 +113,11 @@ def move_host(host: str, site: str, planned: bool = False) -> Move:
         if planned:
             from lisp_ryu.lab import controller as lab_controller
 
-            answer = lab_controller.planned_move(state, h.iid, h.ip, new.name)
-            log.info("planned move of %s announced: replicating at %s", host,
-                     ", ".join(answer.get("replicating_at", [])) or "no other xTR")
+            for eid in (h.ip, h.ip6):  # a dual-stack workload moves with both its EIDs
+                if eid is not None:
+                    answer = lab_controller.planned_move(state, h.iid, eid, new.name)
+                    log.info("planned move of %s (%s) announced: replicating at %s", host, eid,
+                             ", ".join(answer.get("replicating_at", [])) or "no other xTR")
         migration = _Migration(state, h, old, new, _free_ofport(new, state, host))
         try:
             try:

@@ -2,7 +2,8 @@
 unreachable, and how fast each xTR reacts to the move.
 
 The scenario (`run`, `lisp-ryu lab mobility`): the lisp-ryu controller drives
-the lab; a host of a third site pings the mover (every 10 ms unless told); the mover goes
+the lab; a host of a third site pings the mover (every 10 ms unless told; its IPv6
+address with `ipv6`, a dual-stack host's); the mover goes
 dc1 -> dc2 -> dc1 ... (`move_host`) with a pause after each move, while a
 `Prober` and a `FlowWatch` per site (scenarios/probe.py) record.
 
@@ -201,11 +202,14 @@ class Cast:
     home: str
     away: str
     pinger: HostState
+    target: str  # the mover's address the probes go to (its IPv4 one, or its IPv6 one)
 
 
-def choose(state: LabState, host: str | None = None, to: str | None = None, pinger: str | None = None) -> Cast:
+def choose(state: LabState, host: str | None = None, to: str | None = None, pinger: str | None = None,
+           ipv6: bool = False) -> Cast:
     """Defaults: the first host of the first site moves to the next site and
-    is pinged by the first host of a third site."""
+    is pinged by the first host of a third site (`ipv6`: both dual-stack, the
+    probes to the mover's IPv6 address)."""
     if len(state.lisp_sites) < 3 and pinger is None:
         raise LabError(f"the mobility scenario needs three sites (the mover's two and the pinger's); "
                        f"lab {state.name} has {len(state.lisp_sites)}: use topologies/three-dc.yaml")
@@ -222,19 +226,25 @@ def choose(state: LabState, host: str | None = None, to: str | None = None, ping
             raise LabError(f"the pinger {p.name} is at {p.site}: it must be at a third site, "
                            f"neither {mover.site} nor {away}")
     else:
-        p = next((h for h in state.hosts if h.site not in (mover.site, away)), None)
+        p = next((h for h in state.hosts if h.site not in (mover.site, away) and (h.ip6 or not ipv6)), None)
         if p is None:
-            raise LabError(f"no host outside {mover.site} and {away} to ping from")
-    return Cast(mover=mover, home=mover.site, away=away, pinger=p)
+            raise LabError(f"no {'dual-stack ' if ipv6 else ''}host outside {mover.site} and {away} to ping from")
+    if ipv6:
+        for role, h in (("mover", mover), ("pinger", p)):
+            if h.ip6 is None:
+                raise LabError(f"--ipv6: the {role} {h.name} has no IPv6 address: use a dual-stack topology "
+                               f"(topologies/three-dc-dualstack.yaml)")
+    return Cast(mover=mover, home=mover.site, away=away, pinger=p, target=mover.ip6 if ipv6 else mover.ip)
 
 
 def run(*, moves: int = MOVES, pause: float = PAUSE, interval: float = INTERVAL, host: str | None = None,
         to: str | None = None, pinger: str | None = None, topology: str | Path = DEFAULT_TOPOLOGY,
         warmup_timeout: float = 20.0, progress: Callable[[str], None] = lambda line: None,
-        planned: bool = False, tcp: bool = False) -> MobilityReport:
+        planned: bool = False, tcp: bool = False, ipv6: bool = False) -> MobilityReport:
     """Run the scenario on the lab that is up, or bring `topology` up for it
     (and down afterwards); start the controller if none runs (and stop it).
-    `tcp`: a paced TCP stream from the pinger to the mover runs through the moves too."""
+    `tcp`: a paced TCP stream from the pinger to the mover runs through the moves too.
+    `ipv6`: the probes and the stream go to the mover's IPv6 address (dual-stack hosts)."""
     if moves < 1:
         raise LabError(f"--moves must be at least 1, not {moves}")
     state = read_state()
@@ -244,8 +254,9 @@ def run(*, moves: int = MOVES, pause: float = PAUSE, interval: float = INTERVAL,
         state = up(topology)
     try:
         with lab_controller.driving(state, progress):
-            return _record(state, choose(state, host, to, pinger), moves=moves, pause=pause, interval=interval,
-                           warmup_timeout=warmup_timeout, progress=progress, planned=planned, tcp=tcp)
+            return _record(state, choose(state, host, to, pinger, ipv6=ipv6), moves=moves, pause=pause,
+                           interval=interval, warmup_timeout=warmup_timeout, progress=progress, planned=planned,
+                           tcp=tcp)
     finally:
         if own_lab:
             down()
@@ -255,8 +266,8 @@ def _record(state: LabState, cast: Cast, *, moves: int, pause: float, interval: 
             progress: Callable[[str], None], planned: bool = False, tcp: bool = False) -> MobilityReport:
     watches = [FlowWatch(s) for s in state.sites]
     done: list[Move] = []
-    prober = Prober(cast.pinger.namespace, cast.mover.ip, interval)
-    stream = TcpStream(cast.pinger.namespace, cast.mover.namespace, cast.mover.ip) if tcp else None
+    prober = Prober(cast.pinger.namespace, cast.target, interval)
+    stream = TcpStream(cast.pinger.namespace, cast.mover.namespace, cast.target) if tcp else None
     outcome = None
     try:
         for w in watches:
@@ -265,7 +276,7 @@ def _record(state: LabState, cast: Cast, *, moves: int, pause: float, interval: 
         if not prober.wait_reply(warmup_timeout):
             log = lab_controller.log_path()
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:]) if log.exists() else "(no log)"
-            raise LabError(f"no reply from {cast.mover.name} ({cast.mover.ip}) to {cast.pinger.name} within "
+            raise LabError(f"no reply from {cast.mover.name} ({cast.target}) to {cast.pinger.name} within "
                            f"{warmup_timeout:.0f} s before any move: is the controller driving the lab? "
                            f"Its log ({log}) ends with:\n{tail}")
         if stream is not None:
@@ -288,7 +299,7 @@ def _record(state: LabState, cast: Cast, *, moves: int, pause: float, interval: 
         prober.stop(linger=0)
         events = tuple(e for w in watches for e in w.stop())
     outcomes, lost_before = analyse(done, probes, events, interval=interval, pinger_site=cast.pinger.site)
-    return MobilityReport(lab=state.name, host=cast.mover.name, target=cast.mover.ip, pinger=cast.pinger.name,
+    return MobilityReport(lab=state.name, host=cast.mover.name, target=cast.target, pinger=cast.pinger.name,
                           pinger_site=cast.pinger.site, interval=interval, pause=pause, moves=outcomes,
                           probes=probes, events=tuple(sorted(events, key=lambda e: e.at)),
                           lost_before_moves=lost_before, tcp=outcome)

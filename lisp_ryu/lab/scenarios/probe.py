@@ -1,9 +1,9 @@
 """Real-time recorders the scenarios share, both on the wall clock (`time.time()`)
 that a `Move` uses too.
 
-  * `Prober`: ICMP echo requests from inside a namespace, with the send time
-    of each and the kernel's receive timestamp of its reply, so a lost probe
-    is known exactly (ping's output gives neither for lost ones).
+  * `Prober`: ICMP (or ICMPv6) echo requests from inside a namespace, with the
+    send time of each and the kernel's receive timestamp of its reply, so a
+    lost probe is known exactly (ping's output gives neither for lost ones).
   * `FlowWatch`: an OpenFlow flow monitor on a site's br-int
     (`ovs-ofctl monitor watch:`): the switch pushes every flow change as it
     happens, so the first change after an event is seen without polling.
@@ -11,6 +11,7 @@ that a `Move` uses too.
 
 from __future__ import annotations
 
+import ipaddress
 import random
 import re
 import socket
@@ -33,6 +34,7 @@ INTERVAL = 0.01
 _SKELETON = frozenset({Owner.INFRA, Owner.GATEWAY})
 _SO_TIMESTAMPNS = 35  # <asm-generic/socket.h>; Python's socket module lacks it
 _ICMP_ECHO_REPLY, _ICMP_ECHO_REQUEST = 0, 8
+_ICMP6_ECHO_REQUEST, _ICMP6_ECHO_REPLY = 128, 129
 
 
 # --------------------------------------------------------------------------
@@ -59,9 +61,16 @@ def _checksum(data: bytes) -> int:
     return ~total & 0xFFFF
 
 
-def icmp_socket(receive_buffer: int | None = None) -> socket.socket:
-    """A raw ICMP socket with kernel receive times (`received_at`), in the calling namespace."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+def family_of(address: str) -> socket.AddressFamily:
+    """AF_INET or AF_INET6 for an address literal (ValueError if it is none)."""
+    return socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
+
+
+def icmp_socket(receive_buffer: int | None = None, family: int = socket.AF_INET) -> socket.socket:
+    """A raw ICMP (AF_INET) or ICMPv6 (AF_INET6) socket with kernel receive times
+    (`received_at`), in the calling namespace."""
+    proto = socket.IPPROTO_ICMPV6 if family == socket.AF_INET6 else socket.IPPROTO_ICMP
+    sock = socket.socket(family, socket.SOCK_RAW, proto)
     sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
     if receive_buffer is not None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
@@ -81,7 +90,10 @@ def received_at(ancillary: list) -> float:
 
 def echo_replies(sock: socket.socket, stop: threading.Event, ident: int) -> Iterator[tuple[str, float, int]]:
     """(source address, kernel receive time, 16-bit sequence number) of each echo reply to our
-    `ident` read from `sock` (an `icmp_socket`), until `stop` is set or the socket is closed."""
+    `ident` read from `sock` (an `icmp_socket`), until `stop` is set or the socket is closed.
+    An ICMPv6 socket's data starts at the ICMPv6 header; an ICMP socket's at the IPv4 header."""
+    v6 = sock.family == socket.AF_INET6
+    reply_type = _ICMP6_ECHO_REPLY if v6 else _ICMP_ECHO_REPLY
     while not stop.is_set():
         try:
             data, ancillary, _, source = sock.recvmsg(2048, socket.CMSG_SPACE(16))
@@ -90,8 +102,8 @@ def echo_replies(sock: socket.socket, stop: threading.Event, ident: int) -> Iter
         except OSError:
             return  # closed
         at = received_at(ancillary)
-        icmp = data[(data[0] & 0x0F) * 4:]
-        if len(icmp) < 8 or icmp[0] != _ICMP_ECHO_REPLY:
+        icmp = data if v6 else data[(data[0] & 0x0F) * 4:]
+        if len(icmp) < 8 or icmp[0] != reply_type:
             continue
         reply_ident, seq16 = struct.unpack("!HH", icmp[4:8])
         if reply_ident == ident:
@@ -104,13 +116,17 @@ def probe_index(sent: int, seq16: int) -> int:
     return last - ((last - seq16) & 0xFFFF)
 
 
-def echo_request(ident: int, seq: int, payload: bytes) -> bytes:
+def echo_request(ident: int, seq: int, payload: bytes, family: int = socket.AF_INET) -> bytes:
+    """An echo request; ICMPv6's checksum covers a pseudo-header the kernel fills in (RFC 3542:
+    a raw ICMPv6 socket always computes it), so it leaves it 0."""
+    if family == socket.AF_INET6:
+        return struct.pack("!BBHHH", _ICMP6_ECHO_REQUEST, 0, 0, ident, seq & 0xFFFF) + payload
     header = struct.pack("!BBHHH", _ICMP_ECHO_REQUEST, 0, 0, ident, seq & 0xFFFF)
     return struct.pack("!BBHHH", _ICMP_ECHO_REQUEST, 0, _checksum(header + payload), ident, seq & 0xFFFF) + payload
 
 
 class Prober:
-    """ICMP echo every `interval` seconds from a namespace to `target`.
+    """ICMP echo every `interval` seconds from a namespace to `target` (IPv4 or IPv6).
 
     One thread sends on a fixed schedule (a slot missed under load is
     skipped, not sent in a burst), one receives; the socket lives in the
@@ -120,6 +136,8 @@ class Prober:
     def __init__(self, namespace: str, target: str, interval: float = INTERVAL):
         self.namespace = namespace
         self.target = target
+        self.family = family_of(target)
+        self._target = ipaddress.ip_address(target)
         self.interval = interval
         self.ident = random.getrandbits(16)
         self._payload = b"lisp-ryu mobility probe".ljust(56, b".")
@@ -133,7 +151,7 @@ class Prober:
         self.send_errors = 0
 
     def start(self) -> None:
-        self._sock = run_in_netns(self.namespace, icmp_socket)
+        self._sock = run_in_netns(self.namespace, lambda: icmp_socket(family=self.family))
         self._threads = [threading.Thread(target=self._receive, name="probe-rx", daemon=True),
                          threading.Thread(target=self._send, name="probe-tx", daemon=True)]
         for t in self._threads:
@@ -173,7 +191,7 @@ class Prober:
             delay = start + slot * self.interval - time.monotonic()
             if delay > 0 and self._stop_sending.wait(delay):
                 break
-            packet = echo_request(self.ident, len(self._sent), self._payload)
+            packet = echo_request(self.ident, len(self._sent), self._payload, self.family)
             self._sent.append(time.time())
             try:
                 self._sock.sendto(packet, (self.target, 0))
@@ -184,9 +202,17 @@ class Prober:
     def _receive(self) -> None:
         for source, at, seq16 in echo_replies(self._sock, self._stop_receiving, self.ident):
             index = probe_index(len(self._sent), seq16)
-            if source == self.target and index >= 0:
+            if index >= 0 and (source == self.target or _same_address(source, self._target)):
                 self._received.setdefault(index, at)
                 self._first_reply.set()
+
+
+def _same_address(source: str, target: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """An IPv6 source may be spelt differently from the target (zeros, case)."""
+    try:
+        return ipaddress.ip_address(source.split("%")[0]) == target
+    except ValueError:
+        return False
 
 
 # --------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 
 from lisp_ryu.glue.netns import run_in_netns
+from lisp_ryu.lab.scenarios.probe import family_of
 from lisp_ryu.lab.state import LabError
 
 PORT = 7013
@@ -74,7 +75,7 @@ class TcpStream:
 
     def start(self) -> None:
         def listen() -> socket.socket:
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s = socket.socket(family_of(self.server_ip), socket.SOCK_STREAM)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind((self.server_ip, self.port))
             s.listen(1)

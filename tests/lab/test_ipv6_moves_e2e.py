@@ -1,0 +1,74 @@
+"""End to end: a dual-stack workload moves under a 1 ms ping6 and a TCP stream over IPv6.
+
+topologies/three-dc-dualstack.yaml (lab prefix sx-, management 198.19.228.0/24,
+controller port 6679): h1 (10.1.0.10, fd00:1::10) moves dc1 -> dc2 -> dc1 -> dc2
+while h5 at dc3 pings its IPv6 address every 1 ms and streams TCP to it.
+
+Planned (`lisp-ryu lab move --planned` announces both of the workload's EIDs): not
+a ping6 lost, and nothing of the planned moves left.  Unplanned: the IPv6 EID is
+learned right after the IPv4 one (gratuitous ARP, then unsolicited neighbour
+advertisement); the two are one workload, not a burst of arrivals, so its flows
+leave at once -- counted as a burst, they waited a push hold-off and TCP timed out
+in every move.  And a controller started again on a lab that keeps the last one's
+flows is ready only when it drives every switch itself.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import pytest
+
+from lisp_ryu.lab import controller as lab_controller
+from lisp_ryu.lab.scenarios import mobility
+
+from conftest import controller_lab, dump_lab_on_failure, private_lab
+from test_planned_move_e2e import MAX_LOST, MAX_RTOS, planned_leftovers
+
+pytestmark = [pytest.mark.lab]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory, module_monkeypatch):
+    env, copy = private_lab(tmp_path_factory, module_monkeypatch, "ipv6-moves", "sx-", "three-dc-dualstack.yaml",
+                            "198.19.228.0/24", 6679)
+    with controller_lab(env, copy) as state:
+        yield state
+
+
+@pytest.fixture(autouse=True)
+def flows_on_failure(request, lab):
+    yield
+    dump_lab_on_failure(request, lab)
+
+
+def test_planned_moves_of_a_dual_stack_workload_lose_no_ping6(lab):
+    report = mobility.run(moves=4, pause=1.0, interval=0.001, host="h1", to="dc2", pinger="h5", planned=True,
+                          tcp=True, ipv6=True)
+    print(mobility.format_table(report))
+    assert report.target == "fd00:1::10"
+    assert all(m.recovered for m in report.moves), mobility.format_table(report)
+    assert max(m.lost for m in report.moves) <= MAX_LOST, mobility.format_table(report)
+    assert report.tcp.intact and report.tcp.rto_events <= MAX_RTOS, mobility.format_table(report)
+    assert planned_leftovers(lab) == []
+
+
+def test_unplanned_moves_of_a_dual_stack_workload_keep_a_tcp_stream_over_ipv6(lab):
+    report = mobility.run(moves=4, pause=1.0, interval=0.001, host="h1", to="dc2", pinger="h5", tcp=True,
+                          ipv6=True)
+    print(mobility.format_table(report))
+    assert all(m.recovered for m in report.moves), mobility.format_table(report)
+    assert report.tcp.intact and report.tcp.rto_events <= MAX_RTOS, mobility.format_table(report)
+
+
+def test_a_restarted_controller_is_ready_only_when_it_drives_every_switch(lab):
+    """The switches keep the last controller's flows and its lines stay in the log: neither says
+    that a new controller has its switches (they reconnect after their back-off)."""
+    assert lab_controller.stop()
+    lab_controller.start(lab)
+    lab_controller.wait_ready(lab)
+    rest = lab_controller.read_state().controller_rest
+    with urllib.request.urlopen(f"{rest}/lisp/v1/health", timeout=5) as response:
+        health = json.loads(response.read())
+    assert {name: x["connected"] for name, x in health["xtrs"].items()} == {s.name: True for s in lab.sites}
