@@ -224,8 +224,11 @@ def _not_ready(state: LabState, rest: str | None) -> list[str]:
     if rest is None:
         log = log_path().read_text(errors="replace") if log_path().exists() else ""
         return [s.name for s in state.sites if not s.is_pxtr and f"{s.name}: registered" not in log]
+    token = rest_token()  # reads may be protected (rest.protect_reads)
+    request = urllib.request.Request(f"{rest}/lisp/v1/health",
+                                     headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
-        with urllib.request.urlopen(f"{rest}/lisp/v1/health", timeout=2.0) as response:
+        with urllib.request.urlopen(request, timeout=2.0) as response:
             health = json.loads(response.read())
     except (OSError, ValueError):
         return [s.name for s in state.sites]  # not listening yet
