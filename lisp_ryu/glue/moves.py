@@ -196,4 +196,3 @@ def planned_move(controller: "Controller", iid: int, eid: "IPAddress", to_site: 
     return {"iid": iid, "eid": str(eid), "from_site": old.core.config.name, "to_site": to_site,
             "old_rloc": str(old_rloc), "new_rloc": str(new_rloc), "replicating_at": itrs,
             "not_connected": away}
-
