@@ -48,6 +48,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 MAX_WAIT = 1.0  # the timer loop looks at the deadlines at least this often
 PUSH_MAX_WAIT = 0.1  # a push waits at most this long for queued input (`Controller.busy`) to be handled first
 BUSY_POLL = 0.005
+PREPARE_WAIT = 1.0  # seconds a planned move's answer waits for the switches to confirm its flows
 # Re-injections waiting for a deferred push, per switch.  A burst holds each for one hold-off
 # (PUSH_MAX_WAIT) at most, so this bounds memory only against a flood of them.
 MAX_HELD_REINJECTIONS = 4096
@@ -67,6 +68,8 @@ class SwitchSession:
     push_cost: float = 0.0  # how long its planning (compile and diff) took: what waiting saves
     deferred: list = field(default_factory=list)  # reasons of changes waiting for the next push
     deferred_at: float = 0.0  # when the first of them came
+    barrier_sent: int | None = None  # xid of the barrier after the last push
+    barrier_done: int | None = None  # xid of the last barrier the switch answered
     # Packets to re-inject once the deferred push has left: re-injected now, they would miss the
     # flows that push brings and come straight back (a learned host's packets in an evacuation
     # did, four times each on average, until its push went).
@@ -99,6 +102,9 @@ class Controller:
         self.arrivals = moves.Arrivals(self)  # workloads learned here, told to the other xTRs in batches
         # busy(): input is queued (datagrams, switch events): a push waits for it, see `_push_soon`.
         self.busy: Callable[[], bool] = lambda: False
+        # wait_until(condition, timeout) -> condition(): Ryu's app waits letting the hub run (a
+        # planned move's answer waits for the switches' barrier replies); here, no wait.
+        self.wait_until: Callable[[Callable[[], bool], float], bool] = lambda condition, timeout: condition()
         # Datagrams from one of our cores to another are also handed over at once (glue.fast_lane).
         self.fast_lane = fast_lane
         self.counters: dict[str, int] = {}
@@ -374,7 +380,10 @@ class Controller:
             return planning
         for chunk in chunks:
             dp.send(chunk)
-        dp.send_msg(dp.ofproto_parser.OFPBarrierRequest(dp))
+        barrier = dp.ofproto_parser.OFPBarrierRequest(dp)
+        dp.set_xid(barrier)
+        session.barrier_sent = barrier.xid  # before sending: a switch may answer before send returns
+        dp.send_msg(barrier)
         session.installed = desired
         self.counters["flow_ops"] = self.counters.get("flow_ops", 0) + len(ops)
         LOG.info("dpid %#x: %d flow/group/meter changes of %d flows in %.1f ms (%s)", dpid, len(ops),
@@ -438,6 +447,18 @@ class Controller:
             adopted = endpoint.core.adopt(remotes_installed(session.installed), endpoint.clock())
             self.push(dpid, "reconcile after connect")
             self.run(endpoint, adopted)
+
+    def barrier_reply(self, dpid: int, xid: int) -> None:
+        """The switch has done everything sent before barrier `xid` (it answers in order)."""
+        session = self.sessions.get(dpid)
+        if session is not None:
+            session.barrier_done = xid
+
+    def settled(self, dpids) -> bool:
+        """Each of these switches holds what its xTR wants: nothing waits to be pushed and the
+        barrier after the last push is answered (a switch not connected does not count)."""
+        return all(s.barrier_done == s.barrier_sent and not s.deferred
+                   for s in (self.sessions.get(d) for d in dpids) if s is not None)
 
     def switch_disconnected(self, dpid: int | None) -> None:
         if dpid is not None and self.sessions.pop(dpid, None):
@@ -523,8 +544,18 @@ class Controller:
         self.run(endpoint, effects)
 
     def planned_move(self, iid: int, eid: IPAddress, to_site: str, timeout: float | None = None) -> dict:
-        """Prepare a planned move of `eid` to the xTR named `to_site` (glue.moves.planned_move)."""
-        return moves.planned_move(self, iid, eid, to_site, timeout)
+        """Prepare a planned move of `eid` to the xTR named `to_site` (glue.moves.planned_move), and
+        answer once the switches hold it: the orchestrator starts the migration on this answer,
+        and a switchover before the ITRs replicate loses what they still send to the old site
+        only (`installed` false: not confirmed within PREPARE_WAIT)."""
+        answer = moves.planned_move(self, iid, eid, to_site, timeout)
+        involved = [e.dpid for e in self.xtrs.values() if e.core.config.name in (to_site, *answer["replicating_at"])]
+        for dpid in involved:  # pushes a burst held back leave now
+            session = self.sessions.get(dpid)
+            if session is not None and session.deferred:
+                self._push_deferred(dpid, session)
+        answer["installed"] = self.wait_until(lambda: self.settled(involved), PREPARE_WAIT)
+        return answer
 
     def next_wait(self) -> float:
         """Seconds until the earliest deadline of any core (at most MAX_WAIT)."""

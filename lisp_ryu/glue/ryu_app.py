@@ -14,6 +14,7 @@ import logging
 import os
 import queue
 import socket
+import time
 from collections import deque
 
 from lisp_ryu.glue import compat
@@ -175,6 +176,7 @@ class LispApp(app_manager.RyuApp):
         # per switch) waits so that those queued join it rather than each costing one
         # (glue.controller._push_soon).  A move's own few packet-ins and its next deferred steps
         # are no burst: its pushes must leave at once, or a TCP stream through it times out.
+        self.controller.wait_until = _wait_until
         self.controller.busy = lambda: (self._datagrams.queued() > BURST_BACKLOG
                                         or self.events.qsize() > BURST_BACKLOG
                                         or self.controller.arrivals.in_burst())
@@ -228,6 +230,10 @@ class LispApp(app_manager.RyuApp):
     def _on_disconnect(self, ev):
         self.controller.switch_disconnected(ev.datapath.id)
 
+    @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
+    def _on_barrier(self, ev):
+        self.controller.barrier_reply(ev.msg.datapath.id, ev.msg.xid)
+
     @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
     def _on_error(self, ev):
         msg = ev.msg
@@ -248,3 +254,14 @@ class LispApp(app_manager.RyuApp):
             self._wake.clear()
             self._wake.wait(timeout=wait)
             self.controller.run_timers()
+
+
+def _wait_until(condition, timeout: float) -> bool:
+    """condition() within `timeout` seconds, the hub running meanwhile (the replies it waits for
+    are events other green threads handle)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        hub.sleep(0.001)
+    return True

@@ -118,6 +118,7 @@ class Underlay:
     def connect(self, controller: Controller, dpid: int, holds: DesiredState | None = None) -> FakeSwitch:
         """A switch (holding `holds`) connects to `controller` and answers its table reads."""
         switch = FakeSwitch(dpid, holds)
+        switch.controller = controller  # it answers barriers (`answer_barriers`)
         controller.switch_connected(switch)
         switch.answer(controller)
         return switch
@@ -166,6 +167,8 @@ class FakeSwitch:
         self.meters: dict[int, Any] = {}
         self._answered: set[int] = set()
         self.async_config: AsyncConfig | None = None  # the switch's defaults until the controller sets them
+        self.controller: Controller | None = None
+        self.answer_barriers = True  # at once, as having done everything before them
         if holds is not None:
             for data in ofp13.encode_operations(_Scratch(), diff(DesiredState(), holds)):
                 self._receive(data, record=False)
@@ -217,6 +220,8 @@ class FakeSwitch:
                 self.meters[msg.meter_id] = msg
         elif isinstance(msg, AsyncConfig):
             self.async_config = msg
+        elif isinstance(msg, Barrier) and self.answer_barriers and self.controller is not None:
+            self.controller.barrier_reply(self.id, msg.xid)
 
     def held(self) -> DesiredState:
         """What the switch holds, in the flow model."""

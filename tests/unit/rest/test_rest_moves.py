@@ -68,6 +68,7 @@ def test_planned_move_replicates_holds_delivers_and_ends(lab):
     status, answer = lab.call("POST", "/lisp/v1/moves", {"iid": 42, "eid": EID, "to_site": "dc2"})
     assert status == 202, answer
     assert answer["from_site"] == "dc1" and answer["new_rloc"] == DC2 and answer["replicating_at"] == ["dc3"]
+    assert answer["installed"] is True  # both switches answered the barrier after their push
 
     # The ITR sends every packet to both sites: a group of type ALL.
     trace = to_eid(lab, "dc3")
@@ -111,6 +112,23 @@ def test_an_itr_that_never_sent_to_the_eid_stops_replicating_when_the_workload_a
     for name in ("dc1", "dc2", "dc3"):
         assert planned_flows(held(lab, name)) == [], name
         assert not [g for g in held(lab, name).groups if g.group_id >= 0x80000000], name
+
+
+def test_a_planned_move_answers_once_the_switches_confirm_its_flows(lab):
+    """The orchestrator starts the migration on the answer: it says whether the destination and
+    the ITRs answered the barrier after their push (an ITR not replicating yet at the switchover
+    sends only to the old site, and that is lost).  A burst's held-back push leaves at once."""
+    lab.miss("dc3", "10.3.0.10", EID)
+    waited = []
+    lab.controller.wait_until = lambda condition, timeout: (waited.append(timeout), condition())[1]
+    lab.switches[3].answer_barriers = False
+    session = lab.controller.sessions[3]
+    session.deferred.append("a change a burst held back")  # it must not wait for the burst to end
+    status, answer = lab.call("POST", "/lisp/v1/moves", {"iid": 42, "eid": EID, "to_site": "dc2"})
+    assert status == 202 and answer["installed"] is False and waited == [1.0], answer
+    assert session.deferred == [] and planned_flows(held(lab, "dc3"))  # sent, not confirmed
+    lab.controller.barrier_reply(3, session.barrier_sent)  # the switch catches up
+    assert lab.controller.settled([2, 3])
 
 
 def test_planned_move_times_out(lab):
