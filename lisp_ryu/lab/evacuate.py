@@ -73,7 +73,8 @@ def evacuate(from_site: str, to_site: str, hosts: list[str] | None = None, *, pl
 
             try:
                 for h in movers:
-                    lab_controller.planned_move(state, h.iid, h.ip, new.name)
+                    for eid in h.eids:  # a dual-stack workload moves with both its EIDs
+                        lab_controller.planned_move(state, h.iid, eid, new.name)
             except LabError as exc:
                 failures = _put_back(migrations)
                 raise LabError(f"announcing the planned moves to {new.name} failed before any switchover; every host "

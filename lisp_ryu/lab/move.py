@@ -113,11 +113,13 @@ def move_host(host: str, site: str, planned: bool = False) -> Move:
         if planned:
             from lisp_ryu.lab import controller as lab_controller
 
-            for eid in (h.ip, h.ip6):  # a dual-stack workload moves with both its EIDs
-                if eid is not None:
-                    answer = lab_controller.planned_move(state, h.iid, eid, new.name)
-                    log.info("planned move of %s (%s) announced: replicating at %s", host, eid,
-                             ", ".join(answer.get("replicating_at", [])) or "no other xTR")
+            for eid in h.eids:  # a dual-stack workload moves with both its EIDs
+                answer = lab_controller.planned_move(state, h.iid, eid, new.name)
+                log.info("planned move of %s (%s) announced: replicating at %s", host, eid,
+                         ", ".join(answer.get("replicating_at", [])) or "no other xTR")
+                if answer.get("installed") is False or answer.get("not_connected"):
+                    log.warning("planned move of %s (%s): the switches did not confirm its flows in time (%s); "
+                                "moving anyway", host, eid, ", ".join(answer.get("not_connected", [])) or "slow")
         migration = _Migration(state, h, old, new, _free_ofport(new, state, host))
         try:
             try:

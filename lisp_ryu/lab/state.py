@@ -133,6 +133,11 @@ class HostState:
     def ip6(self) -> str | None:
         return None if self.address6 is None else self.address6.split("/")[0]
 
+    @property
+    def eids(self) -> tuple[str, ...]:
+        """Every address the workload carries when it moves: its IPv4 one, and its IPv6 one if any."""
+        return (self.ip,) if self.ip6 is None else (self.ip, self.ip6)
+
 
 @dataclass(frozen=True)
 class NodeState:

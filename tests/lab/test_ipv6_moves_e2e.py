@@ -16,12 +16,16 @@ flows is ready only when it drives every switch itself.
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 
 import pytest
 
 from lisp_ryu.lab import controller as lab_controller
+from lisp_ryu.lab.evacuate import evacuate
 from lisp_ryu.lab.scenarios import mobility
+from lisp_ryu.lab.scenarios.probe import Prober
+from lisp_ryu.lab.state import read_state
 
 from conftest import controller_lab, dump_lab_on_failure, private_lab
 from test_planned_move_e2e import MAX_LOST, MAX_RTOS, planned_leftovers
@@ -60,6 +64,34 @@ def test_unplanned_moves_of_a_dual_stack_workload_keep_a_tcp_stream_over_ipv6(la
     print(mobility.format_table(report))
     assert all(m.recovered for m in report.moves), mobility.format_table(report)
     assert report.tcp.intact and report.tcp.rto_events <= MAX_RTOS, mobility.format_table(report)
+
+
+def test_a_planned_evacuation_of_dual_stack_workloads_loses_no_ping6(lab):
+    """`lab evacuate --planned` announces both EIDs of every workload: h1 and h2 leave dc1 together
+    under 1 ms ping6 from h5 to each, and no probe of either is lost."""
+    state = read_state()
+    here = {h.name: h.site for h in state.hosts}
+    to = "dc2" if here["h1"] == "dc1" else "dc1"
+    movers = [h for h in state.hosts if h.name in ("h1", "h2")]
+    assert {h.site for h in movers} == {here["h1"]}, "the earlier tests leave h1 and h2 together"
+    probers = [Prober(state.host("h5").namespace, h.ip6, 0.001) for h in movers]
+    for p in probers:
+        p.start()
+    try:
+        assert all(p.wait_reply(10.0) for p in probers), "no ping6 reply before the evacuation"
+        time.sleep(0.3)
+        began = time.time()
+        done = evacuate(here["h1"], to, ["h1", "h2"], planned=True)
+        assert {m.host for m in done.moves} == {"h1", "h2"}
+        time.sleep(1.5)
+    finally:
+        results = [p.stop() for p in probers]
+    switchovers = {m.host: round(m.started - began, 4) for m in done.moves}
+    for h, probes in zip(movers, results):
+        lost = [round(x.sent - began, 4) for x in probes if x.received is None]
+        assert len(lost) <= MAX_LOST, (f"{h.name} ({h.ip6}): {len(lost)} of {len(probes)} ping6 lost, sent at "
+                                       f"{lost[:20]} s after the evacuation began; switchovers at {switchovers}")
+    assert planned_leftovers(lab) == []
 
 
 def test_a_restarted_controller_is_ready_only_when_it_drives_every_switch(lab):
