@@ -161,6 +161,23 @@ def test_scenario_cast_defaults_and_errors():
         mobility.choose(_planned("two-dc.yaml"))
 
 
+def test_scenario_cast_over_ipv6_needs_dual_stack_hosts():
+    cast = mobility.choose(_planned("three-dc-dualstack.yaml"), ipv6=True)
+    assert (cast.mover.name, cast.pinger.name, cast.target) == ("h1", "h5", "fd00:1::10")
+    assert mobility.choose(_planned("three-dc-dualstack.yaml")).target == "10.1.0.10"
+    with pytest.raises(LabError, match="no dual-stack host outside dc1 and dc2 to ping from"):
+        mobility.choose(_planned("three-dc.yaml"), ipv6=True)
+    with pytest.raises(LabError, match="--ipv6: the mover h1 has no IPv6 address"):
+        mobility.choose(_planned("three-dc.yaml"), pinger="h5", ipv6=True)
+
+
+def test_an_icmpv6_echo_request_leaves_its_checksum_to_the_kernel():
+    packet = probe.echo_request(0x1234, 70000, b"abc", socket.AF_INET6)
+    assert packet[0] == 128 and packet[2:4] == b"\x00\x00"  # RFC 3542: the kernel fills it in
+    assert struct.unpack("!HH", packet[4:8]) == (0x1234, 70000 & 0xFFFF) and packet[8:] == b"abc"
+    assert probe.family_of("fd00:1::10") == socket.AF_INET6 and probe.family_of("10.1.0.10") == socket.AF_INET
+
+
 def _move(started: float, src: str, dst: str) -> lab_move.Move:
     return lab_move.Move(host="h1", from_site=src, to_site=dst, from_ofport=1, to_ofport=3, started=started,
                         attached=started + 0.03, announced=started + 0.031, state=None)
