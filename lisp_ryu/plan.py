@@ -145,10 +145,22 @@ class Replicate:
 @dataclass(frozen=True)
 class Expected:
     """A workload announced to arrive here (a planned move): decapsulated traffic for it goes to
-    the controller, which holds it until the host is learned and then delivers it."""
+    the controller, which holds it until the host is learned and then delivers it; what our own
+    hosts send it goes both to its old site (`old_rloc`, where it still is) and to the controller."""
 
     iid: int
     ip: IPAddress
+    old_rloc: IPAddress | None = None
+
+
+@dataclass(frozen=True)
+class Leaving:
+    """A local workload announced to move to `rloc` (a planned move): what our own hosts send it
+    is delivered here and also tunnelled to `rloc`, whichever holds it when the packet comes."""
+
+    iid: int
+    ip: IPAddress
+    rloc: IPAddress
 
 
 @dataclass(frozen=True)
@@ -191,6 +203,7 @@ class XtrPlan:
     remotes: tuple[RemoteEntry, ...] = ()
     dynamic_prefixes: tuple[DynamicPrefix, ...] = ()
     redirects: tuple[Redirect, ...] = ()
+    leaving: tuple[Leaving, ...] = ()  # planned moves away from here (flows/replicate.py)
     miss_rate_pps: int = 100
     learn_rate_pps: int = 100
     petr: IPAddress | None = None

@@ -71,8 +71,8 @@ def compile_plan(plan: XtrPlan) -> DesiredState:
     # What changes with the site's configuration only, memoised on the plan's fields it reads:
     # a push after a move or a Map-Reply recompiles only what moved.
     flows: list[Flow] = list(_infrastructure(replace(plan, hosts=(), remotes=(), redirects=(), peers=(), probers=(),
-                                                     replicates=(), expected=(), petr=None, tunnel_source=None,
-                                                     miss_rate_pps=0, learn_rate_pps=0)))
+                                                     replicates=(), expected=(), leaving=(), petr=None,
+                                                     tunnel_source=None, miss_rate_pps=0, learn_rate_pps=0)))
     ports = failover.fixed_ports(plan.tunnel_source, plan.failover_ports)
     context = _context(plan.tunnel_port, plan.tunnel_source, plan.petr, plan.native_port, ports)
     flows += _redirects(plan, context)  # memoised per redirect, checked when first compiled
@@ -85,9 +85,11 @@ def compile_plan(plan: XtrPlan) -> DesiredState:
         flows += entry_flows
         groups += entry_groups
     flows += _source_specific_misses(plan.remotes)
-    if plan.replicates or plan.expected:  # planned moves (flows/replicate.py)
-        moving, moving_groups = replicate.replicate(plan.replicates, lambda iid, rloc: _tunnel_actions(plan, iid, rloc))
-        flows += moving + replicate.hold(plan.expected, {(h.iid, h.ip) for h in plan.hosts})
+    if plan.replicates or plan.expected or plan.leaving:  # planned moves (flows/replicate.py)
+        moving, moving_groups = replicate.planned(
+            plan.replicates, plan.expected, plan.leaving, plan.hosts, lambda iid, rloc: _tunnel_actions(plan, iid, rloc),
+            lambda host: _deliver_actions(host, _gateway_mac(plan, host.iid, host.ip)))
+        flows += moving
         groups += moving_groups
     keys = [f.key for f in flows]
     if len(set(keys)) != len(keys):
@@ -250,7 +252,7 @@ def _host_flows(host: LocalHost, gateway_mac: str) -> tuple[Flow, ...]:
         out.append(Flow(Table.CLASSIFY, PRIO_KNOWN_HOST,
                         match(in_port=host.port, eth_type=ETH_ARP, arp_spa=str(host.ip)),
                         goto=Table.ARP, write_metadata=meta, cookie=owner))
-    deliver = (SetField("eth_src", gateway_mac), SetField("eth_dst", host.mac), Output(host.port))
+    deliver = _deliver_actions(host, gateway_mac)
     out.append(Flow(Table.ROUTE, PRIO_LOCAL_HOST,
                     match(metadata=(host.iid, METADATA_IID_MASK), eth_type=eth_type, **{dst_field: str(host.ip)}),
                     actions=deliver, cookie=owner))
@@ -266,6 +268,11 @@ def _host_flows(host: LocalHost, gateway_mac: str) -> tuple[Flow, ...]:
     for flow in out:
         check_flow(flow)
     return tuple(out)
+
+
+def _deliver_actions(host: LocalHost, gateway_mac: str) -> tuple:
+    """To a local host, as from its gateway."""
+    return (SetField("eth_src", gateway_mac), SetField("eth_dst", host.mac), Output(host.port))
 
 
 def _arp(plan: XtrPlan) -> list[Flow]:

@@ -19,10 +19,24 @@ which holds it until the host's first packet teaches the port, then
 delivers it (the receiver sees duplicates of what the old site delivered
 meanwhile: expected, the price of losing nothing).
 
+The two sites' own hosts talk to the workload too, and no ITR replicates
+for them: the destination's hosts send it to the old site (its map-cache)
+and to the controller (held with the rest), the old site's hosts have it
+delivered locally and tunnelled to the new site (held there), each by one
+ROUTE flow for the EID whose action list outputs twice:
+
+    destination  ROUTE  EID -> output controller, tunnel to old RLOC
+    old site     ROUTE  EID -> local delivery, tunnel to new RLOC
+
+The controller output comes first: after a tunnel's set_fields and output,
+ovs-vswitchd 3.1 (userspace datapath) died on the first packet, as it did
+with the two as buckets of an ALL group.
+
 Both end by themselves: the ITR's when its map-cache places the EID at the
 new RLOC (the publication that follows the registration at the new site) or
-at the move's deadline; the destination's when the host is learned.  A
-diff then removes the flows and groups (make-before-break as everywhere).
+at the move's deadline; the destination's when the host is learned; the old
+site's when the host has left (its departure).  A diff then removes the
+flows and groups (make-before-break as everywhere).
 """
 
 from __future__ import annotations
@@ -31,8 +45,8 @@ import zlib
 from typing import Callable
 
 from lisp_ryu.flows.model import Action, Bucket, Flow, Group, GroupAction, Output, match
-from lisp_ryu.flows.pipeline import PRIO_PLANNED_MOVE, Owner, Table, cookie
-from lisp_ryu.plan import Expected, Replicate
+from lisp_ryu.flows.pipeline import PRIO_LOCAL_HOST, PRIO_PLANNED_MOVE, Owner, Table, cookie
+from lisp_ryu.plan import Expected, Leaving, LocalHost, Replicate
 
 # Group ids of replication groups: their own range, above the map-cache's (< 0x7FFFFFFF).
 GROUP_BASE = 0x80000000
@@ -42,6 +56,10 @@ METADATA_IID_MASK = 0xFFFFFF
 
 def _eth(ip) -> tuple[int, str]:
     return (0x0800, "ipv4_dst") if ip.version == 4 else (0x86DD, "ipv6_dst")
+
+
+# Above the host's own delivery (PRIO_LOCAL_HOST) at the old site, while it is leaving.
+PRIO_LEAVING = PRIO_LOCAL_HOST + 1
 
 
 def group_ids(replicates: tuple[Replicate, ...]) -> dict[tuple, int]:
@@ -57,6 +75,34 @@ def group_ids(replicates: tuple[Replicate, ...]) -> dict[tuple, int]:
     return ids
 
 
+def planned(replicates: tuple[Replicate, ...], expected: tuple[Expected, ...], leaving: tuple[Leaving, ...],
+            hosts: tuple[LocalHost, ...], tunnel_actions: Callable[[int, object], tuple[Action, ...]],
+            deliver_actions: Callable[[LocalHost], tuple[Action, ...]]) -> tuple[list[Flow], list[Group]]:
+    """Every planned move's flows and groups at this xTR, in whichever role it has in each."""
+    flows, groups = replicate(replicates, tunnel_actions)
+    local = {(h.iid, h.ip): h for h in hosts}
+    flows += hold(expected, set(local))
+    for e in expected:
+        if e.old_rloc is None or (e.iid, e.ip) in local:
+            continue
+        flows.append(Flow(Table.ROUTE, PRIO_PLANNED_MOVE, _route_match(e.iid, e.ip),
+                          actions=(Output("controller", 0xFFFF), *tunnel_actions(e.iid, e.old_rloc)),
+                          cookie=cookie(Owner.PLANNED_MOVE, e.iid, f"expect {e.ip}")))
+    for x in leaving:
+        host = local.get((x.iid, x.ip))
+        if host is None:
+            continue  # gone already: its redirect serves it
+        flows.append(Flow(Table.ROUTE, PRIO_LEAVING, _route_match(x.iid, x.ip),
+                          actions=(*deliver_actions(host), *tunnel_actions(x.iid, x.rloc)),
+                          cookie=cookie(Owner.PLANNED_MOVE, x.iid, f"leave {x.ip}")))
+    return flows, groups
+
+
+def _route_match(iid: int, ip) -> tuple:
+    eth_type, dst_field = _eth(ip)
+    return match(metadata=(iid, METADATA_IID_MASK), eth_type=eth_type, **{dst_field: str(ip)})
+
+
 def replicate(replicates: tuple[Replicate, ...],
               tunnel_actions: Callable[[int, object], tuple[Action, ...]]) -> tuple[list[Flow], list[Group]]:
     """ITR side: one ALL group and one ROUTE flow per EID in a planned move."""
@@ -67,9 +113,8 @@ def replicate(replicates: tuple[Replicate, ...],
         rlocs = tuple(dict.fromkeys(r.rlocs))
         if not rlocs:
             continue
-        eth_type, dst_field = _eth(r.ip)
         owner = cookie(Owner.PLANNED_MOVE, r.iid, f"replicate {r.ip}")
-        flow_match = match(metadata=(r.iid, METADATA_IID_MASK), eth_type=eth_type, **{dst_field: str(r.ip)})
+        flow_match = _route_match(r.iid, r.ip)
         if len(rlocs) == 1:
             flows.append(Flow(Table.ROUTE, PRIO_PLANNED_MOVE, flow_match, actions=tunnel_actions(r.iid, rlocs[0]),
                               cookie=owner))

@@ -32,7 +32,7 @@ from lisp_ryu.flows import ofp13
 from lisp_ryu.flows.compiler import CompileError, compile_plan, remotes_installed
 from lisp_ryu.flows.diff import diff
 from lisp_ryu.flows.model import DesiredState
-from lisp_ryu.flows.pipeline import PipelineError, Table, is_ours
+from lisp_ryu.flows.pipeline import Owner, PipelineError, Table, cookie_owner, is_ours
 from lisp_ryu.glue import moves
 from lisp_ryu.glue.failover_ports import BfdMesh, FailoverPorts, raise_packet_in_queue
 from lisp_ryu.glue.fast_lane import FastLane
@@ -474,7 +474,7 @@ class Controller:
     # ---- packets from the switch -----------------------------------------------------------------
 
     def packet_in(self, dpid: int, table_id: int, in_port: int, metadata: int, data: bytes,
-                  tunnel_id: int = 0) -> None:
+                  tunnel_id: int = 0, flow_cookie: int = 0) -> None:
         """A packet the flows sent us: a miss to resolve, a new host in a dynamic-EID prefix, or
         traffic for a workload a planned move brings here (held until it arrives)."""
         endpoint = self.xtrs.get(dpid)
@@ -494,6 +494,9 @@ class Controller:
         src, dst = addresses
         if table_id == Table.DECAP:
             self.run(endpoint, endpoint.core.hold(tunnel_id & 0xFFFFFF, dst, data, endpoint.clock()))
+            return
+        if cookie_owner(flow_cookie) is Owner.PLANNED_MOVE:  # our own host's packet for a workload coming here
+            self.run(endpoint, endpoint.core.hold(metadata & 0xFFFFFF, dst, data, endpoint.clock()))
             return
         if dst.is_multicast or dst.is_link_local or dst.is_unspecified or dst.is_loopback:
             self.count("packet_in_not_routable")  # e.g. IPv6 router solicitations: no mapping to ask for
@@ -549,7 +552,8 @@ class Controller:
         and a switchover before the ITRs replicate loses what they still send to the old site
         only (`installed` false: not confirmed within PREPARE_WAIT)."""
         answer = moves.planned_move(self, iid, eid, to_site, timeout)
-        involved = [e.dpid for e in self.xtrs.values() if e.core.config.name in (to_site, *answer["replicating_at"])]
+        sites = (answer["from_site"], to_site, *answer["replicating_at"])
+        involved = [e.dpid for e in self.xtrs.values() if e.core.config.name in sites]
         for dpid in involved:  # pushes a burst held back leave now
             session = self.sessions.get(dpid)
             if session is not None and session.deferred:

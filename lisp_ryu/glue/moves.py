@@ -178,7 +178,8 @@ def planned_move(controller: "Controller", iid: int, eid: "IPAddress", to_site: 
     old_rloc, new_rloc = old.core.state.rlocs[0], dest.core.state.rlocs[0]
     prefetch = tuple((entry.iid, entry.value.record.eid_prefix.network) for entry in old.core.cache
                      if not entry.negative)
-    controller.run(dest, dest.core.expect(iid, eid, dest.clock(), timeout, prefetch=prefetch))
+    controller.run(dest, dest.core.expect(iid, eid, dest.clock(), timeout, prefetch=prefetch, old_rloc=old_rloc))
+    controller.run(old, old.core.leave(iid, eid, new_rloc, old.clock(), timeout))
     itrs, away = [], []
     for endpoint in xtrs:
         if endpoint is dest or endpoint is old:

@@ -243,7 +243,8 @@ class LispApp(app_manager.RyuApp):
     def _on_packet_in(self, ev):
         msg = ev.msg
         self.controller.packet_in(msg.datapath.id, msg.table_id, msg.match.get("in_port", 0),
-                                  msg.match.get("metadata", 0), bytes(msg.data), msg.match.get("tunnel_id", 0))
+                                  msg.match.get("metadata", 0), bytes(msg.data), msg.match.get("tunnel_id", 0),
+                                  msg.cookie)
         hub.sleep(0)  # as DatagramPump.work_loop: the flows this pushed leave before the next event is handled
 
     # ---- sockets and timers ---------------------------------------------------------------

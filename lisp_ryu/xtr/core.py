@@ -28,6 +28,7 @@ from lisp_ryu.plan import (
     Gateway,
     HostPort,
     Expected,
+    Leaving,
     LocalHost,
     Proxy,
     Redirect,
@@ -172,7 +173,10 @@ class XtrCore:
                                  key=lambda a: (a.version, int(a)))),
             replicates=tuple(Replicate(iid, ip, m.rlocs) for (iid, ip), m in sorted(self.state.replicating.items(),
                                                                                    key=str)),
-            expected=tuple(Expected(iid, ip) for (iid, ip) in sorted(self.state.expected, key=str)),
+            expected=tuple(Expected(iid, ip, m.rlocs[0] if m.rlocs else None)
+                           for (iid, ip), m in sorted(self.state.expected.items(), key=lambda kv: str(kv[0]))),
+            leaving=tuple(Leaving(iid, ip, m.new_rloc)
+                          for (iid, ip), m in sorted(self.state.leaving.items(), key=lambda kv: str(kv[0]))),
         )
 
     def _remotes(self) -> tuple[tuple[RemoteEntry, ...], frozenset]:
@@ -260,7 +264,7 @@ class XtrCore:
         departures = state.earliest_departure_deadline()
         if departures is not None:
             deadlines.append(departures)
-        deadlines += [m.until for table in (state.replicating, state.expected) for m in table.values()]
+        deadlines += [m.until for table in (state.replicating, state.expected, state.leaving) for m in table.values()]
         resolver_deadline = self.resolver.resolver_deadline()
         if resolver_deadline is not None:
             deadlines.append(resolver_deadline)
@@ -322,16 +326,23 @@ class XtrCore:
         return self.mobility.replicate(iid, ip, old_rloc, new_rloc, now, **extra)
 
     def expect(self, iid: int, ip: IPAddress, now: float, timeout: float | None = None,
-               prefetch: tuple = ()) -> list[Effect]:
-        """As the destination: hold `ip`'s traffic until it is learned here; resolve beforehand the
-        prefixes (`prefetch`: (iid, network)) its old site talks to, so its replies find mappings."""
+               prefetch: tuple = (), old_rloc: IPAddress | None = None) -> list[Effect]:
+        """As the destination: hold `ip`'s traffic until it is learned here (our own hosts' too,
+        sent to `old_rloc` meanwhile as well); resolve beforehand the prefixes (`prefetch`:
+        (iid, network)) its old site talks to, so its replies find mappings."""
         extra = {} if timeout is None else {"timeout": timeout}
-        effects = self.mobility.expect(iid, ip, now, **extra)
+        effects = self.mobility.expect(iid, ip, now, old_rloc=old_rloc, **extra)
         for p_iid, network in prefetch:
             if self.state.cache.get(p_iid, network) is None and not any(
                     h.iid == p_iid and h.ip in network for h in self.local_hosts()):
                 effects += self.resolver.resolve(p_iid, network.network_address, now, mask_len=network.prefixlen)
         return effects
+
+    def leave(self, iid: int, ip: IPAddress, new_rloc: IPAddress, now: float,
+              timeout: float | None = None) -> list[Effect]:
+        """As the old site: what our hosts send `ip` also goes to `new_rloc` until it has left."""
+        extra = {} if timeout is None else {"timeout": timeout}
+        return self.mobility.leave(iid, ip, new_rloc, now, **extra)
 
     def hold(self, iid: int, ip: IPAddress, packet: bytes, now: float) -> list[Effect]:
         """A decapsulated packet for a workload expected here: held, or delivered if it just arrived."""

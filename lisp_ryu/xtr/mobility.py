@@ -220,6 +220,7 @@ class Mobility:
         if not rlocs:
             return []
         iid, ip = key
+        state.leaving.pop(key, None)  # a planned move's window at the old site: the redirect takes over
         state.departed[key] = Departure(rlocs[0], now + REDIRECT_LIFETIME)
         state.dynamic_hosts.pop(key, None)
         host_route = EidPrefix(ip, ip.max_prefixlen, iid)
@@ -283,10 +284,11 @@ class Mobility:
         for key in unconfirmed:  # the mapping system never told us: solicit anyway
             state.count("smr_without_confirmation")
             effects += self._solicit_host(key, state.solicit_later.pop(key)[1])
-        timed_out = [key for table in (state.replicating, state.expected) for key, m in table.items()
+        timed_out = [key for table in (state.replicating, state.expected, state.leaving) for key, m in table.items()
                      if m.until <= now]
         for key in timed_out:
             state.replicating.pop(key, None)
+            state.leaving.pop(key, None)
             if state.expected.pop(key, None) is not None:
                 state.count("planned_move_expect_timeouts")
             LOG.info("%s: planned move of [%d]%s: window ended (timeout)", state.config.name, *key)
@@ -305,14 +307,25 @@ class Mobility:
                  old_rloc, new_rloc)
         return [DataplaneChanged(f"planned move of {ip}: replicate")]
 
-    def expect(self, iid: int, ip: IPAddress, now: float, timeout: float = PLANNED_MOVE_TIMEOUT) -> list[Effect]:
+    def expect(self, iid: int, ip: IPAddress, now: float, timeout: float = PLANNED_MOVE_TIMEOUT,
+               old_rloc: IPAddress | None = None) -> list[Effect]:
         """As the destination: hold the EID's traffic until the workload is learned here."""
         key = (iid, ip)
-        self.state.expected[key] = PlannedMove(None, now + timeout)
+        self.state.expected[key] = PlannedMove(None, now + timeout, rlocs=(old_rloc,) if old_rloc else ())
         self.state.count("planned_move_expected")
         LOG.info("%s: planned move of [%d]%s towards us: holding its traffic until it arrives",
                  self.state.config.name, iid, ip)
         return [DataplaneChanged(f"planned move of {ip}: expect")]
+
+    def leave(self, iid: int, ip: IPAddress, new_rloc: IPAddress, now: float,
+              timeout: float = PLANNED_MOVE_TIMEOUT) -> list[Effect]:
+        """As the old site: what our own hosts send the EID is delivered here and tunnelled to
+        `new_rloc` too, until the workload has left (its departure) or the timeout."""
+        self.state.leaving[(iid, ip)] = PlannedMove(new_rloc, now + timeout)
+        self.state.count("planned_move_leaving")
+        LOG.info("%s: planned move of [%d]%s away to %s: our hosts' traffic to it goes there too",
+                 self.state.config.name, iid, ip, new_rloc)
+        return [DataplaneChanged(f"planned move of {ip}: leaving")]
 
     def hold(self, iid: int, ip: IPAddress, packet: bytes, now: float) -> list[Effect]:
         """A decapsulated packet the switch sent us for a workload a planned move brings here: held

@@ -224,6 +224,7 @@ class XtrState:
         self._earliest_departure: tuple[tuple[int, int], float | None] | None = None  # see its method
         self.replicating: dict[tuple[int, IPAddress], PlannedMove] = {}  # planned moves, as an ITR
         self.expected: dict[tuple[int, IPAddress], PlannedMove] = {}  # planned moves towards us
+        self.leaving: dict[tuple[int, IPAddress], PlannedMove] = {}  # planned moves of our hosts away
         self._local_records_cache: tuple[tuple, tuple[MappingRecord, ...]] | None = None
         self._local_hosts_cache: tuple[tuple, tuple[LocalHost, ...]] | None = None
         self._configured_cache: tuple | None = None

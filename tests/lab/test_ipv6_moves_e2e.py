@@ -23,6 +23,7 @@ import pytest
 
 from lisp_ryu.lab import controller as lab_controller
 from lisp_ryu.lab.evacuate import evacuate
+from lisp_ryu.lab.move import move_host
 from lisp_ryu.lab.scenarios import mobility
 from lisp_ryu.lab.scenarios.probe import Prober
 from lisp_ryu.lab.state import read_state
@@ -91,6 +92,33 @@ def test_a_planned_evacuation_of_dual_stack_workloads_loses_no_ping6(lab):
         lost = [round(x.sent - began, 4) for x in probes if x.received is None]
         assert len(lost) <= MAX_LOST, (f"{h.name} ({h.ip6}): {len(lost)} of {len(probes)} ping6 lost, sent at "
                                        f"{lost[:20]} s after the evacuation began; switchovers at {switchovers}")
+    assert planned_leftovers(lab) == []
+
+
+def test_planned_moves_lose_nothing_for_hosts_at_the_old_site_and_the_destination(lab):
+    """No ITR replicates for the two sites' own hosts: the old site delivers and tunnels a copy to
+    the new one, the destination sends to the old site and holds a copy.  h2 pings h1 (IPv4 and
+    IPv6, every 1 ms) from h1's old site, then from its destination."""
+    state = read_state()
+    h1, h2 = state.host("h1"), state.host("h2")
+    assert h1.site == h2.site, "the planned evacuation before leaves them together"
+    home, away = h1.site, ("dc1" if h1.site != "dc1" else "dc2")
+    probers = [Prober(h2.namespace, address, 0.001) for address in h1.eids]
+    for p in probers:
+        p.start()
+    moves = []
+    try:
+        assert all(p.wait_reply(10.0) for p in probers), "no reply before the moves"
+        time.sleep(0.3)
+        for to in (away, home):  # h2 at the old site, then at the destination
+            moves.append(move_host("h1", to, planned=True))
+            time.sleep(1.0)
+    finally:
+        results = [p.stop() for p in probers]
+    switchovers = [round(m.started, 3) for m in moves]
+    for address, probes in zip(h1.eids, results):
+        lost = [round(x.sent, 3) for x in probes if x.received is None]
+        assert len(lost) <= MAX_LOST, f"{address}: {len(lost)} lost, sent at {lost[:10]}; switchovers at {switchovers}"
     assert planned_leftovers(lab) == []
 
 

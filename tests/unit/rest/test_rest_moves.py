@@ -131,6 +131,47 @@ def test_a_planned_move_answers_once_the_switches_confirm_its_flows(lab):
     assert lab.controller.settled([2, 3])
 
 
+def from_own_host(lab, xtr, src):
+    """Where a packet from one of xTR's own hosts (already classified: instance 42) to the EID goes."""
+    return walk(held(lab, xtr), {"metadata": 42, "eth_type": 0x0800, "ipv4_src": src, "ipv4_dst": EID},
+                start_table=Table.ROUTE)
+
+
+def test_the_two_sites_own_hosts_lose_nothing_either(lab):
+    """No ITR replicates for the old site's and the destination's own hosts.  The old site
+    delivers theirs and tunnels a copy to the new site (held there); the destination sends its
+    own to the old site (where the workload still is) and to the controller (held with the rest)."""
+    from lisp_ryu.flows.pipeline import cookie
+
+    status, answer = lab.call("POST", "/lisp/v1/moves", {"iid": 42, "eid": EID, "to_site": "dc2"})
+    assert status == 202, answer
+    old = from_own_host(lab, "dc1", "10.1.0.99")
+    assert sorted(map(str, old.ports)) == ["1", "100"]  # the host's port, and the tunnel
+    assert [d.packet["tun_ipv4_dst"] for d in old.deliveries if d.port == 100] == [DC2]
+    dest = from_own_host(lab, "dc2", "10.2.0.99")
+    assert sorted(map(str, dest.ports)) == ["100", "controller"]
+    assert [d.packet["tun_ipv4_dst"] for d in dest.deliveries if d.port == 100] == [DC1]
+
+    # dc2's own host's packet reaches the controller through that flow: held like the tunnel's
+    dc2 = lab.controller.xtrs[2]
+    lab.controller.packet_in(2, Table.ROUTE, 6, 42, ipv4_frame("10.2.0.99", EID),
+                             flow_cookie=cookie(Owner.PLANNED_MOVE, 42, f"expect {EID}"))
+    assert dc2.core.counters["planned_move_held"] == 1
+    switch = lab.switches[2]
+    before = len(switch.messages)
+    switch.packet_in(lab.controller, 5, ipv4_frame(EID, "10.3.0.10", src_mac=bytes.fromhex("02000001000a")),
+                     table=Table.CLASSIFY)
+    lab.underlay.settle()
+    delivered = [m for m in switch.messages[before:] if type(m).__name__ == "PacketOutMsg"
+                 and any(getattr(a, "port", None) == 5 for a in m.actions)]
+    assert len(delivered) == 1
+    # Arrived and departed: no planned-move flow or group is left at either site.
+    for name in ("dc1", "dc2", "dc3"):
+        assert planned_flows(held(lab, name)) == [], name
+        assert not [g for g in held(lab, name).groups if g.group_id >= 0x80000000], name
+    assert [d.packet["tun_ipv4_dst"] for d in from_own_host(lab, "dc1", "10.1.0.99").deliveries] == [DC2]
+
+
 def test_planned_move_times_out(lab):
     lab.miss("dc3", "10.3.0.10", EID)
     assert lab.call("POST", "/lisp/v1/moves", {"iid": 42, "eid": EID, "to_site": "dc2", "timeout": 2})[0] == 202
