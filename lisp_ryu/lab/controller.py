@@ -232,6 +232,12 @@ def _not_ready(state: LabState, rest: str | None) -> list[str]:
             health = json.loads(response.read())
     except (OSError, ValueError):
         return [s.name for s in state.sites]  # not listening yet
+    started = pid_path().stat().st_mtime if pid_path().exists() else None
+    uptime = health.get("uptime_seconds")
+    if started is not None and isinstance(uptime, (int, float)) and uptime > time.time() - started + 5.0:
+        raise LabError(f"{rest} is answered by a controller up {uptime:.0f} s, not the one this lab started "
+                       f"{time.time() - started:.0f} s ago: another lab's or a stale controller holds that REST "
+                       "port; stop it, or give this one another (--wsapi-port)")
     xtrs = health.get("xtrs", {})
     out = []
     for s in state.sites:
