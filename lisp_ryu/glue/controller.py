@@ -547,19 +547,17 @@ class Controller:
         self.run(endpoint, effects)
 
     def planned_move(self, iid: int, eid: IPAddress, to_site: str, timeout: float | None = None) -> dict:
-        """Prepare a planned move of `eid` to the xTR named `to_site` (glue.moves.planned_move), and
-        answer once the switches hold it: the orchestrator starts the migration on this answer,
-        and a switchover before the ITRs replicate loses what they still send to the old site
-        only (`installed` false: not confirmed within PREPARE_WAIT)."""
-        answer = moves.planned_move(self, iid, eid, to_site, timeout)
-        sites = (answer["from_site"], to_site, *answer["replicating_at"])
-        involved = [e.dpid for e in self.xtrs.values() if e.core.config.name in sites]
-        for dpid in involved:  # pushes a burst held back leave now
+        """Prepare a planned move of `eid` to the xTR named `to_site` (glue.moves.planned_move)."""
+        return moves.planned_move(self, iid, eid, to_site, timeout)
+
+    def confirm(self, dpids: list[int]) -> bool:
+        """Push now what these switches' xTRs wait to push (a burst held it back), then wait, at
+        most PREPARE_WAIT, until each switch has answered the barrier after it (`settled`)."""
+        for dpid in dpids:
             session = self.sessions.get(dpid)
             if session is not None and session.deferred:
                 self._push_deferred(dpid, session)
-        answer["installed"] = self.wait_until(lambda: self.settled(involved), PREPARE_WAIT)
-        return answer
+        return self.wait_until(lambda: self.settled(dpids), PREPARE_WAIT)
 
     def next_wait(self) -> float:
         """Seconds until the earliest deadline of any core (at most MAX_WAIT)."""

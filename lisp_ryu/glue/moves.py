@@ -162,6 +162,10 @@ def planned_move(controller: "Controller", iid: int, eid: "IPAddress", to_site: 
     NotReady (the destination's switch is not connected and reconciled: nothing could be held
     there, so the orchestrator must not start the migration yet).  An ITR whose switch is
     away replicates once it is back (reconciliation pushes it); the answer names it.
+
+    It answers once the switches hold the move: the orchestrator starts the migration on the
+    answer, and a switchover before an ITR replicates loses what it still sends to the old site
+    only (`installed` false: not confirmed within PREPARE_WAIT, `Controller.confirm`).
     """
     xtrs = controller.xtrs.values()
     dest = next((e for e in xtrs if e.core.config.name == to_site), None)
@@ -180,12 +184,13 @@ def planned_move(controller: "Controller", iid: int, eid: "IPAddress", to_site: 
                      if not entry.negative)
     controller.run(dest, dest.core.expect(iid, eid, dest.clock(), timeout, prefetch=prefetch, old_rloc=old_rloc))
     controller.run(old, old.core.leave(iid, eid, new_rloc, old.clock(), timeout))
-    itrs, away = [], []
+    itrs, away, involved = [], [], [dest.dpid, old.dpid]
     for endpoint in xtrs:
         if endpoint is dest or endpoint is old:
             continue
         controller.run(endpoint, endpoint.core.replicate(iid, eid, old_rloc, new_rloc, endpoint.clock(), timeout))
         itrs.append(endpoint.core.config.name)
+        involved.append(endpoint.dpid)
         if controller.installed(endpoint.dpid) is None:
             away.append(endpoint.core.config.name)
     controller.count("planned_moves")
@@ -196,4 +201,4 @@ def planned_move(controller: "Controller", iid: int, eid: "IPAddress", to_site: 
                     iid, eid, ", ".join(away))
     return {"iid": iid, "eid": str(eid), "from_site": old.core.config.name, "to_site": to_site,
             "old_rloc": str(old_rloc), "new_rloc": str(new_rloc), "replicating_at": itrs,
-            "not_connected": away}
+            "not_connected": away, "installed": controller.confirm(involved)}

@@ -232,11 +232,11 @@ def _not_ready(state: LabState, rest: str | None) -> list[str]:
             health = json.loads(response.read())
     except (OSError, ValueError):
         return [s.name for s in state.sites]  # not listening yet
-    started = pid_path().stat().st_mtime if pid_path().exists() else None
+    ours = time.time() - pid_path().stat().st_mtime if pid_path().exists() else None  # how long ago we started it
     uptime = health.get("uptime_seconds")
-    if started is not None and isinstance(uptime, (int, float)) and uptime > time.time() - started + 5.0:
+    if ours is not None and isinstance(uptime, (int, float)) and uptime > ours + 5.0:
         raise LabError(f"{rest} is answered by a controller up {uptime:.0f} s, not the one this lab started "
-                       f"{time.time() - started:.0f} s ago: another lab's or a stale controller holds that REST "
+                       f"{ours:.0f} s ago: another lab's or a stale controller holds that REST "
                        "port; stop it, or give this one another (--wsapi-port)")
     xtrs = health.get("xtrs", {})
     out = []

@@ -125,10 +125,7 @@ class Mobility:
                 # The workload is at the new site: a planned move's replication is over even where
                 # no mapping follows it (an ITR that never sent to this EID: a dual-stack workload's
                 # other address), or it would last until its timeout.
-                del state.replicating[key]
-                state.count("planned_move_replication_ended")
-                LOG.info("%s: planned move of [%d]%s: it arrived at %s, replication ended", state.config.name,
-                         *key, where)
+                self._end_replication(key, f"it arrived at {where}")
                 effects.append(DataplaneChanged("1 planned-move replications ended"))
         self.prober.sync_for((record,), now)
         return effects
@@ -380,10 +377,13 @@ class Mobility:
             if move.new_rloc in rlocs and not (set(move.rlocs) - {move.new_rloc}) & rlocs:
                 done.append(key)
         for key in done:
-            del state.replicating[key]
-            state.count("planned_move_replication_ended")
-            LOG.info("%s: planned move of [%d]%s: the mapping moved, replication ended", state.config.name, *key)
+            self._end_replication(key, "the mapping moved")
         return [DataplaneChanged(f"{len(done)} planned-move replications ended")] if done else []
+
+    def _end_replication(self, key: tuple[int, IPAddress], why: str) -> None:
+        del self.state.replicating[key]
+        self.state.count("planned_move_replication_ended")
+        LOG.info("%s: planned move of [%d]%s: %s, replication ended", self.state.config.name, *key, why)
 
     def adopt(self, entries: list[RemoteEntry], now: float) -> list[Effect]:
         """Take over mappings the switch still forwards with (after a controller restart).
