@@ -4,11 +4,8 @@ and only if it is the controller this lab started."""
 
 from __future__ import annotations
 
-import json
 import os
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from types import SimpleNamespace
 
 import pytest
@@ -16,20 +13,9 @@ import pytest
 from lisp_ryu.lab import controller as lab_controller
 from lisp_ryu.lab import state as lab_state
 from lisp_ryu.lab.state import LabError
+from support.json_server import json_server
 
-HEALTH = {}
-
-
-class Health(BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = json.dumps(HEALTH).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+HEALTH = {}  # what the stand-in controller's GET /lisp/v1/health answers
 
 
 @pytest.fixture
@@ -37,11 +23,8 @@ def rest(monkeypatch, tmp_path):
     monkeypatch.setenv(lab_state.LAB_DIR_ENV, str(tmp_path / "lab"))
     (tmp_path / "lab").mkdir()
     lab_controller.pid_path().write_text("12345\n")  # this lab started its controller just now
-    server = HTTPServer(("127.0.0.1", 0), Health)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with json_server(lambda: HEALTH) as (url, _server):
+        yield url
 
 
 LAB = SimpleNamespace(sites=[SimpleNamespace(name="dc1", is_pxtr=False), SimpleNamespace(name="px", is_pxtr=True)])

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
 from lisp_ryu import cli
 from lisp_ryu.glue import mapserver_cli
 from lisp_ryu.lab import state as lab_state
+from support.json_server import json_server
 
 
 def closed_port() -> int:
@@ -46,21 +45,7 @@ def test_without_url_show_says_where_it_looked(nowhere, capsys):
 
 
 def test_without_url_show_reads_the_running_labs_controller(nowhere, capsys):
-    class Health(BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = json.dumps({"status": "ok", "healthy": True, "xtrs": {}}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Health)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}"
+    with json_server(lambda: {"status": "ok", "healthy": True, "xtrs": {}}) as (url, server):
         lab_state.write_state(lab_with_rest(url))
         assert cli.main(["show", "health", "--json"]) == 0
         assert json.loads(capsys.readouterr().out)["status"] == "ok"
@@ -70,8 +55,6 @@ def test_without_url_show_reads_the_running_labs_controller(nowhere, capsys):
         assert cli.main(["show", "health"]) == 1
         err = capsys.readouterr().err
         assert f"{url} (the lab controller's REST API, from {lab_state.state_path()})" in err
-    finally:
-        server.server_close()
 
 
 def test_rest_url_follows_the_controllers_options():

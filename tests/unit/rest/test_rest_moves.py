@@ -57,6 +57,17 @@ def to_eid(lab, xtr):
     return walk(held(lab, xtr), {"in_port": 1, "eth_type": 0x0800, "ipv4_src": "10.3.0.10", "ipv4_dst": EID})
 
 
+def arrive_at_dc2(lab):
+    """The workload appears on dc2's port 5: the packet-outs that delivered what dc2 held for it."""
+    switch = lab.switches[2]
+    before = len(switch.messages)
+    switch.packet_in(lab.controller, 5, ipv4_frame(EID, "10.3.0.10", src_mac=bytes.fromhex("02000001000a")),
+                     table=Table.CLASSIFY)
+    lab.underlay.settle()
+    return [m for m in switch.messages[before:] if type(m).__name__ == "PacketOutMsg"
+            and any(getattr(a, "port", None) == 5 for a in m.actions)]
+
+
 def planned_flows(state):
     return [f for f in state.flows if cookie_owner(f.cookie) is Owner.PLANNED_MOVE]
 
@@ -82,13 +93,7 @@ def test_planned_move_replicates_holds_delivers_and_ends(lab):
     dc2 = lab.controller.xtrs[2]
     lab.controller.packet_in(2, Table.DECAP, 100, 0, ipv4_frame("10.3.0.10", EID), tunnel_id=42)
     assert dc2.core.counters["planned_move_held"] == 1
-    switch = lab.switches[2]
-    before = len(switch.messages)
-    switch.packet_in(lab.controller, 5, ipv4_frame(EID, "10.3.0.10", src_mac=bytes.fromhex("02000001000a")),
-                     table=Table.CLASSIFY)
-    lab.underlay.settle()
-    delivered = [m for m in switch.messages[before:] if type(m).__name__ == "PacketOutMsg"
-                 and any(getattr(a, "port", None) == 5 for a in m.actions)]
+    delivered = arrive_at_dc2(lab)
     assert len(delivered) == 1 and delivered[0].data[:6] == bytes.fromhex("02000001000a")  # to the host's MAC
 
     # The registration moved dc3's mapping to dc2: replication over, no planned-move flow or group anywhere.
@@ -104,9 +109,7 @@ def test_an_itr_that_never_sent_to_the_eid_stops_replicating_when_the_workload_a
     status, answer = lab.call("POST", "/lisp/v1/moves", {"iid": 42, "eid": EID, "to_site": "dc2"})
     assert status == 202 and answer["replicating_at"] == ["dc3"], answer
     assert planned_flows(held(lab, "dc3"))
-    lab.switches[2].packet_in(lab.controller, 5, ipv4_frame(EID, "10.3.0.10", src_mac=bytes.fromhex("02000001000a")),
-                              table=Table.CLASSIFY)
-    lab.underlay.settle()
+    arrive_at_dc2(lab)
     assert lab.cores["dc3"].state.replicating == {}
     assert lab.cores["dc3"].counters["planned_move_replication_ended"] == 1
     for name in ("dc1", "dc2", "dc3"):
@@ -157,13 +160,7 @@ def test_the_two_sites_own_hosts_lose_nothing_either(lab):
     lab.controller.packet_in(2, Table.ROUTE, 6, 42, ipv4_frame("10.2.0.99", EID),
                              flow_cookie=cookie(Owner.PLANNED_MOVE, 42, f"expect {EID}"))
     assert dc2.core.counters["planned_move_held"] == 1
-    switch = lab.switches[2]
-    before = len(switch.messages)
-    switch.packet_in(lab.controller, 5, ipv4_frame(EID, "10.3.0.10", src_mac=bytes.fromhex("02000001000a")),
-                     table=Table.CLASSIFY)
-    lab.underlay.settle()
-    delivered = [m for m in switch.messages[before:] if type(m).__name__ == "PacketOutMsg"
-                 and any(getattr(a, "port", None) == 5 for a in m.actions)]
+    delivered = arrive_at_dc2(lab)
     assert len(delivered) == 1
     # Arrived and departed: no planned-move flow or group is left at either site.
     for name in ("dc1", "dc2", "dc3"):
