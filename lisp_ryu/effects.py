@@ -38,9 +38,12 @@ class PacketOut:
 
 @dataclass(frozen=True)
 class DataplaneChanged:
-    """The desired data plane changed: recompile, diff and push."""
+    """The desired data plane changed: recompile, diff and push.  `at_once`: even while a burst
+    holds pushes back (a planned move's workload arrived: its replies wait for this push, and the
+    backlog that looks like a burst is the traffic held for it)."""
 
     reason: str
+    at_once: bool = False
 
 
 @dataclass(frozen=True)

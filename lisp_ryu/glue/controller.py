@@ -262,7 +262,8 @@ class Controller:
         dpid = endpoint.dpid
         if dpid is not None:
             if any(isinstance(e, DataplaneChanged) for e in effects):
-                self._push_soon(dpid, "; ".join(e.reason for e in effects if isinstance(e, DataplaneChanged)))
+                changes = [e for e in effects if isinstance(e, DataplaneChanged)]
+                self._push_soon(dpid, "; ".join(e.reason for e in changes), any(e.at_once for e in changes))
             for effect in effects:
                 if isinstance(effect, PacketOut):
                     self._packet_out_after_push(dpid, effect)
@@ -299,19 +300,19 @@ class Controller:
 
     # ---- pushing desired state -----------------------------------------------------------
 
-    def _push_soon(self, dpid: int, reason: str) -> None:
+    def _push_soon(self, dpid: int, reason: str, at_once: bool = False) -> None:
         """Push now, unless the last push to this switch ended less than its own duration ago, or
         input is queued (`busy`, for at most PUSH_MAX_WAIT): then the change waits (`run_timers`)
         and leaves with those that follow.  A burst (an evacuation) costs a push per hold-off, not a
         compile and diff per event, and the events queued behind it are read (and join it) before
-        it; a lone one leaves at once."""
+        it; a lone one leaves at once, and so does one `at_once` (DataplaneChanged.at_once)."""
         session = self.sessions.get(dpid)
         if session is None or session.installed is None:
             return  # not connected or not reconciled yet: reconciliation will push
         if not session.deferred:
             session.deferred_at = self.xtrs[dpid].clock()
         session.deferred.append(reason)
-        if self._may_push(dpid, session):
+        if at_once or self._may_push(dpid, session):
             self._push_deferred(dpid, session)
         else:
             self.count("pushes_deferred")

@@ -363,7 +363,8 @@ class Mobility:
         self.state.count("planned_move_delivered", len(fresh))
         LOG.info("%s: planned move of [%d]%s: arrived; %d held packets delivered (%d older dropped)",
                  self.state.config.name, *key, len(fresh), len(move.held) - len(fresh))
-        return [self._deliver(host, p) for p in fresh]
+        return [DataplaneChanged(f"planned move of {key[1]}: arrived", at_once=True),
+                *(self._deliver(host, p) for p in fresh)]
 
     def end_replications(self, lookup, now: float) -> list[Effect]:
         """ITR: a replication ends once the map-cache places the EID at the new RLOC."""

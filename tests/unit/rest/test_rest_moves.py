@@ -169,6 +169,19 @@ def test_the_two_sites_own_hosts_lose_nothing_either(lab):
     assert [d.packet["tun_ipv4_dst"] for d in from_own_host(lab, "dc1", "10.1.0.99").deliveries] == [DC2]
 
 
+def test_a_planned_arrival_is_pushed_at_once_even_behind_a_backlog(lab):
+    """At the destination the traffic held for the workload reaches the controller as a stream of
+    packet-ins: a backlog that looks like a burst.  The arrival's push must not wait it out (a
+    hold-off of PUSH_MAX_WAIT: the host's replies waited 100 ms, and TCP timed out in each move)."""
+    lab.miss("dc3", "10.3.0.10", EID)
+    assert lab.call("POST", "/lisp/v1/moves", {"iid": 42, "eid": EID, "to_site": "dc2"})[0] == 202
+    lab.controller.busy = lambda: True  # input is queued
+    assert len(arrive_at_dc2(lab)) == 0  # nothing was held; the push is what matters here
+    back = walk(held(lab, "dc2"), {"in_port": 5, "eth_type": 0x0800, "ipv4_src": EID, "ipv4_dst": "10.3.0.10"})
+    assert back.deliveries, "the workload's replies have their flows without waiting for a timer"
+    assert lab.controller.sessions[2].deferred == []
+
+
 def test_planned_move_times_out(lab):
     lab.miss("dc3", "10.3.0.10", EID)
     assert lab.call("POST", "/lisp/v1/moves", {"iid": 42, "eid": EID, "to_site": "dc2", "timeout": 2})[0] == 202
