@@ -20,6 +20,12 @@ controller's one thread spent a tenth of its time in write system calls.
 Here lines carry time and level, and are written in batches: at once from
 WARNING up, else at least every LOG_FLUSH_INTERVAL, at exit and on SIGTERM.
 
+Sending to a switch: Ryu queues every message for a send loop, a green
+thread that runs only when the one handling the event yields, so a move's
+flow-mods waited for the whole of its handling (the other switches' pushes,
+the registration) before any left.  `send_directly` writes each message at
+once while nothing waits before it, and queues it behind what does.
+
 The OpenFlow TLS listener: Ryu builds its SSL context on the first
 connection and pops the certificate arguments while doing so; the second
 switch to connect got a context without a certificate.  Here the context is
@@ -59,6 +65,55 @@ def apply() -> None:
         # Ryu only compares a response body against this sentinel by identity.
         eventlet.wsgi.ALREADY_HANDLED = object()
     _applied = True
+
+
+class _WatchedSocket:
+    """A datapath's socket as Ryu's send loop uses it, telling whether a sendall is under way
+    (it yields while the kernel's buffer is full: bytes written meanwhile would land inside)."""
+
+    def __init__(self, sock) -> None:
+        self._sock = sock
+        self.writing = False
+
+    def sendall(self, data, *args):
+        self.writing = True
+        try:
+            return self._sock.sendall(data, *args)
+        finally:
+            self.writing = False
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
+def send_directly(dp) -> bool:
+    """Make Ryu's datapath `dp` write each message at once when nothing is queued before it.
+
+    What the kernel does not take at once (its buffer full), and every message while Ryu's
+    send loop has some queued or is writing, goes through the loop as before, so the order
+    on the connection is kept.  A TLS connection, or a socket without its raw socket to
+    write to, is left as it is (False)."""
+    raw = getattr(dp.socket, "fd", None)
+    if raw is None or isinstance(dp.socket, ssl.SSLSocket) or isinstance(raw, ssl.SSLSocket):
+        return False
+    watched = _WatchedSocket(dp.socket)
+    dp.socket = watched
+    queued = dp.send  # Ryu's own: through the send loop
+
+    def send(buf, close_socket=False):
+        q = dp.send_q
+        if close_socket or q is None or q.qsize() or watched.writing:
+            return queued(buf, close_socket)
+        try:
+            sent = raw.send(buf)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            return queued(buf)  # the send loop meets the error and ends the session, as it would have
+        return True if sent == len(buf) else queued(buf[sent:])
+
+    dp.send = send
+    return True
 
 
 def _register_options() -> None:

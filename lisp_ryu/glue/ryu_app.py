@@ -207,6 +207,8 @@ class LispApp(app_manager.RyuApp):
                             "the configuration (xtrs[].dpid): disconnected", dp.id, peer)
             dp.close()
             return
+        # A push's flow-mods leave as it is made, not when this event's handling ends (compat).
+        compat.send_directly(dp)
         self.controller.switch_connected(dp)
 
     def _collect(self, ev, kind: str) -> None:
