@@ -57,7 +57,8 @@ class DatagramPump:
     the first packet after a move went to the old site (soak seed 20).
     Here the readers only queue; the worker handles one datagram, then
     sleeps 0, so the switches' send loops (woken earlier) write what that
-    datagram pushed before the next one is handled.  The bounded queue's
+    datagram pushed and could not write at once (a TLS connection, a full
+    kernel buffer: compat.send_directly) before the next one is handled.  The bounded queue's
     waiting readers are woken in turn, so one flooded socket does not shut
     the others out.
 
@@ -247,7 +248,7 @@ class LispApp(app_manager.RyuApp):
         self.controller.packet_in(msg.datapath.id, msg.table_id, msg.match.get("in_port", 0),
                                   msg.match.get("metadata", 0), bytes(msg.data), msg.match.get("tunnel_id", 0),
                                   msg.cookie)
-        hub.sleep(0)  # as DatagramPump.work_loop: the flows this pushed leave before the next event is handled
+        hub.sleep(0)  # as DatagramPump.work_loop: what this pushed and the send loops still hold leaves first
 
     # ---- sockets and timers ---------------------------------------------------------------
 
