@@ -144,13 +144,16 @@ class Replicate:
 
 @dataclass(frozen=True)
 class Expected:
-    """A workload announced to arrive here (a planned move): decapsulated traffic for it goes to
-    the controller, which holds it until the host is learned and then delivers it; what our own
-    hosts send it goes both to its old site (`old_rloc`, where it still is) and to the controller."""
+    """A workload announced to arrive here (a planned move).  When the orchestrator named its port
+    here (`at`: the workload as it will be here, its new vif plugged already), the switch delivers
+    its traffic there from the announcement on; else the traffic goes to the controller, which
+    holds it until the host is learned and then delivers it.  What our own hosts send it goes to
+    its old site (`old_rloc`, where it still is) as well."""
 
     iid: int
     ip: IPAddress
     old_rloc: IPAddress | None = None
+    at: LocalHost | None = None
 
 
 @dataclass(frozen=True)
@@ -217,4 +220,4 @@ class XtrPlan:
     probers: tuple[IPAddress, ...] = ()
     failover_ports: tuple[FailoverPort, ...] = ()  # the BFD ports the glue keeps (empty: no failover)
     replicates: tuple[Replicate, ...] = ()  # planned moves seen from an ITR: send to both RLOCs
-    expected: tuple[Expected, ...] = ()  # planned moves towards this site: hold their traffic
+    expected: tuple[Expected, ...] = ()  # planned moves towards this site: deliver or hold their traffic

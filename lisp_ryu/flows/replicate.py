@@ -12,12 +12,15 @@ host that is here:
              bucket: tunnel_id=iid, tun_dst=old RLOC, output tunnel port
              bucket: tunnel_id=iid, tun_dst=new RLOC, output tunnel port
 
-The destination site, before the workload is there, cannot deliver: it
-does not know the port yet.  Its DECAP table sends the EID's traffic to the
-controller (not metered: the window is short and every packet counts),
-which holds it until the host's first packet teaches the port, then
-delivers it (the receiver sees duplicates of what the old site delivered
-meanwhile: expected, the price of losing nothing).
+The destination site delivers the EID's traffic to the workload's new
+port from the announcement on when the orchestrator named that port (it
+plugs the new vif before the switchover, as a live migration does): the
+switch alone then serves the move, and no packet waits for the controller.
+Without a port it cannot deliver: its DECAP table sends the EID's traffic
+to the controller (not metered: the window is short and every packet
+counts), which holds it until the host's first packet teaches the port,
+then delivers it.  Either way the receiver sees duplicates of what the old
+site delivered meanwhile: expected, the price of losing nothing.
 
 The two sites' own hosts talk to the workload too, and no ITR replicates
 for them: the destination's hosts send it to the old site (its map-cache)
@@ -25,7 +28,7 @@ and to the controller (held with the rest), the old site's hosts have it
 delivered locally and tunnelled to the new site (held there), each by one
 ROUTE flow for the EID whose action list outputs twice:
 
-    destination  ROUTE  EID -> output controller, tunnel to old RLOC
+    destination  ROUTE  EID -> new port (or controller), tunnel to old RLOC
     old site     ROUTE  EID -> local delivery, tunnel to new RLOC
 
 The controller output comes first: after a tunnel's set_fields and output,
@@ -81,12 +84,13 @@ def planned(replicates: tuple[Replicate, ...], expected: tuple[Expected, ...], l
     """Every planned move's flows and groups at this xTR, in whichever role it has in each."""
     flows, groups = replicate(replicates, tunnel_actions)
     local = {(h.iid, h.ip): h for h in hosts}
-    flows += hold(expected, set(local))
+    flows += hold(expected, set(local), deliver_actions)
     for e in expected:
-        if e.old_rloc is None or (e.iid, e.ip) in local:
+        if (e.iid, e.ip) in local or (e.old_rloc is None and e.at is None):
             continue
-        flows.append(Flow(Table.ROUTE, PRIO_PLANNED_MOVE, _route_match(e.iid, e.ip),
-                          actions=(Output("controller", 0xFFFF), *tunnel_actions(e.iid, e.old_rloc)),
+        here = deliver_actions(e.at) if e.at is not None else (Output("controller", 0xFFFF),)
+        there = tunnel_actions(e.iid, e.old_rloc) if e.old_rloc is not None else ()
+        flows.append(Flow(Table.ROUTE, PRIO_PLANNED_MOVE, _route_match(e.iid, e.ip), actions=(*here, *there),
                           cookie=cookie(Owner.PLANNED_MOVE, e.iid, f"expect {e.ip}")))
     for x in leaving:
         host = local.get((x.iid, x.ip))
@@ -125,8 +129,10 @@ def replicate(replicates: tuple[Replicate, ...],
     return flows, groups
 
 
-def hold(expected: tuple[Expected, ...], local: set) -> list[Flow]:
-    """Destination side: decapsulated traffic for an announced workload not here yet goes to the controller."""
+def hold(expected: tuple[Expected, ...], local: set,
+         deliver_actions: Callable[[LocalHost], tuple[Action, ...]]) -> list[Flow]:
+    """Destination side: decapsulated traffic for an announced workload not here yet is delivered
+    to the port announced for it, or else goes to the controller (held there)."""
     out = []
     for e in expected:
         if (e.iid, e.ip) in local:
@@ -134,6 +140,6 @@ def hold(expected: tuple[Expected, ...], local: set) -> list[Flow]:
         eth_type, dst_field = _eth(e.ip)
         out.append(Flow(Table.DECAP, PRIO_PLANNED_MOVE,
                         match(tunnel_id=e.iid, eth_type=eth_type, **{dst_field: str(e.ip)}),
-                        actions=(Output("controller", 0xFFFF),),
+                        actions=deliver_actions(e.at) if e.at is not None else (Output("controller", 0xFFFF),),
                         cookie=cookie(Owner.PLANNED_MOVE, e.iid, f"expect {e.ip}")))
     return out

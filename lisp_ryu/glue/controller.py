@@ -547,9 +547,10 @@ class Controller:
             return
         self.run(endpoint, effects)
 
-    def planned_move(self, iid: int, eid: IPAddress, to_site: str, timeout: float | None = None) -> dict:
+    def planned_move(self, iid: int, eid: IPAddress, to_site: str, timeout: float | None = None,
+                     port: int | None = None, mac: str | None = None) -> dict:
         """Prepare a planned move of `eid` to the xTR named `to_site` (glue.moves.planned_move)."""
-        return moves.planned_move(self, iid, eid, to_site, timeout)
+        return moves.planned_move(self, iid, eid, to_site, timeout, port, mac)
 
     def confirm(self, dpids: list[int]) -> bool:
         """Push now what these switches' xTRs wait to push (a burst held it back), then wait, at

@@ -152,16 +152,19 @@ def _guarded(controller: "Controller", endpoint: "ControlEndpoint", step: Callab
 
 
 def planned_move(controller: "Controller", iid: int, eid: "IPAddress", to_site: str,
-                 timeout: float | None = None) -> dict:
+                 timeout: float | None = None, port: int | None = None, mac: str | None = None) -> dict:
     """Prepare a planned move of `eid` to the xTR named `to_site` (draft-ietf-lisp-predictive-rlocs).
 
-    The destination holds the EID's traffic until the workload appears there and resolves
-    beforehand what its old site talks to; every other xTR this controller drives replicates
+    The destination delivers the EID's traffic to `port` (the workload's new vif, plugged
+    already; `mac` defaults to the workload's MAC at its old site, which a live migration
+    keeps) or, without a port, holds it until the workload appears there; it resolves
+    beforehand what the old site talks to.  Every other xTR this controller drives replicates
     the EID's traffic to the old and the new RLOC until its map-cache follows the move.
-    Raises KeyError (no such site, or no site holds the EID), ValueError (already there) and
-    NotReady (the destination's switch is not connected and reconciled: nothing could be held
-    there, so the orchestrator must not start the migration yet).  An ITR whose switch is
-    away replicates once it is back (reconciliation pushes it); the answer names it.
+    Raises KeyError (no such site, or no site holds the EID), ValueError (already there, or a
+    port the destination uses otherwise) and NotReady (the destination's switch is not
+    connected and reconciled: nothing could be held there, so the orchestrator must not start
+    the migration yet).  An ITR whose switch is away replicates once it is back
+    (reconciliation pushes it); the answer names it.
 
     It answers once the switches hold the move: the orchestrator starts the migration on the
     answer, and a switchover before an ITR replicates loses what it still sends to the old site
@@ -179,10 +182,14 @@ def planned_move(controller: "Controller", iid: int, eid: "IPAddress", to_site: 
     if controller.installed(dest.dpid) is None:
         raise NotReady(f"the switch of {to_site} (dpid {dest.dpid:#x}) is not connected and reconciled yet: "
                        "the move cannot be prepared there; retry when GET /lisp/v1/health says it is connected")
+    if port is not None:
+        _check_port(dest, port)
+        mac = mac or next(h.mac for h in old.core.local_hosts() if (h.iid, h.ip) == (iid, eid))
     old_rloc, new_rloc = old.core.state.rlocs[0], dest.core.state.rlocs[0]
     prefetch = tuple((entry.iid, entry.value.record.eid_prefix.network) for entry in old.core.cache
                      if not entry.negative)
-    controller.run(dest, dest.core.expect(iid, eid, dest.clock(), timeout, prefetch=prefetch, old_rloc=old_rloc))
+    controller.run(dest, dest.core.expect(iid, eid, dest.clock(), timeout, prefetch=prefetch, old_rloc=old_rloc,
+                                          port=port, mac=mac))
     controller.run(old, old.core.leave(iid, eid, new_rloc, old.clock(), timeout))
     itrs, away, involved = [], [], [dest.dpid, old.dpid]
     for endpoint in xtrs:
@@ -201,4 +208,17 @@ def planned_move(controller: "Controller", iid: int, eid: "IPAddress", to_site: 
                     iid, eid, ", ".join(away))
     return {"iid": iid, "eid": str(eid), "from_site": old.core.config.name, "to_site": to_site,
             "old_rloc": str(old_rloc), "new_rloc": str(new_rloc), "replicating_at": itrs,
+            **({} if port is None else {"port": port, "mac": mac}),
             "not_connected": away, "installed": controller.confirm(involved)}
+
+
+def _check_port(dest: "ControlEndpoint", port: int) -> None:
+    """The port announced for a workload arriving at `dest` must be free for it there: not the
+    tunnel's, not the native network's, not another host's (ValueError: 409)."""
+    config = dest.core.config
+    if port in (config.tunnel_port, config.native_port):
+        raise ValueError(f"port {port} of {config.name} is its {'tunnel' if port == config.tunnel_port else 'native'}"
+                         " port, not a workload's")
+    taken = next((h for h in dest.core.local_hosts() if h.port == port), None)
+    if taken is not None:
+        raise ValueError(f"port {port} of {config.name} is host [{taken.iid}]{taken.ip}'s ({taken.mac})")

@@ -94,8 +94,15 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                        "eid": {"type": "string", "description": "the workload's address (an EID host route)"},
                        "to_site": {"type": "string", "description": "the xTR it moves to (xtrs[].name)"},
                        "timeout": {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": 3600, "default": 10,
-                                   "description": "seconds the window lasts if the workload is not seen there"}},
-        "example": {"iid": 42, "eid": "10.1.0.10", "to_site": "dc3"},
+                                   "description": "seconds the window lasts if the workload is not seen there"},
+                       "port": {"type": "integer", "minimum": 1, "maximum": 4294967040,
+                                "description": "the OpenFlow port of the workload's new vif at to_site, plugged "
+                                               "already: the switch delivers its traffic there from now on (no "
+                                               "packet waits for the controller); without it, to_site holds the "
+                                               "traffic in the controller until the workload appears"},
+                       "mac": {"type": "string", "description": "the workload's MAC at the new port (with port; "
+                                                                "default: its MAC at the old site)"}},
+        "example": {"iid": 42, "eid": "10.1.0.10", "to_site": "dc3", "port": 7},
     },
     "DynamicEidPrefix": {
         "type": "object",

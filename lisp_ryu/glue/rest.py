@@ -128,7 +128,7 @@ class Backend:
     xtr_clock: Callable[[], float] = time.monotonic  # the xTR cores run on the monotonic clock
     state_file: str | None = None  # where xTR-side intent (dynamic-EID prefixes) persists
     counters: Callable[[], dict[str, int]] = dict  # the glue's own counters
-    # Controller.planned_move(iid, eid, to_site, timeout) -> summary (KeyError: 404, ValueError: 409)
+    # Controller.planned_move(iid, eid, to_site, timeout, port, mac) -> summary (KeyError: 404, ValueError: 409)
     planned_move: Callable[..., dict] | None = None
     started: float = field(default_factory=time.time)
     refusals: Refusals = field(default_factory=lambda: REFUSALS)  # 401/403: counted, logged rate-limited
@@ -398,16 +398,21 @@ class Api:
 
     def create_move(self, body, **_):
         """A planned move: the destination prepares, the ITRs replicate until the workload is seen there."""
-        node = schema.Node(body, "", root="body").expect(required={"eid", "to_site"}, optional={"iid", "timeout"})
+        node = schema.Node(body, "", root="body").expect(required={"eid", "to_site"},
+                                                         optional={"iid", "timeout", "port", "mac"})
         iid = node.get("iid", schema.iid, 0)
         eid = node.get("eid", schema.address)
         to_site = node.get("to_site", schema.string)
         timeout = node.get("timeout", _timeout, None)
+        port = node.get("port", OPENFLOW_PORT, None)
+        mac = node.get("mac", lambda raw, path: schema.mac(raw, path, unicast=True), None)
+        if mac is not None and port is None:
+            raise ApiError(400, "mac is the workload's at its new port: give port too", "mac")
         if self.b.planned_move is None:
             raise ApiError(404, "planned moves need the controller that drives the xTRs")
         self.b.xtr(to_site)  # 404 naming the known xTRs
         try:
-            return self.b.planned_move(iid, eid, to_site, timeout)
+            return self.b.planned_move(iid, eid, to_site, timeout, port, mac)
         except ValueError as exc:
             raise Conflict(str(exc)) from None
 
@@ -416,6 +421,9 @@ class Api:
         self.b.save_intent()
         LOG.info("xTR %s: %s (REST)", handle.name, reason)
         handle.push(reason)  # the learning flows follow at once
+
+
+OPENFLOW_PORT = schema.int_range(1, 0xFFFFFF00)  # a physical or logical port (OFPP_MAX)
 
 
 def _timeout(value: Any, path: str) -> float:

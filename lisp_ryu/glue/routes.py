@@ -89,9 +89,10 @@ ROUTES: tuple[Route, ...] = (
           "Add a dynamic-EID prefix (409 if present)", write=True, body="DynamicEidPrefix", status=201,
           params=(_XTR,)),
     Route("create_move", "POST", f"{API}/moves", "create_move",
-          "A planned move (draft-ietf-lisp-predictive-rlocs): the destination site holds the workload's traffic "
-          "until it arrives there, every other xTR sends it to the old and the new RLOC until its map-cache follows "
-          "(404: no such site or EID, 409: already there, 503: the destination's switch is not connected yet)",
+          "A planned move (draft-ietf-lisp-predictive-rlocs): the destination site delivers the workload's traffic "
+          "to its new port (`port`), or holds it until it arrives there, every other xTR sends it to the old and "
+          "the new RLOC until its map-cache follows (404: no such site or EID, 409: already there or the port is "
+          "another's, 503: the destination's switch is not connected yet)",
           write=True, body="Move", status=202),
     Route("delete_dynamic", "DELETE", f"{API}/xtrs/{{xtr}}/dynamic-eid-prefixes/{_PREFIX_PATH}", "delete_dynamic",
           "Remove a dynamic-EID prefix", write=True, params=(_XTR, *_PREFIX)),

@@ -305,13 +305,18 @@ class Mobility:
         return [DataplaneChanged(f"planned move of {ip}: replicate")]
 
     def expect(self, iid: int, ip: IPAddress, now: float, timeout: float = PLANNED_MOVE_TIMEOUT,
-               old_rloc: IPAddress | None = None) -> list[Effect]:
-        """As the destination: hold the EID's traffic until the workload is learned here."""
+               old_rloc: IPAddress | None = None, at: LocalHost | None = None) -> list[Effect]:
+        """As the destination: deliver the EID's traffic to `at` (its new port, plugged already), or
+        hold it if the port is not known, until the workload is learned here."""
         key = (iid, ip)
-        self.state.expected[key] = PlannedMove(None, now + timeout, rlocs=(old_rloc,) if old_rloc else ())
+        self.state.expected[key] = PlannedMove(None, now + timeout, rlocs=(old_rloc,) if old_rloc else (), at=at)
         self.state.count("planned_move_expected")
-        LOG.info("%s: planned move of [%d]%s towards us: holding its traffic until it arrives",
-                 self.state.config.name, iid, ip)
+        if at is None:
+            LOG.info("%s: planned move of [%d]%s towards us: holding its traffic until it arrives",
+                     self.state.config.name, iid, ip)
+        else:
+            LOG.info("%s: planned move of [%d]%s towards us: its traffic goes to port %d (%s) from now on",
+                     self.state.config.name, iid, ip, at.port, at.mac)
         return [DataplaneChanged(f"planned move of {ip}: expect")]
 
     def leave(self, iid: int, ip: IPAddress, new_rloc: IPAddress, now: float,

@@ -134,14 +134,16 @@ class PlannedMove:
     """A planned move as one xTR takes part in it (draft-ietf-lisp-predictive-rlocs).
 
     As an ITR (`rlocs` set): send to the old and the new RLOC until the map-cache places the
-    EID at `new_rloc` or `until`.  As the destination (`rlocs` empty): hold the EID's
-    decapsulated traffic (`held`: (arrival, packet)) until the workload is learned here or `until`.
+    EID at `new_rloc` or `until`.  As the destination (`rlocs`: the old RLOC, if known): deliver
+    the EID's traffic to `at` (the workload's port here, when the orchestrator named it) or else
+    hold it (`held`: (arrival, packet)) until the workload is learned here or `until`.
     """
 
     new_rloc: IPAddress | None
     until: float
     rlocs: tuple = ()
     held: list = field(default_factory=list)
+    at: LocalHost | None = None
 
 
 class CountedDict(dict):

@@ -1,0 +1,105 @@
+"""POST /lisp/v1/moves with the workload's new port: the destination's switch delivers alone.
+
+An orchestrator plugs the migrating VM's new vif before the switchover and knows its
+OpenFlow port.  Given it, the destination delivers the EID's traffic there from the
+announcement on: nothing reaches the controller to be held, so a loaded controller
+(learning the arrival late) costs the move nothing.  Same three-xTR lab as
+test_rest_moves.py: dc1 holds 10.1.0.10, dc2 learns hosts on port 5, dc3 talks to it.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from lisp_ryu.flows.pipeline import Table
+from support.simulate import walk
+from unit.rest.test_rest_moves import (DC1, DC2, EID, arrive_at_dc2, from_own_host, held, planned_flows,
+                                       three_site_lab, to_eid)
+
+HOST_MAC = "02:00:00:01:00:0a"  # the workload's MAC at dc1 (the configuration's)
+
+
+@pytest.fixture
+def lab(tmp_path):
+    return three_site_lab(tmp_path)
+
+
+def decap_at_dc2(lab):
+    return walk(held(lab, "dc2"), {"in_port": 100, "tunnel_id": 42, "eth_type": 0x0800, "ipv4_dst": EID},
+                start_table=Table.DECAP)
+
+
+def test_the_destination_delivers_to_the_announced_port_without_the_controller(lab):
+    lab.miss("dc3", "10.3.0.10", EID)
+    status, answer = lab.call("POST", "/lisp/v1/moves", {"iid": 42, "eid": EID, "to_site": "dc2", "port": 5})
+    assert status == 202 and answer["port"] == 5 and answer["mac"] == HOST_MAC and answer["installed"], answer
+
+    # What the ITR's copy brings to dc2 goes out of port 5, to the workload's MAC; no controller.
+    decap = decap_at_dc2(lab)
+    assert decap.ports == [5], decap
+    assert decap.deliveries[0].packet["eth_dst"] == HOST_MAC
+    # dc2's own hosts: to the new port and to the old site, where the workload still is.
+    dest = from_own_host(lab, "dc2", "10.2.0.99")
+    assert sorted(map(str, dest.ports)) == ["100", "5"]
+    assert [d.packet["tun_ipv4_dst"] for d in dest.deliveries if d.port == 100] == [DC1]
+    # The ITR replicates as without a port.
+    assert sorted(d.packet["tun_ipv4_dst"] for d in to_eid(lab, "dc3").deliveries) == [DC1, DC2]
+
+    # The workload appears on port 5: nothing was held, its own flows take over, the window ends.
+    assert arrive_at_dc2(lab) == []
+    assert lab.cores["dc2"].counters.get("planned_move_held", 0) == 0
+    assert decap_at_dc2(lab).ports == [5]
+    assert [d.packet["tun_ipv4_dst"] for d in to_eid(lab, "dc3").deliveries] == [DC2]
+    for name in ("dc1", "dc2", "dc3"):
+        assert planned_flows(held(lab, name)) == [], name
+
+
+def test_a_mac_given_with_the_port_is_the_one_delivered_to(lab):
+    body = {"iid": 42, "eid": EID, "to_site": "dc2", "port": 5, "mac": "02:AA:00:00:00:01"}
+    status, answer = lab.call("POST", "/lisp/v1/moves", body)
+    assert status == 202 and answer["mac"] == "02:aa:00:00:00:01", answer
+    assert decap_at_dc2(lab).deliveries[0].packet["eth_dst"] == "02:aa:00:00:00:01"
+
+
+def test_an_unused_window_with_a_port_ends_at_its_timeout(lab):
+    body = {"iid": 42, "eid": EID, "to_site": "dc2", "port": 5, "timeout": 2}
+    assert lab.call("POST", "/lisp/v1/moves", body)[0] == 202
+    assert planned_flows(held(lab, "dc2"))
+    lab.clock.advance(3)
+    lab.controller.run_timers()
+    lab.underlay.settle()
+    assert not planned_flows(held(lab, "dc2"))
+    assert decap_at_dc2(lab).ports != [5]  # the workload never came: nothing is sent to that port
+
+
+def test_a_port_another_host_uses_is_refused_and_prepares_nothing(lab):
+    """dc2's port 5 already serves a learned host: delivering the moving EID there too would hand
+    another tenant's workload its traffic."""
+    lab.switches[2].packet_in(lab.controller, 5, _frame("10.2.0.77", "02:00:00:02:00:77"), table=Table.CLASSIFY)
+    lab.underlay.settle()
+    status, answer = lab.call("POST", "/lisp/v1/moves", {"iid": 42, "eid": EID, "to_site": "dc2", "port": 5})
+    assert status == 409 and "10.2.0.77" in answer["error"], answer
+    assert lab.cores["dc2"].state.expected == {} and lab.cores["dc3"].state.replicating == {}
+
+
+@pytest.mark.parametrize("extra, status, field", [
+    ({"port": 100}, 409, None),  # dc2's tunnel port
+    ({"port": 0}, 400, "port"),
+    ({"port": 0xFFFFFF01}, 400, "port"),  # a reserved port (OFPP_IN_PORT and above)
+    ({"port": "5"}, 400, "port"),
+    ({"port": 5, "mac": "01:00:5e:00:00:01"}, 400, "mac"),  # multicast
+    ({"port": 5, "mac": "nope"}, 400, "mac"),
+    ({"mac": "02:00:00:00:00:01"}, 400, "mac"),  # a MAC says nothing without its port
+])
+def test_bad_ports(lab, extra, status, field):
+    got, answer = lab.call("POST", "/lisp/v1/moves", {"iid": 42, "eid": EID, "to_site": "dc2", **extra})
+    assert got == status, answer
+    if field is not None:
+        assert answer.get("field") == field
+    assert lab.cores["dc2"].state.expected == {}
+
+
+def _frame(src: str, mac: str) -> bytes:
+    from support.underlay import ipv4_frame
+
+    return ipv4_frame(src, "10.3.0.10", src_mac=bytes.fromhex(mac.replace(":", "")))
