@@ -64,8 +64,11 @@ def add_parser(subparsers, func) -> argparse.ArgumentParser:
     p.add_argument("host", metavar="HOST")
     p.add_argument("--to", required=True, metavar="SITE", dest="site")
     p.add_argument("--planned", action="store_true",
-                   help="announce the move to the controller first (POST /lisp/v1/moves): the new site holds the "
-                   "host's traffic until it arrives and the other xTRs send to both sites meanwhile")
+                   help="announce the move to the controller once the new interface is plugged (POST "
+                   "/lisp/v1/moves with its port): the new site delivers the host's traffic there from then on "
+                   "and the other xTRs send to both sites meanwhile")
+    p.add_argument("--hold", action="store_true", help="with --planned: announce without the new port; the new "
+                   "site's controller holds the host's traffic until it appears there")
 
     p = sub.add_parser("evacuate", help="move every host of a site (or --hosts) to another site at once",
                        description="Evacuate SITE as an orchestrator drains a rack: each host moves as with "
@@ -76,6 +79,7 @@ def add_parser(subparsers, func) -> argparse.ArgumentParser:
     p.add_argument("--hosts", metavar="H1,H2,...", help="only these hosts of SITE (default: all)")
     p.add_argument("--planned", action="store_true", help="announce each move to the controller first "
                    "(POST /lisp/v1/moves), as `lab move --planned`")
+    p.add_argument("--hold", action="store_true", help="with --planned: announce without the new ports")
 
     p = sub.add_parser("evacuation", help="evacuate N workloads at once under a sweeping ping; report outages",
                        description="Bring up a generated three-site topology with N workloads at dc1 (or use "
@@ -114,7 +118,9 @@ def add_parser(subparsers, func) -> argparse.ArgumentParser:
     p.add_argument("--pinger", metavar="HOST", help="the host that pings it (default: one at a third site)")
     p.add_argument("--topology", metavar="FILE", help="topology to bring up if no lab is up (default three-dc)")
     p.add_argument("--planned", action="store_true",
-                   help="announce each move first (POST /lisp/v1/moves): replicate, hold, lose nothing")
+                   help="announce each move first (POST /lisp/v1/moves with the new port): replicate, lose nothing")
+    p.add_argument("--hold", action="store_true", help="with --planned: announce without the new port (the "
+                   "controller holds the host's traffic at the new site)")
     p.add_argument("--tcp", action="store_true", help="a paced TCP stream to the host runs through the moves too")
     p.add_argument("--ipv6", action="store_true",
                    help="probe the host's IPv6 address (dual-stack hosts: topologies/three-dc-dualstack.yaml)")
@@ -277,10 +283,16 @@ def _static_flows(args) -> int:
     return 0
 
 
+def _hold(args) -> bool:
+    if args.hold and not args.planned:
+        raise LabError("--hold changes how a planned move is announced: give --planned too")
+    return args.hold
+
+
 def _move(args) -> int:
     from lisp_ryu.lab.move import move_host
 
-    mv = move_host(args.host, args.site, planned=args.planned)
+    mv = move_host(args.host, args.site, planned=args.planned, hold=_hold(args))
     print(f"{mv.host} moved from {mv.from_site} (port {mv.from_ofport}) to {mv.to_site} (port {mv.to_ofport}): "
           f"no link for {mv.swap_ms:.1f} ms, gratuitous ARP sent")
     return 0
@@ -290,7 +302,7 @@ def _evacuate(args) -> int:
     from lisp_ryu.lab.evacuate import evacuate
 
     hosts = [h for h in args.hosts.split(",") if h] if args.hosts else None
-    ev = evacuate(args.site, args.to_site, hosts, planned=args.planned)
+    ev = evacuate(args.site, args.to_site, hosts, planned=args.planned, hold=_hold(args))
     print(f"{len(ev.moves)} hosts moved from {ev.from_site} to {ev.to_site}: interfaces prepared in "
           f"{ev.prepared_s:.1f} s, switchovers within {ev.spread_ms:.0f} ms, gratuitous ARPs sent")
     return 0
@@ -314,7 +326,7 @@ def _mobility(args) -> int:
 
     options = {"topology": args.topology} if args.topology else {}
     report = mobility.run(moves=args.moves, pause=args.pause, interval=args.interval, host=args.host, to=args.to,
-                          pinger=args.pinger, planned=args.planned, tcp=args.tcp, ipv6=args.ipv6,
+                          pinger=args.pinger, planned=args.planned, hold=_hold(args), tcp=args.tcp, ipv6=args.ipv6,
                           progress=lambda line: print(f"== {line}", flush=True), **options)
     print(mobility.format_table(report))
     if args.plot:

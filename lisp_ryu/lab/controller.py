@@ -154,11 +154,14 @@ def health(state: LabState, timeout: float = 2.0) -> tuple[dict | None, str | No
         return None, f"cannot read {url}/lisp/v1/health: {reason}"
 
 
-def planned_move(state: LabState, iid: int, eid: str, to_site: str, timeout: float | None = None) -> dict:
-    """POST /lisp/v1/moves to the lab's controller: announce a planned move (LabError if refused)."""
+def planned_move(state: LabState, iid: int, eid: str, to_site: str, timeout: float | None = None,
+                 port: int | None = None) -> dict:
+    """POST /lisp/v1/moves to the lab's controller: announce a planned move (LabError if refused);
+    `port`: the workload's new OpenFlow port at `to_site`, plugged already."""
     if not state.controller_rest:
         raise LabError("the lab state does not record the controller's REST address: is a controller running?")
-    body = {"iid": iid, "eid": eid, "to_site": to_site, **({} if timeout is None else {"timeout": timeout})}
+    body = {"iid": iid, "eid": eid, "to_site": to_site, **({} if timeout is None else {"timeout": timeout}),
+            **({} if port is None else {"port": port})}
     headers = {"Content-Type": "application/json"}
     token = rest_token()
     if token:

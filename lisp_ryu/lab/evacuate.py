@@ -19,7 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from lisp_ryu.lab import topology as topo
-from lisp_ryu.lab.move import INCOMING_IFNAME, Move, _Migration, _state_after_move, host_packet_socket, reannounce
+from lisp_ryu.lab.move import (INCOMING_IFNAME, Move, _Migration, _state_after_move, announce_move, host_packet_socket,
+                               reannounce)
 from lisp_ryu.lab.processes import CommandError, root_interfaces_with_prefix, run, run_in
 from lisp_ryu.lab.rtnetlink import RouteSocket
 from lisp_ryu.lab.running import load_state, locked, vsctl
@@ -41,11 +42,11 @@ class Evacuation:
 
 
 def evacuate(from_site: str, to_site: str, hosts: list[str] | None = None, *, planned: bool = False,
-             workers: int = WORKERS) -> Evacuation:
+             hold: bool = False, workers: int = WORKERS) -> Evacuation:
     """Move `hosts` (default: every host) of `from_site` to `to_site` at once.
 
     `planned`: each move is announced to the controller first (POST
-    /lisp/v1/moves), as `lab move --planned` does for one."""
+    /lisp/v1/moves with the new port; without it if `hold`), as `lab move --planned` does for one."""
     began = time.monotonic()
     with locked():
         state = load_state()
@@ -69,12 +70,9 @@ def evacuate(from_site: str, to_site: str, hosts: list[str] | None = None, *, pl
                            f"{old.name}: {exc}" + "".join(f"\n{f}" for f in failures)) from exc
         if planned:  # announced once the new ports are there, as an orchestrator does just before
             # the switchovers: plugging 200 takes ~9 s, and a planned move's window lasts 10 s
-            from lisp_ryu.lab import controller as lab_controller
-
             try:
-                for h in movers:
-                    for eid in h.eids:  # a dual-stack workload moves with both its EIDs
-                        lab_controller.planned_move(state, h.iid, eid, new.name)
+                for m in migrations:
+                    announce_move(state, m.h, new, None if hold else m.ofport)
             except LabError as exc:
                 failures = _put_back(migrations)
                 raise LabError(f"announcing the planned moves to {new.name} failed before any switchover; every host "

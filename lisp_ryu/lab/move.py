@@ -36,14 +36,14 @@ class Move:
     to_site: str
     from_ofport: int
     to_ofport: int
-    started: float  # the host's eth0 is paused (or goes down): its link is gone
-    attached: float  # its new eth0 has the old one's addresses, routes and ARP cache
+    started: float  # the switchover begins: the new interface takes the old one's addresses, routes, ARP cache
+    attached: float  # the old eth0 is paused (or down) and away: the host is wholly on the new one
     announced: float  # its gratuitous ARP is sent
     state: LabState  # the lab after the move (also written to the state file)
 
     @property
     def swap_ms(self) -> float:
-        """How long the host had no link: the interface swap itself."""
+        """How long the interface swap took (the host can take and answer packets throughout)."""
         return (self.attached - self.started) * 1000.0
 
 
@@ -75,7 +75,7 @@ def move(host: str, site: str) -> LabState:
     return move_host(host, site).state
 
 
-def move_host(host: str, site: str, planned: bool = False) -> Move:
+def move_host(host: str, site: str, planned: bool = False, hold: bool = False) -> Move:
     """Move a host to another site as a live-migrated VM moves, and time it.
 
     As a cloud's destination hypervisor plugs the VM's new vif before the
@@ -93,10 +93,13 @@ def move_host(host: str, site: str, planned: bool = False) -> Move:
     site lose its port and the old pair go.  A move that fails half-way puts
     the host back.
 
-    `planned`: the orchestrator tells the controller first (POST /lisp/v1/moves,
-    one per EID: a dual-stack host's IPv6 address too): the new site holds the
-    host's traffic until it appears there and every other xTR sends it to both
-    sites meanwhile (draft-ietf-lisp-predictive-rlocs).
+    `planned`: the orchestrator tells the controller before the switchover, once
+    the new vif is plugged (POST /lisp/v1/moves with its port, one per EID: a
+    dual-stack host's IPv6 address too): the new site delivers the host's
+    traffic to the new port from then on and every other xTR sends it to both
+    sites meanwhile (draft-ietf-lisp-predictive-rlocs).  `hold`: announced
+    without the port, as an orchestrator that does not know it would; the
+    new site's controller holds the traffic until the host appears.
     """
     with locked():
         state = load_state()
@@ -110,20 +113,12 @@ def move_host(host: str, site: str, planned: bool = False) -> Move:
             raise LabError(f"site {site} is a PxTR: hosts move between LISP sites "
                            f"({', '.join(s.name for s in state.lisp_sites)})")
         old = state.site(h.site)
-        if planned:
-            from lisp_ryu.lab import controller as lab_controller
-
-            for eid in h.eids:  # a dual-stack workload moves with both its EIDs
-                answer = lab_controller.planned_move(state, h.iid, eid, new.name)
-                log.info("planned move of %s (%s) announced: replicating at %s", host, eid,
-                         ", ".join(answer.get("replicating_at", [])) or "no other xTR")
-                if answer.get("installed") is False or answer.get("not_connected"):
-                    log.warning("planned move of %s (%s): the switches did not confirm its flows in time (%s); "
-                                "moving anyway", host, eid, ", ".join(answer.get("not_connected", [])) or "slow")
         migration = _Migration(state, h, old, new, _free_ofport(new, state, host))
         try:
             try:
                 migration.plug()
+                if planned:
+                    announce_move(state, h, new, None if hold else migration.ofport)
             except LabError as exc:
                 migration.put_back_or_explain(exc)
                 raise LabError(f"moving {host} from {old.name} to {site} failed before the switchover, it stays at "
@@ -149,6 +144,24 @@ def move_host(host: str, site: str, planned: bool = False) -> Move:
     log.info("moved %s from %s port %d to %s port %d: no link for %.1f ms", host, old.name, h.ofport,
              new.name, migration.ofport, result.swap_ms)
     return result
+
+
+def announce_move(state: LabState, h: HostState, new: SiteState, port: int | None) -> list[dict]:
+    """POST /lisp/v1/moves for each EID of `h` (a dual-stack workload moves with both), with the
+    new vif's OpenFlow `port` at `new` (None: the controller holds the traffic there instead)."""
+    from lisp_ryu.lab import controller as lab_controller
+
+    answers = []
+    for eid in h.eids:
+        answer = lab_controller.planned_move(state, h.iid, eid, new.name, port=port)
+        log.info("planned move of %s (%s) announced%s: replicating at %s", h.name, eid,
+                 "" if port is None else f" with port {port}",
+                 ", ".join(answer.get("replicating_at", [])) or "no other xTR")
+        if answer.get("installed") is False or answer.get("not_connected"):
+            log.warning("planned move of %s (%s): the switches did not confirm its flows in time (%s); "
+                        "moving anyway", h.name, eid, ", ".join(answer.get("not_connected", [])) or "slow")
+        answers.append(answer)
+    return answers
 
 
 class _Migration:
@@ -211,12 +224,24 @@ class _Migration:
             log.warning("%s: the new %s will come up at the switchover: %s", self.h.name, topo.HOST_IFNAME, exc)
 
     def switch_over(self) -> tuple[float, float, float]:
-        """The outage: old eth0 paused (or down) and away, the new one eth0
-        with what the old one held, the gratuitous ARP.  Returns when the
-        link went, came back and the host announced itself (`time.time()`).
+        """The switchover: the new interface takes what eth0 holds, eth0 is
+        paused (or down) and away, the new one becomes eth0, the gratuitous
+        ARP.  Returns when it began, when the host was wholly on the new
+        interface and when it announced itself (`time.time()`).
 
-        The old eth0 is paused as a migrated VM's vif is: it becomes a port
-        of the host's limbo bridge, which is down, so it swallows every
+        The new interface gets eth0's addresses, neighbour (ARP) entries and,
+        once its IPv6 addresses are usable (`RouteSocket.wait_usable`), routes
+        before eth0 loses them, and each route moves over in one replace: the
+        host can take a packet and answer it at every instant,
+        as a migrated VM whose new vif queues what arrives while it resumes
+        (the lab's veth does not queue: in a gap without an address, what the
+        new site delivered to a planned move's announced port was lost, 1-3
+        probes at 1 ms).  For the few hundred microseconds both interfaces
+        hold the addresses the host takes what either site delivers, and
+        answers through the new one.
+
+        The old eth0 is then paused as a migrated VM's vif is: it becomes a
+        port of the host's limbo bridge, which is down, so it swallows every
         frame the old site still sends it; its carrier stays, as a paused
         VM's tap keeps it, so the old site's switch sees no port change
         until the port is removed (a userspace OVS handles each carrier
@@ -236,17 +261,21 @@ class _Migration:
         net, eth0, incoming = self.net, self.outgoing, self.incoming
         self.carried = net.setup_of(eth0, link_local=self.incoming_up)
         started = time.time()
+        if not self.incoming_up:
+            net.set_up(incoming, True, f"bringing the new {topo.HOST_IFNAME} up")
+        net.apply_addresses(incoming, self.carried, f"the new {topo.HOST_IFNAME}")
+        if not net.wait_usable(incoming):
+            log.warning("%s: an IPv6 address of the new %s has no local route after 1 s: moving on", self.h.name,
+                        topo.HOST_IFNAME)
+        net.apply_routes(incoming, self.carried, f"the new {topo.HOST_IFNAME}")
         if self.limbo is not None:
             net.set_master(eth0, self.limbo, f"pausing {topo.HOST_IFNAME} in the {LIMBO_IFNAME} bridge")
             self.paused = True
-            net.remove(eth0, self.carried, topo.HOST_IFNAME)
         else:
             net.set_up(eth0, False, f"taking {topo.HOST_IFNAME} down")
+        net.remove(eth0, self.carried, topo.HOST_IFNAME)  # its routes moved already: the addresses go
         _rename_live(net, eth0, OUTGOING_IFNAME, f"renaming {topo.HOST_IFNAME} to {OUTGOING_IFNAME}")
         _rename_live(net, incoming, topo.HOST_IFNAME, f"renaming {INCOMING_IFNAME} to {topo.HOST_IFNAME}")
-        if not self.incoming_up:
-            net.set_up(incoming, True, f"bringing the new {topo.HOST_IFNAME} up")
-        net.apply(incoming, self.carried, f"the new {topo.HOST_IFNAME}")
         attached = time.time()
         announce(self.h, self.packet_socket)
         return started, attached, time.time()

@@ -29,7 +29,7 @@ from lisp_ryu.lab.scenarios.probe import Prober
 from lisp_ryu.lab.state import read_state
 
 from conftest import controller_lab, dump_lab_on_failure, private_lab
-from test_planned_move_e2e import MAX_LOST, MAX_RTOS, planned_leftovers
+from test_planned_move_e2e import MAX_LOST, MAX_RTOS, MAX_RTOS_PLANNED, planned_leftovers
 
 pytestmark = [pytest.mark.lab]
 
@@ -55,7 +55,7 @@ def test_planned_moves_of_a_dual_stack_workload_lose_no_ping6(lab):
     assert report.target == "fd00:1::10"
     assert all(m.recovered for m in report.moves), mobility.format_table(report)
     assert max(m.lost for m in report.moves) <= MAX_LOST, mobility.format_table(report)
-    assert report.tcp.intact and report.tcp.rto_events <= MAX_RTOS, mobility.format_table(report)
+    assert report.tcp.intact and report.tcp.rto_events <= MAX_RTOS_PLANNED, mobility.format_table(report)
     assert planned_leftovers(lab) == []
 
 

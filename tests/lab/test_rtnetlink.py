@@ -89,6 +89,31 @@ def test_apply_copies_addresses_routes_and_neighbours_of_both_families(namespace
     assert "tentative" not in line
 
 
+def test_a_switchover_moves_the_routes_while_the_old_interface_still_answers(namespace):
+    """The order of a switchover without a deaf moment: the new interface gets the addresses (both
+    hold them), each IPv6 one usable once its local route is filed (`wait_usable`), then every
+    route moves over in one replace, then the old one gives its addresses up."""
+    net = rtnetlink.RouteSocket(namespace)
+    try:
+        old, new = net.link("old0"), net.link("new0")
+        setup = net.setup_of(old.index)
+        net.apply_addresses(new.index, setup, "new0")
+        assert net.wait_usable(new.index)
+        assert "local 2001:db8:9::2 dev new0" in ip("-6", "route", "show", "table", "local")
+        assert shown("old0")["addresses"] == ["10.9.0.2/24", "2001:db8:9::2/64"]  # both hold them now
+        net.apply_routes(new.index, setup, "new0")
+        assert shown("old0")["routes"] == []  # moved, not copied
+        net.remove(old.index, setup, "old0")  # its routes are gone already: only the addresses go
+    finally:
+        net.close()
+    assert shown("old0")["addresses"] == []
+    moved = shown("new0")
+    assert moved["addresses"] == ["10.9.0.2/24", "2001:db8:9::2/64"]
+    assert moved["routes"] == ["2001:db8:77::/48 via 2001:db8:9::1 metric 7", "default via 10.9.0.1",
+                               "default via 2001:db8:9::1 metric 1024"]
+    assert "local 10.9.0.2 dev new0" in ip("route", "show", "table", "local")
+
+
 def _arp_answered(namespace: str, peer: str, target: str, mac: str) -> bool:
     """Send an ARP request for `target` into `peer` (the far end of the host's veth) and say
     whether an answer comes back out of it within 0.3 s."""

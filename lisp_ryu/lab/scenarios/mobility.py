@@ -240,9 +240,10 @@ def choose(state: LabState, host: str | None = None, to: str | None = None, ping
 def run(*, moves: int = MOVES, pause: float = PAUSE, interval: float = INTERVAL, host: str | None = None,
         to: str | None = None, pinger: str | None = None, topology: str | Path = DEFAULT_TOPOLOGY,
         warmup_timeout: float = 20.0, progress: Callable[[str], None] = lambda line: None,
-        planned: bool = False, tcp: bool = False, ipv6: bool = False) -> MobilityReport:
+        planned: bool = False, hold: bool = False, tcp: bool = False, ipv6: bool = False) -> MobilityReport:
     """Run the scenario on the lab that is up, or bring `topology` up for it
     (and down afterwards); start the controller if none runs (and stop it).
+    `planned`: each move is announced with the new port first (`hold`: without it).
     `tcp`: a paced TCP stream from the pinger to the mover runs through the moves too.
     `ipv6`: the probes and the stream go to the mover's IPv6 address (dual-stack hosts)."""
     if moves < 1:
@@ -256,14 +257,15 @@ def run(*, moves: int = MOVES, pause: float = PAUSE, interval: float = INTERVAL,
         with lab_controller.driving(state, progress):
             return _record(state, choose(state, host, to, pinger, ipv6=ipv6), moves=moves, pause=pause,
                            interval=interval, warmup_timeout=warmup_timeout, progress=progress, planned=planned,
-                           tcp=tcp)
+                           hold=hold, tcp=tcp)
     finally:
         if own_lab:
             down()
 
 
 def _record(state: LabState, cast: Cast, *, moves: int, pause: float, interval: float, warmup_timeout: float,
-            progress: Callable[[str], None], planned: bool = False, tcp: bool = False) -> MobilityReport:
+            progress: Callable[[str], None], planned: bool = False, hold: bool = False,
+            tcp: bool = False) -> MobilityReport:
     watches = [FlowWatch(s) for s in state.sites]
     done: list[Move] = []
     prober = Prober(cast.pinger.namespace, cast.target, interval)
@@ -284,7 +286,7 @@ def _record(state: LabState, cast: Cast, *, moves: int, pause: float, interval: 
         time.sleep(min(1.0, pause))  # a stretch of undisturbed pings to compare with
         for i in range(moves):
             dest = cast.away if i % 2 == 0 else cast.home
-            mv = move_host(cast.mover.name, dest, planned=planned)
+            mv = move_host(cast.mover.name, dest, planned=planned, hold=hold)
             done.append(mv)
             progress(f"move {i + 1}/{moves}: {mv.host} {mv.from_site} -> {mv.to_site} "
                      f"(port {mv.to_ofport}, no link for {mv.swap_ms:.1f} ms)")
