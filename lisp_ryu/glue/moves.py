@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from ipaddress import ip_network
 from collections import deque
 from typing import Any, Callable
 
@@ -79,8 +80,8 @@ class Arrivals:
             if burst and now - self.seeded.get(pair, -SEED_AGAIN) < SEED_AGAIN:
                 continue  # a burst from the same site: seeded moments ago (what old learned since is its leavers)
             self.seeded[pair] = now
-            _guarded(self.controller, here, lambda old=old: here.core.seed(list(old.core.cache), old.core.config.name,
-                                                                          now), effects)
+            _guarded(self.controller, here, lambda old=old: here.core.seed(
+                list(old.core.cache), old.core.config.name, now, old.core.owned_mappings()), effects)
         return effects
 
     def left(self, here: "ControlEndpoint", record) -> list:
@@ -158,7 +159,7 @@ def planned_move(controller: "Controller", iid: int, eid: "IPAddress", to_site: 
     The destination delivers the EID's traffic to `port` (the workload's new vif, plugged
     already; `mac` defaults to the workload's MAC at its old site, which a live migration
     keeps) or, without a port, holds it until the workload appears there; it resolves
-    beforehand what the old site talks to.  Every other xTR this controller drives replicates
+    beforehand what the workload talks to from the old site: its map-cache and its own hosts.  Every other xTR this controller drives replicates
     the EID's traffic to the old and the new RLOC until its map-cache follows the move.
     Raises KeyError (no such site, or no site holds the EID), ValueError (already there, or a
     port the destination uses otherwise) and NotReady (the destination's switch is not
@@ -186,8 +187,12 @@ def planned_move(controller: "Controller", iid: int, eid: "IPAddress", to_site: 
         _check_port(dest, port)
         mac = mac or next(h.mac for h in old.core.local_hosts() if (h.iid, h.ip) == (iid, eid))
     old_rloc, new_rloc = old.core.state.rlocs[0], dest.core.state.rlocs[0]
+    # What the workload talks to from its old site: the old site's map-cache and its own hosts
+    # and prefixes (not the workload itself).
     prefetch = tuple((entry.iid, entry.value.record.eid_prefix.network) for entry in old.core.cache
                      if not entry.negative)
+    prefetch += tuple((r.eid_prefix.instance_id, r.eid_prefix.network) for r in old.core.local_records()
+                      if (r.eid_prefix.instance_id, r.eid_prefix.network) != (iid, ip_network(eid)))
     controller.run(dest, dest.core.expect(iid, eid, dest.clock(), timeout, prefetch=prefetch, old_rloc=old_rloc,
                                           port=port, mac=mac))
     controller.run(old, old.core.leave(iid, eid, new_rloc, old.clock(), timeout))

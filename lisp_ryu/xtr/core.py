@@ -335,9 +335,8 @@ class XtrCore:
         extra = {} if timeout is None else {"timeout": timeout}
         at = None if port is None or mac is None else LocalHost(iid, ip, mac, port)
         effects = self.mobility.expect(iid, ip, now, old_rloc=old_rloc, at=at, **extra)
-        for p_iid, network in prefetch:
-            if self.state.cache.get(p_iid, network) is None and not any(
-                    h.iid == p_iid and h.ip in network for h in self.local_hosts()):
+        for p_iid, network in dict.fromkeys(prefetch):
+            if self.state.cache.get(p_iid, network) is None and not self.mobility.ours(p_iid, network):
                 effects += self.resolver.resolve(p_iid, network.network_address, now, mask_len=network.prefixlen)
         return effects
 
@@ -359,9 +358,14 @@ class XtrCore:
         """Another xTR this glue drives learned the workload of `record`: depart or follow it now."""
         return self.mobility.moved_elsewhere(record, where, now)
 
-    def seed(self, entries, where: str, now: float) -> list[Effect]:
-        """A workload arrived from `where`: copy (and re-resolve) the mappings its old site held."""
-        return self.mobility.seed(entries, where, now)
+    def seed(self, entries, where: str, now: float, owned: tuple = ()) -> list[Effect]:
+        """A workload arrived from `where`: copy (and re-resolve) the mappings its old site held
+        (`entries`: its map-cache; `owned`: its own, `owned_mappings`)."""
+        return self.mobility.seed(entries, where, now, owned)
+
+    def owned_mappings(self) -> tuple:
+        """Our own mappings (EID prefixes, hosts here) as another xTR would cache them."""
+        return self.mobility.owned()
 
     def adopt(self, entries: list[RemoteEntry], now: float) -> list[Effect]:
         """Take over mappings the switch still forwards with (after a controller restart)."""

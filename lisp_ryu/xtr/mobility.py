@@ -147,37 +147,56 @@ class Mobility:
             effects += self.end_replications(self.resolver.lookup, now)
         return effects
 
-    def seed(self, entries, where: str, now: float) -> list[Effect]:
-        """A workload arrived from `where`: copy what its old site's map-cache holds and we lack,
-        so its first replies find mappings, and ask the mapping system for each at once
-        (its answers replace the copies; a copy nobody confirms lives ADOPTED_TTL)."""
+    def seed(self, entries, where: str, now: float, owned: tuple[MappingRecord, ...] = ()) -> list[Effect]:
+        """A workload arrived from `where`: copy what its old site's map-cache holds (`entries`) and
+        the old site's own mappings (`owned`: its EID prefixes and hosts, as others cache them),
+        where we lack them, so its first replies find mappings, its old neighbours included; and
+        ask the mapping system for each at once (its answers replace the copies; a copy nobody
+        confirms lives ADOPTED_TTL)."""
         state = self.state
         local = None  # our hosts, once an entry is missing here (a burst's later arrivals find none)
         effects: list[Effect] = []
         copied: list = []
-        for entry in entries:
-            if entry.negative or entry.expired(now):
-                continue
-            record = entry.value.record
+        records = [(e.iid, e.value.record) for e in entries if not e.negative and not e.expired(now)]
+        records += [(r.eid_prefix.instance_id, r) for r in owned]
+        for iid, record in records:
             network = record.eid_prefix.network
-            if state.cache.get(entry.iid, network) is not None:
+            if state.cache.get(iid, network) is not None:
                 continue
             if local is None:
                 local = {(h.iid, h.ip) for h in state.local_hosts()}
-            if network.prefixlen == network.max_prefixlen:
-                if (entry.iid, network.network_address) in local:
-                    continue  # one of our own hosts (it came from there): never via the map-cache
-            elif any(iid == entry.iid and ip in network for iid, ip in local):
-                continue  # a prefix over our own hosts
-            state.cache.insert(entry.iid, network, CachedMapping(record, f"copied from {where}"), now=now,
+            if self.ours(iid, network, local):
+                continue
+            state.cache.insert(iid, network, CachedMapping(record, f"copied from {where}"), now=now,
                                ttl=ADOPTED_TTL)
             copied.append(record)
-            effects += self.resolver.resolve(entry.iid, network.network_address, now, mask_len=network.prefixlen)
+            effects += self.resolver.resolve(iid, network.network_address, now, mask_len=network.prefixlen)
         if copied:
             state.count("map_cache_seeded", len(copied))
             self.prober.sync_for(copied, now)
             effects.insert(0, DataplaneChanged(f"{len(copied)} mappings copied from {where}"))
         return effects
+
+    def ours(self, iid: int, network, local: set | None = None) -> bool:
+        """A mapping for `network` would cover what is ours, so it never goes into our map-cache
+        from a copy or a prefetch: one of our hosts' host routes, our own EID space, or a prefix
+        over a host configured here.  A prefix over a workload that arrived from it is not ours:
+        the workload's own flows outrank it, and its replies to its old neighbours need it."""
+        state = self.state
+        if local is None:
+            local = {(h.iid, h.ip) for h in state.local_hosts()}
+        if network.prefixlen == network.max_prefixlen:
+            return (iid, network.network_address) in local
+        if any(p.iid == iid and p.prefix.version == network.version and p.prefix.overlaps(network)
+               for p in state.config.eid_prefixes):
+            return True
+        return any(i == iid and ip in network and (i, ip) not in state.dynamic_hosts for i, ip in local)
+
+    def owned(self) -> tuple[MappingRecord, ...]:
+        """Our own mappings as another xTR caches them (not `local`): what a site a workload of
+        ours moves to copies, so the workload's replies to our hosts find a mapping there."""
+        return tuple(replace(r, locators=tuple(replace(loc, local=False) for loc in r.locators))
+                     for r in self.state.local_records())
 
     def _dynamic_prefix(self, in_port: int, source: IPAddress):
         """The dynamic-EID prefix (so the instance-ID) an arrival on `in_port` from `source` belongs to.

@@ -65,6 +65,24 @@ def test_every_xtr_follows_a_move_before_the_map_server_answers(lab):
     assert len(redirects) == 1
 
 
+def test_the_new_site_reaches_the_old_sites_own_hosts_at_once(lab):
+    """The workload's old neighbours (dc1's own hosts) are in no map-cache dc2 could copy: dc2
+    gets dc1's own mappings copied, so the replies to them need no Map-Request (measured in the
+    lab before: 14 pings lost at 1 ms from a dc1 host while dc2 resolved dc1's prefix)."""
+    old_prefix = ipaddress.ip_network("10.1.0.0/16")
+    assert lab.cores["dc2"].cache.get(42, old_prefix) is None
+    arrive(lab)
+    entry = lab.cores["dc2"].cache.get(42, old_prefix)
+    assert entry is not None and "copied from dc1" in entry.value.source
+    assert [loc.address for loc in entry.value.record.locators] == [ipaddress.ip_address(DC1)]
+    assert not any(loc.local for loc in entry.value.record.locators)
+    back = walk(held(lab, "dc2"), {"in_port": 5, "eth_type": 0x0800, "ipv4_src": EID, "ipv4_dst": "10.1.0.99"})
+    assert [d.packet["tun_ipv4_dst"] for d in back.deliveries] == [DC1] and "controller" not in back.ports
+    # dc2's own space is never copied in: dc1 holds no mapping of it, and nothing of dc2's own is
+    # in dc2's map-cache after the move.
+    assert lab.cores["dc2"].cache.get(42, ipaddress.ip_network("10.2.0.0/16")) is None
+
+
 def test_a_host_seen_again_where_it_is_tells_nobody(lab):
     arrive(lab)
     lab.underlay.settle()

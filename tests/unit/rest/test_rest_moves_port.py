@@ -9,6 +9,8 @@ test_rest_moves.py: dc1 holds 10.1.0.10, dc2 learns hosts on port 5, dc3 talks t
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 
 from lisp_ryu.flows.pipeline import Table
@@ -52,6 +54,18 @@ def test_the_destination_delivers_to_the_announced_port_without_the_controller(l
     assert [d.packet["tun_ipv4_dst"] for d in to_eid(lab, "dc3").deliveries] == [DC2]
     for name in ("dc1", "dc2", "dc3"):
         assert planned_flows(held(lab, name)) == [], name
+
+
+def test_the_destination_resolves_the_old_sites_own_hosts_beforehand(lab):
+    """The workload's replies to its old neighbours (dc1's own hosts) find a mapping at dc2 from
+    the switchover on: the announcement made dc2 ask for dc1's prefix."""
+    assert lab.call("POST", "/lisp/v1/moves", {"iid": 42, "eid": EID, "to_site": "dc2", "port": 5})[0] == 202
+    lab.underlay.settle()  # the Map-Requests and their answers
+    entry = lab.cores["dc2"].cache.get(42, ipaddress.ip_network("10.1.0.0/16"))
+    assert entry is not None and [str(loc.address) for loc in entry.value.record.locators] == [DC1]
+    arrive_at_dc2(lab)
+    back = walk(held(lab, "dc2"), {"in_port": 5, "eth_type": 0x0800, "ipv4_src": EID, "ipv4_dst": "10.1.0.99"})
+    assert [d.packet["tun_ipv4_dst"] for d in back.deliveries] == [DC1]
 
 
 def test_a_mac_given_with_the_port_is_the_one_delivered_to(lab):
