@@ -36,7 +36,7 @@ class Move:
     to_site: str
     from_ofport: int
     to_ofport: int
-    started: float  # the switchover begins: the new interface takes the old one's addresses, routes, ARP cache
+    started: float  # the switchover begins: the routes move to the new interface (which holds the addresses)
     attached: float  # the old eth0 is paused (or down) and away: the host is wholly on the new one
     announced: float  # its gratuitous ARP is sent
     state: LabState  # the lab after the move (also written to the state file)
@@ -226,8 +226,9 @@ class _Migration:
     def switch_over(self) -> tuple[float, float, float]:
         """The switchover: the new interface takes what eth0 holds, eth0 is
         paused (or down) and away, the new one becomes eth0, the gratuitous
-        ARP.  Returns when it began, when the host was wholly on the new
-        interface and when it announced itself (`time.time()`).
+        ARP.  Returns when it began (the routes move to the new interface),
+        when the host was wholly on the new interface and when it announced
+        itself (`time.time()`).
 
         The new interface gets eth0's addresses, neighbour (ARP) entries and,
         once its IPv6 addresses are usable (`RouteSocket.wait_usable`), routes
@@ -260,13 +261,15 @@ class _Migration:
         being up before it is."""
         net, eth0, incoming = self.net, self.outgoing, self.incoming
         self.carried = net.setup_of(eth0, link_local=self.incoming_up)
-        started = time.time()
         if not self.incoming_up:
             net.set_up(incoming, True, f"bringing the new {topo.HOST_IFNAME} up")
         net.apply_addresses(incoming, self.carried, f"the new {topo.HOST_IFNAME}")
         if not net.wait_usable(incoming):
             log.warning("%s: an IPv6 address of the new %s has no local route after 1 s: moving on", self.h.name,
                         topo.HOST_IFNAME)
+        # The switchover proper: until here the host answered through eth0 only (what reached the
+        # new interface too, a planned move's copies, was answered there as well).
+        started = time.time()
         net.apply_routes(incoming, self.carried, f"the new {topo.HOST_IFNAME}")
         if self.limbo is not None:
             net.set_master(eth0, self.limbo, f"pausing {topo.HOST_IFNAME} in the {LIMBO_IFNAME} bridge")
