@@ -171,12 +171,17 @@ class FailoverConfig:
     ports get OpenFlow numbers from `port_base` up.  A port outlives its last
     use by `grace` seconds, so a mapping that flaps (a move and back) does not
     restart its BFD session, which takes a second or more to come up.
+    `mesh`: ports towards every other xTR this controller drives (with
+    failover) from the start, not once a map-cache first needs them: adding a
+    tunnel port stalls a userspace switch for milliseconds, and a move between
+    two sites that never talked paid that in lost packets at both ends.
     """
 
     enabled: bool = True
     bfd: BfdConfig = BfdConfig()
     port_base: int = 1000
     grace: float = 30.0
+    mesh: bool = True
 
 
 @dataclass(frozen=True)
@@ -435,7 +440,8 @@ def _failover(node: Node | None) -> FailoverConfig:
         bfd_node.done()
     out = FailoverConfig(enabled=node.get("enabled", _bool, True), bfd=bfd,
                          port_base=node.get("port_base", schema.int_range(1, 0xFE00), FailoverConfig.port_base),
-                         grace=node.get("grace", schema.finite_number, FailoverConfig.grace))
+                         grace=node.get("grace", schema.finite_number, FailoverConfig.grace),
+                         mesh=node.get("mesh", _bool, FailoverConfig.mesh))
     if out.grace < 0:
         raise node.error("grace", f"must be >= 0 (seconds), got {out.grace}")
     node.done()

@@ -23,8 +23,14 @@ Which ports: both ends of a BFD session need a port towards each other
 towards every ITR that probes it (a foreign lisp-ryu xTR that sends to us
 but to which we never send).  Between the xTRs one controller drives
 (`BfdMesh`), a port is made at both ends as soon as either end needs it, so a
-session never waits for the reverse traffic.  A port no longer needed stays
-`failover.grace` seconds (a mapping that flaps keeps its session), then goes.
+session never waits for the reverse traffic; with `failover.mesh` (the
+default) every such xTR keeps one towards each other from its first push:
+adding a tunnel port stalls a userspace ovs-vswitchd for milliseconds (it
+dropped a few ms of a site's traffic, and tunnel packets reached the host's
+kernel instead of the tunnel, measured in the lab), and a workload's first
+move between two sites that never talked paid it at both ends, right at the
+switchover.  A port no longer needed stays `failover.grace` seconds (a
+mapping that flaps keeps its session), then goes.
 A port towards a peer that runs no BFD never comes up: its fast-failover
 bucket is dead and traffic takes the last bucket, the flow-based port that
 probing governs, as without failover.
@@ -172,16 +178,19 @@ class FailoverPorts:
 
     def ports(self, peers: Iterable[IPAddress], now: float | None = None,
               probers: Iterable[IPAddress] = ()) -> tuple[FailoverPort, ...]:
-        """The ports for `peers` (the plan's: map-cache RLOCs and probers), the mesh's, and those
-        in their grace; numbers kept while wanted.  A peer among `probers` (there only because it
-        probes us) that is one of our own xTRs needs nothing of its own: the mesh gives it the
-        port back exactly while it needs one."""
+        """The ports for `peers` (the plan's: map-cache RLOCs and probers), the mesh's (with
+        `failover.mesh`, every other xTR of ours), and those in their grace; numbers kept while
+        wanted.  A peer among `probers` (there only because it probes us) that is one of our own
+        xTRs needs nothing of its own: the mesh gives it the port back exactly while it needs one."""
         if not self._loaded:
             self._load()
         now = self.clock() if now is None else now
         ours = self.mesh.rlocs() if self.mesh is not None else set()
         skip = {p for p in probers if p in ours}
-        own = {(local, remote) for remote in peers if remote not in skip for local in self.locals
+        wanted = set(peers) - skip
+        if self.mesh is not None and self.xtr.failover.mesh:
+            wanted |= ours - set(self.locals)  # every other xTR of ours, from the start
+        own = {(local, remote) for remote in wanted for local in self.locals
                if local.version == remote.version and local != remote}
         moved, self.needed = own ^ self.needed, own
         self._kept = own | (self.mesh.reciprocal(self) if self.mesh is not None else set())

@@ -7,7 +7,9 @@ start it by hand (`lisp-ryu controller --config FILE`), as its own process.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -27,7 +29,7 @@ import yaml
 from lisp_ryu import config as config_mod
 from lisp_ryu.lab import controller_config
 from lisp_ryu.lab.processes import process_alive
-from lisp_ryu.lab.running import ofctl
+from lisp_ryu.lab.running import ofctl, vsctl
 from lisp_ryu.lab.state import LabError, LabState, lab_dir, read_state, write_state
 
 DEFAULT_REST_HOST = "127.0.0.1"  # what `lisp-ryu controller` gives ryu-manager unless told otherwise
@@ -203,7 +205,10 @@ def wait_ready(state: LabState, timeout: float = 30.0) -> None:
     Asked of the controller itself (GET /lisp/v1/health): a lab driven before keeps the last
     controller's flows in its switches and its lines in the log, so those said "ready" while
     a restarted controller had no switch yet (a planned move announced then was prepared
-    nowhere).  A controller without a REST address in the lab state is judged by its log."""
+    nowhere).  A controller without a REST address in the lab state is judged by its log.
+    Also until each site has its BFD ports towards the others (`failover.mesh`): the controller
+    makes them in the background after its first push, and a userspace switch adding a tunnel
+    port loses a few ms of tunnelled traffic (a first ping after "ready" was lost)."""
     deadline = time.monotonic() + timeout
     waiting = [s.name for s in state.sites]
     rest = (read_state() or state).controller_rest
@@ -216,10 +221,46 @@ def wait_ready(state: LabState, timeout: float = 30.0) -> None:
             waiting = [s.name for s in state.sites
                        if "CONTROLLER" not in ofctl(s.name, "dump-flows", "table=1", state=state)]
         if not waiting:
+            waiting = _mesh_pending(state)
+        if not waiting:
             return
         time.sleep(0.2)
     raise LabError(f"the controller did not take over {', '.join(waiting)} within {timeout:.0f} s; "
                    f"its log ({log_path()}) ends with:\n{_tail(log_path().read_text(errors='replace'))}")
+
+
+def mesh_sites(config_file: Path | None = None) -> set[str]:
+    """The xTRs of the controller's configuration (default: the lab's) that keep BFD ports towards
+    each other from the start (`failover.mesh`, on by default, with failover and an OVSDB); none
+    without the file."""
+    path = config_path() if config_file is None else Path(config_file)
+    if not path.exists():
+        return set()
+    doc = yaml.safe_load(path.read_text()) or {}
+    out = set()
+    for xtr in doc.get("xtrs", []):
+        fo = xtr.get("failover") or {}
+        if xtr.get("ovsdb") and fo.get("enabled", True) and fo.get("mesh", True):
+            out.add(xtr["name"])
+    return out
+
+
+def _mesh_pending(state: LabState) -> list[str]:
+    """The sites of the BFD mesh still without a port (numbered by OVS) towards some other site's RLOC."""
+    mesh = mesh_sites()
+    sites = [s for s in state.sites if s.name in mesh]
+    out = []
+    for s in sites:
+        want = {str(r.address) for o in sites if o is not s for r in o.rlocs
+                if any(ipaddress.ip_address(r.address).version == ipaddress.ip_address(m.address).version
+                       for m in s.rlocs)}
+        listing = vsctl(s.name, "--bare", "--format=csv", "--no-headings", "--columns=ofport,options", "find",
+                        "interface", f"external_ids:lisp-ryu-xtr={s.name}", state=state)
+        have = {m.group(2) for m in re.finditer(r"^(\d+),.*remote_ip=([0-9a-fA-F.:]+)", listing, re.M)
+                if int(m.group(1)) > 0}
+        if want - have:
+            out.append(s.name)
+    return out
 
 
 def _not_ready(state: LabState, rest: str | None) -> list[str]:

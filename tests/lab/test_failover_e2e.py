@@ -60,7 +60,7 @@ def test_cut_link_fails_over_in_the_switch_within_a_second_and_traffic_returns(l
     log = lab_controller.log_path().read_text(errors="replace")
     # The controller was not what moved the traffic: probing (30 s) never declared the primary down.
     assert f"RLOC {failover.PRIMARY} is down" not in log
-    assert failover.leftovers(lab) == []
+    assert failover.leftovers(lab, lab_controller.mesh_sites()) == []
 
 
 def test_both_rlocs_of_the_multihomed_site_answer_probes(lab):

@@ -1,9 +1,10 @@
-"""`failover.leftovers` on canned dumps (the formats ovs-ofctl 3.1 and ovs-vsctl print): no lab needed."""
+"""`failover.leftovers` (and the lab's BFD mesh members) on canned dumps (the formats ovs-ofctl 3.1 and ovs-vsctl print): no lab needed."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
+from lisp_ryu.lab import controller as lab_controller
 from lisp_ryu.lab.scenarios import failover
 
 PORTS = """OFPST_PORT_DESC reply (OF1.3) (xid=0x2):
@@ -68,6 +69,25 @@ def test_a_port_only_the_far_end_sends_through_is_kept_and_needs_its_port_back(m
     assert len(problems) == 1 and "lf6c97f8fe has no port back from dc3" in problems[0]
     problems = failover.leftovers(two_sites(monkeypatch, "", BACK))  # neither end tunnels to the other
     assert sorted(p.split(":")[0] for p in problems if "no flow uses at either end" in p) == ["dc1", "dc3"]
+
+
+def test_ports_between_two_sites_of_the_mesh_are_kept_unused(monkeypatch):
+    """With `failover.mesh` our xTRs keep ports towards each other from the start, used or not."""
+    assert failover.leftovers(two_sites(monkeypatch, "", BACK), mesh={"dc1", "dc3"}) == []
+    problems = failover.leftovers(two_sites(monkeypatch, "", BACK), mesh={"dc1"})  # dc3 is not in it
+    assert sorted(p.split(":")[0] for p in problems if "no flow uses at either end" in p) == ["dc1", "dc3"]
+
+
+def test_mesh_sites_are_the_xtrs_with_failover_and_an_ovsdb_unless_they_opt_out(tmp_path):
+    path = tmp_path / "controller.yaml"
+    path.write_text("xtrs:\n"
+                    "  - {name: dc1, ovsdb: unix:/a}\n"
+                    "  - {name: dc2, ovsdb: unix:/b, failover: {mesh: false}}\n"
+                    "  - {name: dc3, ovsdb: unix:/c, failover: {enabled: false}}\n"
+                    "  - {name: dc4}\n"
+                    "  - {name: dc5, ovsdb: unix:/e, failover: {grace: 2}}\n")
+    assert lab_controller.mesh_sites(path) == {"dc1", "dc5"}
+    assert lab_controller.mesh_sites(tmp_path / "absent.yaml") == set()
 
 
 def test_a_clean_site_has_no_leftovers(monkeypatch):

@@ -21,6 +21,7 @@ import time
 
 import pytest
 
+from lisp_ryu.lab import controller as lab_controller
 from lisp_ryu.lab import running
 from lisp_ryu.lab.scenarios import failover, mobility
 
@@ -69,14 +70,10 @@ HELD = re.compile(r"planned move of \[\d+\]\S+: arrived; (\d+) held packets deli
 
 def held_since(offset: int) -> list[int]:
     """Per planned arrival logged since `offset`: how many packets the controller had held for it."""
-    from lisp_ryu.lab import controller as lab_controller
-
     return [int(n) for n in HELD.findall(lab_controller.log_path().read_text(errors="replace")[offset:])]
 
 
 def log_size() -> int:
-    from lisp_ryu.lab import controller as lab_controller
-
     return len(lab_controller.log_path().read_text(errors="replace"))
 
 
@@ -95,7 +92,7 @@ def test_planned_moves_lose_nothing_at_1ms(lab):
     # and is up; no flow or group dangles.
     time.sleep(GRACE + 0.5)
     failover.wait_for(lambda: failover.armed(lab), 10, f"every BFD session up ({failover.bfd_ports(lab)})")
-    assert failover.leftovers(lab) == []
+    assert failover.leftovers(lab, lab_controller.mesh_sites()) == []
 
 
 def test_unplanned_moves_keep_a_tcp_stream(lab):

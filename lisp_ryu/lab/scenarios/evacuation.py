@@ -292,7 +292,7 @@ def _settle(state: LabState, settle: float) -> tuple[list[str], list[str], float
     began = time.monotonic()
     while True:
         problems = stale.check(state)
-        leftovers = failover.leftovers(state)
+        leftovers = failover.leftovers(state, lab_controller.mesh_sites())
         problems += [x for x in leftovers if "BFD port" not in x]
         if not problems or time.monotonic() - began > settle:
             notes = [x for x in leftovers if "BFD port" in x]

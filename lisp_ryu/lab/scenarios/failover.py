@@ -299,7 +299,7 @@ _GROUP_REFS = re.compile(r"(?:group:|watch_group:)(\d+)")
 _TUN_DSTS = re.compile(r"set_field:([0-9a-fA-F.:]+)->tun_(?:ipv6_)?dst")
 
 
-def leftovers(state: LabState) -> list[str]:
+def leftovers(state: LabState, mesh: Iterable[str] = ()) -> list[str]:
     """What is stale or dangling on any site, one line each; empty when all is clean.
 
     Per site: a flow or bucket naming a port the bridge does not have
@@ -308,10 +308,13 @@ def leftovers(state: LabState) -> list[str]:
     group nothing uses; a BFD port of ours that neither end uses (no flow or
     group of the site tunnels to its remote RLOC, nor does the lab site that
     holds that RLOC tunnel back to its local one: run this after
-    `failover.grace`), a BFD port towards a lab site that has no port back,
-    a BFD port whose session is not up (the scenario ends with every link up)
-    or that OVS could not open.
+    `failover.grace`) unless it joins two sites of the controller's BFD
+    `mesh` (`lab.controller.mesh_sites`: they keep ports towards each other, used or not),
+    a BFD port towards a lab site that has no port back, a BFD port whose
+    session is not up (the scenario ends with every link up) or that OVS
+    could not open.
     """
+    mesh = set(mesh)
     problems = []
     owner = {r.address: site.name for site in state.sites for r in site.rlocs}
     destinations: dict[str, set[str]] = {}
@@ -329,7 +332,8 @@ def leftovers(state: LabState) -> list[str]:
     for name, listed in ports.items():
         for port, local, remote, line in listed:
             far = owner.get(remote or "")
-            used = remote in destinations[name] or (far is not None and local in destinations.get(far, set()))
+            used = (remote in destinations[name] or (far is not None and local in destinations.get(far, set()))
+                    or (name in mesh and far in mesh))
             if not used:
                 problems.append(f"{name}: BFD port {port} leads to an RLOC no flow uses at either end: {line}")
             if far is not None and (far, remote, local) not in pairs:

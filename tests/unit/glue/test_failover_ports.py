@@ -131,6 +131,37 @@ def test_ports_left_by_an_earlier_controller_are_adopted_with_their_numbers():
 
 DC3 = {**XTR, "name": "dc3", "dpid": 3, "rlocs": [{"address": "198.18.3.2"}, {"address": "198.18.4.2"}],
        "hosts": [], "eid_prefixes": [{"prefix": "10.3.0.0/16", "iid": 42}]}
+# Ports made on demand only (`failover.mesh: false`): what the on-demand tests below are about.
+ON_DEMAND = {"failover": {"mesh": False}}
+XTR1, XTR3 = {**XTR, **ON_DEMAND}, {**DC3, **ON_DEMAND}
+
+
+def test_with_the_mesh_our_xtrs_keep_ports_towards_each_other_from_the_first_push():
+    """Adding a tunnel port stalls a userspace switch: between our own xTRs the ports are made
+    before any traffic needs them, both ends, and they stay (no grace runs out on them)."""
+    mesh = BfdMesh()
+    clock = Clock()
+    dc1 = manager(FakeOvsdb(), mesh=mesh, clock=clock)
+    dc3 = manager(FakeOvsdb(), DC3, mesh=mesh, clock=clock)
+    both_ways = {("198.18.1.2", "198.18.3.2"), ("198.18.1.2", "198.18.4.2"), ("198.18.5.2", "198.18.3.2"),
+                 ("198.18.5.2", "198.18.4.2")}
+    assert pairs_of(dc1.ports([])) == both_ways  # nothing in the map-cache yet
+    assert pairs_of(dc3.ports([])) == {(b, a) for a, b in both_ways}
+    clock.now += dc1.grace + 1
+    dc1.expire()
+    dc3.expire()
+    assert pairs(dc1) == both_ways and len(pairs(dc3)) == 4
+    # A foreign peer still gets its port only on demand.
+    assert ("198.18.1.2", "203.0.113.9") in pairs_of(dc1.ports([ip("203.0.113.9")]))
+    assert not any(r == "203.0.113.9" for _, r in pairs_of(dc3.ports([])))
+
+
+def test_an_xtr_without_the_mesh_still_gets_the_ports_back_that_a_mesh_member_makes():
+    mesh = BfdMesh()
+    dc1 = manager(FakeOvsdb(), mesh=mesh)
+    dc3 = manager(FakeOvsdb(), XTR3, mesh=mesh)
+    assert len(pairs_of(dc1.ports([]))) == 4
+    assert len(pairs_of(dc3.ports([]))) == 4  # its ports back, for dc1's sessions
 
 
 def test_between_our_own_xtrs_a_port_is_made_at_both_ends_when_either_needs_it():
@@ -141,8 +172,8 @@ def test_between_our_own_xtrs_a_port_is_made_at_both_ends_when_either_needs_it()
     mesh = BfdMesh()
     clock = Clock()
     pushed = []
-    dc1 = manager(FakeOvsdb(), mesh=mesh, clock=clock, changed=lambda: pushed.append("dc1"))
-    dc3 = manager(FakeOvsdb(), DC3, mesh=mesh, clock=clock, changed=lambda: pushed.append("dc3"))
+    dc1 = manager(FakeOvsdb(), XTR1, mesh=mesh, clock=clock, changed=lambda: pushed.append("dc1"))
+    dc3 = manager(FakeOvsdb(), XTR3, mesh=mesh, clock=clock, changed=lambda: pushed.append("dc3"))
     dc3.ports([])
     dc1.ports([ip("198.18.3.2")])
     assert pushed == ["dc3"]  # the far end recomputes (the controller pushes it)
@@ -163,8 +194,8 @@ def test_a_port_the_far_end_needs_does_not_keep_ours_alive_by_itself():
     """Reciprocity follows what each end needs of its own, so two ends never keep each other's ports forever."""
     mesh = BfdMesh()
     clock = Clock()
-    dc1 = manager(FakeOvsdb(), mesh=mesh, clock=clock)
-    dc3 = manager(FakeOvsdb(), DC3, mesh=mesh, clock=clock)
+    dc1 = manager(FakeOvsdb(), XTR1, mesh=mesh, clock=clock)
+    dc3 = manager(FakeOvsdb(), XTR3, mesh=mesh, clock=clock)
     dc1.ports([ip("198.18.3.2")])
     dc3.ports([ip("198.18.1.2")])
     dc1.ports([])
@@ -198,6 +229,9 @@ def test_a_write_while_one_is_running_is_done_after_it():
 def test_config_defaults_and_bounds():
     xtr = config.parse({"xtrs": [XTR]}).xtrs[0]
     assert (xtr.failover.enabled, xtr.failover.bfd.min_rx, xtr.failover.bfd.mult) == (True, 75, 3)
+    assert xtr.failover.mesh is True
+    with pytest.raises(config.ConfigError, match=r"failover\.mesh"):
+        config.parse({"xtrs": [{**XTR, "failover": {"mesh": "yes"}}]})
     with pytest.raises(config.ConfigError, match=r"failover\.bfd\.mult"):
         config.parse({"xtrs": [{**XTR, "failover": {"bfd": {"mult": 0}}}]})
     with pytest.raises(config.ConfigError, match=r"failover\.bfd\.min_rxx"):
@@ -207,8 +241,8 @@ def test_config_defaults_and_bounds():
 def test_an_itr_that_probes_us_gets_a_port_back_unless_it_is_ours_and_no_longer_needs_it():
     mesh = BfdMesh()
     clock = Clock()
-    dc1 = manager(FakeOvsdb(), mesh=mesh, clock=clock)
-    dc3 = manager(FakeOvsdb(), DC3, mesh=mesh, clock=clock)
+    dc1 = manager(FakeOvsdb(), XTR1, mesh=mesh, clock=clock)
+    dc3 = manager(FakeOvsdb(), XTR3, mesh=mesh, clock=clock)
     # A foreign ITR probes dc3: dc3 keeps a port towards it (its session needs one back).
     assert ("198.18.3.2", "203.0.113.9") in pairs_of(dc3.ports([ip("203.0.113.9")], probers=[ip("203.0.113.9")]))
     # dc1 (ours) probed dc3 while it sent there; now it no longer does: only the grace keeps dc3's port.
