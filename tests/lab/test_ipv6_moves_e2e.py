@@ -95,10 +95,22 @@ def test_a_planned_evacuation_of_dual_stack_workloads_loses_no_ping6(lab):
     assert planned_leftovers(lab) == []
 
 
+# Probes at 1 ms a move may lose here to the lab's own port changes, not to the moves.  h2 sits on
+# the switch where the lab plugs h1's new vif (before the switchover) or unplugs its old one (after),
+# and a userspace ovs-vswitchd changing a port hands the tunnelled packets it receives meanwhile to
+# its namespace's kernel instead of its tunnel (captured: the kernel answers them with ICMP port
+# unreachable), 3-6 ms of h2's traffic from the other site; in 4 of 20 port changes with no move
+# at all (h5 pinging h1 while dc1 added and removed a spare port).  A planned move from a third
+# site does not see it (the ITR's copy to the other site covers the stall), so there 0 is required.
+OWN_SITE_PORT_STALL = 8
+
+
 def test_planned_moves_lose_nothing_for_hosts_at_the_old_site_and_the_destination(lab):
     """No ITR replicates for the two sites' own hosts: the old site delivers and tunnels a copy to
-    the new one, the destination sends to the old site and holds a copy.  h2 pings h1 (IPv4 and
-    IPv6, every 1 ms) from h1's old site, then from its destination."""
+    the new one, the destination sends to the old site and to the new port.  h2 pings h1 (IPv4 and
+    IPv6, every 1 ms) from h1's old site, then from its destination.  Nothing is lost to the moves
+    (the bug this guarded: 14-86 lost while the new site resolved the old site's own prefix and
+    while the two sites made their first BFD ports); see OWN_SITE_PORT_STALL for what is allowed."""
     state = read_state()
     h1, h2 = state.host("h1"), state.host("h2")
     assert h1.site == h2.site, "the planned evacuation before leaves them together"
@@ -118,7 +130,9 @@ def test_planned_moves_lose_nothing_for_hosts_at_the_old_site_and_the_destinatio
     switchovers = [round(m.started, 3) for m in moves]
     for address, probes in zip(h1.eids, results):
         lost = [round(x.sent, 3) for x in probes if x.received is None]
-        assert len(lost) <= MAX_LOST, f"{address}: {len(lost)} lost, sent at {lost[:10]}; switchovers at {switchovers}"
+        per_move = [sum(1 for t in lost if min(switchovers, key=lambda s: abs(s - t)) == s) for s in switchovers]
+        assert max(per_move) <= OWN_SITE_PORT_STALL, \
+            f"{address}: {per_move} lost per move, sent at {lost[:10]}; switchovers at {switchovers}"
     assert planned_leftovers(lab) == []
 
 
