@@ -33,8 +33,9 @@ Figures:
 
 * ``mobility.planned.lost_packets``: the same lab, h1 moved 10 times (quick:
   4) as planned moves (`lisp-ryu lab move --planned`, POST /lisp/v1/moves
-  first: the ITRs replicate to both sites, the destination holds traffic
-  until the host appears) under the same 1 ms ping: probes never answered,
+  with the new port once it is plugged: the ITRs replicate to both sites,
+  the destination's switch delivers to the new port) under the same 1 ms
+  ping: probes never answered,
   summed over the moves.  Target 0.  Baseline: the same count for the
   unplanned moves (their lost probes), so the ratio is 0 when nothing is lost.
   Duplicated replies during the window are expected and are not losses.
