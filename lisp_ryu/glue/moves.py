@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import logging
 import time
-from ipaddress import ip_network
 from collections import deque
+from ipaddress import ip_network
 from typing import Any, Callable
 
 # The controller (glue.controller) calls these with itself and its endpoints; they are typed
@@ -159,8 +159,9 @@ def planned_move(controller: "Controller", iid: int, eid: "IPAddress", to_site: 
     The destination delivers the EID's traffic to `port` (the workload's new vif, plugged
     already; `mac` defaults to the workload's MAC at its old site, which a live migration
     keeps) or, without a port, holds it until the workload appears there; it resolves
-    beforehand what the workload talks to from the old site: its map-cache and its own hosts.  Every other xTR this controller drives replicates
-    the EID's traffic to the old and the new RLOC until its map-cache follows the move.
+    beforehand what the workload talks to from the old site: its map-cache and its own hosts.
+    Every other xTR this controller drives replicates the EID's traffic to the old and the new
+    RLOC until its map-cache follows the move.
     Raises KeyError (no such site, or no site holds the EID), ValueError (already there, or a
     port the destination uses otherwise) and NotReady (the destination's switch is not
     connected and reconciled: nothing could be held there, so the orchestrator must not start
@@ -185,7 +186,9 @@ def planned_move(controller: "Controller", iid: int, eid: "IPAddress", to_site: 
                        "the move cannot be prepared there; retry when GET /lisp/v1/health says it is connected")
     if port is not None:
         _check_port(dest, port)
-        mac = mac or next(h.mac for h in old.core.local_hosts() if (h.iid, h.ip) == (iid, eid))
+        mac = mac or next((h.mac for h in old.core.local_hosts() if (h.iid, h.ip) == (iid, eid)), None)
+        if mac is None:
+            raise ValueError(f"{old.core.config.name} does not know [{iid}]{eid}'s MAC: give mac with port")
     old_rloc, new_rloc = old.core.state.rlocs[0], dest.core.state.rlocs[0]
     # What the workload talks to from its old site: the old site's map-cache and its own hosts
     # and prefixes (not the workload itself).
