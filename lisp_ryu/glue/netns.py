@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import os
 import socket
+import sys
 from typing import Callable, TypeVar
 
 T = TypeVar("T")
@@ -31,10 +32,13 @@ def netns_path(netns: str) -> str:
 
 
 def _os_threading():
-    try:
-        from eventlet import patcher
-    except ImportError:
-        patcher = None
+    """The real `threading` module, also under eventlet's monkey patching.
+
+    Eventlet is looked up, not imported: a process that has not imported it has not patched
+    anything, and importing eventlet 0.33 inside a worker of a ThreadPoolExecutor left that
+    worker's thread unjoinable (the pool's shutdown waited forever: `lisp-ryu lab evacuate`
+    hung after making its interfaces)."""
+    patcher = sys.modules.get("eventlet.patcher")
     if patcher is not None and patcher.is_monkey_patched("thread"):
         return patcher.original("threading")
     import threading
