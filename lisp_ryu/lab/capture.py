@@ -21,8 +21,10 @@ LISP_DATA_HEADER = "Locator/ID Separation Protocol (Data)"
 
 # BPF clauses for LISP-GPE data on UDP 4341 over an IPv4 underlay (udp[8..15] is the GPE header,
 # the inner packet starts at udp[16]).  Since failover in the switch, BFD travels on the same port
-# as LISP-GPE with instance-ID 0 and an inner IPv4 packet, so "udp port 4341" alone can catch BFD.
-GPE_IID_NOT_ZERO = "(udp[12:4] & 0xffffff00) != 0"  # data of an instance, not BFD
+# as LISP-GPE with instance-ID 0xFFFFFF (flows/failover.py BFD_KEY) and an inner IPv4 packet, so
+# "udp port 4341" alone can catch BFD; with `failover.mesh` BFD runs between our xTRs from the
+# start, so it is there before any data.
+GPE_DATA = ("((udp[12:4] & 0xffffff00) != 0 and (udp[12:4] & 0xffffff00) != 0xffffff00)")  # an instance's data, not BFD
 GPE_INNER_IPV6 = "(udp[16] & 0xf0) = 0x60"  # an inner IPv6 packet (BFD's is IPv4)
 
 

@@ -91,9 +91,9 @@ def test_lisp_host_reaches_the_internet_host_through_the_petr(lab, tmp_path):
     tunnel, native = tmp_path / "tunnel.pcap", tmp_path / "native.pcap"
     px = lab.pxtr
     # dc1 -> px on px's underlay link: LISP-GPE; px -> core on the native link: plain IPv4.
-    # Data of instance 42, not BFD (IID 0, also on UDP 4341) should dc1 keep a BFD port towards its PETR.
+    # Data of instance 42, not BFD (IID 0xFFFFFF, also on UDP 4341: dc1 and px keep BFD ports to each other).
     with capture.Capture(px.namespace, px.rlocs[0].uplink,
-                         f"udp dst port 4341 and src host 198.18.1.2 and {capture.GPE_IID_NOT_ZERO}",
+                         f"udp dst port 4341 and src host 198.18.1.2 and {capture.GPE_DATA}",
                          tunnel, count=1, timeout=8), \
             capture.Capture(lab.namespace_of("core"), px.native["router_ifname"],
                             f"icmp and src host 10.1.0.10 and dst host {INET}", native, count=1, timeout=8):
@@ -116,7 +116,7 @@ def test_internet_host_reaches_a_lisp_host_through_the_proxy_itr(lab, tmp_path):
     with capture.Capture(px.namespace, px.rlocs[0].uplink, "udp dst port 4342 and src host 198.18.9.2",
                          control, count=1, timeout=8), \
             capture.Capture(px.namespace, px.rlocs[0].uplink,
-                            f"udp dst port 4341 and dst host 198.18.2.2 and {capture.GPE_IID_NOT_ZERO}",
+                            f"udp dst port 4341 and dst host 198.18.2.2 and {capture.GPE_DATA}",
                             tunnel, count=1, timeout=8):
         out = ping(lab, "inet", "10.2.0.10")
     assert out.returncode == 0, out.stdout
