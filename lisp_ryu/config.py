@@ -279,7 +279,7 @@ _positive = schema.positive_number
 _ip = schema.address
 _network = schema.prefix
 _iid = schema.iid
-_port = schema.int_range(1, 0xFFFFFF00)
+_port = schema.openflow_port
 _udp_port = schema.int_range(1, 65535)
 _byte = schema.int_range(0, 255)
 

@@ -235,6 +235,11 @@ def iid(raw: Any, path: str) -> int:
     return integer(raw, path, 0, MAX_IID)
 
 
+def openflow_port(raw: Any, path: str) -> int:
+    """An OpenFlow port number: a physical or logical port, 1..OFPP_MAX (0xffffff00)."""
+    return integer(raw, path, 1, 0xFFFFFF00)
+
+
 def finite_number(raw: Any, path: str, expected: str = "a finite number") -> float:
     """An int or a float (never a bool), finite: NaN and the infinities are no setting's value.
 

@@ -24,8 +24,8 @@ site delivered meanwhile: expected, the price of losing nothing.
 
 The two sites' own hosts talk to the workload too, and no ITR replicates
 for them: the destination's hosts send it to the old site (its map-cache)
-and to the controller (held with the rest), the old site's hosts have it
-delivered locally and tunnelled to the new site (held there), each by one
+and to the new port (or the controller, held with the rest), the old site's
+hosts have it delivered locally and tunnelled to the new site, each by one
 ROUTE flow for the EID whose action list outputs twice:
 
     destination  ROUTE  EID -> new port (or controller), tunnel to old RLOC
@@ -88,9 +88,9 @@ def planned(replicates: tuple[Replicate, ...], expected: tuple[Expected, ...], l
     for e in expected:
         if (e.iid, e.ip) in local or (e.old_rloc is None and e.at is None):
             continue
-        here = deliver_actions(e.at) if e.at is not None else (Output("controller", 0xFFFF),)
         there = tunnel_actions(e.iid, e.old_rloc) if e.old_rloc is not None else ()
-        flows.append(Flow(Table.ROUTE, PRIO_PLANNED_MOVE, _route_match(e.iid, e.ip), actions=(*here, *there),
+        flows.append(Flow(Table.ROUTE, PRIO_PLANNED_MOVE, _route_match(e.iid, e.ip),
+                          actions=(*_to_workload(e, deliver_actions), *there),
                           cookie=cookie(Owner.PLANNED_MOVE, e.iid, f"expect {e.ip}")))
     for x in leaving:
         host = local.get((x.iid, x.ip))
@@ -140,6 +140,12 @@ def hold(expected: tuple[Expected, ...], local: set,
         eth_type, dst_field = _eth(e.ip)
         out.append(Flow(Table.DECAP, PRIO_PLANNED_MOVE,
                         match(tunnel_id=e.iid, eth_type=eth_type, **{dst_field: str(e.ip)}),
-                        actions=deliver_actions(e.at) if e.at is not None else (Output("controller", 0xFFFF),),
+                        actions=_to_workload(e, deliver_actions),
                         cookie=cookie(Owner.PLANNED_MOVE, e.iid, f"expect {e.ip}")))
     return out
+
+
+def _to_workload(e: Expected, deliver_actions: Callable[[LocalHost], tuple[Action, ...]]) -> tuple[Action, ...]:
+    """Where the destination sends what is for an announced workload: its new port, if announced,
+    else the controller (which holds it)."""
+    return deliver_actions(e.at) if e.at is not None else (Output("controller", 0xFFFF),)

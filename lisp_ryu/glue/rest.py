@@ -404,7 +404,7 @@ class Api:
         eid = node.get("eid", schema.address)
         to_site = node.get("to_site", schema.string)
         timeout = node.get("timeout", _timeout, None)
-        port = node.get("port", OPENFLOW_PORT, None)
+        port = node.get("port", schema.openflow_port, None)
         mac = node.get("mac", lambda raw, path: schema.mac(raw, path, unicast=True), None)
         if mac is not None and port is None:
             raise ApiError(400, "mac is the workload's at its new port: give port too", "mac")
@@ -421,9 +421,6 @@ class Api:
         self.b.save_intent()
         LOG.info("xTR %s: %s (REST)", handle.name, reason)
         handle.push(reason)  # the learning flows follow at once
-
-
-OPENFLOW_PORT = schema.int_range(1, 0xFFFFFF00)  # a physical or logical port (OFPP_MAX)
 
 
 def _timeout(value: Any, path: str) -> float:
