@@ -211,6 +211,7 @@ def wait_ready(state: LabState, timeout: float = 30.0) -> None:
     port loses a few ms of tunnelled traffic (a first ping after "ready" was lost)."""
     deadline = time.monotonic() + timeout
     waiting = [s.name for s in state.sites]
+    mesh: set[str] | None = None  # the xTRs keeping BFD ports towards each other, read once
     rest = (read_state() or state).controller_rest
     while time.monotonic() < deadline:
         if running_pid() is None:
@@ -221,7 +222,8 @@ def wait_ready(state: LabState, timeout: float = 30.0) -> None:
             waiting = [s.name for s in state.sites
                        if "CONTROLLER" not in ofctl(s.name, "dump-flows", "table=1", state=state)]
         if not waiting:
-            waiting = _mesh_pending(state)
+            mesh = mesh_sites() if mesh is None else mesh
+            waiting = _mesh_pending(state, mesh)
         if not waiting:
             return
         time.sleep(0.2)
@@ -236,18 +238,12 @@ def mesh_sites(config_file: Path | None = None) -> set[str]:
     path = config_path() if config_file is None else Path(config_file)
     if not path.exists():
         return set()
-    doc = yaml.safe_load(path.read_text()) or {}
-    out = set()
-    for xtr in doc.get("xtrs", []):
-        fo = xtr.get("failover") or {}
-        if xtr.get("ovsdb") and fo.get("enabled", True) and fo.get("mesh", True):
-            out.add(xtr["name"])
-    return out
+    return {x.name for x in config_mod.load(str(path)).xtrs
+            if x.ovsdb is not None and x.failover.enabled and x.failover.mesh}
 
 
-def _mesh_pending(state: LabState) -> list[str]:
-    """The sites of the BFD mesh still without a port (numbered by OVS) towards some other site's RLOC."""
-    mesh = mesh_sites()
+def _mesh_pending(state: LabState, mesh: set[str]) -> list[str]:
+    """The sites of the BFD `mesh` still without a port (numbered by OVS) towards some other site's RLOC."""
     sites = [s for s in state.sites if s.name in mesh]
     out = []
     for s in sites:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import yaml
+
 from lisp_ryu.lab import controller as lab_controller
 from lisp_ryu.lab.scenarios import failover
 
@@ -79,13 +81,18 @@ def test_ports_between_two_sites_of_the_mesh_are_kept_unused(monkeypatch):
 
 
 def test_mesh_sites_are_the_xtrs_with_failover_and_an_ovsdb_unless_they_opt_out(tmp_path):
+    def xtr(n: int, **extra) -> dict:
+        return {"name": f"dc{n}", "dpid": n, "tunnel_port": 100, "rlocs": [{"address": f"198.18.{n}.2"}],
+                "eid_prefixes": [{"prefix": f"10.{n}.0.0/16"}], "map_servers": [{"address": "198.18.0.2", "key": "k"}],
+                **extra}
+
     path = tmp_path / "controller.yaml"
-    path.write_text("xtrs:\n"
-                    "  - {name: dc1, ovsdb: unix:/a}\n"
-                    "  - {name: dc2, ovsdb: unix:/b, failover: {mesh: false}}\n"
-                    "  - {name: dc3, ovsdb: unix:/c, failover: {enabled: false}}\n"
-                    "  - {name: dc4}\n"
-                    "  - {name: dc5, ovsdb: unix:/e, failover: {grace: 2}}\n")
+    path.write_text(yaml.safe_dump({"xtrs": [
+        xtr(1, ovsdb="unix:/a"),
+        xtr(2, ovsdb="unix:/b", failover={"mesh": False}),
+        xtr(3, ovsdb="unix:/c", failover={"enabled": False}),
+        xtr(4),
+        xtr(5, ovsdb="unix:/e", failover={"grace": 2})]}))
     assert lab_controller.mesh_sites(path) == {"dc1", "dc5"}
     assert lab_controller.mesh_sites(tmp_path / "absent.yaml") == set()
 
