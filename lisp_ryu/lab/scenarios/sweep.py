@@ -7,25 +7,38 @@ skipped, not sent in a burst).  The hosts' kernels answer; the receive time
 of each reply is the kernel's timestamp.  `outage` turns one target's probes
 and the start of its move into the longest reply gap around the move, as
 scenarios/mobility.py does for one host.
+
+The prober runs in a process of its own: in the process that drives the
+moves, the 32 switchover threads held the GIL so that a probe was sent up
+to 70 ms late (measured: each target's longest gap between two sends was
+95-130 ms at a 50 ms interval), and every late send lengthened the reply
+gap counted as that workload's outage.
 """
 
 from __future__ import annotations
 
 import math
+import multiprocessing
 import random
 import socket
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 
 from lisp_ryu.glue.netns import run_in_netns
 from lisp_ryu.lab.scenarios.probe import Probe, echo_replies, echo_request, icmp_socket, probe_index
 
 RECEIVE_BUFFER = 8 << 20  # replies of a whole burst must not drop at our own socket
+REPORT_EVERY = 0.02  # the probing process hands what it sent and received over this often (seconds)
 
 
 class SweepProber:
-    """ICMP echo to each of `targets` every `interval` seconds from `namespace`."""
+    """ICMP echo to each of `targets` every `interval` seconds from `namespace`.
+
+    The probes are sent and the replies read by a child process (`start`);
+    the send times and kernel receive times it records come back over a pipe
+    to a thread here, which files them for `probes` and the others."""
 
     def __init__(self, namespace: str, targets: list[str], interval: float):
         if not targets:
@@ -35,31 +48,41 @@ class SweepProber:
         self.interval = interval
         self.ident = random.getrandbits(16)
         self._index = {ip: i for i, ip in enumerate(self.targets)}
-        self._payload = b"lisp-ryu evacuation probe".ljust(56, b".")
         self._sent: list[list[float]] = [[] for _ in self.targets]
         self._received: list[dict[int, float]] = [{} for _ in self.targets]
-        self._stop_sending = threading.Event()
-        self._stop_receiving = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._context = multiprocessing.get_context("fork")  # the child needs only the socket made here
+        self._stop_sending = self._context.Event()
+        self._stop_receiving = self._context.Event()
+        self._process = None
+        self._reader: threading.Thread | None = None
         self._sock: socket.socket | None = None
         self.send_errors = 0
 
     def start(self) -> None:
         self._sock = run_in_netns(self.namespace, lambda: icmp_socket(RECEIVE_BUFFER))
-        self._threads = [threading.Thread(target=self._receive, name="sweep-rx", daemon=True),
-                         threading.Thread(target=self._send, name="sweep-tx", daemon=True)]
-        for t in self._threads:
-            t.start()
+        ours, theirs = self._context.Pipe(duplex=False)
+        self._process = self._context.Process(
+            target=_probe, name="sweep-prober", daemon=True,
+            args=(self._sock, self.targets, self.interval, self.ident, theirs, self._stop_sending,
+                  self._stop_receiving))
+        self._process.start()
+        theirs.close()
+        self._reader = threading.Thread(target=self._file, args=(ours,), name="sweep-reader", daemon=True)
+        self._reader.start()
 
     def stop(self, linger: float = 0.5) -> None:
         """Stop sending, wait `linger` s for late replies, stop receiving (again: nothing)."""
-        if self._sock is not None and not self._stop_receiving.is_set():
-            self._stop_sending.set()
-            self._threads[1].join()
-            time.sleep(linger)
-            self._stop_receiving.set()
-            self._threads[0].join()
-            self._sock.close()
+        if self._process is None or self._stop_receiving.is_set():
+            return
+        self._stop_sending.set()
+        time.sleep(linger)
+        self._stop_receiving.set()
+        self._process.join(timeout=5.0)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
+        self._reader.join(timeout=5.0)
+        self._sock.close()
 
     def probes(self, target: int) -> tuple[Probe, ...]:
         sent = list(self._sent[target])
@@ -74,37 +97,80 @@ class SweepProber:
         """Per target: has a reply arrived after `since` (time.time())?"""
         return [any(t > since for t in list(r.values())) for r in self._received]
 
-    def _send(self) -> None:
-        n = len(self.targets)
-        step = self.interval / n
+    def _file(self, pipe) -> None:
+        """What the child reports, in its order (a probe's send before its reply), until it ends."""
+        while True:
+            try:
+                batch = pipe.recv()
+            except (EOFError, OSError):
+                return
+            if isinstance(batch, int):  # the child's last word: how many sends failed
+                self.send_errors = batch
+                continue
+            for i, at, seq16 in batch:
+                if seq16 < 0:
+                    self._sent[i].append(at)
+                    continue
+                index = probe_index(len(self._sent[i]), seq16)
+                if index >= 0:
+                    self._received[i].setdefault(index, at)
+
+
+def _probe(sock: socket.socket, targets: list[str], interval: float, ident: int, pipe, stop_sending,
+           stop_receiving) -> None:
+    """The child: a sending and a receiving thread; what they record goes back every REPORT_EVERY s,
+    as (target, send time, -1) and (target, kernel receive time, 16-bit sequence number)."""
+    records: deque = deque()
+    index = {ip: i for i, ip in enumerate(targets)}
+    payload = b"lisp-ryu evacuation probe".ljust(56, b".")
+    errors = [0]
+
+    def send() -> None:
+        n, step = len(targets), interval / len(targets)
+        counts = [0] * n
         start = time.monotonic()
         k = 0  # the next slot; target k % n
-        while not self._stop_sending.is_set():
+        while not stop_sending.is_set():
             due = int((time.monotonic() - start) / step)
             if due - k > n:  # more than a round behind: skip, keeping each target's rate
                 k = due - n
             while k <= due:
                 i = k % n
-                sent = self._sent[i]
-                packet = echo_request(self.ident, len(sent), self._payload)
-                sent.append(time.time())
+                packet = echo_request(ident, counts[i], payload)
+                counts[i] += 1
+                records.append((i, time.time(), -1))  # before the reply can be read
                 try:
-                    self._sock.sendto(packet, (self.targets[i], 0))
+                    sock.sendto(packet, (targets[i], 0))
                 except OSError:
-                    self.send_errors += 1  # counted lost: the probe has no reply
+                    errors[0] += 1  # counted lost: the probe has no reply
                 k += 1
             delay = start + k * step - time.monotonic()
             if delay > 0:
-                self._stop_sending.wait(delay)
+                stop_sending.wait(delay)
 
-    def _receive(self) -> None:
-        for source, at, seq16 in echo_replies(self._sock, self._stop_receiving, self.ident):
-            i = self._index.get(source)
-            if i is None:
-                continue
-            index = probe_index(len(self._sent[i]), seq16)
-            if index >= 0:
-                self._received[i].setdefault(index, at)
+    def receive() -> None:
+        for source, at, seq16 in echo_replies(sock, stop_receiving, ident):
+            i = index.get(source)
+            if i is not None:
+                records.append((i, at, seq16))
+
+    threads = [threading.Thread(target=receive, daemon=True), threading.Thread(target=send, daemon=True)]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        time.sleep(REPORT_EVERY)
+        _report(records, pipe)
+    _report(records, pipe)
+    pipe.send(errors[0])
+    pipe.close()
+
+
+def _report(records: deque, pipe) -> None:
+    batch = []
+    while records:
+        batch.append(records.popleft())
+    if batch:
+        pipe.send(batch)
 
 
 @dataclass(frozen=True)
