@@ -8,13 +8,18 @@ routers both still hold; and the controller reports every switch healthy.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from lisp_ryu.lab import controller as lab_controller
 from lisp_ryu.lab import move as lab_move
+from lisp_ryu.lab.evacuate import evacuate
+from lisp_ryu.lab.scenarios import mobility
 from support.tenant_checks import first_ping_failures, isolation_failures, first_ping
 
 from conftest import controller_lab, dump_lab_on_failure, private_lab
+from test_planned_move_e2e import planned_leftovers
 
 pytestmark = [pytest.mark.lab]
 REST_PORT = 8241
@@ -72,3 +77,42 @@ def test_lab_status_and_show_find_the_controller_without_a_url(lab):
                           text=True, env={k: v for k, v in __import__("os").environ.items() if k != "LISP_RYU_URL"})
     assert show.returncode == 0, show.stderr
     assert json.loads(show.stdout)["healthy"] is True
+
+
+def test_planned_moves_in_the_second_tenant_lose_nothing_and_keep_tenants_apart(lab):
+    """Tenant 7's b1 (10.1.0.10) moves dc1 <-> dc5 as planned moves, announced with its new
+    port, under b6's 1 ms ping; tenant 42's a1 holds the same address and sits at dc5 since
+    the move above, so the destination has that address as a local host in the other tenant."""
+    assert lab_move.load_state().host("a1").site == "dc5"
+    log = lab_controller.log_path()
+    offset = len(log.read_text(errors="replace"))
+    report = mobility.run(moves=4, pause=1.0, interval=0.001, host="b1", to="dc5", pinger="b6", planned=True)
+    table = mobility.format_table(report)
+    print(table)
+    assert all(m.recovered for m in report.moves), table
+    assert [m.lost for m in report.moves] == [0] * 4, table
+    # Tenant 7's arrivals, each delivered by the switch to the announced port: nothing held.
+    arrivals = re.findall(r"planned move of \[(\d+)\]\S+: arrived; (\d+) held packets delivered",
+                          log.read_text(errors="replace")[offset:])
+    assert arrivals == [("7", "0")] * 4, arrivals
+    moved = lab_move.load_state()
+    assert moved.host("b1").site == "dc1" and moved.host("a1").site == "dc5"
+    assert isolation_failures(moved) == []
+    assert first_ping_failures(moved) == []
+    assert planned_leftovers(moved) == []
+
+
+def test_both_tenants_same_address_planned_together_to_one_site(lab):
+    """a1 (tenant 42) and b1 (tenant 7), one address, leave dc1 for dc3 together as planned
+    moves announced with their ports: each tenant's traffic reaches its own host there."""
+    if lab_move.load_state().host("a1").site != "dc1":
+        lab_move.move("a1", "dc1")
+    done = evacuate("dc1", "dc3", ["a1", "b1"], planned=True)
+    assert sorted(m.host for m in done.moves) == ["a1", "b1"]
+    moved = lab_move.load_state()
+    assert moved.host("a1").site == moved.host("b1").site == "dc3"
+    for src in ("a2", "a6", "b2", "b6"):  # a and b pingers each reach only their own tenant's 10.1.0.10
+        assert first_ping(moved, src, "10.1.0.10") or first_ping(moved, src, "10.1.0.10"), src
+    assert isolation_failures(moved) == []
+    assert first_ping_failures(moved) == []
+    assert planned_leftovers(moved) == []
