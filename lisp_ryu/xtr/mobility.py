@@ -378,7 +378,7 @@ class Mobility:
         header = bytes.fromhex(host.mac.replace(":", "")) + bytes.fromhex(mac.replace(":", ""))
         return PacketOut(0, header + packet[12:], out_port=host.port)
 
-    def arrived(self, key: tuple[int, IPAddress], host, now: float) -> list[Effect]:
+    def arrived(self, key: tuple[int, IPAddress], host: LocalHost, now: float) -> list[Effect]:
         """The expected workload is here: its window ends; the recent held packets are delivered to it."""
         move = self.state.expected.pop(key, None)
         if move is None:
@@ -387,7 +387,11 @@ class Mobility:
         self.state.count("planned_move_delivered", len(fresh))
         LOG.info("%s: planned move of [%d]%s: arrived; %d held packets delivered (%d older dropped)",
                  self.state.config.name, *key, len(fresh), len(move.held) - len(fresh))
-        return [DataplaneChanged(f"planned move of {key[1]}: arrived", at_once=True),
+        # A workload that came to the port announced for it answered through the switch from the
+        # switchover on (flows/replicate.py): its push may join a burst's (a planned evacuation's).
+        # Else its replies wait for this push, behind a backlog of held packets: it goes at once.
+        served = move.at is not None and host.port == move.at.port and not fresh
+        return [DataplaneChanged(f"planned move of {key[1]}: arrived", at_once=not served),
                 *(self._deliver(host, p) for p in fresh)]
 
     def end_replications(self, lookup, now: float) -> list[Effect]:

@@ -7,7 +7,8 @@ import ipaddress
 from lisp_ryu.flows.compiler import compile_plan
 from lisp_ryu.flows.diff import diff
 from lisp_ryu.flows.pipeline import Owner, cookie_owner
-from lisp_ryu.plan import Expected, LocalHost, RemoteAction, RemoteEntry, Replicate, Rloc, XtrPlan, HostPort
+from lisp_ryu.plan import (DynamicPrefix, Expected, HostPort, LocalHost, RemoteAction, RemoteEntry, Replicate, Rloc,
+                           XtrPlan)
 from support.simulate import walk
 
 ip = ipaddress.ip_address
@@ -72,3 +73,33 @@ def test_a_departed_workload_announced_back_is_held_not_redirected():
     decap = {"in_port": 100, "tunnel_id": 42, "eth_type": 0x0800, "ipv4_dst": str(EID)}
     assert walk(state, decap).ports == ["controller"]
     assert not [f for f in state.flows if cookie_owner(f.cookie) is Owner.REDIRECT]
+
+
+def test_an_announced_port_classifies_the_workloads_packets_but_not_what_announces_it():
+    """IPv4: its IP packets from the new port are routed as a known host's; its ARP meets the
+    learning flow.  IPv6: the same, and its neighbour advertisement goes to the controller."""
+    eid6 = ip("2001:db8:1::10")
+    learn = (DynamicPrefix(42, net("10.1.0.0/16")), DynamicPrefix(42, net("2001:db8:1::/64")))
+    remotes = (*BASE.remotes, RemoteEntry(42, net("2001:db8:3::/64"), RemoteAction.ENCAP, (Rloc(OLD),)))
+    at4, at6 = LocalHost(42, EID, "02:00:00:01:00:0a", 1), LocalHost(42, eid6, "02:00:00:01:00:0a", 1)
+    plan = XtrPlan(**{**BASE.__dict__, "remotes": remotes, "dynamic_prefixes": learn,
+                      "expected": (Expected(42, EID, OLD, at4), Expected(42, eid6, OLD, at6))})
+    state = compile_plan(plan)
+    out4 = walk(state, {"in_port": 1, "eth_type": 0x0800, "ipv4_src": str(EID), "ipv4_dst": "10.1.0.99"})
+    assert [d.packet["tun_ipv4_dst"] for d in out4.deliveries] == [str(OLD)], out4
+    garp = walk(state, {"in_port": 1, "eth_type": 0x0806, "arp_op": 1, "arp_spa": str(EID), "arp_tpa": str(EID)})
+    assert garp.ports == ["controller"], garp
+    out6 = walk(state, {"in_port": 1, "eth_type": 0x86DD, "ipv6_src": str(eid6), "ipv6_dst": "2001:db8:3::5",
+                        "ip_proto": 17})
+    assert [d.packet["tun_ipv4_dst"] for d in out6.deliveries] == [str(OLD)], out6
+    advert = walk(state, {"in_port": 1, "eth_type": 0x86DD, "ipv6_src": str(eid6), "ipv6_dst": "ff02::1",
+                          "ip_proto": 58, "icmpv6_type": 136})
+    assert advert.ports == ["controller"], advert
+    # Another address from that port is not classified by them (it is learned, or dropped).
+    other = walk(state, {"in_port": 1, "eth_type": 0x0800, "ipv4_src": "10.1.0.11", "ipv4_dst": "10.1.0.99"})
+    assert other.ports == ["controller"], other
+    # Learned: the host's own flows take the same places, nothing of the move is left.
+    here = compile_plan(XtrPlan(**{**plan.__dict__, "expected": (), "hosts": (at4, at6)}))
+    assert not [f for f in here.flows if cookie_owner(f.cookie) is Owner.PLANNED_MOVE]
+    assert [type(op).__name__ for op in diff(state, here) if getattr(op, "flow", None) is not None
+            and op.flow.table == 0 and op.flow.priority == 200].count("DeleteFlow") == 0

@@ -67,6 +67,45 @@ def test_the_destination_resolves_the_old_sites_own_hosts_beforehand(lab):
     assert [d.packet["tun_ipv4_dst"] for d in back.deliveries] == [DC1]
 
 
+def test_the_workloads_replies_leave_through_the_switch_from_the_switchover_on(lab):
+    """Announced with its port, the workload's own packets there are classified as a known host's
+    before it is learned: its replies need neither a packet-in nor the arrival's push.  Its ARP
+    still meets the learning flows (that is how the controller sees it arrive)."""
+    lab.miss("dc3", "10.3.0.10", EID)
+    assert lab.call("POST", "/lisp/v1/moves", {"iid": 42, "eid": EID, "to_site": "dc2", "port": 5})[0] == 202
+    lab.underlay.settle()  # dc2 resolved dc1's prefix at the announcement
+    reply = {"in_port": 5, "eth_type": 0x0800, "ipv4_src": EID, "ipv4_dst": "10.1.0.99"}
+    before = walk(held(lab, "dc2"), reply)
+    assert [d.packet["tun_ipv4_dst"] for d in before.deliveries] == [DC1], before
+    garp = walk(held(lab, "dc2"), {"in_port": 5, "eth_type": 0x0806, "arp_op": 1, "arp_spa": EID, "arp_tpa": EID})
+    assert "controller" in garp.ports, garp
+    # The arrival behind a backlog (a planned evacuation): its push waits for the burst's, and
+    # the replies do not wait for it.
+    lab.controller.busy = lambda: True
+    assert arrive_at_dc2(lab) == []
+    assert lab.controller.sessions[2].deferred != []
+    during = walk(held(lab, "dc2"), reply)
+    assert [d.packet["tun_ipv4_dst"] for d in during.deliveries] == [DC1], during
+    lab.controller.busy = lambda: False
+    lab.controller.run_timers()
+    assert lab.controller.sessions[2].deferred == []
+    assert planned_flows(held(lab, "dc2")) == []
+    assert walk(held(lab, "dc2"), reply).deliveries == during.deliveries
+
+
+def test_a_workload_on_another_port_than_announced_is_pushed_at_once(lab):
+    """It came elsewhere: nothing classified its replies, so they wait for the arrival's push,
+    which must not wait out a backlog."""
+    lab.miss("dc3", "10.3.0.10", EID)
+    assert lab.call("POST", "/lisp/v1/moves", {"iid": 42, "eid": EID, "to_site": "dc2", "port": 6})[0] == 202
+    lab.controller.busy = lambda: True
+    lab.underlay.settle()
+    arrive_at_dc2(lab)  # on port 5
+    assert lab.controller.sessions[2].deferred == []
+    back = walk(held(lab, "dc2"), {"in_port": 5, "eth_type": 0x0800, "ipv4_src": EID, "ipv4_dst": "10.1.0.99"})
+    assert [d.packet["tun_ipv4_dst"] for d in back.deliveries] == [DC1], back
+
+
 def test_a_mac_given_with_the_port_is_the_one_delivered_to(lab):
     body = {"iid": 42, "eid": EID, "to_site": "dc2", "port": 5, "mac": "02:AA:00:00:00:01"}
     status, answer = lab.call("POST", "/lisp/v1/moves", body)
