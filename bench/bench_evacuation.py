@@ -26,6 +26,11 @@ Figures:
   again; baseline the number of workloads (the ratio is the share lost); target 0.
   Alongside: probes lost, stale flows, the time until every workload answered,
   the preparation time and the spread of the switchovers.
+* ``mobility.evacuation_200.planned.outage_ms.p99`` / ``.p50`` / ``.max`` and
+  ``.planned.lost_workloads``: then, on the same lab, the 200 go back dc2 -> dc1
+  as a rack drain an orchestrator announces (POST /lisp/v1/moves with each new
+  port, as `lisp-ryu lab evacuate --planned` does, after plugging every vif and
+  before the switchovers); baseline the median of its own single planned moves.
 * ``mobility.evacuation_200.bystander_outage_ms``: the longest reply gap of b1,
   a workload that stays at the old site, from the first switchover on.  It
   moves nothing and no mapping of it changes, so it is what the lab's own
@@ -63,20 +68,32 @@ SINGLE_MOVES = 4
 TARGET_P99_MS = 500.0
 
 
-def measure(quick: bool = False, progress=lambda line: None) -> evacuation.EvacuationReport:
+def measure(quick: bool = False, progress=lambda line: None) -> tuple[evacuation.EvacuationReport, ...]:
+    """The unplanned evacuation dc1 -> dc2, then, on the same lab, the planned one back."""
     workloads = QUICK_WORKLOADS if quick else WORKLOADS
+    singles = 2 if quick else SINGLE_MOVES
     with tempfile.TemporaryDirectory(prefix="eb-topo-") as tmp:
         topology = evacuation.write_topology(workloads, Path(tmp) / "evacuation.yaml")
         with isolated_lab(topology, LAB_PREFIX, MANAGEMENT_SUBNET, MANAGEMENT_PORT) as state:
             lab_controller.start(state, extra_args=("--wsapi-port", str(REST_PORT)))
             lab_controller.wait_ready(state)
-            return evacuation.run(single_moves=2 if quick else SINGLE_MOVES, progress=progress)
+            unplanned = evacuation.run(single_moves=singles, progress=progress)
+            planned = evacuation.run(single_moves=singles, planned=True, from_site=evacuation.DESTINATION,
+                                     to_site=evacuation.SOURCE, progress=progress)
+            return unplanned, planned
 
 
-def figures(report: evacuation.EvacuationReport) -> dict[str, dict]:
+def figures(reports: tuple[evacuation.EvacuationReport, ...]) -> dict[str, dict]:
+    out = {}
+    for report in reports:
+        out.update(_figures(report))
+    return out
+
+
+def _figures(report: evacuation.EvacuationReport) -> dict[str, dict]:
     s = report.summary()
     n = s["workloads"]
-    name = f"mobility.evacuation_{n}"
+    name = f"mobility.evacuation_{n}" + (".planned" if report.planned else "")
     base = s["baseline_ms"]
     detail = {"workloads": n, "interval_ms": s["interval_ms"], "baseline_moves_ms": s["baseline_moves"],
               "lost_workloads": s["lost_workloads"], "lost_probes": s["lost_probes"], "stale_flows": s["stale_flows"],
@@ -105,8 +122,9 @@ def run(quick: bool = False) -> dict[str, dict]:
 
 
 if __name__ == "__main__":
-    report = measure("--quick" in sys.argv[1:], progress=lambda line: print(f"== {line}", flush=True))
-    print(evacuation.format_report(report))
-    for key, f in figures(report).items():
+    reports = measure("--quick" in sys.argv[1:], progress=lambda line: print(f"== {line}", flush=True))
+    for report in reports:
+        print(evacuation.format_report(report))
+    for key, f in figures(reports).items():
         target = "" if f["target"] is None else f" (target ratio <= {f['target']:g})"
         print(f"{key:48} {f['value']:10.1f} {f['unit']}  baseline {f['baseline']:.1f}  ratio {f['ratio']:.2f}{target}")

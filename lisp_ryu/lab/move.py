@@ -146,14 +146,16 @@ def move_host(host: str, site: str, planned: bool = False, hold: bool = False) -
     return result
 
 
-def announce_move(state: LabState, h: HostState, new: SiteState, port: int | None) -> list[dict]:
+def announce_move(state: LabState, h: HostState, new: SiteState, port: int | None,
+                  timeout: float | None = None) -> list[dict]:
     """POST /lisp/v1/moves for each EID of `h` (a dual-stack workload moves with both), with the
-    new vif's OpenFlow `port` at `new` (None: the controller holds the traffic there instead)."""
+    new vif's OpenFlow `port` at `new` (None: the controller holds the traffic there instead);
+    `timeout`: the move's window in seconds (None: the controller's default)."""
     from lisp_ryu.lab import controller as lab_controller
 
     answers = []
     for eid in h.eids:
-        answer = lab_controller.planned_move(state, h.iid, eid, new.name, port=port)
+        answer = lab_controller.planned_move(state, h.iid, eid, new.name, port=port, timeout=timeout)
         log.info("planned move of %s (%s) announced%s: replicating at %s", h.name, eid,
                  "" if port is None else f" with port {port}",
                  ", ".join(answer.get("replicating_at", [])) or "no other xTR")

@@ -108,12 +108,14 @@ class EvacuationReport:
     notes: tuple[str, ...]  # what the leftovers check found that is not a stale flow (BFD ports)
     lost_probes_before: int  # probes unanswered before the first move, after every workload answered once
     bystander: Outage | None = None  # the workload that stays at the source site, from the evacuation's start
+    planned: bool = False  # each move announced with its new port first (POST /lisp/v1/moves)
 
     def summary(self) -> dict:
         outages = [o.outage_ms for o in self.outages]
         single = [o.outage_ms for o in self.baseline]
         return {
             "workloads": len(self.outages),
+            "planned": self.planned,
             "recovered": sum(o.recovered for o in self.outages),
             "lost_workloads": sum(not o.recovered for o in self.outages),
             "interval_ms": self.interval * 1000.0,
@@ -144,8 +146,9 @@ def format_report(report: EvacuationReport) -> str:
         return "-" if value is None else f"{value:.1f}"
 
     o = s["outage_ms"]
-    lines = [f"{s['workloads']} workloads evacuated {report.from_site} -> {report.to_site}, each probed from "
-             f"{report.prober} every {s['interval_ms']:g} ms",
+    lines = [f"{s['workloads']} workloads evacuated {report.from_site} -> {report.to_site}"
+             + (" as planned moves (announced with their new ports)" if report.planned else "")
+             + f", each probed from {report.prober} every {s['interval_ms']:g} ms",
              f"  new interfaces plugged in {report.prepared_s:.1f} s; switchovers within {report.spread_ms:.0f} ms",
              f"  outage per workload: p50 {ms(o['p50'])} ms, p99 {ms(o['p99'])} ms, max {ms(o['max'])} ms; "
              f"{s['lost_probes']} probes lost",
@@ -267,7 +270,8 @@ def _record(state: LabState, *, from_site: str, to_site: str, prober: str, inter
         lab=state.name, from_site=from_site, to_site=to_site, prober=p.name, interval=interval, baseline=baseline,
         outages=outages, prepared_s=ev.prepared_s, spread_ms=ev.spread_ms,
         recovered_after_s=None if recovered_at is None else recovered_at - start, stale=tuple(problems),
-        clean_after_s=clean_after, notes=tuple(notes), lost_probes_before=lost_before, bystander=stayed)
+        clean_after_s=clean_after, notes=tuple(notes), lost_probes_before=lost_before, bystander=stayed,
+        planned=planned)
 
 
 def _wait_recovered(sweep: SweepProber, indices: list[int], moves, timeout: float) -> float | None:
