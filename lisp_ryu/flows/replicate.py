@@ -48,7 +48,6 @@ import zlib
 from typing import Callable
 
 from lisp_ryu.flows.model import Action, Bucket, Flow, Group, GroupAction, Output, match
-from lisp_ryu.flows.neighbour import IPPROTO_ICMPV6, ND_ADVERT
 from lisp_ryu.flows.pipeline import PRIO_KNOWN_HOST, PRIO_LOCAL_HOST, PRIO_PLANNED_MOVE, Owner, Table, cookie
 from lisp_ryu.plan import Expected, Leaving, LocalHost, Replicate
 
@@ -135,8 +134,8 @@ def hold(expected: tuple[Expected, ...], local: set,
     """Destination side: decapsulated traffic for an announced workload not here yet is delivered
     to the port announced for it, or else goes to the controller (held there).
 
-    With the port announced, the workload's own packets from that port are classified as a
-    known host's from the announcement on (`_classify_expected`), so its replies leave
+    With the port announced, an IPv4 workload's own packets from that port are classified as
+    a known host's from the announcement on (`_classify_expected`), so its replies leave
     through the switch at the switchover instead of waiting for its learn and push."""
     out = []
     for e in expected:
@@ -147,31 +146,23 @@ def hold(expected: tuple[Expected, ...], local: set,
                         match(tunnel_id=e.iid, eth_type=eth_type, **{dst_field: str(e.ip)}),
                         actions=_to_workload(e, deliver_actions),
                         cookie=cookie(Owner.PLANNED_MOVE, e.iid, f"expect {e.ip}")))
-        if e.at is not None:
-            out += _classify_expected(e.at)
+        if e.at is not None and e.ip.version == 4:
+            out.append(_classify_expected(e.at))
     return out
 
 
-def _classify_expected(host: LocalHost) -> list[Flow]:
-    """The announced workload's IP packets from its new port, classified as a known host's are.
+def _classify_expected(host: LocalHost) -> Flow:
+    """The announced IPv4 workload's packets from its new port, classified as a known host's are.
 
-    What teaches the controller that it arrived stays out of them: its ARP (a gratuitous ARP
-    announces a migrated VM, and any ARP request names its address as the sender) meets the
-    learning flows as before, and so does an IPv6 workload's neighbour advertisement, sent to
-    the controller by a flow above this one.  The learned host's flows then replace these (the
-    same table, priority and match)."""
-    owner = cookie(Owner.PLANNED_MOVE, host.iid, f"expect {host.ip}")
-    eth_type, _ = _eth(host.ip)
-    src_field = "ipv4_src" if host.ip.version == 4 else "ipv6_src"
-    from_it = match(in_port=host.port, eth_type=eth_type, **{src_field: str(host.ip)})
-    meta = (host.iid, METADATA_IID_MASK)
-    out = [Flow(Table.CLASSIFY, PRIO_KNOWN_HOST, from_it, goto=Table.ROUTE, write_metadata=meta, cookie=owner)]
-    if host.ip.version == 6:
-        out.append(Flow(Table.CLASSIFY, PRIO_KNOWN_HOST + 1,
-                        match(in_port=host.port, eth_type=eth_type, ip_proto=IPPROTO_ICMPV6, icmpv6_type=ND_ADVERT,
-                              ipv6_src=str(host.ip)),
-                        actions=(Output("controller", 0xFFFF),), cookie=owner))
-    return out
+    Its ARP stays out: a gratuitous ARP announces a migrated VM, and any ARP request names its
+    address as the sender, so it meets the learning flow as before, which is how the controller
+    sees the arrival; the learned host's flows then replace this one (the same table, priority
+    and match).  An IPv6 workload gets none: nothing it surely sends on arrival would be left
+    for learning (a Linux guest sends no unsolicited neighbour advertisement by default), so its
+    first packet still teaches the controller, and its replies wait for that push."""
+    return Flow(Table.CLASSIFY, PRIO_KNOWN_HOST, match(in_port=host.port, eth_type=0x0800, ipv4_src=str(host.ip)),
+                goto=Table.ROUTE, write_metadata=(host.iid, METADATA_IID_MASK),
+                cookie=cookie(Owner.PLANNED_MOVE, host.iid, f"expect {host.ip}"))
 
 
 def _to_workload(e: Expected, deliver_actions: Callable[[LocalHost], tuple[Action, ...]]) -> tuple[Action, ...]:

@@ -387,10 +387,10 @@ class Mobility:
         self.state.count("planned_move_delivered", len(fresh))
         LOG.info("%s: planned move of [%d]%s: arrived; %d held packets delivered (%d older dropped)",
                  self.state.config.name, *key, len(fresh), len(move.held) - len(fresh))
-        # A workload that came to the port announced for it answered through the switch from the
-        # switchover on (flows/replicate.py): its push may join a burst's (a planned evacuation's).
+        # An IPv4 workload that came to the port announced for it answered through the switch from
+        # the switchover on (flows/replicate.py): its push may join a burst's (a planned evacuation's).
         # Else its replies wait for this push, behind a backlog of held packets: it goes at once.
-        served = move.at is not None and host.port == move.at.port and not fresh
+        served = move.at is not None and host.port == move.at.port and key[1].version == 4 and not fresh
         return [DataplaneChanged(f"planned move of {key[1]}: arrived", at_once=not served),
                 *(self._deliver(host, p) for p in fresh)]
 
