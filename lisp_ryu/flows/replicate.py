@@ -51,6 +51,8 @@ from lisp_ryu.flows.model import Action, Bucket, Flow, Group, GroupAction, Outpu
 from lisp_ryu.flows.pipeline import PRIO_KNOWN_HOST, PRIO_LOCAL_HOST, PRIO_PLANNED_MOVE, Owner, Table, cookie
 from lisp_ryu.plan import Expected, Leaving, LocalHost, Replicate
 
+ETH_RARP = 0x8035
+
 # Group ids of replication groups: their own range, above the map-cache's (< 0x7FFFFFFF).
 GROUP_BASE = 0x80000000
 GROUP_SPACE = 0x3FFFFFFF
@@ -138,6 +140,7 @@ def hold(expected: tuple[Expected, ...], local: set,
     a known host's from the announcement on (`_classify_expected`), so its replies leave
     through the switch at the switchover instead of waiting for its learn and push."""
     out = []
+    announced_at: dict[int, Flow] = {}
     for e in expected:
         if (e.iid, e.ip) in local:
             continue  # already here: its own delivery flow serves it
@@ -148,7 +151,14 @@ def hold(expected: tuple[Expected, ...], local: set,
                         cookie=cookie(Owner.PLANNED_MOVE, e.iid, f"expect {e.ip}")))
         if e.at is not None and e.ip.version == 4:
             out.append(_classify_expected(e.at))
-    return out
+        if e.at is not None:
+            # A hypervisor announces a migrated VM by RARP (QEMU does, for a guest that does not
+            # announce itself): from the announced port, to the controller, which knows the MAC.
+            owner = cookie(Owner.PLANNED_MOVE, e.iid, f"expect {e.ip}")
+            announced_at.setdefault(e.at.port, Flow(Table.CLASSIFY, PRIO_KNOWN_HOST,
+                                                    match(in_port=e.at.port, eth_type=ETH_RARP),
+                                                    actions=(Output("controller", 0xFFFF),), cookie=owner))
+    return out + list(announced_at.values())
 
 
 def _classify_expected(host: LocalHost) -> Flow:
@@ -156,10 +166,11 @@ def _classify_expected(host: LocalHost) -> Flow:
 
     Its ARP stays out: a gratuitous ARP announces a migrated VM, and any ARP request names its
     address as the sender, so it meets the learning flow as before, which is how the controller
-    sees the arrival; the learned host's flows then replace this one (the same table, priority
-    and match).  An IPv6 workload gets none: nothing it surely sends on arrival would be left
-    for learning (a Linux guest sends no unsolicited neighbour advertisement by default), so its
-    first packet still teaches the controller, and its replies wait for that push."""
+    sees the arrival (or by its hypervisor's RARP, `hold`).  The learned host's flows then
+    replace this one (the same table, priority and match).  An IPv6 workload gets none: nothing
+    it surely sends on arrival would be left for learning (a Linux guest sends no unsolicited
+    neighbour advertisement by default), so its first packet still teaches the controller, and
+    its replies wait for that push."""
     return Flow(Table.CLASSIFY, PRIO_KNOWN_HOST, match(in_port=host.port, eth_type=0x0800, ipv4_src=str(host.ip)),
                 goto=Table.ROUTE, write_metadata=(host.iid, METADATA_IID_MASK),
                 cookie=cookie(Owner.PLANNED_MOVE, host.iid, f"expect {host.ip}"))

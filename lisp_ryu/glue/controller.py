@@ -512,17 +512,15 @@ class Controller:
         self.run(endpoint, effects)
 
     def _host_seen(self, endpoint: ControlEndpoint, in_port: int, data: bytes) -> None:
-        """The learning flow sent us a packet from an unknown host in a dynamic-EID prefix."""
-        host = sender(data)
-        if host is None:
-            self.count("learn_not_ip_or_arp")
-            return
-        source, mac = host
+        """The learning flow sent us a packet from an unknown host in a dynamic-EID prefix, or a
+        planned move's flow a RARP from the port announced for it (`XtrCore.handle_announcement`)."""
+        host, now = sender(data), endpoint.clock()
         try:
-            effects = endpoint.core.handle_host_seen(in_port, source, mac, data, endpoint.clock())
+            effects = (endpoint.core.handle_host_seen(in_port, host[0], host[1], data, now) if host is not None
+                       else endpoint.core.handle_announcement(in_port, data, now))
         except Exception:
             self.count("core_exceptions")
-            LOG.exception("%s: error learning host %s", endpoint.name, source)
+            LOG.exception("%s: error learning a host on port %d", endpoint.name, in_port)
             return
         self.run(endpoint, effects)
 

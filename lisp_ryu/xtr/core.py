@@ -317,6 +317,27 @@ class XtrCore:
             effects += self.mobility.arrived(key, self.state.dynamic_hosts[key], now)  # a planned move's end
         return effects
 
+    def handle_announcement(self, in_port: int, packet: bytes, now: float) -> list[Effect]:
+        """A frame with no IP sender from a host port.  A RARP from the port announced for a planned
+        move is that workload arriving (QEMU announces a migrated VM so, when the guest does not
+        announce itself), told by its MAC: each of its announced EIDs is learned as if it had sent
+        a packet.  Anything else teaches nothing."""
+        mac = ":".join(f"{b:02x}" for b in packet[6:12])
+        if len(packet) < 14 or packet[12:14] != b"\x80\x35":
+            self.state.count("learn_not_ip_or_arp")
+            return []
+        keys = [key for key, move in self.state.expected.items()
+                if move.at is not None and move.at.port == in_port and move.at.mac.lower() == mac]
+        if not keys:
+            self.state.count("rarp_unexpected")
+            return []
+        self.state.count("planned_move_announced_by_rarp")
+        effects: list[Effect] = []
+        for _, ip in keys:  # the RARP itself is not re-injected: nothing past here wants it
+            effects += [e for e in self.handle_host_seen(in_port, ip, mac, packet, now)
+                        if not (isinstance(e, PacketOut) and e.data == packet)]
+        return effects
+
     # ---- planned moves (draft-ietf-lisp-predictive-rlocs; lisp_ryu/flows/replicate.py)
 
     def replicate(self, iid: int, ip: IPAddress, old_rloc: IPAddress, new_rloc: IPAddress, now: float,

@@ -106,6 +106,36 @@ def test_a_workload_on_another_port_than_announced_is_pushed_at_once(lab):
     assert [d.packet["tun_ipv4_dst"] for d in back.deliveries] == [DC1], back
 
 
+def rarp(mac: str) -> bytes:
+    """A RARP request as QEMU sends to announce a migrated VM: the MAC is all it carries."""
+    raw = bytes.fromhex(mac.replace(":", ""))
+    return (b"\xff" * 6 + raw + b"\x80\x35" + bytes.fromhex("000108000604" + "0003") + raw + bytes(4)
+            + raw + bytes(4))
+
+
+def test_a_rarp_from_the_announced_port_is_the_workloads_arrival(lab):
+    """A hypervisor's RARP (no IP in it) from the announced port, with the workload's MAC, ends the
+    move as its first packet would: learned at dc2, departed from dc1, no planned-move flow left."""
+    lab.miss("dc3", "10.3.0.10", EID)
+    assert lab.call("POST", "/lisp/v1/moves", {"iid": 42, "eid": EID, "to_site": "dc2", "port": 5})[0] == 202
+    lab.underlay.settle()
+    switch = lab.switches[2]
+    assert "controller" in walk(held(lab, "dc2"), {"in_port": 5, "eth_type": 0x8035}).ports
+    switch.packet_in(lab.controller, 5, rarp("02:00:00:00:99:99"), table=Table.CLASSIFY)  # another VM's
+    lab.underlay.settle()
+    assert lab.cores["dc2"].counters["rarp_unexpected"] == 1 and planned_flows(held(lab, "dc2"))
+    before = len(switch.messages)
+    switch.packet_in(lab.controller, 5, rarp(HOST_MAC), table=Table.CLASSIFY)
+    lab.underlay.settle()
+    lab.controller.run_timers()
+    assert lab.cores["dc2"].counters["planned_move_announced_by_rarp"] == 1
+    assert lab.cores["dc2"].is_here(42, ipaddress.ip_address(EID))
+    assert not [m for m in switch.messages[before:] if type(m).__name__ == "PacketOutMsg"]  # the RARP stays
+    for name in ("dc1", "dc2", "dc3"):
+        assert planned_flows(held(lab, name)) == [], name
+    assert [d.packet["tun_ipv4_dst"] for d in to_eid(lab, "dc3").deliveries] == [DC2]
+
+
 def test_a_mac_given_with_the_port_is_the_one_delivered_to(lab):
     body = {"iid": 42, "eid": EID, "to_site": "dc2", "port": 5, "mac": "02:AA:00:00:00:01"}
     status, answer = lab.call("POST", "/lisp/v1/moves", body)
