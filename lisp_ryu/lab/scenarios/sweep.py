@@ -47,7 +47,6 @@ class SweepProber:
         self.targets = list(targets)
         self.interval = interval
         self.ident = random.getrandbits(16)
-        self._index = {ip: i for i, ip in enumerate(self.targets)}
         self._sent: list[list[float]] = [[] for _ in self.targets]
         self._received: list[dict[int, float]] = [{} for _ in self.targets]
         self._context = multiprocessing.get_context("fork")  # the child needs only the socket made here
