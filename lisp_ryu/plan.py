@@ -156,6 +156,15 @@ class Expected:
     at: LocalHost | None = None
 
 
+def served_before_learning(ip: IPAddress) -> bool:
+    """Whether the destination's switch forwards a workload's own packets from the port announced
+    for it before it learns the workload (flows/replicate.py): IPv4 only, its ARP (or its
+    hypervisor's RARP) being left to tell the arrival.  An IPv6 workload sends nothing sure on
+    arrival (a Linux guest no unsolicited neighbour advertisement by default), so its first
+    packet teaches the controller, and its arrival must be pushed at once (xtr/mobility.py)."""
+    return ip.version == 4
+
+
 @dataclass(frozen=True)
 class Leaving:
     """A local workload announced to move to `rloc` (a planned move): what our own hosts send it

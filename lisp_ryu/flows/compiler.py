@@ -44,6 +44,7 @@ from lisp_ryu.flows.pipeline import (
     check_flow,
     cookie,
     cookie_owner,
+    known_host_classify,
     prefix_priority,
 )
 from lisp_ryu.plan import LocalHost, Redirect, RemoteAction, RemoteEntry, Rloc, XtrPlan, cached_hash
@@ -243,11 +244,8 @@ def _host_flows(host: LocalHost, gateway_mac: str) -> tuple[Flow, ...]:
     out = []
     owner = cookie(Owner.LOCAL_HOST, host.iid, str(host.ip))
     eth_type, dst_field = _eth_type(host.ip)
-    src_field = "ipv4_src" if host.ip.version == 4 else "ipv6_src"
     meta = (host.iid, METADATA_IID_MASK)
-    out.append(Flow(Table.CLASSIFY, PRIO_KNOWN_HOST,
-                    match(in_port=host.port, eth_type=eth_type, **{src_field: str(host.ip)}),
-                    goto=Table.ROUTE, write_metadata=meta, cookie=owner))
+    out.append(known_host_classify(host.port, host.iid, host.ip, owner))
     if host.ip.version == 4:
         out.append(Flow(Table.CLASSIFY, PRIO_KNOWN_HOST,
                         match(in_port=host.port, eth_type=ETH_ARP, arp_spa=str(host.ip)),

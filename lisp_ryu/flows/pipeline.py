@@ -38,7 +38,7 @@ import zlib
 from dataclasses import dataclass
 from enum import IntEnum
 
-from lisp_ryu.flows.model import Flow, GroupAction, Output
+from lisp_ryu.flows.model import Flow, GroupAction, Output, match
 
 
 class Table(IntEnum):
@@ -129,6 +129,17 @@ PRIO_LOCAL_HOST = 20000  # local delivery beats any remote prefix
 PRIO_PLANNED_MOVE = PRIO_LOCAL_HOST - 1  # above every map-cache prefix, below a host that is here
 PRIO_ARP_PROXY = 100
 PRIO_ARP_SELF = 300  # a host probing its own address (gratuitous ARP / DAD)
+
+
+def known_host_classify(port: int, iid: int, ip: ipaddress.IPv4Address | ipaddress.IPv6Address, owner: int) -> Flow:
+    """Table 0: a known local host's IP packets from its port, to ROUTE with its instance-ID.
+
+    Its table, priority and match are the host's identity there: the flow a planned move
+    installs for a workload not learned yet (flows/replicate.py) and the learned host's own
+    (flows/compiler.py) replace each other in place."""
+    eth_type, src_field = (0x0800, "ipv4_src") if ip.version == 4 else (0x86DD, "ipv6_src")
+    return Flow(Table.CLASSIFY, PRIO_KNOWN_HOST, match(in_port=port, eth_type=eth_type, **{src_field: str(ip)}),
+                goto=Table.ROUTE, write_metadata=(iid, 0xFFFFFF), cookie=owner)
 
 
 def prefix_priority(network: ipaddress.IPv4Network | ipaddress.IPv6Network,

@@ -48,8 +48,9 @@ import zlib
 from typing import Callable
 
 from lisp_ryu.flows.model import Action, Bucket, Flow, Group, GroupAction, Output, match
-from lisp_ryu.flows.pipeline import PRIO_KNOWN_HOST, PRIO_LOCAL_HOST, PRIO_PLANNED_MOVE, Owner, Table, cookie
-from lisp_ryu.plan import Expected, Leaving, LocalHost, Replicate
+from lisp_ryu.flows.pipeline import (PRIO_KNOWN_HOST, PRIO_LOCAL_HOST, PRIO_PLANNED_MOVE, Owner, Table, cookie,
+                                     known_host_classify)
+from lisp_ryu.plan import Expected, Leaving, LocalHost, Replicate, served_before_learning
 
 ETH_RARP = 0x8035
 
@@ -137,43 +138,31 @@ def hold(expected: tuple[Expected, ...], local: set,
     to the port announced for it, or else goes to the controller (held there).
 
     With the port announced, an IPv4 workload's own packets from that port are classified as
-    a known host's from the announcement on (`_classify_expected`), so its replies leave
-    through the switch at the switchover instead of waiting for its learn and push."""
+    a known host's from the announcement on (`plan.served_before_learning`), so its replies
+    leave through the switch at the switchover instead of waiting for its learn and push."""
     out = []
     announced_at: dict[int, Flow] = {}
     for e in expected:
         if (e.iid, e.ip) in local:
             continue  # already here: its own delivery flow serves it
+        owner = cookie(Owner.PLANNED_MOVE, e.iid, f"expect {e.ip}")
         eth_type, dst_field = _eth(e.ip)
         out.append(Flow(Table.DECAP, PRIO_PLANNED_MOVE,
                         match(tunnel_id=e.iid, eth_type=eth_type, **{dst_field: str(e.ip)}),
-                        actions=_to_workload(e, deliver_actions),
-                        cookie=cookie(Owner.PLANNED_MOVE, e.iid, f"expect {e.ip}")))
-        if e.at is not None and e.ip.version == 4:
-            out.append(_classify_expected(e.at))
-        if e.at is not None:
-            # A hypervisor announces a migrated VM by RARP (QEMU does, for a guest that does not
-            # announce itself): from the announced port, to the controller, which knows the MAC.
-            owner = cookie(Owner.PLANNED_MOVE, e.iid, f"expect {e.ip}")
-            announced_at.setdefault(e.at.port, Flow(Table.CLASSIFY, PRIO_KNOWN_HOST,
-                                                    match(in_port=e.at.port, eth_type=ETH_RARP),
-                                                    actions=(Output("controller", 0xFFFF),), cookie=owner))
+                        actions=_to_workload(e, deliver_actions), cookie=owner))
+        if e.at is None:
+            continue
+        if served_before_learning(e.ip):
+            # Its ARP stays out of this flow and meets the learning flow as before (a gratuitous
+            # ARP announces a migrated VM, any ARP request names its address as the sender): that
+            # is how the controller sees the arrival.  The learned host's flow then replaces it.
+            out.append(known_host_classify(e.at.port, e.iid, e.ip, owner))
+        # A hypervisor announces a migrated VM by RARP (QEMU does, for a guest that does not
+        # announce itself): from the announced port, to the controller, which knows the MAC.
+        announced_at.setdefault(e.at.port, Flow(Table.CLASSIFY, PRIO_KNOWN_HOST,
+                                                match(in_port=e.at.port, eth_type=ETH_RARP),
+                                                actions=(Output("controller", 0xFFFF),), cookie=owner))
     return out + list(announced_at.values())
-
-
-def _classify_expected(host: LocalHost) -> Flow:
-    """The announced IPv4 workload's packets from its new port, classified as a known host's are.
-
-    Its ARP stays out: a gratuitous ARP announces a migrated VM, and any ARP request names its
-    address as the sender, so it meets the learning flow as before, which is how the controller
-    sees the arrival (or by its hypervisor's RARP, `hold`).  The learned host's flows then
-    replace this one (the same table, priority and match).  An IPv6 workload gets none: nothing
-    it surely sends on arrival would be left for learning (a Linux guest sends no unsolicited
-    neighbour advertisement by default), so its first packet still teaches the controller, and
-    its replies wait for that push."""
-    return Flow(Table.CLASSIFY, PRIO_KNOWN_HOST, match(in_port=host.port, eth_type=0x0800, ipv4_src=str(host.ip)),
-                goto=Table.ROUTE, write_metadata=(host.iid, METADATA_IID_MASK),
-                cookie=cookie(Owner.PLANNED_MOVE, host.iid, f"expect {host.ip}"))
 
 
 def _to_workload(e: Expected, deliver_actions: Callable[[LocalHost], tuple[Action, ...]]) -> tuple[Action, ...]:

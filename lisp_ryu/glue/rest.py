@@ -57,6 +57,7 @@ from lisp_ryu.glue.moves import NotReady  # noqa: E402
 from lisp_ryu.glue.refusals import REFUSALS, Refusals  # noqa: E402
 from lisp_ryu.glue.routes import ROUTES, Route  # noqa: E402
 from lisp_ryu.glue.xtr_views import map_cache_view, mapping_system_view  # noqa: E402
+from lisp_ryu.xtr.mobility import PLANNED_MOVE_MAX_TIMEOUT  # noqa: E402
 from lisp_ryu.mapserver import views  # noqa: E402
 from lisp_ryu.mapserver.store import _atomic_write  # noqa: E402
 from lisp_ryu.wire import MAX_IID  # noqa: E402
@@ -424,8 +425,8 @@ class Api:
 
 
 def _timeout(value: Any, path: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 3600:
-        raise schema.InputError(path, f"a number of seconds in (0, 3600], not {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= PLANNED_MOVE_MAX_TIMEOUT:
+        raise schema.InputError(path, f"a number of seconds in (0, {PLANNED_MOVE_MAX_TIMEOUT:g}], not {value!r}")
     return float(value)
 
 

@@ -25,13 +25,12 @@ from lisp_ryu.lab.processes import CommandError, root_interfaces_with_prefix, ru
 from lisp_ryu.lab.rtnetlink import RouteSocket
 from lisp_ryu.lab.running import load_state, locked, vsctl
 from lisp_ryu.lab.state import HostState, LabError, LabState, SiteState, write_state
+from lisp_ryu.xtr.mobility import PLANNED_MOVE_MAX_TIMEOUT, PLANNED_MOVE_TIMEOUT
 
 log = logging.getLogger("lisp_ryu.lab")
 
 WORKERS = 32  # concurrent switchovers: an orchestrator's parallelism, not one per host
-PLANNED_WINDOW = 10.0  # seconds a planned move's window lasts after the last announcement (the controller's default)
 ANNOUNCE_ALLOWANCE = 0.25  # seconds per announcement the windows allow for those that follow it
-MAX_WINDOW = 3600.0  # the longest window POST /lisp/v1/moves takes
 
 
 @dataclass(frozen=True)
@@ -76,7 +75,7 @@ def evacuate(from_site: str, to_site: str, hosts: list[str] | None = None, *, pl
             # it too: one answers once the switches confirmed its flows (~45-90 ms each for 200 on
             # 2 cores), and with the controller's default window (10 s) the first of 200 ended before
             # the switchovers and those moves went unplanned (p50 0.7 s instead of 0.1 s).
-            window = min(PLANNED_WINDOW + ANNOUNCE_ALLOWANCE * len(migrations), MAX_WINDOW)
+            window = min(PLANNED_MOVE_TIMEOUT + ANNOUNCE_ALLOWANCE * len(migrations), PLANNED_MOVE_MAX_TIMEOUT)
             try:
                 for m in migrations:
                     announce_move(state, m.h, new, None if hold else m.ofport, timeout=window)

@@ -17,7 +17,7 @@ from enum import Enum
 
 from lisp_ryu.effects import DataplaneChanged, Effect, PacketOut, SendControl
 from lisp_ryu.wire import LISP_CONTROL_PORT
-from lisp_ryu.plan import LocalHost, RemoteEntry
+from lisp_ryu.plan import LocalHost, RemoteEntry, served_before_learning
 from lisp_ryu.wire.prefix import EidPrefix
 from lisp_ryu.wire.messages import MapRequest
 from lisp_ryu.wire.records import Action, Locator, MappingRecord, MapRequestRecord
@@ -33,6 +33,7 @@ REDIRECT_LIFETIME = 60.0  # how long a departed EID's traffic is tunnelled on fr
 # (its Map-Notify to us, the former holder), or after this long if it never says (seconds).
 SOLICIT_FALLBACK = 3.0
 PLANNED_MOVE_TIMEOUT = 10.0  # a planned move's window ends then if the workload was not seen at its new site
+PLANNED_MOVE_MAX_TIMEOUT = 3600.0  # the longest window an orchestrator may ask for (POST /lisp/v1/moves)
 HOLD_AGE = 0.1  # held packets older than this when the workload arrives are not delivered (the old site did)
 HOLD_MAX = 512  # packets held per expected workload
 ROUTER_MAC = "02:00:00:00:00:fe"  # as XtrPlan.router_mac: eth_src for hosts outside any gateway's subnet
@@ -387,10 +388,10 @@ class Mobility:
         self.state.count("planned_move_delivered", len(fresh))
         LOG.info("%s: planned move of [%d]%s: arrived; %d held packets delivered (%d older dropped)",
                  self.state.config.name, *key, len(fresh), len(move.held) - len(fresh))
-        # An IPv4 workload that came to the port announced for it answered through the switch from
-        # the switchover on (flows/replicate.py): its push may join a burst's (a planned evacuation's).
-        # Else its replies wait for this push, behind a backlog of held packets: it goes at once.
-        served = move.at is not None and host.port == move.at.port and key[1].version == 4 and not fresh
+        # A workload the switch served at the port announced for it answered through the switch
+        # from the switchover on: its push may join a burst's (a planned evacuation's).  Else its
+        # replies wait for this push, behind a backlog of held packets: it goes at once.
+        served = move.at is not None and host.port == move.at.port and served_before_learning(key[1]) and not fresh
         return [DataplaneChanged(f"planned move of {key[1]}: arrived", at_once=not served),
                 *(self._deliver(host, p) for p in fresh)]
 
