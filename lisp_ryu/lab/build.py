@@ -2,8 +2,9 @@
 veths and the management network, and configure them (DESIGN.md §4).
 
 Sites are namespaces, each with its own OVS pair (lisp_ryu/lab/ovs.py).
-Hosts are namespaces with one veth (`eth0`, MTU 1450 for the 36-byte
-encapsulation) into br-int; core routers and the Map-Server are namespaces
+Hosts are namespaces with one interface (`eth0`, MTU 1450 for the 36-byte
+encapsulation): a tap of the site's br-int, which ovs-vswitchd opens and the
+lab moves into the host (lisp_ryu/lab/ovs.py says why not a veth); core routers and the Map-Server are namespaces
 on the underlay.  A PxTR is a site like the others plus a native port on
 br-int whose veth peer sits in a router; internet hosts are namespaces with
 one veth (`eth0`) to a router, their gateway.  The management network is
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from lisp_ryu.lab import topology as topo
 from lisp_ryu.lab import topology_load
-from lisp_ryu.lab.ovs import start_site
+from lisp_ryu.lab.ovs import start_site, tap_to_host
 from lisp_ryu.lab.processes import objects_with_prefix, run, run_in
 from lisp_ryu.lab.running import appctl, locked
 from lisp_ryu.lab.state import (
@@ -195,9 +196,6 @@ def _build(t: topo.Topology, state: LabState) -> LabState:
     for link in t.links:
         run(["ip", "link", "add", link.a.ifname, "netns", ns_of[link.a.node], "type", "veth",
              "peer", "name", link.b.ifname, "netns", ns_of[link.b.node]])
-    for h in state.hosts:
-        run(["ip", "link", "add", topo.HOST_IFNAME, "netns", h.namespace, "type", "veth",
-             "peer", "name", h.name, "netns", ns_of[h.site]])
     for site in t.sites:
         if site.native:
             run(["ip", "link", "add", site.native.ifname, "netns", ns_of[site.name], "type", "veth",
@@ -205,18 +203,22 @@ def _build(t: topo.Topology, state: LabState) -> LabState:
     for ih in t.internet_hosts:
         run(["ip", "link", "add", topo.HOST_IFNAME, "netns", ns_of[ih.name], "type", "veth",
              "peer", "name", ih.name, "netns", ns_of[ih.router]])
-    return configure(t, state, lambda node, argv, env=None: run_in(ns_of[node], argv, env=env).stdout)
+    return configure(t, state, lambda node, argv, env=None: run_in(ns_of[node], argv, env=env).stdout,
+                     host_taps=True)
 
 
 def _namespaces(state: LabState) -> dict[str, str]:
     return {x.name: x.namespace for group in (state.sites, state.hosts, state.nodes) for x in group}
 
 
-def configure(t: topo.Topology, state: LabState, execute, *, management: bool = True) -> LabState:
+def configure(t: topo.Topology, state: LabState, execute, *, management: bool = True,
+              host_taps: bool = False) -> LabState:
     """Configure a lab whose nodes and veths exist: addresses, MACs, MTUs,
     routes, and each site's OVS pair.  `execute(node, argv, env=None)` runs a
     command inside a node and returns its stdout (raising on failure); the
-    namespace lab and the Mininet lab (mininet/lisp_topo.py) share this."""
+    namespace lab and the Mininet lab (mininet/lisp_topo.py) share this.
+    `host_taps`: each host's eth0 is a tap its site's OVS makes, moved into
+    the host here (the namespace lab); else a veth that exists (Mininet's)."""
 
     def ip(node: str, *args: str) -> None:
         execute(node, ["ip", *args])
@@ -249,18 +251,6 @@ def configure(t: topo.Topology, state: LabState, execute, *, management: bool = 
         execute(r.name, ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1",
                          "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"])
 
-    for h in state.hosts:
-        ip(h.name, "link", "set", topo.HOST_IFNAME, "address", h.mac, "mtu", str(topo.HOST_MTU), "up")
-        ip(h.name, "addr", "add", h.address, "dev", topo.HOST_IFNAME)
-        ip(h.name, "route", "add", "default", "via", h.gateway)
-        if h.address6 is not None:
-            # nodad: the xTR never answers duplicate address detection, and the address is usable at once
-            ip(h.name, "-6", "addr", "add", h.address6, "dev", topo.HOST_IFNAME, "nodad")
-            ip(h.name, "-6", "route", "add", "default", "via", h.gateway6, "dev", topo.HOST_IFNAME)
-        ip(h.site, "link", "set", h.name, "mtu", str(topo.HOST_MTU), "up")
-        txoff(h.name, topo.HOST_IFNAME)
-        txoff(h.site, h.name)
-
     # The non-LISP side: a PxTR's native link (its end is an OVS port: no
     # address, kernel ARP off) and the internet hosts behind their routers.
     for site in t.sites:
@@ -280,7 +270,21 @@ def configure(t: topo.Topology, state: LabState, execute, *, management: bool = 
         ip(ih.router, "addr", "add", f"{ih.gateway}/{ih.subnet.prefixlen}", "dev", ih.name)
         txoff(ih.router, ih.name)
 
-    sites = [start_site(s, state, execute) for s in state.sites]
+    sites = [start_site(s, state, execute, host_taps) for s in state.sites]
+    for h in state.hosts:
+        if host_taps:  # a tap's checksum offload is off already: OVS asks for none
+            ip(h.site, *tap_to_host(h.name, h.namespace, topo.HOST_IFNAME, h.mac).split())
+        ip(h.name, "link", "set", topo.HOST_IFNAME, "address", h.mac, "mtu", str(topo.HOST_MTU), "up")
+        ip(h.name, "addr", "add", h.address, "dev", topo.HOST_IFNAME)
+        ip(h.name, "route", "add", "default", "via", h.gateway)
+        if h.address6 is not None:
+            # nodad: the xTR never answers duplicate address detection, and the address is usable at once
+            ip(h.name, "-6", "addr", "add", h.address6, "dev", topo.HOST_IFNAME, "nodad")
+            ip(h.name, "-6", "route", "add", "default", "via", h.gateway6, "dev", topo.HOST_IFNAME)
+        if not host_taps:
+            ip(h.site, "link", "set", h.name, "mtu", str(topo.HOST_MTU), "up")
+            txoff(h.name, topo.HOST_IFNAME)
+            txoff(h.site, h.name)
 
     # Static routes from the graph (routers, Map-Server, sites).
     for route in t.routes:

@@ -5,8 +5,8 @@ Each host moves as `lab move` moves one (lisp_ryu/lab/move.py: a new vif
 plugged in at the destination first, then the switchover keeping address,
 MAC, routes, ARP cache and sockets, a gratuitous ARP, the old port last),
 but the steps are batched so that the switchovers, the only part a workload
-feels, happen together: every new veth pair and port is made first (one
-`ip -batch`, one OVSDB transaction), then all hosts switch over at once from
+feels, happen together: every new vif is made first (one OVSDB transaction
+of taps, one `ip -batch` moving them into the hosts), then all hosts switch over at once from
 a pool of threads, then the old ports go in one transaction.  Hosts whose
 switchover failed are put back; the others stay moved.
 """
@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from lisp_ryu.lab import topology as topo
 from lisp_ryu.lab.move import (INCOMING_IFNAME, Move, _Migration, _state_after_move, announce_move, host_packet_socket,
                                reannounce)
-from lisp_ryu.lab.processes import CommandError, root_interfaces_with_prefix, run, run_in
+from lisp_ryu.lab.ovs import host_port_args, tap_to_host
+from lisp_ryu.lab.processes import CommandError, run_in
 from lisp_ryu.lab.rtnetlink import RouteSocket
 from lisp_ryu.lab.running import load_state, locked, vsctl
 from lisp_ryu.lab.state import HostState, LabError, LabState, SiteState, write_state
@@ -38,7 +39,7 @@ class Evacuation:
     from_site: str
     to_site: str
     moves: tuple[Move, ...]
-    prepared_s: float  # new pairs and ports for every host, before the first switchover
+    prepared_s: float  # new vifs (ports) for every host, before the first switchover
     spread_ms: float  # from the first switchover's start to the last one's gratuitous ARP
     state: LabState
 
@@ -158,63 +159,31 @@ def _allocate_ports(site: SiteState, movers: list[HostState], state: LabState) -
     return ports
 
 
-def _temporary_names(state: LabState, index: int) -> tuple[str, str]:
-    """Root-namespace names of one new pair while it is made: the lab's prefix,
-    so a crash leaves nothing `lab down` does not remove."""
-    a, b = f"{state.prefix}ea{index}", f"{state.prefix}eb{index}"
-    if len(a) > 15:
-        raise LabError(f"lab prefix {state.prefix!r} is too long for interface names")
-    return a, b
-
-
 def _plug_all(state: LabState, old: SiteState, new: SiteState, migrations: list[_Migration], workers: int) -> None:
-    """Every new pair made in the root namespace (checksum offload off there:
-    one `ethtool` per end instead of one `ip netns exec` each), its ends moved
-    to the host (down) and the new site (up), every port added to the new
-    br-int in one transaction, then each host's sockets for its switchover."""
+    """Every new vif at once: the ports (taps, `ovs.host_port_args`) in one transaction at
+    the new br-int, which returns once ovs-vswitchd has them, each tap moved into its host in
+    one `ip -batch` in the new site's namespace, then each host's sockets for its switchover.
+    A failure leaves what was made to `_put_back` (closing a port's tap removes it)."""
     if not migrations:
         return
-    names = [_temporary_names(state, i) for i in range(len(migrations))]
-    make, move = [], []
-    for m, (a, b) in zip(migrations, names):
-        mac = m.h.mac
-        make.append(f"link add {a} address {mac} mtu {topo.HOST_MTU} type veth peer name {b} mtu {topo.HOST_MTU}")
-        move += [f"link set {a} netns {m.h.namespace}", f"link set {b} netns {new.namespace}"]
-    try:
-        run(["ip", "-batch", "-"], input="\n".join(make) + "\n")
-        for a, b in names:
-            run(["ethtool", "-K", a, "tx", "off"])
-            run(["ethtool", "-K", b, "tx", "off"])
-        run(["ip", "-batch", "-"], input="\n".join(move) + "\n")
-    except CommandError:
-        for leftover in root_interfaces_with_prefix(f"{state.prefix}e"):
-            if leftover.startswith((f"{state.prefix}ea", f"{state.prefix}eb")):
-                run(["ip", "link", "del", leftover], check=False)
-        raise
-    site_side = []
-    for m, (_, b) in zip(migrations, names):
-        site_side += [f"link set {b} name {m.h.name}", f"link set {m.h.name} up"]
-    run_in(new.namespace, ["ip", "-batch", "-"], input="\n".join(site_side) + "\n")
+    transaction = []
+    for m in migrations:
+        transaction += host_port_args(m.h.name, m.ofport)
+    vsctl(new.name, *transaction, state=state)
+    _check_ports(new, {m.h.name: m.ofport for m in migrations}, state)
+    run_in(new.namespace, ["ip", "-batch", "-"],
+           input="".join(tap_to_host(m.h.name, m.h.namespace, INCOMING_IFNAME, m.h.mac) + "\n" for m in migrations))
 
-    def sockets(pair: tuple[_Migration, str]) -> None:
-        m, a = pair
+    def sockets(m: _Migration) -> None:
         m.net = RouteSocket(m.h.namespace)
-        eth0 = m.net.link(topo.HOST_IFNAME)
-        m.outgoing = eth0.index
-        m.incoming = m.net.link(a).index
-        m.net.rename(m.incoming, INCOMING_IFNAME, f"naming the new interface {INCOMING_IFNAME}")
+        m.outgoing = m.net.link(topo.HOST_IFNAME).index
+        m.incoming = m.net.link(INCOMING_IFNAME).index
         m.packet_socket = host_packet_socket(m.h, INCOMING_IFNAME)
         m.prepare_switchover()
 
     # Entering a namespace waits for an RCU grace period: many at once overlap them.
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="plug") as pool:
-        list(pool.map(sockets, zip(migrations, (a for a, _ in names))))
-    transaction = []
-    for m in migrations:
-        transaction += ["--", "add-port", topo.BR_INT, m.h.name, "--", "set", "interface", m.h.name,
-                        f"ofport_request={m.ofport}"]
-    vsctl(new.name, *transaction, state=state)  # returns once ovs-vswitchd has the ports
-    _check_ports(new, {m.h.name: m.ofport for m in migrations}, state)
+        list(pool.map(sockets, migrations))
 
 
 def _check_ports(site: SiteState, want: dict[str, int], state: LabState) -> None:
@@ -255,12 +224,12 @@ LEAVING_GROUP = 4242
 
 
 def _unplug_all(state: LabState, old: SiteState, migrations: list[_Migration]) -> list[str]:
-    """The old ports in one transaction, then the old pairs in one request: their site ends all
-    live in the old site's namespace, and a group deleted at once shares its RCU grace
-    periods (one at a time, each waited for its own: ~45 ms a pair, 9 s for 200; from 32
-    threads at once, tried, they held the kernel's rtnl lock so long that every switch
-    stopped forwarding for seconds).  Then each host's limbo bridge, one by one (one per
-    namespace).  What failed, one line each."""
+    """The old ports in one transaction (ovs-vswitchd closes their taps, and the taps go).  Old
+    veths whose site ends are left (a Mininet lab's first links) go in one request: a group
+    deleted at once shares its RCU grace periods (one at a time, each waited for its own: ~45
+    ms a pair, 9 s for 200; from 32 threads at once, tried, they held the kernel's rtnl lock
+    so long that every switch stopped forwarding for seconds).  Then each host's limbo
+    bridge, one by one (one per namespace).  What failed, one line each."""
     if not migrations:
         return []
     transaction = []
@@ -272,9 +241,13 @@ def _unplug_all(state: LabState, old: SiteState, migrations: list[_Migration]) -
         return [f"removing the old ports at {old.name} failed: {exc}"]
     problems = []
     try:
-        run_in(old.namespace, ["ip", "-batch", "-"],
-               input="".join(f"link set dev {m.h.name} group {LEAVING_GROUP}\n" for m in migrations))
-        run_in(old.namespace, ["ip", "link", "del", "group", str(LEAVING_GROUP)])
+        listed = run_in(old.namespace, ["ip", "-o", "link", "show"]).stdout.splitlines()
+        present = {line.split(":")[1].strip().split("@")[0] for line in listed if line.count(":") >= 2}
+        leaving = [m.h.name for m in migrations if m.h.name in present]
+        if leaving:
+            run_in(old.namespace, ["ip", "-batch", "-"],
+                   input="".join(f"link set dev {name} group {LEAVING_GROUP}\n" for name in leaving))
+            run_in(old.namespace, ["ip", "link", "del", "group", str(LEAVING_GROUP)])
     except CommandError as exc:
         problems.append(f"deleting the old pairs at {old.name} at once failed ({exc}); one by one instead")
     for m in migrations:

@@ -290,13 +290,15 @@ class LispMininet(Mininet):
 
     def move(self, host: str, site: str) -> str:
         """Move HOST to SITE as `lisp-ryu lab move` does; keep Mininet's view of
-        the links in step (the host's eth0 is new, its site end is at SITE)."""
+        the links in step (the host's eth0 is new, its port is at SITE)."""
         m = move_host(host, site)
         old_site, new_site = self[m.from_site], self[m.to_site]
         old_intf = old_site.nameToIntf.get(host)
         if old_intf is not None:
             old_site.delIntf(old_intf)
-        new_intf = Intf(host, node=new_site, port=m.to_ofport, moveIntfFn=lambda *_: None)
+        # The new vif is a tap that the site's OVS holds and the host has as eth0: nothing of
+        # that name is in the site's namespace for Mininet to bring up (up=None).
+        new_intf = Intf(host, node=new_site, port=m.to_ofport, moveIntfFn=lambda *_: None, up=None)
         link = getattr(old_intf, "link", None)
         if link is not None:
             new_intf.link = link

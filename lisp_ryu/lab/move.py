@@ -1,8 +1,8 @@
 """Move a host to another site as a live migration does (workload mobility).
 
-A new veth pair is plugged into the new site's br-int first, then the host
+A new vif (a tap of the new site's br-int) is plugged in first, then the host
 switches over to it, keeping its address, MAC, routes, ARP cache and
-sockets, and announces itself with a gratuitous ARP; the old pair and port
+sockets, and announces itself with a gratuitous ARP; the old port (and its tap)
 go last.  A move that fails half-way puts the host back.
 """
 
@@ -18,7 +18,8 @@ from dataclasses import dataclass, replace
 
 from lisp_ryu.lab import topology as topo
 from lisp_ryu.glue.netns import run_in_netns
-from lisp_ryu.lab.processes import run, run_in
+from lisp_ryu.lab.ovs import host_port_args, tap_to_host
+from lisp_ryu.lab.processes import run_in
 from lisp_ryu.lab.rtnetlink import InterfaceSetup, NetlinkError, RouteSocket
 from lisp_ryu.lab.running import load_state, locked, vsctl
 from lisp_ryu.lab.state import HostState, LabError, LabState, SiteState, write_state
@@ -79,9 +80,9 @@ def move_host(host: str, site: str, planned: bool = False, hold: bool = False) -
     """Move a host to another site as a live-migrated VM moves, and time it.
 
     As a cloud's destination hypervisor plugs the VM's new vif before the
-    switchover, the new site gets a new veth pair first: its site end joins
-    the new br-int at the port reserved for the host there (its tenant's in the
-    controller's configuration) or else the lowest free OpenFlow port, up; its host end waits in
+    switchover, the new site gets a new vif first: a tap of the new br-int at
+    the port reserved for the host there (its tenant's in the controller's
+    configuration) or else the lowest free OpenFlow port, which waits in
     the host, up but silent, with the MAC and MTU of the host's eth0.  The
     switchover (the outage) then works from sockets opened beforehand: eth0
     is paused (it swallows what it receives, its carrier stays) and renamed
@@ -90,7 +91,7 @@ def move_host(host: str, site: str, planned: bool = False, hold: bool = False) -
     announces itself with a gratuitous ARP, as a hypervisor does after a
     migration, and again in rounds (`REANNOUNCE_AFTER`).  The host's sockets
     live on (its address never left the namespace).  Only then does the old
-    site lose its port and the old pair go.  A move that fails half-way puts
+    site lose its port (and the old tap with it).  A move that fails half-way puts
     the host back.
 
     `planned`: the orchestrator tells the controller before the switchover, once
@@ -182,26 +183,20 @@ class _Migration:
         self.incoming_up = False  # the new interface is up before the switchover (`prepare_switchover`)
 
     def plug(self) -> None:
-        """The new veth pair, its site end in the new br-int and up, its host
-        end in the host (up and silent, see `prepare_switchover`); and the
+        """The new vif: a tap of the new br-int (`ovs.host_port_args`), moved into the host
+        with eth0's MAC and MTU (up and silent, see `prepare_switchover`); and the
         sockets the switchover needs (entering
         a namespace waits for an RCU grace period: none of that happens during it)."""
         h, new = self.h, self.new
         self.net = RouteSocket(h.namespace)
         eth0 = self.net.link(topo.HOST_IFNAME)
         self.outgoing = eth0.index
-        mtu = str(eth0.mtu)
-        run(["ip", "link", "add", INCOMING_IFNAME, "netns", h.namespace, "address", eth0.mac, "mtu", mtu,
-             "type", "veth", "peer", "name", h.name, "netns", new.namespace, "mtu", mtu])
-        self.incoming = self.net.link(INCOMING_IFNAME).index
-        run_in(h.namespace, ["ethtool", "-K", INCOMING_IFNAME, "tx", "off"])
-        run_in(new.namespace, ["ethtool", "-K", h.name, "tx", "off"])
-        self.prepare_switchover()
-        run_in(new.namespace, ["ip", "link", "set", h.name, "up"])
         # Waits until the new ovs-vswitchd has the port: from the switchover on it forwards.
-        vsctl(new.name, "add-port", topo.BR_INT, h.name,
-              "--", "set", "interface", h.name, f"ofport_request={self.ofport}", state=self.state)
+        vsctl(new.name, *host_port_args(h.name, self.ofport), state=self.state)
         _check_host_port(new, h.name, self.ofport, self.state)
+        run_in(new.namespace, ["ip", *tap_to_host(h.name, h.namespace, INCOMING_IFNAME, eth0.mac, eth0.mtu).split()])
+        self.incoming = self.net.link(INCOMING_IFNAME).index
+        self.prepare_switchover()
         self.packet_socket = host_packet_socket(h, INCOMING_IFNAME)
 
     def prepare_switchover(self) -> None:
@@ -237,7 +232,7 @@ class _Migration:
         before eth0 loses them, and each route moves over in one replace: the
         host can take a packet and answer it at every instant,
         as a migrated VM whose new vif queues what arrives while it resumes
-        (the lab's veth does not queue: in a gap without an address, what the
+        (the lab's vif does not queue: in a gap without an address, what the
         new site delivered to a planned move's announced port was lost, 1-3
         probes at 1 ms).  For the few hundred microseconds both interfaces
         hold the addresses the host takes what either site delivers, and
@@ -286,15 +281,15 @@ class _Migration:
         return started, attached, time.time()
 
     def unplug_old(self) -> None:
-        """The old site's port goes, then the old pair (its site end with it)."""
+        """The old site's port goes (ovs-vswitchd closes its tap, and the tap is gone), then what is left."""
         vsctl(self.old.name, "del-port", topo.BR_INT, self.h.name, state=self.state)
         self.remove_old_link()
 
     def remove_old_link(self) -> None:
-        """The old pair (its site end with it), once its port is gone, unless it went already
-        (an evacuation deletes them together); then the limbo bridge."""
+        """The old eth0, once its port is gone, unless it went with it (a tap goes when OVS
+        closes it; a veth pair would stay); then the limbo bridge."""
         try:
-            self.net.delete_link(self.outgoing, f"deleting the old {topo.HOST_IFNAME} ({OUTGOING_IFNAME}) and its pair")
+            self.net.delete_link(self.outgoing, f"deleting the old {topo.HOST_IFNAME} ({OUTGOING_IFNAME})")
         except NetlinkError as exc:
             if exc.errno != errno.ENODEV:
                 raise
@@ -306,7 +301,7 @@ class _Migration:
             self.limbo = None
 
     def put_back(self) -> None:
-        """Undo a half-done move, whatever step it failed at: the new pair and
+        """Undo a half-done move, whatever step it failed at: the new vif and
         port go, and the host's own eth0 is eth0 again, up, with what it held."""
         h = self.h
         if self.net is not None:
@@ -315,7 +310,7 @@ class _Migration:
                 found = self.net.find_link(INCOMING_IFNAME)
                 incoming = found.index if found else None
             if incoming is not None:
-                self.net.delete_link(incoming, f"deleting the new interface (#{incoming}) and its pair")
+                self.net.delete_link(incoming, f"deleting the new interface (#{incoming})")
             if self.outgoing is not None:
                 eth0 = self.net.link_at(self.outgoing)
                 if self.paused:
