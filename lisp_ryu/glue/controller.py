@@ -267,8 +267,8 @@ class Controller:
             for effect in effects:
                 if isinstance(effect, PacketOut):
                     self._packet_out_after_push(dpid, effect)
-            for e in arrived:
-                self.arrivals.add(endpoint, e.record, e.workload)
+            if arrived:
+                self.arrivals.add(endpoint, [(e.record, e.workload) for e in arrived])
         self._lane.drain()
         self.wake()
 
@@ -516,7 +516,8 @@ class Controller:
         planned move's flow a RARP from the port announced for it (`XtrCore.handle_announcement`)."""
         host, now = sender(data), endpoint.clock()
         try:
-            effects = (endpoint.core.handle_host_seen(in_port, host[0], host[1], data, now) if host is not None
+            effects = (endpoint.core.handle_host_seen(in_port, host[0], host[1], data, now,
+                                                      self.arrivals.companions(endpoint, host[1])) if host is not None
                        else endpoint.core.handle_announcement(in_port, data, now))
         except Exception:
             self.count("core_exceptions")

@@ -84,25 +84,35 @@ class Arrivals:
                 list(old.core.cache), old.core.config.name, now, old.core.owned_mappings()), effects)
         return effects
 
+    def companions(self, here: "ControlEndpoint", mac: str) -> tuple:
+        """The (iid, address) pairs other xTRs of this controller hold as their own for the machine
+        with this MAC: where a workload with that MAC appears, they have come with it (a VM's NIC
+        carries all its addresses), and `XtrCore.handle_host_seen` learns them at once."""
+        mac = mac.lower()
+        return tuple((h.iid, h.ip) for e in self.controller.xtrs.values() if e is not here
+                     for h in e.core.local_hosts() if h.mac.lower() == mac)
+
     def left(self, here: "ControlEndpoint", record) -> list:
         """The other xTRs of this controller that still hold the workload as their own."""
         prefix = record.eid_prefix
         return [e for e in self.controller.xtrs.values()
                 if e is not here and e.core.is_here(prefix.instance_id, prefix.address)]
 
-    def add(self, here: "ControlEndpoint", record, workload: str = "") -> None:
-        """A workload (`record`: its new mapping; `workload`: its MAC, the same for each of its
-        addresses) appeared at `here` (seeded and pushed already): the xTR it left redirects
-        and the ITRs sending to it follow (issue 20).
+    def add(self, here: "ControlEndpoint", arrived: list) -> None:
+        """Workloads appeared at `here` (seeded and pushed already), each (record: its new mapping,
+        workload: its MAC, the same for each of its addresses; those of one packet-in are told
+        together): the xTR they left redirects and the ITRs sending to them follow (issue 20).
 
         A lone move is told at once, before anything else runs: a yield to the hub here
         cost 2-5 ms of outage on a loaded host (the switches' replies, other processes' turns),
         while the others' compiles cost well under one.  While input is queued (a burst, an
         evacuation: `controller.busy`), it is deferred (`controller.defer`, the datagram
         pump's turn under Ryu) and the arrivals that come meanwhile join it."""
-        self.pending.append((here, record, self.left(here, record)))
-        self._recent.append((self.clock(), (id(here), workload or id(record))))
-        if len(self.pending) == 1:
+        first = not self.pending
+        for record, workload in arrived:
+            self.pending.append((here, record, self.left(here, record)))
+            self._recent.append((self.clock(), (id(here), workload or id(record))))
+        if first and self.pending:
             if self.controller.busy():
                 self.controller.defer(self._tell_others)
             else:

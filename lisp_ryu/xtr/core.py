@@ -296,25 +296,40 @@ class XtrCore:
         return self.resolver.resolve(iid, destination, now, smr_invoked, mask_len)
 
     def handle_host_seen(self, in_port: int, source: IPAddress, mac: str, packet: bytes,
-                         now: float) -> list[Effect]:
+                         now: float, with_addresses: tuple[tuple[int, IPAddress], ...] = ()) -> list[Effect]:
         """A packet from an unknown source inside a dynamic-EID prefix: a workload arrived.
 
         Learn it (IP, MAC, port), install its local flows, register it as a
         host route with every map-server at once, and re-inject the packet.
+        `with_addresses`: the workload's other (iid, address) pairs, where a glue
+        that drives its old site knows them (same MAC there): learned with it, in
+        the same push and Map-Register, each in its own tenant only if that is the
+        port's.  A dual-stack workload announces its IPv4 address first (a gratuitous
+        ARP); its IPv6 one no longer waits for its own packet and a second round of pushes.
         """
         learned, key = self.mobility.learn(in_port, source, mac)
         if learned is Learned.OUTSIDE:
             return []
         if learned is Learned.KNOWN:
             return [PacketOut(in_port, packet)]
-        effects: list[Effect] = [DataplaneChanged(f"dynamic EID {source} arrived")]
+        keys = [key]
+        for iid, address in with_addresses:
+            if address != source and self.mobility.tenant_of(in_port, address) == key[0] == iid:
+                also, also_key = self.mobility.learn(in_port, address, mac)
+                if also is Learned.ARRIVED:
+                    keys.append(also_key)
+                    self.state.count("dynamic_eid_learned_with_its_workload")
+        effects: list[Effect] = [DataplaneChanged(f"dynamic EID {source} arrived"
+                                                  + "".join(f", with {k[1]}" for k in keys[1:]))]
         effects += self.registrar.register_all(now)
-        record = self.mobility.arrival_record(key)
-        if record is not None:
-            effects.append(HostArrived(record, workload=mac))
+        for k in keys:
+            record = self.mobility.arrival_record(k)
+            if record is not None:
+                effects.append(HostArrived(record, workload=mac))
         effects.append(PacketOut(in_port, packet))
-        for key in [k for k in self.state.expected if k[1] == source and k in self.state.dynamic_hosts]:
-            effects += self.mobility.arrived(key, self.state.dynamic_hosts[key], now)  # a planned move's end
+        for k in keys:
+            for exp in [e for e in self.state.expected if e[1] == k[1] and e in self.state.dynamic_hosts]:
+                effects += self.mobility.arrived(exp, self.state.dynamic_hosts[exp], now)  # a planned move's end
         return effects
 
     def handle_announcement(self, in_port: int, packet: bytes, now: float) -> list[Effect]:

@@ -199,6 +199,15 @@ class Mobility:
         return tuple(replace(r, locators=tuple(replace(loc, local=False) for loc in r.locators))
                      for r in self.state.local_records())
 
+    def tenant_of(self, in_port: int, source: IPAddress) -> int | None:
+        """The instance-ID a host on `in_port` with address `source` would be learned in, or None
+        (nothing counted: a question, not a packet that was refused)."""
+        cfg = self.state.config
+        port_iid = next((hp.iid for hp in cfg.host_ports if hp.port == in_port), None)
+        iids = {d.iid for d in cfg.dynamic_eid_prefixes if d.prefix.version == source.version
+                and source in d.prefix and port_iid in (None, d.iid)}
+        return next(iter(iids)) if len(iids) == 1 else None
+
     def _dynamic_prefix(self, in_port: int, source: IPAddress):
         """The dynamic-EID prefix (so the instance-ID) an arrival on `in_port` from `source` belongs to.
 
