@@ -7,8 +7,8 @@ by the lisp-ryu controller.  One prober process pings every workload in turn,
 each every 50 ms (4,000 probes a second: each probe crosses two userspace
 switches each way, on the same two cores as the switches and the controller).
 First one workload moves dc1 -> dc2 -> dc1 -> dc2 -> dc1 alone (4 moves, 1.5 s
-apart), then all 200 move dc1 -> dc2 at once: every new veth and port prepared
-first, then every switchover from 32 threads, then the old ports in one OVSDB
+apart), then all 200 move dc1 -> dc2 at once: every new vif (a tap of dc2's br-int)
+prepared first, then every switchover from 32 threads, then the old ports in one OVSDB
 transaction.  When each has answered again, every switch's flows and groups
 are checked for stale entries (old-site delivery, classification of a departed
 host, mappings or redirects to an old RLOC, leftover planned-move flows).

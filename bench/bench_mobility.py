@@ -5,7 +5,7 @@ Scenario: the three-dc lab driven by the lisp-ryu controller with its
 embedded Map-Server; h5 (dc3) pings h1 every 1 ms (a prober that keeps its
 rate while replies are missing) and keeps a paced TCP stream to it (1 KiB
 every 1 ms) while h1 moves dc1 -> dc2 -> dc1 ... (`lisp-ryu lab move`, a live
-migration: a new veth is plugged into the other site's br-int beforehand, up;
+migration: a new vif (a tap of the other site's br-int) is plugged in beforehand, up;
 at the switchover the host's eth0 is paused (it swallows what it receives and
 keeps its carrier), the new one takes its name, IP, MAC, routes and ARP cache,
 then a gratuitous ARP), 10 moves 2 s apart (quick:
