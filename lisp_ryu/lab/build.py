@@ -4,8 +4,8 @@ veths and the management network, and configure them (DESIGN.md §4).
 Sites are namespaces, each with its own OVS pair (lisp_ryu/lab/ovs.py).
 Hosts are namespaces with one interface (`eth0`, MTU 1450 for the 36-byte
 encapsulation): a tap of the site's br-int, which ovs-vswitchd opens and the
-lab moves into the host (lisp_ryu/lab/ovs.py says why not a veth); core routers and the Map-Server are namespaces
-on the underlay.  A PxTR is a site like the others plus a native port on
+lab moves into the host (lisp_ryu/lab/ovs.py says why not a veth); core
+routers and the Map-Server are namespaces on the underlay.  A PxTR is a site like the others plus a native port on
 br-int whose veth peer sits in a router; internet hosts are namespaces with
 one veth (`eth0`) to a router, their gateway.  The management network is
 the one thing in the root namespace: a lab bridge with the controller's

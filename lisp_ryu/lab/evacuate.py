@@ -6,8 +6,8 @@ plugged in at the destination first, then the switchover keeping address,
 MAC, routes, ARP cache and sockets, a gratuitous ARP, the old port last),
 but the steps are batched so that the switchovers, the only part a workload
 feels, happen together: every new vif is made first (one OVSDB transaction
-of taps, one `ip -batch` moving them into the hosts), then all hosts switch over at once from
-a pool of threads, then the old ports go in one transaction.  Hosts whose
+of taps, one `ip -batch` moving them into the hosts), then all hosts switch
+over at once from a pool of threads, then the old ports go in one transaction.  Hosts whose
 switchover failed are put back; the others stay moved.
 """
 
@@ -22,7 +22,7 @@ from lisp_ryu.lab import topology as topo
 from lisp_ryu.lab.move import (INCOMING_IFNAME, Move, _Migration, _state_after_move, announce_move, host_packet_socket,
                                reannounce)
 from lisp_ryu.lab.ovs import host_port_args, tap_to_host
-from lisp_ryu.lab.processes import CommandError, run_in
+from lisp_ryu.lab.processes import CommandError, interfaces, run_in
 from lisp_ryu.lab.rtnetlink import RouteSocket
 from lisp_ryu.lab.running import load_state, locked, vsctl
 from lisp_ryu.lab.state import HostState, LabError, LabState, SiteState, write_state
@@ -241,8 +241,7 @@ def _unplug_all(state: LabState, old: SiteState, migrations: list[_Migration]) -
         return [f"removing the old ports at {old.name} failed: {exc}"]
     problems = []
     try:
-        listed = run_in(old.namespace, ["ip", "-o", "link", "show"]).stdout.splitlines()
-        present = {line.split(":")[1].strip().split("@")[0] for line in listed if line.count(":") >= 2}
+        present = set(interfaces(old.namespace))
         leaving = [m.h.name for m in migrations if m.h.name in present]
         if leaving:
             run_in(old.namespace, ["ip", "-batch", "-"],

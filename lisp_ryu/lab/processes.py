@@ -140,14 +140,19 @@ def namespaces_with_prefix(pfx: str) -> list[str]:
     return [n for n in all_namespaces() if n.startswith(pfx)]
 
 
-def root_interfaces_with_prefix(pfx: str) -> list[str]:
-    out = run(["ip", "-o", "link", "show"], check=False).stdout or ""
+def interfaces(namespace: str | None = None) -> list[str]:
+    """The names of the interfaces in a namespace (None: the root one); none if it cannot be read."""
+    out = run_in(namespace, ["ip", "-o", "link", "show"], check=False).stdout or ""
     names = []
     for line in out.splitlines():
         parts = line.split(":", 2)
         if len(parts) >= 2:
             names.append(parts[1].strip().split("@")[0])
-    return [n for n in names if n.startswith(pfx)]
+    return names
+
+
+def root_interfaces_with_prefix(pfx: str) -> list[str]:
+    return [n for n in interfaces() if n.startswith(pfx)]
 
 
 def objects_with_prefix(pfx: str) -> list[str]:
