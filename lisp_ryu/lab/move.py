@@ -281,9 +281,11 @@ class _Migration:
         return started, attached, time.time()
 
     def unplug_old(self) -> None:
-        """The old site's port goes (ovs-vswitchd closes its tap, and the tap is gone), then what is left."""
-        vsctl(self.old.name, "del-port", topo.BR_INT, self.h.name, state=self.state)
+        """The old eth0 (a tap) is deleted here, then the old site's port goes: closed by
+        ovs-vswitchd while it still existed, the tap would be torn down in the thread that
+        forwards every packet of that switch."""
         self.remove_old_link()
+        vsctl(self.old.name, "del-port", topo.BR_INT, self.h.name, state=self.state)
 
     def remove_old_link(self) -> None:
         """The old eth0, once its port is gone, unless it went with it (a tap goes when OVS
