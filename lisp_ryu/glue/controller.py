@@ -517,7 +517,8 @@ class Controller:
         host, now = sender(data), endpoint.clock()
         try:
             effects = (endpoint.core.handle_host_seen(in_port, host[0], host[1], data, now,
-                                                      self.arrivals.companions(endpoint, host[1])) if host is not None
+                                                      lambda: self.arrivals.companions(endpoint, host[1]))
+                       if host is not None
                        else endpoint.core.handle_announcement(in_port, data, now))
         except Exception:
             self.count("core_exceptions")

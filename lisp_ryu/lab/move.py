@@ -288,8 +288,8 @@ class _Migration:
         vsctl(self.old.name, "del-port", topo.BR_INT, self.h.name, state=self.state)
 
     def remove_old_link(self) -> None:
-        """The old eth0, once its port is gone, unless it went with it (a tap goes when OVS
-        closes it; a veth pair would stay); then the limbo bridge."""
+        """The old eth0 (with its peer, if a veth), unless it went already (an evacuation's old
+        ports go first, and OVS closing a tap removes it); then the limbo bridge."""
         try:
             self.net.delete_link(self.outgoing, f"deleting the old {topo.HOST_IFNAME} ({OUTGOING_IFNAME})")
         except NetlinkError as exc:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import random
-from typing import Callable
+from typing import Callable, Iterable
 
 from lisp_ryu.config import XtrConfig
 from lisp_ryu.effects import DataplaneChanged, Effect, HostArrived, PacketOut
@@ -296,13 +296,15 @@ class XtrCore:
         return self.resolver.resolve(iid, destination, now, smr_invoked, mask_len)
 
     def handle_host_seen(self, in_port: int, source: IPAddress, mac: str, packet: bytes,
-                         now: float, with_addresses: tuple[tuple[int, IPAddress], ...] = ()) -> list[Effect]:
+                         now: float, with_addresses: Callable[[], Iterable[tuple[int, IPAddress]]] = tuple
+                         ) -> list[Effect]:
         """A packet from an unknown source inside a dynamic-EID prefix: a workload arrived.
 
         Learn it (IP, MAC, port), install its local flows, register it as a
         host route with every map-server at once, and re-inject the packet.
-        `with_addresses`: the workload's other (iid, address) pairs, where a glue
-        that drives its old site knows them (same MAC there): learned with it, in
+        `with_addresses`: gives the workload's other (iid, address) pairs, where a glue
+        that drives its old site knows them (same MAC there), asked only when the
+        workload arrived (not for a known host's packets): learned with it, in
         the same push and Map-Register, each in its own tenant only if that is the
         port's.  A dual-stack workload announces its IPv4 address first (a gratuitous
         ARP); its IPv6 one no longer waits for its own packet and a second round of pushes.
@@ -313,7 +315,7 @@ class XtrCore:
         if learned is Learned.KNOWN:
             return [PacketOut(in_port, packet)]
         keys = [key]
-        for iid, address in with_addresses:
+        for iid, address in with_addresses():
             if address != source and self.mobility.tenant_of(in_port, address) == key[0] == iid:
                 also, also_key = self.mobility.learn(in_port, address, mac)
                 if also is Learned.ARRIVED:

@@ -202,32 +202,33 @@ class Mobility:
     def tenant_of(self, in_port: int, source: IPAddress) -> int | None:
         """The instance-ID a host on `in_port` with address `source` would be learned in, or None
         (nothing counted: a question, not a packet that was refused)."""
-        cfg = self.state.config
-        port_iid = next((hp.iid for hp in cfg.host_ports if hp.port == in_port), None)
-        iids = {d.iid for d in cfg.dynamic_eid_prefixes if d.prefix.version == source.version
-                and source in d.prefix and port_iid in (None, d.iid)}
+        iids = {d.iid for d in self._covering(in_port, source)}
         return next(iter(iids)) if len(iids) == 1 else None
 
-    def _dynamic_prefix(self, in_port: int, source: IPAddress):
-        """The dynamic-EID prefix (so the instance-ID) an arrival on `in_port` from `source` belongs to.
+    def _covering(self, in_port: int, source: IPAddress) -> list:
+        """The dynamic-EID prefixes holding `source` that an arrival on `in_port` may be learned in.
 
         A configured host port names its tenant: only its instance-ID's
         prefixes count.  On another port the source must fall in one
         instance-ID's prefixes only (the flows learn nowhere else).
         """
-        state = self.state
-        cfg = state.config
+        cfg = self.state.config
         port_iid = next((hp.iid for hp in cfg.host_ports if hp.port == in_port), None)
-        covering = [d for d in cfg.dynamic_eid_prefixes if d.prefix.version == source.version and source in d.prefix]
-        if port_iid is not None:
-            covering = [d for d in covering if d.iid == port_iid]
+        return [d for d in cfg.dynamic_eid_prefixes if d.prefix.version == source.version and source in d.prefix
+                and port_iid in (None, d.iid)]
+
+    def _dynamic_prefix(self, in_port: int, source: IPAddress):
+        """The dynamic-EID prefix (so the instance-ID) an arrival on `in_port` from `source` belongs
+        to (`_covering`); none, counted, outside them or where instance-IDs are ambiguous."""
+        state = self.state
+        covering = self._covering(in_port, source)
         if not covering:
             state.count("learn_outside_dynamic_prefixes")
             return None
         if len({d.iid for d in covering}) > 1:
             state.count("learn_instance_ambiguous")
             LOG.warning("%s: %s on port %d is in dynamic-EID prefixes of instance-IDs %s and the port names "
-                        "none: not learned (give the port an iid in host_ports)", cfg.name, source, in_port,
+                        "none: not learned (give the port an iid in host_ports)", state.config.name, source, in_port,
                         ", ".join(str(i) for i in sorted({d.iid for d in covering})))
             return None
         return max(covering, key=lambda d: d.prefix.prefixlen)

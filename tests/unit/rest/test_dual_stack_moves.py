@@ -13,7 +13,6 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
-import yaml
 
 from lisp_ryu.flows.pipeline import Owner, Table, cookie_owner
 from support.simulate import walk
@@ -66,7 +65,6 @@ xtrs:
 
 @pytest.fixture
 def lab(tmp_path):
-    yaml.safe_load(CONFIG)  # a typo in the f-string shows here, not as a controller error
     lab = Lab(tmp_path, config_text=CONFIG)
     lab.start()
     lab.miss("dc3", "10.3.0.10", "10.1.0.10")
