@@ -552,14 +552,15 @@ class Controller:
         """Prepare a planned move of `eid` to the xTR named `to_site` (glue.moves.planned_move)."""
         return moves.planned_move(self, iid, eid, to_site, timeout, port, mac)
 
-    def confirm(self, dpids: list[int]) -> bool:
+    def confirm(self, dpids: list[int], also: Callable[[], bool] = lambda: True) -> bool:
         """Push now what these switches' xTRs wait to push (a burst held it back), then wait, at
-        most PREPARE_WAIT, until each switch has answered the barrier after it (`settled`)."""
+        most PREPARE_WAIT, until `also()` holds and each switch has answered the barrier after
+        its last push (`settled`)."""
         for dpid in dpids:
             session = self.sessions.get(dpid)
             if session is not None and session.deferred:
                 self._push_deferred(dpid, session)
-        return self.wait_until(lambda: self.settled(dpids), PREPARE_WAIT)
+        return self.wait_until(lambda: also() and self.settled(dpids), PREPARE_WAIT)
 
     def next_wait(self) -> float:
         """Seconds until the earliest deadline of any core (at most MAX_WAIT)."""

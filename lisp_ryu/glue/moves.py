@@ -178,9 +178,11 @@ def planned_move(controller: "Controller", iid: int, eid: "IPAddress", to_site: 
     the migration yet).  An ITR whose switch is away replicates once it is back
     (reconciliation pushes it); the answer names it.
 
-    It answers once the switches hold the move: the orchestrator starts the migration on the
-    answer, and a switchover before an ITR replicates loses what it still sends to the old site
-    only (`installed` false: not confirmed within PREPARE_WAIT, `Controller.confirm`).
+    It answers once the switches hold the move and the destination has the mappings it asked
+    for: the orchestrator starts the migration on the answer, and a switchover before an ITR
+    replicates loses what it still sends to the old site only, one before the destination can
+    encapsulate the workload's replies has them wait in its controller (`installed` false: not
+    confirmed within PREPARE_WAIT, `Controller.confirm`).
     """
     xtrs = controller.xtrs.values()
     dest = next((e for e in xtrs if e.core.config.name == to_site), None)
@@ -208,6 +210,7 @@ def planned_move(controller: "Controller", iid: int, eid: "IPAddress", to_site: 
                       if (r.eid_prefix.instance_id, r.eid_prefix.network) != (iid, ip_network(eid)))
     controller.run(dest, dest.core.expect(iid, eid, dest.clock(), timeout, prefetch=prefetch, old_rloc=old_rloc,
                                           port=port, mac=mac))
+    asked = [(p_iid, network.network_address) for p_iid, network in prefetch]
     controller.run(old, old.core.leave(iid, eid, new_rloc, old.clock(), timeout))
     itrs, away, involved = [], [], [dest.dpid, old.dpid]
     for endpoint in xtrs:
@@ -227,7 +230,8 @@ def planned_move(controller: "Controller", iid: int, eid: "IPAddress", to_site: 
     return {"iid": iid, "eid": str(eid), "from_site": old.core.config.name, "to_site": to_site,
             "old_rloc": str(old_rloc), "new_rloc": str(new_rloc), "replicating_at": itrs,
             **({} if port is None else {"port": port, "mac": mac}),
-            "not_connected": away, "installed": controller.confirm(involved)}
+            "not_connected": away,
+            "installed": controller.confirm(involved, also=lambda: not dest.core.resolving(asked))}
 
 
 def _check_port(dest: "ControlEndpoint", port: int) -> None:

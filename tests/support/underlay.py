@@ -124,14 +124,19 @@ class Underlay:
         return switch
 
     # ---- the wire --------------------------------------------------------------------------
-    def settle(self, limit: int = 10_000, late: Callable[[bytes], bool] | None = None) -> int:
+    def settle(self, limit: int = 10_000, late: Callable[[bytes], bool] | None = None,
+               until: Callable[[], bool] | None = None) -> int:
         """Deliver datagrams until none is in flight (those they cause included); how many were delivered.
 
         `late(payload)`: those datagrams wait until nothing else is in flight, then go in
-        order (a receiver that reads them late, e.g. a busy Map-Server's Map-Registers)."""
+        order (a receiver that reads them late, e.g. a busy Map-Server's Map-Registers).
+        `until()`: stop as soon as it holds (a glue waiting for something lets the rest run
+        only until then)."""
         delivered = 0
         waiting: deque = deque()
         while self.in_flight or waiting:
+            if until is not None and until():
+                break
             assert delivered < limit, "message loop on the underlay"
             if not self.in_flight:
                 self.in_flight.extend(waiting)

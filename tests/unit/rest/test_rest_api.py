@@ -74,6 +74,10 @@ class Lab:
         self.cores = {x.name: XtrCore(x, nonces=lambda: next(counter)) for x in cfg.xtrs}
         self.underlay = Underlay(self.clock)
         self.controller = Controller()
+        # Waiting lets the rest run, as Ryu's hub does: what is in flight arrives meanwhile, until
+        # the condition holds.
+        self.controller.wait_until = lambda condition, timeout: (self.underlay.settle(until=condition),
+                                                                 condition())[1]
         self.underlay.attach(self.controller, "map-server", self.ms, [MS])
         for core in self.cores.values():
             self.underlay.attach(self.controller, f"xtr {core.config.name}", core,

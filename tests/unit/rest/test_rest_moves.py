@@ -134,6 +134,36 @@ def test_a_planned_move_answers_once_the_switches_confirm_its_flows(lab):
     assert lab.controller.settled([2, 3])
 
 
+def cached_prefixes(lab, name):
+    return {str(e.value.record.eid_prefix.network) for e in lab.cores[name].cache if not e.negative}
+
+
+def test_a_planned_move_answers_once_the_destination_can_reach_what_the_workload_talks_to(lab):
+    """dc1's host talks to dc3's: the destination resolves dc3's prefix in advance, and the answer
+    waits for the Map-Reply, so the workload's first replies there are encapsulated by the switch
+    instead of waiting in the controller for it."""
+    lab.miss("dc1", "10.1.0.10", "10.3.0.10")
+    assert "10.3.0.0/16" in cached_prefixes(lab, "dc1") and "10.3.0.0/16" not in cached_prefixes(lab, "dc2")
+    at_answer = []
+    wait = lab.controller.wait_until
+    lab.controller.wait_until = lambda condition, timeout: (wait(condition, timeout),
+                                                            at_answer.append(cached_prefixes(lab, "dc2")))[0]
+    status, answer = lab.call("POST", "/lisp/v1/moves", {"iid": 42, "eid": EID, "to_site": "dc2", "port": 5})
+    assert status == 202 and answer["installed"] is True, answer
+    assert "10.3.0.0/16" in at_answer[0]
+    to_dc3 = walk(held(lab, "dc2"), {"in_port": 5, "eth_type": 0x0800, "ipv4_src": EID, "ipv4_dst": "10.3.0.10"})
+    assert sorted(d.packet["tun_ipv4_dst"] for d in to_dc3.deliveries) == ["198.18.3.2", "198.18.4.2"]  # dc3's two RLOCs
+
+
+def test_a_planned_move_says_so_when_the_destination_has_no_answer_in_time(lab):
+    lab.miss("dc1", "10.1.0.10", "10.3.0.10")
+    waited = []
+    lab.controller.wait_until = lambda condition, timeout: (waited.append(timeout), condition())[1]  # nothing arrives
+    status, answer = lab.call("POST", "/lisp/v1/moves", {"iid": 42, "eid": EID, "to_site": "dc2"})
+    assert status == 202 and answer["installed"] is False and waited == [1.0], answer
+    assert "10.3.0.0/16" in cached_prefixes(lab, "dc2")  # the Map-Reply came after all (call settles)
+
+
 def from_own_host(lab, xtr, src):
     """Where a packet from one of xTR's own hosts (already classified: instance 42) to the EID goes."""
     return walk(held(lab, xtr), {"metadata": 42, "eth_type": 0x0800, "ipv4_src": src, "ipv4_dst": EID},
