@@ -19,8 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from lisp_ryu.lab import topology as topo
-from lisp_ryu.lab.move import (INCOMING_IFNAME, Move, _Migration, _state_after_move, announce_move, host_packet_socket,
-                               reannounce)
+from lisp_ryu.lab.move import (INCOMING_IFNAME, PRECOPY, Move, _Migration, _state_after_move, announce_move,
+                               host_packet_socket, reannounce)
 from lisp_ryu.lab.ovs import host_port_args, tap_to_host
 from lisp_ryu.lab.processes import CommandError, interfaces, run_in
 from lisp_ryu.lab.rtnetlink import RouteSocket
@@ -80,6 +80,7 @@ def evacuate(from_site: str, to_site: str, hosts: list[str] | None = None, *, pl
             try:
                 for m in migrations:
                     announce_move(state, m.h, new, None if hold else m.ofport, timeout=window)
+                time.sleep(PRECOPY)  # after the last announcement as after a single one
             except LabError as exc:
                 failures = _put_back(migrations)
                 raise LabError(f"announcing the planned moves to {new.name} failed before any switchover; every host "
@@ -97,12 +98,14 @@ def evacuate(from_site: str, to_site: str, hosts: list[str] | None = None, *, pl
                 moved = _state_after_move(moved, m.h.name, old.name, new.name, m.ofport)
             write_state(moved)
             problems += _unplug_all(moved, old, [m for m, _ in done])
+            unplugged = time.time()
             reannounce([(m.h, m.packet_socket, o[2]) for m, o in done])
         finally:
             for m in migrations:
                 m.close()
     result = tuple(Move(host=m.h.name, from_site=old.name, to_site=new.name, from_ofport=m.h.ofport,
-                        to_ofport=m.ofport, started=o[0], attached=o[1], announced=o[2], state=moved)
+                        to_ofport=m.ofport, started=o[0], attached=o[1], announced=o[2],
+                        unplugged=unplugged, state=moved)
                    for m, o in done)
     spread = (max(mv.announced for mv in result) - min(mv.started for mv in result)) * 1000.0 if result else 0.0
     log.info("evacuated %d hosts from %s to %s: prepared in %.1f s, switchovers within %.1f ms",

@@ -180,7 +180,7 @@ def test_an_icmpv6_echo_request_leaves_its_checksum_to_the_kernel():
 
 def _move(started: float, src: str, dst: str) -> lab_move.Move:
     return lab_move.Move(host="h1", from_site=src, to_site=dst, from_ofport=1, to_ofport=3, started=started,
-                        attached=started + 0.03, announced=started + 0.031, state=None)
+                        attached=started + 0.03, announced=started + 0.031, unplugged=started + 0.04, state=None)
 
 
 def test_analysis_measures_outage_loss_and_reactions():
@@ -206,6 +206,8 @@ def test_analysis_measures_outage_loss_and_reactions():
     first, second, third = outcomes
     assert lost_before == 0
     assert first.lost == 6 and first.lost_ms == pytest.approx(60.0)
+    assert first.lost_at_ms == pytest.approx((0.0, 10.0, 20.0, 30.0, 40.0, 50.0))
+    assert first.unplugged_ms == pytest.approx(40.0)
     assert first.gap_ms == pytest.approx(70.0)  # last reply 0.9905 -> next 1.0605
     assert first.outage_ms == first.gap_ms
     assert first.after_attach_ms == pytest.approx(30.5)  # attached at 1.03, reply at 1.0605
@@ -229,7 +231,12 @@ def test_analysis_measures_outage_loss_and_reactions():
     assert summary["recovered"] == 2 and summary["outage_ms"]["max"] == pytest.approx(1980.0)
     assert summary["outage_ms"]["median"] == pytest.approx(70.0)
     assert summary["first_flow_change_ms"]["old_site"]["moves_without_change"] == 2
-    assert "dc1->dc2" in mobility.format_table(report)
+    table = mobility.format_table(report)
+    assert "dc1->dc2" in table
+    assert ("move 1: 6 probes lost, sent at (ms after its start) 0.0, 10.0, 20.0, 30.0, 40.0, 50.0; the host "
+            "attached at 30.0 ms, its old port was gone at 40.0 ms") in table
+    assert "move 2: 199 probes lost, sent at (ms after its start) 0.0, 10.0" in table and "190.0 ...;" in table
+    assert "move 3: 5 probes lost, sent at (ms after its start) -10.0, 0.0" in table
 
 
 def test_plot_draws_a_png(tmp_path):

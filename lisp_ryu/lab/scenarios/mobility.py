@@ -70,6 +70,8 @@ class MoveOutcome:
     probes: int  # probes sent in this move's window
     lost: int
     lost_ms: float  # lost probes x interval
+    lost_at_ms: tuple[float, ...]  # when each lost probe was sent, ms from the move's start
+    unplugged_ms: float  # when the old site's port was gone, ms from the move's start
     gap_ms: float | None  # the longest time without replies from the last one before the move on
     # (from the move's start if the previous move never recovered); None: the
     # pings had not come back by the end of the window
@@ -180,6 +182,8 @@ def analyse(moves: list[Move], probes: tuple[Probe, ...], events: tuple[FlowEven
             index=i + 1, host=mv.host, from_site=mv.from_site, to_site=mv.to_site, started=mv.started,
             attached=mv.attached, swap_ms=mv.swap_ms, probes=len(window), lost=lost,
             lost_ms=lost * interval * 1000.0, gap_ms=gap,
+            lost_at_ms=tuple((p.sent - mv.started) * 1000.0 for p in window if p.received is None),
+            unplugged_ms=(mv.unplugged - mv.started) * 1000.0,
             window_ms=((window[-1].sent if window else mv.started) - mv.started) * 1000.0,
             after_attach_ms=after_attach,
             reactions=tuple(reactions)))
@@ -335,6 +339,10 @@ def format_table(report: MobilityReport) -> str:
                   f"{r} {ms(s['first_flow_change_ms'][r]['median'])} ms" for r in ROLES),
               f"pings came back after {s['recovered']} of {s['moves']} moves; "
               f"{report.lost_before_moves} probes lost before the first move"]
+    lines += [f"move {m.index}: {m.lost} probes lost, sent at (ms after its start) "
+              + ", ".join(f"{t:.1f}" for t in m.lost_at_ms[:20]) + (" ..." if m.lost > 20 else "")
+              + f"; the host attached at {m.swap_ms:.1f} ms, its old port was gone at {m.unplugged_ms:.1f} ms"
+              for m in report.moves if m.lost_at_ms]
     if report.tcp is not None:
         t = report.tcp
         lines.append(f"TCP stream through the moves: {t.received_bytes} of {t.sent_bytes} bytes"
