@@ -239,6 +239,18 @@ def test_analysis_measures_outage_loss_and_reactions():
     assert "move 3: 5 probes lost, sent at (ms after its start) -10.0, 0.0" in table
 
 
+def test_a_probe_lost_on_its_way_to_the_next_switchover_is_that_moves_loss():
+    """At 1 ms a probe sent 1.5 ms before a switchover is still on its way there: it counts for
+    that move, and the move before it, whose pings came back, stays recovered."""
+    interval = 0.001
+    probes = tuple(probe.Probe(i, i * interval, None if i in (1498, 1502) else i * interval + 0.0008)
+                   for i in range(3000))
+    first, second = mobility.analyse([_move(0.5, "dc1", "dc2"), _move(1.5, "dc2", "dc1")], probes, (),
+                                     interval=interval, pinger_site="dc3")[0]
+    assert first.recovered and first.lost == 0
+    assert second.lost == 2 and second.lost_at_ms == pytest.approx((-2.0, 2.0))
+
+
 def test_plot_draws_a_png(tmp_path):
     probes = tuple(probe.Probe(i, i * 0.01, None if 50 <= i < 55 else i * 0.01 + 0.0004) for i in range(200))
     outcomes, _ = mobility.analyse([_move(0.5, "dc1", "dc2")], probes, (), interval=0.01, pinger_site="dc3")

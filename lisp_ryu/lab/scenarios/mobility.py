@@ -145,20 +145,32 @@ def _stats(values: list[float]) -> dict:
     return {"median": statistics.median(values), "max": max(values), "min": min(values), "n": len(values)}
 
 
+# A probe sent this long before a switchover may still be on its way there: it is that move's
+# to lose.  One interval at 10 ms; at 1 ms, round trips of 1-3 ms on a loaded 2-core machine
+# lost probes sent up to 1.5 ms before the switchover, and with one interval they fell in the
+# previous move's window, whose last probe then went unanswered ("never recovered").
+IN_FLIGHT = 0.005
+
+
+def in_flight(interval: float) -> float:
+    return max(interval, IN_FLIGHT)
+
+
 def analyse(moves: list[Move], probes: tuple[Probe, ...], events: tuple[FlowEvent, ...], *,
             interval: float, pinger_site: str) -> tuple[tuple[MoveOutcome, ...], int]:
-    """Cut the recording into one window per move (from its start, less one
-    interval for a probe in flight, to the next move's) and measure each."""
+    """Cut the recording into one window per move (from its start, less the time a probe
+    may still be on its way, `in_flight`, to the next move's) and measure each."""
     replies = sorted(p.received for p in probes if p.received is not None)
     first_reply = replies[0] if replies else None
+    ahead = in_flight(interval)
     outcomes = []
     for i, mv in enumerate(moves):
-        begin = mv.started - interval
-        end = moves[i + 1].started - interval if i + 1 < len(moves) else float("inf")
+        begin = mv.started - ahead
+        end = moves[i + 1].started - ahead if i + 1 < len(moves) else float("inf")
         window = [p for p in probes if begin <= p.sent < end]
         lost = sum(p.received is None for p in window)
         before = [r for r in replies if r <= mv.started]
-        after = [r for r in replies if mv.started < r < end + interval]
+        after = [r for r in replies if mv.started < r < end + ahead]
         gap = None
         recovered = bool(window) and window[-1].received is not None  # replies again by the window's end
         # The silence since a move the pings never came back from is that
@@ -173,7 +185,7 @@ def analyse(moves: list[Move], probes: tuple[Probe, ...], events: tuple[FlowEven
         reactions = []
         for role in ROLES:
             times = sorted(e.at for e in events
-                           if e.site == roles[role] and e.per_eid and mv.started <= e.at < end + interval)
+                           if e.site == roles[role] and e.per_eid and mv.started <= e.at < end + ahead)
             reactions.append(Reaction(
                 role=role, site=roles[role], changes=len(times),
                 first_change_ms=(times[0] - mv.started) * 1000.0 if times else None,
@@ -190,7 +202,7 @@ def analyse(moves: list[Move], probes: tuple[Probe, ...], events: tuple[FlowEven
     lost_before = 0
     if moves and first_reply is not None:
         since = min(p.sent for p in probes if p.received is not None)
-        lost_before = sum(p.received is None for p in probes if since <= p.sent < moves[0].started - interval)
+        lost_before = sum(p.received is None for p in probes if since <= p.sent < moves[0].started - ahead)
     return tuple(outcomes), lost_before
 
 
