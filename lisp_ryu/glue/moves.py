@@ -210,7 +210,6 @@ def planned_move(controller: "Controller", iid: int, eid: "IPAddress", to_site: 
                       if (r.eid_prefix.instance_id, r.eid_prefix.network) != (iid, ip_network(eid)))
     controller.run(dest, dest.core.expect(iid, eid, dest.clock(), timeout, prefetch=prefetch, old_rloc=old_rloc,
                                           port=port, mac=mac))
-    asked = [(p_iid, network.network_address) for p_iid, network in prefetch]
     controller.run(old, old.core.leave(iid, eid, new_rloc, old.clock(), timeout))
     itrs, away, involved = [], [], [dest.dpid, old.dpid]
     for endpoint in xtrs:
@@ -231,7 +230,7 @@ def planned_move(controller: "Controller", iid: int, eid: "IPAddress", to_site: 
             "old_rloc": str(old_rloc), "new_rloc": str(new_rloc), "replicating_at": itrs,
             **({} if port is None else {"port": port, "mac": mac}),
             "not_connected": away,
-            "installed": controller.confirm(involved, also=lambda: not dest.core.resolving(asked))}
+            "installed": controller.confirm(involved, also=lambda: not dest.core.resolving(prefetch))}
 
 
 def _check_port(dest: "ControlEndpoint", port: int) -> None:

@@ -378,9 +378,10 @@ class XtrCore:
                 effects += self.resolver.resolve(p_iid, network.network_address, now, mask_len=network.prefixlen)
         return effects
 
-    def resolving(self, keys) -> bool:
-        """Whether any of these (iid, address) resolutions (`resolve`) still waits for its answer."""
-        return any(key in self.state.resolutions for key in keys)
+    def resolving(self, prefixes: tuple) -> bool:
+        """Whether the resolution of any of these (iid, network) (`expect`'s prefetch) still
+        waits for its answer."""
+        return any((iid, network.network_address) in self.state.resolutions for iid, network in prefixes)
 
     def leave(self, iid: int, ip: IPAddress, new_rloc: IPAddress, now: float,
               timeout: float | None = None) -> list[Effect]:

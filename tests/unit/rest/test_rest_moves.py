@@ -152,10 +152,11 @@ def test_a_planned_move_answers_once_the_destination_can_reach_what_the_workload
     assert status == 202 and answer["installed"] is True, answer
     assert "10.3.0.0/16" in at_answer[0]
     to_dc3 = walk(held(lab, "dc2"), {"in_port": 5, "eth_type": 0x0800, "ipv4_src": EID, "ipv4_dst": "10.3.0.10"})
-    assert sorted(d.packet["tun_ipv4_dst"] for d in to_dc3.deliveries) == ["198.18.3.2", "198.18.4.2"]  # dc3's two RLOCs
+    assert sorted(d.packet["tun_ipv4_dst"] for d in to_dc3.deliveries) == ["198.18.3.2", "198.18.4.2"]  # dc3's
 
 
 def test_a_planned_move_says_so_when_the_destination_has_no_answer_in_time(lab):
+    """`installed` false: the Map-Reply the destination waits for did not come within the wait."""
     lab.miss("dc1", "10.1.0.10", "10.3.0.10")
     waited = []
     lab.controller.wait_until = lambda condition, timeout: (waited.append(timeout), condition())[1]  # nothing arrives
