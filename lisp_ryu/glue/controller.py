@@ -36,6 +36,7 @@ from lisp_ryu.flows.pipeline import Owner, PipelineError, Table, cookie_owner, i
 from lisp_ryu.glue import moves
 from lisp_ryu.glue.failover_ports import BfdMesh, FailoverPorts, raise_packet_in_queue
 from lisp_ryu.glue.fast_lane import FastLane
+from lisp_ryu.glue.flow_counters import FlowCounters
 from lisp_ryu.glue.frames import ip_addresses, sender
 from lisp_ryu.glue.netns import open_udp_socket
 from lisp_ryu.wire import LISP_CONTROL_PORT
@@ -110,6 +111,7 @@ class Controller:
         self.counters: dict[str, int] = {}
         self._lane = FastLane(self._handle_datagram, self.count)
         self.sessions: dict[int, SwitchSession] = {}
+        self.flow_counters = FlowCounters()  # our reads of flows' packet counters (a planned move's)
         self.xtrs: dict[int, ControlEndpoint] = {}
         self.endpoints: list[ControlEndpoint] = []
         # Why a switch is not programmed as its xTR wants, by dpid: "compile" (its plan cannot be
@@ -430,7 +432,9 @@ class Controller:
         and one push removes only what is stale.
         """
         session = self.sessions.get(dpid)
-        if session is None or xid not in session.waiting:
+        if session is None or (kind == "flows" and self.flow_counters.take(xid, body, more)):
+            return
+        if xid not in session.waiting:
             return
         getattr(session, kind).extend(body)
         if not more:
@@ -546,11 +550,6 @@ class Controller:
             LOG.exception("%s: error handling a datagram from %s:%d", endpoint.name, host, port)
             return
         self.run(endpoint, effects)
-
-    def planned_move(self, iid: int, eid: IPAddress, to_site: str, timeout: float | None = None,
-                     port: int | None = None, mac: str | None = None) -> dict:
-        """Prepare a planned move of `eid` to the xTR named `to_site` (glue.moves.planned_move)."""
-        return moves.planned_move(self, iid, eid, to_site, timeout, port, mac)
 
     def confirm(self, dpids: list[int], also: Callable[[], bool] = lambda: True) -> bool:
         """Push now what these switches' xTRs wait to push (a burst held it back), then wait, at

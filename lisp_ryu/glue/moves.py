@@ -18,6 +18,8 @@ from collections import deque
 from ipaddress import ip_network
 from typing import Any, Callable
 
+from lisp_ryu.flows.pipeline import Owner, Table, cookie
+
 # The controller (glue.controller) calls these with itself and its endpoints; they are typed
 # loosely because importing it here would close an import cycle.
 Controller = ControlEndpoint = IPAddress = Any
@@ -33,6 +35,11 @@ SEED_AGAIN = 1.0
 # one after the other): its pushes leave at once.
 BURST_WINDOW = 0.1
 BURST_ARRIVALS = 2
+# A planned move's answer also says whether the destination's switch forwarded a packet for the
+# workload by the move's own flow (`delivering`): it reads that flow's counter every
+# DELIVERY_POLL seconds for at most DELIVERY_WAIT.
+DELIVERY_WAIT = 0.1
+DELIVERY_POLL = 0.025
 
 
 class NotReady(Exception):
@@ -221,6 +228,7 @@ def planned_move(controller: "Controller", iid: int, eid: "IPAddress", to_site: 
         if controller.installed(endpoint.dpid) is None:
             away.append(endpoint.core.config.name)
     controller.count("planned_moves")
+    installed = controller.confirm(involved, also=lambda: not dest.core.resolving(prefetch))
     LOG.info("planned move of [%d]%s: %s (%s) -> %s (%s); replicating at %s", iid, eid, old.core.config.name,
              old_rloc, to_site, new_rloc, ", ".join(itrs) or "no other xTR")
     if away:
@@ -229,8 +237,30 @@ def planned_move(controller: "Controller", iid: int, eid: "IPAddress", to_site: 
     return {"iid": iid, "eid": str(eid), "from_site": old.core.config.name, "to_site": to_site,
             "old_rloc": str(old_rloc), "new_rloc": str(new_rloc), "replicating_at": itrs,
             **({} if port is None else {"port": port, "mac": mac}),
-            "not_connected": away,
-            "installed": controller.confirm(involved, also=lambda: not dest.core.resolving(prefetch))}
+            "not_connected": away, "installed": installed,
+            "delivering": delivering(controller, dest, iid, eid) if installed else None}
+
+
+def delivering(controller: "Controller", dest: "ControlEndpoint", iid: int, eid: "IPAddress") -> bool | None:
+    """Whether the destination's switch forwarded a packet for `eid` by the move's own flow (its
+    decapsulation flow: to the new port, or to the controller to hold) within DELIVERY_WAIT: an
+    ITR's copies arrive there, and the switch's data plane uses the new flow, not the one it
+    cached before the barrier (glue.flow_counters).  False: no traffic for the workload
+    meanwhile, the switch still forwards it as before, or its counter lags (a flow OVS changed
+    in place); None: its switch is not connected."""
+    session = controller.sessions.get(dest.dpid)
+    if session is None:
+        return None
+    owner = cookie(Owner.PLANNED_MOVE, iid, f"expect {eid}")
+    for _ in range(round(DELIVERY_WAIT / DELIVERY_POLL)):
+        reading = controller.flow_counters.ask(session.datapath, Table.DECAP, owner)
+        if not controller.wait_until(lambda: reading.packets is not None, DELIVERY_POLL):
+            controller.flow_counters.forget(reading)
+        elif reading.packets:
+            return True
+        else:
+            controller.wait_until(lambda: False, DELIVERY_POLL)
+    return False
 
 
 def _check_port(dest: "ControlEndpoint", port: int) -> None:

@@ -53,6 +53,7 @@ from lisp_ryu.mapping.policy import (  # noqa: E402
 )
 from lisp_ryu.glue import openapi  # noqa: E402
 from lisp_ryu.glue.controller import Controller  # noqa: E402
+from lisp_ryu.glue import moves  # noqa: E402
 from lisp_ryu.glue.moves import NotReady  # noqa: E402
 from lisp_ryu.glue.refusals import REFUSALS, Refusals  # noqa: E402
 from lisp_ryu.glue.routes import ROUTES, Route  # noqa: E402
@@ -129,7 +130,7 @@ class Backend:
     xtr_clock: Callable[[], float] = time.monotonic  # the xTR cores run on the monotonic clock
     state_file: str | None = None  # where xTR-side intent (dynamic-EID prefixes) persists
     counters: Callable[[], dict[str, int]] = dict  # the glue's own counters
-    # Controller.planned_move(iid, eid, to_site, timeout, port, mac) -> summary (KeyError: 404, ValueError: 409)
+    # moves.planned_move(iid, eid, to_site, timeout, port, mac) -> summary (KeyError: 404, ValueError: 409)
     planned_move: Callable[..., dict] | None = None
     started: float = field(default_factory=time.time)
     refusals: Refusals = field(default_factory=lambda: REFUSALS)  # 401/403: counted, logged rate-limited
@@ -155,7 +156,7 @@ class Backend:
             xtr_clock=xtr_clocks[0] if xtr_clocks else time.monotonic,
             state_file=os.path.join(data_dir, STATE_FILE) if data_dir else None,
             counters=lambda: dict(controller.counters),
-            planned_move=controller.planned_move,
+            planned_move=functools.partial(moves.planned_move, controller),
         )
 
     def ms(self) -> Any:

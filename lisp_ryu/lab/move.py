@@ -168,9 +168,10 @@ def announce_move(state: LabState, h: HostState, new: SiteState, port: int | Non
     answers = []
     for eid in h.eids:
         answer = lab_controller.planned_move(state, h.iid, eid, new.name, port=port, timeout=timeout)
-        log.info("planned move of %s (%s) announced%s: replicating at %s", h.name, eid,
+        log.info("planned move of %s (%s) announced%s: replicating at %s; the destination %s", h.name, eid,
                  "" if port is None else f" with port {port}",
-                 ", ".join(answer.get("replicating_at", [])) or "no other xTR")
+                 ", ".join(answer.get("replicating_at", [])) or "no other xTR",
+                 "delivers by its new flow" if answer.get("delivering") else "delivered nothing by its new flow yet")
         if answer.get("installed") is False or answer.get("not_connected"):
             log.warning("planned move of %s (%s): the switches did not confirm its flows in time (%s); "
                         "moving anyway", h.name, eid, ", ".join(answer.get("not_connected", [])) or "slow")

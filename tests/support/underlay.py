@@ -18,6 +18,7 @@ import socket
 import struct
 from collections import deque
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any, Callable
 
 from ryu.ofproto import ofproto_parser as ryu_parser
@@ -174,6 +175,8 @@ class FakeSwitch:
         self.async_config: AsyncConfig | None = None  # the switch's defaults until the controller sets them
         self.controller: Controller | None = None
         self.answer_barriers = True  # at once, as having done everything before them
+        self.packet_counts: dict[int, int] = {}  # by cookie: packets its flows forwarded (what a test says)
+        self.answer_reads = True  # counter reads: at once
         if holds is not None:
             for data in ofp13.encode_operations(_Scratch(), diff(DesiredState(), holds)):
                 self._receive(data, record=False)
@@ -227,6 +230,11 @@ class FakeSwitch:
             self.async_config = msg
         elif isinstance(msg, Barrier) and self.answer_barriers and self.controller is not None:
             self.controller.barrier_reply(self.id, msg.xid)
+        elif isinstance(msg, StatsRequest) and msg.cookie_mask and self.answer_reads and self.controller is not None:
+            self._answered.add(msg.xid)  # a read of counters: answered at once, from `packet_counts`
+            counted = [SimpleNamespace(packet_count=self.packet_counts.get(m.cookie, 0)) for m in self.flows.values()
+                       if msg.table in (OFP.OFPTT_ALL, m.table_id) and m.cookie & msg.cookie_mask == msg.cookie]
+            self.controller.stats_reply(self.id, msg.xid, "flows", counted, False)
 
     def held(self) -> DesiredState:
         """What the switch holds, in the flow model."""
@@ -276,6 +284,9 @@ MULTIPART_KINDS = {OFP.OFPMP_FLOW: "flows", OFP.OFPMP_GROUP_DESC: "groups", OFP.
 class StatsRequest:
     xid: int
     kind: str  # flows | groups | meters
+    table: int = OFP.OFPTT_ALL  # flows: which ones (a read of counters names a table and a cookie)
+    cookie: int = 0
+    cookie_mask: int = 0
 
 
 @dataclass
@@ -325,6 +336,9 @@ def _parse(dp: Any, version: int, msg_type: int, length: int, xid: int, buf: byt
         return ryu_parser.msg(dp, version, msg_type, length, xid, buf)
     if msg_type == OFP.OFPT_MULTIPART_REQUEST:
         (kind,) = struct.unpack_from("!H", buf, 8)
+        if kind == OFP.OFPMP_FLOW:
+            table, _out_port, _out_group, cookie, cookie_mask = struct.unpack_from("!B3xII4xQQ", buf, 16)
+            return StatsRequest(xid, "flows", table, cookie, cookie_mask)
         return StatsRequest(xid, MULTIPART_KINDS[kind])
     if msg_type == OFP.OFPT_PACKET_OUT:
         _buffer, in_port, actions_len = struct.unpack_from("!IIH", buf, 8)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from lisp_ryu.flows.pipeline import Owner, Table, cookie_owner
+from lisp_ryu.flows.pipeline import Owner, Table, cookie, cookie_owner
+from lisp_ryu.glue import moves
 from support.simulate import walk
 from support.underlay import ipv4_frame
 from unit.rest.test_rest_api import CONFIG, Lab
@@ -163,6 +164,39 @@ def test_a_planned_move_says_so_when_the_destination_has_no_answer_in_time(lab):
     status, answer = lab.call("POST", "/lisp/v1/moves", {"iid": 42, "eid": EID, "to_site": "dc2"})
     assert status == 202 and answer["installed"] is False and waited == [1.0], answer
     assert "10.3.0.0/16" in cached_prefixes(lab, "dc2")  # the Map-Reply came after all (call settles)
+
+
+def counter_reads(switch):
+    return [m for m in switch.messages if type(m).__name__ == "StatsRequest" and m.cookie_mask]
+
+
+def test_a_planned_move_says_whether_the_destination_delivers_by_its_flow_yet(lab):
+    """A barrier says the switch's tables hold the move; a userspace OVS applies that to the flows
+    it has cached later.  The answer reads the counter of the destination's own flow for the EID:
+    a packet counted is an ITR's copy delivered by it."""
+    owner = cookie(Owner.PLANNED_MOVE, 42, f"expect {EID}")
+    lab.switches[2].packet_counts[owner] = 3
+    status, answer = lab.call("POST", "/lisp/v1/moves", {"iid": 42, "eid": EID, "to_site": "dc2", "port": 5})
+    assert status == 202 and answer["installed"] is True and answer["delivering"] is True, answer
+    reads = counter_reads(lab.switches[2])
+    assert len(reads) == 1 and (reads[0].table, reads[0].cookie, reads[0].cookie_mask) == (
+        Table.DECAP, owner, 0xFFFFFFFFFFFFFFFF)
+
+
+def test_a_planned_move_of_a_workload_without_traffic_is_not_delivering(lab):
+    """Nothing counted: no traffic for it, or the switch still forwards it as before.  The answer
+    says so after reading the counter for at most DELIVERY_WAIT."""
+    status, answer = lab.call("POST", "/lisp/v1/moves", {"iid": 42, "eid": EID, "to_site": "dc2", "port": 5})
+    assert status == 202 and answer["installed"] is True and answer["delivering"] is False, answer
+    assert len(counter_reads(lab.switches[2])) == round(moves.DELIVERY_WAIT / moves.DELIVERY_POLL)
+    assert not lab.controller.flow_counters._pending  # every read was answered and forgotten
+
+
+def test_a_destination_that_does_not_answer_the_reads_is_not_delivering(lab):
+    lab.switches[2].answer_reads = False
+    status, answer = lab.call("POST", "/lisp/v1/moves", {"iid": 42, "eid": EID, "to_site": "dc2", "port": 5})
+    assert status == 202 and answer["delivering"] is False, answer
+    assert not lab.controller.flow_counters._pending  # each unanswered read was given up
 
 
 def from_own_host(lab, xtr, src):
