@@ -432,7 +432,7 @@ class Controller:
         and one push removes only what is stale.
         """
         session = self.sessions.get(dpid)
-        if session is None or (kind == "flows" and self.flow_counters.take(xid, body, more)):
+        if session is None or (kind == "flows" and self.flow_counters.take(dpid, xid, body, more)):
             return
         if xid not in session.waiting:
             return

@@ -27,10 +27,11 @@ class Reading:
 
 
 class FlowCounters:
-    """Multipart flow-stats requests of ours (not the tables' read at connection), by xid."""
+    """Multipart flow-stats requests of ours (not the tables' read at connection), by switch and
+    xid (each switch numbers its own messages)."""
 
     def __init__(self) -> None:
-        self._pending: dict[int, Reading] = {}
+        self._pending: dict[tuple[int, int], Reading] = {}
 
     def ask(self, datapath: Any, table: int, cookie: int) -> Reading:
         """Send a flow-stats request for the flows of `table` with exactly `cookie`."""
@@ -38,22 +39,22 @@ class FlowCounters:
         request = parser.OFPFlowStatsRequest(datapath, 0, table, ofp.OFPP_ANY, ofp.OFPG_ANY, cookie,
                                              ALL_COOKIE_BITS, parser.OFPMatch())
         datapath.set_xid(request)
-        reading = self._pending[request.xid] = Reading()
+        reading = self._pending[(datapath.id, request.xid)] = Reading()
         datapath.send_msg(request)
         return reading
 
-    def take(self, xid: int, body: list, more: bool) -> bool:
+    def take(self, dpid: int, xid: int, body: list, more: bool) -> bool:
         """One part of a flow-stats reply: True if it answered one of our requests."""
-        reading = self._pending.get(xid)
+        reading = self._pending.get((dpid, xid))
         if reading is None:
             return False
         reading._sum += sum(stats.packet_count for stats in body)
         if not more:
-            del self._pending[xid]
+            del self._pending[(dpid, xid)]
             reading.packets = reading._sum
         return True
 
     def forget(self, reading: Reading) -> None:
         """A request whose answer nobody waits for any longer (a switch that never answered)."""
-        for xid in [x for x, r in self._pending.items() if r is reading]:
-            del self._pending[xid]
+        for key in [k for k, r in self._pending.items() if r is reading]:
+            del self._pending[key]
