@@ -68,6 +68,12 @@ def _eth(ip) -> tuple[int, str]:
 PRIO_LEAVING = PRIO_LOCAL_HOST + 1
 
 
+def expect_cookie(iid: int, ip) -> int:
+    """The cookie of the destination's flows for a workload it expects (the controller reads
+    their counters: glue.moves.delivering)."""
+    return cookie(Owner.PLANNED_MOVE, iid, f"expect {ip}")
+
+
 def group_ids(replicates: tuple[Replicate, ...]) -> dict[tuple, int]:
     """Stable ids: a hash of (iid, EID), probed on collision in a fixed order."""
     ids: dict[tuple, int] = {}
@@ -94,7 +100,7 @@ def planned(replicates: tuple[Replicate, ...], expected: tuple[Expected, ...], l
         there = tunnel_actions(e.iid, e.old_rloc) if e.old_rloc is not None else ()
         flows.append(Flow(Table.ROUTE, PRIO_PLANNED_MOVE, _route_match(e.iid, e.ip),
                           actions=(*_to_workload(e, deliver_actions), *there),
-                          cookie=cookie(Owner.PLANNED_MOVE, e.iid, f"expect {e.ip}")))
+                          cookie=expect_cookie(e.iid, e.ip)))
     for x in leaving:
         host = local.get((x.iid, x.ip))
         if host is None:
@@ -145,7 +151,7 @@ def hold(expected: tuple[Expected, ...], local: set,
     for e in expected:
         if (e.iid, e.ip) in local:
             continue  # already here: its own delivery flow serves it
-        owner = cookie(Owner.PLANNED_MOVE, e.iid, f"expect {e.ip}")
+        owner = expect_cookie(e.iid, e.ip)
         eth_type, dst_field = _eth(e.ip)
         out.append(Flow(Table.DECAP, PRIO_PLANNED_MOVE,
                         match(tunnel_id=e.iid, eth_type=eth_type, **{dst_field: str(e.ip)}),

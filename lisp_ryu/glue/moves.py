@@ -18,7 +18,8 @@ from collections import deque
 from ipaddress import ip_network
 from typing import Any, Callable
 
-from lisp_ryu.flows.pipeline import Owner, Table, cookie
+from lisp_ryu.flows.pipeline import Table
+from lisp_ryu.flows.replicate import expect_cookie
 
 # The controller (glue.controller) calls these with itself and its endpoints; they are typed
 # loosely because importing it here would close an import cycle.
@@ -228,12 +229,12 @@ def planned_move(controller: "Controller", iid: int, eid: "IPAddress", to_site: 
         if controller.installed(endpoint.dpid) is None:
             away.append(endpoint.core.config.name)
     controller.count("planned_moves")
-    installed = controller.confirm(involved, also=lambda: not dest.core.resolving(prefetch))
     LOG.info("planned move of [%d]%s: %s (%s) -> %s (%s); replicating at %s", iid, eid, old.core.config.name,
              old_rloc, to_site, new_rloc, ", ".join(itrs) or "no other xTR")
     if away:
         LOG.warning("planned move of [%d]%s: the switches of %s are not connected: they replicate once back",
                     iid, eid, ", ".join(away))
+    installed = controller.confirm(involved, also=lambda: not dest.core.resolving(prefetch))
     return {"iid": iid, "eid": str(eid), "from_site": old.core.config.name, "to_site": to_site,
             "old_rloc": str(old_rloc), "new_rloc": str(new_rloc), "replicating_at": itrs,
             **({} if port is None else {"port": port, "mac": mac}),
@@ -251,7 +252,7 @@ def delivering(controller: "Controller", dest: "ControlEndpoint", iid: int, eid:
     session = controller.sessions.get(dest.dpid)
     if session is None:
         return None
-    owner = cookie(Owner.PLANNED_MOVE, iid, f"expect {eid}")
+    owner = expect_cookie(iid, eid)
     for _ in range(round(DELIVERY_WAIT / DELIVERY_POLL)):
         reading = controller.flow_counters.ask(session.datapath, Table.DECAP, owner)
         if not controller.wait_until(lambda: reading.packets is not None, DELIVERY_POLL):
