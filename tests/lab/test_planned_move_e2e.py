@@ -24,6 +24,7 @@ import pytest
 from lisp_ryu.lab import controller as lab_controller
 from lisp_ryu.lab import running
 from lisp_ryu.lab.scenarios import failover, mobility
+from lisp_ryu.lab.scenarios.probe import Prober
 
 from conftest import controller_lab, dump_lab_on_failure, private_lab
 
@@ -87,6 +88,29 @@ def planned_moves(lab, moves: int, **options):
     assert max(m.lost for m in report.moves) <= MAX_LOST, mobility.format_table(report)
     assert planned_leftovers(lab) == []
     return report
+
+
+def test_the_answer_says_whether_the_destination_delivers_by_the_moves_flow(lab):
+    """Before any move (the module's first test: dc2 never saw h1's traffic, so the switch counts
+    its first copy at once): h5 pings h1 every 1 ms, and a move of h1 to dc2 is announced but not
+    carried out (its window ends by itself).  The answer says dc2 delivered a copy by the move's
+    own flow; that of h2, which nothing sends to, says it did not.  h1 stays reachable at dc1."""
+    h1, h2, h5 = (lab.host(name) for name in ("h1", "h2", "h5"))
+    prober = Prober(h5.namespace, h1.ip, 0.001)
+    prober.start()
+    try:
+        assert prober.wait_reply(10.0), "no reply before the announcements"
+        state = lab_controller.read_state()  # with the controller's REST address
+        busy = lab_controller.planned_move(state, h1.iid, h1.ip, "dc2", timeout=1.0, port=40)
+        idle = lab_controller.planned_move(state, h2.iid, h2.ip, "dc2", timeout=1.0, port=41)
+        time.sleep(0.2)
+    finally:
+        probes = prober.stop()
+    assert busy["installed"] is True and busy["delivering"] is True, busy
+    assert idle["installed"] is True and idle["delivering"] is False, idle
+    answered = [p for p in probes if p.received is not None]
+    assert answered and sum(p.received is None for p in probes if p.sent > answered[0].sent) <= 1
+    failover.wait_for(lambda: planned_leftovers(lab) == [], 10, "the windows' flows and groups gone")
 
 
 def test_planned_moves_lose_nothing_at_1ms(lab):
