@@ -168,11 +168,14 @@ def served_before_learning(ip: IPAddress) -> bool:
 @dataclass(frozen=True)
 class Leaving:
     """A local workload announced to move to `rloc` (a planned move): what our own hosts send it
-    is delivered here and also tunnelled to `rloc`, whichever holds it when the packet comes."""
+    is delivered here and also tunnelled to `rloc`, whichever holds it when the packet comes.
+    So is what ITRs tunnel to it here, except from `replicated_by`: the RLOCs of the xTRs that
+    send their own copy to `rloc` (this controller's, which replicate), whose copies stay here."""
 
     iid: int
     ip: IPAddress
     rloc: IPAddress
+    replicated_by: tuple[IPAddress, ...] = ()
 
 
 @dataclass(frozen=True)

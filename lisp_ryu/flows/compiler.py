@@ -88,8 +88,10 @@ def compile_plan(plan: XtrPlan) -> DesiredState:
     flows += _source_specific_misses(plan.remotes)
     if plan.replicates or plan.expected or plan.leaving:  # planned moves (flows/replicate.py)
         moving, moving_groups = replicate.planned(
-            plan.replicates, plan.expected, plan.leaving, plan.hosts, lambda iid, rloc: _tunnel_actions(plan, iid, rloc),
-            lambda host: _deliver_actions(host, _gateway_mac(plan, host.iid, host.ip)))
+            plan.replicates, plan.expected, plan.leaving, plan.hosts,
+            lambda iid, rloc, out_port=None: _tunnel_actions(plan, iid, rloc, out_port),
+            lambda host: _deliver_actions(host, _gateway_mac(plan, host.iid, host.ip)),
+            tunnel_port=plan.tunnel_port, fixed_ports=bool(plan.failover_ports))
         flows += moving
         groups += moving_groups
     keys = [f.key for f in flows]

@@ -45,7 +45,33 @@ _OXM_FIELDS = {
     "ipv6_nd_target": (31, 16),
     "tunnel_id": (38, 8),
 }
-_ADDRESS_FIELDS = {"ipv4_src", "ipv4_dst", "arp_spa", "arp_tpa", "ipv6_src", "ipv6_dst", "ipv6_nd_target"}
+# Open vSwitch's NXM_1 fields (class 0x0001) matched on: the tunnel's outer source, which a
+# planned move's old site tells this controller's replicating ITRs by (flows/replicate.py).
+OFPXMC_NXM_1 = 0x0001
+_NXM_FIELDS = {
+    "tun_ipv4_src": (31, 4),
+    "tun_ipv6_src": (109, 16),
+}
+_ADDRESS_FIELDS = {"ipv4_src", "ipv4_dst", "arp_spa", "arp_tpa", "ipv6_src", "ipv6_dst", "ipv6_nd_target",
+                   "tun_ipv4_src", "tun_ipv6_src"}
+
+
+def _field(name: str) -> tuple[int, int, int]:
+    """(OXM class, field number, value bytes) of a field this encoder knows."""
+    if name in _OXM_FIELDS:
+        return (ofp.OFPXMC_OPENFLOW_BASIC, *_OXM_FIELDS[name])
+    if name in _NXM_FIELDS:
+        return (OFPXMC_NXM_1, *_NXM_FIELDS[name])
+    raise NotEncodable(f"no fast OXM encoding for {name}")
+
+
+def _order(name: str) -> int:
+    """Ryu's (and OVS's) order of a match's fields: by (class << 7 | field): NXM before basic."""
+    try:
+        oxm_class, number, _ = _field(name)
+    except NotEncodable:
+        return 1 << 32
+    return oxm_class << 7 | number
 
 
 class NotEncodable(ValueError):
@@ -60,19 +86,16 @@ def _value_bytes(name: str, value: object, size: int) -> bytes:
 
 @lru_cache(maxsize=65536)
 def _oxm(name: str, value: object) -> bytes:
-    try:
-        field, size = _OXM_FIELDS[name]
-    except KeyError:
-        raise NotEncodable(f"no fast OXM encoding for {name}") from None
+    oxm_class, field, size = _field(name)
     if isinstance(value, tuple):
         body = _value_bytes(name, value[0], size) + _value_bytes(name, value[1], size)
-        return struct.pack("!I", (ofp.OFPXMC_OPENFLOW_BASIC << 16) | (field << 9) | (1 << 8) | 2 * size) + body
-    return struct.pack("!I", (ofp.OFPXMC_OPENFLOW_BASIC << 16) | (field << 9) | size) + _value_bytes(name, value, size)
+        return struct.pack("!I", (oxm_class << 16) | (field << 9) | (1 << 8) | 2 * size) + body
+    return struct.pack("!I", (oxm_class << 16) | (field << 9) | size) + _value_bytes(name, value, size)
 
 
 def match_bytes(match: tuple) -> bytes:
-    """An ofp_match with OXM fields in field-number order (as Ryu and OVS order them), padded to 8."""
-    fields = sorted(match, key=lambda item: _OXM_FIELDS.get(item[0], (1 << 16,))[0])
+    """An ofp_match with its OXM fields in Ryu's order (`_order`), padded to 8."""
+    fields = sorted(match, key=lambda item: _order(item[0]))
     body = b"".join(_oxm(name, value) for name, value in fields)
     length = _MATCH_HEADER.size + len(body)
     return _MATCH_HEADER.pack(ofp.OFPMT_OXM, length) + body + bytes(-length % 8)

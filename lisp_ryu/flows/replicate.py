@@ -31,6 +31,15 @@ ROUTE flow for the EID whose action list outputs twice:
     destination  ROUTE  EID -> new port (or controller), tunnel to old RLOC
     old site     ROUTE  EID -> local delivery, tunnel to new RLOC
 
+An ITR that knows nothing of the move (another implementation's, another
+controller's) keeps tunnelling to the old site alone; the old site sends
+that on too, so it reaches the new site whichever holds the workload when
+it comes.  The copies of this controller's ITRs stay at the old site (they
+send the new site their own), picked out by their tunnel's source RLOC:
+
+    old site     DECAP  EID, tun_src = one of ours -> local delivery
+    old site     DECAP  EID                        -> local delivery, tunnel to new RLOC
+
 The controller output comes first: after a tunnel's set_fields and output,
 ovs-vswitchd 3.1 (userspace datapath) died on the first packet, as it did
 with the two as buckets of an ALL group.
@@ -88,9 +97,13 @@ def group_ids(replicates: tuple[Replicate, ...]) -> dict[tuple, int]:
 
 
 def planned(replicates: tuple[Replicate, ...], expected: tuple[Expected, ...], leaving: tuple[Leaving, ...],
-            hosts: tuple[LocalHost, ...], tunnel_actions: Callable[[int, object], tuple[Action, ...]],
-            deliver_actions: Callable[[LocalHost], tuple[Action, ...]]) -> tuple[list[Flow], list[Group]]:
-    """Every planned move's flows and groups at this xTR, in whichever role it has in each."""
+            hosts: tuple[LocalHost, ...], tunnel_actions: Callable[..., tuple[Action, ...]],
+            deliver_actions: Callable[[LocalHost], tuple[Action, ...]], tunnel_port: int | None = None,
+            fixed_ports: bool = False) -> tuple[list[Flow], list[Group]]:
+    """Every planned move's flows and groups at this xTR, in whichever role it has in each.
+
+    `tunnel_actions(iid, rloc, out_port=None)` encapsulates; `fixed_ports`: tunnelled traffic
+    may also arrive on BFD ports (flows/failover.py), not only on `tunnel_port`."""
     flows, groups = replicate(replicates, tunnel_actions)
     local = {(h.iid, h.ip): h for h in hosts}
     flows += hold(expected, set(local), deliver_actions)
@@ -108,7 +121,35 @@ def planned(replicates: tuple[Replicate, ...], expected: tuple[Expected, ...], l
         flows.append(Flow(Table.ROUTE, PRIO_LEAVING, _route_match(x.iid, x.ip),
                           actions=(*deliver_actions(host), *tunnel_actions(x.iid, x.rloc)),
                           cookie=cookie(Owner.PLANNED_MOVE, x.iid, f"leave {x.ip}")))
+        if tunnel_port is not None:
+            flows += _forward_tunnelled(x, host, tunnel_port, fixed_ports, tunnel_actions, deliver_actions)
     return flows, groups
+
+
+def _forward_tunnelled(x: Leaving, host: LocalHost, tunnel_port: int, fixed_ports: bool,
+                       tunnel_actions: Callable[..., tuple[Action, ...]],
+                       deliver_actions: Callable[[LocalHost], tuple[Action, ...]]) -> list[Flow]:
+    """The old site's DECAP flows for a leaving workload: what an ITR tunnels to it here is
+    delivered and sent on to the new RLOC, but what the ITRs at `x.replicated_by` tunnel (they
+    send the new site a copy themselves) is only delivered.  Sent on as a redirect is: back out
+    of the tunnel port it came in on (IN_PORT), or out of it by number from a BFD port."""
+    owner = cookie(Owner.PLANNED_MOVE, x.iid, f"leave {x.ip}")
+    eth_type, dst_field = _eth(x.ip)
+    fields = {"tunnel_id": x.iid, "eth_type": eth_type, dst_field: str(x.ip)}
+    deliver = deliver_actions(host)
+    hairpin = (*deliver, *tunnel_actions(x.iid, x.rloc, out_port="in_port"))
+    if fixed_ports:
+        out = [Flow(Table.DECAP, PRIO_LEAVING + 1, match(in_port=tunnel_port, **fields), actions=hairpin,
+                    cookie=owner),
+               Flow(Table.DECAP, PRIO_LEAVING, match(**fields), actions=(*deliver, *tunnel_actions(x.iid, x.rloc)),
+                    cookie=owner)]
+    else:
+        out = [Flow(Table.DECAP, PRIO_LEAVING + 1, match(**fields), actions=hairpin, cookie=owner)]
+    for rloc in sorted(set(x.replicated_by), key=lambda a: (a.version, int(a))):
+        source = "tun_ipv4_src" if rloc.version == 4 else "tun_ipv6_src"
+        out.append(Flow(Table.DECAP, PRIO_LEAVING + 2, match(**fields, **{source: str(rloc)}), actions=deliver,
+                        cookie=owner))
+    return out
 
 
 def _route_match(iid: int, ip) -> tuple:

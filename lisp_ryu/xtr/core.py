@@ -175,7 +175,7 @@ class XtrCore:
                                                                                    key=str)),
             expected=tuple(Expected(iid, ip, m.rlocs[0] if m.rlocs else None, m.at)
                            for (iid, ip), m in sorted(self.state.expected.items(), key=lambda kv: str(kv[0]))),
-            leaving=tuple(Leaving(iid, ip, m.new_rloc)
+            leaving=tuple(Leaving(iid, ip, m.new_rloc, m.replicated_by)
                           for (iid, ip), m in sorted(self.state.leaving.items(), key=lambda kv: str(kv[0]))),
         )
 
@@ -384,10 +384,11 @@ class XtrCore:
         return any((iid, network.network_address) in self.state.resolutions for iid, network in prefixes)
 
     def leave(self, iid: int, ip: IPAddress, new_rloc: IPAddress, now: float,
-              timeout: float | None = None) -> list[Effect]:
-        """As the old site: what our hosts send `ip` also goes to `new_rloc` until it has left."""
+              timeout: float | None = None, replicated_by: tuple = ()) -> list[Effect]:
+        """As the old site: what our hosts send `ip`, and other ITRs tunnel to it here, also goes to
+        `new_rloc` until it has left (not what comes from `replicated_by`: those replicate)."""
         extra = {} if timeout is None else {"timeout": timeout}
-        return self.mobility.leave(iid, ip, new_rloc, now, **extra)
+        return self.mobility.leave(iid, ip, new_rloc, now, replicated_by=replicated_by, **extra)
 
     def hold(self, iid: int, ip: IPAddress, packet: bytes, now: float) -> list[Effect]:
         """A decapsulated packet for a workload expected here: held, or delivered if it just arrived."""

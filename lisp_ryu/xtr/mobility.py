@@ -350,10 +350,13 @@ class Mobility:
         return [DataplaneChanged(f"planned move of {ip}: expect")]
 
     def leave(self, iid: int, ip: IPAddress, new_rloc: IPAddress, now: float,
-              timeout: float = PLANNED_MOVE_TIMEOUT) -> list[Effect]:
-        """As the old site: what our own hosts send the EID is delivered here and tunnelled to
-        `new_rloc` too, until the workload has left (its departure) or the timeout."""
-        self.state.leaving[(iid, ip)] = PlannedMove(new_rloc, now + timeout)
+              timeout: float = PLANNED_MOVE_TIMEOUT, replicated_by: tuple = ()) -> list[Effect]:
+        """As the old site: what our own hosts send the EID, and what ITRs tunnel to it here
+        (but those at `replicated_by`, which send the new site a copy themselves), is delivered
+        here and tunnelled to `new_rloc` too, until the workload has left (its departure) or the
+        timeout.  An ITR that knows nothing of the move (another implementation's, another
+        controller's) then loses nothing at the switchover either."""
+        self.state.leaving[(iid, ip)] = PlannedMove(new_rloc, now + timeout, replicated_by=tuple(replicated_by))
         self.state.count("planned_move_leaving")
         LOG.info("%s: planned move of [%d]%s away to %s: our hosts' traffic to it goes there too",
                  self.state.config.name, iid, ip, new_rloc)

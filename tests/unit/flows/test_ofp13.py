@@ -39,6 +39,8 @@ def full_plan():
                           (pt.Rloc(ip("2001:db8:ffff::2")),)),
             pt.RemoteEntry(42, ipaddress.ip_network("10.9.0.0/16"), pt.RemoteAction.DROP),
         ),
+        # A planned move away: DECAP flows matching the tunnel's IPv4 and IPv6 source (NXM fields)
+        leaving=(pt.Leaving(42, ip("10.1.0.10"), ip("198.18.2.2"), (ip("198.18.3.2"), ip("2001:db8:ffff::3"))),),
     )
 
 

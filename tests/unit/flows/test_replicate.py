@@ -104,3 +104,33 @@ def test_an_announced_port_classifies_the_workloads_packets_but_not_what_announc
     # A hypervisor's RARP from the announced port reaches the controller until then (one flow a port).
     assert walk(state, {"in_port": 1, "eth_type": 0x8035}).ports == ["controller"]
     assert walk(here, {"in_port": 1, "eth_type": 0x8035}).ports != ["controller"]
+
+
+def test_the_old_site_sends_on_what_an_itr_unaware_of_the_move_tunnels_there():
+    """Leaving: a copy of what any ITR tunnels to the workload goes on to the new RLOC (back out
+    of the tunnel port), except what the ITRs that replicate themselves send (by tunnel source);
+    from a BFD port it leaves by the tunnel port's number.  Its departure removes all of it."""
+    from lisp_ryu.plan import FailoverPort, Leaving
+
+    ours, foreign = ip("198.18.3.2"), ip("203.0.113.9")
+    host = LocalHost(42, EID, "02:00:00:01:00:0a", 5)
+    plan = XtrPlan(**{**BASE.__dict__, "hosts": (host,), "leaving": (Leaving(42, EID, NEW, (ours, ip("fd00::3"))),)})
+    state = compile_plan(plan)
+    decap = {"in_port": 100, "tunnel_id": 42, "eth_type": 0x0800, "ipv4_dst": str(EID)}
+    sent_on = walk(state, {**decap, "tun_ipv4_src": str(foreign)})
+    assert sorted(map(str, sent_on.ports)) == ["100", "5"], sent_on
+    (onward,) = [d for d in sent_on.deliveries if d.port == 100]
+    assert (onward.packet["tun_ipv4_dst"], onward.packet["tunnel_id"]) == (str(NEW), 42)
+    assert walk(state, {**decap, "tun_ipv4_src": str(ours)}).ports == [5]
+    assert walk(state, {**decap, "ipv4_dst": "10.1.0.11"}).ports != [5, 100]  # only the workload's traffic
+    assert walk(state, {**decap, "tunnel_id": 7, "tun_ipv4_src": str(foreign)}).ports != [5, 100]
+    # With BFD ports, what came in on one goes on through the flow-based tunnel port.
+    bfd = XtrPlan(**{**plan.__dict__, "failover_ports": (FailoverPort(ip("198.18.1.2"), foreign, 7),)})
+    by_bfd = walk(compile_plan(bfd), {**decap, "in_port": 7, "tun_ipv4_src": str(foreign)})
+    assert sorted(map(str, by_bfd.ports)) == ["100", "5"], by_bfd
+    assert sorted(map(str, walk(compile_plan(bfd), {**decap, "tun_ipv4_src": str(foreign)}).ports)) == ["100", "5"]
+    # Gone: its redirect serves every ITR, and nothing of the window is left.
+    from lisp_ryu.plan import Redirect
+    gone = compile_plan(XtrPlan(**{**plan.__dict__, "hosts": (), "redirects": (Redirect(42, EID, NEW),)}))
+    assert not [f for f in gone.flows if cookie_owner(f.cookie) is Owner.PLANNED_MOVE]
+    assert [d.packet["tun_ipv4_dst"] for d in walk(gone, {**decap, "tun_ipv4_src": str(ours)}).deliveries] == [str(NEW)]

@@ -104,6 +104,26 @@ def test_planned_move_replicates_holds_delivers_and_ends(lab):
         assert not [g for g in held(lab, name).groups if g.group_id >= 0x80000000], name
 
 
+def test_the_old_site_sends_on_what_an_itr_unaware_of_the_move_tunnels_to_it(lab):
+    """An ITR this controller does not drive (another implementation's) keeps tunnelling to dc1:
+    dc1 delivers it and sends a copy on to dc2.  dc3's copies (both its RLOCs) and dc2's stay at
+    dc1: they send dc2 their own.  The workload's arrival ends it; its redirect serves them all."""
+    status, answer = lab.call("POST", "/lisp/v1/moves", {"iid": 42, "eid": EID, "to_site": "dc2"})
+    assert status == 202, answer
+    decap = {"in_port": 100, "tunnel_id": 42, "eth_type": 0x0800, "ipv4_src": "10.9.0.1", "ipv4_dst": EID}
+    local = walk(held(lab, "dc1"), {**decap, "tun_ipv4_src": "198.18.3.2"}).ports
+    assert local and 100 not in local
+    foreign = walk(held(lab, "dc1"), {**decap, "tun_ipv4_src": "203.0.113.7"})
+    assert sorted(map(str, foreign.ports)) == sorted(["100", *map(str, local)]), foreign
+    assert [d.packet["tun_ipv4_dst"] for d in foreign.deliveries if d.port == 100] == [DC2]
+    for ours in ("198.18.4.2", DC2):
+        assert walk(held(lab, "dc1"), {**decap, "tun_ipv4_src": ours}).ports == local, ours
+    arrive_at_dc2(lab)
+    assert planned_flows(held(lab, "dc1")) == []
+    gone = walk(held(lab, "dc1"), {**decap, "tun_ipv4_src": "203.0.113.7"})
+    assert [d.packet["tun_ipv4_dst"] for d in gone.deliveries] == [DC2]
+
+
 def test_an_itr_that_never_sent_to_the_eid_stops_replicating_when_the_workload_arrives(lab):
     """No mapping of the EID at dc3 (a dual-stack workload's other address, say): no answer or
     publication will ever move one there, yet the replication ends with the move, not the timeout."""
@@ -282,6 +302,9 @@ def test_an_itr_whose_switch_is_away_is_named_and_replicates_once_back(lab):
     lab.switches[3] = lab.underlay.connect(lab.controller, 3)
     lab.underlay.settle()
     assert sorted(d.packet["tun_ipv4_dst"] for d in to_eid(lab, "dc3").deliveries) == [DC1, DC2]
+    # Meanwhile its switch forwarded by its old flows, to dc1 only: dc1 sends dc3's copies on too.
+    decap = {"in_port": 100, "tunnel_id": 42, "eth_type": 0x0800, "ipv4_dst": EID, "tun_ipv4_src": "198.18.3.2"}
+    assert [d.packet["tun_ipv4_dst"] for d in walk(held(lab, "dc1"), decap).deliveries if d.port == 100] == [DC2]
 
 
 @pytest.mark.parametrize("body, status, field", [
