@@ -47,7 +47,8 @@ from lisp_ryu.flows.pipeline import (
     known_host_classify,
     prefix_priority,
 )
-from lisp_ryu.plan import LocalHost, Redirect, RemoteAction, RemoteEntry, Rloc, XtrPlan, cached_hash
+from lisp_ryu.plan import (Expected, Leaving, LocalHost, Redirect, RemoteAction, RemoteEntry, Replicate, Rloc, XtrPlan,
+                           cached_hash)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -89,9 +90,10 @@ def compile_plan(plan: XtrPlan) -> DesiredState:
     if plan.replicates or plan.expected or plan.leaving:  # planned moves (flows/replicate.py)
         moving, moving_groups = replicate.planned(
             plan.replicates, plan.expected, plan.leaving, plan.hosts,
-            lambda iid, rloc, out_port=None: _tunnel_actions(plan, iid, rloc, out_port),
-            lambda host: _deliver_actions(host, _gateway_mac(plan, host.iid, host.ip)),
-            tunnel_port=plan.tunnel_port, fixed_ports=bool(plan.failover_ports))
+            lambda r, gid: _replicate_flows(r, gid, context),
+            lambda e: _expected_flows(e, context, None if e.at is None else _gateway_mac(plan, e.at.iid, e.at.ip)),
+            lambda x, host: _leaving_flows(x, host, context, _gateway_mac(plan, host.iid, host.ip),
+                                           bool(plan.failover_ports)))
         flows += moving
         groups += moving_groups
     keys = [f.key for f in flows]
@@ -228,6 +230,36 @@ def _redirect_flows(r: Redirect, context: _TunnelContext, with_fixed_ports: bool
     # It may also arrive on a BFD port: leave by the flow-based port's number.
     flows = (failover.redirect_flows(flow, context.tunnel_port, actions, _tunnel_actions(context, r.iid, r.rloc))
              if with_fixed_ports else [flow])
+    for f in flows:
+        check_flow(f)
+    return tuple(flows)
+
+
+# A planned move's flows in each role, made and checked once per move (flows/replicate.py).
+
+@lru_cache(maxsize=1 << 16)
+def _replicate_flows(r: Replicate, gid: int, context: _TunnelContext) -> tuple[tuple[Flow, ...], tuple[Group, ...]]:
+    flows, groups = replicate.replicate_flows(r, gid, lambda iid, rloc: _tunnel_actions(context, iid, rloc))
+    for f in flows:
+        check_flow(f)
+    return tuple(flows), tuple(groups)
+
+
+@lru_cache(maxsize=1 << 16)
+def _expected_flows(e: Expected, context: _TunnelContext, gateway_mac: str | None) -> tuple[Flow, ...]:
+    flows = replicate.expected_flows(e, lambda iid, rloc: _tunnel_actions(context, iid, rloc),
+                                     lambda host: _deliver_actions(host, gateway_mac))
+    for f in flows:
+        check_flow(f)
+    return tuple(flows)
+
+
+@lru_cache(maxsize=1 << 16)
+def _leaving_flows(x: Leaving, host: LocalHost, context: _TunnelContext, gateway_mac: str,
+                   with_fixed_ports: bool) -> tuple[Flow, ...]:
+    flows = replicate.leaving_flows(x, host, context.tunnel_port, with_fixed_ports,
+                                    lambda iid, rloc, out_port=None: _tunnel_actions(context, iid, rloc, out_port),
+                                    _deliver_actions(host, gateway_mac))
     for f in flows:
         check_flow(f)
     return tuple(flows)

@@ -74,7 +74,9 @@ PIPELINE: dict[Table, TableSpec] = {
     ),
     Table.DECAP: TableSpec(
         Table.DECAP,
-        frozenset({"in_port", "tunnel_id", "eth_type", "ipv4_dst", "ipv6_dst"}),
+        # tun_ipv4_src/tun_ipv6_src: a planned move's old site tells the ITRs that replicate
+        # themselves by their RLOC (flows/replicate.py)
+        frozenset({"in_port", "tunnel_id", "eth_type", "ipv4_dst", "ipv6_dst", "tun_ipv4_src", "tun_ipv6_src"}),
         frozenset(),
     ),
     Table.ARP: TableSpec(

@@ -97,54 +97,105 @@ def group_ids(replicates: tuple[Replicate, ...]) -> dict[tuple, int]:
 
 
 def planned(replicates: tuple[Replicate, ...], expected: tuple[Expected, ...], leaving: tuple[Leaving, ...],
-            hosts: tuple[LocalHost, ...], tunnel_actions: Callable[..., tuple[Action, ...]],
-            deliver_actions: Callable[[LocalHost], tuple[Action, ...]], tunnel_port: int | None = None,
-            fixed_ports: bool = False) -> tuple[list[Flow], list[Group]]:
+            hosts: tuple[LocalHost, ...], replicate_one: Callable[[Replicate, int], tuple[tuple, tuple]],
+            expected_one: Callable[[Expected], tuple[Flow, ...]],
+            leaving_one: Callable[[Leaving, LocalHost], tuple[Flow, ...]]) -> tuple[list[Flow], list[Group]]:
     """Every planned move's flows and groups at this xTR, in whichever role it has in each.
 
-    `tunnel_actions(iid, rloc, out_port=None)` encapsulates; `fixed_ports`: tunnelled traffic
-    may also arrive on BFD ports (flows/failover.py), not only on `tunnel_port`."""
-    flows, groups = replicate(replicates, tunnel_actions)
+    Each move's are made by the compiler's memoised `replicate_one` (`replicate_flows`),
+    `expected_one` (`expected_flows`) and `leaving_one` (`leaving_flows`): in a planned
+    evacuation every switch holds 200 of them and is pushed at each announcement and arrival."""
+    flows: list[Flow] = []
+    groups: list[Group] = []
+    ids = group_ids(replicates)
+    for r in replicates:
+        r_flows, r_groups = replicate_one(r, ids[(r.iid, r.ip)])
+        flows += r_flows
+        groups += r_groups
     local = {(h.iid, h.ip): h for h in hosts}
-    flows += hold(expected, set(local), deliver_actions)
+    announced_at: dict[int, Flow] = {}
     for e in expected:
-        if (e.iid, e.ip) in local or (e.old_rloc is None and e.at is None):
-            continue
-        there = tunnel_actions(e.iid, e.old_rloc) if e.old_rloc is not None else ()
-        flows.append(Flow(Table.ROUTE, PRIO_PLANNED_MOVE, _route_match(e.iid, e.ip),
-                          actions=(*_to_workload(e, deliver_actions), *there),
-                          cookie=expect_cookie(e.iid, e.ip)))
+        if (e.iid, e.ip) in local:
+            continue  # already here: its own flows serve it
+        flows += expected_one(e)
+        if e.at is not None:
+            # A hypervisor announces a migrated VM by RARP (QEMU does, for a guest that does not
+            # announce itself): from the announced port, to the controller, which knows the MAC.
+            announced_at.setdefault(e.at.port, Flow(Table.CLASSIFY, PRIO_KNOWN_HOST,
+                                                    match(in_port=e.at.port, eth_type=ETH_RARP),
+                                                    actions=(Output("controller", 0xFFFF),),
+                                                    cookie=expect_cookie(e.iid, e.ip)))
+    flows += announced_at.values()
     for x in leaving:
         host = local.get((x.iid, x.ip))
-        if host is None:
-            continue  # gone already: its redirect serves it
-        flows.append(Flow(Table.ROUTE, PRIO_LEAVING, _route_match(x.iid, x.ip),
-                          actions=(*deliver_actions(host), *tunnel_actions(x.iid, x.rloc)),
-                          cookie=cookie(Owner.PLANNED_MOVE, x.iid, f"leave {x.ip}")))
-        if tunnel_port is not None:
-            flows += _forward_tunnelled(x, host, tunnel_port, fixed_ports, tunnel_actions, deliver_actions)
+        if host is not None:  # else gone already: its redirect serves it
+            flows += leaving_one(x, host)
     return flows, groups
 
 
-def _forward_tunnelled(x: Leaving, host: LocalHost, tunnel_port: int, fixed_ports: bool,
-                       tunnel_actions: Callable[..., tuple[Action, ...]],
-                       deliver_actions: Callable[[LocalHost], tuple[Action, ...]]) -> list[Flow]:
-    """The old site's DECAP flows for a leaving workload: what an ITR tunnels to it here is
-    delivered and sent on to the new RLOC, but what the ITRs at `x.replicated_by` tunnel (they
-    send the new site a copy themselves) is only delivered.  Sent on as a redirect is: back out
-    of the tunnel port it came in on (IN_PORT), or out of it by number from a BFD port."""
+def replicate_flows(r: Replicate, gid: int,
+                    tunnel_actions: Callable[[int, object], tuple[Action, ...]]) -> tuple[list[Flow], list[Group]]:
+    """ITR side: the EID's ROUTE flow to an ALL group of one bucket per RLOC (`gid`), or
+    straight to the one RLOC if there is only one."""
+    rlocs = tuple(dict.fromkeys(r.rlocs))
+    if not rlocs:
+        return [], []
+    owner = cookie(Owner.PLANNED_MOVE, r.iid, f"replicate {r.ip}")
+    flow_match = _route_match(r.iid, r.ip)
+    if len(rlocs) == 1:
+        return [Flow(Table.ROUTE, PRIO_PLANNED_MOVE, flow_match, actions=tunnel_actions(r.iid, rlocs[0]),
+                     cookie=owner)], []
+    group = Group(gid, "all", tuple(Bucket(0, tunnel_actions(r.iid, rloc)) for rloc in rlocs))
+    return [Flow(Table.ROUTE, PRIO_PLANNED_MOVE, flow_match, actions=(GroupAction(gid),), cookie=owner)], [group]
+
+
+def expected_flows(e: Expected, tunnel_actions: Callable[[int, object], tuple[Action, ...]],
+                   deliver_actions: Callable[[LocalHost], tuple[Action, ...]]) -> list[Flow]:
+    """Destination side, for an announced workload not here yet: decapsulated traffic for it is
+    delivered to the port announced for it, or else goes to the controller (held there); what
+    our own hosts send it goes there and to its old site (`e.old_rloc`).
+
+    With the port announced, an IPv4 workload's own packets from that port are classified as
+    a known host's from the announcement on (`plan.served_before_learning`), so its replies
+    leave through the switch at the switchover instead of waiting for its learn and push."""
+    owner = expect_cookie(e.iid, e.ip)
+    eth_type, dst_field = _eth(e.ip)
+    out = [Flow(Table.DECAP, PRIO_PLANNED_MOVE, match(tunnel_id=e.iid, eth_type=eth_type, **{dst_field: str(e.ip)}),
+                actions=_to_workload(e, deliver_actions), cookie=owner)]
+    if e.at is not None and served_before_learning(e.ip):
+        # Its ARP stays out of this flow and meets the learning flow as before (a gratuitous
+        # ARP announces a migrated VM, any ARP request names its address as the sender): that
+        # is how the controller sees the arrival.  The learned host's flow then replaces it.
+        out.append(known_host_classify(e.at.port, e.iid, e.ip, owner))
+    if e.old_rloc is not None or e.at is not None:
+        there = tunnel_actions(e.iid, e.old_rloc) if e.old_rloc is not None else ()
+        out.append(Flow(Table.ROUTE, PRIO_PLANNED_MOVE, _route_match(e.iid, e.ip),
+                        actions=(*_to_workload(e, deliver_actions), *there), cookie=owner))
+    return out
+
+
+def leaving_flows(x: Leaving, host: LocalHost, tunnel_port: int, fixed_ports: bool,
+                  tunnel_actions: Callable[..., tuple[Action, ...]], deliver: tuple[Action, ...]) -> list[Flow]:
+    """The old site's flows for a workload leaving it (`host`, still here), `deliver`ing to it.
+
+    ROUTE: what our own hosts send it is delivered and tunnelled to the new RLOC too.  DECAP:
+    what an ITR tunnels to it here is delivered and sent on to the new RLOC, but what the ITRs
+    at `x.replicated_by` tunnel (they send the new site a copy themselves) is only delivered.
+    Sent on as a redirect is: back out of the tunnel port it came in on (IN_PORT), or out of it
+    by number from a BFD port (`fixed_ports`).  `tunnel_actions(iid, rloc, out_port=None)`."""
     owner = cookie(Owner.PLANNED_MOVE, x.iid, f"leave {x.ip}")
+    out = [Flow(Table.ROUTE, PRIO_LEAVING, _route_match(x.iid, x.ip),
+                actions=(*deliver, *tunnel_actions(x.iid, x.rloc)), cookie=owner)]
     eth_type, dst_field = _eth(x.ip)
     fields = {"tunnel_id": x.iid, "eth_type": eth_type, dst_field: str(x.ip)}
-    deliver = deliver_actions(host)
     hairpin = (*deliver, *tunnel_actions(x.iid, x.rloc, out_port="in_port"))
     if fixed_ports:
-        out = [Flow(Table.DECAP, PRIO_LEAVING + 1, match(in_port=tunnel_port, **fields), actions=hairpin,
-                    cookie=owner),
-               Flow(Table.DECAP, PRIO_LEAVING, match(**fields), actions=(*deliver, *tunnel_actions(x.iid, x.rloc)),
-                    cookie=owner)]
+        out += [Flow(Table.DECAP, PRIO_LEAVING + 1, match(in_port=tunnel_port, **fields), actions=hairpin,
+                     cookie=owner),
+                Flow(Table.DECAP, PRIO_LEAVING, match(**fields), actions=(*deliver, *tunnel_actions(x.iid, x.rloc)),
+                     cookie=owner)]
     else:
-        out = [Flow(Table.DECAP, PRIO_LEAVING + 1, match(**fields), actions=hairpin, cookie=owner)]
+        out.append(Flow(Table.DECAP, PRIO_LEAVING + 1, match(**fields), actions=hairpin, cookie=owner))
     for rloc in sorted(set(x.replicated_by), key=lambda a: (a.version, int(a))):
         source = "tun_ipv4_src" if rloc.version == 4 else "tun_ipv6_src"
         out.append(Flow(Table.DECAP, PRIO_LEAVING + 2, match(**fields, **{source: str(rloc)}), actions=deliver,
@@ -155,61 +206,6 @@ def _forward_tunnelled(x: Leaving, host: LocalHost, tunnel_port: int, fixed_port
 def _route_match(iid: int, ip) -> tuple:
     eth_type, dst_field = _eth(ip)
     return match(metadata=(iid, METADATA_IID_MASK), eth_type=eth_type, **{dst_field: str(ip)})
-
-
-def replicate(replicates: tuple[Replicate, ...],
-              tunnel_actions: Callable[[int, object], tuple[Action, ...]]) -> tuple[list[Flow], list[Group]]:
-    """ITR side: one ALL group and one ROUTE flow per EID in a planned move."""
-    flows: list[Flow] = []
-    groups: list[Group] = []
-    ids = group_ids(replicates)
-    for r in replicates:
-        rlocs = tuple(dict.fromkeys(r.rlocs))
-        if not rlocs:
-            continue
-        owner = cookie(Owner.PLANNED_MOVE, r.iid, f"replicate {r.ip}")
-        flow_match = _route_match(r.iid, r.ip)
-        if len(rlocs) == 1:
-            flows.append(Flow(Table.ROUTE, PRIO_PLANNED_MOVE, flow_match, actions=tunnel_actions(r.iid, rlocs[0]),
-                              cookie=owner))
-            continue
-        gid = ids[(r.iid, r.ip)]
-        groups.append(Group(gid, "all", tuple(Bucket(0, tunnel_actions(r.iid, rloc)) for rloc in rlocs)))
-        flows.append(Flow(Table.ROUTE, PRIO_PLANNED_MOVE, flow_match, actions=(GroupAction(gid),), cookie=owner))
-    return flows, groups
-
-
-def hold(expected: tuple[Expected, ...], local: set,
-         deliver_actions: Callable[[LocalHost], tuple[Action, ...]]) -> list[Flow]:
-    """Destination side: decapsulated traffic for an announced workload not here yet is delivered
-    to the port announced for it, or else goes to the controller (held there).
-
-    With the port announced, an IPv4 workload's own packets from that port are classified as
-    a known host's from the announcement on (`plan.served_before_learning`), so its replies
-    leave through the switch at the switchover instead of waiting for its learn and push."""
-    out = []
-    announced_at: dict[int, Flow] = {}
-    for e in expected:
-        if (e.iid, e.ip) in local:
-            continue  # already here: its own delivery flow serves it
-        owner = expect_cookie(e.iid, e.ip)
-        eth_type, dst_field = _eth(e.ip)
-        out.append(Flow(Table.DECAP, PRIO_PLANNED_MOVE,
-                        match(tunnel_id=e.iid, eth_type=eth_type, **{dst_field: str(e.ip)}),
-                        actions=_to_workload(e, deliver_actions), cookie=owner))
-        if e.at is None:
-            continue
-        if served_before_learning(e.ip):
-            # Its ARP stays out of this flow and meets the learning flow as before (a gratuitous
-            # ARP announces a migrated VM, any ARP request names its address as the sender): that
-            # is how the controller sees the arrival.  The learned host's flow then replaces it.
-            out.append(known_host_classify(e.at.port, e.iid, e.ip, owner))
-        # A hypervisor announces a migrated VM by RARP (QEMU does, for a guest that does not
-        # announce itself): from the announced port, to the controller, which knows the MAC.
-        announced_at.setdefault(e.at.port, Flow(Table.CLASSIFY, PRIO_KNOWN_HOST,
-                                                match(in_port=e.at.port, eth_type=ETH_RARP),
-                                                actions=(Output("controller", 0xFFFF),), cookie=owner))
-    return out + list(announced_at.values())
 
 
 def _to_workload(e: Expected, deliver_actions: Callable[[LocalHost], tuple[Action, ...]]) -> tuple[Action, ...]:
