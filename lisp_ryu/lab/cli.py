@@ -124,6 +124,9 @@ def add_parser(subparsers, func) -> argparse.ArgumentParser:
     p.add_argument("--tcp", action="store_true", help="a paced TCP stream to the host runs through the moves too")
     p.add_argument("--ipv6", action="store_true",
                    help="probe the host's IPv6 address (dual-stack hosts: topologies/three-dc-dualstack.yaml)")
+    p.add_argument("--foreign", action="store_true",
+                   help="an ITR unaware of the moves (raw LISP-GPE from the core router to the host's home RLOC, "
+                   "one datagram every --interval) runs through them too: what of it was lost")
     p.add_argument("--plot", metavar="FILE", help="draw the ping timeline into this PNG")
     p.add_argument("--json", metavar="FILE", help="write the summary and per-move figures as JSON")
     return lab
@@ -327,6 +330,7 @@ def _mobility(args) -> int:
     options = {"topology": args.topology} if args.topology else {}
     report = mobility.run(moves=args.moves, pause=args.pause, interval=args.interval, host=args.host, to=args.to,
                           pinger=args.pinger, planned=args.planned, hold=_hold(args), tcp=args.tcp, ipv6=args.ipv6,
+                          foreign=args.foreign,
                           progress=lambda line: print(f"== {line}", flush=True), **options)
     print(mobility.format_table(report))
     if args.plot:

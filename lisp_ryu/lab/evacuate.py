@@ -66,7 +66,9 @@ def evacuate(from_site: str, to_site: str, hosts: list[str] | None = None, *, pl
         ports = _allocate_ports(new, movers, state)
         migrations = [_Migration(state, h, old, new, ports[h.name]) for h in movers]
         try:
+            plug_began = time.time()
             _plug_all(state, old, new, migrations, workers)
+            plugged = (plug_began, time.time())
         except LabError as exc:
             failures = _put_back(migrations)
             raise LabError(f"evacuating {old.name} to {new.name} failed before any switchover; every host stays at "
@@ -105,7 +107,7 @@ def evacuate(from_site: str, to_site: str, hosts: list[str] | None = None, *, pl
                 m.close()
     result = tuple(Move(host=m.h.name, from_site=old.name, to_site=new.name, from_ofport=m.h.ofport,
                         to_ofport=m.ofport, started=o[0], attached=o[1], announced=o[2],
-                        unplugged=unplugged, state=moved)
+                        unplugged=unplugged, state=moved, plugged=plugged)
                    for m, o in done)
     spread = (max(mv.announced for mv in result) - min(mv.started for mv in result)) * 1000.0 if result else 0.0
     log.info("evacuated %d hosts from %s to %s: prepared in %.1f s, switchovers within %.1f ms",

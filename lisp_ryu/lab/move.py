@@ -42,6 +42,9 @@ class Move:
     announced: float  # its gratuitous ARP is sent
     unplugged: float  # the old eth0 and the old site's port are gone
     state: LabState  # the lab after the move (also written to the state file)
+    # When the new vif's port was added at the new site: began, and OVS had it.  A userspace
+    # ovs-vswitchd stops forwarding for a few milliseconds when a port is added (all its ports).
+    plugged: tuple[float, float] | None = None
 
     @property
     def swap_ms(self) -> float:
@@ -126,7 +129,9 @@ def move_host(host: str, site: str, planned: bool = False, hold: bool = False) -
         migration = _Migration(state, h, old, new, _free_ofport(new, state, host))
         try:
             try:
+                plug_began = time.time()
                 migration.plug()
+                plugged = (plug_began, time.time())
                 if planned:
                     announce_move(state, h, new, None if hold else migration.ofport)
                     time.sleep(PRECOPY)
@@ -152,7 +157,8 @@ def move_host(host: str, site: str, planned: bool = False, hold: bool = False) -
         finally:
             migration.close()
     result = Move(host=host, from_site=old.name, to_site=new.name, from_ofport=h.ofport, to_ofport=migration.ofport,
-                  started=started, attached=attached, announced=announced, unplugged=unplugged, state=moved)
+                  started=started, attached=attached, announced=announced, unplugged=unplugged, state=moved,
+                  plugged=plugged)
     log.info("moved %s from %s port %d to %s port %d: no link for %.1f ms", host, old.name, h.ofport,
              new.name, migration.ofport, result.swap_ms)
     return result

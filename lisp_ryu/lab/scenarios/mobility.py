@@ -17,7 +17,10 @@ the time from the move to its first and last change of per-EID flows
 pipeline skeleton).  With `tcp`, a paced TCP stream from the pinger to the
 mover runs through the moves and the report says how TCP fared
 (scenarios/tcpstream.py: retransmission timeouts, tail-loss probes, the
-longest stall).  `plot` draws the ping timeline as a PNG.
+longest stall).  With `foreign`, an ITR unaware of the moves (scenarios/foreign_itr.py:
+raw LISP-GPE from the core router to the mover's home RLOC, one datagram every ping
+interval) runs through them too, and the report counts what of it never reached the mover.
+`plot` draws the ping timeline as a PNG.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from typing import Callable
 from lisp_ryu.lab import controller as lab_controller
 from lisp_ryu.lab.build import up
 from lisp_ryu.lab.move import Move, move_host
+from lisp_ryu.lab.scenarios.foreign_itr import ForeignItr, ForeignOutcome
 from lisp_ryu.lab.scenarios.probe import INTERVAL, FlowEvent, FlowWatch, Probe, Prober
 from lisp_ryu.lab.scenarios.tcpstream import TcpOutcome, TcpStream
 from lisp_ryu.lab.state import HostState, LabError, LabState, read_state
@@ -80,6 +84,9 @@ class MoveOutcome:
     # plane's share of the outage (the rest is the interface swap); None: no reply.
     after_attach_ms: float | None
     reactions: tuple[Reaction, ...]
+    # When its new vif's port was added at the new site (began, OVS had it), ms from the move's start
+    # (negative: before the switchover); None: not known.
+    plugged_ms: tuple[float, float] | None = None
 
     @property
     def recovered(self) -> bool:
@@ -109,6 +116,33 @@ class MobilityReport:
     events: tuple[FlowEvent, ...]
     lost_before_moves: int  # after the first reply, before the first move: the path's own loss
     tcp: TcpOutcome | None = None  # a TCP stream from the pinger to the mover through the moves
+    foreign: ForeignOutcome | None = None  # an ITR unaware of the moves, tunnelling to the mover's home
+
+    def foreign_lost_in_port_adds(self) -> int:
+        """The foreign ITR's datagrams lost while a move's new vif was being added at the site it
+        tunnels to: a userspace ovs-vswitchd stops forwarding on all its ports for a few ms when a
+        port is added (the lab's cost, as for every host there), not the move's."""
+        if self.foreign is None:
+            return 0
+        windows = [(m.started + m.plugged_ms[0] / 1000.0, m.started + m.plugged_ms[1] / 1000.0)
+                   for m in self.moves if m.plugged_ms is not None and m.to_site == self.foreign.site]
+        return sum(1 for seq in self.foreign.lost if any(a <= self.foreign.sent[seq] <= b for a, b in windows))
+
+    def foreign_lost_per_move(self) -> tuple[int, ...]:
+        """Per move, the foreign ITR's datagrams sent in its window that never arrived."""
+        return tuple(len(lost) for lost in self.foreign_lost_at_ms())
+
+    def foreign_lost_at_ms(self) -> tuple[tuple[float, ...], ...]:
+        """Per move, when each of the foreign ITR's datagrams lost in its window was sent, ms from
+        its switchover; a move's window opens when its new vif is plugged."""
+        if self.foreign is None:
+            return ()
+        starts = [m.started - self.interval if m.plugged_ms is None
+                  else min(m.started + m.plugged_ms[0] / 1000.0, m.started - self.interval)
+                  for m in self.moves] + [float("inf")]
+        sent = self.foreign.sent
+        return tuple(tuple((sent[seq] - m.started) * 1000.0 for seq in self.foreign.lost if a <= sent[seq] < b)
+                     for m, a, b in zip(self.moves, starts, starts[1:]))
 
     def summary(self) -> dict:
         """Medians and maxima over the moves (None where nothing was measured)."""
@@ -124,6 +158,10 @@ class MobilityReport:
             "last_flow_change_ms": {},
             "lost_before_moves": self.lost_before_moves,
             "tcp": None if self.tcp is None else {**asdict(self.tcp), "intact": self.tcp.intact},
+            "foreign_itr": None if self.foreign is None else {
+                "rloc": self.foreign.rloc, "sent": len(self.foreign.sent), "lost": len(self.foreign.lost),
+                "lost_per_move": list(self.foreign_lost_per_move()), "duplicates": self.foreign.duplicates,
+                "lost_in_port_adds": self.foreign_lost_in_port_adds()},
         }
         for role in ROLES:
             firsts = [m.reaction(role).first_change_ms for m in self.moves]
@@ -198,7 +236,8 @@ def analyse(moves: list[Move], probes: tuple[Probe, ...], events: tuple[FlowEven
             unplugged_ms=(mv.unplugged - mv.started) * 1000.0,
             window_ms=((window[-1].sent if window else mv.started) - mv.started) * 1000.0,
             after_attach_ms=after_attach,
-            reactions=tuple(reactions)))
+            reactions=tuple(reactions),
+            plugged_ms=None if mv.plugged is None else tuple((t - mv.started) * 1000.0 for t in mv.plugged)))
     lost_before = 0
     if moves and first_reply is not None:
         since = min(p.sent for p in probes if p.received is not None)
@@ -256,12 +295,14 @@ def choose(state: LabState, host: str | None = None, to: str | None = None, ping
 def run(*, moves: int = MOVES, pause: float = PAUSE, interval: float = INTERVAL, host: str | None = None,
         to: str | None = None, pinger: str | None = None, topology: str | Path = DEFAULT_TOPOLOGY,
         warmup_timeout: float = 20.0, progress: Callable[[str], None] = lambda line: None,
-        planned: bool = False, hold: bool = False, tcp: bool = False, ipv6: bool = False) -> MobilityReport:
+        planned: bool = False, hold: bool = False, tcp: bool = False, ipv6: bool = False,
+        foreign: bool = False) -> MobilityReport:
     """Run the scenario on the lab that is up, or bring `topology` up for it
     (and down afterwards); start the controller if none runs (and stop it).
     `planned`: each move is announced with the new port first (`hold`: without it).
     `tcp`: a paced TCP stream from the pinger to the mover runs through the moves too.
-    `ipv6`: the probes and the stream go to the mover's IPv6 address (dual-stack hosts)."""
+    `ipv6`: the probes and the stream go to the mover's IPv6 address (dual-stack hosts).
+    `foreign`: an ITR unaware of the moves tunnels to the mover from the core router too."""
     if moves < 1:
         raise LabError(f"--moves must be at least 1, not {moves}")
     state = read_state()
@@ -273,7 +314,7 @@ def run(*, moves: int = MOVES, pause: float = PAUSE, interval: float = INTERVAL,
         with lab_controller.driving(state, progress):
             return _record(state, choose(state, host, to, pinger, ipv6=ipv6), moves=moves, pause=pause,
                            interval=interval, warmup_timeout=warmup_timeout, progress=progress, planned=planned,
-                           hold=hold, tcp=tcp)
+                           hold=hold, tcp=tcp, foreign=foreign)
     finally:
         if own_lab:
             down()
@@ -281,12 +322,13 @@ def run(*, moves: int = MOVES, pause: float = PAUSE, interval: float = INTERVAL,
 
 def _record(state: LabState, cast: Cast, *, moves: int, pause: float, interval: float, warmup_timeout: float,
             progress: Callable[[str], None], planned: bool = False, hold: bool = False,
-            tcp: bool = False) -> MobilityReport:
+            tcp: bool = False, foreign: bool = False) -> MobilityReport:
     watches = [FlowWatch(s) for s in state.sites]
     done: list[Move] = []
     prober = Prober(cast.pinger.namespace, cast.target, interval)
     stream = TcpStream(cast.pinger.namespace, cast.mover.namespace, cast.target) if tcp else None
-    outcome = None
+    itr = _foreign_itr(state, cast, interval) if foreign else None
+    outcome = foreign_outcome = None
     try:
         for w in watches:
             w.start()
@@ -299,6 +341,8 @@ def _record(state: LabState, cast: Cast, *, moves: int, pause: float, interval: 
                            f"Its log ({log}) ends with:\n{tail}")
         if stream is not None:
             stream.start()
+        if itr is not None:
+            itr.start()
         time.sleep(min(1.0, pause))  # a stretch of undisturbed pings to compare with
         for i in range(moves):
             dest = cast.away if i % 2 == 0 else cast.home
@@ -310,17 +354,31 @@ def _record(state: LabState, cast: Cast, *, moves: int, pause: float, interval: 
         if stream is not None:
             outcome = stream.stop()
             stream = None
+        if itr is not None:
+            foreign_outcome = itr.stop()
         probes = prober.stop()
     finally:
         if stream is not None:
             stream.stop(timeout=1.0)
+        if itr is not None:
+            itr.kill()
         prober.stop(linger=0)
         events = tuple(e for w in watches for e in w.stop())
     outcomes, lost_before = analyse(done, probes, events, interval=interval, pinger_site=cast.pinger.site)
     return MobilityReport(lab=state.name, host=cast.mover.name, target=cast.target, pinger=cast.pinger.name,
                           pinger_site=cast.pinger.site, interval=interval, pause=pause, moves=outcomes,
                           probes=probes, events=tuple(sorted(events, key=lambda e: e.at)),
-                          lost_before_moves=lost_before, tcp=outcome)
+                          lost_before_moves=lost_before, tcp=outcome, foreign=foreign_outcome)
+
+
+def _foreign_itr(state: LabState, cast: Cast, interval: float) -> ForeignItr:
+    """From the first core router, to the mover's home site's first RLOC of the router's reach."""
+    router = next((n for n in state.nodes if n.kind == "router"), None)
+    if router is None:
+        raise LabError("--foreign needs a core router in the lab to send from")
+    home = state.site(cast.home)
+    return ForeignItr(router.namespace, home.rlocs[0].address, home.name, cast.target, cast.mover.namespace,
+                      cast.mover.iid, interval)
 
 
 # --------------------------------------------------------------------------
@@ -355,6 +413,17 @@ def format_table(report: MobilityReport) -> str:
               + ", ".join(f"{t:.1f}" for t in m.lost_at_ms[:20]) + (" ..." if m.lost > 20 else "")
               + f"; the host attached at {m.swap_ms:.1f} ms, its old port was gone at {m.unplugged_ms:.1f} ms"
               for m in report.moves if m.lost_at_ms]
+    if report.foreign is not None:
+        f = report.foreign
+        lines.append(f"ITR unaware of the moves (to {f.rloc}, from the core router): {len(f.lost)} of "
+                     f"{len(f.sent)} datagrams lost, per move " + ", ".join(map(str, report.foreign_lost_per_move()))
+                     + f"; {f.duplicates} duplicates; {report.foreign_lost_in_port_adds()} of the lost were sent "
+                     f"while a new vif was added at {f.site}")
+        lines += [f"move {m.index}: {len(at)} of the foreign ITR's datagrams lost, sent at (ms after its start) "
+                  + ", ".join(f"{t:.1f}" for t in at[:20]) + (" ..." if len(at) > 20 else "")
+                  + ("" if m.plugged_ms is None else
+                     f"; its new vif was plugged from {m.plugged_ms[0]:.1f} to {m.plugged_ms[1]:.1f} ms")
+                  for m, at in zip(report.moves, report.foreign_lost_at_ms()) if at]
     if report.tcp is not None:
         t = report.tcp
         lines.append(f"TCP stream through the moves: {t.received_bytes} of {t.sent_bytes} bytes"
