@@ -148,12 +148,14 @@ class Expected:
     here (`at`: the workload as it will be here, its new vif plugged already), the switch delivers
     its traffic there from the announcement on; else the traffic goes to the controller, which
     holds it until the host is learned and then delivers it.  What our own hosts send it goes to
-    its old site (`old_rloc`, where it still is) as well."""
+    its old site (`old_rloc`, where it still is) as well, and so does what ITRs tunnel to it here,
+    except from `replicated_by` (this controller's xTRs: they send the old site a copy themselves)."""
 
     iid: int
     ip: IPAddress
     old_rloc: IPAddress | None = None
     at: LocalHost | None = None
+    replicated_by: tuple[IPAddress, ...] = ()
 
 
 def served_before_learning(ip: IPAddress) -> bool:

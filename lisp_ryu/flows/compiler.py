@@ -91,7 +91,8 @@ def compile_plan(plan: XtrPlan) -> DesiredState:
         moving, moving_groups = replicate.planned(
             plan.replicates, plan.expected, plan.leaving, plan.hosts,
             lambda r, gid: _replicate_flows(r, gid, context),
-            lambda e: _expected_flows(e, context, None if e.at is None else _gateway_mac(plan, e.at.iid, e.at.ip)),
+            lambda e: _expected_flows(e, context, None if e.at is None else _gateway_mac(plan, e.at.iid, e.at.ip),
+                                      bool(plan.failover_ports)),
             lambda x, host: _leaving_flows(x, host, context, _gateway_mac(plan, host.iid, host.ip),
                                            bool(plan.failover_ports)))
         flows += moving
@@ -246,8 +247,10 @@ def _replicate_flows(r: Replicate, gid: int, context: _TunnelContext) -> tuple[t
 
 
 @lru_cache(maxsize=1 << 16)
-def _expected_flows(e: Expected, context: _TunnelContext, gateway_mac: str | None) -> tuple[Flow, ...]:
-    flows = replicate.expected_flows(e, lambda iid, rloc: _tunnel_actions(context, iid, rloc),
+def _expected_flows(e: Expected, context: _TunnelContext, gateway_mac: str | None,
+                    with_fixed_ports: bool) -> tuple[Flow, ...]:
+    flows = replicate.expected_flows(e, context.tunnel_port, with_fixed_ports,
+                                     lambda iid, rloc, out_port=None: _tunnel_actions(context, iid, rloc, out_port),
                                      lambda host: _deliver_actions(host, gateway_mac))
     for f in flows:
         check_flow(f)

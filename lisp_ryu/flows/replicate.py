@@ -149,19 +149,29 @@ def replicate_flows(r: Replicate, gid: int,
     return [Flow(Table.ROUTE, PRIO_PLANNED_MOVE, flow_match, actions=(GroupAction(gid),), cookie=owner)], [group]
 
 
-def expected_flows(e: Expected, tunnel_actions: Callable[[int, object], tuple[Action, ...]],
+def expected_flows(e: Expected, tunnel_port: int, fixed_ports: bool, tunnel_actions: Callable[..., tuple[Action, ...]],
                    deliver_actions: Callable[[LocalHost], tuple[Action, ...]]) -> list[Flow]:
     """Destination side, for an announced workload not here yet: decapsulated traffic for it is
-    delivered to the port announced for it, or else goes to the controller (held there); what
-    our own hosts send it goes there and to its old site (`e.old_rloc`).
+    delivered to the port announced for it, or else goes to the controller (held there), and,
+    but from the ITRs at `e.replicated_by` (they send the old site their own copy), tunnelled
+    on to its old site (`e.old_rloc`), where it still is until the switchover: an ITR whose
+    map-cache still names this site (the workload was here before) loses nothing meanwhile.
+    What our own hosts send it goes to both as well.
 
     With the port announced, an IPv4 workload's own packets from that port are classified as
     a known host's from the announcement on (`plan.served_before_learning`), so its replies
-    leave through the switch at the switchover instead of waiting for its learn and push."""
+    leave through the switch at the switchover instead of waiting for its learn and push.
+    `tunnel_actions(iid, rloc, out_port=None)`; `fixed_ports` as for `leaving_flows`."""
     owner = expect_cookie(e.iid, e.ip)
     eth_type, dst_field = _eth(e.ip)
-    out = [Flow(Table.DECAP, PRIO_PLANNED_MOVE, match(tunnel_id=e.iid, eth_type=eth_type, **{dst_field: str(e.ip)}),
-                actions=_to_workload(e, deliver_actions), cookie=owner)]
+    fields = {"tunnel_id": e.iid, "eth_type": eth_type, dst_field: str(e.ip)}
+    here = _to_workload(e, deliver_actions)
+    if e.old_rloc is None:
+        out = [Flow(Table.DECAP, PRIO_PLANNED_MOVE, match(**fields), actions=here, cookie=owner)]
+    else:  # the controller output (holding) first: see the module's note on ovs-vswitchd 3.1
+        out = _sent_on(fields, PRIO_PLANNED_MOVE - 1, tunnel_port, fixed_ports, here,
+                       lambda out_port=None: tunnel_actions(e.iid, e.old_rloc, out_port=out_port), owner)
+        out += _kept(fields, PRIO_PLANNED_MOVE, e.replicated_by, here, owner)
     if e.at is not None and served_before_learning(e.ip):
         # Its ARP stays out of this flow and meets the learning flow as before (a gratuitous
         # ARP announces a migrated VM, any ARP request names its address as the sender): that
@@ -188,18 +198,30 @@ def leaving_flows(x: Leaving, host: LocalHost, tunnel_port: int, fixed_ports: bo
                 actions=(*deliver, *tunnel_actions(x.iid, x.rloc)), cookie=owner)]
     eth_type, dst_field = _eth(x.ip)
     fields = {"tunnel_id": x.iid, "eth_type": eth_type, dst_field: str(x.ip)}
-    hairpin = (*deliver, *tunnel_actions(x.iid, x.rloc, out_port="in_port"))
-    if fixed_ports:
-        out += [Flow(Table.DECAP, PRIO_LEAVING + 1, match(in_port=tunnel_port, **fields), actions=hairpin,
-                     cookie=owner),
-                Flow(Table.DECAP, PRIO_LEAVING, match(**fields), actions=(*deliver, *tunnel_actions(x.iid, x.rloc)),
-                     cookie=owner)]
-    else:
-        out.append(Flow(Table.DECAP, PRIO_LEAVING + 1, match(**fields), actions=hairpin, cookie=owner))
-    for rloc in sorted(set(x.replicated_by), key=lambda a: (a.version, int(a))):
+    out += _sent_on(fields, PRIO_LEAVING + 1, tunnel_port, fixed_ports, deliver,
+                    lambda out_port=None: tunnel_actions(x.iid, x.rloc, out_port=out_port), owner)
+    return out + _kept(fields, PRIO_LEAVING + 2, x.replicated_by, deliver, owner)
+
+
+def _sent_on(fields: dict, priority: int, tunnel_port: int, fixed_ports: bool, here: tuple[Action, ...],
+             onward: Callable[..., tuple[Action, ...]], owner: int) -> list[Flow]:
+    """DECAP: what is tunnelled to the workload goes `here` and `onward` (to the other site) too,
+    as a redirect goes: back out of the tunnel port it came in on (IN_PORT), or, from a BFD
+    port, out of the tunnel port by number, one priority lower."""
+    hairpin = (*here, *onward(out_port="in_port"))
+    if not fixed_ports:
+        return [Flow(Table.DECAP, priority, match(**fields), actions=hairpin, cookie=owner)]
+    return [Flow(Table.DECAP, priority, match(in_port=tunnel_port, **fields), actions=hairpin, cookie=owner),
+            Flow(Table.DECAP, priority - 1, match(**fields), actions=(*here, *onward()), cookie=owner)]
+
+
+def _kept(fields: dict, priority: int, replicated_by: tuple, here: tuple[Action, ...], owner: int) -> list[Flow]:
+    """DECAP: what the ITRs at `replicated_by` tunnel to the workload goes `here` only (they send
+    the other site a copy themselves), told apart by the tunnel's source RLOC."""
+    out = []
+    for rloc in sorted(set(replicated_by), key=lambda a: (a.version, int(a))):
         source = "tun_ipv4_src" if rloc.version == 4 else "tun_ipv6_src"
-        out.append(Flow(Table.DECAP, PRIO_LEAVING + 2, match(**fields, **{source: str(rloc)}), actions=deliver,
-                        cookie=owner))
+        out.append(Flow(Table.DECAP, priority, match(**fields, **{source: str(rloc)}), actions=here, cookie=owner))
     return out
 
 

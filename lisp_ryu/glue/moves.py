@@ -179,8 +179,8 @@ def planned_move(controller: "Controller", iid: int, eid: "IPAddress", to_site: 
     keeps) or, without a port, holds it until the workload appears there; it resolves
     beforehand what the workload talks to from the old site: its map-cache and its own hosts.
     Every other xTR this controller drives replicates the EID's traffic to the old and the new
-    RLOC until its map-cache follows the move; the old site sends on to the new RLOC what
-    other ITRs (which know nothing of the move) tunnel to it there.
+    RLOC until its map-cache follows the move; each of the two sites sends on to the other what
+    other ITRs (which know nothing of the move) tunnel to the workload there.
     Raises KeyError (no such site, or no site holds the EID), ValueError (already there, or a
     port the destination uses otherwise) and NotReady (the destination's switch is not
     connected and reconciled: nothing could be held there, so the orchestrator must not start
@@ -217,15 +217,17 @@ def planned_move(controller: "Controller", iid: int, eid: "IPAddress", to_site: 
                      if not entry.negative)
     prefetch += tuple((r.eid_prefix.instance_id, r.eid_prefix.network) for r in old.core.local_records()
                       if (r.eid_prefix.instance_id, r.eid_prefix.network) != (iid, ip_network(eid)))
+    # Each of the two sites sends on to the other what ITRs tunnel to the workload there, but not
+    # what this controller's xTRs do: they send both sites a copy themselves.  One whose switch is
+    # away still forwards by its old flows, to one site only: its traffic is sent on (once back,
+    # it replicates too, and the workload gets duplicates rather than nothing).
+    def replicating(here: "ControlEndpoint") -> tuple:
+        return tuple(r for e in xtrs if e is not here
+                     and (e is old or e is dest or controller.installed(e.dpid) is not None) for r in e.core.state.rlocs)
+
     controller.run(dest, dest.core.expect(iid, eid, dest.clock(), timeout, prefetch=prefetch, old_rloc=old_rloc,
-                                          port=port, mac=mac))
-    # The old site sends on what ITRs tunnel to the workload there, but not what this
-    # controller's xTRs do: they send the new site a copy themselves.  One whose switch is away
-    # still forwards by its old flows, to the old site only: its traffic is sent on (once back,
-    # it replicates too, and the new site gets duplicates rather than nothing).
-    ours = tuple(r for e in xtrs if e is not old and (e is dest or controller.installed(e.dpid) is not None)
-                 for r in e.core.state.rlocs)
-    controller.run(old, old.core.leave(iid, eid, new_rloc, old.clock(), timeout, replicated_by=ours))
+                                          port=port, mac=mac, replicated_by=replicating(dest)))
+    controller.run(old, old.core.leave(iid, eid, new_rloc, old.clock(), timeout, replicated_by=replicating(old)))
     itrs, away, involved = [], [], [dest.dpid, old.dpid]
     for endpoint in xtrs:
         if endpoint is dest or endpoint is old:

@@ -173,7 +173,7 @@ class XtrCore:
                                  key=lambda a: (a.version, int(a)))),
             replicates=tuple(Replicate(iid, ip, m.rlocs) for (iid, ip), m in sorted(self.state.replicating.items(),
                                                                                    key=str)),
-            expected=tuple(Expected(iid, ip, m.rlocs[0] if m.rlocs else None, m.at)
+            expected=tuple(Expected(iid, ip, m.rlocs[0] if m.rlocs else None, m.at, m.replicated_by)
                            for (iid, ip), m in sorted(self.state.expected.items(), key=lambda kv: str(kv[0]))),
             leaving=tuple(Leaving(iid, ip, m.new_rloc, m.replicated_by)
                           for (iid, ip), m in sorted(self.state.leaving.items(), key=lambda kv: str(kv[0]))),
@@ -365,14 +365,14 @@ class XtrCore:
 
     def expect(self, iid: int, ip: IPAddress, now: float, timeout: float | None = None,
                prefetch: tuple = (), old_rloc: IPAddress | None = None, port: int | None = None,
-               mac: str | None = None) -> list[Effect]:
+               mac: str | None = None, replicated_by: tuple = ()) -> list[Effect]:
         """As the destination: deliver `ip`'s traffic to `port` (with `mac`: the workload's new
         port here, plugged already), or hold it without one, until it is learned here (our own
         hosts' traffic to it goes to `old_rloc` as well meanwhile); resolve beforehand the
         prefixes (`prefetch`: (iid, network)) its old site talks to, so its replies find mappings."""
         extra = {} if timeout is None else {"timeout": timeout}
         at = None if port is None or mac is None else LocalHost(iid, ip, mac, port)
-        effects = self.mobility.expect(iid, ip, now, old_rloc=old_rloc, at=at, **extra)
+        effects = self.mobility.expect(iid, ip, now, old_rloc=old_rloc, at=at, replicated_by=replicated_by, **extra)
         for p_iid, network in dict.fromkeys(prefetch):
             if self.state.cache.get(p_iid, network) is None and not self.mobility.ours(p_iid, network):
                 effects += self.resolver.resolve(p_iid, network.network_address, now, mask_len=network.prefixlen)

@@ -335,11 +335,15 @@ class Mobility:
         return [DataplaneChanged(f"planned move of {ip}: replicate")]
 
     def expect(self, iid: int, ip: IPAddress, now: float, timeout: float = PLANNED_MOVE_TIMEOUT,
-               old_rloc: IPAddress | None = None, at: LocalHost | None = None) -> list[Effect]:
+               old_rloc: IPAddress | None = None, at: LocalHost | None = None,
+               replicated_by: tuple = ()) -> list[Effect]:
         """As the destination: deliver the EID's traffic to `at` (its new port, plugged already), or
-        hold it if the port is not known, until the workload is learned here."""
+        hold it if the port is not known, until the workload is learned here.  What ITRs tunnel to
+        it here goes on to `old_rloc` too (where it still is until the switchover), but from
+        `replicated_by`: those send the old site their own copy."""
         key = (iid, ip)
-        self.state.expected[key] = PlannedMove(None, now + timeout, rlocs=(old_rloc,) if old_rloc else (), at=at)
+        self.state.expected[key] = PlannedMove(None, now + timeout, rlocs=(old_rloc,) if old_rloc else (), at=at,
+                                               replicated_by=tuple(replicated_by))
         self.state.count("planned_move_expected")
         if at is None:
             LOG.info("%s: planned move of [%d]%s towards us: holding its traffic until it arrives",

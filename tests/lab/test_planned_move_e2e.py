@@ -24,6 +24,7 @@ import pytest
 from lisp_ryu.lab import controller as lab_controller
 from lisp_ryu.lab import running
 from lisp_ryu.lab.scenarios import failover, mobility
+from lisp_ryu.lab.scenarios.foreign_itr import ForeignItr
 from lisp_ryu.lab.scenarios.probe import Prober
 
 from conftest import controller_lab, dump_lab_on_failure, private_lab
@@ -162,3 +163,32 @@ def test_a_planned_move_loses_nothing_an_itr_unaware_of_it_sends(lab):
     in_port_adds = report.foreign_lost_in_port_adds()
     assert len(f.lost) == in_port_adds <= PORT_ADD_STALL, mobility.format_table(report)
     assert planned_leftovers(lab) == []
+
+
+def test_the_destination_sends_on_what_an_itr_still_tunnelling_there_sends(lab):
+    """An ITR unaware of the move whose map-cache names the destination (dc2: as if h2 had been
+    there before) tunnels to it; a planned move of h2 (never moved: dc2 has no redirect for it)
+    to dc2 is announced, with a port nothing is plugged into, and not carried out.  Until then
+    dc2 drops what it gets for h2; during the window it sends it on to dc1, where h2 still is:
+    h2 receives every datagram."""
+    state = lab_controller.read_state()
+    h2 = state.host("h2")
+    assert h2.site == "dc1"
+    itr = ForeignItr(state.namespace_of("core"), state.site("dc2").rlocs[0].address, "dc2", h2.ip, h2.namespace,
+                     h2.iid, 0.001)
+    itr.start()
+    try:
+        time.sleep(0.3)
+        asked = time.time()
+        answer = lab_controller.planned_move(state, h2.iid, h2.ip, "dc2", timeout=1.0, port=41)
+        answered = time.time()
+        time.sleep(0.6)
+    finally:
+        outcome = itr.stop()
+    assert answer["installed"] is True, answer
+    before = [s for s, t in enumerate(outcome.sent) if t < asked]
+    during = [s for s, t in enumerate(outcome.sent) if answered + 0.05 <= t < answered + 0.5]
+    got = set(outcome.received)
+    assert before and not got & set(before), "dc2 delivered h2's traffic before any move was announced"
+    assert len(during) > 300 and set(during) <= got, f"{len(set(during) - got)} of {len(during)} lost in the window"
+    failover.wait_for(lambda: planned_leftovers(lab) == [], 10, "the window's flows gone")

@@ -134,3 +134,26 @@ def test_the_old_site_sends_on_what_an_itr_unaware_of_the_move_tunnels_there():
     gone = compile_plan(XtrPlan(**{**plan.__dict__, "hosts": (), "redirects": (Redirect(42, EID, NEW),)}))
     assert not [f for f in gone.flows if cookie_owner(f.cookie) is Owner.PLANNED_MOVE]
     assert [d.packet["tun_ipv4_dst"] for d in walk(gone, {**decap, "tun_ipv4_src": str(ours)}).deliveries] == [str(NEW)]
+
+
+def test_the_destination_sends_on_to_the_old_site_what_an_itr_unaware_of_the_move_tunnels_there():
+    """An ITR whose map-cache still names the destination (the workload was there before) keeps
+    tunnelling there: until the workload arrives, that goes to the announced port (or is held)
+    and on to the old RLOC, where the workload still is; what the replicating ITRs send stays."""
+    from lisp_ryu.plan import FailoverPort
+
+    ours, foreign = ip("198.18.3.2"), ip("203.0.113.9")
+    at = LocalHost(42, EID, "02:00:00:01:00:0a", 5)
+    decap = {"in_port": 100, "tunnel_id": 42, "eth_type": 0x0800, "ipv4_dst": str(EID)}
+    for announced, here in ((at, 5), (None, "controller")):
+        plan = XtrPlan(**{**BASE.__dict__, "expected": (Expected(42, EID, OLD, announced, (ours,)),)})
+        state = compile_plan(plan)
+        sent_on = walk(state, {**decap, "tun_ipv4_src": str(foreign)})
+        assert sent_on.ports == [here, 100], sent_on  # the controller's output first (OVS 3.1)
+        assert [d.packet["tun_ipv4_dst"] for d in sent_on.deliveries if d.port == 100] == [str(OLD)]
+        assert walk(state, {**decap, "tun_ipv4_src": str(ours)}).ports == [here]
+        bfd = compile_plan(XtrPlan(**{**plan.__dict__, "failover_ports": (FailoverPort(ip("198.18.3.2"), foreign, 7),)}))
+        assert walk(bfd, {**decap, "in_port": 7, "tun_ipv4_src": str(foreign)}).ports == [here, 100]
+    # Arrived: its own delivery only, nothing sent on.
+    arrived = compile_plan(XtrPlan(**{**plan.__dict__, "hosts": (at,)}))
+    assert walk(arrived, {**decap, "tun_ipv4_src": str(foreign)}).ports == [5]

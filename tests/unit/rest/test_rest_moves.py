@@ -86,9 +86,14 @@ def test_planned_move_replicates_holds_delivers_and_ends(lab):
     trace = to_eid(lab, "dc3")
     assert sorted(d.packet["tun_ipv4_dst"] for d in trace.deliveries) == [DC1, DC2]
     assert [g.type for g in held(lab, "dc3").groups if len(g.buckets) == 2 and g.group_id >= 0x80000000] == ["all"]
-    # The destination sends the EID's decapsulated traffic to the controller (held), unmetered.
-    decap = walk(held(lab, "dc2"), {"in_port": 100, "tunnel_id": 42, "eth_type": 0x0800, "ipv4_dst": EID})
-    assert decap.ports == ["controller"] and not decap.meters
+    # The destination sends the EID's decapsulated traffic to the controller (held), unmetered;
+    # what an ITR unaware of the move tunnels there goes on to dc1 too, where the EID still is.
+    decap = {"in_port": 100, "tunnel_id": 42, "eth_type": 0x0800, "ipv4_dst": EID}
+    from_dc3 = walk(held(lab, "dc2"), {**decap, "tun_ipv4_src": "198.18.3.2"})
+    assert from_dc3.ports == ["controller"] and not from_dc3.meters
+    foreign = walk(held(lab, "dc2"), {**decap, "tun_ipv4_src": "203.0.113.7"})
+    assert foreign.ports == ["controller", 100] and not foreign.meters
+    assert [d.packet["tun_ipv4_dst"] for d in foreign.deliveries if d.port == 100] == [DC1]
 
     # A copy reaches dc2 before the workload: held; then the workload appears on port 5.
     dc2 = lab.controller.xtrs[2]

@@ -27,7 +27,8 @@ def lab(tmp_path):
 
 
 def decap_at_dc2(lab):
-    return walk(held(lab, "dc2"), {"in_port": 100, "tunnel_id": 42, "eth_type": 0x0800, "ipv4_dst": EID},
+    return walk(held(lab, "dc2"), {"in_port": 100, "tunnel_id": 42, "eth_type": 0x0800, "ipv4_dst": EID,
+                                    "tun_ipv4_src": "198.18.3.2"},  # the ITR dc3 (it replicates)
                 start_table=Table.DECAP)
 
 
