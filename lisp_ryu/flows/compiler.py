@@ -28,6 +28,7 @@ from lisp_ryu.flows.model import (
     match,
 )
 from lisp_ryu.flows.pipeline import (
+    METADATA_IID_MASK,
     PRIO_ARP_PROXY,
     PRIO_ARP_SELF,
     PRIO_CLASSIFY,
@@ -54,7 +55,6 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 ETH_IPV4, ETH_IPV6, ETH_ARP = 0x0800, 0x86DD, 0x0806
-METADATA_IID_MASK = 0xFFFFFF
 MISS_METER_ID = 1
 LEARN_METER_ID = 2
 # Arrivals come in bursts (a rack evacuated: hundreds of gratuitous ARPs within a

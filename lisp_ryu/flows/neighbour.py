@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from lisp_ryu.flows.model import Flow, Move, Output, SetField, match
 from lisp_ryu.flows.pipeline import (
+    METADATA_IID_MASK,
     PRIO_ARP_PROXY,
     PRIO_ARP_SELF,
     PRIO_DEFAULT,
@@ -51,7 +52,6 @@ ND_SOLICIT, ND_ADVERT = 135, 136
 ND_OPT_TARGET_LL = 2
 # Neighbor Advertisement flags, the top bits of nd_reserved (RFC 4861 §4.4)
 NA_ROUTER, NA_SOLICITED, NA_OVERRIDE = 1 << 31, 1 << 30, 1 << 29
-METADATA_IID_MASK = 0xFFFFFF
 PRIO_ND_GATEWAY = PRIO_ARP_PROXY + 129  # the gateway's own address, above any subnet length (0..128)
 
 _SOLICIT = dict(eth_type=ETH_IPV6, ip_proto=IPPROTO_ICMPV6, icmpv6_type=ND_SOLICIT)

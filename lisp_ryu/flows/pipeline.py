@@ -131,6 +131,8 @@ PRIO_LOCAL_HOST = 20000  # local delivery beats any remote prefix
 PRIO_PLANNED_MOVE = PRIO_LOCAL_HOST - 1  # above every map-cache prefix, below a host that is here
 PRIO_ARP_PROXY = 100
 PRIO_ARP_SELF = 300  # a host probing its own address (gratuitous ARP / DAD)
+# The instance-ID's bits of `metadata` (24, as in the LISP-GPE header), written at table 0.
+METADATA_IID_MASK = 0xFFFFFF
 
 
 def known_host_classify(port: int, iid: int, ip: ipaddress.IPv4Address | ipaddress.IPv6Address, owner: int) -> Flow:
@@ -141,7 +143,7 @@ def known_host_classify(port: int, iid: int, ip: ipaddress.IPv4Address | ipaddre
     (flows/compiler.py) replace each other in place."""
     eth_type, src_field = (0x0800, "ipv4_src") if ip.version == 4 else (0x86DD, "ipv6_src")
     return Flow(Table.CLASSIFY, PRIO_KNOWN_HOST, match(in_port=port, eth_type=eth_type, **{src_field: str(ip)}),
-                goto=Table.ROUTE, write_metadata=(iid, 0xFFFFFF), cookie=owner)
+                goto=Table.ROUTE, write_metadata=(iid, METADATA_IID_MASK), cookie=owner)
 
 
 def prefix_priority(network: ipaddress.IPv4Network | ipaddress.IPv6Network,

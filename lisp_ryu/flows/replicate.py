@@ -57,8 +57,8 @@ import zlib
 from typing import Callable
 
 from lisp_ryu.flows.model import Action, Bucket, Flow, Group, GroupAction, Output, match
-from lisp_ryu.flows.pipeline import (PRIO_KNOWN_HOST, PRIO_LOCAL_HOST, PRIO_PLANNED_MOVE, Owner, Table, cookie,
-                                     known_host_classify)
+from lisp_ryu.flows.pipeline import (METADATA_IID_MASK, PRIO_KNOWN_HOST, PRIO_LOCAL_HOST, PRIO_PLANNED_MOVE, Owner,
+                                     Table, cookie, known_host_classify)
 from lisp_ryu.plan import Expected, Leaving, LocalHost, Replicate, served_before_learning
 
 ETH_RARP = 0x8035
@@ -66,7 +66,6 @@ ETH_RARP = 0x8035
 # Group ids of replication groups: their own range, above the map-cache's (< 0x7FFFFFFF).
 GROUP_BASE = 0x80000000
 GROUP_SPACE = 0x3FFFFFFF
-METADATA_IID_MASK = 0xFFFFFF
 
 
 def _eth(ip) -> tuple[int, str]:
