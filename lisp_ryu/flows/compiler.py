@@ -209,8 +209,9 @@ def _learning(plan: XtrPlan) -> list[Flow]:
 def _redirects(plan: XtrPlan, context: _TunnelContext) -> list[Flow]:
     """Traffic that still arrives for a departed EID is tunnelled on to its new RLOC."""
     out = []
-    # A departed EID announced back here (a planned move): its traffic is held, not sent on to
-    # the site it is leaving (the ITRs replicate to both); the departure itself stays until it
+    # A departed EID announced back here (a planned move): its traffic goes to its new port (or is
+    # held) by the move's own flows, which send on to the site it is leaving only what ITRs that
+    # do not replicate tunnel here (flows/replicate.py); the departure itself stays until it
     # arrives, so a configured host is not taken for here too early.
     coming_back = {(e.iid, e.ip) for e in plan.expected}
     with_fixed_ports = bool(plan.failover_ports)

@@ -32,13 +32,16 @@ ROUTE flow for the EID whose action list outputs twice:
     old site     ROUTE  EID -> local delivery, tunnel to new RLOC
 
 An ITR that knows nothing of the move (another implementation's, another
-controller's) keeps tunnelling to the old site alone; the old site sends
-that on too, so it reaches the new site whichever holds the workload when
-it comes.  The copies of this controller's ITRs stay at the old site (they
-send the new site their own), picked out by their tunnel's source RLOC:
+controller's) keeps tunnelling to the one site its map-cache names: the old
+site, or the destination if the workload was there before.  Each of the two
+sends that on to the other too, so it reaches whichever holds the workload
+when it comes.  The copies of this controller's ITRs stay where they arrive
+(they send both sites their own), picked out by their tunnel's source RLOC:
 
     old site     DECAP  EID, tun_src = one of ours -> local delivery
     old site     DECAP  EID                        -> local delivery, tunnel to new RLOC
+    destination  DECAP  EID, tun_src = one of ours -> new port (or controller)
+    destination  DECAP  EID                        -> new port (or controller), tunnel to old RLOC
 
 The controller output comes first: after a tunnel's set_fields and output,
 ovs-vswitchd 3.1 (userspace datapath) died on the first packet, as it did
