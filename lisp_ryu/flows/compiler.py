@@ -221,6 +221,13 @@ def _redirects(plan: XtrPlan, context: _TunnelContext) -> list[Flow]:
     return out
 
 
+def _checked(flows) -> tuple[Flow, ...]:
+    """Memoised flows, checked against the declared pipeline once, when first made."""
+    for f in flows:
+        check_flow(f)
+    return tuple(flows)
+
+
 @lru_cache(maxsize=1 << 16)
 def _redirect_flows(r: Redirect, context: _TunnelContext, with_fixed_ports: bool) -> tuple[Flow, ...]:
     """One redirect's flows, made and checked once (an old site's push after an evacuation has 200)."""
@@ -232,9 +239,7 @@ def _redirect_flows(r: Redirect, context: _TunnelContext, with_fixed_ports: bool
     # It may also arrive on a BFD port: leave by the flow-based port's number.
     flows = (failover.redirect_flows(flow, context.tunnel_port, actions, _tunnel_actions(context, r.iid, r.rloc))
              if with_fixed_ports else [flow])
-    for f in flows:
-        check_flow(f)
-    return tuple(flows)
+    return _checked(flows)
 
 
 # A planned move's flows in each role, made and checked once per move (flows/replicate.py).
@@ -242,9 +247,7 @@ def _redirect_flows(r: Redirect, context: _TunnelContext, with_fixed_ports: bool
 @lru_cache(maxsize=1 << 16)
 def _replicate_flows(r: Replicate, gid: int, context: _TunnelContext) -> tuple[tuple[Flow, ...], tuple[Group, ...]]:
     flows, groups = replicate.replicate_flows(r, gid, lambda iid, rloc: _tunnel_actions(context, iid, rloc))
-    for f in flows:
-        check_flow(f)
-    return tuple(flows), tuple(groups)
+    return _checked(flows), tuple(groups)
 
 
 @lru_cache(maxsize=1 << 16)
@@ -253,9 +256,7 @@ def _expected_flows(e: Expected, context: _TunnelContext, gateway_mac: str | Non
     flows = replicate.expected_flows(e, context.tunnel_port, with_fixed_ports,
                                      lambda iid, rloc, out_port=None: _tunnel_actions(context, iid, rloc, out_port),
                                      lambda host: _deliver_actions(host, gateway_mac))
-    for f in flows:
-        check_flow(f)
-    return tuple(flows)
+    return _checked(flows)
 
 
 @lru_cache(maxsize=1 << 16)
@@ -264,9 +265,7 @@ def _leaving_flows(x: Leaving, host: LocalHost, context: _TunnelContext, gateway
     flows = replicate.leaving_flows(x, host, context.tunnel_port, with_fixed_ports,
                                     lambda iid, rloc, out_port=None: _tunnel_actions(context, iid, rloc, out_port),
                                     _deliver_actions(host, gateway_mac))
-    for f in flows:
-        check_flow(f)
-    return tuple(flows)
+    return _checked(flows)
 
 
 def _local_hosts(plan: XtrPlan) -> list[Flow]:

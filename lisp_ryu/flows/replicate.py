@@ -59,6 +59,7 @@ from __future__ import annotations
 import zlib
 from typing import Callable
 
+from lisp_ryu.flows import failover
 from lisp_ryu.flows.model import Action, Bucket, Flow, Group, GroupAction, Output, match
 from lisp_ryu.flows.pipeline import (METADATA_IID_MASK, PRIO_KNOWN_HOST, PRIO_LOCAL_HOST, PRIO_PLANNED_MOVE, Owner,
                                      Table, cookie, known_host_classify)
@@ -208,13 +209,11 @@ def leaving_flows(x: Leaving, host: LocalHost, tunnel_port: int, fixed_ports: bo
 def _sent_on(fields: dict, priority: int, tunnel_port: int, fixed_ports: bool, here: tuple[Action, ...],
              onward: Callable[..., tuple[Action, ...]], owner: int) -> list[Flow]:
     """DECAP: what is tunnelled to the workload goes `here` and `onward` (to the other site) too,
-    as a redirect goes: back out of the tunnel port it came in on (IN_PORT), or, from a BFD
-    port, out of the tunnel port by number, one priority lower."""
+    as a redirect goes (`failover.redirect_flows`): back out of the tunnel port it came in on
+    (IN_PORT), or, from a BFD port, out of the tunnel port by number, one priority lower."""
     hairpin = (*here, *onward(out_port="in_port"))
-    if not fixed_ports:
-        return [Flow(Table.DECAP, priority, match(**fields), actions=hairpin, cookie=owner)]
-    return [Flow(Table.DECAP, priority, match(in_port=tunnel_port, **fields), actions=hairpin, cookie=owner),
-            Flow(Table.DECAP, priority - 1, match(**fields), actions=(*here, *onward()), cookie=owner)]
+    flow = Flow(Table.DECAP, priority, match(**fields), actions=hairpin, cookie=owner)
+    return failover.redirect_flows(flow, tunnel_port, hairpin, (*here, *onward())) if fixed_ports else [flow]
 
 
 def _kept(fields: dict, priority: int, replicated_by: tuple, here: tuple[Action, ...], owner: int) -> list[Flow]:

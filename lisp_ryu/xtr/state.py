@@ -144,7 +144,7 @@ class PlannedMove:
     rlocs: tuple = ()
     held: list = field(default_factory=list)
     at: LocalHost | None = None
-    replicated_by: tuple = ()  # as the old site: the RLOCs of ITRs that replicate themselves
+    replicated_by: tuple = ()  # as the old site or the destination: the RLOCs of ITRs that replicate themselves
 
 
 class CountedDict(dict):

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from functools import cached_property
 
 from lisp_ryu.lab.state import LabError
 
@@ -96,17 +97,13 @@ class ForeignOutcome:
     sent: tuple[float, ...]  # per sequence number, when it was sent (time.time())
     received: tuple[int, ...]  # the sequence numbers that arrived, in order, duplicates included
 
-    @property
+    @cached_property
     def lost(self) -> tuple[int, ...]:
         return tuple(sorted(set(range(len(self.sent))) - set(self.received)))
 
     @property
     def duplicates(self) -> int:
         return len(self.received) - len(set(self.received))
-
-    def lost_between(self, start: float, end: float) -> int:
-        """Datagrams sent in [start, end) (time.time()) that never arrived."""
-        return sum(1 for seq in self.lost if start <= self.sent[seq] < end)
 
 
 class ForeignItr:
