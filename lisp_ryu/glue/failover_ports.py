@@ -46,6 +46,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import math
 import subprocess
 import zlib
 import time
@@ -120,6 +121,7 @@ class BfdMesh:
 
     def __init__(self) -> None:
         self.members: list[FailoverPorts] = []
+        self.version = 0  # counts changes of what any member needs: what `reciprocal` reads
 
     def rlocs(self) -> set[IPAddress]:
         return {local for member in self.members for local in member.locals}
@@ -134,6 +136,7 @@ class BfdMesh:
         back is told to recompute (a push).  One that has it already, or that is losing a
         need, waits for its next push: a port no longer needed stays its grace anyway, and a
         move, whose every millisecond is an outage, must not pay for pushes that change nothing."""
+        self.version += 1
         remotes = {remote for _, remote in pairs}
         for other in self.members:
             if other is not member and remotes & set(other.locals) and self.reciprocal(other) - other.assigned.keys():
@@ -168,6 +171,11 @@ class FailoverPorts:
         self.mesh = mesh
         if mesh is not None:
             mesh.members.append(self)
+            mesh.version += 1
+        # (peers, probers, the mesh's version, when a grace ends, what `ports` answered): every push
+        # asks, and a move's pushes (three in a row) must not pay for the same answer three times.
+        self._made: tuple | None = None
+        self._confirmed = 0.0  # when `_kept` was last known to be what is needed
         self._busy = False
         self._dirty = False
         self.bridge: str | None = None
@@ -185,6 +193,12 @@ class FailoverPorts:
         if not self._loaded:
             self._load()
         now = self.clock() if now is None else now
+        peers, probers = frozenset(peers), frozenset(probers)
+        key = (peers, probers, self.mesh.version if self.mesh is not None else 0)
+        made = self._made
+        if made is not None and made[0] == key and now < made[1]:
+            self._confirmed = now  # what was kept is still needed now
+            return made[2]  # nothing it depends on changed, no grace ended
         ours = self.mesh.rlocs() if self.mesh is not None else set()
         skip = {p for p in probers if p in ours}
         wanted = set(peers) - skip
@@ -193,7 +207,10 @@ class FailoverPorts:
         own = {(local, remote) for remote in wanted for local in self.locals
                if local.version == remote.version and local != remote}
         moved, self.needed = own ^ self.needed, own
+        for pair in self._kept:  # needed until the last answer that still held
+            self.last_needed[pair] = self._confirmed
         self._kept = own | (self.mesh.reciprocal(self) if self.mesh is not None else set())
+        self._confirmed = now
         for pair in self._kept:
             self.last_needed[pair] = now
         for pair, since in list(self.last_needed.items()):
@@ -218,7 +235,11 @@ class FailoverPorts:
             self.sync()
         if moved and self.mesh is not None:
             self.mesh.needs_changed(self, moved)
-        return self.current()
+        answer = self.current()
+        expiry = self.next_expiry()
+        self._made = ((peers, probers, self.mesh.version if self.mesh is not None else 0),
+                      math.inf if expiry is None else expiry, answer)
+        return answer
 
     def expire(self, now: float | None = None) -> bool:
         """Drop the ports whose grace is over (the needs as at the last `ports`): True if any went."""
@@ -314,6 +335,7 @@ class FailoverPorts:
             # (Only while still wanted: a push may have changed `assigned` while we waited for OVSDB.)
             if name in have and have[name] > 0 and have[name] != ofport and (local, remote) in self.assigned:
                 self.assigned[(local, remote)] = have[name]
+                self._made = None
                 adopted = True
         args: list[str] = []
         for name in sorted(have.keys() - want.keys()):
@@ -335,6 +357,7 @@ class FailoverPorts:
                 if got > 0 and got != ofport and (local, remote) in self.assigned:
                     LOG.warning("xTR %s: BFD port %s got OpenFlow port %d, not %d", self.xtr.name, name, got, ofport)
                     self.assigned[(local, remote)] = got
+                    self._made = None
                     adopted = True
         if adopted:
             self.changed()

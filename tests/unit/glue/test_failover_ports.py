@@ -113,6 +113,22 @@ def test_numbers_stay_while_wanted_and_ports_go_with_their_peer():
     assert m.next_expiry() is None
 
 
+def test_the_same_question_is_answered_from_memory_and_a_grace_counts_from_the_last_need():
+    """Every push asks (a move's three pushes in a row): the same peers get the same answer without
+    the work, and a port's grace still starts when the last answer that needed it was given."""
+    m = manager(FakeOvsdb())
+    answer = m.ports([ip("198.18.3.2")])
+    assert m.ports([ip("198.18.3.2")]) is answer  # the answer itself, kept
+    m.clock.now += 50.0
+    assert m.ports([ip("198.18.3.2")]) is answer  # still needed at 150
+    m.ports([])  # not any more
+    assert m.next_expiry() == 150.0 + m.grace
+    m.clock.now += m.grace - 1
+    assert not m.expire() and any(p.remote == ip("198.18.3.2") for p in m.current())
+    m.clock.now += 1
+    assert m.expire() and not m.current()
+
+
 def test_ports_left_by_an_earlier_controller_are_adopted_with_their_numbers():
     name = port_name(ip("198.18.1.2"), ip("198.18.3.2"))
     fake = FakeOvsdb({name: (1500, "198.18.1.2", "198.18.3.2"), "lfdeadbeef": (1600, "198.18.1.2", "198.18.7.7")})
