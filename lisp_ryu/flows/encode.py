@@ -25,6 +25,7 @@ from lisp_ryu.flows import oxm_ext  # noqa: F401 - Ryu learns the OVS ND fields 
 from lisp_ryu.flows.model import Action, DecTtl, Flow, GroupAction, Move, Output, SetField
 
 _FLOW_MOD = struct.Struct("!BBHIQQBBHHHIIIH2x")  # ofp_header + ofp_flow_mod up to the match
+_HEADER = struct.Struct("!BBHI")  # ofp_header: a barrier request is nothing more
 _MATCH_HEADER = struct.Struct("!HH")
 OFPFC_ADD, OFPFC_DELETE_STRICT = ofp.OFPFC_ADD, ofp.OFPFC_DELETE_STRICT
 
@@ -150,6 +151,11 @@ def instruction_bytes(meter: int | None, actions: tuple, write_metadata: tuple |
         offset = len(buf)
         inst.serialize(buf, offset)
     return bytes(buf)
+
+
+def barrier_request(xid: int) -> bytes:
+    """An OFPT_BARRIER_REQUEST: a push's flow-mods and its barrier leave in one write."""
+    return _HEADER.pack(ofp.OFP_VERSION, ofp.OFPT_BARRIER_REQUEST, _HEADER.size, xid)
 
 
 def flow_mod(flow: Flow, command: int, xid: int) -> bytes:

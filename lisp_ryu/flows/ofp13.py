@@ -76,18 +76,27 @@ def to_message(datapath: Any, op: Operation):
     raise TypeError(f"unknown operation {op!r}")
 
 
+def barrier_request(datapath: Any) -> tuple[int, bytes]:
+    """A barrier request's xid and bytes, without Ryu's message objects."""
+    xid = next_xid(datapath)
+    return xid, encode.barrier_request(xid)
+
+
 def next_xid(datapath: Any) -> int:
     """The datapath's next transaction id, shared with Ryu's own `set_xid`."""
     datapath.xid = (datapath.xid + 1) & datapath.ofproto.MAX_XID
     return datapath.xid
 
 
-def encode_operations(datapath: Any, ops: list[Operation], chunk: int = 1 << 16) -> Iterator[bytes]:
-    """The operations as wire bytes, in order, joined into writes of about `chunk` bytes.
+def encode_operations(datapath: Any, ops: list[Operation], chunk: int = 1 << 16,
+                      then: bytes = b"") -> Iterator[bytes]:
+    """The operations as wire bytes, in order, joined into writes of about `chunk` bytes;
+    `then` (a barrier) ends the last write.
 
     Flow-mods (nearly all of a push) come from the fast encoder; groups and
     meters, a handful per push, from Ryu.  Fewer, larger writes matter as much
-    as cheaper encoding: each Ryu send is a queue hand-off and a syscall.
+    as cheaper encoding: each Ryu send is a queue hand-off and a syscall (and a
+    move's push is usually one write).
     """
     pending: list[bytes] = []
     size = 0
@@ -105,8 +114,8 @@ def encode_operations(datapath: Any, ops: list[Operation], chunk: int = 1 << 16)
         if size >= chunk:
             yield b"".join(pending)
             pending, size = [], 0
-    if pending:
-        yield b"".join(pending)
+    if pending or then:
+        yield b"".join(pending) + then
 
 
 def _ryu_bytes(datapath: Any, op: Operation) -> bytes:

@@ -374,19 +374,17 @@ class Controller:
             for op in ops:
                 LOG.debug("dpid %#x: %s (was %s)", dpid, op, have.get(getattr(getattr(op, "flow", None), "key", None)))
         dp = session.datapath
+        xid, barrier = ofp13.barrier_request(dp)
         try:
-            chunks = list(ofp13.encode_operations(dp, ops))
+            chunks = list(ofp13.encode_operations(dp, ops, then=barrier))
         except Exception as exc:
             self.count("encode_errors")
             self._set_problem(dpid, "compile", f"cannot encode its flow-mods: {type(exc).__name__}: {exc}; "
                               "switch left unchanged", exc_info=True)
             return planning
+        session.barrier_sent = xid  # before sending: a switch may answer before send returns
         for chunk in chunks:
             dp.send(chunk)
-        barrier = dp.ofproto_parser.OFPBarrierRequest(dp)
-        dp.set_xid(barrier)
-        session.barrier_sent = barrier.xid  # before sending: a switch may answer before send returns
-        dp.send_msg(barrier)
         session.installed = desired
         self.counters["flow_ops"] = self.counters.get("flow_ops", 0) + len(ops)
         LOG.info("dpid %#x: %d flow/group/meter changes of %d flows in %.1f ms (%s)", dpid, len(ops),

@@ -55,3 +55,18 @@ def test_generated_plans_match_ryu_byte_for_byte(plan):
 def test_unknown_match_fields_are_refused_not_guessed():
     with pytest.raises(encode.NotEncodable):
         encode.flow_mod(Flow(1, 1, match(tcp_dst=80), actions=(Output(1),)), encode.OFPFC_ADD, 1)
+
+
+def test_a_barrier_request_matches_ryu_and_ends_the_push_s_last_write():
+    msg = ofproto_v1_3_parser.OFPBarrierRequest(BareDatapath())
+    msg.set_xid(0x01020304)
+    msg.serialize()
+    assert encode.barrier_request(0x01020304) == bytes(msg.buf)
+
+    dp = type("Dp", (BareDatapath,), {"xid": 10})()
+    xid, barrier = ofp13.barrier_request(dp)
+    flow = Flow(1, 1, match(in_port=1), actions=(Output(2),))
+    writes = list(ofp13.encode_operations(dp, [AddFlow(flow)], then=barrier))
+    assert xid == 11 and len(writes) == 1
+    assert writes[0] == encode.flow_mod(flow, encode.OFPFC_ADD, 12) + barrier
+    assert list(ofp13.encode_operations(dp, [], then=barrier)) == [barrier]
