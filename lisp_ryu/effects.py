@@ -57,7 +57,15 @@ class HostArrived:
     workload: str = ""
 
 
-Effect = Union[SendControl, PacketOut, DataplaneChanged, HostArrived]
+@dataclass(frozen=True)
+class RegisterChanges:
+    """The hosts here changed: register what the map-servers have not confirmed, by asking the
+    core (`register_changes`) once this event's switch work is done.  Building and signing a
+    Map-Register for each map-server costs about a millisecond of the one thread, which a
+    workload's own flows and those of the xTRs it left, told directly, need not wait for."""
+
+
+Effect = Union[SendControl, PacketOut, DataplaneChanged, HostArrived, RegisterChanges]
 
 
 class Core(Protocol):

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from lisp_ryu import config as config_mod
-from lisp_ryu.effects import Core, DataplaneChanged, HostArrived, PacketOut, SendControl
+from lisp_ryu.effects import Core, DataplaneChanged, HostArrived, PacketOut, RegisterChanges, SendControl
 from lisp_ryu.flows import ofp13
 from lisp_ryu.flows.compiler import CompileError, compile_plan, remotes_installed
 from lisp_ryu.flows.diff import diff
@@ -240,11 +240,11 @@ class Controller:
     def run(self, endpoint: ControlEndpoint, effects) -> None:
         """Carry out a core's effects: datagrams, then the data plane, then re-injected packets.
 
-        Datagrams go first because they start round trips (a Map-Register for a
-        workload that just arrived is what redirects every other site), while
-        pushing flows takes milliseconds; held packets go last, so they meet
-        their flows.  A workload that arrived brings its old sites' mappings (glue.moves):
-        they join this push, and the other xTRs are told after it.
+        Datagrams go first because they start round trips, while pushing flows takes
+        milliseconds; held packets go last, so they meet their flows.  A workload that
+        arrived brings its old sites' mappings (glue.moves): they join this push, and the
+        other xTRs are told after it, directly; its Map-Registers (`RegisterChanges`, for the
+        xTRs this controller does not drive) are built and sent after that.
         """
         arrived = [e for e in effects if isinstance(e, HostArrived)] if endpoint.dpid is not None else []
         if arrived:
@@ -271,6 +271,8 @@ class Controller:
                     self._packet_out_after_push(dpid, effect)
             if arrived:
                 self.arrivals.add(endpoint, [(e.record, e.workload) for e in arrived])
+        if any(isinstance(e, RegisterChanges) for e in effects):  # after the switches' flows
+            self.run(endpoint, endpoint.core.register_changes(endpoint.clock()))
         self._lane.drain()
         self.wake()
 

@@ -21,7 +21,7 @@ import random
 from typing import Callable, Iterable
 
 from lisp_ryu.config import XtrConfig
-from lisp_ryu.effects import DataplaneChanged, Effect, HostArrived, PacketOut
+from lisp_ryu.effects import DataplaneChanged, Effect, HostArrived, PacketOut, RegisterChanges
 from lisp_ryu.mapping.mapcache import CacheEntry, MapCache, SourceDestCache
 from lisp_ryu.plan import (
     DynamicPrefix,
@@ -300,8 +300,8 @@ class XtrCore:
                          ) -> list[Effect]:
         """A packet from an unknown source inside a dynamic-EID prefix: a workload arrived.
 
-        Learn it (IP, MAC, port), install its local flows, register it as a
-        host route with every map-server at once, and re-inject the packet.
+        Learn it (IP, MAC, port), install its local flows, register it as a host route with
+        every map-server (`RegisterChanges`: right after the flows), and re-inject the packet.
         `with_addresses`: gives the workload's other (iid, address) pairs, where a glue
         that drives its old site knows them (same MAC there), asked only when the
         workload arrived (not for a known host's packets): learned with it, in
@@ -323,7 +323,7 @@ class XtrCore:
                     self.state.count("dynamic_eid_learned_with_its_workload")
         effects: list[Effect] = [DataplaneChanged(f"dynamic EID {source} arrived"
                                                   + "".join(f", with {k[1]}" for k in keys[1:]))]
-        effects += self.registrar.register_all(now)
+        effects.append(RegisterChanges())
         for k in keys:
             record = self.mobility.arrival_record(k)
             if record is not None:
@@ -333,6 +333,10 @@ class XtrCore:
             for exp in [e for e in self.state.expected if e[1] == k[1] and e in self.state.dynamic_hosts]:
                 effects += self.mobility.arrived(exp, self.state.dynamic_hosts[exp], now)  # a planned move's end
         return effects
+
+    def register_changes(self, now: float) -> list[Effect]:
+        """The Map-Registers `RegisterChanges` asked for: what changed, to every map-server."""
+        return self.registrar.register_all(now)
 
     def handle_announcement(self, in_port: int, packet: bytes, now: float) -> list[Effect]:
         """A frame with no IP sender from a host port.  A RARP from the port announced for a planned

@@ -14,6 +14,7 @@ import pytest
 from lisp_ryu import plan as pt
 from lisp_ryu.flows import compiler as c
 from lisp_ryu.flows.pipeline import Owner, Table, cookie_owner
+from support.effects import as_the_glue_runs
 from support.simulate import walk
 
 ip = ipaddress.ip_address
@@ -157,7 +158,7 @@ def test_the_core_learns_an_arrival_in_its_ports_tenant_and_registers_it_there()
     core = XtrCore(config.parse(yaml.safe_load(TWO_TENANT_XTR)).xtrs[0], nonces=itertools.count(1).__next__)
     core.start(0.0)
     assert c.compile_plan(core.plan())  # compiles: the tenants' flows do not collide
-    effects = core.handle_host_seen(4, ip("10.2.0.10"), "02:4c:68:07:02:0a", b"garp", 1.0)
+    effects = as_the_glue_runs(core, core.handle_host_seen(4, ip("10.2.0.10"), "02:4c:68:07:02:0a", b"garp", 1.0), 1.0)
     registers = [decode_message(e.payload) for e in effects if isinstance(e, SendControl)]
     assert {str(r.eid_prefix) for m in registers for r in m.records} >= {"[7]10.2.0.10/32"}
     assert not any(str(r.eid_prefix) == "[42]10.2.0.10/32" for m in registers for r in m.records)

@@ -65,6 +65,23 @@ def test_every_xtr_follows_a_move_before_the_map_server_answers(lab):
     assert len(redirects) == 1
 
 
+def test_the_map_register_leaves_after_every_xtr_has_its_flows(lab, monkeypatch):
+    """Building and signing a Map-Register costs about a millisecond of the thread: on a move the
+    three switches' flow-mods go first (the old site and the ITR are told directly), then it."""
+    order = []
+    for dpid, switch in lab.switches.items():
+        sent = switch.send
+        monkeypatch.setattr(switch, "send", lambda data, dpid=dpid, sent=sent: (order.append(dpid), sent(data)))
+    endpoint = next(e for e in lab.controller.xtrs.values() if e.core.config.name == "dc2")
+    sendto = endpoint.send
+    monkeypatch.setattr(endpoint, "send", lambda payload, dest: (
+        order.append("register" if is_map_register(payload) else "datagram"), sendto(payload, dest))[1])
+    arrive(lab)
+    assert "register" in order
+    first_register = order.index("register")
+    assert {1, 2, 3} <= set(order[:first_register])  # new site, old site, ITR: flows before it
+
+
 def test_the_new_site_reaches_the_old_sites_own_hosts_at_once(lab):
     """The workload's old neighbours (dc1's own hosts) are in no map-cache dc2 could copy: dc2
     gets dc1's own mappings copied, so the replies to them need no Map-Request (measured in the

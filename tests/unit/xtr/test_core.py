@@ -6,7 +6,7 @@ import itertools
 import pytest
 
 from lisp_ryu import config
-from lisp_ryu.effects import DataplaneChanged, PacketOut, SendControl
+from lisp_ryu.effects import DataplaneChanged, PacketOut, RegisterChanges, SendControl
 from lisp_ryu.plan import RemoteAction, RemoteEntry, Rloc
 from lisp_ryu.wire import auth
 from lisp_ryu.wire.prefix import EidPrefix
@@ -16,6 +16,7 @@ from lisp_ryu.wire.messages import MapNotify, MapNotifyAck, MapRegister, MapRepl
 from lisp_ryu.wire.records import Action, Locator, MappingRecord, MapRequestRecord
 from lisp_ryu.xtr import mobility as xtr_mobility
 from lisp_ryu.xtr.core import XtrCore
+from support.effects import as_the_glue_runs
 
 ip = ipaddress.ip_address
 MS = ip("198.18.0.2")
@@ -260,13 +261,16 @@ def registered_prefixes(effects):
 def test_arriving_workload_is_learned_registered_at_once_and_reinjected(xtr):
     xtr.start(0.0)
     effects = xtr.handle_host_seen(5, VISITOR, "02:00:00:02:00:4d", b"garp", 3.0)
-    assert isinstance(effects[0], DataplaneChanged)
+    assert isinstance(effects[0], DataplaneChanged) and effects[-1] == PacketOut(5, b"garp")
+    # The Map-Register is built when the glue asks, after the switches' flows, not before them.
+    assert RegisterChanges() in effects and not sends(effects)
+    effects = as_the_glue_runs(xtr, effects, 3.0)
     assert registered_prefixes(effects) == [["[42]10.1.0.0/16", "[42]10.2.0.77/32"]]
-    assert effects[-1] == PacketOut(5, b"garp")
     hosts = {h.ip: h for h in xtr.plan().hosts}
     assert hosts[VISITOR].port == 5 and hosts[VISITOR].mac == "02:00:00:02:00:4d"
     # Seen again (a second packet raced the flows): no new registration.
-    assert registered_prefixes(xtr.handle_host_seen(5, VISITOR, "02:00:00:02:00:4d", b"x", 3.1)) == []
+    assert registered_prefixes(as_the_glue_runs(xtr, xtr.handle_host_seen(5, VISITOR, "02:00:00:02:00:4d", b"x",
+                                                                          3.1), 3.1)) == []
 
 
 def test_sources_outside_dynamic_prefixes_are_not_learned(xtr):
@@ -310,7 +314,7 @@ def test_notify_echoing_our_own_mapping_changes_nothing(xtr):
 def test_a_workload_that_comes_back_is_served_and_registered_again(xtr):
     xtr.start(0.0)
     xtr.handle_control(moved_notify(xtr).encode(), MS, 4342, 1.0)
-    effects = xtr.handle_host_seen(1, H1, "02:00:00:01:00:0a", b"back", 5.0)
+    effects = as_the_glue_runs(xtr, xtr.handle_host_seen(1, H1, "02:00:00:01:00:0a", b"back", 5.0), 5.0)
     assert registered_prefixes(effects) == [["[42]10.1.0.0/16", "[42]10.1.0.10/32"]]
     plan = xtr.plan()
     assert plan.redirects == ()

@@ -14,6 +14,7 @@ from lisp_ryu.wire.messages import MapRegister, MapReply, MapRequest
 from lisp_ryu.wire.prefix import EidPrefix
 from lisp_ryu.wire.records import Locator, MappingRecord, MapRequestRecord
 from lisp_ryu.xtr.core import XtrCore
+from support.effects import as_the_glue_runs
 
 ip = ipaddress.ip_address
 MS = ip("198.18.0.2")
@@ -81,7 +82,7 @@ def test_an_smr_for_an_ipv6_eid_is_followed_by_an_smr_invoked_request(xtr):
 
 def test_a_dual_stack_host_arriving_is_learned_in_ipv6_too(xtr):
     xtr.start(0.0)
-    effects = xtr.handle_host_seen(2, ip("fd00:5::99"), "02:4c:68:05:00:99", b"na", 1.0)
+    effects = as_the_glue_runs(xtr, xtr.handle_host_seen(2, ip("fd00:5::99"), "02:4c:68:05:00:99", b"na", 1.0), 1.0)
     (send,) = [s for s in sends(effects) if isinstance(decode_message(s.payload), MapRegister)]
     eids = [str(r.eid_prefix) for r in decode_message(send.payload).records]
     assert "[42]fd00:5::99/128" in eids

@@ -16,6 +16,7 @@ from lisp_ryu.wire.messages import MapNotify
 from lisp_ryu.wire.prefix import EidPrefix
 from lisp_ryu.wire.records import Locator, MappingRecord
 from lisp_ryu.xtr.core import XtrCore
+from support.effects import as_the_glue_runs
 
 MS = ipaddress.ip_address("198.18.0.2")
 KEY = "s3cret"
@@ -58,8 +59,8 @@ def all_routes(send):
 
 
 def arrive(xtr, k, now):
-    return xtr.handle_host_seen(10 + k, ipaddress.ip_address(f"10.1.0.{10 + k}"), f"02:00:00:01:00:{k:02x}",
-                                b"garp", now)
+    return as_the_glue_runs(xtr, xtr.handle_host_seen(10 + k, ipaddress.ip_address(f"10.1.0.{10 + k}"),
+                                                      f"02:00:00:01:00:{k:02x}", b"garp", now), now)
 
 
 def registered(xtr, now=0.0):
