@@ -166,8 +166,7 @@ def expected_flows(e: Expected, tunnel_port: int, fixed_ports: bool, tunnel_acti
     leave through the switch at the switchover instead of waiting for its learn and push.
     `tunnel_actions(iid, rloc, out_port=None)`; `fixed_ports` as for `leaving_flows`."""
     owner = expect_cookie(e.iid, e.ip)
-    eth_type, dst_field = _eth(e.ip)
-    fields = {"tunnel_id": e.iid, "eth_type": eth_type, dst_field: str(e.ip)}
+    fields = _decap_fields(e.iid, e.ip)
     here = _to_workload(e, deliver_actions)
     if e.old_rloc is None:
         out = [Flow(Table.DECAP, PRIO_PLANNED_MOVE, match(**fields), actions=here, cookie=owner)]
@@ -199,8 +198,7 @@ def leaving_flows(x: Leaving, host: LocalHost, tunnel_port: int, fixed_ports: bo
     owner = cookie(Owner.PLANNED_MOVE, x.iid, f"leave {x.ip}")
     out = [Flow(Table.ROUTE, PRIO_LEAVING, _route_match(x.iid, x.ip),
                 actions=(*deliver, *tunnel_actions(x.iid, x.rloc)), cookie=owner)]
-    eth_type, dst_field = _eth(x.ip)
-    fields = {"tunnel_id": x.iid, "eth_type": eth_type, dst_field: str(x.ip)}
+    fields = _decap_fields(x.iid, x.ip)
     out += _sent_on(fields, PRIO_LEAVING + 1, tunnel_port, fixed_ports, deliver,
                     lambda out_port=None: tunnel_actions(x.iid, x.rloc, out_port=out_port), owner)
     return out + _kept(fields, PRIO_LEAVING + 2, x.replicated_by, deliver, owner)
@@ -224,6 +222,12 @@ def _kept(fields: dict, priority: int, replicated_by: tuple, here: tuple[Action,
         source = "tun_ipv4_src" if rloc.version == 4 else "tun_ipv6_src"
         out.append(Flow(Table.DECAP, priority, match(**fields, **{source: str(rloc)}), actions=here, cookie=owner))
     return out
+
+
+def _decap_fields(iid: int, ip) -> dict:
+    """A DECAP match's fields for what is tunnelled to `ip` in instance `iid`."""
+    eth_type, dst_field = _eth(ip)
+    return {"tunnel_id": iid, "eth_type": eth_type, dst_field: str(ip)}
 
 
 def _route_match(iid: int, ip) -> tuple:
