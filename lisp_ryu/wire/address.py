@@ -57,6 +57,7 @@ class LcafType(IntEnum):
     INSTANCE_ID = 2
     EXPLICIT_LOCATOR_PATH = 10
     SOURCE_DEST_KEY = 12
+    REPLICATION_LIST = 13
 
 
 #: LCAFs may nest (an Instance-ID around a Source/Dest key ...); a peer must
@@ -353,6 +354,67 @@ class SourceDestAddress(Lcaf):
 
     def __str__(self) -> str:
         return f"({self.source}/{self.source_mask_len} -> {self.dest}/{self.dest_mask_len})"
+
+
+@dataclass(frozen=True)
+class RleEntry:
+    """One replication target of a Replication List Entry and its level (RFC 8060: the level
+    orders a replication tree; the RLOCs of draft-ietf-lisp-predictive-rlocs share one)."""
+
+    address: object
+    level: int = 0
+
+    def __post_init__(self) -> None:
+        check_address("RleEntry", "address", self.address)
+        check_uint("RleEntry", "level", self.level, 8)
+
+
+#   0                   1                   2                   3
+#   0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
+#  +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+#  |           AFI = 16387         |     Rsvd1     |     Flags     |
+#  +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+#  |   Type = 13   |     Rsvd2     |             Length            |
+#  +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+#  |              Rsvd3            |     Rsvd4     |  Level Value  |
+#  +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+#  |              AFI = x          |           RTR/ETR #1 ...      |
+#  +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+#  |              Rsvd3            |     Rsvd4     |  Level Value  |   (repeats)
+#  +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+@register_lcaf
+@dataclass(frozen=True)
+class ReplicationList(Lcaf):
+    """LCAF type 13, a Replication List Entry: a locator whose packets go to every entry, each
+    a copy of its own (multicast replication, and the predictive RLOCs of a roaming EID)."""
+
+    lcaf_type: ClassVar[int] = LcafType.REPLICATION_LIST
+    entries: tuple
+
+    def __post_init__(self) -> None:
+        for entry in as_tuple(self, "entries", self.entries):
+            if not isinstance(entry, RleEntry):
+                raise LispEncodeError(f"ReplicationList.entries must hold RleEntry, not {type(entry).__name__}")
+
+    def _encode_body(self, writer: Writer) -> None:
+        for entry in self.entries:
+            writer.u16(0)
+            writer.u8(0)
+            writer.u8(entry.level)
+            encode_address(writer, entry.address)
+
+    @classmethod
+    def _decode_body(cls, reader: Reader, rsvd2: int, depth: int) -> ReplicationList:
+        entries = []
+        while reader.pos < reader.end:
+            reader.u16("RLE Rsvd3")  # reserved: sent as zero, ignored on receipt
+            reader.u8("RLE Rsvd4")
+            level = reader.u8("RLE Level Value")
+            entries.append(RleEntry(decode_address(reader, "RLE entry AFI", depth), level))
+        return cls(tuple(entries))
+
+    def __str__(self) -> str:
+        return "rle(" + ", ".join(str(e.address) for e in self.entries) + ")"
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,8 @@ from lisp_ryu.wire import (
     MapReply,
     MapRequest,
     MapRequestRecord,
+    ReplicationList,
+    RleEntry,
     SourceDestAddress,
     UnknownLcaf,
 )
@@ -85,10 +87,11 @@ def addresses(depth: int = 2) -> st.SearchStrategy:
     afi_lists = st.builds(AfiListAddress, st.lists(children, max_size=3).map(tuple))
     hops = st.builds(ElpHop, address=children, lookup=st.booleans(), rloc_probe=st.booleans(), strict=st.booleans())
     elps = st.builds(ExplicitLocatorPath, st.lists(hops, max_size=3).map(tuple))
+    rles = st.builds(ReplicationList, st.lists(st.builds(RleEntry, address=children, level=u8), max_size=3).map(tuple))
     source_dests = st.tuples(_prefix_pairs(children), _prefix_pairs(children)).map(
         lambda pair: SourceDestAddress(pair[0][0], pair[0][1], pair[1][0], pair[1][1])
     )
-    return st.one_of(plain_addresses, unknown_lcafs, instance_ids, afi_lists, elps, source_dests)
+    return st.one_of(plain_addresses, unknown_lcafs, instance_ids, afi_lists, elps, rles, source_dests)
 
 
 any_address = addresses()

@@ -23,6 +23,8 @@ from lisp_ryu.wire import (
     MapReply,
     MapRequest,
     MapRequestRecord,
+    ReplicationList,
+    RleEntry,
     UnknownLcaf,
     address_from_bytes,
     address_to_bytes,
@@ -148,6 +150,22 @@ def test_unknown_lcaf_types_pass_through_unchanged() -> None:
     value = address_from_bytes(raw)
     assert value == UnknownLcaf(5, bytes.fromhex("deadbeef"), 0x11, 0x22, 0x33)
     assert address_to_bytes(value) == raw
+
+
+def test_replication_list_entries_must_be_whole() -> None:
+    # RFC 8060 LCAF 13 with one IPv4 entry at level 3: Rsvd3, Rsvd4, Level, AFI 1, address.
+    raw = h("40 03 00 00 0d 00 00 0a 00 00 00 03 00 01 c6 12 00 01")
+    assert address_from_bytes(raw) == ReplicationList((RleEntry(IPv4Address("198.18.0.1"), 3),))
+    cut = raw[:6] + (10 - 2).to_bytes(2, "big") + raw[8:-2]  # Length ends inside the entry's address
+    with pytest.raises(LispDecodeError, match="RLE|AFI|truncated|left over"):
+        address_from_bytes(cut)
+    header_only = raw[:6] + (3).to_bytes(2, "big") + raw[8:11]  # an entry's header, cut before its level
+    with pytest.raises(LispDecodeError, match="RLE Level"):
+        address_from_bytes(header_only)
+    with pytest.raises(LispEncodeError, match="RleEntry"):
+        ReplicationList((IPv4Address("198.18.0.1"),))
+    with pytest.raises(LispEncodeError, match="level"):
+        RleEntry(IPv4Address("198.18.0.1"), 256)
 
 
 def test_lcaf_nesting_is_bounded() -> None:

@@ -39,6 +39,8 @@ from lisp_ryu.wire import (
     MappingRecord,
     MapReply,
     NextProtocol,
+    ReplicationList,
+    RleEntry,
     SourceDestAddress,
 )
 
@@ -98,6 +100,15 @@ SOURCE_DEST_REPLY = MapReply(nonce=0x5D, records=(
                   16, ttl=15, action=Action.DROP_POLICY_DENIED),
     MappingRecord(SourceDestAddress(IPv6Address("2001:db8:1::"), 48, IPv6Address("2001:db8:2::"), 48), 48,
                   (Locator(IPv4Address("198.18.2.2"), reachable=True),), ttl=1440),
+))
+
+# Predictive RLOCs (draft-ietf-lisp-predictive-rlocs) as a Map-Server may answer them: a Replication
+# List Entry (RFC 8060 LCAF 13) at the best priority, the plain RLOC behind it for ITRs without RLE.
+RLE_REPLY = MapReply(nonce=0x77, records=(
+    MappingRecord(InstanceIdAddress(7, IPv4Address("10.1.0.5")), 32, (
+        Locator(ReplicationList((RleEntry(IPv4Address("198.18.1.1")), RleEntry(IPv6Address("2001:db8::2"), 1))),
+                priority=1, reachable=True),
+        Locator(IPv4Address("198.18.1.1"), priority=2, reachable=True)), ttl=1),
 ))
 
 INNER_V4 = ipv4_udp("10.1.0.1", "10.2.0.1", 1000, 2000, b"ping")
@@ -178,6 +189,16 @@ CONTROL_CASES: list[tuple[object, list[str]]] = [
             "Mapping Record 2, EID Prefix: Source/Dest Key/48, TTL: 1440, Action: No-Action",
             "LCAF: Source/Dest Key (2001:db8:1::/48, 2001:db8:2::/48)",
             "Locator Record 1, RLOC: 198.18.2.2, Reachable",
+        ],
+    ),
+    (
+        RLE_REPLY,
+        [
+            "Mapping Record 1, EID Prefix: [7] 10.1.0.5/32, TTL: 1",
+            "Locator Record 1, RLOC: Replication List Entry, Reachable, Priority/Weight: 1/100",
+            "LCAF: Replication List Entry, 198.18.1.1 (0), 2001:db8::2 (1)",
+            "RTR/ETR 2. 2001:db8::2, level 1",
+            "Locator Record 2, RLOC: 198.18.1.1, Reachable, Priority/Weight: 2/100",
         ],
     ),
     (

@@ -601,3 +601,33 @@ def test_rows_of_both_families_in_one_group_are_each_judged_in_their_own():
         (0, "10.1.0.1/32"), (0, "10.1.0.2/32"), (0, "10.1.0.4/32"), (0, "2001:db8:1::1/128"), (42, "10.10.0.1/32")]
     assert bulk.counters["restore.no_longer_allowed"] == 4
     assert_same(bulk, reference)
+
+
+@pytest.mark.parametrize("kind", ["memory", "file"])
+def test_predictive_rlocs_registered_as_a_replication_list_are_answered_and_restored_as_registered(kind, tmp_path):
+    """A third-party ETR registering a roaming EID's predictive RLOCs (draft-ietf-lisp-predictive-rlocs:
+    a Replication List Entry, RFC 8060 LCAF 13, with the plain RLOC behind it): every Map-Reply carries
+    the locator-set byte for byte as registered, before and after a restart and a compaction."""
+    from lisp_ryu.wire import ReplicationList, RleEntry, decode_message
+
+    rle = ReplicationList((RleEntry(ip("198.18.1.1")), RleEntry(ip("198.18.2.1")), RleEntry(ip("2001:db8:ff::2"))))
+    record = MappingRecord.for_prefix(packets.eid("10.1.7.7/32"), (
+        Locator(rle, priority=1, weight=100, reachable=True),
+        Locator(ip("198.18.1.1"), priority=2, weight=100, reachable=True)), ttl=1)
+    store = MemoryStore() if kind == "memory" else FileStore(str(tmp_path / "ms"))
+
+    def answer(core, nonce):
+        payload = packets.map_request_ecm("10.1.7.7", [ITR], nonce=nonce, source_port=61000)
+        [effect] = core.handle_control(payload, ITR, 4342, T0 + 2)
+        reply = decode_message(effect.payload)
+        [answered] = reply.records
+        return answered
+
+    core = start(MapServer, store, now=T0)
+    register(core, [record], DC1_KEY, ETR1, T0 + 1, proxy=True)
+    assert answer(core, 1).locators == record.locators
+    restarted = start(MapServer, store, now=T0 + 1)
+    assert answer(restarted, 2).locators == record.locators
+    compacted = MemoryStore()  # the snapshot a compaction writes: registrations as rows
+    compacted.snapshot(restarted._journal.stored_state())
+    assert answer(start(MapServer, compacted, now=T0 + 1), 3).locators == record.locators
