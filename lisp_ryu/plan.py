@@ -99,6 +99,10 @@ class RemoteEntry:
 
     `source` is set for a source-specific entry (a Source/Dest-key mapping):
     its flow also matches the packet's source, and applies only to hosts in it.
+    `replicate` is set when the mapping's best locator is a Replication List Entry
+    (RFC 8060 LCAF 13; the predictive RLOCs of a roaming EID,
+    draft-ietf-lisp-predictive-rlocs): every packet goes to each of these RLOCs,
+    an OpenFlow group of type ALL, and `rlocs` is empty.
     """
 
     iid: int
@@ -106,6 +110,7 @@ class RemoteEntry:
     action: RemoteAction
     rlocs: tuple[Rloc, ...] = ()
     source: IPNetwork | None = None
+    replicate: tuple[IPAddress, ...] = ()
 
     @property
     def name(self) -> str:

@@ -82,7 +82,8 @@ def compile_plan(plan: XtrPlan) -> DesiredState:
     group_ids = (failover.allocate_group_ids(plan.remotes, ports, usable_rlocs) if ports
                  else _allocate_group_ids(plan.remotes))
     for entry in plan.remotes:  # each entry's flows are memoised, checked when first compiled
-        gid = group_ids.get((entry.iid, entry.prefix, entry.source)) if len(entry.rlocs) > 1 else None
+        gid = (group_ids.get((entry.iid, entry.prefix, entry.source))
+               if len(entry.rlocs) > 1 or len(entry.replicate) > 1 else None)
         entry_flows, entry_groups = _remote_compiled(entry, gid, context)
         flows += entry_flows
         groups += entry_groups
@@ -456,7 +457,16 @@ def _remote_compiled(entry: RemoteEntry, gid: int | tuple | None, plan: _TunnelC
     prio = prefix_priority(entry.prefix, entry.source)
     groups: tuple[Group, ...] = ()
     actions: tuple[Action, ...]
-    if entry.action is RemoteAction.ENCAP:
+    if entry.action is RemoteAction.ENCAP and entry.replicate:  # predictive RLOCs: a copy to each
+        if len(entry.replicate) == 1:
+            actions = _tunnel_actions(plan, entry.iid, entry.replicate[0])
+        elif not isinstance(gid, int):
+            raise CompileError(f"no group id for the replication of {entry.prefix} iid {entry.iid}")
+        else:
+            groups = (Group(gid, "all", tuple(Bucket(0, _tunnel_actions(plan, entry.iid, rloc))
+                                              for rloc in entry.replicate)),)
+            actions = (GroupAction(gid),)
+    elif entry.action is RemoteAction.ENCAP:
         rlocs = usable_rlocs(entry.rlocs)
         if isinstance(gid, tuple):  # two or more locators, BFD ports towards some: a fast-failover group
             groups, actions = failover.encap(entry, gid, plan.fixed_ports, plan.tunnel_port, usable_rlocs,
@@ -492,8 +502,8 @@ def _allocate_group_ids(remotes: tuple[RemoteEntry, ...]) -> dict:
     """Stable group ids: a hash of the entry, probed on collision in a fixed order."""
     ids: dict = {}
     used: set[int] = set()
-    grouped = [e for e in remotes if e.action is RemoteAction.ENCAP and len(e.rlocs) > 1  # (most have one)
-               and len(usable_rlocs(e.rlocs)) > 1]
+    grouped = [e for e in remotes if e.action is RemoteAction.ENCAP and (len(e.replicate) > 1 or (
+        len(e.rlocs) > 1 and len(usable_rlocs(e.rlocs)) > 1))]  # (most have one locator)
     for entry in sorted(grouped, key=lambda e: (e.iid, e.prefix.version, e.prefix, e.source is not None,
                                                 e.source or e.prefix)):
         gid = (zlib.crc32(f"{entry.iid}/{entry.name}".encode()) & 0x7FFFFFFE) or 1
@@ -527,9 +537,11 @@ def remotes_installed(state: DesiredState) -> list[RemoteEntry]:
         prefix = address_network(dst)
         iid = meta[0]
         buckets: list[tuple[int, tuple]] = []
+        replicated = False
         for action in flow.actions:
             if isinstance(action, GroupAction) and action.group_id in groups:
                 buckets = failover.flatten_buckets(groups, action.group_id)  # through FF groups' select groups
+                replicated = groups[action.group_id].type == "all"  # a Replication List Entry's copies
         if not buckets and flow.actions:
             buckets = [(100, flow.actions)]
         found = {}  # a fast-failover group names a locator more than once: the first (best) bucket's weight
@@ -538,7 +550,9 @@ def remotes_installed(state: DesiredState) -> list[RemoteEntry]:
                 if isinstance(a, SetField) and a.field in ("tun_ipv4_dst", "tun_ipv6_dst"):
                     found.setdefault(ipaddress.ip_address(a.value), weight)
         rlocs = tuple(Rloc(address, 1, weight) for address, weight in found.items())
-        if rlocs:
+        if rlocs and replicated:
+            out.append(RemoteEntry(iid, prefix, RemoteAction.ENCAP, replicate=tuple(found)))
+        elif rlocs:
             out.append(RemoteEntry(iid, prefix, RemoteAction.ENCAP, rlocs))
         elif not flow.actions:
             out.append(RemoteEntry(iid, prefix, RemoteAction.DROP))

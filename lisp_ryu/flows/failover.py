@@ -132,11 +132,11 @@ def allocate_group_ids(remotes: tuple[RemoteEntry, ...], ports: tuple[tuple[IPAd
 
     # Only entries of two or more locators take ids (a select or a failover group), so only
     # they are sorted: a map-cache of single-locator /32s costs no sort.
-    grouped = [e for e in remotes if e.action is RemoteAction.ENCAP and len(e.rlocs) > 1]
+    grouped = [e for e in remotes if e.action is RemoteAction.ENCAP and (len(e.rlocs) > 1 or len(e.replicate) > 1)]
     for entry in sorted(grouped, key=lambda e: (e.iid, e.prefix.version, e.prefix, e.source is not None,
                                                 e.source or e.prefix)):
-        count = groups_needed(entry, ports, usable)
-        plain = len(usable(entry.rlocs)) > 1
+        count = groups_needed(entry, ports, usable)  # 0 for a replication (no rlocs): one ALL group
+        plain = len(usable(entry.rlocs)) > 1 or len(entry.replicate) > 1
         if not count and not plain:
             continue
         base = (zlib.crc32(f"{entry.iid}/{entry.name}".encode()) & GROUP_ID_SPACE) or 1

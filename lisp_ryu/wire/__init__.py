@@ -21,21 +21,18 @@ from .address import (
     AfiListAddress,
     Afi,
     DistinguishedName,
-    ElpHop,
-    ExplicitLocatorPath,
     InstanceIdAddress,
     Lcaf,
     LcafType,
     MacAddress,
     NoAddress,
-    ReplicationList,
-    RleEntry,
     SourceDestAddress,
     UnknownLcaf,
     address_from_bytes,
     address_to_bytes,
     register_lcaf,
 )
+from .locator_lists import ElpHop, ExplicitLocatorPath, ReplicationList, RleEntry
 from .auth import DIGEST_LENGTHS, AuthAlgorithm, AuthResult, check_authentication, sign, verify
 from .control import decode_message
 from .data import LISP_DATA_PORT, MAX_IID, LispDataHeader, NextProtocol

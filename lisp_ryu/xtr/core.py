@@ -39,6 +39,7 @@ from lisp_ryu.plan import (
     XtrPlan,
 )
 from lisp_ryu.wire.ecm import EncapsulatedControlMessage
+from lisp_ryu.wire.locator_lists import ReplicationList
 from lisp_ryu.wire.errors import LispDecodeError
 from lisp_ryu.wire.control import decode_message
 from lisp_ryu.wire.messages import MapNotify, MapNotifyAck, MapReply, MapRequest
@@ -59,6 +60,29 @@ from lisp_ryu.xtr.state import (
 )
 
 LOG = logging.getLogger("lisp_ryu.xtr")
+
+
+def replication_targets(locators) -> tuple:
+    """The RLOCs every packet goes to when the best usable locator (reachable, priority below 255)
+    is a Replication List Entry (RFC 8060 LCAF 13: predictive RLOCs, draft-ietf-lisp-predictive-rlocs),
+    in the list's order, each once; () otherwise.  Plain locators of the same priority lose to it:
+    a mapping that asks for every copy is not load-split.  Only IP entries count (an entry of
+    another kind cannot be tunnelled to), and an RLE without one is no usable locator."""
+    best, targets = None, []
+    for loc in locators:
+        if not loc.reachable or loc.priority == 255:
+            continue
+        if isinstance(loc.address, ReplicationList):
+            ips = [e.address for e in loc.address.entries if isinstance(e.address, IP_TYPES)]
+            if not ips:
+                continue
+            if best is None or loc.priority < best[0] or (loc.priority == best[0] and not best[1]):
+                best, targets = (loc.priority, True), []
+            if loc.priority == best[0]:
+                targets += ips
+        elif isinstance(loc.address, IP_TYPES) and (best is None or loc.priority < best[0]):
+            best, targets = (loc.priority, False), []
+    return tuple(dict.fromkeys(targets)) if best is not None and best[1] else ()
 
 
 def _action_of(action: Action) -> RemoteAction:
@@ -246,6 +270,11 @@ class XtrCore:
         record = entry.value.record
         if entry.negative:
             return RemoteEntry(entry.iid, prefix, _action_of(record.action), source=source)
+        replicas = replication_targets(record.locators)
+        if replicas:  # not to ourselves: an EID here is delivered by its own flows, above this one
+            mine = self.state.rlocs
+            return RemoteEntry(entry.iid, prefix, RemoteAction.ENCAP, source=source,
+                               replicate=tuple(a for a in replicas if a not in mine))
         rlocs = tuple(
             Rloc(loc.address, loc.priority, loc.weight)
             for loc in record.locators

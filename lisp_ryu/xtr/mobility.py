@@ -18,6 +18,7 @@ from enum import Enum
 from lisp_ryu.effects import DataplaneChanged, Effect, PacketOut, SendControl
 from lisp_ryu.wire import LISP_CONTROL_PORT
 from lisp_ryu.plan import LocalHost, RemoteEntry, served_before_learning
+from lisp_ryu.wire.locator_lists import ReplicationList, RleEntry
 from lisp_ryu.wire.prefix import EidPrefix
 from lisp_ryu.wire.messages import MapRequest
 from lisp_ryu.wire.records import Action, Locator, MappingRecord, MapRequestRecord
@@ -444,6 +445,8 @@ class Mobility:
             if state.cache.get(entry.iid, entry.prefix) is not None:
                 continue
             locators = tuple(Locator(r.address, r.priority, r.weight) for r in entry.rlocs)
+            if entry.replicate:  # a Replication List Entry's copies, as the switch makes them
+                locators = (Locator(ReplicationList(tuple(RleEntry(a) for a in entry.replicate))),)
             action = Action.NO_ACTION if locators else Action.DROP_NO_REASON
             record = MappingRecord.for_prefix(EidPrefix.from_network(entry.prefix, entry.iid), locators,
                                               ttl=1, action=action)

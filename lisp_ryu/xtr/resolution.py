@@ -22,6 +22,7 @@ from lisp_ryu.wire import LISP_CONTROL_PORT
 from lisp_ryu.mapping.mapcache import CacheEntry
 from lisp_ryu.mapping.sourcedest import SourceDestKey, record_key
 from lisp_ryu.wire.address import NO_ADDRESS
+from lisp_ryu.wire.locator_lists import ReplicationList
 from lisp_ryu.wire.prefix import EidPrefix
 from lisp_ryu.wire.ecm import EncapsulatedControlMessage
 from lisp_ryu.wire.errors import LispDecodeError, LispEncodeError
@@ -428,7 +429,7 @@ class Resolver:
                 except (LispDecodeError, LispEncodeError):  # not an IP EID-prefix: nothing asked for it
                     state.count("map_reply_bad_record")
                     continue
-            if not from_resolver and source not in {loc.address for loc in record.locators}:
+            if not from_resolver and source not in _named_rlocs(record):
                 state.count("map_reply_refused_source")
                 state.log_throttled("map-reply-source", logging.WARNING,
                                     "%s: refused a Map-Reply record for %s from %s: neither a Map-Resolver "
@@ -563,3 +564,14 @@ def _same_forwarding(a: MappingRecord, b: MappingRecord) -> bool:
     a copy a controller made, a burst of publications repeating what a direct move did) changes
     no flow, and a push per record would cost a compile and diff each."""
     return a.locators == b.locators and (bool(a.locators) or a.action == b.action)
+
+
+def _named_rlocs(record: MappingRecord) -> set:
+    """The RLOCs a record names: its locators' addresses and the entries of a Replication List Entry
+    (an ETR answering with its predictive RLOCs is among them)."""
+    named = set()
+    for loc in record.locators:
+        named.add(loc.address)
+        if isinstance(loc.address, ReplicationList):
+            named.update(entry.address for entry in loc.address.entries)
+    return named
