@@ -329,6 +329,7 @@ class Mobility:
     def replicate(self, iid: int, ip: IPAddress, old_rloc: IPAddress, new_rloc: IPAddress, now: float,
                   timeout: float = PLANNED_MOVE_TIMEOUT) -> list[Effect]:
         """As an ITR: send traffic for the EID to both RLOCs until the mapping places it at `new_rloc`."""
+        self._take_role((iid, ip), self.state.replicating)
         self.state.replicating[(iid, ip)] = PlannedMove(new_rloc, now + timeout, rlocs=(old_rloc, new_rloc))
         self.state.count("planned_move_replications")
         LOG.info("%s: planned move of [%d]%s: replicating to %s and %s", self.state.config.name, iid, ip,
@@ -343,6 +344,7 @@ class Mobility:
         it here goes on to `old_rloc` too (where it still is until the switchover), but from
         `replicated_by`: those send the old site their own copy."""
         key = (iid, ip)
+        self._take_role(key, self.state.expected)
         self.state.expected[key] = PlannedMove(None, now + timeout, rlocs=(old_rloc,) if old_rloc else (), at=at,
                                                replicated_by=tuple(replicated_by))
         self.state.count("planned_move_expected")
@@ -361,11 +363,24 @@ class Mobility:
         here and tunnelled to `new_rloc` too, until the workload has left (its departure) or the
         timeout.  An ITR that knows nothing of the move (another implementation's, another
         controller's) then loses nothing at the switchover either."""
+        self._take_role((iid, ip), self.state.leaving)
         self.state.leaving[(iid, ip)] = PlannedMove(new_rloc, now + timeout, replicated_by=tuple(replicated_by))
         self.state.count("planned_move_leaving")
         LOG.info("%s: planned move of [%d]%s away to %s: our hosts' traffic to it goes there too",
                  self.state.config.name, iid, ip, new_rloc)
         return [DataplaneChanged(f"planned move of {ip}: leaving")]
+
+    def _take_role(self, key: tuple[int, IPAddress], role: dict) -> None:
+        """An xTR has one role in a move of an EID.  A move announced again to another destination
+        (the orchestrator retargets a migration) may give it another: the old one ends here, with
+        what it held (copies: the workload has not left), and the caller sets the new one."""
+        state = self.state
+        for other, name in ((state.replicating, "replicating"), (state.expected, "expected"),
+                            (state.leaving, "leaving")):
+            if other is not role and other.pop(key, None) is not None:
+                state.count("planned_move_superseded")
+                LOG.info("%s: planned move of [%d]%s announced again: no longer %s here",
+                         state.config.name, *key, name)
 
     def hold(self, iid: int, ip: IPAddress, packet: bytes, now: float) -> list[Effect]:
         """A decapsulated packet the switch sent us for a workload a planned move brings here: held

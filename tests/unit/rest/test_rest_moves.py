@@ -283,6 +283,44 @@ def test_planned_move_times_out(lab):
     assert [d.packet["tun_ipv4_dst"] for d in to_eid(lab, "dc3").deliveries] == [DC1]  # nothing moved
 
 
+def test_a_move_announced_again_elsewhere_takes_over_the_first(lab):
+    """The orchestrator retargets a migration before it happened (dc2, then dc3): each xTR has one
+    role in the move, the last one announced; nothing of the first is left when the window ends.
+    Announcing the same move again changes nothing."""
+    dc3 = "198.18.3.2"
+    lab.miss("dc3", "10.3.0.10", EID)
+    assert lab.call("POST", "/lisp/v1/moves", {"iid": 42, "eid": EID, "to_site": "dc2", "timeout": 5})[0] == 202
+    before = {name: held(lab, name) for name in ("dc1", "dc2", "dc3")}
+    assert lab.call("POST", "/lisp/v1/moves", {"iid": 42, "eid": EID, "to_site": "dc2", "timeout": 5})[0] == 202
+    assert {name: held(lab, name) for name in ("dc1", "dc2", "dc3")} == before  # the same again: no change
+
+    status, answer = lab.call("POST", "/lisp/v1/moves", {"iid": 42, "eid": EID, "to_site": "dc3", "timeout": 5})
+    assert status == 202 and answer["replicating_at"] == ["dc2"] and answer["new_rloc"] == dc3, answer
+    # dc2, the first destination, is an ITR now: both copies, to dc1 and dc3; it holds nothing for the EID.
+    [group] = [g for g in held(lab, "dc2").groups if g.group_id >= 0x80000000]
+    assert group.type == "all"
+    assert sorted(a.value for b in group.buckets for a in b.actions if getattr(a, "field", "") == "tun_ipv4_dst") \
+        == [DC1, dc3]
+    decap = {"in_port": 100, "tunnel_id": 42, "eth_type": 0x0800, "ipv4_dst": EID, "tun_ipv4_src": "203.0.113.7"}
+    assert walk(held(lab, "dc2"), decap).ports == []
+    assert lab.cores["dc2"].counters["planned_move_superseded"] == 1
+    # dc3, the ITR of the first move, is the destination: its hosts' packets to the EID are held
+    # there and go to dc1, where the workload still is; it replicates no more.
+    trace = to_eid(lab, "dc3")
+    assert trace.ports == ["controller", 100] and [d.packet["tun_ipv4_dst"] for d in trace.deliveries
+                                                  if d.port == 100] == [DC1]
+    assert not [g for g in held(lab, "dc3").groups if g.group_id >= 0x80000000]
+    # dc1, still the old site, sends what an unaware ITR tunnels to the EID on to dc3 now.
+    assert [d.packet["tun_ipv4_dst"] for d in walk(held(lab, "dc1"), decap).deliveries if d.port == 100] == [dc3]
+
+    lab.clock.advance(6)
+    lab.controller.run_timers()
+    lab.underlay.settle()
+    for name in ("dc1", "dc2", "dc3"):
+        assert planned_flows(held(lab, name)) == [], name
+        assert not [g for g in held(lab, name).groups if g.group_id >= 0x80000000], name
+
+
 def test_a_move_to_a_site_whose_switch_is_away_is_refused_and_prepares_nothing(lab):
     """Nothing can be held at a destination whose switch is not connected: the orchestrator hears
     503 (retry), not 202 for a move that would lose the traffic; no xTR is left replicating."""
