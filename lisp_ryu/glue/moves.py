@@ -210,7 +210,7 @@ def planned_move(controller: "Controller", iid: int, eid: "IPAddress", to_site: 
         mac = mac or next((h.mac for h in old.core.local_hosts() if (h.iid, h.ip) == (iid, eid)), None)
         if mac is None:
             raise ValueError(f"{old.core.config.name} does not know [{iid}]{eid}'s MAC: give mac with port")
-    old_rloc, new_rloc = old.core.state.rlocs[0], dest.core.state.rlocs[0]
+    old_rloc, new_rloc = preferred_rloc(old.core.config), preferred_rloc(dest.core.config)
     # What the workload talks to from its old site: the old site's map-cache and its own hosts
     # and prefixes (not the workload itself).
     prefetch = tuple((entry.iid, entry.value.record.eid_prefix.network) for entry in old.core.cache
@@ -249,6 +249,13 @@ def planned_move(controller: "Controller", iid: int, eid: "IPAddress", to_site: 
             **({} if port is None else {"port": port, "mac": mac}),
             "not_connected": away, "installed": installed,
             "delivering": delivering(controller, dest, iid, eid) if installed else None}
+
+
+def preferred_rloc(config) -> "IPAddress":
+    """The RLOC a planned move names for a site (an xTR's configuration): its best priority, as its
+    registration ranks them (255, not for unicast, only if it has no other), the first listed among equals."""
+    usable = [r for r in config.rlocs if r.priority != 255] or list(config.rlocs)
+    return min(usable, key=lambda r: r.priority).address
 
 
 def delivering(controller: "Controller", dest: "ControlEndpoint", iid: int, eid: "IPAddress") -> bool | None:

@@ -7,7 +7,8 @@ Plain AFIs (RFC 9301 §5, IANA address family numbers):
     AFI 2      IPv6 (16 bytes)           -> ipaddress.IPv6Address
     AFI 17     distinguished name (ASCII, NUL-terminated) -> DistinguishedName
     AFI 16389  48-bit MAC (6 bytes)      -> MacAddress
-    AFI 16387  LCAF (RFC 8060)           -> one of the Lcaf subclasses below
+    AFI 16387  LCAF (RFC 8060)           -> one of the Lcaf subclasses below, or in
+                                            locator_lists.py (ELP, RLE)
 
 LCAF header (RFC 8060 §3), common to every LCAF type; ``Length`` counts the
 bytes that follow it:

@@ -321,6 +321,18 @@ def test_a_move_announced_again_elsewhere_takes_over_the_first(lab):
         assert not [g for g in held(lab, name).groups if g.group_id >= 0x80000000], name
 
 
+def test_a_planned_move_names_the_destinations_preferred_rloc(tmp_path, monkeypatch):
+    """A multihomed destination whose second RLOC has the better priority gets the copies there,
+    as its registration ranks them, not at the first one listed."""
+    preferred = "198.18.2.3"
+    monkeypatch.setitem(DC2_XTR, "rlocs", [{"address": DC2, "priority": 2}, {"address": preferred, "priority": 1}])
+    lab = three_site_lab(tmp_path)
+    lab.miss("dc3", "10.3.0.10", EID)
+    status, answer = lab.call("POST", "/lisp/v1/moves", {"iid": 42, "eid": EID, "to_site": "dc2"})
+    assert status == 202 and (answer["old_rloc"], answer["new_rloc"]) == (DC1, preferred), answer
+    assert sorted(d.packet["tun_ipv4_dst"] for d in to_eid(lab, "dc3").deliveries) == [DC1, preferred]
+
+
 def test_a_move_to_a_site_whose_switch_is_away_is_refused_and_prepares_nothing(lab):
     """Nothing can be held at a destination whose switch is not connected: the orchestrator hears
     503 (retry), not 202 for a move that would lose the traffic; no xTR is left replicating."""
