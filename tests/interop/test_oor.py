@@ -46,13 +46,19 @@ from lisp_ryu.lab.capture import Capture, decode
 from lisp_ryu.wire import (
     AuthAlgorithm,
     AuthResult,
+    EidPrefix,
     EncapsulatedControlMessage,
+    Locator,
     MapNotify,
+    MappingRecord,
     MapRegister,
     MapReply,
     MapRequest,
+    ReplicationList,
+    RleEntry,
     check_authentication,
     decode_message,
+    sign,
 )
 from lisp_ryu.xtr.core import XtrCore
 from support.underlay import FakeSwitch
@@ -498,6 +504,38 @@ def test_oor_acknowledges_only_what_it_can_verify(oor_ms):
         assert node.core.counters.get("map_register_sent", 0) >= 2, node.core.counters
         assert node.received == [], [decode_message(r[2]) for r in node.received]
     assert good.core.counters.get("map_notify_for_register") == 1
+
+
+def test_predictive_rlocs_registered_with_oor_reach_our_itr(oor_ms):
+    """Another ETR registers with OOR's Map-Server a prefix whose best locator is a Replication List
+    Entry (RFC 8060 LCAF 13; draft-ietf-lisp-predictive-rlocs), the plain RLOC behind it; OOR's
+    proxy Map-Reply hands it to our ITR, which then sends every packet to each RLOC in it."""
+    link, oor, driver = oor_ms
+    a = driver.add(_xtr_config("a", RLOC_A, ["10.71.0.0/16"], MS_ADDR, proxy_reply=True))
+    driver.start(a)
+    assert driver.pump(lambda: _registered(a), timeout=5), oor.log()
+    rle = ReplicationList((RleEntry(ipaddress.ip_address(RLOC_B)), RleEntry(ipaddress.ip_address(RLOC_C))))
+    record = MappingRecord.for_prefix(EidPrefix.from_network("10.72.0.0/16", 0), (
+        Locator(rle, priority=1, weight=100), Locator(ipaddress.ip_address(RLOC_B), priority=2, weight=100)), ttl=10)
+    register = sign(MapRegister(nonce=0x5EED, records=(record,), proxy_map_reply=True, want_map_notify=True),
+                    KEY, AuthAlgorithm.HMAC_SHA_1_96)
+    etr = open_udp_socket(link.right, (RLOC_C, LISP_CONTROL))
+    try:
+        etr.sendto(register.encode(), (MS_ADDR, LISP_CONTROL))
+        assert select.select([etr], [], [], 5)[0], ("OOR did not acknowledge the Map-Register", oor.log())
+        notify = decode_message(etr.recvfrom(65535)[0])
+    finally:
+        etr.close()
+    assert isinstance(notify, MapNotify) and notify.nonce == 0x5EED
+    # OOR echoes the locators (plain ones first: their order in a record carries nothing).
+    echoed = {(loc.address, loc.priority) for loc in notify.records[0].locators}
+    assert echoed == {(rle, 1), (ipaddress.ip_address(RLOC_B), 2)}, notify
+
+    _miss(driver, a, "10.71.0.10", "10.72.0.20", b"held packet")
+    assert driver.pump(lambda: _cached(a, "10.72.0.20") is not None, timeout=5), (a.core.counters, oor.log())
+    (remote,) = [r for r in a.core.plan().remotes if str(r.prefix) == "10.72.0.0/16"]
+    assert remote.replicate == (ipaddress.ip_address(RLOC_B), ipaddress.ip_address(RLOC_C)), remote
+    assert [p.data for p in a.packet_outs] == [b"held packet"]
 
 
 # ---------------------------------------------------------------------------- 2. OOR as xTR

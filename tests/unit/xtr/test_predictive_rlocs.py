@@ -137,5 +137,6 @@ def test_this_xtrs_own_rloc_in_the_list_gets_no_copy(xtr):
     xtr.handle_control(reply_for(request_of(send)[1], prefix="10.5.0.0/16", locators=(rle(own),)), MS, 4342, 0.2)
     [alone] = [r for r in xtr.plan().remotes if str(r.prefix) == "10.5.0.0/16"]
     assert (alone.replicate, alone.rlocs) == ((), ())
-    [flow] = [f for f in compile_plan(xtr.plan()).flows if f.match_dict().get("ipv4_dst") == ("10.5.0.0", "255.255.0.0")]
+    [flow] = [f for f in compile_plan(xtr.plan()).flows
+              if f.match_dict().get("ipv4_dst") == ("10.5.0.0", "255.255.0.0")]
     assert flow.actions == ()  # dropped here, not tunnelled back in
