@@ -47,7 +47,7 @@ def cached_hash(cls):
         return found
 
     def __getstate__(self):
-        return {k: v for k, v in self.__dict__.items() if k != "_hash"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_hash", "_key_hash")}
 
     cls.__hash__ = __hash__
     cls.__getstate__ = __getstate__

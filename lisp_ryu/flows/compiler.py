@@ -98,10 +98,11 @@ def compile_plan(plan: XtrPlan) -> DesiredState:
                                            bool(plan.failover_ports)))
         flows += moving
         groups += moving_groups
-    keys = [f.key for f in flows]
-    if len(set(keys)) != len(keys):
-        dup = next(k for k in keys if keys.count(k) > 1)
-        raise CompileError(f"two flows share table/priority/match {dup}")
+    if len({f.key_hash for f in flows}) != len(flows):  # equal keys hash alike: no repeat, no duplicate
+        keys = [f.key for f in flows]
+        if len(set(keys)) != len(keys):
+            dup = next(k for k in keys if keys.count(k) > 1)
+            raise CompileError(f"two flows share table/priority/match {dup}")
     meters = {Meter(MISS_METER_ID, plan.miss_rate_pps, burst=plan.miss_rate_pps)}
     if plan.dynamic_prefixes:
         meters.add(Meter(LEARN_METER_ID, plan.learn_rate_pps, burst=max(plan.learn_rate_pps, LEARN_BURST)))

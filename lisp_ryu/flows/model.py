@@ -79,6 +79,15 @@ class Flow:
     def key(self) -> tuple[int, int, tuple]:
         return (self.table, self.priority, self.match)
 
+    @property
+    def key_hash(self) -> int:
+        """hash(key), once per object: every push checks that no two flows share a key, and the
+        memoised compiler hands it the same flow objects push after push."""
+        found = self.__dict__.get("_key_hash")
+        if found is None:
+            found = self.__dict__["_key_hash"] = hash(self.key)
+        return found
+
     def match_dict(self) -> dict[str, MatchValue]:
         return dict(self.match)
 

@@ -96,9 +96,8 @@ class Arrivals:
         """The (iid, address) pairs other xTRs of this controller hold as their own for the machine
         with this MAC: where a workload with that MAC appears, they have come with it (a VM's NIC
         carries all its addresses), and `XtrCore.handle_host_seen` learns them at once."""
-        mac = mac.lower()
-        return tuple((h.iid, h.ip) for e in self.controller.xtrs.values() if e is not here
-                     for h in e.core.local_hosts() if h.mac.lower() == mac)
+        return tuple(key for e in self.controller.xtrs.values() if e is not here
+                     for key in e.core.hosts_with_mac(mac))
 
     def left(self, here: "ControlEndpoint", record) -> list:
         """The other xTRs of this controller that still hold the workload as their own."""

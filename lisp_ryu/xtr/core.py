@@ -296,6 +296,10 @@ class XtrCore:
         """Configured and learned hosts that are here now (not departed)."""
         return self.state.local_hosts()
 
+    def hosts_with_mac(self, mac: str) -> tuple[tuple[int, IPAddress], ...]:
+        """(iid, address) of the hosts here now with this MAC: a workload's addresses."""
+        return self.state.hosts_with_mac(mac)
+
     def local_records(self) -> tuple[MappingRecord, ...]:
         """Our own mapping: the site's EID prefixes and the host routes of hosts here they do not cover."""
         return self.state.local_records()

@@ -220,6 +220,7 @@ class XtrState:
         self.resolvers = [ResolverState(address) for address in config.map_resolvers]
         self.active_resolver = 0
         self.dynamic_hosts: CountedDict[tuple[int, IPAddress], LocalHost] = CountedDict()
+        self._config_macs: tuple | None = None  # (config, MAC -> its hosts' keys): hosts_with_mac
         self.departed: CountedDict[tuple[int, IPAddress], Departure] = CountedDict()
         #: Departures told directly (a controller driving both sites) whose SMRs wait for the mapping
         #: system to have the move: (when they go regardless, the new holders not to solicit).
@@ -290,6 +291,24 @@ class XtrState:
         result = tuple(h for key, h in sorted(hosts.items(), key=by_address) if key not in self.departed)
         self._local_hosts_cache = (snapshot, result)
         return result
+
+    def hosts_with_mac(self, mac: str) -> tuple[tuple[int, IPAddress], ...]:
+        """(iid, address) of the hosts here now with this MAC (as `local_hosts` has them), in
+        address order.  A scan of the tables, not `local_hosts`: that is rebuilt and sorted after
+        every arrival or departure, and an evacuation asks this once per arrival of every xTR."""
+        mac = mac.lower()
+        macs = self._config_macs
+        if macs is None or macs[0] is not self.config:
+            by_mac: dict[str, list] = {}
+            for h in self.config.hosts:
+                by_mac.setdefault(h.mac.lower(), []).append((h.iid, h.ip))
+            macs = self._config_macs = (self.config, by_mac)
+        dynamic = self.dynamic_hosts
+        found = [key for key in macs[1].get(mac, ()) if key not in dynamic]
+        found += [key for key, h in dynamic.items() if h.mac.lower() == mac]
+        departed = self.departed
+        here = [key for key in found if key not in departed]
+        return tuple(sorted(here, key=lambda k: (k[0], k[1].version, int(k[1]))))
 
     def local_records(self) -> tuple[MappingRecord, ...]:
         """The site's EID prefixes, plus a host route for every host here now that they do not

@@ -89,6 +89,8 @@ def test_flows_and_entries_keep_their_equality_through_a_cached_hash_and_a_pickl
     again = pickle.loads(pickle.dumps(flows))
     assert again == flows and {hash(f) for f in again} == {hash(f) for f in flows}
     assert all("_hash" not in pickle.loads(pickle.dumps(f)).__dict__ for f in flows)
+    assert all(f.key_hash == hash(f.key) for f in flows)  # compile's duplicate check cached it
+    assert all("_key_hash" not in pickle.loads(pickle.dumps(f)).__dict__ for f in flows)
 
 
 @settings(max_examples=60, deadline=None)

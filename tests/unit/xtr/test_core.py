@@ -382,3 +382,28 @@ def test_an_smr_from_the_old_site_for_a_workload_that_arrived_here_is_not_re_res
     smr = MapRequest(nonce=2, smr=True, itr_rlocs=(DC2,),
                      records=(MapRequestRecord.for_prefix(EidPrefix.from_network("10.2.0.78/32", 42)),))
     assert len(requests(xtr.handle_control(smr.encode(), DC2, 4342, 3.2))) == 1
+
+
+def test_hosts_with_a_mac_are_the_local_hosts_with_it(xtr):
+    """A workload's addresses by its MAC (glue.moves asks once per arrival) answer as a scan of
+    `local_hosts` would: configured hosts, learned ones over them, departed ones gone, in address order."""
+    from lisp_ryu.plan import LocalHost
+    from lisp_ryu.xtr.state import Departure
+
+    state = xtr.state
+    mac = "02:00:00:01:00:0a"  # the configured host 10.1.0.10's
+
+    def reference(m):
+        return tuple((h.iid, h.ip) for h in xtr.local_hosts() if h.mac.lower() == m.lower())
+
+    assert xtr.hosts_with_mac(mac.upper()) == reference(mac) == ((42, ip("10.1.0.10")),)
+    state.dynamic_hosts[(42, ip("fd00:1::a"))] = LocalHost(42, ip("fd00:1::a"), mac, 3)
+    state.dynamic_hosts[(42, ip("10.1.0.9"))] = LocalHost(42, ip("10.1.0.9"), mac, 3)
+    state.dynamic_hosts[(7, ip("10.1.0.10"))] = LocalHost(7, ip("10.1.0.10"), "02:00:00:00:00:07", 4)
+    assert xtr.hosts_with_mac(mac) == reference(mac) == (
+        (42, ip("10.1.0.9")), (42, ip("10.1.0.10")), (42, ip("fd00:1::a")))
+    state.dynamic_hosts[(42, ip("10.1.0.10"))] = LocalHost(42, ip("10.1.0.10"), "02:00:00:00:00:99", 5)  # re-learned
+    state.departed[(42, ip("10.1.0.9"))] = Departure(ip("198.18.2.2"), 99.0)
+    assert xtr.hosts_with_mac(mac) == reference(mac) == ((42, ip("fd00:1::a")),)
+    assert xtr.hosts_with_mac("02:00:00:00:00:99") == reference("02:00:00:00:00:99") == ((42, ip("10.1.0.10")),)
+    assert xtr.hosts_with_mac("02:00:00:00:00:01") == ()
