@@ -194,9 +194,8 @@ class FailoverPorts:
             self._load()
         now = self.clock() if now is None else now
         peers, probers = frozenset(peers), frozenset(probers)
-        key = (peers, probers, self.mesh.version if self.mesh is not None else 0)
         made = self._made
-        if made is not None and made[0] == key and now < made[1]:
+        if made is not None and made[0] == self._memo_key(peers, probers) and now < made[1]:
             self._confirmed = now  # what was kept is still needed now
             return made[2]  # nothing it depends on changed, no grace ended
         ours = self.mesh.rlocs() if self.mesh is not None else set()
@@ -237,9 +236,13 @@ class FailoverPorts:
             self.mesh.needs_changed(self, moved)
         answer = self.current()
         expiry = self.next_expiry()
-        self._made = ((peers, probers, self.mesh.version if self.mesh is not None else 0),
-                      math.inf if expiry is None else expiry, answer)
+        # Keyed after its own `needs_changed`: that bumps the mesh's version, and must not void this answer.
+        self._made = (self._memo_key(peers, probers), math.inf if expiry is None else expiry, answer)
         return answer
+
+    def _memo_key(self, peers: frozenset, probers: frozenset) -> tuple:
+        """What `ports`' answer depends on besides time: the peers, the probers, the mesh's needs."""
+        return peers, probers, self.mesh.version if self.mesh is not None else 0
 
     def expire(self, now: float | None = None) -> bool:
         """Drop the ports whose grace is over (the needs as at the last `ports`): True if any went."""

@@ -191,10 +191,15 @@ class CountedDict(dict):
         return self
 
 
-def by_address(item: tuple) -> tuple:
-    """((iid, address), value) -> a sort key: by instance-ID, family, then address, without formatting."""
-    (iid, ip), _ = item
+def key_order(key: tuple) -> tuple:
+    """(iid, address) -> a sort key: by instance-ID, family, then address, without formatting."""
+    iid, ip = key
     return (iid, ip.version, int(ip))
+
+
+def by_address(item: tuple) -> tuple:
+    """((iid, address), value) -> `key_order` of its key."""
+    return key_order(item[0])
 
 
 class XtrState:
@@ -308,7 +313,7 @@ class XtrState:
         found += [key for key, h in dynamic.items() if h.mac.lower() == mac]
         departed = self.departed
         here = [key for key in found if key not in departed]
-        return tuple(sorted(here, key=lambda k: (k[0], k[1].version, int(k[1]))))
+        return tuple(sorted(here, key=key_order))
 
     def local_records(self) -> tuple[MappingRecord, ...]:
         """The site's EID prefixes, plus a host route for every host here now that they do not

@@ -58,9 +58,9 @@ from lisp_ryu.wire import (
     RleEntry,
     check_authentication,
     decode_message,
-    sign,
 )
 from lisp_ryu.xtr.core import XtrCore
+from support import packets
 from support.underlay import FakeSwitch
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
@@ -517,11 +517,10 @@ def test_predictive_rlocs_registered_with_oor_reach_our_itr(oor_ms):
     rle = ReplicationList((RleEntry(ipaddress.ip_address(RLOC_B)), RleEntry(ipaddress.ip_address(RLOC_C))))
     record = MappingRecord.for_prefix(EidPrefix.from_network("10.72.0.0/16", 0), (
         Locator(rle, priority=1, weight=100), Locator(ipaddress.ip_address(RLOC_B), priority=2, weight=100)), ttl=10)
-    register = sign(MapRegister(nonce=0x5EED, records=(record,), proxy_map_reply=True, want_map_notify=True),
-                    KEY, AuthAlgorithm.HMAC_SHA_1_96)
+    register = packets.map_register([record], KEY, nonce=0x5EED, proxy=True, want_notify=True)
     etr = open_udp_socket(link.right, (RLOC_C, LISP_CONTROL))
     try:
-        etr.sendto(register.encode(), (MS_ADDR, LISP_CONTROL))
+        etr.sendto(register, (MS_ADDR, LISP_CONTROL))
         assert select.select([etr], [], [], 5)[0], ("OOR did not acknowledge the Map-Register", oor.log())
         notify = decode_message(etr.recvfrom(65535)[0])
     finally:

@@ -19,11 +19,11 @@ import pytest
 
 from lisp_ryu.lab import capture, running
 from lisp_ryu.lab.controller_config import site_key
-from lisp_ryu.wire import (Locator, MapNotify, MappingRecord, MapRegister, ReplicationList, RleEntry, auth,
-                           decode_message)
+from lisp_ryu.wire import Locator, MapNotify, MappingRecord, ReplicationList, RleEntry, decode_message
 from lisp_ryu.wire.prefix import EidPrefix
 
 from conftest import controller_lab, dump_lab_on_failure, private_lab
+from support import packets
 
 pytestmark = [pytest.mark.lab]
 
@@ -61,9 +61,7 @@ def register(lab, locators, nonce: int) -> MapNotify:
     """The foreign ETR's Map-Register (proxy reply, want Map-Notify); returns the Map-Server's Map-Notify."""
     key = site_key(lab.site("dc2"))
     record = MappingRecord.for_prefix(EidPrefix.from_network(f"{TARGET}/32", 42), tuple(locators), ttl=10)
-    message = MapRegister(nonce=nonce, records=(record,), proxy_map_reply=True, want_map_notify=True,
-                          xtr_id=FOREIGN_XTR_ID, site_id=0)
-    payload = auth.sign(message, key, 1).encode()
+    payload = packets.map_register([record], key, nonce=nonce, proxy=True, want_notify=True, xtr_id=FOREIGN_XTR_ID)
     out = running.exec_in("core", [sys.executable, "-c", _SEND, ETR_ADDRESS, MS_ADDRESS, payload.hex()],
                           state=lab, check=False)
     assert out.returncode == 0, out.stderr
