@@ -38,6 +38,7 @@ LOG = logging.getLogger("lisp_ryu")
 CONFIG_ENV = "LISP_RYU_CONFIG"
 MAX_DATAGRAM = 65535
 DATAGRAM_BACKLOG = 64  # datagrams read but not yet handled; when full, the readers wait (the kernel buffers)
+PACKET_IN_SLICE = 0.02  # in a burst, packet-ins are handled back to back for this long before a yield
 BURST_BACKLOG = 16  # queued datagrams or switch events beyond which pushes wait for them (a burst)
 _URGENT = frozenset((MessageType.MAP_REGISTER, MessageType.MAP_NOTIFY, MessageType.MAP_NOTIFY_ACK))
 _WAKE = object()  # queued to wake the worker for a deferred step
@@ -166,6 +167,7 @@ class LispApp(app_manager.RyuApp):
             raise RuntimeError(f"no configuration: start with `lisp-ryu controller --config FILE` ({CONFIG_ENV} unset)")
         self.config = config_mod.load(path)
         self._wake = hub.Event()
+        self._slice_began = float("-inf")  # when the packet-ins handled back to back began (_on_packet_in)
         # The fast lane is off: it hands every datagram between our cores over in memory,
         # RLOC probes and SMRs between xTRs included, so a cut underlay link goes unseen by
         # probing and registrations.  LISP_RYU_FAST_LANE=1 turns it on (measurements only).
@@ -248,12 +250,16 @@ class LispApp(app_manager.RyuApp):
         self.controller.packet_in(msg.datapath.id, msg.table_id, msg.match.get("in_port", 0),
                                   msg.match.get("metadata", 0), bytes(msg.data), msg.match.get("tunnel_id", 0),
                                   msg.cookie)
-        # In a burst (`busy`), the packet-ins queued behind this one are handled back to back: a
-        # yield after each let the datagram worker and the timer loop (a push: tens of ms) take a
-        # turn per arrival, and an evacuation's packet-ins waited 0.46 s (median) in the queue
-        # instead of 0.16-0.2 s.  Their pushes wait for the burst anyway (Controller._push_soon).
-        if not (self.events.qsize() and self.controller.busy()):
-            hub.sleep(0)  # as DatagramPump.work_loop: what this pushed and the send loops still hold leaves first
+        # In a burst (`busy`), the packet-ins queued behind this one are handled back to back, for
+        # up to PACKET_IN_SLICE: a yield after each let the datagram worker and the timer loop (a
+        # push: tens of ms) take a turn per arrival, and an evacuation's packet-ins waited 0.46 s
+        # (median) in the queue; with no yield at all until the queue was empty, the old sites' and
+        # the ITRs' part of the moves (a deferred step) and every push waited for the last arrival.
+        now = time.monotonic()
+        if self.events.qsize() and self.controller.busy() and now - self._slice_began < PACKET_IN_SLICE:
+            return
+        self._slice_began = now
+        hub.sleep(0)  # as DatagramPump.work_loop: what this pushed and the send loops still hold leaves first
 
     # ---- sockets and timers ---------------------------------------------------------------
 
