@@ -14,8 +14,9 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+from collections import Counter
 from dataclasses import dataclass
-from typing import Generic, Iterator, TypeVar
+from typing import Callable, Generic, Hashable, Iterable, Iterator, TypeVar
 
 from lisp_ryu.wire.records import Action  # the Map-Reply ACT field (RFC 9301 §5.4), re-exported
 
@@ -282,12 +283,36 @@ class MapCache(Generic[V]):
     `next_deadline` cover both kinds.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, locators: Callable[[V], Iterable[Hashable]] | None = None) -> None:
         self._plain: EidCache[V] = EidCache()
         self._sd: SourceDestCache[V] = SourceDestCache()
         # Bumped by every change (entries are never changed in place): lets a reader keep
         # what it derived from the whole cache until the cache changes.
         self.changes = 0
+        # How many positive plain entries name each locator (`locators(value)`), kept as entries
+        # come and go: an old site's SMRs go to every locator of its cache, once per departure,
+        # and a sweep of the whole cache each time made an evacuation of N workloads O(N^2).
+        self._locators_of = locators
+        self._locator_uses: Counter = Counter()
+        self._locators_made: tuple[int, frozenset] | None = None
+
+    def locators(self) -> frozenset:
+        """Every locator some positive plain entry names (`locators` given to the constructor)."""
+        if self._locators_of is None:
+            raise TypeError("this map-cache counts no locators: give MapCache(locators=...)")
+        made = self._locators_made
+        if made is None or made[0] != self.changes:
+            made = self._locators_made = (self.changes, frozenset(self._locator_uses))
+        return made[1]
+
+    def _count(self, entry: CacheEntry[V] | None, step: int) -> None:
+        if entry is None or entry.negative or self._locators_of is None:
+            return
+        uses = self._locator_uses
+        for locator in set(self._locators_of(entry.value)):
+            uses[locator] += step
+            if uses[locator] <= 0:
+                del uses[locator]
 
     def __len__(self) -> int:
         return len(self._plain)
@@ -315,12 +340,18 @@ class MapCache(Generic[V]):
         are in minutes on the wire: the caller converts.
         """
         self.changes += 1
-        return self._plain.insert(iid, eid, value, now=now, ttl=ttl, action=action)
+        old = self._plain.get(iid, eid) if self._locators_of is not None else None
+        entry = self._plain.insert(iid, eid, value, now=now, ttl=ttl, action=action)
+        self._count(old, -1)
+        self._count(entry, +1)
+        return entry
 
     def remove(self, iid: int, eid: IPNetwork | MacAddress) -> CacheEntry[V]:
         """Drop the entry for exactly (iid, eid) and return it; PrefixNotFound if absent."""
         self.changes += 1
-        return self._plain.remove(iid, eid)
+        entry = self._plain.remove(iid, eid)
+        self._count(entry, -1)
+        return entry
 
     def get(self, iid: int, eid: IPNetwork | MacAddress) -> CacheEntry[V] | None:
         """The entry for exactly (iid, eid), expired or not."""
@@ -380,7 +411,10 @@ class MapCache(Generic[V]):
 
     def expire(self, now: float) -> list[CacheEntry[V]]:
         """Remove and return every entry expired at `now`: plain ones soonest first, then source-specific."""
-        gone = self._plain.expire(now) + [entry for _dest, entry in self._sd.expire(now)]
+        plain = self._plain.expire(now)
+        for entry in plain:
+            self._count(entry, -1)
+        gone = plain + [entry for _dest, entry in self._sd.expire(now)]
         if gone:
             self.changes += 1
         return gone

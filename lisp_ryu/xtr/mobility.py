@@ -55,7 +55,6 @@ class Mobility:
         self.state = state
         self.resolver = resolver
         self.prober = prober
-        self._rlocs_seen: tuple[int, frozenset] | None = None  # (cache.changes, the map-cache's locators)
 
     def learn(self, in_port: int, source: IPAddress, mac: str) -> tuple[Learned, tuple[int, IPAddress] | None]:
         """Learn the host (IP, MAC, port) behind a packet from an unknown source; the core registers it.
@@ -273,14 +272,8 @@ class Mobility:
         return self._solicit(EidPrefix(ip, ip.max_prefixlen, iid), holders=holders)
 
     def _cache_rlocs(self) -> frozenset:
-        """Every IP locator of the positive map-cache; kept until the cache changes (a burst of
-        departures solicits once per departure, from an unchanged cache)."""
-        cache = self.state.cache
-        if self._rlocs_seen is None or self._rlocs_seen[0] != cache.changes:
-            self._rlocs_seen = (cache.changes, frozenset(
-                loc.address for entry in cache.values() if not entry.negative for loc in entry.value.record.locators
-                if isinstance(loc.address, IP_TYPES)))
-        return self._rlocs_seen[1]
+        """Every IP locator of the positive map-cache (counted by the cache as entries come and go)."""
+        return self.state.cache.locators()
 
     def _solicit(self, eid: EidPrefix, holders=()) -> list[Effect]:
         """Solicit-Map-Requests to every ITR we talk to, so those without a subscription re-resolve.

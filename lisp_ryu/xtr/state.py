@@ -27,6 +27,11 @@ LOG = logging.getLogger("lisp_ryu.xtr")
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IP_TYPES = (ipaddress.IPv4Address, ipaddress.IPv6Address)  # EIDs and RLOCs the data plane can use
 
+
+def ip_locators(mapping: "CachedMapping") -> tuple:
+    """A cached mapping's IP locators, whatever their state: where its ETRs are (the map-cache counts them)."""
+    return tuple(loc.address for loc in mapping.record.locators if isinstance(loc.address, IP_TYPES))
+
 HELD_PACKETS_PER_EID = 16
 #: Map-Register nonces: this tag in the top 12 bits, then a count of 1/1024 ms that only grows
 #: (`XtrState.register_nonce`).  The Map-Server refuses one not after the last it accepted from
@@ -216,7 +221,7 @@ class XtrState:
         self.xtr_id = stable_id(f"xtr:{config.name}", 128)
         self.site_id = stable_id(f"site:{config.name}", 64)
         self.rlocs = tuple(r.address for r in config.rlocs)
-        self.cache: MapCache[CachedMapping] = MapCache()
+        self.cache: MapCache[CachedMapping] = MapCache(locators=ip_locators)
         self.counters: dict[str, int] = {}
         self.resolutions: dict[tuple[int, IPAddress], Resolution] = {}
         self.by_nonce: dict[int, tuple[int, IPAddress]] = {}

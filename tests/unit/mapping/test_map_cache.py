@@ -185,7 +185,7 @@ class MapCacheMachine(RuleBasedStateMachine):
 
     def __init__(self):
         super().__init__()
-        self.cache = MapCache()
+        self.cache = MapCache(locators=_locators_of)
         self.model: dict = {}   # (iid, eid) -> (entry, insertion number)
         self.now = 0.0
         self.n = 0
@@ -229,6 +229,13 @@ class MapCacheMachine(RuleBasedStateMachine):
         assert self.cache.next_deadline() == (min(finite) if finite else None)
         assert len(self.cache) == len(self.model)
         assert sorted(map(str, self.cache)) == sorted(str(e) for e, _ in self.model.values())
+        assert self.cache.locators() == {loc for e, _ in self.model.values() if not e.negative
+                                         for loc in _locators_of(e.value)}
+
+
+def _locators_of(value: int) -> tuple:
+    """The state machine's values are insertion numbers: each names a locator or two, some shared."""
+    return (f"r{value % 3}", f"r{value % 5}")
 
 
 MapCacheMachine.TestCase.settings = settings(
@@ -250,3 +257,21 @@ def test_changes_count_every_change_and_values_sweep_every_entry_without_order()
     assert c.changes == seen + 4 and sorted(e.value for e in c.values()) == ["host", "v6"]
     c.remove(1, N("10.1.0.7/32"))
     assert c.changes == seen + 5 and [e.value for e in c.values()] == ["v6"]
+
+
+def test_the_locators_of_positive_entries_are_counted_as_entries_come_and_go():
+    """An old site solicits every locator of its map-cache once per departure: counted, not swept."""
+    c = MapCache(locators=lambda value: value)
+    c.insert(1, N("10.2.0.0/16"), ("198.18.2.2",), now=0, ttl=10)
+    c.insert(1, N("10.3.0.0/16"), ("198.18.3.2", "198.18.4.2", "198.18.3.2"), now=0, ttl=100)
+    c.insert(1, N("10.9.0.0/16"), None, now=0, ttl=100, action=Action.NATIVELY_FORWARD)  # negative: none
+    assert c.locators() == {"198.18.2.2", "198.18.3.2", "198.18.4.2"}
+    c.insert(1, N("10.3.0.0/16"), ("198.18.3.2",), now=1, ttl=100)  # replaced: 198.18.4.2 is gone
+    assert c.locators() == {"198.18.2.2", "198.18.3.2"}
+    c.insert(1, N("10.3.0.7/32"), ("198.18.2.2",), now=1, ttl=100)
+    c.expire(20)  # 10.2.0.0/16 goes; 10.3.0.7/32 still names 198.18.2.2
+    assert c.locators() == {"198.18.2.2", "198.18.3.2"}
+    c.remove(1, N("10.3.0.7/32"))
+    assert c.locators() == {"198.18.3.2"}
+    with pytest.raises(TypeError):
+        MapCache().locators()
