@@ -340,12 +340,9 @@ class Controller:
     def push(self, dpid: int, reason: str, clock: Callable[[], float] | None = None) -> float:
         """Compile the xTR's plan, diff it against what the switch holds, send the difference.
 
-        Returns how long compiling and diffing took (by `clock`, at most the thread's CPU
-        time meanwhile): the part of a push that is the same for one change or many, so what
-        holding changes back saves; encoding and sending cost per change, however they are
-        batched.  CPU time, as that is what waiting saves: on a loaded machine (an
-        evacuation, the switches busy on the same cores) a push's 5-11 ms of CPU took 30-135
-        ms of wall time, and the hold-offs derived from it (`_may_push`) grew to ~0.4 s."""
+        Returns the CPU compiling and diffing took (at most its time by `clock`): the part
+        of a push that is the same for one change or many, what holding changes back saves
+        (in an evacuation 5-11 ms of CPU took 30-135 ms of wall time on the shared cores)."""
         session = self.sessions.get(dpid)
         endpoint = self.xtrs.get(dpid)
         if session is None or endpoint is None or session.installed is None:
