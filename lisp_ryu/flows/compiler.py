@@ -18,6 +18,7 @@ from lisp_ryu.flows.model import (
     Bucket,
     DesiredState,
     Flow,
+    FlowSet,
     Group,
     GroupAction,
     Meter,
@@ -71,23 +72,25 @@ class CompileError(ValueError):
 def compile_plan(plan: XtrPlan) -> DesiredState:
     groups: list[Group] = []
     # What changes with the site's configuration only, memoised on the plan's fields it reads:
-    # a push after a move or a Map-Reply recompiles only what moved.
-    flows: list[Flow] = list(_infrastructure(replace(plan, hosts=(), remotes=(), redirects=(), peers=(), probers=(),
-                                                     replicates=(), expected=(), leaving=(), petr=None,
-                                                     tunnel_source=None, miss_rate_pps=0, learn_rate_pps=0)))
+    # a push after a move or a Map-Reply recompiles only what moved.  Every memoised run of
+    # flows is a FlowSet (its set and keys made once); the loose flows are the few made per push.
+    segments: list[FlowSet] = [_infrastructure(replace(plan, hosts=(), remotes=(), redirects=(), peers=(), probers=(),
+                                                       replicates=(), expected=(), leaving=(), petr=None,
+                                                       tunnel_source=None, miss_rate_pps=0, learn_rate_pps=0))]
+    loose: list[Flow] = []
     ports = failover.fixed_ports(plan.tunnel_source, plan.failover_ports)
     context = _context(plan.tunnel_port, plan.tunnel_source, plan.petr, plan.native_port, ports)
-    flows += _redirects(plan, context)  # memoised per redirect, checked when first compiled
-    flows += _local_hosts(plan)  # memoised per host, checked when first compiled
+    segments += _redirects(plan, context)  # memoised per redirect, checked when first compiled
+    segments += _local_hosts(plan)  # memoised per host, checked when first compiled
     group_ids = (failover.allocate_group_ids(plan.remotes, ports, usable_rlocs) if ports
                  else _allocate_group_ids(plan.remotes))
     for entry in plan.remotes:  # each entry's flows are memoised, checked when first compiled
         gid = (group_ids.get((entry.iid, entry.prefix, entry.source))
                if len(entry.rlocs) > 1 or len(entry.replicate) > 1 else None)
         entry_flows, entry_groups = _remote_compiled(entry, gid, context)
-        flows += entry_flows
+        segments.append(entry_flows)
         groups += entry_groups
-    flows += _source_specific_misses(plan.remotes)
+    loose += _source_specific_misses(plan.remotes)
     if plan.replicates or plan.expected or plan.leaving:  # planned moves (flows/replicate.py)
         moving, moving_groups = replicate.planned(
             plan.replicates, plan.expected, plan.leaving, plan.hosts,
@@ -96,12 +99,18 @@ def compile_plan(plan: XtrPlan) -> DesiredState:
                                       bool(plan.failover_ports)),
             lambda x, host: _leaving_flows(x, host, context, _gateway_mac(plan, host.iid, host.ip),
                                            bool(plan.failover_ports)))
-        flows += moving
+        loose += moving
         groups += moving_groups
-    if len({f.key_hash for f in flows}) != len(flows):  # equal keys hash alike: no repeat, no duplicate
-        keys = [f.key for f in flows]
-        if len(set(keys)) != len(keys):
-            dup = next(k for k in keys if keys.count(k) > 1)
+    flows, keys, count = set(loose), {f.key_hash for f in loose}, len(loose)
+    for segment in segments:
+        flows |= segment.as_set
+        keys |= segment.key_hashes
+        count += len(segment)
+    if len(keys) != count:  # equal keys hash alike: no repeat, no duplicate
+        every = [f for segment in segments for f in segment] + loose
+        all_keys = [f.key for f in every]
+        if len(set(all_keys)) != len(all_keys):
+            dup = next(k for k in all_keys if all_keys.count(k) > 1)
             raise CompileError(f"two flows share table/priority/match {dup}")
     meters = {Meter(MISS_METER_ID, plan.miss_rate_pps, burst=plan.miss_rate_pps)}
     if plan.dynamic_prefixes:
@@ -110,7 +119,7 @@ def compile_plan(plan: XtrPlan) -> DesiredState:
 
 
 @lru_cache(maxsize=16)
-def _infrastructure(plan: XtrPlan) -> tuple[Flow, ...]:
+def _infrastructure(plan: XtrPlan) -> FlowSet:
     """The flows of the ports, learning, ARP and neighbour answers, the PxTR and the misses:
     `plan` holds only what they read (its hosts, map-cache and moves are empty)."""
     flows = _classify(plan) + _learning(plan) + _arp(plan) + neighbour.flows(plan) + _proxy(plan)
@@ -119,7 +128,7 @@ def _infrastructure(plan: XtrPlan) -> tuple[Flow, ...]:
     flows += _unroutable()
     for flow in flows:
         check_flow(flow)
-    return tuple(flows)
+    return FlowSet(flows)
 
 
 def _classify(plan: XtrPlan) -> list[Flow]:
@@ -208,7 +217,7 @@ def _learning(plan: XtrPlan) -> list[Flow]:
     return out
 
 
-def _redirects(plan: XtrPlan, context: _TunnelContext) -> list[Flow]:
+def _redirects(plan: XtrPlan, context: _TunnelContext) -> list[FlowSet]:
     """Traffic that still arrives for a departed EID is tunnelled on to its new RLOC."""
     out = []
     # A departed EID announced back here (a planned move): its traffic goes to its new port (or is
@@ -219,15 +228,15 @@ def _redirects(plan: XtrPlan, context: _TunnelContext) -> list[Flow]:
     with_fixed_ports = bool(plan.failover_ports)
     for r in plan.redirects:
         if (r.iid, r.ip) not in coming_back:
-            out += _redirect_flows(r, context, with_fixed_ports)
+            out.append(_redirect_flows(r, context, with_fixed_ports))
     return out
 
 
-def _checked(flows) -> tuple[Flow, ...]:
+def _checked(flows) -> FlowSet:
     """Memoised flows, checked against the declared pipeline once, when first made."""
     for f in flows:
         check_flow(f)
-    return tuple(flows)
+    return FlowSet(flows)
 
 
 @lru_cache(maxsize=1 << 16)
@@ -270,15 +279,12 @@ def _leaving_flows(x: Leaving, host: LocalHost, context: _TunnelContext, gateway
     return _checked(flows)
 
 
-def _local_hosts(plan: XtrPlan) -> list[Flow]:
-    out = []
-    for host in plan.hosts:
-        out += _host_flows(host, _gateway_mac(plan, host.iid, host.ip))
-    return out
+def _local_hosts(plan: XtrPlan) -> list[FlowSet]:
+    return [_host_flows(host, _gateway_mac(plan, host.iid, host.ip)) for host in plan.hosts]
 
 
 @lru_cache(maxsize=1 << 16)
-def _host_flows(host: LocalHost, gateway_mac: str) -> tuple[Flow, ...]:
+def _host_flows(host: LocalHost, gateway_mac: str) -> FlowSet:
     """One local host's flows; memoised, as the map-cache entries' are: most never change."""
     out = []
     owner = cookie(Owner.LOCAL_HOST, host.iid, str(host.ip))
@@ -304,7 +310,7 @@ def _host_flows(host: LocalHost, gateway_mac: str) -> tuple[Flow, ...]:
                         cookie=owner))
     for flow in out:
         check_flow(flow)
-    return tuple(out)
+    return FlowSet(out)
 
 
 def _deliver_actions(host: LocalHost, gateway_mac: str) -> tuple:
@@ -445,7 +451,7 @@ def _source_specific_misses(remotes: tuple[RemoteEntry, ...]) -> list[Flow]:
 
 
 @lru_cache(maxsize=1 << 17)
-def _remote_compiled(entry: RemoteEntry, gid: int | tuple | None, plan: _TunnelContext) -> tuple[tuple, tuple]:
+def _remote_compiled(entry: RemoteEntry, gid: int | tuple | None, plan: _TunnelContext) -> tuple[FlowSet, tuple]:
     """One entry's flows; memoised, since a push recompiles every entry and most never change."""
     owner = cookie(Owner.MAPPING, entry.iid, entry.name)
     eth_type, dst_field = _eth_type(entry.prefix)
@@ -493,10 +499,10 @@ def _remote_compiled(entry: RemoteEntry, gid: int | tuple | None, plan: _TunnelC
     elif entry.action is RemoteAction.DROP:
         actions = ()
     else:  # SEND_MAP_REQUEST: the table-miss flow already does this
-        return (), ()
+        return FlowSet(), ()
     flow = Flow(Table.ROUTE, prio, flow_match, actions=actions, cookie=owner)
     check_flow(flow)
-    return (flow,), groups
+    return FlowSet((flow,)), groups
 
 
 def _allocate_group_ids(remotes: tuple[RemoteEntry, ...]) -> dict:

@@ -2,6 +2,7 @@
 
 import ipaddress
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -91,6 +92,29 @@ def test_flows_and_entries_keep_their_equality_through_a_cached_hash_and_a_pickl
     assert all("_hash" not in pickle.loads(pickle.dumps(f)).__dict__ for f in flows)
     assert all(f.key_hash == hash(f.key) for f in flows)  # compile's duplicate check cached it
     assert all("_key_hash" not in pickle.loads(pickle.dumps(f)).__dict__ for f in flows)
+
+
+def test_a_memoised_run_of_flows_pickles_as_its_flows_without_the_hashes_of_this_process():
+    import pickle
+
+    from lisp_ryu.flows.model import FlowSet
+
+    entry = pt.RemoteEntry(42, ipaddress.ip_network("10.3.0.0/16"), pt.RemoteAction.ENCAP, (pt.Rloc(RLOCS[0]),))
+    run, _groups = c._remote_compiled(entry, None, c._context(100, None, None, None, ()))
+    assert isinstance(run, FlowSet) and run.as_set == frozenset(run)
+    assert run.key_hashes == {f.key_hash for f in run}
+    again = pickle.loads(pickle.dumps(run))
+    assert isinstance(again, FlowSet) and again == run and "_key_hashes" not in again.__dict__
+
+
+@pytest.mark.parametrize("second_rloc", [RLOCS[1], RLOCS[0]])
+def test_two_entries_that_make_one_flow_key_are_refused(second_rloc):
+    """Across memoised runs too: the same prefix twice (other RLOC, or the very same entry)."""
+    prefix = ipaddress.ip_network("10.3.0.0/16")
+    first = pt.RemoteEntry(42, prefix, pt.RemoteAction.ENCAP, (pt.Rloc(RLOCS[0]),))
+    second = pt.RemoteEntry(42, prefix, pt.RemoteAction.ENCAP, (pt.Rloc(second_rloc),))
+    with pytest.raises(c.CompileError, match="two flows share"):
+        c.compile_plan(pt.XtrPlan(tunnel_port=100, remotes=(first, second)))
 
 
 @settings(max_examples=60, deadline=None)
