@@ -165,7 +165,6 @@ class Registrar:
         resolver = self.resolver
         changed = False
         effects: list[Effect] = []
-        local = {(h.iid, h.ip) for h in state.local_hosts()}
         if not resolver.confirms_subscription(notify.nonce):
             changed |= resolver.forget_source_specific(notify)
         for record in notify.records:
@@ -184,7 +183,9 @@ class Registrar:
             if not isinstance(prefix.address, IP_TYPES):
                 continue
             key = (prefix.instance_id, prefix.address)
-            if prefix.mask_len == prefix.address.max_prefixlen and key in local:
+            # Asked per record (no set of every host here per publication: an old site gets one per
+            # departure, and rebuilt its hosts after each in an evacuation).
+            if prefix.mask_len == prefix.address.max_prefixlen and self.mobility.is_here(key):
                 effects += self.mobility.depart(key, record, now)
                 changed = True
             elif key in state.solicit_later:
