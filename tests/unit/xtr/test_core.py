@@ -407,3 +407,17 @@ def test_hosts_with_a_mac_are_the_local_hosts_with_it(xtr):
     assert xtr.hosts_with_mac(mac) == reference(mac) == ((42, ip("fd00:1::a")),)
     assert xtr.hosts_with_mac("02:00:00:00:00:99") == reference("02:00:00:00:00:99") == ((42, ip("10.1.0.10")),)
     assert xtr.hosts_with_mac("02:00:00:00:00:01") == ()
+
+
+def test_a_publication_naming_a_host_here_twice_departs_it_once(xtr):
+    """Each record is checked against the hosts here as it comes: the second copy of the same
+    /32 finds it gone already, and the ITRs get one SMR, not two."""
+    xtr.start(0.0)
+    (send,) = sends(miss(xtr, "10.3.0.5"))
+    xtr.handle_control(reply_for(request_of(send)[1], "10.3.0.0/16", (Locator(ip("198.18.3.2")),)), MS, 4342, 1.0)
+    record = MappingRecord.for_prefix(EidPrefix.from_network("10.1.0.10/32", 42), (Locator(DC2),))
+    notify = auth.sign(MapNotify(nonce=4242, records=(record, record), xtr_id=xtr.xtr_id, site_id=xtr.site_id), KEY, 1)
+    effects = xtr.handle_control(notify.encode(), MS, 4342, 2.0)
+    assert [e.destination for e in sends(effects) if e.what.startswith("SMR")] == [ip("198.18.3.2")]
+    assert xtr.state.counters["dynamic_eid_departed"] == 1
+    assert [(r.ip, r.rloc) for r in xtr.plan().redirects] == [(H1, DC2)]
