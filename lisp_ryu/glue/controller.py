@@ -349,6 +349,7 @@ class Controller:
             return 0.0  # not connected or not reconciled yet: reconciliation will push
         clock = clock or time.monotonic
         started, cpu = clock(), time.thread_time()
+        spent = lambda: min(clock() - started, time.thread_time() - cpu)  # noqa: E731 (the cost, as returned)
         try:
             plan = endpoint.core.plan()
             if endpoint.failover is not None:
@@ -360,15 +361,15 @@ class Controller:
             # switches are not affected: each is compiled and pushed on its own.
             self.count("compile_errors")
             self._set_problem(dpid, "compile", f"cannot compile its flows: {exc}; switch left unchanged")
-            return clock() - started
+            return spent()
         except Exception as exc:  # a bug in plan building: the same, with the traceback (once)
             self.count("compile_errors")
             self._set_problem(dpid, "compile", f"cannot build its plan: {type(exc).__name__}: {exc}; "
                               "switch left unchanged", exc_info=True)
-            return clock() - started
+            return spent()
         self._clear_problem(dpid, "compile")
         ops = diff(session.installed, desired)
-        planning = min(clock() - started, time.thread_time() - cpu)
+        planning = spent()
         if not ops:
             return planning
         if LOG.isEnabledFor(logging.DEBUG):
