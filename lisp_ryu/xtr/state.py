@@ -27,11 +27,6 @@ LOG = logging.getLogger("lisp_ryu.xtr")
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IP_TYPES = (ipaddress.IPv4Address, ipaddress.IPv6Address)  # EIDs and RLOCs the data plane can use
 
-
-def ip_locators(mapping: "CachedMapping") -> tuple:
-    """A cached mapping's IP locators, whatever their state: where its ETRs are (the map-cache counts them)."""
-    return tuple(loc.address for loc in mapping.record.locators if isinstance(loc.address, IP_TYPES))
-
 HELD_PACKETS_PER_EID = 16
 #: Map-Register nonces: this tag in the top 12 bits, then a count of 1/1024 ms that only grows
 #: (`XtrState.register_nonce`).  The Map-Server refuses one not after the last it accepted from
@@ -205,6 +200,11 @@ def key_order(key: tuple) -> tuple:
 def by_address(item: tuple) -> tuple:
     """((iid, address), value) -> `key_order` of its key."""
     return key_order(item[0])
+
+
+def ip_locators(mapping: CachedMapping) -> tuple:
+    """A cached mapping's IP locators, whatever their state: where its ETRs are (the map-cache counts them)."""
+    return tuple(loc.address for loc in mapping.record.locators if isinstance(loc.address, IP_TYPES))
 
 
 class XtrState:
