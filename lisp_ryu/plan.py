@@ -140,11 +140,14 @@ class Redirect:
 class Replicate:
     """A planned move in progress (draft-ietf-lisp-predictive-rlocs): traffic to this EID goes to
     every RLOC in `rlocs` (the old site's and the new one's) until the workload is seen at the new
-    site; an OpenFlow group of type ALL (lisp_ryu/flows/replicate.py)."""
+    site; an OpenFlow group of type ALL (lisp_ryu/flows/replicate.py).  `alternatives`: per RLOC
+    of `rlocs`, its site's RLOCs best first; where BFD ports watch them, the switch sends that
+    copy to the first one alive, as it does for a map-cache entry (flows/failover.py)."""
 
     iid: int
     ip: IPAddress
     rlocs: tuple[IPAddress, ...]
+    alternatives: tuple[tuple[IPAddress, ...], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -94,11 +94,12 @@ def compile_plan(plan: XtrPlan) -> DesiredState:
     if plan.replicates or plan.expected or plan.leaving:  # planned moves (flows/replicate.py)
         moving, moving_groups = replicate.planned(
             plan.replicates, plan.expected, plan.leaving, plan.hosts,
-            lambda r, gid: _replicate_flows(r, gid, context),
+            lambda r, gids: _replicate_flows(r, gids, context),
             lambda e: _expected_flows(e, context, None if e.at is None else _gateway_mac(plan, e.at.iid, e.at.ip),
                                       bool(plan.failover_ports)),
             lambda x, host: _leaving_flows(x, host, context, _gateway_mac(plan, host.iid, host.ip),
-                                           bool(plan.failover_ports)))
+                                           bool(plan.failover_ports)),
+            lambda r: replicate.failovers_needed(r, ports))
         loose += moving
         groups += moving_groups
     flows, keys, count = set(loose), {f.key_hash for f in loose}, len(loose)
@@ -256,8 +257,10 @@ def _redirect_flows(r: Redirect, context: _TunnelContext, with_fixed_ports: bool
 # A planned move's flows in each role, made and checked once per move (flows/replicate.py).
 
 @lru_cache(maxsize=1 << 16)
-def _replicate_flows(r: Replicate, gid: int, context: _TunnelContext) -> tuple[tuple[Flow, ...], tuple[Group, ...]]:
-    flows, groups = replicate.replicate_flows(r, gid, lambda iid, rloc: _tunnel_actions(context, iid, rloc))
+def _replicate_flows(r: Replicate, gids: tuple[int, ...],
+                     context: _TunnelContext) -> tuple[tuple[Flow, ...], tuple[Group, ...]]:
+    flows, groups = replicate.replicate_flows(r, gids, lambda iid, rloc: _tunnel_actions(context, iid, rloc),
+                                              context.fixed_ports, context.tunnel_port)
     return _checked(flows), tuple(groups)
 
 

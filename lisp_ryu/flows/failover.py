@@ -185,6 +185,23 @@ def encap(entry: RemoteEntry, gids: tuple[int, ...], ports: tuple[tuple[IPAddres
     return tuple(groups), (GroupAction(top),)
 
 
+def site_fails_over(site: tuple[IPAddress, ...], ports: tuple[tuple[IPAddress, int], ...]) -> bool:
+    """A copy to a site of these RLOCs (best first) fails over in the switch: it has two or more
+    and a BFD port towards one of them."""
+    return len(site) > 1 and any(remote in site for remote, _ in ports)
+
+
+def to_site(gid: int, site: tuple[IPAddress, ...], chosen: tuple[Action, ...],
+            ports: tuple[tuple[IPAddress, int], ...], tunnel_port: int,
+            tunnel: Callable[[IPAddress], tuple[Action, ...]]) -> Group:
+    """A fast-failover group sending to one site (its RLOCs `site`, best first): a bucket per RLOC
+    that a BFD port watches, in that order, then `chosen` (the controller's pick, through the
+    flow-based port: always live), as a map-cache entry's group ends (`encap`)."""
+    port_of = dict(ports)
+    buckets = [Bucket(0, tunnel(rloc), watch_port=port_of[rloc]) for rloc in site if rloc in port_of]
+    return Group(gid, "ff", (*buckets, Bucket(0, chosen, watch_port=tunnel_port)))
+
+
 def flatten_buckets(groups: dict, group_id: int, depth: int = 0) -> list[tuple[int, tuple[Action, ...]]]:
     """(weight, actions) of every bucket that `group_id` may use, through the groups its buckets jump to.
 

@@ -86,31 +86,51 @@ def expect_cookie(iid: int, ip) -> int:
     return cookie(Owner.PLANNED_MOVE, iid, f"expect {ip}")
 
 
-def group_ids(replicates: tuple[Replicate, ...]) -> dict[tuple, int]:
-    """Stable ids: a hash of (iid, EID), probed on collision in a fixed order."""
-    ids: dict[tuple, int] = {}
+def group_ids(replicates: tuple[Replicate, ...],
+              failovers: Callable[[Replicate], int] = lambda r: 0) -> dict[tuple, tuple[int, ...]]:
+    """Stable ids: a hash of (iid, EID), probed on collision in a fixed order; the ALL group's
+    first, then one per copy that fails over in the switch (`failovers(r)` of them)."""
+    ids: dict[tuple, tuple[int, ...]] = {}
     used: set[int] = set()
-    for r in sorted(replicates, key=lambda r: (r.iid, r.ip.version, int(r.ip))):
-        gid = GROUP_BASE + (zlib.crc32(f"{r.iid}/{r.ip}".encode()) & GROUP_SPACE)
+
+    def take(gid: int) -> int:
         while gid in used:
             gid = GROUP_BASE + ((gid - GROUP_BASE + 1) & GROUP_SPACE)
         used.add(gid)
-        ids[(r.iid, r.ip)] = gid
+        return gid
+
+    for r in sorted(replicates, key=lambda r: (r.iid, r.ip.version, int(r.ip))):
+        first = take(GROUP_BASE + (zlib.crc32(f"{r.iid}/{r.ip}".encode()) & GROUP_SPACE))
+        ids[(r.iid, r.ip)] = (first, *(take(first) for _ in range(failovers(r))))
     return ids
+
+
+def failovers_needed(r: Replicate, ports: tuple[tuple[object, int], ...]) -> int:
+    """How many of `r`'s copies fail over in the switch: those whose site has another RLOC and
+    a BFD port towards one of them (`ports`: (remote RLOC, ofport))."""
+    return sum(1 for site in _sites(r) if failover.site_fails_over(site, ports))
+
+
+def _sites(r: Replicate) -> list[tuple]:
+    """Each distinct RLOC of `r` with its site's RLOCs (best first), or itself alone."""
+    alternatives = dict(zip(r.rlocs, r.alternatives))
+    return [alternatives.get(rloc) or (rloc,) for rloc in dict.fromkeys(r.rlocs)]
 
 
 def planned(replicates: tuple[Replicate, ...], expected: tuple[Expected, ...], leaving: tuple[Leaving, ...],
             hosts: tuple[LocalHost, ...], replicate_one: Callable[[Replicate, int], tuple[tuple, tuple]],
             expected_one: Callable[[Expected], tuple[Flow, ...]],
-            leaving_one: Callable[[Leaving, LocalHost], tuple[Flow, ...]]) -> tuple[list[Flow], list[Group]]:
+            leaving_one: Callable[[Leaving, LocalHost], tuple[Flow, ...]],
+            failovers: Callable[[Replicate], int] = lambda r: 0) -> tuple[list[Flow], list[Group]]:
     """Every planned move's flows and groups at this xTR, in whichever role it has in each.
 
     Each move's are made by the compiler's memoised `replicate_one` (`replicate_flows`),
     `expected_one` (`expected_flows`) and `leaving_one` (`leaving_flows`): in a planned
-    evacuation every switch holds 200 of them and is pushed at each announcement and arrival."""
+    evacuation every switch holds 200 of them and is pushed at each announcement and arrival.
+    `failovers(r)`: how many of a replication's copies go through a fast-failover group."""
     flows: list[Flow] = []
     groups: list[Group] = []
-    ids = group_ids(replicates)
+    ids = group_ids(replicates, failovers)
     for r in replicates:
         r_flows, r_groups = replicate_one(r, ids[(r.iid, r.ip)])
         flows += r_flows
@@ -136,20 +156,33 @@ def planned(replicates: tuple[Replicate, ...], expected: tuple[Expected, ...], l
     return flows, groups
 
 
-def replicate_flows(r: Replicate, gid: int,
-                    tunnel_actions: Callable[[int, object], tuple[Action, ...]]) -> tuple[list[Flow], list[Group]]:
-    """ITR side: the EID's ROUTE flow to an ALL group of one bucket per RLOC (`gid`), or
-    straight to the one RLOC if there is only one."""
+def replicate_flows(r: Replicate, gids: tuple[int, ...], tunnel_actions: Callable[[int, object], tuple[Action, ...]],
+                    ports: tuple[tuple[object, int], ...] = (), tunnel_port: int = 0) -> tuple[list[Flow], list[Group]]:
+    """ITR side: the EID's ROUTE flow to an ALL group of one bucket per RLOC (`gids[0]`), or
+    straight to the one RLOC if there is only one.  A copy whose site has other RLOCs and BFD
+    ports towards them (`ports`) goes through a fast-failover group of its own (`gids[1:]`,
+    `failover.to_site`): a planned move to or from a multihomed site whose preferred link is
+    down loses nothing at the switchover."""
     rlocs = tuple(dict.fromkeys(r.rlocs))
     if not rlocs:
         return [], []
     owner = cookie(Owner.PLANNED_MOVE, r.iid, f"replicate {r.ip}")
     flow_match = _route_match(r.iid, r.ip)
-    if len(rlocs) == 1:
-        return [Flow(Table.ROUTE, PRIO_PLANNED_MOVE, flow_match, actions=tunnel_actions(r.iid, rlocs[0]),
-                     cookie=owner)], []
-    group = Group(gid, "all", tuple(Bucket(0, tunnel_actions(r.iid, rloc)) for rloc in rlocs))
-    return [Flow(Table.ROUTE, PRIO_PLANNED_MOVE, flow_match, actions=(GroupAction(gid),), cookie=owner)], [group]
+    spare = iter(gids[1:])
+    groups: list[Group] = []
+    copies = []
+    for rloc, site in zip(rlocs, _sites(r)):
+        tunnel = tunnel_actions(r.iid, rloc)
+        if failover.site_fails_over(site, ports):
+            gid = next(spare)
+            groups.append(failover.to_site(gid, site, tunnel, ports, tunnel_port,
+                                           lambda a: tunnel_actions(r.iid, a)))
+            tunnel = (GroupAction(gid),)
+        copies.append(tunnel)
+    if len(copies) == 1:
+        return [Flow(Table.ROUTE, PRIO_PLANNED_MOVE, flow_match, actions=copies[0], cookie=owner)], groups
+    groups.append(Group(gids[0], "all", tuple(Bucket(0, actions) for actions in copies)))
+    return [Flow(Table.ROUTE, PRIO_PLANNED_MOVE, flow_match, actions=(GroupAction(gids[0]),), cookie=owner)], groups
 
 
 def expected_flows(e: Expected, tunnel_port: int, fixed_ports: bool, tunnel_actions: Callable[..., tuple[Action, ...]],

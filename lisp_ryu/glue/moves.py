@@ -224,14 +224,18 @@ def planned_move(controller: "Controller", iid: int, eid: "IPAddress", to_site: 
         return tuple(r for e in xtrs if e is not here
                      and (e is old or e is dest or controller.installed(e.dpid) is not None) for r in e.core.state.rlocs)
 
+    # Each site's RLOCs, best first: a copy to a site whose preferred RLOC is down takes the next.
+    old_site, new_site = ranked_rlocs(old.core.config), ranked_rlocs(dest.core.config)
     controller.run(dest, dest.core.expect(iid, eid, dest.clock(), timeout, prefetch=prefetch, old_rloc=old_rloc,
-                                          port=port, mac=mac, replicated_by=replicating(dest)))
-    controller.run(old, old.core.leave(iid, eid, new_rloc, old.clock(), timeout, replicated_by=replicating(old)))
+                                          port=port, mac=mac, replicated_by=replicating(dest), old_site=old_site))
+    controller.run(old, old.core.leave(iid, eid, new_rloc, old.clock(), timeout, replicated_by=replicating(old),
+                                       new_site=new_site))
     itrs, away, involved = [], [], [dest.dpid, old.dpid]
     for endpoint in xtrs:
         if endpoint is dest or endpoint is old:
             continue
-        controller.run(endpoint, endpoint.core.replicate(iid, eid, old_rloc, new_rloc, endpoint.clock(), timeout))
+        controller.run(endpoint, endpoint.core.replicate(iid, eid, old_rloc, new_rloc, endpoint.clock(), timeout,
+                                                         sites=(old_site, new_site)))
         itrs.append(endpoint.core.config.name)
         involved.append(endpoint.dpid)
         if controller.installed(endpoint.dpid) is None:
@@ -251,10 +255,15 @@ def planned_move(controller: "Controller", iid: int, eid: "IPAddress", to_site: 
 
 
 def preferred_rloc(config) -> "IPAddress":
-    """The RLOC a planned move names for a site (an xTR's configuration): its best priority, as its
-    registration ranks them (255, not for unicast, only if it has no other), the first listed among equals."""
+    """The RLOC a planned move names for a site (an xTR's configuration): the first of `ranked_rlocs`."""
+    return ranked_rlocs(config)[0]
+
+
+def ranked_rlocs(config) -> tuple:
+    """A site's RLOCs (an xTR's configuration) best first, as its registration ranks them: by
+    priority, the first listed among equals; 255 (not for unicast) only if it has no other."""
     usable = [r for r in config.rlocs if r.priority != 255] or list(config.rlocs)
-    return min(usable, key=lambda r: r.priority).address
+    return tuple(r.address for r in sorted(usable, key=lambda r: r.priority))
 
 
 def delivering(controller: "Controller", dest: "ControlEndpoint", iid: int, eid: "IPAddress") -> bool | None:

@@ -197,11 +197,12 @@ class XtrCore:
                                key=lambda a: (a.version, int(a)))),
             probers=tuple(sorted(self.prober.probed_by.keys() - peers - set(self.state.rlocs),
                                  key=lambda a: (a.version, int(a)))),
-            replicates=tuple(Replicate(iid, ip, m.rlocs) for (iid, ip), m in sorted(self.state.replicating.items(),
-                                                                                   key=str)),
-            expected=tuple(Expected(iid, ip, m.rlocs[0] if m.rlocs else None, m.at, m.replicated_by)
+            replicates=tuple(Replicate(iid, ip, self._alive(m.rlocs, m.sites), m.sites)
+                             for (iid, ip), m in sorted(self.state.replicating.items(), key=str)),
+            expected=tuple(Expected(iid, ip, self._alive(m.rlocs, m.sites)[0] if m.rlocs else None, m.at,
+                                    m.replicated_by)
                            for (iid, ip), m in sorted(self.state.expected.items(), key=lambda kv: str(kv[0]))),
-            leaving=tuple(Leaving(iid, ip, m.new_rloc, m.replicated_by)
+            leaving=tuple(Leaving(iid, ip, self._alive((m.new_rloc,), m.sites)[0], m.replicated_by)
                           for (iid, ip), m in sorted(self.state.leaving.items(), key=lambda kv: str(kv[0]))),
         )
 
@@ -246,6 +247,13 @@ class XtrCore:
         self._remote_of, self._rloc_uses = remote_of, {rloc: n for rloc, n in uses.items() if n > 0}
         self._remotes_made = (cache.changes, down, tuple(remotes), frozenset(peers))
         return self._remotes_made[2], self._remotes_made[3]
+
+    def _alive(self, rlocs: tuple, sites: tuple) -> tuple:
+        """A planned move's RLOCs (`rlocs`), each replaced by the first of its site's (`sites`, best
+        first) that probing does not call down when it is; kept when none is up."""
+        is_up = self.prober.health.is_up
+        return tuple(rloc if is_up(rloc) else next((a for a in site if is_up(a)), rloc)
+                     for rloc, site in zip(rlocs, (*sites, *((),) * len(rlocs))))
 
     def _redirects(self) -> tuple[Redirect, ...]:
         """The departures as the plan's redirects, in address order; made again only when they
@@ -417,21 +425,23 @@ class XtrCore:
     # ---- planned moves (draft-ietf-lisp-predictive-rlocs; lisp_ryu/flows/replicate.py)
 
     def replicate(self, iid: int, ip: IPAddress, old_rloc: IPAddress, new_rloc: IPAddress, now: float,
-                  timeout: float | None = None) -> list[Effect]:
-        """As an ITR: traffic for `ip` goes to both RLOCs until the mapping moves it (or the timeout)."""
+                  timeout: float | None = None, sites: tuple = ()) -> list[Effect]:
+        """As an ITR: traffic for `ip` goes to both RLOCs until the mapping moves it (or the timeout);
+        `sites`: the old and the new site's RLOCs, best first (each copy fails over among its site's)."""
         extra = {} if timeout is None else {"timeout": timeout}
-        return self.mobility.replicate(iid, ip, old_rloc, new_rloc, now, **extra)
+        return self.mobility.replicate(iid, ip, old_rloc, new_rloc, now, sites=sites, **extra)
 
     def expect(self, iid: int, ip: IPAddress, now: float, timeout: float | None = None,
                prefetch: tuple = (), old_rloc: IPAddress | None = None, port: int | None = None,
-               mac: str | None = None, replicated_by: tuple = ()) -> list[Effect]:
+               mac: str | None = None, replicated_by: tuple = (), old_site: tuple = ()) -> list[Effect]:
         """As the destination: deliver `ip`'s traffic to `port` (with `mac`: the workload's new
         port here, plugged already), or hold it without one, until it is learned here (our own
         hosts' traffic to it goes to `old_rloc` as well meanwhile); resolve beforehand the
         prefixes (`prefetch`: (iid, network)) its old site talks to, so its replies find mappings."""
         extra = {} if timeout is None else {"timeout": timeout}
         at = None if port is None or mac is None else LocalHost(iid, ip, mac, port)
-        effects = self.mobility.expect(iid, ip, now, old_rloc=old_rloc, at=at, replicated_by=replicated_by, **extra)
+        effects = self.mobility.expect(iid, ip, now, old_rloc=old_rloc, at=at, replicated_by=replicated_by,
+                                       old_site=old_site, **extra)
         for p_iid, network in dict.fromkeys(prefetch):
             if self.state.cache.get(p_iid, network) is None and not self.mobility.ours(p_iid, network):
                 effects += self.resolver.resolve(p_iid, network.network_address, now, mask_len=network.prefixlen)
@@ -443,11 +453,12 @@ class XtrCore:
         return any((iid, network.network_address) in self.state.resolutions for iid, network in prefixes)
 
     def leave(self, iid: int, ip: IPAddress, new_rloc: IPAddress, now: float,
-              timeout: float | None = None, replicated_by: tuple = ()) -> list[Effect]:
+              timeout: float | None = None, replicated_by: tuple = (), new_site: tuple = ()) -> list[Effect]:
         """As the old site: what our hosts send `ip`, and other ITRs tunnel to it here, also goes to
-        `new_rloc` until it has left (not what comes from `replicated_by`: those replicate)."""
+        `new_rloc` (or the next of `new_site` while it is down) until it has left (not what comes
+        from `replicated_by`: those replicate)."""
         extra = {} if timeout is None else {"timeout": timeout}
-        return self.mobility.leave(iid, ip, new_rloc, now, replicated_by=replicated_by, **extra)
+        return self.mobility.leave(iid, ip, new_rloc, now, replicated_by=replicated_by, new_site=new_site, **extra)
 
     def hold(self, iid: int, ip: IPAddress, packet: bytes, now: float) -> list[Effect]:
         """A decapsulated packet for a workload expected here: held, or delivered if it just arrived."""

@@ -320,10 +320,12 @@ class Mobility:
     # ---- planned moves (draft-ietf-lisp-predictive-rlocs)
 
     def replicate(self, iid: int, ip: IPAddress, old_rloc: IPAddress, new_rloc: IPAddress, now: float,
-                  timeout: float = PLANNED_MOVE_TIMEOUT) -> list[Effect]:
-        """As an ITR: send traffic for the EID to both RLOCs until the mapping places it at `new_rloc`."""
+                  timeout: float = PLANNED_MOVE_TIMEOUT, sites: tuple = ()) -> list[Effect]:
+        """As an ITR: send traffic for the EID to both RLOCs until the mapping places it at `new_rloc`
+        (`sites`: the old and the new site's RLOCs, best first, for when one is down)."""
         self._take_role((iid, ip), self.state.replicating)
-        self.state.replicating[(iid, ip)] = PlannedMove(new_rloc, now + timeout, rlocs=(old_rloc, new_rloc))
+        self.state.replicating[(iid, ip)] = PlannedMove(new_rloc, now + timeout, rlocs=(old_rloc, new_rloc),
+                                                        sites=tuple(sites))
         self.state.count("planned_move_replications")
         LOG.info("%s: planned move of [%d]%s: replicating to %s and %s", self.state.config.name, iid, ip,
                  old_rloc, new_rloc)
@@ -331,7 +333,7 @@ class Mobility:
 
     def expect(self, iid: int, ip: IPAddress, now: float, timeout: float = PLANNED_MOVE_TIMEOUT,
                old_rloc: IPAddress | None = None, at: LocalHost | None = None,
-               replicated_by: tuple = ()) -> list[Effect]:
+               replicated_by: tuple = (), old_site: tuple = ()) -> list[Effect]:
         """As the destination: deliver the EID's traffic to `at` (its new port, plugged already), or
         hold it if the port is not known, until the workload is learned here.  What ITRs tunnel to
         it here goes on to `old_rloc` too (where it still is until the switchover), but from
@@ -339,7 +341,8 @@ class Mobility:
         key = (iid, ip)
         self._take_role(key, self.state.expected)
         self.state.expected[key] = PlannedMove(None, now + timeout, rlocs=(old_rloc,) if old_rloc else (), at=at,
-                                               replicated_by=tuple(replicated_by))
+                                               replicated_by=tuple(replicated_by),
+                                               sites=(tuple(old_site),) if old_rloc and old_site else ())
         self.state.count("planned_move_expected")
         if at is None:
             LOG.info("%s: planned move of [%d]%s towards us: holding its traffic until it arrives",
@@ -350,14 +353,15 @@ class Mobility:
         return [DataplaneChanged(f"planned move of {ip}: expect")]
 
     def leave(self, iid: int, ip: IPAddress, new_rloc: IPAddress, now: float,
-              timeout: float = PLANNED_MOVE_TIMEOUT, replicated_by: tuple = ()) -> list[Effect]:
+              timeout: float = PLANNED_MOVE_TIMEOUT, replicated_by: tuple = (), new_site: tuple = ()) -> list[Effect]:
         """As the old site: what our own hosts send the EID, and what ITRs tunnel to it here
         (but those at `replicated_by`, which send the new site a copy themselves), is delivered
         here and tunnelled to `new_rloc` too, until the workload has left (its departure) or the
         timeout.  An ITR that knows nothing of the move (another implementation's, another
         controller's) then loses nothing at the switchover either."""
         self._take_role((iid, ip), self.state.leaving)
-        self.state.leaving[(iid, ip)] = PlannedMove(new_rloc, now + timeout, replicated_by=tuple(replicated_by))
+        self.state.leaving[(iid, ip)] = PlannedMove(new_rloc, now + timeout, replicated_by=tuple(replicated_by),
+                                                    sites=(tuple(new_site),) if new_site else ())
         self.state.count("planned_move_leaving")
         LOG.info("%s: planned move of [%d]%s away to %s: our hosts' traffic to it goes there too",
                  self.state.config.name, iid, ip, new_rloc)

@@ -145,6 +145,9 @@ class PlannedMove:
     held: list = field(default_factory=list)
     at: LocalHost | None = None
     replicated_by: tuple = ()  # as the old site or the destination: the RLOCs of ITRs that replicate themselves
+    # Per RLOC the move sends to (`rlocs`; `new_rloc` as the old site), its site's RLOCs best first:
+    # the plan takes the first that probing does not call down, the switch the first BFD sees alive.
+    sites: tuple = ()
 
 
 class CountedDict(dict):

@@ -98,19 +98,25 @@ _TUNNEL_DST = re.compile(r"tnl_push\(.*?ipv[46]\(src=[^,]+,dst=([0-9a-fA-F.:]+)"
 
 
 def active_rloc(state: LabState, pinger: str, target_ip: str) -> str | None:
-    """The RLOC the pinger's xTR tunnels a packet to `target_ip` to now, as its datapath would.
+    """The RLOC the pinger's xTR tunnels a packet to `target_ip` to now, as its datapath would
+    (the first, if it sends copies: `tunnel_destinations`)."""
+    return next(iter(tunnel_destinations(state, pinger, target_ip)), None)
+
+
+def tunnel_destinations(state: LabState, pinger: str, target_ip: str) -> list[str]:
+    """Every RLOC the pinger's xTR tunnels a packet to `target_ip` to now (a planned move's
+    replication sends several copies), as its datapath would.
 
     `ofproto/trace` runs the packet through the OpenFlow tables, groups
     included, with the liveness of every watched port as forwarding sees it,
-    and prints the datapath actions: the tunnel header's destination is the RLOC.
+    and prints the datapath actions: each tunnel header's destination is an RLOC.
     """
     host = state.host(pinger)
     packet = (f"in_port={host.ofport},ip,dl_src={host.mac},dl_dst={host.gateway_mac},"
               f"nw_src={host.ip},nw_dst={target_ip},nw_ttl=64")
     out = appctl(host.site, "ofproto/trace", "br-int", packet, state=state)
     actions = next((line for line in out.splitlines() if line.startswith("Datapath actions:")), "")
-    m = _TUNNEL_DST.search(actions)
-    return m.group(1) if m else None
+    return _TUNNEL_DST.findall(actions)
 
 
 def bfd_ports(state: LabState) -> dict[str, str]:

@@ -59,8 +59,62 @@ def test_group_ids_are_stable_and_distinct():
 
     reps = tuple(Replicate(42, ip(f"10.1.{i // 256}.{i % 256}"), (OLD, NEW)) for i in range(300))
     ids = group_ids(reps)
-    assert len(set(ids.values())) == 300 and all(0x80000000 <= g < 0xC0000000 for g in ids.values())
+    assert len({g for (g,) in ids.values()}) == 300 and all(0x80000000 <= g < 0xC0000000 for (g,) in ids.values())
     assert group_ids(tuple(reversed(reps))) == ids
+    # with two fast-failover groups each (both sites multihomed), every id is still distinct
+    both = group_ids(reps, lambda r: 2)
+    every = [g for gids in both.values() for g in gids]
+    assert len(every) == len(set(every)) == 900 and all(0x80000000 <= g < 0xC0000000 for g in every)
+    assert group_ids(tuple(reversed(reps)), lambda r: 2) == both
+
+
+# A multihomed destination: NEW (best) and NEW2; BFD ports towards both, and towards OLD.
+NEW2 = ip("198.18.4.2")
+BFD = {OLD: 201, NEW: 202, NEW2: 203}
+
+
+def _multihomed(**move) -> XtrPlan:
+    from lisp_ryu.plan import FailoverPort
+
+    ports = tuple(FailoverPort(ip("198.18.3.2"), remote, ofport) for remote, ofport in BFD.items())
+    replicate = Replicate(42, EID, (OLD, NEW), ((OLD,), (NEW, NEW2)), **move)
+    return XtrPlan(**{**BASE.__dict__, "replicates": (replicate,), "failover_ports": ports})
+
+
+def test_a_copy_to_a_multihomed_site_fails_over_in_the_switch():
+    """The copy for the new site goes through a fast-failover group over its RLOCs that BFD
+    watches, best first: with the best one's port dead, the switch sends it to the next; with
+    both dead, to the controller's pick through the flow-based port (as a map-cache entry)."""
+    state = compile_plan(_multihomed())
+    assert sorted(g.type for g in state.groups) == ["all", "ff"]
+
+    def copies(live):
+        return sorted(d.packet["tun_ipv4_dst"] for d in walk(state, FROM_HOST, live_ports=live).deliveries)
+
+    tunnel = BASE.tunnel_port
+    assert copies({tunnel, *BFD.values()}) == sorted([str(OLD), str(NEW)])
+    assert copies({tunnel, BFD[OLD], BFD[NEW2]}) == sorted([str(OLD), str(NEW2)])
+    assert copies({tunnel}) == sorted([str(OLD), str(NEW)])  # no BFD says anything: the plan's pick
+    # the old site has one RLOC: its copy is a plain bucket, whatever BFD says of it
+    assert copies({tunnel, BFD[NEW]}) == sorted([str(OLD), str(NEW)])
+
+
+def test_without_bfd_ports_or_a_second_rloc_a_copy_is_a_plain_bucket():
+    from lisp_ryu.plan import FailoverPort
+
+    no_ports = XtrPlan(**{**_multihomed().__dict__, "failover_ports": ()})
+    assert [g.type for g in compile_plan(no_ports).groups] == ["all"]
+    single = XtrPlan(**{**_multihomed().__dict__, "replicates": (Replicate(42, EID, (OLD, NEW), ((OLD,), (NEW,))),)})
+    assert [g.type for g in compile_plan(single).groups] == ["all"]
+    # a port towards another RLOC than the site's: nothing to fail over to in the switch
+    other = XtrPlan(**{**no_ports.__dict__, "failover_ports": (FailoverPort(ip("198.18.3.2"), ip("198.18.9.2"), 209),)})
+    assert [g.type for g in compile_plan(other).groups] == ["all"]
+
+
+def test_the_end_of_a_replication_removes_its_failover_groups_too():
+    during, after = compile_plan(_multihomed()), compile_plan(XtrPlan(**{**_multihomed().__dict__, "replicates": ()}))
+    assert not after.groups and diff(during, after)
+    assert not [f for f in after.flows if cookie_owner(f.cookie) is Owner.PLANNED_MOVE]
 
 
 def test_a_departed_workload_announced_back_is_held_not_redirected():

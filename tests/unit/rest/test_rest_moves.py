@@ -400,3 +400,44 @@ def test_fast_lane_runs_a_whole_move_before_anything_else_and_drops_the_wire_cop
     if registers is not None:
         assert lab.ms.counters.get("map_register", 0) - registers <= 2  # handled once, not twice
     assert [d.packet["tun_ipv4_dst"] for d in to_eid(lab, "dc3").deliveries] == [DC2]
+
+
+def test_a_planned_move_to_a_multihomed_site_avoids_the_rloc_probing_calls_down(tmp_path, monkeypatch):
+    """The destination's preferred RLOC stops answering (its socket gone from the underlay):
+    once the probing of the ITR (dc3) and of the old site (dc1) calls it down, the copies a
+    planned move makes for the destination take its next RLOC, and go back when it answers."""
+    from ipaddress import ip_address
+
+    from lisp_ryu.wire import LISP_CONTROL_PORT
+
+    second = "198.18.2.3"
+    monkeypatch.setitem(DC2_XTR, "rlocs", [{"address": DC2, "priority": 1}, {"address": second, "priority": 2}])
+    lab = three_site_lab(tmp_path)
+    lab.miss("dc3", "10.3.0.10", EID)
+    for xtr, src in (("dc3", "10.3.0.10"), ("dc1", "10.1.0.99")):  # both probe dc2's RLOCs
+        lab.miss(xtr, src, "10.2.0.10")
+    cut = (ip_address(DC2), LISP_CONTROL_PORT)
+    sockets = lab.underlay.sockets
+    saved = sockets.pop(cut)
+
+    def probe_for(seconds):
+        for _ in range(int(seconds / 5)):
+            lab.clock.advance(5)
+            lab.controller.run_timers()
+            lab.underlay.settle()
+
+    probe_for(200)
+    for name in ("dc1", "dc3"):
+        assert not lab.cores[name].prober.health.is_up(ip_address(DC2)), name
+    status, answer = lab.call("POST", "/lisp/v1/moves", {"iid": 42, "eid": EID, "to_site": "dc2", "timeout": 600})
+    assert status == 202 and answer["new_rloc"] == DC2, answer  # the site's preferred, as registered
+    assert sorted(d.packet["tun_ipv4_dst"] for d in to_eid(lab, "dc3").deliveries) == [DC1, second]
+    assert [d.packet["tun_ipv4_dst"] for d in from_own_host(lab, "dc1", "10.1.0.99").deliveries
+            if d.port == 100] == [second]
+
+    sockets[cut] = saved  # the link is back: the probes are answered, the copies return
+    probe_for(100)
+    assert lab.cores["dc3"].prober.health.is_up(ip_address(DC2))
+    assert sorted(d.packet["tun_ipv4_dst"] for d in to_eid(lab, "dc3").deliveries) == [DC1, DC2]
+    assert [d.packet["tun_ipv4_dst"] for d in from_own_host(lab, "dc1", "10.1.0.99").deliveries
+            if d.port == 100] == [DC2]
