@@ -129,25 +129,28 @@ class DynamicPrefix:
 @cached_hash
 @dataclass(frozen=True)
 class Redirect:
-    """A local EID that moved to `rloc`: tunnel traffic still arriving for it onwards."""
+    """A local EID that moved to `rloc`: tunnel traffic still arriving for it onwards.  `site`:
+    the RLOCs of the site it moved to, best first; where BFD ports watch them, the switch sends
+    to the first one alive (flows/failover.py `to_site`), so does every onward copy below."""
 
     iid: int
     ip: IPAddress
     rloc: IPAddress
+    site: tuple[IPAddress, ...] = ()
 
 
 @dataclass(frozen=True)
 class Replicate:
     """A planned move in progress (draft-ietf-lisp-predictive-rlocs): traffic to this EID goes to
     every RLOC in `rlocs` (the old site's and the new one's) until the workload is seen at the new
-    site; an OpenFlow group of type ALL (lisp_ryu/flows/replicate.py).  `alternatives`: per RLOC
-    of `rlocs`, its site's RLOCs best first; where BFD ports watch them, the switch sends that
-    copy to the first one alive, as it does for a map-cache entry (flows/failover.py)."""
+    site; an OpenFlow group of type ALL (lisp_ryu/flows/replicate.py).  `sites`: per RLOC of
+    `rlocs`, its site's RLOCs best first; where BFD ports watch them, the switch sends that copy
+    to the first one alive, as it does for a map-cache entry (flows/failover.py)."""
 
     iid: int
     ip: IPAddress
     rlocs: tuple[IPAddress, ...]
-    alternatives: tuple[tuple[IPAddress, ...], ...] = ()
+    sites: tuple[tuple[IPAddress, ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -164,6 +167,7 @@ class Expected:
     old_rloc: IPAddress | None = None
     at: LocalHost | None = None
     replicated_by: tuple[IPAddress, ...] = ()
+    old_site: tuple[IPAddress, ...] = ()  # the old site's RLOCs, best first (as `Redirect.site`)
 
 
 def served_before_learning(ip: IPAddress) -> bool:
@@ -186,6 +190,7 @@ class Leaving:
     ip: IPAddress
     rloc: IPAddress
     replicated_by: tuple[IPAddress, ...] = ()
+    site: tuple[IPAddress, ...] = ()  # the new site's RLOCs, best first (as `Redirect.site`)
 
 
 @dataclass(frozen=True)

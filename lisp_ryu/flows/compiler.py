@@ -80,7 +80,10 @@ def compile_plan(plan: XtrPlan) -> DesiredState:
     loose: list[Flow] = []
     ports = failover.fixed_ports(plan.tunnel_source, plan.failover_ports)
     context = _context(plan.tunnel_port, plan.tunnel_source, plan.petr, plan.native_port, ports)
-    segments += _redirects(plan, context)  # memoised per redirect, checked when first compiled
+    move_ids = replicate.move_group_ids(plan.replicates, plan.expected, plan.leaving, plan.redirects, ports)
+    redirect_segments, redirect_groups = _redirects(plan, context, move_ids)
+    segments += redirect_segments  # memoised per redirect, checked when first compiled
+    groups += redirect_groups
     segments += _local_hosts(plan)  # memoised per host, checked when first compiled
     group_ids = (failover.allocate_group_ids(plan.remotes, ports, usable_rlocs) if ports
                  else _allocate_group_ids(plan.remotes))
@@ -93,13 +96,12 @@ def compile_plan(plan: XtrPlan) -> DesiredState:
     loose += _source_specific_misses(plan.remotes)
     if plan.replicates or plan.expected or plan.leaving:  # planned moves (flows/replicate.py)
         moving, moving_groups = replicate.planned(
-            plan.replicates, plan.expected, plan.leaving, plan.hosts,
+            plan.replicates, plan.expected, plan.leaving, plan.hosts, move_ids,
             lambda r, gids: _replicate_flows(r, gids, context),
-            lambda e: _expected_flows(e, context, None if e.at is None else _gateway_mac(plan, e.at.iid, e.at.ip),
-                                      bool(plan.failover_ports)),
-            lambda x, host: _leaving_flows(x, host, context, _gateway_mac(plan, host.iid, host.ip),
-                                           bool(plan.failover_ports)),
-            lambda r: replicate.failovers_needed(r, ports))
+            lambda e, gids: _expected_flows(e, context, None if e.at is None else _gateway_mac(plan, e.at.iid, e.at.ip),
+                                            bool(plan.failover_ports), gids),
+            lambda x, host, gids: _leaving_flows(x, host, context, _gateway_mac(plan, host.iid, host.ip),
+                                                 bool(plan.failover_ports), gids))
         loose += moving
         groups += moving_groups
     flows, keys, count = set(loose), {f.key_hash for f in loose}, len(loose)
@@ -218,9 +220,10 @@ def _learning(plan: XtrPlan) -> list[Flow]:
     return out
 
 
-def _redirects(plan: XtrPlan, context: _TunnelContext) -> list[FlowSet]:
-    """Traffic that still arrives for a departed EID is tunnelled on to its new RLOC."""
-    out = []
+def _redirects(plan: XtrPlan, context: _TunnelContext, ids: dict) -> tuple[list[FlowSet], list[Group]]:
+    """Traffic that still arrives for a departed EID is tunnelled on to its new RLOC (through
+    fast-failover groups over its new site's RLOCs where `ids` has some for it)."""
+    out, groups = [], []
     # A departed EID announced back here (a planned move): its traffic goes to its new port (or is
     # held) by the move's own flows, which send on to the site it is leaving only what ITRs that
     # do not replicate tunnel here (flows/replicate.py); the departure itself stays until it
@@ -229,8 +232,10 @@ def _redirects(plan: XtrPlan, context: _TunnelContext) -> list[FlowSet]:
     with_fixed_ports = bool(plan.failover_ports)
     for r in plan.redirects:
         if (r.iid, r.ip) not in coming_back:
-            out.append(_redirect_flows(r, context, with_fixed_ports))
-    return out
+            flows, r_groups = _redirect_flows(r, context, with_fixed_ports, ids.get((replicate.REDIRECT, r.iid, r.ip), ()))
+            out.append(flows)
+            groups += r_groups
+    return out, groups
 
 
 def _checked(flows) -> FlowSet:
@@ -241,17 +246,25 @@ def _checked(flows) -> FlowSet:
 
 
 @lru_cache(maxsize=1 << 16)
-def _redirect_flows(r: Redirect, context: _TunnelContext, with_fixed_ports: bool) -> tuple[Flow, ...]:
-    """One redirect's flows, made and checked once (an old site's push after an evacuation has 200)."""
+def _redirect_flows(r: Redirect, context: _TunnelContext, with_fixed_ports: bool,
+                    gids: tuple[int, ...]) -> tuple[FlowSet, tuple[Group, ...]]:
+    """One redirect's flows and groups, made and checked once (an old site's push after an evacuation has 200)."""
     eth_type, dst_field = _eth_type(r.ip)
+    to, groups = _onward(r.iid, r.rloc, r.site, gids, context)
     # It came in on the tunnel port and goes out there again: OpenFlow needs IN_PORT for that.
-    actions = _tunnel_actions(context, r.iid, r.rloc, out_port="in_port")
+    actions = to(out_port="in_port")
     flow = Flow(Table.DECAP, PRIO_LOCAL_HOST, match(tunnel_id=r.iid, eth_type=eth_type, **{dst_field: str(r.ip)}),
                 actions=actions, cookie=cookie(Owner.REDIRECT, r.iid, str(r.ip)))
     # It may also arrive on a BFD port: leave by the flow-based port's number.
-    flows = (failover.redirect_flows(flow, context.tunnel_port, actions, _tunnel_actions(context, r.iid, r.rloc))
-             if with_fixed_ports else [flow])
-    return _checked(flows)
+    flows = failover.redirect_flows(flow, context.tunnel_port, actions, to()) if with_fixed_ports else [flow]
+    return _checked(flows), tuple(groups)
+
+
+def _onward(iid: int, rloc: IPAddress, site: tuple, gids: tuple[int, ...], context: _TunnelContext):
+    """`replicate.onward` with this plan's tunnel: (to(out_port=None) -> actions, groups)."""
+    return replicate.onward(iid, rloc, site, gids,
+                            lambda iid, rloc, out_port=None: _tunnel_actions(context, iid, rloc, out_port),
+                            context.fixed_ports, context.tunnel_port)
 
 
 # A planned move's flows in each role, made and checked once per move (flows/replicate.py).
@@ -266,20 +279,20 @@ def _replicate_flows(r: Replicate, gids: tuple[int, ...],
 
 @lru_cache(maxsize=1 << 16)
 def _expected_flows(e: Expected, context: _TunnelContext, gateway_mac: str | None,
-                    with_fixed_ports: bool) -> tuple[Flow, ...]:
-    flows = replicate.expected_flows(e, context.tunnel_port, with_fixed_ports,
-                                     lambda iid, rloc, out_port=None: _tunnel_actions(context, iid, rloc, out_port),
+                    with_fixed_ports: bool, gids: tuple[int, ...]) -> tuple[FlowSet, tuple[Group, ...]]:
+    to, groups = _onward(e.iid, e.old_rloc, e.old_site, gids, context) if e.old_rloc is not None else (None, [])
+    flows = replicate.expected_flows(e, context.tunnel_port, with_fixed_ports, to,
                                      lambda host: _deliver_actions(host, gateway_mac))
-    return _checked(flows)
+    return _checked(flows), tuple(groups)
 
 
 @lru_cache(maxsize=1 << 16)
 def _leaving_flows(x: Leaving, host: LocalHost, context: _TunnelContext, gateway_mac: str,
-                   with_fixed_ports: bool) -> tuple[Flow, ...]:
-    flows = replicate.leaving_flows(x, host, context.tunnel_port, with_fixed_ports,
-                                    lambda iid, rloc, out_port=None: _tunnel_actions(context, iid, rloc, out_port),
+                   with_fixed_ports: bool, gids: tuple[int, ...]) -> tuple[FlowSet, tuple[Group, ...]]:
+    to, groups = _onward(x.iid, x.rloc, x.site, gids, context)
+    flows = replicate.leaving_flows(x, host, context.tunnel_port, with_fixed_ports, to,
                                     _deliver_actions(host, gateway_mac))
-    return _checked(flows)
+    return _checked(flows), tuple(groups)
 
 
 def _local_hosts(plan: XtrPlan) -> list[FlowSet]:

@@ -57,13 +57,13 @@ flows and groups (make-before-break as everywhere).
 from __future__ import annotations
 
 import zlib
-from typing import Callable
+from typing import Callable, Iterable
 
 from lisp_ryu.flows import failover
 from lisp_ryu.flows.model import Action, Bucket, Flow, Group, GroupAction, Output, match
 from lisp_ryu.flows.pipeline import (METADATA_IID_MASK, PRIO_KNOWN_HOST, PRIO_LOCAL_HOST, PRIO_PLANNED_MOVE, Owner,
                                      Table, cookie, known_host_classify)
-from lisp_ryu.plan import Expected, Leaving, LocalHost, Replicate, served_before_learning
+from lisp_ryu.plan import Expected, Leaving, LocalHost, Redirect, Replicate, served_before_learning
 
 ETH_RARP = 0x8035
 
@@ -86,10 +86,9 @@ def expect_cookie(iid: int, ip) -> int:
     return cookie(Owner.PLANNED_MOVE, iid, f"expect {ip}")
 
 
-def group_ids(replicates: tuple[Replicate, ...],
-              failovers: Callable[[Replicate], int] = lambda r: 0) -> dict[tuple, tuple[int, ...]]:
-    """Stable ids: a hash of (iid, EID), probed on collision in a fixed order; the ALL group's
-    first, then one per copy that fails over in the switch (`failovers(r)` of them)."""
+def group_ids(wanted: Iterable[tuple[tuple, int]]) -> dict[tuple, tuple[int, ...]]:
+    """Stable ids for the groups of planned moves and redirects, `count` for each (kind, iid, EID)
+    key of `wanted`: a hash of the key, probed on collision in a fixed order."""
     ids: dict[tuple, tuple[int, ...]] = {}
     used: set[int] = set()
 
@@ -99,10 +98,33 @@ def group_ids(replicates: tuple[Replicate, ...],
         used.add(gid)
         return gid
 
-    for r in sorted(replicates, key=lambda r: (r.iid, r.ip.version, int(r.ip))):
-        first = take(GROUP_BASE + (zlib.crc32(f"{r.iid}/{r.ip}".encode()) & GROUP_SPACE))
-        ids[(r.iid, r.ip)] = (first, *(take(first) for _ in range(failovers(r))))
+    for (kind, iid, ip), count in sorted((w for w in wanted if w[1]),
+                                         key=lambda w: (w[0][0], w[0][1], w[0][2].version, int(w[0][2]))):
+        if count:
+            name = f"{iid}/{ip}" if kind == REPLICATE else f"{kind} {iid}/{ip}"
+            first = take(GROUP_BASE + (zlib.crc32(name.encode()) & GROUP_SPACE))
+            ids[(kind, iid, ip)] = (first, *(take(first) for _ in range(count - 1)))
     return ids
+
+
+REPLICATE, EXPECT, LEAVE, REDIRECT = "replicate", "expect", "leave", "redirect"
+ONWARD_GROUPS = 2  # a copy sent on to a site that fails over: out of the tunnel port, and back out of IN_PORT
+
+
+def move_group_ids(replicates: tuple[Replicate, ...], expected: tuple[Expected, ...], leaving: tuple[Leaving, ...],
+                   redirects: tuple[Redirect, ...], ports: tuple[tuple[object, int], ...]) -> dict[tuple, tuple]:
+    """The group ids of every planned move and redirect of a plan (`ports`: its BFD ports, (remote
+    RLOC, ofport)): an ITR's ALL group and one fast-failover group per copy for a site that fails
+    over (`failovers_needed`); ONWARD_GROUPS for each copy the old site, the destination or a
+    redirect sends on to such a site."""
+    wanted = [((REPLICATE, r.iid, r.ip), 1 + failovers_needed(r, ports)) for r in replicates]
+    if not ports:  # nothing fails over: only the replications' ALL groups (a push after an evacuation
+        return group_ids(wanted)  # walks 200 redirects for nothing otherwise)
+    onward = lambda site: ONWARD_GROUPS if failover.site_fails_over(site, ports) else 0  # noqa: E731
+    wanted += [((EXPECT, e.iid, e.ip), onward(e.old_site) if e.old_rloc is not None else 0) for e in expected]
+    wanted += [((LEAVE, x.iid, x.ip), onward(x.site)) for x in leaving]
+    wanted += [((REDIRECT, r.iid, r.ip), onward(r.site)) for r in redirects]
+    return group_ids(wanted)
 
 
 def failovers_needed(r: Replicate, ports: tuple[tuple[object, int], ...]) -> int:
@@ -113,26 +135,47 @@ def failovers_needed(r: Replicate, ports: tuple[tuple[object, int], ...]) -> int
 
 def _sites(r: Replicate) -> list[tuple]:
     """Each distinct RLOC of `r` with its site's RLOCs (best first), or itself alone."""
-    alternatives = dict(zip(r.rlocs, r.alternatives))
-    return [alternatives.get(rloc) or (rloc,) for rloc in dict.fromkeys(r.rlocs)]
+    sites = dict(zip(r.rlocs, r.sites))
+    return [sites.get(rloc) or (rloc,) for rloc in dict.fromkeys(r.rlocs)]
+
+
+def onward(iid: int, rloc, site: tuple, gids: tuple[int, ...], tunnel_actions: Callable[..., tuple[Action, ...]],
+           ports: tuple[tuple[object, int], ...], tunnel_port: int) -> tuple[Callable[..., tuple], list[Group]]:
+    """How a copy goes on to `rloc`'s site (`site`: its RLOCs, best first): `to(out_port=None)`,
+    the actions out of the tunnel port or back out of the one it came in on ("in_port"), and the
+    groups they need.  With `gids` (ONWARD_GROUPS of them), each way is a fast-failover group over
+    the site's RLOCs (`failover.to_site`), so the switch itself skips a dead one.
+    `tunnel_actions(iid, rloc, out_port=None)`."""
+    if not gids:
+        return (lambda out_port=None: tunnel_actions(iid, rloc, out_port=out_port)), []
+    ways = dict(zip((None, "in_port"), gids))
+    groups = [failover.to_site(gid, site, tunnel_actions(iid, rloc, out_port=way), ports, tunnel_port,
+                               lambda a, way=way: tunnel_actions(iid, a, out_port=way)) for way, gid in ways.items()]
+
+    def to(out_port=None) -> tuple[Action, ...]:
+        if out_port not in ways:
+            raise ValueError(f"a copy sent on through a failover group leaves by the tunnel port or IN_PORT, "
+                             f"not {out_port!r}")
+        return (GroupAction(ways[out_port]),)
+    return to, groups
 
 
 def planned(replicates: tuple[Replicate, ...], expected: tuple[Expected, ...], leaving: tuple[Leaving, ...],
-            hosts: tuple[LocalHost, ...], replicate_one: Callable[[Replicate, int], tuple[tuple, tuple]],
-            expected_one: Callable[[Expected], tuple[Flow, ...]],
-            leaving_one: Callable[[Leaving, LocalHost], tuple[Flow, ...]],
-            failovers: Callable[[Replicate], int] = lambda r: 0) -> tuple[list[Flow], list[Group]]:
+            hosts: tuple[LocalHost, ...], ids: dict[tuple, tuple],
+            replicate_one: Callable[[Replicate, tuple], tuple[tuple, tuple]],
+            expected_one: Callable[[Expected, tuple], tuple[tuple, tuple]],
+            leaving_one: Callable[[Leaving, LocalHost, tuple], tuple[tuple, tuple]]) -> tuple[list[Flow], list[Group]]:
     """Every planned move's flows and groups at this xTR, in whichever role it has in each.
 
     Each move's are made by the compiler's memoised `replicate_one` (`replicate_flows`),
     `expected_one` (`expected_flows`) and `leaving_one` (`leaving_flows`): in a planned
     evacuation every switch holds 200 of them and is pushed at each announcement and arrival.
-    `failovers(r)`: how many of a replication's copies go through a fast-failover group."""
+    `ids`: their groups' ids (`move_group_ids`), each one's given to it, with its flows' (and
+    groups') `_one` maker."""
     flows: list[Flow] = []
     groups: list[Group] = []
-    ids = group_ids(replicates, failovers)
     for r in replicates:
-        r_flows, r_groups = replicate_one(r, ids[(r.iid, r.ip)])
+        r_flows, r_groups = replicate_one(r, ids[(REPLICATE, r.iid, r.ip)])
         flows += r_flows
         groups += r_groups
     local = {(h.iid, h.ip): h for h in hosts}
@@ -140,7 +183,9 @@ def planned(replicates: tuple[Replicate, ...], expected: tuple[Expected, ...], l
     for e in expected:
         if (e.iid, e.ip) in local:
             continue  # already here: its own flows serve it
-        flows += expected_one(e)
+        e_flows, e_groups = expected_one(e, ids.get((EXPECT, e.iid, e.ip), ()))
+        flows += e_flows
+        groups += e_groups
         if e.at is not None:
             # A hypervisor announces a migrated VM by RARP (QEMU does, for a guest that does not
             # announce itself): from the announced port, to the controller, which knows the MAC.
@@ -152,7 +197,9 @@ def planned(replicates: tuple[Replicate, ...], expected: tuple[Expected, ...], l
     for x in leaving:
         host = local.get((x.iid, x.ip))
         if host is not None:  # else gone already: its redirect serves it
-            flows += leaving_one(x, host)
+            x_flows, x_groups = leaving_one(x, host, ids.get((LEAVE, x.iid, x.ip), ()))
+            flows += x_flows
+            groups += x_groups
     return flows, groups
 
 
@@ -185,7 +232,7 @@ def replicate_flows(r: Replicate, gids: tuple[int, ...], tunnel_actions: Callabl
     return [Flow(Table.ROUTE, PRIO_PLANNED_MOVE, flow_match, actions=(GroupAction(gids[0]),), cookie=owner)], groups
 
 
-def expected_flows(e: Expected, tunnel_port: int, fixed_ports: bool, tunnel_actions: Callable[..., tuple[Action, ...]],
+def expected_flows(e: Expected, tunnel_port: int, fixed_ports: bool, onward_to: Callable[..., tuple[Action, ...]],
                    deliver_actions: Callable[[LocalHost], tuple[Action, ...]]) -> list[Flow]:
     """Destination side, for an announced workload not here yet: decapsulated traffic for it is
     delivered to the port announced for it, or else goes to the controller (held there), and,
@@ -197,15 +244,14 @@ def expected_flows(e: Expected, tunnel_port: int, fixed_ports: bool, tunnel_acti
     With the port announced, an IPv4 workload's own packets from that port are classified as
     a known host's from the announcement on (`plan.served_before_learning`), so its replies
     leave through the switch at the switchover instead of waiting for its learn and push.
-    `tunnel_actions(iid, rloc, out_port=None)`; `fixed_ports` as for `leaving_flows`."""
+    `onward_to(out_port=None)`: tunnelled to the old site (`onward`); `fixed_ports` as for `leaving_flows`."""
     owner = expect_cookie(e.iid, e.ip)
     fields = _decap_fields(e.iid, e.ip)
     here = _to_workload(e, deliver_actions)
     if e.old_rloc is None:
         out = [Flow(Table.DECAP, PRIO_PLANNED_MOVE, match(**fields), actions=here, cookie=owner)]
     else:  # the controller output (holding) first: see the module's note on ovs-vswitchd 3.1
-        out = _sent_on(fields, PRIO_PLANNED_MOVE - 1, tunnel_port, fixed_ports, here,
-                       lambda out_port=None: tunnel_actions(e.iid, e.old_rloc, out_port=out_port), owner)
+        out = _sent_on(fields, PRIO_PLANNED_MOVE - 1, tunnel_port, fixed_ports, here, onward_to, owner)
         out += _kept(fields, PRIO_PLANNED_MOVE, e.replicated_by, here, owner)
     if e.at is not None and served_before_learning(e.ip):
         # Its ARP stays out of this flow and meets the learning flow as before (a gratuitous
@@ -213,27 +259,27 @@ def expected_flows(e: Expected, tunnel_port: int, fixed_ports: bool, tunnel_acti
         # is how the controller sees the arrival.  The learned host's flow then replaces it.
         out.append(known_host_classify(e.at.port, e.iid, e.ip, owner))
     if e.old_rloc is not None or e.at is not None:
-        there = tunnel_actions(e.iid, e.old_rloc) if e.old_rloc is not None else ()
+        there = onward_to() if e.old_rloc is not None else ()
         out.append(Flow(Table.ROUTE, PRIO_PLANNED_MOVE, _route_match(e.iid, e.ip),
                         actions=(*_to_workload(e, deliver_actions), *there), cookie=owner))
     return out
 
 
 def leaving_flows(x: Leaving, host: LocalHost, tunnel_port: int, fixed_ports: bool,
-                  tunnel_actions: Callable[..., tuple[Action, ...]], deliver: tuple[Action, ...]) -> list[Flow]:
+                  onward_to: Callable[..., tuple[Action, ...]], deliver: tuple[Action, ...]) -> list[Flow]:
     """The old site's flows for a workload leaving it (`host`, still here), `deliver`ing to it.
 
     ROUTE: what our own hosts send it is delivered and tunnelled to the new RLOC too.  DECAP:
     what an ITR tunnels to it here is delivered and sent on to the new RLOC, but what the ITRs
     at `x.replicated_by` tunnel (they send the new site a copy themselves) is only delivered.
     Sent on as a redirect is: back out of the tunnel port it came in on (IN_PORT), or out of it
-    by number from a BFD port (`fixed_ports`).  `tunnel_actions(iid, rloc, out_port=None)`."""
+    by number from a BFD port (`fixed_ports`).  `onward_to(out_port=None)`: tunnelled to the
+    new site (`onward`)."""
     owner = cookie(Owner.PLANNED_MOVE, x.iid, f"leave {x.ip}")
     out = [Flow(Table.ROUTE, PRIO_LEAVING, _route_match(x.iid, x.ip),
-                actions=(*deliver, *tunnel_actions(x.iid, x.rloc)), cookie=owner)]
+                actions=(*deliver, *onward_to()), cookie=owner)]
     fields = _decap_fields(x.iid, x.ip)
-    out += _sent_on(fields, PRIO_LEAVING + 1, tunnel_port, fixed_ports, deliver,
-                    lambda out_port=None: tunnel_actions(x.iid, x.rloc, out_port=out_port), owner)
+    out += _sent_on(fields, PRIO_LEAVING + 1, tunnel_port, fixed_ports, deliver, onward_to, owner)
     return out + _kept(fields, PRIO_LEAVING + 2, x.replicated_by, deliver, owner)
 
 

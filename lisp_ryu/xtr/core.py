@@ -105,7 +105,7 @@ class XtrCore:
         self.resolver = Resolver(state, self.prober)
         self.mobility = Mobility(state, self.resolver, self.prober)
         self.registrar = Registrar(state, self.resolver, self.mobility, self.prober)
-        self._redirects_made: tuple[int, tuple[Redirect, ...]] | None = None  # see `_redirects`
+        self._redirects_made: tuple[int, frozenset, tuple[Redirect, ...]] | None = None  # see `_redirects`
         self._remotes_made: tuple | None = None  # see `_remotes`
         self._remote_of: dict[int, tuple] = {}  # id(cache entry) -> (it, its plan entry, its RLOCs)
         self._rloc_uses: dict = {}  # RLOC -> how many of `_remote_of`'s entries tunnel to it
@@ -200,9 +200,10 @@ class XtrCore:
             replicates=tuple(Replicate(iid, ip, self._alive(m.rlocs, m.sites), m.sites)
                              for (iid, ip), m in sorted(self.state.replicating.items(), key=str)),
             expected=tuple(Expected(iid, ip, self._alive(m.rlocs, m.sites)[0] if m.rlocs else None, m.at,
-                                    m.replicated_by)
+                                    m.replicated_by, old_site=m.sites[0] if m.sites else ())
                            for (iid, ip), m in sorted(self.state.expected.items(), key=lambda kv: str(kv[0]))),
-            leaving=tuple(Leaving(iid, ip, self._alive((m.new_rloc,), m.sites)[0], m.replicated_by)
+            leaving=tuple(Leaving(iid, ip, self._alive((m.new_rloc,), m.sites)[0], m.replicated_by,
+                                  site=m.sites[0] if m.sites else ())
                           for (iid, ip), m in sorted(self.state.leaving.items(), key=lambda kv: str(kv[0]))),
         )
 
@@ -256,14 +257,16 @@ class XtrCore:
                      for rloc, site in zip(rlocs, (*sites, *((),) * len(rlocs))))
 
     def _redirects(self) -> tuple[Redirect, ...]:
-        """The departures as the plan's redirects, in address order; made again only when they
-        changed (every push of an old site asks, 200 of them after an evacuation)."""
-        departed = self.state.departed
+        """The departures as the plan's redirects, in address order, each to its new site's live
+        RLOC; made again only when they or the RLOCs' health changed (every push of an old site
+        asks, 200 of them after an evacuation)."""
+        departed, down = self.state.departed, self.prober.health.down()
         made = self._redirects_made
-        if made is None or made[0] != departed.version:
-            made = self._redirects_made = (departed.version, tuple(
-                Redirect(iid, ip, d.rloc) for (iid, ip), d in sorted(departed.items(), key=by_address)))
-        return made[1]
+        if made is None or made[0] != departed.version or made[1] != down:
+            made = self._redirects_made = (departed.version, down, tuple(
+                Redirect(iid, ip, self._alive((d.rloc,), (d.site,))[0], d.site)
+                for (iid, ip), d in sorted(departed.items(), key=by_address)))
+        return made[2]
 
     @staticmethod
     def _peer_rlocs(entry: CacheEntry[CachedMapping]) -> tuple[IPAddress, ...]:

@@ -242,13 +242,13 @@ class Mobility:
         now would ask a Map-Server that still names us, get our non-answer or the old
         mapping, and retry a second later (a capture showed exactly that)."""
         state = self.state
-        rlocs = [loc.address for loc in record.locators if loc.reachable and loc.priority != 255
-                 and isinstance(loc.address, IP_TYPES)]
+        rlocs = [loc.address for loc in sorted(record.locators, key=lambda loc: loc.priority)  # best first
+                 if loc.reachable and loc.priority != 255 and isinstance(loc.address, IP_TYPES)]
         if not rlocs:
             return []
         iid, ip = key
         state.leaving.pop(key, None)  # a planned move's window at the old site: the redirect takes over
-        state.departed[key] = Departure(rlocs[0], now + REDIRECT_LIFETIME)
+        state.departed[key] = Departure(rlocs[0], now + REDIRECT_LIFETIME, site=tuple(rlocs))
         state.dynamic_hosts.pop(key, None)
         host_route = EidPrefix(ip, ip.max_prefixlen, iid)
         for reg in state.registrations:  # the map-server has it elsewhere now: if it comes back, register it

@@ -127,6 +127,7 @@ class Departure:
 
     rloc: IPAddress
     until: float  # the redirect flow for it lives until then
+    site: tuple = ()  # the RLOCs of the site it moved to, best first (`rloc` the first): the redirect fails over
 
 
 @dataclass

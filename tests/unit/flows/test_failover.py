@@ -192,3 +192,47 @@ def test_adopting_an_equal_priority_failover_entry_recompiles_to_the_same_groups
     state = c.compile_plan(plan((pt.Rloc(A, 1, 50), pt.Rloc(B, 1, 50))))
     (entry,) = c.remotes_installed(DesiredState(state.flows, state.groups))
     assert c.compile_plan(plan(entry.rlocs)) == state
+
+
+def _tun_dsts(state, packet, live):
+    return sorted((d.port, d.packet.get("tun_ipv4_dst")) for d in walk(state, packet, live_ports=live).deliveries
+                  if d.packet.get("tun_ipv4_dst"))
+
+
+def test_a_redirect_to_a_multihomed_site_fails_over_in_the_switch_both_ways_out():
+    """Traffic still arriving for a departed EID goes on to its new site's first live RLOC, as BFD
+    sees them, whether it came in on the flow-based port (back out of IN_PORT) or on a BFD port
+    (out of the flow-based port by number); with no BFD session up, to the plan's pick."""
+    redirect = pt.Redirect(42, ip("10.1.0.99"), B, (B, A))
+    state = c.compile_plan(plan(PRIMARY_BACKUP, redirects=(redirect,)))
+    assert sum(1 for g in state.groups if g.type == "ff") == 1 + 2  # the map-cache entry's, and the redirect's two
+    for in_port in (TUN, PORT[C]):
+        packet = {"in_port": in_port, "tunnel_id": 42, "eth_type": 0x0800, "ipv4_dst": "10.1.0.99"}
+        assert _tun_dsts(state, packet, EVERY_PORT) == [(TUN, str(B))]
+        assert _tun_dsts(state, packet, EVERY_PORT - {PORT[B]}) == [(TUN, str(A))]
+        assert _tun_dsts(state, packet, {TUN, in_port}) == [(TUN, str(B))]
+    # a single-RLOC site, or no BFD port towards the site: the plain redirect, no group
+    for r in (pt.Redirect(42, ip("10.1.0.99"), C, (C,)), pt.Redirect(42, ip("10.1.0.99"), B, (B, A))):
+        bare = c.compile_plan(plan(PRIMARY_BACKUP, redirects=(r,), failover_ports=ports(C) if r.rloc == B else ports(A)))
+        assert not [g for g in bare.groups if g.group_id >= 0x80000000], r
+
+
+def test_the_old_site_and_the_destination_send_their_copies_on_to_the_live_rloc():
+    """A planned move's old site (Leaving: its own hosts' traffic and what ITRs tunnel to it) and
+    destination (Expected: the same, to the old site) send on through fast-failover groups too."""
+    host = pt.LocalHost(42, ip("10.1.0.10"), H1_MAC, 1)
+    leaving = pt.Leaving(42, host.ip, B, site=(B, A))
+    state = c.compile_plan(plan(PRIMARY_BACKUP, leaving=(leaving,)))
+    own = {"in_port": 2, "eth_type": 0x0800, "eth_src": "02:00:00:01:00:0b", "eth_dst": GW_MAC,
+           "ipv4_src": "10.1.0.11", "ipv4_dst": "10.1.0.10"}
+    tunnelled = {"in_port": TUN, "tunnel_id": 42, "eth_type": 0x0800, "ipv4_dst": "10.1.0.10"}
+    for packet in (own, tunnelled):
+        assert _tun_dsts(state, packet, EVERY_PORT) == [(TUN, str(B))]
+        assert _tun_dsts(state, packet, EVERY_PORT - {PORT[B]}) == [(TUN, str(A))]
+        assert 1 in walk(state, packet, live_ports=EVERY_PORT).ports  # and delivered here
+    expected = pt.Expected(42, ip("10.1.0.77"), old_rloc=B, old_site=(B, A))
+    state = c.compile_plan(plan(PRIMARY_BACKUP, expected=(expected,)))
+    tunnelled = {**tunnelled, "ipv4_dst": "10.1.0.77"}
+    assert _tun_dsts(state, tunnelled, EVERY_PORT) == [(TUN, str(B))]
+    assert _tun_dsts(state, tunnelled, EVERY_PORT - {PORT[B]}) == [(TUN, str(A))]
+    assert "controller" in walk(state, tunnelled, live_ports=EVERY_PORT).ports  # held here meanwhile

@@ -13,7 +13,7 @@ from support.simulate import walk
 
 ip = ipaddress.ip_address
 net = ipaddress.ip_network
-OLD, NEW = ip("198.18.1.2"), ip("198.18.2.2")
+OLD, NEW, NEW2 = ip("198.18.1.2"), ip("198.18.2.2"), ip("198.18.4.2")
 EID = ip("10.1.0.10")
 BASE = XtrPlan(tunnel_port=100, host_ports=(HostPort(1, 42),), tunnel_source=ip("198.18.3.2"),
                remotes=(RemoteEntry(42, net("10.1.0.0/16"), RemoteAction.ENCAP, (Rloc(OLD),)),))
@@ -55,21 +55,26 @@ def test_expected_workload_is_held_until_it_is_here():
 
 
 def test_group_ids_are_stable_and_distinct():
-    from lisp_ryu.flows.replicate import group_ids
+    from lisp_ryu.flows.replicate import move_group_ids
 
     reps = tuple(Replicate(42, ip(f"10.1.{i // 256}.{i % 256}"), (OLD, NEW)) for i in range(300))
-    ids = group_ids(reps)
+    ids = move_group_ids(reps, (), (), (), ())
     assert len({g for (g,) in ids.values()}) == 300 and all(0x80000000 <= g < 0xC0000000 for (g,) in ids.values())
-    assert group_ids(tuple(reversed(reps))) == ids
-    # with two fast-failover groups each (both sites multihomed), every id is still distinct
-    both = group_ids(reps, lambda r: 2)
+    assert move_group_ids(tuple(reversed(reps)), (), (), (), ()) == ids
+    # Both sites multihomed with BFD ports: two fast-failover groups more per replication, two
+    # per redirect (out of the tunnel port, back out of IN_PORT), all distinct and stable.
+    from lisp_ryu.plan import Redirect
+
+    multi = tuple(Replicate(r.iid, r.ip, r.rlocs, ((OLD, NEW2), (NEW, NEW2))) for r in reps)
+    redirects = tuple(Redirect(42, ip(f"10.2.{i // 256}.{i % 256}"), NEW, (NEW, NEW2)) for i in range(300))
+    ports = ((OLD, 201), (NEW, 202), (NEW2, 203))
+    both = move_group_ids(multi, (), (), redirects, ports)
     every = [g for gids in both.values() for g in gids]
-    assert len(every) == len(set(every)) == 900 and all(0x80000000 <= g < 0xC0000000 for g in every)
-    assert group_ids(tuple(reversed(reps)), lambda r: 2) == both
+    assert len(every) == len(set(every)) == 300 * 3 + 300 * 2 and all(0x80000000 <= g < 0xC0000000 for g in every)
+    assert move_group_ids(tuple(reversed(multi)), (), (), tuple(reversed(redirects)), ports) == both
 
 
 # A multihomed destination: NEW (best) and NEW2; BFD ports towards both, and towards OLD.
-NEW2 = ip("198.18.4.2")
 BFD = {OLD: 201, NEW: 202, NEW2: 203}
 
 

@@ -483,3 +483,29 @@ def test_a_move_in_a_large_map_cache_remakes_only_its_own_plan_entry_and_keeps_t
     assert after[changed[0]].rlocs[0].address == C and x.plan().peers == (A, B, C)
     x.resolver.cache_record(MappingRecord.for_prefix(host, (Locator(A),), ttl=60), host, "test", 0.2)
     assert x.plan().peers == (A, B)  # C's only entry went back to A
+
+
+def test_a_redirect_goes_to_the_new_sites_best_rloc_and_the_next_while_probing_calls_it_down():
+    """The record of a move lists its RLOCs in any order: the old site's redirect takes the best
+    priority (lowest, RFC 9300), not the first listed, then the next while that one does not
+    answer its probes (the map-cache's copy of the move has them probed), and back again."""
+    from lisp_ryu.wire import auth
+    from lisp_ryu.wire.messages import MapNotify
+
+    x = core(CONFIG.replace("map_servers: [{address: 198.18.0.2, key: s3cret}]",
+                            "map_servers: [{address: 198.18.0.2, key: s3cret}]\n"
+                            "    dynamic_eid_prefixes: [{prefix: 10.0.0.0/8, iid: 42}]"))
+    x.start(0.0)
+    best, second = ip("198.18.4.2"), ip("198.18.3.2")
+    record = MappingRecord.for_prefix(EidPrefix.from_network("10.1.0.10/32", 42),
+                                      (Locator(second, priority=2), Locator(best, priority=1)))
+    notify = auth.sign(MapNotify(nonce=4242, records=(record,), xtr_id=x.xtr_id, site_id=x.site_id), "s3cret", 1)
+    x.handle_control(notify.encode(), MS, 4342, 1.0)
+    (redirect,) = x.plan().redirects
+    assert (redirect.rloc, redirect.site) == (best, (best, second))
+    advance(x, 6.0, answered={second})
+    assert not x.prober.health.is_up(best) and x.prober.health.is_up(second)
+    (redirect,) = x.plan().redirects
+    assert (redirect.rloc, redirect.site) == (second, (best, second))
+    advance(x, 10.0, answered={best, second})
+    assert [r.rloc for r in x.plan().redirects] == [best]
