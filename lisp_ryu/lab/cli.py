@@ -69,6 +69,8 @@ def add_parser(subparsers, func) -> argparse.ArgumentParser:
                    "and the other xTRs send to both sites meanwhile")
     p.add_argument("--hold", action="store_true", help="with --planned: announce without the new port; the new "
                    "site's controller holds the host's traffic until it appears there")
+    p.add_argument("--silent", action="store_true", help="the host sends no gratuitous ARP after the switchover "
+                   "(a guest that announces nothing): with --planned, the new site asks it to answer at its new port")
 
     p = sub.add_parser("evacuate", help="move every host of a site (or --hosts) to another site at once",
                        description="Evacuate SITE as an orchestrator drains a rack: each host moves as with "
@@ -295,7 +297,7 @@ def _hold(args) -> bool:
 def _move(args) -> int:
     from lisp_ryu.lab.move import move_host
 
-    mv = move_host(args.host, args.site, planned=args.planned, hold=_hold(args))
+    mv = move_host(args.host, args.site, planned=args.planned, hold=_hold(args), silent=args.silent)
     print(f"{mv.host} moved from {mv.from_site} (port {mv.from_ofport}) to {mv.to_site} (port {mv.to_ofport}): "
           f"no link for {mv.swap_ms:.1f} ms, gratuitous ARP sent")
     return 0

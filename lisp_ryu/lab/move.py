@@ -88,7 +88,7 @@ def move(host: str, site: str) -> LabState:
     return move_host(host, site).state
 
 
-def move_host(host: str, site: str, planned: bool = False, hold: bool = False) -> Move:
+def move_host(host: str, site: str, planned: bool = False, hold: bool = False, silent: bool = False) -> Move:
     """Move a host to another site as a live-migrated VM moves, and time it.
 
     As a cloud's destination hypervisor plugs the VM's new vif before the
@@ -112,7 +112,9 @@ def move_host(host: str, site: str, planned: bool = False, hold: bool = False) -
     site delivers the host's traffic to the new port from then on and every other
     xTR sends it to both sites meanwhile (draft-ietf-lisp-predictive-rlocs).  `hold`: announced
     without the port, as an orchestrator that does not know it would; the
-    new site's controller holds the traffic until the host appears.
+    new site's controller holds the traffic until the host appears.  `silent`: the
+    host does not announce itself after the switchover (a guest that sends nothing
+    by itself, a hypervisor that sends no RARP): only its answers say where it is.
     """
     with locked():
         state = load_state()
@@ -140,7 +142,7 @@ def move_host(host: str, site: str, planned: bool = False, hold: bool = False) -
                 raise LabError(f"moving {host} from {old.name} to {site} failed before the switchover, it stays at "
                                f"{old.name} port {h.ofport}: {exc}") from exc
             try:
-                started, attached, announced = migration.switch_over()
+                started, attached, announced = migration.switch_over(announce_it=not silent)
             except LabError as exc:
                 migration.put_back_or_explain(exc)
                 raise LabError(f"moving {host} from {old.name} to {site} failed, it is back at {old.name} "
@@ -153,7 +155,8 @@ def move_host(host: str, site: str, planned: bool = False, hold: bool = False) -
             except LabError as exc:
                 raise LabError(f"{host} moved from {old.name} to {site} (port {migration.ofport}), but removing "
                                f"its old port at {old.name} failed: {exc}\n`lisp-ryu lab down` removes the lab") from exc
-            reannounce([(h, migration.packet_socket, announced)])
+            if not silent:
+                reannounce([(h, migration.packet_socket, announced)])
         finally:
             migration.close()
     result = Move(host=host, from_site=old.name, to_site=new.name, from_ofport=h.ofport, to_ofport=migration.ofport,
@@ -238,7 +241,7 @@ class _Migration:
         except LabError as exc:
             log.warning("%s: the new %s will come up at the switchover: %s", self.h.name, topo.HOST_IFNAME, exc)
 
-    def switch_over(self) -> tuple[float, float, float]:
+    def switch_over(self, announce_it: bool = True) -> tuple[float, float, float]:
         """The switchover: the new interface takes what eth0 holds, eth0 is
         paused (or down) and away, the new one becomes eth0, the gratuitous
         ARP.  Returns when it began (the routes move to the new interface),
@@ -295,7 +298,8 @@ class _Migration:
         _rename_live(net, eth0, OUTGOING_IFNAME, f"renaming {topo.HOST_IFNAME} to {OUTGOING_IFNAME}")
         _rename_live(net, incoming, topo.HOST_IFNAME, f"renaming {INCOMING_IFNAME} to {topo.HOST_IFNAME}")
         attached = time.time()
-        announce(self.h, self.packet_socket)
+        if announce_it:
+            announce(self.h, self.packet_socket)
         return started, attached, time.time()
 
     def unplug_old(self) -> None:

@@ -331,6 +331,9 @@ class XtrCore:
         if departures is not None:
             deadlines.append(departures)
         deadlines += [m.until for table in (state.replicating, state.expected, state.leaving) for m in table.values()]
+        ask = self.mobility.next_ask()
+        if ask is not None:
+            deadlines.append(ask)
         resolver_deadline = self.resolver.resolver_deadline()
         if resolver_deadline is not None:
             deadlines.append(resolver_deadline)

@@ -22,6 +22,7 @@ from lisp_ryu.wire.locator_lists import ReplicationList, RleEntry
 from lisp_ryu.wire.prefix import EidPrefix
 from lisp_ryu.wire.messages import MapRequest
 from lisp_ryu.wire.records import Action, Locator, MappingRecord, MapRequestRecord
+from lisp_ryu.xtr.frames import ask_to_answer
 from lisp_ryu.xtr.probing import Prober
 from lisp_ryu.xtr.resolution import Resolver
 from lisp_ryu.xtr.state import IP_TYPES, CachedMapping, Departure, IPAddress, PlannedMove, XtrState
@@ -38,6 +39,10 @@ PLANNED_MOVE_MAX_TIMEOUT = 3600.0  # the longest window an orchestrator may ask 
 HOLD_AGE = 0.1  # held packets older than this when the workload arrives are not delivered (the old site did)
 HOLD_MAX = 512  # packets held per expected workload
 ROUTER_MAC = "02:00:00:00:00:fe"  # as XtrPlan.router_mac: eth_src for hosts outside any gateway's subnet
+# A workload announced with its new port and not seen there yet is asked to answer (xtr/frames.py)
+# this often while the window is open: one that sends nothing by itself is learned at most this
+# long after its switchover, instead of being lost when the window closes.
+ASK_EVERY = 0.5
 
 
 class Learned(Enum):
@@ -301,6 +306,7 @@ class Mobility:
             del state.departed[key]
             LOG.info("%s: redirect for [%d]%s ended", state.config.name, *key)
         effects: list[Effect] = [DataplaneChanged(f"{len(ended)} redirects ended")] if ended else []
+        effects += self._ask_expected(now)
         unconfirmed = [key for key, (at, _) in state.solicit_later.items() if at <= now]
         for key in unconfirmed:  # the mapping system never told us: solicit anyway
             state.count("smr_without_confirmation")
@@ -342,7 +348,8 @@ class Mobility:
         self._take_role(key, self.state.expected)
         self.state.expected[key] = PlannedMove(None, now + timeout, rlocs=(old_rloc,) if old_rloc else (), at=at,
                                                replicated_by=tuple(replicated_by),
-                                               sites=(tuple(old_site),) if old_rloc and old_site else ())
+                                               sites=(tuple(old_site),) if old_rloc and old_site else (),
+                                               ask_at=None if at is None else now + ASK_EVERY)
         self.state.count("planned_move_expected")
         if at is None:
             LOG.info("%s: planned move of [%d]%s towards us: holding its traffic until it arrives",
@@ -401,6 +408,28 @@ class Mobility:
         move.held.append((now, packet))
         self.state.count("planned_move_held")
         return []
+
+    def _ask_expected(self, now: float) -> list[Effect]:
+        """Ask each workload announced with its port and not seen there yet to answer (ASK_EVERY):
+        its answer teaches it to the learning flows like any first packet (`handle_host_seen`)."""
+        effects: list[Effect] = []
+        for (iid, ip), move in self.state.expected.items():
+            if move.ask_at is None or move.ask_at > now or move.at is None:
+                continue
+            move.ask_at = now + ASK_EVERY
+            gateway = next((g for g in self.state.config.gateways if g.iid == iid and ip in g.subnet), None)
+            frame = ask_to_answer(ip, move.at.mac, gateway.mac if gateway else ROUTER_MAC,
+                                  gateway.ip if gateway else None)
+            if frame is None:
+                move.ask_at = None  # no IPv6 gateway to ask from: wait for the workload's own packets
+                continue
+            self.state.count("planned_move_asked")
+            effects.append(PacketOut(0, frame, out_port=move.at.port))
+        return effects
+
+    def next_ask(self) -> float | None:
+        """When the next announced workload is asked to answer (`_ask_expected`)."""
+        return min((m.ask_at for m in self.state.expected.values() if m.ask_at is not None), default=None)
 
     def _deliver(self, host: LocalHost, packet: bytes) -> PacketOut:
         """A decapsulated packet (its Ethernet addresses of no use) sent out of the host's port."""

@@ -149,6 +149,7 @@ class PlannedMove:
     # Per RLOC the move sends to (`rlocs`; `new_rloc` as the old site), its site's RLOCs best first:
     # the plan takes the first that probing does not call down, the switch the first BFD sees alive.
     sites: tuple = ()
+    ask_at: float | None = None  # as the destination, with `at`: when the workload is next asked to answer
 
 
 class CountedDict(dict):

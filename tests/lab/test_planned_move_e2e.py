@@ -192,3 +192,32 @@ def test_the_destination_sends_on_what_an_itr_still_tunnelling_there_sends(lab):
     assert before and not got & set(before), "dc2 delivered h2's traffic before any move was announced"
     assert len(during) > 300 and set(during) <= got, f"{len(set(during) - got)} of {len(during)} lost in the window"
     failover.wait_for(lambda: planned_leftovers(lab) == [], 10, "the window's flows gone")
+
+
+def test_a_silent_workload_moved_as_planned_is_asked_at_its_new_port_and_learned(lab):
+    """h1 moves to dc2 as a planned move but sends nothing after its switchover (a guest that
+    announces nothing, a hypervisor that sends no RARP; its copied ARP cache needs no request).
+    The move's flows serve it meanwhile, its replies included, so nothing from it reaches the
+    controller; without being asked it would never be learned, and once the window closed its
+    traffic would go back to its old site.  dc2 asks it (an ARP request out of its new port every
+    ASK_EVERY): its answer teaches it, and the move ends as usual."""
+    from lisp_ryu.lab.move import move_host
+    from lisp_ryu.xtr.mobility import ASK_EVERY
+
+    state = lab_controller.read_state()
+    h1 = state.host("h1")
+    assert h1.site == "dc1"
+    offset = log_size()
+    learned_line = re.compile(rf"dc2: dynamic EID \[42\]{re.escape(h1.ip)} \S+ arrived on port")
+    moved = move_host("h1", "dc2", planned=True, silent=True)
+    try:
+        learned = failover.wait_for(
+            lambda: learned_line.search(lab_controller.log_path().read_text(errors="replace")[offset:]) is not None,
+            3 * ASK_EVERY + 2.0, "dc2 to learn the silent h1")
+        assert learned - moved.attached < 2 * ASK_EVERY + 1.0, (learned, moved.attached)
+        failover.wait_for(lambda: planned_leftovers(lab) == [], 5, "the move's window to end")
+        out = running.exec_in("h5", ["ping", "-n", "-c", "3", "-i", "0.2", "-W", "1", h1.ip], state=state,
+                              check=False)
+        assert out.returncode == 0 and " 0% packet loss" in out.stdout, out.stdout
+    finally:
+        move_host("h1", "dc1")  # home again, announced, for whatever runs next

@@ -186,3 +186,47 @@ def _frame(src: str, mac: str) -> bytes:
     from support.underlay import ipv4_frame
 
     return ipv4_frame(src, "10.3.0.10", src_mac=bytes.fromhex(mac.replace(":", "")))
+
+
+def test_a_workload_that_sends_nothing_is_asked_at_its_new_port_and_learned_from_its_answer(lab):
+    """A workload announced with its port that never sends on its own (no gratuitous ARP after
+    its switchover) would be unreachable once the window closed.  The destination asks it every
+    ASK_EVERY while the window is open (an ARP request out of the port, to its MAC); its answer
+    meets the learning flows like a first packet, and the move ends as usual."""
+    from ryu.lib.packet import arp, packet
+
+    from lisp_ryu.xtr.mobility import ASK_EVERY
+
+    lab.miss("dc3", "10.3.0.10", EID)
+    assert lab.call("POST", "/lisp/v1/moves", {"iid": 42, "eid": EID, "to_site": "dc2", "port": 5})[0] == 202
+    lab.underlay.settle()
+    switch = lab.switches[2]
+    before = len(switch.messages)
+    lab.clock.advance(ASK_EVERY + 0.01)
+    lab.controller.run_timers()
+    asks = [m for m in switch.messages[before:] if type(m).__name__ == "PacketOutMsg"]
+    (ask,) = asks
+    assert [a.port for a in ask.actions] == [5]
+    request = packet.Packet(ask.data).get_protocol(arp.arp)
+    assert (request.opcode, request.dst_ip, request.dst_mac) == (1, EID, "00:00:00:00:00:00")
+    assert lab.cores["dc2"].counters["planned_move_asked"] == 1
+
+    # Its answer (an ARP reply from the workload, on port 5) goes to the controller by the flows ...
+    answer = (bytes.fromhex("02000000" "00fe") + bytes.fromhex(HOST_MAC.replace(":", "")) + b"\x08\x06"
+              + bytes.fromhex("0001080006040002") + bytes.fromhex(HOST_MAC.replace(":", ""))
+              + ipaddress.ip_address(EID).packed + bytes.fromhex("0200000000fe") + bytes(4))
+    reply_fields = {"in_port": 5, "eth_type": 0x0806, "arp_op": 2, "arp_spa": EID, "eth_src": HOST_MAC}
+    assert "controller" in walk(held(lab, "dc2"), reply_fields).ports
+    # ... and teaches it: learned at dc2, the move over, the ITR sending to dc2 alone.
+    switch.packet_in(lab.controller, 5, answer, table=Table.CLASSIFY)
+    lab.underlay.settle()
+    lab.controller.run_timers()
+    assert lab.cores["dc2"].is_here(42, ipaddress.ip_address(EID))
+    for name in ("dc1", "dc2", "dc3"):
+        assert planned_flows(held(lab, name)) == [], name
+    assert [d.packet["tun_ipv4_dst"] for d in to_eid(lab, "dc3").deliveries] == [DC2]
+    # Nothing more is asked once it is here.
+    before = len(switch.messages)
+    lab.clock.advance(3 * ASK_EVERY)
+    lab.controller.run_timers()
+    assert not [m for m in switch.messages[before:] if type(m).__name__ == "PacketOutMsg"]
