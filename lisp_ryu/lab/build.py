@@ -272,6 +272,11 @@ def configure(t: topo.Topology, state: LabState, execute, *, management: bool = 
 
     sites = [start_site(s, state, execute, host_taps) for s in state.sites]
     for h in state.hosts:
+        # A host answers ARP only on the interface that holds the address asked for: a move's new
+        # interface waits in the host, up, until the switchover gives it the addresses, and a VM
+        # not yet running at its destination answers nothing there (the destination asks an
+        # announced workload to show itself at its new port: xtr/frames.py).
+        execute(h.name, ["sysctl", "-q", "-w", "net.ipv4.conf.all.arp_ignore=1"])
         if host_taps:  # a tap's checksum offload is off already: OVS asks for none
             ip(h.site, *tap_to_host(h.name, h.namespace, topo.HOST_IFNAME, h.mac).split())
         ip(h.name, "link", "set", topo.HOST_IFNAME, "address", h.mac, "mtu", str(topo.HOST_MTU), "up")
