@@ -47,6 +47,13 @@ The controller output comes first: after a tunnel's set_fields and output,
 ovs-vswitchd 3.1 (userspace datapath) died on the first packet, as it did
 with the two as buckets of an ALL group.
 
+A site may have several RLOCs, and its preferred one may be dead.  Each copy
+for such a site (an ITR's bucket, what either site sends on, an old site's
+redirect afterwards) goes through a fast-failover group over the site's RLOCs
+that BFD ports watch, best first, ending with the controller's pick (the first
+one probing does not call down) through the flow-based port: the switch skips a
+dead RLOC as it does for a map-cache entry (`failover.to_site`).
+
 Both end by themselves: the ITR's when its map-cache places the EID at the
 new RLOC (the publication that follows the registration at the new site) or
 at the move's deadline; the destination's when the host is learned; the old
@@ -86,6 +93,12 @@ def expect_cookie(iid: int, ip) -> int:
     return cookie(Owner.PLANNED_MOVE, iid, f"expect {ip}")
 
 
+# The kinds of group owners (group_ids' keys are (kind, iid, EID)): an xTR has one role in a
+# move of an EID, but a departed EID's redirect and its announced return meet at the old site.
+REPLICATE, EXPECT, LEAVE, REDIRECT = "replicate", "expect", "leave", "redirect"
+ONWARD_GROUPS = 2  # a copy sent on to a site that fails over: out of the tunnel port, and back out of IN_PORT
+
+
 def group_ids(wanted: Iterable[tuple[tuple, int]]) -> dict[tuple, tuple[int, ...]]:
     """Stable ids for the groups of planned moves and redirects, `count` for each (kind, iid, EID)
     key of `wanted`: a hash of the key, probed on collision in a fixed order."""
@@ -100,15 +113,10 @@ def group_ids(wanted: Iterable[tuple[tuple, int]]) -> dict[tuple, tuple[int, ...
 
     for (kind, iid, ip), count in sorted((w for w in wanted if w[1]),
                                          key=lambda w: (w[0][0], w[0][1], w[0][2].version, int(w[0][2]))):
-        if count:
-            name = f"{iid}/{ip}" if kind == REPLICATE else f"{kind} {iid}/{ip}"
-            first = take(GROUP_BASE + (zlib.crc32(name.encode()) & GROUP_SPACE))
-            ids[(kind, iid, ip)] = (first, *(take(first) for _ in range(count - 1)))
+        name = f"{iid}/{ip}" if kind == REPLICATE else f"{kind} {iid}/{ip}"
+        first = take(GROUP_BASE + (zlib.crc32(name.encode()) & GROUP_SPACE))
+        ids[(kind, iid, ip)] = (first, *(take(first) for _ in range(count - 1)))
     return ids
-
-
-REPLICATE, EXPECT, LEAVE, REDIRECT = "replicate", "expect", "leave", "redirect"
-ONWARD_GROUPS = 2  # a copy sent on to a site that fails over: out of the tunnel port, and back out of IN_PORT
 
 
 def move_group_ids(replicates: tuple[Replicate, ...], expected: tuple[Expected, ...], leaving: tuple[Leaving, ...],
@@ -170,8 +178,7 @@ def planned(replicates: tuple[Replicate, ...], expected: tuple[Expected, ...], l
     Each move's are made by the compiler's memoised `replicate_one` (`replicate_flows`),
     `expected_one` (`expected_flows`) and `leaving_one` (`leaving_flows`): in a planned
     evacuation every switch holds 200 of them and is pushed at each announcement and arrival.
-    `ids`: their groups' ids (`move_group_ids`), each one's given to it, with its flows' (and
-    groups') `_one` maker."""
+    `ids` (`move_group_ids`): each move's group ids, handed to its `_one` maker with the move."""
     flows: list[Flow] = []
     groups: list[Group] = []
     for r in replicates:
