@@ -133,7 +133,11 @@ class Registrar:
             reg.refresh_due = now + self.state.config.register_interval
         reg.due = reg.refresh_due
         self.state.count("map_notify_for_register")
-        confirmed = {r.eid_prefix: _addresses(r) for r in notify.records}
+        # Not what left since the Map-Register went: a late Map-Notify confirming a host that has
+        # departed meanwhile made us believe the Map-Server still had it from us when it came back,
+        # so its return was never registered (a workload flapping between two sites; seen in the lab).
+        ours = {r.eid_prefix for r in self.state.local_records()}
+        confirmed = {r.eid_prefix: _addresses(r) for r in notify.records if r.eid_prefix in ours}
         for prefix, locators in confirmed.items():
             if reg.confirmed.get(prefix) != locators:
                 LOG.info("%s: registered %s -> %s with %s", self.state.config.name, prefix,

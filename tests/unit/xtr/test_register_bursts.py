@@ -163,3 +163,20 @@ def test_a_wait_for_the_map_notify_that_ends_with_nothing_new_leaves_nothing_pen
     xtr.moved_elsewhere(b, "dc9", 10.005)
     assert registers(xtr.handle_control(notify_for(first.payload), MS, 4342, 10.02)) == []
     assert not xtr.registrations[0].pending
+
+
+def test_a_map_notify_arriving_after_a_departure_does_not_confirm_the_departed_host(xtr):
+    """A workload flapping between two sites: it left while its Map-Register was in flight, and
+    the Map-Notify for that register came after.  Taking that as confirmation made the xTR
+    believe the map-server still had it from here, so when it came back it was never registered
+    again and the map-server kept the other site (a planned evacuation left stale /32s so)."""
+    registered(xtr)
+    (first,) = registers(arrive(xtr, 0, 10.0))
+    elsewhere = auth.sign(MapNotify(nonce=78, records=(MappingRecord.for_prefix(
+        EidPrefix(ipaddress.ip_address("10.1.0.10"), 32, 42), (Locator(ipaddress.ip_address("198.18.9.2")),)),)),
+        KEY, 1).encode()
+    xtr.handle_control(elsewhere, MS, 4342, 10.005)  # it moved on before our Map-Notify came
+    assert not xtr.is_here(42, ipaddress.ip_address("10.1.0.10"))
+    xtr.handle_control(notify_for(first.payload), MS, 4342, 10.01)  # the late Map-Notify
+    (back,) = registers(arrive(xtr, 0, 12.0))
+    assert host_routes(back) == ["[42]10.1.0.10/32"]
