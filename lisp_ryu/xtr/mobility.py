@@ -39,10 +39,27 @@ PLANNED_MOVE_MAX_TIMEOUT = 3600.0  # the longest window an orchestrator may ask 
 HOLD_AGE = 0.1  # held packets older than this when the workload arrives are not delivered (the old site did)
 HOLD_MAX = 512  # packets held per expected workload
 ROUTER_MAC = "02:00:00:00:00:fe"  # as XtrPlan.router_mac: eth_src for hosts outside any gateway's subnet
-# A workload announced with its new port and not seen there yet is asked to answer (xtr/frames.py)
-# this often while the window is open: one that sends nothing by itself is learned at most this
-# long after its switchover, instead of being lost when the window closes.
-ASK_EVERY = 0.5
+# A workload announced with its new port and not seen there yet is asked to answer (xtr/frames.py):
+# one that sends nothing by itself is learned, instead of being lost when the window closes (the
+# move's flows serve it until then).  First ASK_FIRST seconds after the announcement, then twice
+# as long after each ask up to ASK_GAP_MAX, and once more ASK_BEFORE_END before the window ends;
+# at most ASK_RATE a second per xTR, ASK_BURST at a time.  Asking every workload of a planned
+# evacuation every 0.5 s (400 packet-outs a second) raised its outages by half (p50 0.28 -> 0.44 s).
+ASK_FIRST = 1.0
+ASK_GAP_MAX = 8.0
+ASK_BEFORE_END = 1.0
+ASK_RATE = 50.0
+ASK_BURST = 10
+
+
+def _next_ask(now: float, move: PlannedMove) -> float | None:
+    """When a workload asked `move.asked` times is asked next: the gap doubles from ASK_FIRST up
+    to ASK_GAP_MAX, and the last ask comes ASK_BEFORE_END before the window ends (None: no more)."""
+    gap = min(ASK_FIRST * 2 ** move.asked, ASK_GAP_MAX)
+    last = move.until - ASK_BEFORE_END
+    if now + gap < last:
+        return now + gap
+    return last if now < last else None
 
 
 class Learned(Enum):
@@ -349,7 +366,7 @@ class Mobility:
         self.state.expected[key] = PlannedMove(None, now + timeout, rlocs=(old_rloc,) if old_rloc else (), at=at,
                                                replicated_by=tuple(replicated_by),
                                                sites=(tuple(old_site),) if old_rloc and old_site else (),
-                                               ask_at=None if at is None else now + ASK_EVERY)
+                                               ask_at=None if at is None else now + ASK_FIRST)
         self.state.count("planned_move_expected")
         if at is None:
             LOG.info("%s: planned move of [%d]%s towards us: holding its traffic until it arrives",
@@ -410,19 +427,25 @@ class Mobility:
         return []
 
     def _ask_expected(self, now: float) -> list[Effect]:
-        """Ask each workload announced with its port and not seen there yet to answer (ASK_EVERY):
-        its answer teaches it to the learning flows like any first packet (`handle_host_seen`)."""
+        """Ask the workloads announced with their port and not seen there yet to answer (ASK_FIRST
+        and on): an answer teaches it to the learning flows like any first packet (`handle_host_seen`)."""
+        due = sorted(((m.ask_at, key) for key, m in self.state.expected.items()
+                      if m.ask_at is not None and m.ask_at <= now and m.at is not None), key=lambda d: d[0])
         effects: list[Effect] = []
-        for (iid, ip), move in self.state.expected.items():
-            if move.ask_at is None or move.ask_at > now or move.at is None:
+        for i, (_, key) in enumerate(due):
+            move = self.state.expected[key]
+            if i >= ASK_BURST:  # the rest wait their turn, ASK_RATE a second
+                move.ask_at = now + (i // ASK_BURST) * ASK_BURST / ASK_RATE
                 continue
-            move.ask_at = now + ASK_EVERY
+            iid, ip = key
             gateway = next((g for g in self.state.config.gateways if g.iid == iid and ip in g.subnet), None)
             frame = ask_to_answer(ip, move.at.mac, gateway.mac if gateway else ROUTER_MAC,
                                   gateway.ip if gateway else None)
             if frame is None:
                 move.ask_at = None  # no IPv6 gateway to ask from: wait for the workload's own packets
                 continue
+            move.asked += 1
+            move.ask_at = _next_ask(now, move)
             self.state.count("planned_move_asked")
             effects.append(PacketOut(0, frame, out_port=move.at.port))
         return effects

@@ -150,6 +150,7 @@ class PlannedMove:
     # the plan takes the first that probing does not call down, the switch the first BFD sees alive.
     sites: tuple = ()
     ask_at: float | None = None  # as the destination, with `at`: when the workload is next asked to answer
+    asked: int = 0  # how often it was
 
 
 class CountedDict(dict):

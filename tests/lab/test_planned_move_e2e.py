@@ -200,9 +200,9 @@ def test_a_silent_workload_moved_as_planned_is_asked_at_its_new_port_and_learned
     The move's flows serve it meanwhile, its replies included, so nothing from it reaches the
     controller; without being asked it would never be learned, and once the window closed its
     traffic would go back to its old site.  dc2 asks it (an ARP request out of its new port every
-    ASK_EVERY): its answer teaches it, and the move ends as usual."""
+    ASK_FIRST after the announcement, then less often): its answer teaches it, and the move ends as usual."""
     from lisp_ryu.lab.move import move_host
-    from lisp_ryu.xtr.mobility import ASK_EVERY
+    from lisp_ryu.xtr.mobility import ASK_FIRST
 
     state = lab_controller.read_state()
     h1 = state.host("h1")
@@ -213,8 +213,8 @@ def test_a_silent_workload_moved_as_planned_is_asked_at_its_new_port_and_learned
     try:
         learned = failover.wait_for(
             lambda: learned_line.search(lab_controller.log_path().read_text(errors="replace")[offset:]) is not None,
-            3 * ASK_EVERY + 2.0, "dc2 to learn the silent h1")
-        assert learned - moved.attached < 2 * ASK_EVERY + 1.0, (learned, moved.attached)
+            ASK_FIRST + 3.0, "dc2 to learn the silent h1")
+        assert learned - moved.attached < ASK_FIRST + 1.0, (learned, moved.attached)
         failover.wait_for(lambda: planned_leftovers(lab) == [], 5, "the move's window to end")
         out = running.exec_in("h5", ["ping", "-n", "-c", "3", "-i", "0.2", "-W", "1", h1.ip], state=state,
                               check=False)

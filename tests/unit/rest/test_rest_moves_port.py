@@ -190,19 +190,19 @@ def _frame(src: str, mac: str) -> bytes:
 
 def test_a_workload_that_sends_nothing_is_asked_at_its_new_port_and_learned_from_its_answer(lab):
     """A workload announced with its port that never sends on its own (no gratuitous ARP after
-    its switchover) would be unreachable once the window closed.  The destination asks it every
-    ASK_EVERY while the window is open (an ARP request out of the port, to its MAC); its answer
-    meets the learning flows like a first packet, and the move ends as usual."""
+    its switchover) would be unreachable once the window closed.  The destination asks it
+    ASK_FIRST after the announcement, then less often (an ARP request out of the port, to its
+    MAC); its answer meets the learning flows like a first packet, and the move ends as usual."""
     from ryu.lib.packet import arp, packet
 
-    from lisp_ryu.xtr.mobility import ASK_EVERY
+    from lisp_ryu.xtr.mobility import ASK_FIRST
 
     lab.miss("dc3", "10.3.0.10", EID)
     assert lab.call("POST", "/lisp/v1/moves", {"iid": 42, "eid": EID, "to_site": "dc2", "port": 5})[0] == 202
     lab.underlay.settle()
     switch = lab.switches[2]
     before = len(switch.messages)
-    lab.clock.advance(ASK_EVERY + 0.01)
+    lab.clock.advance(ASK_FIRST + 0.01)
     lab.controller.run_timers()
     asks = [m for m in switch.messages[before:] if type(m).__name__ == "PacketOutMsg"]
     (ask,) = asks
@@ -227,6 +227,6 @@ def test_a_workload_that_sends_nothing_is_asked_at_its_new_port_and_learned_from
     assert [d.packet["tun_ipv4_dst"] for d in to_eid(lab, "dc3").deliveries] == [DC2]
     # Nothing more is asked once it is here.
     before = len(switch.messages)
-    lab.clock.advance(3 * ASK_EVERY)
+    lab.clock.advance(3 * ASK_FIRST)
     lab.controller.run_timers()
     assert not [m for m in switch.messages[before:] if type(m).__name__ == "PacketOutMsg"]

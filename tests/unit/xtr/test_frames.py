@@ -76,3 +76,4 @@ def test_wireshark_reads_both_as_we_mean_them(tmp_path):
     assert "Neighbor Solicitation" in text and "Target Address: fd00:1::10" in text, text
     assert "[Checksum Status: Good]" in text, text
     assert "Malformed" not in text
+
