@@ -232,7 +232,8 @@ def _redirects(plan: XtrPlan, context: _TunnelContext, ids: dict) -> tuple[list[
     with_fixed_ports = bool(plan.failover_ports)
     for r in plan.redirects:
         if (r.iid, r.ip) not in coming_back:
-            flows, r_groups = _redirect_flows(r, context, with_fixed_ports, ids.get((replicate.REDIRECT, r.iid, r.ip), ()))
+            gids = ids.get((replicate.REDIRECT, r.iid, r.ip), ())
+            flows, r_groups = _redirect_flows(r, context, with_fixed_ports, gids)
             out.append(flows)
             groups += r_groups
     return out, groups

@@ -104,7 +104,8 @@ def planned_leftovers(state) -> list[str]:
     out = []
     for site in state.sites:
         flows = running.ofctl(site.name, "dump-flows", state=state)
-        out += [f"{site.name}: {line.strip()}" for line in flows.splitlines() if re.search(r"cookie=0x6[0-9a-f]{15}", line)]
+        out += [f"{site.name}: {line.strip()}" for line in flows.splitlines()
+                if re.search(r"cookie=0x6[0-9a-f]{15}", line)]
         groups = running.ofctl(site.name, "dump-groups", state=state)
         out += [f"{site.name}: {line.strip()}" for line in groups.splitlines()
                 if (m := re.search(r"group_id=(\d+)", line)) and int(m.group(1)) >= GROUP_BASE]

@@ -213,7 +213,8 @@ def test_a_redirect_to_a_multihomed_site_fails_over_in_the_switch_both_ways_out(
         assert _tun_dsts(state, packet, {TUN, in_port}) == [(TUN, str(B))]
     # a single-RLOC site, or no BFD port towards the site: the plain redirect, no group
     for r in (pt.Redirect(42, ip("10.1.0.99"), C, (C,)), pt.Redirect(42, ip("10.1.0.99"), B, (B, A))):
-        bare = c.compile_plan(plan(PRIMARY_BACKUP, redirects=(r,), failover_ports=ports(C) if r.rloc == B else ports(A)))
+        elsewhere = ports(C) if r.rloc == B else ports(A)  # BFD towards no RLOC of the site, or one alone
+        bare = c.compile_plan(plan(PRIMARY_BACKUP, redirects=(r,), failover_ports=elsewhere))
         assert not [g for g in bare.groups if g.group_id >= 0x80000000], r
 
 
