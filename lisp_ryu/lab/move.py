@@ -23,6 +23,7 @@ from lisp_ryu.lab.processes import run_in
 from lisp_ryu.lab.rtnetlink import InterfaceSetup, NetlinkError, RouteSocket
 from lisp_ryu.lab.running import load_state, locked, vsctl
 from lisp_ryu.lab.state import HostState, LabError, LabState, SiteState, write_state
+from lisp_ryu.wire.ecm import internet_checksum
 
 log = logging.getLogger("lisp_ryu.lab")
 
@@ -425,18 +426,9 @@ def unsolicited_advertisement(mac: str, ip6: str) -> bytes:
     src, dst = ipaddress.IPv6Address(ip6).packed, ipaddress.IPv6Address("ff02::1").packed
     body = bytearray(struct.pack("!BBHI", 136, 0, 0, 1 << 29) + src + bytes((2, 1)) + hw)
     pseudo = src + dst + struct.pack("!I3xB", len(body), 58)
-    struct.pack_into("!H", body, 2, _checksum(pseudo + bytes(body)))
+    struct.pack_into("!H", body, 2, internet_checksum(pseudo + bytes(body)))
     ipv6 = struct.pack("!IHBB", 6 << 28, len(body), 58, 255) + src + dst
     return b"\x33\x33\x00\x00\x00\x01" + hw + b"\x86\xdd" + ipv6 + bytes(body)
-
-
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\x00"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 def host_packet_socket(h: HostState, ifname: str = topo.HOST_IFNAME) -> socket.socket:

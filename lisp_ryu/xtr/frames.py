@@ -15,6 +15,8 @@ from __future__ import annotations
 import ipaddress
 import struct
 
+from lisp_ryu.wire.ecm import internet_checksum
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 ETH_ARP, ETH_IPV6 = 0x0806, 0x86DD
@@ -51,17 +53,9 @@ def neighbor_solicitation(target: ipaddress.IPv6Address, target_mac: str, sender
     """A Neighbor Solicitation for `target`, unicast to it (RFC 4861 4.3), with our link-layer address."""
     body = struct.pack("!BBHI", NEIGHBOR_SOLICITATION, 0, 0, 0) + target.packed + bytes((1, 1)) + mac_bytes(sender_mac)
     pseudo = sender.packed + target.packed + struct.pack("!I3xB", len(body), ICMPV6)
-    checksum = _ones_complement(pseudo + body)
+    checksum = internet_checksum(pseudo + body)
     body = body[:2] + struct.pack("!H", checksum) + body[4:]
     ip6 = struct.pack("!IHBB", 6 << 28, len(body), ICMPV6, HOP_LIMIT_ND) + sender.packed + target.packed
     eth = mac_bytes(target_mac) + mac_bytes(sender_mac) + struct.pack("!H", ETH_IPV6)
     return (eth + ip6 + body).ljust(MIN_FRAME, b"\0")
 
-
-def _ones_complement(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF

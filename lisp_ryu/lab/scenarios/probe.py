@@ -27,6 +27,7 @@ from lisp_ryu.lab import topology as topo
 from lisp_ryu.glue.netns import run_in_netns
 from lisp_ryu.lab.ovs import ovs_env
 from lisp_ryu.lab.state import LabError, SiteState
+from lisp_ryu.wire.ecm import internet_checksum
 
 INTERVAL = 0.01
 # Flows that belong to an EID (a local host, a mapping, a redirect), not the
@@ -50,15 +51,6 @@ class Probe:
     @property
     def rtt_ms(self) -> float | None:
         return None if self.received is None else (self.received - self.sent) * 1000.0
-
-
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\x00"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    total = (total >> 16) + (total & 0xFFFF)
-    total += total >> 16
-    return ~total & 0xFFFF
 
 
 def family_of(address: str) -> socket.AddressFamily:
@@ -122,7 +114,7 @@ def echo_request(ident: int, seq: int, payload: bytes, family: int = socket.AF_I
     if family == socket.AF_INET6:
         return struct.pack("!BBHHH", _ICMP6_ECHO_REQUEST, 0, 0, ident, seq & 0xFFFF) + payload
     header = struct.pack("!BBHHH", _ICMP_ECHO_REQUEST, 0, 0, ident, seq & 0xFFFF)
-    return struct.pack("!BBHHH", _ICMP_ECHO_REQUEST, 0, _checksum(header + payload), ident, seq & 0xFFFF) + payload
+    return struct.pack("!BBHHH", _ICMP_ECHO_REQUEST, 0, internet_checksum(header + payload), ident, seq & 0xFFFF) + payload
 
 
 class Prober:
