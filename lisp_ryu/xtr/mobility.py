@@ -437,9 +437,8 @@ class Mobility:
             if i >= ASK_BURST:  # the rest wait their turn, ASK_RATE a second
                 move.ask_at = now + (i // ASK_BURST) * ASK_BURST / ASK_RATE
                 continue
-            iid, ip = key
-            gateway = next((g for g in self.state.config.gateways if g.iid == iid and ip in g.subnet), None)
-            frame = ask_to_answer(ip, move.at.mac, gateway.mac if gateway else ROUTER_MAC,
+            gateway = self._gateway(*key)
+            frame = ask_to_answer(key[1], move.at.mac, gateway.mac if gateway else ROUTER_MAC,
                                   gateway.ip if gateway else None)
             if frame is None:
                 move.ask_at = None  # no IPv6 gateway to ask from: wait for the workload's own packets
@@ -454,10 +453,14 @@ class Mobility:
         """When the next announced workload is asked to answer (`_ask_expected`)."""
         return min((m.ask_at for m in self.state.expected.values() if m.ask_at is not None), default=None)
 
+    def _gateway(self, iid: int, ip: IPAddress):
+        """The configured gateway of the subnet `ip` is in (None: outside every gateway's subnet)."""
+        return next((g for g in self.state.config.gateways if g.iid == iid and ip in g.subnet), None)
+
     def _deliver(self, host: LocalHost, packet: bytes) -> PacketOut:
         """A decapsulated packet (its Ethernet addresses of no use) sent out of the host's port."""
-        mac = next((g.mac for g in self.state.config.gateways if g.iid == host.iid and host.ip in g.subnet),
-                   ROUTER_MAC)
+        gateway = self._gateway(host.iid, host.ip)
+        mac = gateway.mac if gateway else ROUTER_MAC
         header = bytes.fromhex(host.mac.replace(":", "")) + bytes.fromhex(mac.replace(":", ""))
         return PacketOut(0, header + packet[12:], out_port=host.port)
 
