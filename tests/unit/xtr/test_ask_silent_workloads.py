@@ -11,6 +11,7 @@ from lisp_ryu import config
 from lisp_ryu.effects import PacketOut
 from lisp_ryu.xtr import mobility as m
 from lisp_ryu.xtr.core import XtrCore
+from unit.xtr.test_register_bursts import CONFIG
 
 ip = ipaddress.ip_address
 WORKLOAD, WORKLOAD_MAC = ip("10.1.0.10"), "02:00:00:01:00:0a"
@@ -20,17 +21,7 @@ def test_asks_back_off_end_with_one_before_the_window_closes_and_keep_to_their_r
     """An announced workload is asked ASK_FIRST after the announcement, then after gaps that
     double up to ASK_GAP_MAX, and once more ASK_BEFORE_END before its window ends; a planned
     evacuation's hundreds of workloads are asked ASK_BURST at a time, ASK_RATE a second."""
-    cfg = config.parse(yaml.safe_load("""
-xtrs:
-  - name: dc2
-    dpid: 2
-    rlocs: [{address: 198.18.2.2}]
-    tunnel_port: 100
-    eid_prefixes: [{prefix: 10.2.0.0/16, iid: 42}]
-    map_servers: [{address: 198.18.0.2, key: k}]
-    dynamic_eid_prefixes: [{prefix: 10.1.0.0/16, iid: 42}]
-    host_ports: [{port: 5, iid: 42}]
-""")).xtrs[0]
+    cfg = config.parse(yaml.safe_load(CONFIG)).xtrs[0]  # dc2, learning hosts of 10.1.0.0/16
     counter = itertools.count(1000)
     xtr = XtrCore(cfg, nonces=lambda: next(counter))
     xtr.expect(42, WORKLOAD, 0.0, timeout=30.0, port=5, mac=WORKLOAD_MAC)
