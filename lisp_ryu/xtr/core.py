@@ -179,7 +179,8 @@ class XtrCore:
 
     def plan(self) -> XtrPlan:
         cfg = self.state.config
-        remotes, peers = self._remotes()
+        down = self.prober.health.down()  # read once: the map-cache entries and the redirects both follow it
+        remotes, peers = self._remotes(down)
         return XtrPlan(
             tunnel_port=cfg.tunnel_port,
             host_ports=tuple(HostPort(p.port, p.iid) for p in cfg.host_ports),
@@ -187,7 +188,7 @@ class XtrCore:
             gateways=tuple(Gateway(g.iid, g.subnet, g.ip, g.mac) for g in cfg.gateways),
             remotes=remotes,
             dynamic_prefixes=tuple(DynamicPrefix(d.iid, d.prefix) for d in cfg.dynamic_eid_prefixes),
-            redirects=self._redirects(),
+            redirects=self._redirects(down),
             tunnel_source=self.state.rlocs[0],
             petr=cfg.petr,
             native_port=cfg.native_port,
@@ -207,11 +208,11 @@ class XtrCore:
                           for (iid, ip), m in sorted(self.state.leaving.items(), key=lambda kv: str(kv[0]))),
         )
 
-    def _remotes(self) -> tuple[tuple[RemoteEntry, ...], frozenset]:
+    def _remotes(self, down: frozenset) -> tuple[tuple[RemoteEntry, ...], frozenset]:
         """The map-cache as the plan's entries, and the RLOCs they may tunnel to; made again only
         when the cache or an RLOC's health changed (every push asks; a burst of moves pushes a
         switch of hundreds of entries several times a second)."""
-        cache, down = self.state.cache, self.prober.health.down()
+        cache = self.state.cache
         made = self._remotes_made
         if made is not None and made[0] == cache.changes and made[1] == down:
             return made[2], made[3]
@@ -256,11 +257,11 @@ class XtrCore:
         return tuple(rloc if is_up(rloc) else next((a for a in site if is_up(a)), rloc)
                      for rloc, site in zip(rlocs, (*sites, *((),) * len(rlocs))))
 
-    def _redirects(self) -> tuple[Redirect, ...]:
+    def _redirects(self, down: frozenset) -> tuple[Redirect, ...]:
         """The departures as the plan's redirects, in address order, each to its new site's live
         RLOC; made again only when they or the RLOCs' health changed (every push of an old site
         asks, 200 of them after an evacuation)."""
-        departed, down = self.state.departed, self.prober.health.down()
+        departed = self.state.departed
         made = self._redirects_made
         if made is None or made[0] != departed.version or made[1] != down:
             made = self._redirects_made = (departed.version, down, tuple(
