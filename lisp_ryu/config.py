@@ -217,6 +217,9 @@ class XtrConfig:
     netns: str | None = None  # namespace holding the RLOC (lab); None = this host
     register_interval: float = 60.0
     record_ttl_minutes: int = TTL_ONE_DAY
+    # How long traffic that still arrives for a workload that left is tunnelled on to where it went
+    # (seconds): ITRs that were not solicited, or missed the SMR, follow within their map-cache TTL.
+    redirect_seconds: float = 60.0
     proxy_reply: bool = False
     rloc_probing: RlocProbingConfig = RlocProbingConfig()
     # Where traffic for non-LISP destinations (negative Map-Replies with action
@@ -479,6 +482,7 @@ def _xtr(node: Node) -> XtrConfig:
         netns=node.get("netns", _str, None),
         register_interval=node.get("register_interval", _positive, XtrConfig.register_interval),
         record_ttl_minutes=node.get("record_ttl_minutes", schema.int_range(1, 0xFFFFFFFF), TTL_ONE_DAY),
+        redirect_seconds=node.get("redirect_seconds", _positive, XtrConfig.redirect_seconds),
         proxy_reply=node.get("proxy_reply", _bool, False),
         rloc_probing=_rloc_probing(node.node("rloc_probing")),
         petr=node.get("petr", _ip, None),

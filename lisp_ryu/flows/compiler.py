@@ -25,7 +25,6 @@ from lisp_ryu.flows.model import (
     Move,
     Output,
     SetField,
-    address_network,
     match,
 )
 from lisp_ryu.flows.pipeline import (
@@ -45,7 +44,6 @@ from lisp_ryu.flows.pipeline import (
     Table,
     check_flow,
     cookie,
-    cookie_owner,
     known_host_classify,
     prefix_priority,
 )
@@ -536,48 +534,3 @@ def _allocate_group_ids(remotes: tuple[RemoteEntry, ...]) -> dict:
         used.add(gid)
         ids[(entry.iid, entry.prefix, entry.source)] = gid
     return ids
-
-
-def remotes_installed(state: DesiredState) -> list[RemoteEntry]:
-    """The map-cache entries that a switch's MAPPING flows implement: compile_plan's inverse.
-
-    After a controller restart this lets the xTR adopt what the switch already
-    forwards with, instead of deleting working flows while it re-resolves.
-    Native-forward via a PETR reads back as an ordinary encap entry; the
-    re-resolution that follows adoption puts the right action back.
-    """
-    groups = {g.group_id: g for g in state.groups}
-    out = []
-    for flow in state.flows:
-        if flow.table != Table.ROUTE or cookie_owner(flow.cookie) is not Owner.MAPPING:
-            continue
-        fields = flow.match_dict()
-        meta = fields.get("metadata")
-        dst = fields.get("ipv4_dst", fields.get("ipv6_dst"))
-        if not isinstance(meta, tuple) or dst is None:
-            continue
-        if "ipv4_src" in fields or "ipv6_src" in fields:
-            continue  # source-specific: not adopted, the host's next packet re-resolves it
-        prefix = address_network(dst)
-        iid = meta[0]
-        buckets: list[tuple[int, tuple]] = []
-        replicated = False
-        for action in flow.actions:
-            if isinstance(action, GroupAction) and action.group_id in groups:
-                buckets = failover.flatten_buckets(groups, action.group_id)  # through FF groups' select groups
-                replicated = groups[action.group_id].type == "all"  # a Replication List Entry's copies
-        if not buckets and flow.actions:
-            buckets = [(100, flow.actions)]
-        found = {}  # a fast-failover group names a locator more than once: the first (best) bucket's weight
-        for weight, actions in buckets:
-            for a in actions:
-                if isinstance(a, SetField) and a.field in ("tun_ipv4_dst", "tun_ipv6_dst"):
-                    found.setdefault(ipaddress.ip_address(a.value), weight)
-        rlocs = tuple(Rloc(address, 1, weight) for address, weight in found.items())
-        if rlocs and replicated:
-            out.append(RemoteEntry(iid, prefix, RemoteAction.ENCAP, replicate=tuple(found)))
-        elif rlocs:
-            out.append(RemoteEntry(iid, prefix, RemoteAction.ENCAP, rlocs))
-        elif not flow.actions:
-            out.append(RemoteEntry(iid, prefix, RemoteAction.DROP))
-    return out

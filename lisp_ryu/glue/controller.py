@@ -28,12 +28,12 @@ from typing import Any, Callable
 
 from lisp_ryu import config as config_mod
 from lisp_ryu.effects import Core, DataplaneChanged, HostArrived, PacketOut, RegisterChanges, SendControl
-from lisp_ryu.flows import ofp13
-from lisp_ryu.flows.compiler import CompileError, compile_plan, remotes_installed
+from lisp_ryu.flows import ofp13, readback
+from lisp_ryu.flows.compiler import CompileError, compile_plan
 from lisp_ryu.flows.diff import diff
 from lisp_ryu.flows.model import DesiredState
 from lisp_ryu.flows.pipeline import Owner, PipelineError, Table, cookie_owner, is_ours
-from lisp_ryu.glue import moves
+from lisp_ryu.glue import moves, planned_journal
 from lisp_ryu.glue.failover_ports import BfdMesh, FailoverPorts, raise_packet_in_queue
 from lisp_ryu.glue.fast_lane import FastLane
 from lisp_ryu.glue.flow_counters import FlowCounters
@@ -71,9 +71,8 @@ class SwitchSession:
     deferred_at: float = 0.0  # when the first of them came
     barrier_sent: int | None = None  # xid of the barrier after the last push
     barrier_done: int | None = None  # xid of the last barrier the switch answered
-    # Packets to re-inject once the deferred push has left: re-injected now, they would miss the
-    # flows that push brings and come straight back (a learned host's packets in an evacuation
-    # did, four times each on average, until its push went).
+    # Packets to re-inject once the deferred push has left: re-injected now, they would miss its flows and
+    # come straight back (a learned host's packets in an evacuation did, 4 times each on average).
     reinject: list = field(default_factory=list)
 
 
@@ -101,10 +100,10 @@ class Controller:
         # defer(fn): run fn once what is sent now has left (Ryu: hub.spawn); None: at once.
         self.defer = defer or (lambda fn: fn())
         self.arrivals = moves.Arrivals(self)  # workloads learned here, told to the other xTRs in batches
+        self.planned = planned_journal.PlannedJournal()  # the open planned moves (a file: `from_config`)
         # busy(): input is queued (datagrams, switch events): a push waits for it, see `_push_soon`.
         self.busy: Callable[[], bool] = lambda: False
-        # wait_until(condition, timeout) -> condition(): Ryu's app waits letting the hub run (a
-        # planned move's answer waits for the switches' barrier replies); here, no wait.
+        # wait_until(condition, timeout) -> condition(): Ryu's app lets the hub run meanwhile; here, no wait.
         self.wait_until: Callable[[Callable[[], bool], float], bool] = lambda condition, timeout: condition()
         # Datagrams from one of our cores to another are also handed over at once (glue.fast_lane).
         self.fast_lane = fast_lane
@@ -114,8 +113,7 @@ class Controller:
         self.flow_counters = FlowCounters()  # our reads of flows' packet counters (a planned move's)
         self.xtrs: dict[int, ControlEndpoint] = {}
         self.endpoints: list[ControlEndpoint] = []
-        # Why a switch is not programmed as its xTR wants, by dpid: "compile" (its plan cannot be
-        # compiled or sent: the switch keeps what it had) and "install" (it refused what we sent).
+        # dpid -> {"compile": its plan cannot be compiled or sent, "install": it refused what we sent}
         self.problems: dict[int, dict[str, str]] = {}
 
     @classmethod
@@ -139,6 +137,7 @@ class Controller:
             store = None
             if ms.data_dir:
                 store = FileStore(ms.data_dir)  # registrations survive a controller restart
+                controller.planned = planned_journal.PlannedJournal.in_data_dir(ms.data_dir)  # open planned moves too
             else:
                 LOG.warning("embedded Map-Server has no data_dir: registrations are kept in memory only")
             # Restoring makes many objects without cycles: collection passes meanwhile would only cost
@@ -428,9 +427,8 @@ class Controller:
         """One part of a multipart reply (`kind`: flows, groups or meters).
 
         When the last outstanding one is in, what the switch holds becomes the
-        installed state; the xTR adopts the remote mappings it still forwards
-        with (a controller restart loses the map-cache, not the switch's flows),
-        and one push removes only what is stale.
+        installed state; the xTR adopts the mappings and workloads it still serves (a controller
+        restart loses what was learned, not the switch's flows), and one push removes only what is stale.
         """
         session = self.sessions.get(dpid)
         if session is None or (kind == "flows" and self.flow_counters.take(dpid, xid, body, more)):
@@ -449,8 +447,10 @@ class Controller:
             LOG.info("dpid %#x holds %d of our flows, %d groups, %d meters: reconciling",
                      dpid, len(session.installed.flows), len(session.installed.groups),
                      len(session.installed.meters))
-            endpoint = self.xtrs[dpid]
-            adopted = endpoint.core.adopt(remotes_installed(session.installed), endpoint.clock())
+            endpoint, held = self.xtrs[dpid], session.installed  # flows of ours: from before a restart
+            adopted = endpoint.core.adopt(readback.remotes_installed(held), endpoint.clock(),
+                                          hosts=readback.hosts_installed(held) if held.flows else None)
+            adopted += planned_journal.take_up(self, endpoint)  # its part of the planned moves still open
             self.push(dpid, "reconcile after connect")
             self.run(endpoint, adopted)
 

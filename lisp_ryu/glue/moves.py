@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from lisp_ryu.flows.pipeline import Table
 from lisp_ryu.flows.replicate import expect_cookie
+from lisp_ryu.xtr.mobility import PLANNED_MOVE_TIMEOUT
 
 # The controller (glue.controller) calls these with itself and its endpoints; they are typed
 # loosely because importing it here would close an import cycle.
@@ -246,6 +247,8 @@ def planned_move(controller: "Controller", iid: int, eid: "IPAddress", to_site: 
     if away:
         LOG.warning("planned move of [%d]%s: the switches of %s are not connected: they replicate once back",
                     iid, eid, ", ".join(away))
+    controller.planned.add(iid, eid, old.core.config.name, to_site, port, mac,  # a restart takes it up again
+                           PLANNED_MOVE_TIMEOUT if timeout is None else timeout)
     installed = controller.confirm(involved, also=lambda: not dest.core.resolving(prefetch))
     return {"iid": iid, "eid": str(eid), "from_site": old.core.config.name, "to_site": to_site,
             "old_rloc": str(old_rloc), "new_rloc": str(new_rloc), "replicating_at": itrs,

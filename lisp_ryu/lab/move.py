@@ -15,6 +15,7 @@ import socket
 import struct
 import time
 from dataclasses import dataclass, replace
+from typing import Callable
 
 from lisp_ryu.lab import topology as topo
 from lisp_ryu.glue.netns import run_in_netns
@@ -89,7 +90,8 @@ def move(host: str, site: str) -> LabState:
     return move_host(host, site).state
 
 
-def move_host(host: str, site: str, planned: bool = False, hold: bool = False, silent: bool = False) -> Move:
+def move_host(host: str, site: str, planned: bool = False, hold: bool = False, silent: bool = False,
+              before_switchover: Callable[[], None] | None = None) -> Move:
     """Move a host to another site as a live-migrated VM moves, and time it.
 
     As a cloud's destination hypervisor plugs the VM's new vif before the
@@ -116,6 +118,8 @@ def move_host(host: str, site: str, planned: bool = False, hold: bool = False, s
     new site's controller holds the traffic until the host appears.  `silent`: the
     host does not announce itself after the switchover (a guest that sends nothing
     by itself, a hypervisor that sends no RARP): only its answers say where it is.
+    `before_switchover()`: called once the new vif is plugged (and the move announced), right
+    before the switchover (a test restarts the controller there).
     """
     with locked():
         state = load_state()
@@ -138,6 +142,8 @@ def move_host(host: str, site: str, planned: bool = False, hold: bool = False, s
                 if planned:
                     announce_move(state, h, new, None if hold else migration.ofport)
                     time.sleep(PRECOPY)
+                if before_switchover is not None:
+                    before_switchover()
             except LabError as exc:
                 migration.put_back_or_explain(exc)
                 raise LabError(f"moving {host} from {old.name} to {site} failed before the switchover, it stays at "

@@ -305,7 +305,7 @@ class XtrCore:
         return self.resolver.lookup(iid, source, destination, now)
 
     def local_hosts(self) -> tuple[LocalHost, ...]:
-        """Configured and learned hosts that are here now (not departed)."""
+        """Configured and learned hosts that are here now (not departed or away)."""
         return self.state.local_hosts()
 
     def hosts_with_mac(self, mac: str) -> tuple[tuple[int, IPAddress], ...]:
@@ -472,7 +472,7 @@ class XtrCore:
         return self.mobility.hold(iid, ip, packet, now)
 
     def is_here(self, iid: int, ip: IPAddress) -> bool:
-        """The host is here now (learned or configured, not departed)."""
+        """The host is here now (learned or configured, not departed or away)."""
         return self.mobility.is_here((iid, ip))
 
     def moved_elsewhere(self, record: MappingRecord, where: str, now: float) -> list[Effect]:
@@ -488,9 +488,27 @@ class XtrCore:
         """Our own mappings (EID prefixes, hosts here) as another xTR would cache them."""
         return self.mobility.owned()
 
-    def adopt(self, entries: list[RemoteEntry], now: float) -> list[Effect]:
-        """Take over mappings the switch still forwards with (after a controller restart)."""
-        return self.mobility.adopt(entries, now)
+    def adopt(self, entries: list[RemoteEntry], now: float, hosts: list[LocalHost] | None = None) -> list[Effect]:
+        """Take over mappings the switch still forwards with (after a controller restart) and, given
+        the `hosts` it delivers to, where the workloads are (`adopt_hosts`)."""
+        effects = self.mobility.adopt(entries, now)
+        return effects if hosts is None else effects + self.adopt_hosts(hosts, entries, now)
+
+    def adopt_hosts(self, hosts: list[LocalHost], remotes: list[RemoteEntry], now: float) -> list[Effect]:
+        """Take back where the workloads are from the switch's flows (after a controller restart,
+        `Mobility.adopt_hosts`): the learned ones are registered again and told to the other
+        xTRs, as at their arrival; the configured ones that left are not claimed."""
+        learned, departed = self.mobility.adopt_hosts(hosts, remotes, now)
+        if not learned and not departed:
+            return []
+        effects: list[Effect] = [DataplaneChanged(f"{len(learned)} workloads taken back from the switch, "
+                                                  f"{len(departed)} configured ones found elsewhere"),
+                                 RegisterChanges()]
+        for key in learned:
+            record = self.mobility.arrival_record(key)
+            if record is not None:
+                effects.append(HostArrived(record, workload=self.state.dynamic_hosts[key].mac))
+        return effects
 
     # ---- control messages
 

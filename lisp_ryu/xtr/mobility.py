@@ -15,6 +15,7 @@ import logging
 from dataclasses import replace
 from enum import Enum
 
+from lisp_ryu.config import XtrConfig
 from lisp_ryu.effects import DataplaneChanged, Effect, PacketOut, SendControl
 from lisp_ryu.wire import LISP_CONTROL_PORT
 from lisp_ryu.plan import LocalHost, RemoteEntry, served_before_learning
@@ -30,7 +31,8 @@ from lisp_ryu.xtr.state import IP_TYPES, CachedMapping, Departure, IPAddress, Pl
 LOG = logging.getLogger("lisp_ryu.xtr")
 
 ADOPTED_TTL = 60.0  # how long a mapping read back from the switch lives unless re-resolved
-REDIRECT_LIFETIME = 60.0  # how long a departed EID's traffic is tunnelled on from its old site
+# How long a departed EID's traffic is tunnelled on from its old site by default (xtrs[].redirect_seconds).
+REDIRECT_LIFETIME = XtrConfig.redirect_seconds
 # A departure told directly (glue.moves) solicits our ITRs once the mapping system has the move
 # (its Map-Notify to us, the former holder), or after this long if it never says (seconds).
 SOLICIT_FALLBACK = 3.0
@@ -91,6 +93,7 @@ class Mobility:
             state.count("learn_already_known")
             return Learned.KNOWN, key
         state.departed.pop(key, None)
+        state.away.pop(key, None)
         state.solicit_later.pop(key, None)
         state.dynamic_hosts[key] = host
         if state.replicating.pop(key, None) is not None:
@@ -117,9 +120,9 @@ class Mobility:
         return replace(record, locators=tuple(replace(loc, local=False) for loc in record.locators))
 
     def is_here(self, key: tuple[int, IPAddress]) -> bool:
-        """The host (iid, address) is here now: learned or configured, and not departed."""
+        """The host (iid, address) is here now: learned or configured, and not departed or away."""
         state = self.state
-        if key in state.departed:
+        if key in state.departed or key in state.away:
             return False
         return key in state.dynamic_hosts or key in state.configured_hosts()
 
@@ -270,14 +273,14 @@ class Mobility:
             return []
         iid, ip = key
         state.leaving.pop(key, None)  # a planned move's window at the old site: the redirect takes over
-        state.departed[key] = Departure(rlocs[0], now + REDIRECT_LIFETIME, site=tuple(rlocs))
+        state.departed[key] = Departure(rlocs[0], now + state.config.redirect_seconds, site=tuple(rlocs))
         state.dynamic_hosts.pop(key, None)
         host_route = EidPrefix(ip, ip.max_prefixlen, iid)
         for reg in state.registrations:  # the map-server has it elsewhere now: if it comes back, register it
             reg.confirmed.pop(host_route, None)
         state.count("dynamic_eid_departed")
         LOG.info("%s: EID [%d]%s moved to %s: redirecting for %.0f s", state.config.name, iid, ip, rlocs[0],
-                 REDIRECT_LIFETIME)
+                 state.config.redirect_seconds)
         if told_directly:
             state.solicit_later[key] = (now + SOLICIT_FALLBACK, tuple(rlocs))
             return []
@@ -319,8 +322,11 @@ class Mobility:
         """End the redirects and planned-move windows whose time is up."""
         state = self.state
         ended = [key for key, d in state.departed.items() if d.until <= now]
+        configured = state.configured_hosts()
         for key in ended:
             del state.departed[key]
+            if key in configured:  # still elsewhere: the configuration does not bring it back
+                state.away[key] = None
             LOG.info("%s: redirect for [%d]%s ended", state.config.name, *key)
         effects: list[Effect] = [DataplaneChanged(f"{len(ended)} redirects ended")] if ended else []
         effects += self._ask_expected(now)
@@ -499,6 +505,51 @@ class Mobility:
         del self.state.replicating[key]
         self.state.count("planned_move_replication_ended")
         LOG.info("%s: planned move of [%d]%s: %s, replication ended", self.state.config.name, *key, why)
+
+    def adopt_hosts(self, hosts: list[LocalHost], remotes: list[RemoteEntry],
+                    now: float) -> tuple[list[tuple[int, IPAddress]], list[tuple[int, IPAddress]]]:
+        """Take back where the workloads are from a switch that still holds our flows (after a
+        controller restart), before its first push would delete what the configuration does not
+        say; returns the keys (iid, address) taken back as learned and those found departed.
+
+        Learned: a host the switch delivers to (`hosts`) inside a dynamic-EID prefix of its port,
+        that the configuration does not place there as it is.  Departed: a configured host the
+        switch no longer delivers to while it tunnels its host route elsewhere (`remotes`): it
+        moved away before the restart; what still arrives for it is redirected there."""
+        state = self.state
+        configured = {(h.iid, h.ip): (h.mac.lower(), h.port) for h in state.config.hosts}
+        learned = []
+        for host in hosts:
+            key = (host.iid, host.ip)
+            if configured.get(key) == (host.mac, host.port) or key in state.dynamic_hosts:
+                continue
+            dyn = self._dynamic_prefix(host.port, host.ip)
+            if dyn is None or dyn.iid != host.iid:
+                state.count("adopt_host_outside_dynamic_prefixes")  # its flows go with the first push
+                continue
+            state.departed.pop(key, None)
+            state.away.pop(key, None)
+            state.dynamic_hosts[key] = host
+            learned.append(key)
+            state.count("dynamic_eid_adopted")
+            LOG.info("%s: dynamic EID [%d]%s (%s) on port %d taken back from the switch", state.config.name,
+                     host.iid, host.ip, host.mac, host.port)
+        delivered = {(h.iid, h.ip) for h in hosts}
+        elsewhere = {(e.iid, e.prefix.network_address): e.rlocs for e in remotes
+                     if e.rlocs and e.prefix.prefixlen == e.prefix.max_prefixlen}
+        departed = []
+        for key in configured:
+            rlocs = elsewhere.get(key)
+            if rlocs is None or key in delivered or key in state.dynamic_hosts or key in state.departed \
+                    or key in state.away:
+                continue
+            ranked = tuple(r.address for r in sorted(rlocs, key=lambda r: r.priority))
+            state.departed[key] = Departure(ranked[0], now + state.config.redirect_seconds, site=ranked)
+            departed.append(key)
+            state.count("configured_host_found_departed")
+            LOG.info("%s: configured EID [%d]%s is at %s, says the switch: not claimed here", state.config.name,
+                     *key, ranked[0])
+        return learned, departed
 
     def adopt(self, entries: list[RemoteEntry], now: float) -> list[Effect]:
         """Take over mappings the switch still forwards with (after a controller restart).

@@ -238,6 +238,8 @@ class XtrState:
         self.dynamic_hosts: CountedDict[tuple[int, IPAddress], LocalHost] = CountedDict()
         self._config_macs: tuple | None = None  # (config, MAC -> its hosts' keys): hosts_with_mac
         self.departed: CountedDict[tuple[int, IPAddress], Departure] = CountedDict()
+        #: Configured hosts that left and whose redirect ended: not here until seen here again (learned).
+        self.away: CountedDict[tuple[int, IPAddress], None] = CountedDict()
         #: Departures told directly (a controller driving both sites) whose SMRs wait for the mapping
         #: system to have the move: (when they go regardless, the new holders not to solicit).
         self.solicit_later: CountedDict[tuple[int, IPAddress], tuple[float, tuple[IPAddress, ...]]] = CountedDict()
@@ -280,7 +282,7 @@ class XtrState:
         """What decides the hosts here (the configuration, the learned and departed tables' versions):
         the key under which `local_hosts` and `local_records` keep what they built.  The key holds
         the configuration itself, so a new one cannot reuse the old one's id."""
-        return (self.config, self.dynamic_hosts.version, self.departed.version)
+        return (self.config, self.dynamic_hosts.version, self.departed.version, self.away.version)
 
     def earliest_departure_deadline(self) -> float | None:
         """The first of the redirects' ends and the waiting SMRs' fallbacks (None: none), kept
@@ -294,7 +296,7 @@ class XtrState:
         return cached[1]
 
     def local_hosts(self) -> tuple[LocalHost, ...]:
-        """Configured and learned hosts that are here now (not departed), in address order.
+        """Configured and learned hosts that are here now (not departed or away), in address order.
 
         Rebuilt only when the hosts here change (`_hosts_here` is the key, as for
         `local_records`): a burst of arrivals asks for them once per arrival."""
@@ -304,7 +306,8 @@ class XtrState:
             return cached[1]
         hosts = {(h.iid, h.ip): LocalHost(h.iid, h.ip, h.mac, h.port) for h in self.config.hosts}
         hosts.update(self.dynamic_hosts)
-        result = tuple(h for key, h in sorted(hosts.items(), key=by_address) if key not in self.departed)
+        gone = self.departed, self.away
+        result = tuple(h for key, h in sorted(hosts.items(), key=by_address) if not any(key in g for g in gone))
         self._local_hosts_cache = (snapshot, result)
         return result
 
@@ -322,8 +325,8 @@ class XtrState:
         dynamic = self.dynamic_hosts
         found = [key for key in macs[1].get(mac, ()) if key not in dynamic]
         found += [key for key, h in dynamic.items() if h.mac.lower() == mac]
-        departed = self.departed
-        here = [key for key in found if key not in departed]
+        departed, away = self.departed, self.away
+        here = [key for key in found if key not in departed and key not in away]
         return tuple(sorted(here, key=key_order))
 
     def local_records(self) -> tuple[MappingRecord, ...]:

@@ -50,6 +50,9 @@ def test_xtr_section_defaults_map_resolver_to_map_server(tmp_path):
     assert xtr.dpid == 0x101
     assert xtr.map_resolvers == (ipaddress.ip_address("198.18.0.100"),)
     assert xtr.rlocs[0].priority == 1 and xtr.rlocs[0].weight == 100
+    assert xtr.redirect_seconds == 60.0
+    (xtr,) = config.load(write(tmp_path, XTR + "    redirect_seconds: 2.5\n")).xtrs
+    assert xtr.redirect_seconds == 2.5
 
 
 @pytest.mark.parametrize(
@@ -63,6 +66,7 @@ def test_xtr_section_defaults_map_resolver_to_map_server(tmp_path):
         (XTR.replace("10.1.0.10", "10.9.0.10"), "xtrs[0].hosts[0].ip", "inside none"),
         (XTR.replace('"02:00:00:00:01:01"', "zz"), "xtrs[0].gateways[0].mac", "not a MAC"),
         (XTR.replace("    tunnel_port: 100\n", ""), "xtrs[0].tunnel_port", "required"),
+        (XTR + "    redirect_seconds: 0\n", "xtrs[0].redirect_seconds", "above zero"),
         (XTR.replace("key: s3cret}", "key: s3cret, algorithm: md5}"), "xtrs[0].map_servers[0].algorithm", "not one of"),
     ],
 )

@@ -6,6 +6,7 @@ import pytest
 
 from lisp_ryu import plan as pt
 from lisp_ryu.flows import compiler as c
+from lisp_ryu.flows import readback
 from lisp_ryu.flows.model import GroupAction, Output, SetField
 from lisp_ryu.flows.pipeline import Owner, Table, cookie_owner, PipelineError, check_flow
 from lisp_ryu.flows.model import Flow, match
@@ -171,7 +172,7 @@ def test_installed_mapping_flows_read_back_as_the_entries_that_made_them():
     )
     p = plan(remotes=remotes, tunnel_source=ip("198.18.1.2"))
     state = c.compile_plan(p)
-    back = c.remotes_installed(state)
+    back = readback.remotes_installed(state)
     assert sorted(back, key=lambda e: str(e.prefix)) == sorted(remotes, key=lambda e: str(e.prefix))
     # Adopting them reproduces exactly the installed flows: nothing to change on the switch.
     assert c.compile_plan(plan(remotes=tuple(back), tunnel_source=ip("198.18.1.2"))) == state

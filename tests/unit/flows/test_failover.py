@@ -6,6 +6,7 @@ from ryu.ofproto import ofproto_v1_3_parser as parser
 
 from lisp_ryu import plan as pt
 from lisp_ryu.flows import compiler as c
+from lisp_ryu.flows import readback
 from lisp_ryu.flows import ofp13
 from lisp_ryu.flows.diff import AddGroup, apply, diff
 from lisp_ryu.flows.model import DesiredState, GroupAction, Output, SetField
@@ -183,14 +184,14 @@ def test_watched_buckets_survive_the_openflow_round_trip():
 
 def test_adopting_installed_failover_entries_names_each_locator_once():
     state = c.compile_plan(plan(PRIMARY_BACKUP))
-    (entry,) = c.remotes_installed(DesiredState(state.flows, state.groups))
+    (entry,) = readback.remotes_installed(DesiredState(state.flows, state.groups))
     assert sorted(r.address for r in entry.rlocs) == sorted([A, B])
 
 
 def test_adopting_an_equal_priority_failover_entry_recompiles_to_the_same_groups():
     """After a controller restart the switch's groups are read back and adopted: nothing churns."""
     state = c.compile_plan(plan((pt.Rloc(A, 1, 50), pt.Rloc(B, 1, 50))))
-    (entry,) = c.remotes_installed(DesiredState(state.flows, state.groups))
+    (entry,) = readback.remotes_installed(DesiredState(state.flows, state.groups))
     assert c.compile_plan(plan(entry.rlocs)) == state
 
 

@@ -5,6 +5,7 @@ import ipaddress
 
 from lisp_ryu import plan as pt
 from lisp_ryu.flows import compiler as c
+from lisp_ryu.flows import readback
 from lisp_ryu.flows.diff import diff
 from lisp_ryu.flows.encode import flow_mod, OFPFC_ADD
 from lisp_ryu.flows.pipeline import (
@@ -91,7 +92,7 @@ def test_groups_of_source_specific_entries_are_their_own_and_adoption_skips_them
     state = c.compile_plan(plan(wide, narrow))
     assert len(state.groups) == 2
     assert where(state, "10.1.0.11", "10.3.0.1") == where(state, "10.1.0.10", "10.3.0.1") == f"{B},{C}"
-    assert c.remotes_installed(state) == [wide]
+    assert readback.remotes_installed(state) == [wide]
 
 
 def test_a_source_specific_entry_and_its_removal_change_only_its_own_flows():

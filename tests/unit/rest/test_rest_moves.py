@@ -27,9 +27,10 @@ DC2_XTR = {"name": "dc2", "dpid": 2, "rlocs": [{"address": DC2}], "tunnel_port":
            "map_servers": [{"address": "198.18.0.2", "key": "k2"}], "map_resolvers": ["198.18.0.2"]}
 
 
-def three_site_lab(tmp_path, dc1_learns: bool = False, fast_lane: bool = False) -> Lab:
+def three_site_lab(tmp_path, dc1_learns: bool = False, fast_lane: bool = False, start: bool = True) -> Lab:
     """dc1 and dc3 of the REST tests' configuration, and dc2 between them learning hosts
-    (dc1 too if `dc1_learns`: a workload can come back); the controller's fast lane on if asked."""
+    (dc1 too if `dc1_learns`: a workload can come back); the controller's fast lane on if asked;
+    started (its switches connected, empty) unless `start` is false."""
     doc = yaml.safe_load(CONFIG)
     doc["xtrs"].insert(1, DC2_XTR)
     if dc1_learns:
@@ -40,7 +41,8 @@ def three_site_lab(tmp_path, dc1_learns: bool = False, fast_lane: bool = False) 
             site["eid_prefixes"] = [{"prefix": "10.0.0.0/8", "iid": 42, "accept_more_specifics": True}]
     lab = Lab(tmp_path, config_text=yaml.safe_dump(doc))
     lab.controller.fast_lane = fast_lane
-    lab.start()
+    if start:
+        lab.start()
     return lab
 
 

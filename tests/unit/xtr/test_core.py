@@ -225,7 +225,8 @@ def test_garbage_is_counted_never_raised(xtr):
 
 
 def test_adopted_flows_keep_the_data_plane_and_are_re_resolved(xtr):
-    from lisp_ryu.flows.compiler import compile_plan, remotes_installed
+    from lisp_ryu.flows.compiler import compile_plan
+    from lisp_ryu.flows.readback import remotes_installed
 
     entry = RemoteEntry(42, ipaddress.ip_network("10.2.0.0/16"), RemoteAction.ENCAP, (Rloc(ip("198.18.2.2")),))
     before = xtr.plan()

@@ -16,7 +16,8 @@ import yaml
 
 from lisp_ryu import config
 from lisp_ryu.effects import PacketOut
-from lisp_ryu.flows.compiler import compile_plan, remotes_installed
+from lisp_ryu.flows.compiler import compile_plan
+from lisp_ryu.flows.readback import remotes_installed
 from lisp_ryu.flows.model import GroupAction, Output, SetField
 from lisp_ryu.flows.pipeline import Table
 from lisp_ryu.plan import FailoverPort, RemoteAction, RemoteEntry, Rloc
