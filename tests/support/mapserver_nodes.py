@@ -63,10 +63,12 @@ class Node:
         self.thread.start()
 
     def crash(self) -> None:
-        """Gone without a word: the loop stops, the store's threads stop, nothing resigned."""
+        """Gone without a word: the loop stops, the store's threads stop, nothing resigned.  The loop
+        goes first, as in a real process: it reads the replica's inbox, which the replica's stop closes
+        (the other way round, the loop's thread died on the closed socket: EBADF)."""
         self.server.stop()
-        self.replica.stop(resign=False)
         self._end()
+        self.replica.stop(resign=False)
 
     def _end(self) -> None:
         self.server.udp.sendto(b"", ("127.0.0.1", self.port))  # wakes the loop up
