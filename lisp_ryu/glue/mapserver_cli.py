@@ -21,7 +21,7 @@ TOKEN_ENV = "LISP_RYU_TOKEN"
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 URL_ENV = "LISP_RYU_URL"
 SHOW_CHOICES = ["registrations", "subscriptions", "counters", "sites", "policies", "rloc-overrides",
-                "static-mappings", "health", "xtrs", "map-cache"]
+                "static-mappings", "health", "xtrs", "map-cache", "moves"]
 
 
 def add_parsers(subparsers, discover: Callable[[], list[tuple[str, str]]] = list) -> None:
@@ -65,7 +65,7 @@ def add_parsers(subparsers, discover: Callable[[], list[tuple[str, str]]] = list
         "show",
         help="show mapping state, policies and counters of a Map-Server or controller",
         description="Read the /lisp/v1/ API of a running standalone Map-Server (--http) or of the "
-        "controller's REST API (--wsapi-port) and print a table. map-cache and xtrs need the controller.",
+        "controller's REST API (--wsapi-port) and print a table. map-cache, xtrs and moves need the controller.",
     )
     p.add_argument("what", choices=SHOW_CHOICES)
     p.add_argument("xtr", nargs="?", help="for map-cache: the xTR name")
@@ -402,6 +402,11 @@ def format_table(what: str, data: dict[str, Any]) -> str:
         rows = [[x["name"], x["dpid"], "yes" if x["connected"] else "no", " ".join(x["rlocs"]),
                  str(x["map_cache_entries"])] for x in data["xtrs"]]
         return _table(["xtr", "dpid", "connected", "rlocs", "map-cache"], rows)
+    if what == "moves":
+        rows = [[str(m["iid"]), m["eid"], m["from_site"] or "-", m["to_site"] or "-",
+                 "-" if m.get("port") is None else str(m["port"]), str(m.get("held", 0)),
+                 " ".join(m["replicating_at"]) or "-", f"{m['seconds_left']:.1f}"] for m in data["moves"]]
+        return _table(["iid", "eid", "from", "to", "port", "held", "replicating at", "seconds left"], rows)
     if what == "map-cache":
         rows = []
         for e in data["entries"]:

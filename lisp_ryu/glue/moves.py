@@ -257,6 +257,48 @@ def planned_move(controller: "Controller", iid: int, eid: "IPAddress", to_site: 
             "delivering": delivering(controller, dest, iid, eid) if installed else None}
 
 
+def cancel_move(controller: "Controller", iid: int, eid: "IPAddress") -> dict:
+    """Call off the planned move of `eid` (DELETE /lisp/v1/moves/{iid}/{eid}): its migration failed
+    or was aborted, and the workload stays where it is.  Every xTR's part ends at once, as at the
+    window's end: the ITRs send to the old site only, the destination no longer delivers to the
+    announced port (which the orchestrator may give another workload) and drops what it held.
+    KeyError: no move of the EID is open (404).  Answers once the switches confirmed it (`installed`)."""
+    ended = []
+    for endpoint in controller.xtrs.values():
+        effects = endpoint.core.cancel_move(iid, eid)
+        if effects:
+            ended.append(endpoint)
+            controller.run(endpoint, effects)
+    controller.planned.remove(iid, eid)
+    if not ended:
+        raise KeyError(f"no planned move of [{iid}]{eid} is open")
+    controller.count("planned_moves_cancelled")
+    LOG.info("planned move of [%d]%s called off at %s", iid, eid, ", ".join(e.core.config.name for e in ended))
+    return {"iid": iid, "eid": str(eid), "ended_at": [e.core.config.name for e in ended],
+            "installed": controller.confirm([e.dpid for e in ended])}
+
+
+def open_moves(controller: "Controller") -> list[dict]:
+    """The planned moves whose window is open (GET /lisp/v1/moves), as the xTRs take part in them:
+    the old site, the destination (the announced port, the packets it holds), the ITRs that replicate,
+    and the seconds left of the longest window among them."""
+    found: dict = {}
+    for endpoint in controller.xtrs.values():
+        state, now, name = endpoint.core.state, endpoint.clock(), endpoint.core.config.name
+        for role, table in (("to_site", state.expected), ("from_site", state.leaving), ("itr", state.replicating)):
+            for (iid, ip), move in table.items():
+                entry = found.setdefault((iid, ip), {"iid": iid, "eid": str(ip), "from_site": None, "to_site": None,
+                                                     "replicating_at": [], "seconds_left": 0.0})
+                entry["seconds_left"] = max(entry["seconds_left"], round(max(0.0, move.until - now), 3))
+                if role == "itr":
+                    entry["replicating_at"].append(name)
+                    continue
+                entry[role] = name
+                if role == "to_site":
+                    entry.update(port=move.at.port if move.at else None, held=len(move.held))
+    return [found[key] for key in sorted(found, key=lambda k: (k[0], k[1].version, k[1]))]
+
+
 def preferred_rloc(config) -> "IPAddress":
     """The RLOC a planned move names for a site (an xTR's configuration): the first of `ranked_rlocs`."""
     return ranked_rlocs(config)[0]

@@ -50,6 +50,13 @@ class PlannedJournal:
                            "mac": mac, "until": round(now + timeout, 3)})
         self._write()
 
+    def remove(self, iid: int, eid: Any) -> None:
+        """The move of the EID was called off."""
+        kept = [m for m in self.moves if (m["iid"], m["eid"]) != (iid, str(eid))]
+        if len(kept) != len(self.moves):
+            self.moves = kept
+            self._write()
+
     def _write(self) -> None:
         if self.path is None:
             return

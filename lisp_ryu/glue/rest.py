@@ -30,7 +30,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -42,7 +41,7 @@ compat.apply()
 from ryu.app.wsgi import ControllerBase, Response, WSGIApplication, route  # noqa: E402
 
 from lisp_ryu import schema  # noqa: E402
-from lisp_ryu.config import Config, EidPrefixConfig, RestConfig  # noqa: E402
+from lisp_ryu.config import Config, RestConfig  # noqa: E402
 from lisp_ryu.flows.model import DesiredState  # noqa: E402
 from lisp_ryu.mapping.policy import (  # noqa: E402
     PolicyError,
@@ -53,19 +52,18 @@ from lisp_ryu.mapping.policy import (  # noqa: E402
 )
 from lisp_ryu.glue import openapi  # noqa: E402
 from lisp_ryu.glue.controller import Controller  # noqa: E402
-from lisp_ryu.glue import moves  # noqa: E402
+from lisp_ryu.glue import moves, rest_intent  # noqa: E402
 from lisp_ryu.glue.moves import NotReady  # noqa: E402
 from lisp_ryu.glue.refusals import REFUSALS, Refusals  # noqa: E402
 from lisp_ryu.glue.routes import ROUTES, Route  # noqa: E402
 from lisp_ryu.glue.xtr_views import map_cache_view, mapping_system_view  # noqa: E402
 from lisp_ryu.xtr.mobility import PLANNED_MOVE_MAX_TIMEOUT  # noqa: E402
 from lisp_ryu.mapserver import views  # noqa: E402
-from lisp_ryu.mapserver.store import _atomic_write  # noqa: E402
 from lisp_ryu.wire import MAX_IID  # noqa: E402
 
 LOG = logging.getLogger("lisp_ryu.rest")
 API = views.API_PREFIX
-STATE_FILE = "rest-intent.json"
+STATE_FILE = rest_intent.STATE_FILE
 MAX_BODY = 1 << 20
 MAX_DEPTH = 32  # a rule is a few levels deep; deeper is an attack on the decoder
 
@@ -132,6 +130,8 @@ class Backend:
     counters: Callable[[], dict[str, int]] = dict  # the glue's own counters
     # moves.planned_move(iid, eid, to_site, timeout, port, mac) -> summary (KeyError: 404, ValueError: 409)
     planned_move: Callable[..., dict] | None = None
+    cancel_move: Callable[[int, Any], dict] | None = None  # moves.cancel_move(iid, eid) (KeyError: 404)
+    open_moves: Callable[[], list] | None = None  # moves.open_moves()
     started: float = field(default_factory=time.time)
     refusals: Refusals = field(default_factory=lambda: REFUSALS)  # 401/403: counted, logged rate-limited
 
@@ -157,6 +157,8 @@ class Backend:
             state_file=os.path.join(data_dir, STATE_FILE) if data_dir else None,
             counters=lambda: dict(controller.counters),
             planned_move=functools.partial(moves.planned_move, controller),
+            cancel_move=functools.partial(moves.cancel_move, controller),
+            open_moves=functools.partial(moves.open_moves, controller),
         )
 
     def ms(self) -> Any:
@@ -170,63 +172,12 @@ class Backend:
         except KeyError:
             raise ApiError(404, f"no xTR named {name!r} (known: {', '.join(sorted(self.xtrs)) or 'none'})") from None
 
-    # -- xTR-side intent that must survive a restart ----------------------------
+    # -- xTR-side intent that must survive a restart (glue.rest_intent) ----------
     def load_intent(self) -> None:
-        """Re-apply dynamic-EID prefixes changed over REST before the last restart.
-
-        A damaged file or entry is logged and skipped: the controller starts with what is good, and
-        the file is kept aside (`.damaged`) before the next change rewrites it without the damage."""
-        if not self.state_file or not os.path.exists(self.state_file):
-            return
-        try:
-            with open(self.state_file, "rb") as fh:
-                data = schema.json_document(fh.read(), "", max_bytes=64 * MAX_BODY, max_depth=MAX_DEPTH)
-            per_xtr = schema.Node(data, root="the file").node("dynamic_eid_prefixes")
-        except (OSError, schema.InputError) as exc:
-            LOG.error("%s: cannot restore REST intent (dynamic-EID prefixes keep their configured values): %s",
-                      self.state_file, exc)
-            self._keep_aside()
-            return
-        damaged = False
-        for name in (per_xtr.value if per_xtr is not None else {}):
-            handle = self.xtrs.get(name)
-            if handle is None:
-                LOG.warning("%s: xTR %s is no longer configured; its dynamic-EID prefixes are ignored",
-                            self.state_file, name)
-                continue
-            items, path = per_xtr.value[name], per_xtr.child(name)
-            if not isinstance(items, list):
-                LOG.error("%s: %s: expected a list; its dynamic-EID prefixes are ignored", self.state_file, path)
-                damaged = True
-                continue
-            prefixes = []
-            for i, item in enumerate(items):
-                try:
-                    prefixes.append(_dynamic_prefix(item, f"{path}[{i}]"))
-                except schema.InputError as exc:
-                    LOG.error("%s: skipping a damaged dynamic-EID prefix: %s", self.state_file, exc)
-                    damaged = True
-            handle.core.config = dataclasses.replace(handle.core.config, dynamic_eid_prefixes=tuple(prefixes))
-            LOG.info("xTR %s: %d dynamic-EID prefixes restored from %s", name, len(prefixes), self.state_file)
-        if damaged:
-            self._keep_aside()
-
-    def _keep_aside(self) -> None:
-        aside = self.state_file + ".damaged"
-        try:
-            shutil.copyfile(self.state_file, aside)
-            LOG.error("%s: a copy as it was is kept in %s", self.state_file, aside)
-        except OSError as exc:
-            LOG.error("%s: cannot keep a copy in %s: %s", self.state_file, aside, exc.strerror)
+        rest_intent.load(self.state_file, self.xtrs)
 
     def save_intent(self) -> None:
-        if not self.state_file:
-            return
-        data = {"dynamic_eid_prefixes": {
-            name: [{"iid": d.iid, "prefix": str(d.prefix)} for d in h.core.config.dynamic_eid_prefixes]
-            for name, h in sorted(self.xtrs.items())}}
-        os.makedirs(os.path.dirname(self.state_file) or ".", exist_ok=True)
-        _atomic_write(self.state_file, json.dumps(data, indent=1).encode())
+        rest_intent.save(self.state_file, self.xtrs)
 
 
 # --------------------------------------------------------------------------- handlers
@@ -381,7 +332,7 @@ class Api:
     # -- writes: dynamic-EID prefixes are xTR configuration ------------------------------------
     def create_dynamic(self, body, xtr, **_):
         handle = self.b.xtr(xtr)
-        item = _dynamic_prefix(body, "")
+        item = rest_intent.dynamic_prefix(body, "")
         current = handle.core.config.dynamic_eid_prefixes
         if any(d.iid == item.iid and d.prefix == item.prefix for d in current):
             raise Conflict(f"xTR {xtr} already has dynamic-EID prefix [{item.iid}]{item.prefix}")
@@ -418,6 +369,16 @@ class Api:
         except ValueError as exc:
             raise Conflict(str(exc)) from None
 
+    def list_moves(self, body, **_):
+        if self.b.open_moves is None:
+            raise ApiError(404, "planned moves need the controller that drives the xTRs")
+        return {"moves": self.b.open_moves()}
+
+    def delete_move(self, body, iid, eid, **_):
+        if self.b.cancel_move is None:
+            raise ApiError(404, "planned moves need the controller that drives the xTRs")
+        return self.b.cancel_move(schema.decimal(iid, "iid", 0, MAX_IID), schema.address(eid, "eid"))
+
     def _set_dynamic(self, handle: XtrHandle, prefixes: tuple, reason: str) -> None:
         handle.core.config = dataclasses.replace(handle.core.config, dynamic_eid_prefixes=prefixes)
         self.b.save_intent()
@@ -433,12 +394,6 @@ def _timeout(value: Any, path: str) -> float:
 
 def _path_prefix(iid: str, address: str, length: str) -> tuple[int, Any]:
     return schema.decimal(iid, "iid", 0, MAX_IID), parse_prefix(f"{address}/{length}", "prefix")
-
-
-def _dynamic_prefix(raw: Any, path: str) -> EidPrefixConfig:
-    """{"prefix": ..., "iid": ...} (iid 0 when absent), from a REST body or the intent file."""
-    node = schema.Node(raw, path, root="body").expect(required={"prefix"}, optional={"iid"})
-    return EidPrefixConfig(node.get("prefix", schema.prefix), node.get("iid", schema.iid, 0))
 
 
 def _new_id(body: Any) -> Any:
@@ -569,11 +524,15 @@ for _route in ROUTES:
     setattr(LispRestController, _route.name, _make_handler(_route))
 
 
-def _route_regex(path: str) -> re.Pattern:
-    return re.compile("^" + re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(path)) + "$")
+def _route_regex(route_: Route) -> re.Pattern:
+    """What the route matches, as Routes matches it: an integer path parameter takes digits only
+    (else a path no route takes was answered 405 naming the very method it was asked with)."""
+    integers = {p.name for p in route_.params if p.where == "path" and p.schema.get("type") == "integer"}
+    return re.compile("^" + re.sub(r"\\\{(\w+)\\\}", lambda m: r"\d+" if m.group(1) in integers else "[^/]+",
+                                   re.escape(route_.path)) + "$")
 
 
-_ROUTE_REGEXES = [(_route_regex(r.path), r.method) for r in ROUTES]
+_ROUTE_REGEXES = [(_route_regex(r), r.method) for r in ROUTES]
 
 
 class LispRestFallback(ControllerBase):

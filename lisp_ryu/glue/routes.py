@@ -94,6 +94,14 @@ ROUTES: tuple[Route, ...] = (
           "the new RLOC until its map-cache follows (404: no such site or EID, 409: already there or the port is "
           "another's, 503: the destination's switch is not connected yet)",
           write=True, body="Move", status=202),
+    Route("list_moves", "GET", f"{API}/moves", "list_moves",
+          "The planned moves whose window is open: the old site, the destination (the announced port, the packets "
+          "it holds), the xTRs that replicate, the seconds left"),
+    Route("delete_move", "DELETE", f"{API}/moves/{{iid}}/{{eid}}", "delete_move",
+          "Call a planned move off (its migration failed or was aborted; the workload stays where it is): every "
+          "xTR's part ends at once, what the destination held is dropped (404: no move of the EID is open)",
+          write=True, params=(Param("iid", "path", {"type": "integer", "minimum": 0}, "instance-ID"),
+                              Param("eid", "path", {"type": "string"}, "the workload's address, e.g. 10.1.0.10"))),
     Route("delete_dynamic", "DELETE", f"{API}/xtrs/{{xtr}}/dynamic-eid-prefixes/{_PREFIX_PATH}", "delete_dynamic",
           "Remove a dynamic-EID prefix", write=True, params=(_XTR, *_PREFIX)),
 )

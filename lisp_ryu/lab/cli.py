@@ -71,6 +71,9 @@ def add_parser(subparsers, func) -> argparse.ArgumentParser:
                    "site's controller holds the host's traffic until it appears there")
     p.add_argument("--silent", action="store_true", help="the host sends no gratuitous ARP after the switchover "
                    "(a guest that announces nothing): with --planned, the new site asks it to answer at its new port")
+    p.add_argument("--abort", action="store_true", help="with --planned: the migration fails after the "
+                   "announcement; the move is called off (DELETE /lisp/v1/moves/IID/EID), the new interface "
+                   "unplugged, and the host stays where it is")
 
     p = sub.add_parser("evacuate", help="move every host of a site (or --hosts) to another site at once",
                        description="Evacuate SITE as an orchestrator drains a rack: each host moves as with "
@@ -295,8 +298,16 @@ def _hold(args) -> bool:
 
 
 def _move(args) -> int:
-    from lisp_ryu.lab.move import move_host
+    from lisp_ryu.lab.move import abort_planned_move, move_host
 
+    if args.abort:
+        if not args.planned:
+            raise LabError("--abort calls a planned move off: give --planned too")
+        answers = abort_planned_move(args.host, args.site, hold=_hold(args))
+        ended = sorted({x for a in answers for x in a.get("ended_at", [])})
+        print(f"planned move of {args.host} to {args.site} called off (ended at {', '.join(ended)}); "
+              f"{args.host} stays where it was")
+        return 0
     mv = move_host(args.host, args.site, planned=args.planned, hold=_hold(args), silent=args.silent)
     print(f"{mv.host} moved from {mv.from_site} (port {mv.from_ofport}) to {mv.to_site} (port {mv.to_ofport}): "
           f"no link for {mv.swap_ms:.1f} ms, gratuitous ARP sent")

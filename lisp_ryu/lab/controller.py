@@ -160,22 +160,31 @@ def planned_move(state: LabState, iid: int, eid: str, to_site: str, timeout: flo
                  port: int | None = None) -> dict:
     """POST /lisp/v1/moves to the lab's controller: announce a planned move (LabError if refused);
     `port`: the workload's new OpenFlow port at `to_site`, plugged already."""
-    if not state.controller_rest:
-        raise LabError("the lab state does not record the controller's REST address: is a controller running?")
     body = {"iid": iid, "eid": eid, "to_site": to_site, **({} if timeout is None else {"timeout": timeout}),
             **({} if port is None else {"port": port})}
+    return _write(state, "POST", "moves", body, f"the planned move of {eid} to {to_site}")
+
+
+def cancel_move(state: LabState, iid: int, eid: str) -> dict:
+    """DELETE /lisp/v1/moves/IID/EID: call a planned move off (LabError if refused: none open)."""
+    return _write(state, "DELETE", f"moves/{iid}/{eid}", None, f"calling off the planned move of {eid}")
+
+
+def _write(state: LabState, method: str, resource: str, body: dict | None, what: str) -> dict:
+    """A write to the lab controller's REST API, with its token; the answer, or LabError saying `what` failed."""
+    if not state.controller_rest:
+        raise LabError("the lab state does not record the controller's REST address: is a controller running?")
     headers = {"Content-Type": "application/json"}
     token = rest_token()
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(f"{state.controller_rest}/lisp/v1/moves", data=json.dumps(body).encode(),
-                                     method="POST", headers=headers)
+    request = urllib.request.Request(f"{state.controller_rest}/lisp/v1/{resource}", method=method, headers=headers,
+                                     data=None if body is None else json.dumps(body).encode())
     try:
         with urllib.request.urlopen(request, timeout=5.0) as response:
             return json.loads(response.read())
     except urllib.error.HTTPError as exc:
-        raise LabError(f"the controller refused the planned move of {eid} to {to_site}: {exc.code} "
-                       f"{exc.read().decode(errors='replace')}") from exc
+        raise LabError(f"the controller refused {what}: {exc.code} {exc.read().decode(errors='replace')}") from exc
     except OSError as exc:
         raise LabError(f"cannot reach the controller at {state.controller_rest}: {exc}") from exc
 

@@ -122,17 +122,7 @@ def move_host(host: str, site: str, planned: bool = False, hold: bool = False, s
     before the switchover (a test restarts the controller there).
     """
     with locked():
-        state = load_state()
-        if state.status != "up":
-            raise LabError(f"the lab is {state.status}, not up: wait for `lisp-ryu lab up` or run `lisp-ryu lab down`")
-        h = state.host(host)
-        new = state.site(site)
-        if h.site == new.name:
-            raise LabError(f"host {host} is already at site {site}")
-        if new.is_pxtr:
-            raise LabError(f"site {site} is a PxTR: hosts move between LISP sites "
-                           f"({', '.join(s.name for s in state.lisp_sites)})")
-        old = state.site(h.site)
+        state, h, old, new = _the_move(host, site)
         migration = _Migration(state, h, old, new, _free_ofport(new, state, host))
         try:
             try:
@@ -172,6 +162,46 @@ def move_host(host: str, site: str, planned: bool = False, hold: bool = False, s
     log.info("moved %s from %s port %d to %s port %d: no link for %.1f ms", host, old.name, h.ofport,
              new.name, migration.ofport, result.swap_ms)
     return result
+
+
+def _the_move(host: str, site: str) -> tuple[LabState, HostState, SiteState, SiteState]:
+    """The lab (up), the host, the site it is at and `site` (a LISP site it is not at), or LabError."""
+    state = load_state()
+    if state.status != "up":
+        raise LabError(f"the lab is {state.status}, not up: wait for `lisp-ryu lab up` or run `lisp-ryu lab down`")
+    h = state.host(host)
+    new = state.site(site)
+    if h.site == new.name:
+        raise LabError(f"host {host} is already at site {site}")
+    if new.is_pxtr:
+        raise LabError(f"site {site} is a PxTR: hosts move between LISP sites "
+                       f"({', '.join(s.name for s in state.lisp_sites)})")
+    return state, h, state.site(h.site), new
+
+
+def abort_planned_move(host: str, site: str, hold: bool = False) -> list[dict]:
+    """A planned move whose migration fails after its announcement: the new vif is plugged and the
+    move announced as `move_host(planned=True)` does them, then, PRECOPY later, the orchestrator
+    calls it off (DELETE /lisp/v1/moves/IID/EID, for each EID) and unplugs the new vif.  The host
+    never leaves its site.  Returns the controller's answers to the calls-off."""
+    from lisp_ryu.lab import controller as lab_controller
+
+    with locked():
+        state, h, old, new = _the_move(host, site)
+        migration = _Migration(state, h, old, new, _free_ofport(new, state, host))
+        try:
+            migration.plug()
+            announce_move(state, h, new, None if hold else migration.ofport)
+            time.sleep(PRECOPY)
+            answers = [lab_controller.cancel_move(state, h.iid, eid) for eid in h.eids]
+            log.info("planned move of %s to %s called off: ended at %s", host, site,
+                     ", ".join(sorted({x for a in answers for x in a.get("ended_at", [])})))
+            return answers
+        finally:
+            try:
+                migration.put_back()
+            finally:
+                migration.close()
 
 
 def announce_move(state: LabState, h: HostState, new: SiteState, port: int | None,

@@ -467,6 +467,10 @@ class XtrCore:
         extra = {} if timeout is None else {"timeout": timeout}
         return self.mobility.leave(iid, ip, new_rloc, now, replicated_by=replicated_by, new_site=new_site, **extra)
 
+    def cancel_move(self, iid: int, ip: IPAddress) -> list[Effect]:
+        """The planned move of `ip` is called off: whatever part this xTR has in it ends now."""
+        return self.mobility.cancel((iid, ip))
+
     def hold(self, iid: int, ip: IPAddress, packet: bytes, now: float) -> list[Effect]:
         """A decapsulated packet for a workload expected here: held, or delivered if it just arrived."""
         return self.mobility.hold(iid, ip, packet, now)

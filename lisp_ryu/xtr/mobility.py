@@ -397,6 +397,23 @@ class Mobility:
                  self.state.config.name, iid, ip, new_rloc)
         return [DataplaneChanged(f"planned move of {ip}: leaving")]
 
+    def cancel(self, key: tuple[int, IPAddress]) -> list[Effect]:
+        """The orchestrator called the move off (its migration failed or was aborted): this xTR's role
+        in it ends now, as at the window's end; what the destination held for the workload, which
+        stays where it was, is dropped (counted)."""
+        state = self.state
+        held = state.expected[key].held if key in state.expected else []
+        ended = [name for table, name in ((state.replicating, "replicating"), (state.expected, "expected"),
+                                          (state.leaving, "leaving")) if table.pop(key, None) is not None]
+        if not ended:
+            return []
+        state.count("planned_move_cancelled")
+        if held:
+            state.count("planned_move_held_dropped", len(held))
+        LOG.info("%s: planned move of [%d]%s called off: no longer %s here (%d held packets dropped)",
+                 state.config.name, *key, ended[0], len(held))
+        return [DataplaneChanged(f"planned move of {key[1]}: called off")]
+
     def _take_role(self, key: tuple[int, IPAddress], role: dict) -> None:
         """An xTR has one role in a move of an EID.  A move announced again to another destination
         (the orchestrator retargets a migration) may give it another: the old one ends here, with

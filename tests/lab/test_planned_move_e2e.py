@@ -16,8 +16,10 @@ the TCP stream gets through with every byte.
 
 from __future__ import annotations
 
+import json
 import re
 import time
+import urllib.request
 
 import pytest
 
@@ -221,3 +223,33 @@ def test_a_silent_workload_moved_as_planned_is_asked_at_its_new_port_and_learned
         assert out.returncode == 0 and " 0% packet loss" in out.stdout, out.stdout
     finally:
         move_host("h1", "dc1")  # home again, announced, for whatever runs next
+
+
+def test_a_planned_move_called_off_loses_nothing_and_leaves_nothing(lab):
+    """The migration fails after its announcement (`lab move --planned --abort`): the move is
+    called off (DELETE /lisp/v1/moves/IID/EID) and the new vif unplugged.  h1 never leaves dc1:
+    not a probe of h5's 1 ms ping is lost, every xTR's part ended at once (not when the window
+    would have), and nothing of the move is left (before, the window stayed open, the destination
+    delivering to the port it had been given)."""
+    from lisp_ryu.lab.move import abort_planned_move
+    from lisp_ryu.lab.scenarios import stale
+
+    state = lab_controller.read_state()
+    h1, h5 = state.host("h1"), state.host("h5")
+    assert h1.site == "dc1"
+    prober = Prober(h5.namespace, h1.ip, 0.001)
+    prober.start()
+    try:
+        assert prober.wait_reply(10.0)
+        began = time.time()
+        (answer,) = abort_planned_move("h1", "dc2")
+        assert sorted(answer["ended_at"]) == ["dc1", "dc2", "dc3"] and answer["installed"] is True, answer
+        assert planned_leftovers(lab) == []  # at once: the window (10 s) is far from over
+        time.sleep(0.5)
+    finally:
+        probes = prober.stop()
+    assert [p for p in probes if p.sent > began and p.received is None] == []
+    state = lab_controller.read_state()
+    assert state.host("h1").site == "dc1" and stale.check(state) == []
+    with urllib.request.urlopen(f"{state.controller_rest}/lisp/v1/moves", timeout=5) as response:
+        assert json.loads(response.read()) == {"moves": []}
