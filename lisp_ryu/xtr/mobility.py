@@ -23,7 +23,8 @@ from lisp_ryu.wire.locator_lists import ReplicationList, RleEntry
 from lisp_ryu.wire.prefix import EidPrefix
 from lisp_ryu.wire.messages import MapRequest
 from lisp_ryu.wire.records import Action, Locator, MappingRecord, MapRequestRecord
-from lisp_ryu.xtr.frames import ask_to_answer
+from lisp_ryu.xtr import asking
+from lisp_ryu.xtr.asking import ASK_FIRST
 from lisp_ryu.xtr.probing import Prober
 from lisp_ryu.xtr.resolution import Resolver
 from lisp_ryu.xtr.state import IP_TYPES, CachedMapping, Departure, IPAddress, PlannedMove, XtrState
@@ -41,27 +42,6 @@ PLANNED_MOVE_MAX_TIMEOUT = 3600.0  # the longest window an orchestrator may ask 
 HOLD_AGE = 0.1  # held packets older than this when the workload arrives are not delivered (the old site did)
 HOLD_MAX = 512  # packets held per expected workload
 ROUTER_MAC = "02:00:00:00:00:fe"  # as XtrPlan.router_mac: eth_src for hosts outside any gateway's subnet
-# A workload announced with its new port and not seen there yet is asked to answer (xtr/frames.py):
-# one that sends nothing by itself is learned, instead of being lost when the window closes (the
-# move's flows serve it until then).  First ASK_FIRST seconds after the announcement, then twice
-# as long after each ask up to ASK_GAP_MAX, and once more ASK_BEFORE_END before the window ends;
-# at most ASK_RATE a second per xTR, ASK_BURST at a time.  Asking every workload of a planned
-# evacuation every 0.5 s (400 packet-outs a second) raised its outages by half (p50 0.28 -> 0.44 s).
-ASK_FIRST = 1.0
-ASK_GAP_MAX = 8.0
-ASK_BEFORE_END = 1.0
-ASK_RATE = 50.0
-ASK_BURST = 10
-
-
-def _next_ask(now: float, move: PlannedMove) -> float | None:
-    """When a workload asked `move.asked` times is asked next: the gap doubles from ASK_FIRST up
-    to ASK_GAP_MAX, and the last ask comes ASK_BEFORE_END before the window ends (None: no more)."""
-    gap = min(ASK_FIRST * 2 ** move.asked, ASK_GAP_MAX)
-    last = move.until - ASK_BEFORE_END
-    if now + gap < last:
-        return now + gap
-    return last if now < last else None
 
 
 class Learned(Enum):
@@ -159,19 +139,32 @@ class Mobility:
     def _follow(self, record: MappingRecord, where: str, now: float) -> list[Effect]:
         """If we send to the workload, our map-cache follows it (a short-lived copy)."""
         prefix = record.eid_prefix
+        redirected = self._redirect_follows((prefix.instance_id, prefix.address), record)
         entry = self.resolver.lookup(prefix.instance_id, None, prefix.address, now)
         if entry is None or entry.negative:
-            return []  # we do not send to it: nothing to follow
+            return redirected  # we do not send to it: nothing to follow
         new = {loc.address for loc in record.locators}
         if {loc.address for loc in entry.value.record.locators} == new:
-            return []
+            return redirected
         if not self.resolver.cache_record(replace(record, ttl=1), prefix, where, now):
-            return []
+            return redirected
         self.state.count("moves_followed_directly")
         effects: list[Effect] = [DataplaneChanged(f"{prefix.address} moved to {where}")]
         if self.state.replicating:
             effects += self.end_replications(self.resolver.lookup, now)
         return effects
+
+    def _redirect_follows(self, key: tuple[int, IPAddress], record: MappingRecord) -> list[Effect]:
+        """A workload that left us moved on again: what still arrives for it here goes to where it is
+        now, not to the site it left meanwhile (its redirect keeps its end)."""
+        departure = self.state.departed.get(key)
+        rlocs = tuple(loc.address for loc in sorted(record.locators, key=lambda loc: loc.priority)
+                      if loc.reachable and loc.priority != 255 and isinstance(loc.address, IP_TYPES))
+        if departure is None or not rlocs or rlocs[0] == departure.rloc:
+            return []
+        self.state.departed[key] = Departure(rlocs[0], departure.until, site=rlocs)
+        self.state.count("redirect_followed")
+        return [DataplaneChanged(f"the redirect for {key[1]} follows it to {rlocs[0]}")]
 
     def seed(self, entries, where: str, now: float, owned: tuple[MappingRecord, ...] = ()) -> list[Effect]:
         """A workload arrived from `where`: copy what its old site's map-cache holds (`entries`) and
@@ -450,26 +443,10 @@ class Mobility:
         return []
 
     def _ask_expected(self, now: float) -> list[Effect]:
-        """Ask the workloads announced with their port and not seen there yet to answer (ASK_FIRST
-        and on): an answer teaches it to the learning flows like any first packet (`handle_host_seen`)."""
-        due = sorted(((m.ask_at, key) for key, m in self.state.expected.items()
-                      if m.ask_at is not None and m.ask_at <= now and m.at is not None), key=lambda d: d[0])
-        effects: list[Effect] = []
-        for i, (_, key) in enumerate(due):
-            move = self.state.expected[key]
-            if i >= ASK_BURST:  # the rest wait their turn, ASK_RATE a second
-                move.ask_at = now + (i // ASK_BURST) * ASK_BURST / ASK_RATE
-                continue
-            gateway = self._gateway(*key)
-            frame = ask_to_answer(key[1], move.at.mac, gateway.mac if gateway else ROUTER_MAC,
-                                  gateway.ip if gateway else None)
-            if frame is None:
-                move.ask_at = None  # no IPv6 gateway to ask from: wait for the workload's own packets
-                continue
-            move.asked += 1
-            move.ask_at = _next_ask(now, move)
-            self.state.count("planned_move_asked")
-            effects.append(PacketOut(0, frame, out_port=move.at.port))
+        """Ask the workloads announced with their port and not seen there yet to answer (xtr/asking.py)."""
+        effects = asking.ask_due(self.state.expected, now, self._gateway, ROUTER_MAC)
+        if effects:
+            self.state.count("planned_move_asked", len(effects))
         return effects
 
     def next_ask(self) -> float | None:

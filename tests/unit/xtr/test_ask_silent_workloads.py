@@ -1,4 +1,4 @@
-"""When the destination of a planned move asks an announced, silent workload to answer (xtr/mobility.py)."""
+"""When the destination of a planned move asks an announced, silent workload to answer (xtr/asking.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import yaml
 
 from lisp_ryu import config
 from lisp_ryu.effects import PacketOut
-from lisp_ryu.xtr import mobility as m
+from lisp_ryu.xtr import asking as m
 from lisp_ryu.xtr.core import XtrCore
 from unit.xtr.test_register_bursts import CONFIG
 
