@@ -3,8 +3,9 @@
 Per seed: every same-tenant pair answers its first ping, and its first ping6 where both
 are dual-stack; packets for an address several tenants use (IPv4 or IPv6) reach the
 sender's tenant's host only (counted in the receivers' namespaces); a random host moves
-to a random other site and all checks hold again; the controller reports every switch
-healthy; teardown leaves nothing.
+to a random other site and all checks hold again; another moves as a planned move under a
+same-tenant peer's ping, which loses nothing, and all checks hold again with no stale flow;
+the controller reports every switch healthy; teardown leaves nothing.
 
 Which seeds: $LISP_RYU_SEEDS ("3", "0-49", "1,5,9"; default: three seeds, small
 topologies for the normal run), and $LISP_RYU_RANDOM_SIZE ("small": 2-3 sites and one
@@ -17,12 +18,15 @@ from __future__ import annotations
 
 import os
 import random
+import time
 
 import pytest
 
 from lisp_ryu.lab import controller as lab_controller
 from lisp_ryu.lab import move as lab_move
 from lisp_ryu.lab import topology_random
+from lisp_ryu.lab.scenarios import stale
+from lisp_ryu.lab.scenarios.probe import Prober
 from support.tenant_checks import first_ping_failures, isolation_failures
 
 from conftest import LabEnv, controller_lab, lab_unavailable
@@ -77,11 +81,37 @@ def test_random_topology(seed, tmp_path, monkeypatch):
             moved = lab_move.move(host.name, to.name)
             print(f"moved {host.name} ({host.ip} iid {host.iid}) from {host.site} to {to.name}")
             check(moved, f" after {host.name} moved to {to.name}", where)
-            health, why = lab_controller.health(moved)
+            planned = planned_move(rng, lab_controller.read_state(), where)
+            check(planned, " after the planned move", where)
+            assert stale.check(planned) == [], f"stale flows after the moves, {where}"
+            health, why = lab_controller.health(planned)
             assert health is not None and health["healthy"], f"controller health {health or why}, {where}"
         except BaseException:
             dump(state)
             raise
+
+
+def planned_move(rng: random.Random, state, where: str):
+    """A random host with a same-tenant peer moves as a planned move (announced with its new port) to a
+    random other site, under the peer's 5 ms ping: not a probe lost.  Returns the lab after it."""
+    movers = [h for h in state.hosts if any(o.iid == h.iid and o.name != h.name for o in state.hosts)]
+    if not movers:
+        return state
+    host = rng.choice(movers)
+    peer = rng.choice([o for o in state.hosts if o.iid == host.iid and o.name != host.name])
+    to = rng.choice([s for s in state.lisp_sites if s.name != host.site])
+    prober = Prober(peer.namespace, host.ip, 0.005)
+    prober.start()
+    try:
+        assert prober.wait_reply(10.0), f"{peer.name} cannot reach {host.name} before the planned move, {where}"
+        moved = lab_move.move_host(host.name, to.name, planned=True)
+        time.sleep(1.0)
+    finally:
+        probes = prober.stop()
+    lost = [round(p.sent - moved.started, 3) for p in probes if p.received is None and p.sent > moved.started - 1]
+    print(f"planned: {host.name} ({host.ip} iid {host.iid}) {host.site} -> {to.name} under {peer.name}'s ping")
+    assert lost == [], f"{peer.name}'s probes to {host.name} lost at {lost} s of its planned move to {to.name}, {where}"
+    return moved.state
 
 
 def check(state, when: str, where: str) -> None:

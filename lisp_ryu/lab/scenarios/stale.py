@@ -31,6 +31,7 @@ _GROUP_ID = re.compile(r"group_id=(\d+)")
 _TUN_DST = re.compile(r"set_field:([0-9a-fA-F.:]+)->tun_(?:ipv6_)?dst")
 _OUTPUT = re.compile(r"(?:^|,)output:(\d+)")
 _GROUP_REF = re.compile(r"(?:^|,)group:(\d+)")
+_WRITE_METADATA = re.compile(r"(?:^|,)write_metadata:(0x[0-9a-fA-F]+|\d+)")
 
 
 @dataclass(frozen=True)
@@ -67,12 +68,15 @@ def _split(line: str) -> tuple[dict[str, str], str, int | None]:
     return fields, actions, int(m.group(1), 0) if m else None
 
 
-def _iid_of(fields: dict[str, str]) -> int | None:
-    """The instance-ID a flow is about: its metadata (host side) or tunnel_id (decapsulation)."""
+def _iid_of(fields: dict[str, str], actions: str = "") -> int | None:
+    """The instance-ID a flow is about: its metadata (host side) or tunnel_id (decapsulation) or,
+    for a classification flow, the metadata it writes (tenants may share an address: another
+    tenant's host at that address is not this flow's)."""
     for key in ("metadata", "tun_id"):
         if key in fields:
             return int(fields[key].split("/")[0], 0) & 0xFFFFFF
-    return None
+    written = _WRITE_METADATA.search(actions)
+    return int(written.group(1), 0) & 0xFFFFFF if written else None
 
 
 def _is_host_address(value: str | None, address: str) -> bool:
@@ -106,7 +110,7 @@ def find(tables: list[SiteTables], hosts: list[Placement]) -> list[str]:
             fields, actions, value = _split(line)
             if value is not None and cookie_owner(value) == Owner.PLANNED_MOVE:
                 problems.append(f"{t.name}: a planned-move flow outlived its move: {line.strip()}")
-            iid = _iid_of(fields)
+            iid = _iid_of(fields, actions)
             for h in hosts:
                 if iid is not None and iid != h.iid:
                     continue

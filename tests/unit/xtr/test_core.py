@@ -305,6 +305,20 @@ def test_departure_removes_local_state_redirects_and_solicits(xtr):
     assert xtr.plan().redirects == ()
 
 
+def test_the_redirect_follows_a_workload_that_moves_on_again(xtr):
+    """h1 left dc1 for dc2, then left dc2 for dc3 (the controller tells dc1 directly): what still
+    arrives at dc1 for it goes to dc3, not through dc2 (whose own redirect ends sooner or later too)."""
+    xtr.start(0.0)
+    dc3 = ip("198.18.3.2")
+    record = MappingRecord.for_prefix(EidPrefix.from_network("10.1.0.10/32", 42), (Locator(DC2),))
+    xtr.moved_elsewhere(record, "dc2", 1.0)
+    until = xtr.departed[(42, H1)].until
+    effects = xtr.moved_elsewhere(MappingRecord.for_prefix(record.eid_prefix, (Locator(dc3),)), "dc3", 5.0)
+    assert any(isinstance(e, DataplaneChanged) for e in effects)
+    assert [(r.ip, r.rloc) for r in xtr.plan().redirects] == [(H1, dc3)]
+    assert xtr.departed[(42, H1)].until == until  # it ends when it would have
+
+
 def test_notify_echoing_our_own_mapping_changes_nothing(xtr):
     xtr.start(0.0)
     effects = xtr.handle_control(moved_notify(xtr, rloc=RLOC).encode(), MS, 4342, 1.0)
