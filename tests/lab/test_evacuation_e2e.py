@@ -145,7 +145,7 @@ def test_a_host_of_another_tenant_at_the_same_address_is_not_taken_for_the_mover
     other = (" cookie=0x200000756a730bb, table=0, priority=200,ip,in_port=1,nw_src=10.1.0.10 "
              "actions=write_metadata:0x7/0xffffff,goto_table:1\n")
     assert stale.find(site_tables(dc1=DC1 + other), [W1]) == []
-    ours = other.replace("0x200000756a730bb", "0x200002a56a730bb").replace("write_metadata:0x7/", "write_metadata:0x2a/")
+    ours = other.replace("0x200000756a730bb", "0x200002a56a730bb").replace("metadata:0x7/", "metadata:0x2a/")
     assert any("takes w1 for a local host on port 1" in p for p in stale.find(site_tables(dc1=DC1 + ours), [W1]))
 
 

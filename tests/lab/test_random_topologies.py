@@ -35,6 +35,8 @@ pytestmark = [pytest.mark.lab]
 DEFAULT_SEEDS = "3-5"  # three tenants, multihomed sites across routers, three routers
 SIZES = {"small": {"max_sites": 3, "max_hosts": 1}, "full": {"max_sites": 8, "max_hosts": 2}}
 MANAGEMENT = "198.19.241.0/24"
+PLUG_STALL = 6  # probes at 5 ms lost while a port is added (as PLUG_STALL in test_ipv6_moves_e2e, at 1 ms: 30)
+PLUG_SETTLE = 0.05  # the stall outlasts the port's creation by a few milliseconds
 OF_PORT, REST_PORT = 6712, 8242
 
 
@@ -108,9 +110,16 @@ def planned_move(rng: random.Random, state, where: str):
         time.sleep(1.0)
     finally:
         probes = prober.stop()
-    lost = [round(p.sent - moved.started, 3) for p in probes if p.received is None and p.sent > moved.started - 1]
-    print(f"planned: {host.name} ({host.ip} iid {host.iid}) {host.site} -> {to.name} under {peer.name}'s ping")
+    began, plugged = moved.plugged
+    lost = [p.sent for p in probes if p.received is None and p.sent > began - 1]
+    # Adding the new vif's port stalls every port of a userspace switch for a few ms (the lab's cost,
+    # not the move's: CI lost 1 probe in it, 0.5 s before the switchover, in 2 of 3 seeds).
+    in_plug = [t for t in lost if began <= t <= plugged + PLUG_SETTLE]
+    lost = [round(t - moved.started, 3) for t in lost if t not in in_plug]
+    print(f"planned: {host.name} ({host.ip} iid {host.iid}) {host.site} -> {to.name} under {peer.name}'s ping; "
+          f"{len(in_plug)} probes lost while its new port was added")
     assert lost == [], f"{peer.name}'s probes to {host.name} lost at {lost} s of its planned move to {to.name}, {where}"
+    assert len(in_plug) <= PLUG_STALL, f"{len(in_plug)} probes lost while the new port was added, {where}"
     return moved.state
 
 
