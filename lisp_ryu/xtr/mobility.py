@@ -44,6 +44,12 @@ HOLD_MAX = 512  # packets held per expected workload
 ROUTER_MAC = "02:00:00:00:00:fe"  # as XtrPlan.router_mac: eth_src for hosts outside any gateway's subnet
 
 
+def _ranked_rlocs(record: MappingRecord) -> tuple[IPAddress, ...]:
+    """The RLOCs of a mapping traffic may be tunnelled to (reachable, not priority 255), best first."""
+    return tuple(loc.address for loc in sorted(record.locators, key=lambda loc: loc.priority)
+                 if loc.reachable and loc.priority != 255 and isinstance(loc.address, IP_TYPES))
+
+
 class Learned(Enum):
     """What a packet from an unknown source inside the dynamic-EID space told us."""
 
@@ -158,8 +164,7 @@ class Mobility:
         """A workload that left us moved on again: what still arrives for it here goes to where it is
         now, not to the site it left meanwhile (its redirect keeps its end)."""
         departure = self.state.departed.get(key)
-        rlocs = tuple(loc.address for loc in sorted(record.locators, key=lambda loc: loc.priority)
-                      if loc.reachable and loc.priority != 255 and isinstance(loc.address, IP_TYPES))
+        rlocs = _ranked_rlocs(record)
         if departure is None or not rlocs or rlocs[0] == departure.rloc:
             return []
         self.state.departed[key] = Departure(rlocs[0], departure.until, site=rlocs)
@@ -260,13 +265,12 @@ class Mobility:
         now would ask a Map-Server that still names us, get our non-answer or the old
         mapping, and retry a second later (a capture showed exactly that)."""
         state = self.state
-        rlocs = [loc.address for loc in sorted(record.locators, key=lambda loc: loc.priority)  # best first
-                 if loc.reachable and loc.priority != 255 and isinstance(loc.address, IP_TYPES)]
+        rlocs = _ranked_rlocs(record)
         if not rlocs:
             return []
         iid, ip = key
         state.leaving.pop(key, None)  # a planned move's window at the old site: the redirect takes over
-        state.departed[key] = Departure(rlocs[0], now + state.config.redirect_seconds, site=tuple(rlocs))
+        state.departed[key] = Departure(rlocs[0], now + state.config.redirect_seconds, site=rlocs)
         state.dynamic_hosts.pop(key, None)
         host_route = EidPrefix(ip, ip.max_prefixlen, iid)
         for reg in state.registrations:  # the map-server has it elsewhere now: if it comes back, register it
@@ -275,7 +279,7 @@ class Mobility:
         LOG.info("%s: EID [%d]%s moved to %s: redirecting for %.0f s", state.config.name, iid, ip, rlocs[0],
                  state.config.redirect_seconds)
         if told_directly:
-            state.solicit_later[key] = (now + SOLICIT_FALLBACK, tuple(rlocs))
+            state.solicit_later[key] = (now + SOLICIT_FALLBACK, rlocs)
             return []
         state.solicit_later.pop(key, None)
         return self._solicit_host(key, rlocs)
@@ -327,8 +331,7 @@ class Mobility:
         for key in unconfirmed:  # the mapping system never told us: solicit anyway
             state.count("smr_without_confirmation")
             effects += self._solicit_host(key, state.solicit_later.pop(key)[1])
-        timed_out = [key for table in (state.replicating, state.expected, state.leaving) for key, m in table.items()
-                     if m.until <= now]
+        timed_out = [key for table, _ in self._roles() for key, m in table.items() if m.until <= now]
         for key in timed_out:
             state.replicating.pop(key, None)
             state.leaving.pop(key, None)
@@ -396,8 +399,7 @@ class Mobility:
         stays where it was, is dropped (counted)."""
         state = self.state
         held = state.expected[key].held if key in state.expected else []
-        ended = [name for table, name in ((state.replicating, "replicating"), (state.expected, "expected"),
-                                          (state.leaving, "leaving")) if table.pop(key, None) is not None]
+        ended = [name for table, name in self._roles() if table.pop(key, None) is not None]
         if not ended:
             return []
         state.count("planned_move_cancelled")
@@ -407,13 +409,17 @@ class Mobility:
                  state.config.name, *key, ended[0], len(held))
         return [DataplaneChanged(f"planned move of {key[1]}: called off")]
 
+    def _roles(self) -> tuple[tuple[dict, str], ...]:
+        """The tables of this xTR's parts in planned moves, each with its name."""
+        state = self.state
+        return (state.replicating, "replicating"), (state.expected, "expected"), (state.leaving, "leaving")
+
     def _take_role(self, key: tuple[int, IPAddress], role: dict) -> None:
         """An xTR has one role in a move of an EID.  A move announced again to another destination
         (the orchestrator retargets a migration) may give it another: the old one ends here, with
         what it held (copies: the workload has not left), and the caller sets the new one."""
         state = self.state
-        for other, name in ((state.replicating, "replicating"), (state.expected, "expected"),
-                            (state.leaving, "leaving")):
+        for other, name in self._roles():
             if other is not role and other.pop(key, None) is not None:
                 state.count("planned_move_superseded")
                 LOG.info("%s: planned move of [%d]%s announced again: no longer %s here",
