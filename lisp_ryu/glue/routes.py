@@ -43,7 +43,9 @@ _AFTER = Param("after", "query", {"type": "string"},
 _XTR = Param("xtr", "path", {"type": "string"}, "xTR name (xtrs[].name in the configuration)")
 _RULE = Param("rule_id", "path", {"type": "string"}, "rule id")
 _OVR = Param("override_id", "path", {"type": "string"}, "override id")
-_PREFIX = (Param("iid", "path", {"type": "integer", "minimum": 0}, "instance-ID"),
+_IID = Param("iid", "path", {"type": "integer", "minimum": 0}, "instance-ID")
+_EID = Param("eid", "path", {"type": "string"}, "the workload's address, e.g. 10.1.0.10")
+_PREFIX = (_IID,
            Param("address", "path", {"type": "string"}, "prefix address, e.g. 10.2.0.0"),
            Param("length", "path", {"type": "integer", "minimum": 0}, "prefix length, e.g. 16"))
 _PREFIX_PATH = "{iid}/{address}/{length}"
@@ -100,8 +102,7 @@ ROUTES: tuple[Route, ...] = (
     Route("delete_move", "DELETE", f"{API}/moves/{{iid}}/{{eid}}", "delete_move",
           "Call a planned move off (its migration failed or was aborted; the workload stays where it is): every "
           "xTR's part ends at once, what the destination held is dropped (404: no move of the EID is open)",
-          write=True, params=(Param("iid", "path", {"type": "integer", "minimum": 0}, "instance-ID"),
-                              Param("eid", "path", {"type": "string"}, "the workload's address, e.g. 10.1.0.10"))),
+          write=True, params=(_IID, _EID)),
     Route("delete_dynamic", "DELETE", f"{API}/xtrs/{{xtr}}/dynamic-eid-prefixes/{_PREFIX_PATH}", "delete_dynamic",
           "Remove a dynamic-EID prefix", write=True, params=(_XTR, *_PREFIX)),
 )

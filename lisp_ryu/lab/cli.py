@@ -298,13 +298,12 @@ def _hold(args) -> bool:
 
 
 def _move(args) -> int:
-    from lisp_ryu.lab.move import abort_planned_move, move_host
+    from lisp_ryu.lab.move import abort_planned_move, ended_at, move_host
 
     if args.abort:
         if not args.planned:
             raise LabError("--abort calls a planned move off: give --planned too")
-        answers = abort_planned_move(args.host, args.site, hold=_hold(args))
-        ended = sorted({x for a in answers for x in a.get("ended_at", [])})
+        ended = ended_at(abort_planned_move(args.host, args.site, hold=_hold(args)))
         print(f"planned move of {args.host} to {args.site} called off (ended at {', '.join(ended)}); "
               f"{args.host} stays where it was")
         return 0

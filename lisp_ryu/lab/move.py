@@ -179,6 +179,11 @@ def _the_move(host: str, site: str) -> tuple[LabState, HostState, SiteState, Sit
     return state, h, state.site(h.site), new
 
 
+def ended_at(answers: list[dict]) -> list[str]:
+    """The xTRs whose part in a move the calls-off (`abort_planned_move`'s answers) ended."""
+    return sorted({name for answer in answers for name in answer.get("ended_at", [])})
+
+
 def abort_planned_move(host: str, site: str, hold: bool = False) -> list[dict]:
     """A planned move whose migration fails after its announcement: the new vif is plugged and the
     move announced as `move_host(planned=True)` does them, then, PRECOPY later, the orchestrator
@@ -194,8 +199,7 @@ def abort_planned_move(host: str, site: str, hold: bool = False) -> list[dict]:
             announce_move(state, h, new, None if hold else migration.ofport)
             time.sleep(PRECOPY)
             answers = [lab_controller.cancel_move(state, h.iid, eid) for eid in h.eids]
-            log.info("planned move of %s to %s called off: ended at %s", host, site,
-                     ", ".join(sorted({x for a in answers for x in a.get("ended_at", [])})))
+            log.info("planned move of %s to %s called off: ended at %s", host, site, ", ".join(ended_at(answers)))
             return answers
         finally:
             try:
