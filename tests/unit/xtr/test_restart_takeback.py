@@ -27,31 +27,23 @@ from lisp_ryu.wire.records import Locator, MappingRecord
 from lisp_ryu.xtr import mobility
 from lisp_ryu.xtr.core import XtrCore
 from support.effects import as_the_glue_runs
+from unit.xtr.test_core import CONFIG
 
 ip = ipaddress.ip_address
 CONFIGURED = ip("10.1.0.10")  # configured here, port 1
 VISITOR = LocalHost(42, ip("10.2.0.77"), "02:00:00:02:00:4d", 5)  # learned before the restart
 VISITOR6 = LocalHost(42, ip("fd00:2::77"), "02:00:00:02:00:4d", 5)
 DC2 = ip("198.18.2.2")
-CONFIG = """
-xtrs:
-  - name: dc1
-    dpid: 1
-    rlocs: [{address: 198.18.1.2}]
-    tunnel_port: 100
-    eid_prefixes: [{prefix: 10.1.0.0/16, iid: 42}]
-    map_servers: [{address: 198.18.0.2, key: s3cret}]
-    gateways:
-      - {subnet: 10.0.0.0/8, ip: 10.1.0.1, mac: "02:00:00:00:01:01", iid: 42}
-      - {subnet: "fd00::/16", ip: "fd00:1::1", mac: "02:00:00:00:01:01", iid: 42}
-    hosts: [{ip: 10.1.0.10, mac: "02:00:00:01:00:0a", port: 1, iid: 42}]
-    dynamic_eid_prefixes: [{prefix: 10.0.0.0/8, iid: 42}, {prefix: "fd00::/16", iid: 42}]
-"""
 
 
 def core() -> XtrCore:
+    """test_core's dc1 (10.1.0.10 configured on port 1, learning 10.0.0.0/8), learning fd00::/16 too."""
+    doc = yaml.safe_load(CONFIG)
+    xtr = doc["xtrs"][0]
+    xtr["gateways"].append({"subnet": "fd00::/16", "ip": "fd00:1::1", "mac": "02:00:00:00:01:01", "iid": 42})
+    xtr["dynamic_eid_prefixes"].append({"prefix": "fd00::/16", "iid": 42})
     counter = itertools.count(1000)
-    return XtrCore(config.parse(yaml.safe_load(CONFIG)).xtrs[0], nonces=lambda: next(counter))
+    return XtrCore(config.parse(doc).xtrs[0], nonces=lambda: next(counter))
 
 
 def switch_of(xtr: XtrCore, hosts=(), remotes=()):
