@@ -190,7 +190,10 @@ def test_a_refresh_costs_no_write_and_expiry_is_the_lease(etcd_cluster, stores):
     b = open_store(stores, rotate(etcd_cluster.endpoints, 1), "b",
                    on_change=lambda batch: batch.origin is None and expired.append(batch))
     writes = {key(i, "xtr:0b"): cluster.pack({"rloc": "198.18.0.2"}) for i in range(10)}
-    a.register("dc2", "xtr:0b", 2, writes).result(5)
+    first = a.register("dc2", "xtr:0b", 2, writes).result(5)
+    # A refresh is compared with the node's replica, its watch's image: B's must have A's commit
+    # first (a CI run refreshed at B before its watch brought it, and B wrote the 10 keys again).
+    assert wait_until(lambda: a.revision >= first.revision and b.revision >= first.revision)
     client = EtcdClient(etcd_cluster.endpoints)
     before = client.range(b"/lisp/")[0]
     for i in range(30):  # 3 s of refreshes, at both nodes (an ETR registers with every Map-Server)
